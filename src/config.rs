@@ -1,13 +1,29 @@
-//! `master.cfg` (TOML) → typed configuration.
+//! `master.cfg` (TOML) → typed, validated configuration.
 //!
-//! Owns: the config types, loading, and validation with key paths in every
-//! error. No threads or channels: the master loads at start and on SIGHUP
-//! (reconfig) and hands an `Arc<Config>` to the other components.
+//! Owns: the config types, [`load`] / [`parse`], validation, the
+//! `master.cfg.sample` text ([`SAMPLE`]) and small look-up helpers. Every
+//! problem names the file and the key path (`builders[0].steps[1].comand`),
+//! and all problems are reported together, as `checkconfig` promises.
 //!
-//! TYPES ONLY FOR NOW: loading/validation/sample are being written.
+//! No threads, no channels, no I/O besides reading the one file. Called by
+//! `minibot checkconfig`, by the master at start and on SIGHUP (reconfig),
+//! which hands the result to the other components as an `Arc<Config>`; a
+//! config that fails here is never seen by them, so they may rely on the
+//! invariants checked in `validate` (names unique and directory-safe,
+//! references resolved, `protocols.worker` present, step kinds known).
+//!
+//! Parsing runs in three passes: TOML syntax (stops at the first error, with
+//! line and column), then types (each section and list element on its own, so
+//! one bad builder does not hide another; unknown keys are collected here),
+//! then meaning (`validate`), which only runs on a fully typed config because
+//! its findings would mostly echo the type errors.
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Config {
@@ -182,4 +198,1542 @@ pub struct StepCfg {
 pub enum Command {
     Argv(Vec<String>),
     Shell(String),
+}
+
+/// The `master.cfg.sample` that `minibot create-master` writes: the
+/// hello-world setup of SPEC §2, commented for someone who knows Buildbot.
+pub const SAMPLE: &str = r#"# minibot master configuration: the counterpart of Buildbot's master.cfg,
+# written in TOML instead of Python.
+#
+#   minibot checkconfig DIR    checks this file and lists every problem
+#   minibot reconfig DIR       loads it into the running master (SIGHUP);
+#                              running builds and connected workers stay
+#
+# Unknown keys are errors, so a typo is reported instead of silently ignored.
+
+# Shown in the page header and the browser title (Buildbot's c['title']).
+title = "Hello World CI"
+
+# The address users type to reach the web UI (Buildbot's c['buildbotURL']):
+# the base of the links in commit statuses and mails. Behind an SSH tunnel or
+# a proxy this is the outside address, not the one the master listens on.
+buildbot_url = "http://localhost:12345/"
+
+# Cap on each step log, in bytes (Buildbot's logMaxSize); output beyond it is
+# dropped and the log says so. Default 10 MiB.
+# max_log_size = 10485760
+
+
+######## Web UI, JSON API and change hooks (Buildbot's c['www'])
+
+[www]
+# TCP port of the web UI, the API and the change hooks. On a shared host pick
+# a port nobody else uses.
+port = 12345
+# Address to listen on. 127.0.0.1 keeps the UI private to this machine; reach
+# it from outside with `ssh -L 12345:localhost:12345 ...`. Write 0.0.0.0 only
+# if you really want it open to the world.
+bind = "127.0.0.1"
+# Instead of port: listen on a unix socket (created with mode 0600), e.g. for
+# a web server's reverse proxy. Remove `port` when you use this.
+# unix_socket = "www.sock"
+# What visitors who are not logged in may do: "read" (default) or "none".
+# Force, stop and rebuild always need a login: see `minibot user add`.
+# anonymous = "read"
+
+# Gitea webhooks (as the buildbot_gitea plugin). In Gitea: repository
+# Settings > Webhooks > Add Webhook > Gitea, target URL
+# <buildbot_url>change_hook/gitea, POST, content type application/json, and
+# the same secret as here. Pushes to branches and tags and pull requests
+# become changes.
+[www.change_hook_dialects.gitea]
+# Change this: the signature of every hook is checked against it.
+secret = "SomeSecretPassPhraseToAuthenticateGitea"
+# true: one change per push (its head commit) instead of one per commit.
+# only_include_push_commit = false
+# Which URL of the repository a change carries: "ssh" (default) or "clone"
+# (the https clone URL); the git step fetches from the step's repourl anyway.
+# repository_url = "ssh"
+# codebase = ""
+
+# Buildbot's "base" dialect: plain form or JSON posts, e.g. from curl or a git
+# post-receive hook, to <buildbot_url>change_hook/base.
+[www.change_hook_dialects.base]
+# With a secret, posts must carry X-Hub-Signature-256 (HMAC-SHA256 of the body).
+# secret = "..."
+
+
+######## Where workers connect (Buildbot's c['protocols'] = {'pb': {...}})
+
+[protocols.worker]
+# The port given to `minibot-worker create-worker ... HOST:PORT ...`.
+port = 54321
+# Remote workers can come in through an SSH tunnel, so 127.0.0.1 is enough.
+bind = "127.0.0.1"
+# Seconds between keepalive pings; a peer silent for three times this long
+# is taken for dead and its build is retried.
+# keepalive = 30
+
+
+######## Workers (Buildbot's c['workers'])
+# Each one is created on its machine with the same name and password:
+#   minibot-worker create-worker DIR localhost:54321 example-worker pass
+
+[[workers]]
+# Letters, digits, '.', '_' and '-' only.
+name = "example-worker"
+# Never sent over the wire: the worker answers a challenge with it.
+password = "pass"
+# How many builds this worker runs at once (Buildbot's max_builds).
+max_builds = 1
+
+
+######## Schedulers (Buildbot's c['schedulers']): which changes start builds
+
+[[schedulers]]
+name = "all"
+# single_branch: changes on one branch (Buildbot's SingleBranchScheduler).
+# any_branch: changes on any branch, or those matching branch_regex /
+#             tag_regex (AnyBranchScheduler).
+# force: the "force build" button and POST /api/v2/forceschedulers/<name>.
+type = "single_branch"
+branch = "master"
+# Seconds to wait for more changes before building them together (0: at once).
+tree_stable_timer = 0
+builders = ["runtests"]
+
+[[schedulers]]
+name = "force"
+type = "force"
+builders = ["runtests"]
+
+
+######## Builders (Buildbot's c['builders']): what a build does
+
+[[builders]]
+# Also the directory the build runs in on the worker (unless workerbuilddir
+# is set), so: letters, digits, '.', '_' and '-' only.
+name = "runtests"
+# Workers that may run this builder's builds.
+workers = ["example-worker"]
+# description = "Runs the hello-world tests"
+# tags = ["hello"]
+# workerbuilddir = "runtests"
+
+# The steps run in order in the build directory (Buildbot's BuildFactory).
+[[builders.steps]]
+# Clone or update the source at the change's revision (Buildbot's Git step)
+# into the build directory's "build" subdirectory.
+type = "git"
+# Edit this: the repository the worker clones.
+repourl = "https://git.example.org/isabell/hello-world.git"
+# incremental: keep the checkout between builds; full: a fresh clone each time.
+mode = "incremental"
+# branch = "master"   # when the change names none (e.g. a forced build)
+
+[[builders.steps]]
+# Run a command (Buildbot's ShellCommand); exit code 0 is success.
+type = "shell"
+# Shown on the build page; defaults to the command's first word.
+name = "test"
+# An argv list, run as is; or a string, run by /bin/sh. %(prop:branch)s,
+# %(prop:revision)s, %(prop:buildnumber)s ... are replaced as by Buildbot's
+# Interpolate, and reach the environment as MINIBOT_BRANCH, ...
+command = ["python3", "test_hello.py"]
+env = { PYTHONUNBUFFERED = "1" }
+# Seconds without output before the step is killed.
+timeout = 1200
+# As in Buildbot: halt_on_failure (default true here), flunk_on_failure,
+# warn_on_failure, flunk_on_warnings, always_run; warning_exit_codes lists
+# exit codes meaning WARNINGS instead of FAILURE; workdir is relative to the
+# build directory (default "build").
+# halt_on_failure = true
+
+
+######## Reporters (Buildbot's c['services'])
+
+# Commit statuses on Gitea: pending when a build starts, then success,
+# failure or error. The token needs write access to the repository.
+# [[reporters]]
+# type = "gitea_status"
+# base_url = "https://git.example.org"
+# token = "..."
+"#;
+
+/// Everything wrong with a config file, one problem per entry, each naming
+/// the file and the key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and checks `path` (normally `DIR/master.cfg`).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("cannot read {}: {}", path.display(), io_reason(&e))],
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and checks config text; `source` names the file in the problems.
+pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+    let mut p = Problems {
+        source,
+        list: Vec::new(),
+    };
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("line {line}, column {col}")
+                }
+                None => "TOML".to_string(),
+            };
+            p.add(&at, one_line(e.message()));
+            return Err(p.into_error());
+        }
+    };
+    if let Some(cfg) = typed(table, &mut p) {
+        validate(&cfg, &mut p);
+        if p.list.is_empty() {
+            return Ok(cfg);
+        }
+    }
+    Err(p.into_error())
+}
+
+/// Seconds without output before a step is killed, when `timeout` is unset.
+pub const DEFAULT_STEP_TIMEOUT: u64 = 1200;
+
+impl Config {
+    pub fn builder(&self, name: &str) -> Option<&BuilderCfg> {
+        self.builders.iter().find(|b| b.name == name)
+    }
+
+    pub fn worker(&self, name: &str) -> Option<&WorkerCfg> {
+        self.workers.iter().find(|w| w.name == name)
+    }
+
+    pub fn scheduler(&self, name: &str) -> Option<&SchedulerCfg> {
+        self.schedulers.iter().find(|s| s.name == name)
+    }
+}
+
+impl Www {
+    /// Whether visitors who are not logged in may read (`anonymous`, default "read").
+    pub fn anonymous_read(&self) -> bool {
+        self.anonymous.as_deref() != Some("none")
+    }
+}
+
+impl BuilderCfg {
+    /// The build directory under the worker's base dir.
+    pub fn builddir(&self) -> &str {
+        self.workerbuilddir.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The names of the steps in order, made unique the way Buildbot does it
+    /// (a second "test" becomes "test_1"), since steps are found by name in
+    /// the UI and logs.
+    pub fn step_names(&self) -> Vec<String> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut names = Vec::with_capacity(self.steps.len());
+        for (i, step) in self.steps.iter().enumerate() {
+            let base = step.display_name(i);
+            let mut name = base.clone();
+            while let Some(count) = seen.get_mut(&name) {
+                *count += 1;
+                name = format!("{base}_{count}");
+            }
+            seen.insert(name.clone(), 0);
+            names.push(name);
+        }
+        names
+    }
+}
+
+impl StepCfg {
+    /// The step's name as shown in the UI: `name`, else "git" for a git step
+    /// or the command's first word (without its directory) for a shell step,
+    /// else `step<index>`.
+    pub fn display_name(&self, index: usize) -> String {
+        if let Some(name) = self.name.as_deref().filter(|n| !n.is_empty()) {
+            return name.to_string();
+        }
+        if self.kind == "git" {
+            return "git".to_string();
+        }
+        let first = match &self.command {
+            Some(Command::Argv(argv)) => argv.first().map(String::as_str),
+            Some(Command::Shell(line)) => line.split_whitespace().next(),
+            None => None,
+        };
+        match first.map(|w| w.rsplit('/').next().unwrap_or(w)) {
+            Some(word) if !word.is_empty() => word.to_string(),
+            _ => format!("step{index}"),
+        }
+    }
+
+    /// `timeout`, or [`DEFAULT_STEP_TIMEOUT`].
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT)
+    }
+
+    /// `halt_on_failure`, default true (SPEC §2; Buildbot's default is false,
+    /// but a build that goes on after a failed checkout only adds noise).
+    pub fn halts_on_failure(&self) -> bool {
+        self.halt_on_failure.unwrap_or(true)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Problems and key paths
+
+struct Problems<'a> {
+    source: &'a str,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, path: &str, msg: impl fmt::Display) {
+        self.list.push(if path.is_empty() {
+            format!("{}: {}", self.source, msg)
+        } else {
+            format!("{}: {}: {}", self.source, path, msg)
+        });
+    }
+
+    fn into_error(self) -> ConfigError {
+        ConfigError {
+            problems: self.list,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+/// `builders[0].steps[1].command`, as the user would point at it.
+fn fmt_path(segs: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in segs {
+        match seg {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn ignored_segs(path: &serde_ignored::Path, out: &mut Vec<Seg>) {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => {}
+        P::Seq { parent, index } => {
+            ignored_segs(parent, out);
+            out.push(Seg::Index(*index));
+        }
+        P::Map { parent, key } => {
+            ignored_segs(parent, out);
+            out.push(Seg::Key(key.clone()));
+        }
+        // Option and newtype wrappers are not visible in the file.
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_segs(parent, out)
+        }
+    }
+}
+
+fn tracked_segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    use serde_path_to_error::Segment as S;
+    path.iter()
+        .filter_map(|seg| match seg {
+            S::Seq { index } => Some(Seg::Index(*index)),
+            S::Map { key } | S::Enum { variant: key } => Some(Seg::Key(key.clone())),
+            S::Unknown => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Pass 2: types
+
+/// Deserializes the parts of the file one by one, so that a type error in
+/// one builder does not hide those in the next. `None` if any part failed.
+fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
+    let www = table.remove("www");
+    let protocols = table.remove("protocols");
+    let workers = table.remove("workers");
+    let schedulers = table.remove("schedulers");
+    let builders = table.remove("builders");
+
+    let mut cfg: Option<Config> = de_one(toml::Value::Table(table), &[], p);
+    let www = match www {
+        Some(v) => de_one::<Www>(v, &[key("www")], p),
+        None => Some(Www::default()),
+    };
+    let protocols = match protocols {
+        Some(v) => de_one::<Protocols>(v, &[key("protocols")], p),
+        None => Some(Protocols::default()),
+    };
+    let workers = match workers {
+        Some(v) => de_list::<WorkerCfg>(v, &[key("workers")], p),
+        None => Some(Vec::new()),
+    };
+    let schedulers = match schedulers {
+        Some(v) => de_list::<SchedulerCfg>(v, &[key("schedulers")], p),
+        None => Some(Vec::new()),
+    };
+    let builders = match builders {
+        Some(toml::Value::Array(items)) => {
+            let mut ok = true;
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                match de_builder(item, i, p) {
+                    Some(b) => out.push(b),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+        Some(other) => de_one::<Vec<BuilderCfg>>(other, &[key("builders")], p),
+        None => Some(Vec::new()),
+    };
+
+    if let Some(cfg) = cfg.as_mut() {
+        cfg.www = www?;
+        cfg.protocols = protocols?;
+        cfg.workers = workers?;
+        cfg.schedulers = schedulers?;
+        cfg.builders = builders?;
+    }
+    cfg
+}
+
+/// A builder without its steps, then each step on its own.
+fn de_builder(item: toml::Value, i: usize, p: &mut Problems) -> Option<BuilderCfg> {
+    let at = [key("builders"), Seg::Index(i)];
+    let toml::Value::Table(mut t) = item else {
+        return de_one(item, &at, p);
+    };
+    let steps = match t.remove("steps") {
+        Some(v) => de_list::<StepCfg>(v, &[key("builders"), Seg::Index(i), key("steps")], p),
+        None => Some(Vec::new()),
+    };
+    let mut builder: BuilderCfg = de_one(toml::Value::Table(t), &at, p)?;
+    builder.steps = steps?;
+    Some(builder)
+}
+
+fn de_list<T: DeserializeOwned>(
+    value: toml::Value,
+    at: &[Seg],
+    p: &mut Problems,
+) -> Option<Vec<T>> {
+    let toml::Value::Array(items) = value else {
+        return de_one(value, at, p);
+    };
+    let mut ok = true;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let mut path = at.to_vec();
+        path.push(Seg::Index(i));
+        match de_one(item, &path, p) {
+            Some(v) => out.push(v),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Deserializes one part found at `at`, reporting its unknown keys and its
+/// type error (serde stops at the first one within a part).
+fn de_one<T: DeserializeOwned>(value: toml::Value, at: &[Seg], p: &mut Problems) -> Option<T> {
+    let mut unknown: Vec<Vec<Seg>> = Vec::new();
+    let result = {
+        let mut note = |path: serde_ignored::Path| {
+            let mut segs = at.to_vec();
+            ignored_segs(&path, &mut segs);
+            unknown.push(segs);
+        };
+        serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(value, &mut note))
+    };
+    for segs in &unknown {
+        p.add(&fmt_path(segs), unknown_key_message(segs));
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut segs = at.to_vec();
+            segs.extend(tracked_segs(e.path()));
+            let msg = one_line(e.inner().message());
+            let msg = if let Some(field) = missing_field(&msg) {
+                segs.push(Seg::Key(field.to_string()));
+                "required key is missing".to_string()
+            } else if msg.contains("untagged enum Command") {
+                "expected a string (run by /bin/sh) or a list of strings (argv)".to_string()
+            } else {
+                msg
+            };
+            p.add(&fmt_path(&segs), msg);
+            None
+        }
+    }
+}
+
+fn missing_field(msg: &str) -> Option<&str> {
+    msg.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+/// "unknown key", with the likely intended key when there is one: typos are
+/// the usual reason for an unknown key.
+fn unknown_key_message(segs: &[Seg]) -> String {
+    let Some((Seg::Key(bad), parent)) = segs.split_last() else {
+        return "unknown key".to_string();
+    };
+    let shape: String = parent
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => format!(".{k}"),
+            Seg::Index(_) => "[]".to_string(),
+        })
+        .collect();
+    let known: &[&str] = match shape.as_str() {
+        "" => fields_of::<Config>(),
+        ".www" => fields_of::<Www>(),
+        ".www.change_hook_dialects" => fields_of::<Dialects>(),
+        ".www.change_hook_dialects.gitea" => fields_of::<GiteaDialect>(),
+        ".www.change_hook_dialects.base" => fields_of::<BaseDialect>(),
+        ".protocols" => fields_of::<Protocols>(),
+        ".protocols.worker" => fields_of::<WorkerProtocol>(),
+        ".workers[]" => fields_of::<WorkerCfg>(),
+        ".schedulers[]" => fields_of::<SchedulerCfg>(),
+        ".builders[]" => fields_of::<BuilderCfg>(),
+        ".builders[].steps[]" => fields_of::<StepCfg>(),
+        _ => &[],
+    };
+    let best = known
+        .iter()
+        .map(|k| (edit_distance(&bad.to_lowercase(), k), *k))
+        .min();
+    match best {
+        Some((d, k)) if d == 1 || (d == 2 && bad.len() >= 6) => {
+            format!("unknown key (did you mean `{k}`?)")
+        }
+        _ if !known.is_empty() && known.len() <= 6 => {
+            format!("unknown key (known here: {})", known.join(", "))
+        }
+        _ => "unknown key".to_string(),
+    }
+}
+
+/// The field names serde knows for `T`, read off its derived `Deserialize`
+/// so that they cannot drift from the types.
+fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Introspect<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> serde::Deserializer<'de> for Introspect<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    // Always an error: the introspector never produces a value.
+    let _ = T::deserialize(Introspect(&mut fields));
+    fields
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`:
+/// swapped letters are the commonest typo, so they count as one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+// ---------------------------------------------------------------------------
+// Pass 3: meaning
+
+fn validate(cfg: &Config, p: &mut Problems) {
+    if let Some(url) = &cfg.buildbot_url {
+        match url::Url::parse(url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(_) => p.add("buildbot_url", "must be an http:// or https:// URL"),
+            Err(e) => p.add("buildbot_url", format_args!("not a URL: {e}")),
+        }
+    }
+    check_www(cfg, p);
+    check_workers(cfg, p);
+    check_schedulers(cfg, p);
+    check_builders(cfg, p);
+    for (i, r) in cfg.reporters.iter().enumerate() {
+        match r.get("type") {
+            Some(toml::Value::String(_)) => {}
+            Some(_) => p.add(&format!("reporters[{i}].type"), "must be a string"),
+            None => p.add(&format!("reporters[{i}].type"), "required key is missing"),
+        }
+    }
+}
+
+fn check_www(cfg: &Config, p: &mut Problems) {
+    let www = &cfg.www;
+    match (&www.unix_socket, www.port) {
+        (None, 0) => p.add("www.port", "set a TCP port (1-65535), or www.unix_socket"),
+        (Some(s), _) if s.is_empty() => p.add("www.unix_socket", "is empty"),
+        (Some(_), port) if port != 0 => p.add(
+            "www.port",
+            "set either www.port or www.unix_socket, not both",
+        ),
+        _ => {}
+    }
+    let www_ip = check_bind("www.bind", &www.bind, p);
+    if let Some(a) = &www.anonymous {
+        if a != "read" && a != "none" {
+            p.add(
+                "www.anonymous",
+                format_args!("{a:?} is not one of \"read\", \"none\""),
+            );
+        }
+    }
+    let dialects = &www.change_hook_dialects;
+    if let Some(g) = &dialects.gitea {
+        if g.secret.as_deref() == Some("") {
+            p.add(
+                "www.change_hook_dialects.gitea.secret",
+                "is empty; remove the key to accept unsigned hooks",
+            );
+        }
+        if let Some(u) = &g.repository_url {
+            if u != "ssh" && u != "clone" {
+                p.add(
+                    "www.change_hook_dialects.gitea.repository_url",
+                    format_args!("{u:?} is not one of \"ssh\", \"clone\""),
+                );
+            }
+        }
+    }
+    if let Some(b) = &dialects.base {
+        if b.secret.as_deref() == Some("") {
+            p.add(
+                "www.change_hook_dialects.base.secret",
+                "is empty; remove the key to accept unsigned hooks",
+            );
+        }
+    }
+
+    let Some(wp) = &cfg.protocols.worker else {
+        p.add(
+            "protocols.worker",
+            "missing: add a [protocols.worker] section with the port workers connect to",
+        );
+        return;
+    };
+    if wp.port == 0 {
+        p.add("protocols.worker.port", "must be 1-65535");
+    }
+    if wp.keepalive == 0 {
+        p.add("protocols.worker.keepalive", "must be at least 1 second");
+    }
+    let worker_ip = check_bind("protocols.worker.bind", &wp.bind, p);
+    if let (Some(a), Some(b)) = (www_ip, worker_ip) {
+        let overlap = a == b || a.is_unspecified() || b.is_unspecified();
+        if www.unix_socket.is_none() && wp.port != 0 && wp.port == www.port && overlap {
+            p.add(
+                "protocols.worker.port",
+                format_args!("{} is also www.port on the same address", wp.port),
+            );
+        }
+    }
+}
+
+fn check_bind(path: &str, bind: &str, p: &mut Problems) -> Option<IpAddr> {
+    match bind.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            p.add(
+                path,
+                format_args!("{bind:?} is not an IP address (e.g. \"127.0.0.1\")"),
+            );
+            None
+        }
+    }
+}
+
+/// Names become directory names on the worker and parts of URLs, so they are
+/// kept to a portable, path-safe alphabet (this also rules out `..`).
+fn check_name(path: &str, what: &str, name: &str, p: &mut Problems) {
+    if name.is_empty() {
+        p.add(path, format_args!("the {what} name is empty"));
+    } else if name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        p.add(
+            path,
+            format_args!(
+                "{name:?}: use only letters, digits, '.', '_' and '-', not starting with '.'"
+            ),
+        );
+    }
+}
+
+/// Reports names seen twice; `names` yields (path of the name, name).
+fn check_unique<'a>(what: &str, names: impl Iterator<Item = (String, &'a str)>, p: &mut Problems) {
+    let mut first: HashMap<&str, String> = HashMap::new();
+    for (path, name) in names {
+        if name.is_empty() {
+            continue;
+        }
+        match first.get(name) {
+            Some(prev) => p.add(
+                &path,
+                format_args!("duplicate {what} {name:?} (also {prev})"),
+            ),
+            None => {
+                first.insert(name, path);
+            }
+        }
+    }
+}
+
+fn check_workers(cfg: &Config, p: &mut Problems) {
+    for (i, w) in cfg.workers.iter().enumerate() {
+        check_name(&format!("workers[{i}].name"), "worker", &w.name, p);
+        if w.password.is_empty() {
+            p.add(&format!("workers[{i}].password"), "is empty");
+        }
+        if w.max_builds == 0 {
+            p.add(&format!("workers[{i}].max_builds"), "must be at least 1");
+        }
+    }
+    check_unique(
+        "worker name",
+        cfg.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (format!("workers[{i}].name"), w.name.as_str())),
+        p,
+    );
+}
+
+fn check_schedulers(cfg: &Config, p: &mut Problems) {
+    for (i, s) in cfg.schedulers.iter().enumerate() {
+        let at = format!("schedulers[{i}]");
+        check_name(&format!("{at}.name"), "scheduler", &s.name, p);
+        let regexes = [
+            ("branch_regex", &s.branch_regex),
+            ("tag_regex", &s.tag_regex),
+        ];
+        match s.kind.as_str() {
+            "single_branch" => {
+                if s.branch.as_deref().unwrap_or("").is_empty() {
+                    p.add(
+                        &format!("{at}.branch"),
+                        "required for a single_branch scheduler",
+                    );
+                }
+            }
+            "any_branch" => {
+                if s.branch.is_some() {
+                    p.add(
+                        &format!("{at}.branch"),
+                        "an any_branch scheduler takes branch_regex / tag_regex, not branch",
+                    );
+                }
+            }
+            "force" => {}
+            "periodic" | "nightly" => p.add(
+                &format!("{at}.type"),
+                format_args!("{:?} schedulers are not supported yet", s.kind),
+            ),
+            other => p.add(
+                &format!("{at}.type"),
+                format_args!(
+                    "{other:?} is not one of \"single_branch\", \"any_branch\", \"force\""
+                ),
+            ),
+        }
+        for (k, re) in regexes {
+            let Some(re) = re else { continue };
+            if s.kind != "any_branch" {
+                p.add(
+                    &format!("{at}.{k}"),
+                    "only an any_branch scheduler takes this key",
+                );
+            } else if let Err(e) = regex::Regex::new(re) {
+                p.add(
+                    &format!("{at}.{k}"),
+                    format_args!("invalid regex {re:?}: {}", regex_reason(&e)),
+                );
+            }
+        }
+        if s.builders.is_empty() {
+            p.add(&format!("{at}.builders"), "names no builder");
+        }
+        for (j, b) in s.builders.iter().enumerate() {
+            if cfg.builder(b).is_none() {
+                p.add(
+                    &format!("{at}.builders[{j}]"),
+                    format_args!("no builder named {b:?}"),
+                );
+            }
+        }
+    }
+    check_unique(
+        "scheduler name",
+        cfg.schedulers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("schedulers[{i}].name"), s.name.as_str())),
+        p,
+    );
+}
+
+fn check_builders(cfg: &Config, p: &mut Problems) {
+    for (i, b) in cfg.builders.iter().enumerate() {
+        let at = format!("builders[{i}]");
+        check_name(&format!("{at}.name"), "builder", &b.name, p);
+        if let Some(dir) = &b.workerbuilddir {
+            check_name(&format!("{at}.workerbuilddir"), "directory", dir, p);
+        }
+        if b.workers.is_empty() {
+            p.add(
+                &format!("{at}.workers"),
+                "names no worker, so its builds would never run",
+            );
+        }
+        for (j, w) in b.workers.iter().enumerate() {
+            if cfg.worker(w).is_none() {
+                p.add(
+                    &format!("{at}.workers[{j}]"),
+                    format_args!("no worker named {w:?}"),
+                );
+            }
+        }
+        for (j, step) in b.steps.iter().enumerate() {
+            check_step(&format!("{at}.steps[{j}]"), step, p);
+        }
+    }
+    check_unique(
+        "builder name",
+        cfg.builders
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("builders[{i}].name"), b.name.as_str())),
+        p,
+    );
+    // Two builders in one directory would clobber each other's checkouts.
+    check_unique(
+        "build directory",
+        cfg.builders.iter().enumerate().map(|(i, b)| {
+            let key = if b.workerbuilddir.is_some() {
+                "workerbuilddir"
+            } else {
+                "name"
+            };
+            (format!("builders[{i}].{key}"), b.builddir())
+        }),
+        p,
+    );
+}
+
+fn check_step(at: &str, s: &StepCfg, p: &mut Problems) {
+    if s.name.as_deref() == Some("") {
+        p.add(&format!("{at}.name"), "is empty");
+    }
+    // Keys of the other step type would be silently ignored, like unknown keys.
+    let mut not_here = |key: &str, set: bool, kind: &str| {
+        if set {
+            p.add(
+                &format!("{at}.{key}"),
+                format_args!("not a key of {kind} steps"),
+            );
+        }
+    };
+    match s.kind.as_str() {
+        "git" => {
+            not_here("command", s.command.is_some(), "git");
+            if s.repourl.as_deref().unwrap_or("").is_empty() {
+                p.add(&format!("{at}.repourl"), "required for a git step");
+            }
+            if let Some(m) = &s.mode {
+                if m != "incremental" && m != "full" {
+                    p.add(
+                        &format!("{at}.mode"),
+                        format_args!("{m:?} is not one of \"incremental\", \"full\""),
+                    );
+                }
+            }
+        }
+        "shell" => {
+            not_here("repourl", s.repourl.is_some(), "shell");
+            not_here("mode", s.mode.is_some(), "shell");
+            not_here("branch", s.branch.is_some(), "shell");
+            match &s.command {
+                None => p.add(&format!("{at}.command"), "required for a shell step"),
+                Some(Command::Argv(argv)) if argv.is_empty() => {
+                    p.add(&format!("{at}.command"), "is an empty list")
+                }
+                Some(Command::Argv(argv)) if argv[0].is_empty() => {
+                    p.add(&format!("{at}.command[0]"), "the program name is empty")
+                }
+                Some(Command::Shell(line)) if line.trim().is_empty() => {
+                    p.add(&format!("{at}.command"), "is empty")
+                }
+                Some(_) => {}
+            }
+        }
+        other => p.add(
+            &format!("{at}.type"),
+            format_args!("{other:?} is not one of \"git\", \"shell\""),
+        ),
+    }
+    if s.timeout == Some(0) {
+        p.add(&format!("{at}.timeout"), "must be at least 1 second");
+    }
+    if let Some(dir) = &s.workdir {
+        let escapes = Path::new(dir).is_absolute()
+            || Path::new(dir)
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+        if escapes {
+            p.add(
+                &format!("{at}.workdir"),
+                "must be a path inside the build directory (relative, without '..')",
+            );
+        }
+    }
+    for k in s.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            p.add(
+                &format!("{at}.env"),
+                format_args!("{k:?} is not a valid variable name"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+/// The io error's text without " (os error N)", which means nothing to users.
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The regex crate's multi-line message reduced to its last "error:" line.
+fn regex_reason(e: &regex::Error) -> String {
+    let s = e.to_string();
+    s.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| one_line(&s))
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// 1-based line and column (in characters) of byte offset `at`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §2, verbatim.
+    const SPEC_CFG: &str = r#"
+title = "Hello World CI"
+buildbot_url = "http://localhost:12345/"   # base of links in statuses and mails
+
+[www]
+port = 12345                 # TCP port of the web UI, API and change hooks
+bind = "127.0.0.1"           # default; never 0.0.0.0 unless written here
+# unix_socket = "www.sock"   # instead of port: a unix socket, mode 0600
+# anonymous = "read"         # "read" (default) or "none"; writes always need a login
+
+[www.change_hook_dialects.gitea]
+secret = "SomeSecretPassPhraseToAuthenticateGitea"
+
+[www.change_hook_dialects.base]   # plain form/JSON posts, e.g. from curl or a git hook
+# secret = "..."                  # optional: then X-Hub-Signature-256 is required
+
+[protocols.worker]
+port = 54321
+bind = "127.0.0.1"
+
+[[workers]]
+name = "example-worker"
+password = "pass"
+max_builds = 1
+
+[[schedulers]]
+name = "all"
+type = "single_branch"       # single_branch | any_branch | force | periodic | nightly
+branch = "master"            # single_branch; any_branch takes branch_regex / tag_regex
+tree_stable_timer = 0        # seconds to wait for more changes before building
+builders = ["runtests"]
+
+[[schedulers]]
+name = "force"
+type = "force"
+builders = ["runtests"]
+
+[[builders]]
+name = "runtests"
+workers = ["example-worker"]
+
+[[builders.steps]]
+type = "git"                 # clone or update the source at the change's revision
+repourl = "https://git.example.org/isabell/hello-world.git"
+mode = "incremental"         # incremental | full (fresh clone)
+
+[[builders.steps]]
+type = "shell"
+name = "test"
+command = ["python3", "test_hello.py"]   # argv list, or a string run by /bin/sh
+env = { PYTHONUNBUFFERED = "1" }
+timeout = 1200               # seconds without output before the step is killed
+# halt_on_failure = true     # default true; warn_on_failure, flunk_on_failure as in Buildbot
+
+# [[reporters]]
+# type = "gitea_status"      # commit statuses on Gitea: pending, then success/failure/error
+# base_url = "https://git.example.org"
+# token = "..."
+"#;
+
+    /// A valid config to break one key at a time.
+    const BASE: &str = r#"
+[www]
+port = 8010
+[protocols.worker]
+port = 9989
+[[workers]]
+name = "w1"
+password = "pw"
+[[schedulers]]
+name = "s"
+type = "force"
+builders = ["b"]
+[[builders]]
+name = "b"
+workers = ["w1"]
+[[builders.steps]]
+type = "shell"
+command = "make test"
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, "master.cfg") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems,
+        }
+    }
+
+    /// Asserts that `expected` is among the problems of `text`.
+    #[track_caller]
+    fn assert_problem(text: &str, expected: &str) {
+        let found = problems(text);
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "expected a problem containing {expected:?}, got {found:#?}"
+        );
+    }
+
+    fn with(extra: &str) -> String {
+        format!("{BASE}{extra}")
+    }
+
+    #[test]
+    fn sample_parses() {
+        let cfg = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.title, "Hello World CI");
+        assert_eq!(cfg.www.port, 12345);
+        assert_eq!(cfg.www.bind, "127.0.0.1");
+        assert_eq!(cfg.protocols.worker.as_ref().map(|w| w.port), Some(54321));
+        assert!(cfg.worker("example-worker").is_some());
+        assert_eq!(
+            cfg.scheduler("all").map(|s| s.kind.as_str()),
+            Some("single_branch")
+        );
+        assert_eq!(
+            cfg.scheduler("force").map(|s| s.kind.as_str()),
+            Some("force")
+        );
+        let b = cfg.builder("runtests").expect("builder runtests");
+        assert_eq!(b.steps.len(), 2);
+        assert_eq!(
+            b.steps[1].command,
+            Some(Command::Argv(vec![
+                "python3".into(),
+                "test_hello.py".into()
+            ]))
+        );
+        assert!(cfg.reporters.is_empty());
+        assert_eq!(cfg.max_log_size, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn spec_config_parses() {
+        let cfg = parse(SPEC_CFG, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        let gitea = cfg.www.change_hook_dialects.gitea.as_ref().expect("gitea");
+        assert_eq!(
+            gitea.secret.as_deref(),
+            Some("SomeSecretPassPhraseToAuthenticateGitea")
+        );
+        assert!(cfg.www.change_hook_dialects.base.is_some());
+        assert!(cfg.www.anonymous_read());
+        let b = cfg.builder("runtests").expect("builder");
+        assert_eq!(b.builddir(), "runtests");
+        assert_eq!(b.steps[0].mode.as_deref(), Some("incremental"));
+        assert_eq!(
+            b.steps[1].env.get("PYTHONUNBUFFERED").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(b.steps[1].timeout_secs(), 1200);
+        assert!(b.steps[1].halts_on_failure());
+        assert_eq!(b.step_names(), vec!["git", "test"]);
+    }
+
+    #[test]
+    fn base_is_valid_and_defaults_apply() {
+        let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.title, "minibot");
+        assert_eq!(cfg.workers[0].max_builds, 1);
+        assert_eq!(cfg.protocols.worker.as_ref().map(|w| w.keepalive), Some(30));
+        assert_eq!(
+            cfg.protocols.worker.as_ref().map(|w| w.bind.as_str()),
+            Some("127.0.0.1")
+        );
+        assert!(cfg.builder("nope").is_none());
+    }
+
+    #[test]
+    fn command_as_string_and_argv() {
+        let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.builders[0].steps[0].command,
+            Some(Command::Shell("make test".into()))
+        );
+        let argv = BASE.replace("command = \"make test\"", "command = [\"make\", \"test\"]");
+        let cfg = parse(&argv, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.builders[0].steps[0].command,
+            Some(Command::Argv(vec!["make".into(), "test".into()]))
+        );
+        assert_problem(
+            &BASE.replace("command = \"make test\"", "command = 3"),
+            "master.cfg: builders[0].steps[0].command: expected a string (run by /bin/sh) or a list of strings (argv)",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_everywhere() {
+        let text = BASE
+            .replace("command = \"make test\"", "comand = \"make test\"")
+            .replace("[www]\n", "[www]\nprot = 1\n")
+            .replace("[protocols.worker]\n", "[protocols.worker]\nhost = \"x\"\n");
+        let text = format!("titel = \"x\"\n{text}");
+        let found = problems(&text);
+        for expected in [
+            "master.cfg: titel: unknown key (did you mean `title`?)",
+            "master.cfg: www.prot: unknown key (did you mean `port`?)",
+            "master.cfg: protocols.worker.host: unknown key (known here: port, bind, keepalive)",
+            "master.cfg: builders[0].steps[0].comand: unknown key (did you mean `command`?)",
+        ] {
+            assert!(
+                found.iter().any(|p| p == expected),
+                "{expected:?} not in {found:#?}"
+            );
+        }
+        assert_problem(
+            &text.replace("[www]\n", "[www.change_hook_dialects.github]\n[www]\n"),
+            "www.change_hook_dialects.github: unknown key (known here: gitea, base)",
+        );
+    }
+
+    #[test]
+    fn unknown_key_deep_in_steps_has_index_path() {
+        let text =
+            with("[[builders.steps]]\ntype = \"git\"\nrepourl = \"u\"\nflunk_on_failur = true\n");
+        assert_problem(
+            &text,
+            "master.cfg: builders[0].steps[1].flunk_on_failur: unknown key (did you mean `flunk_on_failure`?)",
+        );
+    }
+
+    #[test]
+    fn type_errors_name_their_path_and_all_parts_are_checked() {
+        let text = BASE.replace("port = 8010", "port = 70000").replace(
+            "password = \"pw\"",
+            "password = \"pw\"\nmax_builds = \"two\"",
+        );
+        let text = format!("{text}[[builders]]\nname = \"c\"\nworkers = \"w1\"\n[[builders.steps]]\ntype = \"shell\"\ncommand = \"x\"\ntimeout = -1\n[[builders.steps]]\ntype = \"shell\"\ncommand = \"y\"\nenv = {{ A = 1 }}\n");
+        let found = problems(&text);
+        for expected in [
+            "master.cfg: www.port: invalid value: integer `70000`, expected u16",
+            "master.cfg: workers[0].max_builds: invalid type: string \"two\", expected u32",
+            "master.cfg: builders[1].workers: invalid type: string \"w1\", expected a sequence",
+            "master.cfg: builders[1].steps[0].timeout: invalid value: integer `-1`, expected u64",
+            "master.cfg: builders[1].steps[1].env.A: invalid type: integer `1`, expected a string",
+        ] {
+            assert!(
+                found.iter().any(|p| p == expected),
+                "{expected:?} not in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        assert_problem(
+            &BASE.replace("password = \"pw\"\n", ""),
+            "master.cfg: workers[0].password: required key is missing",
+        );
+        assert_problem(
+            &BASE.replace("type = \"force\"\n", ""),
+            "master.cfg: schedulers[0].type: required key is missing",
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let found = problems("title = \"x\"\n[www\nport = 1\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("master.cfg: line 2, column "),
+            "{found:#?}"
+        );
+        assert!(!found[0].contains('\n'));
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.cfg");
+        let err = load(&path).expect_err("missing file");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read {}: No such file or directory", path.display())
+        );
+        std::fs::write(&path, SAMPLE).expect("write");
+        assert!(load(&path).is_ok());
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let text = with(
+            "[[workers]]\nname = \"w1\"\npassword = \"x\"\n\
+             [[schedulers]]\nname = \"s\"\ntype = \"force\"\nbuilders = [\"b\"]\n\
+             [[builders]]\nname = \"b\"\nworkers = [\"w1\"]\n",
+        );
+        let found = problems(&text);
+        for expected in [
+            "master.cfg: workers[1].name: duplicate worker name \"w1\" (also workers[0].name)",
+            "master.cfg: schedulers[1].name: duplicate scheduler name \"s\" (also schedulers[0].name)",
+            "master.cfg: builders[1].name: duplicate builder name \"b\" (also builders[0].name)",
+        ] {
+            assert!(found.iter().any(|p| p == expected), "{expected:?} not in {found:#?}");
+        }
+        assert_problem(
+            &with("[[builders]]\nname = \"c\"\nworkerbuilddir = \"b\"\nworkers = [\"w1\"]\n"),
+            "builders[1].workerbuilddir: duplicate build directory \"b\" (also builders[0].name)",
+        );
+    }
+
+    #[test]
+    fn references() {
+        assert_problem(
+            &BASE.replace("builders = [\"b\"]", "builders = [\"b\", \"tests\"]"),
+            "master.cfg: schedulers[0].builders[1]: no builder named \"tests\"",
+        );
+        assert_problem(
+            &BASE.replace("builders = [\"b\"]", "builders = []"),
+            "schedulers[0].builders: names no builder",
+        );
+        assert_problem(
+            &BASE.replace("workers = [\"w1\"]", "workers = [\"w2\"]"),
+            "master.cfg: builders[0].workers[0]: no worker named \"w2\"",
+        );
+        assert_problem(
+            &BASE.replace("workers = [\"w1\"]", "workers = []"),
+            "master.cfg: builders[0].workers: names no worker",
+        );
+    }
+
+    #[test]
+    fn scheduler_checks() {
+        let sched = |body: &str| {
+            with(&format!(
+                "[[schedulers]]\nname = \"t\"\nbuilders = [\"b\"]\n{body}"
+            ))
+        };
+        assert_problem(
+            &sched("type = \"sometimes\"\n"),
+            "schedulers[1].type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\"",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\n"),
+            "schedulers[1].type: \"nightly\" schedulers are not supported yet",
+        );
+        assert_problem(
+            &sched("type = \"single_branch\"\n"),
+            "schedulers[1].branch: required for a single_branch scheduler",
+        );
+        assert_problem(
+            &sched("type = \"any_branch\"\nbranch_regex = \"(release\"\n"),
+            "schedulers[1].branch_regex: invalid regex \"(release\": unclosed group",
+        );
+        assert_problem(
+            &sched("type = \"any_branch\"\ntag_regex = \"v[\"\n"),
+            "schedulers[1].tag_regex: invalid regex",
+        );
+        assert_problem(
+            &sched("type = \"single_branch\"\nbranch = \"main\"\ntag_regex = \"v.*\"\n"),
+            "schedulers[1].tag_regex: only an any_branch scheduler takes this key",
+        );
+        assert!(problems(&sched(
+            "type = \"any_branch\"\nbranch_regex = \"^release/.*$\"\ntag_regex = \"^v[0-9]+\"\n"
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn step_checks() {
+        let step = |body: &str| with(&format!("[[builders.steps]]\n{body}"));
+        assert_problem(
+            &step("type = \"svn\"\n"),
+            "builders[0].steps[1].type: \"svn\" is not one of \"git\", \"shell\"",
+        );
+        assert_problem(
+            &step("type = \"git\"\n"),
+            "builders[0].steps[1].repourl: required for a git step",
+        );
+        assert_problem(
+            &step("type = \"git\"\nrepourl = \"u\"\nmode = \"fresh\"\n"),
+            "builders[0].steps[1].mode: \"fresh\" is not one of \"incremental\", \"full\"",
+        );
+        assert_problem(
+            &step("type = \"shell\"\n"),
+            "builders[0].steps[1].command: required for a shell step",
+        );
+        assert_problem(
+            &step("type = \"shell\"\ncommand = []\n"),
+            "builders[0].steps[1].command: is an empty list",
+        );
+        assert_problem(
+            &step("type = \"shell\"\ncommand = \"  \"\n"),
+            "builders[0].steps[1].command: is empty",
+        );
+        assert_problem(
+            &step("type = \"shell\"\ncommand = \"x\"\nrepourl = \"u\"\n"),
+            "builders[0].steps[1].repourl: not a key of shell steps",
+        );
+        assert_problem(
+            &step("type = \"shell\"\ncommand = \"x\"\nworkdir = \"../other\"\n"),
+            "builders[0].steps[1].workdir: must be a path inside the build directory",
+        );
+        assert_problem(
+            &step("type = \"shell\"\ncommand = \"x\"\ntimeout = 0\n"),
+            "builders[0].steps[1].timeout: must be at least 1 second",
+        );
+    }
+
+    #[test]
+    fn www_and_protocol_checks() {
+        assert_problem(
+            &BASE.replace("port = 8010", "port = 0"),
+            "master.cfg: www.port: set a TCP port (1-65535), or www.unix_socket",
+        );
+        assert!(problems(&BASE.replace("port = 8010", "unix_socket = \"www.sock\"")).is_empty());
+        assert_problem(
+            &BASE.replace("port = 8010", "port = 8010\nunix_socket = \"www.sock\""),
+            "www.port: set either www.port or www.unix_socket, not both",
+        );
+        assert_problem(
+            &BASE.replace("port = 8010", "port = 8010\nbind = \"localhost\""),
+            "master.cfg: www.bind: \"localhost\" is not an IP address",
+        );
+        assert_problem(
+            &BASE.replace("port = 8010", "port = 8010\nanonymous = \"write\""),
+            "www.anonymous: \"write\" is not one of \"read\", \"none\"",
+        );
+        assert_problem(
+            &BASE.replace("port = 9989", "port = 0"),
+            "master.cfg: protocols.worker.port: must be 1-65535",
+        );
+        assert_problem(
+            &BASE.replace("[protocols.worker]\nport = 9989\n", ""),
+            "master.cfg: protocols.worker: missing",
+        );
+        assert_problem(
+            &BASE.replace("port = 9989", "port = 8010"),
+            "protocols.worker.port: 8010 is also www.port on the same address",
+        );
+        assert_problem(
+            &BASE.replace("port = 9989", "port = 8010\nbind = \"0.0.0.0\""),
+            "protocols.worker.port: 8010 is also www.port",
+        );
+        assert!(
+            problems(&BASE.replace("port = 9989", "port = 8010\nbind = \"127.0.0.2\"")).is_empty()
+        );
+        assert_problem(
+            &with("[www.change_hook_dialects.gitea]\nsecret = \"\"\n"),
+            "www.change_hook_dialects.gitea.secret: is empty",
+        );
+    }
+
+    #[test]
+    fn name_checks() {
+        assert_problem(
+            &BASE.replace("name = \"w1\"", "name = \"\""),
+            "master.cfg: workers[0].name: the worker name is empty",
+        );
+        for bad in ["a/b", ".hidden", "..", "with space"] {
+            let text = BASE
+                .replace("name = \"b\"", &format!("name = {bad:?}"))
+                .replace("builders = [\"b\"]", &format!("builders = [{bad:?}]"));
+            assert_problem(
+                &text,
+                &format!("master.cfg: builders[0].name: {bad:?}: use only letters, digits"),
+            );
+        }
+        assert_problem(
+            &BASE.replace(
+                "workers = [\"w1\"]",
+                "workers = [\"w1\"]\nworkerbuilddir = \"../x\"",
+            ),
+            "builders[0].workerbuilddir: \"../x\": use only",
+        );
+        assert_problem(
+            &BASE.replace("password = \"pw\"", "password = \"pw\"\nmax_builds = 0"),
+            "master.cfg: workers[0].max_builds: must be at least 1",
+        );
+    }
+
+    #[test]
+    fn several_problems_are_all_reported() {
+        let text = BASE
+            .replace("port = 8010", "port = 0")
+            .replace("builders = [\"b\"]", "builders = [\"tests\"]")
+            .replace("workers = [\"w1\"]", "workers = [\"w9\"]")
+            .replace("command = \"make test\"", "comand = \"make test\"");
+        let err = parse(&text, "master.cfg").expect_err("bad config");
+        let expected = [
+            "master.cfg: builders[0].steps[0].comand: unknown key (did you mean `command`?)",
+            "master.cfg: www.port: set a TCP port (1-65535), or www.unix_socket",
+            "master.cfg: schedulers[0].builders[0]: no builder named \"tests\"",
+            "master.cfg: builders[0].workers[0]: no worker named \"w9\"",
+            "master.cfg: builders[0].steps[0].command: required for a shell step",
+        ];
+        assert_eq!(err.problems, expected, "{err}");
+        assert_eq!(err.to_string(), expected.join("\n"));
+    }
+
+    #[test]
+    fn display_names() {
+        let cfg = parse(
+            &with(
+                "[[builders.steps]]\ntype = \"shell\"\ncommand = [\"./run-tests.sh\", \"-v\"]\n\
+                 [[builders.steps]]\ntype = \"shell\"\nname = \"make\"\ncommand = \"true\"\n\
+                 [[builders.steps]]\ntype = \"git\"\nrepourl = \"u\"\nworkdir = \"src\"\n",
+            ),
+            "master.cfg",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let b = &cfg.builders[0];
+        assert_eq!(b.steps[0].display_name(0), "make");
+        assert_eq!(b.steps[1].display_name(1), "run-tests.sh");
+        assert_eq!(b.steps[3].display_name(3), "git");
+        assert_eq!(
+            b.step_names(),
+            vec!["make", "run-tests.sh", "make_1", "git"]
+        );
+        let mut bare = b.steps[0].clone();
+        bare.command = None;
+        assert_eq!(bare.display_name(7), "step7");
+    }
 }

@@ -1,7 +1,22 @@
 //! minibot: a small CI system in the style of Buildbot. See ARCHITECTURE.md
 //! for the codemap; each module's `//!` header says what it owns.
 
+pub mod api;
+pub mod botmaster;
+pub mod build;
+pub mod change_hook;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod dialects;
+pub mod logs;
+pub mod master;
 pub mod model;
+pub mod pages;
 pub mod protocol;
+pub mod scheduler;
+pub mod steps;
 pub mod store;
+pub mod worker;
+pub mod worker_conn;
+pub mod www;

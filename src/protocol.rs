@@ -29,13 +29,21 @@ pub const LOG_CHUNK: usize = 32 * 1024;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
     /// First frame on a new connection: the master's challenge.
-    Hello { protocol: u32, nonce: String },
+    Hello {
+        protocol: u32,
+        nonce: String,
+    },
     /// Authentication accepted. `proof` shows the master knows the password
     /// too (see [`master_proof`]); `keepalive` is the interval in seconds at
     /// which both sides send `Ping` when otherwise idle.
-    Welcome { proof: String, keepalive: u64 },
+    Welcome {
+        proof: String,
+        keepalive: u64,
+    },
     /// Authentication or handshake refused; the connection closes after it.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Run one step of a build. Steps of one build come one at a time.
     RunStep {
         build_id: i64,
@@ -45,7 +53,10 @@ pub enum ToWorker {
         spec: StepSpec,
     },
     /// Stop the step running for this build (kill its process group).
-    Interrupt { build_id: i64, reason: String },
+    Interrupt {
+        build_id: i64,
+        reason: String,
+    },
     Ping,
     Pong,
 }
@@ -174,14 +185,20 @@ fn mac(password: &str, parts: &[&str]) -> Hmac<Sha256> {
 
 /// The worker's answer to the master's challenge.
 pub fn worker_proof(password: &str, master_nonce: &str, worker_nonce: &str, name: &str) -> String {
-    let m = mac(password, &["minibot-worker-v1", master_nonce, worker_nonce, name]);
+    let m = mac(
+        password,
+        &["minibot-worker-v1", master_nonce, worker_nonce, name],
+    );
     hex::encode(m.finalize().into_bytes())
 }
 
 /// The master's answer to the worker's challenge (mutual authentication: a
 /// worker never runs commands for something that merely listens on the port).
 pub fn master_proof(password: &str, master_nonce: &str, worker_nonce: &str, name: &str) -> String {
-    let m = mac(password, &["minibot-master-v1", master_nonce, worker_nonce, name]);
+    let m = mac(
+        password,
+        &["minibot-master-v1", master_nonce, worker_nonce, name],
+    );
     hex::encode(m.finalize().into_bytes())
 }
 
@@ -214,7 +231,10 @@ mod tests {
             data: "héllo\n".into(),
         };
         let buf = encode_frame(&msg).unwrap();
-        assert_eq!(u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize, buf.len() - 4);
+        assert_eq!(
+            u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize,
+            buf.len() - 4
+        );
         let back: FromWorker = read_frame(&mut &buf[..]).unwrap().unwrap();
         assert_eq!(back, msg);
         let spec = ToWorker::RunStep {

@@ -193,7 +193,10 @@ fn open_rw(path: &Path, create: bool) -> Result<Connection> {
     tune(&conn)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if mode.to_lowercase() != "wal" {
-        bail!("{}: could not switch to WAL mode (got {mode})", path.display());
+        bail!(
+            "{}: could not switch to WAL mode (got {mode})",
+            path.display()
+        );
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
@@ -239,7 +242,10 @@ pub fn migrate(conn: &Connection) -> Result<(i64, i64)> {
 /// `minibot upgrade-master`: migrate the file at `path`.
 pub fn upgrade(path: &Path) -> Result<(i64, i64)> {
     if !path.exists() {
-        bail!("{} does not exist; is this a master directory?", path.display());
+        bail!(
+            "{} does not exist; is this a master directory?",
+            path.display()
+        );
     }
     let conn = open_rw(path, false)?;
     migrate(&conn)
@@ -394,10 +400,7 @@ mod tests {
             let s = store.clone();
             handles.push(std::thread::spawn(move || {
                 s.write(move |c| {
-                    c.execute(
-                        "INSERT INTO builders(name) VALUES (?1)",
-                        [format!("b{i}")],
-                    )?;
+                    c.execute("INSERT INTO builders(name) VALUES (?1)", [format!("b{i}")])?;
                     Ok(c.last_insert_rowid())
                 })
                 .unwrap()
@@ -431,4 +434,454 @@ mod tests {
         assert_eq!(upgrade(&path).unwrap(), (0, SCHEMA_VERSION));
         Store::open(&path).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------
+// Queries. Write helpers take the writer's `&Connection` and are called from
+// inside `Store::write` closures; read helpers take any connection.
+
+use crate::config::Config;
+use crate::model::{NewChange, RETRY};
+use rusqlite::{params, OptionalExtension};
+use std::collections::BTreeMap;
+
+/// Properties in the API's shape: name → (value, source).
+pub type Props = BTreeMap<String, (serde_json::Value, String)>;
+
+/// What a buildset builds: Buildbot's source stamp, inline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceStamp {
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub repository: String,
+    pub project: String,
+    pub codebase: String,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).context("encoding JSON for the database")
+}
+
+/// Makes the builders and workers tables match the loaded config. Old
+/// builders and workers stay (their builds keep their history) but are
+/// marked unconfigured.
+pub fn sync_config(conn: &Connection, cfg: &Config) -> Result<()> {
+    conn.execute("UPDATE builders SET configured = 0", [])?;
+    conn.execute("UPDATE workers SET configured = 0", [])?;
+    conn.execute("DELETE FROM configured_workers", [])?;
+    for w in &cfg.workers {
+        conn.prepare_cached(
+            "INSERT INTO workers(name) VALUES (?1)
+             ON CONFLICT(name) DO UPDATE SET configured = 1",
+        )?
+        .execute([&w.name])?;
+    }
+    for b in &cfg.builders {
+        conn.prepare_cached(
+            "INSERT INTO builders(name, description, tags) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET configured = 1,
+               description = excluded.description, tags = excluded.tags",
+        )?
+        .execute(params![b.name, b.description, json(&b.tags)?])?;
+        for w in &b.workers {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO configured_workers(builderid, workerid)
+                 SELECT b.builderid, w.workerid FROM builders b, workers w
+                 WHERE b.name = ?1 AND w.name = ?2",
+            )?
+            .execute([&b.name, w])?;
+        }
+    }
+    Ok(())
+}
+
+/// Closes builds of `workerid` (or of every worker when None) that are still
+/// running as RETRY and puts their requests back on the queue. Used at start
+/// (the previous master died) and when a worker is lost.
+pub fn retry_running_builds(conn: &Connection, workerid: Option<i64>) -> Result<Vec<i64>> {
+    let now = crate::model::now();
+    let ids: Vec<i64> = {
+        let mut st = conn.prepare_cached(
+            "SELECT buildid FROM builds WHERE complete_at IS NULL
+             AND (?1 IS NULL OR workerid = ?1)",
+        )?;
+        let rows = st.query_map([workerid], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        conn.prepare_cached(
+            "UPDATE steps SET complete_at = ?2, results = ?3,
+               state_string = state_string || ' (retry)'
+             WHERE buildid = ?1 AND complete_at IS NULL",
+        )?
+        .execute(params![id, now, RETRY])?;
+        conn.prepare_cached(
+            "UPDATE logs SET complete = 1 WHERE complete = 0
+             AND stepid IN (SELECT stepid FROM steps WHERE buildid = ?1)",
+        )?
+        .execute([id])?;
+        conn.prepare_cached(
+            "UPDATE builds SET complete_at = ?2, results = ?3, state_string = 'retry: lost worker or master'
+             WHERE buildid = ?1",
+        )?
+        .execute(params![id, now, RETRY])?;
+        conn.prepare_cached(
+            "UPDATE buildrequests SET claimed_at = NULL
+             WHERE buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)
+               AND complete = 0",
+        )?
+        .execute([id])?;
+    }
+    Ok(ids)
+}
+
+/// Stores the changes of one hook delivery. A delivery id seen before
+/// (Gitea's "redeliver") returns the original ids and stores nothing.
+pub fn insert_changes(
+    conn: &Connection,
+    changes: &[NewChange],
+    delivery: Option<&str>,
+) -> Result<Vec<i64>> {
+    if let Some(d) = delivery {
+        let mut st = conn
+            .prepare_cached("SELECT changeid FROM changes WHERE delivery = ?1 ORDER BY changeid")?;
+        let old: Vec<i64> = st
+            .query_map([d], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if !old.is_empty() {
+            return Ok(old);
+        }
+    }
+    let mut ids = Vec::with_capacity(changes.len());
+    for c in changes {
+        let props: Props = c
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.clone(), "Change".to_string())))
+            .collect();
+        conn.prepare_cached(
+            "INSERT INTO changes(author, committer, comments, branch, revision, repository,
+               project, category, codebase, revlink, when_timestamp, files, properties, delivery)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            c.author,
+            c.committer,
+            c.comments,
+            c.branch,
+            c.revision,
+            c.repository,
+            c.project,
+            c.category,
+            c.codebase,
+            c.revlink,
+            c.when_timestamp,
+            json(&c.files)?,
+            json(&props)?,
+            delivery,
+        ])?;
+        ids.push(conn.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+/// A stored change, as the scheduler needs it.
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    pub changeid: i64,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub repository: String,
+    pub project: String,
+    pub category: Option<String>,
+    pub codebase: String,
+    pub files: Vec<String>,
+    pub properties: Props,
+}
+
+const CHANGE_COLS: &str =
+    "changeid, branch, revision, repository, project, category, codebase, files, properties";
+
+fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
+    let files: String = r.get(7)?;
+    let props: String = r.get(8)?;
+    Ok(ChangeRow {
+        changeid: r.get(0)?,
+        branch: r.get(1)?,
+        revision: r.get(2)?,
+        repository: r.get(3)?,
+        project: r.get(4)?,
+        category: r.get(5)?,
+        codebase: r.get(6)?,
+        files: serde_json::from_str(&files).unwrap_or_default(),
+        properties: serde_json::from_str(&props).unwrap_or_default(),
+    })
+}
+
+/// Changes the scheduler has not classified yet, oldest first.
+pub fn unscheduled_changes(conn: &Connection) -> Result<Vec<ChangeRow>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {CHANGE_COLS} FROM changes WHERE scheduled = 0 ORDER BY changeid LIMIT 1000"
+    ))?;
+    let rows = st.query_map([], change_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Changes held by a scheduler's tree-stable timer, oldest first.
+pub fn held_changes(conn: &Connection, scheduler: &str) -> Result<Vec<ChangeRow>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {CHANGE_COLS} FROM changes WHERE changeid IN
+           (SELECT changeid FROM scheduler_changes WHERE scheduler = ?1) ORDER BY changeid"
+    ))?;
+    let rows = st.query_map([scheduler], change_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Names of schedulers holding changes (to re-arm their timers at start).
+pub fn schedulers_holding_changes(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare_cached("SELECT DISTINCT scheduler FROM scheduler_changes")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Creates a buildset with one request per builder; returns
+/// (buildsetid, [(builderid, buildrequestid)]). Unknown builders are an error.
+pub fn create_buildset(
+    conn: &Connection,
+    reason: &str,
+    scheduler: Option<&str>,
+    ss: &SourceStamp,
+    props: &Props,
+    changeids: &[i64],
+    builders: &[String],
+) -> Result<(i64, Vec<(i64, i64)>)> {
+    let now = crate::model::now();
+    conn.prepare_cached(
+        "INSERT INTO buildsets(reason, scheduler, submitted_at, branch, revision, repository,
+           project, codebase, properties) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        reason,
+        scheduler,
+        now,
+        ss.branch,
+        ss.revision,
+        ss.repository,
+        ss.project,
+        ss.codebase,
+        json(props)?
+    ])?;
+    let bsid = conn.last_insert_rowid();
+    for c in changeids {
+        conn.prepare_cached("INSERT INTO buildset_changes(buildsetid, changeid) VALUES (?1, ?2)")?
+            .execute([bsid, *c])?;
+    }
+    let mut out = Vec::with_capacity(builders.len());
+    for name in builders {
+        let builderid: i64 = conn
+            .prepare_cached("SELECT builderid FROM builders WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| anyhow!("no builder named {name:?}"))?;
+        conn.prepare_cached(
+            "INSERT INTO buildrequests(buildsetid, builderid, submitted_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute([bsid, builderid, now])?;
+        out.push((builderid, conn.last_insert_rowid()));
+    }
+    Ok((bsid, out))
+}
+
+/// A queued build request with what a build needs to start.
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    pub buildrequestid: i64,
+    pub builderid: i64,
+    pub builder: String,
+    pub buildsetid: i64,
+    pub reason: String,
+    pub scheduler: Option<String>,
+    pub ss: SourceStamp,
+    pub properties: Props,
+}
+
+/// Unclaimed requests, highest priority then oldest first.
+pub fn pending_requests(conn: &Connection, limit: i64) -> Result<Vec<PendingRequest>> {
+    let mut st = conn.prepare_cached(
+        "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
+                bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties
+         FROM buildrequests br JOIN builders b USING (builderid) JOIN buildsets bs USING (buildsetid)
+         WHERE br.complete = 0 AND br.claimed_at IS NULL
+         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?1",
+    )?;
+    let rows = st.query_map([limit], |r| {
+        let props: String = r.get(11)?;
+        Ok(PendingRequest {
+            buildrequestid: r.get(0)?,
+            builderid: r.get(1)?,
+            builder: r.get(2)?,
+            buildsetid: r.get(3)?,
+            reason: r.get(4)?,
+            scheduler: r.get(5)?,
+            ss: SourceStamp {
+                branch: r.get(6)?,
+                revision: r.get(7)?,
+                repository: r.get(8)?,
+                project: r.get(9)?,
+                codebase: r.get(10)?,
+            },
+            properties: serde_json::from_str(&props).unwrap_or_default(),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Claims a request for `worker` and creates its build. Returns None when
+/// the request was claimed or completed meanwhile.
+pub fn claim_and_create_build(
+    conn: &Connection,
+    buildrequestid: i64,
+    builderid: i64,
+    worker: &str,
+    props: &mut Props,
+) -> Result<Option<(i64, i64)>> {
+    let now = crate::model::now();
+    let n = conn
+        .prepare_cached(
+            "UPDATE buildrequests SET claimed_at = ?2
+             WHERE buildrequestid = ?1 AND claimed_at IS NULL AND complete = 0",
+        )?
+        .execute(params![buildrequestid, now])?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let workerid: i64 = conn
+        .prepare_cached("SELECT workerid FROM workers WHERE name = ?1")?
+        .query_row([worker], |r| r.get(0))?;
+    let number: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?1")?
+        .query_row([builderid], |r| r.get(0))?;
+    props.insert("buildnumber".into(), (number.into(), "Build".into()));
+    props.insert("workername".into(), (worker.into(), "Worker".into()));
+    conn.prepare_cached(
+        "INSERT INTO builds(number, builderid, buildrequestid, workerid, started_at, state_string, properties)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6)",
+    )?
+    .execute(params![number, builderid, buildrequestid, workerid, now, json(props)?])?;
+    Ok(Some((conn.last_insert_rowid(), number)))
+}
+
+pub fn set_build_state(conn: &Connection, buildid: i64, state: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
+        .execute(params![buildid, state])?;
+    Ok(())
+}
+
+/// Ends a build with `results`; completes its request, and its buildset
+/// when that was the buildset's last request.
+pub fn finish_build(conn: &Connection, buildid: i64, results: i64, state: &str) -> Result<()> {
+    let now = crate::model::now();
+    conn.prepare_cached(
+        "UPDATE builds SET complete_at = ?2, results = ?3, state_string = ?4
+         WHERE buildid = ?1 AND complete_at IS NULL",
+    )?
+    .execute(params![buildid, now, results, state])?;
+    let (brid, bsid): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT br.buildrequestid, br.buildsetid FROM builds b
+             JOIN buildrequests br USING (buildrequestid) WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    conn.prepare_cached(
+        "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3
+         WHERE buildrequestid = ?1",
+    )?
+    .execute(params![brid, results, now])?;
+    // Buildbot's buildset result is the worst of its requests'.
+    conn.prepare_cached(
+        "UPDATE buildsets SET complete = 1, complete_at = ?2,
+           results = (SELECT MAX(results) FROM buildrequests WHERE buildsetid = ?1)
+         WHERE buildsetid = ?1
+           AND NOT EXISTS (SELECT 1 FROM buildrequests WHERE buildsetid = ?1 AND complete = 0)",
+    )?
+    .execute(params![bsid, now])?;
+    Ok(())
+}
+
+/// Starts a step and its stdio log; returns (stepid, logid).
+pub fn start_step(conn: &Connection, buildid: i64, number: u32, name: &str) -> Result<(i64, i64)> {
+    let now = crate::model::now();
+    conn.prepare_cached(
+        "INSERT INTO steps(buildid, number, name, started_at, state_string)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        buildid,
+        number,
+        name,
+        now,
+        format!("{name} running")
+    ])?;
+    let stepid = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO logs(stepid, name, slug, type) VALUES (?1, 'stdio', 'stdio', 's')",
+    )?
+    .execute([stepid])?;
+    let logid = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
+        .execute(params![buildid, format!("building: {name}")])?;
+    Ok((stepid, logid))
+}
+
+/// Log totals as the master has written them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogTotals {
+    pub num_lines: i64,
+    pub size: i64,
+}
+
+pub fn update_log(conn: &Connection, logid: i64, t: LogTotals, complete: bool) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE logs SET num_lines = ?2, size = ?3, complete = ?4 WHERE logid = ?1",
+    )?
+    .execute(params![logid, t.num_lines, t.size, complete as i64])?;
+    Ok(())
+}
+
+pub fn finish_step(conn: &Connection, stepid: i64, results: i64, state: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE stepid = ?1",
+    )?
+    .execute(params![stepid, crate::model::now(), results, state])?;
+    Ok(())
+}
+
+/// Marks a worker (dis)connected and records what it told us about itself.
+pub fn set_worker_connected(
+    conn: &Connection,
+    name: &str,
+    info: Option<&BTreeMap<String, String>>,
+    connected: bool,
+) -> Result<i64> {
+    conn.prepare_cached("INSERT OR IGNORE INTO workers(name, configured) VALUES (?1, 1)")?
+        .execute([name])?;
+    match info {
+        Some(info) => conn
+            .prepare_cached(
+                "UPDATE workers SET connected = ?2, info = ?3, last_connection = ?4 WHERE name = ?1",
+            )?
+            .execute(params![name, connected as i64, json(info)?, crate::model::now()])?,
+        None => conn
+            .prepare_cached("UPDATE workers SET connected = ?2 WHERE name = ?1")?
+            .execute(params![name, connected as i64])?,
+    };
+    Ok(conn
+        .prepare_cached("SELECT workerid FROM workers WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))?)
+}
+
+/// At start: no worker is connected yet.
+pub fn reset_connections(conn: &Connection) -> Result<()> {
+    conn.execute("UPDATE workers SET connected = 0", [])?;
+    Ok(())
 }

@@ -1,1 +1,178 @@
-fn main() {}
+//! `minibot-worker`: the worker's command line (argh).
+//!
+//! Owns: argument parsing, exit codes (0 ok, 1 user error, 2 usage) and the
+//! mapping of commands onto `worker` (create-worker, the daemon itself) and
+//! `daemon` (pid file, detach, stop). No threads or channels of its own: the
+//! worker daemon's are described in `src/worker.rs`.
+
+use anyhow::{bail, Context, Result};
+use argh::FromArgs;
+use minibot::{daemon, worker};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long `stop` waits: the worker first interrupts its running steps
+/// (a few seconds each, in parallel) and says goodbye to the master.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a detached `start` waits for the ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(FromArgs)]
+/// minibot-worker: connects to a minibot master and runs the build steps it
+/// is given.
+struct Args {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    CreateWorker(CreateWorker),
+    Start(Start),
+    Stop(Stop),
+    Restart(Restart),
+}
+
+#[derive(FromArgs)]
+/// Create a worker directory: DIR/worker.cfg (mode 0600) and DIR/info/.
+#[argh(subcommand, name = "create-worker")]
+struct CreateWorker {
+    /// write into DIR even if it is not empty (existing info/ files are kept)
+    #[argh(switch)]
+    force: bool,
+    /// seconds without traffic before the worker pings the master (default 600)
+    #[argh(option, default = "600")]
+    keepalive: u64,
+    /// failed connection attempts in a row before giving up; 0 = never (default 0)
+    #[argh(option, default = "0")]
+    maxretries: u32,
+    /// umask (octal, e.g. 022) for the worker and its build steps
+    #[argh(option)]
+    umask: Option<String>,
+    /// the worker directory to create
+    #[argh(positional)]
+    dir: PathBuf,
+    /// the master's worker port, as HOST:PORT
+    #[argh(positional)]
+    master: String,
+    /// the worker's name, as in the master's [[workers]]
+    #[argh(positional)]
+    name: String,
+    /// the worker's password, as in the master's [[workers]]
+    #[argh(positional)]
+    password: String,
+}
+
+#[derive(FromArgs)]
+/// Start the worker (in the background unless --nodaemon).
+#[argh(subcommand, name = "start")]
+struct Start {
+    /// stay in the foreground and log to stderr too (for supervisord)
+    #[argh(switch)]
+    nodaemon: bool,
+    /// the worker directory
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+/// Stop the running worker: its running steps are killed and reported.
+#[argh(subcommand, name = "stop")]
+struct Stop {
+    /// the worker directory
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+/// Stop the worker if it runs, then start it.
+#[argh(subcommand, name = "restart")]
+struct Restart {
+    /// stay in the foreground and log to stderr too (for supervisord)
+    #[argh(switch)]
+    nodaemon: bool,
+    /// the worker directory
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+fn pid_path(dir: &Path) -> PathBuf {
+    dir.join(worker::PID_FILE)
+}
+
+fn start(dir: &Path, nodaemon: bool) -> Result<()> {
+    let cfg = dir.join(worker::CONFIG_FILE);
+    if !cfg.exists() {
+        bail!(
+            "{} not found: create the worker first with `minibot-worker create-worker`",
+            cfg.display()
+        );
+    }
+    if let Some(pid) = daemon::running_pid(&pid_path(dir)) {
+        bail!(
+            "a {} is already running in {} (pid {pid})",
+            worker::WHAT,
+            dir.display()
+        );
+    }
+    if nodaemon {
+        return worker::run(dir, true);
+    }
+    // Check the config here too, so a mistake is reported directly rather
+    // than through the log.
+    worker::load_config(dir)?;
+    let abs = dir
+        .canonicalize()
+        .with_context(|| format!("worker directory {} not found", dir.display()))?;
+    let line = daemon::detach(
+        vec![
+            OsString::from("start"),
+            OsString::from("--nodaemon"),
+            abs.clone().into_os_string(),
+        ],
+        READY_TIMEOUT,
+        &abs.join(worker::LOG_FILE),
+    )?;
+    println!("{line}");
+    Ok(())
+}
+
+fn stop(dir: &Path) -> Result<()> {
+    daemon::stop(&pid_path(dir), worker::WHAT, STOP_TIMEOUT)?;
+    println!("{} in {} stopped", worker::WHAT, dir.display());
+    Ok(())
+}
+
+fn run(args: Args) -> Result<()> {
+    match args.cmd {
+        Cmd::CreateWorker(c) => {
+            let opts = worker::CreateOptions {
+                force: c.force,
+                keepalive: c.keepalive,
+                maxretries: c.maxretries,
+                umask: c.umask,
+            };
+            let msg = worker::create_worker(&c.dir, &c.master, &c.name, &c.password, &opts)?;
+            println!("{msg}");
+            Ok(())
+        }
+        Cmd::Start(s) => start(&s.dir, s.nodaemon),
+        Cmd::Stop(s) => stop(&s.dir),
+        Cmd::Restart(r) => {
+            if daemon::running_pid(&pid_path(&r.dir)).is_some() {
+                stop(&r.dir)?;
+            }
+            start(&r.dir, r.nodaemon)
+        }
+    }
+}
+
+fn main() {
+    let args: Args = minibot::daemon::parse_args("minibot-worker");
+    if let Err(e) = run(args) {
+        eprintln!("minibot-worker: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,265 @@
-fn main() {}
+//! `minibot`: the master daemon and its admin commands (argh).
+//!
+//! Owns: command-line parsing and exit codes only (1 = user error, 2 =
+//! usage); the work is in `minibot::master`, `minibot::daemon`,
+//! `minibot::store` and `minibot::demo`.
+
+use anyhow::{bail, Context, Result};
+use argh::FromArgs;
+use minibot::master::{self, CONFIG_FILE, DB_FILE, LOG_FILE, PID_FILE};
+use minibot::{config, daemon, demo, store};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(FromArgs)]
+/// minibot: a small continuous-integration master in the style of Buildbot.
+struct Cli {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    CreateMaster(CreateMaster),
+    CheckConfig(CheckConfig),
+    Start(Start),
+    Stop(Stop),
+    Restart(Restart),
+    Reconfig(Reconfig),
+    UpgradeMaster(UpgradeMaster),
+    Demo(Demo),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "create-master")]
+/// create a master directory with master.cfg.sample and state.sqlite
+struct CreateMaster {
+    /// use DIR even if it is not empty
+    #[argh(switch)]
+    force: bool,
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "checkconfig")]
+/// check DIR/master.cfg and report every problem found
+struct CheckConfig {
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "start")]
+/// start the master in DIR
+struct Start {
+    /// stay in the foreground, logging to stderr and DIR/master.log (for supervisord)
+    #[argh(switch)]
+    nodaemon: bool,
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "stop")]
+/// stop the master running in DIR
+struct Stop {
+    /// wait for running builds to finish first
+    #[argh(switch)]
+    clean: bool,
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restart")]
+/// stop the master running in DIR (if any), then start it
+struct Restart {
+    /// stay in the foreground after the restart
+    #[argh(switch)]
+    nodaemon: bool,
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reconfig")]
+/// make the running master re-read DIR/master.cfg (SIGHUP)
+struct Reconfig {
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "upgrade-master")]
+/// migrate DIR/state.sqlite to this version's schema
+struct UpgradeMaster {
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "demo")]
+/// create and run a demo master, worker and repository, and show a green build
+struct Demo {
+    /// exit after the first build (0 if it succeeded)
+    #[argh(switch)]
+    once: bool,
+    /// directory to create (default ./minibot-demo)
+    #[argh(positional, default = "PathBuf::from(\"minibot-demo\")")]
+    dir: PathBuf,
+}
+
+fn main() {
+    let cli: Cli = daemon::parse_args("minibot");
+    let res = match cli.cmd {
+        Cmd::CreateMaster(c) => create_master(&c.dir, c.force),
+        Cmd::CheckConfig(c) => check_config(&c.dir),
+        Cmd::Start(c) => start(&c.dir, c.nodaemon),
+        Cmd::Stop(c) => stop(&c.dir, c.clean),
+        Cmd::Restart(c) => restart(&c.dir, c.nodaemon),
+        Cmd::Reconfig(c) => reconfig(&c.dir),
+        Cmd::UpgradeMaster(c) => upgrade(&c.dir),
+        Cmd::Demo(c) => demo::run(&c.dir, c.once),
+    };
+    if let Err(e) = res {
+        eprintln!("minibot: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn create_master(dir: &Path, force: bool) -> Result<()> {
+    let sample = dir.join("master.cfg.sample");
+    minibot::daemon::create_dir_for(dir, force)?;
+    std::fs::write(&sample, config::SAMPLE)
+        .with_context(|| format!("cannot write {}", sample.display()))?;
+    // The sample holds a worker password and a hook secret.
+    store::set_private(&sample)?;
+    let db = dir.join(DB_FILE);
+    if db.exists() && force {
+        println!("keeping the existing {}", db.display());
+    } else {
+        store::create(&db)?;
+    }
+    println!("created master in {}", dir.display());
+    println!(
+        "next: mv {0}/master.cfg.sample {0}/master.cfg, edit it (ports, secret, repourl), then\n      minibot checkconfig {0} && minibot start {0}",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn check_config(dir: &Path) -> Result<()> {
+    let cfg = master::load_config(dir)?;
+    println!(
+        "{}: config file is good ({} builders, {} workers, {} schedulers)",
+        dir.join(CONFIG_FILE).display(),
+        cfg.builders.len(),
+        cfg.workers.len(),
+        cfg.schedulers.len()
+    );
+    Ok(())
+}
+
+fn start(dir: &Path, nodaemon: bool) -> Result<()> {
+    if !dir.join(CONFIG_FILE).exists() {
+        bail!(
+            "{} does not exist (create-master writes master.cfg.sample: rename and edit it)",
+            dir.join(CONFIG_FILE).display()
+        );
+    }
+    if let Some(pid) = daemon::running_pid(&dir.join(PID_FILE)) {
+        bail!(
+            "a master is already running in {} (pid {pid})",
+            dir.display()
+        );
+    }
+    if nodaemon {
+        return master::run(dir, true);
+    }
+    // Check the config here too, so its errors reach the terminal.
+    master::load_config(dir)?;
+    let args = vec![
+        "start".into(),
+        "--nodaemon".into(),
+        dir.as_os_str().to_owned(),
+    ];
+    let line = daemon::detach(args, Duration::from_secs(30), &dir.join(LOG_FILE))?;
+    println!("{line}");
+    Ok(())
+}
+
+fn stop(dir: &Path, clean: bool) -> Result<()> {
+    let pid_path = dir.join(PID_FILE);
+    if clean {
+        let Some(pid) = daemon::running_pid(&pid_path) else {
+            bail!("no master is running in {}", dir.display());
+        };
+        println!("waiting for running builds to finish...");
+        daemon::send_signal(pid, libc::SIGUSR1)?;
+        while daemon::running_pid(&pid_path) == Some(pid) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("master stopped");
+        return Ok(());
+    }
+    daemon::stop(&pid_path, "master", Duration::from_secs(60))?;
+    println!("master stopped");
+    Ok(())
+}
+
+fn restart(dir: &Path, nodaemon: bool) -> Result<()> {
+    if daemon::running_pid(&dir.join(PID_FILE)).is_some() {
+        stop(dir, false)?;
+    }
+    start(dir, nodaemon)
+}
+
+/// Sends SIGHUP and reports the outcome the master logs.
+fn reconfig(dir: &Path) -> Result<()> {
+    let Some(pid) = daemon::running_pid(&dir.join(PID_FILE)) else {
+        bail!("no master is running in {}", dir.display());
+    };
+    // Check first: a bad file gets its errors on the terminal.
+    master::load_config(dir)?;
+    let log = dir.join(LOG_FILE);
+    let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    daemon::send_signal(pid, libc::SIGHUP)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let text = std::fs::read(&log).unwrap_or_default();
+        let new = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
+        if let Some(line) = new.lines().find(|l| l.contains("reconfig: done")) {
+            println!("{}", line.trim());
+            return Ok(());
+        }
+        if new.contains("reconfig: rejected") {
+            bail!(
+                "the master rejected the new config and kept the old one; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "no answer from the master within 10 s; see {}",
+        log.display()
+    )
+}
+
+fn upgrade(dir: &Path) -> Result<()> {
+    let (from, to) = store::upgrade(&dir.join(DB_FILE))?;
+    if from == to {
+        println!(
+            "{}: schema already at version {to}",
+            dir.join(DB_FILE).display()
+        );
+    } else {
+        println!(
+            "{}: schema upgraded from version {from} to {to}",
+            dir.join(DB_FILE).display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! The botmaster: matches queued build requests to connected workers.
+//!
+//! Owns: the botmaster thread and the table of attached workers with their
+//! running builds. Receives `BotMsg` from the scheduler (requests added),
+//! the worker connections (attached, detached, build finished), the web
+//! API (stop) and the main thread (reconfig, shutdown). Sends `ConnCmd`
+//! to worker connections.
+//!
+//! The database is the queue: a request is "queued" while it is neither
+//! claimed nor complete, so a restart or a lost worker only has to clear a
+//! claim for the request to be picked up here again.
+
+use crate::build::BuildJob;
+use crate::config::Config;
+use crate::store::{self, PendingRequest, Props, Store};
+use crate::worker_conn::ConnCmd;
+use anyhow::Result;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub enum BotMsg {
+    RequestsAdded,
+    Attached {
+        name: String,
+        workerid: i64,
+        conn: Sender<ConnCmd>,
+        /// Disconnected (never sent on) once the connection thread is gone.
+        closed: Receiver<()>,
+    },
+    Detached {
+        name: String,
+        workerid: i64,
+    },
+    BuildFinished {
+        worker: String,
+        buildid: i64,
+    },
+    StopBuild {
+        buildid: i64,
+        reason: String,
+    },
+    Reconfig(Arc<Config>),
+    /// `clean`: let running builds finish first (`minibot stop --clean`).
+    Shutdown {
+        clean: bool,
+    },
+}
+
+/// Names of workers with a live, authenticated connection. The listener
+/// inserts a name during the handshake (refusing a second connection under
+/// that name); the botmaster removes it once the connection's builds are
+/// closed, so a reconnect never overlaps its predecessor's cleanup.
+pub type Connected = Arc<Mutex<HashSet<String>>>;
+
+struct Attached {
+    workerid: i64,
+    conn: Sender<ConnCmd>,
+    closed: Receiver<()>,
+    /// buildid → builder name.
+    running: HashMap<i64, String>,
+}
+
+pub fn spawn(
+    store: Store,
+    cfg: Arc<Config>,
+    connected: Connected,
+    rx: Receiver<BotMsg>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let reader = store::open_reader(store.path())?;
+    Ok(std::thread::Builder::new()
+        .name("botmaster".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut b = Botmaster {
+                store,
+                reader,
+                cfg,
+                connected,
+                workers: BTreeMap::new(),
+                draining: false,
+            };
+            b.run(rx)
+        })?)
+}
+
+struct Botmaster {
+    store: Store,
+    reader: rusqlite::Connection,
+    cfg: Arc<Config>,
+    connected: Connected,
+    workers: BTreeMap<String, Attached>,
+    /// Set by a shutdown: no new builds start.
+    draining: bool,
+}
+
+impl Botmaster {
+    fn run(&mut self, rx: Receiver<BotMsg>) {
+        self.dispatch_logged();
+        let mut shutdown: Option<bool> = None;
+        loop {
+            let msg = match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            match msg {
+                BotMsg::RequestsAdded => self.dispatch_logged(),
+                BotMsg::Attached {
+                    name,
+                    workerid,
+                    conn,
+                    closed,
+                } => {
+                    log::info!("worker {name} attached");
+                    self.workers.insert(
+                        name,
+                        Attached {
+                            workerid,
+                            conn,
+                            closed,
+                            running: HashMap::new(),
+                        },
+                    );
+                    self.dispatch_logged();
+                }
+                BotMsg::Detached { name, workerid } => {
+                    self.detached(&name, workerid);
+                    self.dispatch_logged();
+                }
+                BotMsg::BuildFinished { worker, buildid } => {
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.running.remove(&buildid);
+                    }
+                    self.dispatch_logged();
+                }
+                BotMsg::StopBuild { buildid, reason } => {
+                    for w in self.workers.values() {
+                        if w.running.contains_key(&buildid) {
+                            let _ = w.conn.send(ConnCmd::StopBuild {
+                                buildid,
+                                reason: reason.clone(),
+                            });
+                        }
+                    }
+                }
+                BotMsg::Reconfig(cfg) => {
+                    self.cfg = cfg;
+                    self.dispatch_logged();
+                }
+                BotMsg::Shutdown { clean } => {
+                    self.draining = true;
+                    shutdown = Some(clean);
+                }
+            }
+            if let Some(clean) = shutdown {
+                let busy = self.workers.values().any(|w| !w.running.is_empty());
+                if !clean || !busy {
+                    break;
+                }
+            }
+        }
+        self.disconnect_all();
+        log::debug!("botmaster thread exiting");
+    }
+
+    /// Tells every connection to close (their running builds end as RETRY)
+    /// and waits, bounded, until they have.
+    fn disconnect_all(&mut self) {
+        for w in self.workers.values() {
+            let _ = w.conn.send(ConnCmd::Shutdown);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let names: Vec<(String, i64)> = self
+            .workers
+            .iter()
+            .map(|(n, w)| (n.clone(), w.workerid))
+            .collect();
+        for (name, workerid) in names {
+            if let Some(w) = self.workers.get(&name) {
+                // The connection thread drops its end of `closed` on exit.
+                if let Err(RecvTimeoutError::Timeout) = w.closed.recv_deadline(deadline) {
+                    log::warn!("worker {name}: connection did not close in time");
+                }
+            }
+            self.detached(&name, workerid);
+        }
+    }
+
+    fn detached(&mut self, name: &str, workerid: i64) {
+        self.workers.remove(name);
+        match self
+            .store
+            .write(move |c| store::retry_running_builds(c, Some(workerid)))
+        {
+            Ok(ids) if !ids.is_empty() => {
+                log::warn!("worker {name} lost: builds {ids:?} will be retried")
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("closing builds of worker {name}: {e:#}"),
+        }
+        let name2 = name.to_string();
+        if let Err(e) = self
+            .store
+            .write(move |c| store::set_worker_connected(c, &name2, None, false))
+        {
+            log::error!("marking worker {name} disconnected: {e:#}");
+        }
+        if let Ok(mut set) = self.connected.lock() {
+            set.remove(name);
+        }
+        log::info!("worker {name} detached");
+    }
+
+    fn dispatch_logged(&mut self) {
+        if let Err(e) = self.dispatch() {
+            log::error!("botmaster: {e:#}");
+        }
+    }
+
+    /// Starts as many queued requests as there are free worker slots.
+    fn dispatch(&mut self) -> Result<()> {
+        if self.draining || self.workers.is_empty() {
+            return Ok(());
+        }
+        let pending = store::pending_requests(&self.reader, 1000)?;
+        let mut plan: Vec<(PendingRequest, String)> = vec![];
+        let mut load: BTreeMap<String, usize> = self
+            .workers
+            .iter()
+            .map(|(n, w)| (n.clone(), w.running.len()))
+            .collect();
+        // Builds of one builder on one worker share a directory, so a
+        // worker runs at most one build per builder at a time.
+        let mut busy: HashSet<(String, String)> = self
+            .workers
+            .iter()
+            .flat_map(|(n, w)| w.running.values().map(move |b| (n.clone(), b.clone())))
+            .collect();
+        for req in pending {
+            let Some(builder) = self.cfg.builder(&req.builder) else {
+                continue;
+            };
+            // The least busy of the builder's attached workers with a free slot.
+            let pick = builder
+                .workers
+                .iter()
+                .filter_map(|w| {
+                    let max = self.cfg.worker(w)?.max_builds as usize;
+                    let n = *load.get(w)?;
+                    let free = n < max && !busy.contains(&(w.clone(), req.builder.clone()));
+                    free.then_some((n, w))
+                })
+                .min();
+            if let Some((_, w)) = pick {
+                let w = w.clone();
+                *load.entry(w.clone()).or_default() += 1;
+                busy.insert((w.clone(), req.builder.clone()));
+                plan.push((req, w));
+            }
+        }
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let claims: Vec<(i64, i64, String, Props)> = plan
+            .iter()
+            .map(|(r, w)| (r.buildrequestid, r.builderid, w.clone(), build_props(r)))
+            .collect();
+        let started = self.store.write(move |conn| {
+            let mut out = vec![];
+            for (brid, builderid, worker, mut props) in claims {
+                let got =
+                    store::claim_and_create_build(conn, brid, builderid, &worker, &mut props)?;
+                out.push(got.map(|(buildid, number)| (buildid, number, props)));
+            }
+            Ok(out)
+        })?;
+        for ((req, worker), got) in plan.into_iter().zip(started) {
+            let Some((buildid, number, props)) = got else {
+                continue;
+            };
+            let Some(builder) = self.cfg.builder(&req.builder).cloned() else {
+                continue;
+            };
+            let Some(w) = self.workers.get_mut(&worker) else {
+                continue;
+            };
+            let job = BuildJob {
+                buildid,
+                number,
+                builder,
+                ss: req.ss.clone(),
+                props,
+                max_log_size: self.cfg.max_log_size,
+            };
+            log::info!(
+                "starting build {} #{number} (build {buildid}) on {worker}",
+                req.builder
+            );
+            w.running.insert(buildid, req.builder.clone());
+            if w.conn.send(ConnCmd::StartBuild(Box::new(job))).is_err() {
+                // The connection ended between attach and now; its Detached
+                // message is on the way and will retry this build.
+                log::warn!("worker {worker} went away before build {buildid} started");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The properties a build starts with: the buildset's (change and scheduler
+/// properties) plus what Buildbot sets for every build.
+fn build_props(r: &PendingRequest) -> Props {
+    let mut p = r.properties.clone();
+    let mut set = |k: &str, v: serde_json::Value, src: &str| {
+        p.insert(k.to_string(), (v, src.to_string()));
+    };
+    set("buildername", r.builder.clone().into(), "Builder");
+    set(
+        "branch",
+        r.ss.branch
+            .clone()
+            .map(Into::into)
+            .unwrap_or(serde_json::Value::Null),
+        "Build",
+    );
+    set(
+        "revision",
+        r.ss.revision
+            .clone()
+            .map(Into::into)
+            .unwrap_or(serde_json::Value::Null),
+        "Build",
+    );
+    set("repository", r.ss.repository.clone().into(), "Build");
+    set("project", r.ss.project.clone().into(), "Build");
+    set("codebase", r.ss.codebase.clone().into(), "Build");
+    set("reason", r.reason.clone().into(), "Build");
+    p
+}

@@ -1,0 +1,452 @@
+//! One build, master side: the step sequence, property interpolation,
+//! result computation and the build's log files.
+//!
+//! Owns: `RunningBuild`, a state machine driven by the worker connection
+//! thread that runs the build (`worker_conn`): it asks for the next step's
+//! `RunStep` message, feeds in `Log` and `StepDone` frames, and finishes
+//! the build. No threads or channels of its own; database writes go
+//! through `Store::write`.
+//!
+//! Interpolation is where webhook data meets commands, so it never goes
+//! through a shell as code: in an argv command `%(prop:NAME)s` is replaced
+//! by the value (one argv element stays one element); in a string command
+//! (run by /bin/sh) it becomes a reference to the environment variable
+//! `MINIBOT_NAME`, which the step's environment holds, so a branch named
+//! `$(rm -rf ~)` is only ever a value.
+
+use crate::config::{BuilderCfg, Command, StepCfg};
+use crate::logs::LogWriter;
+use crate::model::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
+use crate::protocol::{StepSpec, ToWorker};
+use crate::store::{self, Props, SourceStamp, Store};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything the connection thread needs to run a build: a snapshot of the
+/// builder's config (a reconfig does not change a running build).
+#[derive(Debug, Clone)]
+pub struct BuildJob {
+    pub buildid: i64,
+    pub number: i64,
+    pub builder: BuilderCfg,
+    pub ss: SourceStamp,
+    pub props: Props,
+    pub max_log_size: u64,
+}
+
+/// Default no-output timeout of a step, as Buildbot's.
+const DEFAULT_TIMEOUT: u64 = 1200;
+
+struct CurrentStep {
+    number: u32,
+    name: String,
+    stepid: i64,
+    logid: i64,
+    log: LogWriter,
+}
+
+pub struct RunningBuild {
+    pub job: BuildJob,
+    master_dir: PathBuf,
+    next: usize,
+    results: i64,
+    /// Names of the steps that made the build worse, for the state string.
+    culprits: Vec<String>,
+    halted: bool,
+    stop_reason: Option<String>,
+    current: Option<CurrentStep>,
+}
+
+/// Buildbot's order of badness for combining results.
+fn badness(r: i64) -> u8 {
+    match r {
+        SKIPPED => 0,
+        SUCCESS => 1,
+        WARNINGS => 2,
+        FAILURE => 3,
+        EXCEPTION => 4,
+        RETRY => 5,
+        CANCELLED => 6,
+        _ => 4,
+    }
+}
+
+pub fn worst(a: i64, b: i64) -> i64 {
+    if badness(b) > badness(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Maps a finished command to a step result (Buildbot's decodeRC).
+pub fn step_result(
+    step: &StepCfg,
+    exit_code: Option<i32>,
+    interrupted: bool,
+    timed_out: bool,
+) -> i64 {
+    if interrupted {
+        return CANCELLED;
+    }
+    if timed_out {
+        return FAILURE;
+    }
+    match exit_code {
+        Some(0) => SUCCESS,
+        Some(c) if step.warning_exit_codes.contains(&c) => WARNINGS,
+        _ => FAILURE,
+    }
+}
+
+/// How a step's result changes the build's: (contribution, halt), as
+/// Buildbot's `computeResultAndTermination`.
+pub fn contribution(step: &StepCfg, r: i64) -> (i64, bool) {
+    match r {
+        FAILURE => {
+            let c = if step.flunk_on_failure.unwrap_or(true) {
+                FAILURE
+            } else if step.warn_on_failure.unwrap_or(false) {
+                WARNINGS
+            } else {
+                SUCCESS
+            };
+            (c, step.halt_on_failure.unwrap_or(true))
+        }
+        WARNINGS => {
+            let c = if step.flunk_on_warnings.unwrap_or(false) {
+                FAILURE
+            } else {
+                WARNINGS
+            };
+            (c, false)
+        }
+        EXCEPTION | CANCELLED | RETRY => (r, true),
+        _ => (SUCCESS, false),
+    }
+}
+
+/// The value of a property as text.
+fn prop_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `MINIBOT_<NAME>`: upper case, anything but letters and digits as `_`.
+pub fn env_name(prop: &str) -> String {
+    let mut s = String::from("MINIBOT_");
+    s.extend(prop.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    s
+}
+
+/// Expands `%(prop:NAME)s` and `%(prop:NAME:-DEFAULT)s` in `s`, calling
+/// `sub(name, default)` for each. Anything else (including other `%`
+/// uses, e.g. `date +%Y`) is left alone.
+fn expand(s: &str, mut sub: impl FnMut(&str, Option<&str>) -> String) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("%(prop:") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 7..];
+        match after.find(")s") {
+            Some(j) => {
+                let inner = &after[..j];
+                let (name, default) = match inner.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (inner, None),
+                };
+                out.push_str(&sub(name, default));
+                rest = &after[j + 2..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Interpolates a value that is passed as data (argv element, env value).
+pub fn interpolate(s: &str, props: &Props) -> String {
+    expand(s, |name, default| match props.get(name) {
+        Some((v, _)) if !v.is_null() => prop_text(v),
+        _ => default.unwrap_or("").to_string(),
+    })
+}
+
+/// Interpolates a /bin/sh command: properties become variable references.
+pub fn interpolate_shell(s: &str, _props: &Props) -> String {
+    expand(s, |name, default| match default {
+        // The default comes from master.cfg, which is trusted; still keep it
+        // out of the braces' reach.
+        Some(d) if !d.contains('}') => format!("${{{}:-{d}}}", env_name(name)),
+        _ => format!("${{{}}}", env_name(name)),
+    })
+}
+
+impl RunningBuild {
+    pub fn new(job: BuildJob, master_dir: PathBuf) -> RunningBuild {
+        RunningBuild {
+            job,
+            master_dir,
+            next: 0,
+            results: SUCCESS,
+            culprits: vec![],
+            halted: false,
+            stop_reason: None,
+            current: None,
+        }
+    }
+
+    pub fn buildid(&self) -> i64 {
+        self.job.buildid
+    }
+
+    pub fn step_running(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn spec(&self, step: &StepCfg) -> StepSpec {
+        let props = &self.job.props;
+        let timeout = step.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        match step.kind.as_str() {
+            "git" => StepSpec::Git {
+                repourl: interpolate(step.repourl.as_deref().unwrap_or(""), props),
+                branch: self.job.ss.branch.clone().or_else(|| step.branch.clone()),
+                revision: self.job.ss.revision.clone(),
+                mode: step.mode.clone().unwrap_or_else(|| "incremental".into()),
+                pr_number: props.get("pr_number").and_then(|(v, _)| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                }),
+                timeout,
+            },
+            _ => {
+                let argv = match &step.command {
+                    Some(Command::Argv(a)) => a.iter().map(|x| interpolate(x, props)).collect(),
+                    Some(Command::Shell(s)) => vec![
+                        "/bin/sh".to_string(),
+                        "-c".to_string(),
+                        interpolate_shell(s, props),
+                    ],
+                    None => vec![],
+                };
+                let mut env: BTreeMap<String, String> = props
+                    .iter()
+                    .map(|(k, (v, _))| (env_name(k), prop_text(v)))
+                    .collect();
+                for (k, v) in &step.env {
+                    env.insert(k.clone(), interpolate(v, props));
+                }
+                StepSpec::Shell {
+                    argv,
+                    env,
+                    workdir: step.workdir.clone().unwrap_or_default(),
+                    timeout,
+                }
+            }
+        }
+    }
+
+    /// Starts the next step that should run and returns its message, or
+    /// None when no step is left (then call `finish`).
+    pub fn advance(&mut self, store: &Store) -> Result<Option<ToWorker>> {
+        while self.next < self.job.builder.steps.len() {
+            let idx = self.next;
+            self.next += 1;
+            let step = &self.job.builder.steps[idx];
+            if (self.halted || self.stop_reason.is_some()) && !step.always_run.unwrap_or(false) {
+                continue;
+            }
+            let name = step.display_name(idx);
+            let spec = self.spec(step);
+            let (buildid, number, name2) = (self.job.buildid, idx as u32, name.clone());
+            let (stepid, logid) =
+                store.write(move |c| store::start_step(c, buildid, number, &name2))?;
+            let path = store::log_path(&self.master_dir, buildid, logid);
+            let log = LogWriter::create(&path, self.job.max_log_size)?;
+            self.current = Some(CurrentStep {
+                number,
+                name,
+                stepid,
+                logid,
+                log,
+            });
+            return Ok(Some(ToWorker::RunStep {
+                build_id: buildid,
+                step: number,
+                builder_dir: self.job.builder.builddir().to_string(),
+                spec,
+            }));
+        }
+        Ok(None)
+    }
+
+    pub fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
+        match &mut self.current {
+            Some(cur) if cur.number == step => cur.log.append(stream, data),
+            _ => {
+                log::warn!(
+                    "build {}: output for step {step}, which is not running",
+                    self.job.buildid
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Records the end of the running step.
+    pub fn step_done(
+        &mut self,
+        store: &Store,
+        step: u32,
+        exit_code: Option<i32>,
+        interrupted: bool,
+        timed_out: bool,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let Some(mut cur) = self.current.take() else {
+            log::warn!("build {}: StepDone with no step running", self.job.buildid);
+            return Ok(());
+        };
+        if cur.number != step {
+            log::warn!(
+                "build {}: StepDone for step {step}, expected {}",
+                self.job.buildid,
+                cur.number
+            );
+        }
+        let cfg = &self.job.builder.steps[cur.number as usize];
+        let r = step_result(cfg, exit_code, interrupted, timed_out);
+        let (contrib, halt) = contribution(cfg, r);
+        if contrib != SUCCESS {
+            self.culprits.push(cur.name.clone());
+        }
+        self.results = worst(self.results, contrib);
+        self.halted |= halt;
+        let mut state = cur.name.clone();
+        if timed_out {
+            state.push_str(" (timeout)");
+        } else if r != SUCCESS {
+            state.push_str(&format!(" ({})", model::result_name(r)));
+        }
+        if let Some(why) = reason {
+            cur.log.append("h", &format!("{why}\n"))?;
+        }
+        cur.log.finish()?;
+        let (stepid, logid, totals) = (cur.stepid, cur.logid, cur.log.totals());
+        store.write(move |c| {
+            store::update_log(c, logid, totals, true)?;
+            store::finish_step(c, stepid, r, &state)
+        })
+    }
+
+    /// Asks the running step to stop; the build then ends CANCELLED.
+    /// Returns the Interrupt to send, if a step is running.
+    pub fn request_stop(&mut self, reason: &str) -> Option<ToWorker> {
+        self.stop_reason = Some(reason.to_string());
+        self.current.as_ref().map(|_| ToWorker::Interrupt {
+            build_id: self.job.buildid,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// Ends the build once no step is left; returns its result.
+    pub fn finish(&mut self, store: &Store) -> Result<i64> {
+        let results = if self.stop_reason.is_some() {
+            worst(self.results, CANCELLED)
+        } else {
+            self.results
+        };
+        let state = match results {
+            SUCCESS => "build successful".to_string(),
+            CANCELLED => format!(
+                "cancelled: {}",
+                self.stop_reason.as_deref().unwrap_or("stopped")
+            ),
+            r => format!("{} {}", model::result_name(r), self.culprits.join(", ")),
+        };
+        let buildid = self.job.buildid;
+        store.write(move |c| store::finish_build(c, buildid, results, &state))?;
+        Ok(results)
+    }
+
+    /// The connection is going away mid-step: close the log cleanly. The
+    /// botmaster then ends the build as RETRY in the database.
+    pub fn abandon(&mut self, store: &Store, why: &str) {
+        if let Some(mut cur) = self.current.take() {
+            let _ = cur.log.append("h", &format!("\n{why}\n"));
+            let _ = cur.log.finish();
+            let (logid, totals) = (cur.logid, cur.log.totals());
+            if let Err(e) = store.write(move |c| store::update_log(c, logid, totals, true)) {
+                log::error!("build {}: closing log: {e:#}", self.job.buildid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props() -> Props {
+        let mut p = Props::new();
+        p.insert("branch".into(), ("feat/$(rm -rf ~)".into(), "Build".into()));
+        p.insert("buildnumber".into(), (7.into(), "Build".into()));
+        p
+    }
+
+    #[test]
+    fn interpolation_as_data() {
+        let p = props();
+        assert_eq!(interpolate("b=%(prop:branch)s", &p), "b=feat/$(rm -rf ~)");
+        assert_eq!(interpolate("%(prop:buildnumber)s", &p), "7");
+        assert_eq!(interpolate("%(prop:nope:-dflt)s", &p), "dflt");
+        assert_eq!(interpolate("%(prop:nope)s", &p), "");
+        assert_eq!(
+            interpolate("date +%Y %(prop:unterminated", &p),
+            "date +%Y %(prop:unterminated"
+        );
+        assert_eq!(
+            interpolate_shell("echo %(prop:branch)s %(prop:x-y:-d)s", &p),
+            "echo ${MINIBOT_BRANCH} ${MINIBOT_X_Y:-d}"
+        );
+        assert_eq!(env_name("pr_number"), "MINIBOT_PR_NUMBER");
+    }
+
+    #[test]
+    fn result_mapping() {
+        let mut s: StepCfg = toml::from_str("type = 'shell'\ncommand = 'true'").unwrap();
+        assert_eq!(step_result(&s, Some(0), false, false), SUCCESS);
+        assert_eq!(step_result(&s, Some(1), false, false), FAILURE);
+        assert_eq!(step_result(&s, None, false, false), FAILURE);
+        assert_eq!(step_result(&s, Some(0), true, false), CANCELLED);
+        assert_eq!(step_result(&s, None, false, true), FAILURE);
+        s.warning_exit_codes = vec![3];
+        assert_eq!(step_result(&s, Some(3), false, false), WARNINGS);
+        assert_eq!(contribution(&s, FAILURE), (FAILURE, true));
+        assert_eq!(contribution(&s, WARNINGS), (WARNINGS, false));
+        s.halt_on_failure = Some(false);
+        s.flunk_on_failure = Some(false);
+        s.warn_on_failure = Some(true);
+        assert_eq!(contribution(&s, FAILURE), (WARNINGS, false));
+        s.flunk_on_warnings = Some(true);
+        assert_eq!(contribution(&s, WARNINGS), (FAILURE, false));
+        assert_eq!(contribution(&s, EXCEPTION), (EXCEPTION, true));
+        assert_eq!(worst(SUCCESS, FAILURE), FAILURE);
+        assert_eq!(worst(CANCELLED, FAILURE), CANCELLED);
+        assert_eq!(worst(WARNINGS, SUCCESS), WARNINGS);
+    }
+}

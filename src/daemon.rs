@@ -1,0 +1,638 @@
+//! Daemon plumbing shared by `minibot` (the master) and `minibot-worker`.
+//!
+//! Owns: pid files (exclusive, atomic, removed on drop), finding and stopping
+//! a running daemon, detaching into the background and waiting for the
+//! child's "ready" line, log setup (env_logger into a log file and
+//! optionally stderr), and the signal thread.
+//!
+//! Threads and channels: [`signals`] starts one thread (signal-hook's
+//! iterator) that forwards SIGTERM, SIGINT and SIGHUP into the crossbeam
+//! channel it returns; the daemon's main thread selects on it. [`detach`]
+//! starts one short-lived thread that reads the child's first stdout line
+//! into a channel so the parent can wait for it with a deadline. Nothing else
+//! here keeps state.
+//!
+//! `unsafe` appears only around single libc calls (kill, setsid, dup2), each
+//! commented.
+
+use anyhow::{anyhow, bail, Context, Result};
+use crossbeam_channel::Receiver;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set in the environment of a child started by [`detach`]: it tells
+/// [`announce_ready`] that stdout is the pipe to the waiting parent, which
+/// exits right after reading the line, so stdout and stderr must be pointed at
+/// /dev/null afterwards (a later write would otherwise fail with EPIPE, and
+/// `println!` would panic). Step runners remove it from their children's
+/// environment so a nested minibot run inside a build is not confused.
+pub const DETACHED_ENV: &str = "MINIBOT_DETACHED_CHILD";
+
+/// A pid file we own. Dropping it removes the file, but only while it still
+/// names us, so a successor's file is never deleted by a late drop.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    pid: i32,
+}
+
+impl PidFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if read_pid(&self.path) == Some(self.pid) {
+            if let Err(e) = fs::remove_file(&self.path) {
+                log::warn!("could not remove pid file {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+fn dir_of(path: &Path) -> String {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.display().to_string(),
+        _ => ".".to_string(),
+    }
+}
+
+/// The pid written in `path`, if the file exists and holds a positive number.
+fn read_pid(path: &Path) -> Option<i32> {
+    let text = fs::read_to_string(path).ok()?;
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => Some(pid),
+        _ => None,
+    }
+}
+
+/// Whether a process with this pid exists and is not a zombie. A zombie has
+/// exited (only its parent has not collected the status yet), so for "is the
+/// daemon still running" it counts as gone.
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks whether the
+    // pid exists and whether we may signal it.
+    let r = unsafe { libc::kill(pid, 0) };
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    // /proc/<pid>/stat is "pid (comm) S ..."; comm may hold spaces and
+    // parentheses, so the state is the first field after the last ')'.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => match stat.rfind(')') {
+            Some(i) => !stat[i + 1..].trim_start().starts_with('Z'),
+            None => true,
+        },
+        // No /proc (or it vanished between the two checks): trust kill().
+        Err(_) => true,
+    }
+}
+
+/// The pid named in the pid file, if that process is alive.
+pub fn running_pid(path: &Path) -> Option<i32> {
+    read_pid(path).filter(|&pid| pid_alive(pid))
+}
+
+/// Takes the pid file at `path` for this process. Refuses when the file
+/// names a live process other than us; a stale file (dead pid, garbage) is
+/// replaced, with a log line. The file is written to a temporary name and
+/// hard-linked into place, which both makes the content appear atomically
+/// and fails if someone else created the file in the meantime.
+pub fn acquire_pid_file(path: &Path, what: &str) -> Result<PidFile> {
+    let me = std::process::id() as i32;
+    let dir = dir_of(path);
+    let tmp = path.with_file_name(format!(
+        ".{}.{me}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    fs::write(&tmp, format!("{me}\n"))
+        .with_context(|| format!("could not write pid file {}", tmp.display()))?;
+    // A few rounds: retry the link only after removing a stale file.
+    let result = (|| {
+        for _ in 0..3 {
+            match fs::hard_link(&tmp, path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("could not create pid file {}", path.display()))
+                }
+            }
+            match read_pid(path) {
+                Some(pid) if pid != me && pid_alive(pid) => {
+                    bail!("a {what} is already running in {dir} (pid {pid})")
+                }
+                Some(pid) if pid == me => {
+                    // Left by an earlier process that had our pid (e.g.
+                    // before a reboot): it is ours now.
+                    log::info!("pid file {} already names us; taking it", path.display());
+                }
+                other => log::warn!(
+                    "removing stale pid file {} ({})",
+                    path.display(),
+                    match other {
+                        Some(pid) => format!("process {pid} is not running"),
+                        None => "no valid pid in it".to_string(),
+                    }
+                ),
+            }
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("could not remove stale pid file {}", path.display())
+                    })
+                }
+            }
+        }
+        bail!(
+            "could not take pid file {}: it keeps reappearing",
+            path.display()
+        )
+    })();
+    let _ = fs::remove_file(&tmp);
+    result?;
+    Ok(PidFile {
+        path: path.to_path_buf(),
+        pid: me,
+    })
+}
+
+/// Sends `sig` to `pid` (a negative pid addresses a process group). Refuses
+/// 0 and -1, which would address our own group or every process we may
+/// signal.
+pub fn send_signal(pid: i32, sig: i32) -> Result<()> {
+    if pid == 0 || pid == -1 {
+        bail!("refusing to send signal {sig} to pid {pid}");
+    }
+    // SAFETY: plain kill(2); pid 0 and -1 are excluded above.
+    let r = unsafe { libc::kill(pid, sig) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(anyhow!(e)).context(format!("could not send signal {sig} to pid {pid}"));
+    }
+    Ok(())
+}
+
+/// Stops the daemon named by `pid_path`: SIGTERM, then polls until it is
+/// gone or `timeout` passes.
+pub fn stop(pid_path: &Path, what: &str, timeout: Duration) -> Result<()> {
+    let dir = dir_of(pid_path);
+    let Some(pid) = running_pid(pid_path) else {
+        bail!("no {what} is running in {dir}");
+    };
+    send_signal(pid, libc::SIGTERM)?;
+    let deadline = Instant::now() + timeout;
+    while pid_alive(pid) {
+        if Instant::now() >= deadline {
+            bail!(
+                "the {what} in {dir} (pid {pid}) did not stop within {} seconds of SIGTERM",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The last `n` lines of `path` written at or after byte `from`.
+fn tail_since(path: &Path, from: u64, n: usize) -> String {
+    let Ok(mut f) = fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // The file may have been rotated or truncated: then show its end.
+    let start = if from <= len {
+        from.max(len.saturating_sub(64 * 1024))
+    } else {
+        len.saturating_sub(64 * 1024)
+    };
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Starts the current executable again with `args` as a daemon (new session,
+/// stdin on /dev/null, stdout and stderr pipes) and waits for its ready
+/// line, which it returns. If the child exits or `ready_timeout` passes
+/// first, the error names `log_hint` and quotes what the child logged there,
+/// or failing that what it wrote on stderr (an error before its log was
+/// open). Once ready, the child points stdout and stderr at /dev/null
+/// ([`announce_ready`]), so it holds nothing of ours.
+pub fn detach(args: Vec<OsString>, ready_timeout: Duration, log_hint: &Path) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("could not find the path of this program")?;
+    let log_start = fs::metadata(log_hint).map(|m| m.len()).unwrap_or(0);
+    let mut cmd = Command::new(&exe);
+    cmd.args(&args)
+        .env(DETACHED_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Highest fd to mark close-on-exec below (computed here: pre_exec may
+    // only make async-signal-safe calls). Capped: the loop is one syscall
+    // per fd.
+    // SAFETY: sysconf only reads a system limit.
+    let max_fd = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(256, 65536) as libc::c_int;
+    // SAFETY: setsid and fcntl are async-signal-safe and touch no memory of
+    // ours. setsid puts the child in a new session, so it has no controlling
+    // terminal and does not get the terminal's SIGHUP/SIGINT. Marking every
+    // fd above 2 close-on-exec makes the daemon drop whatever the caller
+    // leaked to us (a shell's or CI runner's pipes), which would otherwise
+    // stay open for the daemon's whole life and keep that caller waiting;
+    // std's own exec-error pipe is close-on-exec already.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in 3..max_fd {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {}", exe.display()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("child has no stdout pipe"))?;
+    // Drain stderr while waiting (a full pipe would block the child) and
+    // keep its end for the error message.
+    let stderr_tail = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut keep: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                keep.extend_from_slice(&buf[..n]);
+                if keep.len() > 8192 {
+                    keep.drain(..keep.len() - 8192);
+                }
+            }
+            String::from_utf8_lossy(&keep).trim().to_string()
+        })
+    });
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let r = BufReader::new(stdout).read_line(&mut line);
+        // Ok(0) is EOF: the child closed stdout (usually: exited) unready.
+        let _ = tx.send(match r {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
+        });
+    });
+    // Called once the child is gone (or killed), so stderr is at EOF.
+    let log_tail = move |n| {
+        let t = tail_since(log_hint, log_start, n);
+        if !t.is_empty() {
+            return format!("; its last log lines:\n{t}");
+        }
+        match stderr_tail.map(|h| h.join()) {
+            Some(Ok(e)) if !e.is_empty() => format!("; it said:\n{e}"),
+            _ => String::new(),
+        }
+    };
+    match rx.recv_timeout(ready_timeout) {
+        Ok(Some(line)) => Ok(line.trim_end().to_string()),
+        Ok(None) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            // Give it a moment to finish exiting so the status is known.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut status = None;
+            while Instant::now() < deadline {
+                if let Ok(Some(s)) = child.try_wait() {
+                    status = Some(s);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let how = match status {
+                Some(s) => format!("exited ({s})"),
+                None => "closed its output".to_string(),
+            };
+            bail!(
+                "the daemon {how} before it was ready; see {}{}",
+                log_hint.display(),
+                log_tail(20)
+            )
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            // Leave nothing half-started behind while telling the user it
+            // failed: kill it (its pid file, if any, is then stale).
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the daemon did not report ready within {} seconds and was killed; see {}{}",
+                ready_timeout.as_secs(),
+                log_hint.display(),
+                log_tail(20)
+            )
+        }
+    }
+}
+
+/// Prints the ready line on stdout and flushes it. Write errors are ignored:
+/// the reader may be gone. In a child started by [`detach`], stdout and
+/// stderr are then pointed at /dev/null (see [`DETACHED_ENV`]).
+pub fn announce_ready(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if std::env::var_os(DETACHED_ENV).is_some() {
+        let _ = std::io::stderr().flush();
+        if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: dup2 onto fds 1 and 2 replaces stdout and stderr
+            // atomically; `null` stays open until after the calls and the
+            // target fds are never left closed.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 1);
+                libc::dup2(null.as_raw_fd(), 2);
+            }
+        }
+    }
+}
+
+/// Where log records go: the log file and, optionally, stderr. Every record
+/// is written in one `write` to the file, which is opened in append mode, so
+/// lines from threads never interleave.
+///
+/// Size-based rotation hook: when rotation is added, it belongs in
+/// [`LogSink::write`]: check `self.written` against a limit, and when over it
+/// rename the file to `<name>.1` (shifting older ones) and reopen `path`.
+struct LogSink {
+    file: fs::File,
+    #[allow(dead_code)] // kept for the rotation hook described above
+    path: PathBuf,
+    written: u64,
+    also_stderr: bool,
+}
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Rotation hook (see the struct's doc comment) goes here.
+        self.file.write_all(buf)?;
+        self.written += buf.len() as u64;
+        if self.also_stderr {
+            // stderr may be closed (a detached daemon has /dev/null, a
+            // supervisor may go away): never fail logging because of it.
+            let _ = std::io::stderr().write_all(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Sets up `log` for the whole process: level from RUST_LOG (default info),
+/// timestamped lines appended to `log_file` and, if `also_stderr`, copied to
+/// stderr. Can be called once per process.
+pub fn init_logging(log_file: &Path, also_stderr: bool) -> Result<()> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .with_context(|| format!("could not open log file {}", log_file.display()))?;
+    let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let sink = LogSink {
+        file,
+        path: log_file.to_path_buf(),
+        written,
+        also_stderr,
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:<5} {}: {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .write_style(env_logger::WriteStyle::Never)
+        .target(env_logger::Target::Pipe(Box::new(sink)))
+        .try_init()
+        .context("could not set up logging (already set up?)")
+}
+
+/// Starts a thread that forwards SIGTERM, SIGINT and SIGHUP into the
+/// returned channel. Registering replaces the default action (dying), so the
+/// caller must act on what it receives.
+pub fn signals() -> Result<Receiver<i32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("could not install signal handlers")?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in sigs.forever() {
+                if tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("could not start the signal thread")?;
+    Ok(rx)
+}
+
+/// Parses the command line with argh, with our exit codes: `--help` prints
+/// to stdout and exits 0, a usage error prints to stderr and exits 2
+/// (`argh::from_env` would exit 1, which we keep for user errors).
+pub fn parse_args<T: argh::FromArgs>(prog: &str) -> T {
+    let mut argv = Vec::new();
+    for a in std::env::args_os() {
+        match a.into_string() {
+            Ok(s) => argv.push(s),
+            Err(a) => {
+                eprintln!("{prog}: argument {a:?} is not valid UTF-8");
+                std::process::exit(2);
+            }
+        }
+    }
+    let cmd = argv
+        .first()
+        .and_then(|s| Path::new(s).file_name().and_then(|n| n.to_str()))
+        .unwrap_or(prog)
+        .to_string();
+    let rest: Vec<&str> = argv.iter().skip(1).map(|s| s.as_str()).collect();
+    match T::from_args(&[&cmd], &rest) {
+        Ok(a) => a,
+        Err(early) => match early.status {
+            Ok(()) => {
+                println!("{}", early.output);
+                std::process::exit(0);
+            }
+            Err(()) => {
+                eprintln!("{}", early.output);
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
+/// Makes `dir` ready to be filled by a create-* command: created if
+/// missing, refused if it holds anything unless `force`.
+pub fn create_dir_for(dir: &Path, force: bool) -> Result<()> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            bail!("{} exists and is not a directory", dir.display());
+        }
+        let non_empty = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some();
+        if non_empty && !force {
+            bail!(
+                "{} is not empty (use --force to use it anyway)",
+                dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_pid() -> i32 {
+        // A child we have reaped: its pid is free (reuse within the test is
+        // vanishingly unlikely).
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id() as i32;
+        c.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn pid_file_fresh_stale_and_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pid");
+
+        // Fresh.
+        let pf = acquire_pid_file(&path, "thing").unwrap();
+        assert_eq!(read_pid(&path), Some(std::process::id() as i32));
+        assert_eq!(running_pid(&path), Some(std::process::id() as i32));
+        drop(pf);
+        assert!(!path.exists(), "pid file removed on drop");
+
+        // Stale: a dead pid, then garbage.
+        fs::write(&path, format!("{}\n", dead_pid())).unwrap();
+        assert_eq!(running_pid(&path), None);
+        let pf = acquire_pid_file(&path, "thing").unwrap();
+        assert_eq!(read_pid(&path), Some(std::process::id() as i32));
+        drop(pf);
+        fs::write(&path, "not a pid").unwrap();
+        let pf = acquire_pid_file(&path, "thing").unwrap();
+        drop(pf);
+
+        // Alive: a sleeping child.
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        fs::write(&path, format!("{pid}\n")).unwrap();
+        let err = acquire_pid_file(&path, "thing").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "a thing is already running in {}",
+                dir.path().display()
+            )) && err.contains(&format!("(pid {pid})")),
+            "{err}"
+        );
+        assert_eq!(read_pid(&path), Some(pid), "a live daemon's file is kept");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let _ = fs::remove_file(&path);
+    }
+
+    #[test]
+    fn drop_keeps_a_successors_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pid");
+        let pf = acquire_pid_file(&path, "thing").unwrap();
+        fs::write(&path, "12345\n").unwrap();
+        drop(pf);
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn stop_signals_and_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pid");
+        let err = stop(&path, "thing", Duration::from_secs(1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("no thing is running in {}", dir.path().display())
+        );
+
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        fs::write(&path, format!("{}\n", child.id())).unwrap();
+        // The child becomes a zombie (we are its parent and have not waited
+        // yet); pid_alive counts that as stopped.
+        stop(&path, "thing", Duration::from_secs(10)).unwrap();
+        child.wait().unwrap();
+
+        // A process ignoring SIGTERM: the timeout error.
+        let mut child = Command::new("sh")
+            .args(["-c", "trap '' TERM; echo ready; sleep 30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        fs::write(&path, format!("{}\n", child.id())).unwrap();
+        let err = stop(&path, "thing", Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not stop"), "{err}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn send_signal_refuses_broadcast() {
+        assert!(send_signal(0, libc::SIGTERM).is_err());
+        assert!(send_signal(-1, libc::SIGTERM).is_err());
+        assert!(send_signal(dead_pid(), 0).is_err());
+    }
+
+    #[test]
+    fn tail_shows_only_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        fs::write(&p, "old 1\nold 2\n").unwrap();
+        let from = fs::metadata(&p).unwrap().len();
+        let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+        writeln!(f, "new 1\nnew 2\nnew 3").unwrap();
+        assert_eq!(tail_since(&p, from, 2), "new 2\nnew 3");
+        assert_eq!(tail_since(&p, from, 10), "new 1\nnew 2\nnew 3");
+        assert_eq!(tail_since(&dir.path().join("missing"), 0, 3), "");
+    }
+}

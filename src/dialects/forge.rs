@@ -1,0 +1,385 @@
+//! What Gitea and GitHub webhooks have in common: push and pull_request
+//! payloads of the same shape, turned into changes.
+//!
+//! Owns: the serde model of those payloads and the request flow shared by
+//! the `gitea` and `github` dialects (signature → event → body → changes).
+//! The two forges differ only in the facts captured by [`Forge`]: header
+//! names, the order of `commits`, and the PR action names that mean "the
+//! head moved". No threads or channels; the HTTP layer calls it.
+//!
+//! The serde structs ignore unknown fields and take everything that is not
+//! essential as `Option`, so Gitea 1.21 (fewer fields), 1.22 and GitHub
+//! payloads all deserialize, and a `null` where a list was expected is read
+//! as empty.
+
+use super::{
+    bad, check_signature, forge_json_body, from_value, is_zero_sha, parse_rfc3339, select_codebase,
+    select_repository_url, HookError, HookOutcome, HookRequest,
+};
+use crate::config::GiteaDialect;
+use crate::model::{now, NewChange};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The per-forge facts; everything else is shared.
+pub(super) struct Forge {
+    pub event_header: &'static str,
+    pub delivery_header: &'static str,
+    pub signature_header: &'static str,
+    /// Gitea lists `commits` newest first (`git rev-list`), GitHub oldest
+    /// first. Changes are always stored oldest first.
+    pub commits_newest_first: bool,
+    /// `pull_request` actions that put a new head sha up for testing.
+    pub pr_build_actions: &'static [&'static str],
+}
+
+#[derive(Debug, Deserialize)]
+struct Account {
+    login: Option<String>,
+    /// Older Gitea versions also send `username` (buildbot_gitea reads it).
+    username: Option<String>,
+}
+
+impl Account {
+    fn login(&self) -> Option<&str> {
+        self.login.as_deref().or(self.username.as_deref())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Repository {
+    full_name: String,
+    name: Option<String>,
+    ssh_url: Option<String>,
+    clone_url: Option<String>,
+    owner: Option<Account>,
+}
+
+impl Repository {
+    fn ssh_url(&self) -> &str {
+        self.ssh_url.as_deref().unwrap_or("")
+    }
+    fn clone_url(&self) -> &str {
+        self.clone_url.as_deref().unwrap_or("")
+    }
+    fn name(&self) -> &str {
+        self.name
+            .as_deref()
+            .unwrap_or_else(|| self.full_name.rsplit('/').next().unwrap_or(""))
+    }
+    fn owner(&self) -> &str {
+        self.owner
+            .as_ref()
+            .and_then(Account::login)
+            .unwrap_or_else(|| self.full_name.split('/').next().unwrap_or(""))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Person {
+    name: Option<String>,
+    email: Option<String>,
+}
+
+impl Person {
+    /// "Name <email>", Buildbot's author format; degrades gracefully when a
+    /// part is missing.
+    fn render(&self) -> String {
+        let name = self.name.as_deref().unwrap_or("");
+        match self.email.as_deref().unwrap_or("") {
+            "" => name.to_string(),
+            email if name.is_empty() => format!("<{email}>"),
+            email => format!("{name} <{email}>"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Commit {
+    id: String,
+    message: Option<String>,
+    url: Option<String>,
+    author: Option<Person>,
+    committer: Option<Person>,
+    timestamp: Option<String>,
+    added: Option<Vec<String>>,
+    removed: Option<Vec<String>>,
+    modified: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    before: Option<String>,
+    after: String,
+    commits: Option<Vec<Commit>>,
+    head_commit: Option<Commit>,
+    repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct PrSide {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    sha: String,
+    /// Null when a fork has been deleted.
+    repo: Option<Repository>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequest {
+    id: i64,
+    number: i64,
+    title: Option<String>,
+    body: Option<String>,
+    user: Option<Account>,
+    html_url: Option<String>,
+    updated_at: Option<String>,
+    head: PrSide,
+    base: PrSide,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    pull_request: PullRequest,
+    repository: Repository,
+}
+
+/// The request flow of both forges. The signature is checked first, over
+/// the raw body, so a bad or missing one stops everything (403).
+pub(super) fn handle(
+    forge: &Forge,
+    cfg: &GiteaDialect,
+    req: &HookRequest,
+) -> Result<HookOutcome, HookError> {
+    check_signature(cfg.secret.as_deref(), req, forge.signature_header)?;
+    let event = req
+        .header(forge.event_header)
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| bad(format!("missing {} header", forge.event_header)))?;
+    let doc = forge_json_body(req)?;
+    let repo_ctx = |repo: &Repository| Target {
+        repository: select_repository_url(cfg, repo.ssh_url(), repo.clone_url()),
+        project: repo.full_name.clone(),
+        codebase: select_codebase(req, cfg.codebase.as_deref()),
+    };
+    let changes = match event {
+        "push" => {
+            let p: PushPayload = from_value(doc, "push payload")?;
+            let target = repo_ctx(&p.repository);
+            push_changes(forge, cfg, p, target)?
+        }
+        "pull_request" => {
+            let p: PullRequestEvent = from_value(doc, "pull_request payload")?;
+            let target = repo_ctx(&p.repository);
+            pull_request_changes(forge, p, target)?
+        }
+        // create/delete duplicate what push already says (or, for a branch
+        // delete, have nothing to build); issues, releases, reviews, ping...
+        // carry no new code.
+        other => Err(format!("event '{other}' ignored")),
+    };
+    Ok(match changes {
+        Ok(changes) => HookOutcome::Changes {
+            changes,
+            delivery: req
+                .header(forge.delivery_header)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
+        },
+        Err(why) => HookOutcome::Ignored(why),
+    })
+}
+
+/// Where the changes of one payload go.
+struct Target {
+    repository: String,
+    project: String,
+    codebase: String,
+}
+
+/// `Ok(Err(reason))` = understood, nothing to build.
+type Built = Result<Result<Vec<NewChange>, String>, HookError>;
+
+fn push_changes(forge: &Forge, cfg: &GiteaDialect, p: PushPayload, target: Target) -> Built {
+    let (is_tag, name) = if let Some(b) = p.git_ref.strip_prefix("refs/heads/") {
+        (false, b.to_string())
+    } else if let Some(t) = p.git_ref.strip_prefix("refs/tags/") {
+        (true, t.to_string())
+    } else {
+        return Ok(Err(format!(
+            "push to '{}' ignored: not a branch or tag",
+            p.git_ref
+        )));
+    };
+    let kind = if is_tag { "tag" } else { "branch" };
+    if is_zero_sha(&p.after) {
+        // Gitea sends this for tag deletes (branch deletes come only as a
+        // `delete` event); GitHub for both.
+        return Ok(Err(format!("deletion of {kind} '{name}' ignored")));
+    }
+
+    let mut props = BTreeMap::new();
+    props.insert("event".to_string(), Value::from("push"));
+    props.insert(
+        "repository_name".to_string(),
+        Value::from(p.repository.name()),
+    );
+    props.insert("owner".to_string(), Value::from(p.repository.owner()));
+
+    if is_tag {
+        // `after` is the tag object for annotated tags and `commits` is
+        // empty; `head_commit` is the peeled commit, which is what to build.
+        let Some(head) = p.head_commit else {
+            return Err(bad(format!("push of tag '{name}' has no head_commit")));
+        };
+        props.insert("tag".to_string(), Value::from(name.as_str()));
+        let change = commit_change(head, &name, "tag", &props, &target)?;
+        return Ok(Ok(vec![change]));
+    }
+
+    let mut commits = p.commits.unwrap_or_default();
+    if forge.commits_newest_first {
+        commits.reverse();
+    }
+    // A new branch's `commits` are not new commits (Gitea: up to 5 commits
+    // reachable from the head, most already known), so only the head is a
+    // change, as Buildbot's GitHub hook does for `created`.
+    let new_branch = p.before.as_deref().is_some_and(is_zero_sha);
+    if commits.is_empty() || new_branch || cfg.only_include_push_commit {
+        let head = match commits.iter().position(|c| c.id == p.after) {
+            Some(i) => Some(commits.swap_remove(i)),
+            None => p.head_commit.or_else(|| commits.pop()),
+        };
+        let Some(head) = head else {
+            return Ok(Err(format!(
+                "push to branch '{name}' ignored: it carries no commits"
+            )));
+        };
+        commits = vec![head];
+    }
+    let changes = commits
+        .into_iter()
+        .map(|c| commit_change(c, &name, "push", &props, &target))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Ok(changes))
+}
+
+fn commit_change(
+    c: Commit,
+    branch: &str,
+    category: &str,
+    props: &BTreeMap<String, Value>,
+    target: &Target,
+) -> Result<NewChange, HookError> {
+    let when_timestamp = timestamp(c.timestamp.as_deref(), &format!("commit {}", c.id))?;
+    let files = [c.added, c.modified, c.removed]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    Ok(NewChange {
+        author: c.author.as_ref().map(Person::render).unwrap_or_default(),
+        committer: c.committer.as_ref().map(Person::render),
+        comments: c.message.unwrap_or_default(),
+        branch: Some(branch.to_string()),
+        revision: Some(c.id),
+        repository: target.repository.clone(),
+        project: target.project.clone(),
+        category: Some(category.to_string()),
+        codebase: target.codebase.clone(),
+        revlink: c.url.filter(|u| !u.is_empty()),
+        when_timestamp,
+        files,
+        properties: props.clone(),
+    })
+}
+
+/// A payload timestamp in Unix seconds; absent means "now" (as Buildbot
+/// does for changes without a time), unparsable is the sender's bug: 400.
+fn timestamp(ts: Option<&str>, what: &str) -> Result<i64, HookError> {
+    match ts.filter(|t| !t.is_empty()) {
+        None => Ok(now()),
+        Some(t) => {
+            parse_rfc3339(t).ok_or_else(|| bad(format!("{what}: bad RFC 3339 timestamp '{t}'")))
+        }
+    }
+}
+
+fn pull_request_changes(forge: &Forge, p: PullRequestEvent, target: Target) -> Built {
+    let action = p.action.as_str();
+    if !forge.pr_build_actions.contains(&action) {
+        // `edited` only ever reports title/body/base changes (Gitea's
+        // ChangesPayload, GitHub's `changes`), never a new head; `closed`
+        // (merged or not) builds nothing: a merge arrives as its own push.
+        return Ok(Err(format!("pull_request action '{action}' ignored")));
+    }
+    let pr = p.pull_request;
+    let title = pr.title.unwrap_or_default();
+    let comments = match pr.body.as_deref().unwrap_or("") {
+        "" => title,
+        body => format!("{title}\n\n{body}"),
+    };
+    let repo_url = |r: &Option<Repository>, f: fn(&Repository) -> &str| {
+        r.as_ref()
+            .map_or(Value::Null, |r| Value::from(f(r).to_string()))
+    };
+    let base_repository = match repo_url(&pr.base.repo, Repository::clone_url) {
+        Value::Null => Value::from(p.repository.clone_url()),
+        v => v,
+    };
+    let props: BTreeMap<String, Value> = [
+        ("event", Value::from(action)),
+        ("pr_number", Value::from(pr.number)),
+        ("pr_id", Value::from(pr.id)),
+        ("base_branch", Value::from(pr.base.git_ref.as_str())),
+        ("base_sha", Value::from(pr.base.sha.as_str())),
+        ("base_repository", base_repository),
+        ("head_branch", Value::from(pr.head.git_ref.as_str())),
+        ("head_sha", Value::from(pr.head.sha.as_str())),
+        // A fork PR must be fetched from the fork: its clone URL, not ours.
+        (
+            "head_repository",
+            repo_url(&pr.head.repo, Repository::clone_url),
+        ),
+        (
+            "head_git_ssh_url",
+            repo_url(&pr.head.repo, Repository::ssh_url),
+        ),
+        ("repository_name", Value::from(p.repository.name())),
+        ("owner", Value::from(p.repository.owner())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let change = NewChange {
+        author: pr
+            .user
+            .as_ref()
+            .and_then(Account::login)
+            .unwrap_or("")
+            .to_string(),
+        committer: None,
+        comments,
+        // The base branch, so branch schedulers see which line the PR
+        // targets; the category and properties say it is a PR.
+        branch: Some(pr.base.git_ref),
+        revision: Some(pr.head.sha),
+        repository: target.repository,
+        project: target.project,
+        category: Some("pull_request".to_string()),
+        codebase: target.codebase,
+        revlink: pr.html_url.filter(|u| !u.is_empty()),
+        when_timestamp: timestamp(
+            pr.updated_at.as_deref(),
+            &format!("pull request #{}", pr.number),
+        )?,
+        files: vec![],
+        properties: props,
+    };
+    Ok(Ok(vec![change]))
+}

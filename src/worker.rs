@@ -1,0 +1,1161 @@
+//! The worker daemon: `worker.cfg`, `create-worker`, and the connection to
+//! the master (handshake, keepalive, reconnect with backoff, running steps).
+//!
+//! Threads and channels while connected (one session = one TCP connection):
+//! - main thread: a `select!` loop over the reader's channel, the writer's
+//!   exit channel, step threads' `finished` channel, the signal channel and
+//!   a dead-peer timer; it owns the table of running steps;
+//! - reader thread: decodes `ToWorker` frames from the socket into a
+//!   bounded channel (`ReaderEvent`);
+//! - writer thread: owns the write half, takes `FromWorker` messages from a
+//!   bounded channel and writes one frame each, so frames from concurrently
+//!   running steps never interleave; it sends `Ping` itself when nothing was
+//!   written for the keepalive interval;
+//! - one thread per running step (`steps::run_step`), sending `Log` and
+//!   `StepDone` into the writer's channel and its build id on `finished`.
+//!
+//! Why a dead-peer timer in the main loop rather than socket read timeouts:
+//! the reader blocks in `read_exact`, and a read timeout firing in the
+//! middle of a frame would leave the stream out of sync; the main loop owns
+//! "last time anything arrived" and a `crossbeam_channel::after` deadline,
+//! so frames, signals, finished steps and liveness are handled in one place.
+//! A write timeout on the socket bounds how long a dead master can block the
+//! writer.
+
+use crate::daemon;
+use crate::protocol::{self, FromWorker, ToWorker, LOG_CHUNK, PROTOCOL_VERSION};
+use crate::steps::{self, CancelToken};
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const CONFIG_FILE: &str = "worker.cfg";
+pub const PID_FILE: &str = "minibot-worker.pid";
+pub const LOG_FILE: &str = "worker.log";
+/// What the pid file and messages call us.
+pub const WHAT: &str = "minibot-worker";
+
+/// Buildbot's worker default.
+const DEFAULT_KEEPALIVE: u64 = 600;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A master that accepts no bytes for this long while we have some to send
+/// is dead, whatever the keepalive says.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: f64 = 60.0;
+
+const ADMIN_PLACEHOLDER: &str = "Your Name Here <admin@youraddress.invalid>\n";
+const HOST_PLACEHOLDER: &str = "Please put a description of this build host here\n";
+
+/// `DIR/worker.cfg`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// HOST:PORT of the master's worker port.
+    pub master: String,
+    pub name: String,
+    pub password: String,
+    /// Seconds of silence after which we send `Ping`.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u64,
+    /// Failed connection attempts in a row before giving up; 0 = never.
+    #[serde(default)]
+    pub maxretries: u32,
+    /// Octal, e.g. "022"; None = inherit.
+    #[serde(default)]
+    pub umask: Option<String>,
+}
+
+fn default_keepalive() -> u64 {
+    DEFAULT_KEEPALIVE
+}
+
+/// Splits "HOST:PORT" (IPv6 as "[::1]:PORT").
+pub fn parse_master(s: &str) -> Result<(String, u16)> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        bail!("expected HOST:PORT, got {s:?}");
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        bail!("expected HOST:PORT, got {s:?} (no host)");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host.to_string(), p)),
+        _ => bail!("expected HOST:PORT, got {s:?} (bad port {port:?})"),
+    }
+}
+
+/// Parses an octal umask such as "022" or "0o027".
+pub fn parse_umask(s: &str) -> Result<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => bail!("expected an octal umask such as \"022\", got {s:?}"),
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("worker name {name:?} must be non-empty, without spaces or control characters");
+    }
+    Ok(())
+}
+
+/// Loads and checks `DIR/worker.cfg`; errors name the file and the key.
+pub fn load_config(dir: &Path) -> Result<WorkerConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let cfg: WorkerConfig = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
+        .map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| {
+                    format!(
+                        " (line {})",
+                        text[..s.start.min(text.len())].lines().count().max(1)
+                    )
+                })
+                .unwrap_or_default();
+            let at = if key == "." {
+                String::new()
+            } else {
+                format!(" key `{key}`:")
+            };
+            anyhow::anyhow!("{}:{at} {}{line}", path.display(), inner.message())
+        })?;
+    let bad = |key: &str, e: anyhow::Error| anyhow::anyhow!("{}: key `{key}`: {e}", path.display());
+    parse_master(&cfg.master).map_err(|e| bad("master", e))?;
+    check_name(&cfg.name).map_err(|e| bad("name", e))?;
+    if cfg.password.is_empty() {
+        return Err(bad("password", anyhow::anyhow!("must not be empty")));
+    }
+    if cfg.keepalive == 0 {
+        return Err(bad(
+            "keepalive",
+            anyhow::anyhow!("must be at least 1 second"),
+        ));
+    }
+    if let Some(u) = &cfg.umask {
+        parse_umask(u).map_err(|e| bad("umask", e))?;
+    }
+    Ok(cfg)
+}
+
+/// Options of `create-worker`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub force: bool,
+    pub keepalive: u64,
+    pub maxretries: u32,
+    pub umask: Option<String>,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            force: false,
+            keepalive: DEFAULT_KEEPALIVE,
+            maxretries: 0,
+            umask: None,
+        }
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Writes `path` with `mode` through a temporary file and a rename, so a
+/// reader never sees half a file and the secret is never readable by others
+/// even for a moment.
+fn write_private(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("could not create {}", tmp.display()))?;
+    // The umask may have removed bits but never adds any; set exactly.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|_| f.write_all(contents.as_bytes()))
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("could not write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("could not create {}", path.display()))
+}
+
+/// `minibot-worker create-worker`: makes DIR with `worker.cfg` (0600) and
+/// the `info/` files. Returns the lines telling the user what to do next.
+pub fn create_worker(
+    dir: &Path,
+    master: &str,
+    name: &str,
+    password: &str,
+    opts: &CreateOptions,
+) -> Result<String> {
+    parse_master(master).context("MASTERHOST:PORT")?;
+    check_name(name).context("NAME")?;
+    if password.is_empty() {
+        bail!("PASSWORD must not be empty");
+    }
+    if opts.keepalive == 0 {
+        bail!("--keepalive must be at least 1 second");
+    }
+    if let Some(u) = &opts.umask {
+        parse_umask(u).context("--umask")?;
+    }
+    daemon::create_dir_for(dir, opts.force)?;
+    let umask_line = match &opts.umask {
+        Some(u) => format!("umask = {}\n", toml_str(u)),
+        None => "# umask = \"022\"\n".to_string(),
+    };
+    let cfg = format!(
+        "# minibot worker configuration, written by `minibot-worker create-worker`.\n\
+         # It holds the worker's password: keep it private (mode 0600).\n\
+         \n\
+         # The master's worker port ([protocols.worker] in master.cfg), as HOST:PORT.\n\
+         master = {}\n\
+         # Must match a [[workers]] entry (name and password) in master.cfg.\n\
+         name = {}\n\
+         password = {}\n\
+         # Seconds without traffic after which the worker sends a ping.\n\
+         keepalive = {}\n\
+         # Give up after this many failed connection attempts in a row; 0 = never.\n\
+         maxretries = {}\n\
+         # umask (octal) for the worker and its build steps; unset = inherited.\n\
+         {umask_line}",
+        toml_str(master),
+        toml_str(name),
+        toml_str(password),
+        opts.keepalive,
+        opts.maxretries,
+    );
+    let cfg_path = dir.join(CONFIG_FILE);
+    write_private(&cfg_path, &cfg, 0o600)?;
+    let info = dir.join("info");
+    std::fs::create_dir_all(&info)
+        .with_context(|| format!("could not create {}", info.display()))?;
+    for (file, text) in [("admin", ADMIN_PLACEHOLDER), ("host", HOST_PLACEHOLDER)] {
+        let p = info.join(file);
+        // With --force, keep what the user already wrote there.
+        if !p.exists() {
+            std::fs::write(&p, text).with_context(|| format!("could not write {}", p.display()))?;
+        }
+    }
+    let d = dir.display();
+    Ok(format!(
+        "Created worker {name:?} in {d}.\n\
+         Next:\n  \
+         - edit {d}/info/admin (who runs this worker) and {d}/info/host (what machine it is);\n    \
+         both are shown on the master's workers page\n  \
+         - make sure master.cfg has a [[workers]] entry with name = {name:?} and the same password\n  \
+         - start it: minibot-worker start {d}   (or `start --nodaemon` under supervisord)"
+    ))
+}
+
+fn read_info(base: &Path) -> BTreeMap<String, String> {
+    let mut info = BTreeMap::new();
+    for key in ["admin", "host"] {
+        if let Ok(t) = std::fs::read_to_string(base.join("info").join(key)) {
+            info.insert(key.to_string(), t.trim().to_string());
+        }
+    }
+    info.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let os = [std::env::consts::OS, release.trim(), std::env::consts::ARCH]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    info.insert("os".into(), os);
+    info
+}
+
+/// Runs the worker in the foreground until SIGTERM/SIGINT (or until it gives
+/// up reconnecting). This is `start --nodaemon`, and what a detached
+/// `start` runs in its child.
+pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("worker directory {} not found", dir.display()))?;
+    daemon::init_logging(&dir.join(LOG_FILE), log_to_stderr)?;
+    let r = run_logged(&dir);
+    if let Err(e) = &r {
+        log::error!("{e:#}");
+    }
+    r
+}
+
+fn run_logged(dir: &Path) -> Result<()> {
+    let cfg = load_config(dir)?;
+    if let Some(u) = &cfg.umask {
+        let mode = parse_umask(u)?;
+        // SAFETY: umask(2) only sets the process's file mode mask; build
+        // steps inherit it.
+        unsafe {
+            libc::umask(mode as libc::mode_t);
+        }
+    }
+    // Handlers before the pid file: from the moment we are findable, a
+    // SIGTERM is handled as a clean shutdown.
+    let sig_rx = daemon::signals()?;
+    let _pid = daemon::acquire_pid_file(&dir.join(PID_FILE), WHAT)?;
+    // A daemon should not keep an arbitrary directory busy.
+    std::env::set_current_dir(dir)
+        .with_context(|| format!("could not change to {}", dir.display()))?;
+    log::info!(
+        "minibot-worker {} starting in {} as {:?}, master {} (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        dir.display(),
+        cfg.name,
+        cfg.master,
+        std::process::id()
+    );
+    daemon::announce_ready(&format!(
+        "minibot-worker {:?} running in {} (pid {}), connecting to {}; log: {}",
+        cfg.name,
+        dir.display(),
+        std::process::id(),
+        cfg.master,
+        dir.join(LOG_FILE).display()
+    ));
+    let r = connect_loop(dir, &cfg, &sig_rx);
+    log::info!("minibot-worker stopped");
+    r
+}
+
+/// Delay before reconnect attempt after `failures` failures in a row:
+/// 1 s doubling to 60 s, with ±25 % jitter so workers restarted together
+/// (e.g. after the master restarts) do not all knock at the same moment.
+fn backoff_delay(failures: u32) -> Duration {
+    let base = (1u64 << failures.saturating_sub(1).min(6)) as f64;
+    let mut b = [0u8; 8];
+    let unit = match getrandom::getrandom(&mut b) {
+        Ok(()) => u64::from_le_bytes(b) as f64 / u64::MAX as f64,
+        Err(_) => 0.5,
+    };
+    Duration::from_secs_f64((base.min(MAX_BACKOFF) * (0.75 + 0.5 * unit)).min(MAX_BACKOFF))
+}
+
+fn is_shutdown_signal(sig: i32) -> bool {
+    sig == libc::SIGTERM || sig == libc::SIGINT
+}
+
+enum SessionEnd {
+    Shutdown,
+    /// `good`: the handshake had succeeded (resets the backoff).
+    Lost {
+        good: bool,
+    },
+}
+
+fn connect_loop(base: &Path, cfg: &WorkerConfig, sig_rx: &Receiver<i32>) -> Result<()> {
+    let mut failures: u32 = 0;
+    loop {
+        match session(base, cfg, sig_rx) {
+            SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Lost { good } => {
+                if good {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                    if cfg.maxretries > 0 && failures > cfg.maxretries {
+                        bail!(
+                            "giving up after {failures} failed attempts to connect to the master at {} (maxretries = {})",
+                            cfg.master,
+                            cfg.maxretries
+                        );
+                    }
+                }
+            }
+        }
+        let delay = backoff_delay(failures);
+        log::info!("reconnecting in {:.1} s", delay.as_secs_f64());
+        let deadline = Instant::now() + delay;
+        loop {
+            select! {
+                recv(sig_rx) -> sig => match sig {
+                    Ok(s) if is_shutdown_signal(s) => {
+                        log::info!("signal {s}: shutting down");
+                        return Ok(());
+                    }
+                    Ok(s) => log::info!("signal {s} ignored (edit worker.cfg and restart to change settings)"),
+                    Err(_) => return Ok(()),
+                },
+                recv(after(deadline.saturating_duration_since(Instant::now()))) -> _ => break,
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum HandshakeError {
+    /// The master said no (wrong password, name already connected, ...).
+    Refused(String),
+    /// The master could not prove it knows the password.
+    BadProof,
+    /// Protocol version mismatch or an unexpected message.
+    Protocol(String),
+    /// No TCP connection.
+    Connect(anyhow::Error),
+    Io(anyhow::Error),
+}
+
+impl From<anyhow::Error> for HandshakeError {
+    fn from(e: anyhow::Error) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+fn connect(addr: &str) -> Result<TcpStream> {
+    let (host, port) = parse_master(addr)?;
+    let addrs: Vec<_> = (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("could not resolve {host}"))?
+        .collect();
+    let mut last = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e.into()),
+        None => bail!("{host} resolved to no address"),
+    }
+}
+
+/// Hello → Auth → Welcome/Refused. Returns the reader (which may already
+/// hold buffered frames sent right after Welcome) and the master's keepalive.
+fn handshake(
+    stream: &TcpStream,
+    base: &Path,
+    cfg: &WorkerConfig,
+) -> Result<(BufReader<TcpStream>, u64), HandshakeError> {
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .and_then(|_| stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)))
+        .context("setting socket timeouts")?;
+    let mut reader = BufReader::new(stream.try_clone().context("cloning the socket")?);
+    let mut writer = stream;
+    let master_nonce = match protocol::read_frame::<_, ToWorker>(&mut reader)? {
+        Some(ToWorker::Hello { protocol, nonce }) => {
+            if protocol != PROTOCOL_VERSION {
+                return Err(HandshakeError::Protocol(format!(
+                    "the master speaks protocol version {protocol} and this worker speaks version {PROTOCOL_VERSION}; upgrade the older side"
+                )));
+            }
+            nonce
+        }
+        Some(ToWorker::Refused { reason }) => return Err(HandshakeError::Refused(reason)),
+        Some(other) => {
+            return Err(HandshakeError::Protocol(format!(
+                "expected Hello from the master, got {other:?}"
+            )))
+        }
+        None => {
+            return Err(HandshakeError::Io(anyhow::anyhow!(
+                "the master closed the connection before saying hello"
+            )))
+        }
+    };
+    let worker_nonce = protocol::new_nonce();
+    let auth = FromWorker::Auth {
+        protocol: PROTOCOL_VERSION,
+        name: cfg.name.clone(),
+        nonce: worker_nonce.clone(),
+        proof: protocol::worker_proof(&cfg.password, &master_nonce, &worker_nonce, &cfg.name),
+        info: read_info(base),
+    };
+    protocol::write_frame(&mut writer, &auth)?;
+    match protocol::read_frame::<_, ToWorker>(&mut reader)? {
+        Some(ToWorker::Welcome { proof, keepalive }) => {
+            if !protocol::check_master_proof(
+                &cfg.password,
+                &master_nonce,
+                &worker_nonce,
+                &cfg.name,
+                &proof,
+            ) {
+                return Err(HandshakeError::BadProof);
+            }
+            stream
+                .set_read_timeout(None)
+                .and_then(|_| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
+                .context("setting socket timeouts")?;
+            Ok((reader, keepalive))
+        }
+        Some(ToWorker::Refused { reason }) => Err(HandshakeError::Refused(reason)),
+        Some(other) => Err(HandshakeError::Protocol(format!(
+            "expected Welcome or Refused from the master, got {other:?}"
+        ))),
+        None => Err(HandshakeError::Io(anyhow::anyhow!(
+            "the master closed the connection during the handshake"
+        ))),
+    }
+}
+
+/// One connection attempt and, if it authenticates, the session over it.
+/// Connects and authenticates; the stream and its reader on success.
+fn connect_and_handshake(
+    base: &Path,
+    cfg: &WorkerConfig,
+) -> Result<(TcpStream, BufReader<TcpStream>, u64), HandshakeError> {
+    let stream = connect(&cfg.master).map_err(HandshakeError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    match handshake(&stream, base, cfg) {
+        Ok((reader, keepalive)) => Ok((stream, reader, keepalive)),
+        Err(e) => {
+            let _ = stream.shutdown(Shutdown::Both);
+            Err(e)
+        }
+    }
+}
+
+/// One connection attempt and, if it authenticates, the session over it.
+fn session(base: &Path, cfg: &WorkerConfig, sig_rx: &Receiver<i32>) -> SessionEnd {
+    // Connecting and the handshake block (up to their timeouts) on a
+    // master that may be slow or silent; doing them in a helper thread keeps
+    // SIGTERM answered at once. On shutdown the helper is simply abandoned:
+    // the process is about to exit.
+    let (tx, rx) = bounded(1);
+    {
+        let (base, cfg) = (base.to_path_buf(), cfg.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(connect_and_handshake(&base, &cfg));
+        });
+    }
+    let attempt = loop {
+        select! {
+            recv(rx) -> r => match r {
+                Ok(r) => break r,
+                Err(_) => break Err(HandshakeError::Io(anyhow::anyhow!("connection attempt failed"))),
+            },
+            recv(sig_rx) -> sig => match sig {
+                Ok(s) if is_shutdown_signal(s) => {
+                    log::info!("signal {s}: shutting down");
+                    return SessionEnd::Shutdown;
+                }
+                Ok(s) => log::info!("signal {s} ignored (edit worker.cfg and restart to change settings)"),
+                Err(_) => return SessionEnd::Shutdown,
+            },
+        }
+    };
+    let (stream, reader, master_keepalive) = match attempt {
+        Ok(r) => r,
+        Err(e) => {
+            match e {
+                HandshakeError::Connect(e) => {
+                    log::warn!("could not connect to the master at {}: {e:#}", cfg.master)
+                }
+                HandshakeError::Refused(reason) => log::error!(
+                    "the master at {} refused worker {:?}: {reason}",
+                    cfg.master,
+                    cfg.name
+                ),
+                HandshakeError::BadProof => log::error!(
+                    "the master at {} could not prove it knows the password of worker {:?}; \
+                     refusing to run anything for it (wrong password in worker.cfg or master.cfg, \
+                     or not our master)",
+                    cfg.master,
+                    cfg.name
+                ),
+                HandshakeError::Protocol(m) => {
+                    log::error!("handshake with the master at {} failed: {m}", cfg.master)
+                }
+                HandshakeError::Io(e) => {
+                    log::warn!("handshake with the master at {} failed: {e:#}", cfg.master)
+                }
+            }
+            return SessionEnd::Lost { good: false };
+        }
+    };
+    // Our pings go out at the shorter of the two intervals; the master pings
+    // at its own, so silence is judged against that (while we are busy
+    // streaming logs we send no pings and hear no pongs, only its pings).
+    let ping_every = match master_keepalive {
+        0 => cfg.keepalive,
+        k => k.min(cfg.keepalive),
+    };
+    let dead_after = Duration::from_secs(3 * master_keepalive.max(ping_every));
+    log::info!(
+        "connected to the master at {} as {:?} (keepalive {ping_every} s)",
+        cfg.master,
+        cfg.name
+    );
+    Session::new(base, stream, reader, ping_every, dead_after).run(sig_rx)
+}
+
+enum ReaderEvent {
+    Msg(ToWorker),
+    /// A well-formed frame this version does not know: still proof of life.
+    Unknown,
+    Closed(String),
+}
+
+struct Running {
+    step: u32,
+    builder_dir: String,
+    cancel: CancelToken,
+    handle: JoinHandle<()>,
+}
+
+struct Session {
+    base: PathBuf,
+    stream: TcpStream,
+    to_master: Sender<FromWorker>,
+    from_master: Receiver<ReaderEvent>,
+    writer_done: Receiver<Result<(), String>>,
+    finished_tx: Sender<i64>,
+    finished_rx: Receiver<i64>,
+    running: HashMap<i64, Running>,
+    done_handles: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+    dead_after: Duration,
+}
+
+impl Session {
+    fn new(
+        base: &Path,
+        stream: TcpStream,
+        mut reader: BufReader<TcpStream>,
+        ping_every: u64,
+        dead_after: Duration,
+    ) -> Session {
+        let mut threads = Vec::new();
+        // Reader: frames → channel. Bounded: the main loop is quick, and a
+        // flood from the master should not grow memory without limit.
+        let (ev_tx, from_master) = bounded::<ReaderEvent>(64);
+        threads.push(std::thread::spawn(move || loop {
+            let ev = match protocol::read_frame::<_, serde_json::Value>(&mut reader) {
+                Ok(Some(v)) => match serde_json::from_value::<ToWorker>(v) {
+                    Ok(m) => ReaderEvent::Msg(m),
+                    Err(e) => {
+                        log::warn!("ignoring a message from the master this worker does not understand: {e}");
+                        ReaderEvent::Unknown
+                    }
+                },
+                Ok(None) => ReaderEvent::Closed("the master closed the connection".into()),
+                Err(e) => ReaderEvent::Closed(format!("reading from the master failed: {e:#}")),
+            };
+            let closed = matches!(ev, ReaderEvent::Closed(_));
+            if ev_tx.send(ev).is_err() || closed {
+                return;
+            }
+        }));
+
+        // Writer: the only thread that writes to the socket. Bounded (256
+        // frames of at most ~32 KiB of output each): a slow master slows
+        // the steps' output pumps down instead of filling our memory.
+        let (to_master, out_rx) = bounded::<FromWorker>(256);
+        let (done_tx, writer_done) = bounded::<Result<(), String>>(1);
+        let mut w = stream.try_clone();
+        let ping = Duration::from_secs(ping_every.max(1));
+        threads.push(std::thread::spawn(move || {
+            let result = (|| -> Result<(), String> {
+                let w = w.as_mut().map_err(|e| format!("cloning the socket: {e}"))?;
+                loop {
+                    let msg = match out_rx.recv_timeout(ping) {
+                        Ok(m) => m,
+                        // Nothing sent for a keepalive interval.
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => FromWorker::Ping,
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+                    };
+                    let buf = match protocol::encode_frame(&msg) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Only an oversized frame fails to encode; drop
+                            // it rather than the connection.
+                            log::error!("not sending a message to the master: {e:#}");
+                            continue;
+                        }
+                    };
+                    w.write_all(&buf)
+                        .and_then(|_| w.flush())
+                        .map_err(|e| format!("writing to the master failed: {e}"))?;
+                }
+            })();
+            if let (Err(_), Ok(w)) = (&result, &w) {
+                // Wake the reader too: the connection is over.
+                let _ = w.shutdown(Shutdown::Both);
+            }
+            let _ = done_tx.send(result);
+        }));
+
+        let (finished_tx, finished_rx) = unbounded();
+        Session {
+            base: base.to_path_buf(),
+            stream,
+            to_master,
+            from_master,
+            writer_done,
+            finished_tx,
+            finished_rx,
+            running: HashMap::new(),
+            done_handles: Vec::new(),
+            threads,
+            dead_after,
+        }
+    }
+
+    fn run(mut self, sig_rx: &Receiver<i32>) -> SessionEnd {
+        let mut last_rx = Instant::now();
+        let end = loop {
+            let dead_in = (last_rx + self.dead_after).saturating_duration_since(Instant::now());
+            select! {
+                recv(self.from_master) -> ev => match ev {
+                    Ok(ReaderEvent::Msg(m)) => {
+                        last_rx = Instant::now();
+                        if let Err(reason) = self.handle(m) {
+                            log::error!("{reason}");
+                            break SessionEnd::Lost { good: true };
+                        }
+                    }
+                    Ok(ReaderEvent::Unknown) => last_rx = Instant::now(),
+                    Ok(ReaderEvent::Closed(reason)) => {
+                        log::warn!("connection to the master lost: {reason}");
+                        break SessionEnd::Lost { good: true };
+                    }
+                    Err(_) => {
+                        log::warn!("connection to the master lost");
+                        break SessionEnd::Lost { good: true };
+                    }
+                },
+                recv(self.writer_done) -> r => {
+                    let why = match r {
+                        Ok(Err(e)) => e,
+                        _ => "the writer stopped".to_string(),
+                    };
+                    log::warn!("connection to the master lost: {why}");
+                    break SessionEnd::Lost { good: true };
+                },
+                recv(self.finished_rx) -> id => {
+                    if let Ok(id) = id {
+                        self.reap(id);
+                    }
+                },
+                recv(sig_rx) -> sig => match sig {
+                    Ok(s) if is_shutdown_signal(s) => {
+                        log::info!("signal {s}: shutting down");
+                        break SessionEnd::Shutdown;
+                    }
+                    Ok(s) => log::info!("signal {s} ignored (edit worker.cfg and restart to change settings)"),
+                    Err(_) => break SessionEnd::Shutdown,
+                },
+                recv(after(dead_in)) -> _ => {
+                    log::warn!(
+                        "nothing heard from the master for {} s; assuming the connection is dead",
+                        self.dead_after.as_secs()
+                    );
+                    break SessionEnd::Lost { good: true };
+                },
+            }
+        };
+        match end {
+            SessionEnd::Shutdown => self.shut_down(),
+            SessionEnd::Lost { .. } => self.drop_connection(),
+        }
+        end
+    }
+
+    fn reap(&mut self, build_id: i64) {
+        if let Some(r) = self.running.remove(&build_id) {
+            // The thread is only sending its StepDone now; joined at the end.
+            self.done_handles.push(r.handle);
+        }
+    }
+
+    /// Handles one message; Err ends the session.
+    fn handle(&mut self, m: ToWorker) -> Result<(), String> {
+        match m {
+            ToWorker::Ping => {
+                // try_send: if the queue is full we are sending anyway, and
+                // any frame shows the master we are alive.
+                let _ = self.to_master.try_send(FromWorker::Pong);
+            }
+            ToWorker::Pong => {}
+            ToWorker::RunStep {
+                build_id,
+                step,
+                builder_dir,
+                spec,
+            } => self.start_step(build_id, step, builder_dir, spec),
+            ToWorker::Interrupt { build_id, reason } => match self.running.get(&build_id) {
+                Some(r) => {
+                    log::info!("build {build_id} step {}: interrupt: {reason}", r.step);
+                    r.cancel.cancel(&reason);
+                }
+                None => log::info!("interrupt for build {build_id}, which runs nothing here"),
+            },
+            ToWorker::Refused { reason } => {
+                return Err(format!("the master dropped this worker: {reason}"));
+            }
+            other @ (ToWorker::Hello { .. } | ToWorker::Welcome { .. }) => {
+                log::warn!("ignoring an unexpected {other:?} from the master");
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse_step(&self, build_id: i64, step: u32, reason: String) {
+        log::error!("build {build_id} step {step}: {reason}");
+        let _ = self.to_master.send(FromWorker::Log {
+            build_id,
+            step,
+            stream: "h".into(),
+            data: format!("{reason}\n"),
+        });
+        let _ = self.to_master.send(FromWorker::StepDone {
+            build_id,
+            step,
+            exit_code: None,
+            interrupted: false,
+            timed_out: false,
+            reason: Some(reason),
+        });
+    }
+
+    fn start_step(
+        &mut self,
+        build_id: i64,
+        step: u32,
+        builder_dir: String,
+        spec: protocol::StepSpec,
+    ) {
+        if let Err(e) = steps::validate_builder_dir(&builder_dir) {
+            return self.refuse_step(build_id, step, e);
+        }
+        // A step that just finished reports on `finished` before sending
+        // its StepDone, so the master's next RunStep for the same build may
+        // be here before we looked at `finished`: look now.
+        while let Ok(id) = self.finished_rx.try_recv() {
+            self.reap(id);
+        }
+        if let Some(r) = self.running.get(&build_id) {
+            let reason = format!(
+                "build {build_id} already runs step {} on this worker; refusing step {step}",
+                r.step
+            );
+            return self.refuse_step(build_id, step, reason);
+        }
+        // Two builds in one build directory would wreck each other; the
+        // master must not do that (one build per builder per worker, as in
+        // Buildbot), and we do not trust that blindly.
+        if let Some((other, _)) = self
+            .running
+            .iter()
+            .find(|(_, r)| r.builder_dir == builder_dir)
+        {
+            let reason = format!(
+                "build {other} is running in {builder_dir}/build on this worker; refusing build {build_id} there"
+            );
+            return self.refuse_step(build_id, step, reason);
+        }
+        let build_dir = steps::build_dir_for(&self.base, &builder_dir);
+        let cancel = CancelToken::new();
+        let (tx, finished, c) = (
+            self.to_master.clone(),
+            self.finished_tx.clone(),
+            cancel.clone(),
+        );
+        let dir_name = builder_dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("build-{build_id}"))
+            .spawn(move || {
+                let kind = match &spec {
+                    protocol::StepSpec::Git { .. } => "git",
+                    protocol::StepSpec::Shell { .. } => "shell",
+                };
+                log::info!(
+                    "build {build_id} step {step}: {kind} step in {}",
+                    build_dir.display()
+                );
+                let out = |stream: &str, data: &str| {
+                    for piece in steps::split_at_most(data, LOG_CHUNK) {
+                        let _ = tx.send(FromWorker::Log {
+                            build_id,
+                            step,
+                            stream: stream.to_string(),
+                            data: piece.to_string(),
+                        });
+                    }
+                };
+                let o = steps::run_step(&build_dir, &spec, &out, &c);
+                log::info!(
+                    "build {build_id} step {step}: finished (exit code {:?}{}{}{})",
+                    o.exit_code,
+                    if o.interrupted { ", interrupted" } else { "" },
+                    if o.timed_out { ", timed out" } else { "" },
+                    o.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                );
+                let _ = finished.send(build_id);
+                let _ = tx.send(o.to_step_done(build_id, step));
+            });
+        match spawned {
+            Ok(handle) => {
+                self.running.insert(
+                    build_id,
+                    Running {
+                        step,
+                        builder_dir: dir_name,
+                        cancel,
+                        handle,
+                    },
+                );
+            }
+            Err(e) => self.refuse_step(build_id, step, format!("could not start a thread: {e}")),
+        }
+    }
+
+    /// The connection is gone: kill every running step (the master retries
+    /// those builds), and wait for all our threads before reconnecting so a
+    /// new session never races an old step in the same build directory.
+    fn drop_connection(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if !self.running.is_empty() {
+            log::warn!(
+                "killing {} running step(s): the master will retry their builds",
+                self.running.len()
+            );
+        }
+        for r in self.running.values() {
+            r.cancel.cancel("connection to the master lost");
+        }
+        let Session {
+            to_master,
+            from_master,
+            running,
+            done_handles,
+            threads,
+            ..
+        } = self;
+        drop(to_master);
+        drop(from_master);
+        for h in running
+            .into_values()
+            .map(|r| r.handle)
+            .chain(done_handles)
+            .chain(threads)
+        {
+            let _ = h.join();
+        }
+    }
+
+    /// SIGTERM/SIGINT: kill running steps, let their StepDone reach the
+    /// master if it still listens, then close. Bounded in time so a
+    /// supervisor's stop timeout is not exceeded by a stuck connection.
+    fn shut_down(mut self) {
+        if !self.running.is_empty() {
+            log::info!("interrupting {} running step(s)", self.running.len());
+        }
+        for r in self.running.values() {
+            r.cancel.cancel("the worker is shutting down");
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.running.is_empty() {
+            match self
+                .finished_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(id) => self.reap(id),
+                Err(_) => break,
+            }
+        }
+        let Session {
+            stream,
+            to_master,
+            from_master,
+            writer_done,
+            running,
+            done_handles,
+            threads,
+            ..
+        } = self;
+        // With all steps finished, their last frames are queued; dropping
+        // the remaining senders lets the writer drain and stop.
+        for h in done_handles {
+            let _ = h.join();
+        }
+        drop(to_master);
+        let stuck = !running.is_empty();
+        if stuck {
+            log::warn!("{} step(s) did not stop in time", running.len());
+        } else if writer_done.recv_timeout(Duration::from_secs(5)).is_err() {
+            log::warn!("could not deliver the last messages to the master in time");
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        drop(from_master);
+        if !stuck {
+            for h in threads {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn create_worker_files_and_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("w");
+        let opts = CreateOptions {
+            umask: Some("027".into()),
+            keepalive: 30,
+            maxretries: 5,
+            ..Default::default()
+        };
+        let msg = create_worker(&dir, "localhost:54321", "w1", "p\"a ss", &opts).unwrap();
+        assert!(msg.contains("info/admin"), "{msg}");
+        assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("info/admin")).unwrap(),
+            ADMIN_PLACEHOLDER
+        );
+        assert!(dir.join("info/host").exists());
+        let cfg = load_config(&dir).unwrap();
+        assert_eq!(
+            cfg,
+            WorkerConfig {
+                master: "localhost:54321".into(),
+                name: "w1".into(),
+                password: "p\"a ss".into(),
+                keepalive: 30,
+                maxretries: 5,
+                umask: Some("027".into()),
+            }
+        );
+
+        // Non-empty dir: refused without --force; --force keeps info files.
+        std::fs::write(dir.join("info/admin"), "Me\n").unwrap();
+        let err = create_worker(&dir, "h:1", "w1", "p", &CreateOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        let force = CreateOptions {
+            force: true,
+            ..Default::default()
+        };
+        create_worker(&dir, "h:1", "w2", "p", &force).unwrap();
+        assert_eq!(load_config(&dir).unwrap().name, "w2");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("info/admin")).unwrap(),
+            "Me\n"
+        );
+        assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
+
+        // Bad arguments name the argument.
+        let e = create_worker(&tmp.path().join("x"), "nohostport", "w", "p", &opts).unwrap_err();
+        assert!(format!("{e:#}").contains("MASTERHOST:PORT"), "{e:#}");
+        let bad_umask = CreateOptions {
+            umask: Some("999".into()),
+            ..Default::default()
+        };
+        let e = create_worker(&tmp.path().join("x"), "h:1", "w", "p", &bad_umask).unwrap_err();
+        assert!(format!("{e:#}").contains("--umask"), "{e:#}");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |s: &str| std::fs::write(tmp.path().join(CONFIG_FILE), s).unwrap();
+        let err = |s: &str| {
+            write(s);
+            format!("{:#}", load_config(tmp.path()).unwrap_err())
+        };
+        let base = "master = \"h:1\"\nname = \"w\"\npassword = \"p\"\n";
+        write(base);
+        let cfg = load_config(tmp.path()).unwrap();
+        assert_eq!(cfg.keepalive, DEFAULT_KEEPALIVE);
+        assert_eq!(cfg.maxretries, 0);
+
+        let e = err(&format!("{base}keepalive = \"x\"\n"));
+        assert!(e.contains("key `keepalive`") && e.contains("line 4"), "{e}");
+        let e = err(&format!("{base}bogus = 1\n"));
+        assert!(e.contains("bogus"), "{e}");
+        let e = err("master = \"h:1\"\nname = \"w\"\n");
+        assert!(e.contains("password"), "{e}");
+        let e = err("master = \"nope\"\nname = \"w\"\npassword = \"p\"\n");
+        assert!(e.contains("key `master`"), "{e}");
+        let e = err(&format!("{base}umask = \"8\"\n"));
+        assert!(e.contains("key `umask`"), "{e}");
+        assert!(e.contains(CONFIG_FILE), "{e}");
+        std::fs::remove_file(tmp.path().join(CONFIG_FILE)).unwrap();
+        let e = format!("{:#}", load_config(tmp.path()).unwrap_err());
+        assert!(
+            e.contains("could not read") && e.contains(CONFIG_FILE),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parsing_helpers() {
+        assert_eq!(
+            parse_master("localhost:1").unwrap(),
+            ("localhost".into(), 1)
+        );
+        assert_eq!(parse_master("[::1]:9989").unwrap(), ("::1".into(), 9989));
+        assert!(parse_master(":1").is_err());
+        assert!(parse_master("h:0").is_err());
+        assert!(parse_master("h:x").is_err());
+        assert_eq!(parse_umask("022").unwrap(), 0o22);
+        assert_eq!(parse_umask("0o077").unwrap(), 0o77);
+        assert!(parse_umask("").is_err());
+        assert!(parse_umask("1000").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_to_a_minute_with_jitter() {
+        for (failures, lo, hi) in [
+            (0, 0.75, 1.25),
+            (1, 0.75, 1.25),
+            (2, 1.5, 2.5),
+            (4, 6.0, 10.0),
+        ] {
+            for _ in 0..20 {
+                let d = backoff_delay(failures).as_secs_f64();
+                assert!(d >= lo && d <= hi, "{failures}: {d}");
+            }
+        }
+        for f in [7, 8, 30, u32::MAX] {
+            let d = backoff_delay(f).as_secs_f64();
+            assert!((45.0..=60.0).contains(&d), "{f}: {d}");
+        }
+    }
+
+    #[test]
+    fn info_has_the_files_and_facts() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("info")).unwrap();
+        std::fs::write(tmp.path().join("info/admin"), "  Ann <a@b>\n").unwrap();
+        let info = read_info(tmp.path());
+        assert_eq!(info["admin"], "Ann <a@b>");
+        assert!(!info.contains_key("host"));
+        assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+        assert!(info["os"].starts_with(std::env::consts::OS));
+    }
+}

@@ -1,0 +1,448 @@
+//! Worker connections, master side: the listener, the handshake, and one
+//! thread per connected worker that runs its builds.
+//!
+//! Owns: the `[protocols.worker]` listener thread; per connection a reader
+//! thread (blocking reads → `Incoming` channel) and the connection thread,
+//! which is the socket's only writer. A blocking socket cannot wait on a
+//! channel, so the reader thread turns frames into channel messages and
+//! the connection thread `select!`s over frames, `ConnCmd`s from the
+//! botmaster and a keepalive tick. It drives each build's `RunningBuild`
+//! and sends `BotMsg::{Attached, BuildFinished, Detached}` to the botmaster.
+
+use crate::botmaster::{BotMsg, Connected};
+use crate::build::{BuildJob, RunningBuild};
+use crate::config::Config;
+use crate::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
+use crate::store::{self, Store};
+use anyhow::{anyhow, bail, Context, Result};
+use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
+use std::collections::HashMap;
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub enum ConnCmd {
+    StartBuild(Box<BuildJob>),
+    StopBuild {
+        buildid: i64,
+        reason: String,
+    },
+    /// Master shutdown: interrupt running steps and close.
+    Shutdown,
+}
+
+/// The config currently loaded; replaced whole on reconfig.
+pub type SharedConfig = Arc<RwLock<Arc<Config>>>;
+
+pub fn current(cfg: &SharedConfig) -> Arc<Config> {
+    match cfg.read() {
+        Ok(c) => c.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+#[derive(Clone)]
+pub struct ConnCtx {
+    pub store: Store,
+    pub cfg: SharedConfig,
+    pub connected: Connected,
+    pub bot: Sender<BotMsg>,
+    pub master_dir: PathBuf,
+    /// Failed logins per address, to slow down password guessing.
+    pub failures: Arc<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const THREAD_STACK: usize = 256 * 1024;
+
+pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
+    std::thread::Builder::new()
+        .name("worker-listener".into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::warn!("worker port: accept failed: {e}");
+                        continue;
+                    }
+                };
+                let ctx = ctx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("worker-conn".into())
+                    .stack_size(THREAD_STACK)
+                    .spawn(move || {
+                        let peer = stream
+                            .peer_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default();
+                        if let Err(e) = serve(stream, &ctx) {
+                            log::warn!("worker connection from {peer}: {e:#}");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    log::error!("cannot start a worker connection thread: {e}");
+                }
+            }
+        })
+        .context("spawning the worker listener")?;
+    Ok(())
+}
+
+fn refuse(stream: &mut TcpStream, reason: &str) -> anyhow::Error {
+    let _ = protocol::write_frame(
+        stream,
+        &ToWorker::Refused {
+            reason: reason.to_string(),
+        },
+    );
+    anyhow!("refused: {reason}")
+}
+
+/// Handshake, then the connection loop.
+fn serve(mut stream: TcpStream, ctx: &ConnCtx) -> Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let ip = stream.peer_addr()?.ip();
+    let nonce = protocol::new_nonce();
+    protocol::write_frame(
+        &mut stream,
+        &ToWorker::Hello {
+            protocol: PROTOCOL_VERSION,
+            nonce: nonce.clone(),
+        },
+    )?;
+    let auth: FromWorker =
+        protocol::read_frame(&mut stream)?.ok_or_else(|| anyhow!("closed during the handshake"))?;
+    let FromWorker::Auth {
+        protocol: version,
+        name,
+        nonce: wnonce,
+        proof,
+        info,
+    } = auth
+    else {
+        return Err(refuse(&mut stream, "expected an auth message"));
+    };
+    if version != PROTOCOL_VERSION {
+        let why = format!(
+            "protocol version {version} is not supported (master speaks {PROTOCOL_VERSION})"
+        );
+        return Err(refuse(&mut stream, &why));
+    }
+    let cfg = current(&ctx.cfg);
+    let password = cfg.worker(&name).map(|w| w.password.clone());
+    let good = password
+        .as_deref()
+        .is_some_and(|p| protocol::check_worker_proof(p, &nonce, &wnonce, &name, &proof));
+    let Some(password) = password.filter(|_| good) else {
+        // Same answer for an unknown name and a wrong password, after a
+        // delay that grows with the failures from this address.
+        let n = {
+            let mut f = ctx.failures.lock().map_err(|_| anyhow!("lock poisoned"))?;
+            let n = f.entry(ip).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        log::warn!("worker login failed for {name:?} from {ip} (failure {n})");
+        std::thread::sleep(Duration::from_millis((250u64 << n.min(5)).min(5000)));
+        return Err(refuse(&mut stream, "unknown worker name or wrong password"));
+    };
+    if let Ok(mut f) = ctx.failures.lock() {
+        f.remove(&ip);
+    }
+    {
+        let mut set = ctx.connected.lock().map_err(|_| anyhow!("lock poisoned"))?;
+        if !set.insert(name.clone()) {
+            drop(set);
+            let why = format!("a worker named {name} is already connected");
+            return Err(refuse(&mut stream, &why));
+        }
+    }
+    // From here on the name is ours; the botmaster releases it on Detached.
+    let name2 = name.clone();
+    let workerid = match ctx
+        .store
+        .write(move |c| store::set_worker_connected(c, &name2, Some(&info), true))
+    {
+        Ok(id) => id,
+        Err(e) => {
+            if let Ok(mut set) = ctx.connected.lock() {
+                set.remove(&name);
+            }
+            return Err(e);
+        }
+    };
+    let keepalive = cfg
+        .protocols
+        .worker
+        .as_ref()
+        .map(|w| w.keepalive)
+        .unwrap_or(30)
+        .max(1);
+    let (cmd_tx, cmd_rx) = unbounded();
+    // Dropped when this function returns: tells the botmaster we are gone.
+    let (_alive, closed) = crossbeam_channel::bounded::<()>(0);
+    let res = protocol::write_frame(
+        &mut stream,
+        &ToWorker::Welcome {
+            proof: protocol::master_proof(&password, &nonce, &wnonce, &name),
+            keepalive,
+        },
+    )
+    .and_then(|_| {
+        stream.set_read_timeout(None)?;
+        // A frozen worker must not block this thread forever on a full buffer.
+        stream.set_write_timeout(Some(Duration::from_secs(3 * keepalive)))?;
+        Ok(())
+    });
+    log::info!("worker {name} connected from {}", stream.peer_addr()?);
+    if ctx
+        .bot
+        .send(BotMsg::Attached {
+            name: name.clone(),
+            workerid,
+            conn: cmd_tx,
+            closed,
+        })
+        .is_err()
+    {
+        bail!("master is shutting down");
+    }
+    let outcome = match res {
+        Ok(()) => Conn {
+            stream,
+            name: name.clone(),
+            ctx: ctx.clone(),
+            builds: HashMap::new(),
+            keepalive: Duration::from_secs(keepalive),
+            last_sent: Instant::now(),
+        }
+        .run(cmd_rx),
+        Err(e) => Err(e),
+    };
+    let _ = ctx.bot.send(BotMsg::Detached {
+        name: name.clone(),
+        workerid,
+    });
+    match outcome {
+        Ok(why) => log::info!("worker {name} disconnected: {why}"),
+        Err(e) => log::warn!("worker {name} lost: {e:#}"),
+    }
+    Ok(())
+}
+
+enum Incoming {
+    Frame(FromWorker),
+    Closed(String),
+}
+
+struct Conn {
+    stream: TcpStream,
+    name: String,
+    ctx: ConnCtx,
+    builds: HashMap<i64, RunningBuild>,
+    keepalive: Duration,
+    last_sent: Instant,
+}
+
+impl Conn {
+    fn send(&mut self, msg: &ToWorker) -> Result<()> {
+        protocol::write_frame(&mut self.stream, msg)?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// Runs until the worker goes away or the master shuts down; returns
+    /// why it ended. Builds still running are closed by the caller's
+    /// `Detached` (the botmaster marks them RETRY).
+    fn run(mut self, cmds: Receiver<ConnCmd>) -> Result<String> {
+        let (in_tx, in_rx) = unbounded();
+        let mut reader = self.stream.try_clone().context("cloning the socket")?;
+        std::thread::Builder::new()
+            .name("worker-reader".into())
+            .stack_size(THREAD_STACK)
+            .spawn(move || loop {
+                match protocol::read_frame::<_, FromWorker>(&mut reader) {
+                    Ok(Some(m)) => {
+                        if in_tx.send(Incoming::Frame(m)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = in_tx.send(Incoming::Closed("connection closed".into()));
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = in_tx.send(Incoming::Closed(format!("{e:#}")));
+                        break;
+                    }
+                }
+            })
+            .context("spawning the worker reader")?;
+        let ticker = tick(self.keepalive);
+        let mut last_recv = Instant::now();
+        let outcome: Result<String> = loop {
+            select! {
+                recv(in_rx) -> m => match m {
+                    Ok(Incoming::Frame(f)) => {
+                        last_recv = Instant::now();
+                        if let Err(e) = self.on_frame(f) {
+                            break Err(e);
+                        }
+                    }
+                    Ok(Incoming::Closed(why)) => break Err(anyhow!(why)),
+                    Err(_) => break Err(anyhow!("reader stopped")),
+                },
+                recv(cmds) -> c => match c {
+                    Ok(ConnCmd::StartBuild(job)) => {
+                        if let Err(e) = self.start_build(*job) {
+                            break Err(e);
+                        }
+                    }
+                    Ok(ConnCmd::StopBuild { buildid, reason }) => {
+                        if let Err(e) = self.stop_build(buildid, &reason) {
+                            break Err(e);
+                        }
+                    }
+                    Ok(ConnCmd::Shutdown) | Err(_) => {
+                        for id in self.builds.keys().copied().collect::<Vec<_>>() {
+                            let _ = self.send(&ToWorker::Interrupt {
+                                build_id: id,
+                                reason: "master shutting down".into(),
+                            });
+                        }
+                        break Ok("master shutting down".into());
+                    }
+                },
+                recv(ticker) -> _ => {
+                    if last_recv.elapsed() > 3 * self.keepalive {
+                        break Err(anyhow!(
+                            "no message for {:?} (keepalive {:?})",
+                            last_recv.elapsed(),
+                            self.keepalive
+                        ));
+                    }
+                    if self.last_sent.elapsed() >= self.keepalive {
+                        if let Err(e) = self.send(&ToWorker::Ping) {
+                            break Err(e);
+                        }
+                    }
+                }
+            }
+        };
+        let why = match &outcome {
+            Ok(s) => s.clone(),
+            Err(e) => format!("{e:#}"),
+        };
+        for b in self.builds.values_mut() {
+            b.abandon(
+                &self.ctx.store,
+                &format!("*** connection to worker lost: {why} ***"),
+            );
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        outcome
+    }
+
+    fn on_frame(&mut self, f: FromWorker) -> Result<()> {
+        match f {
+            FromWorker::Ping => self.send(&ToWorker::Pong),
+            FromWorker::Pong => Ok(()),
+            FromWorker::Log {
+                build_id,
+                step,
+                stream,
+                data,
+            } => {
+                if let Some(b) = self.builds.get_mut(&build_id) {
+                    if let Err(e) = b.log(step, &stream, &data) {
+                        log::error!("build {build_id}: writing log: {e:#}");
+                    }
+                }
+                Ok(())
+            }
+            FromWorker::StepDone {
+                build_id,
+                step,
+                exit_code,
+                interrupted,
+                timed_out,
+                reason,
+            } => {
+                let Some(b) = self.builds.get_mut(&build_id) else {
+                    log::warn!(
+                        "worker {}: StepDone for unknown build {build_id}",
+                        self.name
+                    );
+                    return Ok(());
+                };
+                if let Err(e) = b.step_done(
+                    &self.ctx.store,
+                    step,
+                    exit_code,
+                    interrupted,
+                    timed_out,
+                    reason,
+                ) {
+                    log::error!("build {build_id}: recording step end: {e:#}");
+                }
+                self.advance(build_id)
+            }
+            FromWorker::Auth { .. } => bail!("unexpected auth message after the handshake"),
+        }
+    }
+
+    fn start_build(&mut self, job: BuildJob) -> Result<()> {
+        let id = job.buildid;
+        self.builds
+            .insert(id, RunningBuild::new(job, self.ctx.master_dir.clone()));
+        self.advance(id)
+    }
+
+    /// Sends the build's next step, or finishes the build.
+    fn advance(&mut self, id: i64) -> Result<()> {
+        let Some(b) = self.builds.get_mut(&id) else {
+            return Ok(());
+        };
+        match b.advance(&self.ctx.store) {
+            Ok(Some(msg)) => return self.send(&msg),
+            Ok(None) => {}
+            Err(e) => {
+                // The database refused the step: end the build rather than
+                // leave it hanging.
+                log::error!("build {id}: starting the next step: {e:#}");
+            }
+        }
+        if let Some(mut b) = self.builds.remove(&id) {
+            match b.finish(&self.ctx.store) {
+                Ok(r) => log::info!(
+                    "build {} #{} (build {id}) finished: {}",
+                    b.job.builder.name,
+                    b.job.number,
+                    crate::model::result_name(r)
+                ),
+                Err(e) => log::error!("build {id}: recording the result: {e:#}"),
+            }
+            let _ = self.ctx.bot.send(BotMsg::BuildFinished {
+                worker: self.name.clone(),
+                buildid: id,
+            });
+        }
+        Ok(())
+    }
+
+    fn stop_build(&mut self, id: i64, reason: &str) -> Result<()> {
+        let Some(b) = self.builds.get_mut(&id) else {
+            return Ok(());
+        };
+        match b.request_stop(reason) {
+            Some(msg) => self.send(&msg),
+            // Between steps: nothing to interrupt, end it now.
+            None => self.advance(id),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Faults around a running build, with the real binaries: a worker killed
+//! mid-build, a master killed with SIGKILL mid-build, a second worker under
+//! a connected name, reconfig (good and bad), daemon mode.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// A test that prints "started", then waits until `gate` exists: the test
+/// decides when the build may finish, with no sleeps that race.
+fn gated_test(gate: &Path) -> String {
+    format!(
+        "import os, time\nprint('started', flush=True)\nwhile not os.path.exists({gate:?}):\n    time.sleep(0.02)\nprint('released')\n",
+        gate = gate.display().to_string()
+    )
+}
+
+fn wait_step_running(s: &Setup) -> i64 {
+    wait_for(
+        "the test step to print 'started'",
+        Duration::from_secs(60),
+        || {
+            let v = get_json(&s.url("/api/v2/builds?complete=false"));
+            let b = v["builds"].as_array()?.first()?.clone();
+            let id = b["buildid"].as_i64()?;
+            let steps = get_json(&s.url(&format!("/api/v2/builds/{id}/steps")));
+            let test = steps["steps"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "test")?
+                .clone();
+            let logs = get_json(&s.url(&format!("/api/v2/steps/{}/logs", test["stepid"])));
+            let logid = logs["logs"].as_array()?.first()?["logid"].as_i64()?;
+            let (_, raw) = curl(&[&s.url(&format!("/api/v2/logs/{logid}/raw"))]);
+            raw.contains("started").then_some(id)
+        },
+    )
+}
+
+fn gate_path() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("go");
+    (d, p)
+}
+
+#[test]
+fn worker_killed_mid_build_is_retried_and_rebuilt() {
+    let (_g, gate) = gate_path();
+    let s = Setup::new(&gated_test(&gate), "");
+    let _master = s.start_master();
+    let worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    s.push(&s.head, "master", "x");
+    let first = wait_step_running(&s);
+    worker.signal(libc::SIGKILL);
+    drop(worker);
+    // The master notices (EOF) and closes the build as RETRY.
+    let b = wait_for("build closed as RETRY", Duration::from_secs(30), || {
+        let v = get_json(&s.url(&format!("/api/v2/builds/{first}")));
+        (v["builds"][0]["complete"] == true).then(|| v["builds"][0].clone())
+    });
+    assert_eq!(b["results"], 5, "{b}");
+    // The request went back on the queue and runs when a worker returns.
+    let req = get_json(&s.url("/api/v2/buildrequests"));
+    assert_eq!(req["buildrequests"][0]["claimed"], false, "{req}");
+    std::fs::write(&gate, "").unwrap();
+    let _worker2 = s.start_worker("example-worker", "pass");
+    let builds = s.wait_builds(2, Duration::from_secs(60));
+    assert_eq!(builds[1]["results"], 0, "{:?}", builds);
+    assert_eq!(builds[1]["buildrequestid"], builds[0]["buildrequestid"]);
+    let req = get_json(&s.url("/api/v2/buildrequests"));
+    assert_eq!(req["meta"]["total"], 1, "one request, built twice: {req}");
+    assert_eq!(req["buildrequests"][0]["results"], 0);
+}
+
+#[test]
+fn master_killed_mid_build_retries_after_restart() {
+    let (_g, gate) = gate_path();
+    let s = Setup::new(&gated_test(&gate), "");
+    let master = s.start_master();
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    s.push(&s.head, "master", "x");
+    let first = wait_step_running(&s);
+    master.signal(libc::SIGKILL);
+    drop(master);
+    std::fs::write(&gate, "").unwrap();
+    // A stale pid file is no obstacle; the dead master's build is RETRY.
+    let _master2 = s.start_master();
+    let b = get_json(&s.url(&format!("/api/v2/builds/{first}")));
+    assert_eq!(b["builds"][0]["results"], 5, "{b}");
+    // The worker reconnects by itself (backoff) and the request runs again.
+    let builds = s.wait_builds(2, Duration::from_secs(90));
+    assert_eq!(builds[1]["results"], 0, "{builds:?}");
+    let changes = get_json(&s.url("/api/v2/changes"));
+    assert_eq!(changes["meta"]["total"], 1);
+}
+
+#[test]
+fn hook_acknowledged_just_before_kill_is_built_after_restart() {
+    let s = Setup::new(PASSING_TEST, "");
+    let master = s.start_master();
+    // No worker: the change is acknowledged, the request queued.
+    let ids = s.push(&s.head, "master", "x");
+    assert_eq!(ids.len(), 1);
+    master.signal(libc::SIGKILL);
+    drop(master);
+    let _master2 = s.start_master();
+    let _worker = s.start_worker("example-worker", "pass");
+    let b = &s.wait_builds(1, Duration::from_secs(60))[0];
+    assert_eq!(b["results"], 0);
+    let reqs = get_json(&s.url("/api/v2/buildrequests"));
+    assert_eq!(
+        reqs["meta"]["total"], 1,
+        "exactly one build request: {reqs}"
+    );
+}
+
+#[test]
+fn second_worker_with_a_connected_name_is_refused() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let _w1 = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    // Same name from another directory.
+    let dir2 = s.tmp.path().join("imposter");
+    run_ok(
+        WORKER,
+        &[
+            "create-worker",
+            dir2.to_str().unwrap(),
+            &format!("127.0.0.1:{}", s.wport),
+            "example-worker",
+            "pass",
+        ],
+    );
+    let (_w2, _) = start_daemon(
+        WORKER,
+        &["start", "--nodaemon", dir2.to_str().unwrap()],
+        "w2",
+    );
+    let log = s.master.join("master.log");
+    wait_for(
+        "the master to refuse the duplicate",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("already connected")
+                .then_some(())
+        },
+    );
+    // A wrong password is refused too.
+    let (_w3, _) = {
+        let dir3 = s.tmp.path().join("wrongpw");
+        run_ok(
+            WORKER,
+            &[
+                "create-worker",
+                dir3.to_str().unwrap(),
+                &format!("127.0.0.1:{}", s.wport),
+                "second-worker",
+                "not-the-password",
+            ],
+        );
+        start_daemon(
+            WORKER,
+            &["start", "--nodaemon", dir3.to_str().unwrap()],
+            "w3",
+        )
+    };
+    wait_for(
+        "the master to refuse the wrong password",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("worker login failed for \"second-worker\"")
+                .then_some(())
+        },
+    );
+    let w = get_json(&s.url("/api/v2/workers/second-worker"));
+    assert_eq!(w["workers"][0]["connected_to"], serde_json::json!([]));
+}
+
+#[test]
+fn reconfig_adds_a_builder_and_rejects_a_bad_file() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    let cfg_path = s.master.join("master.cfg");
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+
+    // A bad file: rejected with the key named, the old config stays.
+    std::fs::write(
+        &cfg_path,
+        format!("{good}\n[[builders]]\nname = \"x\"\nworkers = [\"nobody\"]\n"),
+    )
+    .unwrap();
+    let out = run(MINIBOT, &["reconfig", s.master.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("builders[1].workers"), "{err}");
+
+    // A good file adding a builder on a new branch's scheduler.
+    let extra = r#"
+[[schedulers]]
+name = "dev"
+type = "single_branch"
+branch = "dev"
+builders = ["devtests"]
+[[builders]]
+name = "devtests"
+workers = ["example-worker"]
+[[builders.steps]]
+type = "shell"
+command = "echo dev-build-%(prop:branch)s"
+"#;
+    std::fs::write(&cfg_path, format!("{good}{extra}")).unwrap();
+    let out = run_ok(MINIBOT, &["reconfig", s.master.to_str().unwrap()]);
+    assert!(out.contains("reconfig: done"), "{out}");
+    let builders = get_json(&s.url("/api/v2/builders"));
+    assert_eq!(builders["meta"]["total"], 2, "{builders}");
+    // The connected worker takes the new builder's build without a restart.
+    s.push(&s.head, "dev", "on dev");
+    let b = &s.wait_builds(1, Duration::from_secs(60))[0];
+    assert_eq!(b["results"], 0, "{b}");
+    let log = s.step_log(b["buildid"].as_i64().unwrap(), "echo");
+    assert!(log.contains("dev-build-dev"), "{log}");
+}
+
+#[test]
+fn daemon_mode_start_refuse_twice_stop() {
+    let s = Setup::new(PASSING_TEST, "");
+    let dir = s.master.to_str().unwrap();
+    let out = run_ok(MINIBOT, &["start", dir]);
+    assert!(out.contains(&format!("127.0.0.1:{}", s.www)), "{out}");
+    let out = run(MINIBOT, &["start", dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    let (code, _) = curl(&[&s.url("/api/v2/builders")]);
+    assert_eq!(code, 200);
+    run_ok(MINIBOT, &["stop", dir]);
+    assert!(!s.master.join("minibot.pid").exists());
+    let out = run(MINIBOT, &["stop", dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no master is running"));
+    // A bad config is reported by start itself, naming the key.
+    std::fs::write(s.master.join("master.cfg"), "title = 3\n").unwrap();
+    let out = run(MINIBOT, &["start", dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("title"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,602 @@
+//! Runs the real `minibot-worker` binary against a tiny fake master written
+//! here with `protocol.rs`: handshake, steps, interrupts, keepalive, a
+//! master that cannot prove the password, a dropped connection, and the
+//! daemon commands (start/stop/pid file).
+//!
+//! Everything listens on 127.0.0.1:0, waits with deadlines, and kills what
+//! it starts (a `Worker` guard SIGTERMs, then SIGKILLs, its process).
+
+use minibot::protocol::{self, FromWorker, StepSpec, ToWorker, PROTOCOL_VERSION};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_minibot-worker");
+const NAME: &str = "w1";
+const PASSWORD: &str = "s3cret";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run minibot-worker")
+}
+
+fn create(dir: &Path, port: u16) {
+    let o = cli(&[
+        "create-worker",
+        "--keepalive",
+        "1",
+        dir.to_str().unwrap(),
+        &format!("127.0.0.1:{port}"),
+        NAME,
+        PASSWORD,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A foreground worker; SIGTERM (then SIGKILL) on drop.
+struct Worker {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Worker {
+    fn start(dir: &Path) -> Worker {
+        let mut child = Command::new(BIN)
+            .args(["start", "--nodaemon", dir.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("running in"), "ready line: {line:?}");
+        Worker {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("worker.log")).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log lacks {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit; its status.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "worker did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn accept(l: &TcpListener) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(WAIT)).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "the worker did not connect");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+fn send(s: &mut TcpStream, m: &ToWorker) {
+    protocol::write_frame(s, m).unwrap();
+}
+
+fn recv(s: &mut TcpStream) -> Option<FromWorker> {
+    protocol::read_frame(s).unwrap()
+}
+
+/// Reads the next frame that is not a keepalive (answering pings).
+fn recv_msg(s: &mut TcpStream) -> FromWorker {
+    loop {
+        match recv(s).expect("connection closed") {
+            FromWorker::Ping => send(s, &ToWorker::Pong),
+            FromWorker::Pong => {}
+            m => return m,
+        }
+    }
+}
+
+/// Plays the master's side of the handshake; `proof_password` is what the
+/// master uses for its own proof (the wrong one to test refusal).
+fn handshake(s: &mut TcpStream, proof_password: &str) -> BTreeMap<String, String> {
+    let mn = protocol::new_nonce();
+    send(
+        s,
+        &ToWorker::Hello {
+            protocol: PROTOCOL_VERSION,
+            nonce: mn.clone(),
+        },
+    );
+    let Some(FromWorker::Auth {
+        protocol: p,
+        name,
+        nonce: wn,
+        proof,
+        info,
+    }) = recv(s)
+    else {
+        panic!("expected Auth");
+    };
+    assert_eq!(p, PROTOCOL_VERSION);
+    assert_eq!(name, NAME);
+    assert!(protocol::check_worker_proof(
+        PASSWORD, &mn, &wn, NAME, &proof
+    ));
+    send(
+        s,
+        &ToWorker::Welcome {
+            proof: protocol::master_proof(proof_password, &mn, &wn, NAME),
+            keepalive: 1,
+        },
+    );
+    info
+}
+
+fn sh(script: &str) -> StepSpec {
+    StepSpec::Shell {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: BTreeMap::new(),
+        workdir: String::new(),
+        timeout: 60,
+    }
+}
+
+fn run_step(s: &mut TcpStream, build_id: i64, builder_dir: &str, spec: StepSpec) {
+    send(
+        s,
+        &ToWorker::RunStep {
+            build_id,
+            step: 1,
+            builder_dir: builder_dir.into(),
+            spec,
+        },
+    );
+}
+
+struct Done {
+    logs: BTreeMap<String, String>,
+    exit_code: Option<i32>,
+    interrupted: bool,
+    timed_out: bool,
+    reason: Option<String>,
+}
+
+/// Collects Log frames of `build_id` until its StepDone (other builds'
+/// frames are returned in `others`).
+fn until_done(s: &mut TcpStream, build_id: i64, others: &mut Vec<FromWorker>) -> Done {
+    let mut logs: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        match recv_msg(s) {
+            FromWorker::Log {
+                build_id: b,
+                stream,
+                data,
+                ..
+            } if b == build_id => logs.entry(stream).or_default().push_str(&data),
+            FromWorker::StepDone {
+                build_id: b,
+                step,
+                exit_code,
+                interrupted,
+                timed_out,
+                reason,
+            } if b == build_id => {
+                assert_eq!(step, 1);
+                return Done {
+                    logs,
+                    exit_code,
+                    interrupted,
+                    timed_out,
+                    reason,
+                };
+            }
+            other => others.push(other),
+        }
+    }
+}
+
+/// Waits for a build's first stdout text.
+fn first_output(s: &mut TcpStream, build_id: i64) -> String {
+    loop {
+        if let FromWorker::Log {
+            build_id: b,
+            stream,
+            data,
+            ..
+        } = recv_msg(s)
+        {
+            if b == build_id && stream == "o" {
+                return data;
+            }
+        }
+    }
+}
+
+fn pid_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if !minibot::daemon::pid_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn runs_steps_for_an_authenticated_master() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("worker");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    create(&dir, l.local_addr().unwrap().port());
+    std::fs::write(dir.join("info/host"), "test box\n").unwrap();
+    let mut w = Worker::start(&dir);
+    let mut s = accept(&l);
+    let info = handshake(&mut s, PASSWORD);
+    assert_eq!(info["host"], "test box");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert!(info.contains_key("admin") && info.contains_key("os"));
+
+    // A plain step: separated streams, exit code, header lines, build dir.
+    run_step(
+        &mut s,
+        1,
+        "b1",
+        sh("echo hello; echo oops >&2; pwd; exit 3"),
+    );
+    let mut others = Vec::new();
+    let d = until_done(&mut s, 1, &mut others);
+    let build_dir = dir.canonicalize().unwrap().join("b1/build");
+    assert_eq!(d.exit_code, Some(3));
+    assert!(!d.interrupted && !d.timed_out && d.reason.is_none());
+    assert_eq!(d.logs["o"], format!("hello\n{}\n", build_dir.display()));
+    assert_eq!(d.logs["e"], "oops\n");
+    assert!(d.logs["h"].contains("program finished with exit code 3"));
+
+    // A bad builder_dir is refused without running anything.
+    run_step(&mut s, 2, "../escape", sh("touch /tmp/never"));
+    let d = until_done(&mut s, 2, &mut others);
+    assert_eq!(d.exit_code, None);
+    assert!(d.reason.unwrap().contains("invalid builder_dir"));
+
+    // Two builds at once; one interrupted while the other completes.
+    run_step(&mut s, 3, "b1", sh("echo started; sleep 100"));
+    assert_eq!(first_output(&mut s, 3), "started\n");
+    // Not in the directory build 3 is using.
+    run_step(&mut s, 6, "b1", sh("echo six"));
+    let d = until_done(&mut s, 6, &mut others);
+    assert!(d.reason.unwrap().contains("build 3 is running in b1/build"));
+    run_step(&mut s, 4, "b2", sh("echo four"));
+    let d = until_done(&mut s, 4, &mut others);
+    assert_eq!(d.exit_code, Some(0));
+    assert_eq!(d.logs["o"], "four\n");
+    send(
+        &mut s,
+        &ToWorker::Interrupt {
+            build_id: 3,
+            reason: "stop button".into(),
+        },
+    );
+    let d = until_done(&mut s, 3, &mut others);
+    assert!(d.interrupted, "{:?}", d.reason);
+    assert_eq!(d.reason.as_deref(), Some("stop button"));
+
+    // Keepalive: the idle worker pings within ~1 s and answers our ping.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(recv(&mut s), Some(FromWorker::Ping));
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    send(&mut s, &ToWorker::Ping);
+    loop {
+        match recv(&mut s) {
+            Some(FromWorker::Pong) => break,
+            Some(FromWorker::Ping) => {}
+            other => panic!("expected Pong, got {other:?}"),
+        }
+    }
+    s.set_read_timeout(Some(WAIT)).unwrap();
+
+    // `stop` while a step runs: the step is killed and reported, the
+    // worker exits 0 and removes its pid file.
+    run_step(&mut s, 5, "b1", sh("echo $$; sleep 100"));
+    let pid: i32 = first_output(&mut s, 5).trim().parse().unwrap();
+    assert!(dir.join("minibot-worker.pid").exists());
+    let stopper = std::thread::spawn({
+        let dir = dir.clone();
+        move || cli(&["stop", dir.to_str().unwrap()])
+    });
+    let d = until_done(&mut s, 5, &mut others);
+    assert!(d.interrupted);
+    assert!(d.reason.unwrap().contains("shutting down"));
+    assert!(pid_gone(pid));
+    let o = stopper.join().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(w.wait_exit().success());
+    assert!(!dir.join("minibot-worker.pid").exists());
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn refuses_a_master_that_cannot_prove_the_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("worker");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    create(&dir, l.local_addr().unwrap().port());
+    let w = Worker::start(&dir);
+
+    let mut s = accept(&l);
+    handshake(&mut s, "not-the-password");
+    let marker = tmp.path().join("ran");
+    let _ = protocol::write_frame(
+        &mut s,
+        &ToWorker::RunStep {
+            build_id: 1,
+            step: 1,
+            builder_dir: "b".into(),
+            spec: sh(&format!("touch {}", marker.display())),
+        },
+    );
+    // The worker hangs up without answering anything.
+    match protocol::read_frame::<_, FromWorker>(&mut s) {
+        Ok(None) | Err(_) => {}
+        Ok(Some(m)) => panic!("worker answered a fake master: {m:?}"),
+    }
+    w.wait_log("could not prove it knows the password");
+    assert!(!marker.exists());
+
+    // It retries; a refusal (e.g. name already connected) is an error too.
+    let mut s = accept(&l);
+    let mn = protocol::new_nonce();
+    send(
+        &mut s,
+        &ToWorker::Hello {
+            protocol: PROTOCOL_VERSION,
+            nonce: mn,
+        },
+    );
+    assert!(matches!(recv(&mut s), Some(FromWorker::Auth { .. })));
+    send(
+        &mut s,
+        &ToWorker::Refused {
+            reason: "a worker named w1 is already connected".into(),
+        },
+    );
+    w.wait_log("ERROR minibot::worker: the master at");
+    w.wait_log("a worker named w1 is already connected");
+
+    // A protocol mismatch is refused clearly.
+    let mut s = accept(&l);
+    send(
+        &mut s,
+        &ToWorker::Hello {
+            protocol: PROTOCOL_VERSION + 1,
+            nonce: protocol::new_nonce(),
+        },
+    );
+    assert!(matches!(
+        protocol::read_frame::<_, FromWorker>(&mut s),
+        Ok(None) | Err(_)
+    ));
+    w.wait_log(&format!(
+        "the master speaks protocol version {} and this worker speaks version {PROTOCOL_VERSION}",
+        PROTOCOL_VERSION + 1
+    ));
+}
+
+#[test]
+fn a_lost_connection_kills_running_steps_and_the_worker_reconnects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("worker");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    create(&dir, l.local_addr().unwrap().port());
+    let w = Worker::start(&dir);
+    let mut s = accept(&l);
+    handshake(&mut s, PASSWORD);
+    // The grandchild's pid: it must die with the step.
+    run_step(&mut s, 1, "b", sh("sleep 100 & echo $!; wait"));
+    let pid: i32 = first_output(&mut s, 1).trim().parse().unwrap();
+    s.shutdown(Shutdown::Both).unwrap();
+    drop(s);
+    assert!(pid_gone(pid), "step survived the lost connection");
+    w.wait_log("killing 1 running step(s)");
+
+    // Back again, and working.
+    let mut s = accept(&l);
+    handshake(&mut s, PASSWORD);
+    run_step(&mut s, 2, "b", sh("echo again"));
+    let d = until_done(&mut s, 2, &mut Vec::new());
+    assert_eq!(d.exit_code, Some(0));
+}
+
+#[test]
+fn daemon_mode_start_stop_and_usage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("worker");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    create(&dir, l.local_addr().unwrap().port());
+    let d = dir.to_str().unwrap();
+
+    let o = cli(&["start", d]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("running in"));
+    let pid: i32 = std::fs::read_to_string(dir.join("minibot-worker.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Make sure we never leak it, whatever fails below.
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if minibot::daemon::pid_alive(self.0) {
+                // SAFETY: plain kill(2) of a pid this test started.
+                unsafe {
+                    libc::kill(self.0, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    let _guard = Kill(pid);
+    assert!(minibot::daemon::pid_alive(pid));
+
+    let o = cli(&["start", d]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("already running") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+
+    // The daemon is stuck in a handshake with our silent listener: it must
+    // still stop at once.
+    let t0 = Instant::now();
+    let o = cli(&["stop", d]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        t0.elapsed()
+    );
+    assert!(pid_gone(pid));
+    assert!(!dir.join("minibot-worker.pid").exists());
+    let o = cli(&["stop", d]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no minibot-worker is running in"));
+
+    // restart: starts when stopped, replaces a running worker.
+    let read_pid = || -> i32 {
+        std::fs::read_to_string(dir.join("minibot-worker.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let o = cli(&["restart", d]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = read_pid();
+    let _g1 = Kill(first);
+    let o = cli(&["restart", d]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let second = read_pid();
+    let _g2 = Kill(second);
+    assert_ne!(first, second);
+    assert!(pid_gone(first));
+    assert!(cli(&["stop", d]).status.success());
+    assert!(pid_gone(second));
+
+    // A daemon that dies before it is ready: `start` fails and points at
+    // the log (here the log cannot even be opened).
+    std::fs::create_dir(dir.join("worker.log.d")).unwrap();
+    std::fs::rename(dir.join("worker.log"), dir.join("worker.log.d/old")).unwrap();
+    std::fs::rename(dir.join("worker.log.d"), dir.join("worker.log")).unwrap();
+    let o = cli(&["start", d]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("before it was ready") && err.contains("worker.log"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir.join("worker.log")).unwrap();
+
+    // A broken worker.cfg fails `start` at once, naming the key.
+    let cfg = dir.join("worker.cfg");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("keepalive = 1", "keepalive = \"one\"")).unwrap();
+    let o = cli(&["start", d]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("key `keepalive`"));
+
+    // Usage errors exit 2; --help exits 0.
+    assert_eq!(cli(&["start"]).status.code(), Some(2));
+    assert_eq!(cli(&["frobnicate"]).status.code(), Some(2));
+    for sub in ["create-worker", "start", "stop", "restart"] {
+        let o = cli(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
+    }
+}
+
+#[test]
+fn a_silent_master_is_declared_dead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("worker");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    create(&dir, l.local_addr().unwrap().port());
+    let w = Worker::start(&dir);
+    let mut s = accept(&l);
+    handshake(&mut s, PASSWORD); // keepalive 1 s
+                                 // We read the worker's pings but never answer: after 3 × 1 s of
+                                 // silence it hangs up, and comes back.
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while let Ok(Some(m)) = protocol::read_frame::<_, FromWorker>(&mut s) {
+        assert_eq!(m, FromWorker::Ping);
+        pings += 1;
+    }
+    let took = t0.elapsed();
+    assert!(pings >= 2, "{pings} pings");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    w.wait_log("nothing heard from the master for 3 s");
+    let mut s = accept(&l);
+    handshake(&mut s, PASSWORD);
+}
