@@ -38,6 +38,10 @@ pub fn handle(
             .gitea
             .as_ref()
             .map(|d| dialects::gitea::handle(d, req)),
+        "github" => dialects_cfg
+            .github
+            .as_ref()
+            .map(|d| dialects::github::handle(d, req)),
         "base" => dialects_cfg
             .base
             .as_ref()

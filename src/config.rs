@@ -90,6 +90,9 @@ impl Default for Www {
 pub struct Dialects {
     pub gitea: Option<GiteaDialect>,
     pub base: Option<BaseDialect>,
+    /// GitHub-format bodies (GitHub, or a forge mirroring in that format);
+    /// the same options as `gitea`.
+    pub github: Option<GiteaDialect>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -723,7 +726,9 @@ fn unknown_key_message(segs: &[Seg]) -> String {
         "" => fields_of::<Config>(),
         ".www" => fields_of::<Www>(),
         ".www.change_hook_dialects" => fields_of::<Dialects>(),
-        ".www.change_hook_dialects.gitea" => fields_of::<GiteaDialect>(),
+        ".www.change_hook_dialects.gitea" | ".www.change_hook_dialects.github" => {
+            fields_of::<GiteaDialect>()
+        }
         ".www.change_hook_dialects.base" => fields_of::<BaseDialect>(),
         ".protocols" => fields_of::<Protocols>(),
         ".protocols.worker" => fields_of::<WorkerProtocol>(),
@@ -858,17 +863,18 @@ fn check_www(cfg: &Config, p: &mut Problems) {
         }
     }
     let dialects = &www.change_hook_dialects;
-    if let Some(g) = &dialects.gitea {
+    for (key, g) in [("gitea", &dialects.gitea), ("github", &dialects.github)] {
+        let Some(g) = g else { continue };
         if g.secret.as_deref() == Some("") {
             p.add(
-                "www.change_hook_dialects.gitea.secret",
+                &format!("www.change_hook_dialects.{key}.secret"),
                 "is empty; remove the key to accept unsigned hooks",
             );
         }
         if let Some(u) = &g.repository_url {
             if u != "ssh" && u != "clone" {
                 p.add(
-                    "www.change_hook_dialects.gitea.repository_url",
+                    &format!("www.change_hook_dialects.{key}.repository_url"),
                     format_args!("{u:?} is not one of \"ssh\", \"clone\""),
                 );
             }
@@ -1430,8 +1436,8 @@ command = "make test"
             );
         }
         assert_problem(
-            &text.replace("[www]\n", "[www.change_hook_dialects.github]\n[www]\n"),
-            "www.change_hook_dialects.github: unknown key (known here: gitea, base)",
+            &text.replace("[www]\n", "[www.change_hook_dialects.gogs]\n[www]\n"),
+            "www.change_hook_dialects.gogs: unknown key (known here: gitea, base, github)",
         );
     }
 

@@ -116,3 +116,139 @@ command = "echo should-not-run"
         "{contents}"
     );
 }
+
+#[test]
+fn checkconfig_reports_every_problem_with_its_key_path() {
+    let s = Setup::new(PASSING_TEST, "");
+    let cfg = s.master.join("master.cfg");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let bad = text
+        .replace("builders = [\"runtests\"]", "builders = [\"nosuch\"]")
+        .replace("name = \"test\"", "name = \"test\"\ncomand = \"x\"");
+    std::fs::write(&cfg, bad).unwrap();
+    let out = run(MINIBOT, &["checkconfig", s.master.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("builders[0].steps[1].comand"), "{err}");
+    std::fs::write(
+        &cfg,
+        text.replace("builders = [\"runtests\"]", "builders = [\"nosuch\"]"),
+    )
+    .unwrap();
+    let out = run(MINIBOT, &["checkconfig", s.master.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schedulers[0].builders[0]"), "{err}");
+    // Usage errors exit 2; --help exits 0.
+    assert_eq!(run(MINIBOT, &["checkconfig"]).status.code(), Some(2));
+    assert_eq!(run(MINIBOT, &["start", "--help"]).status.code(), Some(0));
+    // The sample create-master writes passes checkconfig once renamed.
+    let fresh = s.tmp.path().join("fresh");
+    run_ok(MINIBOT, &["create-master", fresh.to_str().unwrap()]);
+    std::fs::rename(fresh.join("master.cfg.sample"), fresh.join("master.cfg")).unwrap();
+    run_ok(MINIBOT, &["checkconfig", fresh.to_str().unwrap()]);
+    // create-master refuses a non-empty directory without --force.
+    let out = run(MINIBOT, &["create-master", fresh.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    run_ok(
+        MINIBOT,
+        &["create-master", "--force", fresh.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn old_schema_is_refused_until_upgrade_master() {
+    let s = Setup::new(PASSING_TEST, "");
+    let db = s.master.join("state.sqlite");
+    std::fs::remove_file(&db).unwrap();
+    // An empty SQLite file: schema version 0.
+    rusqlite::Connection::open(&db).unwrap();
+    let out = run(
+        MINIBOT,
+        &["start", "--nodaemon", s.master.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upgrade-master"));
+    let out = run_ok(MINIBOT, &["upgrade-master", s.master.to_str().unwrap()]);
+    assert!(out.contains("upgraded from version 0"), "{out}");
+    let _m = s.start_master();
+}
+
+#[test]
+fn base_dialect_and_redelivery() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    // Buildbot's base dialect from plain curl, form-encoded.
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "author=Jane <jane@example.org>",
+        "-d",
+        "comments=from curl; rm -rf / $(reboot)",
+        "-d",
+        "branch=master",
+        "-d",
+        &format!("revision={}", s.head),
+        "-d",
+        "repository=file:///x",
+        "-d",
+        "project=p",
+        &s.url("/change_hook/base"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["changes"][0].as_i64().unwrap();
+    let c = get_json(&s.url(&format!("/api/v2/changes/{id}")));
+    assert_eq!(c["changes"][0]["comments"], "from curl; rm -rf / $(reboot)");
+    assert_eq!(c["changes"][0]["author"], "Jane <jane@example.org>");
+
+    // Gitea's "redeliver": same delivery id, same answer, nothing stored.
+    let body = push_payload(&s.head, "master", "hello");
+    let f = s.tmp.path().join("p.json");
+    std::fs::write(&f, &body).unwrap();
+    let sig = format!("X-Gitea-Signature: {}", sign(SECRET, &body));
+    let data = format!("@{}", f.display());
+    let post = || {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "X-Gitea-Event: push",
+            "-H",
+            &sig,
+            "-H",
+            "X-Gitea-Delivery: 6b1f7e51-0000-4000-8000-000000000001",
+            "--data-binary",
+            &data,
+            &s.url("/change_hook/gitea"),
+        ])
+    };
+    let (c1, b1) = post();
+    let (c2, b2) = post();
+    assert_eq!((c1, c2), (200, 200));
+    assert_eq!(b1, b2);
+    let all = get_json(&s.url("/api/v2/changes"));
+    assert_eq!(all["meta"]["total"], 2, "{all}");
+    // Unknown dialects and paths are 404; wrong methods 405; huge bodies 413.
+    assert_eq!(
+        curl(&["-X", "POST", "-d", "x", &s.url("/change_hook/nope")]).0,
+        404
+    );
+    assert_eq!(curl(&[&s.url("/change_hook/gitea")]).0, 405);
+    assert_eq!(curl(&[&s.url("/nope")]).0, 404);
+    let big = s.tmp.path().join("big");
+    std::fs::write(&big, vec![b'x'; 26 * 1024 * 1024]).unwrap();
+    let data = format!("@{}", big.display());
+    let (code, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "X-Gitea-Event: push",
+        "--data-binary",
+        &data,
+        &s.url("/change_hook/gitea"),
+    ]);
+    assert_eq!(code, 413);
+}

@@ -256,3 +256,23 @@ fn daemon_mode_start_refuse_twice_stop() {
         "{out:?}"
     );
 }
+
+#[test]
+fn sigterm_mid_build_retries_the_build_and_exits_zero() {
+    let (_g, gate) = gate_path();
+    let s = Setup::new(&gated_test(&gate), "");
+    let mut master = s.start_master();
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    s.push(&s.head, "master", "x");
+    let first = wait_step_running(&s);
+    master.signal(libc::SIGTERM);
+    assert_eq!(master.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!s.master.join("minibot.pid").exists(), "pid file removed");
+    std::fs::write(&gate, "").unwrap();
+    let _master2 = s.start_master();
+    let b = get_json(&s.url(&format!("/api/v2/builds/{first}")));
+    assert_eq!(b["builds"][0]["results"], 5, "{b}");
+    let builds = s.wait_builds(2, Duration::from_secs(90));
+    assert_eq!(builds[1]["results"], 0, "{builds:?}");
+}
