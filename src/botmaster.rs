@@ -287,6 +287,7 @@ impl Botmaster {
             };
             let job = BuildJob {
                 buildid,
+                builderid: req.builderid,
                 number,
                 builder,
                 ss: req.ss.clone(),

@@ -15,6 +15,7 @@
 //! `$(rm -rf ~)` is only ever a value.
 
 use crate::config::{BuilderCfg, Command, StepCfg};
+use crate::events::{Event, Hub};
 use crate::logs::LogWriter;
 use crate::model::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
 use crate::protocol::{StepSpec, ToWorker};
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct BuildJob {
     pub buildid: i64,
+    pub builderid: i64,
     pub number: i64,
     pub builder: BuilderCfg,
     pub ss: SourceStamp,
@@ -49,6 +51,7 @@ struct CurrentStep {
 pub struct RunningBuild {
     pub job: BuildJob,
     master_dir: PathBuf,
+    events: Hub,
     next: usize,
     results: i64,
     /// Names of the steps that made the build worse, for the state string.
@@ -197,10 +200,17 @@ pub fn interpolate_shell(s: &str, _props: &Props) -> String {
 }
 
 impl RunningBuild {
-    pub fn new(job: BuildJob, master_dir: PathBuf) -> RunningBuild {
+    pub fn new(job: BuildJob, master_dir: PathBuf, events: Hub) -> RunningBuild {
+        events.publish(Event::BuildStarted {
+            buildid: job.buildid,
+            builderid: job.builderid,
+            builder: job.builder.name.clone(),
+            number: job.number,
+        });
         RunningBuild {
             job,
             master_dir,
+            events,
             next: 0,
             results: SUCCESS,
             culprits: vec![],
@@ -277,6 +287,7 @@ impl RunningBuild {
                 store.write(move |c| store::start_step(c, buildid, number, &name2))?;
             let path = store::log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
+            self.events.publish(Event::StepStarted { buildid, stepid });
             self.current = Some(CurrentStep {
                 number,
                 name,
@@ -296,7 +307,14 @@ impl RunningBuild {
 
     pub fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
         match &mut self.current {
-            Some(cur) if cur.number == step => cur.log.append(stream, data),
+            Some(cur) if cur.number == step => {
+                cur.log.append(stream, data)?;
+                self.events.publish(Event::LogAppended {
+                    buildid: self.job.buildid,
+                    logid: cur.logid,
+                });
+                Ok(())
+            }
             _ => {
                 log::warn!(
                     "build {}: output for step {step}, which is not running",
@@ -350,7 +368,13 @@ impl RunningBuild {
         store.write(move |c| {
             store::update_log(c, logid, totals, true)?;
             store::finish_step(c, stepid, r, &state)
-        })
+        })?;
+        self.events.publish(Event::StepFinished {
+            buildid: self.job.buildid,
+            stepid,
+            results: r,
+        });
+        Ok(())
     }
 
     /// Asks the running step to stop; the build then ends CANCELLED.
@@ -380,6 +404,13 @@ impl RunningBuild {
         };
         let buildid = self.job.buildid;
         store.write(move |c| store::finish_build(c, buildid, results, &state))?;
+        self.events.publish(Event::BuildFinished {
+            buildid,
+            builderid: self.job.builderid,
+            builder: self.job.builder.name.clone(),
+            number: self.job.number,
+            results,
+        });
         Ok(results)
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dialects;
+pub mod events;
 pub mod logs;
 pub mod master;
 pub mod model;

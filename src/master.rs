@@ -11,6 +11,7 @@
 use crate::botmaster::{self, BotMsg, Connected};
 use crate::config::{self, Config};
 use crate::daemon;
+use crate::events::Hub;
 use crate::scheduler::{self, SchedMsg};
 use crate::store::{self, Store};
 use crate::worker_conn::{self, ConnCtx, SharedConfig};
@@ -82,6 +83,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     };
     let server = Arc::new(server);
 
+    let events = Hub::new();
     let shared: SharedConfig = Arc::new(RwLock::new(Arc::new(cfg.clone())));
     let connected: Connected = Arc::new(Mutex::new(Default::default()));
     let (sched_tx, sched_rx) = unbounded();
@@ -97,6 +99,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             connected,
             bot: bot_tx.clone(),
             master_dir: dir.to_path_buf(),
+            events: events.clone(),
             failures: Default::default(),
         },
     )?;
@@ -106,6 +109,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             store: store.clone(),
             cfg: shared.clone(),
             sched: sched_tx.clone(),
+            bot: bot_tx.clone(),
+            events: events.clone(),
             master_dir: dir.to_path_buf(),
         },
         HTTP_THREADS,

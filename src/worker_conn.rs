@@ -12,6 +12,7 @@
 use crate::botmaster::{BotMsg, Connected};
 use crate::build::{BuildJob, RunningBuild};
 use crate::config::Config;
+use crate::events::Hub;
 use crate::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
 use crate::store::{self, Store};
 use anyhow::{anyhow, bail, Context, Result};
@@ -49,6 +50,7 @@ pub struct ConnCtx {
     pub connected: Connected,
     pub bot: Sender<BotMsg>,
     pub master_dir: PathBuf,
+    pub events: Hub,
     /// Failed logins per address, to slow down password guessing.
     pub failures: Arc<Mutex<HashMap<IpAddr, u32>>>,
 }
@@ -398,8 +400,10 @@ impl Conn {
 
     fn start_build(&mut self, job: BuildJob) -> Result<()> {
         let id = job.buildid;
-        self.builds
-            .insert(id, RunningBuild::new(job, self.ctx.master_dir.clone()));
+        self.builds.insert(
+            id,
+            RunningBuild::new(job, self.ctx.master_dir.clone(), self.ctx.events.clone()),
+        );
         self.advance(id)
     }
 

@@ -7,8 +7,10 @@
 //! `pages`. Body size limits are enforced here, before any parsing.
 
 use crate::api::{self, ApiBody};
+use crate::botmaster::BotMsg;
 use crate::change_hook;
 use crate::dialects::HookRequest;
+use crate::events::Hub;
 use crate::pages;
 use crate::scheduler::SchedMsg;
 use crate::store::{self, Store};
@@ -30,6 +32,10 @@ pub struct WwwCtx {
     pub store: Store,
     pub cfg: SharedConfig,
     pub sched: Sender<SchedMsg>,
+    /// For writes that act on builds (force, stop, rebuild).
+    pub bot: Sender<BotMsg>,
+    /// Live updates for pages that tail logs.
+    pub events: Hub,
     pub master_dir: PathBuf,
 }
 
