@@ -38,21 +38,42 @@ fn wait_step_running(s: &Setup) -> i64 {
     )
 }
 
-fn gate_path() -> (tempfile::TempDir, std::path::PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("go");
-    (d, p)
+/// A master and a worker with a build of the gated test running.
+struct Running {
+    s: Setup,
+    master: Proc,
+    worker: Proc,
+    gate: std::path::PathBuf,
+    buildid: i64,
+}
+
+fn start_gated_build() -> Running {
+    // The step runs in <tmp>/example-worker/runtests/build.
+    let s = Setup::new(&gated_test(Path::new("../../../gate")), "");
+    let gate = s.tmp.path().join("gate");
+    let master = s.start_master();
+    let worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    s.push(&s.head, "master", "x");
+    let buildid = wait_step_running(&s);
+    Running {
+        s,
+        master,
+        worker,
+        gate,
+        buildid,
+    }
 }
 
 #[test]
 fn worker_killed_mid_build_is_retried_and_rebuilt() {
-    let (_g, gate) = gate_path();
-    let s = Setup::new(&gated_test(&gate), "");
-    let _master = s.start_master();
-    let worker = s.start_worker("example-worker", "pass");
-    s.wait_connected("example-worker");
-    s.push(&s.head, "master", "x");
-    let first = wait_step_running(&s);
+    let Running {
+        s,
+        master: _master,
+        worker,
+        gate,
+        buildid: first,
+    } = start_gated_build();
     worker.signal(libc::SIGKILL);
     drop(worker);
     // The master notices (EOF) and closes the build as RETRY.
@@ -76,13 +97,13 @@ fn worker_killed_mid_build_is_retried_and_rebuilt() {
 
 #[test]
 fn master_killed_mid_build_retries_after_restart() {
-    let (_g, gate) = gate_path();
-    let s = Setup::new(&gated_test(&gate), "");
-    let master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
-    s.wait_connected("example-worker");
-    s.push(&s.head, "master", "x");
-    let first = wait_step_running(&s);
+    let Running {
+        s,
+        master,
+        worker: _worker,
+        gate,
+        buildid: first,
+    } = start_gated_build();
     master.signal(libc::SIGKILL);
     drop(master);
     std::fs::write(&gate, "").unwrap();
@@ -259,13 +280,13 @@ fn daemon_mode_start_refuse_twice_stop() {
 
 #[test]
 fn sigterm_mid_build_retries_the_build_and_exits_zero() {
-    let (_g, gate) = gate_path();
-    let s = Setup::new(&gated_test(&gate), "");
-    let mut master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
-    s.wait_connected("example-worker");
-    s.push(&s.head, "master", "x");
-    let first = wait_step_running(&s);
+    let Running {
+        s,
+        mut master,
+        worker: _worker,
+        gate,
+        buildid: first,
+    } = start_gated_build();
     master.signal(libc::SIGTERM);
     assert_eq!(master.wait_exit(Duration::from_secs(20)), Some(0));
     assert!(!s.master.join("minibot.pid").exists(), "pid file removed");
