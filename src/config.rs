@@ -5,7 +5,9 @@
 //! problem names the file and the key path (`builders[0].steps[1].comand`),
 //! and all problems are reported together, as `checkconfig` promises.
 //!
-//! No threads, no channels, no I/O besides reading the one file. Called by
+//! No threads, no channels, no I/O besides reading the file and checking the
+//! secret files it names (`token_file`, `smtp_password_file`: present and
+//! mode 0600). Called by
 //! `minibot checkconfig`, by the master at start and on SIGHUP (reconfig),
 //! which hands the result to the other components as an `Arc<Config>`; a
 //! config that fails here is never seen by them, so they may rely on the
@@ -42,7 +44,11 @@ pub struct Config {
     #[serde(default)]
     pub builders: Vec<BuilderCfg>,
     #[serde(default)]
-    pub reporters: Vec<toml::Value>,
+    pub reporters: Vec<ReporterCfg>,
+    /// Buildbot's `c['change_source']`: pollers for repositories whose
+    /// server cannot reach the master's change hook.
+    #[serde(default)]
+    pub change_source: Vec<ChangeSourceCfg>,
     #[serde(default)]
     pub janitor: Option<toml::Value>,
     /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
@@ -103,6 +109,12 @@ pub struct GiteaDialect {
     /// "ssh" (default, as buildbot_gitea) or "clone".
     pub repository_url: Option<String>,
     pub codebase: Option<String>,
+    /// Skip pull requests Gitea reports as not mergeable (conflicts) when
+    /// they are opened. Off by default: Gitea sends `mergeable: false` on
+    /// every `synchronized`/`reopened` while it re-checks, so only the
+    /// `opened` event carries a real answer, and that is all this looks at.
+    #[serde(default)]
+    pub only_mergeable_pull_request: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -144,15 +156,285 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct SchedulerCfg {
     pub name: String,
-    /// single_branch | any_branch | force
+    /// single_branch | any_branch | force | periodic | nightly
     #[serde(rename = "type")]
     pub kind: String,
+    /// single_branch: the branch to watch; periodic/nightly: the branch to
+    /// build (and, with only_if_changed, to watch); force: the form's default.
     pub branch: Option<String>,
     pub branch_regex: Option<String>,
     pub tag_regex: Option<String>,
     #[serde(default)]
     pub tree_stable_timer: u64,
     pub builders: Vec<String>,
+    // change filters (Buildbot's ChangeFilter): a change must pass all that are set
+    pub repository: Option<StrOrList>,
+    pub project: Option<StrOrList>,
+    pub category: Option<StrOrList>,
+    /// A change passes if one of its files matches (changes that carry no
+    /// file list, e.g. pull requests and tags, always pass).
+    pub files_regex: Option<String>,
+    // periodic
+    /// Seconds between builds.
+    pub period: Option<u64>,
+    // nightly (cron-like; Buildbot's Nightly: minute defaults to 0, the rest to every)
+    pub minute: Option<CronField>,
+    pub hour: Option<CronField>,
+    /// 0 = Monday ... 6 = Sunday (Buildbot's dayOfWeek), or "mon".."sun".
+    pub day_of_week: Option<CronField>,
+    pub day_of_month: Option<CronField>,
+    /// Build only if a change passed the filters since the last build.
+    #[serde(default)]
+    pub only_if_changed: bool,
+    // force
+    /// The default reason on the force form.
+    pub reason: Option<String>,
+    /// The force form's button (Buildbot's buttonName).
+    pub button_name: Option<String>,
+    /// Typed build properties shown on the force form.
+    #[serde(default)]
+    pub properties: Vec<ForceParam>,
+}
+
+/// A string or a list of strings (e.g. a filter's accepted values).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum StrOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrOrList {
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            StrOrList::One(s) => vec![s.as_str()],
+            StrOrList::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+    pub fn contains(&self, x: &str) -> bool {
+        self.values().contains(&x)
+    }
+}
+
+/// One field of a nightly schedule: a number, a list of numbers, or "*"
+/// (for day_of_week also day names, "mon" .. "sun").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CronField {
+    One(u32),
+    Many(Vec<u32>),
+    Text(String),
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl CronField {
+    /// The accepted values, None for "every"; Err names the bad part.
+    pub fn values(&self, max: u32) -> Result<Option<Vec<u32>>, String> {
+        let check = |v: u32| {
+            if v <= max {
+                Ok(v)
+            } else {
+                Err(format!("{v} is out of range 0-{max}"))
+            }
+        };
+        match self {
+            CronField::One(v) => Ok(Some(vec![check(*v)?])),
+            CronField::Many(vs) if vs.is_empty() => Err("is an empty list".into()),
+            CronField::Many(vs) => vs
+                .iter()
+                .map(|v| check(*v))
+                .collect::<Result<_, _>>()
+                .map(Some),
+            CronField::Text(t) if t == "*" => Ok(None),
+            CronField::Text(t) => {
+                let lower = t.to_ascii_lowercase();
+                match DAY_NAMES.iter().position(|d| lower.starts_with(d)) {
+                    Some(i) if max == 6 => Ok(Some(vec![i as u32])),
+                    _ => Err(format!("{t:?}: use a number, a list of numbers or \"*\"")),
+                }
+            }
+        }
+    }
+}
+
+/// A typed parameter of a force scheduler's form (Buildbot's
+/// StringParameter, TextParameter, IntParameter, BooleanParameter,
+/// ChoiceStringParameter, FixedParameter).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ForceParam {
+    pub name: String,
+    /// string (default) | text | int | bool | choice | fixed
+    #[serde(rename = "type", default = "default_param_type")]
+    pub kind: String,
+    /// Shown next to the field; defaults to the name.
+    pub label: Option<String>,
+    pub default: Option<toml::Value>,
+    #[serde(default)]
+    pub required: bool,
+    /// choice: the values offered.
+    #[serde(default)]
+    pub choices: Vec<String>,
+    /// string/text: the value must match (whole value).
+    pub regex: Option<String>,
+}
+
+fn default_param_type() -> String {
+    "string".into()
+}
+
+impl ForceParam {
+    fn builtin(name: &str, label: &str, default: Option<&str>) -> ForceParam {
+        ForceParam {
+            name: name.into(),
+            kind: "string".into(),
+            label: Some(label.into()),
+            default: default.map(|d| toml::Value::String(d.into())),
+            required: false,
+            choices: vec![],
+            regex: None,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The default as JSON (what the form shows, what a missing value becomes).
+    pub fn default_json(&self) -> serde_json::Value {
+        match &self.default {
+            Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            None => match self.kind.as_str() {
+                "bool" => serde_json::Value::Bool(false),
+                "int" => serde_json::Value::Null,
+                "choice" => self
+                    .choices
+                    .first()
+                    .map(|c| serde_json::Value::String(c.clone()))
+                    .unwrap_or(serde_json::Value::Null),
+                _ => serde_json::Value::String(String::new()),
+            },
+        }
+    }
+
+    /// Checks and converts a submitted value (JSON, or the string a form
+    /// posts) into the typed value. `None` = not submitted.
+    pub fn coerce(&self, value: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        let name = &self.name;
+        let v = match (self.kind.as_str(), value) {
+            // A fixed parameter cannot be changed from outside.
+            ("fixed", _) | (_, None) | (_, Some(J::Null)) => self.default_json(),
+            (_, Some(v)) => v.clone(),
+        };
+        let out = match self.kind.as_str() {
+            "int" => match &v {
+                J::Number(n) if n.is_i64() => v,
+                J::String(s) if s.trim().is_empty() => J::Null,
+                J::String(s) => s
+                    .trim()
+                    .parse::<i64>()
+                    .map(J::from)
+                    .map_err(|_| format!("{name}: {s:?} is not a whole number"))?,
+                J::Null => J::Null,
+                other => return Err(format!("{name}: {other} is not a whole number")),
+            },
+            "bool" => match &v {
+                J::Bool(_) => v,
+                J::String(s) => J::Bool(matches!(s.as_str(), "true" | "on" | "1" | "yes")),
+                J::Null => J::Bool(false),
+                other => return Err(format!("{name}: {other} is not true or false")),
+            },
+            _ => match v {
+                J::String(s) => J::String(s),
+                J::Null => J::String(String::new()),
+                J::Number(n) => J::String(n.to_string()),
+                other => return Err(format!("{name}: expected text, got {other}")),
+            },
+        };
+        let empty = matches!(&out, J::Null) || out.as_str() == Some("");
+        if self.required && empty {
+            return Err(format!("{name}: is required"));
+        }
+        if self.kind == "choice" && !empty {
+            let s = out.as_str().unwrap_or("");
+            if !self.choices.iter().any(|c| c == s) {
+                return Err(format!("{name}: {s:?} is not one of {:?}", self.choices));
+            }
+        }
+        if let (Some(re), Some(s)) = (&self.regex, out.as_str()) {
+            let ok = regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s));
+            if !ok && !(s.is_empty() && !self.required) {
+                return Err(format!("{name}: {s:?} does not match {re:?}"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a force request asks for, checked against the scheduler's
+/// parameters (see [`SchedulerCfg::force_values`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForcedBuild {
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub reason: String,
+    /// The typed properties, by name.
+    pub properties: BTreeMap<String, serde_json::Value>,
+}
+
+impl SchedulerCfg {
+    /// Every field of the force form in order: branch, revision, reason (the
+    /// built-ins, strings), then the configured typed properties.
+    pub fn force_parameters(&self) -> Vec<ForceParam> {
+        let mut out = vec![
+            ForceParam::builtin("branch", "Branch", self.branch.as_deref()),
+            ForceParam::builtin("revision", "Revision", None),
+            ForceParam::builtin(
+                "reason",
+                "Reason",
+                Some(self.reason.as_deref().unwrap_or("force build")),
+            ),
+        ];
+        out.extend(self.properties.iter().cloned());
+        out
+    }
+
+    /// Checks submitted force values (JSON-RPC `params`, or form fields as
+    /// strings) against [`Self::force_parameters`]; every problem is listed.
+    pub fn force_values(
+        &self,
+        submitted: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ForcedBuild, Vec<String>> {
+        let mut problems = vec![];
+        let mut values = BTreeMap::new();
+        for p in self.force_parameters() {
+            match p.coerce(submitted.get(&p.name)) {
+                Ok(v) => {
+                    values.insert(p.name.clone(), v);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut text = |k: &str| {
+            values
+                .remove(k)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .filter(|s| !s.is_empty())
+        };
+        let branch = text("branch");
+        let revision = text("revision");
+        let reason = text("reason").unwrap_or_else(|| "force build".into());
+        Ok(ForcedBuild {
+            branch,
+            revision,
+            reason,
+            properties: values,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -167,6 +449,169 @@ pub struct BuilderCfg {
     pub workerbuilddir: Option<String>,
     #[serde(default)]
     pub steps: Vec<StepCfg>,
+    /// Merge queued requests for the same source (branch, repository,
+    /// codebase, project, pull request) into the newest one when a worker
+    /// frees up; the older ones end SKIPPED (Buildbot's collapseRequests).
+    #[serde(default = "yes")]
+    pub collapse_requests: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A `[[reporters]]` entry. Flat, like steps: which keys apply depends on
+/// `type`, and `validate` reports keys of the other type.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ReporterCfg {
+    /// "gitea_status" | "mail"
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Only report builds of these builders (default: all).
+    #[serde(default)]
+    pub builders: Vec<String>,
+    /// Check the server's TLS certificate (default true).
+    pub verify_tls: Option<bool>,
+    // gitea_status
+    pub base_url: Option<String>,
+    pub token: Option<String>,
+    /// A file holding the token (mode 0600), relative to the master dir.
+    pub token_file: Option<String>,
+    /// Status context; `%(prop:NAME)s` allowed. Default "minibot/%(prop:buildername)s".
+    pub context: Option<String>,
+    /// Context for pull-request builds (default: `context`).
+    pub context_pr: Option<String>,
+    // mail
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    /// STARTTLS before login (default true).
+    pub starttls: Option<bool>,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    pub smtp_password_file: Option<String>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// all | failing | passing | problem | warnings | exception | cancelled
+    /// | change, or a list of them (Buildbot's MailNotifier modes).
+    pub mode: Option<StrOrList>,
+}
+
+/// Buildbot's MailNotifier modes.
+pub const MAIL_MODES: &[&str] = &[
+    "all",
+    "failing",
+    "passing",
+    "problem",
+    "warnings",
+    "exception",
+    "cancelled",
+    "change",
+];
+
+impl ReporterCfg {
+    pub fn verifies_tls(&self) -> bool {
+        self.verify_tls.unwrap_or(true)
+    }
+
+    pub fn reports_on(&self, builder: &str) -> bool {
+        self.builders.is_empty() || self.builders.iter().any(|b| b == builder)
+    }
+
+    /// The mail modes (default "all").
+    pub fn modes(&self) -> Vec<&str> {
+        self.mode
+            .as_ref()
+            .map(StrOrList::values)
+            .unwrap_or(vec!["all"])
+    }
+
+    /// The Gitea token: `token`, or the contents of `token_file`.
+    pub fn gitea_token(&self, master_dir: &Path) -> anyhow::Result<String> {
+        secret(
+            master_dir,
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            "token",
+        )
+    }
+
+    /// The SMTP password, if login is configured.
+    pub fn smtp_password(&self, master_dir: &Path) -> anyhow::Result<Option<String>> {
+        if self.smtp_password.is_none() && self.smtp_password_file.is_none() {
+            return Ok(None);
+        }
+        secret(
+            master_dir,
+            self.smtp_password.as_deref(),
+            self.smtp_password_file.as_deref(),
+            "smtp_password",
+        )
+        .map(Some)
+    }
+}
+
+/// A secret given inline or in a file (relative to the master directory),
+/// trimmed of the trailing newline editors add.
+fn secret(
+    dir: &Path,
+    inline: Option<&str>,
+    file: Option<&str>,
+    what: &str,
+) -> anyhow::Result<String> {
+    match (inline, file) {
+        (Some(s), _) => Ok(s.to_string()),
+        (None, Some(f)) => {
+            let path = dir.join(f);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("cannot read {}: {}", path.display(), io_reason(&e))
+            })?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        (None, None) => anyhow::bail!("no {what} and no {what}_file"),
+    }
+}
+
+/// A `[[change_source]]` entry (Buildbot's `c['change_source']`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ChangeSourceCfg {
+    /// "git_poller"
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Names the poller's state in the database; default: the repourl.
+    pub name: Option<String>,
+    pub repourl: String,
+    /// A list of branch names, or "all" (default ["master"]).
+    pub branches: Option<StrOrList>,
+    /// Seconds between polls (Buildbot's pollInterval, default 600).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: u64,
+    /// Poll once right at start instead of after the first interval.
+    #[serde(default)]
+    pub poll_at_launch: bool,
+    /// Stored with each change (default "").
+    pub project: Option<String>,
+    pub category: Option<String>,
+    pub codebase: Option<String>,
+}
+
+fn default_poll_interval() -> u64 {
+    600
+}
+
+impl ChangeSourceCfg {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.repourl)
+    }
+
+    /// None = every branch.
+    pub fn branch_list(&self) -> Option<Vec<String>> {
+        match &self.branches {
+            None => Some(vec!["master".into()]),
+            Some(StrOrList::One(s)) if s == "all" => None,
+            Some(b) => Some(b.values().into_iter().map(str::to_string).collect()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -383,7 +828,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![format!("cannot read {}: {}", path.display(), io_reason(&e))],
     })?;
-    parse(&text, &path.display().to_string())
+    let cfg = parse(&text, &path.display().to_string())?;
+    let mut p = Problems {
+        source: &path.display().to_string(),
+        list: Vec::new(),
+    };
+    check_secret_files(&cfg, path.parent().unwrap_or(Path::new(".")), &mut p);
+    if p.list.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(p.into_error())
+    }
 }
 
 /// Parses and checks config text; `source` names the file in the problems.
@@ -590,6 +1045,8 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
     let workers = table.remove("workers");
     let schedulers = table.remove("schedulers");
     let builders = table.remove("builders");
+    let reporters = table.remove("reporters");
+    let change_source = table.remove("change_source");
 
     let mut cfg: Option<Config> = de_one(toml::Value::Table(table), &[], p);
     let www = match www {
@@ -606,6 +1063,14 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
     };
     let schedulers = match schedulers {
         Some(v) => de_list::<SchedulerCfg>(v, &[key("schedulers")], p),
+        None => Some(Vec::new()),
+    };
+    let reporters = match reporters {
+        Some(v) => de_list::<ReporterCfg>(v, &[key("reporters")], p),
+        None => Some(Vec::new()),
+    };
+    let change_source = match change_source {
+        Some(v) => de_list::<ChangeSourceCfg>(v, &[key("change_source")], p),
         None => Some(Vec::new()),
     };
     let builders = match builders {
@@ -630,6 +1095,8 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
         cfg.workers = workers?;
         cfg.schedulers = schedulers?;
         cfg.builders = builders?;
+        cfg.reporters = reporters?;
+        cfg.change_source = change_source?;
     }
     cfg
 }
@@ -696,6 +1163,10 @@ fn de_one<T: DeserializeOwned>(value: toml::Value, at: &[Seg], p: &mut Problems)
                 "required key is missing".to_string()
             } else if msg.contains("untagged enum Command") {
                 "expected a string (run by /bin/sh) or a list of strings (argv)".to_string()
+            } else if msg.contains("untagged enum StrOrList") {
+                "expected a string or a list of strings".to_string()
+            } else if msg.contains("untagged enum CronField") {
+                "expected a number, a list of numbers or \"*\"".to_string()
             } else {
                 msg
             };
@@ -734,6 +1205,9 @@ fn unknown_key_message(segs: &[Seg]) -> String {
         ".protocols.worker" => fields_of::<WorkerProtocol>(),
         ".workers[]" => fields_of::<WorkerCfg>(),
         ".schedulers[]" => fields_of::<SchedulerCfg>(),
+        ".schedulers[].properties[]" => fields_of::<ForceParam>(),
+        ".reporters[]" => fields_of::<ReporterCfg>(),
+        ".change_source[]" => fields_of::<ChangeSourceCfg>(),
         ".builders[]" => fields_of::<BuilderCfg>(),
         ".builders[].steps[]" => fields_of::<StepCfg>(),
         _ => &[],
@@ -833,13 +1307,8 @@ fn validate(cfg: &Config, p: &mut Problems) {
     check_workers(cfg, p);
     check_schedulers(cfg, p);
     check_builders(cfg, p);
-    for (i, r) in cfg.reporters.iter().enumerate() {
-        match r.get("type") {
-            Some(toml::Value::String(_)) => {}
-            Some(_) => p.add(&format!("reporters[{i}].type"), "must be a string"),
-            None => p.add(&format!("reporters[{i}].type"), "required key is missing"),
-        }
-    }
+    check_reporters(cfg, p);
+    check_change_sources(cfg, p);
 }
 
 fn check_www(cfg: &Config, p: &mut Problems) {
@@ -985,14 +1454,149 @@ fn check_workers(cfg: &Config, p: &mut Problems) {
     );
 }
 
+const SCHEDULER_KINDS: &[&str] = &[
+    "single_branch",
+    "any_branch",
+    "force",
+    "periodic",
+    "nightly",
+];
+/// Schedulers that react to changes (and so take change filters).
+const FILTERED: &[&str] = &["single_branch", "any_branch", "nightly"];
+const CHANGE_DRIVEN: &[&str] = &["single_branch", "any_branch"];
+const PARAM_KINDS: &[&str] = &["string", "text", "int", "bool", "choice", "fixed"];
+
+fn check_force_params(at: &str, s: &SchedulerCfg, p: &mut Problems) {
+    for (j, fp) in s.properties.iter().enumerate() {
+        let at = format!("{at}.properties[{j}]");
+        if fp.name.is_empty()
+            || !fp
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            p.add(
+                &format!("{at}.name"),
+                format_args!("{:?}: use only letters, digits, '_', '-' and '.'", fp.name),
+            );
+        }
+        if ["branch", "revision", "reason", "repository", "project"].contains(&fp.name.as_str()) {
+            p.add(
+                &format!("{at}.name"),
+                format_args!(
+                    "{:?} is a field of every force form, not a property",
+                    fp.name
+                ),
+            );
+        }
+        if !PARAM_KINDS.contains(&fp.kind.as_str()) {
+            p.add(
+                &format!("{at}.type"),
+                format_args!(
+                    "{:?} is not one of {}",
+                    fp.kind,
+                    PARAM_KINDS
+                        .iter()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            continue;
+        }
+        if fp.kind == "choice" && fp.choices.is_empty() {
+            p.add(&format!("{at}.choices"), "required for a choice parameter");
+        }
+        if fp.kind != "choice" && !fp.choices.is_empty() {
+            p.add(
+                &format!("{at}.choices"),
+                "only a choice parameter takes this key",
+            );
+        }
+        if fp.kind == "fixed" && fp.default.is_none() {
+            p.add(&format!("{at}.default"), "required for a fixed parameter");
+        }
+        if let Some(re) = &fp.regex {
+            if !matches!(fp.kind.as_str(), "string" | "text") {
+                p.add(
+                    &format!("{at}.regex"),
+                    "only string and text parameters take this key",
+                );
+            } else if let Err(e) = regex::Regex::new(re) {
+                p.add(
+                    &format!("{at}.regex"),
+                    format_args!("invalid regex {re:?}: {}", regex_reason(&e)),
+                );
+            }
+        }
+        if let Some(d) = &fp.default {
+            let ok = match fp.kind.as_str() {
+                "int" => d.is_integer(),
+                "bool" => d.is_bool(),
+                "fixed" => true,
+                _ => d.is_str(),
+            };
+            if !ok {
+                p.add(
+                    &format!("{at}.default"),
+                    format_args!("{d} does not fit a {} parameter", fp.kind),
+                );
+            } else if fp.kind == "choice"
+                && !fp.choices.iter().any(|c| Some(c.as_str()) == d.as_str())
+            {
+                p.add(
+                    &format!("{at}.default"),
+                    format_args!("{d} is not one of the choices"),
+                );
+            }
+        }
+    }
+    check_unique(
+        "property",
+        s.properties
+            .iter()
+            .enumerate()
+            .map(|(j, fp)| (format!("{at}.properties[{j}].name"), fp.name.as_str())),
+        p,
+    );
+}
+
 fn check_schedulers(cfg: &Config, p: &mut Problems) {
     for (i, s) in cfg.schedulers.iter().enumerate() {
         let at = format!("schedulers[{i}]");
         check_name(&format!("{at}.name"), "scheduler", &s.name, p);
-        let regexes = [
-            ("branch_regex", &s.branch_regex),
-            ("tag_regex", &s.tag_regex),
+        // Keys that only some kinds take: (key, set?, kinds taking it).
+        let only: [(&str, bool, &[&str]); 16] = [
+            ("branch_regex", s.branch_regex.is_some(), &["any_branch"]),
+            ("tag_regex", s.tag_regex.is_some(), &["any_branch"]),
+            ("tree_stable_timer", s.tree_stable_timer != 0, CHANGE_DRIVEN),
+            ("repository", s.repository.is_some(), FILTERED),
+            ("project", s.project.is_some(), FILTERED),
+            ("category", s.category.is_some(), FILTERED),
+            ("files_regex", s.files_regex.is_some(), FILTERED),
+            ("period", s.period.is_some(), &["periodic"]),
+            ("minute", s.minute.is_some(), &["nightly"]),
+            ("hour", s.hour.is_some(), &["nightly"]),
+            ("day_of_week", s.day_of_week.is_some(), &["nightly"]),
+            ("day_of_month", s.day_of_month.is_some(), &["nightly"]),
+            ("only_if_changed", s.only_if_changed, &["nightly"]),
+            ("reason", s.reason.is_some(), &["force"]),
+            ("button_name", s.button_name.is_some(), &["force"]),
+            ("properties", !s.properties.is_empty(), &["force"]),
         ];
+        let known = SCHEDULER_KINDS.contains(&s.kind.as_str());
+        for (k, set, kinds) in only {
+            if set && known && !kinds.contains(&s.kind.as_str()) {
+                p.add(
+                    &format!("{at}.{k}"),
+                    format_args!(
+                        "not a key of {} schedulers (only {})",
+                        s.kind,
+                        kinds.join(", ")
+                    ),
+                );
+            }
+        }
         match s.kind.as_str() {
             "single_branch" => {
                 if s.branch.as_deref().unwrap_or("").is_empty() {
@@ -1010,26 +1614,54 @@ fn check_schedulers(cfg: &Config, p: &mut Problems) {
                     );
                 }
             }
-            "force" => {}
-            "periodic" | "nightly" => p.add(
-                &format!("{at}.type"),
-                format_args!("{:?} schedulers are not supported yet", s.kind),
-            ),
+            "force" => check_force_params(&at, s, p),
+            "periodic" => match s.period {
+                None => p.add(
+                    &format!("{at}.period"),
+                    "required for a periodic scheduler (seconds)",
+                ),
+                Some(0) => p.add(&format!("{at}.period"), "must be at least 1 second"),
+                Some(_) => {}
+            },
+            "nightly" => {
+                for (k, f, max) in [
+                    ("minute", &s.minute, 59),
+                    ("hour", &s.hour, 23),
+                    ("day_of_week", &s.day_of_week, 6),
+                    ("day_of_month", &s.day_of_month, 31),
+                ] {
+                    if let Some(Err(e)) = f.as_ref().map(|f| f.values(max)) {
+                        p.add(&format!("{at}.{k}"), e);
+                    }
+                }
+                if matches!(s.day_of_month.as_ref().map(|f| f.values(31)), Some(Ok(Some(v))) if v.contains(&0))
+                {
+                    p.add(
+                        &format!("{at}.day_of_month"),
+                        "days of the month start at 1",
+                    );
+                }
+            }
             other => p.add(
                 &format!("{at}.type"),
                 format_args!(
-                    "{other:?} is not one of \"single_branch\", \"any_branch\", \"force\""
+                    "{other:?} is not one of {}",
+                    SCHEDULER_KINDS
+                        .iter()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
         }
+        let regexes = [
+            ("branch_regex", &s.branch_regex),
+            ("tag_regex", &s.tag_regex),
+            ("files_regex", &s.files_regex),
+        ];
         for (k, re) in regexes {
             let Some(re) = re else { continue };
-            if s.kind != "any_branch" {
-                p.add(
-                    &format!("{at}.{k}"),
-                    "only an any_branch scheduler takes this key",
-                );
-            } else if let Err(e) = regex::Regex::new(re) {
+            if let Err(e) = regex::Regex::new(re) {
                 p.add(
                     &format!("{at}.{k}"),
                     format_args!("invalid regex {re:?}: {}", regex_reason(&e)),
@@ -1104,6 +1736,245 @@ fn check_builders(cfg: &Config, p: &mut Problems) {
         }),
         p,
     );
+}
+
+fn check_reporters(cfg: &Config, p: &mut Problems) {
+    for (i, r) in cfg.reporters.iter().enumerate() {
+        let at = format!("reporters[{i}]");
+        for (j, b) in r.builders.iter().enumerate() {
+            if cfg.builder(b).is_none() {
+                p.add(
+                    &format!("{at}.builders[{j}]"),
+                    format_args!("no builder named {b:?}"),
+                );
+            }
+        }
+        let gitea_keys = [
+            ("base_url", r.base_url.is_some()),
+            ("token", r.token.is_some()),
+            ("token_file", r.token_file.is_some()),
+            ("context", r.context.is_some()),
+            ("context_pr", r.context_pr.is_some()),
+        ];
+        let mail_keys = [
+            ("smtp_host", r.smtp_host.is_some()),
+            ("smtp_port", r.smtp_port.is_some()),
+            ("starttls", r.starttls.is_some()),
+            ("smtp_user", r.smtp_user.is_some()),
+            ("smtp_password", r.smtp_password.is_some()),
+            ("smtp_password_file", r.smtp_password_file.is_some()),
+            ("from", r.from.is_some()),
+            ("to", !r.to.is_empty()),
+            ("mode", r.mode.is_some()),
+        ];
+        let foreign = |keys: &[(&str, bool)], kind: &str, p: &mut Problems| {
+            for (k, set) in keys {
+                if *set {
+                    p.add(
+                        &format!("{at}.{k}"),
+                        format_args!("not a key of {kind} reporters"),
+                    );
+                }
+            }
+        };
+        match r.kind.as_str() {
+            "gitea_status" => {
+                foreign(&mail_keys, "gitea_status", p);
+                match r.base_url.as_deref().map(url::Url::parse) {
+                    None => p.add(
+                        &format!("{at}.base_url"),
+                        "required for a gitea_status reporter (e.g. \"https://git.example.org\")",
+                    ),
+                    Some(Ok(u)) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    Some(_) => p.add(
+                        &format!("{at}.base_url"),
+                        "must be an http:// or https:// URL",
+                    ),
+                }
+                one_secret(
+                    &at,
+                    "token",
+                    r.token.as_deref(),
+                    r.token_file.as_deref(),
+                    true,
+                    p,
+                );
+                for (k, v) in [("context", &r.context), ("context_pr", &r.context_pr)] {
+                    if v.as_deref() == Some("") {
+                        p.add(&format!("{at}.{k}"), "is empty");
+                    }
+                }
+            }
+            "mail" => {
+                foreign(&gitea_keys, "mail", p);
+                if r.smtp_host.as_deref().unwrap_or("").is_empty() {
+                    p.add(&format!("{at}.smtp_host"), "required for a mail reporter");
+                }
+                if r.smtp_port == Some(0) {
+                    p.add(&format!("{at}.smtp_port"), "must be 1-65535");
+                }
+                match r.from.as_deref() {
+                    None => p.add(&format!("{at}.from"), "required for a mail reporter"),
+                    Some(f) => check_address(&format!("{at}.from"), f, p),
+                }
+                if r.to.is_empty() {
+                    p.add(
+                        &format!("{at}.to"),
+                        "required for a mail reporter: a list of addresses",
+                    );
+                }
+                for (j, t) in r.to.iter().enumerate() {
+                    check_address(&format!("{at}.to[{j}]"), t, p);
+                }
+                for m in r.modes() {
+                    if !MAIL_MODES.contains(&m) {
+                        p.add(
+                            &format!("{at}.mode"),
+                            format_args!("{m:?} is not one of {}", MAIL_MODES.join(", ")),
+                        );
+                    }
+                }
+                let has_pw = r.smtp_password.is_some() || r.smtp_password_file.is_some();
+                if r.smtp_user.is_some() {
+                    one_secret(
+                        &at,
+                        "smtp_password",
+                        r.smtp_password.as_deref(),
+                        r.smtp_password_file.as_deref(),
+                        true,
+                        p,
+                    );
+                } else if has_pw {
+                    p.add(
+                        &format!("{at}.smtp_user"),
+                        "required when a password is set",
+                    );
+                }
+            }
+            other => p.add(
+                &format!("{at}.type"),
+                format_args!("{other:?} is not one of \"gitea_status\", \"mail\""),
+            ),
+        }
+    }
+}
+
+/// A secret is given inline or in a file, not both.
+fn one_secret(
+    at: &str,
+    key: &str,
+    inline: Option<&str>,
+    file: Option<&str>,
+    required: bool,
+    p: &mut Problems,
+) {
+    match (inline, file) {
+        (Some(_), Some(_)) => p.add(
+            &format!("{at}.{key}"),
+            format_args!("set either {key} or {key}_file, not both"),
+        ),
+        (Some(""), None) => p.add(&format!("{at}.{key}"), "is empty"),
+        (None, Some("")) => p.add(&format!("{at}.{key}_file"), "is empty"),
+        (None, None) if required => p.add(
+            &format!("{at}.{key}"),
+            format_args!("required: set {key}, or {key}_file naming a file of mode 0600"),
+        ),
+        _ => {}
+    }
+}
+
+fn check_address(at: &str, addr: &str, p: &mut Problems) {
+    if addr.parse::<lettre::message::Mailbox>().is_err() {
+        p.add(at, format_args!("{addr:?} is not an e-mail address"));
+    }
+}
+
+fn check_change_sources(cfg: &Config, p: &mut Problems) {
+    for (i, c) in cfg.change_source.iter().enumerate() {
+        let at = format!("change_source[{i}]");
+        if c.kind != "git_poller" {
+            p.add(
+                &format!("{at}.type"),
+                format_args!("{:?} is not \"git_poller\"", c.kind),
+            );
+        }
+        if c.repourl.is_empty() {
+            p.add(&format!("{at}.repourl"), "is empty");
+        } else if c.repourl.starts_with('-') {
+            p.add(&format!("{at}.repourl"), "must not start with '-'");
+        }
+        if c.poll_interval == 0 {
+            p.add(&format!("{at}.poll_interval"), "must be at least 1 second");
+        }
+        match c.branch_list() {
+            Some(list) if list.is_empty() => p.add(&format!("{at}.branches"), "is an empty list"),
+            Some(list) => {
+                for b in list {
+                    if b.is_empty()
+                        || b.starts_with('-')
+                        || b.contains("..")
+                        || b.contains(':')
+                        || b.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                    {
+                        p.add(
+                            &format!("{at}.branches"),
+                            format_args!("{b:?} is not a branch name"),
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    check_unique(
+        "change source name",
+        cfg.change_source
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("change_source[{i}].name"), c.name())),
+        p,
+    );
+}
+
+/// Checks the secret files the config names: present, readable, and not
+/// readable by others (mode 0600), like ssh does for keys. Done by `load`
+/// (which knows the master directory), so checkconfig reports them.
+fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
+    use std::os::unix::fs::PermissionsExt;
+    for (i, r) in cfg.reporters.iter().enumerate() {
+        for (k, f) in [
+            ("token_file", &r.token_file),
+            ("smtp_password_file", &r.smtp_password_file),
+        ] {
+            let Some(f) = f.as_deref().filter(|f| !f.is_empty()) else {
+                continue;
+            };
+            let path = dir.join(f);
+            let at = format!("reporters[{i}].{k}");
+            match std::fs::metadata(&path) {
+                Err(e) => p.add(
+                    &at,
+                    format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
+                ),
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => p.add(
+                    &at,
+                    format_args!(
+                        "{} is readable by others (mode {:o}); run chmod 600 on it",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    ),
+                ),
+                Ok(_) => {
+                    if let Err(e) = std::fs::read_to_string(&path) {
+                        p.add(
+                            &at,
+                            format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn check_step(at: &str, s: &StepCfg, p: &mut Problems) {
