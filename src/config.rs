@@ -703,6 +703,9 @@ secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # (the https clone URL); the git step fetches from the step's repourl anyway.
 # repository_url = "ssh"
 # codebase = ""
+# true: skip a pull request that Gitea reports as conflicting when it is
+# opened (Gitea's answer is only reliable then; later events are built).
+# only_mergeable_pull_request = false
 
 # Buildbot's "base" dialect: plain form or JSON posts, e.g. from curl or a git
 # post-receive hook, to <buildbot_url>change_hook/base.
@@ -741,19 +744,63 @@ max_builds = 1
 [[schedulers]]
 name = "all"
 # single_branch: changes on one branch (Buildbot's SingleBranchScheduler).
+#             Pull requests count for the branch they target.
 # any_branch: changes on any branch, or those matching branch_regex /
-#             tag_regex (AnyBranchScheduler).
-# force: the "force build" button and POST /api/v2/forceschedulers/<name>.
+#             tag_regex (AnyBranchScheduler); only this one builds tags.
+# force:      the "force build" button and POST /api/v2/forceschedulers/<name>.
+# periodic:   every `period` seconds (Periodic).
+# nightly:    at set times, local time (Nightly).
 type = "single_branch"
 branch = "master"
 # Seconds to wait for more changes before building them together (0: at once).
 tree_stable_timer = 0
 builders = ["runtests"]
+# Change filters (Buildbot's ChangeFilter), for single_branch, any_branch and
+# nightly: a change must pass each one that is set. repository, project and
+# category take a string or a list; files_regex passes a change when one of
+# its files matches (changes without a file list, e.g. pull requests, pass).
+# project = "isabell/hello-world"
+# category = ["push", "pull_request"]   # push | tag | pull_request (Gitea)
+# files_regex = "^(src/|Cargo)"
 
 [[schedulers]]
 name = "force"
 type = "force"
 builders = ["runtests"]
+# The form has branch, revision and reason fields; these set their defaults.
+# branch = "master"
+# reason = "force build"
+# button_name = "Force build"
+# More fields, each becoming a build property (%(prop:NAME)s):
+# type = string | text | int | bool | choice | fixed (shown, not editable).
+# [[schedulers.properties]]
+# name = "level"
+# type = "choice"
+# label = "Test level"
+# choices = ["quick", "full"]
+# default = "quick"
+
+# Every 6 hours, the tip of master:
+# [[schedulers]]
+# name = "every-6h"
+# type = "periodic"
+# period = 21600
+# branch = "master"
+# builders = ["runtests"]
+
+# At 03:30 on weekdays (0 = Monday ... 6 = Sunday, or "mon".."sun"), only if
+# master changed since the last time. minute defaults to 0, the others to
+# every value; each takes a number, a list, or "*". A time missed while the
+# master was down is made up once at start.
+# [[schedulers]]
+# name = "nightly"
+# type = "nightly"
+# branch = "master"
+# hour = 3
+# minute = 30
+# day_of_week = [0, 1, 2, 3, 4]
+# only_if_changed = true
+# builders = ["runtests"]
 
 
 ######## Builders (Buildbot's c['builders']): what a build does
@@ -767,6 +814,10 @@ workers = ["example-worker"]
 # description = "Runs the hello-world tests"
 # tags = ["hello"]
 # workerbuilddir = "runtests"
+# When several requests for the same branch (or pull request) wait for a
+# worker, build only the newest; the older ones end SKIPPED, each naming the
+# build that covered it (Buildbot's collapseRequests). Default true.
+# collapse_requests = true
 
 # The steps run in order in the build directory (Buildbot's BuildFactory).
 [[builders.steps]]
@@ -800,12 +851,49 @@ timeout = 1200
 
 ######## Reporters (Buildbot's c['services'])
 
-# Commit statuses on Gitea: pending when a build starts, then success,
-# failure or error. The token needs write access to the repository.
+# Commit statuses on Gitea (as buildbot_gitea's GiteaStatusPush): pending
+# when a build starts, then success, warning, failure or error, linking to
+# the build page under buildbot_url. Pull requests get the status on their
+# head commit in the base repository. The token (Gitea: Settings >
+# Applications, scope write:repository) goes in a file only you can read:
+#   printf '%s' TOKEN > gitea-token && chmod 600 gitea-token
 # [[reporters]]
 # type = "gitea_status"
 # base_url = "https://git.example.org"
-# token = "..."
+# token_file = "gitea-token"          # relative to this directory; or token = "..."
+# context = "minibot/%(prop:buildername)s"
+# context_pr = "minibot/pr/%(prop:buildername)s"   # default: context
+# verify_tls = true                   # false for a self-signed certificate
+# builders = ["runtests"]             # default: every builder
+
+# Mail about finished builds (Buildbot's MailNotifier). mode: all, failing,
+# passing, warnings, exception, cancelled, problem (failed after not
+# failing), change (result differs from the last build), or a list.
+# [[reporters]]
+# type = "mail"
+# smtp_host = "smtp.example.org"
+# smtp_port = 587
+# starttls = true                     # default; false only for a local relay
+# smtp_user = "isabell"
+# smtp_password_file = "smtp-password"   # mode 0600; or smtp_password = "..."
+# from = "minibot <ci@example.org>"
+# to = ["isabell@example.org"]
+# mode = "problem"
+
+
+######## Change sources (Buildbot's c['change_source'])
+
+# Poll a repository whose server cannot reach this master's change hook
+# (Buildbot's GitPoller). The last revision seen per branch is kept in the
+# database: a restart neither misses nor repeats a change. The first poll
+# only records where the branches are.
+# [[change_source]]
+# type = "git_poller"
+# repourl = "https://git.example.org/isabell/hello-world.git"
+# branches = ["master"]               # or "all"
+# poll_interval = 600                 # seconds
+# poll_at_launch = false
+# project = "isabell/hello-world"
 "#;
 
 /// Everything wrong with a config file, one problem per entry, each naming
@@ -2430,12 +2518,45 @@ command = "make test"
         };
         assert_problem(
             &sched("type = \"sometimes\"\n"),
-            "schedulers[1].type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\"",
+            "schedulers[1].type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\", \"periodic\", \"nightly\"",
         );
         assert_problem(
-            &sched("type = \"nightly\"\n"),
-            "schedulers[1].type: \"nightly\" schedulers are not supported yet",
+            &sched("type = \"periodic\"\n"),
+            "schedulers[1].period: required for a periodic scheduler",
         );
+        assert_problem(
+            &sched("type = \"nightly\"\nhour = 24\n"),
+            "schedulers[1].hour: 24 is out of range 0-23",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\nday_of_week = \"someday\"\n"),
+            "schedulers[1].day_of_week: \"someday\": use a number",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\nminute = 1.5\n"),
+            "schedulers[1].minute: expected a number, a list of numbers or \"*\"",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\nperiod = 5\n"),
+            "schedulers[1].period: not a key of nightly schedulers (only periodic)",
+        );
+        assert_problem(
+            &sched("type = \"force\"\nfiles_regex = \"x\"\n"),
+            "schedulers[1].files_regex: not a key of force schedulers",
+        );
+        assert_problem(
+            &sched("type = \"any_branch\"\nproject = 3\n"),
+            "schedulers[1].project: expected a string or a list of strings",
+        );
+        assert_problem(
+            &sched("type = \"any_branch\"\nfiles_regex = \"(\"\n"),
+            "schedulers[1].files_regex: invalid regex",
+        );
+        assert!(problems(&sched(
+            "type = \"nightly\"\nbranch = \"main\"\nhour = [1, 13]\nminute = 30\nday_of_week = \"sat\"\nonly_if_changed = true\nproject = [\"a\", \"b\"]\n"
+        ))
+        .is_empty());
+        assert!(problems(&sched("type = \"periodic\"\nperiod = 3600\n")).is_empty());
         assert_problem(
             &sched("type = \"single_branch\"\n"),
             "schedulers[1].branch: required for a single_branch scheduler",
@@ -2450,7 +2571,7 @@ command = "make test"
         );
         assert_problem(
             &sched("type = \"single_branch\"\nbranch = \"main\"\ntag_regex = \"v.*\"\n"),
-            "schedulers[1].tag_regex: only an any_branch scheduler takes this key",
+            "schedulers[1].tag_regex: not a key of single_branch schedulers (only any_branch)",
         );
         assert!(problems(&sched(
             "type = \"any_branch\"\nbranch_regex = \"^release/.*$\"\ntag_regex = \"^v[0-9]+\"\n"
@@ -2612,5 +2733,238 @@ command = "make test"
         let mut bare = b.steps[0].clone();
         bare.command = None;
         assert_eq!(bare.display_name(7), "step7");
+    }
+
+    #[test]
+    fn force_parameters_are_typed() {
+        let text = with(
+            "[[schedulers.properties]]\nname = \"level\"\ntype = \"choice\"\nchoices = [\"quick\", \"full\"]\ndefault = \"quick\"\n\
+             [[schedulers.properties]]\nname = \"runs\"\ntype = \"int\"\ndefault = 1\n\
+             [[schedulers.properties]]\nname = \"deploy\"\ntype = \"bool\"\n\
+             [[schedulers.properties]]\nname = \"ticket\"\nregex = \"[A-Z]+-[0-9]+\"\nrequired = true\n\
+             [[schedulers.properties]]\nname = \"target\"\ntype = \"fixed\"\ndefault = \"staging\"\n",
+        )
+        .replace("type = \"force\"\n", "type = \"force\"\nbranch = \"main\"\nreason = \"by hand\"\n");
+        let cfg = parse(&text, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        let s = cfg.scheduler("s").unwrap();
+        let names: Vec<String> = s
+            .force_parameters()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["branch", "revision", "reason", "level", "runs", "deploy", "ticket", "target"]
+        );
+        assert_eq!(
+            s.force_parameters()[0].default_json(),
+            serde_json::json!("main")
+        );
+        let submitted = serde_json::json!({
+            "revision": "abc", "level": "full", "runs": "3", "deploy": "on",
+            "ticket": "MB-12", "target": "production"
+        });
+        let f = s.force_values(submitted.as_object().unwrap()).unwrap();
+        assert_eq!(f.branch.as_deref(), Some("main"));
+        assert_eq!(f.revision.as_deref(), Some("abc"));
+        assert_eq!(f.reason, "by hand");
+        assert_eq!(
+            serde_json::to_value(&f.properties).unwrap(),
+            serde_json::json!({"level": "full", "runs": 3, "deploy": true, "ticket": "MB-12", "target": "staging"})
+        );
+        let bad = serde_json::json!({"level": "slow", "runs": "x", "ticket": "nope"});
+        let errs = s.force_values(bad.as_object().unwrap()).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "level: \"slow\" is not one of [\"quick\", \"full\"]",
+                "runs: \"x\" is not a whole number",
+                "ticket: \"nope\" does not match \"[A-Z]+-[0-9]+\"",
+            ]
+        );
+        let missing = serde_json::json!({});
+        assert_eq!(
+            s.force_values(missing.as_object().unwrap()).unwrap_err(),
+            ["ticket: is required"]
+        );
+
+        let prop = |body: &str| with(&format!("[[schedulers.properties]]\n{body}"));
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"date\"\n"),
+            "schedulers[0].properties[0].type: \"date\" is not one of",
+        );
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"choice\"\n"),
+            "schedulers[0].properties[0].choices: required",
+        );
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"fixed\"\n"),
+            "schedulers[0].properties[0].default: required",
+        );
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"int\"\ndefault = \"one\"\n"),
+            "default: \"one\" does not fit a int parameter",
+        );
+        assert_problem(
+            &prop("name = \"branch\"\n"),
+            "\"branch\" is a field of every force form",
+        );
+        assert_problem(
+            &prop("name = \"a b\"\n"),
+            "schedulers[0].properties[0].name: \"a b\": use only",
+        );
+        assert_problem(
+            &prop("name = \"x\"\nlable = \"X\"\n"),
+            "schedulers[0].properties[0].lable: unknown key (did you mean `label`?)",
+        );
+    }
+
+    #[test]
+    fn reporters_and_change_sources() {
+        let good = with(
+            "[[reporters]]\ntype = \"gitea_status\"\nbase_url = \"https://git.example.org\"\ntoken = \"t\"\n\
+             [[reporters]]\ntype = \"mail\"\nsmtp_host = \"localhost\"\nfrom = \"CI <ci@example.org>\"\nto = [\"a@example.org\"]\nmode = [\"problem\", \"change\"]\n\
+             [[change_source]]\ntype = \"git_poller\"\nrepourl = \"https://git.example.org/a/b.git\"\nbranches = \"all\"\n",
+        );
+        let cfg = parse(&good, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.reporters[1].modes(), ["problem", "change"]);
+        assert!(cfg.reporters[0].verifies_tls());
+        assert_eq!(cfg.change_source[0].branch_list(), None);
+        assert_eq!(cfg.change_source[0].poll_interval, 600);
+        assert_eq!(
+            cfg.change_source[0].name(),
+            "https://git.example.org/a/b.git"
+        );
+        assert!(cfg.builders[0].collapse_requests);
+
+        let rep = |body: &str| with(&format!("[[reporters]]\n{body}"));
+        assert_problem(
+            &rep("type = \"irc\"\n"),
+            "reporters[0].type: \"irc\" is not one of",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\ntoken = \"t\"\n"),
+            "reporters[0].base_url: required",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\n"),
+            "reporters[0].token: required: set token, or token_file",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\ntoken_file = \"f\"\n"),
+            "reporters[0].token: set either token or token_file, not both",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nsmtp_host = \"x\"\n"),
+            "reporters[0].smtp_host: not a key of gitea_status reporters",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nbuilders = [\"zz\"]\n"),
+            "reporters[0].builders[0]: no builder named \"zz\"",
+        );
+        assert_problem(
+            &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"nobody\"\nto = [\"a@b.c\"]\n"),
+            "reporters[0].from: \"nobody\" is not an e-mail address",
+        );
+        assert_problem(
+            &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\n"),
+            "reporters[0].to: required",
+        );
+        assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nmode = \"sometimes\"\n"), "reporters[0].mode: \"sometimes\" is not one of");
+        assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nsmtp_user = \"u\"\n"), "reporters[0].smtp_password: required");
+        assert_problem(
+            &rep("type = \"mail\"\nsmtp_hots = \"h\"\n"),
+            "reporters[0].smtp_hots: unknown key (did you mean `smtp_host`?)",
+        );
+
+        let cs = |body: &str| with(&format!("[[change_source]]\n{body}"));
+        assert_problem(
+            &cs("type = \"svn_poller\"\nrepourl = \"u\"\n"),
+            "change_source[0].type: \"svn_poller\" is not \"git_poller\"",
+        );
+        assert_problem(
+            &cs("type = \"git_poller\"\nrepourl = \"u\"\npoll_interval = 0\n"),
+            "change_source[0].poll_interval: must be at least 1 second",
+        );
+        assert_problem(
+            &cs("type = \"git_poller\"\nrepourl = \"u\"\nbranches = [\"a b\"]\n"),
+            "change_source[0].branches: \"a b\" is not a branch name",
+        );
+        assert_problem(
+            &cs("type = \"git_poller\"\n"),
+            "change_source[0].repourl: required key is missing",
+        );
+    }
+
+    #[test]
+    fn secret_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg_path = dir.path().join("master.cfg");
+        std::fs::write(
+            &cfg_path,
+            with("[[reporters]]\ntype = \"gitea_status\"\nbase_url = \"https://g\"\ntoken_file = \"tok\"\n"),
+        )
+        .unwrap();
+        let err = load(&cfg_path).expect_err("missing token file");
+        assert!(
+            err.to_string()
+                .contains("reporters[0].token_file: cannot read"),
+            "{err}"
+        );
+        let tok = dir.path().join("tok");
+        std::fs::write(&tok, "sekrit\n").unwrap();
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(&cfg_path).expect_err("readable by others");
+        assert!(
+            err.to_string()
+                .contains("is readable by others (mode 644); run chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfg = load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.reporters[0].gitea_token(dir.path()).unwrap(), "sekrit");
+    }
+
+    #[test]
+    fn sample_examples_parse_when_uncommented() {
+        // Every commented-out example in the sample is valid config once
+        // its leading "# " is removed (keeping the "[[x]]" headers whole).
+        let mut text = String::new();
+        let mut in_example = false;
+        for line in SAMPLE.lines() {
+            let ex = line.strip_prefix("# ");
+            match ex {
+                Some(l) if l.starts_with("[[") || l.starts_with('[') && l.ends_with(']') => {
+                    in_example = true;
+                    text.push_str(l);
+                }
+                Some(l) if in_example && l.contains(" = ") && !l.starts_with(' ') => {
+                    text.push_str(l)
+                }
+                _ => {
+                    if !line.starts_with('#') {
+                        in_example = false;
+                    }
+                    text.push_str(line);
+                }
+            }
+            text.push('\n');
+        }
+        let text = text
+            .replace("port = 12345\n", "port = 12345\n")
+            .replace("unix_socket = \"www.sock\"\n", "");
+        for kind in ["nightly", "periodic", "mail", "gitea_status", "git_poller"] {
+            assert!(
+                text.contains(&format!("\ntype = \"{kind}\"")),
+                "{kind} not uncommented"
+            );
+        }
+        let found = problems(&text);
+        let expected_io: Vec<&String> = found
+            .iter()
+            .filter(|p| !p.contains("_file: cannot read"))
+            .collect();
+        assert!(expected_io.is_empty(), "{found:#?}\n{text}");
     }
 }
