@@ -105,7 +105,16 @@ impl Harness {
         let clock = Arc::new(ManualClock(Mutex::new(MON)));
         let (tx, bot) = Harness::start(&store, &cfg, &clock);
         let (tx, bot, thread) = (tx.0, bot, Some(tx.1));
-        Harness { _tmp: tmp, db, store, cfg, clock, tx, bot, thread }
+        Harness {
+            _tmp: tmp,
+            db,
+            store,
+            cfg,
+            clock,
+            tx,
+            bot,
+            thread,
+        }
     }
 
     #[allow(clippy::type_complexity)]
@@ -113,7 +122,10 @@ impl Harness {
         store: &Store,
         cfg: &Arc<Config>,
         clock: &Arc<ManualClock>,
-    ) -> ((Sender<SchedMsg>, std::thread::JoinHandle<()>), Receiver<BotMsg>) {
+    ) -> (
+        (Sender<SchedMsg>, std::thread::JoinHandle<()>),
+        Receiver<BotMsg>,
+    ) {
         let (tx, rx) = unbounded();
         let (btx, brx) = unbounded();
         let h = scheduler::spawn_with_clock(
@@ -210,7 +222,11 @@ impl Harness {
         let conn = store::open_reader(&self.db).unwrap();
         wait_for("changes classified", Duration::from_secs(10), || {
             let n: i64 = conn
-                .query_row("SELECT count(*) FROM changes WHERE scheduled = 0", [], |r| r.get(0))
+                .query_row(
+                    "SELECT count(*) FROM changes WHERE scheduled = 0",
+                    [],
+                    |r| r.get(0),
+                )
                 .unwrap();
             (n == 0).then_some(())
         });
@@ -236,7 +252,10 @@ fn timers_filters_and_restart_with_a_manual_clock() {
     // Periodic: never fired, so it fires at once (Buildbot's Periodic).
     let sets = h.wait_buildsets(1);
     assert_eq!(sets[0], ("hourly".into(), None, 0));
-    assert!(matches!(h.bot.recv_timeout(Duration::from_secs(5)), Ok(BotMsg::RequestsAdded)));
+    assert!(matches!(
+        h.bot.recv_timeout(Duration::from_secs(5)),
+        Ok(BotMsg::RequestsAdded)
+    ));
 
     // A burst on master: held by the tree-stable timer, which restarts with
     // each change. The docs scheduler builds only the change touching docs/.
@@ -249,7 +268,10 @@ fn timers_filters_and_restart_with_a_manual_clock() {
     let sets = h.buildsets();
     assert_eq!(count(&sets, "stable"), 0, "{sets:?}");
     assert_eq!(count(&sets, "docs"), 1, "{sets:?}");
-    assert!(sets.contains(&("docs".into(), Some("r2".into()), 1)), "{sets:?}");
+    assert!(
+        sets.contains(&("docs".into(), Some("r2".into()), 1)),
+        "{sets:?}"
+    );
 
     // A restart while the changes are held: the timer is re-armed from the
     // table, nothing is lost or built twice.
@@ -263,7 +285,10 @@ fn timers_filters_and_restart_with_a_manual_clock() {
         (count(&s, "stable") == 1).then_some(s)
     });
     // One buildset for the whole burst, at its newest revision.
-    assert!(sets.contains(&("stable".into(), Some("r3".into()), 3)), "{sets:?}");
+    assert!(
+        sets.contains(&("stable".into(), Some("r3".into()), 3)),
+        "{sets:?}"
+    );
 
     // Periodic: an hour after its first fire; not before.
     h.at(MON + 3599.0);
@@ -281,7 +306,10 @@ fn timers_filters_and_restart_with_a_manual_clock() {
         let s = h.buildsets();
         (count(&s, "nightly") == 1).then_some(s)
     });
-    assert!(sets.contains(&("nightly".into(), Some("r3".into()), 3)), "{sets:?}");
+    assert!(
+        sets.contains(&("nightly".into(), Some("r3".into()), 3)),
+        "{sets:?}"
+    );
 
     // The next night nothing changed on master (a change elsewhere does not
     // count): skipped.
@@ -305,7 +333,10 @@ fn timers_filters_and_restart_with_a_manual_clock() {
         let s = h.buildsets();
         (count(&s, "nightly") == 2).then_some(s)
     });
-    assert!(sets.contains(&("nightly".into(), Some("r4".into()), 1)), "{sets:?}");
+    assert!(
+        sets.contains(&("nightly".into(), Some("r4".into()), 1)),
+        "{sets:?}"
+    );
     // ... and only once.
     h.at(MON + 2.0 * 86_400.0 + 5.0 * 3600.0 + 1.0);
     h.settle();

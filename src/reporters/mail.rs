@@ -44,6 +44,7 @@ impl Target {
             }
             let tls = TlsParameters::builder(host.clone())
                 .dangerous_accept_invalid_certs(!cfg.verifies_tls())
+                .dangerous_accept_invalid_hostnames(!cfg.verifies_tls())
                 .build_rustls()
                 .context("TLS setup")?;
             b = b.tls(Tls::Required(tls));
