@@ -9,13 +9,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn commit(dir: &std::path::Path, file: &str, msg: &str) -> String {
-    std::fs::write(dir.join(file), msg).unwrap();
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-q", "-m", msg]);
-    git(dir, &["rev-parse", "HEAD"])
-}
-
 fn revisions(s: &Setup) -> Vec<String> {
     let v = get_json(&s.url("/api/v2/changes?order=changeid&limit=100"));
     v["changes"]
@@ -69,8 +62,12 @@ project = "isabell/hello-world"
     assert_eq!(state, std::slice::from_ref(&s.head));
     assert!(revisions(&s).is_empty());
 
-    let a = commit(&s.repo, "a.txt", "first new commit");
-    let b = commit(&s.repo, "docs.md", "second new commit\n\nwith a body");
+    let a = s.commit("a.txt", "first new commit", "first new commit");
+    let b = s.commit(
+        "docs.md",
+        "second new commit\n\nwith a body",
+        "second new commit\n\nwith a body",
+    );
     git(&s.repo, &["push", "-q", "gitea", "master"]);
     git(&s.repo, &["push", "-q", "gitea", "master:feature"]);
     let revs = wait_for("two changes", Duration::from_secs(30), || {
@@ -94,7 +91,11 @@ project = "isabell/hello-world"
     // Stopped while a commit lands: found once after the restart.
     master.signal(libc::SIGTERM);
     assert_eq!(master.wait_exit(Duration::from_secs(20)), Some(0));
-    let c3 = commit(&s.repo, "c.txt", "landed while the master was down");
+    let c3 = s.commit(
+        "c.txt",
+        "landed while the master was down",
+        "landed while the master was down",
+    );
     git(&s.repo, &["push", "-q", "gitea", "master"]);
     let _master = s.start_master();
     let revs = wait_for("the third change", Duration::from_secs(30), || {
@@ -103,7 +104,7 @@ project = "isabell/hello-world"
     });
     assert_eq!(revs, [a, b, c3.clone()]);
     // A later commit comes once as well: nothing before it is repeated.
-    let c4 = commit(&s.repo, "d.txt", "one more");
+    let c4 = s.commit("d.txt", "one more", "one more");
     git(&s.repo, &["push", "-q", "gitea", "master"]);
     let revs = wait_for("the fourth change", Duration::from_secs(30), || {
         let r = revisions(&s);

@@ -8,10 +8,11 @@ use common::*;
 use std::time::Duration;
 
 fn commit(s: &Setup, n: u32) -> String {
-    std::fs::write(s.repo.join(format!("f{n}.txt")), format!("{n}\n")).unwrap();
-    git(&s.repo, &["add", "."]);
-    git(&s.repo, &["commit", "-q", "-m", &format!("commit {n}")]);
-    git(&s.repo, &["rev-parse", "HEAD"])
+    s.commit(
+        &format!("f{n}.txt"),
+        &format!("{n}\n"),
+        &format!("commit {n}"),
+    )
 }
 
 #[test]
@@ -25,22 +26,10 @@ fn queued_pushes_collapse_into_the_newest() {
         s.push(sha, "master", msg);
     }
     // A pull request into master (head = c2) while the pushes wait.
-    let body = {
-        let text = std::fs::read_to_string(fixture("gitea/pull_request_opened.json")).unwrap();
-        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        git(&s.repo, &["update-ref", "refs/pull/3/head", &c2]);
+    git(&s.repo, &["update-ref", "refs/pull/3/head", &c2]);
+    s.post_fixture_edited("pull_request_opened.json", |v| {
         v["pull_request"]["head"]["sha"] = c2.clone().into();
-        serde_json::to_vec_pretty(&v).unwrap()
-    };
-    let f = s.tmp.path().join("pr.json");
-    std::fs::write(&f, &body).unwrap();
-    let (code, resp) = post_gitea(
-        &s.url("/change_hook/gitea"),
-        "pull_request",
-        &f,
-        Some(&sign(SECRET, &body)),
-    );
-    assert_eq!(code, 200, "{resp}");
+    });
     wait_for("4 queued requests", Duration::from_secs(20), || {
         let r = get_json(&s.url("/api/v2/buildrequests"));
         (r["meta"]["total"] == 4).then_some(())

@@ -347,13 +347,43 @@ command = ["/usr/bin/python3", "test_hello.py"]
             Some(&sign(SECRET, &body)),
         );
         assert_eq!(code, 200, "{resp}");
-        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
-        v["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_i64().unwrap())
-            .collect()
+        change_ids(&resp)
+    }
+
+    /// Posts Gitea fixture `name` edited by `edit` (e.g. to point at real
+    /// commits), signed, with the fixture's other headers and a delivery id
+    /// of its own; returns the change ids.
+    pub fn post_fixture_edited(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Vec<i64> {
+        let text = std::fs::read_to_string(fixture(&format!("gitea/{name}"))).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        edit(&mut v);
+        let body = serde_json::to_vec_pretty(&v).unwrap();
+        let n = std::fs::read_dir(self.tmp.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let f = self.tmp.path().join(format!("edited-{n}-{name}"));
+        std::fs::write(&f, &body).unwrap();
+        let mut headers = fixture_headers(name);
+        for (k, val) in headers.iter_mut() {
+            match k.as_str() {
+                "X-Gitea-Signature" => *val = sign(SECRET, &body),
+                "X-Gitea-Delivery" => *val = format!("edited-{n}-{name}"),
+                _ => {}
+            }
+        }
+        headers.retain(|(k, _)| !k.starts_with("X-Hub-Signature"));
+        let (code, resp) = post_with_headers(&self.url("/change_hook/gitea"), &headers, &f);
+        assert_eq!(code, 200, "{resp}");
+        change_ids(&resp)
+    }
+
+    /// Commits `content` as `file` in the test's repository; returns the sha.
+    pub fn commit(&self, file: &str, content: &str, message: &str) -> String {
+        commit_file(&self.repo, file, content, message)
     }
 
     /// Waits until `n` builds are complete and returns them (oldest first).
@@ -381,6 +411,25 @@ command = ["/usr/bin/python3", "test_hello.py"]
         let logid = logs["logs"][0]["logid"].as_i64().unwrap();
         curl(&[&self.url(&format!("/api/v2/logs/{logid}/raw"))]).1
     }
+}
+
+/// The ids in a change hook's answer `{"changes": [...]}`.
+pub fn change_ids(body: &str) -> Vec<i64> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes in {body}"))
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// Writes `file` in the repository `dir` and commits it; returns the sha.
+pub fn commit_file(dir: &Path, file: &str, content: &str, message: &str) -> String {
+    std::fs::write(dir.join(file), content).unwrap();
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
 }
 
 /// The headers Gitea sends with fixture `name` (from `headers.json`).
