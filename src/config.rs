@@ -1723,6 +1723,16 @@ fn check_schedulers(cfg: &Config, p: &mut Problems) {
                         p.add(&format!("{at}.{k}"), e);
                     }
                 }
+                let filtered = s.repository.is_some()
+                    || s.project.is_some()
+                    || s.category.is_some()
+                    || s.files_regex.is_some();
+                if filtered && !s.only_if_changed {
+                    p.add(
+                        &format!("{at}.only_if_changed"),
+                        "change filters on a nightly scheduler need only_if_changed = true",
+                    );
+                }
                 if matches!(s.day_of_month.as_ref().map(|f| f.values(31)), Some(Ok(Some(v))) if v.contains(&0))
                 {
                     p.add(
@@ -2558,6 +2568,10 @@ command = "make test"
         ))
         .is_empty());
         assert!(problems(&sched("type = \"periodic\"\nperiod = 3600\n")).is_empty());
+        assert_problem(
+            &sched("type = \"nightly\"\ncategory = \"push\"\n"),
+            "schedulers[1].only_if_changed: change filters on a nightly scheduler need only_if_changed = true",
+        );
         assert_problem(
             &sched("type = \"single_branch\"\n"),
             "schedulers[1].branch: required for a single_branch scheduler",

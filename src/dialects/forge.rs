@@ -346,6 +346,11 @@ fn pull_request_changes(
         r.as_ref()
             .map_or(Value::Null, |r| Value::from(f(r).to_string()))
     };
+    let repo_id = |r: &Option<Repository>| {
+        r.as_ref()
+            .and_then(|r| r.id)
+            .map_or(Value::Null, Value::from)
+    };
     let base_repository = match repo_url(&pr.base.repo, Repository::clone_url) {
         Value::Null => Value::from(p.repository.clone_url()),
         v => v,
@@ -375,22 +380,8 @@ fn pull_request_changes(
         ),
         ("head_reponame", repo_url(&pr.head.repo, Repository::name)),
         ("head_owner", repo_url(&pr.head.repo, Repository::owner)),
-        (
-            "base_repo_id",
-            pr.base
-                .repo
-                .as_ref()
-                .and_then(|r| r.id)
-                .map_or(Value::Null, Value::from),
-        ),
-        (
-            "head_repo_id",
-            pr.head
-                .repo
-                .as_ref()
-                .and_then(|r| r.id)
-                .map_or(Value::Null, Value::from),
-        ),
+        ("base_repo_id", repo_id(&pr.base.repo)),
+        ("head_repo_id", repo_id(&pr.head.repo)),
         ("repository_name", Value::from(p.repository.name())),
         ("owner", Value::from(p.repository.owner())),
     ]
