@@ -9,6 +9,12 @@
 //! The database is the queue: a request is "queued" while it is neither
 //! claimed nor complete, so a restart or a lost worker only has to clear a
 //! claim for the request to be picked up here again.
+//!
+//! Collapsing (Buildbot's `collapseRequests`, per builder, default on):
+//! when a worker slot frees up and several queued requests of a builder are
+//! for the same source (`collapse_key`), the newest is built and the older
+//! ones end SKIPPED with `collapsed_into` naming that build, in the same
+//! transaction that claims it.
 
 use crate::build::BuildJob;
 use crate::config::Config;
@@ -224,7 +230,8 @@ impl Botmaster {
             return Ok(());
         }
         let pending = store::pending_requests(&self.reader, 1000)?;
-        let mut plan: Vec<(PendingRequest, String)> = vec![];
+        // (request to build, worker, older requests it covers)
+        let mut plan: Vec<(PendingRequest, String, Vec<i64>)> = vec![];
         let mut load: BTreeMap<String, usize> = self
             .workers
             .iter()
@@ -237,7 +244,12 @@ impl Botmaster {
             .iter()
             .flat_map(|(n, w)| w.running.values().map(move |b| (n.clone(), b.clone())))
             .collect();
-        for req in pending {
+        // Requests folded into another one of this round (collapsing).
+        let mut consumed: HashSet<i64> = HashSet::new();
+        for req in &pending {
+            if consumed.contains(&req.buildrequestid) {
+                continue;
+            }
             let Some(builder) = self.cfg.builder(&req.builder) else {
                 continue;
             };
@@ -252,33 +264,74 @@ impl Botmaster {
                     free.then_some((n, w))
                 })
                 .min();
-            if let Some((_, w)) = pick {
-                let w = w.clone();
-                *load.entry(w.clone()).or_default() += 1;
-                busy.insert((w.clone(), req.builder.clone()));
-                plan.push((req, w));
-            }
+            let Some((_, w)) = pick else {
+                continue;
+            };
+            // Buildbot's collapseRequests: of the queued requests for the
+            // same source, build the newest; the older ones are covered.
+            let (chosen, older) = if builder.collapse_requests {
+                let key = collapse_key(req);
+                let mut group: Vec<&PendingRequest> = pending
+                    .iter()
+                    .filter(|r| {
+                        r.builderid == req.builderid
+                            && !consumed.contains(&r.buildrequestid)
+                            && collapse_key(r) == key
+                    })
+                    .collect();
+                group.sort_by_key(|r| r.buildrequestid);
+                let newest = group.pop().unwrap_or(req);
+                (newest, group.iter().map(|r| r.buildrequestid).collect())
+            } else {
+                (req, vec![])
+            };
+            consumed.insert(chosen.buildrequestid);
+            consumed.extend(older.iter().copied());
+            let w = w.clone();
+            *load.entry(w.clone()).or_default() += 1;
+            busy.insert((w.clone(), req.builder.clone()));
+            plan.push((chosen.clone(), w, older));
         }
         if plan.is_empty() {
             return Ok(());
         }
-        let claims: Vec<(i64, i64, String, Props)> = plan
+        let claims: Vec<(i64, i64, String, Props, Vec<i64>)> = plan
             .iter()
-            .map(|(r, w)| (r.buildrequestid, r.builderid, w.clone(), build_props(r)))
+            .map(|(r, w, older)| {
+                (
+                    r.buildrequestid,
+                    r.builderid,
+                    w.clone(),
+                    build_props(r),
+                    older.clone(),
+                )
+            })
             .collect();
         let started = self.store.write(move |conn| {
             let mut out = vec![];
-            for (brid, builderid, worker, mut props) in claims {
+            for (brid, builderid, worker, mut props, older) in claims {
                 let got =
                     store::claim_and_create_build(conn, brid, builderid, &worker, &mut props)?;
-                out.push(got.map(|(buildid, number)| (buildid, number, props)));
+                let collapsed = match got {
+                    Some((buildid, _)) if !older.is_empty() => {
+                        store::collapse_requests(conn, &older, buildid)?
+                    }
+                    _ => vec![],
+                };
+                out.push(got.map(|(buildid, number)| (buildid, number, props, collapsed)));
             }
             Ok(out)
         })?;
-        for ((req, worker), got) in plan.into_iter().zip(started) {
-            let Some((buildid, number, props)) = got else {
+        for ((req, worker, _), got) in plan.into_iter().zip(started) {
+            let Some((buildid, number, props, collapsed)) = got else {
                 continue;
             };
+            if !collapsed.is_empty() {
+                log::info!(
+                    "build requests {collapsed:?} collapsed into build {} #{number} (build {buildid}): marked SKIPPED",
+                    req.builder
+                );
+            }
             let Some(builder) = self.cfg.builder(&req.builder).cloned() else {
                 continue;
             };
@@ -307,6 +360,25 @@ impl Botmaster {
         }
         Ok(())
     }
+}
+
+/// What makes two queued requests of one builder the same work (Buildbot's
+/// `BuildRequest.canBeCollapsed`): the same source (branch, repository,
+/// project, codebase), both from changes or both at the same revision, and
+/// the same pull request, since a pull request's changes carry its base
+/// branch and two PRs into `master` are not the same work.
+fn collapse_key(r: &PendingRequest) -> impl PartialEq + '_ {
+    let pr = r.properties.get("pr_number").map(|(v, _)| v.to_string());
+    let revision = (!r.has_changes).then_some(&r.ss.revision);
+    (
+        &r.ss.branch,
+        &r.ss.repository,
+        &r.ss.project,
+        &r.ss.codebase,
+        r.has_changes,
+        revision,
+        pr,
+    )
 }
 
 /// The properties a build starts with: the buildset's (change and scheduler

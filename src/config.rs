@@ -5,7 +5,9 @@
 //! problem names the file and the key path (`builders[0].steps[1].comand`),
 //! and all problems are reported together, as `checkconfig` promises.
 //!
-//! No threads, no channels, no I/O besides reading the one file. Called by
+//! No threads, no channels, no I/O besides reading the file and checking the
+//! secret files it names (`token_file`, `smtp_password_file`: present and
+//! mode 0600). Called by
 //! `minibot checkconfig`, by the master at start and on SIGHUP (reconfig),
 //! which hands the result to the other components as an `Arc<Config>`; a
 //! config that fails here is never seen by them, so they may rely on the
@@ -42,7 +44,11 @@ pub struct Config {
     #[serde(default)]
     pub builders: Vec<BuilderCfg>,
     #[serde(default)]
-    pub reporters: Vec<toml::Value>,
+    pub reporters: Vec<ReporterCfg>,
+    /// Buildbot's `c['change_source']`: pollers for repositories whose
+    /// server cannot reach the master's change hook.
+    #[serde(default)]
+    pub change_source: Vec<ChangeSourceCfg>,
     #[serde(default)]
     pub janitor: Option<toml::Value>,
     /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
@@ -103,6 +109,12 @@ pub struct GiteaDialect {
     /// "ssh" (default, as buildbot_gitea) or "clone".
     pub repository_url: Option<String>,
     pub codebase: Option<String>,
+    /// Skip pull requests Gitea reports as not mergeable (conflicts) when
+    /// they are opened. Off by default: Gitea sends `mergeable: false` on
+    /// every `synchronized`/`reopened` while it re-checks, so only the
+    /// `opened` event carries a real answer, and that is all this looks at.
+    #[serde(default)]
+    pub only_mergeable_pull_request: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -144,15 +156,286 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct SchedulerCfg {
     pub name: String,
-    /// single_branch | any_branch | force
+    /// single_branch | any_branch | force | periodic | nightly
     #[serde(rename = "type")]
     pub kind: String,
+    /// single_branch: the branch to watch; periodic/nightly: the branch to
+    /// build (and, with only_if_changed, to watch); force: the form's default.
     pub branch: Option<String>,
     pub branch_regex: Option<String>,
     pub tag_regex: Option<String>,
     #[serde(default)]
     pub tree_stable_timer: u64,
     pub builders: Vec<String>,
+    // change filters (Buildbot's ChangeFilter): a change must pass all that are set
+    pub repository: Option<StrOrList>,
+    pub project: Option<StrOrList>,
+    pub category: Option<StrOrList>,
+    /// A change passes if one of its files matches (changes that carry no
+    /// file list, e.g. pull requests and tags, always pass).
+    pub files_regex: Option<String>,
+    // periodic
+    /// Seconds between builds.
+    pub period: Option<u64>,
+    // nightly (cron-like; Buildbot's Nightly: minute defaults to 0, the rest to every)
+    pub minute: Option<CronField>,
+    pub hour: Option<CronField>,
+    /// 0 = Monday ... 6 = Sunday (Buildbot's dayOfWeek), or "mon".."sun".
+    pub day_of_week: Option<CronField>,
+    pub day_of_month: Option<CronField>,
+    /// Build only if a change passed the filters since the last build.
+    #[serde(default)]
+    pub only_if_changed: bool,
+    // force
+    /// The default reason on the force form.
+    pub reason: Option<String>,
+    /// The force form's button (Buildbot's buttonName).
+    pub button_name: Option<String>,
+    /// Typed build properties shown on the force form.
+    #[serde(default)]
+    pub properties: Vec<ForceParam>,
+}
+
+/// A string or a list of strings (e.g. a filter's accepted values).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum StrOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrOrList {
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            StrOrList::One(s) => vec![s.as_str()],
+            StrOrList::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+    pub fn contains(&self, x: &str) -> bool {
+        self.values().contains(&x)
+    }
+}
+
+/// One field of a nightly schedule: a number, a list of numbers, or "*"
+/// (for day_of_week also day names, "mon" .. "sun").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CronField {
+    One(u32),
+    Many(Vec<u32>),
+    Text(String),
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl CronField {
+    /// The accepted values, None for "every"; Err names the bad part.
+    pub fn values(&self, max: u32) -> Result<Option<Vec<u32>>, String> {
+        let check = |v: u32| {
+            if v <= max {
+                Ok(v)
+            } else {
+                Err(format!("{v} is out of range 0-{max}"))
+            }
+        };
+        match self {
+            CronField::One(v) => Ok(Some(vec![check(*v)?])),
+            CronField::Many(vs) if vs.is_empty() => Err("is an empty list".into()),
+            CronField::Many(vs) => vs
+                .iter()
+                .map(|v| check(*v))
+                .collect::<Result<_, _>>()
+                .map(Some),
+            CronField::Text(t) if t == "*" => Ok(None),
+            CronField::Text(t) => {
+                let lower = t.to_ascii_lowercase();
+                match DAY_NAMES.iter().position(|d| lower.starts_with(d)) {
+                    Some(i) if max == 6 => Ok(Some(vec![i as u32])),
+                    _ => Err(format!("{t:?}: use a number, a list of numbers or \"*\"")),
+                }
+            }
+        }
+    }
+}
+
+/// A typed parameter of a force scheduler's form (Buildbot's
+/// StringParameter, TextParameter, IntParameter, BooleanParameter,
+/// ChoiceStringParameter, FixedParameter).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ForceParam {
+    pub name: String,
+    /// string (default) | text | int | bool | choice | fixed
+    #[serde(rename = "type", default = "default_param_type")]
+    pub kind: String,
+    /// Shown next to the field; defaults to the name.
+    pub label: Option<String>,
+    pub default: Option<toml::Value>,
+    #[serde(default)]
+    pub required: bool,
+    /// choice: the values offered.
+    #[serde(default)]
+    pub choices: Vec<String>,
+    /// string/text: the value must match (whole value).
+    pub regex: Option<String>,
+}
+
+fn default_param_type() -> String {
+    "string".into()
+}
+
+impl ForceParam {
+    fn builtin(name: &str, label: &str, default: Option<&str>) -> ForceParam {
+        ForceParam {
+            name: name.into(),
+            kind: "string".into(),
+            label: Some(label.into()),
+            default: default.map(|d| toml::Value::String(d.into())),
+            required: false,
+            choices: vec![],
+            regex: None,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The default as JSON (what the form shows, what a missing value becomes).
+    pub fn default_json(&self) -> serde_json::Value {
+        match &self.default {
+            Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            None => match self.kind.as_str() {
+                "bool" => serde_json::Value::Bool(false),
+                "int" => serde_json::Value::Null,
+                "choice" => self
+                    .choices
+                    .first()
+                    .map(|c| serde_json::Value::String(c.clone()))
+                    .unwrap_or(serde_json::Value::Null),
+                _ => serde_json::Value::String(String::new()),
+            },
+        }
+    }
+
+    /// Checks and converts a submitted value (JSON, or the string a form
+    /// posts) into the typed value. `None` = not submitted.
+    pub fn coerce(&self, value: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        let name = &self.name;
+        let v = match (self.kind.as_str(), value) {
+            // A fixed parameter cannot be changed from outside.
+            ("fixed", _) | (_, None) | (_, Some(J::Null)) => self.default_json(),
+            (_, Some(v)) => v.clone(),
+        };
+        let out = match self.kind.as_str() {
+            "int" => match &v {
+                J::Number(n) if n.is_i64() => v,
+                J::String(s) if s.trim().is_empty() => J::Null,
+                J::String(s) => s
+                    .trim()
+                    .parse::<i64>()
+                    .map(J::from)
+                    .map_err(|_| format!("{name}: {s:?} is not a whole number"))?,
+                J::Null => J::Null,
+                other => return Err(format!("{name}: {other} is not a whole number")),
+            },
+            "bool" => match &v {
+                J::Bool(_) => v,
+                J::String(s) => J::Bool(matches!(s.as_str(), "true" | "on" | "1" | "yes")),
+                J::Null => J::Bool(false),
+                other => return Err(format!("{name}: {other} is not true or false")),
+            },
+            _ => match v {
+                J::String(s) => J::String(s),
+                J::Null => J::String(String::new()),
+                J::Number(n) => J::String(n.to_string()),
+                other => return Err(format!("{name}: expected text, got {other}")),
+            },
+        };
+        let empty = matches!(&out, J::Null) || out.as_str() == Some("");
+        if self.required && empty {
+            return Err(format!("{name}: is required"));
+        }
+        if self.kind == "choice" && !empty {
+            let s = out.as_str().unwrap_or("");
+            if !self.choices.iter().any(|c| c == s) {
+                return Err(format!("{name}: {s:?} is not one of {:?}", self.choices));
+            }
+        }
+        if let (Some(re), Some(s)) = (&self.regex, out.as_str()) {
+            let ok = regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s));
+            // An empty optional value is fine whatever the regex says.
+            if !ok && (!s.is_empty() || self.required) {
+                return Err(format!("{name}: {s:?} does not match {re:?}"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a force request asks for, checked against the scheduler's
+/// parameters (see [`SchedulerCfg::force_values`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForcedBuild {
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub reason: String,
+    /// The typed properties, by name.
+    pub properties: BTreeMap<String, serde_json::Value>,
+}
+
+impl SchedulerCfg {
+    /// Every field of the force form in order: branch, revision, reason (the
+    /// built-ins, strings), then the configured typed properties.
+    pub fn force_parameters(&self) -> Vec<ForceParam> {
+        let mut out = vec![
+            ForceParam::builtin("branch", "Branch", self.branch.as_deref()),
+            ForceParam::builtin("revision", "Revision", None),
+            ForceParam::builtin(
+                "reason",
+                "Reason",
+                Some(self.reason.as_deref().unwrap_or("force build")),
+            ),
+        ];
+        out.extend(self.properties.iter().cloned());
+        out
+    }
+
+    /// Checks submitted force values (JSON-RPC `params`, or form fields as
+    /// strings) against [`Self::force_parameters`]; every problem is listed.
+    pub fn force_values(
+        &self,
+        submitted: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ForcedBuild, Vec<String>> {
+        let mut problems = vec![];
+        let mut values = BTreeMap::new();
+        for p in self.force_parameters() {
+            match p.coerce(submitted.get(&p.name)) {
+                Ok(v) => {
+                    values.insert(p.name.clone(), v);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut text = |k: &str| {
+            values
+                .remove(k)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .filter(|s| !s.is_empty())
+        };
+        let branch = text("branch");
+        let revision = text("revision");
+        let reason = text("reason").unwrap_or_else(|| "force build".into());
+        Ok(ForcedBuild {
+            branch,
+            revision,
+            reason,
+            properties: values,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -167,6 +450,169 @@ pub struct BuilderCfg {
     pub workerbuilddir: Option<String>,
     #[serde(default)]
     pub steps: Vec<StepCfg>,
+    /// Merge queued requests for the same source (branch, repository,
+    /// codebase, project, pull request) into the newest one when a worker
+    /// frees up; the older ones end SKIPPED (Buildbot's collapseRequests).
+    #[serde(default = "yes")]
+    pub collapse_requests: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A `[[reporters]]` entry. Flat, like steps: which keys apply depends on
+/// `type`, and `validate` reports keys of the other type.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ReporterCfg {
+    /// "gitea_status" | "mail"
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Only report builds of these builders (default: all).
+    #[serde(default)]
+    pub builders: Vec<String>,
+    /// Check the server's TLS certificate (default true).
+    pub verify_tls: Option<bool>,
+    // gitea_status
+    pub base_url: Option<String>,
+    pub token: Option<String>,
+    /// A file holding the token (mode 0600), relative to the master dir.
+    pub token_file: Option<String>,
+    /// Status context; `%(prop:NAME)s` allowed. Default "minibot/%(prop:buildername)s".
+    pub context: Option<String>,
+    /// Context for pull-request builds (default: `context`).
+    pub context_pr: Option<String>,
+    // mail
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    /// STARTTLS before login (default true).
+    pub starttls: Option<bool>,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    pub smtp_password_file: Option<String>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// all | failing | passing | problem | warnings | exception | cancelled
+    /// | change, or a list of them (Buildbot's MailNotifier modes).
+    pub mode: Option<StrOrList>,
+}
+
+/// Buildbot's MailNotifier modes.
+pub const MAIL_MODES: &[&str] = &[
+    "all",
+    "failing",
+    "passing",
+    "problem",
+    "warnings",
+    "exception",
+    "cancelled",
+    "change",
+];
+
+impl ReporterCfg {
+    pub fn verifies_tls(&self) -> bool {
+        self.verify_tls.unwrap_or(true)
+    }
+
+    pub fn reports_on(&self, builder: &str) -> bool {
+        self.builders.is_empty() || self.builders.iter().any(|b| b == builder)
+    }
+
+    /// The mail modes (default "all").
+    pub fn modes(&self) -> Vec<&str> {
+        self.mode
+            .as_ref()
+            .map(StrOrList::values)
+            .unwrap_or(vec!["all"])
+    }
+
+    /// The Gitea token: `token`, or the contents of `token_file`.
+    pub fn gitea_token(&self, master_dir: &Path) -> anyhow::Result<String> {
+        secret(
+            master_dir,
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            "token",
+        )
+    }
+
+    /// The SMTP password, if login is configured.
+    pub fn smtp_password(&self, master_dir: &Path) -> anyhow::Result<Option<String>> {
+        if self.smtp_password.is_none() && self.smtp_password_file.is_none() {
+            return Ok(None);
+        }
+        secret(
+            master_dir,
+            self.smtp_password.as_deref(),
+            self.smtp_password_file.as_deref(),
+            "smtp_password",
+        )
+        .map(Some)
+    }
+}
+
+/// A secret given inline or in a file (relative to the master directory),
+/// trimmed of the trailing newline editors add.
+fn secret(
+    dir: &Path,
+    inline: Option<&str>,
+    file: Option<&str>,
+    what: &str,
+) -> anyhow::Result<String> {
+    match (inline, file) {
+        (Some(s), _) => Ok(s.to_string()),
+        (None, Some(f)) => {
+            let path = dir.join(f);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("cannot read {}: {}", path.display(), io_reason(&e))
+            })?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        (None, None) => anyhow::bail!("no {what} and no {what}_file"),
+    }
+}
+
+/// A `[[change_source]]` entry (Buildbot's `c['change_source']`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ChangeSourceCfg {
+    /// "git_poller"
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Names the poller's state in the database; default: the repourl.
+    pub name: Option<String>,
+    pub repourl: String,
+    /// A list of branch names, or "all" (default ["master"]).
+    pub branches: Option<StrOrList>,
+    /// Seconds between polls (Buildbot's pollInterval, default 600).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: u64,
+    /// Poll once right at start instead of after the first interval.
+    #[serde(default)]
+    pub poll_at_launch: bool,
+    /// Stored with each change (default "").
+    pub project: Option<String>,
+    pub category: Option<String>,
+    pub codebase: Option<String>,
+}
+
+fn default_poll_interval() -> u64 {
+    600
+}
+
+impl ChangeSourceCfg {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.repourl)
+    }
+
+    /// None = every branch.
+    pub fn branch_list(&self) -> Option<Vec<String>> {
+        match &self.branches {
+            None => Some(vec!["master".into()]),
+            Some(StrOrList::One(s)) if s == "all" => None,
+            Some(b) => Some(b.values().into_iter().map(str::to_string).collect()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -258,6 +704,9 @@ secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # (the https clone URL); the git step fetches from the step's repourl anyway.
 # repository_url = "ssh"
 # codebase = ""
+# true: skip a pull request that Gitea reports as conflicting when it is
+# opened (Gitea's answer is only reliable then; later events are built).
+# only_mergeable_pull_request = false
 
 # Buildbot's "base" dialect: plain form or JSON posts, e.g. from curl or a git
 # post-receive hook, to <buildbot_url>change_hook/base.
@@ -296,19 +745,63 @@ max_builds = 1
 [[schedulers]]
 name = "all"
 # single_branch: changes on one branch (Buildbot's SingleBranchScheduler).
+#             Pull requests count for the branch they target.
 # any_branch: changes on any branch, or those matching branch_regex /
-#             tag_regex (AnyBranchScheduler).
-# force: the "force build" button and POST /api/v2/forceschedulers/<name>.
+#             tag_regex (AnyBranchScheduler); only this one builds tags.
+# force:      the "force build" button and POST /api/v2/forceschedulers/<name>.
+# periodic:   every `period` seconds (Periodic).
+# nightly:    at set times, local time (Nightly).
 type = "single_branch"
 branch = "master"
 # Seconds to wait for more changes before building them together (0: at once).
 tree_stable_timer = 0
 builders = ["runtests"]
+# Change filters (Buildbot's ChangeFilter), for single_branch, any_branch and
+# nightly: a change must pass each one that is set. repository, project and
+# category take a string or a list; files_regex passes a change when one of
+# its files matches (changes without a file list, e.g. pull requests, pass).
+# project = "isabell/hello-world"
+# category = ["push", "pull_request"]   # push | tag | pull_request (Gitea)
+# files_regex = "^(src/|Cargo)"
 
 [[schedulers]]
 name = "force"
 type = "force"
 builders = ["runtests"]
+# The form has branch, revision and reason fields; these set their defaults.
+# branch = "master"
+# reason = "force build"
+# button_name = "Force build"
+# More fields, each becoming a build property (%(prop:NAME)s):
+# type = string | text | int | bool | choice | fixed (shown, not editable).
+# [[schedulers.properties]]
+# name = "level"
+# type = "choice"
+# label = "Test level"
+# choices = ["quick", "full"]
+# default = "quick"
+
+# Every 6 hours, the tip of master:
+# [[schedulers]]
+# name = "every-6h"
+# type = "periodic"
+# period = 21600
+# branch = "master"
+# builders = ["runtests"]
+
+# At 03:30 on weekdays (0 = Monday ... 6 = Sunday, or "mon".."sun"), only if
+# master changed since the last time. minute defaults to 0, the others to
+# every value; each takes a number, a list, or "*". A time missed while the
+# master was down is made up once at start.
+# [[schedulers]]
+# name = "nightly"
+# type = "nightly"
+# branch = "master"
+# hour = 3
+# minute = 30
+# day_of_week = [0, 1, 2, 3, 4]
+# only_if_changed = true
+# builders = ["runtests"]
 
 
 ######## Builders (Buildbot's c['builders']): what a build does
@@ -322,6 +815,10 @@ workers = ["example-worker"]
 # description = "Runs the hello-world tests"
 # tags = ["hello"]
 # workerbuilddir = "runtests"
+# When several requests for the same branch (or pull request) wait for a
+# worker, build only the newest; the older ones end SKIPPED, each naming the
+# build that covered it (Buildbot's collapseRequests). Default true.
+# collapse_requests = true
 
 # The steps run in order in the build directory (Buildbot's BuildFactory).
 [[builders.steps]]
@@ -355,12 +852,49 @@ timeout = 1200
 
 ######## Reporters (Buildbot's c['services'])
 
-# Commit statuses on Gitea: pending when a build starts, then success,
-# failure or error. The token needs write access to the repository.
+# Commit statuses on Gitea (as buildbot_gitea's GiteaStatusPush): pending
+# when a build starts, then success, warning, failure or error, linking to
+# the build page under buildbot_url. Pull requests get the status on their
+# head commit in the base repository. The token (Gitea: Settings >
+# Applications, scope write:repository) goes in a file only you can read:
+#   printf '%s' TOKEN > gitea-token && chmod 600 gitea-token
 # [[reporters]]
 # type = "gitea_status"
 # base_url = "https://git.example.org"
-# token = "..."
+# token_file = "gitea-token"          # relative to this directory; or token = "..."
+# context = "minibot/%(prop:buildername)s"
+# context_pr = "minibot/pr/%(prop:buildername)s"   # default: context
+# verify_tls = true                   # false for a self-signed certificate
+# builders = ["runtests"]             # default: every builder
+
+# Mail about finished builds (Buildbot's MailNotifier). mode: all, failing,
+# passing, warnings, exception, cancelled, problem (failed after not
+# failing), change (result differs from the last build), or a list.
+# [[reporters]]
+# type = "mail"
+# smtp_host = "smtp.example.org"
+# smtp_port = 587
+# starttls = true                     # default; false only for a local relay
+# smtp_user = "isabell"
+# smtp_password_file = "smtp-password"   # mode 0600; or smtp_password = "..."
+# from = "minibot <ci@example.org>"
+# to = ["isabell@example.org"]
+# mode = "problem"
+
+
+######## Change sources (Buildbot's c['change_source'])
+
+# Poll a repository whose server cannot reach this master's change hook
+# (Buildbot's GitPoller). The last revision seen per branch is kept in the
+# database: a restart neither misses nor repeats a change. The first poll
+# only records where the branches are.
+# [[change_source]]
+# type = "git_poller"
+# repourl = "https://git.example.org/isabell/hello-world.git"
+# branches = ["master"]               # or "all"
+# poll_interval = 600                 # seconds
+# poll_at_launch = false
+# project = "isabell/hello-world"
 "#;
 
 /// Everything wrong with a config file, one problem per entry, each naming
@@ -383,7 +917,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![format!("cannot read {}: {}", path.display(), io_reason(&e))],
     })?;
-    parse(&text, &path.display().to_string())
+    let cfg = parse(&text, &path.display().to_string())?;
+    let mut p = Problems {
+        source: &path.display().to_string(),
+        list: Vec::new(),
+    };
+    check_secret_files(&cfg, path.parent().unwrap_or(Path::new(".")), &mut p);
+    if p.list.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(p.into_error())
+    }
 }
 
 /// Parses and checks config text; `source` names the file in the problems.
@@ -590,6 +1134,8 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
     let workers = table.remove("workers");
     let schedulers = table.remove("schedulers");
     let builders = table.remove("builders");
+    let reporters = table.remove("reporters");
+    let change_source = table.remove("change_source");
 
     let mut cfg: Option<Config> = de_one(toml::Value::Table(table), &[], p);
     let www = match www {
@@ -606,6 +1152,14 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
     };
     let schedulers = match schedulers {
         Some(v) => de_list::<SchedulerCfg>(v, &[key("schedulers")], p),
+        None => Some(Vec::new()),
+    };
+    let reporters = match reporters {
+        Some(v) => de_list::<ReporterCfg>(v, &[key("reporters")], p),
+        None => Some(Vec::new()),
+    };
+    let change_source = match change_source {
+        Some(v) => de_list::<ChangeSourceCfg>(v, &[key("change_source")], p),
         None => Some(Vec::new()),
     };
     let builders = match builders {
@@ -630,6 +1184,8 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
         cfg.workers = workers?;
         cfg.schedulers = schedulers?;
         cfg.builders = builders?;
+        cfg.reporters = reporters?;
+        cfg.change_source = change_source?;
     }
     cfg
 }
@@ -696,6 +1252,10 @@ fn de_one<T: DeserializeOwned>(value: toml::Value, at: &[Seg], p: &mut Problems)
                 "required key is missing".to_string()
             } else if msg.contains("untagged enum Command") {
                 "expected a string (run by /bin/sh) or a list of strings (argv)".to_string()
+            } else if msg.contains("untagged enum StrOrList") {
+                "expected a string or a list of strings".to_string()
+            } else if msg.contains("untagged enum CronField") {
+                "expected a number, a list of numbers or \"*\"".to_string()
             } else {
                 msg
             };
@@ -734,6 +1294,9 @@ fn unknown_key_message(segs: &[Seg]) -> String {
         ".protocols.worker" => fields_of::<WorkerProtocol>(),
         ".workers[]" => fields_of::<WorkerCfg>(),
         ".schedulers[]" => fields_of::<SchedulerCfg>(),
+        ".schedulers[].properties[]" => fields_of::<ForceParam>(),
+        ".reporters[]" => fields_of::<ReporterCfg>(),
+        ".change_source[]" => fields_of::<ChangeSourceCfg>(),
         ".builders[]" => fields_of::<BuilderCfg>(),
         ".builders[].steps[]" => fields_of::<StepCfg>(),
         _ => &[],
@@ -833,13 +1396,8 @@ fn validate(cfg: &Config, p: &mut Problems) {
     check_workers(cfg, p);
     check_schedulers(cfg, p);
     check_builders(cfg, p);
-    for (i, r) in cfg.reporters.iter().enumerate() {
-        match r.get("type") {
-            Some(toml::Value::String(_)) => {}
-            Some(_) => p.add(&format!("reporters[{i}].type"), "must be a string"),
-            None => p.add(&format!("reporters[{i}].type"), "required key is missing"),
-        }
-    }
+    check_reporters(cfg, p);
+    check_change_sources(cfg, p);
 }
 
 fn check_www(cfg: &Config, p: &mut Problems) {
@@ -985,14 +1543,149 @@ fn check_workers(cfg: &Config, p: &mut Problems) {
     );
 }
 
+const SCHEDULER_KINDS: &[&str] = &[
+    "single_branch",
+    "any_branch",
+    "force",
+    "periodic",
+    "nightly",
+];
+/// Schedulers that react to changes (and so take change filters).
+const FILTERED: &[&str] = &["single_branch", "any_branch", "nightly"];
+const CHANGE_DRIVEN: &[&str] = &["single_branch", "any_branch"];
+const PARAM_KINDS: &[&str] = &["string", "text", "int", "bool", "choice", "fixed"];
+
+fn check_force_params(at: &str, s: &SchedulerCfg, p: &mut Problems) {
+    for (j, fp) in s.properties.iter().enumerate() {
+        let at = format!("{at}.properties[{j}]");
+        if fp.name.is_empty()
+            || !fp
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            p.add(
+                &format!("{at}.name"),
+                format_args!("{:?}: use only letters, digits, '_', '-' and '.'", fp.name),
+            );
+        }
+        if ["branch", "revision", "reason", "repository", "project"].contains(&fp.name.as_str()) {
+            p.add(
+                &format!("{at}.name"),
+                format_args!(
+                    "{:?} is a field of every force form, not a property",
+                    fp.name
+                ),
+            );
+        }
+        if !PARAM_KINDS.contains(&fp.kind.as_str()) {
+            p.add(
+                &format!("{at}.type"),
+                format_args!(
+                    "{:?} is not one of {}",
+                    fp.kind,
+                    PARAM_KINDS
+                        .iter()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            continue;
+        }
+        if fp.kind == "choice" && fp.choices.is_empty() {
+            p.add(&format!("{at}.choices"), "required for a choice parameter");
+        }
+        if fp.kind != "choice" && !fp.choices.is_empty() {
+            p.add(
+                &format!("{at}.choices"),
+                "only a choice parameter takes this key",
+            );
+        }
+        if fp.kind == "fixed" && fp.default.is_none() {
+            p.add(&format!("{at}.default"), "required for a fixed parameter");
+        }
+        if let Some(re) = &fp.regex {
+            if !matches!(fp.kind.as_str(), "string" | "text") {
+                p.add(
+                    &format!("{at}.regex"),
+                    "only string and text parameters take this key",
+                );
+            } else if let Err(e) = regex::Regex::new(re) {
+                p.add(
+                    &format!("{at}.regex"),
+                    format_args!("invalid regex {re:?}: {}", regex_reason(&e)),
+                );
+            }
+        }
+        if let Some(d) = &fp.default {
+            let ok = match fp.kind.as_str() {
+                "int" => d.is_integer(),
+                "bool" => d.is_bool(),
+                "fixed" => true,
+                _ => d.is_str(),
+            };
+            if !ok {
+                p.add(
+                    &format!("{at}.default"),
+                    format_args!("{d} does not fit a {} parameter", fp.kind),
+                );
+            } else if fp.kind == "choice"
+                && !fp.choices.iter().any(|c| Some(c.as_str()) == d.as_str())
+            {
+                p.add(
+                    &format!("{at}.default"),
+                    format_args!("{d} is not one of the choices"),
+                );
+            }
+        }
+    }
+    check_unique(
+        "property",
+        s.properties
+            .iter()
+            .enumerate()
+            .map(|(j, fp)| (format!("{at}.properties[{j}].name"), fp.name.as_str())),
+        p,
+    );
+}
+
 fn check_schedulers(cfg: &Config, p: &mut Problems) {
     for (i, s) in cfg.schedulers.iter().enumerate() {
         let at = format!("schedulers[{i}]");
         check_name(&format!("{at}.name"), "scheduler", &s.name, p);
-        let regexes = [
-            ("branch_regex", &s.branch_regex),
-            ("tag_regex", &s.tag_regex),
+        // Keys that only some kinds take: (key, set?, kinds taking it).
+        let only: [(&str, bool, &[&str]); 16] = [
+            ("branch_regex", s.branch_regex.is_some(), &["any_branch"]),
+            ("tag_regex", s.tag_regex.is_some(), &["any_branch"]),
+            ("tree_stable_timer", s.tree_stable_timer != 0, CHANGE_DRIVEN),
+            ("repository", s.repository.is_some(), FILTERED),
+            ("project", s.project.is_some(), FILTERED),
+            ("category", s.category.is_some(), FILTERED),
+            ("files_regex", s.files_regex.is_some(), FILTERED),
+            ("period", s.period.is_some(), &["periodic"]),
+            ("minute", s.minute.is_some(), &["nightly"]),
+            ("hour", s.hour.is_some(), &["nightly"]),
+            ("day_of_week", s.day_of_week.is_some(), &["nightly"]),
+            ("day_of_month", s.day_of_month.is_some(), &["nightly"]),
+            ("only_if_changed", s.only_if_changed, &["nightly"]),
+            ("reason", s.reason.is_some(), &["force"]),
+            ("button_name", s.button_name.is_some(), &["force"]),
+            ("properties", !s.properties.is_empty(), &["force"]),
         ];
+        let known = SCHEDULER_KINDS.contains(&s.kind.as_str());
+        for (k, set, kinds) in only {
+            if set && known && !kinds.contains(&s.kind.as_str()) {
+                p.add(
+                    &format!("{at}.{k}"),
+                    format_args!(
+                        "not a key of {} schedulers (only {})",
+                        s.kind,
+                        kinds.join(", ")
+                    ),
+                );
+            }
+        }
         match s.kind.as_str() {
             "single_branch" => {
                 if s.branch.as_deref().unwrap_or("").is_empty() {
@@ -1010,26 +1703,64 @@ fn check_schedulers(cfg: &Config, p: &mut Problems) {
                     );
                 }
             }
-            "force" => {}
-            "periodic" | "nightly" => p.add(
-                &format!("{at}.type"),
-                format_args!("{:?} schedulers are not supported yet", s.kind),
-            ),
+            "force" => check_force_params(&at, s, p),
+            "periodic" => match s.period {
+                None => p.add(
+                    &format!("{at}.period"),
+                    "required for a periodic scheduler (seconds)",
+                ),
+                Some(0) => p.add(&format!("{at}.period"), "must be at least 1 second"),
+                Some(_) => {}
+            },
+            "nightly" => {
+                for (k, f, max) in [
+                    ("minute", &s.minute, 59),
+                    ("hour", &s.hour, 23),
+                    ("day_of_week", &s.day_of_week, 6),
+                    ("day_of_month", &s.day_of_month, 31),
+                ] {
+                    if let Some(Err(e)) = f.as_ref().map(|f| f.values(max)) {
+                        p.add(&format!("{at}.{k}"), e);
+                    }
+                }
+                let filtered = s.repository.is_some()
+                    || s.project.is_some()
+                    || s.category.is_some()
+                    || s.files_regex.is_some();
+                if filtered && !s.only_if_changed {
+                    p.add(
+                        &format!("{at}.only_if_changed"),
+                        "change filters on a nightly scheduler need only_if_changed = true",
+                    );
+                }
+                if matches!(s.day_of_month.as_ref().map(|f| f.values(31)), Some(Ok(Some(v))) if v.contains(&0))
+                {
+                    p.add(
+                        &format!("{at}.day_of_month"),
+                        "days of the month start at 1",
+                    );
+                }
+            }
             other => p.add(
                 &format!("{at}.type"),
                 format_args!(
-                    "{other:?} is not one of \"single_branch\", \"any_branch\", \"force\""
+                    "{other:?} is not one of {}",
+                    SCHEDULER_KINDS
+                        .iter()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
         }
+        let regexes = [
+            ("branch_regex", &s.branch_regex),
+            ("tag_regex", &s.tag_regex),
+            ("files_regex", &s.files_regex),
+        ];
         for (k, re) in regexes {
             let Some(re) = re else { continue };
-            if s.kind != "any_branch" {
-                p.add(
-                    &format!("{at}.{k}"),
-                    "only an any_branch scheduler takes this key",
-                );
-            } else if let Err(e) = regex::Regex::new(re) {
+            if let Err(e) = regex::Regex::new(re) {
                 p.add(
                     &format!("{at}.{k}"),
                     format_args!("invalid regex {re:?}: {}", regex_reason(&e)),
@@ -1104,6 +1835,245 @@ fn check_builders(cfg: &Config, p: &mut Problems) {
         }),
         p,
     );
+}
+
+fn check_reporters(cfg: &Config, p: &mut Problems) {
+    for (i, r) in cfg.reporters.iter().enumerate() {
+        let at = format!("reporters[{i}]");
+        for (j, b) in r.builders.iter().enumerate() {
+            if cfg.builder(b).is_none() {
+                p.add(
+                    &format!("{at}.builders[{j}]"),
+                    format_args!("no builder named {b:?}"),
+                );
+            }
+        }
+        let gitea_keys = [
+            ("base_url", r.base_url.is_some()),
+            ("token", r.token.is_some()),
+            ("token_file", r.token_file.is_some()),
+            ("context", r.context.is_some()),
+            ("context_pr", r.context_pr.is_some()),
+        ];
+        let mail_keys = [
+            ("smtp_host", r.smtp_host.is_some()),
+            ("smtp_port", r.smtp_port.is_some()),
+            ("starttls", r.starttls.is_some()),
+            ("smtp_user", r.smtp_user.is_some()),
+            ("smtp_password", r.smtp_password.is_some()),
+            ("smtp_password_file", r.smtp_password_file.is_some()),
+            ("from", r.from.is_some()),
+            ("to", !r.to.is_empty()),
+            ("mode", r.mode.is_some()),
+        ];
+        let foreign = |keys: &[(&str, bool)], kind: &str, p: &mut Problems| {
+            for (k, set) in keys {
+                if *set {
+                    p.add(
+                        &format!("{at}.{k}"),
+                        format_args!("not a key of {kind} reporters"),
+                    );
+                }
+            }
+        };
+        match r.kind.as_str() {
+            "gitea_status" => {
+                foreign(&mail_keys, "gitea_status", p);
+                match r.base_url.as_deref().map(url::Url::parse) {
+                    None => p.add(
+                        &format!("{at}.base_url"),
+                        "required for a gitea_status reporter (e.g. \"https://git.example.org\")",
+                    ),
+                    Some(Ok(u)) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    Some(_) => p.add(
+                        &format!("{at}.base_url"),
+                        "must be an http:// or https:// URL",
+                    ),
+                }
+                one_secret(
+                    &at,
+                    "token",
+                    r.token.as_deref(),
+                    r.token_file.as_deref(),
+                    true,
+                    p,
+                );
+                for (k, v) in [("context", &r.context), ("context_pr", &r.context_pr)] {
+                    if v.as_deref() == Some("") {
+                        p.add(&format!("{at}.{k}"), "is empty");
+                    }
+                }
+            }
+            "mail" => {
+                foreign(&gitea_keys, "mail", p);
+                if r.smtp_host.as_deref().unwrap_or("").is_empty() {
+                    p.add(&format!("{at}.smtp_host"), "required for a mail reporter");
+                }
+                if r.smtp_port == Some(0) {
+                    p.add(&format!("{at}.smtp_port"), "must be 1-65535");
+                }
+                match r.from.as_deref() {
+                    None => p.add(&format!("{at}.from"), "required for a mail reporter"),
+                    Some(f) => check_address(&format!("{at}.from"), f, p),
+                }
+                if r.to.is_empty() {
+                    p.add(
+                        &format!("{at}.to"),
+                        "required for a mail reporter: a list of addresses",
+                    );
+                }
+                for (j, t) in r.to.iter().enumerate() {
+                    check_address(&format!("{at}.to[{j}]"), t, p);
+                }
+                for m in r.modes() {
+                    if !MAIL_MODES.contains(&m) {
+                        p.add(
+                            &format!("{at}.mode"),
+                            format_args!("{m:?} is not one of {}", MAIL_MODES.join(", ")),
+                        );
+                    }
+                }
+                let has_pw = r.smtp_password.is_some() || r.smtp_password_file.is_some();
+                if r.smtp_user.is_some() {
+                    one_secret(
+                        &at,
+                        "smtp_password",
+                        r.smtp_password.as_deref(),
+                        r.smtp_password_file.as_deref(),
+                        true,
+                        p,
+                    );
+                } else if has_pw {
+                    p.add(
+                        &format!("{at}.smtp_user"),
+                        "required when a password is set",
+                    );
+                }
+            }
+            other => p.add(
+                &format!("{at}.type"),
+                format_args!("{other:?} is not one of \"gitea_status\", \"mail\""),
+            ),
+        }
+    }
+}
+
+/// A secret is given inline or in a file, not both.
+fn one_secret(
+    at: &str,
+    key: &str,
+    inline: Option<&str>,
+    file: Option<&str>,
+    required: bool,
+    p: &mut Problems,
+) {
+    match (inline, file) {
+        (Some(_), Some(_)) => p.add(
+            &format!("{at}.{key}"),
+            format_args!("set either {key} or {key}_file, not both"),
+        ),
+        (Some(""), None) => p.add(&format!("{at}.{key}"), "is empty"),
+        (None, Some("")) => p.add(&format!("{at}.{key}_file"), "is empty"),
+        (None, None) if required => p.add(
+            &format!("{at}.{key}"),
+            format_args!("required: set {key}, or {key}_file naming a file of mode 0600"),
+        ),
+        _ => {}
+    }
+}
+
+fn check_address(at: &str, addr: &str, p: &mut Problems) {
+    if addr.parse::<lettre::message::Mailbox>().is_err() {
+        p.add(at, format_args!("{addr:?} is not an e-mail address"));
+    }
+}
+
+fn check_change_sources(cfg: &Config, p: &mut Problems) {
+    for (i, c) in cfg.change_source.iter().enumerate() {
+        let at = format!("change_source[{i}]");
+        if c.kind != "git_poller" {
+            p.add(
+                &format!("{at}.type"),
+                format_args!("{:?} is not \"git_poller\"", c.kind),
+            );
+        }
+        if c.repourl.is_empty() {
+            p.add(&format!("{at}.repourl"), "is empty");
+        } else if c.repourl.starts_with('-') {
+            p.add(&format!("{at}.repourl"), "must not start with '-'");
+        }
+        if c.poll_interval == 0 {
+            p.add(&format!("{at}.poll_interval"), "must be at least 1 second");
+        }
+        match c.branch_list() {
+            Some(list) if list.is_empty() => p.add(&format!("{at}.branches"), "is an empty list"),
+            Some(list) => {
+                for b in list {
+                    if b.is_empty()
+                        || b.starts_with('-')
+                        || b.contains("..")
+                        || b.contains(':')
+                        || b.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                    {
+                        p.add(
+                            &format!("{at}.branches"),
+                            format_args!("{b:?} is not a branch name"),
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    check_unique(
+        "change source name",
+        cfg.change_source
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("change_source[{i}].name"), c.name())),
+        p,
+    );
+}
+
+/// Checks the secret files the config names: present, readable, and not
+/// readable by others (mode 0600), like ssh does for keys. Done by `load`
+/// (which knows the master directory), so checkconfig reports them.
+fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
+    use std::os::unix::fs::PermissionsExt;
+    for (i, r) in cfg.reporters.iter().enumerate() {
+        for (k, f) in [
+            ("token_file", &r.token_file),
+            ("smtp_password_file", &r.smtp_password_file),
+        ] {
+            let Some(f) = f.as_deref().filter(|f| !f.is_empty()) else {
+                continue;
+            };
+            let path = dir.join(f);
+            let at = format!("reporters[{i}].{k}");
+            match std::fs::metadata(&path) {
+                Err(e) => p.add(
+                    &at,
+                    format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
+                ),
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => p.add(
+                    &at,
+                    format_args!(
+                        "{} is readable by others (mode {:o}); run chmod 600 on it",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    ),
+                ),
+                Ok(_) => {
+                    if let Err(e) = std::fs::read_to_string(&path) {
+                        p.add(
+                            &at,
+                            format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn check_step(at: &str, s: &StepCfg, p: &mut Problems) {
@@ -1559,11 +2529,48 @@ command = "make test"
         };
         assert_problem(
             &sched("type = \"sometimes\"\n"),
-            "schedulers[1].type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\"",
+            "schedulers[1].type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\", \"periodic\", \"nightly\"",
         );
         assert_problem(
-            &sched("type = \"nightly\"\n"),
-            "schedulers[1].type: \"nightly\" schedulers are not supported yet",
+            &sched("type = \"periodic\"\n"),
+            "schedulers[1].period: required for a periodic scheduler",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\nhour = 24\n"),
+            "schedulers[1].hour: 24 is out of range 0-23",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\nday_of_week = \"someday\"\n"),
+            "schedulers[1].day_of_week: \"someday\": use a number",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\nminute = 1.5\n"),
+            "schedulers[1].minute: expected a number, a list of numbers or \"*\"",
+        );
+        assert_problem(
+            &sched("type = \"nightly\"\nperiod = 5\n"),
+            "schedulers[1].period: not a key of nightly schedulers (only periodic)",
+        );
+        assert_problem(
+            &sched("type = \"force\"\nfiles_regex = \"x\"\n"),
+            "schedulers[1].files_regex: not a key of force schedulers",
+        );
+        assert_problem(
+            &sched("type = \"any_branch\"\nproject = 3\n"),
+            "schedulers[1].project: expected a string or a list of strings",
+        );
+        assert_problem(
+            &sched("type = \"any_branch\"\nfiles_regex = \"(\"\n"),
+            "schedulers[1].files_regex: invalid regex",
+        );
+        assert!(problems(&sched(
+            "type = \"nightly\"\nbranch = \"main\"\nhour = [1, 13]\nminute = 30\nday_of_week = \"sat\"\nonly_if_changed = true\nproject = [\"a\", \"b\"]\n"
+        ))
+        .is_empty());
+        assert!(problems(&sched("type = \"periodic\"\nperiod = 3600\n")).is_empty());
+        assert_problem(
+            &sched("type = \"nightly\"\ncategory = \"push\"\n"),
+            "schedulers[1].only_if_changed: change filters on a nightly scheduler need only_if_changed = true",
         );
         assert_problem(
             &sched("type = \"single_branch\"\n"),
@@ -1579,7 +2586,7 @@ command = "make test"
         );
         assert_problem(
             &sched("type = \"single_branch\"\nbranch = \"main\"\ntag_regex = \"v.*\"\n"),
-            "schedulers[1].tag_regex: only an any_branch scheduler takes this key",
+            "schedulers[1].tag_regex: not a key of single_branch schedulers (only any_branch)",
         );
         assert!(problems(&sched(
             "type = \"any_branch\"\nbranch_regex = \"^release/.*$\"\ntag_regex = \"^v[0-9]+\"\n"
@@ -1741,5 +2748,236 @@ command = "make test"
         let mut bare = b.steps[0].clone();
         bare.command = None;
         assert_eq!(bare.display_name(7), "step7");
+    }
+
+    #[test]
+    fn force_parameters_are_typed() {
+        let text = with(
+            "[[schedulers.properties]]\nname = \"level\"\ntype = \"choice\"\nchoices = [\"quick\", \"full\"]\ndefault = \"quick\"\n\
+             [[schedulers.properties]]\nname = \"runs\"\ntype = \"int\"\ndefault = 1\n\
+             [[schedulers.properties]]\nname = \"deploy\"\ntype = \"bool\"\n\
+             [[schedulers.properties]]\nname = \"ticket\"\nregex = \"[A-Z]+-[0-9]+\"\nrequired = true\n\
+             [[schedulers.properties]]\nname = \"target\"\ntype = \"fixed\"\ndefault = \"staging\"\n",
+        )
+        .replace("type = \"force\"\n", "type = \"force\"\nbranch = \"main\"\nreason = \"by hand\"\n");
+        let cfg = parse(&text, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        let s = cfg.scheduler("s").unwrap();
+        let names: Vec<String> = s
+            .force_parameters()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["branch", "revision", "reason", "level", "runs", "deploy", "ticket", "target"]
+        );
+        assert_eq!(
+            s.force_parameters()[0].default_json(),
+            serde_json::json!("main")
+        );
+        let submitted = serde_json::json!({
+            "revision": "abc", "level": "full", "runs": "3", "deploy": "on",
+            "ticket": "MB-12", "target": "production"
+        });
+        let f = s.force_values(submitted.as_object().unwrap()).unwrap();
+        assert_eq!(f.branch.as_deref(), Some("main"));
+        assert_eq!(f.revision.as_deref(), Some("abc"));
+        assert_eq!(f.reason, "by hand");
+        assert_eq!(
+            serde_json::to_value(&f.properties).unwrap(),
+            serde_json::json!({"level": "full", "runs": 3, "deploy": true, "ticket": "MB-12", "target": "staging"})
+        );
+        let bad = serde_json::json!({"level": "slow", "runs": "x", "ticket": "nope"});
+        let errs = s.force_values(bad.as_object().unwrap()).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "level: \"slow\" is not one of [\"quick\", \"full\"]",
+                "runs: \"x\" is not a whole number",
+                "ticket: \"nope\" does not match \"[A-Z]+-[0-9]+\"",
+            ]
+        );
+        let missing = serde_json::json!({});
+        assert_eq!(
+            s.force_values(missing.as_object().unwrap()).unwrap_err(),
+            ["ticket: is required"]
+        );
+
+        let prop = |body: &str| with(&format!("[[schedulers.properties]]\n{body}"));
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"date\"\n"),
+            "schedulers[0].properties[0].type: \"date\" is not one of",
+        );
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"choice\"\n"),
+            "schedulers[0].properties[0].choices: required",
+        );
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"fixed\"\n"),
+            "schedulers[0].properties[0].default: required",
+        );
+        assert_problem(
+            &prop("name = \"x\"\ntype = \"int\"\ndefault = \"one\"\n"),
+            "default: \"one\" does not fit a int parameter",
+        );
+        assert_problem(
+            &prop("name = \"branch\"\n"),
+            "\"branch\" is a field of every force form",
+        );
+        assert_problem(
+            &prop("name = \"a b\"\n"),
+            "schedulers[0].properties[0].name: \"a b\": use only",
+        );
+        assert_problem(
+            &prop("name = \"x\"\nlable = \"X\"\n"),
+            "schedulers[0].properties[0].lable: unknown key (did you mean `label`?)",
+        );
+    }
+
+    #[test]
+    fn reporters_and_change_sources() {
+        let good = with(
+            "[[reporters]]\ntype = \"gitea_status\"\nbase_url = \"https://git.example.org\"\ntoken = \"t\"\n\
+             [[reporters]]\ntype = \"mail\"\nsmtp_host = \"localhost\"\nfrom = \"CI <ci@example.org>\"\nto = [\"a@example.org\"]\nmode = [\"problem\", \"change\"]\n\
+             [[change_source]]\ntype = \"git_poller\"\nrepourl = \"https://git.example.org/a/b.git\"\nbranches = \"all\"\n",
+        );
+        let cfg = parse(&good, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.reporters[1].modes(), ["problem", "change"]);
+        assert!(cfg.reporters[0].verifies_tls());
+        assert_eq!(cfg.change_source[0].branch_list(), None);
+        assert_eq!(cfg.change_source[0].poll_interval, 600);
+        assert_eq!(
+            cfg.change_source[0].name(),
+            "https://git.example.org/a/b.git"
+        );
+        assert!(cfg.builders[0].collapse_requests);
+
+        let rep = |body: &str| with(&format!("[[reporters]]\n{body}"));
+        assert_problem(
+            &rep("type = \"irc\"\n"),
+            "reporters[0].type: \"irc\" is not one of",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\ntoken = \"t\"\n"),
+            "reporters[0].base_url: required",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\n"),
+            "reporters[0].token: required: set token, or token_file",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\ntoken_file = \"f\"\n"),
+            "reporters[0].token: set either token or token_file, not both",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nsmtp_host = \"x\"\n"),
+            "reporters[0].smtp_host: not a key of gitea_status reporters",
+        );
+        assert_problem(
+            &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nbuilders = [\"zz\"]\n"),
+            "reporters[0].builders[0]: no builder named \"zz\"",
+        );
+        assert_problem(
+            &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"nobody\"\nto = [\"a@b.c\"]\n"),
+            "reporters[0].from: \"nobody\" is not an e-mail address",
+        );
+        assert_problem(
+            &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\n"),
+            "reporters[0].to: required",
+        );
+        assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nmode = \"sometimes\"\n"), "reporters[0].mode: \"sometimes\" is not one of");
+        assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nsmtp_user = \"u\"\n"), "reporters[0].smtp_password: required");
+        assert_problem(
+            &rep("type = \"mail\"\nsmtp_hots = \"h\"\n"),
+            "reporters[0].smtp_hots: unknown key (did you mean `smtp_host`?)",
+        );
+
+        let cs = |body: &str| with(&format!("[[change_source]]\n{body}"));
+        assert_problem(
+            &cs("type = \"svn_poller\"\nrepourl = \"u\"\n"),
+            "change_source[0].type: \"svn_poller\" is not \"git_poller\"",
+        );
+        assert_problem(
+            &cs("type = \"git_poller\"\nrepourl = \"u\"\npoll_interval = 0\n"),
+            "change_source[0].poll_interval: must be at least 1 second",
+        );
+        assert_problem(
+            &cs("type = \"git_poller\"\nrepourl = \"u\"\nbranches = [\"a b\"]\n"),
+            "change_source[0].branches: \"a b\" is not a branch name",
+        );
+        assert_problem(
+            &cs("type = \"git_poller\"\n"),
+            "change_source[0].repourl: required key is missing",
+        );
+    }
+
+    #[test]
+    fn secret_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg_path = dir.path().join("master.cfg");
+        std::fs::write(
+            &cfg_path,
+            with("[[reporters]]\ntype = \"gitea_status\"\nbase_url = \"https://g\"\ntoken_file = \"tok\"\n"),
+        )
+        .unwrap();
+        let err = load(&cfg_path).expect_err("missing token file");
+        assert!(
+            err.to_string()
+                .contains("reporters[0].token_file: cannot read"),
+            "{err}"
+        );
+        let tok = dir.path().join("tok");
+        std::fs::write(&tok, "sekrit\n").unwrap();
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(&cfg_path).expect_err("readable by others");
+        assert!(
+            err.to_string()
+                .contains("is readable by others (mode 644); run chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfg = load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.reporters[0].gitea_token(dir.path()).unwrap(), "sekrit");
+    }
+
+    #[test]
+    fn sample_examples_parse_when_uncommented() {
+        // Every commented-out example in the sample is valid config once
+        // its leading "# " is removed (keeping the "[[x]]" headers whole).
+        let mut text = String::new();
+        let mut in_example = false;
+        for line in SAMPLE.lines() {
+            let ex = line.strip_prefix("# ");
+            match ex {
+                Some(l) if l.starts_with("[[") || l.starts_with('[') && l.ends_with(']') => {
+                    in_example = true;
+                    text.push_str(l);
+                }
+                Some(l) if in_example && l.contains(" = ") && !l.starts_with(' ') => {
+                    text.push_str(l)
+                }
+                _ => {
+                    if !line.starts_with('#') {
+                        in_example = false;
+                    }
+                    text.push_str(line);
+                }
+            }
+            text.push('\n');
+        }
+        let text = text.replace("unix_socket = \"www.sock\"\n", "");
+        for kind in ["nightly", "periodic", "mail", "gitea_status", "git_poller"] {
+            assert!(
+                text.contains(&format!("\ntype = \"{kind}\"")),
+                "{kind} not uncommented"
+            );
+        }
+        let found = problems(&text);
+        let expected_io: Vec<&String> = found
+            .iter()
+            .filter(|p| !p.contains("_file: cannot read"))
+            .collect();
+        assert!(expected_io.is_empty(), "{found:#?}\n{text}");
     }
 }

@@ -3,8 +3,9 @@
 //! Owns: the main thread of `minibot start`. It loads the config, opens
 //! the store (recovering from a master that died mid-build), binds both
 //! listeners, starts the threads (store writer, scheduler, botmaster,
-//! worker listener, HTTP pool) and then waits for signals from `daemon`:
-//! SIGHUP re-reads `master.cfg` (`SchedMsg::Reconfig`, `BotMsg::Reconfig`),
+//! worker listener, HTTP pool, reporters, poller) and then waits for
+//! signals from `daemon`: SIGHUP re-reads `master.cfg` (`SchedMsg`,
+//! `BotMsg`, `ReporterMsg` and `PollerMsg::Reconfig`),
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
 //! re-queued), SIGUSR1 stops after the running builds finish.
 
@@ -12,6 +13,8 @@ use crate::botmaster::{self, BotMsg, Connected};
 use crate::config::{self, Config};
 use crate::daemon;
 use crate::events::Hub;
+use crate::poller::{self, PollerMsg};
+use crate::reporters::{self, ReporterMsg};
 use crate::scheduler::{self, SchedMsg};
 use crate::store::{self, Store};
 use crate::worker_conn::{self, ConnCtx, SharedConfig};
@@ -90,7 +93,23 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let (bot_tx, bot_rx) = unbounded();
     let cfg_arc = Arc::new(cfg);
     let bot = botmaster::spawn(store.clone(), cfg_arc.clone(), connected.clone(), bot_rx)?;
-    let sched = scheduler::spawn(store.clone(), cfg_arc, sched_rx, bot_tx.clone())?;
+    let sched = scheduler::spawn(store.clone(), cfg_arc.clone(), sched_rx, bot_tx.clone())?;
+    let (rep_tx, rep_rx) = unbounded();
+    let reporters = reporters::spawn(
+        store.path().to_path_buf(),
+        cfg_arc.clone(),
+        dir.to_path_buf(),
+        events.subscribe(reporters::EVENT_CAPACITY),
+        rep_rx,
+    )?;
+    let (poll_tx, poll_rx) = unbounded();
+    poller::spawn(
+        store.clone(),
+        cfg_arc,
+        dir.to_path_buf(),
+        poll_rx,
+        sched_tx.clone(),
+    )?;
     worker_conn::spawn_listener(
         worker_listener,
         ConnCtx {
@@ -123,7 +142,17 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let mut clean = false;
     for sig in sigs.iter() {
         match sig {
-            signal_hook::consts::SIGHUP => reconfig(dir, &shared, &store, &sched_tx, &bot_tx),
+            signal_hook::consts::SIGHUP => reconfig(
+                dir,
+                &shared,
+                &store,
+                &Peers {
+                    sched: &sched_tx,
+                    bot: &bot_tx,
+                    reporters: &rep_tx,
+                    poller: &poll_tx,
+                },
+            ),
             signal_hook::consts::SIGUSR1 => {
                 log::info!(
                     "stop --clean: waiting for running builds to finish, starting no new ones"
@@ -149,19 +178,38 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     }
     let _ = sched_tx.send(SchedMsg::Shutdown);
     let _ = sched.join();
+    // The poller is not waited for: a git command may hang up to its time
+    // limit, and a poll cut short stores nothing (its changes and state are
+    // one transaction), so the next start repeats it.
+    let _ = poll_tx.send(PollerMsg::Shutdown);
+    // Reporters get a bounded moment to deliver the last statuses.
+    let _ = rep_tx.send(ReporterMsg::Shutdown);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let _ = reporters.join();
+        let _ = done_tx.send(());
+    });
+    if done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .is_err()
+    {
+        log::warn!("reporters: undelivered statuses or mails dropped at shutdown");
+    }
     log::info!("master stopped");
     Ok(())
 }
 
+/// The threads a reconfig tells about the new config.
+struct Peers<'a> {
+    sched: &'a crossbeam_channel::Sender<SchedMsg>,
+    bot: &'a crossbeam_channel::Sender<BotMsg>,
+    reporters: &'a crossbeam_channel::Sender<ReporterMsg>,
+    poller: &'a crossbeam_channel::Sender<PollerMsg>,
+}
+
 /// SIGHUP: load the file again; keep the old config if it is bad. The log
 /// lines starting with "reconfig:" are what `minibot reconfig` waits for.
-fn reconfig(
-    dir: &Path,
-    shared: &SharedConfig,
-    store: &Store,
-    sched: &crossbeam_channel::Sender<SchedMsg>,
-    bot: &crossbeam_channel::Sender<BotMsg>,
-) {
+fn reconfig(dir: &Path, shared: &SharedConfig, store: &Store, peers: &Peers) {
     let new = match load_config(dir) {
         Ok(c) => c,
         Err(e) => {
@@ -183,8 +231,10 @@ fn reconfig(
         Ok(mut g) => *g = new.clone(),
         Err(p) => *p.into_inner() = new.clone(),
     }
-    let _ = sched.send(SchedMsg::Reconfig(new.clone()));
-    let _ = bot.send(BotMsg::Reconfig(new.clone()));
+    let _ = peers.sched.send(SchedMsg::Reconfig(new.clone()));
+    let _ = peers.bot.send(BotMsg::Reconfig(new.clone()));
+    let _ = peers.reporters.send(ReporterMsg::Reconfig(new.clone()));
+    let _ = peers.poller.send(PollerMsg::Reconfig(new.clone()));
     log::info!(
         "reconfig: done ({} builders, {} workers, {} schedulers)",
         new.builders.len(),

@@ -20,10 +20,11 @@ use std::thread;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE masters (
     masterid INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -164,7 +165,30 @@ CREATE TABLE logs (
     size INTEGER NOT NULL DEFAULT 0,
     UNIQUE (stepid, slug)
 );
-"#];
+"#,
+    r#"
+-- The last revision a git poller (change_source) saw on each branch: the
+-- next poll's changes are the commits after it, so a restart neither
+-- misses nor repeats any. Written in the transaction that stores them.
+CREATE TABLE poller_state (
+    poller TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    PRIMARY KEY (poller, branch)
+);
+-- Small named values a scheduler keeps across restarts (periodic and
+-- nightly: last_fire, the Unix time of the last build they started).
+CREATE TABLE scheduler_state (
+    scheduler TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scheduler, name)
+);
+-- A request collapsed into a newer one (results SKIPPED): the build that
+-- covered it.
+ALTER TABLE buildrequests ADD COLUMN collapsed_into INTEGER REFERENCES builds(buildid);
+"#,
+];
 
 /// Where the text of a log lives, under the master directory.
 pub fn log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
@@ -703,13 +727,16 @@ pub struct PendingRequest {
     pub scheduler: Option<String>,
     pub ss: SourceStamp,
     pub properties: Props,
+    /// Whether the buildset was made from changes (not forced or timed).
+    pub has_changes: bool,
 }
 
 /// Unclaimed requests, highest priority then oldest first.
 pub fn pending_requests(conn: &Connection, limit: i64) -> Result<Vec<PendingRequest>> {
     let mut st = conn.prepare_cached(
         "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
-                bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties
+                bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
+                EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid)
          FROM buildrequests br JOIN builders b USING (builderid) JOIN buildsets bs USING (buildsetid)
          WHERE br.complete = 0 AND br.claimed_at IS NULL
          ORDER BY br.priority DESC, br.buildrequestid LIMIT ?1",
@@ -731,6 +758,7 @@ pub fn pending_requests(conn: &Connection, limit: i64) -> Result<Vec<PendingRequ
                 codebase: r.get(10)?,
             },
             properties: serde_json::from_str(&props).unwrap_or_default(),
+            has_changes: r.get(12)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -797,15 +825,206 @@ pub fn finish_build(conn: &Connection, buildid: i64, results: i64, state: &str) 
          WHERE buildrequestid = ?1",
     )?
     .execute(params![brid, results, now])?;
-    // Buildbot's buildset result is the worst of its requests'.
+    complete_buildset_if_done(conn, bsid, now)
+}
+
+/// Completes a buildset whose requests are all complete. Buildbot's
+/// buildset result is the worst of its requests' (SKIPPED counts as worse
+/// than SUCCESS here, so a collapsed request never makes a green buildset).
+fn complete_buildset_if_done(conn: &Connection, bsid: i64, now: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE buildsets SET complete = 1, complete_at = ?2,
            results = (SELECT MAX(results) FROM buildrequests WHERE buildsetid = ?1)
-         WHERE buildsetid = ?1
+         WHERE buildsetid = ?1 AND complete = 0
            AND NOT EXISTS (SELECT 1 FROM buildrequests WHERE buildsetid = ?1 AND complete = 0)",
     )?
     .execute(params![bsid, now])?;
     Ok(())
+}
+
+/// Buildbot's request collapsing: ends the queued requests `brids` as
+/// SKIPPED, covered by `buildid` (recorded in `collapsed_into`). Requests
+/// claimed or completed meanwhile are left alone; returns those collapsed.
+pub fn collapse_requests(conn: &Connection, brids: &[i64], buildid: i64) -> Result<Vec<i64>> {
+    let now = crate::model::now();
+    let mut done = vec![];
+    for brid in brids {
+        let n = conn
+            .prepare_cached(
+                "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3,
+                   claimed_at = ?3, collapsed_into = ?4
+                 WHERE buildrequestid = ?1 AND claimed_at IS NULL AND complete = 0",
+            )?
+            .execute(params![brid, crate::model::SKIPPED, now, buildid])?;
+        if n == 0 {
+            continue;
+        }
+        let bsid: i64 = conn
+            .prepare_cached("SELECT buildsetid FROM buildrequests WHERE buildrequestid = ?1")?
+            .query_row([brid], |r| r.get(0))?;
+        complete_buildset_if_done(conn, bsid, now)?;
+        done.push(*brid);
+    }
+    Ok(done)
+}
+
+/// The last revision poller `poller` saw, per branch.
+pub fn poller_state(conn: &Connection, poller: &str) -> Result<BTreeMap<String, String>> {
+    let mut st =
+        conn.prepare_cached("SELECT branch, revision FROM poller_state WHERE poller = ?1")?;
+    let rows = st.query_map([poller], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn set_poller_state(
+    conn: &Connection,
+    poller: &str,
+    branch: &str,
+    revision: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO poller_state(poller, branch, revision) VALUES (?1, ?2, ?3)
+         ON CONFLICT(poller, branch) DO UPDATE SET revision = excluded.revision",
+    )?
+    .execute([poller, branch, revision])?;
+    Ok(())
+}
+
+pub fn scheduler_state(conn: &Connection, scheduler: &str, name: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM scheduler_state WHERE scheduler = ?1 AND name = ?2")?
+        .query_row([scheduler, name], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn set_scheduler_state(
+    conn: &Connection,
+    scheduler: &str,
+    name: &str,
+    value: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO scheduler_state(scheduler, name, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT(scheduler, name) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([scheduler, name, value])?;
+    Ok(())
+}
+
+/// Drops what schedulers no longer in the config held (after a reconfig).
+pub fn forget_schedulers_except(conn: &Connection, keep: &[String]) -> Result<usize> {
+    let held: Vec<String> = {
+        let mut st = conn.prepare_cached("SELECT DISTINCT scheduler FROM scheduler_changes")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut n = 0;
+    for name in held.iter().filter(|h| !keep.contains(h)) {
+        n += conn
+            .prepare_cached("DELETE FROM scheduler_changes WHERE scheduler = ?1")?
+            .execute([name])?;
+    }
+    Ok(n)
+}
+
+/// What a reporter says about a build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildReport {
+    pub buildid: i64,
+    pub builderid: i64,
+    pub builder: String,
+    pub number: i64,
+    pub worker: Option<String>,
+    pub started_at: i64,
+    pub complete_at: Option<i64>,
+    pub results: Option<i64>,
+    pub state_string: String,
+    pub properties: Props,
+    pub reason: String,
+    pub ss: SourceStamp,
+    /// (name, results) of each step, in order.
+    pub steps: Vec<(String, Option<i64>)>,
+    /// (revision, author, comments) of the changes the build is for.
+    pub changes: Vec<(Option<String>, String, String)>,
+    /// The results of the builder's previous finished build (not RETRY).
+    pub previous_results: Option<i64>,
+}
+
+impl BuildReport {
+    /// A build property's value as text (None when unset or null).
+    pub fn prop(&self, name: &str) -> Option<String> {
+        match self.properties.get(name).map(|(v, _)| v) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(v) => Some(v.to_string()),
+        }
+    }
+}
+
+pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildReport>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT b.buildid, b.builderid, bl.name, b.number, w.name, b.started_at, b.complete_at,
+                    b.results, b.state_string, b.properties, bs.reason, bs.branch, bs.revision,
+                    bs.repository, bs.project, bs.codebase, br.buildsetid
+             FROM builds b JOIN builders bl USING (builderid)
+             JOIN buildrequests br USING (buildrequestid)
+             JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+             LEFT JOIN workers w ON w.workerid = b.workerid
+             WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| {
+            let props: String = r.get(9)?;
+            Ok((
+                BuildReport {
+                    buildid: r.get(0)?,
+                    builderid: r.get(1)?,
+                    builder: r.get(2)?,
+                    number: r.get(3)?,
+                    worker: r.get(4)?,
+                    started_at: r.get(5)?,
+                    complete_at: r.get(6)?,
+                    results: r.get(7)?,
+                    state_string: r.get(8)?,
+                    properties: serde_json::from_str(&props).unwrap_or_default(),
+                    reason: r.get(10)?,
+                    ss: SourceStamp {
+                        branch: r.get(11)?,
+                        revision: r.get(12)?,
+                        repository: r.get(13)?,
+                        project: r.get(14)?,
+                        codebase: r.get(15)?,
+                    },
+                    ..Default::default()
+                },
+                r.get::<_, i64>(16)?,
+            ))
+        })
+        .optional()?;
+    let Some((mut rep, bsid)) = row else {
+        return Ok(None);
+    };
+    let mut st =
+        conn.prepare_cached("SELECT name, results FROM steps WHERE buildid = ?1 ORDER BY number")?;
+    rep.steps = st
+        .query_map([buildid], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut st = conn.prepare_cached(
+        "SELECT c.revision, c.author, c.comments FROM buildset_changes bc
+         JOIN changes c USING (changeid) WHERE bc.buildsetid = ?1 ORDER BY c.changeid",
+    )?;
+    rep.changes = st
+        .query_map([bsid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    rep.previous_results = conn
+        .prepare_cached(
+            "SELECT results FROM builds WHERE builderid = ?1 AND buildid < ?2
+               AND complete_at IS NOT NULL AND results IS NOT NULL AND results != ?3
+             ORDER BY buildid DESC LIMIT 1",
+        )?
+        .query_row(params![rep.builderid, buildid, RETRY], |r| r.get(0))
+        .optional()?;
+    Ok(Some(rep))
 }
 
 /// Starts a step and its stdio log; returns (stepid, logid).

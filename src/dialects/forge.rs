@@ -49,6 +49,7 @@ impl Account {
 
 #[derive(Debug, Deserialize)]
 struct Repository {
+    id: Option<i64>,
     full_name: String,
     name: Option<String>,
     ssh_url: Option<String>,
@@ -137,6 +138,8 @@ struct PullRequest {
     user: Option<Account>,
     html_url: Option<String>,
     updated_at: Option<String>,
+    /// Gitea: false while the conflict check runs; GitHub: often null.
+    mergeable: Option<bool>,
     head: PrSide,
     base: PrSide,
 }
@@ -176,7 +179,7 @@ pub(super) fn handle(
         "pull_request" => {
             let p: PullRequestEvent = from_value(doc, "pull_request payload")?;
             let target = repo_ctx(&p.repository);
-            pull_request_changes(forge, p, target)?
+            pull_request_changes(forge, cfg, p, target)?
         }
         // create/delete duplicate what push already says (or, for a branch
         // delete, have nothing to build); issues, releases, reviews, ping...
@@ -310,13 +313,28 @@ fn timestamp(ts: Option<&str>, what: &str) -> Result<i64, HookError> {
     }
 }
 
-fn pull_request_changes(forge: &Forge, p: PullRequestEvent, target: Target) -> Built {
+fn pull_request_changes(
+    forge: &Forge,
+    cfg: &GiteaDialect,
+    p: PullRequestEvent,
+    target: Target,
+) -> Built {
     let action = p.action.as_str();
     if !forge.pr_build_actions.contains(&action) {
         // `edited` only ever reports title/body/base changes (Gitea's
         // ChangesPayload, GitHub's `changes`), never a new head; `closed`
         // (merged or not) builds nothing: a merge arrives as its own push.
         return Ok(Err(format!("pull_request action '{action}' ignored")));
+    }
+    // Only `opened` carries a real conflict check (see GiteaDialect).
+    if cfg.only_mergeable_pull_request
+        && action == "opened"
+        && p.pull_request.mergeable == Some(false)
+    {
+        return Ok(Err(format!(
+            "pull request #{} ignored: not mergeable (only_mergeable_pull_request)",
+            p.pull_request.number
+        )));
     }
     let pr = p.pull_request;
     let title = pr.title.unwrap_or_default();
@@ -327,6 +345,11 @@ fn pull_request_changes(forge: &Forge, p: PullRequestEvent, target: Target) -> B
     let repo_url = |r: &Option<Repository>, f: fn(&Repository) -> &str| {
         r.as_ref()
             .map_or(Value::Null, |r| Value::from(f(r).to_string()))
+    };
+    let repo_id = |r: &Option<Repository>| {
+        r.as_ref()
+            .and_then(|r| r.id)
+            .map_or(Value::Null, Value::from)
     };
     let base_repository = match repo_url(&pr.base.repo, Repository::clone_url) {
         Value::Null => Value::from(p.repository.clone_url()),
@@ -350,6 +373,15 @@ fn pull_request_changes(forge: &Forge, p: PullRequestEvent, target: Target) -> B
             "head_git_ssh_url",
             repo_url(&pr.head.repo, Repository::ssh_url),
         ),
+        // The rest of buildbot_gitea's properties, so its configs work.
+        (
+            "base_git_ssh_url",
+            repo_url(&pr.base.repo, Repository::ssh_url),
+        ),
+        ("head_reponame", repo_url(&pr.head.repo, Repository::name)),
+        ("head_owner", repo_url(&pr.head.repo, Repository::owner)),
+        ("base_repo_id", repo_id(&pr.base.repo)),
+        ("head_repo_id", repo_id(&pr.head.repo)),
         ("repository_name", Value::from(p.repository.name())),
         ("owner", Value::from(p.repository.owner())),
     ]

@@ -262,6 +262,11 @@ mod tests {
             "head_sha": "e0440101b2afef798ce0cab80ce920569aea8466",
             "head_repository": REPO_HTTPS,
             "head_git_ssh_url": REPO_SSH,
+            "base_git_ssh_url": REPO_SSH,
+            "head_reponame": "hello-world",
+            "head_owner": "isabell",
+            "base_repo_id": 7,
+            "head_repo_id": 7,
             "repository_name": "hello-world",
             "owner": "isabell",
         });
@@ -282,6 +287,12 @@ mod tests {
         );
         assert_eq!(p["base_repository"], json!(REPO_HTTPS));
         assert_eq!(p["pr_number"], json!(4));
+        assert_eq!(p["head_owner"], json!("jdoe"));
+        assert_eq!(p["head_repo_id"], json!(12));
+        assert_eq!(p["base_repo_id"], json!(7));
+        // Statuses go to the base repository: owner/repository_name are its.
+        assert_eq!(p["owner"], json!("isabell"));
+        assert_eq!(p["repository_name"], json!("hello-world"));
         // The change itself belongs to the base repository.
         assert_eq!(c[0].repository, REPO_SSH);
         assert_eq!(c[0].author, "jdoe");
@@ -315,6 +326,27 @@ mod tests {
             assert_eq!(c[0].revision.as_deref(), Some(sha), "{name}");
             assert_eq!(c[0].properties["event"], json!(action), "{name}");
             assert_eq!(c[0].properties["head_sha"], json!(sha), "{name}");
+        }
+    }
+
+    #[test]
+    fn only_mergeable_pull_request_skips_conflicting_opened_only() {
+        let cfg = GiteaDialect {
+            only_mergeable_pull_request: true,
+            ..signed_cfg()
+        };
+        assert_eq!(
+            ignored(&cfg, "pull_request_opened_unmergeable.json"),
+            "pull request #5 ignored: not mergeable (only_mergeable_pull_request)"
+        );
+        // `mergeable: false` on synchronized/reopened only means "being
+        // checked": still built.
+        for name in [
+            "pull_request_opened.json",
+            "pull_request_synchronized.json",
+            "pull_request_reopened.json",
+        ] {
+            assert_eq!(changes(&cfg, name).len(), 1, "{name}");
         }
     }
 

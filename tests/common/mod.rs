@@ -347,13 +347,43 @@ command = ["/usr/bin/python3", "test_hello.py"]
             Some(&sign(SECRET, &body)),
         );
         assert_eq!(code, 200, "{resp}");
-        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
-        v["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_i64().unwrap())
-            .collect()
+        change_ids(&resp)
+    }
+
+    /// Posts Gitea fixture `name` edited by `edit` (e.g. to point at real
+    /// commits), signed, with the fixture's other headers and a delivery id
+    /// of its own; returns the change ids.
+    pub fn post_fixture_edited(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Vec<i64> {
+        let text = std::fs::read_to_string(fixture(&format!("gitea/{name}"))).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        edit(&mut v);
+        let body = serde_json::to_vec_pretty(&v).unwrap();
+        let n = std::fs::read_dir(self.tmp.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let f = self.tmp.path().join(format!("edited-{n}-{name}"));
+        std::fs::write(&f, &body).unwrap();
+        let mut headers = fixture_headers(name);
+        for (k, val) in headers.iter_mut() {
+            match k.as_str() {
+                "X-Gitea-Signature" => *val = sign(SECRET, &body),
+                "X-Gitea-Delivery" => *val = format!("edited-{n}-{name}"),
+                _ => {}
+            }
+        }
+        headers.retain(|(k, _)| !k.starts_with("X-Hub-Signature"));
+        let (code, resp) = post_with_headers(&self.url("/change_hook/gitea"), &headers, &f);
+        assert_eq!(code, 200, "{resp}");
+        change_ids(&resp)
+    }
+
+    /// Commits `content` as `file` in the test's repository; returns the sha.
+    pub fn commit(&self, file: &str, content: &str, message: &str) -> String {
+        commit_file(&self.repo, file, content, message)
     }
 
     /// Waits until `n` builds are complete and returns them (oldest first).
@@ -381,4 +411,382 @@ command = ["/usr/bin/python3", "test_hello.py"]
         let logid = logs["logs"][0]["logid"].as_i64().unwrap();
         curl(&[&self.url(&format!("/api/v2/logs/{logid}/raw"))]).1
     }
+}
+
+/// The ids in a change hook's answer `{"changes": [...]}`.
+pub fn change_ids(body: &str) -> Vec<i64> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes in {body}"))
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// Writes `file` in the repository `dir` and commits it; returns the sha.
+pub fn commit_file(dir: &Path, file: &str, content: &str, message: &str) -> String {
+    std::fs::write(dir.join(file), content).unwrap();
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// The headers Gitea sends with fixture `name` (from `headers.json`).
+pub fn fixture_headers(name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(fixture("gitea/headers.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["files"][name]
+        .as_object()
+        .unwrap_or_else(|| panic!("no headers for {name}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// Posts a body with the given headers (exact bytes, as Gitea does).
+pub fn post_with_headers(
+    url: &str,
+    headers: &[(String, String)],
+    body_file: &Path,
+) -> (u16, String) {
+    let data = format!("@{}", body_file.display());
+    let hs: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let mut args: Vec<&str> = vec!["-X", "POST", "--data-binary", &data];
+    for h in &hs {
+        args.push("-H");
+        args.push(h);
+    }
+    args.push(url);
+    curl(&args)
+}
+
+/// Whether a test that needs `what` should run: false (after printing
+/// "skipped") when it is missing on a developer machine; a panic under CI,
+/// where .ci/run installs everything.
+pub fn require(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is missing; .ci/run should have installed it");
+    }
+    eprintln!("skipped: {what} is missing");
+    false
+}
+
+/// One request the fake Gitea received.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub owner: String,
+    pub repo: String,
+    pub sha: String,
+    pub auth: String,
+    pub body: serde_json::Value,
+}
+
+/// A stand-in for Gitea's commit-status API on 127.0.0.1: records every
+/// request and checks it against `status_api_schema.json` (method, path,
+/// `Authorization: token ...`, required fields, no extra fields, the state
+/// enum); anything wrong lands in `problems`.
+pub struct FakeGitea {
+    pub port: u16,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<StatusRequest>>>,
+    pub problems: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    server: std::sync::Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeGitea {
+    pub fn start(port: u16, token: &str) -> FakeGitea {
+        let server = std::sync::Arc::new(
+            tiny_http::Server::http(("127.0.0.1", port)).expect("fake gitea listen"),
+        );
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("gitea/status_api_schema.json")).unwrap(),
+        )
+        .unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let problems = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let (s, r, p, token) = (
+            server.clone(),
+            requests.clone(),
+            problems.clone(),
+            token.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            for mut req in s.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                let header = |n: &str| {
+                    req.headers()
+                        .iter()
+                        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(n))
+                        .map(|h| h.value.as_str().to_string())
+                        .unwrap_or_default()
+                };
+                let auth = header("authorization");
+                let mut bad = vec![];
+                if req.method() != &tiny_http::Method::Post {
+                    bad.push(format!("method {}", req.method()));
+                }
+                if auth != format!("token {token}") {
+                    bad.push(format!("Authorization {auth:?}"));
+                }
+                if !header("content-type").starts_with("application/json") {
+                    bad.push(format!("Content-Type {:?}", header("content-type")));
+                }
+                let parts: Vec<String> = req.url().split('/').map(str::to_string).collect();
+                // ["", "api", "v1", "repos", owner, repo, "statuses", sha]
+                let path_ok = parts.len() == 8
+                    && parts[1] == "api"
+                    && parts[2] == "v1"
+                    && parts[3] == "repos"
+                    && parts[6] == "statuses";
+                if !path_ok {
+                    bad.push(format!("path {}", req.url()));
+                }
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let props = schema["properties"].as_object().unwrap();
+                match v.as_object() {
+                    None => bad.push(format!("body is not an object: {body}")),
+                    Some(o) => {
+                        for k in schema["required"].as_array().unwrap() {
+                            if !o.contains_key(k.as_str().unwrap()) {
+                                bad.push(format!("missing {k}"));
+                            }
+                        }
+                        for (k, val) in o {
+                            if !props.contains_key(k) {
+                                bad.push(format!("field {k} not in the schema"));
+                            } else if !val.is_string() {
+                                bad.push(format!("field {k} is not a string"));
+                            }
+                        }
+                        let states = &props["state"]["enum"];
+                        if !states.as_array().unwrap().contains(&v["state"]) {
+                            bad.push(format!("state {} not in {states}", v["state"]));
+                        }
+                    }
+                }
+                let ok = bad.is_empty();
+                p.lock().unwrap().extend(bad);
+                if path_ok {
+                    r.lock().unwrap().push(StatusRequest {
+                        owner: parts[4].clone(),
+                        repo: parts[5].clone(),
+                        sha: parts[7].clone(),
+                        auth,
+                        body: v.clone(),
+                    });
+                }
+                let answer = serde_json::json!({
+                    "id": 1, "status": v["state"], "target_url": v["target_url"],
+                    "description": v["description"], "url": "", "context": v["context"],
+                    "creator": null, "created_at": "2024-06-03T12:15:02Z",
+                    "updated_at": "2024-06-03T12:15:02Z"
+                });
+                let resp = tiny_http::Response::from_string(answer.to_string())
+                    .with_status_code(if ok { 201 } else { 422 });
+                let _ = req.respond(resp);
+            }
+        });
+        FakeGitea {
+            port,
+            requests,
+            problems,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The states posted for `sha`, in order.
+    pub fn states(&self, sha: &str) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.sha == sha)
+            .map(|r| r.body["state"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Waits until the last state posted for `sha` is a final one.
+    pub fn wait_final(&self, sha: &str, timeout: Duration) -> Vec<String> {
+        wait_for(&format!("a final status for {sha}"), timeout, || {
+            let s = self.states(sha);
+            s.last()
+                .filter(|l| l.as_str() != "pending")
+                .map(|_| s.clone())
+        })
+    }
+}
+
+impl Drop for FakeGitea {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An SMTP server (Python's aiosmtpd) on 127.0.0.1 that accepts login
+/// `ci` / `pw`, offers STARTTLS when given a certificate (and then
+/// requires it), and prints each mail to its stdout, which this collects.
+pub struct SmtpSink {
+    pub port: u16,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _proc: Proc,
+}
+
+const SMTP_SINK: &str = r#"
+import sys, ssl
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port = int(sys.argv[1])
+cert = sys.argv[2] if len(sys.argv) > 3 else None
+key = sys.argv[3] if len(sys.argv) > 3 else None
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        print("FROM", envelope.mail_from, flush=True)
+        print("RCPT", ",".join(envelope.rcpt_tos), flush=True)
+        print("TLS", session.ssl is not None, flush=True)
+        print("AUTHENTICATED", session.authenticated, flush=True)
+        for line in envelope.content.decode("utf8", "replace").splitlines():
+            print("|" + line, flush=True)
+        print("END", flush=True)
+        return "250 OK"
+def auth(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == b"ci" and data.password == b"pw"
+    print("LOGIN", mechanism, ok, flush=True)
+    return AuthResult(success=ok)
+ctx = None
+if cert:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+c = Controller(Handler(), hostname="127.0.0.1", port=port, authenticator=auth,
+               auth_require_tls=bool(cert), require_starttls=bool(cert), tls_context=ctx)
+c.start()
+print("READY", flush=True)
+sys.stdin.read()
+"#;
+
+impl SmtpSink {
+    /// None (test skipped) when aiosmtpd is missing outside CI.
+    pub fn start(tls: Option<(&Path, &Path)>) -> Option<SmtpSink> {
+        let has = Command::new("/usr/bin/python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !require("python3 with aiosmtpd", has) {
+            return None;
+        }
+        let port = free_port();
+        let mut args = vec!["-c".to_string(), SMTP_SINK.to_string(), port.to_string()];
+        if let Some((cert, key)) = tls {
+            args.push(cert.display().to_string());
+            args.push(key.display().to_string());
+        }
+        let mut child = Command::new("/usr/bin/python3")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let sink = SmtpSink {
+            port,
+            lines,
+            _proc: Proc {
+                child,
+                name: "smtp sink".into(),
+            },
+        };
+        wait_for("the SMTP sink", Duration::from_secs(20), || {
+            sink.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l == "READY")
+                .then_some(())
+        });
+        Some(sink)
+    }
+
+    /// The mails received so far, each as its lines.
+    pub fn mails(&self) -> Vec<Vec<String>> {
+        let mut out = vec![];
+        let mut cur: Option<Vec<String>> = None;
+        for l in self.lines.lock().unwrap().iter() {
+            if l.starts_with("FROM ") {
+                cur = Some(vec![]);
+            }
+            if let Some(c) = cur.as_mut() {
+                c.push(l.clone());
+            }
+            if l == "END" {
+                out.extend(cur.take());
+            }
+        }
+        out
+    }
+}
+
+/// A self-signed certificate and key for 127.0.0.1 (openssl), or None
+/// when openssl is missing.
+pub fn self_signed_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some((cert, key))
+}
+
+/// A file only its owner may read (secrets for master.cfg).
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Reads one value from the master's database (for what the API does not show).
+pub fn db_query<T: rusqlite::types::FromSql>(master: &Path, sql: &str) -> Vec<T> {
+    let conn = rusqlite::Connection::open_with_flags(
+        master.join("state.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut st = conn.prepare(sql).unwrap();
+    let rows = st.query_map([], |r| r.get(0)).unwrap();
+    rows.collect::<Result<_, _>>().unwrap()
 }

@@ -1,0 +1,235 @@
+//! The `mail` reporter (Buildbot's MailNotifier): a plain-text mail about a
+//! finished build, over SMTP with STARTTLS and login (lettre, blocking,
+//! rustls).
+//!
+//! Owns: which builds are mailed (`wants_mail`, Buildbot's modes), the
+//! mail's text (`compose`), and sending it (`MailJob`, run by the `mail`
+//! outbox thread in `reporters`, which retries transient failures).
+
+use super::{Delivery, Failure};
+use crate::config::ReporterCfg;
+use crate::model::{result_name, CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
+use crate::store::BuildReport;
+use anyhow::{Context, Result};
+use lettre::message::{header::ContentType, Mailbox};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{Message, SmtpTransport, Transport};
+use std::fmt::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An SMTP server with the sender and recipients.
+pub struct Target {
+    transport: SmtpTransport,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    server: String,
+}
+
+impl Target {
+    pub fn new(cfg: &ReporterCfg, master_dir: &Path) -> Result<Target> {
+        let host = cfg.smtp_host.clone().context("smtp_host is missing")?;
+        let starttls = cfg.starttls.unwrap_or(true);
+        let port = cfg.smtp_port.unwrap_or(if starttls { 587 } else { 25 });
+        let mut b = SmtpTransport::builder_dangerous(host.as_str())
+            .port(port)
+            .timeout(Some(Duration::from_secs(30)));
+        if starttls {
+            if !cfg.verifies_tls() {
+                log::warn!(
+                    "mail via {host}: TLS certificates are not checked (verify_tls = false)"
+                );
+            }
+            let tls = TlsParameters::builder(host.clone())
+                .dangerous_accept_invalid_certs(!cfg.verifies_tls())
+                .dangerous_accept_invalid_hostnames(!cfg.verifies_tls())
+                .build_rustls()
+                .context("TLS setup")?;
+            b = b.tls(Tls::Required(tls));
+        }
+        if let (Some(user), Some(pw)) = (&cfg.smtp_user, cfg.smtp_password(master_dir)?) {
+            b = b.credentials(Credentials::new(user.clone(), pw));
+        }
+        let from = cfg
+            .from
+            .as_deref()
+            .context("from is missing")?
+            .parse::<Mailbox>()
+            .context("from")?;
+        let to = cfg
+            .to
+            .iter()
+            .map(|t| t.parse::<Mailbox>().with_context(|| format!("to {t:?}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Target {
+            transport: b.build(),
+            from,
+            to,
+            server: format!("{host}:{port}"),
+        })
+    }
+}
+
+/// Whether a build with `results` is mailed under `modes`, given the
+/// builder's previous result (Buildbot's MailNotifier modes).
+pub fn wants_mail(modes: &[&str], results: i64, previous: Option<i64>) -> bool {
+    modes.iter().any(|m| match *m {
+        "all" => true,
+        "failing" => results == FAILURE,
+        "passing" => results == SUCCESS,
+        "warnings" => results == WARNINGS,
+        "exception" => results == EXCEPTION,
+        "cancelled" => results == CANCELLED,
+        // Failed, and the build before did not.
+        "problem" => results == FAILURE && previous != Some(FAILURE),
+        // The result is not the previous one.
+        "change" => previous.is_some_and(|p| p != results),
+        _ => false,
+    })
+}
+
+/// (subject, body) of the mail about `rep`.
+pub fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
+    let result = rep.results.map(result_name).unwrap_or("unknown");
+    let subject = format!("{title}: {result} in {} #{}", rep.builder, rep.number);
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "Build #{} of {} finished: {result} ({}).\n",
+        rep.number, rep.builder, rep.state_string
+    );
+    let _ = writeln!(b, "Build:    {url}");
+    for (label, v) in [
+        ("Branch:  ", rep.ss.branch.clone()),
+        ("Revision:", rep.ss.revision.clone()),
+        (
+            "Repo:    ",
+            Some(rep.ss.repository.clone()).filter(|s| !s.is_empty()),
+        ),
+        ("Worker:  ", rep.worker.clone()),
+        ("Reason:  ", Some(rep.reason.clone())),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(b, "{label} {v}");
+        }
+    }
+    if let Some(pr) = rep.prop("pr_number") {
+        let _ = writeln!(b, "Pull request: #{pr}");
+    }
+    if !rep.changes.is_empty() {
+        let _ = writeln!(b, "\nChanges:");
+        for (rev, author, comments) in &rep.changes {
+            let short: String = rev.as_deref().unwrap_or("").chars().take(10).collect();
+            let first = comments.lines().next().unwrap_or("");
+            let _ = writeln!(b, "  {short} {author}: {first}");
+        }
+    }
+    if !rep.steps.is_empty() {
+        let _ = writeln!(b, "\nSteps:");
+        for (name, r) in &rep.steps {
+            let _ = writeln!(b, "  {name}: {}", r.map(result_name).unwrap_or("not run"));
+        }
+    }
+    (subject, b)
+}
+
+pub struct MailJob {
+    pub target: Arc<Target>,
+    pub subject: String,
+    pub body: String,
+}
+
+impl Delivery for MailJob {
+    fn key(&self) -> Option<String> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        format!("mail {:?} via {}", self.subject, self.target.server)
+    }
+
+    fn attempt(&self) -> Result<(), Failure> {
+        let mut m = Message::builder()
+            .from(self.target.from.clone())
+            .subject(self.subject.clone())
+            .header(ContentType::TEXT_PLAIN);
+        for t in &self.target.to {
+            m = m.to(t.clone());
+        }
+        let msg = m
+            .body(self.body.clone())
+            .map_err(|e| Failure::Permanent(format!("composing the mail: {e}")))?;
+        match self.target.transport.send(&msg) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
+            Err(e) => Err(Failure::Retry(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SourceStamp;
+
+    #[test]
+    fn modes_as_buildbot() {
+        let w = |m: &[&str], r, p| wants_mail(m, r, p);
+        assert!(w(&["all"], SUCCESS, None));
+        assert!(w(&["failing"], FAILURE, Some(FAILURE)));
+        assert!(!w(&["failing"], SUCCESS, None));
+        assert!(w(&["passing"], SUCCESS, None));
+        assert!(w(&["warnings"], WARNINGS, None));
+        assert!(w(&["exception"], EXCEPTION, None));
+        assert!(w(&["problem"], FAILURE, Some(SUCCESS)));
+        assert!(w(&["problem"], FAILURE, None));
+        assert!(!w(&["problem"], FAILURE, Some(FAILURE)));
+        assert!(w(&["change"], SUCCESS, Some(FAILURE)));
+        assert!(!w(&["change"], SUCCESS, Some(SUCCESS)));
+        assert!(!w(&["change"], SUCCESS, None));
+        assert!(w(&["passing", "failing"], FAILURE, None));
+        assert!(!w(&[], FAILURE, None));
+    }
+
+    #[test]
+    fn composed_text() {
+        let rep = BuildReport {
+            builder: "runtests".into(),
+            number: 7,
+            results: Some(FAILURE),
+            state_string: "failure test".into(),
+            reason: "The all scheduler got a change".into(),
+            worker: Some("w1".into()),
+            ss: SourceStamp {
+                branch: Some("master".into()),
+                revision: Some("0123456789abcdef".into()),
+                ..Default::default()
+            },
+            steps: vec![
+                ("git".into(), Some(SUCCESS)),
+                ("test".into(), Some(FAILURE)),
+            ],
+            changes: vec![(
+                Some("0123456789abcdef".into()),
+                "Isabell <i@e.org>".into(),
+                "Fix\n\nmore".into(),
+            )],
+            ..Default::default()
+        };
+        let (s, b) = compose("Hello CI", &rep, "http://ci/builders/runtests/builds/7");
+        assert_eq!(s, "Hello CI: failure in runtests #7");
+        assert!(
+            b.starts_with("Build #7 of runtests finished: failure (failure test).\n"),
+            "{b}"
+        );
+        assert!(
+            b.contains("Build:    http://ci/builders/runtests/builds/7\n"),
+            "{b}"
+        );
+        assert!(b.contains("Branch:   master\n"), "{b}");
+        assert!(b.contains("  0123456789 Isabell <i@e.org>: Fix\n"), "{b}");
+        assert!(b.contains("  test: failure\n"), "{b}");
+    }
+}

@@ -1,0 +1,82 @@
+//! Build-request collapsing with the real binaries: pushes queued while no
+//! worker is free are built once, at the newest revision; the older
+//! requests end SKIPPED (never SUCCESS), each naming the build that covered
+//! it; a pull request into the same branch is not folded into the pushes.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn commit(s: &Setup, n: u32) -> String {
+    s.commit(
+        &format!("f{n}.txt"),
+        &format!("{n}\n"),
+        &format!("commit {n}"),
+    )
+}
+
+#[test]
+fn queued_pushes_collapse_into_the_newest() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let c1 = commit(&s, 1);
+    let c2 = commit(&s, 2);
+    let c3 = commit(&s, 3);
+    for (sha, msg) in [(&c1, "one"), (&c2, "two"), (&c3, "three")] {
+        s.push(sha, "master", msg);
+    }
+    // A pull request into master (head = c2) while the pushes wait.
+    git(&s.repo, &["update-ref", "refs/pull/3/head", &c2]);
+    s.post_fixture_edited("pull_request_opened.json", |v| {
+        v["pull_request"]["head"]["sha"] = c2.clone().into();
+    });
+    wait_for("4 queued requests", Duration::from_secs(20), || {
+        let r = get_json(&s.url("/api/v2/buildrequests"));
+        (r["meta"]["total"] == 4).then_some(())
+    });
+
+    let _worker = s.start_worker("example-worker", "pass");
+    let builds = s.wait_builds(2, Duration::from_secs(60));
+    let revs: Vec<String> = builds
+        .iter()
+        .map(|b| {
+            let p = get_json(&s.url(&format!("/api/v2/builds/{}?property=*", b["buildid"])));
+            p["builds"][0]["properties"]["revision"][0]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        revs,
+        [c3.clone(), c2.clone()],
+        "newest push first, then the PR"
+    );
+    assert!(builds.iter().all(|b| b["results"] == 0), "{builds:?}");
+
+    let reqs = get_json(&s.url("/api/v2/buildrequests?order=buildrequestid"));
+    let results: Vec<i64> = reqs["buildrequests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["results"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(results, [3, 3, 0, 0], "{reqs}");
+    let covered: Vec<Option<i64>> = db_query(
+        &s.master,
+        "SELECT collapsed_into FROM buildrequests ORDER BY buildrequestid",
+    );
+    let first_build = builds[0]["buildid"].as_i64();
+    assert_eq!(covered, [first_build, first_build, None, None]);
+    let buildset_results: Vec<i64> = db_query(
+        &s.master,
+        "SELECT results FROM buildsets ORDER BY buildsetid",
+    );
+    assert_eq!(
+        buildset_results,
+        [3, 3, 0, 0],
+        "a collapsed buildset is not a success"
+    );
+    // Only two builds ran.
+    assert_eq!(get_json(&s.url("/api/v2/builds"))["meta"]["total"], 2);
+}
