@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub enum BotMsg {
+    /// New requests are queued, or a worker was unpaused: dispatch again.
     RequestsAdded,
     Attached {
         name: String,
@@ -224,6 +225,10 @@ impl Botmaster {
             return Ok(());
         }
         let pending = store::pending_requests(&self.reader, 1000)?;
+        // Paused from the web UI or API: keeps its running builds, gets no
+        // new ones. Read here, so a pause needs no message of its own (an
+        // unpause sends RequestsAdded to get here again).
+        let paused = store::paused_workers(&self.reader)?;
         let mut plan: Vec<(PendingRequest, String)> = vec![];
         let mut load: BTreeMap<String, usize> = self
             .workers
@@ -245,6 +250,7 @@ impl Botmaster {
             let pick = builder
                 .workers
                 .iter()
+                .filter(|w| !paused.contains(*w))
                 .filter_map(|w| {
                     let max = self.cfg.worker(w)?.max_builds as usize;
                     let n = *load.get(w)?;

@@ -2,6 +2,7 @@
 //! for the codemap; each module's `//!` header says what it owns.
 
 pub mod api;
+pub mod auth;
 pub mod botmaster;
 pub mod build;
 pub mod change_hook;
