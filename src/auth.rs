@@ -16,8 +16,8 @@
 //! session, uses a double-submit cookie.
 
 use crate::store;
-use anyhow::{anyhow, bail, Context, Result};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
+use anyhow::{anyhow, bail, Result};
+use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use base64ct::{Base64, Encoding};
 use rusqlite::Connection;
@@ -45,7 +45,9 @@ const BASIC_CACHE_MAX: usize = 64;
 /// minimum), about 30 ms per hash in a release build; the parameters are in
 /// each PHC string, so raising them later keeps old hashes valid.
 pub fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
+    let mut raw = [0u8; 16];
+    getrandom::getrandom(&mut raw).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
+    let salt = SaltString::encode_b64(&raw).map_err(|e| anyhow!("encoding a salt: {e}"))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -90,7 +92,7 @@ pub fn check_password(password: &str) -> Result<()> {
 /// 32 random bytes as hex: session tokens and CSRF tokens.
 pub fn random_token() -> Result<String> {
     let mut b = [0u8; 32];
-    getrandom::getrandom(&mut b).context("reading random bytes from the OS")?;
+    getrandom::getrandom(&mut b).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
     Ok(hex::encode(b))
 }
 
@@ -154,6 +156,9 @@ struct Failures {
     since: Instant,
 }
 
+/// SHA-256 of an `Authorization` header → (user, PHC string, checked when).
+type BasicCache = HashMap<[u8; 32], (User, String, Instant)>;
+
 /// Shared by the HTTP threads; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Auth {
@@ -161,7 +166,7 @@ pub struct Auth {
     /// SHA-256 of an `Authorization` header → (user, the PHC string it was
     /// checked against, when). A hit still needs the stored hash to be the
     /// same, so a changed password or a removed user takes effect at once.
-    basic_ok: Arc<Mutex<HashMap<[u8; 32], (User, String, Instant)>>>,
+    basic_ok: Arc<Mutex<BasicCache>>,
 }
 
 impl Auth {
