@@ -302,6 +302,9 @@ impl Auth {
         else {
             return Err(AuthError::BadCredentials);
         };
+        if self.limited(addr) {
+            return Err(AuthError::RateLimited);
+        }
         let key: [u8; 32] = Sha256::digest(authz.as_bytes()).into();
         let cached = self.basic_ok.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some((user, phc, at)) = cached {

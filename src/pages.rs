@@ -317,6 +317,15 @@ fn message_html(msg: &str) -> String {
     }
 }
 
+/// Escaped text, or a muted dash when there is none.
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "<span class=\"muted\">—</span>".into()
+    } else {
+        escape_html(s)
+    }
+}
+
 fn short_rev(rev: Option<&str>) -> String {
     match rev {
         Some(r) => format!(
@@ -567,12 +576,12 @@ pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<String>> {
                 Ok(vec![
                     build_link(name, r.get(0)?),
                     badge(r.get(1)?, complete.is_some()),
-                    format!("{WRAP}{}", escape_html(&r.get::<_, String>(4)?)),
+                    time_html(started),
+                    took(Some(started), complete, c.now),
                     escape_html(&r.get::<_, Option<String>>(6)?.unwrap_or_default()),
                     short_rev(r.get::<_, Option<String>>(7)?.as_deref()),
                     escape_html(&r.get::<_, Option<String>>(5)?.unwrap_or_default()),
-                    time_html(started),
-                    took(Some(started), complete, c.now),
+                    format!("{WRAP}{}", escape_html(&r.get::<_, String>(4)?)),
                 ])
             },
         )?
@@ -581,7 +590,7 @@ pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<String>> {
         body,
         "<section><h2>Builds ({total})</h2>{}{}</section>",
         table(
-            &["Build", "Result", "State", "Branch", "Revision", "Worker", "Started", "Duration",],
+            &["Build", "Result", "Started", "Duration", "Branch", "Revision", "Worker", "State"],
             &rows,
             "No builds yet.",
         ),
@@ -831,10 +840,11 @@ pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(i64, logview::Rang
     out
 }
 
-/// Whether a step's logs start unfolded: the running step, and any that
-/// did not succeed.
-pub fn step_open(s: &StepRow) -> bool {
-    s.complete_at.is_none() || !matches!(s.results, Some(model::SUCCESS) | Some(model::SKIPPED))
+/// Whether a step's logs start unfolded: the running step, any that did
+/// not succeed, and the build's last step.
+pub fn step_open(s: &StepRow, last: bool) -> bool {
+    last || s.complete_at.is_none()
+        || !matches!(s.results, Some(model::SUCCESS) | Some(model::SKIPPED))
 }
 
 /// `/builders/<name>/builds/<number>`. None: no such build.
@@ -864,7 +874,7 @@ pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<String>> {
     if steps.is_empty() {
         body.push_str("<p class=\"muted\" id=\"nosteps\">No steps yet.</p>");
     }
-    for s in &steps {
+    for (i, s) in steps.iter().enumerate() {
         let ranges = s
             .logs
             .iter()
@@ -875,7 +885,12 @@ pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<String>> {
                 Ok((*logid, r))
             })
             .collect::<Result<Vec<_>>>()?;
-        body.push_str(&step_html(c, s, step_open(s), &ranges));
+        body.push_str(&step_html(
+            c,
+            s,
+            step_open(s, i + 1 == steps.len()),
+            &ranges,
+        ));
     }
     body.push_str("</section>");
     body.push_str(&buildset_section(c, b.buildrequestid)?);
@@ -907,10 +922,10 @@ fn buildset_section(c: &Ctx, brid: i64) -> Result<String> {
          <dt>Branch</dt><dd>{}</dd><dt>Revision</dt><dd>{}</dd>\
          <dt>Repository</dt><dd>{}</dd><dt>Submitted</dt><dd>{}</dd>\
          <dt>Request</dt><dd><a href=\"/buildrequests/{brid}\">{brid}</a></dd></dl>",
-        escape_html(&reason),
-        escape_html(&branch.unwrap_or_default()),
-        escape_html(&revision.unwrap_or_default()),
-        escape_html(&repository),
+        or_dash(&reason),
+        or_dash(&branch.unwrap_or_default()),
+        or_dash(&revision.unwrap_or_default()),
+        or_dash(&repository),
         time_html(submitted),
     );
     let mut stmt = c.conn.prepare_cached(
@@ -951,11 +966,12 @@ fn properties_section(conn: &Connection, buildid: i64) -> Result<String> {
         .map(|(k, (v, src))| {
             let v = match v {
                 serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
             vec![
                 escape_html(k),
-                format!("{WRAP}{}", escape_html(&v)),
+                format!("{WRAP}{}", or_dash(&v)),
                 escape_html(src),
             ]
         })
@@ -1042,9 +1058,16 @@ pub fn workers(c: &Ctx) -> Result<String> {
                 .collect();
             let action = if paused { "unpause" } else { "pause" };
             let label = if paused { "Unpause" } else { "Pause" };
+            state.push(' ');
+            state.push_str(&c.post_form(
+                &format!("/workers/{}/{action}", encode_path_segment(&name)),
+                label,
+                "",
+            ));
             Ok(vec![
                 escape_html(&name),
                 state,
+                builds.join("<br>"),
                 format!(
                     "{WRAP}<div class=\"msg\">{}</div>",
                     escape_html(&text("admin"))
@@ -1053,13 +1076,7 @@ pub fn workers(c: &Ctx) -> Result<String> {
                     "{WRAP}<div class=\"msg\">{}</div>",
                     escape_html(&text("host"))
                 ),
-                builds.join("<br>"),
                 last.map(time_html).unwrap_or_default(),
-                c.post_form(
-                    &format!("/workers/{}/{action}", encode_path_segment(&name)),
-                    label,
-                    "",
-                ),
             ])
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1069,11 +1086,10 @@ pub fn workers(c: &Ctx) -> Result<String> {
             &[
                 "Worker",
                 "State",
+                "Running",
                 "Admin",
                 "Host",
-                "Running",
-                "Last connected",
-                "",
+                "Last connected"
             ],
             &rows,
             "No workers yet."

@@ -236,7 +236,7 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
     };
     let steps = pages::steps_of(c.conn, buildid)?;
     let mut wrote = false;
-    for s in &steps {
+    for (i, s) in steps.iter().enumerate() {
         let key = (
             s.state_string.clone(),
             s.results,
@@ -271,7 +271,7 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
         let data = json!({
             "stepid": s.stepid,
             "head": pages::step_head(c, s),
-            "html": pages::step_html(c, s, pages::step_open(s), &ranges),
+            "html": pages::step_html(c, s, pages::step_open(s, i + 1 == steps.len()), &ranges),
         });
         send(out, "step", &data)?;
         sent.steps.insert(s.stepid, key);
