@@ -278,18 +278,22 @@ pub fn upgrade(path: &Path) -> Result<(i64, i64)> {
 /// it from colliding with the master's writer thread. Refuses a database at
 /// another schema version, as `Store::open` does.
 pub fn open_admin(path: &Path) -> Result<Connection> {
+    open_current(path, "is this a master directory?")
+}
+
+/// Opens an existing database read-write and checks it is at this
+/// binary's schema version; `missing` says what to do when there is none.
+fn open_current(path: &Path, missing: &str) -> Result<Connection> {
     if !path.exists() {
-        bail!(
-            "{} does not exist; is this a master directory?",
-            path.display()
-        );
+        bail!("{} does not exist; {missing}", path.display());
     }
     let conn = open_rw(path, false)?;
     let v = schema_version(&conn)?;
     if v != SCHEMA_VERSION {
         bail!(
-            "{} has schema version {v} but this minibot needs {SCHEMA_VERSION}; run `minibot upgrade-master`",
-            path.display()
+            "{} has schema version {v} but this minibot needs {SCHEMA_VERSION}; run `minibot upgrade-master {}`",
+            path.display(),
+            path.parent().map(|p| p.display().to_string()).unwrap_or_default()
         );
     }
     Ok(conn)
@@ -321,21 +325,7 @@ pub struct Store {
 impl Store {
     /// Opens the database, checks its schema and starts the writer thread.
     pub fn open(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            bail!(
-                "{} does not exist; run `minibot create-master` first",
-                path.display()
-            );
-        }
-        let conn = open_rw(path, false)?;
-        let v = schema_version(&conn)?;
-        if v != SCHEMA_VERSION {
-            bail!(
-                "{} has schema version {v} but this minibot needs {SCHEMA_VERSION}; run `minibot upgrade-master {}`",
-                path.display(),
-                path.parent().map(|p| p.display().to_string()).unwrap_or_default()
-            );
-        }
+        let conn = open_current(path, "run `minibot create-master` first")?;
         let (tx, rx) = unbounded::<Job>();
         thread::Builder::new()
             .name("store".into())

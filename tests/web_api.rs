@@ -315,10 +315,7 @@ fn outside_text_is_escaped_on_every_page() {
         assert!(html.contains(escaped), "{p}: {html}");
     }
     // Pages carry a CSP that forbids inline scripts.
-    let head = run_ok(
-        "curl",
-        &["-s", "-D", "-", "-o", "/dev/null", &s.url("/changes")],
-    );
+    let head = curl_headers(&[&s.url("/changes")]);
     assert!(
         head.contains("Content-Security-Policy: default-src 'self'; script-src 'self'"),
         "{head}"
@@ -374,10 +371,7 @@ fn anonymous_none_sessions_csrf_and_rate_limit() {
     // Reads are closed: API 401, pages send to the login page.
     let (code, _) = curl(&[&s.url("/api/v2/builds")]);
     assert_eq!(code, 401);
-    let out = run_ok(
-        "curl",
-        &["-s", "-D", "-", "-o", "/dev/null", &s.url("/workers")],
-    );
+    let out = curl_headers(&[&s.url("/workers")]);
     assert!(out.starts_with("HTTP/1.1 303"), "{out}");
     assert!(out.contains("Location: /login?next=%2Fworkers"), "{out}");
     for p in ["/changes", "/badges/runtests.svg", "/builds/1/live"] {
@@ -398,19 +392,7 @@ fn anonymous_none_sessions_csrf_and_rate_limit() {
     let jar_s = jar.to_str().unwrap();
     let cookies = std::fs::read_to_string(&jar).unwrap();
     assert!(cookies.contains("#HttpOnly_127.0.0.1") && cookies.contains("minibot_session"));
-    let head = run_ok(
-        "curl",
-        &[
-            "-s",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "-b",
-            jar_s,
-            &s.url("/login"),
-        ],
-    );
+    let head = curl_headers(&["-b", jar_s, &s.url("/login")]);
     assert!(head.contains("HttpOnly; SameSite=Strict"), "{head}");
     let (code, page) = curl(&["-b", jar_s, &s.url("/builders/runtests")]);
     assert_eq!(code, 200);
@@ -423,21 +405,13 @@ fn anonymous_none_sessions_csrf_and_rate_limit() {
     assert_eq!(code, 403);
     let (code, _) = curl(&["-b", jar_s, "-d", "scheduler=force&csrf=0000", &force]);
     assert_eq!(code, 403);
-    let out = run_ok(
-        "curl",
-        &[
-            "-s",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "-b",
-            jar_s,
-            "-d",
-            &format!("scheduler=force&reason=from+the+form&csrf={token}"),
-            &force,
-        ],
-    );
+    let out = curl_headers(&[
+        "-b",
+        jar_s,
+        "-d",
+        &format!("scheduler=force&reason=from+the+form&csrf={token}"),
+        &force,
+    ]);
     assert!(out.starts_with("HTTP/1.1 303"), "{out}");
     assert!(out.contains("Location: /buildrequests/"), "{out}");
     // JSON-RPC with the session needs the token in a header.

@@ -163,6 +163,13 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// The status line and headers of a curl request (the body is dropped).
+pub fn curl_headers(args: &[&str]) -> String {
+    let mut full = vec!["-s", "-D", "-", "-o", "/dev/null"];
+    full.extend_from_slice(args);
+    run_ok("curl", &full)
+}
+
 pub fn get_json(url: &str) -> serde_json::Value {
     let (code, body) = curl(&[url]);
     assert_eq!(code, 200, "GET {url}: {body}");
