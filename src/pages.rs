@@ -1608,6 +1608,27 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
     }
 
     #[test]
+    fn a_big_log_opens_at_its_tail() {
+        let f = fixture();
+        let mut text = String::new();
+        let mut i = 0;
+        while text.len() < 3 << 20 {
+            text.push_str(&format!("oline {i}\n"));
+            i += 1;
+        }
+        std::fs::write(store::log_path(f.dir.path(), 3, 2), &text).unwrap();
+        let html = build(&f.ctx(None, None, 0), "runtests", 2)
+            .unwrap()
+            .unwrap();
+        assert!(html.len() < 100_000, "{} bytes", html.len());
+        assert!(html.contains(&format!("line {}\n</pre>", i - 1)));
+        assert!(!html.contains("line 0\n"));
+        assert!(html.contains(
+            "<button type=\"button\" class=\"earlier\" data-logid=\"2\">load earlier output ("
+        ));
+    }
+
+    #[test]
     fn log_chunks() {
         let f = fixture();
         let v = log_chunk(&f.conn, f.dir.path(), 2, 11).unwrap().unwrap();

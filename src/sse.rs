@@ -123,7 +123,7 @@ impl Live {
             .spawn(move || {
                 let _slot = slot;
                 let out = req.into_writer();
-                if let Err(e) = stream(out, &db, &cfg, &master_dir, rx, w) {
+                if let Err(e) = stream(out, &db, &cfg, &master_dir, rx, w, KEEPALIVE) {
                     log::debug!("live stream ended: {e:#}");
                 }
             });
@@ -156,6 +156,7 @@ fn stream(
     master_dir: &std::path::Path,
     rx: Receiver<Event>,
     w: Watch,
+    keepalive: Duration,
 ) -> Result<()> {
     let conn = store::open_reader(db)?;
     out.write_all(
@@ -192,12 +193,12 @@ fn stream(
         }
         // Wait for news of this build, a resync, or a keep-alive.
         loop {
-            let deadline = (started + RESYNC).min(last_write + KEEPALIVE);
+            let deadline = (started + RESYNC).min(last_write + keepalive);
             match rx.recv_deadline(deadline) {
                 Ok(ev) if concerns(&ev, w.buildid) => break,
                 Ok(_) => continue,
                 Err(RecvTimeoutError::Timeout) => {
-                    if last_write.elapsed() >= KEEPALIVE {
+                    if last_write.elapsed() >= keepalive {
                         out.write_all(b": keepalive\n\n")?;
                         out.flush()?;
                         last_write = Instant::now();
@@ -319,6 +320,108 @@ mod tests {
         let o = parse_offsets("12:3456, 13:0,junk,x:1,14:-2,15:");
         assert_eq!(o, HashMap::from([(12, 3456), (13, 0)]));
         assert!(parse_offsets("").is_empty());
+    }
+
+    /// A writer the test can read while the stream writes.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+        fn wait_for(&self, what: &str) -> String {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let t = self.text();
+                if t.contains(what) {
+                    return t;
+                }
+                assert!(Instant::now() < deadline, "no {what:?} in {t}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    #[test]
+    fn streams_steps_logs_keepalives_and_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.sqlite");
+        store::create(&db).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "INSERT INTO builders (builderid, name) VALUES (1, 'b');
+             INSERT INTO buildsets (buildsetid, reason, submitted_at) VALUES (1, 'r', 0);
+             INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at)
+               VALUES (1, 1, 1, 0);
+             INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at, state_string)
+               VALUES (1, 1, 1, 1, 100, 'building');
+             INSERT INTO steps (stepid, buildid, number, name, started_at, state_string)
+               VALUES (1, 1, 0, 'test', 100, 'test running');
+             INSERT INTO logs (logid, stepid, name, slug) VALUES (1, 1, 'stdio', 'stdio');",
+        )
+        .unwrap();
+        let log = store::log_path(dir.path(), 1, 1);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "ohello <b>\n").unwrap();
+        let cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
+        let hub = Hub::new();
+        let rx = hub.subscribe(16);
+        let out = Shared::default();
+        let (out2, master, db2) = (out.clone(), dir.path().to_path_buf(), db.clone());
+        let t = std::thread::spawn(move || {
+            let w = Watch {
+                buildid: 1,
+                offsets: HashMap::new(),
+                user: None,
+                csrf: None,
+            };
+            let keepalive = Duration::from_millis(50);
+            stream(Box::new(out2), &db2, &cfg, &master, rx, w, keepalive)
+        });
+        let t0 = out.wait_for("hello &lt;b&gt;");
+        assert!(t0.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"));
+        assert!(t0.contains("event: step\ndata: {") && t0.contains("id=\\\"logpre-1\\\""));
+        assert!(t0.contains("event: log\ndata: {\"end\":11,"), "{t0}");
+        out.wait_for("event: build\n");
+        out.wait_for("\n: keepalive\n\n");
+        // Appended text, announced by an event, arrives from where it left.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"oworld\n").unwrap();
+        hub.publish(Event::LogAppended {
+            buildid: 1,
+            logid: 1,
+        });
+        let t1 = out.wait_for("world");
+        assert!(t1.contains("\"start\":11"), "{t1}");
+        assert_eq!(t1.matches("hello").count(), 1, "{t1}");
+        // The build ends: its head, then `end`, and the thread is done.
+        conn.execute_batch(
+            "UPDATE steps SET complete_at = 101, results = 0, state_string = 'test';
+             UPDATE logs SET complete = 1;
+             UPDATE builds SET complete_at = 101, results = 0, state_string = 'build successful';",
+        )
+        .unwrap();
+        hub.publish(Event::BuildFinished {
+            buildid: 1,
+            builderid: 1,
+            builder: "b".into(),
+            number: 1,
+            results: 0,
+        });
+        let t2 = out.wait_for("event: end\n");
+        assert!(t2.contains("build successful"));
+        t.join().unwrap().unwrap();
     }
 
     #[test]

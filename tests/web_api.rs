@@ -173,6 +173,25 @@ fn writes_need_a_user_then_force_rebuild_and_badge() {
     );
     let (code, _) = curl(&[&s.url("/badges/nope.svg")]);
     assert_eq!(code, 404);
+
+    // Users are managed beside the running master: a new password takes
+    // effect at once (the old one is refused), a removed user is gone.
+    let builds = s.url("/api/v2/builds");
+    assert!(minibot_user(&s.master, "list", None, None).contains("alice\t"));
+    minibot_user(&s.master, "passwd", Some(USER), Some("another-pass"));
+    assert_eq!(curl(&["-u", &auth, &builds]).0, 401);
+    assert_eq!(curl(&["-u", "alice:another-pass", &builds]).0, 200);
+    minibot_user(&s.master, "remove", Some(USER), None);
+    assert_eq!(curl(&["-u", "alice:another-pass", &builds]).0, 401);
+    // The file holding the hashes is private, and holds no password.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["state.sqlite", "state.sqlite-wal"] {
+        let p = s.master.join(f);
+        if p.exists() {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f} mode {mode:o}");
+        }
+    }
 }
 
 #[test]
@@ -203,6 +222,33 @@ fn stop_cancel_and_pause() {
         .map(|p| p.parse().unwrap())
         .collect();
     assert!(pids.iter().all(|p| !process_gone(*p)));
+
+    // More live log pages than HTTP threads: all stream, and the rest of
+    // the site still answers.
+    let live = s.url(&format!("/builds/{buildid}/live"));
+    let tails: Vec<Proc> = (0..6)
+        .map(|i| {
+            let mut child = std::process::Command::new("curl")
+                .args(["-s", "-N", "--max-time", "60", &live])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+            let first_log = lines
+                .find(|l| l.as_ref().is_ok_and(|l| l.contains("gate-line 0")))
+                .is_some();
+            assert!(first_log, "live tail {i} got no log text");
+            Proc {
+                child,
+                name: format!("tail {i}"),
+            }
+        })
+        .collect();
+    let (code, _) = curl(&[&s.url("/api/v2/builds?limit=50")]);
+    assert_eq!(code, 200);
+    assert_eq!(curl(&[&s.url("/")]).0, 200);
+    drop(tails);
 
     // A second request waits (one build per worker); cancel it.
     let (_, v) = rpc(

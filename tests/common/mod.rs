@@ -396,27 +396,44 @@ command = ["/usr/bin/python3", "test_hello.py"]
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "s3cret-pass";
 
-/// `minibot user add --password-stdin MASTER NAME`.
-pub fn add_user(master: &Path, name: &str, password: &str) {
+/// `minibot user <cmd> [--password-stdin] MASTER [NAME]`, with `password`
+/// on stdin when given; returns stdout, panics on failure.
+pub fn minibot_user(
+    master: &Path,
+    cmd: &str,
+    name: Option<&str>,
+    password: Option<&str>,
+) -> String {
     use std::io::Write;
-    let mut child = Command::new(MINIBOT)
-        .args(["user", "add", "--password-stdin"])
-        .arg(master)
-        .arg(name)
+    let mut c = Command::new(MINIBOT);
+    c.args(["user", cmd]);
+    if password.is_some() {
+        c.arg("--password-stdin");
+    }
+    c.arg(master).args(name);
+    let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("minibot user add");
+        .expect("minibot user");
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{password}").unwrap();
+    if let Some(pw) = password {
+        writeln!(stdin, "{pw}").unwrap();
+    }
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "user add: {}",
+        "user {cmd}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `minibot user add --password-stdin MASTER NAME`.
+pub fn add_user(master: &Path, name: &str, password: &str) {
+    minibot_user(master, "add", Some(name), Some(password));
 }
 
 /// A JSON-RPC 2.0 call as a script makes it (curl, `-u user:password`).
