@@ -204,18 +204,38 @@ impl Req<'_> {
         }
     }
 
-    /// A POST that comes from another site (its `Origin` is not the host
-    /// it was sent to).
+    /// A POST that comes from another site (see [`foreign_origin`]).
     fn cross_origin(&self) -> bool {
-        let Some(origin) = self.header("origin") else {
-            return self.header("sec-fetch-site") == Some("cross-site");
-        };
-        let host = self.header("host").unwrap_or("");
-        let origin_host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        origin_host != Some(host)
+        let url_host = self.cfg.buildbot_url.as_deref().and_then(host_of);
+        let ours = [
+            self.header("host"),
+            self.header("x-forwarded-host"),
+            url_host.as_deref(),
+        ];
+        foreign_origin(self.header("origin"), self.header("sec-fetch-site"), &ours)
     }
+}
+
+/// `host[:port]` of an http(s) URL.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    Some(rest.split('/').next().unwrap_or("").to_string())
+}
+
+/// Whether a request's `Origin` is not ours: not the `Host` it was sent
+/// to, nor `X-Forwarded-Host` behind a reverse proxy (a cross-site page
+/// cannot set either), nor `buildbot_url`'s. Without an `Origin`, only
+/// `Sec-Fetch-Site: cross-site` counts (curl and scripts send neither).
+fn foreign_origin(origin: Option<&str>, fetch_site: Option<&str>, ours: &[Option<&str>]) -> bool {
+    let Some(origin) = origin else {
+        return fetch_site == Some("cross-site");
+    };
+    let Some(host) = host_of(origin) else {
+        return true;
+    };
+    !ours.iter().flatten().any(|h| *h == host)
 }
 
 fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx, shared: &Shared) {
@@ -858,6 +878,23 @@ fn login_post(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins() {
+        let ours = [Some("localhost:12345"), None, Some("ci.example.org")];
+        assert!(!foreign_origin(Some("http://localhost:12345"), None, &ours));
+        assert!(!foreign_origin(Some("https://ci.example.org"), None, &ours));
+        assert!(foreign_origin(Some("http://evil.example"), None, &ours));
+        assert!(foreign_origin(Some("http://localhost:12346"), None, &ours));
+        assert!(foreign_origin(Some("null"), None, &ours));
+        assert!(!foreign_origin(None, None, &ours));
+        assert!(!foreign_origin(None, Some("same-origin"), &ours));
+        assert!(foreign_origin(None, Some("cross-site"), &ours));
+        assert_eq!(
+            host_of("http://ci.example.org/x/"),
+            Some("ci.example.org".into())
+        );
+    }
 
     #[test]
     fn next_is_local() {
