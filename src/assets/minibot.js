@@ -125,15 +125,19 @@
       });
   });
 
-  // A queued request: open its build when it starts.
+  // A queued request: open its build when it starts; stop waiting if it
+  // is cancelled meanwhile.
   function waitForBuild(el) {
-    const brid = el.dataset.brid;
+    const base = '/api/v2/buildrequests/' + el.dataset.brid;
+    const json = (url) => fetch(url)
+      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(r.status))));
     const poll = () => {
-      fetch('/api/v2/buildrequests/' + brid + '/builds?field=buildid&order=-buildid&limit=1')
-        .then((r) => (r.ok ? r.json() : Promise.reject(new Error(r.status))))
-        .then((d) => {
-          if (d.builds.length) {
-            location.assign('/builds/' + d.builds[0].buildid);
+      Promise.all([json(base + '/builds?field=buildid&order=-buildid&limit=1'), json(base)])
+        .then(([b, r]) => {
+          if (b.builds.length) {
+            location.assign('/builds/' + b.builds[0].buildid);
+          } else if (r.buildrequests.length && r.buildrequests[0].complete) {
+            el.textContent = 'This request was cancelled before it started.';
           } else {
             setTimeout(poll, 1000);
           }
