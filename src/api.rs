@@ -571,6 +571,13 @@ fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
+/// The percent-decoded segments of a URL path, as the API reads them
+/// (also for the pages and the write side); None for a bad escape, a
+/// `.`/`..` segment or more segments than any path of ours has.
+pub fn path_segments(path: &str) -> Option<Vec<String>> {
+    split_path(path).ok()
+}
+
 /// Decodes `%XX` escapes; None on a bad escape or non-UTF-8 result.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub enum BotMsg {
+    /// New requests are queued, or a worker was unpaused: dispatch again.
     RequestsAdded,
     Attached {
         name: String,
@@ -230,6 +231,10 @@ impl Botmaster {
             return Ok(());
         }
         let pending = store::pending_requests(&self.reader, 1000)?;
+        // Paused from the web UI or API: keeps its running builds, gets no
+        // new ones. Read here, so a pause needs no message of its own (an
+        // unpause sends RequestsAdded to get here again).
+        let paused = store::paused_workers(&self.reader)?;
         // (request to build, worker, older requests it covers)
         let mut plan: Vec<(PendingRequest, String, Vec<i64>)> = vec![];
         let mut load: BTreeMap<String, usize> = self
@@ -257,6 +262,7 @@ impl Botmaster {
             let pick = builder
                 .workers
                 .iter()
+                .filter(|w| !paused.contains(*w))
                 .filter_map(|w| {
                     let max = self.cfg.worker(w)?.max_builds as usize;
                     let n = *load.get(w)?;

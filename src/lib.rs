@@ -2,6 +2,7 @@
 //! for the codemap; each module's `//!` header says what it owns.
 
 pub mod api;
+pub mod auth;
 pub mod botmaster;
 pub mod build;
 pub mod change_hook;
@@ -11,13 +12,16 @@ pub mod demo;
 pub mod dialects;
 pub mod events;
 pub mod logs;
+pub mod logview;
 pub mod master;
 pub mod model;
 pub mod pages;
 pub mod poller;
 pub mod protocol;
 pub mod reporters;
+pub mod rpc;
 pub mod scheduler;
+pub mod sse;
 pub mod steps;
 pub mod store;
 pub mod worker;

@@ -1,20 +1,30 @@
-//! Server-rendered HTML pages (SPEC §3 "Web pages"); for now the home page.
+//! Server-rendered HTML pages (SPEC §3 "Web pages").
 //!
-//! Owns: the HTML of `/` — builders with their last build, running builds,
-//! the queue, recent builds — and the small helpers every page will share
-//! (escaping, layout, result badges, times). Pure functions over a read-only
-//! connection: no threads, no channels; the HTTP layer calls them from its
-//! own threads, each with its own connection from `store::open_reader`.
+//! Owns: the HTML of every page — home, builder (with the force form),
+//! build (steps, logs, stop and rebuild), workers, changes, the request
+//! queue, login — and of the fragments live updates replace (`build_head`,
+//! `step_head`, `step_html`), plus the status badge SVG. Pure functions over
+//! a read-only connection: no threads, no channels; `www` calls them from
+//! its HTTP threads, `sse` from live-tail threads, each with its own
+//! connection from `store::open_reader`.
 //!
-//! Everything that comes from the database (names, state strings, commit
-//! text) goes through [`escape_html`]; URLs built from names are also
-//! percent-encoded. Pages are built as strings: they are small, and a
-//! template engine would be one more dependency for a dozen tags.
+//! Everything that comes from the database or a request (names, state
+//! strings, commit text, log text) goes through [`escape_html`]; URLs built
+//! from names are also percent-encoded. Pages carry no inline script or
+//! style (the CSP forbids both): the stylesheet and the script are
+//! `src/assets/*`, served from the binary. Forms that write carry the
+//! session's CSRF token and are shown only to a logged-in user. Pages are
+//! built as strings: they are small, and a template engine would be one
+//! more dependency for a few dozen tags.
 
+use crate::config::Config;
+use crate::logview;
 use crate::model;
-use anyhow::Result;
-use rusqlite::Connection;
+use crate::store;
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension};
 use std::fmt::Write;
+use std::path::Path;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape_html(s: &str) -> String {
@@ -45,7 +55,8 @@ pub fn encode_path_segment(s: &str) -> String {
     out
 }
 
-/// Background colour of a result, as Buildbot's web UI.
+/// Background colour of a result, as Buildbot's web UI (badges; the pages
+/// use the `r<N>` classes of the stylesheet, which match).
 pub fn result_colour(results: i64) -> &'static str {
     match results {
         model::SUCCESS => "#8d4",
@@ -58,18 +69,18 @@ pub fn result_colour(results: i64) -> &'static str {
     }
 }
 
-/// A coloured badge for a build: its result, or "running" while it has
-/// none and is not complete.
+/// A coloured badge for a build or step: its result, or "running" while it
+/// has none and is not complete.
 fn badge(results: Option<i64>, complete: bool) -> String {
-    let (name, colour) = match results {
-        Some(r) => (model::result_name(r), result_colour(r)),
-        None if !complete => ("running", "#fd3"),
-        None => ("unknown", "#ccc"),
-    };
-    format!("<span class=\"res\" style=\"background:{colour}\">{name}</span>")
+    match results {
+        Some(r) => format!("<span class=\"res r{r}\">{}</span>", model::result_name(r)),
+        None if !complete => "<span class=\"res running\">running</span>".into(),
+        None => "<span class=\"res\">unknown</span>".into(),
+    }
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC, in a `<time>` element.
+/// `YYYY-MM-DD HH:MM` in UTC, in a `<time>` element; the page's script
+/// shows it in the browser's time zone.
 fn time_html(ts: i64) -> String {
     let days = ts.div_euclid(86_400);
     let secs = ts.rem_euclid(86_400);
@@ -109,11 +120,25 @@ fn duration(secs: i64) -> String {
     }
 }
 
-fn build_link(builder: &str, number: i64) -> String {
+/// How long something took, or a clock the script keeps running while it
+/// is not finished.
+fn took(started: Option<i64>, complete: Option<i64>, now: i64) -> String {
+    match (started, complete) {
+        (Some(s), Some(c)) => duration(c - s),
+        (Some(s), None) => format!("<span data-since=\"{s}\">{}</span>", duration(now - s)),
+        _ => String::new(),
+    }
+}
+
+fn build_url(builder: &str, number: i64) -> String {
     format!(
-        "<a href=\"/builders/{}/builds/{number}\">#{number}</a>",
+        "/builders/{}/builds/{number}",
         escape_html(&encode_path_segment(builder))
     )
+}
+
+fn build_link(builder: &str, number: i64) -> String {
+    format!("<a href=\"{}\">#{number}</a>", build_url(builder, number))
 }
 
 fn builder_link(builder: &str) -> String {
@@ -124,29 +149,102 @@ fn builder_link(builder: &str) -> String {
     )
 }
 
-const STYLE: &str = "\
-body{font-family:system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:0 .75rem;color:#222}\
-header{display:flex;flex-wrap:wrap;align-items:baseline;gap:1rem;border-bottom:1px solid #ddd}\
-header h1{font-size:1.4rem;margin:.6rem 0}nav a{margin-right:.8rem}\
-h2{font-size:1.1rem;margin:1.4rem 0 .4rem}\
-.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}\
-th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eee;white-space:nowrap}\
-th{font-weight:600;background:#f6f6f6}a{color:#06c;text-decoration:none}a:hover{text-decoration:underline}\
-.res{display:inline-block;padding:0 .4rem;border-radius:.3rem;font-size:.9em}\
-.muted{color:#777}";
+/// The stylesheet, script and icon, served from the binary under
+/// `/assets/` (no build toolchain; see `src/assets/`).
+pub const CSS: &str = include_str!("assets/minibot.css");
+pub const JS: &str = include_str!("assets/minibot.js");
+pub const FAVICON: &str = include_str!("assets/favicon.svg");
 
-/// The page frame every page shares: `body` is already HTML.
-pub fn layout(title: &str, page: &str, body: &str) -> String {
-    let title = escape_html(title);
-    let page = escape_html(page);
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{page} - {title}</title><style>{STYLE}</style></head>\n<body>\
-         <header><h1><a href=\"/\">{title}</a></h1><nav><a href=\"/\">Home</a>\
-         <a href=\"/workers\">Workers</a><a href=\"/changes\">Changes</a></nav></header>\n\
-         <main>{body}</main></body></html>\n"
-    )
+/// Builds shown per page on a builder's page, changes on the changes page.
+pub const PAGE_SIZE: i64 = 30;
+
+/// What every page needs: the read connection, the loaded config, who is
+/// looking, and the time.
+pub struct Ctx<'a> {
+    pub conn: &'a Connection,
+    pub cfg: &'a Config,
+    /// The logged-in user, if any.
+    pub user: Option<&'a str>,
+    /// The session's CSRF token. Forms that write are shown only with one
+    /// (a session login); without, the page offers to log in.
+    pub csrf: Option<&'a str>,
+    pub master_dir: &'a Path,
+    pub now: i64,
+}
+
+impl Ctx<'_> {
+    /// The page frame every page shares: `body` is already HTML. `path`
+    /// is where the login link comes back to.
+    pub fn layout(&self, page: &str, path: &str, body: &str) -> String {
+        let title = escape_html(&self.cfg.title);
+        let page = escape_html(page);
+        let who = match (self.user, self.csrf) {
+            (Some(u), Some(_)) => format!(
+                "<span>{}</span>{}",
+                escape_html(u),
+                self.post_form("/logout", "Log out", "")
+            ),
+            (Some(u), None) => format!("<span>{}</span>", escape_html(u)),
+            (None, _) => format!(
+                "<a href=\"/login?next={}\">Log in</a>",
+                escape_html(&url_encode(path))
+            ),
+        };
+        format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{page} - {title}</title>\
+             <link rel=\"icon\" href=\"/assets/favicon.svg\" type=\"image/svg+xml\">\
+             <link rel=\"stylesheet\" href=\"/assets/minibot.css\">\
+             <script src=\"/assets/minibot.js\" defer></script></head>\n\
+             <body data-now=\"{now}\"><header><h1><a href=\"/\">{title}</a></h1><nav>\
+             <a href=\"/\">Home</a><a href=\"/workers\">Workers</a>\
+             <a href=\"/changes\">Changes</a><a href=\"/buildrequests\">Queue</a></nav>\
+             <div class=\"who\">{who}</div></header>\n<main>{body}</main></body></html>\n",
+            now = self.now
+        )
+    }
+
+    /// A one-button form that POSTs to `action` with the CSRF token and the
+    /// hidden fields in `extra` (already HTML); empty without a session.
+    fn post_form(&self, action: &str, label: &str, extra: &str) -> String {
+        let Some(csrf) = self.csrf else {
+            return String::new();
+        };
+        let class = if matches!(label, "Stop" | "Cancel") {
+            " class=\"danger\""
+        } else {
+            ""
+        };
+        format!(
+            "<form class=\"inline\" method=\"post\" action=\"{}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">{extra}\
+             <button type=\"submit\"{class}>{}</button></form>",
+            escape_html(action),
+            escape_html(csrf),
+            escape_html(label)
+        )
+    }
+
+    /// "Log in to ..." for a visitor who may not write.
+    fn login_hint(&self, what: &str, path: &str) -> String {
+        if self.user.is_some() && self.csrf.is_none() {
+            return format!(
+                "<p class=\"muted\">To {}, log in with the form (Basic auth is for scripts).</p>",
+                escape_html(what)
+            );
+        }
+        format!(
+            "<p class=\"muted\"><a href=\"/login?next={}\">Log in</a> to {}.</p>",
+            escape_html(&url_encode(path)),
+            escape_html(what)
+        )
+    }
+}
+
+/// Percent-encodes a query-string value.
+fn url_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// A table with a header row, scrolling sideways on a narrow screen;
@@ -163,7 +261,11 @@ fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) -> String {
     for row in rows {
         out.push_str("<tr>");
         for cell in row {
-            let _ = write!(out, "<td>{cell}</td>");
+            if let Some(wrapped) = cell.strip_prefix(WRAP) {
+                let _ = write!(out, "<td class=\"wrap\">{wrapped}</td>");
+            } else {
+                let _ = write!(out, "<td>{cell}</td>");
+            }
         }
         out.push_str("</tr>");
     }
@@ -171,19 +273,82 @@ fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) -> String {
     out
 }
 
-/// The home page (`/`).
-pub fn home(conn: &Connection, title: &str) -> Result<String> {
-    home_at(conn, title, model::now())
+/// Marks a table cell whose text may wrap (commit messages, reasons).
+const WRAP: &str = "\u{1}wrap";
+
+/// Older/newer links for a paged list.
+fn pager(path: &str, page: i64, total: i64) -> String {
+    let pages = (total + PAGE_SIZE - 1) / PAGE_SIZE;
+    if pages <= 1 {
+        return String::new();
+    }
+    let mut out = String::from("<p class=\"pager\">");
+    if page > 1 {
+        let _ = write!(
+            out,
+            "<a href=\"{}?page={}\">&larr; newer</a> ",
+            escape_html(path),
+            page - 1
+        );
+    }
+    let _ = write!(out, "page {page} of {pages}");
+    if page < pages {
+        let _ = write!(
+            out,
+            " <a href=\"{}?page={}\">older &rarr;</a>",
+            escape_html(path),
+            page + 1
+        );
+    }
+    out.push_str("</p>");
+    out
 }
 
-/// The home page as it looks at `now` (running builds' elapsed time).
-fn home_at(conn: &Connection, title: &str, now: i64) -> Result<String> {
+/// First line of a commit message, and the rest in a `<details>`.
+fn message_html(msg: &str) -> String {
+    let msg = msg.trim();
+    match msg.split_once('\n') {
+        Some((first, rest)) if !rest.trim().is_empty() => format!(
+            "<details><summary>{}</summary><div class=\"msg\">{}</div></details>",
+            escape_html(first),
+            escape_html(rest.trim())
+        ),
+        _ => escape_html(msg),
+    }
+}
+
+/// Escaped text, or a muted dash when there is none.
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "<span class=\"muted\">—</span>".into()
+    } else {
+        escape_html(s)
+    }
+}
+
+fn short_rev(rev: Option<&str>) -> String {
+    match rev {
+        Some(r) => format!(
+            "<code title=\"{}\">{}</code>",
+            escape_html(r),
+            escape_html(&r.chars().take(10).collect::<String>())
+        ),
+        None => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Home
+
+/// The home page (`/`): builders and their last build, running builds,
+/// the queue, recent builds.
+pub fn home(c: &Ctx) -> Result<String> {
     let mut body = String::new();
-    body.push_str(&builders_section(conn)?);
-    body.push_str(&running_section(conn, now)?);
-    body.push_str(&queue_section(conn)?);
-    body.push_str(&recent_section(conn)?);
-    Ok(layout(title, "Home", &body))
+    body.push_str(&builders_section(c.conn)?);
+    body.push_str(&running_section(c.conn, c.now)?);
+    body.push_str(&queue_section(c, None, 10)?);
+    body.push_str(&recent_section(c.conn)?);
+    Ok(c.layout("Home", "/", &body))
 }
 
 fn builders_section(conn: &Connection) -> Result<String> {
@@ -230,8 +395,9 @@ fn builders_section(conn: &Connection) -> Result<String> {
 
 fn running_section(conn: &Connection, now: i64) -> Result<String> {
     let mut stmt = conn.prepare_cached(
-        "SELECT bl.name, b.number, b.state_string, b.started_at
+        "SELECT bl.name, b.number, b.state_string, b.started_at, w.name
          FROM builds b JOIN builders bl ON bl.builderid = b.builderid
+         LEFT JOIN workers w ON w.workerid = b.workerid
          WHERE b.complete_at IS NULL ORDER BY b.started_at, b.buildid",
     )?;
     let rows = stmt
@@ -242,8 +408,9 @@ fn running_section(conn: &Connection, now: i64) -> Result<String> {
                 builder_link(&name),
                 build_link(&name, r.get(1)?),
                 escape_html(&r.get::<_, String>(2)?),
+                escape_html(&r.get::<_, Option<String>>(4)?.unwrap_or_default()),
                 time_html(started),
-                duration(now - started),
+                took(Some(started), None, now),
             ])
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -251,22 +418,72 @@ fn running_section(conn: &Connection, now: i64) -> Result<String> {
         "<section><h2>Running builds ({})</h2>{}</section>",
         rows.len(),
         table(
-            &["Builder", "Build", "State", "Started", "Elapsed"],
+            &["Builder", "Build", "State", "Worker", "Started", "Elapsed"],
             &rows,
             "Nothing running."
         )
     ))
 }
 
-fn queue_section(conn: &Connection) -> Result<String> {
-    let pending: i64 = conn
+/// Queued requests (neither claimed nor complete), oldest first; all
+/// builders, or one. Shows at most `limit` with the total count.
+fn queue_section(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<String> {
+    let pending: i64 = c
+        .conn
         .prepare_cached(
-            "SELECT count(*) FROM buildrequests WHERE complete = 0 AND claimed_at IS NULL",
+            "SELECT count(*) FROM buildrequests
+             WHERE complete = 0 AND claimed_at IS NULL AND (?1 IS NULL OR builderid = ?1)",
         )?
-        .query_row([], |r| r.get(0))?;
+        .query_row([builderid], |r| r.get(0))?;
     let what = if pending == 1 { "request" } else { "requests" };
-    Ok(format!(
-        "<section><h2>Queue</h2><p>{pending} pending build {what}.</p></section>"
+    let mut out = format!("<section><h2>Queue</h2><p>{pending} pending build {what}.</p>");
+    if pending > 0 {
+        out.push_str(&requests_table(c, builderid, limit)?);
+        if pending > limit {
+            out.push_str("<p><a href=\"/buildrequests\">The whole queue</a></p>");
+        }
+    }
+    out.push_str("</section>");
+    Ok(out)
+}
+
+fn requests_table(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<String> {
+    let mut stmt = c.conn.prepare_cached(
+        "SELECT br.buildrequestid, bl.name, bs.reason, br.submitted_at, br.priority,
+                bs.branch, bs.revision
+         FROM buildrequests br JOIN builders bl USING (builderid)
+         JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+         WHERE br.complete = 0 AND br.claimed_at IS NULL AND (?1 IS NULL OR br.builderid = ?1)
+         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(rusqlite::params![builderid, limit], |r| {
+            let id: i64 = r.get(0)?;
+            Ok(vec![
+                format!("<a href=\"/buildrequests/{id}\">{id}</a>"),
+                builder_link(&r.get::<_, String>(1)?),
+                escape_html(&r.get::<_, Option<String>>(5)?.unwrap_or_default()),
+                short_rev(r.get::<_, Option<String>>(6)?.as_deref()),
+                format!("{WRAP}{}", escape_html(&r.get::<_, String>(2)?)),
+                time_html(r.get(3)?),
+                r.get::<_, i64>(4)?.to_string(),
+                c.post_form(&format!("/buildrequests/{id}/cancel"), "Cancel", ""),
+            ])
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(table(
+        &[
+            "Request",
+            "Builder",
+            "Branch",
+            "Revision",
+            "Reason",
+            "Submitted",
+            "Priority",
+            "",
+        ],
+        &rows,
+        "Nothing queued.",
     ))
 }
 
@@ -300,6 +517,797 @@ fn recent_section(conn: &Connection) -> Result<String> {
     ))
 }
 
+// ---------------------------------------------------------------------------
+// Builder
+
+/// `/builders/<name>`: the builder, its force form(s), its queue and its
+/// builds, newest first, `PAGE_SIZE` a page. None: no such builder.
+pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<String>> {
+    let row: Option<(i64, Option<String>, String)> = c
+        .conn
+        .prepare_cached("SELECT builderid, description, tags FROM builders WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((builderid, description, tags)) = row else {
+        return Ok(None);
+    };
+    let path = format!("/builders/{}", encode_path_segment(name));
+    let mut body = format!("<h2>Builder {}</h2>", escape_html(name));
+    if let Some(d) = description.filter(|d| !d.is_empty()) {
+        let _ = write!(body, "<p>{}</p>", escape_html(&d));
+    }
+    let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
+    if !tags.is_empty() {
+        let _ = write!(
+            body,
+            "<p class=\"muted\">tags: {}</p>",
+            escape_html(&tags.join(", "))
+        );
+    }
+    if let Some(b) = c.cfg.builder(name) {
+        let _ = write!(
+            body,
+            "<p class=\"muted\">workers: {}</p>",
+            escape_html(&b.workers.join(", "))
+        );
+    }
+    body.push_str(&force_forms(c, name, &path));
+    body.push_str(&queue_section(c, Some(builderid), 50)?);
+
+    let total: i64 = c
+        .conn
+        .prepare_cached("SELECT count(*) FROM builds WHERE builderid = ?1")?
+        .query_row([builderid], |r| r.get(0))?;
+    let page = page.max(1);
+    let mut stmt = c.conn.prepare_cached(
+        "SELECT b.number, b.results, b.started_at, b.complete_at, b.state_string, w.name,
+                bs.branch, bs.revision
+         FROM builds b LEFT JOIN workers w ON w.workerid = b.workerid
+         JOIN buildrequests br ON br.buildrequestid = b.buildrequestid
+         JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+         WHERE b.builderid = ?1 ORDER BY b.number DESC LIMIT ?2 OFFSET ?3",
+    )?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![builderid, PAGE_SIZE, (page - 1) * PAGE_SIZE],
+            |r| {
+                let complete: Option<i64> = r.get(3)?;
+                let started: i64 = r.get(2)?;
+                Ok(vec![
+                    build_link(name, r.get(0)?),
+                    badge(r.get(1)?, complete.is_some()),
+                    time_html(started),
+                    took(Some(started), complete, c.now),
+                    escape_html(&r.get::<_, Option<String>>(6)?.unwrap_or_default()),
+                    short_rev(r.get::<_, Option<String>>(7)?.as_deref()),
+                    escape_html(&r.get::<_, Option<String>>(5)?.unwrap_or_default()),
+                    format!("{WRAP}{}", escape_html(&r.get::<_, String>(4)?)),
+                ])
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let _ = write!(
+        body,
+        "<section><h2>Builds ({total})</h2>{}{}</section>",
+        table(
+            &["Build", "Result", "Started", "Duration", "Branch", "Revision", "Worker", "State"],
+            &rows,
+            "No builds yet.",
+        ),
+        pager(&path, page, total)
+    );
+    Ok(Some(c.layout(name, &path, &body)))
+}
+
+/// One form per force scheduler that may build `builder`.
+fn force_forms(c: &Ctx, builder: &str, path: &str) -> String {
+    let scheds: Vec<_> = c
+        .cfg
+        .schedulers
+        .iter()
+        .filter(|s| s.kind == "force" && s.builders.iter().any(|b| b == builder))
+        .collect();
+    if scheds.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<section><h2>Force a build</h2>");
+    let Some(csrf) = c.csrf else {
+        out.push_str(&c.login_hint("force a build", path));
+        out.push_str("</section>");
+        return out;
+    };
+    for s in scheds {
+        let _ = write!(
+            out,
+            "<form class=\"force\" method=\"post\" action=\"{path}/force\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"scheduler\" value=\"{sched}\">\
+             <label for=\"reason-{sched}\">Reason</label>\
+             <input type=\"text\" id=\"reason-{sched}\" name=\"reason\" value=\"force build\">\
+             <label for=\"branch-{sched}\">Branch (empty: the step's default)</label>\
+             <input type=\"text\" id=\"branch-{sched}\" name=\"branch\">\
+             <label for=\"revision-{sched}\">Revision (empty: the branch's tip)</label>\
+             <input type=\"text\" id=\"revision-{sched}\" name=\"revision\">\
+             <p><button type=\"submit\">Force build</button> \
+             <span class=\"muted\">scheduler {sched}</span></p></form>",
+            path = escape_html(path),
+            csrf = escape_html(csrf),
+            sched = escape_html(&s.name),
+        );
+    }
+    out.push_str("</section>");
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Build
+
+/// The columns of a build the build page and its live updates show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRow {
+    pub buildid: i64,
+    pub number: i64,
+    pub builder: String,
+    pub worker: Option<String>,
+    pub buildrequestid: i64,
+    pub started_at: i64,
+    pub complete_at: Option<i64>,
+    pub results: Option<i64>,
+    pub state_string: String,
+}
+
+const BUILD_COLS: &str = "b.buildid, b.number, bl.name, w.name, b.buildrequestid, b.started_at,
+    b.complete_at, b.results, b.state_string
+    FROM builds b JOIN builders bl ON bl.builderid = b.builderid
+    LEFT JOIN workers w ON w.workerid = b.workerid";
+
+fn build_row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
+    Ok(BuildRow {
+        buildid: r.get(0)?,
+        number: r.get(1)?,
+        builder: r.get(2)?,
+        worker: r.get(3)?,
+        buildrequestid: r.get(4)?,
+        started_at: r.get(5)?,
+        complete_at: r.get(6)?,
+        results: r.get(7)?,
+        state_string: r.get(8)?,
+    })
+}
+
+pub fn build_by_id(conn: &Connection, buildid: i64) -> Result<Option<BuildRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {BUILD_COLS} WHERE b.buildid = ?1"))?
+        .query_row([buildid], build_row)
+        .optional()?)
+}
+
+/// The canonical page of a build.
+pub fn build_page_url(b: &BuildRow) -> String {
+    format!(
+        "/builders/{}/builds/{}",
+        encode_path_segment(&b.builder),
+        b.number
+    )
+}
+
+/// The head of the build page (replaced whole by live updates).
+pub fn build_head(c: &Ctx, b: &BuildRow) -> String {
+    let mut out = format!(
+        "<section id=\"build-head\"><h2>{} {} {}</h2><p>{}</p><p>",
+        builder_link(&b.builder),
+        build_link(&b.builder, b.number),
+        badge(b.results, b.complete_at.is_some()),
+        escape_html(&b.state_string),
+    );
+    let _ = write!(
+        out,
+        "started {} · {} {}",
+        time_html(b.started_at),
+        if b.complete_at.is_some() {
+            "took"
+        } else {
+            "running for"
+        },
+        took(Some(b.started_at), b.complete_at, c.now)
+    );
+    if let Some(w) = &b.worker {
+        let _ = write!(out, " · worker {}", escape_html(w));
+    }
+    out.push_str("</p><p>");
+    let base = format!("/builds/{}", b.buildid);
+    if b.complete_at.is_none() {
+        out.push_str(&c.post_form(&format!("{base}/stop"), "Stop", ""));
+    } else {
+        out.push_str(&c.post_form(&format!("{base}/rebuild"), "Rebuild", ""));
+    }
+    out.push_str("</p></section>");
+    out
+}
+
+/// A step and its logs, as the build page shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub stepid: i64,
+    pub number: i64,
+    pub name: String,
+    pub started_at: Option<i64>,
+    pub complete_at: Option<i64>,
+    pub results: Option<i64>,
+    pub state_string: String,
+    pub urls: String,
+    /// (logid, name, complete)
+    pub logs: Vec<(i64, String, bool)>,
+}
+
+/// The steps of a build with their logs, in order.
+pub fn steps_of(conn: &Connection, buildid: i64) -> Result<Vec<StepRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.stepid, s.number, s.name, s.started_at, s.complete_at, s.results,
+                s.state_string, s.urls, l.logid, l.name, l.complete
+         FROM steps s LEFT JOIN logs l ON l.stepid = s.stepid
+         WHERE s.buildid = ?1 AND s.hidden = 0 ORDER BY s.number, s.stepid, l.logid",
+    )?;
+    let mut steps: Vec<StepRow> = Vec::new();
+    let mut rows = stmt.query([buildid])?;
+    while let Some(r) = rows.next()? {
+        let stepid: i64 = r.get(0)?;
+        if steps.last().map(|s| s.stepid) != Some(stepid) {
+            steps.push(StepRow {
+                stepid,
+                number: r.get(1)?,
+                name: r.get(2)?,
+                started_at: r.get(3)?,
+                complete_at: r.get(4)?,
+                results: r.get(5)?,
+                state_string: r.get(6)?,
+                urls: r.get(7)?,
+                logs: vec![],
+            });
+        }
+        if let (Some(logid), Some(step)) = (r.get::<_, Option<i64>>(8)?, steps.last_mut()) {
+            step.logs.push((logid, r.get(9)?, r.get(10)?));
+        }
+    }
+    Ok(steps)
+}
+
+/// A step's head line (replaced whole by live updates).
+pub fn step_head(c: &Ctx, s: &StepRow) -> String {
+    let mut out = format!(
+        "<div class=\"step-head\" id=\"step-head-{}\"><span class=\"num\">{}</span>\
+         <strong>{}</strong>{}<span>{}</span><span class=\"muted\">{}</span>",
+        s.stepid,
+        s.number + 1,
+        escape_html(&s.name),
+        badge(s.results, s.complete_at.is_some()),
+        escape_html(&s.state_string),
+        took(s.started_at, s.complete_at, c.now),
+    );
+    let urls: Vec<serde_json::Value> = serde_json::from_str(&s.urls).unwrap_or_default();
+    for u in urls {
+        let (Some(name), Some(url)) = (u["name"].as_str(), u["url"].as_str()) else {
+            continue;
+        };
+        // Only web links; a javascript: URL from a build must not run here.
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let _ = write!(
+                out,
+                "<a href=\"{}\" rel=\"noopener noreferrer\">{}</a>",
+                escape_html(url),
+                escape_html(name)
+            );
+        }
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// A whole step: head and logs; `ranges` holds the text shown of each log
+/// (by logid; a log missing there gets an empty, live-fillable view).
+pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(i64, logview::Range)]) -> String {
+    let mut out = format!(
+        "<div class=\"step\" id=\"step-{}\">{}",
+        s.stepid,
+        step_head(c, s)
+    );
+    for (logid, name, _) in &s.logs {
+        let empty = logview::Range::default();
+        let r = ranges
+            .iter()
+            .find(|(id, _)| id == logid)
+            .map_or(&empty, |(_, r)| r);
+        let earlier = if r.start > 0 {
+            format!(
+                "<button type=\"button\" class=\"earlier\" data-logid=\"{logid}\">load earlier output ({} KiB more)</button>",
+                r.start.div_ceil(1024)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            out,
+            "<details class=\"log\"{}><summary>{} · <a href=\"/api/v2/logs/{logid}/raw\">raw</a></summary>\
+             {earlier}<pre class=\"log\" id=\"logpre-{logid}\" data-logid=\"{logid}\" data-start=\"{}\" data-end=\"{}\">{}</pre></details>",
+            if open { " open" } else { "" },
+            escape_html(name),
+            r.start,
+            r.end,
+            logview::render(r),
+        );
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// Whether a step's logs start unfolded: the running step, any that did
+/// not succeed, and the build's last step.
+pub fn step_open(s: &StepRow, last: bool) -> bool {
+    last || s.complete_at.is_none()
+        || !matches!(s.results, Some(model::SUCCESS) | Some(model::SKIPPED))
+}
+
+/// `/builders/<name>/builds/<number>`. None: no such build.
+pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<String>> {
+    let b = c
+        .conn
+        .prepare_cached(&format!(
+            "SELECT {BUILD_COLS} WHERE bl.name = ?1 AND b.number = ?2"
+        ))?
+        .query_row(rusqlite::params![builder, number], build_row)
+        .optional()?;
+    let Some(b) = b else {
+        return Ok(None);
+    };
+    let live = if b.complete_at.is_none() {
+        " data-live=\"1\""
+    } else {
+        ""
+    };
+    let mut body = format!(
+        "<div id=\"build\" data-buildid=\"{}\"{live}>{}",
+        b.buildid,
+        build_head(c, &b)
+    );
+    body.push_str("<section id=\"steps\"><h3>Steps</h3>");
+    let steps = steps_of(c.conn, b.buildid)?;
+    if steps.is_empty() {
+        body.push_str("<p class=\"muted\" id=\"nosteps\">No steps yet.</p>");
+    }
+    for (i, s) in steps.iter().enumerate() {
+        let ranges = s
+            .logs
+            .iter()
+            .map(|(logid, _, _)| {
+                let path = store::log_path(c.master_dir, b.buildid, *logid);
+                let r = logview::chunk_before(&path, u64::MAX)
+                    .with_context(|| format!("reading log {}", path.display()))?;
+                Ok((*logid, r))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        body.push_str(&step_html(
+            c,
+            s,
+            step_open(s, i + 1 == steps.len()),
+            &ranges,
+        ));
+    }
+    body.push_str("</section>");
+    body.push_str(&buildset_section(c, b.buildrequestid)?);
+    body.push_str(&properties_section(c.conn, b.buildid)?);
+    body.push_str("</div>");
+    let title = format!("{} #{}", b.builder, b.number);
+    Ok(Some(c.layout(&title, &build_page_url(&b), &body)))
+}
+
+/// What was built: the buildset's reason and source stamp, and its changes.
+fn buildset_section(c: &Ctx, brid: i64) -> Result<String> {
+    type Row = (i64, String, Option<String>, Option<String>, String, i64);
+    let row: Option<Row> = c
+        .conn
+        .prepare_cached(
+            "SELECT bs.buildsetid, bs.reason, bs.branch, bs.revision, bs.repository, bs.submitted_at
+             FROM buildrequests br JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+             WHERE br.buildrequestid = ?1",
+        )?
+        .query_row([brid], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()?;
+    let Some((bsid, reason, branch, revision, repository, submitted)) = row else {
+        return Ok(String::new());
+    };
+    let mut out = format!(
+        "<section><h3>Source</h3><dl class=\"kv\"><dt>Reason</dt><dd>{}</dd>\
+         <dt>Branch</dt><dd>{}</dd><dt>Revision</dt><dd>{}</dd>\
+         <dt>Repository</dt><dd>{}</dd><dt>Submitted</dt><dd>{}</dd>\
+         <dt>Request</dt><dd><a href=\"/buildrequests/{brid}\">{brid}</a></dd></dl>",
+        or_dash(&reason),
+        or_dash(&branch.unwrap_or_default()),
+        or_dash(&revision.unwrap_or_default()),
+        or_dash(&repository),
+        time_html(submitted),
+    );
+    let mut stmt = c.conn.prepare_cached(
+        "SELECT c.changeid, c.author, c.comments, c.revision, c.when_timestamp
+         FROM buildset_changes bc JOIN changes c ON c.changeid = bc.changeid
+         WHERE bc.buildsetid = ?1 ORDER BY c.changeid DESC LIMIT 50",
+    )?;
+    let rows = stmt
+        .query_map([bsid], |r| {
+            Ok(vec![
+                r.get::<_, i64>(0)?.to_string(),
+                escape_html(&r.get::<_, String>(1)?),
+                format!("{WRAP}{}", message_html(&r.get::<_, String>(2)?)),
+                short_rev(r.get::<_, Option<String>>(3)?.as_deref()),
+                time_html(r.get(4)?),
+            ])
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !rows.is_empty() {
+        out.push_str("<h3>Changes</h3>");
+        out.push_str(&table(
+            &["Change", "Author", "Message", "Revision", "When"],
+            &rows,
+            "",
+        ));
+    }
+    out.push_str("</section>");
+    Ok(out)
+}
+
+fn properties_section(conn: &Connection, buildid: i64) -> Result<String> {
+    let props: String = conn
+        .prepare_cached("SELECT properties FROM builds WHERE buildid = ?1")?
+        .query_row([buildid], |r| r.get(0))?;
+    let props: store::Props = serde_json::from_str(&props).unwrap_or_default();
+    let rows: Vec<Vec<String>> = props
+        .iter()
+        .map(|(k, (v, src))| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            vec![
+                escape_html(k),
+                format!("{WRAP}{}", or_dash(&v)),
+                escape_html(src),
+            ]
+        })
+        .collect();
+    Ok(format!(
+        "<section><h3>Properties</h3>{}</section>",
+        table(&["Name", "Value", "Source"], &rows, "No properties.")
+    ))
+}
+
+/// The JSON `/logs/<logid>/chunk?end=N` answers: the lines before `end`
+/// (a line start), for the build page's "load earlier output".
+pub fn log_chunk(
+    conn: &Connection,
+    master_dir: &Path,
+    logid: i64,
+    end: u64,
+) -> Result<Option<serde_json::Value>> {
+    let buildid: Option<i64> = conn
+        .prepare_cached(
+            "SELECT s.buildid FROM logs l JOIN steps s ON s.stepid = l.stepid WHERE l.logid = ?1",
+        )?
+        .query_row([logid], |r| r.get(0))
+        .optional()?;
+    let Some(buildid) = buildid else {
+        return Ok(None);
+    };
+    let r = logview::chunk_before(&store::log_path(master_dir, buildid, logid), end)?;
+    Ok(Some(serde_json::json!({
+        "logid": logid, "start": r.start, "end": r.end, "html": logview::render(&r)
+    })))
+}
+
+// ---------------------------------------------------------------------------
+// Workers, changes, requests
+
+/// `/workers`: every worker the master knows, connected or not.
+pub fn workers(c: &Ctx) -> Result<String> {
+    let mut stmt = c.conn.prepare_cached(
+        "SELECT w.workerid, w.name, w.connected, w.paused, w.info, w.last_connection, w.configured,
+                (SELECT group_concat(bl.name || char(9) || b.number, char(10))
+                 FROM builds b JOIN builders bl ON bl.builderid = b.builderid
+                 WHERE b.workerid = w.workerid AND b.complete_at IS NULL)
+         FROM workers w ORDER BY w.configured DESC, w.name",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            let name: String = r.get(1)?;
+            let connected: bool = r.get(2)?;
+            let paused: bool = r.get(3)?;
+            let info: String = r.get(4)?;
+            let last: Option<i64> = r.get(5)?;
+            let configured: bool = r.get(6)?;
+            let running: Option<String> = r.get(7)?;
+            let info: std::collections::BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(&info).unwrap_or_default();
+            let text = |k: &str| match info.get(k) {
+                Some(serde_json::Value::String(s)) => s.trim().to_string(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            let mut state = if connected {
+                "<span class=\"res r0\">connected</span>".to_string()
+            } else {
+                "<span class=\"res\">not connected</span>".to_string()
+            };
+            if paused {
+                state.push_str(" <span class=\"res r1\">paused</span>");
+            }
+            if !configured {
+                state.push_str(" <span class=\"muted\">(not in master.cfg)</span>");
+            }
+            let builds: Vec<String> = running
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (b, n) = l.split_once('\t')?;
+                    Some(format!(
+                        "{} {}",
+                        builder_link(b),
+                        build_link(b, n.parse().ok()?)
+                    ))
+                })
+                .collect();
+            let action = if paused { "unpause" } else { "pause" };
+            let label = if paused { "Unpause" } else { "Pause" };
+            state.push(' ');
+            state.push_str(&c.post_form(
+                &format!("/workers/{}/{action}", encode_path_segment(&name)),
+                label,
+                "",
+            ));
+            Ok(vec![
+                escape_html(&name),
+                state,
+                builds.join("<br>"),
+                format!(
+                    "{WRAP}<div class=\"msg\">{}</div>",
+                    escape_html(&text("admin"))
+                ),
+                format!(
+                    "{WRAP}<div class=\"msg\">{}</div>",
+                    escape_html(&text("host"))
+                ),
+                last.map(time_html).unwrap_or_default(),
+            ])
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut body = format!(
+        "<h2>Workers</h2>{}",
+        table(
+            &[
+                "Worker",
+                "State",
+                "Running",
+                "Admin",
+                "Host",
+                "Last connected"
+            ],
+            &rows,
+            "No workers yet."
+        )
+    );
+    if c.csrf.is_none() {
+        body.push_str(&c.login_hint("pause a worker", "/workers"));
+    } else {
+        body.push_str(
+            "<p class=\"muted\">A paused worker finishes its running builds and gets no new ones.</p>",
+        );
+    }
+    Ok(c.layout("Workers", "/workers", &body))
+}
+
+/// `/changes`: the newest changes first, paged.
+pub fn changes(c: &Ctx, page: i64) -> Result<String> {
+    let total: i64 = c
+        .conn
+        .prepare_cached("SELECT count(*) FROM changes")?
+        .query_row([], |r| r.get(0))?;
+    let page = page.max(1);
+    let mut stmt = c.conn.prepare_cached(
+        "SELECT changeid, author, comments, branch, revision, repository, when_timestamp
+         FROM changes ORDER BY changeid DESC LIMIT ?1 OFFSET ?2",
+    )?;
+    let rows = stmt
+        .query_map([PAGE_SIZE, (page - 1) * PAGE_SIZE], |r| {
+            Ok(vec![
+                r.get::<_, i64>(0)?.to_string(),
+                time_html(r.get(6)?),
+                escape_html(&r.get::<_, String>(1)?),
+                format!("{WRAP}{}", message_html(&r.get::<_, String>(2)?)),
+                escape_html(&r.get::<_, Option<String>>(3)?.unwrap_or_default()),
+                short_rev(r.get::<_, Option<String>>(4)?.as_deref()),
+                escape_html(&r.get::<_, String>(5)?),
+            ])
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let body = format!(
+        "<h2>Changes ({total})</h2>{}{}",
+        table(
+            &[
+                "Change",
+                "When",
+                "Author",
+                "Message",
+                "Branch",
+                "Revision",
+                "Repository"
+            ],
+            &rows,
+            "No changes yet."
+        ),
+        pager("/changes", page, total)
+    );
+    Ok(c.layout("Changes", "/changes", &body))
+}
+
+/// `/buildrequests`: the queue.
+pub fn buildrequests(c: &Ctx) -> Result<String> {
+    let body = format!(
+        "<h2>Build request queue</h2>{}{}",
+        queue_section(c, None, 500)?,
+        if c.csrf.is_none() {
+            c.login_hint("cancel a request", "/buildrequests")
+        } else {
+            String::new()
+        }
+    );
+    Ok(c.layout("Queue", "/buildrequests", &body))
+}
+
+/// Where `/buildrequests/<id>` goes once its build runs or it is done.
+pub fn request_build(conn: &Connection, brid: i64) -> Result<Option<BuildRow>> {
+    let queued: Option<bool> = conn
+        .prepare_cached(
+            "SELECT complete = 0 AND claimed_at IS NULL FROM buildrequests WHERE buildrequestid = ?1",
+        )?
+        .query_row([brid], |r| r.get(0))
+        .optional()?;
+    if queued != Some(false) {
+        return Ok(None);
+    }
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {BUILD_COLS} WHERE b.buildrequestid = ?1 ORDER BY b.buildid DESC LIMIT 1"
+        ))?
+        .query_row([brid], build_row)
+        .optional()?)
+}
+
+/// `/buildrequests/<id>` while it has no build to show: queued (the
+/// script waits for its build) or cancelled. None: no such request.
+pub fn buildrequest(c: &Ctx, brid: i64) -> Result<Option<String>> {
+    type Row = (String, String, i64, bool, Option<i64>, Option<i64>);
+    let row: Option<Row> = c
+        .conn
+        .prepare_cached(
+            "SELECT bl.name, bs.reason, br.submitted_at, br.complete, br.results, br.claimed_at
+             FROM buildrequests br JOIN builders bl USING (builderid)
+             JOIN buildsets bs ON bs.buildsetid = br.buildsetid WHERE br.buildrequestid = ?1",
+        )?
+        .query_row([brid], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((builder, reason, submitted, complete, results, claimed)) = row else {
+        return Ok(None);
+    };
+    let path = format!("/buildrequests/{brid}");
+    let mut body = format!(
+        "<h2>Build request {brid}</h2><dl class=\"kv\"><dt>Builder</dt><dd>{}</dd>\
+         <dt>Reason</dt><dd>{}</dd><dt>Submitted</dt><dd>{}</dd></dl>",
+        builder_link(&builder),
+        escape_html(&reason),
+        time_html(submitted)
+    );
+    if complete {
+        let _ = write!(body, "<p>Complete: {}</p>", badge(results, true));
+    } else if claimed.is_none() {
+        let _ = write!(
+            body,
+            "<p id=\"waitreq\" data-brid=\"{brid}\">Queued: waiting for a worker. \
+             This page opens the build when it starts.</p><p>{}</p>",
+            c.post_form(&format!("{path}/cancel"), "Cancel", "")
+        );
+    }
+    Ok(Some(c.layout(&format!("Request {brid}"), &path, &body)))
+}
+
+// ---------------------------------------------------------------------------
+// Login, messages, badges
+
+/// The login page; `error` is shown above the form. `login_csrf` is the
+/// value of the double-submit cookie the caller sets with the page.
+pub fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> String {
+    let mut body = String::from("<h2>Log in</h2>");
+    if let Some(e) = error {
+        let _ = write!(body, "<p class=\"flash\">{}</p>", escape_html(e));
+    }
+    if let Some(u) = c.user {
+        let _ = write!(body, "<p>You are logged in as {}.</p>", escape_html(u));
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\" action=\"/login\" class=\"login\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <label for=\"username\">User name</label>\
+         <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" autofocus required>\
+         <label for=\"password\">Password</label>\
+         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+         <p><button type=\"submit\">Log in</button></p></form>\
+         <p class=\"muted\">Users are added on the master's host with <code>minibot user add DIR NAME</code>.</p>",
+        escape_html(login_csrf),
+        escape_html(next)
+    );
+    c.layout("Log in", "/login", &body)
+}
+
+/// A page that says one thing (errors of form posts).
+pub fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> String {
+    let body = format!(
+        "<h2>{}</h2><p class=\"flash\">{}</p><p><a href=\"{}\">Back</a></p>",
+        escape_html(heading),
+        escape_html(text),
+        escape_html(back)
+    );
+    c.layout(heading, back, &body)
+}
+
+/// `/badges/<builder>.svg`: the result of the builder's last finished
+/// build, as buildbot-badges draws it. None: no such builder.
+pub fn badge_svg(conn: &Connection, builder: &str) -> Result<Option<String>> {
+    let row: Option<(i64, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT bl.builderid, (SELECT b.results FROM builds b WHERE b.builderid = bl.builderid
+                AND b.complete_at IS NOT NULL ORDER BY b.number DESC LIMIT 1)
+             FROM builders bl WHERE bl.name = ?1",
+        )?
+        .query_row([builder], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((_, results)) = row else {
+        return Ok(None);
+    };
+    let (text, colour) = match results {
+        Some(r) => (model::result_name(r), result_colour(r)),
+        None => ("unknown", "#ccc"),
+    };
+    Ok(Some(svg_badge("build", text, colour)))
+}
+
+/// A flat two-part badge; widths from a rough 7 px per character.
+pub fn svg_badge(left: &str, right: &str, colour: &str) -> String {
+    let lw = 10 + 7 * left.chars().count();
+    let rw = 10 + 7 * right.chars().count();
+    let w = lw + rw;
+    let (left, right) = (escape_html(left), escape_html(right));
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"20\" role=\"img\" aria-label=\"{left}: {right}\">\
+         <title>{left}: {right}</title>\
+         <rect width=\"{lw}\" height=\"20\" fill=\"#555\"/><rect x=\"{lw}\" width=\"{rw}\" height=\"20\" fill=\"{colour}\"/>\
+         <g font-family=\"Verdana,DejaVu Sans,sans-serif\" font-size=\"11\">\
+         <text x=\"{}\" y=\"14\" fill=\"#fff\" text-anchor=\"middle\">{left}</text>\
+         <text x=\"{}\" y=\"14\" fill=\"#222\" text-anchor=\"middle\">{right}</text></g></svg>\n",
+        lw / 2,
+        lw + rw / 2
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,66 +1334,307 @@ mod tests {
         assert_eq!(duration(185), "3m 05s");
         assert_eq!(duration(3720), "1h 02m");
         assert_eq!(duration(-5), "0s");
+        assert_eq!(took(Some(10), Some(52), 0), "42s");
+        assert_eq!(
+            took(Some(10), None, 75),
+            "<span data-since=\"10\">1m 05s</span>"
+        );
     }
 
-    fn db() -> (tempfile::TempDir, Connection) {
+    struct Fixture {
+        dir: tempfile::TempDir,
+        conn: Connection,
+        cfg: Config,
+    }
+
+    impl Fixture {
+        fn ctx<'a>(&'a self, user: Option<&'a str>, csrf: Option<&'a str>, now: i64) -> Ctx<'a> {
+            Ctx {
+                conn: &self.conn,
+                cfg: &self.cfg,
+                user,
+                csrf,
+                master_dir: self.dir.path(),
+                now,
+            }
+        }
+    }
+
+    fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
         store::create(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
-        (dir, conn)
+        let mut cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
+        cfg.title = "CI & <co>".into();
+        cfg.schedulers[1]
+            .builders
+            .push("<script>alert(1)</script>".into());
+        conn.execute_batch(
+            r#"
+            INSERT INTO builders (builderid, name) VALUES (1, '<script>alert(1)</script>');
+            INSERT INTO builders (builderid, name) VALUES (2, 'runtests');
+            INSERT INTO builders (builderid, name) VALUES (3, 'idle');
+            INSERT INTO builders (builderid, name, configured) VALUES (4, 'gone', 0);
+            INSERT INTO workers (workerid, name, info, connected, paused, last_connection)
+              VALUES (1, 'w<1>', '{"admin":"Ann <ann@x>","host":"box & co"}', 1, 0, 1000),
+                     (2, 'w2', '{}', 0, 1, NULL);
+            INSERT INTO changes (changeid, author, comments, branch, revision, repository,
+                project, when_timestamp)
+              VALUES (1, 'Eve <e@x>', '<script>alert("c")</script> fix
+second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
+            INSERT INTO buildsets (buildsetid, reason, submitted_at, branch, revision)
+              VALUES (1, 'push <x>', 0, 'master', 'abcdef0123456789');
+            INSERT INTO buildset_changes VALUES (1, 1);
+            INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at,
+                claimed_at, complete) VALUES (1, 1, 1, 0, 1, 1), (2, 1, 2, 0, NULL, 0),
+                (3, 1, 2, 0, NULL, 0), (4, 1, 4, 0, 5, 0);
+            INSERT INTO builds (buildid, number, builderid, buildrequestid, workerid, started_at,
+                complete_at, results, state_string, properties)
+              VALUES (1, 7, 1, 1, 1, 1000, 1185, 2, 'failed', '{"owner":["<i>x</i>","Force"]}'),
+                     (2, 1, 2, 4, 1, 2000, 2042, 0, 'ok', '{}'),
+                     (3, 2, 2, 4, 1, 3000, NULL, NULL, 'compiling "x" & <y>', '{}');
+            INSERT INTO steps (stepid, buildid, number, name, started_at, complete_at, results,
+                state_string, urls)
+              VALUES (1, 3, 0, 'git', 3000, 3010, 0, 'git', '[{"name":"ok","url":"https://x/"},{"name":"bad","url":"javascript:alert(1)"}]'),
+                     (2, 3, 1, 'test <t>', 3010, NULL, NULL, 'test running', '[]');
+            INSERT INTO logs (logid, stepid, name, slug) VALUES (1, 1, 'stdio', 'stdio'),
+                (2, 2, 'stdio', 'stdio');
+            "#,
+        )
+        .unwrap();
+        let log = store::log_path(dir.path(), 3, 2);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "ohello <b>\ne\x1b[31merr\x1b[0m\n").unwrap();
+        Fixture { dir, conn, cfg }
+    }
+
+    fn assert_no_raw_script(html: &str) {
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+        assert!(
+            !html.contains("style="),
+            "inline styles break the CSP: {html}"
+        );
     }
 
     #[test]
     fn empty_home_page() {
-        let (_dir, conn) = db();
-        let html = home(&conn, "My CI").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        store::create(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let mut cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
+        cfg.title = "My CI".into();
+        let c = Ctx {
+            conn: &conn,
+            cfg: &cfg,
+            user: None,
+            csrf: None,
+            master_dir: dir.path(),
+            now: 0,
+        };
+        let html = home(&c).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<title>Home - My CI</title>"));
         assert!(html.contains("No builders configured."));
         assert!(html.contains("0 pending build requests."));
+        assert!(html.contains("<a href=\"/login?next=%2F\">Log in</a>"));
     }
 
     #[test]
     fn home_page_content_is_escaped() {
-        let (_dir, conn) = db();
-        conn.execute_batch(
-            r#"
-            INSERT INTO builders (builderid, name) VALUES (1, '<script>alert(1)</script>');
-            INSERT INTO builders (builderid, name) VALUES (2, 'linux');
-            INSERT INTO builders (builderid, name) VALUES (3, 'idle');
-            INSERT INTO builders (builderid, name, configured) VALUES (4, 'gone', 0);
-            INSERT INTO buildsets (buildsetid, reason, submitted_at) VALUES (1, 'r', 0);
-            INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at,
-                claimed_at, complete) VALUES (1, 1, 1, 0, 1, 1), (2, 1, 2, 0, NULL, 0),
-                (3, 1, 2, 0, NULL, 0), (4, 1, 4, 0, 5, 0);
-            INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at,
-                complete_at, results, state_string)
-              VALUES (1, 7, 1, 1, 1000, 1185, 2, 'failed'),
-                     (2, 1, 2, 4, 2000, 2042, 0, 'ok'),
-                     (3, 2, 2, 4, 3000, NULL, NULL, 'compiling "x" & <y>');
-            "#,
-        )
-        .unwrap();
-        let html = home_at(&conn, "CI & <co>", 3065).unwrap();
-        assert!(!html.contains("<script>alert"), "{html}");
+        let f = fixture();
+        let html = home(&f.ctx(None, None, 3065)).unwrap();
+        assert_no_raw_script(&html);
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("<title>Home - CI &amp; &lt;co&gt;</title>"));
         assert!(html.contains("compiling &quot;x&quot; &amp; &lt;y&gt;"));
         assert!(html.contains(
             "<a href=\"/builders/%3Cscript%3Ealert%281%29%3C%2Fscript%3E/builds/7\">#7</a>"
         ));
-        assert!(html.contains("<a href=\"/builders/linux/builds/2\">#2</a>"));
-        // Results with their names and colours; running shows elapsed time.
-        assert!(html.contains("background:#e88\">failure</span>"));
-        assert!(html.contains("background:#8d4\">success</span>"));
-        assert!(html.contains(">running</span>"));
+        assert!(html.contains("<a href=\"/builders/runtests/builds/2\">#2</a>"));
+        // Results with their names and classes; running shows elapsed time.
+        assert!(html.contains("<span class=\"res r2\">failure</span>"));
+        assert!(html.contains("<span class=\"res r0\">success</span>"));
+        assert!(html.contains("<span class=\"res running\">running</span>"));
         assert!(html.contains("<h2>Running builds (1)</h2>"));
-        assert!(html.contains("<td>1m 05s</td>"));
+        assert!(html.contains("<span data-since=\"3000\">1m 05s</span>"));
         // Durations of finished builds in the recent list.
         assert!(html.contains("<td>3m 05s</td>") && html.contains("<td>42s</td>"));
+        // The queue, with no cancel buttons for a visitor.
         assert!(html.contains("2 pending build requests."));
+        assert!(html.contains("<a href=\"/buildrequests/2\">2</a>"));
+        assert!(!html.contains("/cancel"));
         assert!(html.contains("no builds"));
         assert!(!html.contains(">gone<"));
+        // A user with a session gets cancel buttons with the CSRF token.
+        let html = home(&f.ctx(Some("ann"), Some("tok<en"), 3065)).unwrap();
+        assert!(html.contains(
+            "<form class=\"inline\" method=\"post\" action=\"/buildrequests/2/cancel\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"tok&lt;en\">"
+        ));
+        assert!(html.contains("action=\"/logout\""));
+    }
+
+    #[test]
+    fn builder_page_force_form_and_builds() {
+        let f = fixture();
+        let anon = builder(&f.ctx(None, None, 3065), "runtests", 1)
+            .unwrap()
+            .unwrap();
+        assert!(anon.contains("Log in</a> to force a build."));
+        assert!(!anon.contains("<form class=\"force\""));
+        assert!(anon.contains("<h2>Builds (2)</h2>"));
+        let html = builder(&f.ctx(Some("ann"), Some("t1"), 3065), "runtests", 1)
+            .unwrap()
+            .unwrap();
+        assert!(html.contains(
+            "<form class=\"force\" method=\"post\" action=\"/builders/runtests/force\">"
+        ));
+        assert!(html.contains("name=\"scheduler\" value=\"force\""));
+        assert!(html.contains("value=\"t1\""));
+        let odd = builder(
+            &f.ctx(Some("ann"), Some("t1"), 0),
+            "<script>alert(1)</script>",
+            1,
+        )
+        .unwrap()
+        .unwrap();
+        assert_no_raw_script(&odd);
+        assert!(odd.contains("action=\"/builders/%3Cscript%3Ealert%281%29%3C%2Fscript%3E/force\""));
+        assert!(builder(&f.ctx(None, None, 0), "nope", 1).unwrap().is_none());
+        // Paging: page 2 of 2 builds is empty but still a page.
+        assert!(builder(&f.ctx(None, None, 0), "runtests", 2)
+            .unwrap()
+            .unwrap()
+            .contains("No builds yet."));
+    }
+
+    #[test]
+    fn build_page_steps_logs_and_buttons() {
+        let f = fixture();
+        let html = build(&f.ctx(Some("ann"), Some("t1"), 3065), "runtests", 2)
+            .unwrap()
+            .unwrap();
+        assert_no_raw_script(&html);
+        assert!(html.contains("<div id=\"build\" data-buildid=\"3\" data-live=\"1\">"));
+        assert!(html.contains("action=\"/builds/3/stop\""));
+        assert!(!html.contains("/rebuild"));
+        // The running step is open with its log, ANSI colours rendered.
+        assert!(html.contains("<strong>test &lt;t&gt;</strong>"));
+        assert!(html.contains(
+            "<details class=\"log\" open><summary>stdio · <a href=\"/api/v2/logs/2/raw\">raw</a></summary>\
+             <pre class=\"log\" id=\"logpre-2\" data-logid=\"2\" data-start=\"0\" data-end=\"25\">hello &lt;b&gt;\n\
+             <span class=\"le\"><span class=\"f1\">err</span></span>\n</pre>"
+        ));
+        // Only web links from step URLs.
+        assert!(html.contains("<a href=\"https://x/\" rel=\"noopener noreferrer\">ok</a>"));
+        assert!(!html.contains("javascript:"));
+        // The buildset and its change, escaped.
+        assert!(html.contains("push &lt;x&gt;"));
+        assert!(html.contains("&lt;script&gt;alert(&quot;c&quot;)&lt;/script&gt; fix"));
+        let done = build(
+            &f.ctx(Some("ann"), Some("t1"), 3065),
+            "<script>alert(1)</script>",
+            7,
+        )
+        .unwrap()
+        .unwrap();
+        assert_no_raw_script(&done);
+        assert!(done.contains("action=\"/builds/1/rebuild\""));
+        assert!(!done.contains("data-live"));
+        assert!(done.contains("&lt;i&gt;x&lt;/i&gt;"));
+        assert!(build(&f.ctx(None, None, 0), "runtests", 9)
+            .unwrap()
+            .is_none());
+        // Visitors see no buttons.
+        let anon = build(&f.ctx(None, None, 0), "runtests", 2)
+            .unwrap()
+            .unwrap();
+        assert!(!anon.contains("<form"));
+    }
+
+    #[test]
+    fn other_pages_escape() {
+        let f = fixture();
+        let c = f.ctx(Some("ann"), Some("t1"), 3065);
+        let w = workers(&c).unwrap();
+        assert_no_raw_script(&w);
+        assert!(
+            w.contains("w&lt;1&gt;")
+                && w.contains("Ann &lt;ann@x&gt;")
+                && w.contains("box &amp; co")
+        );
+        assert!(w.contains("action=\"/workers/w%3C1%3E/pause\""));
+        assert!(w.contains("action=\"/workers/w2/unpause\""));
+        assert!(w.contains("<a href=\"/builders/runtests/builds/2\">#2</a>"));
+        let ch = changes(&c, 1).unwrap();
+        assert_no_raw_script(&ch);
+        assert!(
+            ch.contains("<summary>&lt;script&gt;alert(&quot;c&quot;)&lt;/script&gt; fix</summary>")
+        );
+        assert!(ch.contains("second line &lt;b&gt;"));
+        let q = buildrequests(&c).unwrap();
+        assert!(q.contains("2 pending build requests."));
+        let r = buildrequest(&c, 2).unwrap().unwrap();
+        assert!(r.contains("id=\"waitreq\" data-brid=\"2\""));
+        assert!(buildrequest(&c, 99).unwrap().is_none());
+        assert!(request_build(&f.conn, 2).unwrap().is_none());
+        assert_eq!(request_build(&f.conn, 4).unwrap().unwrap().buildid, 3);
+        let l = login(&f.ctx(None, None, 0), "/x\"y", Some("Wrong <pw>"), "tok");
+        assert!(l.contains("Wrong &lt;pw&gt;") && l.contains("value=\"/x&quot;y\""));
+        assert!(l.contains("name=\"csrf\" value=\"tok\""));
+    }
+
+    #[test]
+    fn badges() {
+        let f = fixture();
+        let svg = badge_svg(&f.conn, "<script>alert(1)</script>")
+            .unwrap()
+            .unwrap();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.contains(">failure</text>") && svg.contains("#e88"));
+        assert!(badge_svg(&f.conn, "runtests")
+            .unwrap()
+            .unwrap()
+            .contains(">success</text>"));
+        assert!(badge_svg(&f.conn, "idle")
+            .unwrap()
+            .unwrap()
+            .contains(">unknown</text>"));
+        assert!(badge_svg(&f.conn, "nope").unwrap().is_none());
+        assert!(svg_badge("a<b", "c", "#fff").contains("a&lt;b"));
+    }
+
+    #[test]
+    fn a_big_log_opens_at_its_tail() {
+        let f = fixture();
+        let mut text = String::new();
+        let mut i = 0;
+        while text.len() < 3 << 20 {
+            text.push_str(&format!("oline {i}\n"));
+            i += 1;
+        }
+        std::fs::write(store::log_path(f.dir.path(), 3, 2), &text).unwrap();
+        let html = build(&f.ctx(None, None, 0), "runtests", 2)
+            .unwrap()
+            .unwrap();
+        assert!(html.len() < 100_000, "{} bytes", html.len());
+        assert!(html.contains(&format!("line {}\n</pre>", i - 1)));
+        assert!(!html.contains("line 0\n"));
+        assert!(html.contains(
+            "<button type=\"button\" class=\"earlier\" data-logid=\"2\">load earlier output ("
+        ));
+    }
+
+    #[test]
+    fn log_chunks() {
+        let f = fixture();
+        let v = log_chunk(&f.conn, f.dir.path(), 2, 11).unwrap().unwrap();
+        assert_eq!(v["start"], 0);
+        assert_eq!(v["end"], 11);
+        assert_eq!(v["html"], "hello &lt;b&gt;\n");
+        assert!(log_chunk(&f.conn, f.dir.path(), 99, 0).unwrap().is_none());
     }
 }

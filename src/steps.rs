@@ -608,7 +608,7 @@ struct GitArgs<'a> {
 /// Branch names and revisions come from changes (webhooks, i.e. outside):
 /// they are data, passed as single argv words, and may not look like
 /// options or refspecs.
-fn validate_git_word(what: &str, s: &str) -> Result<(), String> {
+pub fn validate_git_word(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err(format!("empty {what}"));
     }

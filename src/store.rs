@@ -20,7 +20,7 @@ use std::thread;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -166,6 +166,7 @@ CREATE TABLE logs (
     UNIQUE (stepid, slug)
 );
 "#,
+    // 2: git poller state, scheduler state, collapsed requests.
     r#"
 -- The last revision a git poller (change_source) saw on each branch: the
 -- next poll's changes are the commits after it, so a restart neither
@@ -187,6 +188,26 @@ CREATE TABLE scheduler_state (
 -- A request collapsed into a newer one (results SKIPPED): the build that
 -- covered it.
 ALTER TABLE buildrequests ADD COLUMN collapsed_into INTEGER REFERENCES builds(buildid);
+"#,
+    // 3: web UI users and their login sessions.
+    r#"
+CREATE TABLE users (
+    userid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    -- A PHC string (argon2id with its salt and parameters); never the password.
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    -- SHA-256 of the cookie value: a copy of the database holds no usable cookie.
+    token_hash TEXT PRIMARY KEY,
+    userid INTEGER NOT NULL REFERENCES users(userid) ON DELETE CASCADE,
+    -- The CSRF token forms of this session must carry.
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(userid);
 "#,
 ];
 
@@ -275,6 +296,32 @@ pub fn upgrade(path: &Path) -> Result<(i64, i64)> {
     migrate(&conn)
 }
 
+/// A read-write connection for an admin command (`minibot user ...`) that
+/// runs beside a live master: SQLite's locking (and the busy timeout) keeps
+/// it from colliding with the master's writer thread. Refuses a database at
+/// another schema version, as `Store::open` does.
+pub fn open_admin(path: &Path) -> Result<Connection> {
+    open_current(path, "is this a master directory?")
+}
+
+/// Opens an existing database read-write and checks it is at this
+/// binary's schema version; `missing` says what to do when there is none.
+fn open_current(path: &Path, missing: &str) -> Result<Connection> {
+    if !path.exists() {
+        bail!("{} does not exist; {missing}", path.display());
+    }
+    let conn = open_rw(path, false)?;
+    let v = schema_version(&conn)?;
+    if v != SCHEMA_VERSION {
+        bail!(
+            "{} has schema version {v} but this minibot needs {SCHEMA_VERSION}; run `minibot upgrade-master {}`",
+            path.display(),
+            path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    Ok(conn)
+}
+
 /// A read-only connection for one reader thread.
 pub fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -301,21 +348,7 @@ pub struct Store {
 impl Store {
     /// Opens the database, checks its schema and starts the writer thread.
     pub fn open(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            bail!(
-                "{} does not exist; run `minibot create-master` first",
-                path.display()
-            );
-        }
-        let conn = open_rw(path, false)?;
-        let v = schema_version(&conn)?;
-        if v != SCHEMA_VERSION {
-            bail!(
-                "{} has schema version {v} but this minibot needs {SCHEMA_VERSION}; run `minibot upgrade-master {}`",
-                path.display(),
-                path.parent().map(|p| p.display().to_string()).unwrap_or_default()
-            );
-        }
+        let conn = open_current(path, "run `minibot create-master` first")?;
         let (tx, rx) = unbounded::<Job>();
         thread::Builder::new()
             .name("store".into())
@@ -1025,6 +1058,267 @@ pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildRepor
         .query_row(params![rep.builderid, buildid, RETRY], |r| r.get(0))
         .optional()?;
     Ok(Some(rep))
+}
+
+/// What became of a request someone asked to cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was queued and is now complete as CANCELLED; it will never start.
+    Cancelled,
+    /// A build of it is running: stop that build instead.
+    Running {
+        buildid: i64,
+    },
+    /// Already complete: nothing to do.
+    Complete,
+    NotFound,
+}
+
+/// Cancels a queued build request (Buildbot's `cancel`): completes it as
+/// CANCELLED so the botmaster's claim (which requires `complete = 0`) can
+/// never start it.
+pub fn cancel_request(conn: &Connection, brid: i64) -> Result<CancelOutcome> {
+    let now = crate::model::now();
+    let n = conn
+        .prepare_cached(
+            "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3
+             WHERE buildrequestid = ?1 AND complete = 0 AND claimed_at IS NULL",
+        )?
+        .execute(params![brid, crate::model::CANCELLED, now])?;
+    let row: Option<(i64, bool)> = conn
+        .prepare_cached("SELECT buildsetid, complete FROM buildrequests WHERE buildrequestid = ?1")?
+        .query_row([brid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((bsid, complete)) = row else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    if n == 1 {
+        complete_buildset_if_done(conn, bsid, now)?;
+        return Ok(CancelOutcome::Cancelled);
+    }
+    if complete {
+        return Ok(CancelOutcome::Complete);
+    }
+    let running: Option<i64> = conn
+        .prepare_cached(
+            "SELECT buildid FROM builds WHERE buildrequestid = ?1 AND complete_at IS NULL
+             ORDER BY buildid DESC LIMIT 1",
+        )?
+        .query_row([brid], |r| r.get(0))
+        .optional()?;
+    Ok(match running {
+        Some(buildid) => CancelOutcome::Running { buildid },
+        // Claimed, its build not created yet or already closed: the
+        // botmaster settles it; treat as complete for the caller.
+        None => CancelOutcome::Complete,
+    })
+}
+
+/// A new buildset for one builder with the source stamp, properties and
+/// changes of the buildset `buildid` came from (Buildbot's rebuild).
+/// Returns (buildsetid, builderid, buildrequestid), None if no such build.
+pub fn rebuild(conn: &Connection, buildid: i64, reason: &str) -> Result<Option<(i64, i64, i64)>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT bs.buildsetid, bs.branch, bs.revision, bs.repository, bs.project, bs.codebase,
+                    bs.properties, bl.name, b.builderid, bs.scheduler
+             FROM builds b JOIN buildrequests br USING (buildrequestid)
+             JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+             JOIN builders bl ON bl.builderid = b.builderid
+             WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| {
+            let props: String = r.get(6)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                SourceStamp {
+                    branch: r.get(1)?,
+                    revision: r.get(2)?,
+                    repository: r.get(3)?,
+                    project: r.get(4)?,
+                    codebase: r.get(5)?,
+                },
+                serde_json::from_str::<Props>(&props).unwrap_or_default(),
+                r.get::<_, String>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
+            ))
+        })
+        .optional()?;
+    let Some((old_bsid, ss, props, builder, builderid, scheduler)) = row else {
+        return Ok(None);
+    };
+    let changeids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
+        )?
+        .query_map([old_bsid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let (bsid, reqs) = create_buildset(
+        conn,
+        reason,
+        scheduler.as_deref(),
+        &ss,
+        &props,
+        &changeids,
+        &[builder],
+    )?;
+    let brid = reqs
+        .iter()
+        .find(|(b, _)| *b == builderid)
+        .map(|(_, r)| *r)
+        .ok_or_else(|| anyhow!("rebuild made no request"))?;
+    Ok(Some((bsid, builderid, brid)))
+}
+
+/// A worker's id from an id or a name (an all-digit text is tried as an id
+/// first, as the API's paths do).
+pub fn worker_id(conn: &Connection, worker: &str) -> Result<Option<i64>> {
+    if let Ok(id) = worker.parse::<i64>() {
+        let found = conn
+            .prepare_cached("SELECT workerid FROM workers WHERE workerid = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(conn
+        .prepare_cached("SELECT workerid FROM workers WHERE name = ?1")?
+        .query_row([worker], |r| r.get(0))
+        .optional()?)
+}
+
+/// Pauses or unpauses a worker; false if there is none.
+pub fn set_worker_paused(conn: &Connection, workerid: i64, paused: bool) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE workers SET paused = ?2 WHERE workerid = ?1")?
+        .execute(params![workerid, paused as i64])?;
+    Ok(n > 0)
+}
+
+/// Names of paused workers: the botmaster gives them no new builds.
+pub fn paused_workers(conn: &Connection) -> Result<std::collections::HashSet<String>> {
+    let mut st = conn.prepare_cached("SELECT name FROM workers WHERE paused = 1")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// Users and sessions (web UI logins). The password hashing itself is in
+// `auth`; these only store and fetch.
+
+/// A web UI user as `minibot user list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub userid: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub sessions: i64,
+}
+
+/// Adds a user; an existing name is an error.
+pub fn add_user(conn: &Connection, name: &str, password_hash: &str) -> Result<i64> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO users(name, password_hash, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO NOTHING",
+        )?
+        .execute(params![name, password_hash, crate::model::now()])?;
+    if n == 0 {
+        bail!("a user named {name:?} already exists (use `minibot user passwd`)");
+    }
+    Ok(conn.last_insert_rowid())
+}
+
+/// Sets a user's password and ends their sessions; false if there is none.
+pub fn set_user_password(conn: &Connection, name: &str, password_hash: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE users SET password_hash = ?2 WHERE name = ?1")?
+        .execute(params![name, password_hash])?;
+    conn.prepare_cached(
+        "DELETE FROM sessions WHERE userid = (SELECT userid FROM users WHERE name = ?1)",
+    )?
+    .execute([name])?;
+    Ok(n > 0)
+}
+
+/// Removes a user and their sessions; false if there is none.
+pub fn remove_user(conn: &Connection, name: &str) -> Result<bool> {
+    conn.prepare_cached(
+        "DELETE FROM sessions WHERE userid = (SELECT userid FROM users WHERE name = ?1)",
+    )?
+    .execute([name])?;
+    let n = conn
+        .prepare_cached("DELETE FROM users WHERE name = ?1")?
+        .execute([name])?;
+    Ok(n > 0)
+}
+
+pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT u.userid, u.name, u.created_at,
+                (SELECT count(*) FROM sessions s WHERE s.userid = u.userid AND s.expires_at > ?1)
+         FROM users u ORDER BY u.name",
+    )?;
+    let rows = st.query_map([crate::model::now()], |r| {
+        Ok(UserRow {
+            userid: r.get(0)?,
+            name: r.get(1)?,
+            created_at: r.get(2)?,
+            sessions: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// (userid, password hash) of a user.
+pub fn user_password(conn: &Connection, name: &str) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .prepare_cached("SELECT userid, password_hash FROM users WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Stores a new session (and forgets expired ones).
+pub fn create_session(
+    conn: &Connection,
+    token_hash: &str,
+    userid: i64,
+    csrf: &str,
+    expires_at: i64,
+) -> Result<()> {
+    let now = crate::model::now();
+    conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
+        .execute([now])?;
+    conn.prepare_cached(
+        "INSERT INTO sessions(token_hash, userid, csrf, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![token_hash, userid, csrf, now, expires_at])?;
+    Ok(())
+}
+
+/// The live session with this token hash: (userid, user name, csrf token).
+pub fn session(
+    conn: &Connection,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<(i64, String, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT s.userid, u.name, s.csrf FROM sessions s JOIN users u USING (userid)
+             WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+        )?
+        .query_row(params![token_hash, now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?)
+}
+
+pub fn delete_session(conn: &Connection, token_hash: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+        .execute([token_hash])?;
+    Ok(())
 }
 
 /// Starts a step and its stdio log; returns (stepid, logid).

@@ -1,22 +1,41 @@
-//! The HTTP listener: routing for the change hooks, the JSON API and pages.
+//! The HTTP listener: routing for the change hooks, the JSON API, the pages
+//! and their forms, assets, badges and live build streams.
 //!
 //! Owns: the tiny_http server and a small fixed pool of HTTP threads, each
 //! with its own read-only SQLite connection (readers never wait for the
-//! writer in WAL mode). Hooks go through `change_hook` (which writes via
-//! `Store::write` and sends `SchedMsg::NewChanges`); reads go to `api` and
-//! `pages`. Body size limits are enforced here, before any parsing.
+//! writer in WAL mode), and the state those threads share: `auth::Auth`
+//! (failed logins, verified Basic credentials) and `sse::Live` (live build
+//! streams, which run on threads of their own so they never hold an HTTP
+//! thread). Hooks go through `change_hook` (which writes via `Store::write`
+//! and sends `SchedMsg::NewChanges`); reads go to `api` and `pages`; writes
+//! (JSON-RPC and forms) go to `rpc`, which talks to the botmaster on
+//! `BotMsg`. Body size limits are enforced here, before any parsing.
+//!
+//! Who may do what is decided here, once per request: change hooks carry
+//! their own signatures; reads need a user when `[www] anonymous = "none"`;
+//! writes always need one. A form must come with a session and its CSRF
+//! token; a JSON-RPC call with a session must send the token in
+//! `X-CSRF-Token`, and every call must be `application/json` (which a
+//! cross-site form cannot send). Every POST with a foreign `Origin` is
+//! refused. Pages are sent with a Content-Security-Policy that allows no
+//! inline script or style.
 
 use crate::api::{self, ApiBody};
+use crate::auth::{self, Auth, AuthError, Login, Via};
 use crate::botmaster::BotMsg;
 use crate::change_hook;
+use crate::config::Config;
 use crate::dialects::HookRequest;
 use crate::events::Hub;
-use crate::pages;
+use crate::pages::{self, Ctx};
+use crate::rpc::{self, Writer};
 use crate::scheduler::SchedMsg;
+use crate::sse::{self, Live, Watch};
 use crate::store::{self, Store};
 use crate::worker_conn::{current, SharedConfig};
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
+use serde_json::json;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +45,11 @@ use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 const MAX_BODY: usize = 1024 * 1024;
 /// ...except hooks, which Gitea allows up to 25 MiB.
 const MAX_HOOK_BODY: usize = 25 * 1024 * 1024;
+
+/// Pages may load only our own script, style and images.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'; object-src 'none'";
 
 #[derive(Clone)]
 pub struct WwwCtx {
@@ -39,6 +63,13 @@ pub struct WwwCtx {
     pub master_dir: PathBuf,
 }
 
+/// What the HTTP threads share beyond the context.
+#[derive(Clone)]
+struct Shared {
+    auth: Auth,
+    live: Live,
+}
+
 /// Starts `threads` HTTP threads on `server`; they exit when the server is
 /// unblocked (`Server::unblock`) at shutdown.
 pub fn spawn(
@@ -46,17 +77,22 @@ pub fn spawn(
     ctx: WwwCtx,
     threads: usize,
 ) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    let shared = Shared {
+        auth: Auth::new(),
+        live: Live::new(ctx.events.clone()),
+    };
     let mut handles = vec![];
     for i in 0..threads {
         let server = server.clone();
         let ctx = ctx.clone();
+        let shared = shared.clone();
         let conn = store::open_reader(ctx.store.path())?;
         let h = std::thread::Builder::new()
             .name(format!("http-{i}"))
             .stack_size(512 * 1024)
             .spawn(move || {
                 while let Ok(req) = server.recv() {
-                    handle(req, &conn, &ctx);
+                    handle(req, &conn, &ctx, &shared);
                 }
             })
             .context("spawning an HTTP thread")?;
@@ -83,17 +119,126 @@ fn json_resp(status: u16, v: &serde_json::Value) -> Resp {
 }
 
 fn error(status: u16, msg: &str) -> Resp {
-    json_resp(status, &serde_json::json!({ "error": msg }))
+    json_resp(status, &json!({ "error": msg }))
+}
+
+fn html(status: u16, body: String) -> Resp {
+    respond_bytes(status, "text/html; charset=utf-8", body.into_bytes())
+        .with_header(header("Cache-Control", "no-store"))
+}
+
+fn redirect(to: &str) -> Resp {
+    respond_bytes(303, "text/plain; charset=utf-8", Vec::new()).with_header(header("Location", to))
 }
 
 fn header(name: &str, value: &str) -> Header {
-    // Only called with our own constant names and values.
+    // Values are our own or checked (cookies: hex tokens); a bad one must
+    // not panic a thread.
     Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap_or_else(|_| {
         Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("static header is valid")
     })
 }
 
-fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx) {
+/// One request as the routes see it.
+struct Req<'a> {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    /// Lower-case names.
+    headers: Vec<(String, String)>,
+    /// The client's address, or "unix" on a unix socket (rate limits).
+    addr: String,
+    login: Option<Login>,
+    conn: &'a rusqlite::Connection,
+    ctx: &'a WwwCtx,
+    shared: &'a Shared,
+    cfg: Arc<Config>,
+}
+
+impl Req<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.login.as_ref().map(|l| l.user.name.as_str())
+    }
+
+    fn csrf(&self) -> Option<&str> {
+        match &self.login {
+            Some(Login {
+                via: Via::Session { csrf, .. },
+                ..
+            }) => Some(csrf),
+            _ => None,
+        }
+    }
+
+    fn page_ctx(&self) -> Ctx<'_> {
+        Ctx {
+            conn: self.conn,
+            cfg: &self.cfg,
+            user: self.user(),
+            csrf: self.csrf(),
+            master_dir: &self.ctx.master_dir,
+            now: crate::model::now(),
+        }
+    }
+
+    fn writer(&self) -> Writer<'_> {
+        Writer {
+            store: &self.ctx.store,
+            cfg: &self.cfg,
+            bot: &self.ctx.bot,
+            conn: self.conn,
+        }
+    }
+
+    /// A POST that comes from another site (see [`foreign_origin`]).
+    fn cross_origin(&self) -> bool {
+        let url_host = self.cfg.buildbot_url.as_deref().and_then(host_of);
+        let ours = [
+            self.header("host"),
+            self.header("x-forwarded-host"),
+            url_host.as_deref(),
+        ];
+        foreign_origin(self.header("origin"), self.header("sec-fetch-site"), &ours)
+    }
+}
+
+/// `host[:port]` of an http(s) URL.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    Some(rest.split('/').next().unwrap_or("").to_string())
+}
+
+/// Whether a request's `Origin` is not ours: not the `Host` it was sent
+/// to, nor `X-Forwarded-Host` behind a reverse proxy (a cross-site page
+/// cannot set either), nor `buildbot_url`'s. Without an `Origin`, only
+/// `Sec-Fetch-Site: cross-site` counts (curl and scripts send neither).
+fn foreign_origin(origin: Option<&str>, fetch_site: Option<&str>, ours: &[Option<&str>]) -> bool {
+    let Some(origin) = origin else {
+        return fetch_site == Some("cross-site");
+    };
+    let Some(host) = host_of(origin) else {
+        return true;
+    };
+    !ours.iter().flatten().any(|h| *h == host)
+}
+
+fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx, shared: &Shared) {
     let url = req.url().to_string();
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
@@ -102,13 +247,103 @@ fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx) {
     let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let method = req.method().clone();
-    let resp = route(&mut req, &method, &path, &query, conn, ctx);
-    let resp = resp
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let addr = req
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unix".to_string());
+    let mut r = Req {
+        method: req.method().clone(),
+        path,
+        query,
+        headers,
+        addr,
+        login: None,
+        conn,
+        ctx,
+        shared,
+        cfg: current(&ctx.cfg),
+    };
+    let resp = match prepare(&mut r) {
+        Ok(()) => {
+            if let Some(buildid) = live_path(&r) {
+                // The request goes to a stream thread (or gets 503).
+                match start_live(req, &r, buildid) {
+                    Ok(()) => return,
+                    Err(back) => {
+                        let (back, resp) = *back;
+                        req = back;
+                        resp
+                    }
+                }
+            } else {
+                route(&mut req, &r)
+            }
+        }
+        Err(resp) => resp,
+    };
+    let mut resp = resp
         .with_header(header("X-Content-Type-Options", "nosniff"))
-        .with_header(header("Referrer-Policy", "same-origin"));
+        .with_header(header("Referrer-Policy", "same-origin"))
+        .with_header(header("X-Frame-Options", "DENY"));
+    if !r.path.starts_with("/api/") && !r.path.starts_with("/change_hook/") {
+        resp = resp.with_header(header("Content-Security-Policy", CSP));
+    }
     if let Err(e) = req.respond(resp) {
-        log::debug!("http: writing response to {path}: {e}");
+        log::debug!("http: writing response to {}: {e}", r.path);
+    }
+}
+
+/// Who is asking, and may they read at all? Change hooks and assets need
+/// nobody; the login page is always open.
+fn prepare(r: &mut Req) -> Result<(), Resp> {
+    if r.path.starts_with("/change_hook/") || r.path.starts_with("/assets/") {
+        return Ok(());
+    }
+    let api = r.path.starts_with("/api/");
+    r.login = match r.shared.auth.identify(r.conn, &r.headers, &r.addr) {
+        Ok(l) => l,
+        Err(AuthError::BadCredentials) => {
+            return Err(unauthorized(api, "wrong user name or password"))
+        }
+        Err(AuthError::RateLimited) => {
+            return Err(error(
+                429,
+                "too many failed logins from this address; try again later",
+            ))
+        }
+        Err(AuthError::Internal(e)) => {
+            log::error!("http: checking credentials: {e}");
+            return Err(error(500, "internal error; see master.log"));
+        }
+    };
+    if r.login.is_none() && !r.cfg.www.anonymous_read() && r.path != "/login" {
+        if api || r.method != Method::Get {
+            return Err(unauthorized(api, "log in first (anonymous = \"none\")"));
+        }
+        return Err(redirect(&format!(
+            "/login?next={}",
+            url::form_urlencoded::byte_serialize(r.path.as_bytes()).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+fn unauthorized(api: bool, msg: &str) -> Resp {
+    let resp = error(401, msg);
+    if api {
+        resp.with_header(header("WWW-Authenticate", "Basic realm=\"minibot\""))
+    } else {
+        resp
     }
 }
 
@@ -129,14 +364,9 @@ fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Resp> {
     }
 }
 
-fn route(
-    req: &mut Request,
-    method: &Method,
-    path: &str,
-    query: &[(String, String)],
-    conn: &rusqlite::Connection,
-    ctx: &WwwCtx,
-) -> Resp {
+fn route(req: &mut Request, r: &Req) -> Resp {
+    let path = r.path.as_str();
+    let method = &r.method;
     if let Some(dialect) = path.strip_prefix("/change_hook/") {
         if *method != Method::Post {
             return error(405, "change hooks take POST");
@@ -145,55 +375,533 @@ fn route(
             Ok(b) => b,
             Err(r) => return r,
         };
-        let headers = req
-            .headers()
-            .iter()
-            .map(|h| {
-                (
-                    h.field.as_str().as_str().to_ascii_lowercase(),
-                    h.value.as_str().to_string(),
-                )
-            })
-            .collect();
         let hook = HookRequest {
-            headers,
-            query: query.to_vec(),
+            headers: r.headers.clone(),
+            query: r.query.clone(),
             body: &body,
         };
-        let r = change_hook::handle(&ctx.cfg, &ctx.store, &ctx.sched, dialect, &hook);
-        return json_resp(r.status, &r.body);
+        let res = change_hook::handle(&r.ctx.cfg, &r.ctx.store, &r.ctx.sched, dialect, &hook);
+        return json_resp(res.status, &res.body);
     }
     if req.body_length().is_some_and(|n| n > MAX_BODY) {
         return error(413, &format!("request body over {MAX_BODY} bytes"));
     }
     if let Some(rest) = path.strip_prefix("/api/v2") {
-        if *method != Method::Get && *method != Method::Head {
-            return error(405, "this API path takes GET");
-        }
-        let r = api::get(conn, &ctx.master_dir, rest, query);
-        return match r.body {
-            ApiBody::Bytes(b) => respond_bytes(r.status, r.content_type, b),
-            ApiBody::Reader(rd) => Response::new(
-                StatusCode(r.status),
-                vec![header("Content-Type", r.content_type)],
-                rd,
-                None,
-                None,
-            ),
+        return match *method {
+            Method::Get | Method::Head => api_get(r, rest),
+            Method::Post => api_post(req, r, rest),
+            _ => error(405, "the API takes GET, or POST for JSON-RPC"),
         };
     }
-    if path == "/" {
-        if *method != Method::Get && *method != Method::Head {
-            return error(405, "this page takes GET");
+    let is_read = matches!(*method, Method::Get | Method::Head);
+    if *method == Method::Post {
+        return form_post(req, r);
+    }
+    if !is_read {
+        return error(405, "pages take GET, forms POST");
+    }
+    match page(r) {
+        Ok(resp) => resp,
+        Err(e) => {
+            log::error!("page {path}: {e:#}");
+            html(
+                500,
+                pages::message(
+                    &r.page_ctx(),
+                    "Internal error",
+                    "Something went wrong; the master's log says what.",
+                    "/",
+                ),
+            )
         }
-        let title = current(&ctx.cfg).title.clone();
-        return match pages::home(conn, &title) {
-            Ok(html) => respond_bytes(200, "text/html; charset=utf-8", html.into_bytes()),
+    }
+}
+
+fn api_get(r: &Req, rest: &str) -> Resp {
+    if let Some(name) = rest.strip_prefix("/forceschedulers") {
+        let (status, v) = rpc::forceschedulers(&r.cfg, name.trim_start_matches('/'));
+        return json_resp(status, &v);
+    }
+    let res = api::get(r.conn, &r.ctx.master_dir, rest, &r.query);
+    match res.body {
+        ApiBody::Bytes(b) => respond_bytes(res.status, res.content_type, b),
+        ApiBody::Reader(rd) => Response::new(
+            StatusCode(res.status),
+            vec![header("Content-Type", res.content_type)],
+            rd,
+            None,
+            None,
+        ),
+    }
+}
+
+/// JSON-RPC writes: `application/json`, a user, and with a session its
+/// CSRF token in `X-CSRF-Token`.
+fn api_post(req: &mut Request, r: &Req, rest: &str) -> Resp {
+    let fail = |status: u16, code: i64, msg: &str| {
+        let (s, v) = rpc::error_response(
+            &serde_json::Value::Null,
+            rpc::RpcError {
+                status,
+                code,
+                message: msg.to_string(),
+            },
+        );
+        json_resp(s, &v)
+    };
+    let target = match rpc::target(r.conn, rest) {
+        Ok(Some(t)) => t,
+        Ok(None) => return error(405, "this API path takes GET"),
+        Err(e) => return fail(e.status, e.code, &e.message),
+    };
+    if r.cross_origin() {
+        return fail(403, -32600, "cross-origin request refused");
+    }
+    let json_body = r
+        .header("content-type")
+        .is_some_and(|t| t.trim_start().starts_with("application/json"));
+    if !json_body {
+        return fail(
+            415,
+            -32600,
+            "JSON-RPC calls need Content-Type: application/json",
+        );
+    }
+    let Some(login) = &r.login else {
+        return unauthorized(true, "writes need a user: log in, or use HTTP Basic auth")
+            .with_header(header("Cache-Control", "no-store"));
+    };
+    if let Via::Session { csrf, .. } = &login.via {
+        if !r
+            .header("x-csrf-token")
+            .is_some_and(|t| auth::same_token(t, csrf))
+        {
+            return fail(403, -32600, "missing or wrong X-CSRF-Token");
+        }
+    }
+    let body = match read_body(req, MAX_BODY) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let (status, v) = rpc::jsonrpc(&r.writer(), &target, &body, &login.user.name);
+    json_resp(status, &v)
+}
+
+/// The path's segments after `prefix`, percent-decoded.
+fn segments(path: &str) -> Option<Vec<String>> {
+    api::path_segments(path)
+}
+
+/// `page=N` (1-based), defaulting to 1.
+fn page_param(r: &Req) -> i64 {
+    r.param("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 1_000_000)
+}
+
+fn not_found_page(r: &Req) -> Resp {
+    html(
+        404,
+        pages::message(&r.page_ctx(), "Not found", "There is nothing here.", "/"),
+    )
+}
+
+fn page(r: &Req) -> Result<Resp> {
+    let c = r.page_ctx();
+    let Some(segs) = segments(&r.path) else {
+        return Ok(error(400, "bad path"));
+    };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let ok = |s: String| Ok(html(200, s));
+    match segs.as_slice() {
+        [] => ok(pages::home(&c)?),
+        ["login"] => {
+            let token = auth::random_token()?;
+            let next = safe_next(r.param("next"));
+            Ok(
+                html(200, pages::login(&c, &next, None, &token)).with_header(header(
+                    "Set-Cookie",
+                    &auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
+                )),
+            )
+        }
+        ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", pages::CSS)),
+        ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", pages::JS)),
+        ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", pages::FAVICON)),
+        ["builders"] => Ok(redirect("/")),
+        ["builders", name] => match pages::builder(&c, name, page_param(r))? {
+            Some(p) => ok(p),
+            None => Ok(not_found_page(r)),
+        },
+        ["builders", name, "builds", n] => {
+            let Ok(n) = n.parse() else {
+                return Ok(not_found_page(r));
+            };
+            match pages::build(&c, name, n)? {
+                Some(p) => ok(p),
+                None => Ok(not_found_page(r)),
+            }
+        }
+        ["builds", id] => match id.parse().ok().map(|id| pages::build_by_id(r.conn, id)) {
+            Some(Ok(Some(b))) => Ok(redirect(&pages::build_page_url(&b))),
+            Some(Err(e)) => Err(e),
+            _ => Ok(not_found_page(r)),
+        },
+        ["logs", id, "chunk"] => {
+            let (Ok(id), Some(end)) = (
+                id.parse::<i64>(),
+                r.param("end").and_then(|e| e.parse::<u64>().ok()),
+            ) else {
+                return Ok(error(400, "give a log id and ?end=<offset>"));
+            };
+            match pages::log_chunk(r.conn, &r.ctx.master_dir, id, end)? {
+                Some(v) => Ok(json_resp(200, &v)),
+                None => Ok(error(404, "no such log")),
+            }
+        }
+        ["workers"] => ok(pages::workers(&c)?),
+        ["changes"] => ok(pages::changes(&c, page_param(r))?),
+        ["buildrequests"] => ok(pages::buildrequests(&c)?),
+        ["buildrequests", id] => {
+            let Ok(id) = id.parse::<i64>() else {
+                return Ok(not_found_page(r));
+            };
+            if let Some(b) = pages::request_build(r.conn, id)? {
+                return Ok(redirect(&pages::build_page_url(&b)));
+            }
+            match pages::buildrequest(&c, id)? {
+                Some(p) => ok(p),
+                None => Ok(not_found_page(r)),
+            }
+        }
+        ["badges", file] => {
+            let Some(name) = file.strip_suffix(".svg") else {
+                return Ok(not_found_page(r));
+            };
+            let (status, svg) = match pages::badge_svg(r.conn, name)? {
+                Some(svg) => (200, svg),
+                None => (404, pages::svg_badge("build", "no such builder", "#ccc")),
+            };
+            Ok(respond_bytes(status, "image/svg+xml", svg.into_bytes())
+                .with_header(header("Cache-Control", "no-cache")))
+        }
+        _ => Ok(not_found_page(r)),
+    }
+}
+
+fn asset(content_type: &str, text: &'static str) -> Resp {
+    respond_bytes(200, content_type, text.as_bytes().to_vec())
+        .with_header(header("Cache-Control", "max-age=300"))
+}
+
+/// A local path to go back to after logging in; anything else is `/`.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+/// `GET /builds/<id>/live`: the build id, if this is one.
+fn live_path(r: &Req) -> Option<i64> {
+    if r.method != Method::Get {
+        return None;
+    }
+    let rest = r.path.strip_prefix("/builds/")?;
+    let id = rest.strip_suffix("/live")?;
+    id.parse().ok()
+}
+
+/// Hands the request to a live stream thread; gives it back with the
+/// answer to send when that cannot be done.
+fn start_live(req: Request, r: &Req, buildid: i64) -> Result<(), Box<(Request, Resp)>> {
+    match pages::build_by_id(r.conn, buildid) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(Box::new((req, error(404, "no such build")))),
+        Err(e) => {
+            log::error!("live stream for build {buildid}: {e:#}");
+            return Err(Box::new((
+                req,
+                error(500, "internal error; see master.log"),
+            )));
+        }
+    }
+    let w = Watch {
+        buildid,
+        offsets: sse::parse_offsets(r.param("logs").unwrap_or("")),
+        user: r.user().map(str::to_string),
+        csrf: r.csrf().map(str::to_string),
+    };
+    r.shared
+        .live
+        .start(
+            req,
+            r.ctx.store.path().to_path_buf(),
+            r.cfg.clone(),
+            r.ctx.master_dir.clone(),
+            w,
+        )
+        .map_err(|req| {
+            Box::new((
+                *req,
+                error(503, "too many live pages open; reload later")
+                    .with_header(header("Retry-After", "10")),
+            ))
+        })
+}
+
+/// Form posts from the pages: login, logout, force, stop, rebuild,
+/// cancel, pause. Each needs a session and its CSRF token (login: the
+/// double-submit cookie), and answers with a redirect or a message page.
+fn form_post(req: &mut Request, r: &Req) -> Resp {
+    let msg = |status: u16, heading: &str, text: &str| {
+        html(
+            status,
+            pages::message(&r.page_ctx(), heading, text, &back(r)),
+        )
+    };
+    if r.cross_origin() {
+        return msg(403, "Refused", "This form was sent from another site.");
+    }
+    let body = match read_body(req, MAX_BODY) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if r.path == "/login" {
+        return login_post(
+            r,
+            field("username"),
+            field("password"),
+            field("csrf"),
+            field("next"),
+        );
+    }
+    let (user, session_csrf, token_hash) = match &r.login {
+        Some(Login {
+            user,
+            via: Via::Session { csrf, token_hash },
+        }) => (user.name.as_str(), csrf.as_str(), token_hash.as_str()),
+        Some(_) => {
+            return msg(
+                403,
+                "Log in with the form",
+                "Forms need a login session; HTTP Basic auth is for the JSON API.",
+            )
+        }
+        None => return msg(401, "Log in first", "Only logged-in users may do this."),
+    };
+    if !field("csrf").is_some_and(|t| auth::same_token(t, session_csrf)) {
+        return msg(
+            403,
+            "Refused",
+            "The form's security token is missing or stale; reload the page and try again.",
+        );
+    }
+    let Some(segs) = segments(&r.path) else {
+        return error(400, "bad path");
+    };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let w = r.writer();
+    let fail = |e: rpc::RpcError| msg(e.status, "Not done", &e.message);
+    let id = |s: &str| s.parse::<i64>().ok();
+    match segs.as_slice() {
+        ["logout"] => {
+            let th = token_hash.to_string();
+            if let Err(e) = r.ctx.store.write(move |c| store::delete_session(c, &th)) {
+                log::error!("logout: {e:#}");
+            }
+            log::info!("{user} logged out");
+            redirect("/").with_header(header(
+                "Set-Cookie",
+                &auth::set_cookie(auth::SESSION_COOKIE, "", 0),
+            ))
+        }
+        ["builders", builder, "force"] => {
+            let mut params = serde_json::Map::new();
+            params.insert("builderNames".into(), json!([builder]));
+            for k in ["reason", "branch", "revision"] {
+                if let Some(v) = field(k) {
+                    params.insert(k.into(), json!(v));
+                }
+            }
+            let sched = field("scheduler").unwrap_or("");
+            match rpc::force(&w, sched, &params, user) {
+                Ok((_, reqs)) => match reqs.values().next() {
+                    Some(brid) => redirect(&format!("/buildrequests/{brid}")),
+                    None => redirect(&format!(
+                        "/builders/{}",
+                        pages::encode_path_segment(builder)
+                    )),
+                },
+                Err(e) => fail(e),
+            }
+        }
+        ["builds", b, "stop"] => match id(b) {
+            Some(b) => match rpc::stop_build(&w, b, field("reason"), user) {
+                Ok(()) => redirect(&format!("/builds/{b}")),
+                Err(e) => fail(e),
+            },
+            None => not_found_page(r),
+        },
+        ["builds", b, "rebuild"] => match id(b) {
+            Some(b) => match rpc::rebuild(&w, b, user) {
+                Ok((_, reqs)) => match reqs.values().next() {
+                    Some(brid) => redirect(&format!("/buildrequests/{brid}")),
+                    None => redirect(&format!("/builds/{b}")),
+                },
+                Err(e) => fail(e),
+            },
+            None => not_found_page(r),
+        },
+        ["buildrequests", q, "cancel"] => match id(q) {
+            Some(q) => match rpc::cancel_request(&w, q, field("reason"), user) {
+                Ok(()) => redirect(&format!("/buildrequests/{q}")),
+                Err(e) => fail(e),
+            },
+            None => not_found_page(r),
+        },
+        ["workers", worker, action @ ("pause" | "unpause")] => {
+            match rpc::set_paused(&w, worker, *action == "pause", user) {
+                Ok(()) => redirect("/workers"),
+                Err(e) => fail(e),
+            }
+        }
+        _ => error(405, "nothing here takes POST"),
+    }
+}
+
+/// Where a message page's "Back" goes: the page the form was on.
+fn back(r: &Req) -> String {
+    let referer = r.header("referer").unwrap_or("/");
+    let host = r.header("host").unwrap_or("");
+    let local = referer
+        .strip_prefix("http://")
+        .or_else(|| referer.strip_prefix("https://"))
+        .and_then(|rest| rest.strip_prefix(host))
+        .unwrap_or(referer);
+    safe_next(Some(local))
+}
+
+fn login_post(
+    r: &Req,
+    name: Option<&str>,
+    password: Option<&str>,
+    csrf: Option<&str>,
+    next: Option<&str>,
+) -> Resp {
+    let next = safe_next(next);
+    let cookie = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "cookie")
+        .find_map(|(_, v)| auth::cookie(v, auth::LOGIN_COOKIE));
+    let again = |status: u16, err: &str| -> Resp {
+        let token = match auth::random_token() {
+            Ok(t) => t,
             Err(e) => {
-                log::error!("home page: {e:#}");
-                error(500, "internal error; see master.log")
+                log::error!("login: {e:#}");
+                return error(500, "internal error; see master.log");
             }
         };
+        html(
+            status,
+            pages::login(&r.page_ctx(), &next, Some(err), &token),
+        )
+        .with_header(header(
+            "Set-Cookie",
+            &auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
+        ))
+    };
+    let fresh = matches!((cookie, csrf), (Some(a), Some(b)) if auth::same_token(a, b));
+    if !fresh {
+        return again(403, "The login form expired; please try again.");
     }
-    error(404, "no such path")
+    let (Some(name), Some(password)) = (name, password) else {
+        return again(400, "Give a user name and a password.");
+    };
+    let user = match r
+        .shared
+        .auth
+        .check(r.conn, name, password, &r.addr, "login form")
+    {
+        Ok((user, _)) => user,
+        Err(AuthError::BadCredentials) => return again(401, "Wrong user name or password."),
+        Err(AuthError::RateLimited) => {
+            return again(
+                429,
+                "Too many failed logins from your address; wait a few minutes.",
+            )
+        }
+        Err(AuthError::Internal(e)) => {
+            log::error!("login: {e}");
+            return again(500, "Internal error; see master.log.");
+        }
+    };
+    let tokens = auth::random_token().and_then(|t| Ok((t, auth::random_token()?)));
+    let Ok((token, csrf)) = tokens else {
+        return error(500, "internal error; see master.log");
+    };
+    let (th, expires, id) = (
+        auth::token_hash(&token),
+        crate::model::now() + auth::SESSION_SECS,
+        user.id,
+    );
+    if let Err(e) = r
+        .ctx
+        .store
+        .write(move |c| store::create_session(c, &th, id, &csrf, expires))
+    {
+        log::error!("login: storing the session: {e:#}");
+        return error(500, "internal error; see master.log");
+    }
+    log::info!("{} logged in from {}", user.name, r.addr);
+    redirect(&next)
+        .with_header(header(
+            "Set-Cookie",
+            &auth::set_cookie(auth::SESSION_COOKIE, &token, auth::SESSION_SECS),
+        ))
+        .with_header(header(
+            "Set-Cookie",
+            &auth::set_cookie(auth::LOGIN_COOKIE, "", 0),
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let ours = [Some("localhost:12345"), None, Some("ci.example.org")];
+        assert!(!foreign_origin(Some("http://localhost:12345"), None, &ours));
+        assert!(!foreign_origin(Some("https://ci.example.org"), None, &ours));
+        assert!(foreign_origin(Some("http://evil.example"), None, &ours));
+        assert!(foreign_origin(Some("http://localhost:12346"), None, &ours));
+        assert!(foreign_origin(Some("null"), None, &ours));
+        assert!(!foreign_origin(None, None, &ours));
+        assert!(!foreign_origin(None, Some("same-origin"), &ours));
+        assert!(foreign_origin(None, Some("cross-site"), &ours));
+        assert_eq!(
+            host_of("http://ci.example.org/x/"),
+            Some("ci.example.org".into())
+        );
+    }
+
+    #[test]
+    fn next_is_local() {
+        assert_eq!(safe_next(Some("/builders/x?page=2")), "/builders/x?page=2");
+        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "x"] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
 }

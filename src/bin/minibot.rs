@@ -1,7 +1,7 @@
 //! `minibot`: the master daemon and its admin commands (argh).
 //!
 //! Owns: command-line parsing and exit codes only (1 = user error, 2 =
-//! usage); the work is in `minibot::master`, `minibot::daemon`,
+//! usage); the work is in `minibot::master`, `minibot::daemon`, `minibot::auth`,
 //! `minibot::store` and `minibot::demo`.
 
 use anyhow::{bail, Context, Result};
@@ -28,6 +28,7 @@ enum Cmd {
     Restart(Restart),
     Reconfig(Reconfig),
     UpgradeMaster(UpgradeMaster),
+    User(User),
     Demo(Demo),
 }
 
@@ -100,6 +101,67 @@ struct UpgradeMaster {
 }
 
 #[derive(FromArgs)]
+#[argh(subcommand, name = "user")]
+/// manage the users who may log in to the web UI (stored in DIR/state.sqlite)
+struct User {
+    #[argh(subcommand)]
+    cmd: UserCmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum UserCmd {
+    Add(UserAdd),
+    Passwd(UserPasswd),
+    Remove(UserRemove),
+    List(UserList),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+/// add a user; the password is read from the terminal (twice) or stdin
+struct UserAdd {
+    /// read the password from the first line of standard input
+    #[argh(switch)]
+    password_stdin: bool,
+    #[argh(positional)]
+    dir: PathBuf,
+    #[argh(positional)]
+    name: String,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "passwd")]
+/// set a user's password and log out their sessions
+struct UserPasswd {
+    /// read the password from the first line of standard input
+    #[argh(switch)]
+    password_stdin: bool,
+    #[argh(positional)]
+    dir: PathBuf,
+    #[argh(positional)]
+    name: String,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "remove")]
+/// remove a user and their sessions
+struct UserRemove {
+    #[argh(positional)]
+    dir: PathBuf,
+    #[argh(positional)]
+    name: String,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+/// list the users
+struct UserList {
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+#[derive(FromArgs)]
 #[argh(subcommand, name = "demo")]
 /// create and run a demo master, worker and repository, and show a green build
 struct Demo {
@@ -121,6 +183,7 @@ fn main() {
         Cmd::Restart(c) => restart(&c.dir, c.nodaemon),
         Cmd::Reconfig(c) => reconfig(&c.dir),
         Cmd::UpgradeMaster(c) => upgrade(&c.dir),
+        Cmd::User(c) => user(c.cmd),
         Cmd::Demo(c) => demo::run(&c.dir, c.once),
     };
     if let Err(e) = res {
@@ -260,6 +323,109 @@ fn upgrade(dir: &Path) -> Result<()> {
             "{}: schema upgraded from version {from} to {to}",
             dir.join(DB_FILE).display()
         );
+    }
+    Ok(())
+}
+
+/// Opens DIR's database for a user command, keeping it (and SQLite's side
+/// files) private: it holds the password hashes.
+fn user_db(dir: &Path) -> Result<rusqlite::Connection> {
+    let db = dir.join(DB_FILE);
+    let conn = store::open_admin(&db)?;
+    for f in [
+        db.clone(),
+        dir.join(format!("{DB_FILE}-wal")),
+        dir.join(format!("{DB_FILE}-shm")),
+    ] {
+        if f.exists() {
+            store::set_private(&f)?;
+        }
+    }
+    Ok(conn)
+}
+
+/// A new password: one line of stdin, or typed twice without echo.
+fn read_password(from_stdin: bool) -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let pw = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!("no terminal to read the password from; pipe it in with --password-stdin");
+        }
+        let pw = rpassword::prompt_password("Password: ").context("reading the password")?;
+        let again =
+            rpassword::prompt_password("Password again: ").context("reading the password")?;
+        if pw != again {
+            bail!("the two passwords differ; nothing changed");
+        }
+        pw
+    };
+    minibot::auth::check_password(&pw)?;
+    Ok(pw)
+}
+
+fn user(cmd: UserCmd) -> Result<()> {
+    use minibot::auth;
+    match cmd {
+        UserCmd::Add(c) => {
+            auth::check_user_name(&c.name)?;
+            let conn = user_db(&c.dir)?;
+            if store::user_password(&conn, &c.name)?.is_some() {
+                bail!(
+                    "a user named {:?} already exists (use `minibot user passwd`)",
+                    c.name
+                );
+            }
+            let hash = auth::hash_password(&read_password(c.password_stdin)?)?;
+            store::add_user(&conn, &c.name, &hash)?;
+            println!("added user {}", c.name);
+        }
+        UserCmd::Passwd(c) => {
+            let conn = user_db(&c.dir)?;
+            if store::user_password(&conn, &c.name)?.is_none() {
+                bail!(
+                    "no user named {:?} in {}",
+                    c.name,
+                    c.dir.join(DB_FILE).display()
+                );
+            }
+            let hash = auth::hash_password(&read_password(c.password_stdin)?)?;
+            store::set_user_password(&conn, &c.name, &hash)?;
+            println!(
+                "changed the password of {} and logged out their sessions",
+                c.name
+            );
+        }
+        UserCmd::Remove(c) => {
+            let conn = user_db(&c.dir)?;
+            if !store::remove_user(&conn, &c.name)? {
+                bail!(
+                    "no user named {:?} in {}",
+                    c.name,
+                    c.dir.join(DB_FILE).display()
+                );
+            }
+            println!("removed user {} and their sessions", c.name);
+        }
+        UserCmd::List(c) => {
+            let conn = user_db(&c.dir)?;
+            let users = store::list_users(&conn)?;
+            if users.is_empty() {
+                println!(
+                    "no users yet; add one with `minibot user add {} NAME`",
+                    c.dir.display()
+                );
+            }
+            for u in users {
+                println!("{}\t{} active session(s)", u.name, u.sessions);
+            }
+        }
     }
     Ok(())
 }

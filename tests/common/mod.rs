@@ -163,6 +163,13 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// The status line and headers of a curl request (the body is dropped).
+pub fn curl_headers(args: &[&str]) -> String {
+    let mut full = vec!["-s", "-D", "-", "-o", "/dev/null"];
+    full.extend_from_slice(args);
+    run_ok("curl", &full)
+}
+
 pub fn get_json(url: &str) -> serde_json::Value {
     let (code, body) = curl(&[url]);
     assert_eq!(code, 200, "GET {url}: {body}");
@@ -789,4 +796,180 @@ pub fn db_query<T: rusqlite::types::FromSql>(master: &Path, sql: &str) -> Vec<T>
     let mut st = conn.prepare(sql).unwrap();
     let rows = st.query_map([], |r| r.get(0)).unwrap();
     rows.collect::<Result<_, _>>().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Web UI and API helpers
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "s3cret-pass";
+
+/// `minibot user <cmd> [--password-stdin] MASTER [NAME]`, with `password`
+/// on stdin when given; returns stdout, panics on failure.
+pub fn minibot_user(
+    master: &Path,
+    cmd: &str,
+    name: Option<&str>,
+    password: Option<&str>,
+) -> String {
+    use std::io::Write;
+    let mut c = Command::new(MINIBOT);
+    c.args(["user", cmd]);
+    if password.is_some() {
+        c.arg("--password-stdin");
+    }
+    c.arg(master).args(name);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("minibot user");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(pw) = password {
+        writeln!(stdin, "{pw}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "user {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `minibot user add --password-stdin MASTER NAME`.
+pub fn add_user(master: &Path, name: &str, password: &str) {
+    minibot_user(master, "add", Some(name), Some(password));
+}
+
+/// A JSON-RPC 2.0 call as a script makes it (curl, `-u user:password`).
+pub fn rpc(
+    url: &str,
+    auth: Option<&str>,
+    method: &str,
+    params: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "id": 1, "params": params})
+        .to_string();
+    let mut args = vec![
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &body,
+    ];
+    if let Some(a) = auth {
+        args.push("-u");
+        args.push(a);
+    }
+    args.push(url);
+    let (code, text) = curl(&args);
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+    (code, v)
+}
+
+/// `USER:PASSWORD` for curl's `-u`.
+pub fn basic() -> String {
+    format!("{USER}:{PASSWORD}")
+}
+
+/// A build script for "gated" builds: it starts a `sleep` child, writes
+/// both pids to `DIR/pids`, then for each N < n prints `gate-line N` and
+/// waits for the file `DIR/gate-N`; then prints "gates done". The test
+/// decides when it goes on, with no sleeps that race; it gives up after
+/// 120 s so a failed test leaves nothing behind.
+pub fn gated_script(dir: &Path, n: usize) -> PathBuf {
+    let script = dir.join("gated.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import os, subprocess, sys, time
+d = sys.argv[1]
+child = subprocess.Popen(["sleep", "300"])
+with open(os.path.join(d, "pids"), "w") as f:
+    f.write(f"{{os.getpid()}} {{child.pid}}\n")
+deadline = time.time() + 120
+for i in range({n}):
+    print(f"gate-line {{i}} \x1b[32mgreen\x1b[0m <i>{{i}}</i>", flush=True)
+    while not os.path.exists(os.path.join(d, f"gate-{{i}}")):
+        if time.time() > deadline:
+            child.kill()
+            sys.exit("gave up waiting for gate %d" % i)
+        time.sleep(0.02)
+print("gates done", flush=True)
+child.kill()
+"#
+        ),
+    )
+    .unwrap();
+    script
+}
+
+/// master.cfg lines for a force scheduler on `runtests` and `gated`, and
+/// the `gated` builder running `gated_script`.
+pub fn gated_cfg(script: &Path, dir: &Path) -> String {
+    format!(
+        r#"
+[[schedulers]]
+name = "force"
+type = "force"
+builders = ["runtests", "gated"]
+[[builders]]
+name = "gated"
+workers = ["example-worker"]
+[[builders.steps]]
+type = "shell"
+name = "gated"
+command = ["/usr/bin/python3", "-u", "{}", "{}"]
+"#,
+        script.display(),
+        dir.display()
+    )
+}
+
+/// Whether a process is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+impl Setup {
+    /// Rewrites master.cfg (before the master starts).
+    pub fn edit_cfg(&self, f: impl FnOnce(String) -> String) {
+        let p = self.master.join("master.cfg");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, f(text)).unwrap();
+    }
+
+    /// Waits until build `buildid` is complete and returns it.
+    pub fn wait_build(&self, buildid: i64, timeout: Duration) -> serde_json::Value {
+        let url = self.url(&format!("/api/v2/builds/{buildid}"));
+        wait_for(&format!("build {buildid} to complete"), timeout, || {
+            let (_, body) = curl(&["-u", &basic(), &url]);
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let b = v["builds"].as_array()?.first()?.clone();
+            (b["complete"] == true).then_some(b)
+        })
+    }
+
+    /// Waits for a build of build request `brid` and returns its id.
+    pub fn wait_build_of(&self, brid: i64) -> i64 {
+        let url = self.url(&format!("/api/v2/buildrequests/{brid}/builds"));
+        wait_for(
+            &format!("a build of request {brid}"),
+            Duration::from_secs(60),
+            || {
+                let (_, body) = curl(&["-u", &basic(), &url]);
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                v["builds"].as_array()?.first()?["buildid"].as_i64()
+            },
+        )
+    }
 }

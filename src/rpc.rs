@@ -1,0 +1,472 @@
+//! The write side of the API: force, stop, rebuild, cancel, pause.
+//!
+//! Owns: the actions a logged-in user may take, checked and defaulted here
+//! once, and their JSON-RPC 2.0 wrapping (`POST /api/v2/forceschedulers/
+//! <name>`, `/builds/<id>`, `/buildrequests/<id>`, `/workers/<id>`, as
+//! Buildbot's data API). The web pages' forms call the same functions.
+//! No threads: the HTTP threads call in. Writes go through `Store::write`;
+//! the botmaster hears of them on its channel (`BotMsg::RequestsAdded`
+//! after a buildset is committed, `BotMsg::StopBuild` to stop a build).
+//!
+//! Who may call is decided before (`www`, `auth`): every function here
+//! takes the name of the user it acts for, which goes into the build's
+//! properties and the log.
+
+use crate::api;
+use crate::botmaster::BotMsg;
+use crate::config::Config;
+use crate::store::{self, CancelOutcome, Props, SourceStamp, Store};
+use crossbeam_channel::Sender;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// What the actions need: the writer, the loaded config, the botmaster's
+/// channel and the caller's read-only connection for lookups.
+pub struct Writer<'a> {
+    pub store: &'a Store,
+    pub cfg: &'a Config,
+    pub bot: &'a Sender<BotMsg>,
+    pub conn: &'a Connection,
+}
+
+/// An action refused or failed: the HTTP status, the JSON-RPC error code
+/// and a message for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub status: u16,
+    pub code: i64,
+    pub message: String,
+}
+
+// JSON-RPC 2.0 error codes.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+const INTERNAL_ERROR: i64 = -32603;
+
+fn invalid(msg: impl Into<String>) -> RpcError {
+    RpcError {
+        status: 400,
+        code: INVALID_PARAMS,
+        message: msg.into(),
+    }
+}
+
+fn not_found(msg: impl Into<String>) -> RpcError {
+    RpcError {
+        status: 404,
+        code: INVALID_PARAMS,
+        message: msg.into(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    // The detail goes to the log; the caller learns only that it failed.
+    log::error!("api write: {e:#}");
+    RpcError {
+        status: 500,
+        code: INTERNAL_ERROR,
+        message: "internal error; see master.log".into(),
+    }
+}
+
+/// A new buildset: its id and, per builder id, its build request.
+pub type Submitted = (i64, BTreeMap<i64, i64>);
+
+/// The parameters a force scheduler accepts (Buildbot's force form
+/// fields); anything else is refused so a typo is not silently ignored.
+const FORCE_PARAMS: &[&str] = &[
+    "builderid",
+    "builderNames",
+    "username",
+    "owner",
+    "reason",
+    "priority",
+    "branch",
+    "revision",
+    "repository",
+    "project",
+    "codebase",
+];
+
+fn opt_string(params: &Map<String, Value>, key: &str) -> Result<Option<String>, RpcError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() > 1000 => Err(invalid(format!("{key} is too long"))),
+        Some(Value::String(s)) if s.chars().any(|c| c.is_control() && c != '\t') => {
+            Err(invalid(format!("{key} may not contain control characters")))
+        }
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(_) => Err(invalid(format!("{key} must be a string"))),
+    }
+}
+
+/// A branch or revision: empty means none; otherwise one git word.
+fn git_word(params: &Map<String, Value>, key: &str) -> Result<Option<String>, RpcError> {
+    match opt_string(params, key)? {
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => {
+            crate::steps::validate_git_word(key, &s).map_err(invalid)?;
+            Ok(Some(s))
+        }
+        None => Ok(None),
+    }
+}
+
+fn int_param(v: &Value, key: &str) -> Result<i64, RpcError> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| invalid(format!("{key} must be an integer")))
+}
+
+/// `force` on force scheduler `scheduler` for `user`. Builders: `builderid`
+/// or `builderNames`, each one of the scheduler's; default all of them.
+pub fn force(
+    w: &Writer,
+    scheduler: &str,
+    params: &Map<String, Value>,
+    user: &str,
+) -> Result<Submitted, RpcError> {
+    let sched = w
+        .cfg
+        .scheduler(scheduler)
+        .filter(|s| s.kind == "force")
+        .ok_or_else(|| not_found(format!("no force scheduler named {scheduler:?}")))?;
+    if let Some(k) = params.keys().find(|k| !FORCE_PARAMS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown parameter {k:?} (known: {})",
+            FORCE_PARAMS.join(", ")
+        )));
+    }
+    let mut builders: Vec<String> = match (params.get("builderid"), params.get("builderNames")) {
+        (Some(id), None) => {
+            let id = int_param(id, "builderid")?;
+            let name: Option<String> = w
+                .conn
+                .query_row(
+                    "SELECT name FROM builders WHERE builderid = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(internal)?;
+            vec![name.ok_or_else(|| invalid(format!("no builder with id {id}")))?]
+        }
+        (None, Some(Value::Array(names))) => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid("builderNames must be a list of strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        (None, Some(_)) => return Err(invalid("builderNames must be a list of strings")),
+        (Some(_), Some(_)) => return Err(invalid("give builderid or builderNames, not both")),
+        (None, None) => sched.builders.clone(),
+    };
+    builders.sort();
+    builders.dedup();
+    if builders.is_empty() {
+        return Err(invalid("no builder selected"));
+    }
+    if let Some(b) = builders.iter().find(|b| !sched.builders.contains(b)) {
+        return Err(invalid(format!(
+            "builder {b:?} is not one of force scheduler {scheduler:?}'s builders"
+        )));
+    }
+    let reason = opt_string(params, "reason")?
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "force build".to_string());
+    let priority = match params.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(v) => int_param(v, "priority")?,
+    };
+    let ss = SourceStamp {
+        branch: git_word(params, "branch")?,
+        revision: git_word(params, "revision")?,
+        repository: opt_string(params, "repository")?.unwrap_or_default(),
+        project: opt_string(params, "project")?.unwrap_or_default(),
+        codebase: opt_string(params, "codebase")?.unwrap_or_default(),
+    };
+    // The owner is whoever is logged in, whatever `username` says.
+    let mut props = Props::new();
+    let form = "Force Build Form".to_string();
+    props.insert("owner".into(), (user.into(), form.clone()));
+    props.insert("reason".into(), (reason.clone().into(), form));
+    props.insert("scheduler".into(), (scheduler.into(), "Scheduler".into()));
+    let bs_reason = format!("A build was forced by '{user}': {reason}");
+    let name = sched.name.clone();
+    let submitted = w
+        .store
+        .write(move |c| {
+            let (bsid, reqs) =
+                store::create_buildset(c, &bs_reason, Some(&name), &ss, &props, &[], &builders)?;
+            if priority != 0 {
+                c.execute(
+                    "UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1",
+                    [bsid, priority],
+                )?;
+            }
+            Ok((bsid, reqs))
+        })
+        .map_err(|e| {
+            if e.to_string().contains("no builder named") {
+                invalid(e.to_string())
+            } else {
+                internal(e)
+            }
+        })?;
+    let _ = w.bot.send(BotMsg::RequestsAdded);
+    log::info!(
+        "{user} forced buildset {} on scheduler {scheduler}: {reason}",
+        submitted.0
+    );
+    Ok((submitted.0, submitted.1.into_iter().collect()))
+}
+
+/// (complete?) of a build, or 404.
+fn build_complete(w: &Writer, buildid: i64) -> Result<bool, RpcError> {
+    w.conn
+        .query_row(
+            "SELECT complete_at IS NOT NULL FROM builds WHERE buildid = ?1",
+            [buildid],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("no build {buildid}")))
+}
+
+/// Stops a running build: it ends CANCELLED and its processes are
+/// killed. A build that is already complete is left alone (as Buildbot).
+pub fn stop_build(
+    w: &Writer,
+    buildid: i64,
+    reason: Option<&str>,
+    user: &str,
+) -> Result<(), RpcError> {
+    if build_complete(w, buildid)? {
+        return Ok(());
+    }
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    let reason = format!("stopped by {user}: {}", reason.unwrap_or("no reason"));
+    log::info!("build {buildid}: {reason}");
+    w.bot
+        .send(BotMsg::StopBuild { buildid, reason })
+        .map_err(|_| internal("the botmaster has stopped"))
+}
+
+/// A new build of the same builder, source stamp, properties and changes.
+pub fn rebuild(w: &Writer, buildid: i64, user: &str) -> Result<Submitted, RpcError> {
+    build_complete(w, buildid)?;
+    let reason = format!("rebuild of build {buildid} by {user}");
+    let got = w
+        .store
+        .write(move |c| store::rebuild(c, buildid, &reason))
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("no build {buildid}")))?;
+    let _ = w.bot.send(BotMsg::RequestsAdded);
+    log::info!("{user} rebuilt build {buildid} as buildset {}", got.0);
+    Ok((got.0, BTreeMap::from([(got.1, got.2)])))
+}
+
+/// Cancels a build request: a queued one never starts (it completes as
+/// CANCELLED); a running one has its build stopped.
+pub fn cancel_request(
+    w: &Writer,
+    brid: i64,
+    reason: Option<&str>,
+    user: &str,
+) -> Result<(), RpcError> {
+    let outcome = w
+        .store
+        .write(move |c| store::cancel_request(c, brid))
+        .map_err(internal)?;
+    match outcome {
+        CancelOutcome::NotFound => Err(not_found(format!("no build request {brid}"))),
+        CancelOutcome::Complete => Ok(()),
+        CancelOutcome::Cancelled => {
+            log::info!("{user} cancelled build request {brid}");
+            Ok(())
+        }
+        CancelOutcome::Running { buildid } => stop_build(w, buildid, reason, user),
+    }
+}
+
+/// Pauses (no new builds; running ones go on) or unpauses a worker.
+pub fn set_paused(w: &Writer, worker: &str, paused: bool, user: &str) -> Result<(), RpcError> {
+    let id = store::worker_id(w.conn, worker)
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("no worker {worker:?}")))?;
+    w.store
+        .write(move |c| store::set_worker_paused(c, id, paused))
+        .map_err(internal)?;
+    if !paused {
+        let _ = w.bot.send(BotMsg::RequestsAdded);
+    }
+    let what = if paused { "paused" } else { "unpaused" };
+    log::info!("{user} {what} worker {worker}");
+    Ok(())
+}
+
+/// What a JSON-RPC POST acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    ForceScheduler(String),
+    Build(i64),
+    BuildRequest(i64),
+    Worker(String),
+}
+
+/// The target of `POST /api/v2<path>`, or None when nothing there takes
+/// a POST.
+pub fn target(conn: &Connection, path: &str) -> Result<Option<Target>, RpcError> {
+    let segs = api::path_segments(path).ok_or_else(|| invalid("bad path"))?;
+    let id = |s: &str| {
+        s.parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| invalid(format!("invalid id {s:?}")))
+    };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    Ok(Some(match segs.as_slice() {
+        ["forceschedulers", name] => Target::ForceScheduler(name.to_string()),
+        ["builds", b] => Target::Build(id(b)?),
+        ["builders", builder, "builds", n] => {
+            let n = id(n)?;
+            let found: Option<i64> = conn
+                .query_row(
+                    "SELECT b.buildid FROM builds b JOIN builders bl USING (builderid)
+                     WHERE b.number = ?2 AND (bl.name = ?1 OR CAST(bl.builderid AS TEXT) = ?1)
+                     ORDER BY CAST(bl.builderid AS TEXT) = ?1 DESC LIMIT 1",
+                    rusqlite::params![builder, n],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(internal)?;
+            Target::Build(found.ok_or_else(|| not_found(format!("no build {builder}/{n}")))?)
+        }
+        ["buildrequests", r] => Target::BuildRequest(id(r)?),
+        ["workers", w] => Target::Worker(w.to_string()),
+        _ => return Ok(None),
+    }))
+}
+
+/// Runs one JSON-RPC 2.0 call on `target` for `user`; returns the HTTP
+/// status and the response object.
+pub fn jsonrpc(w: &Writer, target: &Target, body: &[u8], user: &str) -> (u16, Value) {
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                &Value::Null,
+                RpcError {
+                    status: 400,
+                    code: PARSE_ERROR,
+                    message: format!("the body is not JSON: {e}"),
+                },
+            )
+        }
+    };
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    let method = match req.get("method").and_then(Value::as_str) {
+        Some(m) => m,
+        None => {
+            return error_response(
+                &id,
+                RpcError {
+                    status: 400,
+                    code: INVALID_REQUEST,
+                    message: "a JSON-RPC request needs a \"method\"".into(),
+                },
+            )
+        }
+    };
+    let empty = Map::new();
+    let params = match req.get("params") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return error_response(&id, invalid("params must be an object")),
+    };
+    let reason = params.get("reason").and_then(Value::as_str);
+    let submitted = |(bsid, reqs): Submitted| {
+        let reqs: Map<String, Value> = reqs
+            .into_iter()
+            .map(|(b, r)| (b.to_string(), r.into()))
+            .collect();
+        json!([bsid, reqs])
+    };
+    let res = match (target, method) {
+        (Target::ForceScheduler(s), "force") => force(w, s, params, user).map(submitted),
+        (Target::Build(b), "stop") => stop_build(w, *b, reason, user).map(|_| Value::Null),
+        (Target::Build(b), "rebuild") => rebuild(w, *b, user).map(submitted),
+        (Target::BuildRequest(r), "cancel" | "stop") => {
+            cancel_request(w, *r, reason, user).map(|_| Value::Null)
+        }
+        (Target::Worker(n), "pause") => set_paused(w, n, true, user).map(|_| Value::Null),
+        (Target::Worker(n), "unpause") => set_paused(w, n, false, user).map(|_| Value::Null),
+        _ => Err(RpcError {
+            status: 400,
+            code: METHOD_NOT_FOUND,
+            message: format!("no method {method:?} here"),
+        }),
+    };
+    match res {
+        Ok(result) => (200, json!({"jsonrpc": "2.0", "id": id, "result": result})),
+        Err(e) => error_response(&id, e),
+    }
+}
+
+pub fn error_response(id: &Value, e: RpcError) -> (u16, Value) {
+    (
+        e.status,
+        json!({"jsonrpc": "2.0", "id": id,
+               "error": {"code": e.code, "message": e.message}}),
+    )
+}
+
+/// `GET /api/v2/forceschedulers[/<name>]` (Buildbot's shape, from the
+/// loaded config): what a force form needs to know.
+pub fn forceschedulers(cfg: &Config, name: &str) -> (u16, Value) {
+    let field = |name: &str, label: &str, default: &str| {
+        json!({"name": name, "fullName": name, "label": label, "type": "text",
+               "default": default, "required": false})
+    };
+    let all: Vec<Value> = cfg
+        .schedulers
+        .iter()
+        .filter(|s| s.kind == "force" && (name.is_empty() || s.name == name))
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "label": s.name,
+                "button_name": "Force build",
+                "builder_names": s.builders,
+                "enabled": true,
+                "all_fields": [
+                    field("reason", "Reason", "force build"),
+                    field("branch", "Branch", ""),
+                    field("revision", "Revision", ""),
+                    field("repository", "Repository", ""),
+                    field("project", "Project", ""),
+                ],
+            })
+        })
+        .collect();
+    if !name.is_empty() {
+        if all.is_empty() {
+            return (
+                404,
+                json!({"error": format!("no force scheduler named {name:?}")}),
+            );
+        }
+        return (200, json!({"forceschedulers": all, "meta": {}}));
+    }
+    let n = all.len();
+    (200, json!({"forceschedulers": all, "meta": {"total": n}}))
+}

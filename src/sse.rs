@@ -1,0 +1,437 @@
+//! Live build pages: a Server-Sent Events stream per open build page.
+//!
+//! Owns: the live-tail threads. `GET /builds/<id>/live?logs=<logid>:<offset>,...`
+//! is handed by an HTTP thread to a thread of its own (at most
+//! [`MAX_STREAMS`] at once, so live pages never starve the HTTP pool),
+//! which subscribes to the `events::Hub`, opens its own read-only SQLite
+//! connection, and sends what changes until the build is complete:
+//!
+//! - `event: step` — a step started or changed: its head HTML, and the whole
+//!   step (with empty log views) for a step the page does not have yet;
+//! - `event: log` — text appended to a log file since the offset the page
+//!   has (`start`), rendered (`html`), and the new offset (`end`);
+//! - `event: build` — the build's head changed (state, result);
+//! - `event: end` — the build is complete and every log sent; then the
+//!   stream closes.
+//!
+//! Events from the hub are hints: on each one for this build (at most ten
+//! times a second) and every 2 s anyway, the thread compares the database
+//! and the log files with what it has sent, so a missed event costs at
+//! most a short delay. A `: keepalive` comment goes out after 15 s of
+//! silence so proxies and SSH tunnels keep an idle stream open; a write
+//! that fails (the page was closed) ends the thread.
+
+use crate::config::Config;
+use crate::events::{Event, Hub};
+use crate::logview;
+use crate::pages::{self, Ctx};
+use crate::store;
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most live streams at once; more get 503.
+pub const MAX_STREAMS: usize = 32;
+/// Silence after which a keep-alive comment is sent.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How often a stream compares state even without events.
+const RESYNC: Duration = Duration::from_secs(2);
+/// Least time between two comparisons: a chatty build is sent in batches.
+const MIN_GAP: Duration = Duration::from_millis(100);
+/// Most logs a page may say it has (bounds the query string's work).
+const MAX_LOGS: usize = 1000;
+
+/// Shared by the HTTP threads; cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    hub: Hub,
+    active: Arc<AtomicUsize>,
+}
+
+/// Who is watching which build, and from where in each log.
+pub struct Watch {
+    pub buildid: i64,
+    /// logid → byte offset the page has up to (a line start).
+    pub offsets: HashMap<i64, u64>,
+    pub user: Option<String>,
+    pub csrf: Option<String>,
+}
+
+/// Parses `logs=12:3456,13:0`; junk entries are skipped.
+pub fn parse_offsets(s: &str) -> HashMap<i64, u64> {
+    s.split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            Some((k.trim().parse().ok()?, v.trim().parse().ok()?))
+        })
+        .take(MAX_LOGS)
+        .collect()
+}
+
+/// Decrements the stream count when a stream thread ends, however.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Live {
+    pub fn new(hub: Hub) -> Live {
+        Live {
+            hub,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Takes a stream slot; None when all are in use.
+    fn slot(&self) -> Option<Slot> {
+        let n = self.active.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(self.active.clone());
+        (n < MAX_STREAMS).then_some(slot)
+    }
+
+    /// Streams build `w.buildid` to `req` from a new thread. Gives the
+    /// request back when every slot is taken (the caller answers 503).
+    pub fn start(
+        &self,
+        req: tiny_http::Request,
+        db: PathBuf,
+        cfg: Arc<Config>,
+        master_dir: PathBuf,
+        w: Watch,
+    ) -> Result<(), Box<tiny_http::Request>> {
+        let Some(slot) = self.slot() else {
+            return Err(Box::new(req));
+        };
+        // Subscribe before the first comparison, so nothing falls between.
+        let rx = self.hub.subscribe(256);
+        let spawned = std::thread::Builder::new()
+            .name("live".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _slot = slot;
+                let out = req.into_writer();
+                if let Err(e) = stream(out, &db, &cfg, &master_dir, rx, w, KEEPALIVE) {
+                    log::debug!("live stream ended: {e:#}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a live stream thread: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// What a step's head shows: state, result, started, complete.
+type StepKey = (String, Option<i64>, Option<i64>, Option<i64>);
+
+/// What one stream has sent.
+struct Sent {
+    build: Option<(String, Option<i64>, Option<i64>)>,
+    steps: HashMap<i64, StepKey>,
+    offsets: HashMap<i64, u64>,
+}
+
+fn send(out: &mut dyn Write, event: &str, data: &serde_json::Value) -> std::io::Result<()> {
+    // serde_json escapes newlines, so the data is one line.
+    write!(out, "event: {event}\ndata: {data}\n\n")
+}
+
+fn stream(
+    mut out: Box<dyn Write + Send>,
+    db: &std::path::Path,
+    cfg: &Config,
+    master_dir: &std::path::Path,
+    rx: Receiver<Event>,
+    w: Watch,
+    keepalive: Duration,
+) -> Result<()> {
+    let conn = store::open_reader(db)?;
+    out.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
+          Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
+          Connection: close\r\n\r\nretry: 3000\n\n",
+    )?;
+    out.flush()?;
+    let mut sent = Sent {
+        build: None,
+        steps: HashMap::new(),
+        offsets: w.offsets,
+    };
+    let mut last_write = Instant::now();
+    loop {
+        let started = Instant::now();
+        let c = Ctx {
+            conn: &conn,
+            cfg,
+            user: w.user.as_deref(),
+            csrf: w.csrf.as_deref(),
+            master_dir,
+            now: crate::model::now(),
+        };
+        let (wrote, done) = sync(&mut out, &c, w.buildid, &mut sent)?;
+        if done {
+            send(&mut out, "end", &json!({}))?;
+            out.flush()?;
+            return Ok(());
+        }
+        if wrote {
+            out.flush()?;
+            last_write = Instant::now();
+        }
+        // Wait for news of this build, a resync, or a keep-alive.
+        loop {
+            let deadline = (started + RESYNC).min(last_write + keepalive);
+            match rx.recv_deadline(deadline) {
+                Ok(ev) if concerns(&ev, w.buildid) => break,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    if last_write.elapsed() >= keepalive {
+                        out.write_all(b": keepalive\n\n")?;
+                        out.flush()?;
+                        last_write = Instant::now();
+                    }
+                    if started.elapsed() >= RESYNC {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+        }
+        if let Some(rest) = MIN_GAP.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        // Everything pending is covered by the comparison that follows.
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+fn concerns(ev: &Event, buildid: i64) -> bool {
+    match ev {
+        Event::BuildStarted { buildid: b, .. }
+        | Event::StepStarted { buildid: b, .. }
+        | Event::LogAppended { buildid: b, .. }
+        | Event::StepFinished { buildid: b, .. }
+        | Event::BuildFinished { buildid: b, .. } => *b == buildid,
+    }
+}
+
+/// Sends what changed since the last call: new or changed steps, new log
+/// text, the build's head. Returns (anything written, build complete and
+/// every log sent to its end).
+fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(bool, bool)> {
+    let Some(b) = pages::build_by_id(c.conn, buildid)? else {
+        return Ok((false, true));
+    };
+    let steps = pages::steps_of(c.conn, buildid)?;
+    let mut wrote = false;
+    for (i, s) in steps.iter().enumerate() {
+        let key = (
+            s.state_string.clone(),
+            s.results,
+            s.started_at,
+            s.complete_at,
+        );
+        if sent.steps.get(&s.stepid) == Some(&key) {
+            continue;
+        }
+        // Logs the page does not have start at their tail.
+        let mut ranges = Vec::new();
+        for (logid, _, _) in &s.logs {
+            let start = match sent.offsets.get(logid) {
+                Some(o) => *o,
+                None => {
+                    let path = store::log_path(c.master_dir, buildid, *logid);
+                    logview::chunk_before(&path, u64::MAX)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .start
+                }
+            };
+            sent.offsets.insert(*logid, start);
+            ranges.push((
+                *logid,
+                logview::Range {
+                    start,
+                    end: start,
+                    ..Default::default()
+                },
+            ));
+        }
+        let data = json!({
+            "stepid": s.stepid,
+            "head": pages::step_head(c, s),
+            "html": pages::step_html(c, s, pages::step_open(s, i + 1 == steps.len()), &ranges),
+        });
+        send(out, "step", &data)?;
+        sent.steps.insert(s.stepid, key);
+        wrote = true;
+    }
+    let mut logs_done = true;
+    for s in &steps {
+        for (logid, _, complete) in &s.logs {
+            logs_done &= *complete;
+            let path = store::log_path(c.master_dir, buildid, *logid);
+            let Some(offset) = sent.offsets.get_mut(logid) else {
+                continue;
+            };
+            loop {
+                let r = logview::read_from(&path, *offset)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if r.text.is_empty() {
+                    break;
+                }
+                let data = json!({
+                    "logid": logid, "start": r.start, "end": r.end,
+                    "html": logview::render(&r),
+                });
+                send(out, "log", &data)?;
+                *offset = r.end;
+                wrote = true;
+            }
+        }
+    }
+    let key = (b.state_string.clone(), b.results, b.complete_at);
+    if sent.build.as_ref() != Some(&key) {
+        send(out, "build", &json!({ "html": pages::build_head(c, &b) }))?;
+        sent.build = Some(key);
+        wrote = true;
+    }
+    Ok((wrote, b.complete_at.is_some() && logs_done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_from_the_query() {
+        let o = parse_offsets("12:3456, 13:0,junk,x:1,14:-2,15:");
+        assert_eq!(o, HashMap::from([(12, 3456), (13, 0)]));
+        assert!(parse_offsets("").is_empty());
+    }
+
+    /// A writer the test can read while the stream writes.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+        fn wait_for(&self, what: &str) -> String {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let t = self.text();
+                if t.contains(what) {
+                    return t;
+                }
+                assert!(Instant::now() < deadline, "no {what:?} in {t}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    #[test]
+    fn streams_steps_logs_keepalives_and_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.sqlite");
+        store::create(&db).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "INSERT INTO builders (builderid, name) VALUES (1, 'b');
+             INSERT INTO buildsets (buildsetid, reason, submitted_at) VALUES (1, 'r', 0);
+             INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at)
+               VALUES (1, 1, 1, 0);
+             INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at, state_string)
+               VALUES (1, 1, 1, 1, 100, 'building');
+             INSERT INTO steps (stepid, buildid, number, name, started_at, state_string)
+               VALUES (1, 1, 0, 'test', 100, 'test running');
+             INSERT INTO logs (logid, stepid, name, slug) VALUES (1, 1, 'stdio', 'stdio');",
+        )
+        .unwrap();
+        let log = store::log_path(dir.path(), 1, 1);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "ohello <b>\n").unwrap();
+        let cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
+        let hub = Hub::new();
+        let rx = hub.subscribe(16);
+        let out = Shared::default();
+        let (out2, master, db2) = (out.clone(), dir.path().to_path_buf(), db.clone());
+        let t = std::thread::spawn(move || {
+            let w = Watch {
+                buildid: 1,
+                offsets: HashMap::new(),
+                user: None,
+                csrf: None,
+            };
+            let keepalive = Duration::from_millis(50);
+            stream(Box::new(out2), &db2, &cfg, &master, rx, w, keepalive)
+        });
+        let t0 = out.wait_for("hello &lt;b&gt;");
+        assert!(t0.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"));
+        assert!(t0.contains("event: step\ndata: {") && t0.contains("id=\\\"logpre-1\\\""));
+        assert!(t0.contains("event: log\ndata: {\"end\":11,"), "{t0}");
+        out.wait_for("event: build\n");
+        out.wait_for("\n: keepalive\n\n");
+        // Appended text, announced by an event, arrives from where it left.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"oworld\n").unwrap();
+        hub.publish(Event::LogAppended {
+            buildid: 1,
+            logid: 1,
+        });
+        let t1 = out.wait_for("world");
+        assert!(t1.contains("\"start\":11"), "{t1}");
+        assert_eq!(t1.matches("hello").count(), 1, "{t1}");
+        // The build ends: its head, then `end`, and the thread is done.
+        conn.execute_batch(
+            "UPDATE steps SET complete_at = 101, results = 0, state_string = 'test';
+             UPDATE logs SET complete = 1;
+             UPDATE builds SET complete_at = 101, results = 0, state_string = 'build successful';",
+        )
+        .unwrap();
+        hub.publish(Event::BuildFinished {
+            buildid: 1,
+            builderid: 1,
+            builder: "b".into(),
+            number: 1,
+            results: 0,
+        });
+        let t2 = out.wait_for("event: end\n");
+        assert!(t2.contains("build successful"));
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn slots_are_bounded_and_returned() {
+        let live = Live::new(Hub::new());
+        let slots: Vec<_> = (0..MAX_STREAMS).map(|_| live.slot().unwrap()).collect();
+        assert!(live.slot().is_none());
+        assert_eq!(live.active(), MAX_STREAMS);
+        drop(slots);
+        assert_eq!(live.active(), 0);
+        assert!(live.slot().is_some());
+    }
+}
