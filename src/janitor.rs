@@ -550,7 +550,7 @@ mod tests {
                                 &SourceStamp::default(),
                                 &Props::new(),
                                 &[change],
-                                &[builder.clone()],
+                                std::slice::from_ref(&builder),
                             )?;
                             (change, bs, reqs[0].1, reqs[0].0)
                         }
