@@ -85,6 +85,16 @@ impl Drop for Supervisord {
         }
         let _ = child.kill();
         let _ = child.wait();
+        // A failed test must not leave a build's processes running either.
+        for p in processes_under(&self.home, &[]) {
+            if let Some(pid) = p.split(':').next().and_then(|n| n.parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a process of this test's home (a pid
+                // read from /proc a moment ago).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
     }
 }
 
@@ -274,13 +284,16 @@ command = {step:?}
     ]);
     assert_eq!(code, 200, "{body}");
     let build_dir = worker_dir.join("grandchild/build");
-    let (child_pid, grandchild_pid) =
-        wait_for("the step to start its processes", Duration::from_secs(60), || {
+    let (child_pid, grandchild_pid) = wait_for(
+        "the step to start its processes",
+        Duration::from_secs(60),
+        || {
             Some((
                 read_pid(&build_dir.join("child.pid"))?,
                 read_pid(&build_dir.join("grandchild.pid"))?,
             ))
-        });
+        },
+    );
     assert!(minibot::daemon::pid_alive(child_pid));
     assert!(minibot::daemon::pid_alive(grandchild_pid));
 
@@ -294,10 +307,14 @@ command = {step:?}
     assert_eq!(sv.state("minibot-worker").as_deref(), Some("STOPPED"));
     // The step's processes were killed before the worker exited; a moment
     // for init to reap the grandchild.
-    wait_for("the build's processes to be gone", Duration::from_secs(10), || {
-        (!minibot::daemon::pid_alive(child_pid) && !minibot::daemon::pid_alive(grandchild_pid))
-            .then_some(())
-    });
+    wait_for(
+        "the build's processes to be gone",
+        Duration::from_secs(10),
+        || {
+            (!minibot::daemon::pid_alive(child_pid) && !minibot::daemon::pid_alive(grandchild_pid))
+                .then_some(())
+        },
+    );
     let left = processes_under(&home, &[sv.pid()]);
     assert!(left.is_empty(), "left behind: {left:#?}");
     assert!(!master.join("minibot.pid").exists());

@@ -418,3 +418,22 @@ pub fn require_program(name: &str, install_hint: &str) -> Option<PathBuf> {
 pub fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
+
+/// Stops a detached daemon (`minibot start DIR`, `restart`) when dropped,
+/// so a failing test leaves nothing running: `<bin> stop DIR`, errors
+/// ignored (it may be stopped already).
+pub struct StopOnDrop {
+    pub bin: &'static str,
+    pub dir: PathBuf,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(self.bin)
+            .arg("stop")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
