@@ -200,6 +200,27 @@ fn ids(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Ve
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// `DELETE FROM table WHERE col IN (ids as a JSON array)`; returns the
+/// number of rows deleted.
+fn delete_in(c: &Connection, table: &str, col: &str, ids_json: &str) -> Result<u64> {
+    let sql = format!("DELETE FROM {table} WHERE {col} IN (SELECT value FROM json_each(?1))");
+    Ok(c.prepare_cached(&sql)?.execute([ids_json])? as u64)
+}
+
+/// `SELECT DISTINCT col FROM table WHERE key IN (ids as a JSON array)`.
+fn distinct_in(
+    c: &Connection,
+    col: &str,
+    table: &str,
+    key: &str,
+    ids_json: &str,
+) -> Result<Vec<i64>> {
+    let sql = format!(
+        "SELECT DISTINCT {col} FROM {table} WHERE {key} IN (SELECT value FROM json_each(?1))"
+    );
+    ids(c, &sql, [ids_json])
+}
+
 /// A finished build older than the cutoff that is not its builder's newest.
 const PRUNABLE_BUILD: &str = "b.complete_at IS NOT NULL AND b.complete_at < ?1
     AND EXISTS (SELECT 1 FROM builds n WHERE n.builderid = b.builderid AND n.number > b.number)";
@@ -212,51 +233,50 @@ fn prune_builds(
     stopping: &dyn Fn() -> bool,
     p: &mut Pruned,
 ) -> Result<()> {
-    // `> last`: progress even if the writer turns a candidate down.
-    let mut last = 0i64;
-    loop {
-        if stopping() {
-            return Ok(());
-        }
-        let batch = ids(
-            reader,
-            &format!(
-                "SELECT b.buildid FROM builds b WHERE {PRUNABLE_BUILD} AND b.buildid > ?2
-                 ORDER BY b.buildid LIMIT ?3"
-            ),
-            params![cutoff, last, BATCH as i64],
-        )?;
-        let Some(&max) = batch.iter().max() else {
-            break;
-        };
-        last = max;
+    let builds = format!(
+        "SELECT b.buildid FROM builds b WHERE {PRUNABLE_BUILD} AND b.buildid > ?2
+         ORDER BY b.buildid LIMIT ?3"
+    );
+    in_batches(reader, &builds, cutoff, stopping, |batch| {
         let (counts, deleted) = store.write(move |c| delete_batch(c, cutoff, &batch, &[]))?;
         p.add(&counts);
         for id in deleted {
             p.build_bytes += remove_log_dir(master_dir, id);
         }
-    }
+        Ok(())
+    })?;
     // Requests that completed without any build left (all pruned, or never
     // built), older than the horizon.
+    let requests = "SELECT br.buildrequestid FROM buildrequests br
+         WHERE br.complete = 1 AND br.complete_at < ?1 AND br.buildrequestid > ?2
+           AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.buildrequestid = br.buildrequestid)
+         ORDER BY br.buildrequestid LIMIT ?3";
+    in_batches(reader, requests, cutoff, stopping, |batch| {
+        let (counts, _) = store.write(move |c| delete_batch(c, cutoff, &[], &batch))?;
+        p.add(&counts);
+        Ok(())
+    })
+}
+
+/// Runs `each` on the ids `sql` (params: cutoff, last id, limit) yields,
+/// [`BATCH`] at a time in increasing order, until none are left or
+/// `stopping()`. Asking for ids above the last batch's guarantees progress
+/// even when the writer turns a candidate down.
+fn in_batches(
+    reader: &Connection,
+    sql: &str,
+    cutoff: i64,
+    stopping: &dyn Fn() -> bool,
+    mut each: impl FnMut(Vec<i64>) -> Result<()>,
+) -> Result<()> {
     let mut last = 0i64;
-    loop {
-        if stopping() {
-            return Ok(());
-        }
-        let batch = ids(
-            reader,
-            "SELECT br.buildrequestid FROM buildrequests br
-             WHERE br.complete = 1 AND br.complete_at < ?1 AND br.buildrequestid > ?2
-               AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.buildrequestid = br.buildrequestid)
-             ORDER BY br.buildrequestid LIMIT ?3",
-            params![cutoff, last, BATCH as i64],
-        )?;
+    while !stopping() {
+        let batch = ids(reader, sql, params![cutoff, last, BATCH as i64])?;
         let Some(&max) = batch.iter().max() else {
             break;
         };
         last = max;
-        let (counts, _) = store.write(move |c| delete_batch(c, cutoff, &[], &batch))?;
-        p.add(&counts);
+        each(batch)?;
     }
     Ok(())
 }
@@ -293,11 +313,7 @@ fn delete_batch(
         params![cutoff, json_ids(buildids)],
     )?;
     let b_json = json_ids(&builds);
-    let mut requests = ids(
-        c,
-        "SELECT DISTINCT buildrequestid FROM builds WHERE buildid IN (SELECT value FROM json_each(?1))",
-        [&b_json],
-    )?;
+    let mut requests = distinct_in(c, "buildrequestid", "builds", "buildid", &b_json)?;
     requests.extend_from_slice(extra_requests);
     // Children first: foreign keys are on.
     n.logs = c
@@ -306,12 +322,8 @@ fn delete_batch(
                WHERE buildid IN (SELECT value FROM json_each(?1)))",
         )?
         .execute([&b_json])? as u64;
-    n.steps = c
-        .prepare_cached("DELETE FROM steps WHERE buildid IN (SELECT value FROM json_each(?1))")?
-        .execute([&b_json])? as u64;
-    n.builds = c
-        .prepare_cached("DELETE FROM builds WHERE buildid IN (SELECT value FROM json_each(?1))")?
-        .execute([&b_json])? as u64;
+    n.steps = delete_in(c, "steps", "buildid", &b_json)?;
+    n.builds = delete_in(c, "builds", "buildid", &b_json)?;
 
     // Requests: complete, old, and without a build any more (a retried
     // request may still have a newer build).
@@ -324,17 +336,8 @@ fn delete_batch(
         params![json_ids(&requests), cutoff],
     )?;
     let r_json = json_ids(&gone_requests);
-    let buildsets = ids(
-        c,
-        "SELECT DISTINCT buildsetid FROM buildrequests
-         WHERE buildrequestid IN (SELECT value FROM json_each(?1))",
-        [&r_json],
-    )?;
-    n.buildrequests = c
-        .prepare_cached(
-            "DELETE FROM buildrequests WHERE buildrequestid IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([&r_json])? as u64;
+    let buildsets = distinct_in(c, "buildsetid", "buildrequests", "buildrequestid", &r_json)?;
+    n.buildrequests = delete_in(c, "buildrequests", "buildrequestid", &r_json)?;
 
     // Buildsets: complete and without requests left.
     let gone_sets = ids(
@@ -345,21 +348,9 @@ fn delete_batch(
         [json_ids(&buildsets)],
     )?;
     let s_json = json_ids(&gone_sets);
-    let changes = ids(
-        c,
-        "SELECT DISTINCT changeid FROM buildset_changes
-         WHERE buildsetid IN (SELECT value FROM json_each(?1))",
-        [&s_json],
-    )?;
-    c.prepare_cached(
-        "DELETE FROM buildset_changes WHERE buildsetid IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([&s_json])?;
-    n.buildsets = c
-        .prepare_cached(
-            "DELETE FROM buildsets WHERE buildsetid IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([&s_json])? as u64;
+    let changes = distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
+    delete_in(c, "buildset_changes", "buildsetid", &s_json)?;
+    n.buildsets = delete_in(c, "buildsets", "buildsetid", &s_json)?;
 
     // Changes of those buildsets that no other buildset builds and no
     // scheduler still holds.

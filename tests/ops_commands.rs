@@ -13,6 +13,20 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Stops the detached master and worker a test may leave (when it fails).
+fn stop_on_drop(s: &Setup, worker_dir: &Path) -> [StopOnDrop; 2] {
+    [
+        StopOnDrop {
+            bin: WORKER,
+            dir: worker_dir.to_path_buf(),
+        },
+        StopOnDrop {
+            bin: MINIBOT,
+            dir: s.master.clone(),
+        },
+    ]
+}
+
 #[test]
 fn commands_say_so_when_nothing_runs() {
     let s = Setup::new(PASSING_TEST, "");
@@ -58,14 +72,7 @@ fn commands_say_so_when_nothing_runs() {
     );
 
     // restart with nothing running starts it (as Buildbot's does).
-    let _stop_m = StopOnDrop {
-        bin: MINIBOT,
-        dir: s.master.clone(),
-    };
-    let _stop_w = StopOnDrop {
-        bin: WORKER,
-        dir: wdir.clone(),
-    };
+    let _stop = stop_on_drop(&s, &wdir);
     let out = run_ok(MINIBOT, &["restart", dir]);
     assert!(out.contains(&format!("127.0.0.1:{}", s.www)), "{out}");
     let out = run_ok(WORKER, &["restart", wdir.to_str().unwrap()]);
@@ -88,14 +95,7 @@ fn commands_work_on_foreground_daemons() {
 
     // The worker twin: stop ends the foreground worker with exit 0.
     let wdir = s.tmp.path().join("example-worker");
-    let _stop_m = StopOnDrop {
-        bin: MINIBOT,
-        dir: s.master.clone(),
-    };
-    let _stop_w = StopOnDrop {
-        bin: WORKER,
-        dir: wdir.clone(),
-    };
+    let _stop = stop_on_drop(&s, &wdir);
     let out = run_ok(WORKER, &["stop", wdir.to_str().unwrap()]);
     assert!(out.contains("stopped"), "{out}");
     assert_eq!(worker.wait_exit(Duration::from_secs(30)), Some(0));

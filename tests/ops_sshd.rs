@@ -124,7 +124,8 @@ fn assert_refused(lp: u16, stderr: &Path) {
 }
 
 struct Sshd {
-    proc: Proc,
+    /// Killed when the test ends (after the tunnels declared later).
+    _proc: Proc,
     port: u16,
     log: PathBuf,
 }
@@ -169,7 +170,11 @@ fn start_sshd(sshd: &Path, dir: &Path, authorized_keys: &Path) -> Sshd {
     wait_for("sshd listening", Duration::from_secs(20), || {
         port_open(port).then_some(())
     });
-    Sshd { proc, port, log }
+    Sshd {
+        _proc: proc,
+        port,
+        log,
+    }
 }
 
 #[test]
