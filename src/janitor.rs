@@ -23,7 +23,8 @@
 //!    file removal) are deleted too.
 //!
 //! Candidates are found on the janitor's own read-only connection; the
-//! deletes go through `Store::write` in batches of [`BATCH`] builds, so the
+//! deletes go through `Store::write` in batches of at most [`BATCH`]
+//! builds, smaller while a batch takes longer than [`SLOW_WRITE`], so the
 //! writer is never held for long and hooks keep being answered while a
 //! large backlog is pruned. Files are removed only after their rows are
 //! committed. Everything it removed is logged at info level.
@@ -36,13 +37,18 @@ use crossbeam_channel::{after, select, Receiver, Sender, TryRecvError};
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Delay of the first run: out of the way of start-up (crash recovery,
 /// workers reconnecting), yet soon enough that a restart is a way to prune.
 pub const FIRST_RUN: Duration = Duration::from_secs(3);
-/// Builds deleted per write transaction.
+/// Most builds deleted per write transaction.
 pub const BATCH: usize = 100;
+/// A delete transaction longer than this halves the next batch: hooks wait
+/// for the writer while it runs. (Deleting a buildset or change makes
+/// SQLite scan the tables that refer to it without an index:
+/// `buildrequests.buildsetid`, `buildset_changes.changeid`.)
+const SLOW_WRITE: Duration = Duration::from_millis(50);
 const DAY: i64 = 86_400;
 
 /// Handle of the janitor thread; dropping it stops and joins the thread.
@@ -238,12 +244,14 @@ fn prune_builds(
          ORDER BY b.buildid LIMIT ?3"
     );
     in_batches(reader, &builds, cutoff, stopping, |batch| {
+        let t = Instant::now();
         let (counts, deleted) = store.write(move |c| delete_batch(c, cutoff, &batch, &[]))?;
+        let took = t.elapsed();
         p.add(&counts);
         for id in deleted {
             p.build_bytes += remove_log_dir(master_dir, id);
         }
-        Ok(())
+        Ok(took)
     })?;
     // Requests that completed without any build left (all pruned, or never
     // built), older than the horizon.
@@ -252,31 +260,42 @@ fn prune_builds(
            AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.buildrequestid = br.buildrequestid)
          ORDER BY br.buildrequestid LIMIT ?3";
     in_batches(reader, requests, cutoff, stopping, |batch| {
+        let t = Instant::now();
         let (counts, _) = store.write(move |c| delete_batch(c, cutoff, &[], &batch))?;
         p.add(&counts);
-        Ok(())
+        Ok(t.elapsed())
     })
 }
 
-/// Runs `each` on the ids `sql` (params: cutoff, last id, limit) yields,
-/// [`BATCH`] at a time in increasing order, until none are left or
+/// Runs `each` on the ids `sql` (params: cutoff, last id, limit) yields, a
+/// batch at a time in increasing order, until none are left or
 /// `stopping()`. Asking for ids above the last batch's guarantees progress
-/// even when the writer turns a candidate down.
+/// even when the writer turns a candidate down. `each` returns how long its
+/// write took; the batch shrinks (down to one build) while writes take
+/// longer than [`SLOW_WRITE`] and grows back (up to [`BATCH`]) when they
+/// are quick, so the writer is never held long, whatever the table sizes.
 fn in_batches(
     reader: &Connection,
     sql: &str,
     cutoff: i64,
     stopping: &dyn Fn() -> bool,
-    mut each: impl FnMut(Vec<i64>) -> Result<()>,
+    mut each: impl FnMut(Vec<i64>) -> Result<Duration>,
 ) -> Result<()> {
     let mut last = 0i64;
+    // Small at first: the cost of a batch is only known once one ran.
+    let mut limit = 8;
     while !stopping() {
-        let batch = ids(reader, sql, params![cutoff, last, BATCH as i64])?;
+        let batch = ids(reader, sql, params![cutoff, last, limit as i64])?;
         let Some(&max) = batch.iter().max() else {
             break;
         };
         last = max;
-        each(batch)?;
+        let took = each(batch)?;
+        if took > SLOW_WRITE {
+            limit = (limit / 2).max(1);
+        } else if took < SLOW_WRITE / 4 {
+            limit = (limit * 2).min(BATCH);
+        }
     }
     Ok(())
 }
