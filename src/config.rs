@@ -49,8 +49,12 @@ pub struct Config {
     /// server cannot reach the master's change hook.
     #[serde(default)]
     pub change_source: Vec<ChangeSourceCfg>,
+    /// Pruning of old builds and log files (on by default: see [`JanitorCfg`]).
     #[serde(default)]
-    pub janitor: Option<toml::Value>,
+    pub janitor: JanitorCfg,
+    /// The master's own log (`master.log`): level and rotation.
+    #[serde(default)]
+    pub logging: LoggingCfg,
     /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
     #[serde(default = "default_max_log_size")]
     pub max_log_size: u64,
@@ -642,6 +646,97 @@ pub struct StepCfg {
     pub warning_exit_codes: Vec<i32>,
 }
 
+/// `[janitor]`: what the janitor thread (`src/janitor.rs`) prunes. On by
+/// default, also when the section is missing: a small disk quota must not
+/// fill up with old logs because nobody knew cleanup existed. A horizon of 0
+/// keeps that kind of data forever.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct JanitorCfg {
+    /// Finished builds older than this (days since they finished) are
+    /// deleted with their steps, logs and log files; their requests,
+    /// buildsets and changes go when nothing refers to them any more.
+    #[serde(default = "default_build_horizon")]
+    pub build_horizon_days: u32,
+    /// Log files of builds that finished longer ago than this are deleted;
+    /// the builds and steps stay and their logs read as empty.
+    #[serde(default = "default_log_horizon")]
+    pub log_horizon_days: u32,
+    /// Hours between two runs; the first run is shortly after start.
+    #[serde(default = "default_janitor_interval")]
+    pub interval_hours: u32,
+}
+
+pub const DEFAULT_BUILD_HORIZON_DAYS: u32 = 180;
+pub const DEFAULT_LOG_HORIZON_DAYS: u32 = 30;
+
+fn default_build_horizon() -> u32 {
+    DEFAULT_BUILD_HORIZON_DAYS
+}
+fn default_log_horizon() -> u32 {
+    DEFAULT_LOG_HORIZON_DAYS
+}
+fn default_janitor_interval() -> u32 {
+    24
+}
+
+impl Default for JanitorCfg {
+    fn default() -> Self {
+        JanitorCfg {
+            build_horizon_days: default_build_horizon(),
+            log_horizon_days: default_log_horizon(),
+            interval_hours: default_janitor_interval(),
+        }
+    }
+}
+
+/// `[logging]`: the master's own log. Buildbot keeps these settings in
+/// `buildbot.tac` (`rotateLength`, `maxRotatedFiles`); here they live with
+/// the rest of the config. Read at start only.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct LoggingCfg {
+    /// env_logger filter (`info`, `debug`, `info,minibot::www=debug`); the
+    /// `RUST_LOG` environment variable wins when it is set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `master.log` is rotated when it would grow past this many bytes.
+    #[serde(default = "default_rotate_length")]
+    pub rotate_length: u64,
+    /// How many rotated files (`master.log.1` ...) are kept.
+    #[serde(default = "default_max_rotated_files")]
+    pub max_rotated_files: u32,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_rotate_length() -> u64 {
+    crate::daemon::LogOptions::default().rotate_length
+}
+fn default_max_rotated_files() -> u32 {
+    crate::daemon::LogOptions::default().max_rotated_files
+}
+
+impl Default for LoggingCfg {
+    fn default() -> Self {
+        LoggingCfg {
+            level: default_log_level(),
+            rotate_length: default_rotate_length(),
+            max_rotated_files: default_max_rotated_files(),
+        }
+    }
+}
+
+impl LoggingCfg {
+    /// What `daemon::init_logging_with` needs.
+    pub fn log_options(&self) -> crate::daemon::LogOptions {
+        crate::daemon::LogOptions {
+            level: self.level.clone(),
+            rotate_length: self.rotate_length,
+            max_rotated_files: self.max_rotated_files,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum Command {
@@ -848,6 +943,30 @@ timeout = 1200
 # exit codes meaning WARNINGS instead of FAILURE; workdir is relative to the
 # build directory (default "build").
 # halt_on_failure = true
+
+
+######## Housekeeping (Buildbot's JanitorConfigurator, and buildbot.tac's log settings)
+
+# The janitor deletes old builds and build logs so that a small disk quota
+# never fills up. It runs shortly after the master starts, then every
+# interval_hours, and writes what it pruned to master.log. It is on even
+# without this section; set a horizon to 0 to keep that data forever.
+[janitor]
+# Finished builds older than this many days are deleted with their steps and
+# logs (the newest build of each builder is always kept, so build numbers
+# never restart).
+build_horizon_days = 180
+# Log files of builds older than this many days are deleted; the builds stay
+# in the history and their logs read as empty. The bulk of the disk is here.
+log_horizon_days = 30
+# interval_hours = 24
+
+# The master's own log, master.log. RUST_LOG in the environment wins over
+# level when it is set.
+# [logging]
+# level = "info"                # or "debug", or "info,minibot::www=debug"
+# rotate_length = 10000000      # bytes; then master.log becomes master.log.1
+# max_rotated_files = 5         # master.log.1 ... master.log.5 are kept
 
 
 ######## Reporters (Buildbot's c['services'])
@@ -1136,8 +1255,18 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
     let builders = table.remove("builders");
     let reporters = table.remove("reporters");
     let change_source = table.remove("change_source");
+    let janitor = table.remove("janitor");
+    let logging = table.remove("logging");
 
     let mut cfg: Option<Config> = de_one(toml::Value::Table(table), &[], p);
+    let janitor = match janitor {
+        Some(v) => de_one::<JanitorCfg>(v, &[key("janitor")], p),
+        None => Some(JanitorCfg::default()),
+    };
+    let logging = match logging {
+        Some(v) => de_one::<LoggingCfg>(v, &[key("logging")], p),
+        None => Some(LoggingCfg::default()),
+    };
     let www = match www {
         Some(v) => de_one::<Www>(v, &[key("www")], p),
         None => Some(Www::default()),
@@ -1186,6 +1315,8 @@ fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
         cfg.builders = builders?;
         cfg.reporters = reporters?;
         cfg.change_source = change_source?;
+        cfg.janitor = janitor?;
+        cfg.logging = logging?;
     }
     cfg
 }
@@ -1299,6 +1430,8 @@ fn unknown_key_message(segs: &[Seg]) -> String {
         ".change_source[]" => fields_of::<ChangeSourceCfg>(),
         ".builders[]" => fields_of::<BuilderCfg>(),
         ".builders[].steps[]" => fields_of::<StepCfg>(),
+        ".janitor" => fields_of::<JanitorCfg>(),
+        ".logging" => fields_of::<LoggingCfg>(),
         _ => &[],
     };
     let best = known
@@ -1398,6 +1531,8 @@ fn validate(cfg: &Config, p: &mut Problems) {
     check_builders(cfg, p);
     check_reporters(cfg, p);
     check_change_sources(cfg, p);
+    check_janitor(&cfg.janitor, p);
+    check_logging(&cfg.logging, p);
 }
 
 fn check_www(cfg: &Config, p: &mut Problems) {
@@ -1469,6 +1604,72 @@ fn check_www(cfg: &Config, p: &mut Problems) {
                 format_args!("{} is also www.port on the same address", wp.port),
             );
         }
+    }
+}
+
+fn check_janitor(j: &JanitorCfg, p: &mut Problems) {
+    if j.interval_hours == 0 {
+        p.add(
+            "janitor.interval_hours",
+            "must be at least 1 (to turn the janitor off, set both horizons to 0)",
+        );
+    }
+    // Beyond a century the cutoff arithmetic means nothing; 0 is "forever".
+    for (k, v) in [
+        ("build_horizon_days", j.build_horizon_days),
+        ("log_horizon_days", j.log_horizon_days),
+    ] {
+        if v > 36500 {
+            p.add(
+                &format!("janitor.{k}"),
+                format_args!("{v} days is more than a century; use 0 to keep forever"),
+            );
+        }
+    }
+}
+
+/// Levels env_logger understands, in a filter like `info,minibot::www=debug`.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+fn check_logging(l: &LoggingCfg, p: &mut Problems) {
+    // env_logger ignores what it cannot parse (with a note on stderr, which
+    // a daemon has not got): check here so a typo is an error with its key.
+    let bad_level = |s: &str| !LOG_LEVELS.contains(&s.to_ascii_lowercase().as_str());
+    let bad_target = |s: &str| {
+        s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    if l.level.trim().is_empty() {
+        p.add("logging.level", "is empty (e.g. \"info\" or \"debug\")");
+    }
+    for part in l.level.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let wrong = match part.split_once('=') {
+            Some((target, level)) => bad_target(target) || bad_level(level),
+            // env_logger would take a bare non-level word for a module
+            // name and log nothing else, so a misspelt level would silence
+            // the log: modules must be written MODULE=LEVEL.
+            None => bad_level(part),
+        };
+        if wrong {
+            p.add(
+                "logging.level",
+                format_args!(
+                    "{part:?} is not a level ({}) or MODULE=LEVEL",
+                    LOG_LEVELS.join(", ")
+                ),
+            );
+        }
+    }
+    if l.rotate_length < 64 * 1024 {
+        p.add(
+            "logging.rotate_length",
+            "must be at least 65536 bytes (e.g. 10000000)",
+        );
+    }
+    if l.max_rotated_files > 100 {
+        p.add("logging.max_rotated_files", "must be at most 100");
     }
 }
 
@@ -2676,6 +2877,94 @@ command = "make test"
         assert_problem(
             &with("[www.change_hook_dialects.gitea]\nsecret = \"\"\n"),
             "www.change_hook_dialects.gitea.secret: is empty",
+        );
+    }
+
+    #[test]
+    fn janitor_is_on_by_default_and_checked() {
+        let cfg = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.janitor, JanitorCfg::default());
+        // Written out, not only defaulted, so users see that it exists.
+        assert!(SAMPLE.contains("\n[janitor]\n"));
+        assert!(SAMPLE.contains(&format!(
+            "\nbuild_horizon_days = {DEFAULT_BUILD_HORIZON_DAYS}\n"
+        )));
+        assert!(SAMPLE.contains(&format!(
+            "\nlog_horizon_days = {DEFAULT_LOG_HORIZON_DAYS}\n"
+        )));
+        // Absent section: on, with the defaults.
+        let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.janitor.build_horizon_days, DEFAULT_BUILD_HORIZON_DAYS);
+        assert_eq!(cfg.janitor.log_horizon_days, DEFAULT_LOG_HORIZON_DAYS);
+        assert_eq!(cfg.janitor.interval_hours, 24);
+        let cfg = parse(
+            &with("[janitor]\nbuild_horizon_days = 0\nlog_horizon_days = 7\n"),
+            "master.cfg",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (cfg.janitor.build_horizon_days, cfg.janitor.log_horizon_days),
+            (0, 7)
+        );
+        assert_problem(
+            &with("[janitor]\nlog_horizon = 7\n"),
+            "master.cfg: janitor.log_horizon: unknown key (known here: build_horizon_days, log_horizon_days, interval_hours)",
+        );
+        assert_problem(
+            &with("[janitor]\nbuild_horizon_days = \"90\"\n"),
+            "master.cfg: janitor.build_horizon_days: invalid type: string \"90\", expected u32",
+        );
+        assert_problem(
+            &with("[janitor]\nlog_horizon_days = -1\n"),
+            "master.cfg: janitor.log_horizon_days: invalid value: integer `-1`, expected u32",
+        );
+        assert_problem(
+            &with("[janitor]\ninterval_hours = 0\n"),
+            "master.cfg: janitor.interval_hours: must be at least 1",
+        );
+        assert_problem(
+            &with("[janitor]\nbuild_horizon_days = 100000\n"),
+            "janitor.build_horizon_days: 100000 days is more than a century",
+        );
+    }
+
+    #[test]
+    fn logging_section() {
+        let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.logging.log_options(),
+            crate::daemon::LogOptions::default()
+        );
+        let cfg = parse(
+            &with("[logging]\nlevel = \"info,minibot::www=debug\"\nrotate_length = 1000000\nmax_rotated_files = 2\n"),
+            "master.cfg",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let o = cfg.logging.log_options();
+        assert_eq!(
+            (o.level.as_str(), o.rotate_length, o.max_rotated_files),
+            ("info,minibot::www=debug", 1_000_000, 2)
+        );
+        assert!(problems(&with("[logging]\nlevel = \"DEBUG\"\n")).is_empty());
+        assert_problem(
+            &with("[logging]\nlevel = \"verbose\"\n"),
+            "master.cfg: logging.level: \"verbose\" is not a level (off, error, warn, info, debug, trace) or MODULE=LEVEL",
+        );
+        assert_problem(
+            &with("[logging]\nlevel = \"minibot=loud\"\n"),
+            "logging.level: \"minibot=loud\" is not a level",
+        );
+        assert_problem(
+            &with("[logging]\nlevel = \"minibot\"\n"),
+            "logging.level: \"minibot\" is not a level",
+        );
+        assert_problem(
+            &with("[logging]\nrotate_length = 10\n"),
+            "master.cfg: logging.rotate_length: must be at least 65536 bytes",
+        );
+        assert_problem(
+            &with("[logging]\nlevle = \"info\"\n"),
+            "master.cfg: logging.levle: unknown key (did you mean `level`?)",
         );
     }
 

@@ -2,11 +2,11 @@
 //!
 //! Owns: pid files (exclusive, atomic, removed on drop), finding and stopping
 //! a running daemon, detaching into the background and waiting for the
-//! child's "ready" line, log setup (env_logger into a log file and
-//! optionally stderr), and the signal thread.
+//! child's "ready" line, log setup (env_logger into a log file rotated by
+//! size, and optionally stderr), and the signal thread.
 //!
 //! Threads and channels: [`signals`] starts one thread (signal-hook's
-//! iterator) that forwards SIGTERM, SIGINT and SIGHUP into the crossbeam
+//! iterator) that forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 into the crossbeam
 //! channel it returns; the daemon's main thread selects on it. [`detach`]
 //! starts one short-lived thread that reads the child's first stdout line
 //! into a channel so the parent can wait for it with a deadline. Nothing else
@@ -374,24 +374,117 @@ pub fn announce_ready(line: &str) {
     }
 }
 
+/// How a daemon's own log (`master.log`, `worker.log`) is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogOptions {
+    /// env_logger filter used when `RUST_LOG` is not set.
+    pub level: String,
+    /// The file is rotated before a record would take it past this size.
+    pub rotate_length: u64,
+    /// Rotated files kept: `<file>.1` (newest) to `<file>.<n>`.
+    pub max_rotated_files: u32,
+}
+
+impl Default for LogOptions {
+    /// 10 MB × (1 + 5): at most ~60 MB per daemon, whatever its uptime.
+    fn default() -> Self {
+        LogOptions {
+            level: "info".into(),
+            rotate_length: 10_000_000,
+            max_rotated_files: 5,
+        }
+    }
+}
+
 /// Where log records go: the log file and, optionally, stderr. Every record
 /// is written in one `write` to the file, which is opened in append mode, so
-/// lines from threads never interleave.
+/// lines from threads never interleave (env_logger formats a record into
+/// one buffer and writes it under its lock).
 ///
-/// Size-based rotation hook: when rotation is added, it belongs in
-/// [`LogSink::write`]: check `self.written` against a limit, and when over it
-/// rename the file to `<name>.1` (shifting older ones) and reopen `path`.
+/// Rotation by size happens here, between two records: the file is renamed
+/// to `<name>.1` (older ones shift up, the oldest beyond the limit is
+/// deleted) and a new file is opened. We are the file's only writer (the
+/// pid file guarantees one daemon per directory), so renaming is safe and
+/// nothing is lost or copied.
 struct LogSink {
     file: fs::File,
-    #[allow(dead_code)] // kept for the rotation hook described above
     path: PathBuf,
     written: u64,
     also_stderr: bool,
+    rotate_length: u64,
+    keep: u32,
+}
+
+impl LogSink {
+    fn open(path: &Path, also_stderr: bool, opts: &LogOptions) -> Result<LogSink> {
+        let file = open_append(path)?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogSink {
+            file,
+            path: path.to_path_buf(),
+            written,
+            also_stderr,
+            rotate_length: opts.rotate_length,
+            keep: opts.max_rotated_files,
+        })
+    }
+
+    /// `<name>.<n>`: the n-th most recent rotated file.
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let rename = |from: &Path, to: &Path| match fs::rename(from, to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(anyhow!(e)).with_context(|| {
+                    format!("could not rename {} to {}", from.display(), to.display())
+                })
+            }
+            _ => Ok(()),
+        };
+        // Files beyond `keep` (left over when the setting was lowered) go
+        // first; renaming .keep-1 onto .keep then replaces the oldest.
+        let mut n = self.keep + 1;
+        while n <= 1000 && fs::remove_file(self.rotated(n)).is_ok() {
+            n += 1;
+        }
+        if self.keep == 0 {
+            fs::remove_file(&self.path)
+                .with_context(|| format!("could not remove {}", self.path.display()))?;
+        } else {
+            for i in (1..self.keep).rev() {
+                rename(&self.rotated(i), &self.rotated(i + 1))?;
+            }
+            rename(&self.path, &self.rotated(1))?;
+        }
+        self.file = open_append(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("could not open log file {}", path.display()))
 }
 
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // Rotation hook (see the struct's doc comment) goes here.
+        let would_be = self.written + buf.len() as u64;
+        if self.written > 0 && would_be > self.rotate_length {
+            if let Err(e) = self.rotate() {
+                // Keep logging into the current file rather than lose
+                // records; try again after another rotate_length bytes.
+                let _ = writeln!(std::io::stderr(), "log rotation failed: {e:#}");
+                self.written = 0;
+            }
+        }
         self.file.write_all(buf)?;
         self.written += buf.len() as u64;
         if self.also_stderr {
@@ -407,23 +500,18 @@ impl Write for LogSink {
     }
 }
 
-/// Sets up `log` for the whole process: level from RUST_LOG (default info),
-/// timestamped lines appended to `log_file` and, if `also_stderr`, copied to
-/// stderr. Can be called once per process.
+/// [`init_logging_with`] with the default [`LogOptions`] (level info,
+/// 10 MB × 5 rotated files).
 pub fn init_logging(log_file: &Path, also_stderr: bool) -> Result<()> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .with_context(|| format!("could not open log file {}", log_file.display()))?;
-    let written = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let sink = LogSink {
-        file,
-        path: log_file.to_path_buf(),
-        written,
-        also_stderr,
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    init_logging_with(log_file, also_stderr, &LogOptions::default())
+}
+
+/// Sets up `log` for the whole process: level from `RUST_LOG`, else
+/// `opts.level`; timestamped lines appended to `log_file`, rotated by size,
+/// and, if `also_stderr`, copied to stderr. Can be called once per process.
+pub fn init_logging_with(log_file: &Path, also_stderr: bool, opts: &LogOptions) -> Result<()> {
+    let sink = LogSink::open(log_file, also_stderr, opts)?;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&opts.level))
         .format(|buf, record| {
             writeln!(
                 buf,
@@ -440,12 +528,12 @@ pub fn init_logging(log_file: &Path, also_stderr: bool) -> Result<()> {
         .context("could not set up logging (already set up?)")
 }
 
-/// Starts a thread that forwards SIGTERM, SIGINT and SIGHUP into the
-/// returned channel. Registering replaces the default action (dying), so the
-/// caller must act on what it receives.
+/// Starts a thread that forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 (the
+/// master's `stop --clean`) into the returned channel. Registering replaces
+/// the default action (dying), so the caller must act on what it receives.
 pub fn signals() -> Result<Receiver<i32>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("could not install signal handlers")?;
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
@@ -621,6 +709,70 @@ mod tests {
         assert!(send_signal(0, libc::SIGTERM).is_err());
         assert!(send_signal(-1, libc::SIGTERM).is_err());
         assert!(send_signal(dead_pid(), 0).is_err());
+    }
+
+    fn sink(path: &Path, rotate_length: u64, keep: u32) -> LogSink {
+        let opts = LogOptions {
+            level: "info".into(),
+            rotate_length,
+            max_rotated_files: keep,
+        };
+        LogSink::open(path, false, &opts).unwrap()
+    }
+
+    #[test]
+    fn log_rotates_by_size_and_keeps_a_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("master.log");
+        let mut s = sink(&log, 100, 3);
+        // 40 records of 25 bytes: 4 per file (100 bytes), so 10 files' worth.
+        for i in 0..40 {
+            s.write_all(format!("record {i:03} .............\n").as_bytes())
+                .unwrap();
+        }
+        let read = |p: &Path| fs::read_to_string(p).unwrap();
+        assert_eq!(read(&log).lines().count(), 4);
+        assert!(read(&log).starts_with("record 036"), "{}", read(&log));
+        assert!(read(&s.rotated(1)).starts_with("record 032"));
+        assert!(read(&s.rotated(3)).starts_with("record 024"));
+        assert!(!s.rotated(4).exists(), "only 3 rotated files are kept");
+        for n in 1..=3 {
+            assert!(fs::metadata(s.rotated(n)).unwrap().len() <= 100);
+        }
+        // Records are never split across files.
+        assert!(read(&s.rotated(2)).ends_with('\n'));
+
+        // A daemon restarted on a big file rotates at its first record, and
+        // a lowered limit removes the files beyond it.
+        drop(s);
+        let mut s = sink(&log, 50, 1);
+        s.write_all(b"after restart\n").unwrap();
+        assert_eq!(read(&log), "after restart\n");
+        assert!(read(&s.rotated(1)).starts_with("record 036"));
+        assert!(!s.rotated(2).exists() && !s.rotated(3).exists());
+
+        // keep = 0: the full file is simply dropped.
+        let mut s = sink(&log, 20, 0);
+        s.write_all(b"0123456789abcdef\n").unwrap();
+        s.write_all(b"next\n").unwrap();
+        assert_eq!(read(&log), "next\n");
+        assert!(!s.rotated(1).exists());
+    }
+
+    #[test]
+    fn log_rotation_failure_keeps_logging() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("worker.log");
+        let mut s = sink(&log, 10, 1);
+        s.write_all(b"first line\n").unwrap();
+        // A directory where the rotated file must go: the rename fails.
+        fs::create_dir(s.rotated(1)).unwrap();
+        fs::write(s.rotated(1).join("x"), "").unwrap();
+        s.write_all(b"second line\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(&log).unwrap(),
+            "first line\nsecond line\n"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Owns: the main thread of `minibot start`. It loads the config, opens
 //! the store (recovering from a master that died mid-build), binds both
 //! listeners, starts the threads (store writer, scheduler, botmaster,
-//! worker listener, HTTP pool, reporters, poller) and then waits for
+//! worker listener, HTTP pool, reporters, poller, janitor) and then waits for
 //! signals from `daemon`: SIGHUP re-reads `master.cfg` (`SchedMsg`,
 //! `BotMsg`, `ReporterMsg` and `PollerMsg::Reconfig`),
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
@@ -13,6 +13,7 @@ use crate::botmaster::{self, BotMsg, Connected};
 use crate::config::{self, Config};
 use crate::daemon;
 use crate::events::Hub;
+use crate::janitor;
 use crate::poller::{self, PollerMsg};
 use crate::reporters::{self, ReporterMsg};
 use crate::scheduler::{self, SchedMsg};
@@ -43,7 +44,11 @@ pub fn load_config(dir: &Path) -> Result<Config> {
 pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let cfg = load_config(dir)?;
     let _pid = daemon::acquire_pid_file(&dir.join(PID_FILE), "master")?;
-    daemon::init_logging(&dir.join(LOG_FILE), log_to_stderr)?;
+    daemon::init_logging_with(
+        &dir.join(LOG_FILE),
+        log_to_stderr,
+        &cfg.logging.log_options(),
+    )?;
     let sigs = daemon::signals()?;
     let store = Store::open(&dir.join(DB_FILE))?;
     let cfg2 = cfg.clone();
@@ -134,6 +139,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
         },
         HTTP_THREADS,
     )?;
+    let _janitor = janitor::spawn(store.clone(), shared.clone(), dir.to_path_buf())?;
     let ready =
         format!("minibot master serving the web UI at {www_desc} and workers on {worker_addr}");
     log::info!("{ready}");

@@ -973,3 +973,58 @@ impl Setup {
         )
     }
 }
+
+/// The path of an external program a test needs: `name` looked up on PATH,
+/// or an absolute path checked as is. When it is missing, the test must not
+/// pass quietly in CI: with `CI` set this panics with `install_hint`;
+/// without it (a developer's machine) it prints "skipped: ..." and returns
+/// None, and the test returns early.
+pub fn require_program(name: &str, install_hint: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    let found = if name.contains('/') {
+        Some(PathBuf::from(name)).filter(|p| executable(p))
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| executable(p))
+        })
+    };
+    if found.is_none() {
+        let msg = format!("{name} is not installed; {install_hint}");
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg} (CI is set, so this test may not be skipped)");
+        }
+        eprintln!("skipped: {msg}");
+    }
+    found
+}
+
+/// Whether a TCP connection to 127.0.0.1:`port` is accepted.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Stops a detached daemon (`minibot start DIR`, `restart`) when dropped,
+/// so a failing test leaves nothing running: `<bin> stop DIR`, errors
+/// ignored (it may be stopped already).
+pub struct StopOnDrop {
+    pub bin: &'static str,
+    pub dir: PathBuf,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(self.bin)
+            .arg("stop")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -1,0 +1,778 @@
+//! The janitor: prunes old builds and build logs so that a small disk quota
+//! never fills up (SPEC §6, `[janitor]` in `master.cfg`).
+//!
+//! Owns: one thread, "janitor", started by `master::run` through [`spawn`].
+//! It sleeps on a crossbeam `after` timer: the first run comes
+//! [`FIRST_RUN`] after start, then one every `janitor.interval_hours`. The
+//! config is re-read from the shared config before each run, so a reconfig
+//! applies from the next run. Dropping the [`Janitor`] handle disconnects
+//! its stop channel, which wakes the thread and ends it (between two
+//! batches when it is pruning); the drop then joins it.
+//!
+//! A run ([`run_once`]) does two things:
+//! 1. Builds that finished more than `build_horizon_days` ago are deleted
+//!    with their steps, log rows and log files; build requests, buildsets
+//!    (with their `buildset_changes`) and changes go too once nothing refers
+//!    to them any more. The newest build of each builder is always kept, so
+//!    that build numbers (MAX + 1) never start again at 1 and the builder
+//!    keeps its last result. Changes that never started a build are kept.
+//! 2. Log files of builds that finished more than `log_horizon_days` ago are
+//!    deleted; their rows stay (the API shows the log with its `num_lines`,
+//!    `/raw` answers an empty text). Log directories whose build is no
+//!    longer in the database (a crash between a delete's commit and the
+//!    file removal) are deleted too.
+//!
+//! Candidates are found on the janitor's own read-only connection; the
+//! deletes go through `Store::write` in batches of at most [`BATCH`]
+//! builds, smaller while a batch takes longer than [`SLOW_WRITE`], so the
+//! writer is never held for long and hooks keep being answered while a
+//! large backlog is pruned. Files are removed only after their rows are
+//! committed. Everything it removed is logged at info level.
+
+use crate::config::JanitorCfg;
+use crate::store::{self, Store};
+use crate::worker_conn::{self, SharedConfig};
+use anyhow::{Context, Result};
+use crossbeam_channel::{after, select, Receiver, Sender, TryRecvError};
+use rusqlite::{params, Connection};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Delay of the first run: out of the way of start-up (crash recovery,
+/// workers reconnecting), yet soon enough that a restart is a way to prune.
+pub const FIRST_RUN: Duration = Duration::from_secs(3);
+/// Most builds deleted per write transaction.
+pub const BATCH: usize = 100;
+/// A delete transaction longer than this halves the next batch: hooks wait
+/// for the writer while it runs. (Deleting a buildset or change makes
+/// SQLite scan the tables that refer to it without an index:
+/// `buildrequests.buildsetid`, `buildset_changes.changeid`.)
+const SLOW_WRITE: Duration = Duration::from_millis(50);
+const DAY: i64 = 86_400;
+
+/// Handle of the janitor thread; dropping it stops and joins the thread.
+pub struct Janitor {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Janitor {
+    fn drop(&mut self) {
+        // Disconnecting is the stop signal.
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the janitor thread for the master in `master_dir`.
+pub fn spawn(store: Store, cfg: SharedConfig, master_dir: PathBuf) -> Result<Janitor> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let thread = std::thread::Builder::new()
+        .name("janitor".into())
+        .spawn(move || thread_main(&store, &cfg, &master_dir, &stop_rx))
+        .context("could not start the janitor thread")?;
+    Ok(Janitor {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+fn thread_main(store: &Store, cfg: &SharedConfig, master_dir: &Path, stop: &Receiver<()>) {
+    let mut wait = FIRST_RUN;
+    loop {
+        select! {
+            recv(stop) -> _ => return,
+            recv(after(wait)) -> _ => {}
+        }
+        let jcfg = worker_conn::current(cfg).janitor.clone();
+        let stopping = || !matches!(stop.try_recv(), Err(TryRecvError::Empty));
+        match run_once(store, master_dir, &jcfg, crate::model::now(), &stopping) {
+            Ok(p) => p.log(&jcfg),
+            Err(e) => log::error!("janitor: {e:#}"),
+        }
+        wait = Duration::from_secs(u64::from(jcfg.interval_hours.max(1)) * 3600);
+    }
+}
+
+/// What one run removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub builds: u64,
+    pub steps: u64,
+    pub logs: u64,
+    pub buildrequests: u64,
+    pub buildsets: u64,
+    pub changes: u64,
+    /// Bytes of log files removed with the deleted builds.
+    pub build_bytes: u64,
+    /// Builds whose log files were removed by the log horizon.
+    pub log_builds: u64,
+    pub log_bytes: u64,
+    /// Log directories of builds that were no longer in the database.
+    pub orphan_dirs: u64,
+}
+
+impl Pruned {
+    fn log(&self, cfg: &JanitorCfg) {
+        if self.builds > 0 || self.buildrequests > 0 {
+            log::info!(
+                "janitor: deleted {} builds finished more than {} days ago, with {} steps, {} logs \
+                 and {} of log files; {} build requests, {} buildsets and {} changes went with them",
+                self.builds,
+                cfg.build_horizon_days,
+                self.steps,
+                self.logs,
+                human_bytes(self.build_bytes),
+                self.buildrequests,
+                self.buildsets,
+                self.changes
+            );
+        }
+        if self.log_builds > 0 {
+            log::info!(
+                "janitor: deleted the log files of {} builds finished more than {} days ago ({}); \
+                 the builds and steps stay, their logs now read as empty",
+                self.log_builds,
+                cfg.log_horizon_days,
+                human_bytes(self.log_bytes)
+            );
+        }
+        if self.orphan_dirs > 0 {
+            log::info!(
+                "janitor: deleted {} log directories of builds no longer in the database",
+                self.orphan_dirs
+            );
+        }
+        if *self == Pruned::default() {
+            log::debug!("janitor: nothing to prune");
+        }
+    }
+}
+
+/// "1.5 MB": for log lines, in decimal units as `du -h --si` shows them.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// One janitor run at time `now` (Unix seconds). `stopping` is polled
+/// between batches; when it turns true the run ends early (what was done
+/// is committed and reported).
+pub fn run_once(
+    store: &Store,
+    master_dir: &Path,
+    cfg: &JanitorCfg,
+    now: i64,
+    stopping: &dyn Fn() -> bool,
+) -> Result<Pruned> {
+    let mut p = Pruned::default();
+    if cfg.build_horizon_days == 0 && cfg.log_horizon_days == 0 {
+        return Ok(p);
+    }
+    let reader = store::open_reader(store.path())?;
+    if cfg.build_horizon_days > 0 {
+        let cutoff = now - i64::from(cfg.build_horizon_days) * DAY;
+        prune_builds(store, &reader, master_dir, cutoff, stopping, &mut p)?;
+    }
+    // Also with log_horizon_days = 0: orphaned directories are garbage.
+    let log_cutoff =
+        (cfg.log_horizon_days > 0).then(|| now - i64::from(cfg.log_horizon_days) * DAY);
+    prune_log_files(&reader, master_dir, log_cutoff, stopping, &mut p)?;
+    Ok(p)
+}
+
+fn json_ids(ids: &[i64]) -> String {
+    // Infallible for integers; "[]" would only make the batch a no-op.
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+/// Ids from a one-column query.
+fn ids(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<i64>> {
+    let mut st = conn.prepare_cached(sql)?;
+    let rows = st.query_map(params, |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// `DELETE FROM table WHERE col IN (ids as a JSON array)`; returns the
+/// number of rows deleted.
+fn delete_in(c: &Connection, table: &str, col: &str, ids_json: &str) -> Result<u64> {
+    let sql = format!("DELETE FROM {table} WHERE {col} IN (SELECT value FROM json_each(?1))");
+    Ok(c.prepare_cached(&sql)?.execute([ids_json])? as u64)
+}
+
+/// `SELECT DISTINCT col FROM table WHERE key IN (ids as a JSON array)`.
+fn distinct_in(
+    c: &Connection,
+    col: &str,
+    table: &str,
+    key: &str,
+    ids_json: &str,
+) -> Result<Vec<i64>> {
+    let sql = format!(
+        "SELECT DISTINCT {col} FROM {table} WHERE {key} IN (SELECT value FROM json_each(?1))"
+    );
+    ids(c, &sql, [ids_json])
+}
+
+/// A finished build older than the cutoff that is not its builder's newest.
+const PRUNABLE_BUILD: &str = "b.complete_at IS NOT NULL AND b.complete_at < ?1
+    AND EXISTS (SELECT 1 FROM builds n WHERE n.builderid = b.builderid AND n.number > b.number)";
+
+fn prune_builds(
+    store: &Store,
+    reader: &Connection,
+    master_dir: &Path,
+    cutoff: i64,
+    stopping: &dyn Fn() -> bool,
+    p: &mut Pruned,
+) -> Result<()> {
+    let builds = format!(
+        "SELECT b.buildid FROM builds b WHERE {PRUNABLE_BUILD} AND b.buildid > ?2
+         ORDER BY b.buildid LIMIT ?3"
+    );
+    in_batches(reader, &builds, cutoff, stopping, |batch| {
+        let t = Instant::now();
+        let (counts, deleted) = store.write(move |c| delete_batch(c, cutoff, &batch, &[]))?;
+        let took = t.elapsed();
+        p.add(&counts);
+        for id in deleted {
+            p.build_bytes += remove_log_dir(master_dir, id);
+        }
+        Ok(took)
+    })?;
+    // Requests that completed without any build left (all pruned, or never
+    // built), older than the horizon.
+    let requests = "SELECT br.buildrequestid FROM buildrequests br
+         WHERE br.complete = 1 AND br.complete_at < ?1 AND br.buildrequestid > ?2
+           AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.buildrequestid = br.buildrequestid)
+         ORDER BY br.buildrequestid LIMIT ?3";
+    in_batches(reader, requests, cutoff, stopping, |batch| {
+        let t = Instant::now();
+        let (counts, _) = store.write(move |c| delete_batch(c, cutoff, &[], &batch))?;
+        p.add(&counts);
+        Ok(t.elapsed())
+    })
+}
+
+/// Runs `each` on the ids `sql` (params: cutoff, last id, limit) yields, a
+/// batch at a time in increasing order, until none are left or
+/// `stopping()`. Asking for ids above the last batch's guarantees progress
+/// even when the writer turns a candidate down. `each` returns how long its
+/// write took; the batch shrinks (down to one build) while writes take
+/// longer than [`SLOW_WRITE`] and grows back (up to [`BATCH`]) when they
+/// are quick, so the writer is never held long, whatever the table sizes.
+fn in_batches(
+    reader: &Connection,
+    sql: &str,
+    cutoff: i64,
+    stopping: &dyn Fn() -> bool,
+    mut each: impl FnMut(Vec<i64>) -> Result<Duration>,
+) -> Result<()> {
+    let mut last = 0i64;
+    // Small at first: the cost of a batch is only known once one ran.
+    let mut limit = 8;
+    while !stopping() {
+        let batch = ids(reader, sql, params![cutoff, last, limit as i64])?;
+        let Some(&max) = batch.iter().max() else {
+            break;
+        };
+        last = max;
+        let took = each(batch)?;
+        if took > SLOW_WRITE {
+            limit = (limit / 2).max(1);
+        } else if took < SLOW_WRITE / 4 {
+            limit = (limit * 2).min(BATCH);
+        }
+    }
+    Ok(())
+}
+
+impl Pruned {
+    fn add(&mut self, c: &Pruned) {
+        self.builds += c.builds;
+        self.steps += c.steps;
+        self.logs += c.logs;
+        self.buildrequests += c.buildrequests;
+        self.buildsets += c.buildsets;
+        self.changes += c.changes;
+    }
+}
+
+/// Runs in the writer: deletes the given builds (those still prunable) and
+/// then whatever referred only to them. `extra_requests` are requests
+/// without builds to consider as well. Returns the counts and the ids of
+/// the builds deleted (whose log files the caller removes after commit).
+fn delete_batch(
+    c: &Connection,
+    cutoff: i64,
+    buildids: &[i64],
+    extra_requests: &[i64],
+) -> Result<(Pruned, Vec<i64>)> {
+    let mut n = Pruned::default();
+    // Checked again here: the reader's view may be a moment old.
+    let builds = ids(
+        c,
+        &format!(
+            "SELECT b.buildid FROM builds b
+             WHERE b.buildid IN (SELECT value FROM json_each(?2)) AND {PRUNABLE_BUILD}"
+        ),
+        params![cutoff, json_ids(buildids)],
+    )?;
+    let b_json = json_ids(&builds);
+    let mut requests = distinct_in(c, "buildrequestid", "builds", "buildid", &b_json)?;
+    requests.extend_from_slice(extra_requests);
+    // Children first: foreign keys are on.
+    n.logs = c
+        .prepare_cached(
+            "DELETE FROM logs WHERE stepid IN (SELECT stepid FROM steps
+               WHERE buildid IN (SELECT value FROM json_each(?1)))",
+        )?
+        .execute([&b_json])? as u64;
+    n.steps = delete_in(c, "steps", "buildid", &b_json)?;
+    n.builds = delete_in(c, "builds", "buildid", &b_json)?;
+
+    // Requests: complete, old, and without a build any more (a retried
+    // request may still have a newer build).
+    let gone_requests = ids(
+        c,
+        "SELECT br.buildrequestid FROM buildrequests br
+         WHERE br.buildrequestid IN (SELECT value FROM json_each(?1))
+           AND br.complete = 1 AND br.complete_at < ?2
+           AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.buildrequestid = br.buildrequestid)",
+        params![json_ids(&requests), cutoff],
+    )?;
+    let r_json = json_ids(&gone_requests);
+    let buildsets = distinct_in(c, "buildsetid", "buildrequests", "buildrequestid", &r_json)?;
+    n.buildrequests = delete_in(c, "buildrequests", "buildrequestid", &r_json)?;
+
+    // Buildsets: complete and without requests left.
+    let gone_sets = ids(
+        c,
+        "SELECT bs.buildsetid FROM buildsets bs
+         WHERE bs.buildsetid IN (SELECT value FROM json_each(?1)) AND bs.complete = 1
+           AND NOT EXISTS (SELECT 1 FROM buildrequests br WHERE br.buildsetid = bs.buildsetid)",
+        [json_ids(&buildsets)],
+    )?;
+    let s_json = json_ids(&gone_sets);
+    let changes = distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
+    delete_in(c, "buildset_changes", "buildsetid", &s_json)?;
+    n.buildsets = delete_in(c, "buildsets", "buildsetid", &s_json)?;
+
+    // Changes of those buildsets that no other buildset builds and no
+    // scheduler still holds.
+    n.changes = c
+        .prepare_cached(
+            "DELETE FROM changes WHERE changeid IN (SELECT value FROM json_each(?1))
+               AND scheduled = 1
+               AND changeid NOT IN (SELECT changeid FROM buildset_changes)
+               AND changeid NOT IN (SELECT changeid FROM scheduler_changes)",
+        )?
+        .execute([json_ids(&changes)])? as u64;
+    Ok((n, builds))
+}
+
+/// Bytes in the files directly inside `dir` (log directories are flat).
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Removes `logs/<buildid>` under the master dir; returns the bytes freed.
+fn remove_log_dir(master_dir: &Path, buildid: i64) -> u64 {
+    let dir = log_dir(master_dir).join(buildid.to_string());
+    let size = dir_size(&dir);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => size,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            log::warn!("janitor: could not remove {}: {e}", dir.display());
+            0
+        }
+    }
+}
+
+/// `<master>/logs`, the parent of `store::log_path`'s per-build directories.
+fn log_dir(master_dir: &Path) -> PathBuf {
+    match store::log_path(master_dir, 0, 0)
+        .parent()
+        .and_then(Path::parent)
+    {
+        Some(p) => p.to_path_buf(),
+        None => master_dir.join("logs"),
+    }
+}
+
+/// Walks the log directories on disk (what is still there, however many
+/// builds the database holds) and removes those past the log horizon or
+/// without a build.
+fn prune_log_files(
+    reader: &Connection,
+    master_dir: &Path,
+    cutoff: Option<i64>,
+    stopping: &dyn Fn() -> bool,
+    p: &mut Pruned,
+) -> Result<()> {
+    let root = log_dir(master_dir);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
+    };
+    // Listed before the query: a build's row is committed before its log
+    // directory is made, so a directory listed here whose build the query
+    // does not find was deleted.
+    let mut on_disk: Vec<i64> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    on_disk.sort_unstable();
+    for chunk in on_disk.chunks(500) {
+        if stopping() {
+            return Ok(());
+        }
+        let mut st = reader.prepare_cached(
+            "SELECT buildid, complete_at FROM builds WHERE buildid IN (SELECT value FROM json_each(?1))",
+        )?;
+        let known: std::collections::HashMap<i64, Option<i64>> = st
+            .query_map([json_ids(chunk)], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for &id in chunk {
+            match (known.get(&id), cutoff) {
+                (None, _) => {
+                    remove_log_dir(master_dir, id);
+                    p.orphan_dirs += 1;
+                }
+                (Some(Some(done)), Some(cut)) if *done < cut => {
+                    p.log_bytes += remove_log_dir(master_dir, id);
+                    p.log_builds += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewChange;
+    use crate::store::{Props, SourceStamp};
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: Store,
+        now: i64,
+    }
+
+    /// Ids of one finished build and what it hangs on.
+    #[derive(Debug, Clone, Copy)]
+    struct Built {
+        build: i64,
+        request: i64,
+        buildset: i64,
+        change: i64,
+        log: i64,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("state.sqlite");
+            store::create(&db).unwrap();
+            let store = Store::open(&db).unwrap();
+            store
+                .write(|c| {
+                    c.execute_batch(
+                        "INSERT INTO builders(name) VALUES ('a'), ('b');
+                         INSERT INTO workers(name) VALUES ('w');",
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+            Fixture {
+                dir,
+                store,
+                now: crate::model::now(),
+            }
+        }
+
+        fn master(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// A change, its buildset and request, and one build of `builder`
+        /// that finished `age_days` ago with a 1000-byte log file. With
+        /// `request`, the build retries that request instead.
+        fn build(&self, builder: &str, age_days: i64, request: Option<Built>) -> Built {
+            let t = self.now - age_days * DAY;
+            let builder = builder.to_string();
+            let b = self
+                .store
+                .write(move |c| {
+                    let (change, buildset, request, builderid) = match request {
+                        Some(r) => {
+                            c.execute(
+                                "UPDATE buildrequests SET claimed_at = NULL, complete = 0
+                                 WHERE buildrequestid = ?1",
+                                [r.request],
+                            )?;
+                            let bid: i64 = c.query_row(
+                                "SELECT builderid FROM builders WHERE name = ?1",
+                                [&builder],
+                                |r| r.get(0),
+                            )?;
+                            (r.change, r.buildset, r.request, bid)
+                        }
+                        None => {
+                            let ch = NewChange {
+                                author: "a".into(),
+                                comments: "c".into(),
+                                repository: "r".into(),
+                                when_timestamp: t,
+                                ..Default::default()
+                            };
+                            let change = store::insert_changes(c, &[ch], None)?[0];
+                            c.execute("UPDATE changes SET scheduled = 1 WHERE changeid = ?1", [change])?;
+                            let (bs, reqs) = store::create_buildset(
+                                c,
+                                "test",
+                                Some("s"),
+                                &SourceStamp::default(),
+                                &Props::new(),
+                                &[change],
+                                std::slice::from_ref(&builder),
+                            )?;
+                            (change, bs, reqs[0].1, reqs[0].0)
+                        }
+                    };
+                    let (build, _) = store::claim_and_create_build(
+                        c,
+                        request,
+                        builderid,
+                        "w",
+                        &mut Props::new(),
+                    )?
+                    .ok_or_else(|| anyhow::anyhow!("not claimed"))?;
+                    let (step, log) = store::start_step(c, build, 0, "test")?;
+                    store::finish_step(c, step, 0, "done")?;
+                    store::finish_build(c, build, 0, "finished")?;
+                    c.execute(
+                        "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
+                        params![build, t],
+                    )?;
+                    c.execute(
+                        "UPDATE buildrequests SET submitted_at = ?2, complete_at = ?2
+                         WHERE buildrequestid = ?1",
+                        params![request, t],
+                    )?;
+                    c.execute(
+                        "UPDATE buildsets SET submitted_at = ?2, complete_at = ?2 WHERE buildsetid = ?1",
+                        params![buildset, t],
+                    )?;
+                    Ok(Built {
+                        build,
+                        request,
+                        buildset,
+                        change,
+                        log,
+                    })
+                })
+                .unwrap();
+            let path = store::log_path(self.master(), b.build, b.log);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "o".repeat(999) + "\n").unwrap();
+            b
+        }
+
+        fn run(&self, build_days: u32, log_days: u32) -> Pruned {
+            let cfg = JanitorCfg {
+                build_horizon_days: build_days,
+                log_horizon_days: log_days,
+                interval_hours: 24,
+            };
+            run_once(&self.store, self.master(), &cfg, self.now, &|| false).unwrap()
+        }
+
+        fn count(&self, sql: &str) -> i64 {
+            let r = store::open_reader(self.store.path()).unwrap();
+            r.query_row(sql, [], |row| row.get(0)).unwrap()
+        }
+
+        fn exists(&self, table: &str, col: &str, id: i64) -> bool {
+            self.count(&format!("SELECT count(*) FROM {table} WHERE {col} = {id}")) > 0
+        }
+
+        fn log_file(&self, b: Built) -> PathBuf {
+            store::log_path(self.master(), b.build, b.log)
+        }
+    }
+
+    #[test]
+    fn old_builds_go_with_what_only_they_used() {
+        let f = Fixture::new();
+        let old1 = f.build("a", 200, None);
+        let old2 = f.build("a", 190, None);
+        let recent = f.build("a", 10, None);
+        // Builder b's only build is old, but it is its newest: kept.
+        let last_of_b = f.build("b", 400, None);
+        // old2's change is also held by a tree-stable timer.
+        f.store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO scheduler_changes(scheduler, changeid) VALUES ('s', ?1)",
+                    [old2.change],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+
+        let p = f.run(180, 0);
+        assert_eq!(
+            (p.builds, p.steps, p.logs, p.buildrequests, p.buildsets),
+            (2, 2, 2, 2, 2),
+            "{p:?}"
+        );
+        assert_eq!(p.changes, 1, "the held change stays: {p:?}");
+        assert_eq!(p.build_bytes, 2000);
+        for b in [old1, old2] {
+            assert!(!f.exists("builds", "buildid", b.build));
+            assert!(!f.exists("buildrequests", "buildrequestid", b.request));
+            assert!(!f.exists("buildsets", "buildsetid", b.buildset));
+            assert!(!f.exists("buildset_changes", "buildsetid", b.buildset));
+            assert!(!f.exists("logs", "logid", b.log));
+            assert!(!f.log_file(b).exists());
+            assert!(!f.log_file(b).parent().unwrap().exists());
+        }
+        assert!(!f.exists("changes", "changeid", old1.change));
+        assert!(f.exists("changes", "changeid", old2.change));
+        for b in [recent, last_of_b] {
+            assert!(f.exists("builds", "buildid", b.build));
+            assert!(f.exists("buildsets", "buildsetid", b.buildset));
+            assert!(f.exists("changes", "changeid", b.change));
+            assert!(f.log_file(b).exists());
+        }
+        // Nothing dangles.
+        assert_eq!(
+            f.count(
+                "SELECT count(*) FROM buildset_changes bc WHERE NOT EXISTS
+                 (SELECT 1 FROM changes c WHERE c.changeid = bc.changeid)"
+            ),
+            0
+        );
+        assert_eq!(
+            f.run(180, 0),
+            Pruned::default(),
+            "a second run finds nothing"
+        );
+    }
+
+    #[test]
+    fn a_retried_request_stays_while_its_newer_build_does() {
+        let f = Fixture::new();
+        let first = f.build("a", 300, None);
+        let retry = f.build("a", 5, Some(first));
+        f.build("a", 1, None);
+        let p = f.run(180, 0);
+        assert_eq!((p.builds, p.buildrequests, p.buildsets), (1, 0, 0), "{p:?}");
+        assert!(f.exists("buildrequests", "buildrequestid", first.request));
+        assert!(f.exists("builds", "buildid", retry.build));
+        assert!(f.exists("changes", "changeid", first.change));
+    }
+
+    #[test]
+    fn log_horizon_removes_files_and_keeps_rows() {
+        let f = Fixture::new();
+        let old = f.build("a", 40, None);
+        let recent = f.build("a", 2, None);
+        // A directory of a build the database does not know (a crash after
+        // a delete's commit): removed as well.
+        let orphan = log_dir(f.master()).join("99999");
+        std::fs::create_dir_all(&orphan).unwrap();
+        std::fs::write(orphan.join("1.log"), "ox\n").unwrap();
+        // Not a build directory: left alone.
+        std::fs::write(log_dir(f.master()).join("README"), "keep").unwrap();
+
+        let p = f.run(0, 30);
+        assert_eq!(
+            (p.log_builds, p.log_bytes, p.orphan_dirs),
+            (1, 1000, 1),
+            "{p:?}"
+        );
+        assert_eq!(p.builds, 0);
+        assert!(!f.log_file(old).exists());
+        assert!(f.log_file(recent).exists());
+        assert!(!orphan.exists());
+        assert!(log_dir(f.master()).join("README").exists());
+        // The rows stay, with their line counts.
+        assert!(f.exists("builds", "buildid", old.build));
+        assert!(f.exists("logs", "logid", old.log));
+        assert_eq!(f.run(0, 30), Pruned::default());
+    }
+
+    #[test]
+    fn horizons_of_zero_keep_everything() {
+        let f = Fixture::new();
+        let old = f.build("a", 5000, None);
+        f.build("a", 4000, None);
+        assert_eq!(f.run(0, 0), Pruned::default());
+        assert!(f.log_file(old).exists());
+        assert!(f.exists("builds", "buildid", old.build));
+    }
+
+    #[test]
+    fn batches_and_stopping() {
+        let f = Fixture::new();
+        let n = BATCH + 20;
+        for _ in 0..n {
+            f.build("a", 365, None);
+        }
+        f.build("a", 0, None);
+        let cfg = JanitorCfg::default();
+        // Asked to stop: nothing is done.
+        let p = run_once(&f.store, f.master(), &cfg, f.now, &|| true).unwrap();
+        assert_eq!(p, Pruned::default());
+        let p = f.run(180, 30);
+        assert_eq!(p.builds, n as u64, "{p:?}");
+        assert_eq!(f.count("SELECT count(*) FROM builds"), 1);
+        assert_eq!(f.count("SELECT count(*) FROM changes"), 1);
+    }
+
+    #[test]
+    fn thread_stops_when_dropped() {
+        let f = Fixture::new();
+        let cfg: SharedConfig = std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+            crate::config::parse(crate::config::SAMPLE, "sample").unwrap(),
+        )));
+        let j = spawn(f.store.clone(), cfg, f.master().to_path_buf()).unwrap();
+        // Returns at once: the stop channel wakes the thread from its timer
+        // (a janitor ignoring it would hang this test).
+        drop(j);
+    }
+
+    #[test]
+    fn bytes_for_humans() {
+        assert_eq!(human_bytes(999), "999 bytes");
+        assert_eq!(human_bytes(1500), "1.5 kB");
+        assert_eq!(human_bytes(85_000_000_000), "85.0 GB");
+    }
+}

@@ -1,0 +1,94 @@
+//! The janitor in a real master: real builds are run, aged by SQL while the
+//! master is stopped, and pruned by the janitor's first run after the next
+//! start, as `master.log` reports; the API then agrees.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const DAY: i64 = 86_400;
+
+#[test]
+fn janitor_prunes_aged_builds_and_logs_after_start() {
+    let s = Setup::new(
+        PASSING_TEST,
+        "[janitor]\nbuild_horizon_days = 30\nlog_horizon_days = 7\n",
+    );
+    let mut master = s.start_master();
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    for i in 1..=3 {
+        s.push(&s.head, "master", &format!("push {i}"));
+        s.wait_builds(i, Duration::from_secs(60));
+    }
+    let builds = s.wait_builds(3, Duration::from_secs(60));
+    let id = |i: usize| builds[i]["buildid"].as_i64().unwrap();
+    let log_of = |i: usize| s.step_log(id(i), "test");
+    assert!(log_of(1).contains("hello from test_hello"));
+    master.signal(libc::SIGTERM);
+    assert_eq!(master.wait_exit(Duration::from_secs(30)), Some(0));
+
+    // The first build finished 40 days ago, the second 10 days ago.
+    let db = rusqlite::Connection::open(s.master.join("state.sqlite")).unwrap();
+    let now = minibot::model::now();
+    for (i, days) in [(0, 40), (1, 10)] {
+        let t = now - days * DAY;
+        db.execute(
+            "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
+            (id(i), t),
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE buildrequests SET submitted_at = ?2, complete_at = ?2
+             WHERE buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)",
+            (id(i), t),
+        )
+        .unwrap();
+    }
+    drop(db);
+    let logs = s.master.join("logs");
+    assert!(logs.join(id(0).to_string()).exists());
+
+    let _master = s.start_master();
+    let log = s.master.join("master.log");
+    let text = wait_for("the janitor's report", Duration::from_secs(30), || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        t.contains("janitor: deleted the log files").then_some(t)
+    });
+    assert!(
+        text.contains(
+            "janitor: deleted 1 builds finished more than 30 days ago, with 2 steps, 2 logs"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 build requests, 1 buildsets and 1 changes went with them"),
+        "{text}"
+    );
+    assert!(
+        text.contains("janitor: deleted the log files of 1 builds finished more than 7 days ago"),
+        "{text}"
+    );
+
+    // The API agrees.
+    let (code, _) = curl(&[&s.url(&format!("/api/v2/builds/{}", id(0)))]);
+    assert_eq!(code, 404);
+    let all = get_json(&s.url("/api/v2/builds"));
+    assert_eq!(all["meta"]["total"], 2, "{all}");
+    assert_eq!(get_json(&s.url("/api/v2/changes"))["meta"]["total"], 2);
+    assert_eq!(
+        get_json(&s.url("/api/v2/buildrequests"))["meta"]["total"],
+        2
+    );
+    // The 10-day-old build stays, its log reads as empty, its line count
+    // is kept; the newest is untouched.
+    assert_eq!(log_of(1), "");
+    assert!(log_of(2).contains("hello from test_hello"));
+    assert!(!logs.join(id(0).to_string()).exists());
+    assert!(!logs.join(id(1).to_string()).exists());
+    assert!(logs.join(id(2).to_string()).exists());
+    let steps = get_json(&s.url(&format!("/api/v2/builds/{}/steps", id(1))));
+    let stepid = steps["steps"][1]["stepid"].as_i64().unwrap();
+    let l = get_json(&s.url(&format!("/api/v2/steps/{stepid}/logs")));
+    assert!(l["logs"][0]["num_lines"].as_i64().unwrap() > 0, "{l}");
+}

@@ -1,0 +1,337 @@
+//! The shipped `etc/services.d/*.ini` under a real supervisord (from PyPI),
+//! the way a user on a shared host runs them: a home directory (a temp dir,
+//! given to supervisord as HOME) with the binaries in `~/bin`, the master
+//! in `~/bb-master/master`, the worker in `~/bb-workers/example-worker`, and
+//! the ini files copied verbatim into `~/etc/services.d/`. Checked:
+//! `reread` + `update` bring both programs to RUNNING and the worker
+//! connects; `stop all` in the middle of a build whose step has a
+//! background grandchild leaves no process of the build behind (by pid and
+//! by a scan of /proc); `start all` brings everything back and the build is
+//! retried.
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const INSTALL: &str = "install it from PyPI (`python3 -m pip install supervisor`, as .ci/run does)";
+
+/// A supervisord in the foreground; on drop it is asked to shut down (it
+/// stops its programs first) and waited for, then killed if need be.
+struct Supervisord {
+    child: Child,
+    ctl: PathBuf,
+    conf: PathBuf,
+    home: PathBuf,
+}
+
+impl Supervisord {
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(&self.ctl)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .env("HOME", &self.home)
+            .output()
+            .expect("run supervisorctl")
+    }
+
+    /// supervisorctl's output (stdout and stderr); its exit code only
+    /// tells whether all programs run.
+    fn ctl_text(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    }
+
+    /// The state column of `supervisorctl status` for `program`.
+    fn state(&self, program: &str) -> Option<String> {
+        self.ctl_text(&["status", program])
+            .lines()
+            .find(|l| l.starts_with(program))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    }
+
+    fn wait_state(&self, program: &str, state: &str) {
+        wait_for(
+            &format!("{program} to be {state}"),
+            Duration::from_secs(90),
+            || (self.state(program).as_deref() == Some(state)).then_some(()),
+        );
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let child = &mut self.child;
+        let mut waited = 0;
+        while child.try_wait().ok().flatten().is_none() && waited < 1200 {
+            std::thread::sleep(Duration::from_millis(100));
+            waited += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // A failed test must not leave a build's processes running either.
+        for p in processes_under(&self.home, &[]) {
+            if let Some(pid) = p.split(':').next().and_then(|n| n.parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a process of this test's home (a pid
+                // read from /proc a moment ago).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Processes (other than `except`) that belong to the test's home: their
+/// working directory or command line is under it. Zombies have neither and
+/// count as gone.
+fn processes_under(home: &Path, except: &[i32]) -> Vec<String> {
+    let me = std::process::id() as i32;
+    let home_str = home.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me || except.contains(&pid) {
+            continue;
+        }
+        let cwd_in = fs::read_link(e.path().join("cwd"))
+            .map(|p| p.starts_with(home))
+            .unwrap_or(false);
+        let cmdline = fs::read(e.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if cwd_in || cmdline.contains(&home_str) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn supervisord_runs_the_shipped_programs_and_stop_all_leaves_no_build_process() {
+    let (Some(supervisord), Some(supervisorctl)) = (
+        require_program("supervisord", INSTALL),
+        require_program("supervisorctl", INSTALL),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().to_path_buf();
+
+    // ~/bin, as `cargo install --path . --root ~` leaves it.
+    fs::create_dir_all(home.join("bin")).unwrap();
+    std::os::unix::fs::symlink(MINIBOT, home.join("bin/minibot")).unwrap();
+    std::os::unix::fs::symlink(WORKER, home.join("bin/minibot-worker")).unwrap();
+
+    // The guide's master and worker, under the names the ini files use.
+    let master = home.join("bb-master/master");
+    run_ok(MINIBOT, &["create-master", master.to_str().unwrap()]);
+    let (www, wport) = (free_port(), free_port());
+    let gate = home.join("gate");
+    // The step starts a background grandchild, then waits; once the gate
+    // exists (for the retry) it just succeeds.
+    let step = format!(
+        "if [ -e {gate} ]; then echo retried; exit 0; fi; \
+         sleep 300 & echo $! > grandchild.pid; echo $$ > child.pid; echo started; sleep 300",
+        gate = gate.display()
+    );
+    fs::write(
+        master.join("master.cfg"),
+        format!(
+            r#"
+title = "ops"
+[www]
+port = {www}
+[www.change_hook_dialects.base]
+[protocols.worker]
+port = {wport}
+keepalive = 2
+[[workers]]
+name = "example-worker"
+password = "pass"
+[[schedulers]]
+name = "all"
+type = "single_branch"
+branch = "master"
+builders = ["grandchild"]
+[[builders]]
+name = "grandchild"
+workers = ["example-worker"]
+[[builders.steps]]
+type = "shell"
+name = "spawn"
+command = {step:?}
+"#
+        ),
+    )
+    .unwrap();
+    let worker_dir = home.join("bb-workers/example-worker");
+    run_ok(
+        WORKER,
+        &[
+            "create-worker",
+            "--keepalive",
+            "2",
+            worker_dir.to_str().unwrap(),
+            &format!("127.0.0.1:{wport}"),
+            "example-worker",
+            "pass",
+        ],
+    );
+    // Setup's API helpers, for this layout.
+    let s = Setup {
+        tmp,
+        master: master.clone(),
+        repo: home.join("no-repo"),
+        www,
+        wport,
+        head: String::new(),
+    };
+
+    // A user's supervisord: it includes ~/etc/services.d/*.ini.
+    let services = home.join("etc/services.d");
+    fs::create_dir_all(&services).unwrap();
+    let conf = home.join("supervisord.conf");
+    fs::write(
+        &conf,
+        "[unix_http_server]\nfile=%(here)s/supervisor.sock\n\
+         [supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\n\
+         childlogdir=%(here)s\n\
+         [rpcinterface:supervisor]\n\
+         supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+         [supervisorctl]\nserverurl=unix://%(here)s/supervisor.sock\n\
+         [include]\nfiles = %(ENV_HOME)s/etc/services.d/*.ini\n",
+    )
+    .unwrap();
+    let child = Command::new(&supervisord)
+        .arg("-n")
+        .arg("-c")
+        .arg(&conf)
+        .env("HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(home.join("supervisord.stderr")).unwrap())
+        .spawn()
+        .expect("start supervisord");
+    let sv = Supervisord {
+        child,
+        ctl: supervisorctl,
+        conf,
+        home: home.clone(),
+    };
+    wait_for("supervisord to answer", Duration::from_secs(30), || {
+        sv.ctl(&["pid"]).status.success().then_some(())
+    });
+
+    // The user's steps: copy the files, reread, update.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/services.d");
+    for name in ["minibot-master.ini", "minibot-worker.ini"] {
+        fs::copy(shipped.join(name), services.join(name)).unwrap();
+    }
+    let out = sv.ctl_text(&["reread"]);
+    assert!(
+        out.contains("minibot-master: available") && out.contains("minibot-worker: available"),
+        "{out}"
+    );
+    let out = sv.ctl_text(&["update"]);
+    assert!(out.contains("minibot-master: added process group"), "{out}");
+    sv.wait_state("minibot-master", "RUNNING");
+    sv.wait_state("minibot-worker", "RUNNING");
+    s.wait_connected("example-worker");
+    assert!(master.join("console.log").exists() && worker_dir.join("console.log").exists());
+    assert!(master.join("master.log").exists() && worker_dir.join("worker.log").exists());
+
+    // A build whose step has a grandchild.
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "author=ops",
+        "-d",
+        "comments=grandchild",
+        "-d",
+        "branch=master",
+        "-d",
+        "revision=0123abc",
+        "-d",
+        "repository=none",
+        &s.url("/change_hook/base"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let build_dir = worker_dir.join("grandchild/build");
+    let (child_pid, grandchild_pid) = wait_for(
+        "the step to start its processes",
+        Duration::from_secs(60),
+        || {
+            Some((
+                read_pid(&build_dir.join("child.pid"))?,
+                read_pid(&build_dir.join("grandchild.pid"))?,
+            ))
+        },
+    );
+    assert!(minibot::daemon::pid_alive(child_pid));
+    assert!(minibot::daemon::pid_alive(grandchild_pid));
+
+    // stop all: nothing of the build is left.
+    let out = sv.ctl_text(&["stop", "all"]);
+    assert!(
+        out.contains("minibot-master: stopped") && out.contains("minibot-worker: stopped"),
+        "{out}"
+    );
+    assert_eq!(sv.state("minibot-master").as_deref(), Some("STOPPED"));
+    assert_eq!(sv.state("minibot-worker").as_deref(), Some("STOPPED"));
+    // The step's processes were killed before the worker exited; a moment
+    // for init to reap the grandchild.
+    wait_for(
+        "the build's processes to be gone",
+        Duration::from_secs(10),
+        || {
+            (!minibot::daemon::pid_alive(child_pid) && !minibot::daemon::pid_alive(grandchild_pid))
+                .then_some(())
+        },
+    );
+    let left = processes_under(&home, &[sv.pid()]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    assert!(!master.join("minibot.pid").exists());
+    assert!(!worker_dir.join("minibot-worker.pid").exists());
+
+    // start all: both come back, and the interrupted build is retried.
+    fs::write(&gate, "").unwrap();
+    let out = sv.ctl_text(&["start", "all"]);
+    assert!(
+        out.contains("minibot-master: started") && out.contains("minibot-worker: started"),
+        "{out}"
+    );
+    s.wait_connected("example-worker");
+    let builds = s.wait_builds(2, Duration::from_secs(60));
+    assert_eq!(builds[0]["results"], 5, "first build RETRY: {builds:?}");
+    assert_eq!(builds[1]["results"], 0, "the retry succeeded: {builds:?}");
+    assert_eq!(builds[0]["buildrequestid"], builds[1]["buildrequestid"]);
+    let log = s.step_log(builds[1]["buildid"].as_i64().unwrap(), "spawn");
+    assert!(log.contains("retried"), "{log}");
+}
