@@ -228,6 +228,11 @@ impl RunningBuild {
         self.current.is_some()
     }
 
+    /// Whether the master asked this build to stop (web UI, API).
+    pub fn stop_requested(&self) -> bool {
+        self.stop_reason.is_some()
+    }
+
     fn spec(&self, step: &StepCfg) -> StepSpec {
         let props = &self.job.props;
         let timeout = step.timeout.unwrap_or(DEFAULT_TIMEOUT);

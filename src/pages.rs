@@ -599,6 +599,49 @@ pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<String>> {
     Ok(Some(c.layout(name, &path, &body)))
 }
 
+/// One input of a force form, from the scheduler's typed parameter.
+fn force_field(sched: &str, p: &crate::config::ForceParam) -> String {
+    let name = escape_html(&p.name);
+    let id = format!("{name}-{sched}");
+    let label = escape_html(p.label());
+    let default = match p.default_json() {
+        serde_json::Value::String(v) => v,
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let value = escape_html(&default);
+    let required = if p.required { " required" } else { "" };
+    let label_tag = format!("<label for=\"{id}\">{label}</label>");
+    match p.kind.as_str() {
+        "text" => format!(
+            "{label_tag}<textarea id=\"{id}\" name=\"{name}\"{required}>{value}</textarea>"
+        ),
+        "int" => format!(
+            "{label_tag}<input type=\"number\" step=\"1\" id=\"{id}\" name=\"{name}\" value=\"{value}\"{required}>"
+        ),
+        "bool" => format!(
+            "<label><input type=\"checkbox\" name=\"{name}\" value=\"true\"{checked}> {label}</label>",
+            checked = if default == "true" { " checked" } else { "" }
+        ),
+        "choice" => {
+            let options: String = p
+                .choices
+                .iter()
+                .map(|c| {
+                    let sel = if *c == default { " selected" } else { "" };
+                    format!("<option{sel}>{}</option>", escape_html(c))
+                })
+                .collect();
+            format!("{label_tag}<select id=\"{id}\" name=\"{name}\">{options}</select>")
+        }
+        // Shown, not editable: the scheduler decides the value.
+        "fixed" => format!("<p class=\"muted\">{label}: {value}</p>"),
+        _ => format!(
+            "{label_tag}<input type=\"text\" id=\"{id}\" name=\"{name}\" value=\"{value}\"{required}>"
+        ),
+    }
+}
+
 /// One form per force scheduler that may build `builder`.
 fn force_forms(c: &Ctx, builder: &str, path: &str) -> String {
     let scheds: Vec<_> = c
@@ -617,22 +660,23 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> String {
         return out;
     };
     for s in scheds {
+        let sched = escape_html(&s.name);
         let _ = write!(
             out,
             "<form class=\"force\" method=\"post\" action=\"{path}/force\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"scheduler\" value=\"{sched}\">\
-             <label for=\"reason-{sched}\">Reason</label>\
-             <input type=\"text\" id=\"reason-{sched}\" name=\"reason\" value=\"force build\">\
-             <label for=\"branch-{sched}\">Branch (empty: the step's default)</label>\
-             <input type=\"text\" id=\"branch-{sched}\" name=\"branch\">\
-             <label for=\"revision-{sched}\">Revision (empty: the branch's tip)</label>\
-             <input type=\"text\" id=\"revision-{sched}\" name=\"revision\">\
-             <p><button type=\"submit\">Force build</button> \
-             <span class=\"muted\">scheduler {sched}</span></p></form>",
+             <input type=\"hidden\" name=\"scheduler\" value=\"{sched}\">",
             path = escape_html(path),
             csrf = escape_html(csrf),
-            sched = escape_html(&s.name),
+        );
+        for p in s.force_parameters() {
+            out.push_str(&force_field(&sched, &p));
+        }
+        let _ = write!(
+            out,
+            "<p><button type=\"submit\">{button}</button> \
+             <span class=\"muted\">scheduler {sched}</span></p></form>",
+            button = escape_html(s.button_name.as_deref().unwrap_or("Force build")),
         );
     }
     out.push_str("</section>");

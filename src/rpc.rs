@@ -104,8 +104,10 @@ fn opt_string(params: &Map<String, Value>, key: &str) -> Result<Option<String>, 
 }
 
 /// A branch or revision: empty means none; otherwise one git word.
-fn git_word(params: &Map<String, Value>, key: &str) -> Result<Option<String>, RpcError> {
-    match opt_string(params, key)? {
+/// An empty branch or revision means "the default"; anything else must be
+/// a plain git word (no option injection, no control characters).
+fn checked_git_word(key: &str, v: Option<String>) -> Result<Option<String>, RpcError> {
+    match v {
         Some(s) if s.is_empty() => Ok(None),
         Some(s) => {
             crate::steps::validate_git_word(key, &s).map_err(invalid)?;
@@ -137,12 +139,23 @@ pub fn force(
         .scheduler(scheduler)
         .filter(|s| s.kind == "force")
         .ok_or_else(|| not_found(format!("no force scheduler named {scheduler:?}")))?;
-    if let Some(k) = params.keys().find(|k| !FORCE_PARAMS.contains(&k.as_str())) {
+    let typed = sched.force_parameters();
+    if let Some(k) = params
+        .keys()
+        .find(|k| !FORCE_PARAMS.contains(&k.as_str()) && !typed.iter().any(|p| &p.name == *k))
+    {
+        let mut known: Vec<&str> = FORCE_PARAMS.to_vec();
+        known.extend(typed.iter().map(|p| p.name.as_str()));
         return Err(invalid(format!(
             "unknown parameter {k:?} (known: {})",
-            FORCE_PARAMS.join(", ")
+            known.join(", ")
         )));
     }
+    // Branch, revision, reason and the scheduler's typed properties are
+    // checked and defaulted by the config's own description of the form.
+    let forced = sched
+        .force_values(params)
+        .map_err(|problems| invalid(problems.join("; ")))?;
     let mut builders: Vec<String> = match (params.get("builderid"), params.get("builderNames")) {
         (Some(id), None) => {
             let id = int_param(id, "builderid")?;
@@ -179,7 +192,7 @@ pub fn force(
             "builder {b:?} is not one of force scheduler {scheduler:?}'s builders"
         )));
     }
-    let reason = opt_string(params, "reason")?
+    let reason = Some(forced.reason.clone())
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "force build".to_string());
     let priority = match params.get("priority") {
@@ -187,8 +200,8 @@ pub fn force(
         Some(v) => int_param(v, "priority")?,
     };
     let ss = SourceStamp {
-        branch: git_word(params, "branch")?,
-        revision: git_word(params, "revision")?,
+        branch: checked_git_word("branch", forced.branch)?,
+        revision: checked_git_word("revision", forced.revision)?,
         repository: opt_string(params, "repository")?.unwrap_or_default(),
         project: opt_string(params, "project")?.unwrap_or_default(),
         codebase: opt_string(params, "codebase")?.unwrap_or_default(),
@@ -197,8 +210,11 @@ pub fn force(
     let mut props = Props::new();
     let form = "Force Build Form".to_string();
     props.insert("owner".into(), (user.into(), form.clone()));
-    props.insert("reason".into(), (reason.clone().into(), form));
+    props.insert("reason".into(), (reason.clone().into(), form.clone()));
     props.insert("scheduler".into(), (scheduler.into(), "Scheduler".into()));
+    for (k, v) in forced.properties {
+        props.insert(k, (v, form.clone()));
+    }
     let bs_reason = format!("A build was forced by '{user}': {reason}");
     let name = sched.name.clone();
     let submitted = w

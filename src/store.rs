@@ -20,7 +20,7 @@ use std::thread;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -208,6 +208,13 @@ CREATE TABLE sessions (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX sessions_user ON sessions(userid);
+"#,
+    // 4: indexes for the foreign keys the janitor deletes through; without
+    // them every deleted buildset or change scans a whole table.
+    r#"
+CREATE INDEX buildrequests_buildset ON buildrequests(buildsetid);
+CREATE INDEX buildset_changes_change ON buildset_changes(changeid);
+CREATE INDEX scheduler_changes_change ON scheduler_changes(changeid);
 "#,
 ];
 

@@ -382,6 +382,16 @@ impl Conn {
                     );
                     return Ok(());
                 };
+                if interrupted && !b.stop_requested() {
+                    // Nobody here asked for it: the worker is shutting down
+                    // (SIGTERM, supervisorctl stop). That is a lost worker,
+                    // not a cancelled build: end the connection, and the
+                    // botmaster closes its builds as RETRY and re-queues them.
+                    bail!(
+                        "the worker interrupted build {build_id} by itself ({}); treating it as gone",
+                        reason.as_deref().unwrap_or("no reason given")
+                    );
+                }
                 if let Err(e) = b.step_done(
                     &self.ctx.store,
                     step,

@@ -728,12 +728,22 @@ fn form_post(req: &mut Request, r: &Req) -> Resp {
         ["builders", builder, "force"] => {
             let mut params = serde_json::Map::new();
             params.insert("builderNames".into(), json!([builder]));
-            for k in ["reason", "branch", "revision"] {
-                if let Some(v) = field(k) {
-                    params.insert(k.into(), json!(v));
+            let sched = field("scheduler").unwrap_or("");
+            // The scheduler's own form fields (branch, revision, reason and
+            // its typed properties); an unchecked checkbox sends nothing.
+            if let Some(s) = w.cfg.scheduler(sched) {
+                for p in s.force_parameters() {
+                    match field(&p.name) {
+                        Some(v) => {
+                            params.insert(p.name.clone(), json!(v));
+                        }
+                        None if p.kind == "bool" => {
+                            params.insert(p.name.clone(), json!(false));
+                        }
+                        None => {}
+                    }
                 }
             }
-            let sched = field("scheduler").unwrap_or("");
             match rpc::force(&w, sched, &params, user) {
                 Ok((_, reqs)) => match reqs.values().next() {
                     Some(brid) => redirect(&format!("/buildrequests/{brid}")),

@@ -297,3 +297,25 @@ fn sigterm_mid_build_retries_the_build_and_exits_zero() {
     let builds = s.wait_builds(2, Duration::from_secs(90));
     assert_eq!(builds[1]["results"], 0, "{builds:?}");
 }
+
+#[test]
+fn worker_sigterm_mid_build_retries_instead_of_cancelling() {
+    let Running {
+        s,
+        master: _master,
+        mut worker,
+        gate,
+        buildid: first,
+    } = start_gated_build();
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait_exit(Duration::from_secs(20)), Some(0));
+    let b = wait_for("build closed", Duration::from_secs(30), || {
+        let v = get_json(&s.url(&format!("/api/v2/builds/{first}")));
+        (v["builds"][0]["complete"] == true).then(|| v["builds"][0].clone())
+    });
+    assert_eq!(b["results"], 5, "a worker going away is RETRY: {b}");
+    std::fs::write(&gate, "").unwrap();
+    let _worker2 = s.start_worker("example-worker", "pass");
+    let builds = s.wait_builds(2, Duration::from_secs(60));
+    assert_eq!(builds[1]["results"], 0, "{builds:?}");
+}

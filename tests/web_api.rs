@@ -541,3 +541,77 @@ fn unix_socket_is_private_and_serves() {
     let out = run("curl", &["-s", "--max-time", "5", &s.url("/")]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn typed_force_parameters_reach_the_build() {
+    // The extra step lands in `runtests`; the force scheduler comes after it.
+    let s = Setup::new(
+        PASSING_TEST,
+        "[[builders.steps]]\ntype = \"shell\"\nname = \"show\"\n\
+         command = [\"echo\", \"level=%(prop:level)s runs=%(prop:runs)s deploy=%(prop:deploy)s\"]\n\
+         [[schedulers]]\nname = \"force\"\ntype = \"force\"\nbuilders = [\"runtests\"]\n\
+         [[schedulers.properties]]\nname = \"level\"\ntype = \"choice\"\nchoices = [\"quick\", \"full\"]\ndefault = \"quick\"\n\
+         [[schedulers.properties]]\nname = \"runs\"\ntype = \"int\"\ndefault = 1\n\
+         [[schedulers.properties]]\nname = \"deploy\"\ntype = \"bool\"\n",
+    );
+    let _master = s.start_master();
+    add_user(&s.master, USER, PASSWORD);
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    let force = s.url("/api/v2/forceschedulers/force");
+    let auth = basic();
+    // Values are checked against their types before anything is queued.
+    for bad in [
+        json!({"level": "bogus"}),
+        json!({"runs": "many"}),
+        json!({"nosuch": 1}),
+    ] {
+        let (code, v) = rpc(&force, Some(&auth), "force", bad.clone());
+        assert_eq!(code, 400, "{bad}: {v}");
+    }
+    let reqs = get_json(&s.url("/api/v2/buildrequests"));
+    assert_eq!(reqs["meta"]["total"], 0, "{reqs}");
+    let (code, v) = rpc(
+        &force,
+        Some(&auth),
+        "force",
+        json!({"builderid": 1, "level": "full", "runs": "3", "deploy": true}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let brid = v["result"][1]["1"].as_i64().unwrap();
+    let buildid = s.wait_build_of(brid);
+    let b = s.wait_build(buildid, MIN);
+    assert_eq!(b["results"], 0, "{b}");
+    let log = s.step_log(buildid, "show");
+    assert!(log.contains("level=full runs=3 deploy=true"), "{log}");
+    // The builder page's form offers the typed fields (logged in), and
+    // submitting it with a choice queues a build with that property.
+    let (_, jar) = login(&s, PASSWORD);
+    let jar = jar.to_str().unwrap();
+    let (code, html) = curl(&["-b", jar, &s.url("/builders/runtests")]);
+    assert_eq!(code, 200);
+    let (code, _) = curl(&[
+        "-b",
+        jar,
+        "-d",
+        &format!("csrf={}", form_token(&html)),
+        "-d",
+        "scheduler=force",
+        "-d",
+        "level=quick",
+        "-d",
+        "runs=2",
+        &s.url("/builders/runtests/force"),
+    ]);
+    assert_eq!(code, 303);
+    let builds = s.wait_builds(2, MIN);
+    let log = s.step_log(builds[1]["buildid"].as_i64().unwrap(), "show");
+    assert!(log.contains("level=quick runs=2 deploy=false"), "{log}");
+    assert!(
+        html.contains("<select id=\"level-force\" name=\"level\">"),
+        "{html}"
+    );
+    assert!(html.contains("<option selected>quick</option>"), "{html}");
+    assert!(html.contains("type=\"number\""), "{html}");
+    assert!(html.contains("type=\"checkbox\" name=\"deploy\""), "{html}");
+}
