@@ -330,7 +330,9 @@ impl RunningBuild {
         }
     }
 
-    /// Records the end of the running step.
+    /// Records the end of the running step. Returns false (and records
+    /// nothing) when `step` is not the step running, so the caller does not
+    /// move the build on.
     pub fn step_done(
         &mut self,
         store: &Store,
@@ -339,17 +341,21 @@ impl RunningBuild {
         interrupted: bool,
         timed_out: bool,
         reason: Option<String>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let Some(mut cur) = self.current.take() else {
             log::warn!("build {}: StepDone with no step running", self.job.buildid);
-            return Ok(());
+            return Ok(false);
         };
         if cur.number != step {
+            // A late or repeated StepDone (or a confused worker) must not
+            // end the step that is running now with another step's result.
             log::warn!(
-                "build {}: StepDone for step {step}, expected {}",
+                "build {}: StepDone for step {step} ignored: step {} is running",
                 self.job.buildid,
                 cur.number
             );
+            self.current = Some(cur);
+            return Ok(false);
         }
         let cfg = &self.job.builder.steps[cur.number as usize];
         let r = step_result(cfg, exit_code, interrupted, timed_out);
@@ -379,7 +385,7 @@ impl RunningBuild {
             stepid,
             results: r,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Asks the running step to stop; the build then ends CANCELLED.

@@ -392,7 +392,7 @@ impl Conn {
                         reason.as_deref().unwrap_or("no reason given")
                     );
                 }
-                if let Err(e) = b.step_done(
+                match b.step_done(
                     &self.ctx.store,
                     step,
                     exit_code,
@@ -400,7 +400,10 @@ impl Conn {
                     timed_out,
                     reason,
                 ) {
-                    log::error!("build {build_id}: recording step end: {e:#}");
+                    Ok(true) => {}
+                    // Not the running step: nothing changed, nothing to do.
+                    Ok(false) => return Ok(()),
+                    Err(e) => log::error!("build {build_id}: recording step end: {e:#}"),
                 }
                 self.advance(build_id)
             }

@@ -1,0 +1,349 @@
+//! Hostile input on the worker port, against a real master: protocol
+//! garbage and oversized frames before and after the handshake, wrong
+//! passwords (refused, logged, slowed down), and a worker that reports a
+//! step's end twice. The "worker" here is the test itself speaking the
+//! wire protocol (`minibot::protocol`), so it can send what a real worker
+//! never would.
+
+mod common;
+use common::*;
+use minibot::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A raw connection to the worker port that has read the master's Hello.
+struct Raw {
+    stream: TcpStream,
+    nonce: String,
+}
+
+impl Raw {
+    fn connect(s: &Setup) -> Raw {
+        let mut stream = TcpStream::connect(("127.0.0.1", s.wport)).expect("worker port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let hello: ToWorker = protocol::read_frame(&mut stream).unwrap().expect("hello");
+        let ToWorker::Hello { nonce, .. } = hello else {
+            panic!("expected Hello, got {hello:?}")
+        };
+        Raw { stream, nonce }
+    }
+
+    /// Sends Auth for `name` with `password`; returns the master's answer.
+    fn auth(&mut self, name: &str, password: &str) -> ToWorker {
+        let wnonce = protocol::new_nonce();
+        let proof = protocol::worker_proof(password, &self.nonce, &wnonce, name);
+        protocol::write_frame(
+            &mut self.stream,
+            &FromWorker::Auth {
+                protocol: PROTOCOL_VERSION,
+                name: name.into(),
+                nonce: wnonce,
+                proof,
+                info: Default::default(),
+            },
+        )
+        .unwrap();
+        self.next().expect("an answer to Auth")
+    }
+
+    /// The next frame other than Ping (answered), or None once closed.
+    fn next(&mut self) -> Option<ToWorker> {
+        loop {
+            match protocol::read_frame::<_, ToWorker>(&mut self.stream) {
+                Ok(Some(ToWorker::Ping)) => self.send(&FromWorker::Pong),
+                Ok(m) => return m,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn send(&mut self, m: &FromWorker) {
+        protocol::write_frame(&mut self.stream, m).unwrap();
+    }
+
+    /// Everything the master sends until it closes the connection.
+    fn rest(&mut self) -> Vec<ToWorker> {
+        std::iter::from_fn(|| self.next()).collect()
+    }
+}
+
+fn frame(bytes: &[u8]) -> Vec<u8> {
+    let mut f = (bytes.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(bytes);
+    f
+}
+
+/// Waits until build `id` is complete (read anonymously: no users here).
+fn wait_complete(s: &Setup, id: i64) -> serde_json::Value {
+    wait_for(
+        &format!("build {id} complete"),
+        Duration::from_secs(30),
+        || {
+            let v = get_json(&s.url(&format!("/api/v2/builds/{id}")));
+            (v["builds"][0]["complete"] == true).then(|| v["builds"][0].clone())
+        },
+    )
+}
+
+fn master_log(s: &Setup) -> String {
+    std::fs::read_to_string(s.master.join("master.log")).unwrap_or_default()
+}
+
+#[test]
+fn protocol_garbage_is_refused_and_the_master_keeps_serving() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    // A connection that says nothing is closed by the handshake timeout;
+    // checked at the end, so it runs alongside the others.
+    let silent = std::thread::spawn({
+        let mut r = Raw::connect(&s);
+        move || r.rest()
+    });
+    let auth_of = |name: &str, version: u32| {
+        serde_json::to_vec(&FromWorker::Auth {
+            protocol: version,
+            name: name.into(),
+            nonce: "n".into(),
+            proof: "p".into(),
+            info: Default::default(),
+        })
+        .unwrap()
+    };
+    let log_frame = serde_json::to_vec(&FromWorker::Log {
+        build_id: 1,
+        step: 0,
+        stream: "o".into(),
+        data: "x".into(),
+    })
+    .unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "an HTTP request",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("a 4 GiB length", u32::MAX.to_be_bytes().to_vec()),
+        (
+            "a frame one byte over the limit",
+            ((protocol::MAX_FRAME + 1) as u32).to_be_bytes().to_vec(),
+        ),
+        ("a frame of invalid JSON", frame(b"{\"type\": auth")),
+        (
+            "a frame of invalid UTF-8",
+            frame(b"{\"type\": \"\xff\xfe\"}"),
+        ),
+        (
+            "an unknown message type",
+            frame(b"{\"type\": \"root_shell\"}"),
+        ),
+        ("a log frame before auth", frame(&log_frame)),
+        (
+            "auth with protocol 99",
+            frame(&auth_of("example-worker", 99)),
+        ),
+        (
+            "a truncated frame",
+            frame(b"{\"type\":\"ping\"}")[..8].to_vec(),
+        ),
+        (
+            "10000-deep nesting",
+            frame(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).as_bytes()),
+        ),
+    ];
+    let n = cases.len();
+    for (what, bytes) in cases {
+        let mut r = Raw::connect(&s);
+        r.stream.write_all(&bytes).unwrap();
+        if what == "a truncated frame" {
+            r.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let answers = r.rest();
+        eprintln!("{what}: closed after {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, ToWorker::Refused { .. })),
+            "{what}: {answers:?}"
+        );
+        if what == "auth with protocol 99" {
+            assert!(
+                matches!(&answers[..], [ToWorker::Refused { reason }] if reason.contains("99")),
+                "{answers:?}"
+            );
+        }
+    }
+    let silent_answers = silent.join().unwrap();
+    assert!(silent_answers.is_empty(), "{silent_answers:?}");
+    // Nothing above connected a worker; a real one still builds.
+    let w = get_json(&s.url("/api/v2/workers"));
+    assert!(w["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w["connected_to"] == serde_json::json!([])));
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    s.push(&s.head, "master", "after the garbage");
+    let b = &s.wait_builds(1, Duration::from_secs(60))[0];
+    assert_eq!(b["results"], 0, "{b}");
+    eprintln!(
+        "{} garbage connections (one silent), all closed without a login; a real worker then built green",
+        n + 1
+    );
+}
+
+#[test]
+fn wrong_worker_password_is_refused_logged_and_slowed_down() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let mut took = vec![];
+    for (name, password) in [
+        ("example-worker", "wrong"),
+        ("no-such-worker", "pass"),
+        ("example-worker", ""),
+        ("example-worker", "pass "),
+    ] {
+        let mut r = Raw::connect(&s);
+        let t = Instant::now();
+        let answer = r.auth(name, password);
+        took.push(t.elapsed());
+        // The same answer for an unknown name as for a wrong password.
+        assert_eq!(
+            answer,
+            ToWorker::Refused {
+                reason: "unknown worker name or wrong password".into()
+            }
+        );
+        assert!(r.rest().is_empty(), "closed after the refusal");
+    }
+    eprintln!("4 wrong logins refused, answered after {took:?}");
+    // Each failure from the same address waits longer (at least 0.5 s,
+    // 1 s, 2 s, 4 s: lower bounds, which a slow machine cannot break).
+    for (i, t) in took.iter().enumerate() {
+        assert!(
+            *t >= Duration::from_millis(500 << i),
+            "failure {} answered after {t:?}",
+            i + 1
+        );
+    }
+    let log = master_log(&s);
+    assert!(
+        log.contains("worker login failed for \"no-such-worker\" from 127.0.0.1 (failure 2)"),
+        "{log}"
+    );
+    assert!(log.contains("(failure 4)"), "{log}");
+    // The right password still gets in, and resets the count.
+    let mut r = Raw::connect(&s);
+    assert!(
+        matches!(r.auth("example-worker", "pass"), ToWorker::Welcome { .. }),
+        "the right password is let in"
+    );
+}
+
+/// A push built by a fake worker that answers the git step, then reports
+/// its end a second time while the next step runs.
+#[test]
+fn a_repeated_step_result_is_not_recorded_twice() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let mut w = Raw::connect(&s);
+    assert!(matches!(
+        w.auth("example-worker", "pass"),
+        ToWorker::Welcome { .. }
+    ));
+    s.push(&s.head, "master", "x");
+    let step_done = |build_id, step, code| FromWorker::StepDone {
+        build_id,
+        step,
+        exit_code: Some(code),
+        interrupted: false,
+        timed_out: false,
+        reason: None,
+    };
+    let Some(ToWorker::RunStep {
+        build_id, step: 0, ..
+    }) = w.next()
+    else {
+        panic!("expected the git step")
+    };
+    w.send(&step_done(build_id, 0, 0));
+    w.send(&step_done(build_id, 0, 0));
+    // Reports for builds and steps that are not running are ignored too.
+    w.send(&step_done(build_id + 1000, 0, 0));
+    w.send(&FromWorker::Log {
+        build_id,
+        step: 7,
+        stream: "o".into(),
+        data: "not a step\n".into(),
+    });
+    let Some(ToWorker::RunStep { step: 1, .. }) = w.next() else {
+        panic!("expected the test step")
+    };
+    w.send(&FromWorker::Log {
+        build_id,
+        step: 1,
+        stream: "e".into(),
+        data: "the test failed\n".into(),
+    });
+    w.send(&step_done(build_id, 1, 1));
+    w.send(&step_done(build_id, 1, 0));
+    let b = wait_complete(&s, build_id);
+    let steps = get_json(&s.url(&format!("/api/v2/builds/{build_id}/steps")));
+    let results: Vec<_> = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["results"].clone())
+        .collect();
+    eprintln!(
+        "6 step reports sent (2 repeated, 1 foreign), build {} steps {results:?}",
+        b["results"]
+    );
+    assert_eq!(results, [serde_json::json!(0), serde_json::json!(2)]);
+    assert_eq!(b["results"], 2, "the test step's failure counts: {b}");
+    let log = s.step_log(build_id, "test");
+    assert!(log.contains("the test failed"), "{log}");
+    assert!(!log.contains("not a step"), "{log}");
+    assert_eq!(
+        get_json(&s.url("/api/v2/builds"))["meta"]["total"],
+        1,
+        "one build"
+    );
+}
+
+/// An authenticated worker that starts sending garbage mid-build is cut
+/// off; its build is RETRY and runs on the builder's other worker.
+#[test]
+fn garbage_from_a_logged_in_worker_mid_build_retries_elsewhere() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let mut w = Raw::connect(&s);
+    assert!(matches!(
+        w.auth("example-worker", "pass"),
+        ToWorker::Welcome { .. }
+    ));
+    s.push(&s.head, "master", "x");
+    let Some(ToWorker::RunStep { build_id, .. }) = w.next() else {
+        panic!("expected a step")
+    };
+    w.stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let rest = w.rest();
+    assert!(rest.is_empty(), "{rest:?}");
+    let b = wait_complete(&s, build_id);
+    assert_eq!(b["results"], 5, "{b}");
+    assert!(
+        master_log(&s).contains("exceeds the 1048576-byte limit"),
+        "the reason is logged"
+    );
+    let _second = s.start_worker("second-worker", "pass2");
+    let builds = s.wait_builds(2, Duration::from_secs(60));
+    eprintln!(
+        "garbage mid-build: build {build_id} RETRY, rebuilt as {} by worker {}: {}",
+        builds[1]["buildid"], builds[1]["workerid"], builds[1]["results"]
+    );
+    assert_eq!(builds[1]["results"], 0, "{builds:?}");
+    assert_eq!(builds[1]["buildrequestid"], builds[0]["buildrequestid"]);
+    assert_ne!(builds[1]["workerid"], builds[0]["workerid"]);
+}
