@@ -1028,3 +1028,82 @@ impl Drop for StopOnDrop {
             .status();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Load and fault helpers (tests/reliability_*.rs)
+
+/// A sha-like 40-hex string, distinct for each `n` (for hooks whose
+/// revisions only need to be unique, built by steps without a git checkout).
+pub fn fake_sha(n: u64) -> String {
+    // Never all zeros: Gitea sends that as `after` of a branch deletion.
+    format!("feed{n:036x}")
+}
+
+/// master.cfg lines for a builder `quick` (one `/bin/true` step, no
+/// checkout, no collapsing, so each change is exactly one build) on
+/// `workers`, fed by an any_branch scheduler on branches `burst*`.
+pub fn quick_builder_cfg(workers: &[&str]) -> String {
+    let list: Vec<String> = workers.iter().map(|w| format!("{w:?}")).collect();
+    format!(
+        r#"
+[[schedulers]]
+name = "burst"
+type = "any_branch"
+branch_regex = "^burst"
+builders = ["quick"]
+[[builders]]
+name = "quick"
+workers = [{}]
+collapse_requests = false
+[[builders.steps]]
+type = "shell"
+name = "true"
+command = ["/bin/true"]
+"#,
+        list.join(", ")
+    )
+}
+
+/// Posts a signed Gitea push of `sha` on `branch` in-process (ureq: no
+/// curl process per hook, for bursts); Ok(change ids) on 200, Err(what
+/// happened) on anything else, including a connection cut by a kill.
+pub fn hook_push(www: u16, sha: &str, branch: &str) -> Result<Vec<i64>, String> {
+    let body = push_payload(sha, branch, "burst");
+    let r = ureq::post(&format!("http://127.0.0.1:{www}/change_hook/gitea"))
+        .timeout(Duration::from_secs(30))
+        .set("Content-Type", "application/json")
+        .set("X-Gitea-Event", "push")
+        .set("X-Gitea-Signature", &sign(SECRET, &body))
+        .send_bytes(&body);
+    match r {
+        Ok(resp) => {
+            let text = resp.into_string().map_err(|e| e.to_string())?;
+            Ok(change_ids(&text))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The HTTP status of a GET (0 when the connection failed).
+pub fn get_status(url: &str) -> u16 {
+    match ureq::get(url).timeout(Duration::from_secs(30)).call() {
+        Ok(r) => {
+            let code = r.status();
+            let _ = r.into_string();
+            code
+        }
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(_) => 0,
+    }
+}
+
+/// Waits until every build request is complete; returns how many there are.
+pub fn wait_requests_done(master: &Path, timeout: Duration) -> i64 {
+    wait_for("every build request complete", timeout, || {
+        let open: Vec<i64> = db_query(
+            master,
+            "SELECT count(*) FROM buildrequests WHERE complete = 0",
+        );
+        (open[0] == 0).then(|| db_query::<i64>(master, "SELECT count(*) FROM buildrequests")[0])
+    })
+}
