@@ -70,6 +70,20 @@ impl Raw {
     }
 }
 
+/// A master, the test logged in as `example-worker`, and a push queued
+/// for it (the master's first RunStep is on its way).
+fn master_with_fake_worker_and_a_push() -> (Setup, Proc, Raw) {
+    let s = Setup::new(PASSING_TEST, "");
+    let master = s.start_master();
+    let mut w = Raw::connect(&s);
+    assert!(matches!(
+        w.auth("example-worker", "pass"),
+        ToWorker::Welcome { .. }
+    ));
+    s.push(&s.head, "master", "x");
+    (s, master, w)
+}
+
 fn frame(bytes: &[u8]) -> Vec<u8> {
     let mut f = (bytes.len() as u32).to_be_bytes().to_vec();
     f.extend_from_slice(bytes);
@@ -246,14 +260,7 @@ fn wrong_worker_password_is_refused_logged_and_slowed_down() {
 /// its end a second time while the next step runs.
 #[test]
 fn a_repeated_step_result_is_not_recorded_twice() {
-    let s = Setup::new(PASSING_TEST, "");
-    let _master = s.start_master();
-    let mut w = Raw::connect(&s);
-    assert!(matches!(
-        w.auth("example-worker", "pass"),
-        ToWorker::Welcome { .. }
-    ));
-    s.push(&s.head, "master", "x");
+    let (s, _master, mut w) = master_with_fake_worker_and_a_push();
     let step_done = |build_id, step, code| FromWorker::StepDone {
         build_id,
         step,
@@ -317,14 +324,7 @@ fn a_repeated_step_result_is_not_recorded_twice() {
 /// off; its build is RETRY and runs on the builder's other worker.
 #[test]
 fn garbage_from_a_logged_in_worker_mid_build_retries_elsewhere() {
-    let s = Setup::new(PASSING_TEST, "");
-    let _master = s.start_master();
-    let mut w = Raw::connect(&s);
-    assert!(matches!(
-        w.auth("example-worker", "pass"),
-        ToWorker::Welcome { .. }
-    ));
-    s.push(&s.head, "master", "x");
+    let (s, _master, mut w) = master_with_fake_worker_and_a_push();
     let Some(ToWorker::RunStep { build_id, .. }) = w.next() else {
         panic!("expected a step")
     };

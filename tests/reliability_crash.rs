@@ -24,10 +24,7 @@ fn kill9_during_a_hook_burst_loses_nothing_and_builds_each_once() {
         &quick_builder_cfg(&["example-worker", "second-worker"]),
     );
     let master = s.start_master();
-    let _w1 = s.start_worker("example-worker", "pass");
-    let _w2 = s.start_worker("second-worker", "pass2");
-    s.wait_connected("example-worker");
-    s.wait_connected("second-worker");
+    let _workers = s.start_two_workers();
 
     // Clients post until the master is gone; each records what was
     // acknowledged (200 with change ids) and what was merely sent.

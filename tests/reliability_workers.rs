@@ -79,10 +79,7 @@ fn workers_reconnect_after_the_master_is_killed_and_take_new_builds() {
         &quick_builder_cfg(&["example-worker", "second-worker"]),
     );
     let master = s.start_master();
-    let _w1 = s.start_worker("example-worker", "pass");
-    let _w2 = s.start_worker("second-worker", "pass2");
-    s.wait_connected("example-worker");
-    s.wait_connected("second-worker");
+    let _workers = s.start_two_workers();
     s.push(&fake_sha(1), "burst", "before");
     s.wait_builds(1, Duration::from_secs(60));
     master.signal(libc::SIGKILL);

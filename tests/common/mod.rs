@@ -1097,6 +1097,18 @@ pub fn get_status(url: &str) -> u16 {
     }
 }
 
+impl Setup {
+    /// Starts `example-worker` and `second-worker` and waits until both
+    /// are connected.
+    pub fn start_two_workers(&self) -> (Proc, Proc) {
+        let w1 = self.start_worker("example-worker", "pass");
+        let w2 = self.start_worker("second-worker", "pass2");
+        self.wait_connected("example-worker");
+        self.wait_connected("second-worker");
+        (w1, w2)
+    }
+}
+
 /// Waits until every build request is complete; returns how many there are.
 pub fn wait_requests_done(master: &Path, timeout: Duration) -> i64 {
     wait_for("every build request complete", timeout, || {
