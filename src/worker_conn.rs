@@ -20,6 +20,7 @@ use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,27 @@ pub struct ConnCtx {
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections still in their handshake at once. Each holds a thread for
+/// up to HANDSHAKE_TIMEOUT, so without a cap a local flood of idle
+/// connections could exhaust threads; real workers handshake in a moment.
+const MAX_HANDSHAKES: usize = 16;
+
+/// A counted handshake slot, given back when dropped.
+struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl HandshakeSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<HandshakeSlot> {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let slot = HandshakeSlot(count.clone());
+        (n < MAX_HANDSHAKES).then_some(slot)
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 const THREAD_STACK: usize = 256 * 1024;
 
 pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
@@ -63,6 +85,7 @@ pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
         .name("worker-listener".into())
         .stack_size(THREAD_STACK)
         .spawn(move || {
+            let handshakes = Arc::new(AtomicUsize::new(0));
             for stream in listener.incoming() {
                 let stream = match stream {
                     Ok(s) => s,
@@ -70,6 +93,12 @@ pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
                         log::warn!("worker port: accept failed: {e}");
                         continue;
                     }
+                };
+                let Some(slot) = HandshakeSlot::take(&handshakes) else {
+                    log::warn!(
+                        "worker port: more than {MAX_HANDSHAKES} connections in their handshake; dropping one"
+                    );
+                    continue;
                 };
                 let ctx = ctx.clone();
                 let spawned = std::thread::Builder::new()
@@ -80,7 +109,7 @@ pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
                             .peer_addr()
                             .map(|a| a.to_string())
                             .unwrap_or_default();
-                        if let Err(e) = serve(stream, &ctx) {
+                        if let Err(e) = serve(stream, &ctx, slot) {
                             log::warn!("worker connection from {peer}: {e:#}");
                         }
                     });
@@ -104,7 +133,7 @@ fn refuse(stream: &mut TcpStream, reason: &str) -> anyhow::Error {
 }
 
 /// Handshake, then the connection loop.
-fn serve(mut stream: TcpStream, ctx: &ConnCtx) -> Result<()> {
+fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
@@ -201,6 +230,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx) -> Result<()> {
         stream.set_write_timeout(Some(Duration::from_secs(3 * keepalive)))?;
         Ok(())
     });
+    drop(slot);
     log::info!("worker {name} connected from {}", stream.peer_addr()?);
     if ctx
         .bot

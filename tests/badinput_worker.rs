@@ -347,3 +347,38 @@ fn garbage_from_a_logged_in_worker_mid_build_retries_elsewhere() {
     assert_eq!(builds[1]["buildrequestid"], builds[0]["buildrequestid"]);
     assert_ne!(builds[1]["workerid"], builds[0]["workerid"]);
 }
+
+#[test]
+fn a_flood_of_idle_connections_does_not_exhaust_threads() {
+    let s = Setup::new(PASSING_TEST, "");
+    let master = s.start_master();
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{}/task", master.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = threads();
+    // 60 connections that never say a word: at most 16 get a handshake
+    // thread; the rest are closed at once.
+    let idle: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.wport)).unwrap())
+        .collect();
+    let log = s.master.join("master.log");
+    wait_for(
+        "the master to drop connections over the cap",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("in their handshake; dropping one")
+                .then_some(())
+        },
+    );
+    let during = threads();
+    eprintln!("threads: {before} before, {during} with 60 idle connections");
+    assert!(during <= before + 16, "{before} -> {during}");
+    drop(idle);
+    // A real worker still gets in once the flood is gone.
+    let _w = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+}
