@@ -55,6 +55,10 @@ pub enum BotMsg {
     },
 }
 
+/// Queued requests loaded per builder and dispatch: collapsing looks at
+/// this many of a builder's oldest; later ones collapse on a later round.
+const PER_BUILDER: i64 = 100;
+
 /// Names of workers with a live, authenticated connection. The listener
 /// inserts a name during the handshake (refusing a second connection under
 /// that name); the botmaster removes it once the connection's builds are
@@ -230,11 +234,28 @@ impl Botmaster {
         if self.draining || self.workers.is_empty() {
             return Ok(());
         }
-        let pending = store::pending_requests(&self.reader, 1000)?;
         // Paused from the web UI or API: keeps its running builds, gets no
         // new ones. Read here, so a pause needs no message of its own (an
         // unpause sends RequestsAdded to get here again).
         let paused = store::paused_workers(&self.reader)?;
+        // Only builders with a free slot can start anything, and each can
+        // start at most a few builds now: loading just their oldest requests
+        // keeps a dispatch O(free slots), however deep the queue (a
+        // 1,000-deep queue made every build pay for loading all of it).
+        let mut pending: Vec<PendingRequest> = vec![];
+        for b in &self.cfg.builders {
+            let free = b.workers.iter().any(|w| {
+                !paused.contains(w)
+                    && self.workers.get(w).is_some_and(|a| {
+                        let max = self.cfg.worker(w).map_or(0, |c| c.max_builds as usize);
+                        a.running.len() < max && !a.running.values().any(|r| *r == b.name)
+                    })
+            });
+            if free {
+                pending.extend(store::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
+            }
+        }
+        pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
         // (request to build, worker, older requests it covers)
         let mut plan: Vec<(PendingRequest, String, Vec<i64>)> = vec![];
         let mut load: BTreeMap<String, usize> = self

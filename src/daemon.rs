@@ -549,6 +549,42 @@ pub fn signals() -> Result<Receiver<i32>> {
     Ok(rx)
 }
 
+/// Sets TCP_NODELAY on a listening socket; Linux hands it down to every
+/// accepted socket. tiny_http writes a response's head and body in two
+/// writes, and with Nagle on, a keep-alive client's delayed ACK of the head
+/// holds the body back ~40 ms (docs/performance.md).
+pub fn set_nodelay(listener: &std::net::TcpListener) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt(2) on a socket we own, with a pointer to a live
+    // c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("setting TCP_NODELAY");
+    }
+    Ok(())
+}
+
+/// glibc gives each thread that allocates its own malloc arena (up to 8 per
+/// core), and each keeps what it once held; a daemon of many mostly idle
+/// threads needs two. Saves ~0.5 MB of RSS (docs/performance.md).
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt(3) only tunes the allocator; called before the
+    // daemon starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Parses the command line with argh, with our exit codes: `--help` prints
 /// to stdout and exits 0, a usage error prints to stderr and exits 2
 /// (`argh::from_env` would exit 1, which we keep for user errors).

@@ -43,6 +43,7 @@ pub fn load_config(dir: &Path) -> Result<Config> {
 /// `minibot start --nodaemon DIR` (also what the detached child runs).
 pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let cfg = load_config(dir)?;
+    daemon::limit_malloc_arenas();
     let _pid = daemon::acquire_pid_file(&dir.join(PID_FILE), "master")?;
     daemon::init_logging_with(
         &dir.join(LOG_FILE),
@@ -84,6 +85,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             let addr = format!("{}:{}", cfg.www.bind, cfg.www.port);
             let l = TcpListener::bind(&addr)
                 .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+            daemon::set_nodelay(&l)?;
             let s = tiny_http::Server::from_listener(l, None)
                 .map_err(|e| anyhow!("cannot serve HTTP on {addr}: {e}"))?;
             (s, format!("http://{addr}/"))

@@ -231,6 +231,11 @@ fn tune(conn: &Connection) -> Result<()> {
     // A reader may meet the writer's checkpoint; wait rather than fail.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // SQLite's default page cache is 2 MB per connection, and the master
+    // holds about ten; the working set (recent builds, the queue) is small
+    // and the OS caches the file anyway, so 256 KiB each keeps RSS flat as
+    // history grows (docs/performance.md).
+    conn.pragma_update(None, "cache_size", -256)?;
     Ok(())
 }
 
@@ -769,19 +774,21 @@ pub struct PendingRequest {
     pub properties: Props,
     /// Whether the buildset was made from changes (not forced or timed).
     pub has_changes: bool,
+    pub priority: i64,
 }
 
-/// Unclaimed requests, highest priority then oldest first.
-pub fn pending_requests(conn: &Connection, limit: i64) -> Result<Vec<PendingRequest>> {
+/// Unclaimed requests of one builder, highest priority then oldest first.
+pub fn pending_requests(conn: &Connection, builder: &str, limit: i64) -> Result<Vec<PendingRequest>> {
     let mut st = conn.prepare_cached(
         "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
                 bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
-                EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid)
+                EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid),
+                br.priority
          FROM buildrequests br JOIN builders b USING (builderid) JOIN buildsets bs USING (buildsetid)
-         WHERE br.complete = 0 AND br.claimed_at IS NULL
-         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?1",
+         WHERE br.complete = 0 AND br.claimed_at IS NULL AND b.name = ?1
+         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
     )?;
-    let rows = st.query_map([limit], |r| {
+    let rows = st.query_map(params![builder, limit], |r| {
         let props: String = r.get(11)?;
         Ok(PendingRequest {
             buildrequestid: r.get(0)?,
@@ -799,6 +806,7 @@ pub fn pending_requests(conn: &Connection, limit: i64) -> Result<Vec<PendingRequ
             },
             properties: serde_json::from_str(&props).unwrap_or_default(),
             has_changes: r.get(12)?,
+            priority: r.get(13)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

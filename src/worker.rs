@@ -303,6 +303,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
 
 fn run_logged(dir: &Path) -> Result<()> {
     let cfg = load_config(dir)?;
+    daemon::limit_malloc_arenas();
     if let Some(u) = &cfg.umask {
         let mode = parse_umask(u)?;
         // SAFETY: umask(2) only sets the process's file mode mask; build
