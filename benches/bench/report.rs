@@ -76,16 +76,38 @@ fn fmt(v: f64, unit: &str) -> String {
 
 impl Report {
     /// A lower-is-better measure.
-    pub fn add(&mut self, name: &str, unit: &'static str, samples: Vec<f64>, limit: Option<f64>, note: &str) {
+    pub fn add(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        samples: Vec<f64>,
+        limit: Option<f64>,
+        note: &str,
+    ) {
         self.push(name, unit, samples, limit, false, note);
     }
 
     /// A higher-is-better measure (throughput).
-    pub fn add_rate(&mut self, name: &str, unit: &'static str, samples: Vec<f64>, limit: Option<f64>, note: &str) {
+    pub fn add_rate(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        samples: Vec<f64>,
+        limit: Option<f64>,
+        note: &str,
+    ) {
         self.push(name, unit, samples, limit, true, note);
     }
 
-    fn push(&mut self, name: &str, unit: &'static str, samples: Vec<f64>, limit: Option<f64>, higher: bool, note: &str) {
+    fn push(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        samples: Vec<f64>,
+        limit: Option<f64>,
+        higher: bool,
+        note: &str,
+    ) {
         let target = match limit {
             None => "—".to_string(),
             Some(l) if higher => format!("≥ {}", fmt(l, unit)),
