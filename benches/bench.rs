@@ -66,6 +66,9 @@ struct Args {
     /// where to write the results as JSON (default target/bench.json)
     #[argh(option)]
     json: Option<PathBuf>,
+    /// keep the temp dir (master, worker, repository) and print its path
+    #[argh(switch)]
+    keep: bool,
     /// passed by `cargo bench`; ignored
     #[argh(switch, hidden_help)]
     #[allow(dead_code)]
@@ -133,7 +136,7 @@ fn main() {
         .json
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.json"));
     let t0 = Instant::now();
-    match run(&sizes, args.quick) {
+    match run(&sizes, args.quick, args.keep) {
         Ok(mut r) => {
             r.fact("mode", json!(if args.quick { "quick" } else { "full" }));
             r.fact("wall_time_s", json!(t0.elapsed().as_secs_f64()));
@@ -168,7 +171,7 @@ struct Bench {
     commits: usize,
 }
 
-fn run(z: &Sizes, quick: bool) -> Result<Report> {
+fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
     let s = Setup::new(PASSING_TEST, EXTRA_CFG);
     let db = s.master.join("state.sqlite");
     let bare = s.tmp.path().join("bare");
@@ -205,19 +208,27 @@ fn run(z: &Sizes, quick: bool) -> Result<Report> {
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = procfs::rss_kb(master.pid())? as f64;
     let worker_rss = procfs::rss_kb(worker.pid())? as f64;
+    let idle_anon = procfs::anon_kb(master.pid())? as f64;
     b.report.add(
         "master idle RSS",
         "kB",
         vec![idle_rss],
         Some(4096.0),
-        "see docs: libc/std + SQLite page cache + thread stacks",
+        "~1.5 MB anonymous; the rest is file-backed text (binary mapped almost whole, libc)",
     );
     b.report.add(
         "worker idle RSS",
         "kB",
         vec![worker_rss],
         Some(2048.0),
-        "see docs",
+        "~0.25 MB anonymous; the rest is file-backed text (binary, libc)",
+    );
+    b.report.add(
+        "master idle RSS, anonymous part",
+        "kB",
+        vec![idle_anon],
+        None,
+        "heap, thread stacks, SQLite caches",
     );
     b.report
         .fact("master_threads_idle", json!(procfs::threads(master.pid())?));
@@ -230,24 +241,35 @@ fn run(z: &Sizes, quick: bool) -> Result<Report> {
     eprintln!("phase 3: {} hello-world builds vs. the bare job", z.builds);
     b.hello_builds(&master, &worker, z.builds)?;
     let rss300 = procfs::rss_kb(master.pid())? as f64;
+    let anon300 = procfs::anon_kb(master.pid())? as f64;
 
     eprintln!("phase 4: {} builds queued at once", z.noop_builds);
     b.noop_burst(&master, z.noop_builds)?;
     let rss_more = procfs::rss_kb(master.pid())? as f64;
+    let anon_more = procfs::anon_kb(master.pid())? as f64;
     b.report.add(
         &format!("master RSS after {} builds", z.builds),
         "kB",
         vec![rss300],
         Some(6144.0),
-        "see docs",
+        "anonymous grows: SQLite page caches (2 MB per connection by default), malloc arenas",
     );
     b.report.add(
         &format!("master RSS after {} builds", z.builds + z.noop_builds),
         "kB",
         vec![rss_more],
         Some(6144.0),
-        "growth from the previous row = per-build leaks",
+        "as above; levels off at ~5 MB anonymous by ~1,500 builds",
     );
+    for (n, kb) in [(z.builds, anon300), (z.builds + z.noop_builds, anon_more)] {
+        b.report.add(
+            &format!("master RSS after {n} builds, anonymous part"),
+            "kB",
+            vec![kb],
+            None,
+            "the part that could grow with builds",
+        );
+    }
     b.report
         .fact("master_smaps_after_builds", smaps(master.pid()));
     b.report.fact(
@@ -261,7 +283,7 @@ fn run(z: &Sizes, quick: bool) -> Result<Report> {
         "ms",
         vec![t],
         Some(20.0),
-        "closing the worker connection, joining threads, last checkpoint",
+        "closing the worker connection, joining threads",
     );
 
     eprintln!("phase 5: hook ingestion, then SIGKILL mid-stream");
@@ -286,14 +308,14 @@ fn run(z: &Sizes, quick: bool) -> Result<Report> {
         "ms",
         starts,
         Some(5.0),
-        "see docs: exec + dynamic linking, config, SQLite opens, first commit, threads",
+        "exec, config, 7 SQLite connections, a commit before bind, 15 threads",
     );
     b.report.add(
         "stop, SIGTERM → exit (no worker)",
         "ms",
         stops,
         Some(20.0),
-        "joining threads, last checkpoint",
+        "joining threads",
     );
     let size = |p: &str| {
         std::fs::metadata(p)
@@ -308,7 +330,7 @@ fn run(z: &Sizes, quick: bool) -> Result<Report> {
         "kB",
         vec![(ms_ + ws) / 1024.0],
         Some(8192.0),
-        "bundled SQLite, regex, serde_json, tiny_http, ureq, std",
+        "bundled SQLite (1.4 MB of text), std, serde, toml, regex, tiny_http",
     );
     b.report.fact("loadavg_at_end", json!(loadavg()));
     if quick {
@@ -316,6 +338,10 @@ fn run(z: &Sizes, quick: bool) -> Result<Report> {
             "note",
             json!("quick mode: fewer samples; use the full run for the docs"),
         );
+    }
+    if keep {
+        let dir = b.s.tmp.keep();
+        eprintln!("kept {}", dir.display());
     }
     Ok(b.report)
 }
@@ -611,21 +637,21 @@ git checkout -f --detach "$1"
             "ms",
             bare,
             None,
-            "git fetch/checkout + python3",
+            "git fetch/checkout + python3, one sh script",
         );
         r.add(
             "Gitea push hook answered",
             "ms",
             ack,
             Some(1.0),
-            "HMAC + JSON parse + one group commit",
+            "HTTP + HMAC + JSON + one group commit (no fsync)",
         );
         r.add(
             "hook → build started",
             "ms",
             started,
             Some(5.0),
-            "hook commit → scheduler commit → botmaster claim commit",
+            "3 commits: hook, scheduler, botmaster claim",
         );
         r.add(
             "hook → build complete",
@@ -639,14 +665,14 @@ git checkout -f --detach "$1"
             "ms",
             over,
             Some(10.0),
-            "per-step round trips, one commit per step event, process spawns on the worker",
+            "worker spawn/reap per process, 2 step round trips, commits",
         );
         r.add(
             "master CPU per build (hello-world)",
             "ms",
             vec![mcpu],
             Some(3.0),
-            "utime+stime / builds; ticks of 10 ms over all builds",
+            "~60% kernel: thread hand-offs, log dir/file creation, WAL writes",
         );
         r.fact("worker_cpu_per_build_ms", json!(wcpu));
         Ok(())
@@ -743,7 +769,7 @@ git checkout -f --detach "$1"
             "builds/s",
             vec![n as f64 / done.as_secs_f64()],
             Some(18.0),
-            "per build: claim commit, start/step/finish commits, 2 protocol round trips, fork+exec of `true`",
+            "serial on one worker: round trips + commits + fork/exec of `true`",
         );
         r.add(
             "master CPU per build (noop)",
@@ -854,14 +880,14 @@ git checkout -f --detach "$1"
             "hooks/s",
             vec![n / elapsed.as_secs_f64()],
             Some(5000.0),
-            "see docs: HTTP parsing + HMAC + store commits, on 2 cores shared with the clients",
+            "CPU: 2 cores shared by master and the 16 clients",
         );
         r.add(
             &format!("hook answered under {clients}-client load"),
             "ms",
             lat,
             None,
-            "queueing behind the writer",
+            "CPU contention, queueing behind the writer",
         );
         r.fact(
             "ingest",
@@ -882,7 +908,13 @@ git checkout -f --detach "$1"
     fn history(&mut self, total: i64, samples: usize) -> Result<()> {
         let added = insert_builds(&self.db, total)?;
         self.report.fact("synthetic_builds_inserted", json!(added));
+        // The first start after the insert pays for what the insert left
+        // in the page cache; the second is the steady state.
+        let (mut master, first) = self.start_master()?;
+        stop(&mut master)?;
         let (mut master, t) = self.start_master()?;
+        self.report
+            .fact("start_first_after_synthetic_insert_ms", json!(first));
         self.report.add(
             &format!("start → HTTP 200 with {total} builds"),
             "ms",
@@ -892,6 +924,7 @@ git checkout -f --detach "$1"
         );
         std::thread::sleep(Duration::from_millis(500));
         let idle = procfs::rss_kb(master.pid())? as f64;
+        let idle_anon = procfs::anon_kb(master.pid())? as f64;
         let www = self.s.www;
         let mut keep = Conn::new(www);
         // `fresh`: a new connection per request, as curl makes; otherwise
@@ -941,13 +974,14 @@ git checkout -f --detach "$1"
         let home = time("/", false, &home_ok)?;
         let home_fresh = time("/", true, &home_ok)?;
         let after = procfs::rss_kb(master.pid())? as f64;
+        let after_anon = procfs::anon_kb(master.pid())? as f64;
         let r = &mut self.report;
         r.add(
             &format!("GET /api/v2/builds?limit=50&order=-buildid, {total} builds"),
             "ms",
             api,
             Some(1.0),
-            "keep-alive: Nagle on the server socket × the client's delayed ACK (40 ms)",
+            "Nagle on the server socket × the client's delayed ACK",
         );
         r.add(
             &format!(
@@ -956,28 +990,28 @@ git checkout -f --detach "$1"
             "ms",
             api_fresh,
             Some(1.0),
-            "SQL + JSON rendering + connect",
+            "SQL + JSON + connect",
         );
         r.add(
             &format!("GET / (home page), {total} builds"),
             "ms",
             home,
             None,
-            "keep-alive: as above",
+            "as above",
         );
         r.add(
             &format!("GET / (home page), {total} builds, new connection each"),
             "ms",
             home_fresh,
             None,
-            "SQL + HTML rendering + connect",
+            "SQL + HTML + connect",
         );
         r.add(
             &format!("master idle RSS with {total} builds"),
             "kB",
             vec![idle],
             Some(6144.0),
-            "fresh start on the big database",
+            "as without history: nothing is loaded",
         );
         r.add(
             &format!(
@@ -987,7 +1021,21 @@ git checkout -f --detach "$1"
             "kB",
             vec![after],
             Some(6144.0),
-            "SQLite page cache of the HTTP threads' connections",
+            "SQLite page caches of the 4 HTTP connections",
+        );
+        r.add(
+            &format!("master idle RSS with {total} builds, anonymous part"),
+            "kB",
+            vec![idle_anon],
+            None,
+            "as without history",
+        );
+        r.add(
+            &format!("master RSS after the requests, {total} builds, anonymous part"),
+            "kB",
+            vec![after_anon],
+            None,
+            "page caches fill to their cap, then stay",
         );
         r.fact("master_smaps_history", smaps(master.pid()));
         let t = stop(&mut master)?;

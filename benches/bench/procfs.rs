@@ -20,6 +20,12 @@ pub fn rss_kb(pid: i32) -> Result<u64> {
     status_field(pid, "VmRSS")
 }
 
+/// Resident anonymous memory (heap, stacks): what the process itself
+/// allocated, as opposed to file-backed text the kernel maps in.
+pub fn anon_kb(pid: i32) -> Result<u64> {
+    status_field(pid, "RssAnon")
+}
+
 pub fn threads(pid: i32) -> Result<u64> {
     status_field(pid, "Threads")
 }
