@@ -1,8 +1,9 @@
 //! The performance benchmark of issue 7: every figure of the reference table,
 //! measured on the real release binaries in one run.
 //!
-//! Run: `scripts/bench [--quick] [--json FILE]` (= `cargo build --release
-//! --bins && cargo bench --bench bench -- ...`). It makes a temp dir with a
+//! Run: `scripts/bench [--quick] [--json FILE] [--keep]` (= `cargo bench
+//! --bench bench -- ...`; the bench profile inherits release, so the
+//! binaries are the release ones). It makes a temp dir with a
 //! master, a worker and a local git repository on free ports (the tests'
 //! `Setup`, shared through `#[path]`), runs the phases below, prints a
 //! Markdown table (p50/p90) and writes JSON (default
@@ -22,12 +23,14 @@
 //! 5. ingestion: 16 threads post distinct signed hooks, then the master is
 //!    killed with SIGKILL mid-stream; every acknowledged change must be in
 //!    the database;
-//! 6. history: builds inserted into the stopped master's database up to
-//!    10,000 (labelled synthetic), then start time, RSS, and the latency
-//!    of `GET /api/v2/builds?limit=50&order=-buildid` and of `/`.
+//! 6. history: real `noop` builds through hooks up to 10,000 (with
+//!    `--quick`: rows inserted into the stopped master's database, labelled
+//!    synthetic), then RSS, start time, and the latency of
+//!    `GET /api/v2/builds?limit=50&order=-buildid` and of `/`.
 //!
-//! Threads: the main thread drives the phases; phases 4 and 5 start client
-//! threads (scoped, joined before the phase ends). No channels.
+//! Threads: the main thread drives the phases; the `noop` builds and the
+//! ingestion start client threads (scoped, joined before the phase ends).
+//! No channels.
 //!
 //! Build start and completion are read from `state.sqlite` with a
 //! read-only connection of our own, polled every 100 µs: WAL readers see
@@ -162,6 +165,20 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The master directory, ports and repository of the whole run.
+/// The history is filled with builds queued this many at a time.
+const FILL_BATCH: usize = 1000;
+
+/// What `Bench::noop_builds` saw.
+struct NoopRun {
+    /// First hook sent → last hook acknowledged.
+    queued: Duration,
+    /// First hook sent → last build complete.
+    done: Duration,
+    /// Master CPU per build, ms.
+    cpu: f64,
+    requests: i64,
+}
+
 struct Bench {
     s: Setup,
     db: PathBuf,
@@ -169,6 +186,8 @@ struct Bench {
     bare: PathBuf,
     report: Report,
     commits: usize,
+    /// `noop` hooks sent so far.
+    noops: u64,
 }
 
 fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
@@ -181,6 +200,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         s,
         report: Report::default(),
         commits: 0,
+        noops: 0,
     };
     b.report.fact("loadavg_at_start", json!(loadavg()));
     b.report.fact(
@@ -259,7 +279,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "kB",
         vec![rss_more],
         Some(6144.0),
-        "as above; levels off at ~5 MB anonymous by ~1,500 builds",
+        "SQLite page caches filling (sequential builds level off at ~5 MB anonymous)",
     );
     for (n, kb) in [(z.builds, anon300), (z.builds + z.noop_builds, anon_more)] {
         b.report.add(
@@ -294,8 +314,16 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
     b.report.fact("start_after_sigkill_ms", json!(t));
     stop(&mut master)?;
 
-    eprintln!("phase 6: history of {} builds (synthetic rows)", z.history);
-    b.history(z.history, z.api_samples)?;
+    eprintln!(
+        "phase 6: history of {} builds ({})",
+        z.history,
+        if quick {
+            "synthetic rows"
+        } else {
+            "real noop builds"
+        }
+    );
+    b.history(z.history, z.api_samples, !quick)?;
 
     let t = Instant::now();
     worker.signal(libc::SIGTERM);
@@ -678,9 +706,9 @@ git checkout -f --detach "$1"
         Ok(())
     }
 
-    /// Phase 4: `n` hooks at once for the `noop` builder; every request
-    /// must run exactly once.
-    fn noop_burst(&mut self, master: &Proc, n: usize) -> Result<()> {
+    /// `n` hooks at once for the `noop` builder, from 8 threads; waits for
+    /// the builds and checks that every request ran exactly once.
+    fn noop_builds(&mut self, master: &Proc, n: usize) -> Result<NoopRun> {
         let db = open_ro(&self.db)?;
         let builder = builder_id(&db, "noop")?;
         let last_build = max_id(&db, "builds", "buildid")?;
@@ -689,6 +717,10 @@ git checkout -f --detach "$1"
         let t0 = Instant::now();
         let threads = 8;
         let www = self.s.www;
+        // Distinct shas and delivery ids across calls (a repeated delivery
+        // id would be answered with the old changes).
+        let base = self.noops;
+        self.noops += n as u64;
         let ids: Vec<i64> = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..threads)
                 .map(|t| {
@@ -696,7 +728,7 @@ git checkout -f --detach "$1"
                         let mut c = Conn::new(www);
                         let mut ids = vec![];
                         for k in (t..n).step_by(threads) {
-                            let sha = format!("{:040x}", 0xb0b0_0000_u64 + k as u64);
+                            let sha = format!("{:040x}", 0xb0b0_0000_u64 + base + k as u64);
                             let body = push_payload(&sha, "noop", &format!("noop {k}"));
                             ids.extend(post_hook(&mut c, &body, &format!("noop-{k}-{sha}"))?);
                         }
@@ -762,6 +794,22 @@ git checkout -f --detach "$1"
             let c: i64 = st.query_row([*id, builder], |r| r.get(0))?;
             ensure!(c == 1, "change {id} has {c} build requests");
         }
+        Ok(NoopRun {
+            queued,
+            done,
+            cpu,
+            requests: reqs,
+        })
+    }
+
+    /// Phase 4: 200 builds queued at once.
+    fn noop_burst(&mut self, master: &Proc, n: usize) -> Result<()> {
+        let NoopRun {
+            queued,
+            done,
+            cpu,
+            requests: reqs,
+        } = self.noop_builds(master, n)?;
         let r = &mut self.report;
         r.fact("noop_all_hooks_acked_ms", json!(ms(queued)));
         r.add_rate(
@@ -903,20 +951,91 @@ git checkout -f --detach "$1"
         Ok(())
     }
 
-    /// Phase 6: fill the stopped master's database up to `total` builds,
-    /// then start it and time the API and the home page.
-    fn history(&mut self, total: i64, samples: usize) -> Result<()> {
-        let added = insert_builds(&self.db, total)?;
-        self.report.fact("synthetic_builds_inserted", json!(added));
-        // The first start after the insert pays for what the insert left
-        // in the page cache; the second is the steady state.
+    /// Real history: `noop` builds through hooks, in batches of 1,000,
+    /// until the database holds `total` builds; then the master's RSS.
+    fn fill_with_builds(&mut self, total: i64) -> Result<()> {
+        let (mut master, _) = self.start_master()?;
+        // The worker reconnects with backoff after the restarts above.
+        self.s.wait_connected(WORKER_NAME);
+        let have: i64 =
+            open_ro(&self.db)?.query_row("SELECT COUNT(*) FROM builds", [], |r| r.get(0))?;
+        let t = Instant::now();
+        let mut left = (total - have).max(0) as usize;
+        let need = left;
+        let (mut rates, mut cpus) = (vec![], vec![]);
+        while left > 0 {
+            let k = left.min(FILL_BATCH);
+            let run = self.noop_builds(&master, k)?;
+            if k == FILL_BATCH {
+                rates.push(k as f64 / run.done.as_secs_f64());
+                cpus.push(run.cpu);
+            }
+            left -= k;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let (rss, anon) = (
+            procfs::rss_kb(master.pid())? as f64,
+            procfs::anon_kb(master.pid())? as f64,
+        );
+        let r = &mut self.report;
+        r.fact(
+            "history_real_builds",
+            json!({"added": need, "seconds": secs, "batch": FILL_BATCH}),
+        );
+        r.add_rate(
+            &format!("{FILL_BATCH} builds queued at once (filling the history), 1 worker"),
+            "builds/s",
+            rates,
+            Some(18.0),
+            "every dispatch loads up to 1,000 queued requests: O(queue) per build",
+        );
+        r.add(
+            &format!("master CPU per build, {FILL_BATCH} queued"),
+            "ms",
+            cpus,
+            Some(3.0),
+            "half of it in the botmaster thread (perf)",
+        );
+        r.add(
+            &format!("master RSS after {total} builds"),
+            "kB",
+            vec![rss],
+            Some(6144.0),
+            "anonymous high-water mark of 1,000-deep queues",
+        );
+        r.add(
+            &format!("master RSS after {total} builds, anonymous part"),
+            "kB",
+            vec![anon],
+            None,
+            "reached with the first 1,000-deep queue, then flat",
+        );
+        stop(&mut master)?;
+        Ok(())
+    }
+
+    /// Phase 6: a history of `total` builds (real ones, or synthetic rows
+    /// inserted into the stopped master's database), then start the master
+    /// and time the API and the home page.
+    fn history(&mut self, total: i64, samples: usize, real: bool) -> Result<()> {
+        // `hist` names the rows: say when the history is synthetic.
+        let hist = if real {
+            self.fill_with_builds(total)?;
+            format!("{total} builds")
+        } else {
+            let added = insert_builds(&self.db, total)?;
+            self.report.fact("synthetic_builds_inserted", json!(added));
+            format!("{total} builds (synthetic)")
+        };
+        // The first start after the fill pays for what it left in the page
+        // cache; the second is the steady state.
         let (mut master, first) = self.start_master()?;
         stop(&mut master)?;
         let (mut master, t) = self.start_master()?;
         self.report
-            .fact("start_first_after_synthetic_insert_ms", json!(first));
+            .fact("start_first_after_history_ms", json!(first));
         self.report.add(
-            &format!("start → HTTP 200 with {total} builds"),
+            &format!("start → HTTP 200 with {hist}"),
             "ms",
             vec![t],
             None,
@@ -977,37 +1096,35 @@ git checkout -f --detach "$1"
         let after_anon = procfs::anon_kb(master.pid())? as f64;
         let r = &mut self.report;
         r.add(
-            &format!("GET /api/v2/builds?limit=50&order=-buildid, {total} builds"),
+            &format!("GET /api/v2/builds?limit=50&order=-buildid, {hist}"),
             "ms",
             api,
             Some(1.0),
             "Nagle on the server socket × the client's delayed ACK",
         );
         r.add(
-            &format!(
-                "GET /api/v2/builds?limit=50&order=-buildid, {total} builds, new connection each"
-            ),
+            &format!("GET /api/v2/builds?limit=50&order=-buildid, {hist}, new connection each"),
             "ms",
             api_fresh,
             Some(1.0),
             "SQL + JSON + connect",
         );
         r.add(
-            &format!("GET / (home page), {total} builds"),
+            &format!("GET / (home page), {hist}"),
             "ms",
             home,
             None,
             "as above",
         );
         r.add(
-            &format!("GET / (home page), {total} builds, new connection each"),
+            &format!("GET / (home page), {hist}, new connection each"),
             "ms",
             home_fresh,
             None,
             "SQL + HTML + connect",
         );
         r.add(
-            &format!("master idle RSS with {total} builds"),
+            &format!("master idle RSS with {hist}"),
             "kB",
             vec![idle],
             Some(6144.0),
@@ -1024,14 +1141,14 @@ git checkout -f --detach "$1"
             "SQLite page caches of the 4 HTTP connections",
         );
         r.add(
-            &format!("master idle RSS with {total} builds, anonymous part"),
+            &format!("master idle RSS with {hist}, anonymous part"),
             "kB",
             vec![idle_anon],
             None,
             "as without history",
         );
         r.add(
-            &format!("master RSS after the requests, {total} builds, anonymous part"),
+            &format!("master RSS after the requests, {hist}, anonymous part"),
             "kB",
             vec![after_anon],
             None,
@@ -1039,7 +1156,7 @@ git checkout -f --detach "$1"
         );
         r.fact("master_smaps_history", smaps(master.pid()));
         let t = stop(&mut master)?;
-        r.fact(&format!("stop_with_{total}_builds_ms"), json!(t));
+        r.fact("stop_with_history_ms", json!(t));
         Ok(())
     }
 }
