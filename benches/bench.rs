@@ -51,7 +51,7 @@ use anyhow::{bail, ensure, Context, Result};
 use argh::FromArgs;
 use common::*;
 use http::Conn;
-use report::{percentile, Report};
+use report::{percentile, Report, Target};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -233,21 +233,21 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "master idle RSS",
         "kB",
         vec![idle_rss],
-        Some(4096.0),
+        Target::AtMost(4096.0),
         "~1.5 MB anonymous; the rest is file-backed text (binary mapped almost whole, libc)",
     );
     b.report.add(
         "worker idle RSS",
         "kB",
         vec![worker_rss],
-        Some(2048.0),
+        Target::AtMost(2048.0),
         "~0.25 MB anonymous; the rest is file-backed text (binary, libc)",
     );
     b.report.add(
         "master idle RSS, anonymous part",
         "kB",
         vec![idle_anon],
-        None,
+        Target::None,
         "heap, thread stacks, SQLite caches",
     );
     b.report
@@ -271,14 +271,14 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         &format!("master RSS after {} builds", z.builds),
         "kB",
         vec![rss300],
-        Some(6144.0),
+        Target::AtMost(6144.0),
         "anonymous grows: SQLite page caches (2 MB per connection by default), malloc arenas",
     );
     b.report.add(
         &format!("master RSS after {} builds", z.builds + z.noop_builds),
         "kB",
         vec![rss_more],
-        Some(6144.0),
+        Target::AtMost(6144.0),
         "SQLite page caches filling (sequential builds level off at ~5 MB anonymous)",
     );
     for (n, kb) in [(z.builds, anon300), (z.builds + z.noop_builds, anon_more)] {
@@ -286,7 +286,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
             &format!("master RSS after {n} builds, anonymous part"),
             "kB",
             vec![kb],
-            None,
+            Target::None,
             "the part that could grow with builds",
         );
     }
@@ -302,7 +302,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "stop with the worker connected, after the builds",
         "ms",
         vec![t],
-        Some(20.0),
+        Target::AtMost(20.0),
         "closing the worker connection, joining threads",
     );
 
@@ -335,14 +335,14 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "start → HTTP 200 (no worker)",
         "ms",
         starts,
-        Some(5.0),
+        Target::AtMost(5.0),
         "exec, config, 7 SQLite connections, a commit before bind, 15 threads",
     );
     b.report.add(
         "stop, SIGTERM → exit (no worker)",
         "ms",
         stops,
-        Some(20.0),
+        Target::AtMost(20.0),
         "joining threads",
     );
     let size = |p: &str| {
@@ -357,7 +357,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "installed size (both binaries)",
         "kB",
         vec![(ms_ + ws) / 1024.0],
-        Some(8192.0),
+        Target::AtMost(8192.0),
         "bundled SQLite (1.4 MB of text), std, serde, toml, regex, tiny_http",
     );
     b.report.fact("loadavg_at_end", json!(loadavg()));
@@ -505,27 +505,10 @@ impl Bench {
         git(&self.s.repo, &["commit", "-q", "-m", "data"]);
         let url = format!("file://{}", self.s.repo.display());
         std::fs::create_dir_all(&self.bare)?;
-        self.bare_git(&["init", "-q"])?;
-        self.bare_git(&["remote", "add", "origin", &url])?;
-        self.bare_git(&["fetch", "-q", "origin", "master"])?;
+        git(&self.bare, &["init", "-q"]);
+        git(&self.bare, &["remote", "add", "origin", &url]);
+        git(&self.bare, &["fetch", "-q", "origin", "master"]);
         Ok(())
-    }
-
-    fn bare_git(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&self.bare)
-            .env("PATH", SYSTEM_PATH)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(Stdio::null())
-            .output()
-            .context("running git")?;
-        ensure!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// A new commit on master (outside any timing); returns its sha.
@@ -664,42 +647,42 @@ git checkout -f --detach "$1"
             "bare job by hand (the floor)",
             "ms",
             bare,
-            None,
+            Target::None,
             "git fetch/checkout + python3, one sh script",
         );
         r.add(
             "Gitea push hook answered",
             "ms",
             ack,
-            Some(1.0),
+            Target::AtMost(1.0),
             "HTTP + HMAC + JSON + one group commit (no fsync)",
         );
         r.add(
             "hook → build started",
             "ms",
             started,
-            Some(5.0),
+            Target::AtMost(5.0),
             "3 commits: hook, scheduler, botmaster claim",
         );
         r.add(
             "hook → build complete",
             "ms",
             done,
-            None,
+            Target::None,
             "bare job + overhead",
         );
         r.add(
             "hook → complete − bare job",
             "ms",
             over,
-            Some(10.0),
+            Target::AtMost(10.0),
             "worker spawn/reap per process, 2 step round trips, commits",
         );
         r.add(
             "master CPU per build (hello-world)",
             "ms",
             vec![mcpu],
-            Some(3.0),
+            Target::AtMost(3.0),
             "~60% kernel: thread hand-offs, log dir/file creation, WAL writes",
         );
         r.fact("worker_cpu_per_build_ms", json!(wcpu));
@@ -812,18 +795,18 @@ git checkout -f --detach "$1"
         } = self.noop_builds(master, n)?;
         let r = &mut self.report;
         r.fact("noop_all_hooks_acked_ms", json!(ms(queued)));
-        r.add_rate(
+        r.add(
             &format!("{n} builds queued at once, 1 worker"),
             "builds/s",
             vec![n as f64 / done.as_secs_f64()],
-            Some(18.0),
+            Target::AtLeast(18.0),
             "serial on one worker: round trips + commits + fork/exec of `true`",
         );
         r.add(
             "master CPU per build (noop)",
             "ms",
             vec![cpu],
-            Some(3.0),
+            Target::AtMost(3.0),
             "includes the hook",
         );
         r.fact(
@@ -923,18 +906,18 @@ git checkout -f --detach "$1"
         )?;
         let n = acked.len() as f64;
         let r = &mut self.report;
-        r.add_rate(
+        r.add(
             &format!("hook ingestion, {clients} concurrent clients"),
             "hooks/s",
             vec![n / elapsed.as_secs_f64()],
-            Some(5000.0),
+            Target::AtLeast(5000.0),
             "CPU: 2 cores shared by master and the 16 clients",
         );
         r.add(
             &format!("hook answered under {clients}-client load"),
             "ms",
             lat,
-            None,
+            Target::None,
             "CPU contention, queueing behind the writer",
         );
         r.fact(
@@ -982,32 +965,32 @@ git checkout -f --detach "$1"
             "history_real_builds",
             json!({"added": need, "seconds": secs, "batch": FILL_BATCH}),
         );
-        r.add_rate(
+        r.add(
             &format!("{FILL_BATCH} builds queued at once (filling the history), 1 worker"),
             "builds/s",
             rates,
-            Some(18.0),
+            Target::AtLeast(18.0),
             "every dispatch loads up to 1,000 queued requests: O(queue) per build",
         );
         r.add(
             &format!("master CPU per build, {FILL_BATCH} queued"),
             "ms",
             cpus,
-            Some(3.0),
+            Target::AtMost(3.0),
             "half of it in the botmaster thread (perf)",
         );
         r.add(
             &format!("master RSS after {total} builds"),
             "kB",
             vec![rss],
-            Some(6144.0),
+            Target::AtMost(6144.0),
             "anonymous high-water mark of 1,000-deep queues",
         );
         r.add(
             &format!("master RSS after {total} builds, anonymous part"),
             "kB",
             vec![anon],
-            None,
+            Target::None,
             "reached with the first 1,000-deep queue, then flat",
         );
         stop(&mut master)?;
@@ -1038,7 +1021,7 @@ git checkout -f --detach "$1"
             &format!("start → HTTP 200 with {hist}"),
             "ms",
             vec![t],
-            None,
+            Target::None,
             "as above; history is not loaded at start",
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -1099,35 +1082,35 @@ git checkout -f --detach "$1"
             &format!("GET /api/v2/builds?limit=50&order=-buildid, {hist}"),
             "ms",
             api,
-            Some(1.0),
+            Target::AtMost(1.0),
             "Nagle on the server socket × the client's delayed ACK",
         );
         r.add(
             &format!("GET /api/v2/builds?limit=50&order=-buildid, {hist}, new connection each"),
             "ms",
             api_fresh,
-            Some(1.0),
+            Target::AtMost(1.0),
             "SQL + JSON + connect",
         );
         r.add(
             &format!("GET / (home page), {hist}"),
             "ms",
             home,
-            None,
+            Target::None,
             "as above",
         );
         r.add(
             &format!("GET / (home page), {hist}, new connection each"),
             "ms",
             home_fresh,
-            None,
+            Target::None,
             "SQL + HTML + connect",
         );
         r.add(
             &format!("master idle RSS with {hist}"),
             "kB",
             vec![idle],
-            Some(6144.0),
+            Target::AtMost(6144.0),
             "as without history: nothing is loaded",
         );
         r.add(
@@ -1137,21 +1120,21 @@ git checkout -f --detach "$1"
             ),
             "kB",
             vec![after],
-            Some(6144.0),
+            Target::AtMost(6144.0),
             "SQLite page caches of the 4 HTTP connections",
         );
         r.add(
             &format!("master idle RSS with {hist}, anonymous part"),
             "kB",
             vec![idle_anon],
-            None,
+            Target::None,
             "as without history",
         );
         r.add(
             &format!("master RSS after the requests, {hist}, anonymous part"),
             "kB",
             vec![after_anon],
-            None,
+            Target::None,
             "page caches fill to their cap, then stay",
         );
         r.fact("master_smaps_history", smaps(master.pid()));

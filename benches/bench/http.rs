@@ -28,25 +28,21 @@ impl Conn {
         }
     }
 
-    /// Connects if not connected; `Err` while nothing listens yet.
-    fn stream(&mut self) -> Result<&mut BufReader<TcpStream>> {
-        if self.reader.is_none() {
-            let s = TcpStream::connect(self.addr)?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(30)))?;
-            self.reader = Some(BufReader::with_capacity(64 * 1024, s));
-        }
-        self.reader
-            .as_mut()
-            .context("connection vanished right after connecting")
+    /// A new connection; `Err` while nothing listens yet.
+    fn connect(&self) -> Result<BufReader<TcpStream>> {
+        let s = TcpStream::connect(self.addr)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(BufReader::with_capacity(64 * 1024, s))
     }
 
     pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
         self.request("GET", path, &[], &[])
     }
 
-    /// One request and its whole response. On any error the connection is
-    /// dropped, so the next call starts afresh.
+    /// One request and its whole response. The connection is taken out for
+    /// the exchange and put back only after a whole response, so after any
+    /// error the next call starts on a new one.
     pub fn request(
         &mut self,
         method: &str,
@@ -54,20 +50,10 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(u16, Vec<u8>)> {
-        let r = self.exchange(method, path, headers, body);
-        if r.is_err() {
-            self.reader = None;
-        }
-        r
-    }
-
-    fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<(u16, Vec<u8>)> {
+        let mut r = match self.reader.take() {
+            Some(r) => r,
+            None => self.connect()?,
+        };
         // One write per request: headers and body leave in the same segment.
         self.buf.clear();
         write!(
@@ -81,11 +67,7 @@ impl Conn {
         }
         self.buf.extend_from_slice(b"\r\n");
         self.buf.extend_from_slice(body);
-        let req = std::mem::take(&mut self.buf);
-        let w = self.stream()?.get_mut().write_all(&req);
-        self.buf = req;
-        w?;
-        let r = self.stream()?;
+        r.get_mut().write_all(&self.buf)?;
         let mut line = String::new();
         if r.read_line(&mut line)? == 0 {
             bail!("connection closed before the status line");
@@ -134,8 +116,8 @@ impl Conn {
             r.read_to_end(&mut out)?;
             close = true;
         }
-        if close {
-            self.reader = None;
+        if !close {
+            self.reader = Some(r);
         }
         Ok((status, out))
     }

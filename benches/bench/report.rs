@@ -5,15 +5,21 @@
 
 use serde_json::{json, Value};
 
+/// Issue 7's target for a measure.
+#[derive(Clone, Copy)]
+pub enum Target {
+    None,
+    /// Latency, memory, size: lower is better.
+    AtMost(f64),
+    /// Throughput: higher is better.
+    AtLeast(f64),
+}
+
 pub struct Row {
     pub name: String,
     pub unit: &'static str,
     pub samples: Vec<f64>,
-    pub target: String,
-    /// Whether lower is better (latency, memory) or higher (throughput).
-    pub higher_is_better: bool,
-    /// The target as a number, to print pass or miss.
-    pub limit: Option<f64>,
+    pub target: Target,
     pub note: String,
 }
 
@@ -36,10 +42,23 @@ impl Row {
         percentile(&self.samples, 90.0)
     }
     fn verdict(&self) -> &'static str {
-        match self.limit {
-            None => "",
-            Some(l) if self.higher_is_better == (self.p50() >= l) => "yes",
-            Some(_) => "**no**",
+        let met = match self.target {
+            Target::None => return "",
+            Target::AtMost(l) => self.p50() <= l,
+            Target::AtLeast(l) => self.p50() >= l,
+        };
+        if met {
+            "yes"
+        } else {
+            "**no**"
+        }
+    }
+
+    fn target_text(&self) -> String {
+        match self.target {
+            Target::None => "—".into(),
+            Target::AtMost(l) => format!("≤ {}", fmt(l, self.unit)),
+            Target::AtLeast(l) => format!("≥ {}", fmt(l, self.unit)),
         }
     }
 }
@@ -75,51 +94,20 @@ fn fmt(v: f64, unit: &str) -> String {
 }
 
 impl Report {
-    /// A lower-is-better measure.
+    /// Adds a measure and prints it on stderr as it comes.
     pub fn add(
         &mut self,
         name: &str,
         unit: &'static str,
         samples: Vec<f64>,
-        limit: Option<f64>,
+        target: Target,
         note: &str,
     ) {
-        self.push(name, unit, samples, limit, false, note);
-    }
-
-    /// A higher-is-better measure (throughput).
-    pub fn add_rate(
-        &mut self,
-        name: &str,
-        unit: &'static str,
-        samples: Vec<f64>,
-        limit: Option<f64>,
-        note: &str,
-    ) {
-        self.push(name, unit, samples, limit, true, note);
-    }
-
-    fn push(
-        &mut self,
-        name: &str,
-        unit: &'static str,
-        samples: Vec<f64>,
-        limit: Option<f64>,
-        higher: bool,
-        note: &str,
-    ) {
-        let target = match limit {
-            None => "—".to_string(),
-            Some(l) if higher => format!("≥ {}", fmt(l, unit)),
-            Some(l) => format!("≤ {}", fmt(l, unit)),
-        };
         let row = Row {
             name: name.into(),
             unit,
             samples,
             target,
-            higher_is_better: higher,
-            limit,
             note: note.into(),
         };
         eprintln!(
@@ -145,7 +133,7 @@ impl Report {
             s += &format!(
                 "| {} | {} | {} | {} | {} | {} | {} |\n",
                 r.name,
-                r.target,
+                r.target_text(),
                 fmt(r.p50(), r.unit),
                 fmt(r.p90(), r.unit),
                 r.samples.len(),
@@ -164,8 +152,11 @@ impl Report {
                 json!({
                     "measure": r.name,
                     "unit": r.unit,
-                    "target": r.limit,
-                    "higher_is_better": r.higher_is_better,
+                    "target": match r.target {
+                        Target::None => None,
+                        Target::AtMost(l) | Target::AtLeast(l) => Some(l),
+                    },
+                    "higher_is_better": matches!(r.target, Target::AtLeast(_)),
                     "p50": r.p50(),
                     "p90": r.p90(),
                     "min": percentile(&r.samples, 0.0),
