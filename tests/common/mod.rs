@@ -122,9 +122,20 @@ impl Drop for Proc {
 
 /// Starts a `--nodaemon` daemon and waits for its ready line on stdout.
 pub fn start_daemon(bin: &str, args: &[&str], name: &str) -> (Proc, String) {
+    start_daemon_env(bin, args, name, &[("RUST_LOG", "debug")])
+}
+
+/// As [`start_daemon`], with these environment variables instead of the
+/// tests' debug logging (the benchmark runs daemons as users do).
+pub fn start_daemon_env(
+    bin: &str,
+    args: &[&str],
+    name: &str,
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     let mut child = Command::new(bin)
         .args(args)
-        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -305,6 +316,11 @@ command = ["/usr/bin/python3", "test_hello.py"]
 
     /// create-worker + start --nodaemon; returns the worker process.
     pub fn start_worker(&self, name: &str, password: &str) -> Proc {
+        self.start_worker_env(name, password, &[("RUST_LOG", "debug")])
+    }
+
+    /// As [`Setup::start_worker`], with these environment variables.
+    pub fn start_worker_env(&self, name: &str, password: &str, env: &[(&str, &str)]) -> Proc {
         let dir = self.tmp.path().join(name);
         if !dir.exists() {
             run_ok(
@@ -320,10 +336,11 @@ command = ["/usr/bin/python3", "test_hello.py"]
                 ],
             );
         }
-        let (p, _line) = start_daemon(
+        let (p, _line) = start_daemon_env(
             WORKER,
             &["start", "--nodaemon", dir.to_str().unwrap()],
             name,
+            env,
         );
         p
     }
