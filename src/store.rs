@@ -778,7 +778,11 @@ pub struct PendingRequest {
 }
 
 /// Unclaimed requests of one builder, highest priority then oldest first.
-pub fn pending_requests(conn: &Connection, builder: &str, limit: i64) -> Result<Vec<PendingRequest>> {
+pub fn pending_requests(
+    conn: &Connection,
+    builder: &str,
+    limit: i64,
+) -> Result<Vec<PendingRequest>> {
     let mut st = conn.prepare_cached(
         "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
                 bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
