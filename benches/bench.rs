@@ -96,6 +96,9 @@ builders = ["noop"]
 [[builders]]
 name = "noop"
 workers = ["example-worker"]
+# Every hook must give a build of its own: the figure is builds per second,
+# and collapsing (on by default) would fold a queued burst into a few.
+collapse_requests = false
 [[builders.steps]]
 type = "shell"
 name = "true"
