@@ -358,6 +358,8 @@ static BUILDREQUESTS: Resource = Resource {
         fld("submitted_at", "br.submitted_at", Int),
         fld("complete_at", "br.complete_at", Int),
         fld("waited_for", "br.waited_for", Bool),
+        // Not in Buildbot: the build that covered a collapsed (SKIPPED) request.
+        fld("collapsed_into", "br.collapsed_into", Int),
         // As Buildbot: a request's properties are its buildset's.
         fld(
             "properties",
@@ -1862,7 +1864,7 @@ mod tests {
             &json!({"buildrequestid":1,"buildsetid":1,"builderid":1,"priority":0,
                 "claimed":true,"claimed_at":1001,"claimed_by_masterid":1,"complete":true,
                 "results":0,"submitted_at":1000,"complete_at":1100,"waited_for":false,
-                "properties":null})
+                "collapsed_into":null,"properties":null})
         );
         assert_eq!(v["buildrequests"][2]["claimed"], false);
         assert_eq!(v["buildrequests"][2]["claimed_by_masterid"], Value::Null);

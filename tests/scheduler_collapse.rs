@@ -68,6 +68,14 @@ fn queued_pushes_collapse_into_the_newest() {
     );
     let first_build = builds[0]["buildid"].as_i64();
     assert_eq!(covered, [first_build, first_build, None, None]);
+    // The API shows which build covered each collapsed request.
+    let via_api: Vec<Option<i64>> = reqs["buildrequests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["collapsed_into"].as_i64())
+        .collect();
+    assert_eq!(via_api, covered, "{reqs}");
     let buildset_results: Vec<i64> = db_query(
         &s.master,
         "SELECT results FROM buildsets ORDER BY buildsetid",
