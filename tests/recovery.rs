@@ -145,62 +145,12 @@ fn second_worker_with_a_connected_name_is_refused() {
     let _w1 = s.start_worker("example-worker", "pass");
     s.wait_connected("example-worker");
     // Same name from another directory.
-    let dir2 = s.tmp.path().join("imposter");
-    run_ok(
-        WORKER,
-        &[
-            "create-worker",
-            dir2.to_str().unwrap(),
-            &format!("127.0.0.1:{}", s.wport),
-            "example-worker",
-            "pass",
-        ],
-    );
-    let (_w2, _) = start_daemon(
-        WORKER,
-        &["start", "--nodaemon", dir2.to_str().unwrap()],
-        "w2",
-    );
-    let log = s.master.join("master.log");
-    wait_for(
-        "the master to refuse the duplicate",
-        Duration::from_secs(30),
-        || {
-            std::fs::read_to_string(&log)
-                .ok()?
-                .contains("already connected")
-                .then_some(())
-        },
-    );
+    let debug = [("RUST_LOG", "debug")];
+    let _w2 = s.start_worker_in("imposter", "example-worker", "pass", &debug);
+    s.wait_master_log("already connected");
     // A wrong password is refused too.
-    let (_w3, _) = {
-        let dir3 = s.tmp.path().join("wrongpw");
-        run_ok(
-            WORKER,
-            &[
-                "create-worker",
-                dir3.to_str().unwrap(),
-                &format!("127.0.0.1:{}", s.wport),
-                "second-worker",
-                "not-the-password",
-            ],
-        );
-        start_daemon(
-            WORKER,
-            &["start", "--nodaemon", dir3.to_str().unwrap()],
-            "w3",
-        )
-    };
-    wait_for(
-        "the master to refuse the wrong password",
-        Duration::from_secs(30),
-        || {
-            std::fs::read_to_string(&log)
-                .ok()?
-                .contains("worker login failed for \"second-worker\"")
-                .then_some(())
-        },
-    );
+    let _w3 = s.start_worker_in("wrongpw", "second-worker", "not-the-password", &debug);
+    s.wait_master_log("worker login failed for \"second-worker\"");
     let w = get_json(&s.url("/api/v2/workers/second-worker"));
     assert_eq!(w["workers"][0]["connected_to"], serde_json::json!([]));
 }

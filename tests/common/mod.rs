@@ -321,7 +321,19 @@ command = ["/usr/bin/python3", "test_hello.py"]
 
     /// As [`Setup::start_worker`], with these environment variables.
     pub fn start_worker_env(&self, name: &str, password: &str, env: &[(&str, &str)]) -> Proc {
-        let dir = self.tmp.path().join(name);
+        self.start_worker_in(name, name, password, env)
+    }
+
+    /// A worker called `name` in the directory `<tmp>/<dir>` (created on
+    /// first use), e.g. a second worker claiming a name already in use.
+    pub fn start_worker_in(
+        &self,
+        dir: &str,
+        name: &str,
+        password: &str,
+        env: &[(&str, &str)],
+    ) -> Proc {
+        let dir = self.tmp.path().join(dir);
         if !dir.exists() {
             run_ok(
                 WORKER,
@@ -343,6 +355,21 @@ command = ["/usr/bin/python3", "test_hello.py"]
             env,
         );
         p
+    }
+
+    /// Waits until `master.log` says `needle`.
+    pub fn wait_master_log(&self, needle: &str) {
+        let log = self.master.join("master.log");
+        wait_for(
+            &format!("master.log to say {needle:?}"),
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&log)
+                    .ok()?
+                    .contains(needle)
+                    .then_some(())
+            },
+        );
     }
 
     pub fn wait_connected(&self, name: &str) {
