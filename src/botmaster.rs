@@ -238,26 +238,7 @@ impl Botmaster {
         // new ones. Read here, so a pause needs no message of its own (an
         // unpause sends RequestsAdded to get here again).
         let paused = store::paused_workers(&self.reader)?;
-        // Only builders with a free slot can start anything, and each can
-        // start at most a few builds now: loading just their oldest requests
-        // keeps a dispatch O(free slots), however deep the queue (a
-        // 1,000-deep queue made every build pay for loading all of it).
-        let mut pending: Vec<PendingRequest> = vec![];
-        for b in &self.cfg.builders {
-            let free = b.workers.iter().any(|w| {
-                !paused.contains(w)
-                    && self.workers.get(w).is_some_and(|a| {
-                        let max = self.cfg.worker(w).map_or(0, |c| c.max_builds as usize);
-                        a.running.len() < max && !a.running.values().any(|r| *r == b.name)
-                    })
-            });
-            if free {
-                pending.extend(store::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
-            }
-        }
-        pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
-        // (request to build, worker, older requests it covers)
-        let mut plan: Vec<(PendingRequest, String, Vec<i64>)> = vec![];
+        // Builds per attached worker, updated as this round plans more.
         let mut load: BTreeMap<String, usize> = self
             .workers
             .iter()
@@ -270,6 +251,28 @@ impl Botmaster {
             .iter()
             .flat_map(|(n, w)| w.running.values().map(move |b| (n.clone(), b.clone())))
             .collect();
+        let slot = |w: &String,
+                    builder: &str,
+                    load: &BTreeMap<String, usize>,
+                    busy: &HashSet<(String, String)>| {
+            free_slot(&self.cfg, &paused, load, busy, w, builder)
+        };
+        // Only builders with a free slot can start anything, and each can
+        // start at most a few builds now: loading just their oldest requests
+        // keeps a dispatch O(free slots), however deep the queue (a
+        // 1,000-deep queue made every build pay for loading all of it).
+        let mut pending: Vec<PendingRequest> = vec![];
+        for b in &self.cfg.builders {
+            if b.workers
+                .iter()
+                .any(|w| slot(w, &b.name, &load, &busy).is_some())
+            {
+                pending.extend(store::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
+            }
+        }
+        pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
+        // (request to build, worker, older requests it covers)
+        let mut plan: Vec<(PendingRequest, String, Vec<i64>)> = vec![];
         // Requests folded into another one of this round (collapsing).
         let mut consumed: HashSet<i64> = HashSet::new();
         for req in &pending {
@@ -283,13 +286,7 @@ impl Botmaster {
             let pick = builder
                 .workers
                 .iter()
-                .filter(|w| !paused.contains(*w))
-                .filter_map(|w| {
-                    let max = self.cfg.worker(w)?.max_builds as usize;
-                    let n = *load.get(w)?;
-                    let free = n < max && !busy.contains(&(w.clone(), req.builder.clone()));
-                    free.then_some((n, w))
-                })
+                .filter_map(|w| Some((slot(w, &req.builder, &load, &busy)?, w)))
                 .min();
             let Some((_, w)) = pick else {
                 continue;
@@ -406,6 +403,24 @@ fn collapse_key(r: &PendingRequest) -> impl PartialEq + '_ {
         revision,
         pr,
     )
+}
+
+/// The load of `worker` if it can take a build of `builder` now: attached,
+/// not paused, under its `max_builds`, and not already building `builder`.
+fn free_slot(
+    cfg: &Config,
+    paused: &HashSet<String>,
+    load: &BTreeMap<String, usize>,
+    busy: &HashSet<(String, String)>,
+    worker: &String,
+    builder: &str,
+) -> Option<usize> {
+    let max = cfg.worker(worker)?.max_builds as usize;
+    let n = *load.get(worker)?;
+    let free = !paused.contains(worker)
+        && n < max
+        && !busy.contains(&(worker.clone(), builder.to_string()));
+    free.then_some(n)
 }
 
 /// The properties a build starts with: the buildset's (change and scheduler

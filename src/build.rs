@@ -130,15 +130,6 @@ pub fn contribution(step: &StepCfg, r: i64) -> (i64, bool) {
     }
 }
 
-/// The value of a property as text.
-fn prop_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// `MINIBOT_<NAME>`: upper case, anything but letters and digits as `_`.
 pub fn env_name(prop: &str) -> String {
     let mut s = String::from("MINIBOT_");
@@ -184,7 +175,7 @@ fn expand(s: &str, mut sub: impl FnMut(&str, Option<&str>) -> String) -> String 
 /// Interpolates a value that is passed as data (argv element, env value).
 pub fn interpolate(s: &str, props: &Props) -> String {
     expand(s, |name, default| match props.get(name) {
-        Some((v, _)) if !v.is_null() => prop_text(v),
+        Some((v, _)) if !v.is_null() => model::value_text(v),
         _ => default.unwrap_or("").to_string(),
     })
 }
@@ -260,7 +251,7 @@ impl RunningBuild {
                 };
                 let mut env: BTreeMap<String, String> = props
                     .iter()
-                    .map(|(k, (v, _))| (env_name(k), prop_text(v)))
+                    .map(|(k, (v, _))| (env_name(k), model::value_text(v)))
                     .collect();
                 for (k, v) in &step.env {
                     env.insert(k.clone(), interpolate(v, props));

@@ -49,6 +49,16 @@ pub struct NewChange {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+/// A property (or other JSON value) as plain text: strings without their
+/// quotes, null as nothing, anything else as JSON.
+pub fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
 /// Current Unix time in seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -604,11 +604,7 @@ fn force_field(sched: &str, p: &crate::config::ForceParam) -> String {
     let name = escape_html(&p.name);
     let id = format!("{name}-{sched}");
     let label = escape_html(p.label());
-    let default = match p.default_json() {
-        serde_json::Value::String(v) => v,
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
+    let default = crate::model::value_text(&p.default_json());
     let value = escape_html(&default);
     let required = if p.required { " required" } else { "" };
     let label_tag = format!("<label for=\"{id}\">{label}</label>");
@@ -1008,11 +1004,7 @@ fn properties_section(conn: &Connection, buildid: i64) -> Result<String> {
     let rows: Vec<Vec<String>> = props
         .iter()
         .map(|(k, (v, src))| {
-            let v = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Null => String::new(),
-                other => other.to_string(),
-            };
+            let v = crate::model::value_text(v);
             vec![
                 escape_html(k),
                 format!("{WRAP}{}", or_dash(&v)),
