@@ -367,7 +367,7 @@ impl ForceParam {
             }
         }
         if let (Some(re), Some(s)) = (&self.regex, out.as_str()) {
-            let ok = regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s));
+            let ok = regex_lite::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s));
             // An empty optional value is fine whatever the regex says.
             if !ok && (!s.is_empty() || self.required) {
                 return Err(format!("{name}: {s:?} does not match {re:?}"));
@@ -1812,10 +1812,10 @@ fn check_force_params(at: &str, s: &SchedulerCfg, p: &mut Problems) {
                     &format!("{at}.regex"),
                     "only string and text parameters take this key",
                 );
-            } else if let Err(e) = regex::Regex::new(re) {
+            } else if let Err(e) = regex_lite::Regex::new(re) {
                 p.add(
                     &format!("{at}.regex"),
-                    format_args!("invalid regex {re:?}: {}", regex_reason(&e)),
+                    format_args!("invalid regex {re:?}: {}", one_line(&e.to_string())),
                 );
             }
         }
@@ -1961,10 +1961,10 @@ fn check_schedulers(cfg: &Config, p: &mut Problems) {
         ];
         for (k, re) in regexes {
             let Some(re) = re else { continue };
-            if let Err(e) = regex::Regex::new(re) {
+            if let Err(e) = regex_lite::Regex::new(re) {
                 p.add(
                     &format!("{at}.{k}"),
-                    format_args!("invalid regex {re:?}: {}", regex_reason(&e)),
+                    format_args!("invalid regex {re:?}: {}", one_line(&e.to_string())),
                 );
             }
         }
@@ -2363,16 +2363,6 @@ fn io_reason(e: &std::io::Error) -> String {
         Some(i) => s[..i].to_string(),
         None => s,
     }
-}
-
-/// The regex crate's multi-line message reduced to its last "error:" line.
-fn regex_reason(e: &regex::Error) -> String {
-    let s = e.to_string();
-    s.lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("error: "))
-        .map(str::to_string)
-        .unwrap_or_else(|| one_line(&s))
 }
 
 fn one_line(s: &str) -> String {
@@ -2779,7 +2769,7 @@ command = "make test"
         );
         assert_problem(
             &sched("type = \"any_branch\"\nbranch_regex = \"(release\"\n"),
-            "schedulers[1].branch_regex: invalid regex \"(release\": unclosed group",
+            "schedulers[1].branch_regex: invalid regex \"(release\": found open group without closing ')'",
         );
         assert_problem(
             &sched("type = \"any_branch\"\ntag_regex = \"v[\"\n"),

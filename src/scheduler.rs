@@ -28,7 +28,7 @@ use crate::config::{Config, CronField, SchedulerCfg};
 use crate::store::{self, ChangeRow, Props, SourceStamp, Store};
 use anyhow::Result;
 use crossbeam_channel::{after, select, Receiver, Sender};
-use regex::Regex;
+use regex_lite::Regex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
