@@ -422,11 +422,7 @@ impl Store {
     /// the start; each costs its schema, lookaside and page cache in RSS,
     /// and opening it reads the schema.
     pub fn reader(&self) -> Result<Reader> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {
             Some(c) => c,
             None => open_reader(&self.path)?,

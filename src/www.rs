@@ -280,7 +280,11 @@ fn handle(mut req: Request, ctx: &WwwCtx, shared: &Shared) {
         Ok(c) => c,
         Err(e) => {
             log::error!("http: {e:#}");
-            return send(req, &path, error(503, "cannot read the database; see master.log"));
+            return send(
+                req,
+                &path,
+                error(503, "cannot read the database; see master.log"),
+            );
         }
     };
     let addr = req

@@ -235,7 +235,7 @@ impl Reporters {
             let made = match r.kind.as_str() {
                 "gitea_status" => {
                     start_outbox(&mut self.statuses, &mut self.outboxes, "gitea-status")
-                    .and_then(|_| gitea::Target::new(r, &self.master_dir))
+                        .and_then(|_| gitea::Target::new(r, &self.master_dir))
                         .map(|t| Active::Gitea(r.clone(), Arc::new(t)))
                 }
                 "mail" => start_outbox(&mut self.mails, &mut self.outboxes, "mail")

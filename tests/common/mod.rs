@@ -974,6 +974,20 @@ command = ["/usr/bin/python3", "-u", "{}", "{}"]
     )
 }
 
+/// The names of a process's threads (`/proc/<pid>/task/*/comm`), sorted.
+pub fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim_end().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Whether a process is gone (or a zombie nobody reaped yet).
 pub fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
