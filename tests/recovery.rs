@@ -224,16 +224,7 @@ fn reconfig_starts_and_stops_the_reporter_and_poller_threads() {
     let gitea = FakeGitea::start(free_port(), TOKEN);
     write_private(&s.master.join("gitea-token"), &format!("{TOKEN}\n"));
     let upstream = s.tmp.path().join("gitea.git");
-    run_ok(
-        "git",
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            s.repo.to_str().unwrap(),
-            upstream.to_str().unwrap(),
-        ],
-    );
+    s.bare_clone(&upstream);
     let cfg_path = s.master.join("master.cfg");
     let good = std::fs::read_to_string(&cfg_path).unwrap();
     let extra = format!(
@@ -242,15 +233,9 @@ fn reconfig_starts_and_stops_the_reporter_and_poller_threads() {
 type = "gitea_status"
 base_url = "{}"
 token_file = "gitea-token"
-[[change_source]]
-type = "git_poller"
-repourl = "file://{}"
-branches = ["master"]
-poll_interval = 1
-poll_at_launch = true
-"#,
+{}"#,
         gitea.url(),
-        upstream.display()
+        git_poller_cfg(&upstream)
     );
     std::fs::write(&cfg_path, format!("{good}{extra}")).unwrap();
     let dir = s.master.to_str().unwrap();
