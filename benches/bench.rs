@@ -237,7 +237,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "kB",
         vec![idle_rss],
         Target::AtMost(4096.0),
-        "~1.5 MB anonymous; the rest is file-backed text (binary mapped almost whole, libc)",
+        "~1.3 MB anonymous; the rest is file-backed text (binary mapped almost whole, libc)",
     );
     b.report.add(
         "worker idle RSS",
@@ -339,7 +339,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "ms",
         starts,
         Target::AtMost(5.0),
-        "exec, config, 7 SQLite connections, a commit before bind, 15 threads",
+        "exec, config, writer connection (schema, WAL index), the recovery commit, 15 threads",
     );
     b.report.add(
         "stop, SIGTERM → exit (no worker)",
@@ -1124,7 +1124,7 @@ git checkout -f --detach "$1"
             "kB",
             vec![after],
             Target::AtMost(6144.0),
-            "SQLite page caches of the 4 HTTP connections",
+            "page caches of the pooled reader connections (one when requests come one at a time)",
         );
         r.add(
             &format!("master idle RSS with {hist}, anonymous part"),

@@ -528,13 +528,20 @@ pub fn init_logging_with(log_file: &Path, also_stderr: bool, opts: &LogOptions) 
         .context("could not set up logging (already set up?)")
 }
 
-/// Starts a thread that forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 (the
-/// master's `stop --clean`) into the returned channel. Registering replaces
-/// the default action (dying), so the caller must act on what it receives.
-pub fn signals() -> Result<Receiver<i32>> {
+/// Catches SIGTERM, SIGINT, SIGHUP and SIGUSR1 (the master's `stop
+/// --clean`); read them with `forever()` on a thread that has nothing else
+/// to wait for (the master's main thread). Registering replaces the default
+/// action (dying), so the caller must act on what it receives.
+pub fn signal_set() -> Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-        .context("could not install signal handlers")?;
+    signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("could not install signal handlers")
+}
+
+/// [`signal_set`] forwarded by a thread into the returned channel, for
+/// loops that wait on other channels too.
+pub fn signals() -> Result<Receiver<i32>> {
+    let mut sigs = signal_set()?;
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
         .name("signals".into())

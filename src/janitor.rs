@@ -22,7 +22,7 @@
 //!    longer in the database (a crash between a delete's commit and the
 //!    file removal) are deleted too.
 //!
-//! Candidates are found on the janitor's own read-only connection; the
+//! Candidates are found on a read-only connection lent by the store; the
 //! deletes go through `Store::write` in batches of at most [`BATCH`]
 //! builds, smaller while a batch takes longer than [`SLOW_WRITE`], so the
 //! writer is never held for long and hooks keep being answered while a
@@ -72,6 +72,7 @@ pub fn spawn(store: Store, cfg: SharedConfig, master_dir: PathBuf) -> Result<Jan
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
         .name("janitor".into())
+        .stack_size(256 * 1024)
         .spawn(move || thread_main(&store, &cfg, &master_dir, &stop_rx))
         .context("could not start the janitor thread")?;
     Ok(Janitor {
@@ -182,7 +183,7 @@ pub fn run_once(
     if cfg.build_horizon_days == 0 && cfg.log_horizon_days == 0 {
         return Ok(p);
     }
-    let reader = store::open_reader(store.path())?;
+    let reader = store.reader()?;
     if cfg.build_horizon_days > 0 {
         let cutoff = now - i64::from(cfg.build_horizon_days) * DAY;
         prune_builds(store, &reader, master_dir, cutoff, stopping, &mut p)?;

@@ -1,11 +1,13 @@
 //! The master daemon: start-up, the signal loop, reconfig and shutdown.
 //!
 //! Owns: the main thread of `minibot start`. It loads the config, opens
-//! the store (recovering from a master that died mid-build), binds both
-//! listeners, starts the threads (store writer, scheduler, botmaster,
-//! worker listener, HTTP pool, reporters, poller, janitor) and then waits for
-//! signals from `daemon`: SIGHUP re-reads `master.cfg` (`SchedMsg`,
-//! `BotMsg`, `ReporterMsg` and `PollerMsg::Reconfig`),
+//! the store (recovering from a master that died mid-build, on a short-lived
+//! `recovery` thread while it binds both listeners), starts the threads
+//! (store writer, HTTP pool, botmaster, scheduler, worker listener, janitor;
+//! reporters and poller only while `master.cfg` has reporters or change
+//! sources) and then reads signals itself (`daemon::signal_set`): SIGHUP
+//! re-reads `master.cfg` (`SchedMsg`, `BotMsg`, `ReporterMsg` and
+//! `PollerMsg::Reconfig`, or starts/stops the reporters and poller threads),
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
 //! re-queued), SIGUSR1 stops after the running builds finish.
 
@@ -21,10 +23,11 @@ use crate::store::{self, Store};
 use crate::worker_conn::{self, ConnCtx, SharedConfig};
 use crate::www::{self, WwwCtx};
 use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{bounded, unbounded, Sender};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 pub const CONFIG_FILE: &str = "master.cfg";
 pub const DB_FILE: &str = "state.sqlite";
@@ -50,19 +53,29 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
         log_to_stderr,
         &cfg.logging.log_options(),
     )?;
-    let sigs = daemon::signals()?;
+    // Read on this thread once everything runs: no thread of their own.
+    let mut sigs = daemon::signal_set()?;
     let store = Store::open(&dir.join(DB_FILE))?;
-    let cfg2 = cfg.clone();
-    let retried = store.write(move |c| {
-        store::sync_config(c, &cfg2)?;
-        store::reset_connections(c)?;
-        store::retry_running_builds(c, None)
-    })?;
-    if !retried.is_empty() {
-        log::warn!(
-            "builds {retried:?} were running when the last master stopped; closed as RETRY and re-queued"
-        );
-    }
+    // The first write: the config's mirror and recovery from a master that
+    // died mid-build. It runs on the store thread while this thread binds
+    // the listeners and starts the HTTP threads, which take requests only
+    // after it has committed (the gate below): no answer shows builds
+    // running on a dead master, and every other write queues behind it.
+    let recovery = {
+        let store = store.clone();
+        let cfg = cfg.clone();
+        std::thread::Builder::new()
+            .name("recovery".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                store.write(move |c| {
+                    store::sync_config(c, &cfg)?;
+                    store::reset_connections(c)?;
+                    store::retry_running_builds(c, None)
+                })
+            })
+            .context("spawning the recovery thread")?
+    };
 
     let worker_proto = cfg
         .protocols
@@ -98,25 +111,38 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let connected: Connected = Arc::new(Mutex::new(Default::default()));
     let (sched_tx, sched_rx) = unbounded();
     let (bot_tx, bot_rx) = unbounded();
+    // Dropped unsent (an error below), it ends the HTTP threads unserved.
+    let (gate, gate_rx) = bounded(HTTP_THREADS);
+    let http = www::spawn(
+        server.clone(),
+        WwwCtx {
+            store: store.clone(),
+            cfg: shared.clone(),
+            sched: sched_tx.clone(),
+            bot: bot_tx.clone(),
+            events: events.clone(),
+            master_dir: dir.to_path_buf(),
+        },
+        HTTP_THREADS,
+        gate_rx,
+    )?;
+    let retried = recovery
+        .join()
+        .map_err(|_| anyhow!("the recovery thread panicked"))??;
+    for _ in &http {
+        let _ = gate.send(());
+    }
+    if !retried.is_empty() {
+        log::warn!(
+            "builds {retried:?} were running when the last master stopped; closed as RETRY and re-queued"
+        );
+    }
+
+    // Requests that reach the botmaster or scheduler before they run wait
+    // in their channels.
     let cfg_arc = Arc::new(cfg);
     let bot = botmaster::spawn(store.clone(), cfg_arc.clone(), connected.clone(), bot_rx)?;
     let sched = scheduler::spawn(store.clone(), cfg_arc.clone(), sched_rx, bot_tx.clone())?;
-    let (rep_tx, rep_rx) = unbounded();
-    let reporters = reporters::spawn(
-        store.path().to_path_buf(),
-        cfg_arc.clone(),
-        dir.to_path_buf(),
-        events.subscribe(reporters::EVENT_CAPACITY),
-        rep_rx,
-    )?;
-    let (poll_tx, poll_rx) = unbounded();
-    poller::spawn(
-        store.clone(),
-        cfg_arc,
-        dir.to_path_buf(),
-        poll_rx,
-        sched_tx.clone(),
-    )?;
     worker_conn::spawn_listener(
         worker_listener,
         ConnCtx {
@@ -129,18 +155,16 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             failures: Default::default(),
         },
     )?;
-    let http = www::spawn(
-        server.clone(),
-        WwwCtx {
-            store: store.clone(),
-            cfg: shared.clone(),
-            sched: sched_tx.clone(),
-            bot: bot_tx.clone(),
-            events: events.clone(),
-            master_dir: dir.to_path_buf(),
-        },
-        HTTP_THREADS,
-    )?;
+    let mut on_demand = OnDemand {
+        store: store.clone(),
+        dir: dir.to_path_buf(),
+        events,
+        sched: sched_tx.clone(),
+        reporters: None,
+        stopped_reporters: vec![],
+        poller: None,
+    };
+    on_demand.apply(&cfg_arc)?;
     let _janitor = janitor::spawn(store.clone(), shared.clone(), dir.to_path_buf())?;
     let ready =
         format!("minibot master serving the web UI at {www_desc} and workers on {worker_addr}");
@@ -148,7 +172,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     daemon::announce_ready(&ready);
 
     let mut clean = false;
-    for sig in sigs.iter() {
+    for sig in sigs.forever() {
         match sig {
             signal_hook::consts::SIGHUP => reconfig(
                 dir,
@@ -157,9 +181,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                 &Peers {
                     sched: &sched_tx,
                     bot: &bot_tx,
-                    reporters: &rep_tx,
-                    poller: &poll_tx,
                 },
+                &mut on_demand,
             ),
             signal_hook::consts::SIGUSR1 => {
                 log::info!(
@@ -186,23 +209,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     }
     let _ = sched_tx.send(SchedMsg::Shutdown);
     let _ = sched.join();
-    // The poller is not waited for: a git command may hang up to its time
-    // limit, and a poll cut short stores nothing (its changes and state are
-    // one transaction), so the next start repeats it.
-    let _ = poll_tx.send(PollerMsg::Shutdown);
-    // Reporters get a bounded moment to deliver the last statuses.
-    let _ = rep_tx.send(ReporterMsg::Shutdown);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    std::thread::spawn(move || {
-        let _ = reporters.join();
-        let _ = done_tx.send(());
-    });
-    if done_rx
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .is_err()
-    {
-        log::warn!("reporters: undelivered statuses or mails dropped at shutdown");
-    }
+    on_demand.shutdown();
     log::info!("master stopped");
     Ok(())
 }
@@ -211,13 +218,117 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
 struct Peers<'a> {
     sched: &'a crossbeam_channel::Sender<SchedMsg>,
     bot: &'a crossbeam_channel::Sender<BotMsg>,
-    reporters: &'a crossbeam_channel::Sender<ReporterMsg>,
-    poller: &'a crossbeam_channel::Sender<PollerMsg>,
+}
+
+/// The reporters and poller threads, which run only while `master.cfg` has
+/// reporters or change sources (most masters have neither): a reconfig
+/// starts, reconfigures or stops them.
+struct OnDemand {
+    store: Store,
+    dir: PathBuf,
+    events: Hub,
+    sched: Sender<SchedMsg>,
+    reporters: Option<(Sender<ReporterMsg>, JoinHandle<()>)>,
+    /// Reporters threads a reconfig stopped, maybe still flushing outboxes.
+    stopped_reporters: Vec<JoinHandle<()>>,
+    poller: Option<Sender<PollerMsg>>,
+}
+
+impl OnDemand {
+    /// Brings both threads in line with `cfg`.
+    fn apply(&mut self, cfg: &Arc<Config>) -> Result<()> {
+        let want = reporters::wanted(cfg);
+        match self.reporters.take() {
+            Some((tx, h)) if !want => {
+                let _ = tx.send(ReporterMsg::Shutdown);
+                self.stopped_reporters.push(h);
+                log::info!("reporters: none configured any more; thread stopped");
+            }
+            Some((tx, h)) => {
+                let _ = tx.send(ReporterMsg::Reconfig(cfg.clone()));
+                self.reporters = Some((tx, h));
+            }
+            None if want => {
+                let (tx, rx) = unbounded();
+                let h = reporters::spawn(
+                    self.store.clone(),
+                    cfg.clone(),
+                    self.dir.clone(),
+                    &self.events,
+                    rx,
+                )?;
+                self.reporters = Some((tx, h));
+            }
+            None => {}
+        }
+        let want = poller::wanted(cfg);
+        match self.poller.take() {
+            // Not waited for: it ends after the poll it may be in.
+            Some(tx) if !want => {
+                let _ = tx.send(PollerMsg::Shutdown);
+                log::info!("git_poller: no change sources any more; thread stopped");
+            }
+            Some(tx) => {
+                let _ = tx.send(PollerMsg::Reconfig(cfg.clone()));
+                self.poller = Some(tx);
+            }
+            None if want => {
+                let (tx, rx) = unbounded();
+                poller::spawn(
+                    self.store.clone(),
+                    cfg.clone(),
+                    self.dir.clone(),
+                    rx,
+                    self.sched.clone(),
+                )?;
+                self.poller = Some(tx);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn shutdown(self) {
+        // The poller is not waited for: a git command may hang up to its
+        // time limit, and a poll cut short stores nothing (its changes and
+        // state are one transaction), so the next start repeats it.
+        if let Some(tx) = &self.poller {
+            let _ = tx.send(PollerMsg::Shutdown);
+        }
+        let mut threads = self.stopped_reporters;
+        if let Some((tx, h)) = self.reporters {
+            let _ = tx.send(ReporterMsg::Shutdown);
+            threads.push(h);
+        }
+        if threads.is_empty() {
+            return;
+        }
+        // Reporters get a bounded moment to deliver the last statuses.
+        let (done_tx, done_rx) = bounded::<()>(1);
+        std::thread::spawn(move || {
+            for h in threads {
+                let _ = h.join();
+            }
+            let _ = done_tx.send(());
+        });
+        if done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .is_err()
+        {
+            log::warn!("reporters: undelivered statuses or mails dropped at shutdown");
+        }
+    }
 }
 
 /// SIGHUP: load the file again; keep the old config if it is bad. The log
 /// lines starting with "reconfig:" are what `minibot reconfig` waits for.
-fn reconfig(dir: &Path, shared: &SharedConfig, store: &Store, peers: &Peers) {
+fn reconfig(
+    dir: &Path,
+    shared: &SharedConfig,
+    store: &Store,
+    peers: &Peers,
+    on_demand: &mut OnDemand,
+) {
     let new = match load_config(dir) {
         Ok(c) => c,
         Err(e) => {
@@ -241,8 +352,9 @@ fn reconfig(dir: &Path, shared: &SharedConfig, store: &Store, peers: &Peers) {
     }
     let _ = peers.sched.send(SchedMsg::Reconfig(new.clone()));
     let _ = peers.bot.send(BotMsg::Reconfig(new.clone()));
-    let _ = peers.reporters.send(ReporterMsg::Reconfig(new.clone()));
-    let _ = peers.poller.send(PollerMsg::Reconfig(new.clone()));
+    if let Err(e) = on_demand.apply(&new) {
+        log::error!("reconfig: {e:#}");
+    }
     log::info!(
         "reconfig: done ({} builders, {} workers, {} schedulers)",
         new.builders.len(),

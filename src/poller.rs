@@ -2,7 +2,8 @@
 //! whose server cannot reach the master's change hook.
 //!
 //! Owns: the `poller` thread (one for all `[[change_source]]` entries, which
-//! it polls in turn), the bare work repositories under
+//! it polls in turn; the master runs it only while there are some), the
+//! bare work repositories under
 //! `DIR/gitpoller/<hash of the poller name>`, and the `poller_state` table.
 //! Receives `PollerMsg` (reconfig, poll now, shutdown) from the master;
 //! sends `SchedMsg::NewChanges` to the scheduler after storing changes.
@@ -41,6 +42,12 @@ pub enum PollerMsg {
 /// the thread forever).
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Whether `cfg` has change sources: the master runs the poller thread
+/// only then.
+pub fn wanted(cfg: &Config) -> bool {
+    !cfg.change_source.is_empty()
+}
+
 pub fn spawn(
     store: Store,
     cfg: Arc<Config>,
@@ -48,14 +55,12 @@ pub fn spawn(
     rx: Receiver<PollerMsg>,
     sched: Sender<SchedMsg>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let reader = store::open_reader(store.path())?;
     Ok(std::thread::Builder::new()
         .name("poller".into())
         .stack_size(256 * 1024)
         .spawn(move || {
             let mut p = Poller {
                 store,
-                reader,
                 master_dir,
                 sched,
                 sources: vec![],
@@ -67,7 +72,6 @@ pub fn spawn(
 
 struct Poller {
     store: Store,
-    reader: rusqlite::Connection,
     master_dir: PathBuf,
     sched: Sender<SchedMsg>,
     /// Each source with its next poll.
@@ -113,7 +117,7 @@ impl Poller {
                     continue;
                 }
                 let cs = self.sources[i].0.clone();
-                match poll(&self.store, &self.reader, &self.master_dir, &cs) {
+                match poll(&self.store, &self.master_dir, &cs) {
                     Ok(0) => {}
                     Ok(n) => {
                         log::info!("git_poller {}: {n} new change(s)", cs.name());
@@ -255,12 +259,7 @@ fn workdir(master_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// One poll of `cs`; returns how many changes it stored.
-fn poll(
-    store: &Store,
-    reader: &rusqlite::Connection,
-    master_dir: &Path,
-    cs: &ChangeSourceCfg,
-) -> Result<usize> {
+fn poll(store: &Store, master_dir: &Path, cs: &ChangeSourceCfg) -> Result<usize> {
     let name = cs.name().to_string();
     let heads = parse_ls_remote(&git(None, &["ls-remote", "--heads", "--", &cs.repourl])?);
     let wanted: BTreeMap<String, String> = match cs.branch_list() {
@@ -270,7 +269,7 @@ fn poll(
             .filter(|(b, _)| list.contains(b))
             .collect(),
     };
-    let seen = store::poller_state(reader, &name)?;
+    let seen = store::poller_state(&*store.reader()?, &name)?;
     let first_poll = seen.is_empty();
     let moved: Vec<(String, String)> = wanted
         .into_iter()

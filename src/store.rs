@@ -5,8 +5,11 @@
 //! is waiting in ONE transaction (group commit), and only after COMMIT sends
 //! each job its result. That is what lets a hook answer 200 only once its
 //! change is durable, while a burst of hooks costs one fsync-free commit
-//! rather than one per hook. Readers (HTTP threads) open their own read-only
-//! connections with `open_reader`; WAL lets them read while the writer writes.
+//! rather than one per hook. Readers use read-only connections, their own
+//! (`open_reader`: scheduler, botmaster, live pages) or lent from a pool
+//! shared by every `Store` clone (`Store::reader`: HTTP requests,
+//! reporters, poller, janitor), opened on first need; WAL lets them read
+//! while the writer writes.
 //!
 //! Durability: `synchronous = NORMAL` in WAL mode keeps every committed
 //! transaction across a crash of the process (kill -9); only a power loss
@@ -16,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 /// The schema version this binary reads and writes. `upgrade-master`
@@ -350,11 +354,44 @@ pub fn open_reader(path: &Path) -> Result<Connection> {
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// Handle to the writer thread; cheap to clone.
+/// Handle to the writer thread and the shared reader connections; cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Store {
     tx: Sender<Job>,
     path: PathBuf,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Idle reader connections kept for reuse; a reader returned beyond this is
+/// closed. As many as the HTTP threads: more than that rarely read at once.
+const MAX_IDLE_READERS: usize = 4;
+
+/// A read-only connection lent by [`Store::reader`]; back to the pool on
+/// drop.
+pub struct Reader {
+    conn: Option<Connection>,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl std::ops::Deref for Reader {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a Reader's connection is taken only by drop")
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(c);
+            }
+        }
+    }
 }
 
 impl Store {
@@ -370,11 +407,30 @@ impl Store {
         Ok(Store {
             tx,
             path: path.to_path_buf(),
+            idle: Arc::default(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A read-only connection for the threads that read now and then
+    /// (HTTP requests, reporters, poller, janitor): an idle one if there
+    /// is one, else a new one. So the master holds as many as reads ran at
+    /// once (one, when they come one at a time), not one per thread from
+    /// the start; each costs its schema, lookaside and page cache in RSS,
+    /// and opening it reads the schema.
+    pub fn reader(&self) -> Result<Reader> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            idle: self.idle.clone(),
+        })
     }
 
     /// Runs `f` in the writer's transaction and returns its result once the

@@ -1,9 +1,10 @@
 //! The HTTP listener: routing for the change hooks, the JSON API, the pages
 //! and their forms, assets, badges and live build streams.
 //!
-//! Owns: the tiny_http server and a small fixed pool of HTTP threads, each
-//! with its own read-only SQLite connection (readers never wait for the
-//! writer in WAL mode), and the state those threads share: `auth::Auth`
+//! Owns: the tiny_http server and a small fixed pool of HTTP threads, which
+//! borrow a read-only SQLite connection per request from the store's pool
+//! (`Store::reader`; hooks need none; readers never wait for the writer in
+//! WAL mode), and the state those threads share: `auth::Auth`
 //! (failed logins, verified Basic credentials) and `sse::Live` (live build
 //! streams, which run on threads of their own so they never hold an HTTP
 //! thread). Hooks go through `change_hook` (which writes via `Store::write`
@@ -34,7 +35,7 @@ use crate::sse::{self, Live, Watch};
 use crate::store::{self, Store};
 use crate::worker_conn::{current, SharedConfig};
 use anyhow::{Context, Result};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 use std::io::Read;
 use std::path::PathBuf;
@@ -71,11 +72,16 @@ struct Shared {
 }
 
 /// Starts `threads` HTTP threads on `server`; they exit when the server is
-/// unblocked (`Server::unblock`) at shutdown.
+/// unblocked (`Server::unblock`) at shutdown. They take requests only once
+/// `gate` has sent them one `()` each (after start-up recovery has
+/// committed: no answer may show the state a dead master left), and exit
+/// if it is dropped first. Meanwhile the first thread opens the reader
+/// connection the first request will use.
 pub fn spawn(
     server: Arc<Server>,
     ctx: WwwCtx,
     threads: usize,
+    gate: Receiver<()>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>> {
     let shared = Shared {
         auth: Auth::new(),
@@ -86,13 +92,21 @@ pub fn spawn(
         let server = server.clone();
         let ctx = ctx.clone();
         let shared = shared.clone();
-        let conn = store::open_reader(ctx.store.path())?;
+        let gate = gate.clone();
         let h = std::thread::Builder::new()
             .name(format!("http-{i}"))
             .stack_size(512 * 1024)
             .spawn(move || {
+                if i == 0 {
+                    if let Err(e) = ctx.store.reader() {
+                        log::warn!("http: {e:#}");
+                    }
+                }
+                if gate.recv().is_err() {
+                    return;
+                }
                 while let Ok(req) = server.recv() {
-                    handle(req, &conn, &ctx, &shared);
+                    handle(req, &ctx, &shared);
                 }
             })
             .context("spawning an HTTP thread")?;
@@ -238,7 +252,7 @@ fn foreign_origin(origin: Option<&str>, fetch_site: Option<&str>, ours: &[Option
     !ours.iter().flatten().any(|h| *h == host)
 }
 
-fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx, shared: &Shared) {
+fn handle(mut req: Request, ctx: &WwwCtx, shared: &Shared) {
     let url = req.url().to_string();
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
@@ -257,6 +271,22 @@ fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx, shared: &
             )
         })
         .collect();
+    if let Some(dialect) = path.strip_prefix("/change_hook/") {
+        // Hooks carry their own signatures and only write: no reader.
+        let resp = change_hook(&mut req, dialect, headers, query, ctx);
+        return send(req, &path, resp);
+    }
+    let conn = match ctx.store.reader() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("http: {e:#}");
+            return send(
+                req,
+                &path,
+                error(503, "cannot read the database; see master.log"),
+            );
+        }
+    };
     let addr = req
         .remote_addr()
         .map(|a| a.ip().to_string())
@@ -268,7 +298,7 @@ fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx, shared: &
         headers,
         addr,
         login: None,
-        conn,
+        conn: &conn,
         ctx,
         shared,
         cfg: current(&ctx.cfg),
@@ -291,22 +321,51 @@ fn handle(mut req: Request, conn: &rusqlite::Connection, ctx: &WwwCtx, shared: &
         }
         Err(resp) => resp,
     };
+    send(req, &r.path, resp);
+}
+
+/// Sends `resp` with the headers every answer carries.
+fn send(req: Request, path: &str, resp: Resp) {
     let mut resp = resp
         .with_header(header("X-Content-Type-Options", "nosniff"))
         .with_header(header("Referrer-Policy", "same-origin"))
         .with_header(header("X-Frame-Options", "DENY"));
-    if !r.path.starts_with("/api/") && !r.path.starts_with("/change_hook/") {
+    if !path.starts_with("/api/") && !path.starts_with("/change_hook/") {
         resp = resp.with_header(header("Content-Security-Policy", CSP));
     }
     if let Err(e) = req.respond(resp) {
-        log::debug!("http: writing response to {}: {e}", r.path);
+        log::debug!("http: writing response to {path}: {e}");
     }
 }
 
-/// Who is asking, and may they read at all? Change hooks and assets need
-/// nobody; the login page is always open.
+/// `POST /change_hook/<dialect>`.
+fn change_hook(
+    req: &mut Request,
+    dialect: &str,
+    headers: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    ctx: &WwwCtx,
+) -> Resp {
+    if *req.method() != Method::Post {
+        return error(405, "change hooks take POST");
+    }
+    let body = match read_body(req, MAX_HOOK_BODY) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let hook = HookRequest {
+        headers,
+        query,
+        body: &body,
+    };
+    let res = change_hook::handle(&ctx.cfg, &ctx.store, &ctx.sched, dialect, &hook);
+    json_resp(res.status, &res.body)
+}
+
+/// Who is asking, and may they read at all? Assets need nobody (nor do
+/// change hooks, which never get here); the login page is always open.
 fn prepare(r: &mut Req) -> Result<(), Resp> {
-    if r.path.starts_with("/change_hook/") || r.path.starts_with("/assets/") {
+    if r.path.starts_with("/assets/") {
         return Ok(());
     }
     let api = r.path.starts_with("/api/");
@@ -367,22 +426,6 @@ fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Resp> {
 fn route(req: &mut Request, r: &Req) -> Resp {
     let path = r.path.as_str();
     let method = &r.method;
-    if let Some(dialect) = path.strip_prefix("/change_hook/") {
-        if *method != Method::Post {
-            return error(405, "change hooks take POST");
-        }
-        let body = match read_body(req, MAX_HOOK_BODY) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let hook = HookRequest {
-            headers: r.headers.clone(),
-            query: r.query.clone(),
-            body: &body,
-        };
-        let res = change_hook::handle(&r.ctx.cfg, &r.ctx.store, &r.ctx.sched, dialect, &hook);
-        return json_resp(res.status, &res.body);
-    }
     if req.body_length().is_some_and(|n| n > MAX_BODY) {
         return error(413, &format!("request body over {MAX_BODY} bytes"));
     }

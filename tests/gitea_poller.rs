@@ -27,28 +27,11 @@ fn poller_finds_each_commit_once_across_restarts() {
     let s = Setup::new(
         PASSING_TEST,
         &format!(
-            r#"
-[[change_source]]
-type = "git_poller"
-repourl = "file://{}"
-branches = ["master"]
-poll_interval = 1
-poll_at_launch = true
-project = "isabell/hello-world"
-"#,
-            upstream.display()
+            "{}project = \"isabell/hello-world\"\n",
+            git_poller_cfg(&upstream)
         ),
     );
-    run_ok(
-        "git",
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            s.repo.to_str().unwrap(),
-            upstream.to_str().unwrap(),
-        ],
-    );
+    s.bare_clone(&upstream);
     git(
         &s.repo,
         &["remote", "add", "gitea", upstream.to_str().unwrap()],

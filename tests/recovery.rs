@@ -1,6 +1,7 @@
 //! Faults around a running build, with the real binaries: a worker killed
 //! mid-build, a master killed with SIGKILL mid-build, a second worker under
-//! a connected name, reconfig (good and bad), daemon mode.
+//! a connected name, reconfig (good and bad; starting and stopping the
+//! reporters and poller threads), daemon mode.
 
 mod common;
 use common::*;
@@ -200,6 +201,79 @@ command = "echo dev-build-%(prop:branch)s"
     assert_eq!(b["results"], 0, "{b}");
     let log = s.step_log(b["buildid"].as_i64().unwrap(), "echo");
     assert!(log.contains("dev-build-dev"), "{log}");
+}
+
+#[test]
+fn reconfig_starts_and_stops_the_reporter_and_poller_threads() {
+    const TOKEN: &str = "reconfig-token";
+    let s = Setup::new(PASSING_TEST, "");
+    let master = s.start_master();
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+    let optional = ["gitea-status", "mail", "poller", "reporters"];
+    let running = |names: &[&str]| {
+        let t = thread_names(master.pid());
+        optional
+            .iter()
+            .all(|o| t.iter().any(|n| n == o) == names.contains(o))
+    };
+    assert!(running(&[]), "{:?}", thread_names(master.pid()));
+
+    // Add a gitea_status reporter and a git_poller on a bare copy of the
+    // repository (the "Gitea" the master polls).
+    let gitea = FakeGitea::start(free_port(), TOKEN);
+    write_private(&s.master.join("gitea-token"), &format!("{TOKEN}\n"));
+    let upstream = s.tmp.path().join("gitea.git");
+    s.bare_clone(&upstream);
+    let cfg_path = s.master.join("master.cfg");
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+    let extra = format!(
+        r#"
+[[reporters]]
+type = "gitea_status"
+base_url = "{}"
+token_file = "gitea-token"
+{}"#,
+        gitea.url(),
+        git_poller_cfg(&upstream)
+    );
+    std::fs::write(&cfg_path, format!("{good}{extra}")).unwrap();
+    let dir = s.master.to_str().unwrap();
+    assert!(run_ok(MINIBOT, &["reconfig", dir]).contains("reconfig: done"));
+    wait_for("the new threads", Duration::from_secs(10), || {
+        running(&["gitea-status", "poller", "reporters"]).then_some(())
+    });
+
+    // The reporter reports the next build...
+    s.push(&s.head, "master", "after the reconfig");
+    assert_eq!(s.wait_builds(1, Duration::from_secs(60))[0]["results"], 0);
+    assert_eq!(
+        gitea.wait_final(&s.head, Duration::from_secs(30)),
+        ["pending", "success"]
+    );
+    // ...and the poller, once it has seen where master was, finds a commit
+    // pushed to the upstream.
+    wait_for("the first poll", Duration::from_secs(20), || {
+        let v: Vec<String> = db_query(&s.master, "SELECT revision FROM poller_state");
+        (!v.is_empty()).then_some(())
+    });
+    let polled = s.commit("polled.txt", "polled", "found by the poller");
+    git(
+        &s.repo,
+        &["push", "-q", upstream.to_str().unwrap(), "master"],
+    );
+    wait_for("the polled change", Duration::from_secs(30), || {
+        let revs: Vec<String> = db_query(&s.master, "SELECT revision FROM changes");
+        revs.contains(&polled).then_some(())
+    });
+
+    // Taken out again: their threads end.
+    std::fs::write(&cfg_path, &good).unwrap();
+    assert!(run_ok(MINIBOT, &["reconfig", dir]).contains("reconfig: done"));
+    wait_for("the threads to end", Duration::from_secs(20), || {
+        running(&[]).then_some(())
+    });
+    assert!(gitea.problems.lock().unwrap().is_empty());
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! e-mail about finished builds.
 //!
 //! Owns: the `reporters` thread and one outbox thread per kind of delivery
-//! (`gitea-status`, `mail`). The reporters thread subscribes to the event
-//! hub (`events::Hub`, bounded, never blocks a build), reads what it needs
-//! about a build from its own read-only SQLite connection
+//! (`gitea-status`, `mail`). The master runs the reporters thread only
+//! while `master.cfg` has reporters ([`wanted`]), and the thread starts an
+//! outbox when a reporter first needs it. The reporters thread subscribes
+//! to the event hub (`events::Hub`, bounded, never blocks a build), reads
+//! what it needs about a build on a reader connection lent by the store
 //! (`store::build_report`) and hands ready-made deliveries to the outboxes
 //! over unbounded channels. An outbox sends one delivery at a time and
 //! retries failures with exponential backoff (1 s doubling to 5 min, 12
@@ -20,8 +22,8 @@ pub mod gitea;
 pub mod mail;
 
 use crate::config::{Config, ReporterCfg};
-use crate::events::Event;
-use crate::store;
+use crate::events::{Event, Hub};
+use crate::store::{self, Store};
 use anyhow::Result;
 use crossbeam_channel::{after, never, select, unbounded, Receiver, Sender};
 use std::path::PathBuf;
@@ -147,43 +149,45 @@ enum Active {
 }
 
 struct Reporters {
-    reader: rusqlite::Connection,
+    store: Store,
     master_dir: PathBuf,
     cfg: Arc<Config>,
     active: Vec<Active>,
-    statuses: Outbox,
-    mails: Outbox,
+    /// Outbox threads, started when a reporter first needs one.
+    statuses: Option<Outbox>,
+    mails: Option<Outbox>,
+    outboxes: Vec<JoinHandle<()>>,
 }
 
-/// Starts the reporters thread and its outboxes. The returned handle ends
-/// after `ReporterMsg::Shutdown` once the outboxes have flushed.
+/// Whether `cfg` has reporters: the master runs the reporters thread (and
+/// subscribes it to the hub, whose buffer for it is 256 KB) only then.
+pub fn wanted(cfg: &Config) -> bool {
+    !cfg.reporters.is_empty()
+}
+
+/// Starts the reporters thread, and subscribes it to `hub`. The returned
+/// handle ends after `ReporterMsg::Shutdown` (or when every sender of `ctl`
+/// is dropped) once the outboxes have flushed.
 pub fn spawn(
-    store_path: PathBuf,
+    store: Store,
     cfg: Arc<Config>,
     master_dir: PathBuf,
-    events: Receiver<Event>,
+    hub: &Hub,
     ctl: Receiver<ReporterMsg>,
 ) -> Result<JoinHandle<()>> {
-    let reader = store::open_reader(&store_path)?;
+    let events = hub.subscribe(EVENT_CAPACITY);
     Ok(std::thread::Builder::new()
         .name("reporters".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let (statuses, h1) = match spawn_outbox("gitea-status") {
-                Ok(x) => x,
-                Err(e) => return log::error!("reporters: {e:#}"),
-            };
-            let (mails, h2) = match spawn_outbox("mail") {
-                Ok(x) => x,
-                Err(e) => return log::error!("reporters: {e:#}"),
-            };
             let mut r = Reporters {
-                reader,
+                store,
                 master_dir,
                 active: vec![],
                 cfg: cfg.clone(),
-                statuses,
-                mails,
+                statuses: None,
+                mails: None,
+                outboxes: vec![],
             };
             r.configure(cfg);
             loop {
@@ -200,11 +204,28 @@ pub fn spawn(
                     },
                 }
             }
+            // Dropping the senders lets the outboxes flush and end.
+            let outboxes = std::mem::take(&mut r.outboxes);
             drop(r);
-            let _ = h1.join();
-            let _ = h2.join();
+            for h in outboxes {
+                let _ = h.join();
+            }
             log::debug!("reporters thread exiting");
         })?)
+}
+
+/// Starts the outbox thread `name` into `slot` unless it runs already.
+fn start_outbox(
+    slot: &mut Option<Outbox>,
+    threads: &mut Vec<JoinHandle<()>>,
+    name: &str,
+) -> Result<()> {
+    if slot.is_none() {
+        let (tx, h) = spawn_outbox(name)?;
+        threads.push(h);
+        *slot = Some(tx);
+    }
+    Ok(())
 }
 
 impl Reporters {
@@ -212,9 +233,13 @@ impl Reporters {
         self.active.clear();
         for (i, r) in cfg.reporters.iter().enumerate() {
             let made = match r.kind.as_str() {
-                "gitea_status" => gitea::Target::new(r, &self.master_dir)
-                    .map(|t| Active::Gitea(r.clone(), Arc::new(t))),
-                "mail" => mail::Target::new(r, &self.master_dir)
+                "gitea_status" => {
+                    start_outbox(&mut self.statuses, &mut self.outboxes, "gitea-status")
+                        .and_then(|_| gitea::Target::new(r, &self.master_dir))
+                        .map(|t| Active::Gitea(r.clone(), Arc::new(t)))
+                }
+                "mail" => start_outbox(&mut self.mails, &mut self.outboxes, "mail")
+                    .and_then(|_| mail::Target::new(r, &self.master_dir))
                     .map(|t| Active::Mail(r.clone(), Arc::new(t))),
                 other => Err(anyhow::anyhow!("unknown reporter type {other:?}")),
             };
@@ -245,7 +270,11 @@ impl Reporters {
         if self.active.is_empty() {
             return;
         }
-        let rep = match store::build_report(&self.reader, buildid) {
+        let reader = match self.store.reader() {
+            Ok(r) => r,
+            Err(e) => return log::error!("reporters: reading build {buildid}: {e:#}"),
+        };
+        let rep = match store::build_report(&reader, buildid) {
             Ok(Some(r)) => r,
             Ok(None) => return log::warn!("reporters: build {buildid} not found"),
             Err(e) => return log::error!("reporters: reading build {buildid}: {e:#}"),
@@ -261,7 +290,10 @@ impl Reporters {
                 Active::Gitea(cfg, target) if cfg.reports_on(&rep.builder) => {
                     match gitea::status_for(cfg, &rep, &url, finished) {
                         Some(post) => {
-                            let _ = self.statuses.send(Box::new(gitea::StatusJob {
+                            let Some(statuses) = &self.statuses else {
+                                continue;
+                            };
+                            let _ = statuses.send(Box::new(gitea::StatusJob {
                                 target: target.clone(),
                                 post,
                             }));
@@ -275,7 +307,10 @@ impl Reporters {
                     let results = rep.results.unwrap_or(crate::model::EXCEPTION);
                     if mail::wants_mail(&cfg.modes(), results, rep.previous_results) {
                         let (subject, body) = mail::compose(&self.cfg.title, &rep, &url);
-                        let _ = self.mails.send(Box::new(mail::MailJob {
+                        let Some(mails) = &self.mails else {
+                            continue;
+                        };
+                        let _ = mails.send(Box::new(mail::MailJob {
                             target: target.clone(),
                             subject,
                             body,

@@ -432,6 +432,20 @@ command = ["/usr/bin/python3", "test_hello.py"]
         change_ids(&resp)
     }
 
+    /// A bare copy of the test's repository at `to` (a "Gitea" to poll).
+    pub fn bare_clone(&self, to: &Path) {
+        run_ok(
+            "git",
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                self.repo.to_str().unwrap(),
+                to.to_str().unwrap(),
+            ],
+        );
+    }
+
     /// Commits `content` as `file` in the test's repository; returns the sha.
     pub fn commit(&self, file: &str, content: &str, message: &str) -> String {
         commit_file(&self.repo, file, content, message)
@@ -972,6 +986,36 @@ command = ["/usr/bin/python3", "-u", "{}", "{}"]
         script.display(),
         dir.display()
     )
+}
+
+/// master.cfg lines for a `git_poller` on `upstream`'s master branch,
+/// polled at launch and every second.
+pub fn git_poller_cfg(upstream: &Path) -> String {
+    format!(
+        r#"
+[[change_source]]
+type = "git_poller"
+repourl = "file://{}"
+branches = ["master"]
+poll_interval = 1
+poll_at_launch = true
+"#,
+        upstream.display()
+    )
+}
+
+/// The names of a process's threads (`/proc/<pid>/task/*/comm`), sorted.
+pub fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim_end().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Whether a process is gone (or a zombie nobody reaped yet).
