@@ -311,7 +311,7 @@ impl RunningBuild {
                 store::start_step(c, buildid, number, &name2)
             })?;
             self.publish_ended();
-            let path = store::log_path(&self.master_dir, buildid, logid);
+            let path = store::new_log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
             self.current = Some(CurrentStep {
@@ -448,7 +448,10 @@ impl RunningBuild {
             if let Some(e) = &ended {
                 // A step that cannot be closed must not keep the build open.
                 if let Err(err) = e.record(c) {
-                    log::error!("build {buildid}: recording the end of step {}: {err:#}", e.stepid);
+                    log::error!(
+                        "build {buildid}: recording the end of step {}: {err:#}",
+                        e.stepid
+                    );
                 }
             }
             store::finish_build(c, buildid, results, &state)

@@ -51,7 +51,10 @@ pub enum Event {
 impl Event {
     /// BuildStarted and BuildFinished: what a `subscribe` subscriber gets.
     fn is_build_level(&self) -> bool {
-        matches!(self, Event::BuildStarted { .. } | Event::BuildFinished { .. })
+        matches!(
+            self,
+            Event::BuildStarted { .. } | Event::BuildFinished { .. }
+        )
     }
 }
 
