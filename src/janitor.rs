@@ -318,6 +318,9 @@ impl Pruned {
     }
 }
 
+/// A deleted build's id and the ids of its logs.
+type BuildLogs = (i64, Vec<i64>);
+
 /// Runs in the writer: deletes the given builds (those still prunable) and
 /// then whatever referred only to them. `extra_requests` are requests
 /// without builds to consider as well. Returns the counts and the ids of
@@ -328,7 +331,7 @@ fn delete_batch(
     cutoff: i64,
     buildids: &[i64],
     extra_requests: &[i64],
-) -> Result<(Pruned, Vec<(i64, Vec<i64>)>)> {
+) -> Result<(Pruned, Vec<BuildLogs>)> {
     let mut n = Pruned::default();
     // Checked again here: the reader's view may be a moment old.
     let builds = ids(
