@@ -35,6 +35,8 @@ pub struct BuildJob {
     pub ss: SourceStamp,
     pub props: Props,
     pub max_log_size: u64,
+    /// (stepid, logid) of step 0 when the claim already started it.
+    pub first_step: Option<(i64, i64)>,
 }
 
 /// Default no-output timeout of a step, as Buildbot's.
@@ -303,14 +305,20 @@ impl RunningBuild {
             let name = step.display_name(idx);
             let spec = self.spec(step);
             let (buildid, number, name2) = (self.job.buildid, idx as u32, name.clone());
-            let ended = self.ended.clone();
-            let (stepid, logid) = store.write(move |c| {
-                if let Some(e) = &ended {
-                    e.record(c)?;
+            let (stepid, logid) = match self.job.first_step.take() {
+                Some(ids) if idx == 0 => ids,
+                _ => {
+                    let ended = self.ended.clone();
+                    let ids = store.write(move |c| {
+                        if let Some(e) = &ended {
+                            e.record(c)?;
+                        }
+                        store::start_step(c, buildid, number, &name2)
+                    })?;
+                    self.publish_ended();
+                    ids
                 }
-                store::start_step(c, buildid, number, &name2)
-            })?;
-            self.publish_ended();
+            };
             let path = store::new_log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
