@@ -261,11 +261,13 @@ impl Botmaster {
         // start at most a few builds now: loading just their oldest requests
         // keeps a dispatch O(free slots), however deep the queue (a
         // 1,000-deep queue made every build pay for loading all of it).
+        let waiting = store::builders_with_pending(&self.reader)?;
         let mut pending: Vec<PendingRequest> = vec![];
         for b in &self.cfg.builders {
-            if b.workers
-                .iter()
-                .any(|w| slot(w, &b.name, &load, &busy).is_some())
+            if waiting.contains(&b.name)
+                && b.workers
+                    .iter()
+                    .any(|w| slot(w, &b.name, &load, &busy).is_some())
             {
                 pending.extend(store::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
             }

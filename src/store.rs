@@ -884,6 +884,19 @@ pub struct PendingRequest {
     pub priority: i64,
 }
 
+/// Names of the builders with unclaimed requests: one query, so that a
+/// dispatch with an empty queue (after each build, the usual case) does
+/// not ask for each builder's requests. Each EXISTS stops at the first
+/// unclaimed request in `buildrequests_pending`, however deep the queue.
+pub fn builders_with_pending(conn: &Connection) -> Result<std::collections::HashSet<String>> {
+    let mut st = conn.prepare_cached(
+        "SELECT b.name FROM builders b WHERE EXISTS (SELECT 1 FROM buildrequests br
+           WHERE br.builderid = b.builderid AND br.complete = 0 AND br.claimed_at IS NULL)",
+    )?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Unclaimed requests of one builder, highest priority then oldest first.
 pub fn pending_requests(
     conn: &Connection,
