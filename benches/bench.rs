@@ -686,7 +686,7 @@ git checkout -f --detach "$1"
             "ms",
             vec![mcpu],
             Target::AtMost(3.0),
-            "~60% kernel: thread hand-offs, log dir/file creation, WAL writes",
+            "5 commits per build, thread hand-offs, a log file per step, WAL writes",
         );
         r.fact("worker_cpu_per_build_ms", json!(wcpu));
         Ok(())

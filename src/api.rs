@@ -1666,6 +1666,26 @@ mod tests {
     }
 
     #[test]
+    fn logs_in_the_older_per_build_layout_are_still_served() {
+        let f = fixture();
+        // Build 3's log 4, where minibot wrote logs before the flat layout.
+        let dir = store::legacy_log_dir(&f.master, 3);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("4.log"), "hold\neolder\n").unwrap();
+        assert_eq!(
+            f.raw("/logs/4/raw"),
+            (200, TEXT_TYPE, b"old\nolder\n".to_vec())
+        );
+        // The new layout is flat, and wins when both exist.
+        assert_eq!(
+            store::log_path(&f.master, 1, 1),
+            f.master.join("logs").join("1-1.log")
+        );
+        std::fs::write(store::new_log_path(&f.master, 3, 4), "onew\n").unwrap();
+        assert_eq!(f.raw("/logs/4/raw").2, b"new\n");
+    }
+
+    #[test]
     fn raw_logs_strip_prefixes() {
         let f = fixture();
         let (status, ct, body) = f.raw("/logs/1/raw");

@@ -261,11 +261,13 @@ impl Botmaster {
         // start at most a few builds now: loading just their oldest requests
         // keeps a dispatch O(free slots), however deep the queue (a
         // 1,000-deep queue made every build pay for loading all of it).
+        let waiting = store::builders_with_pending(&self.reader)?;
         let mut pending: Vec<PendingRequest> = vec![];
         for b in &self.cfg.builders {
-            if b.workers
-                .iter()
-                .any(|w| slot(w, &b.name, &load, &busy).is_some())
+            if waiting.contains(&b.name)
+                && b.workers
+                    .iter()
+                    .any(|w| slot(w, &b.name, &load, &busy).is_some())
             {
                 pending.extend(store::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
             }
@@ -319,35 +321,64 @@ impl Botmaster {
         if plan.is_empty() {
             return Ok(());
         }
-        let claims: Vec<(i64, i64, String, Props, Vec<i64>)> = plan
+        let claims: Vec<Claim> = plan
             .iter()
-            .map(|(r, w, older)| {
-                (
-                    r.buildrequestid,
-                    r.builderid,
-                    w.clone(),
-                    build_props(r),
-                    older.clone(),
-                )
+            .map(|(r, w, older)| Claim {
+                brid: r.buildrequestid,
+                builderid: r.builderid,
+                worker: w.clone(),
+                props: build_props(r),
+                older: older.clone(),
+                first_step: self
+                    .cfg
+                    .builder(&r.builder)
+                    .and_then(|b| b.steps.first())
+                    .map(|s| s.display_name(0)),
             })
             .collect();
         let started = self.store.write(move |conn| {
             let mut out = vec![];
-            for (brid, builderid, worker, mut props, older) in claims {
-                let got =
-                    store::claim_and_create_build(conn, brid, builderid, &worker, &mut props)?;
-                let collapsed = match got {
-                    Some((buildid, _)) if !older.is_empty() => {
-                        store::collapse_requests(conn, &older, buildid)?
-                    }
-                    _ => vec![],
+            for mut c in claims {
+                let got = store::claim_and_create_build(
+                    conn,
+                    c.brid,
+                    c.builderid,
+                    &c.worker,
+                    &mut c.props,
+                )?;
+                let Some((buildid, number)) = got else {
+                    out.push(None);
+                    continue;
                 };
-                out.push(got.map(|(buildid, number)| (buildid, number, props, collapsed)));
+                let collapsed = match c.older.is_empty() {
+                    false => store::collapse_requests(conn, &c.older, buildid)?,
+                    true => vec![],
+                };
+                // The first step starts in the claim's transaction: one
+                // store round trip and commit less per build.
+                let first_step = match &c.first_step {
+                    Some(name) => Some(store::start_step(conn, buildid, 0, name)?),
+                    None => None,
+                };
+                out.push(Some(Started {
+                    buildid,
+                    number,
+                    props: c.props,
+                    collapsed,
+                    first_step,
+                }));
             }
             Ok(out)
         })?;
         for ((req, worker, _), got) in plan.into_iter().zip(started) {
-            let Some((buildid, number, props, collapsed)) = got else {
+            let Some(Started {
+                buildid,
+                number,
+                props,
+                collapsed,
+                first_step,
+            }) = got
+            else {
                 continue;
             };
             if !collapsed.is_empty() {
@@ -370,6 +401,7 @@ impl Botmaster {
                 ss: req.ss.clone(),
                 props,
                 max_log_size: self.cfg.max_log_size,
+                first_step,
             };
             log::info!(
                 "starting build {} #{number} (build {buildid}) on {worker}",
@@ -384,6 +416,28 @@ impl Botmaster {
         }
         Ok(())
     }
+}
+
+/// A request to claim, for the writer.
+struct Claim {
+    brid: i64,
+    builderid: i64,
+    worker: String,
+    props: Props,
+    /// Older requests it covers (collapsing).
+    older: Vec<i64>,
+    /// The name of the builder's first step, started with the build.
+    first_step: Option<String>,
+}
+
+/// A build the claim created.
+struct Started {
+    buildid: i64,
+    number: i64,
+    props: Props,
+    collapsed: Vec<i64>,
+    /// (stepid, logid) of its first step.
+    first_step: Option<(i64, i64)>,
 }
 
 /// What makes two queued requests of one builder the same work (Buildbot's

@@ -35,6 +35,8 @@ pub struct BuildJob {
     pub ss: SourceStamp,
     pub props: Props,
     pub max_log_size: u64,
+    /// (stepid, logid) of step 0 when the claim already started it.
+    pub first_step: Option<(i64, i64)>,
 }
 
 /// Default no-output timeout of a step, as Buildbot's.
@@ -48,6 +50,27 @@ struct CurrentStep {
     log: LogWriter,
 }
 
+/// A step that has ended but whose end is not in the database yet. It is
+/// written in the same transaction as the next step's start or the
+/// build's end: one store round trip and one commit per step boundary
+/// instead of two. Nothing is acknowledged in between (the worker gets no
+/// answer to `StepDone`, and `StepFinished` is published after the commit).
+#[derive(Clone)]
+struct StepEnd {
+    stepid: i64,
+    logid: i64,
+    totals: store::LogTotals,
+    results: i64,
+    state: String,
+}
+
+impl StepEnd {
+    fn record(&self, c: &rusqlite::Connection) -> Result<()> {
+        store::update_log(c, self.logid, self.totals, true)?;
+        store::finish_step(c, self.stepid, self.results, &self.state)
+    }
+}
+
 pub struct RunningBuild {
     pub job: BuildJob,
     master_dir: PathBuf,
@@ -59,6 +82,8 @@ pub struct RunningBuild {
     halted: bool,
     stop_reason: Option<String>,
     current: Option<CurrentStep>,
+    /// The last step's end, until it is committed (see `StepEnd`).
+    ended: Option<StepEnd>,
 }
 
 /// Buildbot's order of badness for combining results.
@@ -208,6 +233,7 @@ impl RunningBuild {
             halted: false,
             stop_reason: None,
             current: None,
+            ended: None,
         }
     }
 
@@ -279,9 +305,21 @@ impl RunningBuild {
             let name = step.display_name(idx);
             let spec = self.spec(step);
             let (buildid, number, name2) = (self.job.buildid, idx as u32, name.clone());
-            let (stepid, logid) =
-                store.write(move |c| store::start_step(c, buildid, number, &name2))?;
-            let path = store::log_path(&self.master_dir, buildid, logid);
+            let (stepid, logid) = match self.job.first_step.take() {
+                Some(ids) if idx == 0 => ids,
+                _ => {
+                    let ended = self.ended.clone();
+                    let ids = store.write(move |c| {
+                        if let Some(e) = &ended {
+                            e.record(c)?;
+                        }
+                        store::start_step(c, buildid, number, &name2)
+                    })?;
+                    self.publish_ended();
+                    ids
+                }
+            };
+            let path = store::new_log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
             self.current = Some(CurrentStep {
@@ -321,12 +359,12 @@ impl RunningBuild {
         }
     }
 
-    /// Records the end of the running step. Returns false (and records
+    /// Ends the running step; its end is committed with the next `advance`
+    /// or `finish`, which the caller makes next. Returns false (and changes
     /// nothing) when `step` is not the step running, so the caller does not
     /// move the build on.
     pub fn step_done(
         &mut self,
-        store: &Store,
         step: u32,
         exit_code: Option<i32>,
         interrupted: bool,
@@ -366,17 +404,25 @@ impl RunningBuild {
             cur.log.append("h", &format!("{why}\n"))?;
         }
         cur.log.finish()?;
-        let (stepid, logid, totals) = (cur.stepid, cur.logid, cur.log.totals());
-        store.write(move |c| {
-            store::update_log(c, logid, totals, true)?;
-            store::finish_step(c, stepid, r, &state)
-        })?;
-        self.events.publish(Event::StepFinished {
-            buildid: self.job.buildid,
-            stepid,
+        self.ended = Some(StepEnd {
+            stepid: cur.stepid,
+            logid: cur.logid,
+            totals: cur.log.totals(),
             results: r,
+            state,
         });
         Ok(true)
+    }
+
+    /// The ended step is committed: tell the subscribers.
+    fn publish_ended(&mut self) {
+        if let Some(e) = self.ended.take() {
+            self.events.publish(Event::StepFinished {
+                buildid: self.job.buildid,
+                stepid: e.stepid,
+                results: e.results,
+            });
+        }
     }
 
     /// Asks the running step to stop; the build then ends CANCELLED.
@@ -405,7 +451,20 @@ impl RunningBuild {
             r => format!("{} {}", model::result_name(r), self.culprits.join(", ")),
         };
         let buildid = self.job.buildid;
-        store.write(move |c| store::finish_build(c, buildid, results, &state))?;
+        let ended = self.ended.clone();
+        store.write(move |c| {
+            if let Some(e) = &ended {
+                // A step that cannot be closed must not keep the build open.
+                if let Err(err) = e.record(c) {
+                    log::error!(
+                        "build {buildid}: recording the end of step {}: {err:#}",
+                        e.stepid
+                    );
+                }
+            }
+            store::finish_build(c, buildid, results, &state)
+        })?;
+        self.publish_ended();
         self.events.publish(Event::BuildFinished {
             buildid,
             builderid: self.job.builderid,
@@ -419,6 +478,13 @@ impl RunningBuild {
     /// The connection is going away mid-step: close the log cleanly. The
     /// botmaster then ends the build as RETRY in the database.
     pub fn abandon(&mut self, store: &Store, why: &str) {
+        if let Some(e) = self.ended.clone() {
+            // Not reached today: `step_done` is always followed by `advance`.
+            if let Err(err) = store.write(move |c| e.record(c)) {
+                log::error!("build {}: closing step: {err:#}", self.job.buildid);
+            }
+            self.publish_ended();
+        }
         if let Some(mut cur) = self.current.take() {
             let _ = cur.log.append("h", &format!("\n{why}\n"));
             let _ = cur.log.finish();

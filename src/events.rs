@@ -8,6 +8,11 @@
 //! channel, and a subscriber that falls behind misses events rather than
 //! slowing a build (events are hints; the database and log files are the
 //! truth, so a subscriber that misses one re-reads them).
+//!
+//! Two kinds of subscription: `subscribe` gets a build's start and end
+//! only (reporters), `subscribe_all` also every step and log append (live
+//! pages). A hello-world build appends to its logs ~20 times; waking a
+//! thread that ignores them cost ~7 % of the master's CPU per build.
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -43,10 +48,26 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// BuildStarted and BuildFinished: what a `subscribe` subscriber gets.
+    fn is_build_level(&self) -> bool {
+        matches!(
+            self,
+            Event::BuildStarted { .. } | Event::BuildFinished { .. }
+        )
+    }
+}
+
+struct Sub {
+    tx: Sender<Event>,
+    /// Steps and log appends too, not only build start and end.
+    all: bool,
+}
+
 /// Cheap to clone; all clones share the subscriber list.
 #[derive(Clone, Default)]
 pub struct Hub {
-    subs: Arc<Mutex<Vec<Sender<Event>>>>,
+    subs: Arc<Mutex<Vec<Sub>>>,
 }
 
 impl Hub {
@@ -54,23 +75,41 @@ impl Hub {
         Hub::default()
     }
 
-    /// A new subscriber holding at most `capacity` unread events.
+    /// A new subscriber to builds starting and finishing, holding at most
+    /// `capacity` unread events.
     pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
+        self.add(capacity, false)
+    }
+
+    /// A new subscriber to every event, steps and log appends included.
+    pub fn subscribe_all(&self, capacity: usize) -> Receiver<Event> {
+        self.add(capacity, true)
+    }
+
+    fn add(&self, capacity: usize, all: bool) -> Receiver<Event> {
         let (tx, rx) = bounded(capacity.max(1));
         if let Ok(mut subs) = self.subs.lock() {
-            subs.push(tx);
+            subs.push(Sub { tx, all });
         }
         rx
     }
 
-    /// Sends `ev` to every live subscriber; forgets the ones that are gone.
+    /// Sends `ev` to every live subscriber that wants it; forgets the ones
+    /// that are gone.
     pub fn publish(&self, ev: Event) {
         let Ok(mut subs) = self.subs.lock() else {
             return;
         };
-        subs.retain(|s| match s.try_send(ev.clone()) {
-            Ok(()) | Err(TrySendError::Full(_)) => true,
-            Err(TrySendError::Disconnected(_)) => false,
+        let build_level = ev.is_build_level();
+        subs.retain(|s| {
+            if !s.all && !build_level {
+                // Not for this one; a gone subscriber goes at the next build event.
+                return true;
+            }
+            match s.tx.try_send(ev.clone()) {
+                Ok(()) | Err(TrySendError::Full(_)) => true,
+                Err(TrySendError::Disconnected(_)) => false,
+            }
         });
     }
 
@@ -86,8 +125,8 @@ mod tests {
     #[test]
     fn fan_out_drop_dead_and_never_block() {
         let hub = Hub::new();
-        let a = hub.subscribe(2);
-        let b = hub.subscribe(2);
+        let a = hub.subscribe_all(2);
+        let b = hub.subscribe_all(2);
         let ev = Event::LogAppended {
             buildid: 1,
             logid: 2,
@@ -101,5 +140,30 @@ mod tests {
         }
         assert_eq!(hub.subscribers(), 1);
         assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn build_subscribers_get_only_build_start_and_end() {
+        let hub = Hub::new();
+        let builds = hub.subscribe(8);
+        let all = hub.subscribe_all(8);
+        hub.publish(Event::StepStarted {
+            buildid: 1,
+            stepid: 2,
+        });
+        hub.publish(Event::LogAppended {
+            buildid: 1,
+            logid: 3,
+        });
+        let end = Event::BuildFinished {
+            buildid: 1,
+            builderid: 1,
+            builder: "b".into(),
+            number: 1,
+            results: 0,
+        };
+        hub.publish(end.clone());
+        assert_eq!(builds.try_iter().collect::<Vec<_>>(), vec![end]);
+        assert_eq!(all.len(), 3);
     }
 }

@@ -18,9 +18,10 @@
 //!    keeps its last result. Changes that never started a build are kept.
 //! 2. Log files of builds that finished more than `log_horizon_days` ago are
 //!    deleted; their rows stay (the API shows the log with its `num_lines`,
-//!    `/raw` answers an empty text). Log directories whose build is no
-//!    longer in the database (a crash between a delete's commit and the
-//!    file removal) are deleted too.
+//!    `/raw` answers an empty text). Log files whose build is no longer in
+//!    the database (a crash between a delete's commit and the file
+//!    removal) are deleted too, in the flat layout and in the per-build
+//!    directories older versions wrote (`store::log_path`).
 //!
 //! Candidates are found on a read-only connection lent by the store; the
 //! deletes go through `Store::write` in batches of at most [`BATCH`]
@@ -112,7 +113,7 @@ pub struct Pruned {
     /// Builds whose log files were removed by the log horizon.
     pub log_builds: u64,
     pub log_bytes: u64,
-    /// Log directories of builds that were no longer in the database.
+    /// Builds no longer in the database whose log files were still on disk.
     pub orphan_dirs: u64,
 }
 
@@ -143,7 +144,7 @@ impl Pruned {
         }
         if self.orphan_dirs > 0 {
             log::info!(
-                "janitor: deleted {} log directories of builds no longer in the database",
+                "janitor: deleted the log files of {} builds no longer in the database",
                 self.orphan_dirs
             );
         }
@@ -249,8 +250,14 @@ fn prune_builds(
         let (counts, deleted) = store.write(move |c| delete_batch(c, cutoff, &batch, &[]))?;
         let took = t.elapsed();
         p.add(&counts);
-        for id in deleted {
-            p.build_bytes += remove_log_dir(master_dir, id);
+        for (id, logids) in deleted {
+            let mut paths = vec![store::legacy_log_dir(master_dir, id)];
+            paths.extend(
+                logids
+                    .iter()
+                    .map(|&l| store::new_log_path(master_dir, id, l)),
+            );
+            p.build_bytes += remove_paths(&paths);
         }
         Ok(took)
     })?;
@@ -312,16 +319,20 @@ impl Pruned {
     }
 }
 
+/// A deleted build's id and the ids of its logs.
+type BuildLogs = (i64, Vec<i64>);
+
 /// Runs in the writer: deletes the given builds (those still prunable) and
 /// then whatever referred only to them. `extra_requests` are requests
 /// without builds to consider as well. Returns the counts and the ids of
-/// the builds deleted (whose log files the caller removes after commit).
+/// the builds deleted with their log ids (whose log files the caller
+/// removes after commit).
 fn delete_batch(
     c: &Connection,
     cutoff: i64,
     buildids: &[i64],
     extra_requests: &[i64],
-) -> Result<(Pruned, Vec<i64>)> {
+) -> Result<(Pruned, Vec<BuildLogs>)> {
     let mut n = Pruned::default();
     // Checked again here: the reader's view may be a moment old.
     let builds = ids(
@@ -335,6 +346,19 @@ fn delete_batch(
     let b_json = json_ids(&builds);
     let mut requests = distinct_in(c, "buildrequestid", "builds", "buildid", &b_json)?;
     requests.extend_from_slice(extra_requests);
+    let mut logids: std::collections::BTreeMap<i64, Vec<i64>> =
+        builds.iter().map(|&b| (b, vec![])).collect();
+    {
+        let mut st = c.prepare_cached(
+            "SELECT s.buildid, l.logid FROM logs l JOIN steps s USING (stepid)
+             WHERE s.buildid IN (SELECT value FROM json_each(?1))",
+        )?;
+        let rows = st.query_map([&b_json], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (b, l) = row?;
+            logids.entry(b).or_default().push(l);
+        }
+    }
     // Children first: foreign keys are on.
     n.logs = c
         .prepare_cached(
@@ -382,10 +406,11 @@ fn delete_batch(
                AND changeid NOT IN (SELECT changeid FROM scheduler_changes)",
         )?
         .execute([json_ids(&changes)])? as u64;
-    Ok((n, builds))
+    Ok((n, logids.into_iter().collect()))
 }
 
-/// Bytes in the files directly inside `dir` (log directories are flat).
+/// Bytes in the files directly inside `dir` (older per-build log
+/// directories are flat).
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -398,34 +423,31 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Removes `logs/<buildid>` under the master dir; returns the bytes freed.
-fn remove_log_dir(master_dir: &Path, buildid: i64) -> u64 {
-    let dir = log_dir(master_dir).join(buildid.to_string());
-    let size = dir_size(&dir);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => size,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => {
-            log::warn!("janitor: could not remove {}: {e}", dir.display());
-            0
+/// Removes log files and (older minibots') per-build log directories;
+/// the ones already gone are skipped. Returns the bytes freed.
+fn remove_paths(paths: &[PathBuf]) -> u64 {
+    let mut freed = 0;
+    for path in paths {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        let (size, removed) = if meta.is_dir() {
+            (dir_size(path), std::fs::remove_dir_all(path))
+        } else {
+            (meta.len(), std::fs::remove_file(path))
+        };
+        match removed {
+            Ok(()) => freed += size,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("janitor: could not remove {}: {e}", path.display()),
         }
     }
+    freed
 }
 
-/// `<master>/logs`, the parent of `store::log_path`'s per-build directories.
-fn log_dir(master_dir: &Path) -> PathBuf {
-    match store::log_path(master_dir, 0, 0)
-        .parent()
-        .and_then(Path::parent)
-    {
-        Some(p) => p.to_path_buf(),
-        None => master_dir.join("logs"),
-    }
-}
-
-/// Walks the log directories on disk (what is still there, however many
-/// builds the database holds) and removes those past the log horizon or
-/// without a build.
+/// Walks the log files on disk (what is still there, however many builds
+/// the database holds) and removes those of builds past the log horizon or
+/// without a build, in either layout (`store::log_path`).
 fn prune_log_files(
     reader: &Connection,
     master_dir: &Path,
@@ -433,19 +455,23 @@ fn prune_log_files(
     stopping: &dyn Fn() -> bool,
     p: &mut Pruned,
 ) -> Result<()> {
-    let root = log_dir(master_dir);
+    let root = store::log_root(master_dir);
     let entries = match std::fs::read_dir(&root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
     };
     // Listed before the query: a build's row is committed before its log
-    // directory is made, so a directory listed here whose build the query
-    // does not find was deleted.
-    let mut on_disk: Vec<i64> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    on_disk.sort_unstable();
+    // files are made, so a file listed here whose build the query does not
+    // find was deleted.
+    let mut by_build: std::collections::BTreeMap<i64, Vec<PathBuf>> = Default::default();
+    for e in entries.filter_map(|e| e.ok()) {
+        let Some(id) = e.file_name().to_str().and_then(store::log_entry_build) else {
+            continue;
+        };
+        by_build.entry(id).or_default().push(e.path());
+    }
+    let on_disk: Vec<i64> = by_build.keys().copied().collect();
     for chunk in on_disk.chunks(500) {
         if stopping() {
             return Ok(());
@@ -457,13 +483,14 @@ fn prune_log_files(
             .query_map([json_ids(chunk)], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         for &id in chunk {
+            let paths = by_build.get(&id).map_or(&[][..], Vec::as_slice);
             match (known.get(&id), cutoff) {
                 (None, _) => {
-                    remove_log_dir(master_dir, id);
+                    remove_paths(paths);
                     p.orphan_dirs += 1;
                 }
                 (Some(Some(done)), Some(cut)) if *done < cut => {
-                    p.log_bytes += remove_log_dir(master_dir, id);
+                    p.log_bytes += remove_paths(paths);
                     p.log_builds += 1;
                 }
                 _ => {}
@@ -626,6 +653,17 @@ mod tests {
         fn log_file(&self, b: Built) -> PathBuf {
             store::log_path(self.master(), b.build, b.log)
         }
+
+        /// Moves `b`'s log where older minibots wrote it (a directory per
+        /// build); returns that directory.
+        fn to_legacy_layout(&self, b: Built) -> PathBuf {
+            let dir = store::legacy_log_dir(self.master(), b.build);
+            std::fs::create_dir_all(&dir).unwrap();
+            let old = dir.join(format!("{}.log", b.log));
+            std::fs::rename(self.log_file(b), &old).unwrap();
+            assert_eq!(self.log_file(b), old);
+            dir
+        }
     }
 
     #[test]
@@ -633,6 +671,7 @@ mod tests {
         let f = Fixture::new();
         let old1 = f.build("a", 200, None);
         let old2 = f.build("a", 190, None);
+        let old2_dir = f.to_legacy_layout(old2);
         let recent = f.build("a", 10, None);
         // Builder b's only build is old, but it is its newest: kept.
         let last_of_b = f.build("b", 400, None);
@@ -662,8 +701,8 @@ mod tests {
             assert!(!f.exists("buildset_changes", "buildsetid", b.buildset));
             assert!(!f.exists("logs", "logid", b.log));
             assert!(!f.log_file(b).exists());
-            assert!(!f.log_file(b).parent().unwrap().exists());
         }
+        assert!(!old2_dir.exists());
         assert!(!f.exists("changes", "changeid", old1.change));
         assert!(f.exists("changes", "changeid", old2.change));
         for b in [recent, last_of_b] {
@@ -704,26 +743,35 @@ mod tests {
     fn log_horizon_removes_files_and_keeps_rows() {
         let f = Fixture::new();
         let old = f.build("a", 40, None);
+        let old_legacy = f.build("a", 41, None);
+        let old_legacy_dir = f.to_legacy_layout(old_legacy);
         let recent = f.build("a", 2, None);
-        // A directory of a build the database does not know (a crash after
-        // a delete's commit): removed as well.
-        let orphan = log_dir(f.master()).join("99999");
+        let recent_legacy = f.build("a", 3, None);
+        f.to_legacy_layout(recent_legacy);
+        // Logs of builds the database does not know (a crash after a
+        // delete's commit), in both layouts: removed as well.
+        let orphan = store::log_root(f.master()).join("99999");
         std::fs::create_dir_all(&orphan).unwrap();
         std::fs::write(orphan.join("1.log"), "ox\n").unwrap();
-        // Not a build directory: left alone.
-        std::fs::write(log_dir(f.master()).join("README"), "keep").unwrap();
+        let orphan_file = store::new_log_path(f.master(), 99998, 7);
+        std::fs::write(&orphan_file, "ox\n").unwrap();
+        // Not a build's log: left alone.
+        std::fs::write(store::log_root(f.master()).join("README"), "keep").unwrap();
 
         let p = f.run(0, 30);
         assert_eq!(
             (p.log_builds, p.log_bytes, p.orphan_dirs),
-            (1, 1000, 1),
+            (2, 2000, 2),
             "{p:?}"
         );
         assert_eq!(p.builds, 0);
         assert!(!f.log_file(old).exists());
+        assert!(!old_legacy_dir.exists());
         assert!(f.log_file(recent).exists());
+        assert!(f.log_file(recent_legacy).exists());
         assert!(!orphan.exists());
-        assert!(log_dir(f.master()).join("README").exists());
+        assert!(!orphan_file.exists());
+        assert!(store::log_root(f.master()).join("README").exists());
         // The rows stay, with their line counts.
         assert!(f.exists("builds", "buildid", old.build));
         assert!(f.exists("logs", "logid", old.log));

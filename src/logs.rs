@@ -1,6 +1,6 @@
 //! Build logs on disk, master side.
 //!
-//! Owns: the log files under `<master>/logs/<buildid>/<logid>.log`, written
+//! Owns: the log files `<master>/logs/<buildid>-<logid>.log`, written
 //! by the worker connection thread that runs the build (one writer per
 //! log, no locking). Output arrives as chunks per stream; each complete
 //! line is written with its stream's prefix ('o', 'e', 'h'), Buildbot's

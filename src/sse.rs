@@ -116,7 +116,7 @@ impl Live {
             return Err(Box::new(req));
         };
         // Subscribe before the first comparison, so nothing falls between.
-        let rx = self.hub.subscribe(256);
+        let rx = self.hub.subscribe_all(256);
         let spawned = std::thread::Builder::new()
             .name("live".into())
             .stack_size(256 * 1024)
@@ -376,7 +376,7 @@ mod tests {
         std::fs::write(&log, "ohello <b>\n").unwrap();
         let cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
         let hub = Hub::new();
-        let rx = hub.subscribe(16);
+        let rx = hub.subscribe_all(16);
         let out = Shared::default();
         let (out2, master, db2) = (out.clone(), dir.path().to_path_buf(), db.clone());
         let t = std::thread::spawn(move || {

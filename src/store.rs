@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 /// The schema version this binary reads and writes. `upgrade-master`
@@ -222,12 +222,49 @@ CREATE INDEX scheduler_changes_change ON scheduler_changes(changeid);
 "#,
 ];
 
-/// Where the text of a log lives, under the master directory.
+/// The directory of the log files, under the master directory.
+pub fn log_root(master_dir: &Path) -> PathBuf {
+    master_dir.join("logs")
+}
+
+/// Where a new log's text is written: `logs/<buildid>-<logid>.log`. One
+/// directory for all builds: a directory per build cost an inode
+/// allocation (`mkdir`) per build, a large part of the master's CPU per
+/// build on ext4 (docs/performance.md).
+pub fn new_log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
+    log_root(master_dir).join(format!("{buildid}-{logid}.log"))
+}
+
+/// Where the text of an existing log is: `new_log_path`, or for a log
+/// written by an older minibot (a directory per build) its
+/// `logs/<buildid>/<logid>.log`, when only that file exists.
 pub fn log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
-    master_dir
-        .join("logs")
-        .join(buildid.to_string())
-        .join(format!("{logid}.log"))
+    let path = new_log_path(master_dir, buildid, logid);
+    if path.exists() {
+        return path;
+    }
+    let old = legacy_log_dir(master_dir, buildid).join(format!("{logid}.log"));
+    if old.exists() {
+        old
+    } else {
+        path
+    }
+}
+
+/// The per-build log directory older minibots wrote.
+pub fn legacy_log_dir(master_dir: &Path, buildid: i64) -> PathBuf {
+    log_root(master_dir).join(buildid.to_string())
+}
+
+/// The build a name in `log_root` belongs to: `<buildid>-<logid>.log`, or
+/// an older minibot's `<buildid>` directory.
+pub fn log_entry_build(name: &str) -> Option<i64> {
+    let Some(stem) = name.strip_suffix(".log") else {
+        return name.parse().ok();
+    };
+    let (build, log) = stem.split_once('-')?;
+    log.parse::<i64>().ok()?;
+    build.parse().ok()
 }
 
 /// Settings every connection gets.
@@ -441,35 +478,97 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
-        let (rtx, rrx) = crossbeam_channel::bounded::<Result<R>>(1);
+        let reply = Arc::new(Reply::default());
+        let answer = Answer(Some(reply.clone()));
         let job: Job = Box::new(move |conn| {
             let res = run_in_savepoint(conn, f);
             Box::new(move |commit: Result<(), String>| {
-                let out = match commit {
+                answer.send(match commit {
                     Ok(()) => res,
                     Err(e) => Err(anyhow!("commit failed: {e}")),
-                };
-                let _ = rtx.send(out);
+                });
             })
         });
         self.tx
             .send(job)
             .map_err(|_| anyhow!("the store thread has stopped"))?;
-        rrx.recv()
-            .map_err(|_| anyhow!("the store thread stopped before answering"))?
+        reply.wait()
     }
 }
 
+/// The result of one `Store::write`, handed from the writer thread to the
+/// caller. Not a crossbeam channel: its blocking `recv` spins and calls
+/// `sched_yield` several times before it parks, and a caller here always
+/// waits for a whole transaction, so that was pure cost (~7 % of the
+/// master's CPU in `sched_yield`, docs/performance.md). A condvar sleeps on
+/// the futex at once.
+struct Reply<R> {
+    slot: Mutex<Option<Result<R>>>,
+    ready: Condvar,
+}
+
+impl<R> Default for Reply<R> {
+    fn default() -> Self {
+        Reply {
+            slot: Mutex::new(None),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<R> Reply<R> {
+    fn wait(&self) -> Result<R> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = slot.take() {
+                return r;
+            }
+            slot = self.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// The writer's end of a `Reply`. Dropped unsent (the job was dropped: the
+/// store thread stopped or panicked), it still wakes the caller, with an error.
+struct Answer<R>(Option<Arc<Reply<R>>>);
+
+impl<R> Answer<R> {
+    fn send(mut self, r: Result<R>) {
+        if let Some(reply) = self.0.take() {
+            *reply.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            reply.ready.notify_one();
+        }
+    }
+}
+
+impl<R> Drop for Answer<R> {
+    fn drop(&mut self) {
+        if let Some(reply) = self.0.take() {
+            *reply.slot.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Err(anyhow!("the store thread stopped before answering")));
+            reply.ready.notify_one();
+        }
+    }
+}
+
+/// Runs one of the fixed transaction-control statements. They are prepared
+/// once per connection (`prepare_cached`) instead of parsed again by
+/// `execute_batch` several times per transaction.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 fn run_in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.execute_batch("SAVEPOINT job")?;
+    control(conn, "SAVEPOINT job")?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE job")?;
+            control(conn, "RELEASE job")?;
             Ok(r)
         }
         Err(e) => {
             // ROLLBACK TO keeps the savepoint open; RELEASE closes it.
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            let _ = control(conn, "ROLLBACK TO job").and_then(|_| control(conn, "RELEASE job"));
             Err(e)
         }
     }
@@ -479,7 +578,14 @@ fn run_in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<
 /// first hook in it.
 const MAX_BATCH: usize = 256;
 
+/// Prepared statements the writer keeps. rusqlite's default is 16, fewer
+/// than the distinct statements of one build's writes (hook, buildset,
+/// claim, steps, finish, transaction control), so its LRU cache missed on
+/// nearly every statement and SQLite parsed each one again.
+const WRITER_STATEMENTS: usize = 128;
+
 fn writer_loop(conn: Connection, rx: Receiver<Job>) {
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     // Exits when every Store handle is dropped (master shutdown).
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -489,14 +595,14 @@ fn writer_loop(conn: Connection, rx: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        let began = control(&conn, "BEGIN IMMEDIATE");
         let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
         let commit = began
-            .and_then(|_| conn.execute_batch("COMMIT"))
+            .and_then(|_| control(&conn, "COMMIT"))
             .map_err(|e| e.to_string());
         if let Err(e) = &commit {
             log::error!("store: transaction failed: {e}");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = control(&conn, "ROLLBACK");
         }
         for c in completions {
             c(commit.clone());
@@ -831,6 +937,19 @@ pub struct PendingRequest {
     /// Whether the buildset was made from changes (not forced or timed).
     pub has_changes: bool,
     pub priority: i64,
+}
+
+/// Names of the builders with unclaimed requests: one query, so that a
+/// dispatch with an empty queue (after each build, the usual case) does
+/// not ask for each builder's requests. Each EXISTS stops at the first
+/// unclaimed request in `buildrequests_pending`, however deep the queue.
+pub fn builders_with_pending(conn: &Connection) -> Result<std::collections::HashSet<String>> {
+    let mut st = conn.prepare_cached(
+        "SELECT b.name FROM builders b WHERE EXISTS (SELECT 1 FROM buildrequests br
+           WHERE br.builderid = b.builderid AND br.complete = 0 AND br.claimed_at IS NULL)",
+    )?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Unclaimed requests of one builder, highest priority then oldest first.

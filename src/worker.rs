@@ -8,8 +8,9 @@
 //! - reader thread: decodes `ToWorker` frames from the socket into a
 //!   bounded channel (`ReaderEvent`);
 //! - writer thread: owns the write half, takes `FromWorker` messages from a
-//!   bounded channel and writes one frame each, so frames from concurrently
-//!   running steps never interleave; it sends `Ping` itself when nothing was
+//!   bounded channel and writes whole frames, so frames from concurrently
+//!   running steps never interleave (output already queued is joined and
+//!   sent in one write, `coalesce`); it sends `Ping` itself when nothing was
 //!   written for the keepalive interval;
 //! - one thread per running step (`steps::run_step`), sending `Log` and
 //!   `StepDone` into the writer's channel and its build id on `finished`.
@@ -678,15 +679,15 @@ impl Session {
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => FromWorker::Ping,
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
                     };
-                    let buf = match protocol::encode_frame(&msg) {
-                        Ok(b) => b,
-                        Err(e) => {
+                    let mut buf = Vec::new();
+                    for msg in coalesce(msg, &out_rx) {
+                        match protocol::encode_frame(&msg) {
+                            Ok(b) => buf.extend_from_slice(&b),
                             // Only an oversized frame fails to encode; drop
                             // it rather than the connection.
-                            log::error!("not sending a message to the master: {e:#}");
-                            continue;
+                            Err(e) => log::error!("not sending a message to the master: {e:#}"),
                         }
-                    };
+                    }
                     w.write_all(&buf)
                         .and_then(|_| w.flush())
                         .map_err(|e| format!("writing to the master failed: {e}"))?;
@@ -1013,10 +1014,83 @@ impl Session {
     }
 }
 
+/// `first` and the messages already queued behind it (up to a few), with
+/// consecutive output of one build, step and stream joined into one `Log`
+/// of at most `LOG_CHUNK` bytes. A step's header lines, and its last output
+/// with the exit code, are written a moment apart; sent as they come, each
+/// was a frame the master read, routed, wrote to the log and announced on
+/// its own. The writer sends the result in one write; order is kept.
+fn coalesce(first: FromWorker, rx: &Receiver<FromWorker>) -> Vec<FromWorker> {
+    /// Bounds the frames (and bytes, with LOG_CHUNK) gathered into one write.
+    const MAX_MESSAGES: usize = 64;
+    let mut out = vec![first];
+    for _ in 1..MAX_MESSAGES {
+        let Ok(next) = rx.try_recv() else { break };
+        if let (
+            Some(FromWorker::Log {
+                build_id,
+                step,
+                stream,
+                data,
+            }),
+            FromWorker::Log {
+                build_id: b2,
+                step: s2,
+                stream: st2,
+                data: d2,
+            },
+        ) = (out.last_mut(), &next)
+        {
+            if build_id == b2 && step == s2 && stream == st2 && data.len() + d2.len() <= LOG_CHUNK {
+                data.push_str(d2);
+                continue;
+            }
+        }
+        out.push(next);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    fn log(step: u32, stream: &str, data: &str) -> FromWorker {
+        FromWorker::Log {
+            build_id: 7,
+            step,
+            stream: stream.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn coalesce_joins_queued_output_of_one_stream_in_order() {
+        let (tx, rx) = unbounded();
+        for m in [
+            log(0, "h", "b\n"),
+            log(0, "o", "c\n"),
+            log(0, "o", "d"),
+            log(1, "o", "e\n"),
+            FromWorker::Ping,
+            log(1, "o", &"x".repeat(LOG_CHUNK)),
+        ] {
+            tx.send(m).unwrap();
+        }
+        let got = coalesce(log(0, "h", "a\n"), &rx);
+        assert_eq!(
+            got,
+            vec![
+                log(0, "h", "a\nb\n"),
+                log(0, "o", "c\nd"),
+                log(1, "o", "e\n"),
+                FromWorker::Ping,
+                log(1, "o", &"x".repeat(LOG_CHUNK)),
+            ]
+        );
+        assert!(rx.is_empty());
+    }
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777

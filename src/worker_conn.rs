@@ -293,7 +293,10 @@ impl Conn {
     /// `Detached` (the botmaster marks them RETRY).
     fn run(mut self, cmds: Receiver<ConnCmd>) -> Result<String> {
         let (in_tx, in_rx) = unbounded();
-        let mut reader = self.stream.try_clone().context("cloning the socket")?;
+        // Buffered: a frame is a length and a body, two `recv` calls each
+        // unbuffered, and frames sent together arrive together.
+        let mut reader =
+            std::io::BufReader::new(self.stream.try_clone().context("cloning the socket")?);
         std::thread::Builder::new()
             .name("worker-reader".into())
             .stack_size(THREAD_STACK)
@@ -422,14 +425,7 @@ impl Conn {
                         reason.as_deref().unwrap_or("no reason given")
                     );
                 }
-                match b.step_done(
-                    &self.ctx.store,
-                    step,
-                    exit_code,
-                    interrupted,
-                    timed_out,
-                    reason,
-                ) {
+                match b.step_done(step, exit_code, interrupted, timed_out, reason) {
                     Ok(true) => {}
                     // Not the running step: nothing changed, nothing to do.
                     Ok(false) => return Ok(()),
