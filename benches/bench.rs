@@ -72,6 +72,9 @@ struct Args {
     /// keep the temp dir (master, worker, repository) and print its path
     #[argh(switch)]
     keep: bool,
+    /// the number of hello-world builds (phase 3) instead of the mode's
+    #[argh(option)]
+    builds: Option<usize>,
     /// passed by `cargo bench`; ignored
     #[argh(switch, hidden_help)]
     #[allow(dead_code)]
@@ -137,7 +140,10 @@ const QUICK: Sizes = Sizes {
 
 fn main() {
     let args: Args = minibot::daemon::parse_args("bench");
-    let sizes = if args.quick { QUICK } else { FULL };
+    let mut sizes = if args.quick { QUICK } else { FULL };
+    if let Some(n) = args.builds {
+        sizes.builds = n;
+    }
     let json_path = args
         .json
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.json"));

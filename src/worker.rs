@@ -778,8 +778,19 @@ impl Session {
 
     fn reap(&mut self, build_id: i64) {
         if let Some(r) = self.running.remove(&build_id) {
-            // The thread is only sending its StepDone now; joined at the end.
+            // The thread is only sending its StepDone now: kept until it has
+            // ended, then joined. An exited thread that is never joined
+            // keeps its stack mapped; kept for the whole session, a worker's
+            // memory grew with every step (2.6 -> 9.8 MB over 300 builds)
+            // and its forks slowed down with the mappings.
             self.done_handles.push(r.handle);
+            let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.done_handles)
+                .into_iter()
+                .partition(|h| h.is_finished());
+            self.done_handles = running;
+            for h in ended {
+                let _ = h.join();
+            }
         }
     }
 
