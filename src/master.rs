@@ -241,6 +241,9 @@ impl OnDemand {
         match self.reporters.take() {
             Some((tx, h)) if !want => {
                 let _ = tx.send(ReporterMsg::Shutdown);
+                // Joined at stop; those already done now, so that reconfigs
+                // toggling reporters for months keep no dead threads' stacks.
+                self.stopped_reporters.retain(|t| !t.is_finished());
                 self.stopped_reporters.push(h);
                 log::info!("reporters: none configured any more; thread stopped");
             }
