@@ -243,14 +243,14 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "kB",
         vec![idle_rss],
         Target::AtMost(4096.0),
-        "~1.3 MB anonymous; the rest is file-backed text (binary mapped almost whole, libc)",
+        "~1 MB anonymous; the rest is the static binary's text, resident almost whole (fault-around)",
     );
     b.report.add(
         "worker idle RSS",
         "kB",
         vec![worker_rss],
         Target::AtMost(2048.0),
-        "~0.25 MB anonymous; the rest is file-backed text (binary, libc)",
+        "~0.2 MB anonymous; the rest is the 2 MB static binary (0.7 MB of it glibc), resident whole",
     );
     b.report.add(
         "master idle RSS, anonymous part",
@@ -281,14 +281,14 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "kB",
         vec![rss300],
         Target::AtMost(6144.0),
-        "anonymous grows: SQLite page caches (2 MB per connection by default), malloc arenas",
+        "idle text + anonymous: SQLite page caches (256 kB per connection), malloc arenas",
     );
     b.report.add(
         &format!("master RSS after {} builds", z.builds + z.noop_builds),
         "kB",
         vec![rss_more],
         Target::AtMost(6144.0),
-        "SQLite page caches filling (sequential builds level off at ~5 MB anonymous)",
+        "SQLite page caches filling to their cap",
     );
     for (n, kb) in [(z.builds, anon300), (z.builds + z.noop_builds, anon_more)] {
         b.report.add(
@@ -367,7 +367,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "kB",
         vec![(ms_ + ws) / 1024.0],
         Target::AtMost(8192.0),
-        "bundled SQLite (1.4 MB of text), std, serde, toml, regex, tiny_http",
+        "static glibc (~0.7 MB per binary), SQLite, rustls + ring, config error paths, std",
     );
     b.report.fact("loadavg_at_end", json!(loadavg()));
     if quick {
@@ -979,7 +979,7 @@ git checkout -f --detach "$1"
             "builds/s",
             rates,
             Target::AtLeast(18.0),
-            "every dispatch loads up to 1,000 queued requests: O(queue) per build",
+            "serial on one worker; the botmaster loads 100 queued requests per free builder",
         );
         r.add(
             &format!("master CPU per build, {FILL_BATCH} queued"),
@@ -993,7 +993,7 @@ git checkout -f --detach "$1"
             "kB",
             vec![rss],
             Target::AtMost(6144.0),
-            "anonymous high-water mark of 1,000-deep queues",
+            "idle text + anonymous high-water mark of 1,000-deep queues",
         );
         r.add(
             &format!("master RSS after {total} builds, anonymous part"),
@@ -1092,7 +1092,7 @@ git checkout -f --detach "$1"
             "ms",
             api,
             Target::AtMost(1.0),
-            "Nagle on the server socket × the client's delayed ACK",
+            "SQL + JSON on a keep-alive connection (TCP_NODELAY)",
         );
         r.add(
             &format!("GET /api/v2/builds?limit=50&order=-buildid, {hist}, new connection each"),
