@@ -1820,6 +1820,8 @@ fn check_force_params(at: &str, s: &SchedulerCfg, p: &mut Problems) {
             }
         }
         if let Some(d) = &fp.default {
+            // Shown as JSON (the toml crate is built without its writer).
+            let shown = serde_json::to_string(d).unwrap_or_default();
             let ok = match fp.kind.as_str() {
                 "int" => d.is_integer(),
                 "bool" => d.is_bool(),
@@ -1829,14 +1831,14 @@ fn check_force_params(at: &str, s: &SchedulerCfg, p: &mut Problems) {
             if !ok {
                 p.add(
                     &format!("{at}.default"),
-                    format_args!("{d} does not fit a {} parameter", fp.kind),
+                    format_args!("{shown} does not fit a {} parameter", fp.kind),
                 );
             } else if fp.kind == "choice"
                 && !fp.choices.iter().any(|c| Some(c.as_str()) == d.as_str())
             {
                 p.add(
                     &format!("{at}.default"),
-                    format_args!("{d} is not one of the choices"),
+                    format_args!("{shown} is not one of the choices"),
                 );
             }
         }

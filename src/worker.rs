@@ -174,8 +174,13 @@ impl Default for CreateOptions {
     }
 }
 
+/// `s` as a TOML basic string. JSON's string escapes are TOML's, except
+/// that TOML also wants DEL escaped; serde_json (already in the worker)
+/// instead of the toml crate's serializer, which would double its size.
 fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+    serde_json::Value::from(s)
+        .to_string()
+        .replace('\u{7f}', "\\u007f")
 }
 
 /// Writes `path` with `mode` through a temporary file and a rename, so a
@@ -1073,6 +1078,23 @@ mod tests {
             step,
             stream: stream.into(),
             data: data.into(),
+        }
+    }
+
+    #[test]
+    fn toml_str_round_trips_through_the_parser() {
+        for s in [
+            "pass",
+            "a\"b\\c",
+            "tab\tnew\nline",
+            "del\u{7f}",
+            "nul\u{0}",
+            "é ü 𝄞",
+            "",
+        ] {
+            let doc = format!("v = {}", toml_str(s));
+            let t: toml::Table = toml::from_str(&doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            assert_eq!(t["v"].as_str(), Some(s), "{doc}");
         }
     }
 
