@@ -280,6 +280,19 @@ fn pid_gone(pid: i32) -> bool {
     false
 }
 
+/// A worker in a temp dir, started and connected to the returned listener
+/// (the test's "master"), handshake done.
+fn connected_worker() -> (tempfile::TempDir, TcpListener, Worker, TcpStream) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("worker");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    create(&dir, l.local_addr().unwrap().port());
+    let w = Worker::start(&dir);
+    let mut s = accept(&l);
+    handshake(&mut s, PASSWORD);
+    (tmp, l, w, s)
+}
+
 #[test]
 fn runs_steps_for_an_authenticated_master() {
     let tmp = tempfile::tempdir().unwrap();
@@ -442,13 +455,7 @@ fn refuses_a_master_that_cannot_prove_the_password() {
 
 #[test]
 fn a_lost_connection_kills_running_steps_and_the_worker_reconnects() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("worker");
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    create(&dir, l.local_addr().unwrap().port());
-    let w = Worker::start(&dir);
-    let mut s = accept(&l);
-    handshake(&mut s, PASSWORD);
+    let (_tmp, l, w, mut s) = connected_worker();
     // The grandchild's pid: it must die with the step.
     run_step(&mut s, 1, "b", sh("sleep 100 & echo $!; wait"));
     let pid: i32 = first_output(&mut s, 1).trim().parse().unwrap();
@@ -607,13 +614,7 @@ fn a_silent_master_is_declared_dead() {
 /// whole session: +2 mappings and ~24 kB of RSS per step.
 #[test]
 fn finished_step_threads_do_not_accumulate() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("worker");
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    create(&dir, l.local_addr().unwrap().port());
-    let w = Worker::start(&dir);
-    let mut s = accept(&l);
-    handshake(&mut s, PASSWORD);
+    let (_tmp, _l, w, mut s) = connected_worker();
     let maps = || {
         std::fs::read_to_string(format!("/proc/{}/maps", w.child.id()))
             .unwrap()
