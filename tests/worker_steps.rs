@@ -281,15 +281,16 @@ fn pid_gone(pid: i32) -> bool {
 }
 
 /// A worker in a temp dir, started and connected to the returned listener
-/// (the test's "master"), handshake done.
-fn connected_worker() -> (tempfile::TempDir, TcpListener, Worker, TcpStream) {
+/// (the test's "master"), after a handshake in which the master proves
+/// `password` (the right one: [`PASSWORD`]).
+fn connected_worker(password: &str) -> (tempfile::TempDir, TcpListener, Worker, TcpStream) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("worker");
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     create(&dir, l.local_addr().unwrap().port());
     let w = Worker::start(&dir);
     let mut s = accept(&l);
-    handshake(&mut s, PASSWORD);
+    handshake(&mut s, password);
     (tmp, l, w, s)
 }
 
@@ -388,14 +389,7 @@ fn runs_steps_for_an_authenticated_master() {
 
 #[test]
 fn refuses_a_master_that_cannot_prove_the_password() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("worker");
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    create(&dir, l.local_addr().unwrap().port());
-    let w = Worker::start(&dir);
-
-    let mut s = accept(&l);
-    handshake(&mut s, "not-the-password");
+    let (tmp, l, w, mut s) = connected_worker("not-the-password");
     let marker = tmp.path().join("ran");
     let _ = protocol::write_frame(
         &mut s,
@@ -455,7 +449,7 @@ fn refuses_a_master_that_cannot_prove_the_password() {
 
 #[test]
 fn a_lost_connection_kills_running_steps_and_the_worker_reconnects() {
-    let (_tmp, l, w, mut s) = connected_worker();
+    let (_tmp, l, w, mut s) = connected_worker(PASSWORD);
     // The grandchild's pid: it must die with the step.
     run_step(&mut s, 1, "b", sh("sleep 100 & echo $!; wait"));
     let pid: i32 = first_output(&mut s, 1).trim().parse().unwrap();
@@ -582,15 +576,9 @@ fn daemon_mode_start_stop_and_usage() {
 
 #[test]
 fn a_silent_master_is_declared_dead() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("worker");
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    create(&dir, l.local_addr().unwrap().port());
-    let w = Worker::start(&dir);
-    let mut s = accept(&l);
-    handshake(&mut s, PASSWORD); // keepalive 1 s
-                                 // We read the worker's pings but never answer: after 3 × 1 s of
-                                 // silence it hangs up, and comes back.
+    let (_tmp, l, w, mut s) = connected_worker(PASSWORD); // keepalive 1 s
+                                                          // We read the worker's pings but never answer: after 3 × 1 s of
+                                                          // silence it hangs up, and comes back.
     let t0 = Instant::now();
     let mut pings = 0;
     while let Ok(Some(m)) = protocol::read_frame::<_, FromWorker>(&mut s) {
@@ -614,7 +602,7 @@ fn a_silent_master_is_declared_dead() {
 /// whole session: +2 mappings and ~24 kB of RSS per step.
 #[test]
 fn finished_step_threads_do_not_accumulate() {
-    let (_tmp, _l, w, mut s) = connected_worker();
+    let (_tmp, _l, w, mut s) = connected_worker(PASSWORD);
     let maps = || {
         std::fs::read_to_string(format!("/proc/{}/maps", w.child.id()))
             .unwrap()
