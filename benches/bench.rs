@@ -209,7 +209,7 @@ impl OnceIdle {
             "kB",
             vec![self.anon],
             Target::None,
-            "heap in use, thread stacks, the worker connection's threads",
+            "heap in use, glibc's per-thread caches (tcache) and the pages they pin, thread stacks",
         );
         let key = format!("release_after_{}", what.replace(' ', "_"));
         r.fact(
