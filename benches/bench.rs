@@ -19,7 +19,9 @@
 //!    same job through a signed Gitea hook: hook answered, build started,
 //!    build complete (paired with the bare job), master CPU per build;
 //! 4. 200 hooks at once to a builder whose step is `true`: builds/s, and
-//!    every request ran exactly once;
+//!    every request ran exactly once; after phases 3, 4 and 6 the master's
+//!    RSS right after the last build, and once it has gone idle and given
+//!    memory back (its "idle: released" line in `master.log`, ~1 s later);
 //! 5. ingestion: 16 threads post distinct signed hooks, then the master is
 //!    killed with SIGKILL mid-stream; every acknowledged change must be in
 //!    the database;
@@ -84,8 +86,16 @@ struct Args {
 /// Steps run with the system PATH: a version manager's `python3` shim in
 /// front would add ~100 ms to every call, in CI and by hand alike.
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// The daemons run as a user runs them: info logging, system PATH.
-const DAEMON_ENV: &[(&str, &str)] = &[("RUST_LOG", "info"), ("PATH", SYSTEM_PATH)];
+/// The daemons run as a user runs them: info logging, system PATH. Plus
+/// the botmaster's debug lines: its "idle: released" line is how the
+/// benchmark knows the master has given memory back after builds (one line
+/// per busy → idle transition; the only other is its exit).
+const DAEMON_ENV: &[(&str, &str)] = &[
+    ("RUST_LOG", "info,minibot::botmaster=debug"),
+    ("PATH", SYSTEM_PATH),
+];
+/// The botmaster's log line when it has given memory back.
+const RELEASED: &str = "idle: released ";
 const WORKER_NAME: &str = "example-worker";
 
 /// Added to the tests' config: a builder whose only step is `true`, fed by
@@ -171,6 +181,42 @@ fn main() {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The master's RSS once it has gone idle after builds and given memory
+/// back (`Bench::once_idle`).
+struct OnceIdle {
+    rss: f64,
+    anon: f64,
+    /// From the last build seen complete to the release line seen.
+    waited_ms: f64,
+    /// The botmaster's line: how much, and how long the release took.
+    line: String,
+}
+
+impl OnceIdle {
+    /// Rows "master RSS after {what}, once idle" (+ its anonymous part).
+    fn report(&self, r: &mut Report, what: &str) {
+        r.add(
+            &format!("master RSS after {what}, once idle"),
+            "kB",
+            vec![self.rss],
+            Target::AtMost(6144.0),
+            "idle text + anonymous left after the release (SQLite caches emptied, malloc_trim)",
+        );
+        r.add(
+            &format!("master RSS after {what}, once idle, anonymous part"),
+            "kB",
+            vec![self.anon],
+            Target::None,
+            "heap in use, glibc's per-thread caches (tcache) and the pages they pin, thread stacks",
+        );
+        let key = format!("release_after_{}", what.replace(' ', "_"));
+        r.fact(
+            &key,
+            json!({"waited_ms": self.waited_ms, "line": self.line.as_str()}),
+        );
+    }
 }
 
 /// The master directory, ports and repository of the whole run.
@@ -269,26 +315,32 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
 
     eprintln!("phase 3: {} hello-world builds vs. the bare job", z.builds);
     b.hello_builds(&master, &worker, z.builds)?;
+    // Right after the last build, then once the master has gone idle and
+    // given memory back (~1 s later).
+    let mark = b.log_len();
     let rss300 = procfs::rss_kb(master.pid())? as f64;
     let anon300 = procfs::anon_kb(master.pid())? as f64;
+    let idle300 = b.once_idle(&master, mark)?;
 
     eprintln!("phase 4: {} builds queued at once", z.noop_builds);
     b.noop_burst(&master, z.noop_builds)?;
+    let mark = b.log_len();
     let rss_more = procfs::rss_kb(master.pid())? as f64;
     let anon_more = procfs::anon_kb(master.pid())? as f64;
+    let idle_more = b.once_idle(&master, mark)?;
     b.report.add(
         &format!("master RSS after {} builds", z.builds),
         "kB",
         vec![rss300],
         Target::AtMost(6144.0),
-        "idle text + anonymous: SQLite page caches (256 kB per connection), malloc arenas",
+        "right after the last build: idle text + anonymous (SQLite page caches, 256 kB per connection, malloc arenas)",
     );
     b.report.add(
         &format!("master RSS after {} builds", z.builds + z.noop_builds),
         "kB",
         vec![rss_more],
         Target::AtMost(6144.0),
-        "SQLite page caches filling to their cap",
+        "right after the last build: SQLite page caches filling to their cap",
     );
     for (n, kb) in [(z.builds, anon300), (z.builds + z.noop_builds, anon_more)] {
         b.report.add(
@@ -296,8 +348,11 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
             "kB",
             vec![kb],
             Target::None,
-            "the part that could grow with builds",
+            "right after the last build: the part that could grow with builds",
         );
+    }
+    for (n, idle) in [(z.builds, &idle300), (z.builds + z.noop_builds, &idle_more)] {
+        idle.report(&mut b.report, &format!("{n} builds"));
     }
     b.report
         .fact("master_smaps_after_builds", smaps(master.pid()));
@@ -474,6 +529,44 @@ fn max_id(db: &Connection, table: &str, col: &str) -> Result<i64> {
 impl Bench {
     /// Spawns `minibot start --nodaemon` and polls `GET /api/v2/builders`
     /// until it answers 200; returns the process and that time in ms.
+    /// The length of `master.log` now: where the next release line will be.
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(self.s.master.join("master.log")).map_or(0, |m| m.len())
+    }
+
+    /// Waits for the botmaster's release line written after `mark` (taken
+    /// when the last build was seen complete; the release comes
+    /// `botmaster::IDLE_AFTER` after it, so it cannot be before the mark),
+    /// then reads the master's RSS: what it holds once idle again.
+    fn once_idle(&self, master: &Proc, mark: u64) -> Result<OnceIdle> {
+        let log = self.s.master.join("master.log");
+        let t = Instant::now();
+        let line = loop {
+            let text = std::fs::read(&log).context("reading master.log")?;
+            // Rotated since the mark: the new file is all after it.
+            let from = if (text.len() as u64) < mark {
+                0
+            } else {
+                mark as usize
+            };
+            let after = String::from_utf8_lossy(&text[from..]);
+            if let Some(l) = after.lines().find(|l| l.contains(RELEASED)) {
+                break l.to_string();
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "the master did not release memory within 10 s of the last build (no {RELEASED:?} line in master.log)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Ok(OnceIdle {
+            rss: procfs::rss_kb(master.pid())? as f64,
+            anon: procfs::anon_kb(master.pid())? as f64,
+            waited_ms: ms(t.elapsed()),
+            line,
+        })
+    }
+
     fn start_master(&self) -> Result<(Proc, f64)> {
         let t0 = Instant::now();
         let child = Command::new(MINIBOT)
@@ -965,10 +1058,12 @@ git checkout -f --detach "$1"
             left -= k;
         }
         let secs = t.elapsed().as_secs_f64();
+        let mark = self.log_len();
         let (rss, anon) = (
             procfs::rss_kb(master.pid())? as f64,
             procfs::anon_kb(master.pid())? as f64,
         );
+        let idle = self.once_idle(&master, mark)?;
         let r = &mut self.report;
         r.fact(
             "history_real_builds",
@@ -993,15 +1088,16 @@ git checkout -f --detach "$1"
             "kB",
             vec![rss],
             Target::AtMost(6144.0),
-            "idle text + anonymous high-water mark of 1,000-deep queues",
+            "right after the last build: idle text + anonymous high-water mark of 1,000-deep queues",
         );
         r.add(
             &format!("master RSS after {total} builds, anonymous part"),
             "kB",
             vec![anon],
             Target::None,
-            "reached with the first 1,000-deep queue, then flat",
+            "right after the last build: reached with the first 1,000-deep queue, then flat",
         );
+        idle.report(r, &format!("{total} builds"));
         stop(&mut master)?;
         Ok(())
     }

@@ -15,9 +15,18 @@
 //! for the same source (`collapse_key`), the newest is built and the older
 //! ones end SKIPPED with `collapsed_into` naming that build, in the same
 //! transaction that claims it.
+//!
+//! Going idle: once builds have run and none is left running, the thread
+//! waits for its next message with a timeout ([`IDLE_AFTER`]) instead of
+//! blocking; if nothing comes, the master has gone quiet and it gives
+//! memory back once (`Botmaster::release_memory`: SQLite page caches, then
+//! glibc's free heap), then blocks again until the next build. Memory a
+//! burst of builds took would otherwise stay resident for the master's
+//! lifetime (docs/performance.md, "RSS").
 
 use crate::build::BuildJob;
 use crate::config::Config;
+use crate::daemon;
 use crate::store::{self, PendingRequest, Props, Store};
 use crate::worker_conn::ConnCmd;
 use anyhow::Result;
@@ -59,6 +68,12 @@ pub enum BotMsg {
 /// this many of a builder's oldest; later ones collapse on a later round.
 const PER_BUILDER: i64 = 100;
 
+/// Quiet time, with builds run and none running, after which the master
+/// gives memory back. Longer than the gap between builds of a busy series
+/// (a release costs ~1 ms of this thread), short enough that the memory
+/// returns soon after the work.
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Names of workers with a live, authenticated connection. The listener
 /// inserts a name during the handshake (refusing a second connection under
 /// that name); the botmaster removes it once the connection's builds are
@@ -91,6 +106,7 @@ pub fn spawn(
                 connected,
                 workers: BTreeMap::new(),
                 draining: false,
+                built: false,
             };
             b.run(rx)
         })?)
@@ -104,6 +120,8 @@ struct Botmaster {
     workers: BTreeMap<String, Attached>,
     /// Set by a shutdown: no new builds start.
     draining: bool,
+    /// A build started since memory was last given back.
+    built: bool,
 }
 
 impl Botmaster {
@@ -111,9 +129,20 @@ impl Botmaster {
         self.dispatch_logged();
         let mut shutdown: Option<bool> = None;
         loop {
-            let msg = match rx.recv() {
-                Ok(m) => m,
-                Err(_) => break,
+            let msg = if self.built && self.workers.values().all(|w| w.running.is_empty()) {
+                match rx.recv_timeout(IDLE_AFTER) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.release_memory();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
             };
             match msg {
                 BotMsg::RequestsAdded => self.dispatch_logged(),
@@ -173,6 +202,30 @@ impl Botmaster {
         }
         self.disconnect_all();
         log::debug!("botmaster thread exiting");
+    }
+
+    /// The master has gone quiet after builds: give back the memory they
+    /// left behind. SQLite's page caches first (this thread's reader, the
+    /// pooled readers, the writer), so that glibc has their pages free when
+    /// it hands its free heap back to the kernel.
+    fn release_memory(&mut self) {
+        self.built = false;
+        let t = Instant::now();
+        let before = daemon::anon_rss_kb();
+        let shrunk = store::shrink(&self.reader).and_then(|_| self.store.release_memory());
+        daemon::release_free_heap();
+        if let Err(e) = shrunk {
+            log::warn!("idle: releasing SQLite's caches: {e:#}");
+        }
+        let after = daemon::anon_rss_kb();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        match before.zip(after) {
+            Some((b, a)) => log::debug!(
+                "idle: released {} kB of memory (anonymous RSS {b} → {a} kB) in {ms:.1} ms",
+                b.saturating_sub(a)
+            ),
+            None => log::debug!("idle: released memory in {ms:.1} ms"),
+        }
     }
 
     /// Tells every connection to close (their running builds end as RETRY)
@@ -408,6 +461,7 @@ impl Botmaster {
                 req.builder
             );
             w.running.insert(buildid, req.builder.clone());
+            self.built = true;
             if w.conn.send(ConnCmd::StartBuild(Box::new(job))).is_err() {
                 // The connection ended between attach and now; its Detached
                 // message is on the way and will retry this build.

@@ -9,7 +9,8 @@
 //! (`open_reader`: scheduler, botmaster, live pages) or lent from a pool
 //! shared by every `Store` clone (`Store::reader`: HTTP requests,
 //! reporters, poller, janitor), opened on first need; WAL lets them read
-//! while the writer writes.
+//! while the writer writes. `Store::release_memory` empties the writer's
+//! and the idle readers' page caches when the master has gone quiet.
 //!
 //! Durability: `synchronous = NORMAL` in WAL mode keeps every committed
 //! transaction across a crash of the process (kill -9); only a power loss
@@ -423,12 +424,25 @@ impl std::ops::Deref for Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(c);
-            }
+            give_back(&self.idle, c);
         }
     }
+}
+
+/// Returns a reader connection to the pool, or closes it if the pool is full.
+fn give_back(idle: &Mutex<Vec<Connection>>, conn: Connection) {
+    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+    if idle.len() < MAX_IDLE_READERS {
+        idle.push(conn);
+    }
+}
+
+/// Frees the memory SQLite holds for `conn` that it can read again from
+/// the file (the page cache, up to `cache_size` in `tune`):
+/// `sqlite3_db_release_memory`. The next queries fill it again.
+pub fn shrink(conn: &Connection) -> Result<()> {
+    conn.execute_batch("PRAGMA shrink_memory")
+        .context("PRAGMA shrink_memory")
 }
 
 impl Store {
@@ -468,6 +482,26 @@ impl Store {
             conn: Some(conn),
             idle: self.idle.clone(),
         })
+    }
+
+    /// Gives back what SQLite holds beyond the idle master's needs: the
+    /// writer's page cache (it is never emptied otherwise: only other
+    /// connections' commits reset a cache), and the idle pooled readers'.
+    /// One idle reader is kept, shrunk, so that the next request need not
+    /// read the schema again; the others, left from reads that overlapped,
+    /// are closed. For when the master has gone quiet (the botmaster calls
+    /// it): the writer's part is one small job on the store thread.
+    pub fn release_memory(&self) -> Result<()> {
+        let mut idle =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner())).into_iter();
+        // Outside the lock: a request meanwhile opens a reader of its own.
+        let keep = idle.next();
+        drop(idle);
+        if let Some(keep) = keep {
+            shrink(&keep)?;
+            give_back(&self.idle, keep);
+        }
+        self.write(shrink)
     }
 
     /// Runs `f` in the writer's transaction and returns its result once the
@@ -653,6 +687,35 @@ mod tests {
             .query_row("SELECT count(*) FROM builders", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 20);
+    }
+
+    #[test]
+    fn release_memory_keeps_one_idle_reader_and_the_store_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        create(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|c| Ok(c.execute("INSERT INTO builders(name) VALUES ('b')", [])?))
+            .unwrap();
+        // Three reads at once leave three idle readers in the pool.
+        let readers: Vec<Reader> = (0..3).map(|_| store.reader().unwrap()).collect();
+        drop(readers);
+        let idle = || store.idle.lock().unwrap().len();
+        assert_eq!(idle(), 3);
+        store.release_memory().unwrap();
+        assert_eq!(idle(), 1);
+        // Both sides still work, with caches to fill again.
+        store
+            .write(|c| Ok(c.execute("INSERT INTO builders(name) VALUES ('c')", [])?))
+            .unwrap();
+        let n: i64 = store
+            .reader()
+            .unwrap()
+            .query_row("SELECT count(*) FROM builders", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(idle(), 1);
     }
 
     #[test]

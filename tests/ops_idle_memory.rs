@@ -1,0 +1,70 @@
+//! The master gives memory back once it goes quiet after builds: a burst
+//! of queued builds runs, then, with none running, the botmaster releases
+//! SQLite's page caches and glibc's free heap once (a debug line in
+//! `master.log`), and builds keep working afterwards. RSS figures are the
+//! benchmark's (docs/performance.md); nothing here is timed.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// The botmaster's log line for one release.
+const RELEASED: &str = "idle: released ";
+
+fn releases(s: &Setup) -> Vec<String> {
+    std::fs::read_to_string(s.master.join("master.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(RELEASED))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `master.log` holds `n` release lines; returns them.
+fn wait_releases(s: &Setup, n: usize) -> Vec<String> {
+    wait_for(
+        &format!("{n} idle memory releases in master.log"),
+        Duration::from_secs(30),
+        || {
+            let r = releases(s);
+            (r.len() >= n).then_some(r)
+        },
+    )
+}
+
+#[test]
+fn idle_master_releases_memory_once_after_builds_and_builds_still_run() {
+    let s = Setup::new(PASSING_TEST, &quick_builder_cfg(&["example-worker"]));
+    let _master = s.start_master();
+    let _worker = s.start_worker("example-worker", "pass");
+    s.wait_connected("example-worker");
+
+    // A burst queued at once, as the benchmark's deep queues are.
+    for i in 0..30 {
+        hook_push(s.www, &fake_sha(i), "burst").unwrap();
+    }
+    assert_eq!(wait_requests_done(&s.master, Duration::from_secs(60)), 30);
+    let first = wait_releases(&s, 1);
+    // One release for the burst: none while the master was idle before it,
+    // none between its builds (the worker was never without a build long
+    // enough), and the thread waits again without a timeout after it.
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        first[0].contains("kB of memory (anonymous RSS "),
+        "{}",
+        first[0]
+    );
+
+    // Builds still run after it, with a full checkout and the test step:
+    // every connection whose cache was emptied reads again.
+    s.push(&s.head, "master", "after the release");
+    let builds = s.wait_builds(31, Duration::from_secs(60));
+    let last = builds.last().unwrap();
+    assert_eq!(last["results"], 0, "{last}");
+    assert!(s
+        .step_log(last["buildid"].as_i64().unwrap(), "test")
+        .contains("hello from test_hello"));
+    // ... and that busy period ends with a release of its own.
+    let second = wait_releases(&s, 2);
+    assert_eq!(second.len(), 2, "{second:?}");
+}
