@@ -55,7 +55,9 @@ fn main() {
     let map_dir = env::var("MINIBOT_LINK_MAP").ok();
     for bin in ["minibot", "minibot-worker"] {
         let script = Path::new(&root).join(format!("scripts/hot-text-{bin}.ld"));
-        println!("cargo:rerun-if-changed={}", script.display());
+        if release && wanted {
+            println!("cargo:rerun-if-changed={}", script.display());
+        }
         if release && wanted && script.exists() {
             // INSERT BEFORE .text in the script keeps the linker's default
             // layout for everything else (lld and GNU ld alike).
