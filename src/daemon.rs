@@ -580,6 +580,56 @@ pub fn set_nodelay(listener: &std::net::TcpListener) -> Result<()> {
     Ok(())
 }
 
+/// What the master asks of glibc's malloc through `GLIBC_TUNABLES`: no
+/// per-thread caches of freed chunks (tcache). Each thread keeps up to 7
+/// freed chunks of each small size for itself; glibc counts them as in use,
+/// so neither `free` nor `malloc_trim` can return the pages they sit on, and
+/// after bursts of builds handled by a dozen threads they pin 1–2 MB for
+/// good (docs/performance.md, "Given back once idle"). Without them, memory
+/// freed is memory the idle release can give back; the cost, an uncontended
+/// arena lock per allocation, did not show in CPU per build.
+pub const MALLOC_TUNABLE: &str = "glibc.malloc.tcache_count=0";
+
+/// glibc reads `GLIBC_TUNABLES` only when a program starts, so a master
+/// started without [`MALLOC_TUNABLE`] execs itself once more with it
+/// (~1 ms), keeping its arguments and any tunables the user set (a
+/// `tcache_count` of the user's own wins). Returns only if that is not
+/// needed or the exec failed (the master then runs with glibc's defaults,
+/// which is only a matter of memory). Call before any thread starts.
+pub fn exec_with_malloc_tunable() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        let current = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+        if current
+            .to_string_lossy()
+            .contains("glibc.malloc.tcache_count")
+        {
+            return;
+        }
+        let mut value = current;
+        if !value.is_empty() {
+            value.push(":");
+        }
+        value.push(MALLOC_TUNABLE);
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                eprintln!("minibot: warning: could not restart with {MALLOC_TUNABLE}: {e}");
+                return;
+            }
+        };
+        let mut args = std::env::args_os();
+        let argv0 = args.next().unwrap_or_else(|| "minibot".into());
+        let err = Command::new(exe)
+            .arg0(argv0)
+            .args(args)
+            .env("GLIBC_TUNABLES", value)
+            .exec();
+        eprintln!("minibot: warning: could not restart with {MALLOC_TUNABLE}: {err}");
+    }
+}
+
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per
 /// core), and each keeps what it once held; a daemon of many mostly idle
 /// threads needs two. Saves ~0.5 MB of RSS (docs/performance.md).

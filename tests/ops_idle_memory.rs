@@ -2,7 +2,8 @@
 //! of queued builds runs, then, with none running, the botmaster releases
 //! SQLite's page caches and glibc's free heap once (a debug line in
 //! `master.log`), and builds keep working afterwards. RSS figures are the
-//! benchmark's (docs/performance.md); nothing here is timed.
+//! benchmark's (docs/performance.md); nothing here is timed. The master
+//! also runs without glibc's per-thread malloc caches (`daemon::MALLOC_TUNABLE`).
 
 mod common;
 use common::*;
@@ -67,4 +68,45 @@ fn idle_master_releases_memory_once_after_builds_and_builds_still_run() {
     // ... and that busy period ends with a release of its own.
     let second = wait_releases(&s, 2);
     assert_eq!(second.len(), 2, "{second:?}");
+}
+
+/// The master runs without glibc's per-thread caches of freed chunks
+/// (`daemon::MALLOC_TUNABLE`, which pin pages the idle release cannot
+/// return): started without the tunable it execs itself once with it, as
+/// the same process (the pid supervisord and the pid file know), keeping
+/// tunables the user set.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn master_runs_without_malloc_thread_caches_and_keeps_user_tunables() {
+    fn environ(pid: i32) -> String {
+        // glibc splits GLIBC_TUNABLES in place at ':', so read it whole.
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        String::from_utf8_lossy(&raw).replace('\0', "\n")
+    }
+    let s = Setup::new(PASSING_TEST, "");
+    let dir = s.master.to_str().unwrap();
+    let pid_file = || std::fs::read_to_string(s.master.join("minibot.pid")).unwrap();
+
+    let master = s.start_master();
+    assert!(
+        environ(master.pid()).contains("glibc.malloc.tcache_count=0"),
+        "{}",
+        environ(master.pid())
+    );
+    assert_eq!(pid_file().trim(), master.pid().to_string());
+    drop(master);
+
+    let (master, _) = start_daemon_env(
+        MINIBOT,
+        &["start", "--nodaemon", dir],
+        "master",
+        &[("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")],
+    );
+    let env = environ(master.pid());
+    assert!(
+        env.contains("GLIBC_TUNABLES=glibc.malloc.arena_max=1"),
+        "{env}"
+    );
+    assert!(env.contains("glibc.malloc.tcache_count=0"), "{env}");
+    assert_eq!(get_status(&s.url("/api/v2/builders")), 200);
 }

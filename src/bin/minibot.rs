@@ -239,6 +239,7 @@ fn start(dir: &Path, nodaemon: bool) -> Result<()> {
         );
     }
     if nodaemon {
+        daemon::exec_with_malloc_tunable();
         return master::run(dir, true);
     }
     // Check the config here too, so its errors reach the terminal.
