@@ -308,6 +308,24 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         Target::None,
         "heap, thread stacks, SQLite caches",
     );
+    // The hot-text layout's coverage (build.rs, scripts/hot-text): text
+    // resident outside .text.hot is code the profile did not see run.
+    for (who, pid, bin) in [
+        ("master", master.pid(), MINIBOT),
+        ("worker", worker.pid(), WORKER),
+    ] {
+        if let Some((hot, rest)) = procfs::hot_text_kb(pid, Path::new(bin))? {
+            b.report.add(
+                &format!("{who} idle text resident outside .text.hot"),
+                "kB",
+                vec![rest as f64],
+                Target::None,
+                "64 kB blocks around code scripts/hot-text did not profile: regenerate it when this grows",
+            );
+            b.report
+                .fact(&format!("{who}_idle_hot_text_resident_kb"), json!(hot));
+        }
+    }
     b.report
         .fact("master_threads_idle", json!(procfs::threads(master.pid())?));
     b.report

@@ -68,3 +68,99 @@ pub fn smaps_rollup(pid: i32) -> Vec<(String, u64)> {
         })
         .collect()
 }
+
+/// Resident text of `binary` in process `pid`, split at the hot-text
+/// layout (build.rs): (kB inside `.text.hot`, kB in the rest of the
+/// executable mapping). The second part grows when the code that runs is
+/// no longer what `scripts/hot-text` profiled: the sign to regenerate it.
+/// Reads the binary's ELF section headers for `.text.hot`, the process's
+/// `/proc/<pid>/maps` for where its executable segment lies, and
+/// `/proc/<pid>/pagemap` for which of those pages are present (the
+/// present bit is readable without privileges). None without `.text.hot`.
+pub fn hot_text_kb(pid: i32, binary: &std::path::Path) -> Result<Option<(u64, u64)>> {
+    let Some((hot_off, hot_len)) = elf_section(binary, ".text.hot")? else {
+        return Ok(None);
+    };
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    let exe = std::fs::canonicalize(binary).context("resolving the binary's path")?;
+    let (start, end, offset) = maps
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 6 || f[1] != "r-xp" || std::path::Path::new(f[5]) != exe {
+                return None;
+            }
+            let (a, b) = f[0].split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+                u64::from_str_radix(f[2], 16).ok()?,
+            ))
+        })
+        .context("no executable mapping of the binary")?;
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
+        .with_context(|| format!("opening /proc/{pid}/pagemap"))?;
+    use std::io::{Read, Seek, SeekFrom};
+    let pages = ((end - start) / 4096) as usize;
+    let mut raw = vec![0u8; pages * 8];
+    pagemap.seek(SeekFrom::Start(start / 4096 * 8))?;
+    pagemap.read_exact(&mut raw).context("reading pagemap")?;
+    let (mut hot, mut rest) = (0, 0);
+    for (i, entry) in raw.chunks_exact(8).enumerate() {
+        let present = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8])) >> 63 == 1;
+        if !present {
+            continue;
+        }
+        let file_off = offset + i as u64 * 4096;
+        if file_off + 4096 > hot_off && file_off < hot_off + hot_len {
+            hot += 4;
+        } else {
+            rest += 4;
+        }
+    }
+    Ok(Some((hot, rest)))
+}
+
+/// (file offset, size) of the ELF64 section `name`, or None.
+fn elf_section(binary: &std::path::Path, name: &str) -> Result<Option<(u64, u64)>> {
+    let data = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let u16_at = |o: usize| {
+        data.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if data.get(..5) != Some(b"\x7fELF\x02") {
+        anyhow::bail!("{} is not a 64-bit ELF file", binary.display());
+    }
+    let shoff = u64_at(0x28).context("ELF header")? as usize;
+    let (entsize, count, strndx) = (
+        u16_at(0x3a).context("ELF header")?,
+        u16_at(0x3c).context("ELF header")?,
+        u16_at(0x3e).context("ELF header")?,
+    );
+    let header = |i: usize| shoff + i * entsize;
+    let strtab = u64_at(header(strndx) + 0x18).context("section names")? as usize;
+    for i in 0..count {
+        let h = header(i);
+        let name_at = strtab + u32_at(h).context("section header")? as usize;
+        let found = data
+            .get(name_at..)
+            .and_then(|s| s.split(|&c| c == 0).next())
+            .is_some_and(|s| s == name.as_bytes());
+        if found {
+            let off = u64_at(h + 0x18).context("section header")?;
+            let size = u64_at(h + 0x20).context("section header")?;
+            return Ok(Some((off, size)));
+        }
+    }
+    Ok(None)
+}
