@@ -596,6 +596,8 @@ pub const MALLOC_TUNABLE: &str = "glibc.malloc.tcache_count=0";
 /// `tcache_count` of the user's own wins). Returns only if that is not
 /// needed or the exec failed (the master then runs with glibc's defaults,
 /// which is only a matter of memory). Call before any thread starts.
+/// Under valgrind, set the variable beforehand (as `scripts/hot-text`
+/// does): the exec would leave valgrind.
 pub fn exec_with_malloc_tunable() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
