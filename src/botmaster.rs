@@ -129,20 +129,19 @@ impl Botmaster {
         self.dispatch_logged();
         let mut shutdown: Option<bool> = None;
         loop {
-            let msg = if self.built && self.workers.values().all(|w| w.running.is_empty()) {
-                match rx.recv_timeout(IDLE_AFTER) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.release_memory();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            let idle_pending = self.built && self.workers.values().all(|w| w.running.is_empty());
+            let next = if idle_pending {
+                rx.recv_timeout(IDLE_AFTER)
             } else {
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            let msg = match next {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.release_memory();
+                    continue;
                 }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             match msg {
                 BotMsg::RequestsAdded => self.dispatch_logged(),

@@ -614,20 +614,17 @@ pub fn exec_with_malloc_tunable() {
             value.push(":");
         }
         value.push(MALLOC_TUNABLE);
-        let exe = match std::env::current_exe() {
-            Ok(exe) => exe,
-            Err(e) => {
-                eprintln!("minibot: warning: could not restart with {MALLOC_TUNABLE}: {e}");
-                return;
-            }
-        };
         let mut args = std::env::args_os();
         let argv0 = args.next().unwrap_or_else(|| "minibot".into());
-        let err = Command::new(exe)
-            .arg0(argv0)
-            .args(args)
-            .env("GLIBC_TUNABLES", value)
-            .exec();
+        // `exec` returns only on failure, as does a missing path.
+        let err = match std::env::current_exe() {
+            Ok(exe) => Command::new(exe)
+                .arg0(argv0)
+                .args(args)
+                .env("GLIBC_TUNABLES", value)
+                .exec(),
+            Err(e) => e,
+        };
         eprintln!("minibot: warning: could not restart with {MALLOC_TUNABLE}: {err}");
     }
 }
@@ -648,9 +645,9 @@ pub fn limit_malloc_arenas() {
 /// returns freed memory only from the top of the main heap, past a
 /// threshold; what a burst of work freed elsewhere stays resident until it
 /// is reused. `malloc_trim` also gives back every whole free page inside
-/// the arenas. It cannot reach the chunks each thread keeps in its own
-/// cache (tcache: up to 7 per size class, counted as in use), the part
-/// that remains (docs/performance.md, "RSS"). Takes well under 1 ms, with
+/// the arenas. It cannot reach the chunks a thread keeps in its own cache
+/// (tcache: up to 7 per size class, counted as in use), which is why the
+/// master runs without that cache ([`MALLOC_TUNABLE`]). Takes well under 1 ms, with
 /// each arena's lock held while it walks it: for quiet moments only (the
 /// botmaster calls it once the master has gone idle after builds).
 pub fn release_free_heap() {
@@ -662,17 +659,21 @@ pub fn release_free_heap() {
     }
 }
 
-/// This process's resident anonymous memory (`RssAnon`), in kB; `None`
-/// where `/proc` does not say. For log lines about memory given back.
-pub fn anon_rss_kb() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
+/// A `Key:   value kB` field of `/proc/<pid>/status` (`pid` "self" for
+/// this process): VmRSS, RssAnon, VmHWM, Threads. `None` where `/proc`
+/// does not say.
+pub fn proc_status_field(pid: &str, key: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| {
-        l.strip_prefix("RssAnon:")?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// This process's resident anonymous memory (`RssAnon`), in kB. For log
+/// lines about memory given back.
+pub fn anon_rss_kb() -> Option<u64> {
+    proc_status_field("self", "RssAnon")
 }
 
 /// Parses the command line with argh, with our exit codes: `--help` prints

@@ -568,8 +568,14 @@ struct Answer<R>(Option<Arc<Reply<R>>>);
 
 impl<R> Answer<R> {
     fn send(mut self, r: Result<R>) {
+        self.put(|| r);
+    }
+
+    /// Hands the caller its result, once: later calls (the drop after a
+    /// send) find the reply gone.
+    fn put(&mut self, r: impl FnOnce() -> Result<R>) {
         if let Some(reply) = self.0.take() {
-            *reply.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            *reply.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r());
             reply.ready.notify_one();
         }
     }
@@ -577,11 +583,7 @@ impl<R> Answer<R> {
 
 impl<R> Drop for Answer<R> {
     fn drop(&mut self) {
-        if let Some(reply) = self.0.take() {
-            *reply.slot.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Err(anyhow!("the store thread stopped before answering")));
-            reply.ready.notify_one();
-        }
+        self.put(|| Err(anyhow!("the store thread stopped before answering")));
     }
 }
 

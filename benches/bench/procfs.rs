@@ -6,13 +6,7 @@ use anyhow::{Context, Result};
 
 /// A `Key:   value kB` field of `/proc/<pid>/status` (VmRSS, VmHWM, Threads).
 pub fn status_field(pid: i32, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    text.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
+    minibot::daemon::proc_status_field(&pid.to_string(), key)
         .with_context(|| format!("no {key} in /proc/{pid}/status"))
 }
 
