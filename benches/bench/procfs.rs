@@ -1,5 +1,6 @@
 //! What the kernel says about a process: resident memory, CPU time and
-//! thread count from `/proc/<pid>/{status,stat,smaps_rollup}`. Read-only
+//! thread count from `/proc/<pid>/{status,stat,smaps_rollup}`, and where
+//! its resident text lies (`maps`, `pagemap`). Read-only
 //! file parsing; no threads, no channels.
 
 use anyhow::{Context, Result};
@@ -67,10 +68,11 @@ pub fn smaps_rollup(pid: i32) -> Vec<(String, u64)> {
 /// layout (build.rs): (kB inside `.text.hot`, kB in the rest of the
 /// executable mapping). The second part grows when the code that runs is
 /// no longer what `scripts/hot-text` profiled: the sign to regenerate it.
-/// Reads the binary's ELF section headers for `.text.hot`, the process's
-/// `/proc/<pid>/maps` for where its executable segment lies, and
-/// `/proc/<pid>/pagemap` for which of those pages are present (the
-/// present bit is readable without privileges). None without `.text.hot`.
+/// Reads the binary's section headers (the `object` crate) for
+/// `.text.hot`, the process's `/proc/<pid>/maps` for where its executable
+/// segment lies, and `/proc/<pid>/pagemap` for which of those pages are
+/// present (the present bit is readable without privileges). None without
+/// `.text.hot`.
 pub fn hot_text_kb(pid: i32, binary: &std::path::Path) -> Result<Option<(u64, u64)>> {
     let Some((hot_off, hot_len)) = elf_section(binary, ".text.hot")? else {
         return Ok(None);
@@ -116,45 +118,11 @@ pub fn hot_text_kb(pid: i32, binary: &std::path::Path) -> Result<Option<(u64, u6
     Ok(Some((hot, rest)))
 }
 
-/// (file offset, size) of the ELF64 section `name`, or None.
+/// (file offset, size) of the section `name` of `binary`, or None.
 fn elf_section(binary: &std::path::Path, name: &str) -> Result<Option<(u64, u64)>> {
+    use object::{Object, ObjectSection};
     let data = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    let u16_at = |o: usize| {
-        data.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    if data.get(..5) != Some(b"\x7fELF\x02") {
-        anyhow::bail!("{} is not a 64-bit ELF file", binary.display());
-    }
-    let shoff = u64_at(0x28).context("ELF header")? as usize;
-    let (entsize, count, strndx) = (
-        u16_at(0x3a).context("ELF header")?,
-        u16_at(0x3c).context("ELF header")?,
-        u16_at(0x3e).context("ELF header")?,
-    );
-    let header = |i: usize| shoff + i * entsize;
-    let strtab = u64_at(header(strndx) + 0x18).context("section names")? as usize;
-    for i in 0..count {
-        let h = header(i);
-        let name_at = strtab + u32_at(h).context("section header")? as usize;
-        let found = data
-            .get(name_at..)
-            .and_then(|s| s.split(|&c| c == 0).next())
-            .is_some_and(|s| s == name.as_bytes());
-        if found {
-            let off = u64_at(h + 0x18).context("section header")?;
-            let size = u64_at(h + 0x20).context("section header")?;
-            return Ok(Some((off, size)));
-        }
-    }
-    Ok(None)
+    let file = object::File::parse(&*data)
+        .with_context(|| format!("parsing {} as an object file", binary.display()))?;
+    Ok(file.section_by_name(name).and_then(|s| s.file_range()))
 }
