@@ -51,17 +51,17 @@ fn main() {
     let Ok(root) = env::var("CARGO_MANIFEST_DIR") else {
         return;
     };
-    let wanted = env::var("MINIBOT_HOT_TEXT").as_deref() != Ok("0");
+    let hot_text = release && env::var("MINIBOT_HOT_TEXT").as_deref() != Ok("0");
     let map_dir = env::var("MINIBOT_LINK_MAP").ok();
     for bin in ["minibot", "minibot-worker"] {
         let script = Path::new(&root).join(format!("scripts/hot-text-{bin}.ld"));
-        if release && wanted {
+        if hot_text {
             println!("cargo:rerun-if-changed={}", script.display());
-        }
-        if release && wanted && script.exists() {
-            // INSERT BEFORE .text in the script keeps the linker's default
-            // layout for everything else (lld and GNU ld alike).
-            println!("cargo:rustc-link-arg-bin={bin}=-Wl,-T,{}", script.display());
+            if script.exists() {
+                // INSERT BEFORE .text in the script keeps the linker's
+                // default layout for everything else (lld and GNU ld alike).
+                println!("cargo:rustc-link-arg-bin={bin}=-Wl,-T,{}", script.display());
+            }
         }
         if let Some(dir) = &map_dir {
             println!("cargo:rustc-link-arg-bin={bin}=-Wl,-Map={dir}/{bin}.map");
