@@ -576,9 +576,9 @@ fn daemon_mode_start_stop_and_usage() {
 
 #[test]
 fn a_silent_master_is_declared_dead() {
-    let (_tmp, l, w, mut s) = connected_worker(PASSWORD); // keepalive 1 s
-                                                          // We read the worker's pings but never answer: after 3 × 1 s of
-                                                          // silence it hangs up, and comes back.
+    // Keepalive 1 s. We read the worker's pings but never answer: after
+    // 3 × 1 s of silence it hangs up, and comes back.
+    let (_tmp, l, w, mut s) = connected_worker(PASSWORD);
     let t0 = Instant::now();
     let mut pings = 0;
     while let Ok(Some(m)) = protocol::read_frame::<_, FromWorker>(&mut s) {
