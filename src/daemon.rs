@@ -590,26 +590,49 @@ pub fn set_nodelay(listener: &std::net::TcpListener) -> Result<()> {
 /// arena lock per allocation, did not show in CPU per build.
 pub const MALLOC_TUNABLE: &str = "glibc.malloc.tcache_count=0";
 
+/// Set by [`exec_with_malloc_tunable`] for the exec'd master: `=` and the
+/// `GLIBC_TUNABLES` the user had, or `-` if there was none.
+const TUNABLES_BEFORE: &str = "MINIBOT_GLIBC_TUNABLES_BEFORE";
+
 /// glibc reads `GLIBC_TUNABLES` only when a program starts, so a master
 /// started without [`MALLOC_TUNABLE`] execs itself once more with it
 /// (~1 ms), keeping its arguments and any tunables the user set (a
 /// `tcache_count` of the user's own wins). Returns only if that is not
 /// needed or the exec failed (the master then runs with glibc's defaults,
-/// which is only a matter of memory). Call before any thread starts.
+/// which is only a matter of memory). In the exec'd master it puts the
+/// user's `GLIBC_TUNABLES` back, for the processes the master starts.
+/// Call before any thread starts (it changes the environment).
 /// Under valgrind, set the variable beforehand (as `scripts/hot-text`
 /// does): the exec would leave valgrind.
 pub fn exec_with_malloc_tunable() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::process::CommandExt;
-        let current = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
-        if current
-            .to_string_lossy()
-            .contains("glibc.malloc.tcache_count")
-        {
+        if let Some(before) = std::env::var_os(TUNABLES_BEFORE) {
+            // This is the exec'd master, and glibc has read the tunable.
+            // The processes it starts (the poller's git) get the user's
+            // environment back: a git without tcache is only slower.
+            std::env::remove_var(TUNABLES_BEFORE);
+            match before.as_bytes().split_first() {
+                Some((b'=', value)) => {
+                    std::env::set_var("GLIBC_TUNABLES", std::ffi::OsStr::from_bytes(value))
+                }
+                _ => std::env::remove_var("GLIBC_TUNABLES"),
+            }
             return;
         }
-        let mut value = current;
+        let current = std::env::var_os("GLIBC_TUNABLES");
+        let before = match &current {
+            Some(v) if v.to_string_lossy().contains("glibc.malloc.tcache_count") => return,
+            Some(v) => {
+                let mut marked = std::ffi::OsString::from("=");
+                marked.push(v);
+                marked
+            }
+            None => "-".into(),
+        };
+        let mut value = current.unwrap_or_default();
         if !value.is_empty() {
             value.push(":");
         }
@@ -622,6 +645,7 @@ pub fn exec_with_malloc_tunable() {
                 .arg0(argv0)
                 .args(args)
                 .env("GLIBC_TUNABLES", value)
+                .env(TUNABLES_BEFORE, before)
                 .exec(),
             Err(e) => e,
         };
