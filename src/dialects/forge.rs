@@ -13,8 +13,8 @@
 //! as empty.
 
 use super::{
-    bad, check_signature, forge_json_body, from_value, is_zero_sha, parse_rfc3339, select_codebase,
-    select_repository_url, HookError, HookOutcome, HookRequest,
+    bad, check_signature, forge_json_text, is_zero_sha, parse_rfc3339, select_codebase,
+    select_repository_url, typed_json, HookError, HookOutcome, HookRequest,
 };
 use crate::config::GiteaDialect;
 use crate::model::{now, NewChange};
@@ -164,7 +164,7 @@ pub(super) fn handle(
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .ok_or_else(|| bad(format!("missing {} header", forge.event_header)))?;
-    let doc = forge_json_body(req)?;
+    let (text, doc) = forge_json_text(req)?;
     let repo_ctx = |repo: &Repository| Target {
         repository: select_repository_url(cfg, repo.ssh_url(), repo.clone_url()),
         project: repo.full_name.clone(),
@@ -172,19 +172,23 @@ pub(super) fn handle(
     };
     let changes = match event {
         "push" => {
-            let p: PushPayload = from_value(doc, "push payload")?;
+            let p: PushPayload = typed_json(&text, doc, "push payload")?;
             let target = repo_ctx(&p.repository);
             push_changes(forge, cfg, p, target)?
         }
         "pull_request" => {
-            let p: PullRequestEvent = from_value(doc, "pull_request payload")?;
+            let p: PullRequestEvent = typed_json(&text, doc, "pull_request payload")?;
             let target = repo_ctx(&p.repository);
             pull_request_changes(forge, cfg, p, target)?
         }
         // create/delete duplicate what push already says (or, for a branch
         // delete, have nothing to build); issues, releases, reviews, ping...
         // carry no new code.
-        other => Err(format!("event '{other}' ignored")),
+        other => {
+            // Still a 400 for a broken sender, though nothing is read.
+            typed_json::<serde::de::IgnoredAny>(&text, doc, "payload")?;
+            Err(format!("event '{other}' ignored"))
+        }
     };
     Ok(match changes {
         Ok(changes) => HookOutcome::Changes {

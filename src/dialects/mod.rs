@@ -186,36 +186,53 @@ fn parse_json_str(text: &str, what: &str) -> Result<Value, HookError> {
     serde_json::from_str(text).map_err(|e| bad(format!("malformed JSON in {what}: {e}")))
 }
 
-/// The JSON document of a Gitea/GitHub-style hook: the raw body, or the
-/// `payload` field of a form-encoded body (both forges' "form" content type).
-/// Decoded for every event, so a broken sender gets a 400 even for events
-/// we would ignore.
-fn forge_json_body(req: &HookRequest) -> Result<Value, HookError> {
+/// The JSON text of a Gitea/GitHub-style hook: the raw body, or the
+/// `payload` field of a form-encoded body (both forges' "form" content
+/// type), with what to call it in an error.
+fn forge_json_text<'a>(
+    req: &'a HookRequest,
+) -> Result<(std::borrow::Cow<'a, str>, &'static str), HookError> {
     match body_kind(req, BodyKind::Json)? {
-        BodyKind::Json => parse_json_bytes(req.body),
+        BodyKind::Json => {
+            let text = std::str::from_utf8(req.body)
+                .map_err(|e| bad(format!("body is not valid UTF-8: {e}")))?;
+            Ok((text.into(), "body"))
+        }
         BodyKind::Form => {
             let payload = form_fields(req.body)
                 .into_iter()
                 .find(|(k, _)| k == "payload")
                 .map(|(_, v)| v)
                 .ok_or_else(|| bad("form-encoded body has no 'payload' field"))?;
-            parse_json_str(&payload, "form field 'payload'")
+            Ok((payload.into(), "form field 'payload'"))
         }
     }
 }
 
-/// Typed view of an already-parsed document. The error names the JSON path
-/// (e.g. `commits[0].id: invalid type: null`), which is what a person
-/// debugging a webhook needs.
-fn from_value<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, HookError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// Typed view of a JSON document (`doc` says where it came from), parsed
+/// straight from its text: a `Value` tree first would allocate a map entry
+/// per field of the payload, and a Gitea push has a few hundred, nearly
+/// all of which minibot skips (docs/performance.md, "Ingestion"). Broken
+/// JSON is "malformed JSON in ..."; well-formed JSON of the wrong shape
+/// names the JSON path (e.g. `commits[0].id: invalid type: null`), which
+/// is what a person debugging a webhook needs.
+fn typed_json<T: DeserializeOwned>(text: &str, doc: &str, what: &str) -> Result<T, HookError> {
+    let malformed = |e: &serde_json::Error| bad(format!("malformed JSON in {doc}: {e}"));
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        use serde_json::error::Category;
+        if matches!(e.inner().classify(), Category::Syntax | Category::Eof) {
+            return malformed(e.inner());
+        }
         let path = e.path().to_string();
         if path == "." {
             bad(format!("invalid {what}: {}", e.inner()))
         } else {
             bad(format!("invalid {what}: {path}: {}", e.inner()))
         }
-    })
+    })?;
+    de.end().map_err(|e| malformed(&e))?;
+    Ok(value)
 }
 
 /// `?codebase=` wins (so one hook URL per codebase works, as in Buildbot),
