@@ -177,9 +177,11 @@ fn form_fields(body: &[u8]) -> Vec<(String, String)> {
 /// Parses JSON from raw bytes, insisting on UTF-8 first so the message says
 /// what is actually wrong.
 fn parse_json_bytes(bytes: &[u8]) -> Result<Value, HookError> {
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| bad(format!("body is not valid UTF-8: {e}")))?;
-    parse_json_str(text, "body")
+    parse_json_str(body_text(bytes)?, "body")
+}
+
+fn body_text(bytes: &[u8]) -> Result<&str, HookError> {
+    std::str::from_utf8(bytes).map_err(|e| bad(format!("body is not valid UTF-8: {e}")))
 }
 
 fn parse_json_str(text: &str, what: &str) -> Result<Value, HookError> {
@@ -193,11 +195,7 @@ fn forge_json_text<'a>(
     req: &'a HookRequest,
 ) -> Result<(std::borrow::Cow<'a, str>, &'static str), HookError> {
     match body_kind(req, BodyKind::Json)? {
-        BodyKind::Json => {
-            let text = std::str::from_utf8(req.body)
-                .map_err(|e| bad(format!("body is not valid UTF-8: {e}")))?;
-            Ok((text.into(), "body"))
-        }
+        BodyKind::Json => Ok((body_text(req.body)?.into(), "body")),
         BodyKind::Form => {
             let payload = form_fields(req.body)
                 .into_iter()
