@@ -56,6 +56,7 @@ use anyhow::{bail, ensure, Context, Result};
 use argh::FromArgs;
 use common::*;
 use http::Conn;
+use minibot::botmaster::RELEASED;
 use report::{percentile, Report, Target};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::json;
@@ -97,8 +98,6 @@ const DAEMON_ENV: &[(&str, &str)] = &[
     ("RUST_LOG", "info,minibot::botmaster=debug"),
     ("PATH", SYSTEM_PATH),
 ];
-/// The botmaster's log line when it has given memory back.
-const RELEASED: &str = "idle: released ";
 const WORKER_NAME: &str = "example-worker";
 
 /// Added to the tests' config: a builder whose only step is `true`, fed by
@@ -550,8 +549,6 @@ fn max_id(db: &Connection, table: &str, col: &str) -> Result<i64> {
 }
 
 impl Bench {
-    /// Spawns `minibot start --nodaemon` and polls `GET /api/v2/builders`
-    /// until it answers 200; returns the process and that time in ms.
     /// The length of `master.log` now: where the next release line will be.
     fn log_len(&self) -> u64 {
         std::fs::metadata(self.s.master.join("master.log")).map_or(0, |m| m.len())
@@ -590,6 +587,8 @@ impl Bench {
         })
     }
 
+    /// Spawns `minibot start --nodaemon` and polls `GET /api/v2/builders`
+    /// until it answers 200; returns the process and that time in ms.
     fn start_master(&self) -> Result<(Proc, f64)> {
         let t0 = Instant::now();
         let child = Command::new(MINIBOT)

@@ -74,6 +74,10 @@ const PER_BUILDER: i64 = 100;
 /// returns soon after the work.
 pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// How the botmaster's debug line for a release begins: the benchmark and
+/// the tests find releases in `master.log` by it.
+pub const RELEASED: &str = "idle: released ";
+
 /// Names of workers with a live, authenticated connection. The listener
 /// inserts a name during the handshake (refusing a second connection under
 /// that name); the botmaster removes it once the connection's builds are
@@ -220,10 +224,10 @@ impl Botmaster {
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         match before.zip(after) {
             Some((b, a)) => log::debug!(
-                "idle: released {} kB of memory (anonymous RSS {b} → {a} kB) in {ms:.1} ms",
+                "{RELEASED}{} kB of memory (anonymous RSS {b} → {a} kB) in {ms:.1} ms",
                 b.saturating_sub(a)
             ),
-            None => log::debug!("idle: released memory in {ms:.1} ms"),
+            None => log::debug!("{RELEASED}memory in {ms:.1} ms"),
         }
     }
 

@@ -9,8 +9,7 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// The botmaster's log line for one release.
-const RELEASED: &str = "idle: released ";
+use minibot::botmaster::RELEASED;
 
 fn releases(s: &Setup) -> Vec<String> {
     std::fs::read_to_string(s.master.join("master.log"))
