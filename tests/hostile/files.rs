@@ -1,0 +1,4 @@
+//! Hostile-neighbour tests: files.
+
+#[allow(unused_imports)]
+use crate::common::*;

@@ -1,0 +1,4 @@
+//! Hostile-neighbour tests: hooks.
+
+#[allow(unused_imports)]
+use crate::common::*;

@@ -1,0 +1,4 @@
+//! Hostile-neighbour tests: http.
+
+#[allow(unused_imports)]
+use crate::common::*;

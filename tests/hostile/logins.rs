@@ -1,0 +1,4 @@
+//! Hostile-neighbour tests: logins.
+
+#[allow(unused_imports)]
+use crate::common::*;
