@@ -80,9 +80,21 @@ pub struct Www {
     pub unix_socket: Option<String>,
     #[serde(default)]
     pub anonymous: Option<String>,
+    /// Most HTTP connections open at once (`http_server`), each a thread.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     #[serde(default)]
     pub change_hook_dialects: Dialects,
 }
+
+/// `[www] max_connections` when not set: a browser opens up to 6
+/// connections, Gitea one per delivery; at the cap the connection that has
+/// waited longest on its client makes room, so a neighbour's idle or slow
+/// connections cannot keep others out. Small enough that the threads stay
+/// far below a shared host's per-user process limit (often 150).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+/// Upper bound for `[www] max_connections`.
+pub const MAX_MAX_CONNECTIONS: usize = 1024;
 
 impl Default for Www {
     fn default() -> Self {
@@ -91,6 +103,7 @@ impl Default for Www {
             bind: default_bind(),
             unix_socket: None,
             anonymous: None,
+            max_connections: None,
             change_hook_dialects: Dialects::default(),
         }
     }
@@ -1096,6 +1109,11 @@ impl Config {
 }
 
 impl Www {
+    /// `max_connections`, or [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+    }
+
     /// Whether visitors who are not logged in may read (`anonymous`, default "read").
     pub fn anonymous_read(&self) -> bool {
         self.anonymous.as_deref() != Some("none")
@@ -1553,6 +1571,14 @@ fn check_www(cfg: &Config, p: &mut Problems) {
         _ => {}
     }
     let www_ip = check_bind("www.bind", &www.bind, p);
+    if let Some(n) = www.max_connections {
+        if !(1..=MAX_MAX_CONNECTIONS).contains(&n) {
+            p.add(
+                "www.max_connections",
+                format!("{n} is not between 1 and {MAX_MAX_CONNECTIONS}"),
+            );
+        }
+    }
     if let Some(a) = &www.anonymous {
         if a != "read" && a != "none" {
             p.add(
@@ -2409,6 +2435,8 @@ port = 12345                 # TCP port of the web UI, API and change hooks
 bind = "127.0.0.1"           # default; never 0.0.0.0 unless written here
 # unix_socket = "www.sock"   # instead of port: a unix socket, mode 0600
 # anonymous = "read"         # "read" (default) or "none"; writes always need a login
+# max_connections = 32       # HTTP connections open at once; at the cap the one
+#                            # waiting longest on its client makes room
 
 [www.change_hook_dialects.gitea]
 secret = "SomeSecretPassPhraseToAuthenticateGitea"

@@ -15,6 +15,7 @@ use crate::botmaster::{self, BotMsg, Connected};
 use crate::config::{self, Config};
 use crate::daemon;
 use crate::events::Hub;
+use crate::http_server;
 use crate::janitor;
 use crate::poller::{self, PollerMsg};
 use crate::reporters::{self, ReporterMsg};
@@ -33,10 +34,6 @@ pub const CONFIG_FILE: &str = "master.cfg";
 pub const DB_FILE: &str = "state.sqlite";
 pub const PID_FILE: &str = "minibot.pid";
 pub const LOG_FILE: &str = "master.log";
-
-/// HTTP threads: enough for a page, a hook and a live log at once, few
-/// enough that an idle master stays small.
-const HTTP_THREADS: usize = 4;
 
 /// Loads the config, printing nothing: the caller reports errors.
 pub fn load_config(dir: &Path) -> Result<Config> {
@@ -85,36 +82,36 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let worker_addr = format!("{}:{}", worker_proto.bind, worker_proto.port);
     let worker_listener = TcpListener::bind(&worker_addr)
         .with_context(|| format!("cannot listen for workers on {worker_addr}"))?;
-    let (server, www_desc) = match &cfg.www.unix_socket {
+    let (listener, www_desc) = match &cfg.www.unix_socket {
         Some(sock) => {
             let path = dir.join(sock);
             let _ = std::fs::remove_file(&path);
-            let s = tiny_http::Server::http_unix(&path)
-                .map_err(|e| anyhow!("cannot listen on unix socket {}: {e}", path.display()))?;
+            let l = std::os::unix::net::UnixListener::bind(&path)
+                .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
             store::set_private(&path)?;
-            (s, format!("unix:{}", path.display()))
+            let desc = format!("unix:{}", path.display());
+            (http_server::Listener::Unix(l, path), desc)
         }
         None => {
             let addr = format!("{}:{}", cfg.www.bind, cfg.www.port);
             let l = TcpListener::bind(&addr)
                 .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-            daemon::set_nodelay(&l)?;
-            let s = tiny_http::Server::from_listener(l, None)
-                .map_err(|e| anyhow!("cannot serve HTTP on {addr}: {e}"))?;
-            (s, format!("http://{addr}/"))
+            (http_server::Listener::Tcp(l), format!("http://{addr}/"))
         }
     };
-    let server = Arc::new(server);
 
     let events = Hub::new();
     let shared: SharedConfig = Arc::new(RwLock::new(Arc::new(cfg.clone())));
     let connected: Connected = Arc::new(Mutex::new(Default::default()));
     let (sched_tx, sched_rx) = unbounded();
     let (bot_tx, bot_rx) = unbounded();
-    // Dropped unsent (an error below), it ends the HTTP threads unserved.
-    let (gate, gate_rx) = bounded(HTTP_THREADS);
-    let http = www::spawn(
-        server.clone(),
+    let retried = recovery
+        .join()
+        .map_err(|_| anyhow!("the recovery thread panicked"))??;
+    // Only now: no answer may show builds running on a dead master.
+    // Connections made meanwhile waited in the listen backlog.
+    let http = www::start(
+        listener,
         WwwCtx {
             store: store.clone(),
             cfg: shared.clone(),
@@ -123,15 +120,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             events: events.clone(),
             master_dir: dir.to_path_buf(),
         },
-        HTTP_THREADS,
-        gate_rx,
+        cfg.www.max_connections(),
     )?;
-    let retried = recovery
-        .join()
-        .map_err(|_| anyhow!("the recovery thread panicked"))??;
-    for _ in &http {
-        let _ = gate.send(());
-    }
     if !retried.is_empty() {
         log::warn!(
             "builds {retried:?} were running when the last master stopped; closed as RETRY and re-queued"
@@ -200,13 +190,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let _ = bot_tx.send(BotMsg::Shutdown { clean });
     // The botmaster closes every worker connection before it returns.
     let _ = bot.join();
-    // unblock() frees one waiting thread per call.
-    for _ in &http {
-        server.unblock();
-    }
-    for h in http {
-        let _ = h.join();
-    }
+    http.stop();
     let _ = sched_tx.send(SchedMsg::Shutdown);
     let _ = sched.join();
     on_demand.shutdown();

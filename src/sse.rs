@@ -1,9 +1,9 @@
 //! Live build pages: a Server-Sent Events stream per open build page.
 //!
 //! Owns: the live-tail threads. `GET /builds/<id>/live?logs=<logid>:<offset>,...`
-//! is handed by an HTTP thread to a thread of its own (at most
-//! [`MAX_STREAMS`] at once, so live pages never starve the HTTP pool),
-//! which subscribes to the `events::Hub`, opens its own read-only SQLite
+//! keeps its connection's thread, which `http_server` stops counting
+//! against its connection cap (at most [`MAX_STREAMS`] streams at once, so
+//! live pages cannot fill the server), and subscribes to the `events::Hub`, opens its own read-only SQLite
 //! connection, and sends what changes until the build is complete:
 //!
 //! - `event: step` — a step started or changed: its head HTML, and the whole
@@ -102,37 +102,32 @@ impl Live {
         (n < MAX_STREAMS).then_some(slot)
     }
 
-    /// Streams build `w.buildid` to `req` from a new thread. Gives the
-    /// request back when every slot is taken (the caller answers 503).
+    /// Prepares a stream of build `w.buildid`: takes a slot and subscribes
+    /// to the hub now (so nothing falls between the page and the stream),
+    /// and returns the function that writes the stream to a connection
+    /// (run on that connection's thread, which `http_server` gave up).
+    /// None when every slot is taken (the caller answers 503).
     pub fn start(
         &self,
-        req: tiny_http::Request,
         db: PathBuf,
         cfg: Arc<Config>,
         master_dir: PathBuf,
         w: Watch,
-    ) -> Result<(), Box<tiny_http::Request>> {
-        let Some(slot) = self.slot() else {
-            return Err(Box::new(req));
-        };
-        // Subscribe before the first comparison, so nothing falls between.
+    ) -> Option<StreamFn> {
+        let slot = self.slot()?;
         let rx = self.hub.subscribe_all(256);
-        let spawned = std::thread::Builder::new()
-            .name("live".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let _slot = slot;
-                let out = req.into_writer();
-                if let Err(e) = stream(out, &db, &cfg, &master_dir, rx, w, KEEPALIVE) {
-                    log::debug!("live stream ended: {e:#}");
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start a live stream thread: {e}");
-        }
-        Ok(())
+        Some(Box::new(move |out| {
+            let _slot = slot;
+            if let Err(e) = stream(out, &db, &cfg, &master_dir, rx, w, KEEPALIVE) {
+                log::debug!("live stream ended: {e:#}");
+            }
+        }))
     }
 }
+
+/// Writes one live stream to a connection until the build ends or the
+/// client leaves.
+pub type StreamFn = Box<dyn FnOnce(Box<dyn Write + Send>) + Send>;
 
 /// What a step's head shows: state, result, started, complete.
 type StepKey = (String, Option<i64>, Option<i64>, Option<i64>);

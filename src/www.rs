@@ -1,16 +1,18 @@
 //! The HTTP listener: routing for the change hooks, the JSON API, the pages
 //! and their forms, assets, badges and live build streams.
 //!
-//! Owns: the tiny_http server and a small fixed pool of HTTP threads, which
-//! borrow a read-only SQLite connection per request from the store's pool
+//! Owns: the application side of `http_server` (its `Handler`): each
+//! request, on its connection's thread, borrows a read-only SQLite
+//! connection from the store's pool
 //! (`Store::reader`; hooks need none; readers never wait for the writer in
 //! WAL mode), and the state those threads share: `auth::Auth`
 //! (failed logins, verified Basic credentials) and `sse::Live` (live build
-//! streams, which run on threads of their own so they never hold an HTTP
-//! thread). Hooks go through `change_hook` (which writes via `Store::write`
-//! and sends `SchedMsg::NewChanges`); reads go to `api` and `pages`; writes
-//! (JSON-RPC and forms) go to `rpc`, which talks to the botmaster on
-//! `BotMsg`. Body size limits are enforced here, before any parsing.
+//! streams, which take their connection over). Hooks go through
+//! `change_hook` (which writes via `Store::write` and sends
+//! `SchedMsg::NewChanges`); reads go to `api` and `pages`; writes (JSON-RPC
+//! and forms) go to `rpc`, which talks to the botmaster on `BotMsg`. Body
+//! size limits are given to `http_server` here (`Handler::body_limit`),
+//! which enforces them before any parsing.
 //!
 //! Who may do what is decided here, once per request: change hooks carry
 //! their own signatures; reads need a user when `[www] anonymous = "none"`;
@@ -19,7 +21,9 @@
 //! `X-CSRF-Token`, and every call must be `application/json` (which a
 //! cross-site form cannot send). Every POST with a foreign `Origin` is
 //! refused. Pages are sent with a Content-Security-Policy that allows no
-//! inline script or style.
+//! inline script or style. A `Host` other than `localhost`, `127.0.0.1`,
+//! `[::1]` or `buildbot_url`'s is refused with 421 (DNS rebinding), except
+//! on the change hooks, which are signed.
 
 use crate::api::{self, ApiBody};
 use crate::auth::{self, Auth, AuthError, Login, Via};
@@ -28,19 +32,18 @@ use crate::change_hook;
 use crate::config::Config;
 use crate::dialects::HookRequest;
 use crate::events::Hub;
+use crate::http_server::{self, Handler, Head, Listener, Method, Reply, Request, Response};
 use crate::pages::{self, Ctx};
 use crate::rpc::{self, Writer};
 use crate::scheduler::SchedMsg;
 use crate::sse::{self, Live, Watch};
 use crate::store::{self, Store};
 use crate::worker_conn::{current, SharedConfig};
-use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, Sender};
+use anyhow::Result;
+use crossbeam_channel::Sender;
 use serde_json::json;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 /// Request bodies larger than this get 413 (SPEC §3)...
 const MAX_BODY: usize = 1024 * 1024;
@@ -64,68 +67,55 @@ pub struct WwwCtx {
     pub master_dir: PathBuf,
 }
 
-/// What the HTTP threads share beyond the context.
+/// What every request's handling shares beyond the context.
 #[derive(Clone)]
 struct Shared {
     auth: Auth,
     live: Live,
 }
 
-/// Starts `threads` HTTP threads on `server`; they exit when the server is
-/// unblocked (`Server::unblock`) at shutdown. They take requests only once
-/// `gate` has sent them one `()` each (after start-up recovery has
-/// committed: no answer may show the state a dead master left), and exit
-/// if it is dropped first. Meanwhile the first thread opens the reader
-/// connection the first request will use.
-pub fn spawn(
-    server: Arc<Server>,
+/// The application behind the connection layer (`http_server`).
+struct App {
     ctx: WwwCtx,
-    threads: usize,
-    gate: Receiver<()>,
-) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    shared: Shared,
+}
+
+impl Handler for App {
+    fn body_limit(&self, head: &Head) -> usize {
+        if head.target.starts_with("/change_hook/") {
+            MAX_HOOK_BODY
+        } else {
+            MAX_BODY
+        }
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        handle(req, &self.ctx, &self.shared)
+    }
+}
+
+/// Starts serving HTTP on `listener` with at most `max_connections`
+/// connections open (`http_server`). Call it only once start-up recovery
+/// has committed: no answer may show the state a dead master left
+/// (connections made before wait in the listen backlog).
+pub fn start(
+    listener: Listener,
+    ctx: WwwCtx,
+    max_connections: usize,
+) -> Result<http_server::Server> {
     let shared = Shared {
         auth: Auth::new(),
         live: Live::new(ctx.events.clone()),
     };
-    let mut handles = vec![];
-    for i in 0..threads {
-        let server = server.clone();
-        let ctx = ctx.clone();
-        let shared = shared.clone();
-        let gate = gate.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("http-{i}"))
-            .stack_size(512 * 1024)
-            .spawn(move || {
-                if i == 0 {
-                    if let Err(e) = ctx.store.reader() {
-                        log::warn!("http: {e:#}");
-                    }
-                }
-                if gate.recv().is_err() {
-                    return;
-                }
-                while let Ok(req) = server.recv() {
-                    handle(req, &ctx, &shared);
-                }
-            })
-            .context("spawning an HTTP thread")?;
-        handles.push(h);
-    }
-    Ok(handles)
+    let app: Arc<dyn Handler> = Arc::new(App { ctx, shared });
+    http_server::Server::start(listener, max_connections, app)
+        .map_err(|e| anyhow::anyhow!("starting the HTTP server: {e}"))
 }
 
-type Resp = Response<Box<dyn Read + Send>>;
+type Resp = Response;
 
 fn respond_bytes(status: u16, content_type: &str, body: Vec<u8>) -> Resp {
-    let len = body.len();
-    Response::new(
-        StatusCode(status),
-        vec![header("Content-Type", content_type)],
-        Box::new(std::io::Cursor::new(body)) as Box<dyn Read + Send>,
-        Some(len),
-        None,
-    )
+    Response::bytes(status, content_type, body)
 }
 
 fn json_resp(status: u16, v: &serde_json::Value) -> Resp {
@@ -138,24 +128,18 @@ fn error(status: u16, msg: &str) -> Resp {
 
 fn html(status: u16, body: String) -> Resp {
     respond_bytes(status, "text/html; charset=utf-8", body.into_bytes())
-        .with_header(header("Cache-Control", "no-store"))
+        .with_header("Cache-Control", "no-store")
 }
 
 fn redirect(to: &str) -> Resp {
-    respond_bytes(303, "text/plain; charset=utf-8", Vec::new()).with_header(header("Location", to))
-}
-
-fn header(name: &str, value: &str) -> Header {
-    // Values are our own or checked (cookies: hex tokens); a bad one must
-    // not panic a thread.
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap_or_else(|_| {
-        Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("static header is valid")
-    })
+    respond_bytes(303, "text/plain; charset=utf-8", Vec::new()).with_header("Location", to)
 }
 
 /// One request as the routes see it.
 struct Req<'a> {
     method: Method,
+    /// The request body (already read, within the path's limit).
+    body: &'a [u8],
     path: String,
     query: Vec<(String, String)>,
     /// Lower-case names.
@@ -252,111 +236,134 @@ fn foreign_origin(origin: Option<&str>, fetch_site: Option<&str>, ours: &[Option
     !ours.iter().flatten().any(|h| *h == host)
 }
 
-fn handle(mut req: Request, ctx: &WwwCtx, shared: &Shared) {
-    let url = req.url().to_string();
+fn handle(req: Request, ctx: &WwwCtx, shared: &Shared) -> Reply {
+    let Request { head, body } = req;
+    let url = head.target.as_str();
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
-        None => (url.clone(), String::new()),
+        None => (url.to_string(), String::new()),
     };
     let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_string(),
-            )
-        })
-        .collect();
+    let cfg = current(&ctx.cfg);
     if let Some(dialect) = path.strip_prefix("/change_hook/") {
-        // Hooks carry their own signatures and only write: no reader.
-        let resp = change_hook(&mut req, dialect, headers, query, ctx);
-        return send(req, &path, resp);
+        // Hooks carry their own signatures and only write: no reader, and
+        // any Host (Gitea may name the master however it reaches it).
+        let resp = change_hook(&head.method, dialect, head.headers, query, &body, ctx);
+        return Reply::Respond(finish(&path, resp));
+    }
+    if !allowed_host(head.header("host"), cfg.buildbot_url.as_deref()) {
+        return Reply::Respond(finish(
+            &path,
+            error(421, "this master does not serve that host name"),
+        ));
     }
     let conn = match ctx.store.reader() {
         Ok(c) => c,
         Err(e) => {
             log::error!("http: {e:#}");
-            return send(
-                req,
+            return Reply::Respond(finish(
                 &path,
                 error(503, "cannot read the database; see master.log"),
-            );
+            ));
         }
     };
-    let addr = req
-        .remote_addr()
-        .map(|a| a.ip().to_string())
+    let addr = head
+        .remote
+        .map(|a| a.to_string())
         .unwrap_or_else(|| "unix".to_string());
     let mut r = Req {
-        method: req.method().clone(),
+        method: head.method.clone(),
+        body: &body,
         path,
         query,
-        headers,
+        headers: head.headers,
         addr,
         login: None,
         conn: &conn,
         ctx,
         shared,
-        cfg: current(&ctx.cfg),
+        cfg,
     };
     let resp = match prepare(&mut r) {
         Ok(()) => {
             if let Some(buildid) = live_path(&r) {
-                // The request goes to a stream thread (or gets 503).
-                match start_live(req, &r, buildid) {
-                    Ok(()) => return,
-                    Err(back) => {
-                        let (back, resp) = *back;
-                        req = back;
-                        resp
-                    }
+                // The connection goes to a live stream (or gets an answer).
+                match start_live(&r, buildid) {
+                    Ok(takeover) => return takeover,
+                    Err(resp) => resp,
                 }
             } else {
-                route(&mut req, &r)
+                route(&r)
             }
         }
         Err(resp) => resp,
     };
-    send(req, &r.path, resp);
+    Reply::Respond(finish(&r.path, resp))
 }
 
-/// Sends `resp` with the headers every answer carries.
-fn send(req: Request, path: &str, resp: Resp) {
-    let mut resp = resp
-        .with_header(header("X-Content-Type-Options", "nosniff"))
-        .with_header(header("Referrer-Policy", "same-origin"))
-        .with_header(header("X-Frame-Options", "DENY"));
-    if !path.starts_with("/api/") && !path.starts_with("/change_hook/") {
-        resp = resp.with_header(header("Content-Security-Policy", CSP));
+/// Whether a request's `Host` is one this master answers to: the host of
+/// `buildbot_url`, `localhost`, `127.0.0.1` or `[::1]`, on any port (an SSH
+/// tunnel may forward another local port). Anything else is DNS rebinding:
+/// a web page whose own name now points at 127.0.0.1. A request without
+/// `Host` (HTTP/1.0, scripts) is no browser's and is let through.
+fn allowed_host(host: Option<&str>, buildbot_url: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let name = strip_port(host.trim());
+    let url_name = buildbot_url
+        .and_then(host_of)
+        .map(|h| strip_port(&h).to_ascii_lowercase());
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+        || url_name.is_some_and(|u| !u.is_empty() && u == name)
+}
+
+/// `host` without a `:port` suffix (`[::1]:8010` → `[::1]`).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
     }
-    if let Err(e) = req.respond(resp) {
-        log::debug!("http: writing response to {path}: {e}");
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Adds the headers every answer carries.
+fn finish(path: &str, resp: Resp) -> Resp {
+    let resp = resp
+        .with_header("X-Content-Type-Options", "nosniff")
+        .with_header("Referrer-Policy", "same-origin")
+        .with_header("X-Frame-Options", "DENY");
+    if !path.starts_with("/api/") && !path.starts_with("/change_hook/") {
+        resp.with_header("Content-Security-Policy", CSP)
+    } else {
+        resp
     }
 }
 
 /// `POST /change_hook/<dialect>`.
 fn change_hook(
-    req: &mut Request,
+    method: &Method,
     dialect: &str,
     headers: Vec<(String, String)>,
     query: Vec<(String, String)>,
+    body: &[u8],
     ctx: &WwwCtx,
 ) -> Resp {
-    if *req.method() != Method::Post {
+    if *method != Method::Post {
         return error(405, "change hooks take POST");
     }
-    let body = match read_body(req, MAX_HOOK_BODY) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     let hook = HookRequest {
         headers,
         query,
-        body: &body,
+        body,
     };
     let res = change_hook::handle(&ctx.cfg, &ctx.store, &ctx.sched, dialect, &hook);
     json_resp(res.status, &res.body)
@@ -400,45 +407,25 @@ fn prepare(r: &mut Req) -> Result<(), Resp> {
 fn unauthorized(api: bool, msg: &str) -> Resp {
     let resp = error(401, msg);
     if api {
-        resp.with_header(header("WWW-Authenticate", "Basic realm=\"minibot\""))
+        resp.with_header("WWW-Authenticate", "Basic realm=\"minibot\"")
     } else {
         resp
     }
 }
 
-/// Reads the body up to `limit` bytes; Err(413 response) beyond.
-fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Resp> {
-    if req.body_length().is_some_and(|n| n > limit) {
-        return Err(error(413, &format!("request body over {limit} bytes")));
-    }
-    let mut body = Vec::new();
-    match req
-        .as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-    {
-        Ok(n) if n > limit => Err(error(413, &format!("request body over {limit} bytes"))),
-        Ok(_) => Ok(body),
-        Err(e) => Err(error(400, &format!("reading the request body: {e}"))),
-    }
-}
-
-fn route(req: &mut Request, r: &Req) -> Resp {
+fn route(r: &Req) -> Resp {
     let path = r.path.as_str();
     let method = &r.method;
-    if req.body_length().is_some_and(|n| n > MAX_BODY) {
-        return error(413, &format!("request body over {MAX_BODY} bytes"));
-    }
     if let Some(rest) = path.strip_prefix("/api/v2") {
         return match *method {
             Method::Get | Method::Head => api_get(r, rest),
-            Method::Post => api_post(req, r, rest),
+            Method::Post => api_post(r, rest),
             _ => error(405, "the API takes GET, or POST for JSON-RPC"),
         };
     }
     let is_read = matches!(*method, Method::Get | Method::Head);
     if *method == Method::Post {
-        return form_post(req, r);
+        return form_post(r);
     }
     if !is_read {
         return error(405, "pages take GET, forms POST");
@@ -468,19 +455,13 @@ fn api_get(r: &Req, rest: &str) -> Resp {
     let res = api::get(r.conn, &r.ctx.master_dir, rest, &r.query);
     match res.body {
         ApiBody::Bytes(b) => respond_bytes(res.status, res.content_type, b),
-        ApiBody::Reader(rd) => Response::new(
-            StatusCode(res.status),
-            vec![header("Content-Type", res.content_type)],
-            rd,
-            None,
-            None,
-        ),
+        ApiBody::Reader(rd) => Response::stream(res.status, res.content_type, rd),
     }
 }
 
 /// JSON-RPC writes: `application/json`, a user, and with a session its
 /// CSRF token in `X-CSRF-Token`.
-fn api_post(req: &mut Request, r: &Req, rest: &str) -> Resp {
+fn api_post(r: &Req, rest: &str) -> Resp {
     let fail = |status: u16, code: i64, msg: &str| {
         let (s, v) = rpc::error_response(
             &serde_json::Value::Null,
@@ -512,7 +493,7 @@ fn api_post(req: &mut Request, r: &Req, rest: &str) -> Resp {
     }
     let Some(login) = &r.login else {
         return unauthorized(true, "writes need a user: log in, or use HTTP Basic auth")
-            .with_header(header("Cache-Control", "no-store"));
+            .with_header("Cache-Control", "no-store");
     };
     if let Via::Session { csrf, .. } = &login.via {
         if !r
@@ -522,11 +503,7 @@ fn api_post(req: &mut Request, r: &Req, rest: &str) -> Resp {
             return fail(403, -32600, "missing or wrong X-CSRF-Token");
         }
     }
-    let body = match read_body(req, MAX_BODY) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let (status, v) = rpc::jsonrpc(&r.writer(), &target, &body, &login.user.name);
+    let (status, v) = rpc::jsonrpc(&r.writer(), &target, r.body, &login.user.name);
     json_resp(status, &v)
 }
 
@@ -563,10 +540,10 @@ fn page(r: &Req) -> Result<Resp> {
             let token = auth::random_token()?;
             let next = safe_next(r.param("next"));
             Ok(
-                html(200, pages::login(&c, &next, None, &token)).with_header(header(
+                html(200, pages::login(&c, &next, None, &token)).with_header(
                     "Set-Cookie",
-                    &auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
-                )),
+                    auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
+                ),
             )
         }
         ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", pages::CSS)),
@@ -627,7 +604,7 @@ fn page(r: &Req) -> Result<Resp> {
                 None => (404, pages::svg_badge("build", "no such builder", "#ccc")),
             };
             Ok(respond_bytes(status, "image/svg+xml", svg.into_bytes())
-                .with_header(header("Cache-Control", "no-cache")))
+                .with_header("Cache-Control", "no-cache"))
         }
         _ => Ok(not_found_page(r)),
     }
@@ -635,13 +612,22 @@ fn page(r: &Req) -> Result<Resp> {
 
 fn asset(content_type: &str, text: &'static str) -> Resp {
     respond_bytes(200, content_type, text.as_bytes().to_vec())
-        .with_header(header("Cache-Control", "max-age=300"))
+        .with_header("Cache-Control", "max-age=300")
 }
 
 /// A local path to go back to after logging in; anything else is `/`.
+/// It becomes a `Location` header, so no control characters either (CR/LF
+/// would split the response; `http_server` would refuse it as a 500).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && http_server::valid_header_value(n) =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -656,18 +642,14 @@ fn live_path(r: &Req) -> Option<i64> {
     id.parse().ok()
 }
 
-/// Hands the request to a live stream thread; gives it back with the
-/// answer to send when that cannot be done.
-fn start_live(req: Request, r: &Req, buildid: i64) -> Result<(), Box<(Request, Resp)>> {
+/// Hands the connection to a live stream, or says why not.
+fn start_live(r: &Req, buildid: i64) -> Result<Reply, Resp> {
     match pages::build_by_id(r.conn, buildid) {
         Ok(Some(_)) => {}
-        Ok(None) => return Err(Box::new((req, error(404, "no such build")))),
+        Ok(None) => return Err(error(404, "no such build")),
         Err(e) => {
             log::error!("live stream for build {buildid}: {e:#}");
-            return Err(Box::new((
-                req,
-                error(500, "internal error; see master.log"),
-            )));
+            return Err(error(500, "internal error; see master.log"));
         }
     }
     let w = Watch {
@@ -676,28 +658,24 @@ fn start_live(req: Request, r: &Req, buildid: i64) -> Result<(), Box<(Request, R
         user: r.user().map(str::to_string),
         csrf: r.csrf().map(str::to_string),
     };
-    r.shared
-        .live
-        .start(
-            req,
-            r.ctx.store.path().to_path_buf(),
-            r.cfg.clone(),
-            r.ctx.master_dir.clone(),
-            w,
-        )
-        .map_err(|req| {
-            Box::new((
-                *req,
-                error(503, "too many live pages open; reload later")
-                    .with_header(header("Retry-After", "10")),
-            ))
-        })
+    match r.shared.live.start(
+        r.ctx.store.path().to_path_buf(),
+        r.cfg.clone(),
+        r.ctx.master_dir.clone(),
+        w,
+    ) {
+        Some(stream) => Ok(Reply::Takeover(Box::new(move |out| stream(Box::new(out))))),
+        None => {
+            Err(error(503, "too many live pages open; reload later")
+                .with_header("Retry-After", "10"))
+        }
+    }
 }
 
 /// Form posts from the pages: login, logout, force, stop, rebuild,
 /// cancel, pause. Each needs a session and its CSRF token (login: the
 /// double-submit cookie), and answers with a redirect or a message page.
-fn form_post(req: &mut Request, r: &Req) -> Resp {
+fn form_post(r: &Req) -> Resp {
     let msg = |status: u16, heading: &str, text: &str| {
         html(
             status,
@@ -707,11 +685,7 @@ fn form_post(req: &mut Request, r: &Req) -> Resp {
     if r.cross_origin() {
         return msg(403, "Refused", "This form was sent from another site.");
     }
-    let body = match read_body(req, MAX_BODY) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(r.body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let field = |name: &str| {
@@ -763,10 +737,7 @@ fn form_post(req: &mut Request, r: &Req) -> Resp {
                 log::error!("logout: {e:#}");
             }
             log::info!("{user} logged out");
-            redirect("/").with_header(header(
-                "Set-Cookie",
-                &auth::set_cookie(auth::SESSION_COOKIE, "", 0),
-            ))
+            redirect("/").with_header("Set-Cookie", auth::set_cookie(auth::SESSION_COOKIE, "", 0))
         }
         ["builders", builder, "force"] => {
             let mut params = serde_json::Map::new();
@@ -869,10 +840,10 @@ fn login_post(
             status,
             pages::login(&r.page_ctx(), &next, Some(err), &token),
         )
-        .with_header(header(
+        .with_header(
             "Set-Cookie",
-            &auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
-        ))
+            auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
+        )
     };
     let fresh = matches!((cookie, csrf), (Some(a), Some(b)) if auth::same_token(a, b));
     if !fresh {
@@ -918,14 +889,11 @@ fn login_post(
     }
     log::info!("{} logged in from {}", user.name, r.addr);
     redirect(&next)
-        .with_header(header(
+        .with_header(
             "Set-Cookie",
-            &auth::set_cookie(auth::SESSION_COOKIE, &token, auth::SESSION_SECS),
-        ))
-        .with_header(header(
-            "Set-Cookie",
-            &auth::set_cookie(auth::LOGIN_COOKIE, "", 0),
-        ))
+            auth::set_cookie(auth::SESSION_COOKIE, &token, auth::SESSION_SECS),
+        )
+        .with_header("Set-Cookie", auth::set_cookie(auth::LOGIN_COOKIE, "", 0))
 }
 
 #[cfg(test)]
@@ -956,5 +924,36 @@ mod tests {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
+        for bad in ["/\r\nSet-Cookie: a=b", "/\nx", "/\tx", "/\0x"] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            Some("localhost:8010"),
+            Some("127.0.0.1:12345"),
+            Some("[::1]:80"),
+            Some("LOCALHOST"),
+            Some("ci.example.org"),
+            Some("ci.example.org:443"),
+            None,
+        ] {
+            assert!(allowed_host(ok, Some("https://ci.example.org/")), "{ok:?}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8010",
+            "127.0.0.2",
+            "",
+            "localhost.evil",
+        ] {
+            assert!(
+                !allowed_host(Some(bad), Some("https://ci.example.org/")),
+                "{bad}"
+            );
+        }
+        assert!(!allowed_host(Some("ci.example.org"), None));
     }
 }

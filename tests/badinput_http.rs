@@ -147,6 +147,7 @@ fn bad_hooks_get_a_clear_4xx_and_store_nothing() {
         "sha256=",
         &sign("wrong-secret", &good),
         &sign(SECRET, &good)[..62],
+        &"0".repeat(5_000),
         &"0".repeat(10_000),
     ] {
         let (code, resp) = post(
@@ -160,7 +161,9 @@ fn bad_hooks_get_a_clear_4xx_and_store_nothing() {
             &good,
         );
         sent += 1;
-        assert_eq!(code, 403, "signature {bad_sig:.20}: {resp}");
+        // A header line over 8 KiB is refused before it is read whole.
+        let want = if bad_sig.len() > 8 * 1024 { 431 } else { 403 };
+        assert_eq!(code, want, "signature {bad_sig:.20}: {resp}");
     }
     // An event minibot does not build is acknowledged as ignored (SPEC §3),
     // and stores nothing either.
