@@ -80,18 +80,20 @@ pub struct Www {
     pub unix_socket: Option<String>,
     #[serde(default)]
     pub anonymous: Option<String>,
-    /// Most HTTP connections open at once (`http_server`), each a thread.
+    /// Most HTTP requests served at once (`http_server`), each a thread.
     #[serde(default)]
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub change_hook_dialects: Dialects,
 }
 
-/// `[www] max_connections` when not set: a browser opens up to 6
-/// connections, Gitea one per delivery; at the cap the connection that has
-/// waited longest on its client makes room, so a neighbour's idle or slow
-/// connections cannot keep others out. Small enough that the threads stay
-/// far below a shared host's per-user process limit (often 150).
+/// `[www] max_connections` when not set: requests being served at once,
+/// each on a thread (idle and slow connections wait for their request head
+/// in one reception thread, without a thread each). A browser sends up to
+/// 6 at once, Gitea one per delivery; at the cap the request that has
+/// waited longest on its client (a slow body, an answer not read) makes
+/// room. Small enough that the threads stay far below a shared host's
+/// per-user process limit (often 150).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 /// Upper bound for `[www] max_connections`.
 pub const MAX_MAX_CONNECTIONS: usize = 1024;
@@ -2435,8 +2437,8 @@ port = 12345                 # TCP port of the web UI, API and change hooks
 bind = "127.0.0.1"           # default; never 0.0.0.0 unless written here
 # unix_socket = "www.sock"   # instead of port: a unix socket, mode 0600
 # anonymous = "read"         # "read" (default) or "none"; writes always need a login
-# max_connections = 32       # HTTP connections open at once; at the cap the one
-#                            # waiting longest on its client makes room
+# max_connections = 32       # HTTP requests served at once (a thread each); idle
+#                            # connections wait without one
 
 [www.change_hook_dialects.gitea]
 secret = "SomeSecretPassPhraseToAuthenticateGitea"

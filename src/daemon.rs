@@ -556,26 +556,17 @@ pub fn signals() -> Result<Receiver<i32>> {
     Ok(rx)
 }
 
-/// Sets TCP_NODELAY on a listening socket; Linux hands it down to every
-/// accepted socket. tiny_http writes a response's head and body in two
-/// writes, and with Nagle on, a keep-alive client's delayed ACK of the head
-/// holds the body back ~40 ms (docs/performance.md).
-pub fn set_nodelay(listener: &std::net::TcpListener) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt(2) on a socket we own, with a pointer to a live
-    // c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+/// Raises a listening socket's accept backlog to `n` (the kernel caps it
+/// at `net.core.somaxconn`, 4096 on current Linux). std listens with 128:
+/// a neighbour connecting in a tight loop fills that between two rounds of
+/// the HTTP reception thread, and a real client's SYN is then dropped and
+/// retried only after a second.
+pub fn widen_backlog(listener: &impl std::os::fd::AsRawFd, n: i32) -> Result<()> {
+    // SAFETY: listen(2) on a socket we own; called again on a listening
+    // socket it only changes the backlog.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), n) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("setting TCP_NODELAY");
+        return Err(std::io::Error::last_os_error()).context("setting the listen backlog");
     }
     Ok(())
 }

@@ -481,6 +481,7 @@ struct Pending {
     first_byte: Option<Instant>,
     /// Last time bytes arrived.
     progress: Instant,
+    scan: HeadScan,
 }
 
 /// What reading a pending connection came to.
@@ -492,7 +493,7 @@ enum Progress {
 }
 
 fn read_pending(p: &mut Pending) -> Progress {
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; 16 * 1024];
     loop {
         let room = (MAX_HEAD + 1)
             .saturating_sub(p.buf.len())
@@ -504,7 +505,7 @@ fn read_pending(p: &mut Pending) -> Progress {
                 p.first_byte.get_or_insert(now);
                 p.progress = now;
                 p.buf.extend_from_slice(&chunk[..n]);
-                match check_head(&p.buf) {
+                match check_head(&p.buf, &mut p.scan) {
                     Ok(true) => return Progress::Complete,
                     Ok(false) => {}
                     Err(resp) => return Progress::Refuse(resp),
@@ -630,15 +631,42 @@ fn reception(
             }
         }
         let now = Instant::now();
-        for (mut stream, remote) in fresh {
+        for (stream, remote) in fresh {
+            let mut p = Pending {
+                stream,
+                buf: Vec::new(),
+                remote,
+                since: now,
+                first_byte: None,
+                progress: now,
+                scan: HeadScan::default(),
+            };
+            // A real client sends its head right after connecting: read it
+            // now, so it never waits behind (or is displaced with) a crowd
+            // of connections that send nothing.
+            match read_pending(&mut p) {
+                Progress::More => {}
+                Progress::Closed => continue,
+                Progress::Refuse(resp) => {
+                    refuse_now(p.stream, resp);
+                    continue;
+                }
+                Progress::Complete => {
+                    if let Ok(s) = p.stream.into_std() {
+                        dispatch(s, p.buf, p.remote, &sh);
+                    }
+                    continue;
+                }
+            }
             if pending.len() >= MAX_PENDING {
-                // Full: the connection that has made no progress for
-                // longest makes room.
-                if let Some(t) = pending
+                // Full: a connection that has sent nothing makes room, the
+                // one waiting longest; else the one without progress for
+                // longest.
+                let victim = pending
                     .iter()
-                    .min_by_key(|(_, p)| p.progress)
-                    .map(|(t, _)| *t)
-                {
+                    .min_by_key(|(_, p)| (p.first_byte.is_some(), p.progress))
+                    .map(|(t, _)| *t);
+                if let Some(t) = victim {
                     pending.remove(&t);
                 }
             }
@@ -646,20 +674,10 @@ fn reception(
             next_token += 1;
             if poll
                 .registry()
-                .register(stream.source(), token, mio::Interest::READABLE)
+                .register(p.stream.source(), token, mio::Interest::READABLE)
                 .is_ok()
             {
-                pending.insert(
-                    token,
-                    Pending {
-                        stream,
-                        buf: Vec::new(),
-                        remote,
-                        since: now,
-                        first_byte: None,
-                        progress: now,
-                    },
-                );
+                pending.insert(token, p);
             }
         }
         sweep(&mut pending);
@@ -841,30 +859,73 @@ fn serve(mut stream: Stream, mut buf: Vec<u8>, remote: Option<IpAddr>, id: u64, 
     }
 }
 
+/// Where the line scan of a head being read stands: each byte is looked
+/// at once, however the head arrives, and `httparse` runs only once an
+/// empty line may have ended it (a flood of header bytes costs a scan for
+/// newlines, not a parse per read).
+#[derive(Default)]
+struct HeadScan {
+    /// Bytes scanned so far.
+    pos: usize,
+    line_start: usize,
+    /// Lines seen (not counting empty lines before the request line).
+    lines: usize,
+    /// An empty line after the request line was seen.
+    ended: bool,
+}
+
+impl HeadScan {
+    fn scan(&mut self, buf: &[u8]) -> Result<(), Response> {
+        while let Some(i) = buf[self.pos..].iter().position(|&b| b == b'\n') {
+            let end = self.pos + i;
+            if end - self.line_start > MAX_LINE {
+                return Err(too_long(self.lines == 0));
+            }
+            let empty = matches!(&buf[self.line_start..end], b"" | b"\r");
+            self.pos = end + 1;
+            self.line_start = end + 1;
+            if empty && self.lines > 0 {
+                self.ended = true;
+                return Ok(());
+            }
+            if !empty {
+                self.lines += 1;
+            }
+        }
+        self.pos = buf.len();
+        if buf.len() - self.line_start > MAX_LINE {
+            return Err(too_long(self.lines == 0));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(error(431, "request head too large"));
+        }
+        Ok(())
+    }
+}
+
+fn too_long(request_line: bool) -> Response {
+    if request_line {
+        error(414, "request line too long")
+    } else {
+        error(431, "request header line too long")
+    }
+}
+
 /// Whether `buf` starts with a whole request head (Ok(true)), may still
-/// become one (Ok(false)), or is refused with this answer.
-fn check_head(buf: &[u8]) -> Result<bool, Response> {
+/// become one (Ok(false)), or is refused with this answer. `scan` carries
+/// over between calls on the same growing `buf`.
+fn check_head(buf: &[u8], scan: &mut HeadScan) -> Result<bool, Response> {
+    scan.scan(buf)?;
+    if !scan.ended {
+        return Ok(false);
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
-    let parsed = req.parse(buf);
-    let end = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => buf.len(),
-        Err(httparse::Error::TooManyHeaders) => return Err(error(431, "too many header fields")),
-        Err(e) => return Err(error(400, &format!("bad request: {e}"))),
-    };
-    let (longest, first) = longest_line(&buf[..end]);
-    if longest > MAX_LINE {
-        return Err(if first {
-            error(414, "request line too long")
-        } else {
-            error(431, "request header line too long")
-        });
-    }
-    match parsed {
+    match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => Ok(true),
-        _ if buf.len() > MAX_HEAD => Err(error(431, "request head too large")),
-        _ => Ok(false),
+        Ok(httparse::Status::Partial) => Err(error(400, "bad request: malformed head")),
+        Err(httparse::Error::TooManyHeaders) => Err(error(431, "too many header fields")),
+        Err(e) => Err(error(400, &format!("bad request: {e}"))),
     }
 }
 
@@ -890,21 +951,6 @@ fn read_more(
     }
 }
 
-/// The longest line in `head` (an unterminated last line included).
-fn longest_line(head: &[u8]) -> (usize, bool) {
-    let mut longest = 0;
-    let mut first = true;
-    let mut first_len = 0;
-    for line in head.split(|&b| b == b'\n') {
-        if first {
-            first_len = line.len();
-            first = false;
-        }
-        longest = longest.max(line.len());
-    }
-    (longest, first_len > MAX_LINE)
-}
-
 /// Reads and parses one request head. `buf` holds bytes already read
 /// (from reception, or pipelined) and keeps the bytes after the head.
 fn read_head(
@@ -917,7 +963,8 @@ fn read_head(
         read_more(stream, buf, MAX_HEAD + 1, idle_deadline)?;
     }
     let deadline = Instant::now() + HEAD_TIMEOUT;
-    while !check_head(buf).map_err(End::Answer)? {
+    let mut scan = HeadScan::default();
+    while !check_head(buf, &mut scan).map_err(End::Answer)? {
         read_more(stream, buf, MAX_HEAD + 1, deadline)
             .map_err(|_| End::Answer(error(408, "request head not received in time")))?;
     }
@@ -1177,11 +1224,35 @@ mod tests {
     }
 
     #[test]
-    fn longest_line_finds_the_request_line() {
-        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n", "a".repeat(MAX_LINE));
-        assert!(longest_line(long.as_bytes()).1);
-        let hdr = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_LINE));
-        let (n, first) = longest_line(hdr.as_bytes());
-        assert!(n > MAX_LINE && !first);
+    fn heads_are_checked_line_by_line_as_they_arrive() {
+        let check = |text: &[u8]| {
+            let mut scan = HeadScan::default();
+            let mut buf = vec![];
+            let mut out = Ok(false);
+            for b in text.chunks(7) {
+                buf.extend_from_slice(b);
+                out = check_head(&buf, &mut scan).map_err(|r| r.status);
+                if out != Ok(false) {
+                    break;
+                }
+            }
+            out
+        };
+        assert_eq!(check(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody"), Ok(true));
+        assert_eq!(check(b"\r\nGET / HTTP/1.1\nHost: x\n\n"), Ok(true));
+        assert_eq!(check(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(false));
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_LINE));
+        assert_eq!(check(long.as_bytes()), Err(414));
+        let hdr = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_LINE));
+        assert_eq!(check(hdr.as_bytes()), Err(431));
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: a\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert_eq!(check(many.as_bytes()), Err(431));
+        let line = format!("X: {}\r\n", "a".repeat(8000));
+        let big = format!("GET / HTTP/1.1\r\n{}", line.repeat(9));
+        assert_eq!(check(big.as_bytes()), Err(431));
+        assert_eq!(check(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Err(400));
     }
 }

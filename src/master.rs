@@ -35,6 +35,13 @@ pub const DB_FILE: &str = "state.sqlite";
 pub const PID_FILE: &str = "minibot.pid";
 pub const LOG_FILE: &str = "master.log";
 
+/// Connections the kernel queues for the HTTP reception thread: enough
+/// that a neighbour's connection flood does not make the kernel drop a real
+/// client's SYN (retried only after a second), few enough that the real
+/// client does not wait long behind the queue (reception takes ~10,000
+/// connections a second even in a debug build).
+const HTTP_BACKLOG: i32 = 1024;
+
 /// Loads the config, printing nothing: the caller reports errors.
 pub fn load_config(dir: &Path) -> Result<Config> {
     config::load(&dir.join(CONFIG_FILE)).map_err(|e| anyhow!("{e}"))
@@ -89,6 +96,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             let l = std::os::unix::net::UnixListener::bind(&path)
                 .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
             store::set_private(&path)?;
+            daemon::widen_backlog(&l, HTTP_BACKLOG)?;
             let desc = format!("unix:{}", path.display());
             (http_server::Listener::Unix(l, path), desc)
         }
@@ -96,6 +104,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             let addr = format!("{}:{}", cfg.www.bind, cfg.www.port);
             let l = TcpListener::bind(&addr)
                 .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+            daemon::widen_backlog(&l, HTTP_BACKLOG)?;
             (http_server::Listener::Tcp(l), format!("http://{addr}/"))
         }
     };
