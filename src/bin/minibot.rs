@@ -193,11 +193,15 @@ fn main() {
 }
 
 fn create_master(dir: &Path, force: bool) -> Result<()> {
+    daemon::private_umask();
     let sample = dir.join("master.cfg.sample");
     minibot::daemon::create_dir_for(dir, force)?;
-    std::fs::write(&sample, config::SAMPLE)
-        .with_context(|| format!("cannot write {}", sample.display()))?;
-    // The sample holds a worker password and a hook secret.
+    // Fresh secrets in every sample: the published placeholders would let
+    // anyone who read the docs sign hooks or connect as the worker.
+    let text = config::sample_with_secrets(&config::random_hex(16)?, &config::random_hex(16)?);
+    std::fs::write(&sample, text).with_context(|| format!("cannot write {}", sample.display()))?;
+    // The sample holds a worker password and a hook secret (and may be an
+    // existing, looser file under --force: write keeps its mode).
     store::set_private(&sample)?;
     let db = dir.join(DB_FILE);
     if db.exists() && force {
@@ -207,7 +211,9 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
     }
     println!("created master in {}", dir.display());
     println!(
-        "next: mv {0}/master.cfg.sample {0}/master.cfg, edit it (ports, secret, repourl), then\n      minibot checkconfig {0} && minibot start {0}",
+        "next: mv {0}/master.cfg.sample {0}/master.cfg, edit it (ports, repourl), then\n      minibot checkconfig {0} && minibot start {0}\n      \
+         master.cfg.sample has a random Gitea secret and worker password: give the\n      \
+         secret to the Gitea webhook and the password to `minibot-worker create-worker`",
         dir.display()
     );
     Ok(())
@@ -215,6 +221,11 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
 
 fn check_config(dir: &Path) -> Result<()> {
     let cfg = master::load_config(dir)?;
+    // On stderr, so a script reading the summary line is not confused; the
+    // exit code stays 0: a weak secret works, it is only unwise.
+    for w in config::secret_warnings(&cfg) {
+        eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
+    }
     println!(
         "{}: config file is good ({} builders, {} workers, {} schedulers)",
         dir.join(CONFIG_FILE).display(),
@@ -225,7 +236,30 @@ fn check_config(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes an existing master directory private before the master touches
+/// it: the directory and its logs directory 0700 (top levels only: that
+/// already keeps others out of everything below), the database and its
+/// side files 0600. Installs from before issue 14 have 0755/0644 here.
+fn tighten_master_dir(dir: &Path) -> Result<()> {
+    daemon::tighten_dir(dir)?;
+    let logs = store::log_root(dir);
+    if logs.is_dir() {
+        daemon::tighten_dir(&logs)?;
+    }
+    for f in [
+        dir.join(DB_FILE),
+        dir.join(format!("{DB_FILE}-wal")),
+        dir.join(format!("{DB_FILE}-shm")),
+        dir.join(LOG_FILE),
+    ] {
+        daemon::tighten_file(&f)?;
+    }
+    Ok(())
+}
+
 fn start(dir: &Path, nodaemon: bool) -> Result<()> {
+    // Inherited by the detached child and everything it starts.
+    daemon::private_umask();
     if !dir.join(CONFIG_FILE).exists() {
         bail!(
             "{} does not exist (create-master writes master.cfg.sample: rename and edit it)",
@@ -238,12 +272,17 @@ fn start(dir: &Path, nodaemon: bool) -> Result<()> {
             dir.display()
         );
     }
+    tighten_master_dir(dir)?;
     if nodaemon {
         daemon::exec_with_malloc_tunable();
         return master::run(dir, true);
     }
-    // Check the config here too, so its errors reach the terminal.
-    master::load_config(dir)?;
+    // Check the config here too, so its errors (and weak secrets) reach
+    // the terminal; the master logs the warnings again.
+    let cfg = master::load_config(dir)?;
+    for w in config::secret_warnings(&cfg) {
+        eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
+    }
     let args = vec![
         "start".into(),
         "--nodaemon".into(),
