@@ -5,7 +5,13 @@
 
 mod common;
 
+// A test target's root looks for its modules next to it (tests/files.rs),
+// like a mod.rs: the paths say where they are.
+#[path = "hostile/files.rs"]
 mod files;
+#[path = "hostile/hooks.rs"]
 mod hooks;
+#[path = "hostile/http.rs"]
 mod http;
+#[path = "hostile/logins.rs"]
 mod logins;
