@@ -170,6 +170,8 @@ fn run(args: Args) -> Result<()> {
         Cmd::Stop(s) => stop(&s.dir),
         Cmd::Restart(r) => {
             if daemon::running_pid(&pid_path(&r.dir)).is_some() {
+                // A worker.cfg start would refuse must not cost the running worker.
+                worker::load_config(&r.dir)?;
                 stop(&r.dir)?;
             }
             start(&r.dir, r.nodaemon)

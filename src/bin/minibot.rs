@@ -219,13 +219,18 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn check_config(dir: &Path) -> Result<()> {
-    let cfg = master::load_config(dir)?;
-    // On stderr, so a script reading the summary line is not confused; the
-    // exit code stays 0: a weak secret works, it is only unwise.
-    for w in config::secret_warnings(&cfg) {
+/// Prints [`config::secret_warnings`] on stderr, so a script reading the
+/// summary line on stdout is not confused. The exit code stays 0: a weak
+/// secret works, it is only unwise.
+fn warn_weak_secrets(dir: &Path, cfg: &config::Config) {
+    for w in config::secret_warnings(cfg) {
         eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
     }
+}
+
+fn check_config(dir: &Path) -> Result<()> {
+    let cfg = master::load_config(dir)?;
+    warn_weak_secrets(dir, &cfg);
     println!(
         "{}: config file is good ({} builders, {} workers, {} schedulers)",
         dir.join(CONFIG_FILE).display(),
@@ -280,9 +285,7 @@ fn start(dir: &Path, nodaemon: bool) -> Result<()> {
     // Check the config here too, so its errors (and weak secrets) reach
     // the terminal; the master logs the warnings again.
     let cfg = master::load_config(dir)?;
-    for w in config::secret_warnings(&cfg) {
-        eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
-    }
+    warn_weak_secrets(dir, &cfg);
     let args = vec![
         "start".into(),
         "--nodaemon".into(),
@@ -314,6 +317,9 @@ fn stop(dir: &Path, clean: bool) -> Result<()> {
 
 fn restart(dir: &Path, nodaemon: bool) -> Result<()> {
     if daemon::running_pid(&dir.join(PID_FILE)).is_some() {
+        // A config start would refuse (an error, or a mode others may
+        // read) must not cost the running master.
+        master::load_config(dir)?;
         stop(dir, false)?;
     }
     start(dir, nodaemon)
@@ -324,8 +330,10 @@ fn reconfig(dir: &Path) -> Result<()> {
     let Some(pid) = daemon::running_pid(&dir.join(PID_FILE)) else {
         bail!("no master is running in {}", dir.display());
     };
-    // Check first: a bad file gets its errors on the terminal.
-    master::load_config(dir)?;
+    // Check first: a bad file gets its errors on the terminal (and weak
+    // secrets their warnings).
+    let cfg = master::load_config(dir)?;
+    warn_weak_secrets(dir, &cfg);
     let log = dir.join(LOG_FILE);
     let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     daemon::send_signal(pid, libc::SIGHUP)?;

@@ -196,6 +196,19 @@ fn configs_others_may_read_are_refused_with_the_chmod_to_run() {
     let out = run_ok(MINIBOT, &["checkconfig", dir]);
     assert!(out.contains("config file is good"), "{out}");
 
+    // A running master: reconfig and restart refuse the loosened file, and
+    // the master keeps running (restart checks before it stops anything).
+    let master = s.start_master();
+    chmod(&cfg, 0o644);
+    for cmd in ["reconfig", "restart"] {
+        let out = run(MINIBOT, &[cmd, dir]);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains(&hint), "{cmd}: {err}");
+    }
+    assert!(!process_gone(master.pid()), "the master still runs");
+    chmod(&cfg, 0o600);
+
     // The worker's start, detached and in the foreground.
     let wdir = s.tmp.path().join("w");
     let wd = wdir.to_str().unwrap();
@@ -222,10 +235,15 @@ fn configs_others_may_read_are_refused_with_the_chmod_to_run() {
         }
     }
     chmod(&wcfg, 0o600);
-    let (_worker, line) = start_daemon(WORKER, &["start", "--nodaemon", wd], "worker");
+    let (worker, line) = start_daemon(WORKER, &["start", "--nodaemon", wd], "worker");
     assert!(line.contains("running in"), "{line}");
+    chmod(&wcfg, 0o644);
+    let out = run(WORKER, &["restart", wd]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains(&whint), "{}", stderr_of(&out));
+    assert!(!process_gone(worker.pid()), "the worker still runs");
     eprintln!(
-        "master.cfg refused by checkconfig, start and start --nodaemon at modes {}; worker.cfg by start at 644 and 660; both accepted at 600",
+        "master.cfg refused by checkconfig, start and start --nodaemon at modes {} (and by reconfig, restart of a running master at 644); worker.cfg by start at 644 and 660 (and restart); both accepted at 600",
         refused.join(", ")
     );
 }
