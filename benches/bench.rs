@@ -281,7 +281,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
 
     eprintln!("phase 2: idle master and worker");
     let (mut master, _) = b.start_master()?;
-    let mut worker = b.s.start_worker_env(WORKER_NAME, "pass", DAEMON_ENV);
+    let mut worker = b.s.start_worker_env(WORKER_NAME, WORKER_PW, DAEMON_ENV);
     b.s.wait_connected(WORKER_NAME);
     // Let start-up allocations settle before calling it idle.
     std::thread::sleep(Duration::from_millis(500));

@@ -5,9 +5,10 @@
 //! problem names the file and the key path (`builders[0].steps[1].comand`),
 //! and all problems are reported together, as `checkconfig` promises.
 //!
-//! No threads, no channels, no I/O besides reading the file and checking the
-//! secret files it names (`token_file`, `smtp_password_file`: present and
-//! mode 0600). Called by
+//! No threads, no channels, no I/O besides reading the file, checking its
+//! own mode (0600 when it holds secrets, as it always does: worker
+//! passwords) and the secret files it names (`token_file`,
+//! `smtp_password_file`: present and mode 0600). Called by
 //! `minibot checkconfig`, by the master at start and on SIGHUP (reconfig),
 //! which hands the result to the other components as an `Arc<Config>`; a
 //! config that fails here is never seen by them, so they may rely on the
@@ -806,7 +807,8 @@ bind = "127.0.0.1"
 # the same secret as here. Pushes to branches and tags and pull requests
 # become changes.
 [www.change_hook_dialects.gitea]
-# Change this: the signature of every hook is checked against it.
+# The signature of every hook is checked against it. create-master wrote a
+# random one here; make your own with `openssl rand -hex 16`.
 secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # true: one change per push (its head commit) instead of one per commit.
 # only_include_push_commit = false
@@ -839,13 +841,14 @@ bind = "127.0.0.1"
 
 ######## Workers (Buildbot's c['workers'])
 # Each one is created on its machine with the same name and password:
-#   minibot-worker create-worker DIR localhost:54321 example-worker pass
+#   minibot-worker create-worker DIR localhost:54321 example-worker REPLACED-BY-CREATE-MASTER
 
 [[workers]]
 # Letters, digits, '.', '_' and '-' only.
 name = "example-worker"
 # Never sent over the wire: the worker answers a challenge with it.
-password = "pass"
+# create-master wrote a random one here; make more with `openssl rand -hex 16`.
+password = "REPLACED-BY-CREATE-MASTER"
 # How many builds this worker runs at once (Buildbot's max_builds).
 max_builds = 1
 
@@ -1031,6 +1034,167 @@ log_horizon_days = 30
 # project = "isabell/hello-world"
 "#;
 
+/// The Gitea secret in [`SAMPLE`]: Buildbot's documented example, so
+/// published. `create-master` replaces it with a random one
+/// ([`sample_with_secrets`]); checkconfig warns when a config still has it.
+pub const SAMPLE_GITEA_SECRET: &str = "SomeSecretPassPhraseToAuthenticateGitea";
+
+/// The worker password placeholder in [`SAMPLE`], replaced the same way.
+pub const SAMPLE_WORKER_PASSWORD: &str = "REPLACED-BY-CREATE-MASTER";
+
+/// Worker passwords and hook secrets shorter than this draw a warning
+/// (checkconfig, start), and `create-worker` refuses them without
+/// `--allow-weak-password`: 12 random characters are out of reach of the
+/// online guessing a local neighbour can do against the worker port.
+pub const MIN_SECRET_LEN: usize = 12;
+
+/// `n` random bytes from the OS as lowercase hex (2n characters).
+pub fn random_hex(n: usize) -> anyhow::Result<String> {
+    let mut b = vec![0u8; n];
+    getrandom::getrandom(&mut b)
+        .map_err(|e| anyhow::anyhow!("reading random bytes from the OS: {e}"))?;
+    Ok(hex::encode(b))
+}
+
+/// [`SAMPLE`] with its published Gitea secret and placeholder worker
+/// password replaced (the placeholder also in the create-worker example
+/// comment, so it can be copied as is).
+pub fn sample_with_secrets(gitea_secret: &str, worker_password: &str) -> String {
+    SAMPLE
+        .replace(
+            &format!("secret = \"{SAMPLE_GITEA_SECRET}\""),
+            &format!("secret = \"{gitea_secret}\""),
+        )
+        .replace(SAMPLE_WORKER_PASSWORD, worker_password)
+}
+
+/// Secrets in a parsed config that are known or easy to guess, as
+/// "key: why" lines: the sample's published Gitea secret or password
+/// placeholder, "pass", or anything shorter than [`MIN_SECRET_LEN`].
+/// Warnings, not errors: a test setup may want them, and refusing to start
+/// an existing install after an upgrade would be worse.
+pub fn secret_warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let d = &cfg.www.change_hook_dialects;
+    let hooks = [
+        ("gitea", d.gitea.as_ref().and_then(|g| g.secret.as_deref())),
+        (
+            "github",
+            d.github.as_ref().and_then(|g| g.secret.as_deref()),
+        ),
+        ("base", d.base.as_ref().and_then(|b| b.secret.as_deref())),
+    ];
+    for (dialect, secret) in hooks {
+        let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let key = format!("www.change_hook_dialects.{dialect}.secret");
+        if secret == SAMPLE_GITEA_SECRET {
+            out.push(format!(
+                "{key}: is the sample's published secret: anyone can sign hooks with it; \
+                 set one from `openssl rand -hex 16` here and in the webhook"
+            ));
+        } else if secret.chars().count() < MIN_SECRET_LEN {
+            out.push(format!(
+                "{key}: is shorter than {MIN_SECRET_LEN} characters and easy to guess; \
+                 use one from `openssl rand -hex 16`"
+            ));
+        }
+    }
+    for (i, w) in cfg.workers.iter().enumerate() {
+        let key = format!("workers[{i}].password");
+        let pw = w.password.as_str();
+        if pw == SAMPLE_WORKER_PASSWORD || pw == "pass" {
+            out.push(format!(
+                "{key}: is the sample's published password; anyone who has read the \
+                 docs can connect as {:?}: use one from `openssl rand -hex 16`",
+                w.name
+            ));
+        } else if !pw.is_empty() && pw.chars().count() < MIN_SECRET_LEN {
+            out.push(format!(
+                "{key}: is shorter than {MIN_SECRET_LEN} characters and easy to guess; \
+                 use one from `openssl rand -hex 16` (and the same in the worker's worker.cfg)"
+            ));
+        }
+    }
+    out
+}
+
+/// The keys of `cfg` that hold a secret inline (not in a `*_file`).
+fn inline_secrets(cfg: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (i, w) in cfg.workers.iter().enumerate() {
+        if !w.password.is_empty() {
+            keys.push(format!("workers[{i}].password"));
+        }
+    }
+    let d = &cfg.www.change_hook_dialects;
+    for (dialect, secret) in [
+        ("gitea", d.gitea.as_ref().and_then(|g| g.secret.as_deref())),
+        (
+            "github",
+            d.github.as_ref().and_then(|g| g.secret.as_deref()),
+        ),
+        ("base", d.base.as_ref().and_then(|b| b.secret.as_deref())),
+    ] {
+        if secret.is_some_and(|s| !s.is_empty()) {
+            keys.push(format!("www.change_hook_dialects.{dialect}.secret"));
+        }
+    }
+    for (i, r) in cfg.reporters.iter().enumerate() {
+        if r.token.is_some() {
+            keys.push(format!("reporters[{i}].token"));
+        }
+        if r.smtp_password.is_some() {
+            keys.push(format!("reporters[{i}].smtp_password"));
+        }
+    }
+    keys
+}
+
+/// Refuses a config file that group or others may read while it holds a
+/// secret, or may write at all (whoever writes master.cfg chooses the
+/// commands the workers run). Like ssh with a private key: reported, not
+/// fixed silently, since the secrets may already have been read.
+fn check_own_mode(path: &Path, cfg: &Config, p: &mut Problems) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o777,
+        Err(e) => {
+            p.add("", format_args!("cannot stat: {}", io_reason(&e)));
+            return;
+        }
+    };
+    let secrets = inline_secrets(cfg);
+    let exposed = mode & 0o077 != 0 && !secrets.is_empty();
+    if !exposed && mode & 0o022 == 0 {
+        return;
+    }
+    let what = if exposed {
+        let mut shown = secrets
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if secrets.len() > 3 {
+            shown.push_str(", ...");
+        }
+        format!("group or others may access it (mode {mode:03o}) and it holds secrets ({shown})")
+    } else {
+        format!(
+            "group or others may write it (mode {mode:03o}), and so choose what the workers run"
+        )
+    };
+    p.add(
+        "",
+        format_args!(
+            "{what}; run `chmod 600 {}` (and change the secrets if others could have read them)",
+            path.display()
+        ),
+    );
+}
+
 /// Everything wrong with a config file, one problem per entry, each naming
 /// the file and the key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1056,6 +1220,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source: &path.display().to_string(),
         list: Vec::new(),
     };
+    check_own_mode(path, &cfg, &mut p);
     check_secret_files(&cfg, path.parent().unwrap_or(Path::new(".")), &mut p);
     if p.list.is_empty() {
         Ok(cfg)
@@ -2705,7 +2870,65 @@ command = "make test"
             format!("cannot read {}: No such file or directory", path.display())
         );
         std::fs::write(&path, SAMPLE).expect("write");
+        private(&path);
         assert!(load(&path).is_ok());
+    }
+
+    fn private(path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+
+    #[test]
+    fn config_file_with_secrets_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.cfg");
+        std::fs::write(&path, SAMPLE).expect("write");
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = load(&path).expect_err("readable by others").to_string();
+            assert!(
+                err.contains(&format!("run `chmod 600 {}`", path.display()))
+                    && err.contains(&format!("mode {mode:03o}"))
+                    && err.contains("workers[0].password"),
+                "{err}"
+            );
+        }
+        private(&path);
+        assert!(load(&path).is_ok());
+    }
+
+    #[test]
+    fn weak_and_published_secrets_are_warned_about() {
+        let cfg = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+        let w = secret_warnings(&cfg);
+        assert!(
+            w.iter().any(|l| l.starts_with(
+                "www.change_hook_dialects.gitea.secret: is the sample's published secret"
+            )),
+            "{w:#?}"
+        );
+        assert!(
+            w.iter()
+                .any(|l| l.starts_with("workers[0].password: is the sample's published password")),
+            "{w:#?}"
+        );
+        let fresh = sample_with_secrets(&random_hex(16).unwrap(), &random_hex(16).unwrap());
+        assert!(!fresh.contains(SAMPLE_GITEA_SECRET) && !fresh.contains(SAMPLE_WORKER_PASSWORD));
+        let cfg = parse(&fresh, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(secret_warnings(&cfg), Vec::<String>::new());
+        let cfg = parse(
+            &with("[[workers]]\nname = \"w2\"\npassword = \"elevenchars\"\n"),
+            "m",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let w = secret_warnings(&cfg);
+        assert!(
+            w.iter()
+                .any(|l| l.starts_with("workers[1].password: is shorter than 12 characters")),
+            "{w:#?}"
+        );
     }
 
     #[test]
@@ -3238,6 +3461,7 @@ command = "make test"
             with("[[reporters]]\ntype = \"gitea_status\"\nbase_url = \"https://g\"\ntoken_file = \"tok\"\n"),
         )
         .unwrap();
+        private(&cfg_path);
         let err = load(&cfg_path).expect_err("missing token file");
         assert!(
             err.to_string()

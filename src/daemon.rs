@@ -466,12 +466,28 @@ impl LogSink {
     }
 }
 
+/// Opens a daemon log for appending: created 0600 (it names workers,
+/// repositories and errors that may quote secrets), and an older install's
+/// 0644 file is tightened.
 fn open_append(path: &Path) -> Result<fs::File> {
-    fs::OpenOptions::new()
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
-        .with_context(|| format!("could not open log file {}", path.display()))
+        .with_context(|| format!("could not open log file {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = f
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot chmod 600 {}", path.display()))?;
+    }
+    Ok(f)
 }
 
 impl Write for LogSink {
@@ -727,7 +743,8 @@ pub fn parse_args<T: argh::FromArgs>(prog: &str) -> T {
 }
 
 /// Makes `dir` ready to be filled by a create-* command: created if
-/// missing, refused if it holds anything unless `force`.
+/// missing (mode 0700), refused if it holds anything unless `force`. An
+/// existing directory is made 0700 too: it is about to hold secrets.
 pub fn create_dir_for(dir: &Path, force: bool) -> Result<()> {
     if dir.exists() {
         if !dir.is_dir() {
@@ -744,7 +761,94 @@ pub fn create_dir_for(dir: &Path, force: bool) -> Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+    create_private_dir(dir)?;
+    tighten_dir(dir)?;
+    Ok(())
+}
+
+/// The umask both daemons and the create-* commands run with: on a shared
+/// host every other local account is a possible attacker, so nothing we
+/// create (logs, database, checkouts, configs) may be readable by them.
+pub const PRIVATE_UMASK: u32 = 0o077;
+
+/// Sets the process umask to [`PRIVATE_UMASK`]. Inherited across exec, so
+/// setting it at the start of `start` also covers the detached child and
+/// the build steps (unless worker.cfg sets a `umask` of its own for them).
+pub fn private_umask() {
+    // SAFETY: umask(2) only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(PRIVATE_UMASK as libc::mode_t);
+    }
+}
+
+/// Permission bits (0o777 part) of `path`, following symlinks.
+pub fn mode_of(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    Ok(m.permissions().mode() & 0o777)
+}
+
+/// chmod 0700 `dir` if group or others have any access to it. Only the
+/// directory itself: for an existing install a private top-level directory
+/// already keeps everyone else out of the whole tree, and walking a large
+/// tree (build logs, checkouts) on every start would cost for nothing.
+/// Returns the old mode when it was changed.
+pub fn tighten_dir(dir: &Path) -> Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = mode_of(dir)?;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot chmod 700 {}", dir.display()))?;
+    Ok(Some(mode))
+}
+
+/// chmod 0600 `file` if it exists and group or others have any access to
+/// it (an older install's database or log). Returns the old mode when it
+/// was changed.
+pub fn tighten_file(file: &Path) -> Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match fs::metadata(file) {
+        Ok(m) => m.permissions().mode() & 0o777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", file.display())),
+    };
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(file, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod 600 {}", file.display()))?;
+    Ok(Some(mode))
+}
+
+/// Refuses a config file holding a secret (`what`: e.g. "the worker's
+/// password") when group or others may read or write it, as ssh refuses a
+/// private key. Not fixed silently: the secret may already have leaked, and
+/// the user should know (and change it).
+pub fn check_private_file(path: &Path, what: &str) -> Result<()> {
+    let mode = mode_of(path)?;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} holds {what} but group or others may access it (mode {mode:03o}); \
+             run `chmod 600 {}` (and change the secret if others could have read it)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing `dir`
+/// is left as it is. The mode is given to mkdir itself, so the directory
+/// is never open to others even for a moment, whatever the umask.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -214,6 +214,9 @@ fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> R
 }
 
 pub fn run(dir: &Path, once: bool) -> Result<()> {
+    // As the daemons: nothing the demo makes (its master.cfg and worker.cfg
+    // hold the secret below) is for other local accounts.
+    crate::daemon::private_umask();
     let dir: PathBuf = if dir.is_absolute() {
         dir.to_path_buf()
     } else {

@@ -33,14 +33,23 @@ fn stream_index(stream: &str) -> usize {
 const PREFIX: [char; 3] = ['o', 'e', 'h'];
 
 impl LogWriter {
+    /// Opens (creating if needed) the log at `path`. The directory is made
+    /// 0700 and the file 0600 by the calls themselves, not only by the
+    /// master's umask: build output often holds what only the project's
+    /// owner should read (paths, environment, test data).
     pub fn create(path: &Path, max_size: u64) -> Result<LogWriter> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .with_context(|| format!("cannot create log directory {}", dir.display()))?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .with_context(|| format!("cannot open log {}", path.display()))?;
         Ok(LogWriter {

@@ -57,6 +57,9 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
         log_to_stderr,
         &cfg.logging.log_options(),
     )?;
+    for w in config::secret_warnings(&cfg) {
+        log::warn!("{}: {w}", dir.join(CONFIG_FILE).display());
+    }
     // Read on this thread once everything runs: no thread of their own.
     let mut sigs = daemon::signal_set()?;
     let store = Store::open(&dir.join(DB_FILE))?;

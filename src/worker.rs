@@ -23,6 +23,7 @@
 //! A write timeout on the socket bounds how long a dead master can block the
 //! writer.
 
+use crate::config;
 use crate::daemon;
 use crate::protocol::{self, FromWorker, ToWorker, LOG_CHUNK, PROTOCOL_VERSION};
 use crate::steps::{self, CancelToken};
@@ -151,6 +152,8 @@ pub fn load_config(dir: &Path) -> Result<WorkerConfig> {
     if let Some(u) = &cfg.umask {
         parse_umask(u).map_err(|e| bad("umask", e))?;
     }
+    // Last, so a broken file's own errors come first.
+    daemon::check_private_file(&path, "the worker's password")?;
     Ok(cfg)
 }
 
@@ -161,6 +164,8 @@ pub struct CreateOptions {
     pub keepalive: u64,
     pub maxretries: u32,
     pub umask: Option<String>,
+    /// Accept a password shorter than [`config::MIN_SECRET_LEN`].
+    pub allow_weak_password: bool,
 }
 
 impl Default for CreateOptions {
@@ -170,6 +175,7 @@ impl Default for CreateOptions {
             keepalive: DEFAULT_KEEPALIVE,
             maxretries: 0,
             umask: None,
+            allow_weak_password: false,
         }
     }
 }
@@ -224,6 +230,16 @@ pub fn create_worker(
     if let Some(u) = &opts.umask {
         parse_umask(u).context("--umask")?;
     }
+    // The worker port is open to every local account: a short password
+    // falls to guessing. Copy the one create-master generated instead.
+    if password.chars().count() < config::MIN_SECRET_LEN && !opts.allow_weak_password {
+        bail!(
+            "PASSWORD is shorter than {} characters: use the one create-master wrote into \
+             master.cfg.sample, or make one with `openssl rand -hex 16` (and put it in \
+             master.cfg's [[workers]] entry too); --allow-weak-password accepts it anyway",
+            config::MIN_SECRET_LEN
+        );
+    }
     daemon::create_dir_for(dir, opts.force)?;
     let umask_line = match &opts.umask {
         Some(u) => format!("umask = {}\n", toml_str(u)),
@@ -242,7 +258,8 @@ pub fn create_worker(
          keepalive = {}\n\
          # Give up after this many failed connection attempts in a row; 0 = never.\n\
          maxretries = {}\n\
-         # umask (octal) for the worker and its build steps; unset = inherited.\n\
+         # umask (octal) for the build steps; unset = 077 (private to this account).\n\
+         # The worker's own files (worker.log, build directories) stay private either way.\n\
          {umask_line}",
         toml_str(master),
         toml_str(name),
@@ -299,6 +316,10 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("worker directory {} not found", dir.display()))?;
+    // Checkouts hold the project's source and build secrets; an install
+    // from before issue 14 has a 0755 base directory. The top level is
+    // enough to keep others out of everything below.
+    daemon::tighten_dir(&dir)?;
     daemon::init_logging(&dir.join(LOG_FILE), log_to_stderr)?;
     let r = run_logged(&dir);
     if let Err(e) = &r {
@@ -885,6 +906,13 @@ impl Session {
             );
             return self.refuse_step(build_id, step, reason);
         }
+        // The builder's directory is made 0700 here, not left to the umask:
+        // worker.cfg's `umask` may open up what the steps create, but the
+        // checkout as a whole stays out of other accounts' reach.
+        let top = self.base.join(&builder_dir);
+        if let Err(e) = daemon::create_private_dir(&top).and_then(|_| daemon::tighten_dir(&top)) {
+            return self.refuse_step(build_id, step, format!("{e:#}"));
+        }
         let build_dir = steps::build_dir_for(&self.base, &builder_dir);
         let cancel = CancelToken::new();
         let (tx, finished, c) = (
@@ -1139,7 +1167,7 @@ mod tests {
             maxretries: 5,
             ..Default::default()
         };
-        let msg = create_worker(&dir, "localhost:54321", "w1", "p\"a ss", &opts).unwrap();
+        let msg = create_worker(&dir, "localhost:54321", "w1", "p\"a ss-long-1", &opts).unwrap();
         assert!(msg.contains("info/admin"), "{msg}");
         assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
         assert_eq!(
@@ -1153,7 +1181,7 @@ mod tests {
             WorkerConfig {
                 master: "localhost:54321".into(),
                 name: "w1".into(),
-                password: "p\"a ss".into(),
+                password: "p\"a ss-long-1".into(),
                 keepalive: 30,
                 maxretries: 5,
                 umask: Some("027".into()),
@@ -1162,13 +1190,20 @@ mod tests {
 
         // Non-empty dir: refused without --force; --force keeps info files.
         std::fs::write(dir.join("info/admin"), "Me\n").unwrap();
-        let err = create_worker(&dir, "h:1", "w1", "p", &CreateOptions::default()).unwrap_err();
+        let err = create_worker(
+            &dir,
+            "h:1",
+            "w1",
+            "strong-enough",
+            &CreateOptions::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
         let force = CreateOptions {
             force: true,
             ..Default::default()
         };
-        create_worker(&dir, "h:1", "w2", "p", &force).unwrap();
+        create_worker(&dir, "h:1", "w2", "strong-enough", &force).unwrap();
         assert_eq!(load_config(&dir).unwrap().name, "w2");
         assert_eq!(
             std::fs::read_to_string(dir.join("info/admin")).unwrap(),
@@ -1185,12 +1220,27 @@ mod tests {
         };
         let e = create_worker(&tmp.path().join("x"), "h:1", "w", "p", &bad_umask).unwrap_err();
         assert!(format!("{e:#}").contains("--umask"), "{e:#}");
+
+        // A short password needs --allow-weak-password.
+        let e = create_worker(&tmp.path().join("y"), "h:1", "w", "elevenchars", &opts).unwrap_err();
+        assert!(format!("{e:#}").contains("--allow-weak-password"), "{e:#}");
+        assert!(!tmp.path().join("y").exists(), "nothing created");
+        let weak = CreateOptions {
+            allow_weak_password: true,
+            ..Default::default()
+        };
+        create_worker(&tmp.path().join("y"), "h:1", "w", "elevenchars", &weak).unwrap();
+        assert_eq!(mode(&tmp.path().join("y")), 0o700);
     }
 
     #[test]
     fn config_errors_name_the_key() {
         let tmp = tempfile::tempdir().unwrap();
-        let write = |s: &str| std::fs::write(tmp.path().join(CONFIG_FILE), s).unwrap();
+        let write = |s: &str| {
+            let p = tmp.path().join(CONFIG_FILE);
+            std::fs::write(&p, s).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
         let err = |s: &str| {
             write(s);
             format!("{:#}", load_config(tmp.path()).unwrap_err())
@@ -1212,6 +1262,15 @@ mod tests {
         let e = err(&format!("{base}umask = \"8\"\n"));
         assert!(e.contains("key `umask`"), "{e}");
         assert!(e.contains(CONFIG_FILE), "{e}");
+        // The password in a file others may read: refused, with the fix.
+        write(base);
+        let p = tmp.path().join(CONFIG_FILE);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = format!("{:#}", load_config(tmp.path()).unwrap_err());
+        assert!(
+            e.contains(&format!("run `chmod 600 {}`", p.display())) && e.contains("mode 640"),
+            "{e}"
+        );
         std::fs::remove_file(tmp.path().join(CONFIG_FILE)).unwrap();
         let e = format!("{:#}", load_config(tmp.path()).unwrap_err());
         assert!(

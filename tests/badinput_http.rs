@@ -359,7 +359,7 @@ command = ["/bin/echo", "argv=%(prop:branch)s"]
 "#;
     let s = Setup::new(PASSING_TEST, extra);
     let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let msg = format!("$(touch {m}/f) `touch {m}/g`; touch {m}/h");
     s.push(&s.head, &branch, &msg);

@@ -77,7 +77,7 @@ fn master_with_fake_worker_and_a_push() -> (Setup, Proc, Raw) {
     let master = s.start_master();
     let mut w = Raw::connect(&s);
     assert!(matches!(
-        w.auth("example-worker", "pass"),
+        w.auth("example-worker", WORKER_PW),
         ToWorker::Welcome { .. }
     ));
     s.push(&s.head, "master", "x");
@@ -197,7 +197,7 @@ fn protocol_garbage_is_refused_and_the_master_keeps_serving() {
         .unwrap()
         .iter()
         .all(|w| w["connected_to"] == serde_json::json!([])));
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     s.push(&s.head, "master", "after the garbage");
     let b = &s.wait_builds(1, Duration::from_secs(60))[0];
@@ -213,11 +213,12 @@ fn wrong_worker_password_is_refused_logged_and_slowed_down() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
     let mut took = vec![];
+    let spaced = format!("{WORKER_PW} ");
     for (name, password) in [
         ("example-worker", "wrong"),
-        ("no-such-worker", "pass"),
+        ("no-such-worker", WORKER_PW),
         ("example-worker", ""),
-        ("example-worker", "pass "),
+        ("example-worker", spaced.as_str()),
     ] {
         let mut r = Raw::connect(&s);
         let t = Instant::now();
@@ -251,7 +252,10 @@ fn wrong_worker_password_is_refused_logged_and_slowed_down() {
     // The right password still gets in, and resets the count.
     let mut r = Raw::connect(&s);
     assert!(
-        matches!(r.auth("example-worker", "pass"), ToWorker::Welcome { .. }),
+        matches!(
+            r.auth("example-worker", WORKER_PW),
+            ToWorker::Welcome { .. }
+        ),
         "the right password is let in"
     );
 }
@@ -337,7 +341,7 @@ fn garbage_from_a_logged_in_worker_mid_build_retries_elsewhere() {
         master_log(&s).contains("exceeds the 1048576-byte limit"),
         "the reason is logged"
     );
-    let _second = s.start_worker("second-worker", "pass2");
+    let _second = s.start_worker("second-worker", WORKER2_PW);
     let builds = s.wait_builds(2, Duration::from_secs(60));
     eprintln!(
         "garbage mid-build: build {build_id} RETRY, rebuilt as {} by worker {}: {}",
@@ -379,6 +383,6 @@ fn a_flood_of_idle_connections_does_not_exhaust_threads() {
     assert!(during <= before + 16, "{before} -> {during}");
     drop(idle);
     // A real worker still gets in once the flood is gone.
-    let _w = s.start_worker("example-worker", "pass");
+    let _w = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
 }

@@ -182,7 +182,7 @@ mode = "all"
     write_private(&s.master.join("gitea-token"), &format!("{TOKEN}\n"));
     let gitea = FakeGitea::start(gitea_port, TOKEN);
     let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
 
     // PR #3 from the same repository: builds its head, goes green.

@@ -22,7 +22,7 @@ fn guide_flow_push_to_green_build() {
     assert!(out.contains("config file is good"), "{out}");
 
     let mut master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
 
     // A wrong signature is refused and stores nothing.
@@ -86,7 +86,7 @@ command = "echo should-not-run"
 "#,
     );
     let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     s.push(&s.head, "master", "fail");
     let b = &s.wait_builds(1, Duration::from_secs(60))[0];

@@ -52,7 +52,7 @@ fn commands_say_so_when_nothing_runs() {
             wdir.to_str().unwrap(),
             &format!("127.0.0.1:{}", s.wport),
             "example-worker",
-            "pass",
+            WORKER_PW,
         ],
     );
     let out = run(WORKER, &["stop", wdir.to_str().unwrap()]);
@@ -88,7 +88,7 @@ fn commands_work_on_foreground_daemons() {
     let dir = s.master.to_str().unwrap();
     // Foreground, as under supervisord.
     let mut master = s.start_master();
-    let mut worker = s.start_worker("example-worker", "pass");
+    let mut worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let out = run_ok(MINIBOT, &["reconfig", dir]);
     assert!(out.contains("reconfig: done"), "{out}");
@@ -137,7 +137,7 @@ fn stop_clean_lets_the_running_build_finish() {
     let s = Setup::new(&waiting_test(&gate), "");
     let dir = s.master.to_str().unwrap().to_string();
     let mut master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     s.push(&s.head, "master", "x");
     wait_for("the build to run", Duration::from_secs(60), || {

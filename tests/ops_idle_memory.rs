@@ -36,7 +36,7 @@ fn wait_releases(s: &Setup, n: usize) -> Vec<String> {
 fn idle_master_releases_memory_once_after_builds_and_builds_still_run() {
     let s = Setup::new(PASSING_TEST, &quick_builder_cfg(&["example-worker"]));
     let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
 
     // A burst queued at once, as the benchmark's deep queues are.

@@ -15,7 +15,7 @@ fn janitor_prunes_aged_builds_and_logs_after_start() {
         "[janitor]\nbuild_horizon_days = 30\nlog_horizon_days = 7\n",
     );
     let mut master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     for i in 1..=3 {
         s.push(&s.head, "master", &format!("push {i}"));

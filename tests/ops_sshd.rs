@@ -301,7 +301,7 @@ fn authorized_keys_template_allows_only_the_tunnels() {
             wdir.to_str().unwrap(),
             &format!("localhost:{lp}"),
             "example-worker",
-            "pass",
+            WORKER_PW,
         ],
     );
     let (_worker, _) = start_daemon(

@@ -160,9 +160,9 @@ fn supervisord_runs_the_shipped_programs_and_stop_all_leaves_no_build_process() 
          sleep 300 & echo $! > grandchild.pid; echo $$ > child.pid; echo started; sleep 300",
         gate = gate.display()
     );
-    fs::write(
-        master.join("master.cfg"),
-        format!(
+    write_private(
+        &master.join("master.cfg"),
+        &format!(
             r#"
 title = "ops"
 [www]
@@ -173,7 +173,7 @@ port = {wport}
 keepalive = 2
 [[workers]]
 name = "example-worker"
-password = "pass"
+password = "{WORKER_PW}"
 [[schedulers]]
 name = "all"
 type = "single_branch"
@@ -188,8 +188,7 @@ name = "spawn"
 command = {step:?}
 "#
         ),
-    )
-    .unwrap();
+    );
     let worker_dir = home.join("bb-workers/example-worker");
     run_ok(
         WORKER,
@@ -200,7 +199,7 @@ command = {step:?}
             worker_dir.to_str().unwrap(),
             &format!("127.0.0.1:{wport}"),
             "example-worker",
-            "pass",
+            WORKER_PW,
         ],
     );
     // Setup's API helpers, for this layout.

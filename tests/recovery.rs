@@ -53,7 +53,7 @@ fn start_gated_build() -> Running {
     let s = Setup::new(&gated_test(Path::new("../../../gate")), "");
     let gate = s.tmp.path().join("gate");
     let master = s.start_master();
-    let worker = s.start_worker("example-worker", "pass");
+    let worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     s.push(&s.head, "master", "x");
     let buildid = wait_step_running(&s);
@@ -87,7 +87,7 @@ fn worker_killed_mid_build_is_retried_and_rebuilt() {
     let req = get_json(&s.url("/api/v2/buildrequests"));
     assert_eq!(req["buildrequests"][0]["claimed"], false, "{req}");
     std::fs::write(&gate, "").unwrap();
-    let _worker2 = s.start_worker("example-worker", "pass");
+    let _worker2 = s.start_worker("example-worker", WORKER_PW);
     let builds = s.wait_builds(2, Duration::from_secs(60));
     assert_eq!(builds[1]["results"], 0, "{:?}", builds);
     assert_eq!(builds[1]["buildrequestid"], builds[0]["buildrequestid"]);
@@ -129,7 +129,7 @@ fn hook_acknowledged_just_before_kill_is_built_after_restart() {
     master.signal(libc::SIGKILL);
     drop(master);
     let _master2 = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     let b = &s.wait_builds(1, Duration::from_secs(60))[0];
     assert_eq!(b["results"], 0);
     let reqs = get_json(&s.url("/api/v2/buildrequests"));
@@ -143,11 +143,11 @@ fn hook_acknowledged_just_before_kill_is_built_after_restart() {
 fn second_worker_with_a_connected_name_is_refused() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    let _w1 = s.start_worker("example-worker", "pass");
+    let _w1 = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     // Same name from another directory.
     let debug = [("RUST_LOG", "debug")];
-    let _w2 = s.start_worker_in("imposter", "example-worker", "pass", &debug);
+    let _w2 = s.start_worker_in("imposter", "example-worker", WORKER_PW, &debug);
     s.wait_master_log("already connected");
     // A wrong password is refused too.
     let _w3 = s.start_worker_in("wrongpw", "second-worker", "not-the-password", &debug);
@@ -160,7 +160,7 @@ fn second_worker_with_a_connected_name_is_refused() {
 fn reconfig_adds_a_builder_and_rejects_a_bad_file() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let cfg_path = s.master.join("master.cfg");
     let good = std::fs::read_to_string(&cfg_path).unwrap();
@@ -208,7 +208,7 @@ fn reconfig_starts_and_stops_the_reporter_and_poller_threads() {
     const TOKEN: &str = "reconfig-token";
     let s = Setup::new(PASSING_TEST, "");
     let master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let optional = ["gitea-status", "mail", "poller", "reporters"];
     let running = |names: &[&str]| {
@@ -339,7 +339,7 @@ fn worker_sigterm_mid_build_retries_instead_of_cancelling() {
     });
     assert_eq!(b["results"], 5, "a worker going away is RETRY: {b}");
     std::fs::write(&gate, "").unwrap();
-    let _worker2 = s.start_worker("example-worker", "pass");
+    let _worker2 = s.start_worker("example-worker", WORKER_PW);
     let builds = s.wait_builds(2, Duration::from_secs(60));
     assert_eq!(builds[1]["results"], 0, "{builds:?}");
 }

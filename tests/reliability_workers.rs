@@ -22,7 +22,7 @@ fn frozen_worker_is_detected_by_keepalive_and_its_build_retried() {
     let script = gated_script(dir.path(), 1);
     let s = Setup::new(PASSING_TEST, &gated_cfg(&script, dir.path()));
     let _master = s.start_master();
-    let worker = s.start_worker("example-worker", "pass");
+    let worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let auth = basic();
     add_user(&s.master, USER, PASSWORD);
@@ -116,14 +116,19 @@ const HOOKS: u64 = 200;
 fn twenty_readers_four_workers_and_hooks_without_errors() {
     let workers = ["example-worker", "second-worker", "w3", "w4"];
     let extra = format!(
-        "{}\n[[workers]]\nname = \"w3\"\npassword = \"p3\"\n[[workers]]\nname = \"w4\"\npassword = \"p4\"\n",
+        "{}\n[[workers]]\nname = \"w3\"\npassword = \"fixture-password-3\"\n[[workers]]\nname = \"w4\"\npassword = \"fixture-password-4\"\n",
         quick_builder_cfg(&workers)
     );
     let s = Setup::new(PASSING_TEST, &extra);
     let _master = s.start_master();
     let _procs: Vec<Proc> = workers
         .iter()
-        .zip(["pass", "pass2", "p3", "p4"])
+        .zip([
+            WORKER_PW,
+            WORKER2_PW,
+            "fixture-password-3",
+            "fixture-password-4",
+        ])
         .map(|(w, p)| s.start_worker(w, p))
         .collect();
     for w in workers {

@@ -35,7 +35,7 @@ fn queued_pushes_collapse_into_the_newest() {
         (r["meta"]["total"] == 4).then_some(())
     });
 
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     let builds = s.wait_builds(2, Duration::from_secs(60));
     let revs: Vec<String> = builds
         .iter()

@@ -35,7 +35,7 @@ fn writes_need_a_user_then_force_rebuild_and_badge() {
     let _master = s.start_master();
     // Users are added beside a running master.
     add_user(&s.master, USER, PASSWORD);
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let force = s.url("/api/v2/forceschedulers/force");
 
@@ -199,7 +199,7 @@ fn stop_cancel_and_pause() {
     let (s, gates) = gated_setup(1);
     let _master = s.start_master();
     add_user(&s.master, USER, PASSWORD);
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let auth = basic();
     let force = s.url("/api/v2/forceschedulers/force");
@@ -342,7 +342,7 @@ fn pages_of(s: &Setup, buildid: i64) -> Vec<(String, String)> {
 fn outside_text_is_escaped_on_every_page() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let evil = "<script>alert(1)</script> & \"quotes\"";
     s.push(&s.head, "master", evil);
@@ -556,7 +556,7 @@ fn typed_force_parameters_reach_the_build() {
     );
     let _master = s.start_master();
     add_user(&s.master, USER, PASSWORD);
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let force = s.url("/api/v2/forceschedulers/force");
     let auth = basic();

@@ -239,7 +239,7 @@ fn browser_logs_in_forces_and_watches_the_log_grow() {
     s.edit_cfg(|t| t + &gated_cfg(&script, &gates));
     add_user(&s.master, USER, PASSWORD);
     let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
 
     let (_chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_minibot-worker");
 const NAME: &str = "w1";
-const PASSWORD: &str = "s3cret";
+const PASSWORD: &str = "s3cret-password";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn cli(args: &[&str]) -> Output {

@@ -48,9 +48,12 @@ struct CreateWorker {
     /// failed connection attempts in a row before giving up; 0 = never (default 0)
     #[argh(option, default = "0")]
     maxretries: u32,
-    /// umask (octal, e.g. 022) for the worker and its build steps
+    /// umask (octal, e.g. 022) for the build steps (default 077)
     #[argh(option)]
     umask: Option<String>,
+    /// accept a PASSWORD shorter than 12 characters (easy to guess)
+    #[argh(switch)]
+    allow_weak_password: bool,
     /// the worker directory to create
     #[argh(positional)]
     dir: PathBuf,
@@ -103,6 +106,9 @@ fn pid_path(dir: &Path) -> PathBuf {
 }
 
 fn start(dir: &Path, nodaemon: bool) -> Result<()> {
+    // Inherited by the detached child and by build steps (unless
+    // worker.cfg sets a `umask` for them).
+    daemon::private_umask();
     let cfg = dir.join(worker::CONFIG_FILE);
     if !cfg.exists() {
         bail!(
@@ -148,11 +154,13 @@ fn stop(dir: &Path) -> Result<()> {
 fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::CreateWorker(c) => {
+            daemon::private_umask();
             let opts = worker::CreateOptions {
                 force: c.force,
                 keepalive: c.keepalive,
                 maxretries: c.maxretries,
                 umask: c.umask,
+                allow_weak_password: c.allow_weak_password,
             };
             let msg = worker::create_worker(&c.dir, &c.master, &c.name, &c.password, &opts)?;
             println!("{msg}");
@@ -162,6 +170,8 @@ fn run(args: Args) -> Result<()> {
         Cmd::Stop(s) => stop(&s.dir),
         Cmd::Restart(r) => {
             if daemon::running_pid(&pid_path(&r.dir)).is_some() {
+                // A worker.cfg start would refuse must not cost the running worker.
+                worker::load_config(&r.dir)?;
                 stop(&r.dir)?;
             }
             start(&r.dir, r.nodaemon)

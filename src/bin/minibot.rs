@@ -193,11 +193,15 @@ fn main() {
 }
 
 fn create_master(dir: &Path, force: bool) -> Result<()> {
+    daemon::private_umask();
     let sample = dir.join("master.cfg.sample");
     minibot::daemon::create_dir_for(dir, force)?;
-    std::fs::write(&sample, config::SAMPLE)
-        .with_context(|| format!("cannot write {}", sample.display()))?;
-    // The sample holds a worker password and a hook secret.
+    // Fresh secrets in every sample: the published placeholders would let
+    // anyone who read the docs sign hooks or connect as the worker.
+    let text = config::sample_with_secrets(&config::random_hex(16)?, &config::random_hex(16)?);
+    std::fs::write(&sample, text).with_context(|| format!("cannot write {}", sample.display()))?;
+    // The sample holds a worker password and a hook secret (and may be an
+    // existing, looser file under --force: write keeps its mode).
     store::set_private(&sample)?;
     let db = dir.join(DB_FILE);
     if db.exists() && force {
@@ -207,14 +211,26 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
     }
     println!("created master in {}", dir.display());
     println!(
-        "next: mv {0}/master.cfg.sample {0}/master.cfg, edit it (ports, secret, repourl), then\n      minibot checkconfig {0} && minibot start {0}",
+        "next: mv {0}/master.cfg.sample {0}/master.cfg, edit it (ports, repourl), then\n      minibot checkconfig {0} && minibot start {0}\n      \
+         master.cfg.sample has a random Gitea secret and worker password: give the\n      \
+         secret to the Gitea webhook and the password to `minibot-worker create-worker`",
         dir.display()
     );
     Ok(())
 }
 
+/// Prints [`config::secret_warnings`] on stderr, so a script reading the
+/// summary line on stdout is not confused. The exit code stays 0: a weak
+/// secret works, it is only unwise.
+fn warn_weak_secrets(dir: &Path, cfg: &config::Config) {
+    for w in config::secret_warnings(cfg) {
+        eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
+    }
+}
+
 fn check_config(dir: &Path) -> Result<()> {
     let cfg = master::load_config(dir)?;
+    warn_weak_secrets(dir, &cfg);
     println!(
         "{}: config file is good ({} builders, {} workers, {} schedulers)",
         dir.join(CONFIG_FILE).display(),
@@ -225,7 +241,30 @@ fn check_config(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes an existing master directory private before the master touches
+/// it: the directory and its logs directory 0700 (top levels only: that
+/// already keeps others out of everything below), the database and its
+/// side files 0600. Installs from before issue 14 have 0755/0644 here.
+fn tighten_master_dir(dir: &Path) -> Result<()> {
+    daemon::tighten_dir(dir)?;
+    let logs = store::log_root(dir);
+    if logs.is_dir() {
+        daemon::tighten_dir(&logs)?;
+    }
+    for f in [
+        dir.join(DB_FILE),
+        dir.join(format!("{DB_FILE}-wal")),
+        dir.join(format!("{DB_FILE}-shm")),
+        dir.join(LOG_FILE),
+    ] {
+        daemon::tighten_file(&f)?;
+    }
+    Ok(())
+}
+
 fn start(dir: &Path, nodaemon: bool) -> Result<()> {
+    // Inherited by the detached child and everything it starts.
+    daemon::private_umask();
     if !dir.join(CONFIG_FILE).exists() {
         bail!(
             "{} does not exist (create-master writes master.cfg.sample: rename and edit it)",
@@ -238,12 +277,15 @@ fn start(dir: &Path, nodaemon: bool) -> Result<()> {
             dir.display()
         );
     }
+    tighten_master_dir(dir)?;
     if nodaemon {
         daemon::exec_with_malloc_tunable();
         return master::run(dir, true);
     }
-    // Check the config here too, so its errors reach the terminal.
-    master::load_config(dir)?;
+    // Check the config here too, so its errors (and weak secrets) reach
+    // the terminal; the master logs the warnings again.
+    let cfg = master::load_config(dir)?;
+    warn_weak_secrets(dir, &cfg);
     let args = vec![
         "start".into(),
         "--nodaemon".into(),
@@ -275,6 +317,9 @@ fn stop(dir: &Path, clean: bool) -> Result<()> {
 
 fn restart(dir: &Path, nodaemon: bool) -> Result<()> {
     if daemon::running_pid(&dir.join(PID_FILE)).is_some() {
+        // A config start would refuse (an error, or a mode others may
+        // read) must not cost the running master.
+        master::load_config(dir)?;
         stop(dir, false)?;
     }
     start(dir, nodaemon)
@@ -285,8 +330,10 @@ fn reconfig(dir: &Path) -> Result<()> {
     let Some(pid) = daemon::running_pid(&dir.join(PID_FILE)) else {
         bail!("no master is running in {}", dir.display());
     };
-    // Check first: a bad file gets its errors on the terminal.
-    master::load_config(dir)?;
+    // Check first: a bad file gets its errors on the terminal (and weak
+    // secrets their warnings).
+    let cfg = master::load_config(dir)?;
+    warn_weak_secrets(dir, &cfg);
     let log = dir.join(LOG_FILE);
     let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     daemon::send_signal(pid, libc::SIGHUP)?;

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 pub const MINIBOT: &str = env!("CARGO_BIN_EXE_minibot");
 pub const WORKER: &str = env!("CARGO_BIN_EXE_minibot-worker");
 pub const SECRET: &str = "fixture-secret";
+/// The workers' passwords in [`Setup::new`]'s master.cfg: as long as
+/// `create-worker` requires (12 characters) without `--allow-weak-password`.
+pub const WORKER_PW: &str = "fixture-password-1";
+pub const WORKER2_PW: &str = "fixture-password-2";
 
 /// A port that was free a moment ago (bind 0, read it, release it).
 pub fn free_port() -> u16 {
@@ -270,10 +274,10 @@ port = {wport}
 keepalive = 2
 [[workers]]
 name = "example-worker"
-password = "pass"
+password = "{WORKER_PW}"
 [[workers]]
 name = "second-worker"
-password = "pass2"
+password = "{WORKER2_PW}"
 [[schedulers]]
 name = "all"
 type = "single_branch"
@@ -293,7 +297,8 @@ command = ["/usr/bin/python3", "test_hello.py"]
 "#,
             repo = repo.display()
         );
-        std::fs::write(master.join("master.cfg"), cfg).unwrap();
+        // 0600: the master refuses a master.cfg with secrets others may read.
+        write_private(&master.join("master.cfg"), &cfg);
         Setup {
             tmp,
             master,
@@ -1189,8 +1194,8 @@ impl Setup {
     /// Starts `example-worker` and `second-worker` and waits until both
     /// are connected.
     pub fn start_two_workers(&self) -> (Proc, Proc) {
-        let w1 = self.start_worker("example-worker", "pass");
-        let w2 = self.start_worker("second-worker", "pass2");
+        let w1 = self.start_worker("example-worker", WORKER_PW);
+        let w2 = self.start_worker("second-worker", WORKER2_PW);
         self.wait_connected("example-worker");
         self.wait_connected("second-worker");
         (w1, w2)
