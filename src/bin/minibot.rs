@@ -215,6 +215,10 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
 
 fn check_config(dir: &Path) -> Result<()> {
     let cfg = master::load_config(dir)?;
+    // Allowed but dangerous settings: said, not refused (exit 0).
+    for w in cfg.warnings() {
+        eprintln!("{}: warning: {w}", dir.join(CONFIG_FILE).display());
+    }
     println!(
         "{}: config file is good ({} builders, {} workers, {} schedulers)",
         dir.join(CONFIG_FILE).display(),
@@ -242,8 +246,11 @@ fn start(dir: &Path, nodaemon: bool) -> Result<()> {
         daemon::exec_with_malloc_tunable();
         return master::run(dir, true);
     }
-    // Check the config here too, so its errors reach the terminal.
-    master::load_config(dir)?;
+    // Check the config here too, so its errors (and warnings) reach the
+    // terminal; the master logs the warnings again in master.log.
+    for w in master::load_config(dir)?.warnings() {
+        eprintln!("{}: warning: {w}", dir.join(CONFIG_FILE).display());
+    }
     let args = vec![
         "start".into(),
         "--nodaemon".into(),
