@@ -182,3 +182,50 @@ pub fn handle(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> HookRequest<'static> {
+        HookRequest {
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn browser_requests_are_recognised() {
+        // What Gitea, GitHub and curl send.
+        for ok in [
+            req(&[]),
+            req(&[
+                ("x-gitea-event", "push"),
+                ("content-type", "application/json"),
+            ]),
+            req(&[("sec-fetch-site", "none")]),
+        ] {
+            assert_eq!(browser_request(&ok), None, "{ok:?}");
+        }
+        for bad in [
+            req(&[("origin", "http://evil.example")]),
+            req(&[("origin", "null")]),
+            req(&[("origin", "http://127.0.0.1:8010")]),
+            req(&[("sec-fetch-site", "cross-site")]),
+            req(&[("sec-fetch-site", "same-site")]),
+            req(&[("sec-fetch-site", "same-origin")]),
+            req(&[("Sec-Fetch-Site", "cross-site")]),
+        ] {
+            let why = browser_request(&bad).unwrap_or_default();
+            assert!(why.contains("web page"), "{bad:?}: {why:?}");
+        }
+    }
+
+    #[test]
+    fn synthetic_delivery_ids_are_unique() {
+        assert_ne!(synthetic_delivery("gitea"), synthetic_delivery("gitea"));
+    }
+}

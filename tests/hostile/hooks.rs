@@ -145,7 +145,15 @@ fn the_sample_config_stores_no_unsigned_base_hook() {
         assert!(code == 404 || code == 403, "{code}: {resp}");
     }
     // The same through curl -d, as a copy-pasted Buildbot recipe does.
-    let (code, resp) = curl(&["-X", "POST", "-d", "comments=x", "-d", "branch=master", &url]);
+    let (code, resp) = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "comments=x",
+        "-d",
+        "branch=master",
+        &url,
+    ]);
     codes.push(code);
     assert!(code == 404 || code == 403, "{code}: {resp}");
     let stored = changes_stored(&dir);
@@ -157,7 +165,12 @@ fn the_sample_config_stores_no_unsigned_base_hook() {
 fn browser_posts_to_hooks_are_refused_and_store_nothing() {
     let s = Setup::new(PASSING_TEST, "");
     // The worst case: the operator opted out of the base secret.
-    s.edit_cfg(|c| c.replace(&format!("secret = \"{BASE_SECRET}\""), "allow_unsigned = true"));
+    s.edit_cfg(|c| {
+        c.replace(
+            &format!("secret = \"{BASE_SECRET}\""),
+            "allow_unsigned = true",
+        )
+    });
     let _master = s.start_master();
     // `start` says so in master.log.
     s.wait_master_log("allow_unsigned = true: anyone who can reach the web port");
@@ -201,7 +214,10 @@ fn browser_posts_to_hooks_are_refused_and_store_nothing() {
     // Without those headers (as Gitea and curl send them): accepted.
     assert_eq!(s.push(&s.head, "master", "from Gitea").len(), 1);
     let (code, resp) = post_base_signed(&s.url("/change_hook/base"), None, &[], &base_body);
-    assert_eq!(code, 200, "unsigned base with the opt-out, no browser headers: {resp}");
+    assert_eq!(
+        code, 200,
+        "unsigned base with the opt-out, no browser headers: {resp}"
+    );
     assert_eq!(changes_stored(&s.master), 2);
 }
 
@@ -243,7 +259,10 @@ token_file = "gitea-token"
             &format!("repourl = \"file://{}\"", s.repo.display()),
             &format!("repourl = \"file://{}\"", ours.display()),
         )
-        .replace(&format!("secret = \"{BASE_SECRET}\""), "allow_unsigned = true")
+        .replace(
+            &format!("secret = \"{BASE_SECRET}\""),
+            "allow_unsigned = true",
+        )
     });
     s
 }
@@ -288,7 +307,10 @@ fn gitea_status_goes_only_to_the_builders_repository_on_the_built_commit() {
     let (code, resp) = hook(&foreign);
     assert_eq!(code, 200, "{resp}");
     let b1 = &s.wait_builds(1, MIN)[0];
-    assert_ne!(b1["results"], 0, "the foreign commit cannot be checked out: {b1}");
+    assert_ne!(
+        b1["results"], 0,
+        "the foreign commit cannot be checked out: {b1}"
+    );
 
     // 2. The same with a commit that is in the builder's repository: the
     // build runs and the status goes to the builder's repository, on the
