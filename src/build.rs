@@ -42,6 +42,31 @@ pub struct BuildJob {
 /// Default no-output timeout of a step, as Buildbot's.
 const DEFAULT_TIMEOUT: u64 = 1200;
 
+/// The source of the `got_revision` property the master sets from a git
+/// step's report. No request can produce a property with this source
+/// (changes get "Change", the force form "Force Build Form"), which is what
+/// lets the gitea_status reporter trust it.
+pub const GOT_REVISION_SOURCE: &str = "Git";
+
+/// How much of a git step's header stream is kept to find its last
+/// `got_revision=<sha>` line (docs/protocol.md): the line comes last, and
+/// the header holds only the git commands run, so this is plenty.
+const GIT_HEADER_TAIL: usize = 4096;
+
+/// The sha in the last `got_revision=` line of `header`, if it is one (40
+/// or 64 lower-case hex digits, sha1 or sha256 repositories).
+pub fn parse_got_revision(header: &str) -> Option<&str> {
+    let sha = header
+        .lines()
+        .rev()
+        .find_map(|l| l.trim_end().strip_prefix("got_revision="))?;
+    let ok = matches!(sha.len(), 40 | 64)
+        && sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    ok.then_some(sha)
+}
+
 struct CurrentStep {
     number: u32,
     name: String,
@@ -62,11 +87,16 @@ struct StepEnd {
     totals: store::LogTotals,
     results: i64,
     state: String,
+    /// (buildid, sha) when this was a git step that reported its commit.
+    got_revision: Option<(i64, String)>,
 }
 
 impl StepEnd {
     fn record(&self, c: &rusqlite::Connection) -> Result<()> {
         store::update_log(c, self.logid, self.totals, true)?;
+        if let Some((buildid, sha)) = &self.got_revision {
+            store::set_got_revision(c, *buildid, sha, GOT_REVISION_SOURCE)?;
+        }
         store::finish_step(c, self.stepid, self.results, &self.state)
     }
 }
@@ -84,6 +114,9 @@ pub struct RunningBuild {
     current: Option<CurrentStep>,
     /// The last step's end, until it is committed (see `StepEnd`).
     ended: Option<StepEnd>,
+    /// The tail of the running git step's header stream (see
+    /// `GIT_HEADER_TAIL`), where the worker reports the checked-out commit.
+    git_header: String,
 }
 
 /// Buildbot's order of badness for combining results.
@@ -234,6 +267,7 @@ impl RunningBuild {
             stop_reason: None,
             current: None,
             ended: None,
+            git_header: String::new(),
         }
     }
 
@@ -322,6 +356,7 @@ impl RunningBuild {
             let path = store::new_log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
+            self.git_header.clear();
             self.current = Some(CurrentStep {
                 number,
                 name,
@@ -343,6 +378,22 @@ impl RunningBuild {
         match &mut self.current {
             Some(cur) if cur.number == step => {
                 cur.log.append(stream, data)?;
+                let is_git = self
+                    .job
+                    .builder
+                    .steps
+                    .get(step as usize)
+                    .is_some_and(|s| s.kind == "git");
+                if is_git && stream == "h" {
+                    self.git_header.push_str(data);
+                    if self.git_header.len() > GIT_HEADER_TAIL {
+                        let mut cut = self.git_header.len() - GIT_HEADER_TAIL;
+                        while !self.git_header.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        self.git_header.drain(..cut);
+                    }
+                }
                 self.events.publish(Event::LogAppended {
                     buildid: self.job.buildid,
                     logid: cur.logid,
@@ -388,6 +439,19 @@ impl RunningBuild {
         }
         let cfg = &self.job.builder.steps[cur.number as usize];
         let r = step_result(cfg, exit_code, interrupted, timed_out);
+        let header = std::mem::take(&mut self.git_header);
+        let got_revision = if cfg.kind == "git" && r == SUCCESS {
+            parse_got_revision(&header).map(str::to_string)
+        } else {
+            None
+        };
+        if let Some(sha) = &got_revision {
+            // Later steps see it too, as Buildbot's %(prop:got_revision)s.
+            self.job.props.insert(
+                "got_revision".into(),
+                (sha.clone().into(), GOT_REVISION_SOURCE.into()),
+            );
+        }
         let (contrib, halt) = contribution(cfg, r);
         if contrib != SUCCESS {
             self.culprits.push(cur.name.clone());
@@ -410,6 +474,7 @@ impl RunningBuild {
             totals: cur.log.totals(),
             results: r,
             state,
+            got_revision: got_revision.map(|sha| (self.job.buildid, sha)),
         });
         Ok(true)
     }
@@ -523,6 +588,27 @@ mod tests {
             "echo ${MINIBOT_BRANCH} ${MINIBOT_X_Y:-d}"
         );
         assert_eq!(env_name("pr_number"), "MINIBOT_PR_NUMBER");
+    }
+
+    #[test]
+    fn got_revision_is_the_last_well_formed_line() {
+        let a = "a".repeat(40);
+        let b = "0123456789abcdef".repeat(4);
+        let header = format!("git fetch origin master\ngot_revision={a}\ngot_revision={b}\n");
+        assert_eq!(parse_got_revision(&header), Some(b.as_str()));
+        assert_eq!(
+            parse_got_revision(&format!("got_revision={a}")),
+            Some(a.as_str())
+        );
+        for bad in [
+            String::new(),
+            "got_revision=abc123\n".to_string(),
+            format!("got_revision={}\n", "A".repeat(40)),
+            format!("got_revision={a} extra\n"),
+            format!("x got_revision={a}\n"),
+        ] {
+            assert_eq!(parse_got_revision(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

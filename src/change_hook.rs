@@ -7,6 +7,16 @@
 //! 200. Afterwards it nudges the scheduler thread (`SchedMsg::NewChanges`);
 //! if the master dies before the scheduler runs, the changes are still
 //! marked unscheduled and are picked up at the next start.
+//!
+//! It is also the hooks' front door (issue 14): a hook runs only with a
+//! secret, or for the base dialect with the explicit `allow_unsigned`
+//! (config validation enforces this; it is checked again here so a config
+//! built some other way cannot open the door), and nothing a browser sends
+//! is accepted at all (`browser_request`), since a cross-site HTML form
+//! through the operator's SSH tunnel is the easiest way to reach the port.
+//! Only hooks whose signature was checked store a delivery id, which the
+//! gitea_status reporter takes as the sign of a change it may trust
+//! (`store::ChangeSource::signed`).
 
 use crate::dialects::{self, HookError, HookOutcome, HookRequest};
 use crate::scheduler::SchedMsg;
@@ -24,6 +34,45 @@ fn reply(status: u16, body: serde_json::Value) -> HookReply {
     HookReply { status, body }
 }
 
+/// Why a request looks like it came from a web browser, which no hook
+/// sender is: Gitea, GitHub, `minibot sendchange`, curl and git hooks send
+/// neither `Origin` nor `Sec-Fetch-Site`, while browsers send `Origin` with
+/// every POST (a page's cross-site form, fetch or XHR) and `Sec-Fetch-Site`
+/// with every request. Refusing these is what stops a web page the operator
+/// visits from posting through the tunnel; a same-origin request is refused
+/// too, since no page of the master posts hooks.
+pub fn browser_request(req: &HookRequest) -> Option<String> {
+    if let Some(origin) = req.header("origin") {
+        return Some(format!(
+            "a request with an Origin header ({origin:?}) comes from a web page; change hooks accept only direct posts (Gitea, curl)"
+        ));
+    }
+    match req.header("sec-fetch-site").map(str::trim) {
+        // "none": typed into the address bar; not a POST in practice.
+        None | Some("none") => None,
+        Some(site) => Some(format!(
+            "a request with Sec-Fetch-Site: {site} comes from a web page; change hooks accept only direct posts (Gitea, curl)"
+        )),
+    }
+}
+
+/// A hook id for a signed delivery that came without one, so every signed
+/// change still carries a delivery id (the reporter's sign of trust) and
+/// never matches another delivery's.
+fn synthetic_delivery(dialect: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{dialect}-no-delivery-id-{nanos}-{}-{n}",
+        std::process::id()
+    )
+}
+
 pub fn handle(
     cfg: &SharedConfig,
     store: &Store,
@@ -33,6 +82,47 @@ pub fn handle(
 ) -> HookReply {
     let cfg = current(cfg);
     let dialects_cfg = &cfg.www.change_hook_dialects;
+    let enabled = match dialect {
+        "gitea" => dialects_cfg.gitea.is_some(),
+        "github" => dialects_cfg.github.is_some(),
+        "base" => dialects_cfg.base.is_some(),
+        _ => false,
+    };
+    if !enabled {
+        return reply(
+            404,
+            json!({"error": format!("change hook dialect {dialect:?} is not enabled in master.cfg")}),
+        );
+    }
+    let refuse = |m: String| {
+        log::warn!("change hook {dialect}: refused: {m}");
+        reply(403, json!({ "error": m }))
+    };
+    if let Some(m) = browser_request(req) {
+        return refuse(m);
+    }
+    // Which dialects may run without a secret: only base, only when the
+    // config says so in words. Config validation refuses anything else,
+    // so this is the second lock on the same door.
+    let unsigned_ok = match dialect {
+        "gitea" => dialects_cfg
+            .gitea
+            .as_ref()
+            .is_some_and(|d| d.secret.is_some()),
+        "github" => dialects_cfg
+            .github
+            .as_ref()
+            .is_some_and(|d| d.secret.is_some()),
+        _ => dialects_cfg
+            .base
+            .as_ref()
+            .is_some_and(|d| d.secret.is_some() || d.allow_unsigned),
+    };
+    if !unsigned_ok {
+        return refuse(format!(
+            "www.change_hook_dialects.{dialect}.secret is not set: unsigned hooks are refused"
+        ));
+    }
     let outcome = match dialect {
         "gitea" => dialects_cfg
             .gitea
@@ -55,10 +145,7 @@ pub fn handle(
                 json!({"error": format!("change hook dialect {dialect:?} is not enabled in master.cfg")}),
             )
         }
-        Some(Err(HookError::Forbidden(m))) => {
-            log::warn!("change hook {dialect}: refused: {m}");
-            return reply(403, json!({ "error": m }));
-        }
+        Some(Err(HookError::Forbidden(m))) => return refuse(m),
         Some(Err(HookError::BadRequest(m))) => return reply(400, json!({ "error": m })),
         Some(Ok(o)) => o,
     };
@@ -68,6 +155,14 @@ pub fn handle(
             if changes.is_empty() {
                 return reply(200, json!({"changes": []}));
             }
+            // gitea and github got here only with a verified signature (a
+            // secret is required above); base, signed or not, is not a
+            // forge vouching for a repository, so it never marks its
+            // changes as trusted.
+            let delivery = match dialect {
+                "gitea" | "github" => Some(delivery.unwrap_or_else(|| synthetic_delivery(dialect))),
+                _ => None,
+            };
             let n = changes.len();
             match store.write(move |c| store::insert_changes(c, &changes, delivery.as_deref())) {
                 Ok(ids) => {
@@ -85,5 +180,52 @@ pub fn handle(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> HookRequest<'static> {
+        HookRequest {
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn browser_requests_are_recognised() {
+        // What Gitea, GitHub and curl send.
+        for ok in [
+            req(&[]),
+            req(&[
+                ("x-gitea-event", "push"),
+                ("content-type", "application/json"),
+            ]),
+            req(&[("sec-fetch-site", "none")]),
+        ] {
+            assert_eq!(browser_request(&ok), None, "{ok:?}");
+        }
+        for bad in [
+            req(&[("origin", "http://evil.example")]),
+            req(&[("origin", "null")]),
+            req(&[("origin", "http://127.0.0.1:8010")]),
+            req(&[("sec-fetch-site", "cross-site")]),
+            req(&[("sec-fetch-site", "same-site")]),
+            req(&[("sec-fetch-site", "same-origin")]),
+            req(&[("Sec-Fetch-Site", "cross-site")]),
+        ] {
+            let why = browser_request(&bad).unwrap_or_default();
+            assert!(why.contains("web page"), "{bad:?}: {why:?}");
+        }
+    }
+
+    #[test]
+    fn synthetic_delivery_ids_are_unique() {
+        assert_ne!(synthetic_delivery("gitea"), synthetic_delivery("gitea"));
     }
 }

@@ -140,6 +140,12 @@ pub struct GiteaDialect {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct BaseDialect {
     pub secret: Option<String>,
+    /// The explicit, loudly named opt-out from the secret: anyone who can
+    /// reach the web port (any local account, any web page the operator
+    /// visits through the SSH tunnel) may then store changes and start
+    /// builds. checkconfig and start warn about it.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -820,10 +826,14 @@ secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # opened (Gitea's answer is only reliable then; later events are built).
 # only_mergeable_pull_request = false
 
-# Buildbot's "base" dialect: plain form or JSON posts, e.g. from curl or a git
-# post-receive hook, to <buildbot_url>change_hook/base.
-[www.change_hook_dialects.base]
-# With a secret, posts must carry X-Hub-Signature-256 (HMAC-SHA256 of the body).
+# Buildbot's "base" dialect: plain form or JSON posts, e.g. from
+# `minibot sendchange`, curl or a git post-receive hook, to
+# <buildbot_url>change_hook/base. Off unless uncommented. It needs a secret:
+# every post must then carry X-Hub-Signature-256 (hex HMAC-SHA256 of the body,
+# as GitHub signs). `allow_unsigned = true` instead of a secret accepts
+# unsigned posts from anyone who can reach the port (other accounts on this
+# host, any web page in a browser using your SSH tunnel); checkconfig warns.
+# [www.change_hook_dialects.base]
 # secret = "..."
 
 
@@ -1262,6 +1272,24 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
 pub const DEFAULT_STEP_TIMEOUT: u64 = 1200;
 
 impl Config {
+    /// What is allowed but dangerous, one sentence each with its key path:
+    /// `checkconfig` prints these and the master logs them at start and at
+    /// reconfig.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(b) = &self.www.change_hook_dialects.base {
+            if b.allow_unsigned && b.secret.is_none() {
+                w.push(
+                    "www.change_hook_dialects.base.allow_unsigned = true: anyone who can reach the web port \
+                     (other local accounts, web pages open in a browser that uses your SSH tunnel) \
+                     can store changes and start builds through /change_hook/base; set a secret instead"
+                        .to_string(),
+                );
+            }
+        }
+        w
+    }
+
     pub fn builder(&self, name: &str) -> Option<&BuilderCfg> {
         self.builders.iter().find(|b| b.name == name)
     }
@@ -1755,13 +1783,23 @@ fn check_www(cfg: &Config, p: &mut Problems) {
         }
     }
     let dialects = &www.change_hook_dialects;
+    // A hook without a secret lets anyone who can reach the port store
+    // changes and start builds, and a plain cross-site HTML form is enough
+    // to reach it through the operator's tunnel: no dialect runs unsigned
+    // unless the config says so in words (`allow_unsigned`, base only: Gitea
+    // and GitHub can always sign, so they get no opt-out).
     for (key, g) in [("gitea", &dialects.gitea), ("github", &dialects.github)] {
         let Some(g) = g else { continue };
-        if g.secret.as_deref() == Some("") {
-            p.add(
+        match g.secret.as_deref() {
+            None => p.add(
                 &format!("www.change_hook_dialects.{key}.secret"),
-                "is empty; remove the key to accept unsigned hooks",
-            );
+                "required: the same secret as in the webhook's settings (every delivery's signature is checked against it)",
+            ),
+            Some("") => p.add(
+                &format!("www.change_hook_dialects.{key}.secret"),
+                "is empty: set the same secret as in the webhook's settings",
+            ),
+            Some(_) => {}
         }
         if let Some(u) = &g.repository_url {
             if u != "ssh" && u != "clone" {
@@ -1773,11 +1811,20 @@ fn check_www(cfg: &Config, p: &mut Problems) {
         }
     }
     if let Some(b) = &dialects.base {
-        if b.secret.as_deref() == Some("") {
-            p.add(
+        match (b.secret.as_deref(), b.allow_unsigned) {
+            (Some(""), _) => p.add(
                 "www.change_hook_dialects.base.secret",
-                "is empty; remove the key to accept unsigned hooks",
-            );
+                "is empty: set a secret (posts then need X-Hub-Signature-256)",
+            ),
+            (Some(_), true) => p.add(
+                "www.change_hook_dialects.base.allow_unsigned",
+                "set together with a secret: remove one (with a secret, unsigned posts are refused)",
+            ),
+            (None, false) => p.add(
+                "www.change_hook_dialects.base.secret",
+                "required (or set allow_unsigned = true to accept unsigned posts from anyone who can reach the port)",
+            ),
+            _ => {}
         }
     }
 
@@ -2608,8 +2655,9 @@ bind = "127.0.0.1"           # default; never 0.0.0.0 unless written here
 [www.change_hook_dialects.gitea]
 secret = "SomeSecretPassPhraseToAuthenticateGitea"
 
-[www.change_hook_dialects.base]   # plain form/JSON posts, e.g. from curl or a git hook
-# secret = "..."                  # optional: then X-Hub-Signature-256 is required
+# [www.change_hook_dialects.base] # plain form/JSON posts, e.g. from `minibot sendchange`
+# secret = "..."                  # required (X-Hub-Signature-256); an unsigned hook needs
+                                  # `allow_unsigned = true`, which checkconfig warns about
 
 [protocols.worker]
 port = 54321
@@ -2734,7 +2782,8 @@ command = "make test"
             gitea.secret.as_deref(),
             Some("SomeSecretPassPhraseToAuthenticateGitea")
         );
-        assert!(cfg.www.change_hook_dialects.base.is_some());
+        assert!(cfg.www.change_hook_dialects.base.is_none());
+        assert!(cfg.warnings().is_empty());
         assert!(cfg.www.anonymous_read());
         let b = cfg.builder("runtests").expect("builder");
         assert_eq!(b.builddir(), "runtests");
@@ -3129,6 +3178,60 @@ command = "make test"
             &with("[www.change_hook_dialects.gitea]\nsecret = \"\"\n"),
             "www.change_hook_dialects.gitea.secret: is empty",
         );
+    }
+
+    #[test]
+    fn every_change_hook_needs_a_secret_or_the_named_opt_out() {
+        for key in ["gitea", "github"] {
+            assert_problem(
+                &with(&format!("[www.change_hook_dialects.{key}]\n")),
+                &format!("www.change_hook_dialects.{key}.secret: required"),
+            );
+            // No opt-out for the forges: they can always sign.
+            assert_problem(
+                &with(&format!(
+                    "[www.change_hook_dialects.{key}]\nallow_unsigned = true\n"
+                )),
+                &format!("www.change_hook_dialects.{key}.allow_unsigned: unknown key"),
+            );
+        }
+        assert_problem(
+            &with("[www.change_hook_dialects.base]\n"),
+            "www.change_hook_dialects.base.secret: required (or set allow_unsigned = true to accept unsigned posts from anyone who can reach the port)",
+        );
+        assert_problem(
+            &with("[www.change_hook_dialects.base]\nallow_unsigned = false\n"),
+            "www.change_hook_dialects.base.secret: required",
+        );
+        assert_problem(
+            &with("[www.change_hook_dialects.base]\nsecret = \"\"\nallow_unsigned = true\n"),
+            "www.change_hook_dialects.base.secret: is empty",
+        );
+        assert_problem(
+            &with("[www.change_hook_dialects.base]\nsecret = \"s\"\nallow_unsigned = true\n"),
+            "www.change_hook_dialects.base.allow_unsigned: set together with a secret",
+        );
+        let signed = parse(
+            &with("[www.change_hook_dialects.base]\nsecret = \"s\"\n"),
+            "master.cfg",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(signed.warnings().is_empty());
+        let open = parse(
+            &with("[www.change_hook_dialects.base]\nallow_unsigned = true\n"),
+            "master.cfg",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let w = open.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("www.change_hook_dialects.base.allow_unsigned = true: anyone"),
+            "{w:?}"
+        );
+        // The sample ships no unsigned hook.
+        let sample = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+        assert!(sample.www.change_hook_dialects.base.is_none());
+        assert!(sample.warnings().is_empty());
     }
 
     #[test]

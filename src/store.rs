@@ -762,6 +762,11 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 /// builders and workers stay (their builds keep their history) but are
 /// marked unconfigured.
 pub fn sync_config(conn: &Connection, cfg: &Config) -> Result<()> {
+    // Runs at every start and reconfig, once logging is up: the place the
+    // config's dangerous-but-allowed settings get into master.log.
+    for w in cfg.warnings() {
+        log::warn!("master.cfg: {w}");
+    }
     conn.execute("UPDATE builders SET configured = 0", [])?;
     conn.execute("UPDATE workers SET configured = 0", [])?;
     conn.execute("DELETE FROM configured_workers", [])?;
@@ -1091,6 +1096,20 @@ pub fn claim_and_create_build(
     Ok(Some((conn.last_insert_rowid(), number)))
 }
 
+/// Records the commit a build's git step checked out as the build property
+/// `got_revision` (source `source`), next to the properties it started
+/// with. Only the master's build code calls this, from the git step's own
+/// report, so the property (with that source) names what was built, not
+/// what a request asked for.
+pub fn set_got_revision(conn: &Connection, buildid: i64, sha: &str, source: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE builds SET properties = json_set(properties, '$.got_revision', json_array(?2, ?3))
+         WHERE buildid = ?1",
+    )?
+    .execute(params![buildid, sha, source])?;
+    Ok(())
+}
+
 pub fn set_build_state(conn: &Connection, buildid: i64, state: &str) -> Result<()> {
     conn.prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
         .execute(params![buildid, state])?;
@@ -1240,6 +1259,23 @@ pub struct BuildReport {
     pub changes: Vec<(Option<String>, String, String)>,
     /// The results of the builder's previous finished build (not RETRY).
     pub previous_results: Option<i64>,
+    /// The newest change of the build's buildset, the one whose revision
+    /// the source stamp carries (None for forced and timed builds).
+    pub last_change: Option<ChangeSource>,
+}
+
+/// Where a build's newest change came from, for reporters that must not
+/// trust what an unauthenticated sender wrote.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSource {
+    pub revision: Option<String>,
+    pub repository: String,
+    pub properties: Props,
+    /// Whether it came from a change hook whose signature was verified
+    /// (gitea, github): only those store a delivery id (`change_hook`
+    /// makes sure of that), so the repository and revision were vouched
+    /// for by the forge holding the secret.
+    pub signed: bool,
 }
 
 impl BuildReport {
@@ -1308,6 +1344,22 @@ pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildRepor
     rep.changes = st
         .query_map([bsid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    rep.last_change = conn
+        .prepare_cached(
+            "SELECT c.revision, c.repository, c.properties, c.delivery IS NOT NULL
+             FROM buildset_changes bc JOIN changes c USING (changeid)
+             WHERE bc.buildsetid = ?1 ORDER BY c.changeid DESC LIMIT 1",
+        )?
+        .query_row([bsid], |r| {
+            let props: String = r.get(2)?;
+            Ok(ChangeSource {
+                revision: r.get(0)?,
+                repository: r.get(1)?,
+                properties: serde_json::from_str(&props).unwrap_or_default(),
+                signed: r.get(3)?,
+            })
+        })
+        .optional()?;
     rep.previous_results = conn
         .prepare_cached(
             "SELECT results FROM builds WHERE builderid = ?1 AND buildid < ?2

@@ -256,6 +256,7 @@ anonymous = "read"
 secret = "s"
 only_include_push_commit = true
 [www.change_hook_dialects.base]
+secret = "b"
 [protocols.worker]
 port = 9989
 keepalive = 2
@@ -541,6 +542,7 @@ fn hook_one(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
     let _ = dialects::github::handle(&forge, &req);
     let base = BaseDialect {
         secret: signed.then(|| secret.to_string()),
+        allow_unsigned: !signed,
     };
     let _ = dialects::base::handle(&base, &req);
     body

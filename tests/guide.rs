@@ -177,24 +177,20 @@ fn old_schema_is_refused_until_upgrade_master() {
 fn base_dialect_and_redelivery() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    // Buildbot's base dialect from plain curl, form-encoded.
-    let (code, body) = curl(&[
-        "-X",
-        "POST",
-        "-d",
-        "author=Jane <jane@example.org>",
-        "-d",
-        "comments=from curl; rm -rf / $(reboot)",
-        "-d",
-        "branch=master",
-        "-d",
-        &format!("revision={}", s.head),
-        "-d",
-        "repository=file:///x",
-        "-d",
-        "project=p",
+    // Buildbot's base dialect from plain curl, form-encoded, signed with
+    // the dialect's secret (X-Hub-Signature-256).
+    let (code, body) = post_base(
         &s.url("/change_hook/base"),
-    ]);
+        &[],
+        &form_body(&[
+            ("author", "Jane <jane@example.org>"),
+            ("comments", "from curl; rm -rf / $(reboot)"),
+            ("branch", "master"),
+            ("revision", &s.head),
+            ("repository", "file:///x"),
+            ("project", "p"),
+        ]),
+    );
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id = v["changes"][0].as_i64().unwrap();

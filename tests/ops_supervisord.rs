@@ -168,6 +168,8 @@ title = "ops"
 [www]
 port = {www}
 [www.change_hook_dialects.base]
+# An unsigned curl post below; issue 14 makes that an explicit opt-out.
+allow_unsigned = true
 [protocols.worker]
 port = {wport}
 keepalive = 2

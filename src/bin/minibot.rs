@@ -222,8 +222,12 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
 /// Prints [`config::secret_warnings`] on stderr, so a script reading the
 /// summary line on stdout is not confused. The exit code stays 0: a weak
 /// secret works, it is only unwise.
+/// Allowed but weak or dangerous settings: said, not refused (exit 0).
 fn warn_weak_secrets(dir: &Path, cfg: &config::Config) {
     for w in config::secret_warnings(cfg) {
+        eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
+    }
+    for w in cfg.warnings() {
         eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
     }
 }

@@ -304,6 +304,7 @@ mod tests {
     fn secret() {
         let cfg = BaseDialect {
             secret: Some("s3cret".into()),
+            ..Default::default()
         };
         let body = full_form();
         one(post(&cfg, FORM, body.as_bytes()));
@@ -319,7 +320,8 @@ mod tests {
             format!("sha256={}", sign("s3cret", b"other body")),
         ));
         assert!(matches!(handle(&cfg, &wrong), Err(HookError::Forbidden(_))));
-        // Without a secret, unsigned is fine.
+        // Without a secret the parser takes it: whether an unsigned hook
+        // may run at all (`allow_unsigned`) is change_hook's decision.
         one(handle(&BaseDialect::default(), &unsigned));
     }
 

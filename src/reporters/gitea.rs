@@ -5,14 +5,28 @@
 //! Owns: turning a build into a status (`status_for`, pure) and sending it
 //! (`StatusJob`, run by the `gitea-status` outbox thread in `reporters`).
 //! `pending` when a build starts, then `success`, `warning`, `failure` or
-//! `error` from its result. The status goes on the built revision, which
-//! for a pull request is its head; the repository is the one the change
-//! came from (`owner` / `repository_name` properties, which for a pull
-//! request, also from a fork, name the base repository), else it is read
-//! off the repository URL (changes from the git poller).
+//! `error` from its result.
+//!
+//! Where a status goes is a security decision: it is posted with the
+//! operator's token, so whoever can choose the repository or commit can
+//! write statuses anywhere that token reaches. Anything a request supplies
+//! (base-dialect fields and properties, force-form parameters, rebuilt
+//! buildsets, which copy both) is therefore never used to pick them:
+//!
+//! - repository: the one of the build's newest change when that change came
+//!   from a signed Gitea/GitHub hook (its `owner` / `repository_name`
+//!   properties, which for a pull request, also from a fork, name the base
+//!   repository, else its repository URL); otherwise the repository the
+//!   builder's own git step checks out (a `repourl` in master.cfg without
+//!   `%(prop:...)`); otherwise no status.
+//! - commit: `got_revision`, the commit the git step reported checking out
+//!   (set by the master, source `build::GOT_REVISION_SOURCE`), else the
+//!   signed change's revision; otherwise no status. So a build from an
+//!   unsigned change or the force form gets no `pending` (its commit is
+//!   only known once checked out), only the final status, on what it built.
 
 use super::{Delivery, Failure};
-use crate::build::interpolate;
+use crate::build::{interpolate, GOT_REVISION_SOURCE};
 use crate::config::ReporterCfg;
 use crate::model::{CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
 use crate::store::BuildReport;
@@ -93,19 +107,73 @@ pub fn owner_repo_from_url(u: &str) -> Option<(String, String)> {
     (!repo.is_empty() && !owner.is_empty()).then_some((owner, repo))
 }
 
-/// The status to post for `rep` (`finished` or just started), or None when
-/// the build has no revision or no Gitea repository to report on.
+/// The repository a builder's git step checks out, when master.cfg alone
+/// names it: the first git step's `repourl`, unless it interpolates
+/// properties (then a request could name it).
+pub fn builder_repourl(builder: &crate::config::BuilderCfg) -> Option<&str> {
+    builder
+        .steps
+        .iter()
+        .find(|s| s.kind == "git")
+        .and_then(|s| s.repourl.as_deref())
+        .filter(|u| !u.contains("%("))
+}
+
+/// Where a status for `rep` goes: (owner, repo, sha), or why not. See the
+/// module comment for the rules; `builder_repo` is [`builder_repourl`] of
+/// the build's builder.
+pub fn status_target(
+    rep: &BuildReport,
+    builder_repo: Option<&str>,
+) -> Result<(String, String, String), &'static str> {
+    // The signed change is only trusted if it is the one the source stamp
+    // was made from (a scheduler takes the newest change's revision).
+    let signed = rep
+        .last_change
+        .as_ref()
+        .filter(|c| c.signed && c.revision.is_some() && c.revision == rep.ss.revision);
+    let (owner, repo) = match signed {
+        Some(c) => {
+            let prop = |n: &str| match c.properties.get(n).map(|(v, _)| v) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            };
+            match (prop("owner"), prop("repository_name")) {
+                (Some(o), Some(r)) => (o, r),
+                _ => owner_repo_from_url(&c.repository)
+                    .ok_or("the signed change's repository URL names no owner/repository")?,
+            }
+        }
+        None => owner_repo_from_url(builder_repo.ok_or(
+            "no signed Gitea/GitHub change and no fixed repourl in the builder's git step",
+        )?)
+        .ok_or("the builder's repourl names no owner/repository")?,
+    };
+    let got = match rep.properties.get("got_revision") {
+        Some((serde_json::Value::String(s), src))
+            if src == GOT_REVISION_SOURCE && !s.is_empty() =>
+        {
+            Some(s.clone())
+        }
+        _ => None,
+    };
+    let sha = got
+        .or_else(|| signed.and_then(|c| c.revision.clone()))
+        .filter(|s| !s.is_empty())
+        .ok_or("the commit is not known yet (no got_revision from a git step, no signed change)")?;
+    Ok((owner, repo, sha))
+}
+
+/// The status to post for `rep` (`finished` or just started), or why there
+/// is none.
 pub fn status_for(
     cfg: &ReporterCfg,
     rep: &BuildReport,
     url: &str,
     finished: bool,
-) -> Option<StatusPost> {
-    let sha = rep.ss.revision.clone().filter(|s| !s.is_empty())?;
-    let (owner, repo) = match (rep.prop("owner"), rep.prop("repository_name")) {
-        (Some(o), Some(r)) => (o, r),
-        _ => owner_repo_from_url(&rep.ss.repository)?,
-    };
+    builder_repo: Option<&str>,
+) -> Result<StatusPost, &'static str> {
+    let (owner, repo, sha) = status_target(rep, builder_repo)?;
     let is_pr = rep.properties.contains_key("pr_number");
     let template = match (is_pr, &cfg.context_pr, &cfg.context) {
         (true, Some(c), _) => c.as_str(),
@@ -124,7 +192,7 @@ pub fn status_for(
         }
         _ => ("pending", format!("Build #{} started", rep.number)),
     };
-    Some(StatusPost {
+    Ok(StatusPost {
         owner,
         repo,
         sha,
@@ -266,7 +334,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Props, SourceStamp};
+    use crate::store::{ChangeSource, Props, SourceStamp};
 
     fn cfg(extra: &str) -> ReporterCfg {
         toml::from_str(&format!(
@@ -275,11 +343,17 @@ mod tests {
         .unwrap()
     }
 
+    const REPO: &str = "ssh://git@git.example.org:2222/isabell/hello-world.git";
+
+    /// A build of a signed Gitea change at abc123 whose change properties
+    /// are `props` (also copied into the build's, as the scheduler does).
     fn report(props: &[(&str, serde_json::Value)]) -> BuildReport {
         let mut p = Props::new();
         p.insert("buildername".into(), ("runtests".into(), "Builder".into()));
+        let mut change_props = Props::new();
         for (k, v) in props {
             p.insert(k.to_string(), (v.clone(), "Change".into()));
+            change_props.insert(k.to_string(), (v.clone(), "Change".into()));
         }
         BuildReport {
             builder: "runtests".into(),
@@ -287,11 +361,109 @@ mod tests {
             properties: p,
             ss: SourceStamp {
                 revision: Some("abc123".into()),
-                repository: "ssh://git@git.example.org:2222/isabell/hello-world.git".into(),
+                repository: REPO.into(),
                 ..Default::default()
             },
+            last_change: Some(ChangeSource {
+                revision: Some("abc123".into()),
+                repository: REPO.into(),
+                properties: change_props,
+                signed: true,
+            }),
             ..Default::default()
         }
+    }
+
+    fn target(rep: &BuildReport, builder_repo: Option<&str>) -> Option<(String, String, String)> {
+        status_target(rep, builder_repo).ok()
+    }
+
+    fn t(o: &str, r: &str, sha: &str) -> Option<(String, String, String)> {
+        Some((o.into(), r.into(), sha.into()))
+    }
+
+    #[test]
+    fn builder_repourl_only_when_master_cfg_names_it() {
+        let b = |steps: &str| -> crate::config::BuilderCfg {
+            toml::from_str(&format!("name = 'b'\nworkers = ['w']\n{steps}")).unwrap()
+        };
+        let git = |u: &str| format!("[[steps]]\ntype = 'git'\nrepourl = '{u}'\n");
+        let shell = "[[steps]]\ntype = 'shell'\ncommand = 'make'\n";
+        assert_eq!(
+            builder_repourl(&b(&format!(
+                "{shell}{}{}",
+                git("https://g/o/r"),
+                git("https://g/x/y")
+            ))),
+            Some("https://g/o/r")
+        );
+        assert_eq!(builder_repourl(&b(&git("%(prop:repository)s"))), None);
+        assert_eq!(builder_repourl(&b(shell)), None);
+    }
+
+    #[test]
+    fn request_properties_never_choose_the_repository_or_commit() {
+        let ours = Some("https://git.example.org/isabell/hello-world.git");
+        let sha = "c".repeat(40);
+        let got = |rep: &mut BuildReport, src: &str| {
+            rep.properties
+                .insert("got_revision".into(), (sha.clone().into(), src.to_string()));
+        };
+        // An unsigned (base-dialect) change naming another repository and
+        // commit, by field and by property: only the builder's own repo,
+        // and only the commit its git step reported.
+        let mut rep = report(&[
+            ("owner", json!("victim")),
+            ("repository_name", json!("other")),
+            ("got_revision", json!("d".repeat(40))),
+        ]);
+        rep.ss.repository = "https://git.example.org/victim/other.git".into();
+        rep.ss.revision = Some("e".repeat(40));
+        if let Some(c) = rep.last_change.as_mut() {
+            c.signed = false;
+            c.repository = rep.ss.repository.clone();
+            c.revision = rep.ss.revision.clone();
+        }
+        assert_eq!(
+            target(&rep, ours),
+            None,
+            "no commit known before the checkout"
+        );
+        assert_eq!(target(&rep, None), None);
+        got(&mut rep, GOT_REVISION_SOURCE);
+        assert_eq!(target(&rep, ours), t("isabell", "hello-world", &sha));
+        assert_eq!(target(&rep, None), None, "no fixed repourl, nothing signed");
+
+        // A forced build: no change at all; owner is the logged-in user.
+        let mut rep = report(&[]);
+        rep.last_change = None;
+        rep.properties.insert(
+            "owner".into(),
+            (json!("mallory"), "Force Build Form".into()),
+        );
+        rep.properties.insert(
+            "repository_name".into(),
+            (json!("other"), "Force Build Form".into()),
+        );
+        rep.ss.repository = "https://git.example.org/victim/other.git".into();
+        assert_eq!(target(&rep, ours), None);
+        // A got_revision property from a request is not the master's.
+        got(&mut rep, "Force Build Form");
+        assert_eq!(target(&rep, ours), None);
+        got(&mut rep, GOT_REVISION_SOURCE);
+        assert_eq!(target(&rep, ours), t("isabell", "hello-world", &sha));
+
+        // A signed change that is not the one the source stamp came from
+        // (an older change merged with a newer unsigned one) vouches for
+        // nothing.
+        let mut rep = report(&[]);
+        rep.ss.revision = Some("f".repeat(40));
+        assert_eq!(target(&rep, None), None);
+        assert_eq!(
+            target(&rep, Some("https://g/isabell/builder-repo")),
+            None,
+            "commit unknown"
+        );
     }
 
     #[test]
@@ -317,7 +489,9 @@ mod tests {
     fn pending_then_final_with_context_and_url() {
         let mut rep = report(&[]);
         let url = "http://ci/builders/runtests/builds/42";
-        let p = status_for(&cfg(""), &rep, url, false).unwrap();
+        // A signed change: its repository and commit, even before the
+        // checkout, and even when the builder's repourl says otherwise.
+        let p = status_for(&cfg(""), &rep, url, false, Some("https://g/x/y")).unwrap();
         assert_eq!(
             (p.owner.as_str(), p.repo.as_str(), p.sha.as_str()),
             ("isabell", "hello-world", "abc123")
@@ -328,17 +502,35 @@ mod tests {
         );
         rep.results = Some(FAILURE);
         rep.state_string = "failure test".into();
-        let p = status_for(&cfg("context = 'ci/%(prop:buildername)s'"), &rep, url, true).unwrap();
+        let p = status_for(
+            &cfg("context = 'ci/%(prop:buildername)s'"),
+            &rep,
+            url,
+            true,
+            None,
+        )
+        .unwrap();
         assert_eq!(p.body["state"], "failure");
         assert_eq!(p.body["description"], "Build #42: failure test");
         assert_eq!(p.body["context"], "ci/runtests");
         rep.results = Some(SUCCESS);
         assert_eq!(
-            status_for(&cfg(""), &rep, url, true).unwrap().body["description"],
+            status_for(&cfg(""), &rep, url, true, None).unwrap().body["description"],
             "Build #42 succeeded"
         );
+        // The commit the checkout reported wins over the change's.
+        let sha = "a".repeat(40);
+        rep.properties.insert(
+            "got_revision".into(),
+            (sha.clone().into(), GOT_REVISION_SOURCE.into()),
+        );
+        assert_eq!(
+            status_for(&cfg(""), &rep, url, true, None).unwrap().sha,
+            sha
+        );
+        rep.properties.remove("got_revision");
         rep.ss.revision = None;
-        assert_eq!(status_for(&cfg(""), &rep, url, true), None);
+        assert!(status_for(&cfg(""), &rep, url, true, None).is_err());
     }
 
     #[test]
@@ -350,7 +542,7 @@ mod tests {
             ("head_owner", json!("jdoe")),
         ]);
         let c = cfg("context_pr = 'minibot/pr/%(prop:buildername)s'");
-        let p = status_for(&c, &rep, "u", false).unwrap();
+        let p = status_for(&c, &rep, "u", false, None).unwrap();
         assert_eq!(
             (p.owner.as_str(), p.repo.as_str()),
             ("isabell", "hello-world")
@@ -379,7 +571,7 @@ mod tests {
         let t = Target::new(&c, Path::new("/")).unwrap();
         let job = StatusJob {
             target: Arc::new(t),
-            post: status_for(&c, &report(&[]), "u", false).unwrap(),
+            post: status_for(&c, &report(&[]), "u", false, None).unwrap(),
         };
         assert_eq!(
             job.url().as_str(),

@@ -288,8 +288,14 @@ impl Reporters {
         for a in &self.active {
             match a {
                 Active::Gitea(cfg, target) if cfg.reports_on(&rep.builder) => {
-                    match gitea::status_for(cfg, &rep, &url, finished) {
-                        Some(post) => {
+                    // The builder as configured now: a reconfig between
+                    // start and end moves the status as it moves the checkout.
+                    let builder_repo = self
+                        .cfg
+                        .builder(&rep.builder)
+                        .and_then(gitea::builder_repourl);
+                    match gitea::status_for(cfg, &rep, &url, finished, builder_repo) {
+                        Ok(post) => {
                             let Some(statuses) = &self.statuses else {
                                 continue;
                             };
@@ -298,9 +304,14 @@ impl Reporters {
                                 post,
                             }));
                         }
-                        None => log::info!(
-                            "gitea_status: build {buildid} has no revision or no Gitea repository; no status"
+                        // Expected for the pending status of a build
+                        // whose commit is known only after its checkout.
+                        Err(why) if !finished => log::debug!(
+                            "gitea_status: no pending status for build {buildid}: {why}"
                         ),
+                        Err(why) => {
+                            log::info!("gitea_status: no status for build {buildid}: {why}")
+                        }
                     }
                 }
                 Active::Mail(cfg, target) if finished && cfg.reports_on(&rep.builder) => {

@@ -18,6 +18,9 @@ pub const SECRET: &str = "fixture-secret";
 /// `create-worker` requires (12 characters) without `--allow-weak-password`.
 pub const WORKER_PW: &str = "fixture-password-1";
 pub const WORKER2_PW: &str = "fixture-password-2";
+/// The base dialect's secret in [`Setup::new`]'s master.cfg: a hook must be
+/// signed (issue 14), see [`post_base`].
+pub const BASE_SECRET: &str = "base-dialect-secret";
 
 /// A port that was free a moment ago (bind 0, read it, release it).
 pub fn free_port() -> u16 {
@@ -191,6 +194,54 @@ pub fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
 }
 
+/// Form-encodes `pairs` (what `curl --data-urlencode` sends).
+pub fn form_body(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish().into_bytes()
+}
+
+/// Posts `body` to `/change_hook/base` at `url` with curl, signed with
+/// [`BASE_SECRET`] in `X-Hub-Signature-256` (as `minibot sendchange` and
+/// GitHub sign), with `headers` besides.
+pub fn post_base(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    post_base_signed(url, Some(BASE_SECRET), headers, body)
+}
+
+/// As [`post_base`] with another secret, or unsigned with None.
+pub fn post_base_signed(
+    url: &str,
+    secret: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("body");
+    std::fs::write(&f, body).unwrap();
+    let mut hs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !hs
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        hs.push((
+            "Content-Type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
+    }
+    if let Some(secret) = secret {
+        hs.push((
+            "X-Hub-Signature-256".into(),
+            format!("sha256={}", sign(secret, body)),
+        ));
+    }
+    post_with_headers(url, &hs, &f)
+}
+
 /// Posts a body file to a Gitea hook with the given event and signature.
 pub fn post_gitea(
     url: &str,
@@ -269,6 +320,7 @@ port = {www}
 [www.change_hook_dialects.gitea]
 secret = "{SECRET}"
 [www.change_hook_dialects.base]
+secret = "{BASE_SECRET}"
 [protocols.worker]
 port = {wport}
 keepalive = 2

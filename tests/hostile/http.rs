@@ -341,7 +341,7 @@ fn clients_that_stop_reading_a_large_log_are_dropped() {
     );
     let master = s.start_master();
     let pid = master.pid();
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     s.push(&s.head, "master", "big log");
     let builds = s.wait_builds(1, Duration::from_secs(60));
