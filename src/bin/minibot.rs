@@ -228,7 +228,7 @@ fn warn_weak_secrets(dir: &Path, cfg: &config::Config) {
         eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
     }
     for w in cfg.warnings() {
-        eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
+        eprintln!("{}: warning: {w}", dir.join(CONFIG_FILE).display());
     }
 }
 
