@@ -274,7 +274,7 @@ fn gitea_status_goes_only_to_the_builders_repository_on_the_built_commit() {
     let gitea = FakeGitea::start(gitea_port, GITEA_TOKEN);
     let _master = s.start_master();
     add_user(&s.master, USER, PASSWORD);
-    let _worker = s.start_worker("example-worker", "pass");
+    let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let ours = s.tmp.path().join("isabell/hello-world");
     let foreign = "d".repeat(40);
