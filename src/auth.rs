@@ -490,13 +490,14 @@ impl LoginLimits {
         l.known.get(&key).is_some_and(|at| at.elapsed() < TRUST_TTL)
     }
 
-    /// Logs (summarised) any other refusal on a login port, e.g. garbage
-    /// on the worker port; `what` is the whole text after the address.
-    pub fn note(&self, addr: &str, what: &str) {
+    /// Logs (summarised per address and `kind`) any other refusal on a
+    /// login port, e.g. garbage on the worker port; `text` follows the
+    /// log's name for these logins.
+    pub fn note(&self, addr: &str, kind: &str, text: &str) {
         let now = Instant::now();
         let mut l = self.lock();
         l.log.flush(now);
-        l.log.note(now, addr, "", what);
+        l.log.note(now, addr, &format!("({kind})"), text);
     }
 }
 
@@ -532,8 +533,9 @@ impl FloodLog {
         }
     }
 
-    fn note(&mut self, now: Instant, addr: &str, name: &str, text: &str) {
-        let key = (addr.to_string(), name.to_string());
+    /// `label`: the name tried, or "(kind)" for other refusals.
+    fn note(&mut self, now: Instant, addr: &str, label: &str, text: &str) {
+        let key = (addr.to_string(), label.to_string());
         if let Some(p) = self.sources.get_mut(&key) {
             p.count += 1;
         } else if self.lines < LOG_LINES_PER_MINUTE {
@@ -561,7 +563,7 @@ impl FloodLog {
 
     fn flush(&mut self, now: Instant) {
         let what = self.what;
-        self.sources.retain(|(addr, name), p| {
+        self.sources.retain(|(addr, label), p| {
             let age = now.duration_since(p.since);
             if age < LOG_PERIOD {
                 return true;
@@ -569,13 +571,13 @@ impl FloodLog {
             if p.count == 0 {
                 return false;
             }
-            let name = if name.is_empty() {
-                String::new()
+            let label = if label.starts_with('(') {
+                format!(" {label}")
             } else {
-                format!(" for {name:?}")
+                format!(" for {label:?}")
             };
             log::warn!(
-                "{} more failed or refused {what}s{name} from {addr} in the last {} s",
+                "{} more failed or refused {what}s{label} from {addr} in the last {} s",
                 p.count,
                 age.as_secs()
             );
