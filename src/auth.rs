@@ -24,9 +24,10 @@
 //!   from anywhere, the next check of that name waits 1 s, then 2 s, 4 s …
 //!   up to [`NAME_MAX_DELAY`]; attempts inside the wait are refused
 //!   without hashing (and do not count);
-//! - the address: after [`MAX_FAILURES`] failures it may still try names
-//!   with no recent failures (another user behind the same tunnel), not
-//!   names that are being guessed;
+//! - the address: after [`MAX_FAILURES`] failures its attempts get no free
+//!   failures on any name (a name with one failure waits 1 s, two 2 s …),
+//!   but it may still try names nobody has failed on (another user behind
+//!   the same tunnel), and nobody is shut out for the whole window;
 //! - the whole master: failed checks spend a budget of
 //!   [`GLOBAL_FAIL_BURST`] refilled at [`GLOBAL_FAIL_PER_SEC`]; with it
 //!   spent, only known-good credentials are checked;
@@ -58,8 +59,8 @@ pub const LOGIN_COOKIE: &str = "minibot_login";
 /// How long a session lasts after logging in.
 pub const SESSION_SECS: i64 = 7 * 24 * 3600;
 
-/// Failed logins an address may make before it may only try names that
-/// nobody is guessing (see the module header).
+/// Failed logins an address may make before its attempts get no free
+/// failures on any name (see the module header).
 pub const MAX_FAILURES: u32 = 5;
 /// Failure counts (per address, per name) are forgotten after this long
 /// without a failure.
@@ -308,6 +309,10 @@ struct Limits {
     addrs: HashMap<String, Count>,
     /// Failures per account (or worker) name, whoever tried.
     names: HashMap<String, Count>,
+    /// Names with failures that have a check running now: one at a time,
+    /// or two attempts admitted together would both get a check before
+    /// the first failure made the name wait.
+    checking: HashSet<String>,
     /// Global budget of failed checks (a token bucket).
     budget: f64,
     refilled: Instant,
@@ -332,6 +337,7 @@ impl Limits {
         Limits {
             addrs: HashMap::new(),
             names: HashMap::new(),
+            checking: HashSet::new(),
             budget: GLOBAL_FAIL_BURST,
             refilled: Instant::now(),
             known: HashMap::new(),
@@ -346,15 +352,15 @@ impl Limits {
         self.refilled = now;
     }
 
-    /// How long `name` must still wait before its next check, if at all.
-    fn name_wait(&self, name: &str, now: Instant) -> Option<Duration> {
+    /// How long `name` must still wait before its next check, if at all,
+    /// after `free` failures that cost no wait.
+    fn name_wait(&self, name: &str, now: Instant, free: u32) -> Option<Duration> {
         let c = self.names.get(name)?;
         let n = c.live(now);
-        if n < NAME_FREE_FAILURES {
+        if n == 0 || n < free {
             return None;
         }
-        let delay =
-            Duration::from_secs(1u64 << (n - NAME_FREE_FAILURES).min(16)).min(NAME_MAX_DELAY);
+        let delay = Duration::from_secs(1u64 << (n - free).min(16)).min(NAME_MAX_DELAY);
         delay.checked_sub(now.duration_since(c.last))
     }
 
@@ -398,8 +404,15 @@ impl LoginLimits {
 
     /// May a password for `name` from `addr` be checked now? A refusal is
     /// logged (summarised) with `how` and says why, for the log only:
-    /// callers show one neutral answer.
-    pub fn admit(&self, addr: &str, name: &str, trust: Trust, how: &str) -> Result<(), String> {
+    /// callers show one neutral answer. Keep the [`Admitted`] until the
+    /// check's outcome is recorded.
+    pub fn admit(
+        &self,
+        addr: &str,
+        name: &str,
+        trust: Trust,
+        how: &str,
+    ) -> Result<Admitted, String> {
         let now = Instant::now();
         let mut l = self.lock();
         l.refill(now);
@@ -407,21 +420,31 @@ impl LoginLimits {
         let addr_failures = l.addrs.get(addr).map_or(0, |c| c.live(now));
         let addr_limited = addr_failures >= MAX_FAILURES;
         let why = match trust {
-            Trust::Credentials => return Ok(()),
-            Trust::Address if !addr_limited => return Ok(()),
+            Trust::Credentials => return Ok(Admitted(None)),
+            Trust::Address if !addr_limited => return Ok(Admitted(None)),
             _ => {
                 let name_failures = l.names.get(name).map_or(0, |c| c.live(now));
-                if let Some(wait) = l.name_wait(name, now) {
+                // An address with many failures gets no free ones.
+                let free = if addr_limited { 0 } else { NAME_FREE_FAILURES };
+                if name_failures > 0 && l.checking.contains(name) {
+                    "a check for this name is running".to_string()
+                } else if let Some(wait) = l.name_wait(name, now, free) {
+                    let from_addr = if addr_limited {
+                        format!(", {addr_failures} from this address")
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{name_failures} recent failures for this name; next check in {:.1} s",
+                        "{name_failures} recent failures for this name{from_addr}; next check in {:.1} s",
                         wait.as_secs_f64()
                     )
-                } else if addr_limited && name_failures > 0 {
-                    format!("{addr_failures} recent failures from this address")
                 } else if l.budget < 1.0 {
                     "too many failed logins on the whole master".to_string()
+                } else if name_failures > 0 {
+                    l.checking.insert(name.to_string());
+                    return Ok(Admitted(Some((self.clone(), name.to_string()))));
                 } else {
-                    return Ok(());
+                    return Ok(Admitted(None));
                 }
             }
         };
@@ -498,6 +521,18 @@ impl LoginLimits {
         let mut l = self.lock();
         l.log.flush(now);
         l.log.note(now, addr, &format!("({kind})"), text);
+    }
+}
+
+/// An attempt [`LoginLimits::admit`] let through; while it lives, other
+/// untrusted checks of a name with failures wait (are refused).
+pub struct Admitted(Option<(LoginLimits, String)>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((limits, name)) = self.0.take() {
+            limits.lock().checking.remove(&name);
+        }
     }
 }
 
@@ -712,9 +747,9 @@ impl Auth {
                 }
             }
         }
-        if self.limits.admit(addr, name, trust, how).is_err() {
+        let Ok(_admitted) = self.limits.admit(addr, name, trust, how) else {
             return Err(AuthError::RateLimited);
-        }
+        };
         let Some(_turn) = self.verifier.turn() else {
             self.limits.refused(addr, name, "password checks are busy");
             return Err(AuthError::RateLimited);

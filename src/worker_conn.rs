@@ -220,17 +220,19 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
     } else {
         Trust::None
     };
-    if limits.admit(&addr, &name, trust, "worker port").is_err() {
+    let Ok(admitted) = limits.admit(&addr, &name, trust, "worker port") else {
         return refuse_login(stream, slot);
-    }
+    };
     let password = cfg.worker(&name).map(|w| w.password.clone());
     let good = password
         .as_deref()
         .is_some_and(|p| protocol::check_worker_proof(p, &nonce, &wnonce, &name, &proof));
     let Some(password) = password.filter(|_| good) else {
         limits.failed(&addr, &name, "unknown worker name or wrong password");
+        drop(admitted);
         return refuse_login(stream, slot);
     };
+    drop(admitted);
     {
         let mut set = ctx.connected.lock().map_err(|_| anyhow!("lock poisoned"))?;
         if !set.insert(name.clone()) {

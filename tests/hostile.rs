@@ -5,7 +5,11 @@
 
 mod common;
 
+#[path = "hostile/files.rs"]
 mod files;
+#[path = "hostile/hooks.rs"]
 mod hooks;
+#[path = "hostile/http.rs"]
 mod http;
+#[path = "hostile/logins.rs"]
 mod logins;
