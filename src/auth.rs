@@ -477,6 +477,26 @@ impl LoginLimits {
         );
     }
 
+    /// A failed check of a name that does not exist, where that cannot be
+    /// seen from outside (the worker port answers every refusal with the
+    /// same bytes): counted against the address only. Such guesses can
+    /// never succeed, so neither a wait on the name nor the global budget
+    /// is needed, and a spray of made-up names cannot spend the budget
+    /// that new workers need. (Not for the web UI, where a 429 that only
+    /// real names could earn would tell which names exist.)
+    pub fn failed_no_such_name(&self, addr: &str, name: &str, how: &str) {
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.log.flush(now);
+        let na = bump(&mut l.addrs, addr, now);
+        l.log.note(
+            now,
+            addr,
+            name,
+            &format!("failed for {name:?} from {addr} ({how}; failure {na} from this address)"),
+        );
+    }
+
     /// Logs (summarised) a refusal that is not a failed check, e.g. a
     /// worker name already connected.
     pub fn refused(&self, addr: &str, name: &str, why: &str) {

@@ -224,11 +224,20 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
         return refuse_login(stream, slot);
     };
     let password = cfg.worker(&name).map(|w| w.password.clone());
-    let good = password
-        .as_deref()
-        .is_some_and(|p| protocol::check_worker_proof(p, &nonce, &wnonce, &name, &proof));
+    // The same HMAC work for an unknown name, so timing does not tell.
+    let good = protocol::check_worker_proof(
+        password.as_deref().unwrap_or("no such worker"),
+        &nonce,
+        &wnonce,
+        &name,
+        &proof,
+    );
     let Some(password) = password.filter(|_| good) else {
-        limits.failed(&addr, &name, "unknown worker name or wrong password");
+        if cfg.worker(&name).is_some() {
+            limits.failed(&addr, &name, "wrong password");
+        } else {
+            limits.failed_no_such_name(&addr, &name, "no worker of that name");
+        }
         drop(admitted);
         return refuse_login(stream, slot);
     };

@@ -553,3 +553,32 @@ fn failed_logins_do_not_flood_the_log() {
     assert!(many <= 11, "{many}");
     assert!(workers <= 11, "{workers}");
 }
+
+#[test]
+fn a_spray_of_made_up_worker_names_keeps_no_worker_out() {
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let wport = s.wport;
+    // Made-up names from rotating addresses: they can never get in, so
+    // they spend no budget a real worker would need.
+    let flood = std::thread::spawn(move || {
+        attack(4, 6.0, move |n| {
+            worker_login(wport, &attacker_ip(n), &format!("w{n}"), "guess");
+            0
+        })
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // A worker that never connected before (no known address) gets in.
+    let t = Instant::now();
+    let _w = s.start_worker("second-worker", "pass2");
+    s.wait_connected("second-worker");
+    let took = t.elapsed();
+    let (f, secs) = flood.join().unwrap();
+    eprintln!(
+        "second-worker (never connected before) connected after {took:?} during {} made-up-name logins in {:.1} s ({:.0}/s)",
+        f.total(),
+        secs.as_secs_f64(),
+        f.total() as f64 / secs.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
