@@ -374,12 +374,21 @@ impl Limits {
     }
 }
 
-/// Counts one failure in `map`, forgetting quiet entries before it grows
-/// large (the global budget keeps it small anyway: a few hundred failures
-/// per window at most, plus what the addresses' own limits allow).
+/// Entries kept per failure map (~100 bytes each). Web failures are few
+/// (the global budget), but the worker port counts made-up names against
+/// addresses without a budget, and 127.0.0.0/8 alone has 16 million.
+const MAX_TRACKED: usize = 4096;
+
+/// Counts one failure in `map`; returns the count (0: not tracked). Quiet
+/// entries are forgotten before the map grows past [`MAX_TRACKED`]; when
+/// it is full of live ones, new keys are not tracked (the name and global
+/// limits still hold) rather than let a flood of addresses grow memory.
 fn bump(map: &mut HashMap<String, Count>, key: &str, now: Instant) -> u32 {
-    if map.len() >= 10_000 {
+    if map.len() >= MAX_TRACKED && !map.contains_key(key) {
         map.retain(|_, c| c.live(now) > 0);
+        if map.len() >= MAX_TRACKED {
+            return 0;
+        }
     }
     let c = map
         .entry(key.to_string())
@@ -569,6 +578,9 @@ struct FloodLog {
     lines: u32,
     overflow: u32,
     overflow_addrs: HashSet<String>,
+    /// The lines written, for the unit tests.
+    #[cfg(test)]
+    written: Vec<String>,
 }
 
 struct Pending {
@@ -585,7 +597,15 @@ impl FloodLog {
             lines: 0,
             overflow: 0,
             overflow_addrs: HashSet::new(),
+            #[cfg(test)]
+            written: Vec::new(),
         }
+    }
+
+    fn emit(&mut self, line: String) {
+        log::warn!("{line}");
+        #[cfg(test)]
+        self.written.push(line);
     }
 
     /// `label`: the name tried, or "(kind)" for other refusals.
@@ -600,7 +620,7 @@ impl FloodLog {
             } else {
                 "; more like it are counted, one line a minute"
             };
-            log::warn!("{} {text}{later}", self.what);
+            self.emit(format!("{} {text}{later}", self.what));
             self.sources.insert(
                 key,
                 Pending {
@@ -618,6 +638,7 @@ impl FloodLog {
 
     fn flush(&mut self, now: Instant) {
         let what = self.what;
+        let mut lines = Vec::new();
         self.sources.retain(|(addr, label), p| {
             let age = now.duration_since(p.since);
             if age < LOG_PERIOD {
@@ -631,26 +652,29 @@ impl FloodLog {
             } else {
                 format!(" for {label:?}")
             };
-            log::warn!(
+            lines.push(format!(
                 "{} more failed or refused {what}s{label} from {addr} in the last {} s",
                 p.count,
                 age.as_secs()
-            );
+            ));
             *p = Pending {
                 since: now,
                 count: 0,
             };
             true
         });
+        for line in lines {
+            self.emit(line);
+        }
         let age = now.duration_since(self.minute);
         if age >= LOG_PERIOD {
             if self.overflow > 0 {
-                log::warn!(
+                self.emit(format!(
                     "{} more failed or refused {what}s from {} addresses in the last {} s (not logged one by one)",
                     self.overflow,
                     self.overflow_addrs.len(),
                     age.as_secs()
-                );
+                ));
             }
             self.minute = now;
             self.lines = 0;
@@ -934,6 +958,49 @@ mod tests {
         assert!(ok("127.0.0.1", "bob", Trust::Credentials));
         std::thread::sleep(Duration::from_millis(1100));
         assert!(!ok("127.0.0.1", "bob", Trust::None), "budget still spent");
+    }
+
+    #[test]
+    fn the_failure_log_is_summarised_and_bounded() {
+        let mut log = FloodLog::new("login");
+        let t0 = Instant::now();
+        // 50 failures from one address: one line now …
+        for i in 0..50 {
+            log.flush(t0);
+            log.note(t0, "127.0.0.5", "alice", &format!("failed {i}"));
+        }
+        assert_eq!(log.written.len(), 1, "{:?}", log.written);
+        // … 50 from 50 addresses: up to the budget of first lines …
+        for i in 0..50 {
+            log.note(t0, &format!("127.0.1.{i}"), "alice", "failed");
+        }
+        assert_eq!(log.written.len(), LOG_LINES_PER_MINUTE as usize);
+        // … and a minute later, a count for the first address and one
+        // line for all the addresses not logged.
+        let t1 = t0 + LOG_PERIOD + Duration::from_secs(1);
+        log.flush(t1);
+        let new = &log.written[LOG_LINES_PER_MINUTE as usize..];
+        assert_eq!(new.len(), 2, "{new:?}");
+        assert!(
+            new.contains(
+                &"49 more failed or refused logins for \"alice\" from 127.0.0.5 in the last 61 s"
+                    .to_string()
+            ),
+            "{new:?}"
+        );
+        assert!(
+            new.iter()
+                .any(|l| l.starts_with("41 more failed or refused logins from 41 addresses")),
+            "{new:?}"
+        );
+        // Quiet sources are forgotten: the next failure is a full line.
+        log.flush(t1 + LOG_PERIOD);
+        log.note(t1 + LOG_PERIOD, "127.0.0.5", "alice", "failed again");
+        assert!(log
+            .written
+            .last()
+            .unwrap()
+            .starts_with("login failed again"));
     }
 
     #[test]

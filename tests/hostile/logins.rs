@@ -557,7 +557,8 @@ fn failed_logins_do_not_flood_the_log() {
 #[test]
 fn a_spray_of_made_up_worker_names_keeps_no_worker_out() {
     let s = Setup::new(PASSING_TEST, "");
-    let _master = s.start_master();
+    let master = s.start_master();
+    let rss_before = rss_of(master.pid());
     let wport = s.wport;
     // Made-up names from rotating addresses: they can never get in, so
     // they spend no budget a real worker would need.
@@ -575,10 +576,11 @@ fn a_spray_of_made_up_worker_names_keeps_no_worker_out() {
     let took = t.elapsed();
     let (f, secs) = flood.join().unwrap();
     eprintln!(
-        "second-worker (never connected before) connected after {took:?} during {} made-up-name logins in {:.1} s ({:.0}/s)",
+        "second-worker (never connected before) connected after {took:?} during {} made-up-name logins in {:.1} s ({:.0}/s); master RssAnon {rss_before} kB before, {} kB after",
         f.total(),
         secs.as_secs_f64(),
-        f.total() as f64 / secs.as_secs_f64()
+        f.total() as f64 / secs.as_secs_f64(),
+        rss_of(master.pid())
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
