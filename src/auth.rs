@@ -23,7 +23,9 @@
 //! - the account: after [`NAME_FREE_FAILURES`] failures against a name,
 //!   from anywhere, the next check of that name waits 1 s, then 2 s, 4 s …
 //!   up to [`NAME_MAX_DELAY`]; attempts inside the wait are refused
-//!   without hashing (and do not count);
+//!   without hashing (and do not count), and a name with failures has one
+//!   check at a time (two admitted together would both be checked before
+//!   the first failure made the name wait);
 //! - the address: after [`MAX_FAILURES`] failures its attempts get no free
 //!   failures on any name (a name with one failure waits 1 s, two 2 s …),
 //!   but it may still try names nobody has failed on (another user behind
@@ -37,7 +39,10 @@
 //! Credentials that were right before (the same name and password, the
 //! account's hash unchanged, within [`TRUST_TTL`]) skip the first three:
 //! the owner gets in while someone else's guessing has the account or the
-//! address slowed down. A session cookie never meets any limit.
+//! address slowed down. A session cookie never meets any limit. On the
+//! worker port, where the proof cannot be recognised as the same as last
+//! time, the address a worker last logged in from plays that part
+//! ([`Trust::Address`]), unless that address has used up its own failures.
 
 use crate::store;
 use crate::sys::MappedBlocks;
