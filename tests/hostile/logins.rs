@@ -584,3 +584,46 @@ fn a_spray_of_made_up_worker_names_keeps_no_worker_out() {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[test]
+fn worker_guesses_across_names_spend_a_global_budget() {
+    let mut extra = String::new();
+    for i in 3..=11 {
+        extra.push_str(&format!(
+            "[[workers]]\nname = \"w{i}\"\npassword = \"p{i}\"\n"
+        ));
+    }
+    let s = Setup::new(PASSING_TEST, &extra);
+    let _master = s.start_master();
+    // Two guesses at each of eight real names, each from its own address:
+    // no name reaches its free failures, no address its limit …
+    let mut n = 0;
+    for i in 3..=10 {
+        for g in 0..2 {
+            n += 1;
+            let (_, m) = worker_login(
+                s.wport,
+                &format!("127.0.2.{n}"),
+                &format!("w{i}"),
+                &format!("g{g}"),
+            );
+            assert!(matches!(m, ToWorker::Refused { .. }), "{m:?}");
+        }
+    }
+    // … but together they have spent the master's budget: the right
+    // password of a ninth name, from a fresh address, waits for it.
+    let t = Instant::now();
+    let (_, first) = worker_login(s.wport, "127.0.3.1", "w11", "p11");
+    assert!(matches!(first, ToWorker::Refused { .. }), "{first:?}");
+    let mut tries = 1;
+    wait_for("w11 let in", Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(100));
+        tries += 1;
+        let (_, m) = worker_login(s.wport, &format!("127.0.3.{tries}"), "w11", "p11");
+        matches!(m, ToWorker::Welcome { .. }).then_some(())
+    });
+    eprintln!(
+        "16 guesses over 8 worker names from 16 addresses; then w11's right password refused until the global budget refilled: let in after {:?} ({tries} tries)",
+        t.elapsed()
+    );
+}
