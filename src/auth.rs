@@ -741,6 +741,8 @@ pub struct Auth {
     /// Per-process key for the cache, so its keys are not plain hashes of
     /// passwords.
     salt: [u8; 32],
+    #[cfg(test)]
+    skew: Arc<Mutex<Duration>>,
 }
 
 impl Default for Auth {
@@ -758,7 +760,24 @@ impl Auth {
             verifier: Arc::default(),
             verified: Arc::default(),
             salt,
+            #[cfg(test)]
+            skew: Arc::default(),
         }
+    }
+
+    /// Makes every cached credential `by` older (unit tests of the TTLs;
+    /// an `Instant` cannot go back further than the machine's uptime).
+    #[cfg(test)]
+    fn age_cache(&self, by: Duration) {
+        *self.skew.lock().unwrap() += by;
+    }
+
+    /// How old a cache entry verified at `at` is.
+    fn age(&self, at: Instant) -> Duration {
+        #[cfg(test)]
+        return at.elapsed() + *self.skew.lock().unwrap();
+        #[cfg(not(test))]
+        at.elapsed()
     }
 
     fn cred_key(&self, name: &str, password: &str) -> [u8; 32] {
@@ -788,10 +807,10 @@ impl Auth {
         let mut trust = Trust::None;
         if let (Some((user, phc, at)), Some((id, current))) = (cached, &row) {
             if user.id == *id && phc == *current {
-                if at.elapsed() < CACHE_TTL {
+                if self.age(at) < CACHE_TTL {
                     return Ok((user, phc));
                 }
-                if at.elapsed() < TRUST_TTL {
+                if self.age(at) < TRUST_TTL {
                     trust = Trust::Credentials;
                 }
             }
@@ -1120,6 +1139,18 @@ mod tests {
         assert!(auth
             .check(&conn, "alice", "other-pass", "1.2.3.4", "t")
             .is_ok());
+        // Past the cache's 5 minutes, alice's credentials are hashed again
+        // but still skip the limits; past a day they are like any others.
+        auth.age_cache(CACHE_TTL + Duration::from_secs(1));
+        assert!(auth
+            .check(&conn, "alice", "other-pass", "5.6.7.8", "t")
+            .is_ok());
+        auth.age_cache(TRUST_TTL);
+        assert_eq!(
+            auth.check(&conn, "alice", "other-pass", "5.6.7.8", "t")
+                .err(),
+            Some(AuthError::RateLimited)
+        );
         // Three more failures from 1.2.3.4 (after the global budget, 1/s,
         // has refilled) use up its MAX_FAILURES.
         std::thread::sleep(Duration::from_secs(3));
