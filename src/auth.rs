@@ -1,11 +1,13 @@
 //! Who is asking: web UI users, passwords, sessions, CSRF tokens, and the
-//! rate limit on failed logins.
+//! limits on password guessing (web logins here, worker logins through
+//! [`LoginLimits`] from `worker_conn`).
 //!
-//! Owns: password hashing (argon2id, salted, in PHC strings), the session
+//! Owns: password hashing (argon2id, salted, in PHC strings; the working
+//! memory comes from `sys::MappedBlocks`, never from malloc), the session
 //! and login-CSRF cookies, HTTP Basic auth for scripts, and [`Auth`], the
-//! in-memory state the HTTP threads share (failed logins per address, a
-//! short-lived cache of verified Basic credentials). No threads, no
-//! channels: the HTTP threads call in; sessions are written through
+//! in-memory state the HTTP threads share (the login limits, a short-lived
+//! cache of verified credentials, the one-at-a-time verifier). No threads,
+//! no channels: the HTTP threads call in; sessions are written through
 //! `Store::write` by the caller and read on the thread's own connection.
 //!
 //! Policy (SPEC §3, `[www] anonymous`): reads are open unless `anonymous =
@@ -14,16 +16,45 @@
 //! only its SHA-256, so a copy of `state.sqlite` cannot be used to log in.
 //! Forms carry the session's CSRF token; the login form, before there is a
 //! session, uses a double-submit cookie.
+//!
+//! Guessing (issue 14 item 5). Every tunnel user arrives from 127.0.0.1 and
+//! a neighbour can connect from any of 127.0.0.0/8, so the address alone
+//! says little. A password is checked only if all of these allow it:
+//! - the account: after [`NAME_FREE_FAILURES`] failures against a name,
+//!   from anywhere, the next check of that name waits 1 s, then 2 s, 4 s …
+//!   up to [`NAME_MAX_DELAY`]; attempts inside the wait are refused
+//!   without hashing (and do not count), and a name with failures has one
+//!   check at a time (two admitted together would both be checked before
+//!   the first failure made the name wait);
+//! - the address: after [`MAX_FAILURES`] failures its attempts get no free
+//!   failures on any name (a name with one failure waits 1 s, two 2 s …),
+//!   but it may still try names nobody has failed on (another user behind
+//!   the same tunnel), and nobody is shut out for the whole window;
+//! - the whole master: failed checks spend a budget of
+//!   [`GLOBAL_FAIL_BURST`] refilled at [`GLOBAL_FAIL_PER_SEC`]; with it
+//!   spent, only known-good credentials are checked;
+//! - one Argon2 check runs at a time, one more may wait; others get 429 at
+//!   once instead of holding an HTTP thread.
+//!
+//! Credentials that were right before (the same name and password, the
+//! account's hash unchanged, within [`TRUST_TTL`]) skip the first three:
+//! the owner gets in while someone else's guessing has the account or the
+//! address slowed down. A session cookie never meets any limit. On the
+//! worker port, where the proof cannot be recognised as the same as last
+//! time, the address a worker last logged in from plays that part
+//! ([`Trust::Address`]), unless that address has used up its own failures.
 
 use crate::store;
-use anyhow::{anyhow, bail, Result};
-use argon2::password_hash::{PasswordHash, SaltString};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use crate::sys::MappedBlocks;
+use anyhow::{anyhow, bail, Context, Result};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
 use base64ct::{Base64, Encoding};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Cookie holding the session token.
@@ -33,13 +64,35 @@ pub const LOGIN_COOKIE: &str = "minibot_login";
 /// How long a session lasts after logging in.
 pub const SESSION_SECS: i64 = 7 * 24 * 3600;
 
-/// Failed logins an address may make in [`FAIL_WINDOW`] before it has to
-/// wait for the window to pass.
+/// Failed logins an address may make before its attempts get no free
+/// failures on any name (see the module header).
 pub const MAX_FAILURES: u32 = 5;
+/// Failure counts (per address, per name) are forgotten after this long
+/// without a failure.
 pub const FAIL_WINDOW: Duration = Duration::from_secs(300);
-/// How long verified Basic credentials are trusted without hashing again.
-const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);
-const BASIC_CACHE_MAX: usize = 64;
+/// Failures against one name that cost no wait: typos.
+pub const NAME_FREE_FAILURES: u32 = 3;
+/// The longest wait between checks of a name that is being guessed.
+pub const NAME_MAX_DELAY: Duration = Duration::from_secs(30);
+/// Failed checks the whole master allows at once …
+pub const GLOBAL_FAIL_BURST: f64 = 5.0;
+/// … and per second after that.
+pub const GLOBAL_FAIL_PER_SEC: f64 = 1.0;
+/// Argon2 checks running or waiting at once; more get 429 at once. One
+/// runs, one waits: of the 4 HTTP threads, 2 are always free for sessions.
+pub const MAX_VERIFYING: usize = 2;
+/// How long verified credentials are trusted without hashing again.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long credentials that were right once skip the guessing limits
+/// (they are still hashed again after [`CACHE_TTL`]).
+pub const TRUST_TTL: Duration = Duration::from_secs(24 * 3600);
+const CACHE_MAX: usize = 256;
+/// Argon2 memory above this (in 1 KiB blocks) is refused: a PHC string is
+/// ours, but a hand-edited database must not make us map gigabytes.
+const MAX_BLOCKS: usize = 256 * 1024;
+/// Full log lines about failed logins per minute; the rest are counted.
+const LOG_LINES_PER_MINUTE: u32 = 10;
+const LOG_PERIOD: Duration = Duration::from_secs(60);
 
 /// Argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's
 /// minimum), about 30 ms per hash in a release build; the parameters are in
@@ -48,21 +101,79 @@ pub fn hash_password(password: &str) -> Result<String> {
     let mut raw = [0u8; 16];
     getrandom::getrandom(&mut raw).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
     let salt = SaltString::encode_b64(&raw).map_err(|e| anyhow!("encoding a salt: {e}"))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow!("hashing the password: {e}"))
+    let params = Params::default();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params.clone(),
+        password.as_bytes(),
+        &raw,
+        &mut out,
+    )?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| anyhow!("encoding params: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| anyhow!("encoding the hash: {e}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Argon2 into `out` with working memory from its own mapping, unmapped
+/// before returning (item 6: a check leaves no resident memory behind).
+fn argon2_into(
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    let blocks = params.block_count();
+    if blocks > MAX_BLOCKS {
+        bail!("argon2 memory of {blocks} KiB is above the {MAX_BLOCKS} KiB cap");
+    }
+    let mut memory = MappedBlocks::new(blocks).context("mapping argon2 memory")?;
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, out, &mut *memory)
+        .map_err(|e| anyhow!("argon2: {e}"))
 }
 
 /// Constant-time check of `password` against a stored PHC string; false for
 /// a malformed hash too.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
+    match verify_phc(password.as_bytes(), phc) {
+        Ok(ok) => ok,
+        Err(e) => {
+            log::error!("checking a password against a stored hash: {e:#}");
+            false
+        }
     }
+}
+
+/// Recomputes the hash with the PHC string's own algorithm, version,
+/// parameters and salt, then compares in constant time.
+fn verify_phc(password: &[u8], phc: &str) -> Result<bool> {
+    let h = PasswordHash::new(phc).map_err(|e| anyhow!("parsing the PHC string: {e}"))?;
+    let algorithm = Algorithm::try_from(h.algorithm).map_err(|e| anyhow!("algorithm: {e}"))?;
+    let version = match h.version {
+        Some(v) => Version::try_from(v).map_err(|e| anyhow!("version: {e}"))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&h).map_err(|e| anyhow!("parameters: {e}"))?;
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        bail!("the PHC string has no salt or no hash");
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| anyhow!("salt: {e}"))?;
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let out = &mut out[..expected.len()];
+    argon2_into(algorithm, version, params, password, salt, out)?;
+    Ok(same_bytes(out, expected.as_bytes()))
 }
 
 /// A user name fit for a Basic auth header and a log line.
@@ -102,7 +213,11 @@ pub fn token_hash(token: &str) -> String {
 
 /// Equality that takes the same time wherever the inputs differ.
 pub fn same_token(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// As [`same_token`], for bytes.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -145,81 +260,538 @@ pub struct Login {
 pub enum AuthError {
     /// Wrong user name or password (401).
     BadCredentials,
-    /// Too many failures from this address (429).
+    /// Not checked now: the account is being guessed, the address or the
+    /// whole master has too many failures, or checks are busy (429). The
+    /// log says which; the answer should not.
     RateLimited,
     /// Our own failure (500), e.g. the database.
     Internal(String),
 }
 
-struct Failures {
-    count: u32,
-    since: Instant,
+/// What a caller already knows about who is trying, which lets an attempt
+/// skip some of the guessing limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Nothing: all the limits apply.
+    None,
+    /// These very credentials were right before: no limit applies (only
+    /// someone who knows the password can present them).
+    Credentials,
+    /// This address logged in as this name before: the account's wait and
+    /// the global budget do not apply unless the address itself has used
+    /// up its failures (a neighbour on the same address gets
+    /// [`MAX_FAILURES`] guesses, no more).
+    Address,
 }
 
-/// SHA-256 of an `Authorization` header → (user, PHC string, checked when).
-type BasicCache = HashMap<[u8; 32], (User, String, Instant)>;
+/// Failures counted since the last quiet [`FAIL_WINDOW`].
+#[derive(Clone, Copy)]
+struct Count {
+    n: u32,
+    last: Instant,
+}
+
+impl Count {
+    fn live(&self, now: Instant) -> u32 {
+        if now.duration_since(self.last) < FAIL_WINDOW {
+            self.n
+        } else {
+            0
+        }
+    }
+}
+
+/// The guessing limits of the module header, for one kind of login (the
+/// web UI has one, the worker port another). Cheap to clone; `Default`
+/// names the logins "login" in the log.
+#[derive(Clone, Default)]
+pub struct LoginLimits {
+    inner: Arc<Mutex<Limits>>,
+}
+
+struct Limits {
+    /// Failures per source address.
+    addrs: HashMap<String, Count>,
+    /// Failures per account (or worker) name, whoever tried.
+    names: HashMap<String, Count>,
+    /// Names with failures that have a check running now: one at a time,
+    /// or two attempts admitted together would both get a check before
+    /// the first failure made the name wait.
+    checking: HashSet<String>,
+    /// Global budget of failed checks (a token bucket).
+    budget: f64,
+    refilled: Instant,
+    /// Salted-hash keys of (address, name) pairs that logged in before.
+    known: HashMap<[u8; 32], Instant>,
+    salt: [u8; 32],
+    log: FloodLog,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::new("login")
+    }
+}
+
+impl Limits {
+    fn new(what: &'static str) -> Limits {
+        let mut salt = [0u8; 32];
+        // Without OS randomness the salt stays zero: the keys are then plain
+        // SHA-256, still never compared with anything an attacker supplies.
+        let _ = getrandom::getrandom(&mut salt);
+        Limits {
+            addrs: HashMap::new(),
+            names: HashMap::new(),
+            checking: HashSet::new(),
+            budget: GLOBAL_FAIL_BURST,
+            refilled: Instant::now(),
+            known: HashMap::new(),
+            salt,
+            log: FloodLog::new(what),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.duration_since(self.refilled).as_secs_f64();
+        self.budget = (self.budget + dt * GLOBAL_FAIL_PER_SEC).min(GLOBAL_FAIL_BURST);
+        self.refilled = now;
+    }
+
+    /// How long `name` must still wait before its next check, if at all,
+    /// after `free` failures that cost no wait.
+    fn name_wait(&self, name: &str, now: Instant, free: u32) -> Option<Duration> {
+        let c = self.names.get(name)?;
+        let n = c.live(now);
+        if n == 0 || n < free {
+            return None;
+        }
+        let delay = Duration::from_secs(1u64 << (n - free).min(16)).min(NAME_MAX_DELAY);
+        delay.checked_sub(now.duration_since(c.last))
+    }
+
+    fn pair_key(&self, addr: &str, name: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update((addr.len() as u64).to_be_bytes());
+        h.update(addr.as_bytes());
+        h.update(name.as_bytes());
+        h.finalize().into()
+    }
+}
+
+/// Entries kept per failure map (~100 bytes each). Web failures are few
+/// (the global budget), but the worker port counts made-up names against
+/// addresses without a budget, and 127.0.0.0/8 alone has 16 million.
+const MAX_TRACKED: usize = 4096;
+
+/// Counts one failure in `map`; returns the count (0: not tracked). Quiet
+/// entries are forgotten before the map grows past [`MAX_TRACKED`]; when
+/// it is full of live ones, new keys are not tracked (the name and global
+/// limits still hold) rather than let a flood of addresses grow memory.
+fn bump(map: &mut HashMap<String, Count>, key: &str, now: Instant) -> u32 {
+    if map.len() >= MAX_TRACKED && !map.contains_key(key) {
+        map.retain(|_, c| c.live(now) > 0);
+        if map.len() >= MAX_TRACKED {
+            return 0;
+        }
+    }
+    let c = map
+        .entry(key.to_string())
+        .or_insert(Count { n: 0, last: now });
+    c.n = c.live(now) + 1;
+    c.last = now;
+    c.n
+}
+
+impl LoginLimits {
+    /// Limits whose log lines call the logins `what` ("worker login").
+    pub fn new(what: &'static str) -> LoginLimits {
+        LoginLimits {
+            inner: Arc::new(Mutex::new(Limits::new(what))),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Limits> {
+        // The state is counters only: a panic elsewhere leaves it usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May a password for `name` from `addr` be checked now? A refusal is
+    /// logged (summarised) with `how` and says why, for the log only:
+    /// callers show one neutral answer. Keep the [`Admitted`] until the
+    /// check's outcome is recorded.
+    pub fn admit(
+        &self,
+        addr: &str,
+        name: &str,
+        trust: Trust,
+        how: &str,
+    ) -> Result<Admitted, String> {
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.refill(now);
+        l.log.flush(now);
+        let addr_failures = l.addrs.get(addr).map_or(0, |c| c.live(now));
+        let addr_limited = addr_failures >= MAX_FAILURES;
+        let why = match trust {
+            Trust::Credentials => return Ok(Admitted(None)),
+            Trust::Address if !addr_limited => return Ok(Admitted(None)),
+            _ => {
+                let name_failures = l.names.get(name).map_or(0, |c| c.live(now));
+                // An address with many failures gets no free ones.
+                let free = if addr_limited { 0 } else { NAME_FREE_FAILURES };
+                if name_failures > 0 && l.checking.contains(name) {
+                    "a check for this name is running".to_string()
+                } else if let Some(wait) = l.name_wait(name, now, free) {
+                    let from_addr = if addr_limited {
+                        format!(", {addr_failures} from this address")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{name_failures} recent failures for this name{from_addr}; next check in {:.1} s",
+                        wait.as_secs_f64()
+                    )
+                } else if l.budget < 1.0 {
+                    "too many failed logins on the whole master".to_string()
+                } else if name_failures > 0 {
+                    l.checking.insert(name.to_string());
+                    return Ok(Admitted(Some((self.clone(), name.to_string()))));
+                } else {
+                    return Ok(Admitted(None));
+                }
+            }
+        };
+        l.log.note(
+            now,
+            addr,
+            name,
+            &format!("for {name:?} from {addr} refused without a check ({how}): {why}"),
+        );
+        Err(why)
+    }
+
+    /// Counts a failed check against the address, the name and the global
+    /// budget, and logs it (summarised).
+    pub fn failed(&self, addr: &str, name: &str, how: &str) {
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.refill(now);
+        l.log.flush(now);
+        let na = bump(&mut l.addrs, addr, now);
+        let nn = bump(&mut l.names, name, now);
+        l.budget = (l.budget - 1.0).max(-GLOBAL_FAIL_BURST);
+        l.log.note(
+            now,
+            addr,
+            name,
+            &format!(
+                "failed for {name:?} from {addr} ({how}; failure {na} from this address, {nn} for this name)"
+            ),
+        );
+    }
+
+    /// A failed check of a name that does not exist, where that cannot be
+    /// seen from outside (the worker port answers every refusal with the
+    /// same bytes): counted against the address only. Such guesses can
+    /// never succeed, so neither a wait on the name nor the global budget
+    /// is needed, and a spray of made-up names cannot spend the budget
+    /// that new workers need. (Not for the web UI, where a 429 that only
+    /// real names could earn would tell which names exist.)
+    pub fn failed_no_such_name(&self, addr: &str, name: &str, how: &str) {
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.log.flush(now);
+        let na = bump(&mut l.addrs, addr, now);
+        l.log.note(
+            now,
+            addr,
+            name,
+            &format!("failed for {name:?} from {addr} ({how}; failure {na} from this address)"),
+        );
+    }
+
+    /// Logs (summarised) a refusal that is not a failed check, e.g. a
+    /// worker name already connected.
+    pub fn refused(&self, addr: &str, name: &str, why: &str) {
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.log.flush(now);
+        l.log.note(
+            now,
+            addr,
+            name,
+            &format!("for {name:?} from {addr} refused: {why}"),
+        );
+    }
+
+    /// Remembers that `addr` logged in as `name` ([`Trust::Address`]).
+    pub fn succeeded(&self, addr: &str, name: &str) {
+        let now = Instant::now();
+        let mut l = self.lock();
+        let key = l.pair_key(addr, name);
+        if l.known.len() >= CACHE_MAX * 4 && !l.known.contains_key(&key) {
+            l.known.retain(|_, at| now.duration_since(*at) < TRUST_TTL);
+            if l.known.len() >= CACHE_MAX * 4 {
+                // Still full of recent pairs: start over rather than grow.
+                l.known.clear();
+            }
+        }
+        l.known.insert(key, now);
+    }
+
+    /// Whether `addr` logged in as `name` within [`TRUST_TTL`].
+    pub fn known_address(&self, addr: &str, name: &str) -> bool {
+        let l = self.lock();
+        let key = l.pair_key(addr, name);
+        l.known.get(&key).is_some_and(|at| at.elapsed() < TRUST_TTL)
+    }
+
+    /// Logs (summarised per address and `kind`) any other refusal on a
+    /// login port, e.g. garbage on the worker port; `text` follows the
+    /// log's name for these logins.
+    pub fn note(&self, addr: &str, kind: &str, text: &str) {
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.log.flush(now);
+        l.log.note(now, addr, &format!("({kind})"), text);
+    }
+}
+
+/// An attempt [`LoginLimits::admit`] let through; while it lives, other
+/// untrusted checks of a name with failures wait (are refused).
+pub struct Admitted(Option<(LoginLimits, String)>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((limits, name)) = self.0.take() {
+            limits.lock().checking.remove(&name);
+        }
+    }
+}
+
+/// Failed-login log lines without the flood (item 10): the first event per
+/// (address, name) is logged in full, later ones are counted and logged as
+/// one line per minute; beyond [`LOG_LINES_PER_MINUTE`] full lines a
+/// minute, new sources are only counted. Summaries are written when the
+/// next attempt comes (no timer thread), so the count of a burst that
+/// stopped appears with the next attempt.
+struct FloodLog {
+    what: &'static str,
+    sources: HashMap<(String, String), Pending>,
+    minute: Instant,
+    lines: u32,
+    overflow: u32,
+    overflow_addrs: HashSet<String>,
+    /// The lines written, for the unit tests.
+    #[cfg(test)]
+    written: Vec<String>,
+}
+
+struct Pending {
+    since: Instant,
+    count: u32,
+}
+
+impl FloodLog {
+    fn new(what: &'static str) -> FloodLog {
+        FloodLog {
+            what,
+            sources: HashMap::new(),
+            minute: Instant::now(),
+            lines: 0,
+            overflow: 0,
+            overflow_addrs: HashSet::new(),
+            #[cfg(test)]
+            written: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, line: String) {
+        log::warn!("{line}");
+        #[cfg(test)]
+        self.written.push(line);
+    }
+
+    /// `label`: the name tried, or "(kind)" for other refusals.
+    fn note(&mut self, now: Instant, addr: &str, label: &str, text: &str) {
+        let key = (addr.to_string(), label.to_string());
+        if let Some(p) = self.sources.get_mut(&key) {
+            p.count += 1;
+        } else if self.lines < LOG_LINES_PER_MINUTE {
+            self.lines += 1;
+            let later = if self.lines == LOG_LINES_PER_MINUTE {
+                "; more from other addresses are only counted this minute"
+            } else {
+                "; more like it are counted, one line a minute"
+            };
+            self.emit(format!("{} {text}{later}", self.what));
+            self.sources.insert(
+                key,
+                Pending {
+                    since: now,
+                    count: 0,
+                },
+            );
+        } else {
+            self.overflow += 1;
+            if self.overflow_addrs.len() < 1000 {
+                self.overflow_addrs.insert(key.0);
+            }
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        let what = self.what;
+        let mut lines = Vec::new();
+        self.sources.retain(|(addr, label), p| {
+            let age = now.duration_since(p.since);
+            if age < LOG_PERIOD {
+                return true;
+            }
+            if p.count == 0 {
+                return false;
+            }
+            let label = if label.starts_with('(') {
+                format!(" {label}")
+            } else {
+                format!(" for {label:?}")
+            };
+            lines.push(format!(
+                "{} more failed or refused {what}s{label} from {addr} in the last {} s",
+                p.count,
+                age.as_secs()
+            ));
+            *p = Pending {
+                since: now,
+                count: 0,
+            };
+            true
+        });
+        for line in lines {
+            self.emit(line);
+        }
+        let age = now.duration_since(self.minute);
+        if age >= LOG_PERIOD {
+            if self.overflow > 0 {
+                self.emit(format!(
+                    "{} more failed or refused {what}s from {} addresses in the last {} s (not logged one by one)",
+                    self.overflow,
+                    self.overflow_addrs.len(),
+                    age.as_secs()
+                ));
+            }
+            self.minute = now;
+            self.lines = 0;
+            self.overflow = 0;
+            self.overflow_addrs.clear();
+        }
+    }
+}
+
+/// One Argon2 check at a time, and at most [`MAX_VERIFYING`] running or
+/// waiting: each check maps ~19 MiB and takes tens of milliseconds, so
+/// parallel guesses would only multiply memory and starve the HTTP threads.
+#[derive(Default)]
+struct Verifier {
+    lock: Mutex<()>,
+    queued: AtomicUsize,
+}
+
+/// A turn at the verifier; leaving the queue when dropped.
+struct Turn<'a> {
+    _guard: MutexGuard<'a, ()>,
+    queued: &'a AtomicUsize,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Verifier {
+    fn turn(&self) -> Option<Turn<'_>> {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= MAX_VERIFYING {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        Some(Turn {
+            _guard: guard,
+            queued: &self.queued,
+        })
+    }
+}
+
+/// Salted SHA-256 of (name, password) → (user, the PHC string it was
+/// checked against, when).
+type CredCache = HashMap<[u8; 32], (User, String, Instant)>;
 
 /// Shared by the HTTP threads; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Auth {
-    failures: Arc<Mutex<HashMap<String, Failures>>>,
-    /// SHA-256 of an `Authorization` header → (user, the PHC string it was
-    /// checked against, when). A hit still needs the stored hash to be the
-    /// same, so a changed password or a removed user takes effect at once.
-    basic_ok: Arc<Mutex<BasicCache>>,
+    limits: LoginLimits,
+    verifier: Arc<Verifier>,
+    /// Credentials verified lately. A hit still needs the stored hash to be
+    /// the same, so a changed password or a removed user takes effect at
+    /// once. Within [`CACHE_TTL`] a hit needs no hashing; within
+    /// [`TRUST_TTL`] it is hashed again but skips the guessing limits.
+    verified: Arc<Mutex<CredCache>>,
+    /// Per-process key for the cache, so its keys are not plain hashes of
+    /// passwords.
+    salt: [u8; 32],
+    #[cfg(test)]
+    skew: Arc<Mutex<Duration>>,
+}
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth::new()
+    }
 }
 
 impl Auth {
     pub fn new() -> Auth {
-        Auth::default()
-    }
-
-    /// Whether `addr` has used up its failed logins.
-    pub fn limited(&self, addr: &str) -> bool {
-        let Ok(mut map) = self.failures.lock() else {
-            return false;
-        };
-        match map.get(addr) {
-            Some(f) if f.since.elapsed() >= FAIL_WINDOW => {
-                map.remove(addr);
-                false
-            }
-            Some(f) => f.count >= MAX_FAILURES,
-            None => false,
+        let mut salt = [0u8; 32];
+        let _ = getrandom::getrandom(&mut salt);
+        Auth {
+            limits: LoginLimits::new("login"),
+            verifier: Arc::default(),
+            verified: Arc::default(),
+            salt,
+            #[cfg(test)]
+            skew: Arc::default(),
         }
     }
 
-    fn record_failure(&self, addr: &str, name: &str, how: &str) {
-        log::warn!("failed login for user {name:?} from {addr} ({how})");
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
-        // Bounded: forget windows that have passed before growing further.
-        if map.len() > 10_000 {
-            map.retain(|_, f| f.since.elapsed() < FAIL_WINDOW);
-        }
-        let f = map.entry(addr.to_string()).or_insert(Failures {
-            count: 0,
-            since: Instant::now(),
-        });
-        if f.since.elapsed() >= FAIL_WINDOW {
-            *f = Failures {
-                count: 0,
-                since: Instant::now(),
-            };
-        }
-        f.count += 1;
-        if f.count == MAX_FAILURES {
-            log::warn!(
-                "{addr}: {MAX_FAILURES} failed logins; refusing logins from it for {}s",
-                FAIL_WINDOW.as_secs()
-            );
-        }
+    /// Makes every cached credential `by` older (unit tests of the TTLs;
+    /// an `Instant` cannot go back further than the machine's uptime).
+    #[cfg(test)]
+    fn age_cache(&self, by: Duration) {
+        *self.skew.lock().unwrap() += by;
     }
 
-    /// Checks a name and password (login form or Basic auth), counting
-    /// failures per address; a limited address is refused before any hash
-    /// is computed, so guessing is slow and cheap for us.
+    /// How old a cache entry verified at `at` is.
+    fn age(&self, at: Instant) -> Duration {
+        #[cfg(test)]
+        return at.elapsed() + *self.skew.lock().unwrap();
+        #[cfg(not(test))]
+        at.elapsed()
+    }
+
+    fn cred_key(&self, name: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update((name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Checks a name and password (login form or Basic auth) under the
+    /// guessing limits of the module header. Refusals without a check are
+    /// `RateLimited` whatever their cause (the reason goes to the log).
     pub fn check(
         &self,
         conn: &Connection,
@@ -228,12 +800,28 @@ impl Auth {
         addr: &str,
         how: &str,
     ) -> Result<(User, String), AuthError> {
-        if self.limited(addr) {
-            log::warn!("login for user {name:?} from {addr} refused: rate limited ({how})");
-            return Err(AuthError::RateLimited);
-        }
         let row =
             store::user_password(conn, name).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let key = self.cred_key(name, password);
+        let cached = self.verified.lock().ok().and_then(|m| m.get(&key).cloned());
+        let mut trust = Trust::None;
+        if let (Some((user, phc, at)), Some((id, current))) = (cached, &row) {
+            if user.id == *id && phc == *current {
+                if self.age(at) < CACHE_TTL {
+                    return Ok((user, phc));
+                }
+                if self.age(at) < TRUST_TTL {
+                    trust = Trust::Credentials;
+                }
+            }
+        }
+        let Ok(_admitted) = self.limits.admit(addr, name, trust, how) else {
+            return Err(AuthError::RateLimited);
+        };
+        let Some(_turn) = self.verifier.turn() else {
+            self.limits.refused(addr, name, "password checks are busy");
+            return Err(AuthError::RateLimited);
+        };
         let ok = match &row {
             Some((_, phc)) => verify_password(password, phc),
             None => {
@@ -243,16 +831,26 @@ impl Auth {
                 false
             }
         };
+        drop(_turn);
         match row {
-            Some((id, phc)) if ok => Ok((
-                User {
+            Some((id, phc)) if ok => {
+                let user = User {
                     id,
                     name: name.to_string(),
-                },
-                phc,
-            )),
+                };
+                if let Ok(mut m) = self.verified.lock() {
+                    if m.len() >= CACHE_MAX && !m.contains_key(&key) {
+                        m.retain(|_, (_, _, at)| at.elapsed() < TRUST_TTL);
+                        if m.len() >= CACHE_MAX {
+                            m.clear();
+                        }
+                    }
+                    m.insert(key, (user.clone(), phc.clone(), Instant::now()));
+                }
+                Ok((user, phc))
+            }
             _ => {
-                self.record_failure(addr, name, how);
+                self.limits.failed(addr, name, how);
                 Err(AuthError::BadCredentials)
             }
         }
@@ -260,7 +858,8 @@ impl Auth {
 
     /// Who sent this request: a session cookie or Basic credentials, or
     /// nobody (Ok(None)). Wrong Basic credentials are an error even for a
-    /// read: a script should hear that its password is wrong.
+    /// read: a script should hear that its password is wrong. A session
+    /// is never refused for anyone's failed logins.
     pub fn identify(
         &self,
         conn: &Connection,
@@ -302,35 +901,12 @@ impl Auth {
         else {
             return Err(AuthError::BadCredentials);
         };
-        if self.limited(addr) {
-            return Err(AuthError::RateLimited);
-        }
-        let key: [u8; 32] = Sha256::digest(authz.as_bytes()).into();
-        let cached = self.basic_ok.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some((user, phc, at)) = cached {
-            let current = store::user_password(conn, &user.name)
-                .map_err(|e| AuthError::Internal(e.to_string()))?;
-            if at.elapsed() < BASIC_CACHE_TTL
-                && current.is_some_and(|(id, p)| id == user.id && p == phc)
-            {
-                return Ok(Login {
-                    user,
-                    via: Via::Basic,
-                });
-            }
-        }
         let decoded = Base64::decode_vec(b64.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or(AuthError::BadCredentials)?;
         let (name, password) = decoded.split_once(':').ok_or(AuthError::BadCredentials)?;
-        let (user, phc) = self.check(conn, name, password, addr, "basic auth")?;
-        if let Ok(mut m) = self.basic_ok.lock() {
-            if m.len() >= BASIC_CACHE_MAX {
-                m.clear();
-            }
-            m.insert(key, (user.clone(), phc, Instant::now()));
-        }
+        let (user, _) = self.check(conn, name, password, addr, "basic auth")?;
         Ok(Login {
             user,
             via: Via::Basic,
@@ -359,6 +935,96 @@ mod tests {
         assert!(!verify_password("x", "not a hash"));
         // The dummy hash parses, so a missing user costs the same.
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+        assert!(verify_phc(b"x", DUMMY_HASH).is_ok());
+        // Our mapped-memory hashing agrees with the crate's own both ways
+        // (hashes stored before this code still verify).
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let theirs = Argon2::default()
+            .hash_password(
+                b"old hash",
+                &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+            )
+            .unwrap()
+            .to_string();
+        assert!(verify_password("old hash", &theirs));
+        assert!(!verify_password("old hasi", &theirs));
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &PasswordHash::new(&a).unwrap())
+            .is_ok());
+        // A cost we refuse to map, rather than map gigabytes.
+        let huge = theirs.replace("m=19456", "m=4000000");
+        assert!(verify_phc(b"old hash", &huge).is_err());
+    }
+
+    #[test]
+    fn limits_name_address_budget_and_trust() {
+        let l = LoginLimits::new("test login");
+        let ok = |addr: &str, name: &str, t: Trust| l.admit(addr, name, t, "t").is_ok();
+        for i in 0..NAME_FREE_FAILURES {
+            assert!(ok(&format!("10.0.0.{i}"), "alice", Trust::None));
+            l.failed(&format!("10.0.0.{i}"), "alice", "t");
+        }
+        // The name waits, whichever address asks; known credentials do not.
+        assert!(!ok("10.0.0.99", "alice", Trust::None));
+        assert!(ok("10.0.0.99", "alice", Trust::Credentials));
+        // A known address does, until it has used up its own failures.
+        l.succeeded("127.0.0.1", "alice");
+        assert!(l.known_address("127.0.0.1", "alice"));
+        assert!(!l.known_address("127.0.0.2", "alice"));
+        assert!(ok("127.0.0.1", "alice", Trust::Address));
+        for _ in 0..MAX_FAILURES {
+            l.failed("127.0.0.1", "x", "t");
+        }
+        assert!(!ok("127.0.0.1", "alice", Trust::Address));
+        // The limited address may still try a name nobody guesses …
+        // … unless the global budget is spent (5 + 1/s; 8 failures so far).
+        assert!(!ok("127.0.0.1", "bob", Trust::None));
+        assert!(ok("127.0.0.1", "bob", Trust::Credentials));
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(!ok("127.0.0.1", "bob", Trust::None), "budget still spent");
+    }
+
+    #[test]
+    fn the_failure_log_is_summarised_and_bounded() {
+        let mut log = FloodLog::new("login");
+        let t0 = Instant::now();
+        // 50 failures from one address: one line now …
+        for i in 0..50 {
+            log.flush(t0);
+            log.note(t0, "127.0.0.5", "alice", &format!("failed {i}"));
+        }
+        assert_eq!(log.written.len(), 1, "{:?}", log.written);
+        // … 50 from 50 addresses: up to the budget of first lines …
+        for i in 0..50 {
+            log.note(t0, &format!("127.0.1.{i}"), "alice", "failed");
+        }
+        assert_eq!(log.written.len(), LOG_LINES_PER_MINUTE as usize);
+        // … and a minute later, a count for the first address and one
+        // line for all the addresses not logged.
+        let t1 = t0 + LOG_PERIOD + Duration::from_secs(1);
+        log.flush(t1);
+        let new = &log.written[LOG_LINES_PER_MINUTE as usize..];
+        assert_eq!(new.len(), 2, "{new:?}");
+        assert!(
+            new.contains(
+                &"49 more failed or refused logins for \"alice\" from 127.0.0.5 in the last 61 s"
+                    .to_string()
+            ),
+            "{new:?}"
+        );
+        assert!(
+            new.iter()
+                .any(|l| l.starts_with("41 more failed or refused logins from 41 addresses")),
+            "{new:?}"
+        );
+        // Quiet sources are forgotten: the next failure is a full line.
+        log.flush(t1 + LOG_PERIOD);
+        log.note(t1 + LOG_PERIOD, "127.0.0.5", "alice", "failed again");
+        assert!(log
+            .written
+            .last()
+            .unwrap()
+            .starts_with("login failed again"));
     }
 
     #[test]
@@ -391,6 +1057,14 @@ mod tests {
         store::create(&path).unwrap();
         let conn = store::open_admin(&path).unwrap();
         (dir, conn)
+    }
+
+    /// A Cookie header with a fresh session for user `id`.
+    fn cookie_hdr_live(conn: &Connection, id: i64) -> Vec<(String, String)> {
+        let token = random_token().unwrap();
+        store::create_session(conn, &token_hash(&token), id, "c", crate::model::now() + 60)
+            .unwrap();
+        vec![("cookie".to_string(), format!("{SESSION_COOKIE}={token}"))]
     }
 
     #[test]
@@ -439,25 +1113,65 @@ mod tests {
         store::delete_session(&conn, &token_hash(&token)).unwrap();
         assert_eq!(auth.identify(&conn, &cookie_hdr, "a"), Ok(None));
 
-        // Five failures from one address lock it out; others are unaffected.
-        for _ in 0..MAX_FAILURES - 1 {
+        // Guessing from one address: after NAME_FREE_FAILURES the name
+        // waits, from any address; the address limit then keeps it off
+        // names being guessed, not off other accounts.
+        let bob_id = store::add_user(&conn, "bob", &hash_password("bobs-pass").unwrap()).unwrap();
+        // Alice logs in once (her credentials are now known-good); one
+        // failure for her above, two more make her name wait.
+        assert!(auth
+            .check(&conn, "alice", "other-pass", "9.9.9.9", "t")
+            .is_ok());
+        for _ in 1..NAME_FREE_FAILURES {
             assert_eq!(
                 auth.check(&conn, "alice", "wrong", "1.2.3.4", "t").err(),
                 Some(AuthError::BadCredentials)
             );
         }
-        assert!(auth
-            .check(&conn, "alice", "other-pass", "1.2.3.4", "t")
-            .is_ok());
-        assert!(auth.check(&conn, "nobody", "x", "1.2.3.4", "t").is_err());
         assert_eq!(
-            auth.check(&conn, "alice", "other-pass", "1.2.3.4", "t")
-                .err(),
+            auth.check(&conn, "alice", "wrong", "5.6.7.8", "t").err(),
             Some(AuthError::RateLimited)
         );
+        // Alice's credentials were right before: not refused, anywhere.
         assert!(auth
             .check(&conn, "alice", "other-pass", "5.6.7.8", "t")
             .is_ok());
+        assert!(auth
+            .check(&conn, "alice", "other-pass", "1.2.3.4", "t")
+            .is_ok());
+        // Past the cache's 5 minutes, alice's credentials are hashed again
+        // but still skip the limits; past a day they are like any others.
+        auth.age_cache(CACHE_TTL + Duration::from_secs(1));
+        assert!(auth
+            .check(&conn, "alice", "other-pass", "5.6.7.8", "t")
+            .is_ok());
+        auth.age_cache(TRUST_TTL);
+        assert_eq!(
+            auth.check(&conn, "alice", "other-pass", "5.6.7.8", "t")
+                .err(),
+            Some(AuthError::RateLimited)
+        );
+        // Three more failures from 1.2.3.4 (after the global budget, 1/s,
+        // has refilled) use up its MAX_FAILURES.
+        std::thread::sleep(Duration::from_secs(3));
+        for who in ["nobody", "nobody2", "nobody3"] {
+            assert_eq!(
+                auth.check(&conn, who, "x", "1.2.3.4", "t").err(),
+                Some(AuthError::BadCredentials)
+            );
+        }
+        assert_eq!(
+            auth.check(&conn, "nobody", "x", "1.2.3.4", "t").err(),
+            Some(AuthError::RateLimited)
+        );
+        // 1.2.3.4 is limited: bob, whom nobody guesses, still gets in.
+        let (u, _) = auth
+            .check(&conn, "bob", "bobs-pass", "1.2.3.4", "t")
+            .unwrap();
+        assert_eq!(u.id, bob_id);
+        // A session is never refused.
+        let l = auth.identify(&conn, &cookie_hdr_live(&conn, id), "1.2.3.4");
+        assert!(matches!(l, Ok(Some(_))), "{l:?}");
         assert!(store::remove_user(&conn, "alice").unwrap());
         assert!(!store::remove_user(&conn, "alice").unwrap());
     }

@@ -26,6 +26,7 @@ pub mod scheduler;
 pub mod sse;
 pub mod steps;
 pub mod store;
+pub mod sys;
 pub mod worker;
 pub mod worker_conn;
 pub mod www;

@@ -8,7 +8,16 @@
 //! the connection thread `select!`s over frames, `ConnCmd`s from the
 //! botmaster and a keepalive tick. It drives each build's `RunningBuild`
 //! and sends `BotMsg::{Attached, BuildFinished, Detached}` to the botmaster.
+//!
+//! Logins (issue 14 item 5) go through the same guessing limits as the web
+//! UI (`auth::LoginLimits`: per name, per address, global), with an
+//! address that logged in as a name before trusted for it; every refused
+//! login gets the same [`LOGIN_REFUSED`] bytes, whether the name is
+//! unknown, the password wrong, the name already connected or the limits
+//! in the way, and is answered at once with the handshake slot already
+//! given back: the limits slow guessing down, not the sockets.
 
+use crate::auth::{LoginLimits, Trust};
 use crate::botmaster::{BotMsg, Connected};
 use crate::build::{BuildJob, RunningBuild};
 use crate::config::Config;
@@ -18,10 +27,10 @@ use crate::store::{self, Store};
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 use std::collections::HashMap;
-use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub enum ConnCmd {
@@ -52,9 +61,25 @@ pub struct ConnCtx {
     pub bot: Sender<BotMsg>,
     pub master_dir: PathBuf,
     pub events: Hub,
-    /// Failed logins per address, to slow down password guessing.
-    pub failures: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    /// The guessing limits and the summarised log of refusals.
+    pub failures: WorkerLogins,
 }
+
+/// [`LoginLimits`] for the worker port (its log lines say "worker login").
+#[derive(Clone)]
+pub struct WorkerLogins(pub LoginLimits);
+
+impl Default for WorkerLogins {
+    fn default() -> WorkerLogins {
+        WorkerLogins(LoginLimits::new("worker login"))
+    }
+}
+
+/// The one answer to every refused login: the same bytes whatever the
+/// cause, so the port tells a guesser nothing (which names exist, whether
+/// a password was right for a connected worker); the master's log says
+/// which it was.
+pub const LOGIN_REFUSED: &str = "login refused: unknown worker name, wrong password, a worker of that name already connected, or too many failed logins (the master's log says which)";
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections still in their handshake at once. Each holds a thread for
@@ -95,8 +120,14 @@ pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
                     }
                 };
                 let Some(slot) = HandshakeSlot::take(&handshakes) else {
-                    log::warn!(
-                        "worker port: more than {MAX_HANDSHAKES} connections in their handshake; dropping one"
+                    // A flood of connections: summarised like refusals.
+                    let ip = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                    ctx.failures.0.note(
+                        &ip,
+                        "flood",
+                        &format!(
+                            "from {ip}: more than {MAX_HANDSHAKES} connections in their handshake; dropping one"
+                        ),
                     );
                     continue;
                 };
@@ -105,12 +136,14 @@ pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
                     .name("worker-conn".into())
                     .stack_size(THREAD_STACK)
                     .spawn(move || {
-                        let peer = stream
-                            .peer_addr()
-                            .map(|a| a.to_string())
-                            .unwrap_or_default();
+                        let peer = stream.peer_addr().ok();
                         if let Err(e) = serve(stream, &ctx, slot) {
-                            log::warn!("worker connection from {peer}: {e:#}");
+                            // Mostly garbage before a login: summarised
+                            // per address like refused logins.
+                            let ip = peer.map(|a| a.ip().to_string()).unwrap_or_default();
+                            let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+                            let text = format!("from {peer} failed: {e:#}");
+                            ctx.failures.0.note(&ip, "handshake", &text);
                         }
                     });
                 if let Err(e) = spawned {
@@ -130,6 +163,20 @@ fn refuse(stream: &mut TcpStream, reason: &str) -> anyhow::Error {
         },
     );
     anyhow!("refused: {reason}")
+}
+
+/// Answers a refused login with [`LOGIN_REFUSED`], the handshake slot
+/// already given back (the caller has logged why). Ok: nothing more to log.
+fn refuse_login(mut stream: TcpStream, slot: HandshakeSlot) -> Result<()> {
+    drop(slot);
+    let _ = protocol::write_frame(
+        &mut stream,
+        &ToWorker::Refused {
+            reason: LOGIN_REFUSED.to_string(),
+        },
+    );
+    let _ = stream.shutdown(Shutdown::Both);
+    Ok(())
 }
 
 /// Handshake, then the connection loop.
@@ -165,34 +212,47 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
         return Err(refuse(&mut stream, &why));
     }
     let cfg = current(&ctx.cfg);
-    let password = cfg.worker(&name).map(|w| w.password.clone());
-    let good = password
-        .as_deref()
-        .is_some_and(|p| protocol::check_worker_proof(p, &nonce, &wnonce, &name, &proof));
-    let Some(password) = password.filter(|_| good) else {
-        // Same answer for an unknown name and a wrong password, after a
-        // delay that grows with the failures from this address.
-        let n = {
-            let mut f = ctx.failures.lock().map_err(|_| anyhow!("lock poisoned"))?;
-            let n = f.entry(ip).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        log::warn!("worker login failed for {name:?} from {ip} (failure {n})");
-        std::thread::sleep(Duration::from_millis((250u64 << n.min(5)).min(5000)));
-        return Err(refuse(&mut stream, "unknown worker name or wrong password"));
+    let limits = &ctx.failures.0;
+    let addr = ip.to_string();
+    // A worker's own address stays welcome while others guess its name.
+    let trust = if limits.known_address(&addr, &name) {
+        Trust::Address
+    } else {
+        Trust::None
     };
-    if let Ok(mut f) = ctx.failures.lock() {
-        f.remove(&ip);
-    }
+    let Ok(admitted) = limits.admit(&addr, &name, trust, "worker port") else {
+        return refuse_login(stream, slot);
+    };
+    let password = cfg.worker(&name).map(|w| w.password.clone());
+    // The same HMAC work for an unknown name, so timing does not tell.
+    let good = protocol::check_worker_proof(
+        password.as_deref().unwrap_or("no such worker"),
+        &nonce,
+        &wnonce,
+        &name,
+        &proof,
+    );
+    let Some(password) = password.filter(|_| good) else {
+        if cfg.worker(&name).is_some() {
+            limits.failed(&addr, &name, "wrong password");
+        } else {
+            limits.failed_no_such_name(&addr, &name, "no worker of that name");
+        }
+        drop(admitted);
+        return refuse_login(stream, slot);
+    };
+    drop(admitted);
     {
         let mut set = ctx.connected.lock().map_err(|_| anyhow!("lock poisoned"))?;
         if !set.insert(name.clone()) {
             drop(set);
-            let why = format!("a worker named {name} is already connected");
-            return Err(refuse(&mut stream, &why));
+            // Not counted as a failure (the password was right), but
+            // answered exactly like one.
+            limits.refused(&addr, &name, "a worker of that name is already connected");
+            return refuse_login(stream, slot);
         }
     }
+    limits.succeeded(&addr, &name);
     // From here on the name is ours; the botmaster releases it on Detached.
     let name2 = name.clone();
     let workerid = match ctx

@@ -384,8 +384,10 @@ fn prepare(r: &mut Req) -> Result<(), Resp> {
         Err(AuthError::RateLimited) => {
             return Err(error(
                 429,
-                "too many failed logins from this address; try again later",
-            ))
+                "login not checked now (too many failed logins, or password checks busy); \
+                 try again in a few seconds",
+            )
+            .with_header("Retry-After", "2"))
         }
         Err(AuthError::Internal(e)) => {
             log::error!("http: checking credentials: {e}");
@@ -862,7 +864,8 @@ fn login_post(
         Err(AuthError::RateLimited) => {
             return again(
                 429,
-                "Too many failed logins from your address; wait a few minutes.",
+                "Too many failed logins, or the server is busy checking passwords; wait a few \
+                 seconds and try again.",
             )
         }
         Err(AuthError::Internal(e)) => {

@@ -4,7 +4,7 @@
 //! running build as CANCELLED with its processes gone, a queued request can
 //! be cancelled, a paused worker gets no builds, commit text is escaped on
 //! every page, `anonymous = "none"` closes reads, login sessions and their
-//! CSRF tokens, the rate limit on failed logins, and the unix socket.
+//! CSRF tokens, the limits on failed logins, and the unix socket.
 
 mod common;
 use common::*;
@@ -494,18 +494,20 @@ fn anonymous_none_sessions_csrf_and_rate_limit() {
     let (code, _) = curl(&["-b", jar_s, &s.url("/api/v2/builds")]);
     assert_eq!(code, 401);
 
-    // Failed logins are logged and, after five, refused even when right.
+    // Five failed logins: further guesses at the name are refused without
+    // a check (429), but the owner's known-good password still gets in
+    // (issue 14 item 5), by form and by Basic auth, and the guesses are
+    // logged without a line each.
     for _ in 0..5 {
-        assert_eq!(login(&s, "wrong-password").0, 401);
+        assert!([401, 429].contains(&login(&s, "wrong-password").0));
     }
-    assert_eq!(login(&s, PASSWORD).0, 429);
+    assert_eq!(login(&s, "wrong-password").0, 429);
+    assert_eq!(login(&s, PASSWORD).0, 303);
     let (code, _) = curl(&["-u", &basic(), &s.url("/api/v2/builds")]);
-    assert_eq!(code, 429);
+    assert_eq!(code, 200);
     let log = std::fs::read_to_string(s.master.join("master.log")).unwrap();
-    assert!(
-        log.contains("failed login for user \"alice\" from 127.0.0.1"),
-        "{log}"
-    );
+    let lines = log.lines().filter(|l| l.contains("login")).count();
+    assert!(lines <= 6, "{log}");
 }
 
 #[test]

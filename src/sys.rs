@@ -1,0 +1,161 @@
+//! The few system calls minibot makes without a safe wrapper in std, each
+//! behind a safe type: this is the only module (besides the older
+//! `daemon.rs`) with `unsafe` code.
+//!
+//! Owns: [`MappedBlocks`], the Argon2 working memory mapped straight from
+//! the kernel (so a password check never leaves ~19 MiB in malloc's
+//! arenas: issue 14 item 6), and [`connect_from`], a TCP connection from a
+//! chosen local address (std cannot bind before connecting; the hostile
+//! tests use it to arrive from 127.0.0.N the way a neighbour would).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::ops::{Deref, DerefMut};
+use std::os::fd::FromRawFd;
+use std::ptr::NonNull;
+
+/// Argon2 memory blocks in an anonymous private mapping of their own,
+/// unmapped when dropped: the pages go back to the kernel at once, and
+/// none of them ever belonged to malloc (a `Vec` of 19 MiB is served by
+/// mmap too, but glibc raises its mmap threshold after freeing one, so the
+/// next one lands in an arena and stays resident).
+pub struct MappedBlocks {
+    ptr: NonNull<argon2::Block>,
+    count: usize,
+}
+
+impl MappedBlocks {
+    /// Maps `count` zeroed blocks (1 KiB each).
+    pub fn new(count: usize) -> io::Result<MappedBlocks> {
+        let len = count
+            .checked_mul(argon2::Block::SIZE)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad block count"))?;
+        // SAFETY: a fresh anonymous private mapping: no address hint, no file
+        // descriptor; the kernel picks the place and we check for failure.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<argon2::Block>())
+            .ok_or_else(|| io::Error::other("mmap returned a null pointer"))?;
+        Ok(MappedBlocks { ptr, count })
+    }
+}
+
+impl Deref for MappedBlocks {
+    type Target = [argon2::Block];
+    fn deref(&self) -> &[argon2::Block] {
+        // SAFETY: the mapping is `count` blocks long, page aligned (more than
+        // Block's 64-byte alignment), readable and writable, and lives until
+        // drop. Anonymous mappings start zeroed, and a Block is a plain
+        // `[u64; 128]`, for which all-zero bytes are a valid value. `&self`
+        // keeps out any `&mut` to the same memory.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.count) }
+    }
+}
+
+impl DerefMut for MappedBlocks {
+    fn deref_mut(&mut self) -> &mut [argon2::Block] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.count) }
+    }
+}
+
+impl AsMut<[argon2::Block]> for MappedBlocks {
+    fn as_mut(&mut self) -> &mut [argon2::Block] {
+        self
+    }
+}
+
+impl Drop for MappedBlocks {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `new` (same address and
+        // length); no reference into it outlives `self`.
+        let rc =
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.count * argon2::Block::SIZE) };
+        if rc != 0 {
+            log::error!(
+                "munmap of Argon2 memory failed: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// A TCP connection to `remote` (IPv4) from the local address `local`
+/// (port chosen by the kernel), e.g. from 127.0.0.5 to 127.0.0.1.
+pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> {
+    let (IpAddr::V4(l), SocketAddr::V4(r)) = (local, remote) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "connect_from: IPv4 addresses only",
+        ));
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let (la, ra) = (sin(l, 0), sin(*r.ip(), r.port()));
+    let alen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket() takes no pointers; a negative result is an error.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we just opened and own alone; the stream
+    // takes it over and closes it on every path from here.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    // SAFETY: both pointers are to live `sockaddr_in` values of `alen` bytes.
+    let rc = unsafe { libc::bind(fd, (&raw const la).cast(), alen) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as for bind.
+    let rc = unsafe { libc::connect(fd, (&raw const ra).cast(), alen) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_zeroed_writable_and_unmapped() {
+        let mut b = MappedBlocks::new(19 * 1024).unwrap();
+        assert_eq!(b.len(), 19 * 1024);
+        // Zeroed at both ends, and the last block is writable.
+        let z = format!("{:?}", argon2::Block::new());
+        assert_eq!(format!("{:?}", b[0]), z);
+        assert_eq!(format!("{:?}", b[19 * 1024 - 1]), z);
+        b[19 * 1024 - 1] = argon2::Block::default();
+        drop(b);
+        assert!(MappedBlocks::new(0).is_err());
+        assert!(MappedBlocks::new(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn connects_from_another_loopback_address() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = connect_from("127.0.0.7".parse().unwrap(), l.local_addr().unwrap()).unwrap();
+        let (_, peer) = l.accept().unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.7");
+        assert_eq!(s.local_addr().unwrap().ip(), peer.ip());
+    }
+}
