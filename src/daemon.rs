@@ -572,21 +572,6 @@ pub fn signals() -> Result<Receiver<i32>> {
     Ok(rx)
 }
 
-/// Raises a listening socket's accept backlog to `n` (the kernel caps it
-/// at `net.core.somaxconn`, 4096 on current Linux). std listens with 128:
-/// a neighbour connecting in a tight loop fills that between two rounds of
-/// the HTTP reception thread, and a real client's SYN is then dropped and
-/// retried only after a second.
-pub fn widen_backlog(listener: &impl std::os::fd::AsRawFd, n: i32) -> Result<()> {
-    // SAFETY: listen(2) on a socket we own; called again on a listening
-    // socket it only changes the backlog.
-    let rc = unsafe { libc::listen(listener.as_raw_fd(), n) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("setting the listen backlog");
-    }
-    Ok(())
-}
-
 /// What the master asks of glibc's malloc through `GLIBC_TUNABLES`: no
 /// per-thread caches of freed chunks (tcache). Each thread keeps up to 7
 /// freed chunks of each small size for itself; glibc counts them as in use,

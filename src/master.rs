@@ -99,7 +99,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             let l = std::os::unix::net::UnixListener::bind(&path)
                 .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
             store::set_private(&path)?;
-            daemon::widen_backlog(&l, HTTP_BACKLOG)?;
+            crate::sys::widen_backlog(&l, HTTP_BACKLOG)
+                .context("setting the HTTP listen backlog")?;
             let desc = format!("unix:{}", path.display());
             (http_server::Listener::Unix(l, path), desc)
         }
@@ -107,7 +108,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             let addr = format!("{}:{}", cfg.www.bind, cfg.www.port);
             let l = TcpListener::bind(&addr)
                 .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-            daemon::widen_backlog(&l, HTTP_BACKLOG)?;
+            crate::sys::widen_backlog(&l, HTTP_BACKLOG)
+                .context("setting the HTTP listen backlog")?;
             (http_server::Listener::Tcp(l), format!("http://{addr}/"))
         }
     };

@@ -6,7 +6,8 @@
 //! the kernel (so a password check never leaves ~19 MiB in malloc's
 //! arenas: issue 14 item 6), and [`connect_from`], a TCP connection from a
 //! chosen local address (std cannot bind before connecting; the hostile
-//! tests use it to arrive from 127.0.0.N the way a neighbour would).
+//! tests use it to arrive from 127.0.0.N the way a neighbour would), and
+//! [`widen_backlog`] for the HTTP listener.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -130,6 +131,21 @@ pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> 
         return Err(io::Error::last_os_error());
     }
     Ok(stream)
+}
+
+/// Raises a listening socket's accept backlog to `n` (the kernel caps it
+/// at `net.core.somaxconn`, 4096 on current Linux). std listens with 128:
+/// a neighbour connecting in a tight loop fills that between two rounds of
+/// the HTTP reception thread, and a real client's SYN is then dropped and
+/// retried only after a second.
+pub fn widen_backlog(listener: &impl std::os::fd::AsRawFd, n: i32) -> io::Result<()> {
+    // SAFETY: listen(2) on a socket we own; called again on a listening
+    // socket it only changes the backlog.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), n) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

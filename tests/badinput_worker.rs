@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use minibot::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
+use minibot::protocol::{self, FromWorker, ToWorker};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -33,19 +33,7 @@ impl Raw {
 
     /// Sends Auth for `name` with `password`; returns the master's answer.
     fn auth(&mut self, name: &str, password: &str) -> ToWorker {
-        let wnonce = protocol::new_nonce();
-        let proof = protocol::worker_proof(password, &self.nonce, &wnonce, name);
-        protocol::write_frame(
-            &mut self.stream,
-            &FromWorker::Auth {
-                protocol: PROTOCOL_VERSION,
-                name: name.into(),
-                nonce: wnonce,
-                proof,
-                info: Default::default(),
-            },
-        )
-        .unwrap();
+        send_worker_auth(&mut self.stream, &self.nonce, name, password);
         self.next().expect("an answer to Auth")
     }
 

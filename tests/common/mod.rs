@@ -1264,3 +1264,28 @@ pub fn wait_requests_done(master: &Path, timeout: Duration) -> i64 {
         (open[0] == 0).then(|| db_query::<i64>(master, "SELECT count(*) FROM buildrequests")[0])
     })
 }
+
+/// Sends a worker's `Auth` for `name` with `password`, answering the
+/// master's `Hello` (whose nonce is `master_nonce`), as `minibot-worker`
+/// does (docs/protocol.md).
+pub fn send_worker_auth<W: std::io::Write>(
+    stream: &mut W,
+    master_nonce: &str,
+    name: &str,
+    password: &str,
+) {
+    use minibot::protocol::{self, FromWorker, PROTOCOL_VERSION};
+    let wnonce = protocol::new_nonce();
+    let proof = protocol::worker_proof(password, master_nonce, &wnonce, name);
+    protocol::write_frame(
+        stream,
+        &FromWorker::Auth {
+            protocol: PROTOCOL_VERSION,
+            name: name.into(),
+            nonce: wnonce,
+            proof,
+            info: Default::default(),
+        },
+    )
+    .expect("sending Auth");
+}

@@ -5,7 +5,7 @@
 //! it measured.
 
 use crate::common::*;
-use minibot::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
+use minibot::protocol::{self, ToWorker};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -261,19 +261,7 @@ fn worker_login(wport: u16, from: &str, name: &str, password: &str) -> (Vec<u8>,
     let ToWorker::Hello { nonce, .. } = hello else {
         panic!("expected Hello, got {hello:?}")
     };
-    let wnonce = protocol::new_nonce();
-    let proof = protocol::worker_proof(password, &nonce, &wnonce, name);
-    protocol::write_frame(
-        &mut stream,
-        &FromWorker::Auth {
-            protocol: PROTOCOL_VERSION,
-            name: name.into(),
-            nonce: wnonce,
-            proof,
-            info: Default::default(),
-        },
-    )
-    .expect("sending auth");
+    send_worker_auth(&mut stream, &nonce, name, password);
     use std::io::Read;
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).expect("an answer");
