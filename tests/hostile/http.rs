@@ -362,7 +362,8 @@ fn clients_that_stop_reading_a_large_log_are_dropped() {
     let stuck: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            // A tiny receive window: the master's writes block at once.
+            // Never read: the 8 MB answer fills the socket buffers and the
+            // master's writes block.
             c.write_all(
                 format!("GET /api/v2/logs/{logid}/raw HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                     .as_bytes(),
