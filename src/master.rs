@@ -34,6 +34,47 @@ pub const CONFIG_FILE: &str = "master.cfg";
 pub const DB_FILE: &str = "state.sqlite";
 pub const PID_FILE: &str = "minibot.pid";
 pub const LOG_FILE: &str = "master.log";
+/// The outcome of the last reconfig (`ReconfigStatus`), which `minibot
+/// reconfig` waits for: state, not a log line (the log level may hide it).
+pub const RECONFIG_FILE: &str = "reconfig.json";
+
+/// What `RECONFIG_FILE` holds: which master (pid) did its how-manieth
+/// reconfig since it started, and how it ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReconfigStatus {
+    pub pid: u32,
+    pub generation: u64,
+    pub outcome: ReconfigOutcome,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconfigOutcome {
+    /// The new config is in use.
+    Done,
+    /// The new config was refused; the old one stays.
+    Rejected,
+}
+
+impl ReconfigStatus {
+    /// Reads `dir`'s status file; None if there is none or it is not one.
+    pub fn read(dir: &Path) -> Option<ReconfigStatus> {
+        let text = std::fs::read(dir.join(RECONFIG_FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Writes it whole (a temp file renamed over the old one, so a reader
+    /// never sees half of it), private.
+    fn write(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{RECONFIG_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        store::set_private(&tmp)?;
+        std::fs::rename(&tmp, dir.join(RECONFIG_FILE))
+            .with_context(|| format!("renaming {} into place", tmp.display()))
+    }
+}
 
 /// Connections the kernel queues for the HTTP reception thread: enough
 /// that a neighbour's connection flood does not make the kernel drop a real
@@ -52,6 +93,9 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let cfg = load_config(dir)?;
     daemon::limit_malloc_arenas();
     let _pid = daemon::acquire_pid_file(&dir.join(PID_FILE), "master")?;
+    // A previous master's reconfig outcomes mean nothing to this one (and
+    // a reused pid must not make an old generation look current).
+    let _ = std::fs::remove_file(dir.join(RECONFIG_FILE));
     daemon::init_logging_with(
         &dir.join(LOG_FILE),
         log_to_stderr,
@@ -176,18 +220,23 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     daemon::announce_ready(&ready);
 
     let mut clean = false;
+    let mut reconfigs = 0;
     for sig in sigs.forever() {
         match sig {
-            signal_hook::consts::SIGHUP => reconfig(
-                dir,
-                &shared,
-                &store,
-                &Peers {
-                    sched: &sched_tx,
-                    bot: &bot_tx,
-                },
-                &mut on_demand,
-            ),
+            signal_hook::consts::SIGHUP => {
+                reconfigs += 1;
+                reconfig(
+                    dir,
+                    &shared,
+                    &store,
+                    &Peers {
+                        sched: &sched_tx,
+                        bot: &bot_tx,
+                    },
+                    &mut on_demand,
+                    reconfigs,
+                )
+            }
             signal_hook::consts::SIGUSR1 => {
                 log::info!(
                     "stop --clean: waiting for running builds to finish, starting no new ones"
@@ -323,29 +372,49 @@ impl OnDemand {
 
 /// SIGHUP: load the file again; keep the old config if it is bad. The log
 /// lines starting with "reconfig:" are what `minibot reconfig` waits for.
+/// Re-reads `master.cfg` (SIGHUP) and records the outcome in
+/// `RECONFIG_FILE` for `minibot reconfig`.
 fn reconfig(
     dir: &Path,
     shared: &SharedConfig,
     store: &Store,
     peers: &Peers,
     on_demand: &mut OnDemand,
+    generation: u64,
 ) {
-    let new = match load_config(dir) {
-        Ok(c) => c,
+    let (outcome, message) = match apply_reconfig(dir, shared, store, peers, on_demand) {
+        Ok(done) => (ReconfigOutcome::Done, done),
         Err(e) => {
             log::error!("reconfig: rejected, keeping the old config:\n{e:#}");
-            return;
+            (ReconfigOutcome::Rejected, format!("{e:#}"))
         }
     };
+    let status = ReconfigStatus {
+        pid: std::process::id(),
+        generation,
+        outcome,
+        message,
+    };
+    if let Err(e) = status.write(dir) {
+        log::error!("reconfig: {e:#}");
+    }
+}
+
+/// The reconfig itself; Ok(the line saying what is now configured).
+fn apply_reconfig(
+    dir: &Path,
+    shared: &SharedConfig,
+    store: &Store,
+    peers: &Peers,
+    on_demand: &mut OnDemand,
+) -> Result<String> {
+    let new = load_config(dir)?;
     let old = worker_conn::current(shared);
     if old.www != new.www || old.protocols != new.protocols {
         log::warn!("reconfig: changes to [www] and [protocols] take effect at the next restart");
     }
     let c2 = new.clone();
-    if let Err(e) = store.write(move |c| store::sync_config(c, &c2)) {
-        log::error!("reconfig: rejected, keeping the old config: {e:#}");
-        return;
-    }
+    store.write(move |c| store::sync_config(c, &c2))?;
     let new = Arc::new(new);
     match shared.write() {
         Ok(mut g) => *g = new.clone(),
@@ -356,10 +425,12 @@ fn reconfig(
     if let Err(e) = on_demand.apply(&new) {
         log::error!("reconfig: {e:#}");
     }
-    log::info!(
+    let done = format!(
         "reconfig: done ({} builders, {} workers, {} schedulers)",
         new.builders.len(),
         new.workers.len(),
         new.schedulers.len()
     );
+    log::info!("{done}");
+    Ok(done)
 }

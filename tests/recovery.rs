@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A test that prints "started", then waits until `gate` exists: the test
 /// decides when the build may finish, with no sleeps that race.
@@ -342,4 +342,35 @@ fn worker_sigterm_mid_build_retries_instead_of_cancelling() {
     let _worker2 = s.start_worker("example-worker", WORKER_PW);
     let builds = s.wait_builds(2, Duration::from_secs(60));
     assert_eq!(builds[1]["results"], 0, "{builds:?}");
+}
+
+/// `minibot reconfig` takes the outcome from the master's status file
+/// (`reconfig.json`), not from its log: with the log at "warn", where the
+/// "reconfig: done" line is not written, it still answers at once, twice.
+#[test]
+fn reconfig_answers_with_the_log_at_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new(PASSING_TEST, "");
+    let dir = s.master.to_str().unwrap();
+    let (_master, _) = start_daemon_env(
+        MINIBOT,
+        &["start", "--nodaemon", dir],
+        "master",
+        &[("RUST_LOG", "warn")],
+    );
+    for _ in 0..2 {
+        let t = Instant::now();
+        let out = run_ok(MINIBOT, &["reconfig", dir]);
+        assert!(out.contains("reconfig: done (1 builders"), "{out}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+    let log = std::fs::read_to_string(s.master.join("master.log")).unwrap();
+    assert!(!log.contains("reconfig: done"), "{log}");
+    let status = s.master.join("reconfig.json");
+    let mode = std::fs::metadata(&status).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    assert_eq!(st["generation"], 2, "{st}");
+    assert_eq!(st["outcome"], "done", "{st}");
 }

@@ -338,28 +338,32 @@ fn reconfig(dir: &Path) -> Result<()> {
     // secrets their warnings).
     let cfg = master::load_config(dir)?;
     warn_weak_secrets(dir, &cfg);
-    let log = dir.join(LOG_FILE);
-    let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    // The master records each reconfig's outcome in a status file (not
+    // only in master.log, whose level may hide it): wait for one newer
+    // than what is there now.
+    let before = master::ReconfigStatus::read(dir)
+        .filter(|st| st.pid == pid as u32)
+        .map_or(0, |st| st.generation);
     daemon::send_signal(pid, libc::SIGHUP)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let text = std::fs::read(&log).unwrap_or_default();
-        let new = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
-        if let Some(line) = new.lines().find(|l| l.contains("reconfig: done")) {
-            println!("{}", line.trim());
-            return Ok(());
+        match master::ReconfigStatus::read(dir) {
+            Some(st) if st.pid == pid as u32 && st.generation > before => match st.outcome {
+                master::ReconfigOutcome::Done => {
+                    println!("{}", st.message);
+                    return Ok(());
+                }
+                master::ReconfigOutcome::Rejected => bail!(
+                    "the master rejected the new config and kept the old one: {}",
+                    st.message
+                ),
+            },
+            _ => std::thread::sleep(Duration::from_millis(20)),
         }
-        if new.contains("reconfig: rejected") {
-            bail!(
-                "the master rejected the new config and kept the old one; see {}",
-                log.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
     bail!(
         "no answer from the master within 10 s; see {}",
-        log.display()
+        dir.join(LOG_FILE).display()
     )
 }
 
