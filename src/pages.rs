@@ -536,7 +536,8 @@ pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<String>> {
     if let Some(d) = description.filter(|d| !d.is_empty()) {
         let _ = write!(body, "<p>{}</p>", escape_html(&d));
     }
-    let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
+    let tags: Vec<String> = serde_json::from_str(&tags)
+        .with_context(|| format!("corrupt JSON in builders {builderid}, column tags"))?;
     if !tags.is_empty() {
         let _ = write!(
             body,
@@ -1000,7 +1001,8 @@ fn properties_section(conn: &Connection, buildid: i64) -> Result<String> {
     let props: String = conn
         .prepare_cached("SELECT properties FROM builds WHERE buildid = ?1")?
         .query_row([buildid], |r| r.get(0))?;
-    let props: store::Props = serde_json::from_str(&props).unwrap_or_default();
+    let props: store::Props = serde_json::from_str(&props)
+        .with_context(|| format!("corrupt JSON in builds {buildid}, column properties"))?;
     let rows: Vec<Vec<String>> = props
         .iter()
         .map(|(k, (v, src))| {

@@ -692,6 +692,25 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_stored_json_is_an_error_naming_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        create(&path).unwrap();
+        let conn = open_admin(&path).unwrap();
+        conn.execute(
+            "INSERT INTO changes(author, comments, repository, project, when_timestamp, properties)
+             VALUES ('a', 'c', 'r', 'p', 0, '{\"branch\": [\"x\", \"Change\"]')",
+            [],
+        )
+        .unwrap();
+        let err = unscheduled_changes(&conn).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt JSON in changes 1, column properties"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn release_memory_keeps_one_idle_reader_and_the_store_working() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
@@ -903,6 +922,24 @@ pub struct ChangeRow {
 const CHANGE_COLS: &str =
     "changeid, branch, revision, repository, project, category, codebase, files, properties";
 
+/// A JSON column of a stored row. Corrupt text is an error naming the
+/// table, row and column, never a silent default (a rebuild would run with
+/// `{}` properties).
+fn json_col<T: serde::de::DeserializeOwned>(
+    text: &str,
+    table: &str,
+    id: i64,
+    column: &str,
+) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("corrupt JSON in {table} {id}, column {column}: {e}").into(),
+        )
+    })
+}
+
 fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
     let files: String = r.get(7)?;
     let props: String = r.get(8)?;
@@ -914,8 +951,8 @@ fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
         project: r.get(4)?,
         category: r.get(5)?,
         codebase: r.get(6)?,
-        files: serde_json::from_str(&files).unwrap_or_default(),
-        properties: serde_json::from_str(&props).unwrap_or_default(),
+        files: json_col(&files, "changes", r.get(0)?, "files")?,
+        properties: json_col(&props, "changes", r.get(0)?, "properties")?,
     })
 }
 
@@ -1053,7 +1090,7 @@ pub fn pending_requests(
                 project: r.get(9)?,
                 codebase: r.get(10)?,
             },
-            properties: serde_json::from_str(&props).unwrap_or_default(),
+            properties: json_col(&props, "buildsets", r.get(3)?, "properties")?,
             has_changes: r.get(12)?,
             priority: r.get(13)?,
         })
@@ -1314,7 +1351,7 @@ pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildRepor
                     complete_at: r.get(6)?,
                     results: r.get(7)?,
                     state_string: r.get(8)?,
-                    properties: serde_json::from_str(&props).unwrap_or_default(),
+                    properties: json_col(&props, "builds", r.get(0)?, "properties")?,
                     reason: r.get(10)?,
                     ss: SourceStamp {
                         branch: r.get(11)?,
@@ -1355,7 +1392,7 @@ pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildRepor
             Ok(ChangeSource {
                 revision: r.get(0)?,
                 repository: r.get(1)?,
-                properties: serde_json::from_str(&props).unwrap_or_default(),
+                properties: json_col(&props, "changes of buildset", bsid, "properties")?,
                 signed: r.get(3)?,
             })
         })
@@ -1449,7 +1486,7 @@ pub fn rebuild(conn: &Connection, buildid: i64, reason: &str) -> Result<Option<(
                     project: r.get(4)?,
                     codebase: r.get(5)?,
                 },
-                serde_json::from_str::<Props>(&props).unwrap_or_default(),
+                json_col::<Props>(&props, "buildsets", r.get(0)?, "properties")?,
                 r.get::<_, String>(7)?,
                 r.get::<_, i64>(8)?,
                 r.get::<_, Option<String>>(9)?,
