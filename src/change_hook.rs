@@ -18,10 +18,10 @@
 //! gitea_status reporter takes as the sign of a change it may trust
 //! (`store::ChangeSource::signed`).
 
+use crate::config::LiveConfig;
 use crate::dialects::{self, HookError, HookOutcome, HookRequest};
 use crate::scheduler::SchedMsg;
 use crate::store::{self, Store};
-use crate::worker_conn::{current, SharedConfig};
 use crossbeam_channel::Sender;
 use serde_json::json;
 
@@ -74,13 +74,13 @@ fn synthetic_delivery(dialect: &str) -> String {
 }
 
 pub fn handle(
-    cfg: &SharedConfig,
+    cfg: &LiveConfig,
     store: &Store,
     sched: &Sender<SchedMsg>,
     dialect: &str,
     req: &HookRequest,
 ) -> HookReply {
-    let cfg = current(cfg);
+    let cfg = cfg.current();
     let dialects_cfg = &cfg.www.change_hook_dialects;
     let enabled = match dialect {
         "gitea" => dialects_cfg.gitea.is_some(),

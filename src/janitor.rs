@@ -31,8 +31,8 @@
 //! committed. Everything it removed is logged at info level.
 
 use crate::config::JanitorCfg;
+use crate::config::LiveConfig;
 use crate::store::{self, Store};
-use crate::worker_conn::{self, SharedConfig};
 use anyhow::{Context, Result};
 use crossbeam_channel::{after, select, Receiver, Sender, TryRecvError};
 use rusqlite::{params, Connection};
@@ -69,7 +69,7 @@ impl Drop for Janitor {
 }
 
 /// Starts the janitor thread for the master in `master_dir`.
-pub fn spawn(store: Store, cfg: SharedConfig, master_dir: PathBuf) -> Result<Janitor> {
+pub fn spawn(store: Store, cfg: LiveConfig, master_dir: PathBuf) -> Result<Janitor> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
         .name("janitor".into())
@@ -82,14 +82,14 @@ pub fn spawn(store: Store, cfg: SharedConfig, master_dir: PathBuf) -> Result<Jan
     })
 }
 
-fn thread_main(store: &Store, cfg: &SharedConfig, master_dir: &Path, stop: &Receiver<()>) {
+fn thread_main(store: &Store, cfg: &LiveConfig, master_dir: &Path, stop: &Receiver<()>) {
     let mut wait = FIRST_RUN;
     loop {
         select! {
             recv(stop) -> _ => return,
             recv(after(wait)) -> _ => {}
         }
-        let jcfg = worker_conn::current(cfg).janitor.clone();
+        let jcfg = cfg.current().janitor.clone();
         let stopping = || !matches!(stop.try_recv(), Err(TryRecvError::Empty));
         match run_once(store, master_dir, &jcfg, crate::model::now(), &stopping) {
             Ok(p) => p.log(&jcfg),
@@ -809,9 +809,7 @@ mod tests {
     #[test]
     fn thread_stops_when_dropped() {
         let f = Fixture::new();
-        let cfg: SharedConfig = std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
-            crate::config::parse(crate::config::SAMPLE, "sample").unwrap(),
-        )));
+        let cfg = LiveConfig::new(crate::config::parse(crate::config::SAMPLE, "sample").unwrap());
         let j = spawn(f.store.clone(), cfg, f.master().to_path_buf()).unwrap();
         // Returns at once: the stop channel wakes the thread from its timer
         // (a janitor ignoring it would hang this test).

@@ -12,7 +12,7 @@
 //! re-queued), SIGUSR1 stops after the running builds finish.
 
 use crate::botmaster::{self, BotMsg, Connected};
-use crate::config::{self, Config};
+use crate::config::{self, Config, LiveConfig};
 use crate::daemon;
 use crate::events::Hub;
 use crate::http_server;
@@ -21,13 +21,13 @@ use crate::poller::{self, PollerMsg};
 use crate::reporters::{self, ReporterMsg};
 use crate::scheduler::{self, SchedMsg};
 use crate::store::{self, Store};
-use crate::worker_conn::{self, ConnCtx, SharedConfig};
+use crate::worker_conn::{self, ConnCtx};
 use crate::www::{self, WwwCtx};
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, unbounded, Sender};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub const CONFIG_FILE: &str = "master.cfg";
@@ -159,7 +159,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     };
 
     let events = Hub::new();
-    let shared: SharedConfig = Arc::new(RwLock::new(Arc::new(cfg.clone())));
+    let shared = LiveConfig::new(cfg.clone());
     let connected: Connected = Arc::new(Mutex::new(Default::default()));
     let (sched_tx, sched_rx) = unbounded();
     let (bot_tx, bot_rx) = unbounded();
@@ -376,7 +376,7 @@ impl OnDemand {
 /// `RECONFIG_FILE` for `minibot reconfig`.
 fn reconfig(
     dir: &Path,
-    shared: &SharedConfig,
+    shared: &LiveConfig,
     store: &Store,
     peers: &Peers,
     on_demand: &mut OnDemand,
@@ -403,23 +403,20 @@ fn reconfig(
 /// The reconfig itself; Ok(the line saying what is now configured).
 fn apply_reconfig(
     dir: &Path,
-    shared: &SharedConfig,
+    shared: &LiveConfig,
     store: &Store,
     peers: &Peers,
     on_demand: &mut OnDemand,
 ) -> Result<String> {
     let new = load_config(dir)?;
-    let old = worker_conn::current(shared);
+    let old = shared.current();
     if old.www != new.www || old.protocols != new.protocols {
         log::warn!("reconfig: changes to [www] and [protocols] take effect at the next restart");
     }
     let c2 = new.clone();
     store.write(move |c| store::sync_config(c, &c2))?;
     let new = Arc::new(new);
-    match shared.write() {
-        Ok(mut g) => *g = new.clone(),
-        Err(p) => *p.into_inner() = new.clone(),
-    }
+    shared.replace(new.clone());
     let _ = peers.sched.send(SchedMsg::Reconfig(new.clone()));
     let _ = peers.bot.send(BotMsg::Reconfig(new.clone()));
     if let Err(e) = on_demand.apply(&new) {

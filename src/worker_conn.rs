@@ -20,7 +20,7 @@
 use crate::auth::{LoginLimits, Trust};
 use crate::botmaster::{BotMsg, Connected};
 use crate::build::{BuildJob, RunningBuild};
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::events::Hub;
 use crate::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
 use crate::store::{self, Store};
@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub enum ConnCmd {
@@ -43,20 +43,10 @@ pub enum ConnCmd {
     Shutdown,
 }
 
-/// The config currently loaded; replaced whole on reconfig.
-pub type SharedConfig = Arc<RwLock<Arc<Config>>>;
-
-pub fn current(cfg: &SharedConfig) -> Arc<Config> {
-    match cfg.read() {
-        Ok(c) => c.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
-}
-
 #[derive(Clone)]
 pub struct ConnCtx {
     pub store: Store,
-    pub cfg: SharedConfig,
+    pub cfg: LiveConfig,
     pub connected: Connected,
     pub bot: Sender<BotMsg>,
     pub master_dir: PathBuf,
@@ -211,7 +201,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
         );
         return Err(refuse(&mut stream, &why));
     }
-    let cfg = current(&ctx.cfg);
+    let cfg = ctx.cfg.current();
     let limits = &ctx.failures.0;
     let addr = ip.to_string();
     // A worker's own address stays welcome while others guess its name.

@@ -30,6 +30,7 @@ use crate::auth::{self, Auth, AuthError, Login, Via};
 use crate::botmaster::BotMsg;
 use crate::change_hook;
 use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::dialects::HookRequest;
 use crate::events::Hub;
 use crate::http_server::{self, Handler, Head, Listener, Method, Reply, Request, Response};
@@ -38,7 +39,6 @@ use crate::rpc::{self, Writer};
 use crate::scheduler::SchedMsg;
 use crate::sse::{self, Live, Watch};
 use crate::store::{self, Store};
-use crate::worker_conn::{current, SharedConfig};
 use anyhow::Result;
 use crossbeam_channel::Sender;
 use serde_json::json;
@@ -58,7 +58,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 #[derive(Clone)]
 pub struct WwwCtx {
     pub store: Store,
-    pub cfg: SharedConfig,
+    pub cfg: LiveConfig,
     pub sched: Sender<SchedMsg>,
     /// For writes that act on builds (force, stop, rebuild).
     pub bot: Sender<BotMsg>,
@@ -246,7 +246,7 @@ fn handle(req: Request, ctx: &WwwCtx, shared: &Shared) -> Reply {
     let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let cfg = current(&ctx.cfg);
+    let cfg = ctx.cfg.current();
     if let Some(dialect) = path.strip_prefix("/change_hook/") {
         // Hooks carry their own signatures and only write: no reader, and
         // any Host (Gitea may name the master however it reaches it).
