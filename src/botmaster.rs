@@ -28,12 +28,24 @@ use crate::build::BuildJob;
 use crate::config::Config;
 use crate::daemon;
 use crate::store::{self, PendingRequest, Props, Store};
-use crate::worker_conn::ConnCmd;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What the botmaster tells a worker connection's thread (`worker_conn`):
+/// defined here, with the sender, so the two modules do not import each
+/// other.
+pub enum ConnCmd {
+    StartBuild(Box<BuildJob>),
+    StopBuild {
+        buildid: i64,
+        reason: String,
+    },
+    /// Master shutdown: interrupt running steps and close.
+    Shutdown,
+}
 
 pub enum BotMsg {
     /// New requests are queued, or a worker was unpaused: dispatch again.

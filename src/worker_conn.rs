@@ -5,7 +5,7 @@
 //! thread (blocking reads → `Incoming` channel) and the connection thread,
 //! which is the socket's only writer. A blocking socket cannot wait on a
 //! channel, so the reader thread turns frames into channel messages and
-//! the connection thread `select!`s over frames, `ConnCmd`s from the
+//! the connection thread `select!`s over frames, `botmaster::ConnCmd`s from the
 //! botmaster and a keepalive tick. It drives each build's `RunningBuild`
 //! and sends `BotMsg::{Attached, BuildFinished, Detached}` to the botmaster.
 //!
@@ -18,7 +18,7 @@
 //! given back: the limits slow guessing down, not the sockets.
 
 use crate::auth::{LoginLimits, Trust};
-use crate::botmaster::{BotMsg, Connected};
+use crate::botmaster::{BotMsg, ConnCmd, Connected};
 use crate::build::{BuildJob, RunningBuild};
 use crate::config::LiveConfig;
 use crate::events::Hub;
@@ -32,16 +32,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-pub enum ConnCmd {
-    StartBuild(Box<BuildJob>),
-    StopBuild {
-        buildid: i64,
-        reason: String,
-    },
-    /// Master shutdown: interrupt running steps and close.
-    Shutdown,
-}
 
 #[derive(Clone)]
 pub struct ConnCtx {
