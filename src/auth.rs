@@ -99,7 +99,7 @@ const LOG_PERIOD: Duration = Duration::from_secs(60);
 /// each PHC string, so raising them later keeps old hashes valid.
 pub fn hash_password(password: &str) -> Result<String> {
     let mut raw = [0u8; 16];
-    getrandom::getrandom(&mut raw).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
+    getrandom::fill(&mut raw).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
     let salt = SaltString::encode_b64(&raw).map_err(|e| anyhow!("encoding a salt: {e}"))?;
     let params = Params::default();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -203,7 +203,7 @@ pub fn check_password(password: &str) -> Result<()> {
 /// 32 random bytes as hex: session tokens and CSRF tokens.
 pub fn random_token() -> Result<String> {
     let mut b = [0u8; 32];
-    getrandom::getrandom(&mut b).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
+    getrandom::fill(&mut b).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
     Ok(hex::encode(b))
 }
 
@@ -338,7 +338,7 @@ impl Limits {
         let mut salt = [0u8; 32];
         // Without OS randomness the salt stays zero: the keys are then plain
         // SHA-256, still never compared with anything an attacker supplies.
-        let _ = getrandom::getrandom(&mut salt);
+        let _ = getrandom::fill(&mut salt);
         Limits {
             addrs: HashMap::new(),
             names: HashMap::new(),
@@ -754,7 +754,7 @@ impl Default for Auth {
 impl Auth {
     pub fn new() -> Auth {
         let mut salt = [0u8; 32];
-        let _ = getrandom::getrandom(&mut salt);
+        let _ = getrandom::fill(&mut salt);
         Auth {
             limits: LoginLimits::new("login"),
             verifier: Arc::default(),

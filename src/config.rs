@@ -1062,7 +1062,7 @@ pub const MIN_SECRET_LEN: usize = 12;
 /// `n` random bytes from the OS as lowercase hex (2n characters).
 pub fn random_hex(n: usize) -> anyhow::Result<String> {
     let mut b = vec![0u8; n];
-    getrandom::getrandom(&mut b)
+    getrandom::fill(&mut b)
         .map_err(|e| anyhow::anyhow!("reading random bytes from the OS: {e}"))?;
     Ok(hex::encode(b))
 }

@@ -169,7 +169,7 @@ pub fn new_nonce() -> String {
     let mut b = [0u8; 32];
     // getrandom only fails when the OS has no entropy source at all; a
     // predictable nonce would weaken auth, so that is fatal.
-    getrandom::getrandom(&mut b).expect("OS random source unavailable");
+    getrandom::fill(&mut b).expect("OS random source unavailable");
     hex::encode(b)
 }
 

@@ -373,7 +373,7 @@ fn run_logged(dir: &Path) -> Result<()> {
 fn backoff_delay(failures: u32) -> Duration {
     let base = (1u64 << failures.saturating_sub(1).min(6)) as f64;
     let mut b = [0u8; 8];
-    let unit = match getrandom::getrandom(&mut b) {
+    let unit = match getrandom::fill(&mut b) {
         Ok(()) => u64::from_le_bytes(b) as f64 / u64::MAX as f64,
         Err(_) => 0.5,
     };
