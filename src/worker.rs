@@ -117,26 +117,29 @@ pub fn load_config(dir: &Path) -> Result<WorkerConfig> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("could not read {}", path.display()))?;
-    let cfg: WorkerConfig = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
-        .map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner
-                .span()
-                .map(|s| {
-                    format!(
-                        " (line {})",
-                        text[..s.start.min(text.len())].lines().count().max(1)
-                    )
-                })
-                .unwrap_or_default();
-            let at = if key == "." {
-                String::new()
-            } else {
-                format!(" key `{key}`:")
-            };
-            anyhow::anyhow!("{}:{at} {}{line}", path.display(), inner.message())
-        })?;
+    // A syntax error or a wrong key, with its line when toml knows it.
+    let describe = |key: &str, inner: toml::de::Error| {
+        let line = inner
+            .span()
+            .map(|s| {
+                format!(
+                    " (line {})",
+                    text[..s.start.min(text.len())].lines().count().max(1)
+                )
+            })
+            .unwrap_or_default();
+        let at = if key == "." || key.is_empty() {
+            String::new()
+        } else {
+            format!(" key `{key}`:")
+        };
+        anyhow::anyhow!("{}:{at} {}{line}", path.display(), inner.message())
+    };
+    let de = toml::Deserializer::parse(&text).map_err(|e| describe("", e))?;
+    let cfg: WorkerConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        describe(&key, e.into_inner())
+    })?;
     let bad = |key: &str, e: anyhow::Error| anyhow::anyhow!("{}: key `{key}`: {e}", path.display());
     parse_master(&cfg.master).map_err(|e| bad("master", e))?;
     check_name(&cfg.name).map_err(|e| bad("name", e))?;
