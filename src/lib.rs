@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dialects;
 pub mod events;
+pub mod html;
 pub mod http_server;
 pub mod janitor;
 pub mod logs;

@@ -12,7 +12,7 @@
 //! state is reset at each line: chunks render independently and a stray
 //! escape cannot colour the rest of the log.
 
-use crate::pages::escape_html;
+use crate::html::{html, Html};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -138,10 +138,11 @@ pub fn read_from(path: &Path, offset: u64) -> io::Result<Range> {
 
 /// The HTML of stream-log lines: stderr in `<span class="le">`, headers in
 /// `<span class="lh">`, ANSI SGR colours as `<span class="...">`, every
-/// other byte escaped. For the inside of a `<pre>`.
-pub fn render(r: &Range) -> String {
+/// other byte escaped (the log's text goes into `Html` only as text; the
+/// spans are ours). For the inside of a `<pre>`.
+pub fn render(r: &Range) -> Html {
     let text = String::from_utf8_lossy(&r.text);
-    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    let mut out = Html::new();
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let line = line.strip_suffix('\n').unwrap_or(line);
         let (stream, body) = if i == 0 && r.partial_first {
@@ -161,15 +162,13 @@ pub fn render(r: &Range) -> String {
             _ => None,
         };
         if let Some(c) = class {
-            out.push_str("<span class=\"");
-            out.push_str(c);
-            out.push_str("\">");
+            out.push(&html!("<span class=\"{}\">", c));
         }
         ansi_line(body, &mut out);
         if class.is_some() {
-            out.push_str("</span>");
+            out.push(&html!("</span>"));
         }
-        out.push('\n');
+        out.push(&html!("\n"));
     }
     out
 }
@@ -259,12 +258,12 @@ impl Sgr {
 }
 
 /// Renders one line's text with its ANSI escapes into `out`.
-fn ansi_line(s: &str, out: &mut String) {
+fn ansi_line(s: &str, out: &mut Html) {
     let mut sgr = Sgr::default();
     let mut open = false;
     let mut rest = s;
     while let Some(i) = rest.find('\x1b') {
-        out.push_str(&escape_html(&rest[..i]));
+        out.push(&rest[..i]);
         let after = &rest[i + 1..];
         let Some(csi) = after.strip_prefix('[') else {
             // Any other escape (ESC, intermediates ' '..'/', a final
@@ -286,23 +285,22 @@ fn ansi_line(s: &str, out: &mut String) {
             sgr.apply(&csi[..end]);
             if sgr != before {
                 if open {
-                    out.push_str("</span>");
+                    out.push(&html!("</span>"));
                     open = false;
                 }
                 let classes = sgr.classes();
                 if !classes.is_empty() {
-                    out.push_str("<span class=\"");
-                    out.push_str(&classes);
-                    out.push_str("\">");
+                    // Our class names; escaped all the same.
+                    out.push(&html!("<span class=\"{}\">", classes));
                     open = true;
                 }
             }
         }
         rest = &csi[end + 1..];
     }
-    out.push_str(&escape_html(rest));
+    out.push(rest);
     if open {
-        out.push_str("</span>");
+        out.push(&html!("</span>"));
     }
 }
 

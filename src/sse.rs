@@ -266,8 +266,9 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
         }
         let data = json!({
             "stepid": s.stepid,
-            "head": pages::step_head(c, s),
-            "html": pages::step_html(c, s, pages::step_open(s, i + 1 == steps.len()), &ranges),
+            "head": pages::step_head(c, s).into_string(),
+            "html": pages::step_html(c, s, pages::step_open(s, i + 1 == steps.len()), &ranges)
+                .into_string(),
         });
         send(out, "step", &data)?;
         sent.steps.insert(s.stepid, key);
@@ -289,7 +290,7 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
                 }
                 let data = json!({
                     "logid": logid, "start": r.start, "end": r.end,
-                    "html": logview::render(&r),
+                    "html": logview::render(&r).into_string(),
                 });
                 send(out, "log", &data)?;
                 *offset = r.end;
@@ -299,7 +300,11 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
     }
     let key = (b.state_string.clone(), b.results, b.complete_at);
     if sent.build.as_ref() != Some(&key) {
-        send(out, "build", &json!({ "html": pages::build_head(c, &b) }))?;
+        send(
+            out,
+            "build",
+            &json!({ "html": pages::build_head(c, &b).into_string() }),
+        )?;
         sent.build = Some(key);
         wrote = true;
     }

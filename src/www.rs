@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::config::LiveConfig;
 use crate::dialects::HookRequest;
 use crate::events::Hub;
+use crate::html::Html;
 use crate::http_server::{self, Handler, Head, Listener, Method, Reply, Request, Response};
 use crate::pages::{self, Ctx};
 use crate::rpc::{self, Writer};
@@ -126,7 +127,7 @@ fn error(status: u16, msg: &str) -> Resp {
     json_resp(status, &json!({ "error": msg }))
 }
 
-fn html(status: u16, body: String) -> Resp {
+fn html(status: u16, body: Html) -> Resp {
     respond_bytes(status, "text/html; charset=utf-8", body.into_bytes())
         .with_header("Cache-Control", "no-store")
 }
@@ -535,7 +536,7 @@ fn page(r: &Req) -> Result<Resp> {
         return Ok(error(400, "bad path"));
     };
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let ok = |s: String| Ok(html(200, s));
+    let ok = |s: Html| Ok(html(200, s));
     match segs.as_slice() {
         [] => ok(pages::home(&c)?),
         ["login"] => {

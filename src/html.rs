@@ -1,0 +1,302 @@
+//! HTML that escapes by construction.
+//!
+//! Owns: the [`Html`] type, a string of markup, and the [`html!`] macro
+//! that builds it. An `Html` can only be made by escaping text
+//! ([`Html::text`]), from a `&'static str` (markup written in the source,
+//! [`Html::lit`]), or by `html!`, whose template is a literal and whose
+//! arguments are escaped unless they are already `Html`. Every page,
+//! fragment and log rendering returns `Html`, and `www` sends only `Html`
+//! as a page: text from outside (commit messages, authors, branch names,
+//! log text, worker info) can reach a page only through an escape, so a
+//! forgotten escape is a type error instead of an XSS hole.
+//!
+//! Why a newtype and not a template crate: the pages are a few dozen tags
+//! built by plain functions; a newtype keeps their shape (and the tests
+//! that look for exact markup), adds no dependency or proc-macro compile
+//! time, and the rule it enforces fits in this file.
+//!
+//! One escaping serves element content and quoted attribute values (all
+//! of `& < > " '`): the pages never write an unquoted attribute. URLs built
+//! from names are percent-encoded by their builder
+//! (`pages::encode_path_segment`) and then escaped here like any text.
+
+use std::fmt::Write;
+
+/// Markup that is safe to send: made only by escaping, from literals, or
+/// from other `Html`. The field is private: there is no way to wrap an
+/// arbitrary `String`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Html(String);
+
+impl Html {
+    /// Empty markup, to `push` onto.
+    pub fn new() -> Html {
+        Html(String::new())
+    }
+
+    /// Text, escaped.
+    pub fn text(s: &str) -> Html {
+        let mut out = Html(String::with_capacity(s.len()));
+        escape_into(s, &mut out.0);
+        out
+    }
+
+    /// Markup written in the source. `'static` keeps text read at run time
+    /// out (short of leaking a `String` on purpose).
+    pub fn lit(s: &'static str) -> Html {
+        Html(s.to_string())
+    }
+
+    /// Appends `r`: text is escaped, `Html` appended as it is.
+    pub fn push<R: Render + ?Sized>(&mut self, r: &R) {
+        r.render_to(&mut self.0);
+    }
+
+    /// The items with the markup `sep` between them.
+    pub fn join(items: impl IntoIterator<Item = Html>, sep: &'static str) -> Html {
+        let mut out = Html::new();
+        for (i, h) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.0.push_str(sep);
+            }
+            out.0.push_str(&h.0);
+        }
+        out
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The bytes of a response body.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0.into_bytes()
+    }
+
+    /// What `html!` expands to: `template` (a literal, checked by
+    /// [`__check`] at compile time) with each `{}` replaced by the next
+    /// argument, rendered. `{{` and `}}` are literal braces.
+    #[doc(hidden)]
+    pub fn __format(template: &'static str, args: &[&dyn Render]) -> Html {
+        let mut out = String::with_capacity(template.len() + 16 * args.len());
+        let mut args = args.iter();
+        let mut rest = template;
+        while let Some(i) = rest.find(['{', '}']) {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{}") {
+                // The compile-time check matched the count; a missing
+                // argument renders as nothing rather than panicking.
+                if let Some(a) = args.next() {
+                    a.render_to(&mut out);
+                }
+            } else {
+                // `{{` or `}}` (the check allows nothing else).
+                out.push_str(&tail[..1]);
+            }
+            rest = tail.get(2..).unwrap_or("");
+        }
+        out.push_str(rest);
+        Html(out)
+    }
+}
+
+/// Read access for tests and callers that search or measure a page.
+/// There is deliberately no `From<String>` and no `DerefMut`.
+impl std::ops::Deref for Html {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Html {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Html {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl FromIterator<Html> for Html {
+    fn from_iter<I: IntoIterator<Item = Html>>(iter: I) -> Html {
+        Html::join(iter, "")
+    }
+}
+
+mod sealed {
+    /// Only this module decides what may be rendered, and how.
+    pub trait Sealed {}
+}
+
+/// What may go into `html!` and [`Html::push`]: text (escaped), numbers
+/// (as they are: digits and signs need no escaping) and `Html` (as it is).
+/// Sealed: an impl elsewhere could append raw text.
+pub trait Render: sealed::Sealed {
+    fn render_to(&self, out: &mut String);
+}
+
+impl sealed::Sealed for str {}
+impl Render for str {
+    fn render_to(&self, out: &mut String) {
+        escape_into(self, out);
+    }
+}
+
+impl sealed::Sealed for String {}
+impl Render for String {
+    fn render_to(&self, out: &mut String) {
+        escape_into(self, out);
+    }
+}
+
+impl sealed::Sealed for Html {}
+impl Render for Html {
+    fn render_to(&self, out: &mut String) {
+        out.push_str(&self.0);
+    }
+}
+
+impl<T: Render + ?Sized> sealed::Sealed for &T {}
+impl<T: Render + ?Sized> Render for &T {
+    fn render_to(&self, out: &mut String) {
+        (**self).render_to(out);
+    }
+}
+
+macro_rules! render_numbers {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Render for $t {
+            fn render_to(&self, out: &mut String) {
+                let _ = write!(out, "{self}");
+            }
+        }
+    )*};
+}
+render_numbers!(i32, i64, u32, u64, usize);
+
+/// Escapes text for element content and quoted attribute values. Private:
+/// the only way to use it is to make an `Html`.
+fn escape_into(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+}
+
+/// The compile-time check of an `html!` template: only `{}` placeholders
+/// (a named one, `{name}`, would capture a variable unescaped in
+/// `format!`; here it is refused), `{{`/`}}` for braces, and as many
+/// placeholders as arguments.
+#[doc(hidden)]
+pub const fn __check(template: &str, args: usize) {
+    let b = template.as_bytes();
+    let mut i = 0;
+    let mut n = 0;
+    while i < b.len() {
+        let next = if i + 1 < b.len() { b[i + 1] } else { 0 };
+        if b[i] == b'{' {
+            if next == b'}' {
+                n += 1;
+            } else if next != b'{' {
+                panic!("html!: only empty placeholders (no names, no format specs)");
+            }
+            i += 2;
+        } else if b[i] == b'}' {
+            if next != b'}' {
+                panic!("html!: a lone closing brace (write two for a literal one)");
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    if n != args {
+        panic!("html!: the template's placeholders and the arguments differ in number");
+    }
+}
+
+/// `html!("<a href=\"/x/{}\">{}</a>", url, name)`: the template is markup
+/// (a literal), each `{}` takes the next argument, escaped unless it is
+/// `Html`. Only `{}` placeholders: no names, no format specs (checked at
+/// compile time).
+macro_rules! html {
+    ($template:literal $(, $arg:expr)* $(,)?) => {{
+        const _: () = $crate::html::__check(
+            $template,
+            <[&str]>::len(&[$(stringify!($arg)),*]),
+        );
+        $crate::html::Html::__format(
+            $template,
+            &[$(&$arg as &dyn $crate::html::Render),*],
+        )
+    }};
+}
+pub(crate) use html;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_escapes_every_special_character() {
+        assert_eq!(
+            Html::text("<script>alert('x & \"y\"')</script>"),
+            "&lt;script&gt;alert(&#39;x &amp; &quot;y&quot;&#39;)&lt;/script&gt;"
+        );
+        assert_eq!(Html::text("plain é"), "plain é");
+        let mut h = Html::lit("<p>");
+        h.push("a<b");
+        h.push(&Html::lit("</p>"));
+        assert_eq!(h, "<p>a&lt;b</p>");
+    }
+
+    #[test]
+    fn macro_escapes_text_but_not_html() {
+        let name = String::from("<b>&'\"");
+        let inner = html!("<i>{}</i>", "x>y");
+        assert_eq!(
+            html!("<p>{}{}{}</p>", name, inner, 42),
+            "<p>&lt;b&gt;&amp;&#39;&quot;<i>x&gt;y</i>42</p>"
+        );
+        // An Html argument is appended as it is, never escaped twice.
+        let once = Html::text("a&b");
+        assert_eq!(html!("{}", once), "a&amp;b");
+        assert_eq!(html!("{}", &once), "a&amp;b");
+        assert_eq!(html!("{{x}} {}", 1), "{x} 1");
+        assert_eq!(html!("<br>"), "<br>");
+    }
+
+    #[test]
+    fn attributes_are_escaped() {
+        let url = "https://x/?a=1&b=\"><script>";
+        let v = "it's";
+        assert_eq!(
+            html!("<a href=\"{}\" title='{}'>x</a>", url, v),
+            "<a href=\"https://x/?a=1&amp;b=&quot;&gt;&lt;script&gt;\" title='it&#39;s'>x</a>"
+        );
+    }
+
+    #[test]
+    fn join_and_collect() {
+        let items = ["<a>", "b"].iter().map(|s| Html::text(s));
+        assert_eq!(Html::join(items, "<br>"), "&lt;a&gt;<br>b");
+        let all: Html = (1..=3).map(|i: i64| html!("<li>{}</li>", i)).collect();
+        assert_eq!(all, "<li>1</li><li>2</li><li>3</li>");
+    }
+}
