@@ -11,7 +11,7 @@
 
 use crate::store;
 use anyhow::{anyhow, bail, Context, Result};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -7,7 +7,7 @@
 //! sockets. The messages are documented for humans in `docs/protocol.md`.
 
 use anyhow::{bail, Context, Result};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@ pub mod github;
 
 use crate::config::GiteaDialect;
 use crate::model::NewChange;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::Sha256;
@@ -354,7 +354,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 pub(crate) mod testutil {
     //! Fixture loading shared by the dialect tests.
     use super::HookRequest;
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     use sha2::Sha256;
 
     pub const FIXTURE_SECRET: &str = "fixture-secret";

@@ -3,7 +3,7 @@
 //! for HTTP (as users do), and polling with deadlines instead of sleeps.
 #![allow(dead_code)]
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
