@@ -47,7 +47,7 @@
 use crate::store;
 use crate::sys::MappedBlocks;
 use anyhow::{anyhow, bail, Context, Result};
-use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64ct::{Base64, Encoding};
 use rusqlite::Connection;
@@ -100,7 +100,7 @@ const LOG_PERIOD: Duration = Duration::from_secs(60);
 pub fn hash_password(password: &str) -> Result<String> {
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
-    let salt = SaltString::encode_b64(&raw).map_err(|e| anyhow!("encoding a salt: {e}"))?;
+    let salt = Salt::new(&raw).map_err(|e| anyhow!("making a salt: {e}"))?;
     let params = Params::default();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     argon2_into(
@@ -115,7 +115,7 @@ pub fn hash_password(password: &str) -> Result<String> {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
         params: ParamsString::try_from(&params).map_err(|e| anyhow!("encoding params: {e}"))?,
-        salt: Some(salt.as_salt()),
+        salt: Some(salt),
         hash: Some(Output::new(&out).map_err(|e| anyhow!("encoding the hash: {e}"))?),
     };
     Ok(phc.to_string())
@@ -157,7 +157,8 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 /// parameters and salt, then compares in constant time.
 fn verify_phc(password: &[u8], phc: &str) -> Result<bool> {
     let h = PasswordHash::new(phc).map_err(|e| anyhow!("parsing the PHC string: {e}"))?;
-    let algorithm = Algorithm::try_from(h.algorithm).map_err(|e| anyhow!("algorithm: {e}"))?;
+    let algorithm =
+        Algorithm::try_from(h.algorithm.as_str()).map_err(|e| anyhow!("algorithm: {e}"))?;
     let version = match h.version {
         Some(v) => Version::try_from(v).map_err(|e| anyhow!("version: {e}"))?,
         None => Version::default(),
@@ -166,13 +167,9 @@ fn verify_phc(password: &[u8], phc: &str) -> Result<bool> {
     let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
         bail!("the PHC string has no salt or no hash");
     };
-    let mut salt_buf = [0u8; 64];
-    let salt = salt
-        .decode_b64(&mut salt_buf)
-        .map_err(|e| anyhow!("salt: {e}"))?;
     let mut out = [0u8; Output::MAX_LENGTH];
     let out = &mut out[..expected.len()];
-    argon2_into(algorithm, version, params, password, salt, out)?;
+    argon2_into(algorithm, version, params, password, &salt, out)?;
     Ok(same_bytes(out, expected.as_bytes()))
 }
 
@@ -940,10 +937,7 @@ mod tests {
         // (hashes stored before this code still verify).
         use argon2::{PasswordHasher, PasswordVerifier};
         let theirs = Argon2::default()
-            .hash_password(
-                b"old hash",
-                &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
-            )
+            .hash_password_with_salt(b"old hash", b"0123456789abcdef")
             .unwrap()
             .to_string();
         assert!(verify_password("old hash", &theirs));
