@@ -100,7 +100,7 @@ impl Cdp {
             msg["sessionId"] = json!(s);
         }
         self.ws
-            .send(Message::Text(msg.to_string()))
+            .send(Message::Text(msg.to_string().into()))
             .expect("sending to Chromium");
         let deadline = Instant::now() + MIN;
         loop {
@@ -356,5 +356,5 @@ fn browser_logs_in_forces_and_watches_the_log_grow() {
     cdp.assert_no_errors();
     // Browser-level, so without the page's session; no answer awaited.
     let close = json!({"id": 0, "method": "Browser.close"}).to_string();
-    let _ = cdp.ws.send(Message::Text(close));
+    let _ = cdp.ws.send(Message::Text(close.into()));
 }
