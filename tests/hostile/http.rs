@@ -82,7 +82,7 @@ fn header_without_crlf_is_refused_and_memory_stays_bounded() {
     let master = s.start_master();
     let pid = master.pid();
     let idle = rss_kb(pid);
-    let port = s.www;
+    let port = s.www();
     let peak = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..16)
         .map(|_| {
@@ -164,7 +164,7 @@ fn idle_and_slow_connections_do_not_stall_hooks_or_pages() {
     let s = Setup::new(PASSING_TEST, "");
     let master = s.start_master();
     let pid = master.pid();
-    let port = s.www;
+    let port = s.www();
     // Warm up (reader connections, page code), then take the idle figures.
     assert_eq!(get(port, "/").0, 200);
     assert_eq!(signed_hook(&s, 0).0, 200);
@@ -296,7 +296,7 @@ fn idle_and_slow_connections_do_not_stall_hooks_or_pages() {
 fn slow_bodies_are_cut_off_and_do_not_stall_pages() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    let port = s.www;
+    let port = s.www();
     let started = Instant::now();
     let slow: Vec<TcpStream> = (0..8)
         .map(|_| {
@@ -356,7 +356,7 @@ fn clients_that_stop_reading_a_large_log_are_dropped() {
         .clone();
     let logs = get_json(&s.url(&format!("/api/v2/steps/{}/logs", step["stepid"])));
     let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-    let port = s.www;
+    let port = s.www();
     let idle_threads = threads(pid);
     let started = Instant::now();
     let stuck: Vec<TcpStream> = (0..8)
@@ -460,7 +460,7 @@ fn foreign_host_is_misdirected() {
     );
     std::fs::write(s.master.join("master.cfg"), cfg).unwrap();
     let _master = s.start_master();
-    let port = s.www;
+    let port = s.www();
     let with_host = |path: &str, host: &str| {
         raw(
             port,
@@ -505,7 +505,7 @@ fn foreign_host_is_misdirected() {
 fn keep_alive_and_body_framing() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    let port = s.www;
+    let port = s.www();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for _ in 0..2 {
@@ -542,10 +542,7 @@ fn keep_alive_and_body_framing() {
 fn unix_socket_has_the_same_bounds() {
     let s = Setup::new(PASSING_TEST, "");
     let cfg = std::fs::read_to_string(s.master.join("master.cfg")).unwrap();
-    let cfg = cfg.replace(
-        &format!("[www]\nport = {}\n", s.www),
-        "[www]\nunix_socket = \"www.sock\"\n",
-    );
+    let cfg = cfg.replace("[www]\nport = 0\n", "[www]\nunix_socket = \"www.sock\"\n");
     std::fs::write(s.master.join("master.cfg"), cfg).unwrap();
     let (_master, line) = start_daemon(
         MINIBOT,
@@ -646,7 +643,7 @@ fn process_limit_gives_503s_not_a_crash() {
         name: "master".into(),
     };
     assert!(line.contains("serving"), "ready line: {line:?}");
-    let port = s.www;
+    let port = s.www();
     assert_eq!(get(port, "/").0, 200);
     // Whole heads whose bodies never come: each needs a thread, and
     // 2 × the cap of 32 is more than the limit allows.
