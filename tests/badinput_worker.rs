@@ -197,6 +197,8 @@ fn protocol_garbage_is_refused_and_the_master_keeps_serving() {
 
 #[test]
 fn wrong_worker_password_is_refused_logged_and_slowed_down() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
     let mut took = vec![];

@@ -63,6 +63,89 @@ pub fn require(what: &str, present: bool) -> bool {
     false
 }
 
+/// The tests are one program, so tests of every module run at once (up to
+/// one per core). The few that bound how fast the master answers under an
+/// attack take [`run_alone`]: they start once the tests running a master
+/// ([`Setup`] holds a share of this gate) are done, and none starts while
+/// they run. No timing luck from whatever else the suite is doing.
+struct Gate {
+    shared: usize,
+    exclusive: bool,
+    waiting: usize,
+}
+
+static GATE: std::sync::Mutex<Gate> = std::sync::Mutex::new(Gate {
+    shared: 0,
+    exclusive: false,
+    waiting: 0,
+});
+static GATE_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+thread_local! {
+    /// Shares (or the exclusive hold) this thread has: a test with two
+    /// `Setup`s, or a `run_alone` test's own `Setup`, takes no second one.
+    static GATE_HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A hold on the gate; released when dropped.
+pub struct GateGuard {
+    /// Taken inside another hold of this thread: only counted.
+    nested: bool,
+    exclusive: bool,
+}
+
+fn gate_acquire(exclusive: bool) -> GateGuard {
+    let held = GATE_HELD.with(|h| h.get());
+    GATE_HELD.with(|h| h.set(held + 1));
+    if held > 0 {
+        return GateGuard {
+            nested: true,
+            exclusive: false,
+        };
+    }
+    let mut g = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    if exclusive {
+        g.waiting += 1;
+        while g.exclusive || g.shared > 0 {
+            g = GATE_CHANGED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.waiting -= 1;
+        g.exclusive = true;
+    } else {
+        while g.exclusive || g.waiting > 0 {
+            g = GATE_CHANGED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.shared += 1;
+    }
+    GateGuard {
+        nested: false,
+        exclusive,
+    }
+}
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        GATE_HELD.with(|h| h.set(h.get().saturating_sub(1)));
+        if self.nested {
+            return;
+        }
+        let mut g = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        if self.exclusive {
+            g.exclusive = false;
+        } else {
+            g.shared -= 1;
+        }
+        GATE_CHANGED.notify_all();
+    }
+}
+
+/// For a test that asserts how fast the master answers: waits until no
+/// other test runs a master, and keeps new ones from starting until the
+/// guard is dropped (hold it for the whole test: `let _alone = run_alone();`).
+pub fn run_alone() -> GateGuard {
+    gate_acquire(true)
+}
+
 /// Polls `f` until it returns Some, or panics with `what` at the deadline.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -404,12 +487,15 @@ pub struct Setup {
     www: AtomicU16,
     wport: AtomicU16,
     pub head: String,
+    /// A share of the gate [`run_alone`] tests wait on.
+    _gate: GateGuard,
 }
 
 impl Setup {
     /// The web port the master bound: known once [`Setup::start_master`]
     /// (or [`Setup::learn_ports`]) has run, the same after a restart.
     pub fn www(&self) -> u16 {
+        self.ports_from_a_running_master();
         let p = self.www.load(Ordering::Relaxed);
         assert_ne!(p, 0, "the web port is known once the master has started");
         p
@@ -417,6 +503,7 @@ impl Setup {
 
     /// The worker port the master bound; as [`Setup::www`].
     pub fn wport(&self) -> u16 {
+        self.ports_from_a_running_master();
         let p = self.wport.load(Ordering::Relaxed);
         assert_ne!(p, 0, "the worker port is known once the master has started");
         p
@@ -432,6 +519,18 @@ impl Setup {
         self.wport.store(wport, Ordering::Relaxed);
         pin_master_ports(&self.master, www, wport);
         Some((www, wport))
+    }
+
+    /// For a master the test started itself (not with `start_master`):
+    /// the ports in its `addresses.json`, learned and pinned on first use.
+    fn ports_from_a_running_master(&self) {
+        if self.wport.load(Ordering::Relaxed) == 0 {
+            if let Some((www, wport)) = master_addresses(&self.master, None) {
+                self.www.store(www, Ordering::Relaxed);
+                self.wport.store(wport, Ordering::Relaxed);
+                pin_master_ports(&self.master, www, wport);
+            }
+        }
     }
 
     /// The ports, once a start has reported them (None before).
@@ -479,11 +578,13 @@ impl Setup {
             www: AtomicU16::new(www),
             wport: AtomicU16::new(wport),
             head: String::new(),
+            _gate: gate_acquire(false),
         }
     }
 
     /// create-master and a master.cfg building `repo` with `steps` (TOML).
     pub fn new(test_body: &str, extra_cfg: &str) -> Setup {
+        let gate = gate_acquire(false);
         let tmp = tempfile::tempdir().unwrap();
         let master = tmp.path().join("master");
         let repo = tmp.path().join("repo");
@@ -537,6 +638,7 @@ command = ["/usr/bin/python3", "test_hello.py"]
             www: AtomicU16::new(0),
             wport: AtomicU16::new(0),
             head,
+            _gate: gate,
         }
     }
 

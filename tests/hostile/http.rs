@@ -161,6 +161,8 @@ fn header_without_crlf_is_refused_and_memory_stays_bounded() {
 /// and when the attack ends, threads and connections go back to idle.
 #[test]
 fn idle_and_slow_connections_do_not_stall_hooks_or_pages() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let master = s.start_master();
     let pid = master.pid();
@@ -294,6 +296,8 @@ fn idle_and_slow_connections_do_not_stall_hooks_or_pages() {
 /// served (four of them used to stall the 4-thread pool for 150 s).
 #[test]
 fn slow_bodies_are_cut_off_and_do_not_stall_pages() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
     let port = s.www();
@@ -334,6 +338,8 @@ fn slow_bodies_are_cut_off_and_do_not_stall_pages() {
 /// the write timeout, and pages are served meanwhile.
 #[test]
 fn clients_that_stop_reading_a_large_log_are_dropped() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     // A test step that prints 8 MB.
     let s = Setup::new(
         "import sys\nsys.stdout.write(('x' * 999 + '\\n') * 8000)\n",
@@ -540,6 +546,8 @@ fn keep_alive_and_body_framing() {
 /// The unix socket gets the same bounds as the TCP port.
 #[test]
 fn unix_socket_has_the_same_bounds() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let cfg = std::fs::read_to_string(s.master.join("master.cfg")).unwrap();
     let cfg = cfg.replace("[www]\nport = 0\n", "[www]\nunix_socket = \"www.sock\"\n");

@@ -111,6 +111,8 @@ fn owner_gets_in(what: &str, mut get: impl FnMut() -> u16) -> Duration {
 
 #[test]
 fn rotating_addresses_get_few_guesses_and_the_owner_gets_in() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     add_user(&s.master, USER, PASSWORD);
     add_user(&s.master, "bob", "bobs-password");
@@ -544,6 +546,8 @@ fn failed_logins_do_not_flood_the_log() {
 
 #[test]
 fn a_spray_of_made_up_worker_names_keeps_no_worker_out() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let master = s.start_master();
     let rss_before = rss_of(master.pid());
