@@ -1757,8 +1757,9 @@ fn validate(cfg: &Config, p: &mut Problems) {
 
 fn check_www(cfg: &Config, p: &mut Problems) {
     let www = &cfg.www;
+    // port = 0 (or no port and no unix_socket): any free port, which the
+    // master reports in its ready line and in `addresses.json`.
     match (&www.unix_socket, www.port) {
-        (None, 0) => p.add("www.port", "set a TCP port (1-65535), or www.unix_socket"),
         (Some(s), _) if s.is_empty() => p.add("www.unix_socket", "is empty"),
         (Some(_), port) if port != 0 => p.add(
             "www.port",
@@ -1836,9 +1837,6 @@ fn check_www(cfg: &Config, p: &mut Problems) {
         );
         return;
     };
-    if wp.port == 0 {
-        p.add("protocols.worker.port", "must be 1-65535");
-    }
     if wp.keepalive == 0 {
         p.add("protocols.worker.keepalive", "must be at least 1 second");
     }
@@ -3170,10 +3168,15 @@ command = "make test"
 
     #[test]
     fn www_and_protocol_checks() {
-        assert_problem(
-            &BASE.replace("port = 8010", "port = 0"),
-            "master.cfg: www.port: set a TCP port (1-65535), or www.unix_socket",
-        );
+        // 0: any free port, reported by the master once bound.
+        assert!(problems(&BASE.replace("port = 8010", "port = 0")).is_empty());
+        assert!(problems(&BASE.replace("port = 9989", "port = 0")).is_empty());
+        assert!(problems(
+            &BASE
+                .replace("port = 8010", "port = 0")
+                .replace("port = 9989", "port = 0")
+        )
+        .is_empty());
         assert!(problems(&BASE.replace("port = 8010", "unix_socket = \"www.sock\"")).is_empty());
         assert_problem(
             &BASE.replace("port = 8010", "port = 8010\nunix_socket = \"www.sock\""),
@@ -3186,10 +3189,6 @@ command = "make test"
         assert_problem(
             &BASE.replace("port = 8010", "port = 8010\nanonymous = \"write\""),
             "www.anonymous: \"write\" is not one of \"read\", \"none\"",
-        );
-        assert_problem(
-            &BASE.replace("port = 9989", "port = 0"),
-            "master.cfg: protocols.worker.port: must be 1-65535",
         );
         assert_problem(
             &BASE.replace("[protocols.worker]\nport = 9989\n", ""),
@@ -3385,14 +3384,14 @@ command = "make test"
     #[test]
     fn several_problems_are_all_reported() {
         let text = BASE
-            .replace("port = 8010", "port = 0")
+            .replace("port = 8010", "port = 8010\nanonymous = \"write\"")
             .replace("builders = [\"b\"]", "builders = [\"tests\"]")
             .replace("workers = [\"w1\"]", "workers = [\"w9\"]")
             .replace("command = \"make test\"", "comand = \"make test\"");
         let err = parse(&text, "master.cfg").expect_err("bad config");
         let expected = [
             "master.cfg: builders[0].steps[0].comand: unknown key (did you mean `command`?)",
-            "master.cfg: www.port: set a TCP port (1-65535), or www.unix_socket",
+            "master.cfg: www.anonymous: \"write\" is not one of \"read\", \"none\"",
             "master.cfg: schedulers[0].builders[0]: no builder named \"tests\"",
             "master.cfg: builders[0].workers[0]: no worker named \"w9\"",
             "master.cfg: builders[0].steps[0].command: required for a shell step",

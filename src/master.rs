@@ -75,6 +75,13 @@ impl ReconfigStatus {
             .with_context(|| format!("renaming {} into place", tmp.display()))
     }
 }
+/// The addresses the running master listens on, written (0600) when it is
+/// ready and removed when it stops: `{"pid": 1234, "www":
+/// "127.0.0.1:43567", "worker": "127.0.0.1:43568"}` (`www` is
+/// `unix:PATH` with `www.unix_socket`). With `port = 0` in `master.cfg`
+/// this is where scripts and tests find the ports the kernel chose. A
+/// master killed with SIGKILL leaves it behind: compare `pid`.
+pub const ADDRESSES_FILE: &str = "addresses.json";
 
 /// Connections the kernel queues for the HTTP reception thread: enough
 /// that a neighbour's connection flood does not make the kernel drop a real
@@ -90,12 +97,15 @@ pub fn load_config(dir: &Path) -> Result<Config> {
 
 /// `minibot start --nodaemon DIR` (also what the detached child runs).
 pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
-    let cfg = load_config(dir)?;
+    let mut cfg = load_config(dir)?;
     daemon::limit_malloc_arenas();
     let _pid = daemon::acquire_pid_file(&dir.join(PID_FILE), "master")?;
     // A previous master's reconfig outcomes mean nothing to this one (and
     // a reused pid must not make an old generation look current).
     let _ = std::fs::remove_file(dir.join(RECONFIG_FILE));
+    // A master killed with SIGKILL left its addresses behind.
+    let addresses = dir.join(ADDRESSES_FILE);
+    let _ = std::fs::remove_file(&addresses);
     daemon::init_logging_with(
         &dir.join(LOG_FILE),
         log_to_stderr,
@@ -136,7 +146,12 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let worker_addr = format!("{}:{}", worker_proto.bind, worker_proto.port);
     let worker_listener = TcpListener::bind(&worker_addr)
         .with_context(|| format!("cannot listen for workers on {worker_addr}"))?;
-    let (listener, www_desc) = match &cfg.www.unix_socket {
+    // The port the kernel chose when master.cfg says 0.
+    let worker_addr = worker_listener
+        .local_addr()
+        .context("the worker listener's address")?;
+    // (listener, what the ready line says, what addresses.json says, port)
+    let (listener, www_desc, www_addr, www_port) = match &cfg.www.unix_socket {
         Some(sock) => {
             let path = dir.join(sock);
             let _ = std::fs::remove_file(&path);
@@ -146,7 +161,12 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             crate::sys::widen_backlog(&l, HTTP_BACKLOG)
                 .context("setting the HTTP listen backlog")?;
             let desc = format!("unix:{}", path.display());
-            (http_server::Listener::Unix(l, path), desc)
+            (
+                http_server::Listener::Unix(l, path),
+                desc.clone(),
+                desc,
+                None,
+            )
         }
         None => {
             let addr = format!("{}:{}", cfg.www.bind, cfg.www.port);
@@ -154,10 +174,24 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                 .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
             crate::sys::widen_backlog(&l, HTTP_BACKLOG)
                 .context("setting the HTTP listen backlog")?;
-            (http_server::Listener::Tcp(l), format!("http://{addr}/"))
+            // The port the kernel chose when master.cfg says 0.
+            let addr = l.local_addr().context("the HTTP listener's address")?;
+            (
+                http_server::Listener::Tcp(l),
+                format!("http://{addr}/"),
+                addr.to_string(),
+                Some(addr.port()),
+            )
         }
     };
 
+    let bound = Bound {
+        www: www_port,
+        worker: worker_addr.port(),
+    };
+    // Everything after this (reporters' links to build pages) sees the
+    // ports bound, not 0.
+    bound.pin(&mut cfg);
     let events = Hub::new();
     let shared = LiveConfig::new(cfg.clone());
     let connected: Connected = Arc::new(Mutex::new(Default::default()));
@@ -217,6 +251,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let ready =
         format!("minibot master serving the web UI at {www_desc} and workers on {worker_addr}");
     log::info!("{ready}");
+    write_addresses(&addresses, &www_addr, &worker_addr.to_string())?;
     daemon::announce_ready(&ready);
 
     let mut clean = false;
@@ -232,6 +267,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                     &Peers {
                         sched: &sched_tx,
                         bot: &bot_tx,
+                        bound: &bound,
                     },
                     &mut on_demand,
                     reconfigs,
@@ -257,6 +293,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let _ = sched_tx.send(SchedMsg::Shutdown);
     let _ = sched.join();
     on_demand.shutdown();
+    let _ = std::fs::remove_file(&addresses);
     log::info!("master stopped");
     Ok(())
 }
@@ -265,6 +302,57 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
 struct Peers<'a> {
     sched: &'a crossbeam_channel::Sender<SchedMsg>,
     bot: &'a crossbeam_channel::Sender<BotMsg>,
+    bound: &'a Bound,
+}
+
+/// The ports the listeners were bound to (the kernel's choice for
+/// `port = 0`); `www` is None on a unix socket.
+struct Bound {
+    www: Option<u16>,
+    worker: u16,
+}
+
+impl Bound {
+    /// Puts the bound ports in place of `port = 0`, in the config the
+    /// threads see (at start and at each reconfig, which cannot move the
+    /// listeners anyway).
+    fn pin(&self, cfg: &mut Config) {
+        if let Some(p) = self.www {
+            if cfg.www.port == 0 {
+                cfg.www.port = p;
+            }
+        }
+        if let Some(w) = cfg.protocols.worker.as_mut() {
+            if w.port == 0 {
+                w.port = self.worker;
+            }
+        }
+    }
+}
+
+/// Writes `ADDRESSES_FILE` (0600, whole or not at all: a temporary file
+/// renamed into place).
+fn write_addresses(path: &Path, www: &str, worker: &str) -> Result<()> {
+    let text = serde_json::json!({
+        "pid": std::process::id(),
+        "www": www,
+        "worker": worker,
+    })
+    .to_string();
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        writeln!(f, "{text}").with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The reporters and poller threads, which run only while `master.cfg` has
@@ -408,7 +496,8 @@ fn apply_reconfig(
     peers: &Peers,
     on_demand: &mut OnDemand,
 ) -> Result<String> {
-    let new = load_config(dir)?;
+    let mut new = load_config(dir)?;
+    peers.bound.pin(&mut new);
     let old = shared.current();
     if old.www != new.www || old.protocols != new.protocols {
         log::warn!("reconfig: changes to [www] and [protocols] take effect at the next restart");

@@ -5,8 +5,7 @@
 //! build step only as data.
 //! (`tests/guide.rs` already covers the basic 403/400/404/405/413 cases.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 /// Posts `body` to `path` with `headers` (a signature is added when given)

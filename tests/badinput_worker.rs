@@ -5,8 +5,7 @@
 //! wire protocol (`minibot::protocol`), so it can send what a real worker
 //! never would.
 
-mod common;
-use common::*;
+use crate::common::*;
 use minibot::protocol::{self, FromWorker, ToWorker};
 use std::io::Write;
 use std::net::TcpStream;
@@ -20,7 +19,7 @@ struct Raw {
 
 impl Raw {
     fn connect(s: &Setup) -> Raw {
-        let mut stream = TcpStream::connect(("127.0.0.1", s.wport)).expect("worker port");
+        let mut stream = TcpStream::connect(("127.0.0.1", s.wport())).expect("worker port");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -198,6 +197,8 @@ fn protocol_garbage_is_refused_and_the_master_keeps_serving() {
 
 #[test]
 fn wrong_worker_password_is_refused_logged_and_slowed_down() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
     let mut took = vec![];
@@ -353,7 +354,7 @@ fn a_flood_of_idle_connections_does_not_exhaust_threads() {
     // 60 connections that never say a word: at most 16 get a handshake
     // thread; the rest are closed at once.
     let idle: Vec<std::net::TcpStream> = (0..60)
-        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.wport)).unwrap())
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.wport())).unwrap())
         .collect();
     let log = s.master.join("master.log");
     wait_for(

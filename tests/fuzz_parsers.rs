@@ -12,7 +12,6 @@
 //! iteration and the input, and writes the input under
 //! `target/fuzz-crashes/` so it can become a regression test.
 
-mod common;
 use minibot::config::{BaseDialect, GiteaDialect};
 use minibot::dialects::{self, HookRequest};
 use minibot::protocol::{self, FromWorker, StepSpec, ToWorker};
@@ -226,7 +225,7 @@ fn random_json(rng: &mut Rng, depth: usize) -> serde_json::Value {
 }
 
 fn fixture_dir() -> std::path::PathBuf {
-    common::fixture("gitea")
+    crate::common::fixture("gitea")
 }
 
 /// The Gitea payload fixtures with the event header each is sent with.
@@ -512,7 +511,7 @@ fn hook_one(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
     };
     let secret = "fuzz-secret";
     let signed = rng.chance(2);
-    let sig = common::sign(secret, &body);
+    let sig = crate::common::sign(secret, &body);
     let content_type = *rng.pick(&[
         "application/json",
         "application/x-www-form-urlencoded",

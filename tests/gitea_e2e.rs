@@ -5,8 +5,7 @@
 //! state), including while Gitea is unreachable; mail through a real SMTP
 //! server (aiosmtpd) with STARTTLS and login.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -145,7 +144,8 @@ fn pr_commit(s: &Setup, n: u32, test_body: &str) -> String {
 
 #[test]
 fn pull_requests_build_their_head_and_report_to_gitea_and_by_mail() {
-    let gitea_port = free_port();
+    let gitea = FakeGitea::start(TOKEN);
+    let gitea_port = gitea.port;
     let tmp_certs = tempfile::tempdir().unwrap();
     let cert = self_signed_cert(tmp_certs.path());
     let Some(sink) = SmtpSink::start(cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))) else {
@@ -180,7 +180,6 @@ mode = "all"
         ),
     );
     write_private(&s.master.join("gitea-token"), &format!("{TOKEN}\n"));
-    let gitea = FakeGitea::start(gitea_port, TOKEN);
     let _master = s.start_master();
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
@@ -238,7 +237,8 @@ mode = "all"
     });
     let b = &s.wait_builds(3, Duration::from_secs(60))[2];
     assert_eq!(b["results"], 0, "{b}");
-    let gitea = FakeGitea::start(gitea_port, TOKEN);
+    // Back on the port master.cfg names (released by the drop above).
+    let gitea = FakeGitea::start_on(gitea_port, TOKEN);
     let states = gitea.wait_final(&pr3b, Duration::from_secs(60));
     assert_eq!(
         states.last().map(String::as_str),

@@ -5,8 +5,7 @@
 //! no change is missed or repeated, since the last seen revision per
 //! branch is kept in the database.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn revisions(s: &Setup) -> Vec<String> {

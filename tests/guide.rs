@@ -2,8 +2,7 @@
 //! checkconfig, start, create-worker, start, a signed Gitea push, a green
 //! build with the test's output in its log; a bad signature stores nothing.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 #[test]

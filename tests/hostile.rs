@@ -3,13 +3,7 @@
 //! real sockets against the real master and worker binaries. Each test
 //! asserts the outcome and prints the figure it measured.
 
-mod common;
-
-#[path = "hostile/files.rs"]
 mod files;
-#[path = "hostile/hooks.rs"]
 mod hooks;
-#[path = "hostile/http.rs"]
 mod http;
-#[path = "hostile/logins.rs"]
 mod logins;

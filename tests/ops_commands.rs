@@ -4,8 +4,7 @@
 //! or detached; a clear message when nothing is running; `stop --clean`
 //! letting the running build finish.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,13 +43,16 @@ fn commands_say_so_when_nothing_runs() {
             "{args:?}"
         );
     }
+    // The worker's config names the master's port: bound by a first start
+    // on port 0, pinned for the `restart` below.
+    s.pick_ports();
     let wdir = s.tmp.path().join("w");
     run_ok(
         WORKER,
         &[
             "create-worker",
             wdir.to_str().unwrap(),
-            &format!("127.0.0.1:{}", s.wport),
+            &format!("127.0.0.1:{}", s.wport()),
             "example-worker",
             WORKER_PW,
         ],
@@ -74,7 +76,7 @@ fn commands_say_so_when_nothing_runs() {
     // restart with nothing running starts it (as Buildbot's does).
     let _stop = stop_on_drop(&s, &wdir);
     let out = run_ok(MINIBOT, &["restart", dir]);
-    assert!(out.contains(&format!("127.0.0.1:{}", s.www)), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{}", s.www())), "{out}");
     let out = run_ok(WORKER, &["restart", wdir.to_str().unwrap()]);
     assert!(out.contains("minibot-worker"), "{out}");
     s.wait_connected("example-worker");
@@ -105,7 +107,7 @@ fn commands_work_on_foreground_daemons() {
 
     // restart of the foreground master: stopped (exit 0), then detached.
     let out = run_ok(MINIBOT, &["restart", dir]);
-    assert!(out.contains(&format!("127.0.0.1:{}", s.www)), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{}", s.www())), "{out}");
     assert_eq!(master.wait_exit(Duration::from_secs(30)), Some(0));
     let (code, _) = curl(&[&s.url("/api/v2/builders")]);
     assert_eq!(code, 200);
@@ -171,4 +173,54 @@ fn stop_clean_lets_the_running_build_finish() {
     let _master2 = s.start_master();
     let b = get_json(&s.url("/api/v2/builds"));
     assert_eq!(b["builds"][0]["results"], 0, "{b}");
+}
+
+/// `port = 0` for both listeners: the master binds free ports and reports
+/// them in its ready line (stdout and master.log) and in `addresses.json`
+/// (0600, its pid, removed when it stops); a worker created with the
+/// reported port connects.
+#[test]
+fn port_zero_is_reported_and_workers_reach_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new(PASSING_TEST, "");
+    let cfg = std::fs::read_to_string(s.master.join("master.cfg")).unwrap();
+    assert_eq!(cfg.matches("\nport = 0\n").count(), 2, "{cfg}");
+    let (mut master, line) = start_daemon(
+        MINIBOT,
+        &["start", "--nodaemon", s.master.to_str().unwrap()],
+        "master",
+    );
+    let addresses = s.master.join(ADDRESSES);
+    let text = std::fs::read_to_string(&addresses).expect("addresses.json once ready");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["pid"], master.pid(), "{text}");
+    let mode = std::fs::metadata(&addresses).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (www, wport) = master_addresses(&s.master, Some(master.pid())).unwrap();
+    assert!(www != 0 && wport != 0 && www != wport, "{text}");
+    assert_eq!(v["www"], format!("127.0.0.1:{www}"));
+    assert_eq!(v["worker"], format!("127.0.0.1:{wport}"));
+    let ready = format!(
+        "minibot master serving the web UI at http://127.0.0.1:{www}/ and workers on 127.0.0.1:{wport}"
+    );
+    assert_eq!(line.trim_end(), ready);
+    s.wait_master_log(&ready);
+
+    s.learn_ports(master.pid());
+    let _worker = s.start_worker("example-worker", WORKER_PW);
+    s.wait_connected("example-worker");
+    // Pinned for the next start, where running workers expect the master.
+    let cfg = std::fs::read_to_string(s.master.join("master.cfg")).unwrap();
+    assert!(
+        cfg.contains(&format!("[www]\nport = {www}\n"))
+            && cfg.contains(&format!("[protocols.worker]\nport = {wport}\n")),
+        "{cfg}"
+    );
+
+    master.signal(libc::SIGTERM);
+    assert_eq!(master.wait_exit(Duration::from_secs(30)), Some(0));
+    assert!(
+        !addresses.exists(),
+        "addresses.json left after a clean stop"
+    );
 }

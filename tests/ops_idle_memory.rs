@@ -5,8 +5,7 @@
 //! benchmark's (docs/performance.md); nothing here is timed. The master
 //! also runs without glibc's per-thread malloc caches (`daemon::MALLOC_TUNABLE`).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 use minibot::botmaster::RELEASED;
@@ -41,7 +40,7 @@ fn idle_master_releases_memory_once_after_builds_and_builds_still_run() {
 
     // A burst queued at once, as the benchmark's deep queues are.
     for i in 0..30 {
-        hook_push(s.www, &fake_sha(i), "burst").unwrap();
+        hook_push(s.www(), &fake_sha(i), "burst").unwrap();
     }
     assert_eq!(wait_requests_done(&s.master, Duration::from_secs(60)), 30);
     let first = wait_releases(&s, 1);

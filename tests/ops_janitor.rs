@@ -2,8 +2,7 @@
 //! master is stopped, and pruned by the janitor's first run after the next
 //! start, as `master.log` reports; the API then agrees.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const DAY: i64 = 86_400;

@@ -6,8 +6,7 @@
 //! and does not run; the worker line lets a worker connect through its
 //! tunnel.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -197,7 +196,11 @@ fn authorized_keys_template_allows_only_the_tunnels() {
     let web_pub = keygen(&web_key, "laptop");
     let worker_pub = keygen(&worker_key, "remote-worker");
     let ak = dir.join("authorized_keys");
-    fs::write(&ak, fill_template(s.www, s.wport, &web_pub, &worker_pub)).unwrap();
+    fs::write(
+        &ak,
+        fill_template(s.www(), s.wport(), &web_pub, &worker_pub),
+    )
+    .unwrap();
     let sshd = start_sshd(&sshd_bin, &dir, &ak);
     let ctx = || {
         format!(
@@ -217,7 +220,7 @@ fn authorized_keys_template_allows_only_the_tunnels() {
     assert_eq!(out.status.code(), Some(1), "{err}\n{}", ctx());
     assert!(
         err.contains("this key only opens a tunnel to the web UI")
-            && err.contains(&format!("ssh -N -L {0}:localhost:{0}", s.www)),
+            && err.contains(&format!("ssh -N -L {0}:localhost:{0}", s.www())),
         "{err}"
     );
     assert!(!marker.exists(), "the command ran");
@@ -229,7 +232,7 @@ fn authorized_keys_template_allows_only_the_tunnels() {
         let _t = tunnel(
             sshd.port,
             &web_key,
-            &["-L", &format!("{lp}:{host}:{}", s.www)],
+            &["-L", &format!("{lp}:{host}:{}", s.www())],
             &dir.join(format!("web-{host}.err")),
             "web tunnel",
         );
@@ -255,7 +258,7 @@ fn authorized_keys_template_allows_only_the_tunnels() {
     let _t = tunnel(
         sshd.port,
         &web_key,
-        &["-L", &format!("{lp}:127.0.0.1:{}", s.wport)],
+        &["-L", &format!("{lp}:127.0.0.1:{}", s.wport())],
         &err_file,
         "forbidden tunnel",
     );
@@ -270,7 +273,7 @@ fn authorized_keys_template_allows_only_the_tunnels() {
             "-o",
             "ExitOnForwardFailure=yes",
             "-R",
-            &format!("127.0.0.1:{}:127.0.0.1:{}", free_port(), s.www),
+            &format!("127.0.0.1:{}:127.0.0.1:{}", free_port(), s.www()),
         ],
         &err_file,
         "ssh -R",
@@ -284,7 +287,7 @@ fn authorized_keys_template_allows_only_the_tunnels() {
     let _wt = tunnel(
         sshd.port,
         &worker_key,
-        &["-L", &format!("{lp}:localhost:{}", s.wport)],
+        &["-L", &format!("{lp}:localhost:{}", s.wport())],
         &dir.join("worker-tunnel.err"),
         "worker tunnel",
     );
@@ -316,7 +319,7 @@ fn authorized_keys_template_allows_only_the_tunnels() {
     let _t2 = tunnel(
         sshd.port,
         &worker_key,
-        &["-L", &format!("{lp}:127.0.0.1:{}", s.www)],
+        &["-L", &format!("{lp}:127.0.0.1:{}", s.www())],
         &err_file,
         "worker key to the web port",
     );

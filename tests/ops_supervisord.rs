@@ -9,8 +9,7 @@
 //! by a scan of /proc); `start all` brings everything back and the build is
 //! retried.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -151,7 +150,6 @@ fn supervisord_runs_the_shipped_programs_and_stop_all_leaves_no_build_process() 
     // The guide's master and worker, under the names the ini files use.
     let master = home.join("bb-master/master");
     run_ok(MINIBOT, &["create-master", master.to_str().unwrap()]);
-    let (www, wport) = (free_port(), free_port());
     let gate = home.join("gate");
     // The step starts a background grandchild, then waits; once the gate
     // exists (for the retry) it just succeeds.
@@ -166,12 +164,12 @@ fn supervisord_runs_the_shipped_programs_and_stop_all_leaves_no_build_process() 
             r#"
 title = "ops"
 [www]
-port = {www}
+port = 0
 [www.change_hook_dialects.base]
 # An unsigned curl post below; issue 14 makes that an explicit opt-out.
 allow_unsigned = true
 [protocols.worker]
-port = {wport}
+port = 0
 keepalive = 2
 [[workers]]
 name = "example-worker"
@@ -191,6 +189,8 @@ command = {step:?}
 "#
         ),
     );
+    // The ports a first start binds, kept for supervisord's starts.
+    let (www, wport) = pin_ports_by_starting(&master);
     let worker_dir = home.join("bb-workers/example-worker");
     run_ok(
         WORKER,
@@ -205,14 +205,7 @@ command = {step:?}
         ],
     );
     // Setup's API helpers, for this layout.
-    let s = Setup {
-        tmp,
-        master: master.clone(),
-        repo: home.join("no-repo"),
-        www,
-        wport,
-        head: String::new(),
-    };
+    let s = Setup::for_master(tmp, master.clone(), home.join("no-repo"), (www, wport));
 
     // A user's supervisord: it includes ~/etc/services.d/*.ini.
     let services = home.join("etc/services.d");

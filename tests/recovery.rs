@@ -3,8 +3,7 @@
 //! a connected name, reconfig (good and bad; starting and stopping the
 //! reporters and poller threads), daemon mode.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -221,7 +220,7 @@ fn reconfig_starts_and_stops_the_reporter_and_poller_threads() {
 
     // Add a gitea_status reporter and a git_poller on a bare copy of the
     // repository (the "Gitea" the master polls).
-    let gitea = FakeGitea::start(free_port(), TOKEN);
+    let gitea = FakeGitea::start(TOKEN);
     write_private(&s.master.join("gitea-token"), &format!("{TOKEN}\n"));
     let upstream = s.tmp.path().join("gitea.git");
     s.bare_clone(&upstream);
@@ -281,7 +280,8 @@ fn daemon_mode_start_refuse_twice_stop() {
     let s = Setup::new(PASSING_TEST, "");
     let dir = s.master.to_str().unwrap();
     let out = run_ok(MINIBOT, &["start", dir]);
-    assert!(out.contains(&format!("127.0.0.1:{}", s.www)), "{out}");
+    s.read_ports();
+    assert!(out.contains(&format!("127.0.0.1:{}", s.www())), "{out}");
     let out = run(MINIBOT, &["start", dir]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));

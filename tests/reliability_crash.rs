@@ -5,8 +5,7 @@
 //! end RETRY and run again). Long: `#[ignore]`, run by `scripts/reliability`.
 //! (`tests/recovery.rs` covers single hooks and single builds.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +32,7 @@ fn kill9_during_a_hook_burst_loses_nothing_and_builds_each_once() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (acked, sent, stop, www) = (acked.clone(), sent.clone(), stop.clone(), s.www);
+            let (acked, sent, stop, www) = (acked.clone(), sent.clone(), stop.clone(), s.www());
             std::thread::spawn(move || {
                 let mut failures = 0;
                 for i in 0.. {

@@ -6,8 +6,7 @@
 //! it). Long: `#[ignore]`, run by `scripts/reliability`.
 //! (`tests/recovery.rs` covers SIGKILL/SIGTERM of a worker mid-build.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,7 +137,7 @@ fn twenty_readers_four_workers_and_hooks_without_errors() {
     s.wait_builds(1, Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let www = s.www;
+    let www = s.www();
     let readers: Vec<_> = (0..READERS)
         .map(|r| {
             let (stop, reads, errors) = (stop.clone(), reads.clone(), errors.clone());

@@ -6,8 +6,7 @@
 //! real SQLite file. No sleeps: each step waits, with a deadline, for the
 //! database to show the expected buildsets.
 
-mod common;
-use common::wait_for;
+use crate::common::wait_for;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use minibot::botmaster::BotMsg;
 use minibot::config::{self, Config};

@@ -3,8 +3,7 @@
 //! requests end SKIPPED (never SUCCESS), each naming the build that covered
 //! it; a pull request into the same branch is not folded into the pushes.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn commit(s: &Setup, n: u32) -> String {

@@ -11,8 +11,7 @@
 //! otherwise. `MINIBOT_SCREENSHOTS=DIR` saves desktop and phone-sized
 //! screenshots of the build page to DIR, to look at.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -225,11 +224,10 @@ fn start_chromium(profile: &std::path::Path) -> (Proc, String) {
 
 #[test]
 fn browser_logs_in_forces_and_watches_the_log_grow() {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{CHROMIUM} is missing: .ci/run installs Debian's chromium package");
-        }
-        eprintln!("skipped: {CHROMIUM} is not installed (apt-get install chromium)");
+    if !require(
+        &format!("{CHROMIUM} (apt-get install chromium)"),
+        std::path::Path::new(CHROMIUM).exists(),
+    ) {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");

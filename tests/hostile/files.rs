@@ -136,13 +136,17 @@ fn start_tightens_an_older_install_and_warns_about_published_secrets() {
     ] {
         chmod(p, m);
     }
+
+    let _master = s.start_master();
+    s.wait_master_log("is the sample's published secret");
+    // The worker's older install (its port is known once the master runs).
     let wdir = s.tmp.path().join("example-worker");
     run_ok(
         WORKER,
         &[
             "create-worker",
             wdir.to_str().unwrap(),
-            &format!("127.0.0.1:{}", s.wport),
+            &format!("127.0.0.1:{}", s.wport()),
             "example-worker",
             WORKER_PW,
         ],
@@ -151,9 +155,6 @@ fn start_tightens_an_older_install_and_warns_about_published_secrets() {
     std::fs::write(&wlog, "").unwrap();
     chmod(&wdir, 0o755);
     chmod(&wlog, 0o644);
-
-    let _master = s.start_master();
-    s.wait_master_log("is the sample's published secret");
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     let shown = check_modes(&[
@@ -217,7 +218,7 @@ fn configs_others_may_read_are_refused_with_the_chmod_to_run() {
         &[
             "create-worker",
             wd,
-            &format!("127.0.0.1:{}", s.wport),
+            &format!("127.0.0.1:{}", s.wport()),
             "example-worker",
             WORKER_PW,
         ],

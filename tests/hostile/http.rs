@@ -82,7 +82,7 @@ fn header_without_crlf_is_refused_and_memory_stays_bounded() {
     let master = s.start_master();
     let pid = master.pid();
     let idle = rss_kb(pid);
-    let port = s.www;
+    let port = s.www();
     let peak = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..16)
         .map(|_| {
@@ -161,10 +161,12 @@ fn header_without_crlf_is_refused_and_memory_stays_bounded() {
 /// and when the attack ends, threads and connections go back to idle.
 #[test]
 fn idle_and_slow_connections_do_not_stall_hooks_or_pages() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let master = s.start_master();
     let pid = master.pid();
-    let port = s.www;
+    let port = s.www();
     // Warm up (reader connections, page code), then take the idle figures.
     assert_eq!(get(port, "/").0, 200);
     assert_eq!(signed_hook(&s, 0).0, 200);
@@ -294,9 +296,11 @@ fn idle_and_slow_connections_do_not_stall_hooks_or_pages() {
 /// served (four of them used to stall the 4-thread pool for 150 s).
 #[test]
 fn slow_bodies_are_cut_off_and_do_not_stall_pages() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    let port = s.www;
+    let port = s.www();
     let started = Instant::now();
     let slow: Vec<TcpStream> = (0..8)
         .map(|_| {
@@ -334,6 +338,8 @@ fn slow_bodies_are_cut_off_and_do_not_stall_pages() {
 /// the write timeout, and pages are served meanwhile.
 #[test]
 fn clients_that_stop_reading_a_large_log_are_dropped() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     // A test step that prints 8 MB.
     let s = Setup::new(
         "import sys\nsys.stdout.write(('x' * 999 + '\\n') * 8000)\n",
@@ -356,7 +362,7 @@ fn clients_that_stop_reading_a_large_log_are_dropped() {
         .clone();
     let logs = get_json(&s.url(&format!("/api/v2/steps/{}/logs", step["stepid"])));
     let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-    let port = s.www;
+    let port = s.www();
     let idle_threads = threads(pid);
     let started = Instant::now();
     let stuck: Vec<TcpStream> = (0..8)
@@ -460,7 +466,7 @@ fn foreign_host_is_misdirected() {
     );
     std::fs::write(s.master.join("master.cfg"), cfg).unwrap();
     let _master = s.start_master();
-    let port = s.www;
+    let port = s.www();
     let with_host = |path: &str, host: &str| {
         raw(
             port,
@@ -505,7 +511,7 @@ fn foreign_host_is_misdirected() {
 fn keep_alive_and_body_framing() {
     let s = Setup::new(PASSING_TEST, "");
     let _master = s.start_master();
-    let port = s.www;
+    let port = s.www();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for _ in 0..2 {
@@ -540,12 +546,11 @@ fn keep_alive_and_body_framing() {
 /// The unix socket gets the same bounds as the TCP port.
 #[test]
 fn unix_socket_has_the_same_bounds() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let cfg = std::fs::read_to_string(s.master.join("master.cfg")).unwrap();
-    let cfg = cfg.replace(
-        &format!("[www]\nport = {}\n", s.www),
-        "[www]\nunix_socket = \"www.sock\"\n",
-    );
+    let cfg = cfg.replace("[www]\nport = 0\n", "[www]\nunix_socket = \"www.sock\"\n");
     std::fs::write(s.master.join("master.cfg"), cfg).unwrap();
     let (_master, line) = start_daemon(
         MINIBOT,
@@ -646,7 +651,7 @@ fn process_limit_gives_503s_not_a_crash() {
         name: "master".into(),
     };
     assert!(line.contains("serving"), "ready line: {line:?}");
-    let port = s.www;
+    let port = s.www();
     assert_eq!(get(port, "/").0, 200);
     // Whole heads whose bodies never come: each needs a thread, and
     // 2 × the cap of 32 is more than the limit allows.

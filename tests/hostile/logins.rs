@@ -29,7 +29,7 @@ fn form_login(s: &Setup, user: &str, password: &str) -> (u16, String) {
     let jar = s
         .tmp
         .path()
-        .join(format!("jar-{}", free_port()))
+        .join(unique_name("jar"))
         .to_string_lossy()
         .into_owned();
     let (_, page) = curl(&["-c", &jar, "-b", &jar, &s.url("/login")]);
@@ -111,6 +111,8 @@ fn owner_gets_in(what: &str, mut get: impl FnMut() -> u16) -> Duration {
 
 #[test]
 fn rotating_addresses_get_few_guesses_and_the_owner_gets_in() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     add_user(&s.master, USER, PASSWORD);
     add_user(&s.master, "bob", "bobs-password");
@@ -128,7 +130,7 @@ fn rotating_addresses_get_few_guesses_and_the_owner_gets_in() {
     // from 127.0.0.1.
     let stop = Arc::new(AtomicBool::new(false));
     let owner = std::thread::spawn({
-        let (www, jar) = (s.www, jar.clone());
+        let (www, jar) = (s.www(), jar.clone());
         let url = move |p: &str| format!("http://127.0.0.1:{www}{p}");
         let stop = stop.clone();
         move || {
@@ -153,7 +155,7 @@ fn rotating_addresses_get_few_guesses_and_the_owner_gets_in() {
             (session, script, bob)
         }
     });
-    let www = s.www;
+    let www = s.www();
     let (one_name, took) = attack(4, 5.0, move |n| {
         let ip = attacker_ip(n);
         let up = format!("{USER}:guess-{n}");
@@ -283,16 +285,16 @@ fn worker_refusals_are_identical_and_guessing_is_limited() {
     // The same bytes for an unknown name, a wrong password, and the right
     // password of a worker already connected (each from a fresh address,
     // so no limit is involved yet) …
-    let (unknown, m) = worker_login(s.wport, "127.0.0.20", "no-such-worker", WORKER_PW);
+    let (unknown, m) = worker_login(s.wport(), "127.0.0.20", "no-such-worker", WORKER_PW);
     assert!(matches!(m, ToWorker::Refused { .. }), "{m:?}");
-    let (wrong, _) = worker_login(s.wport, "127.0.0.21", "second-worker", "not-it");
-    let (connected, _) = worker_login(s.wport, "127.0.0.22", "example-worker", WORKER_PW);
+    let (wrong, _) = worker_login(s.wport(), "127.0.0.21", "second-worker", "not-it");
+    let (connected, _) = worker_login(s.wport(), "127.0.0.22", "example-worker", WORKER_PW);
     assert_eq!(unknown, wrong);
     assert_eq!(unknown, connected);
 
     // … and during a flood of guesses at second-worker from rotating
     // addresses, whose answers are all those bytes too.
-    let wport = s.wport;
+    let wport = s.wport();
     let refused = unknown.clone();
     let odd = Arc::new(Mutex::new(Vec::new()));
     let probe_stop = Arc::new(AtomicBool::new(false));
@@ -390,7 +392,7 @@ fn argon2_memory_is_given_back() {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("RssAnon")
     };
-    let www = s.www;
+    let www = s.www();
     let get = move |up: &str| -> u16 {
         let url = format!("http://127.0.0.1:{www}/api/v2/builders");
         curl(&["-m", "30", "-u", up, &url]).0
@@ -531,7 +533,7 @@ fn failed_logins_do_not_flood_the_log() {
     let many = lines() - before - one;
     // And 50 worker logins with wrong passwords from 50 addresses.
     for i in 0..50 {
-        worker_login(s.wport, &attacker_ip(i), "example-worker", "wrong");
+        worker_login(s.wport(), &attacker_ip(i), "example-worker", "wrong");
     }
     let workers = lines() - before - one - many;
     eprintln!(
@@ -544,10 +546,12 @@ fn failed_logins_do_not_flood_the_log() {
 
 #[test]
 fn a_spray_of_made_up_worker_names_keeps_no_worker_out() {
+    // Bounds how fast the master answers: alone, not beside the whole suite.
+    let _alone = run_alone();
     let s = Setup::new(PASSING_TEST, "");
     let master = s.start_master();
     let rss_before = rss_of(master.pid());
-    let wport = s.wport;
+    let wport = s.wport();
     // Made-up names from rotating addresses: they can never get in, so
     // they spend no budget a real worker would need.
     let flood = std::thread::spawn(move || {
@@ -590,7 +594,7 @@ fn worker_guesses_across_names_spend_a_global_budget() {
         for g in 0..2 {
             n += 1;
             let (_, m) = worker_login(
-                s.wport,
+                s.wport(),
                 &format!("127.0.2.{n}"),
                 &format!("w{i}"),
                 &format!("g{g}"),
@@ -601,13 +605,13 @@ fn worker_guesses_across_names_spend_a_global_budget() {
     // … but together they have spent the master's budget: the right
     // password of a ninth name, from a fresh address, waits for it.
     let t = Instant::now();
-    let (_, first) = worker_login(s.wport, "127.0.3.1", "w11", "p11");
+    let (_, first) = worker_login(s.wport(), "127.0.3.1", "w11", "p11");
     assert!(matches!(first, ToWorker::Refused { .. }), "{first:?}");
     let mut tries = 1;
     wait_for("w11 let in", Duration::from_secs(10), || {
         std::thread::sleep(Duration::from_millis(100));
         tries += 1;
-        let (_, m) = worker_login(s.wport, &format!("127.0.3.{tries}"), "w11", "p11");
+        let (_, m) = worker_login(s.wport(), &format!("127.0.3.{tries}"), "w11", "p11");
         matches!(m, ToWorker::Welcome { .. }).then_some(())
     });
     eprintln!(

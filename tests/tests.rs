@@ -1,0 +1,34 @@
+//! The integration tests, one binary (issue 15): each former test program
+//! is a module here, so the crate is linked once, not once per file. The
+//! files stay where they were (`tests/<module>.rs`, `tests/hostile/*.rs`,
+//! helpers in `tests/common/mod.rs`); `Cargo.toml` sets `autotests = false`,
+//! so a new file runs only once it is declared below.
+//!
+//! Run one module or one test by path: `cargo test --test tests hostile::http::`,
+//! `cargo test --test tests recovery::`. The long `#[ignore]`d suites
+//! (reliability, fuzz, the latency measurement) run from `scripts/reliability`
+//! and `scripts/fuzz`, which `.ci/run` calls.
+
+mod common;
+
+mod badinput_http;
+mod badinput_worker;
+mod fuzz_parsers;
+mod gitea_e2e;
+mod gitea_poller;
+mod guide;
+mod hostile;
+mod ops_commands;
+mod ops_idle_memory;
+mod ops_janitor;
+mod ops_sshd;
+mod ops_supervisord;
+mod recovery;
+mod reliability_crash;
+mod reliability_workers;
+mod scheduler_clock;
+mod scheduler_collapse;
+mod web_api;
+mod web_browser;
+mod web_latency;
+mod worker_steps;
