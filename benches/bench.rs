@@ -5,8 +5,8 @@
 //! which builds this program with `cargo bench --no-run`, then the
 //! binaries with `cargo build --release` over the bench profile's (the
 //! same settings, but other symbol hashes, hence other inlining here and
-//! there, and the hot-text layout of build.rs is profiled on the release
-//! build), and runs it. It makes a temp dir with a
+//! there: the figures are those of the binaries `cargo install` makes),
+//! and runs it. It makes a temp dir with a
 //! master, a worker and a local git repository on free ports (the tests'
 //! `Setup`, shared through `#[path]`), runs the phases below, prints a
 //! Markdown table (p50/p90) and writes JSON (default
@@ -17,20 +17,23 @@
 //! Phases, in order (one master directory throughout, so history grows):
 //! 1. start/stop cycles without a worker: spawn → first 200 of
 //!    `GET /api/v2/builders`; SIGTERM → exit;
-//! 2. idle RSS of master and worker; client cost (raw socket vs ureq);
+//! 2. idle memory of master and worker (VmRSS, RssAnon, PSS); 100 failed
+//!    logins, then the master's memory once they are over; client cost
+//!    (raw socket vs ureq);
 //! 3. the guide's hello-world, alternating the bare job by hand with the
 //!    same job through a signed Gitea hook: hook answered, build started,
 //!    build complete (paired with the bare job), master CPU per build;
 //! 4. 200 hooks at once to a builder whose step is `true`: builds/s, and
 //!    every request ran exactly once; after phases 3, 4 and 6 the master's
-//!    RSS right after the last build, and once it has gone idle and given
-//!    memory back (its "idle: released" line in `master.log`, ~1 s later);
+//!    memory right after the last build, and master's and worker's once
+//!    the master has gone idle and given memory back (its "idle: released"
+//!    line in `master.log`, ~1 s later);
 //! 5. ingestion: 16 threads post distinct signed hooks, then the master is
 //!    killed with SIGKILL mid-stream; every acknowledged change must be in
 //!    the database;
 //! 6. history: real `noop` builds through hooks up to 10,000 (with
 //!    `--quick`: rows inserted into the stopped master's database, labelled
-//!    synthetic), then RSS, start time, and the latency of
+//!    synthetic), then memory, start time, and the latency of
 //!    `GET /api/v2/builds?limit=50&order=-buildid` and of `/`.
 //!
 //! Threads: the main thread drives the phases; the `noop` builds and the
@@ -187,11 +190,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The master's RSS once it has gone idle after builds and given memory
-/// back (`Bench::once_idle`).
+/// Master's and worker's memory once the master has gone idle after
+/// builds and given memory back (`Bench::once_idle`).
 struct OnceIdle {
-    rss: f64,
-    anon: f64,
+    master: procfs::Mem,
+    worker: procfs::Mem,
     /// From the last build seen complete to the release line seen.
     waited_ms: f64,
     /// The botmaster's line: how much, and how long the release took.
@@ -199,26 +202,62 @@ struct OnceIdle {
 }
 
 impl OnceIdle {
-    /// Rows "master RSS after {what}, once idle" (+ its anonymous part).
+    /// Rows "{who} {measure} after {what}, once idle", with issue 15's
+    /// target on the master's RssAnon.
     fn report(&self, r: &mut Report, what: &str) {
-        r.add(
-            &format!("master RSS after {what}, once idle"),
-            "kB",
-            vec![self.rss],
-            Target::AtMost(6144.0),
-            "idle text + anonymous left after the release (SQLite caches emptied, malloc_trim)",
+        mem_rows(
+            r,
+            "master",
+            &format!("after {what}, once idle"),
+            &self.master,
+            [Target::None, Target::AtMost(4096.0), Target::None],
+            [
+                "text of the binary and libraries as far as it ran, plus RssAnon",
+                "heap in use after the release (SQLite caches emptied, malloc_trim), the pages free chunks still share with it, chunks in threads' malloc caches, thread stacks",
+                "VmRSS with the shared libraries' pages divided among the processes that map them",
+            ],
         );
-        r.add(
-            &format!("master RSS after {what}, once idle, anonymous part"),
-            "kB",
-            vec![self.anon],
-            Target::None,
-            "heap in use, the pages free chunks still share with it, thread stacks",
+        mem_rows(
+            r,
+            "worker",
+            &format!("after {what}, once idle"),
+            &self.worker,
+            [Target::None; 3],
+            [
+                "as idle: a build's step threads and buffers are gone",
+                "heap and stacks kept after the builds",
+                "as idle",
+            ],
         );
         let key = format!("release_after_{}", what.replace(' ', "_"));
         r.fact(
             &key,
             json!({"waited_ms": self.waited_ms, "line": self.line.as_str()}),
+        );
+    }
+}
+
+/// Three rows for one process in one state: "{who} VmRSS, {state}",
+/// "{who} RssAnon, {state}", "{who} PSS, {state}" (kB), with `targets` and
+/// `notes` in that order.
+fn mem_rows(
+    r: &mut Report,
+    who: &str,
+    state: &str,
+    m: &procfs::Mem,
+    targets: [Target; 3],
+    notes: [&str; 3],
+) {
+    for ((what, kb), (target, note)) in [("VmRSS", m.rss), ("RssAnon", m.anon), ("PSS", m.pss)]
+        .into_iter()
+        .zip(targets.into_iter().zip(notes))
+    {
+        r.add(
+            &format!("{who} {what}, {state}"),
+            "kB",
+            vec![kb],
+            target,
+            note,
         );
     }
 }
@@ -240,6 +279,8 @@ struct NoopRun {
 
 struct Bench {
     s: Setup,
+    /// The worker started in phase 2, connected until the end.
+    worker_pid: i32,
     db: PathBuf,
     /// The clone the bare job (the floor) runs in.
     bare: PathBuf,
@@ -260,6 +301,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         report: Report::default(),
         commits: 0,
         noops: 0,
+        worker_pid: 0,
     };
     b.report.fact("loadavg_at_start", json!(loadavg()));
     b.report.fact(
@@ -270,6 +312,8 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         }),
     );
     b.bare_setup()?;
+    // The user whose password the failed logins get wrong.
+    add_user(&b.s.master, USER, PASSWORD);
 
     eprintln!("phase 1: start/stop cycles (no worker)");
     let (mut starts, mut stops) = (vec![], vec![]);
@@ -285,54 +329,39 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
     b.s.wait_connected(WORKER_NAME);
     // Let start-up allocations settle before calling it idle.
     std::thread::sleep(Duration::from_millis(500));
-    let idle_rss = procfs::rss_kb(master.pid())? as f64;
-    let worker_rss = procfs::rss_kb(worker.pid())? as f64;
-    let idle_anon = procfs::anon_kb(master.pid())? as f64;
-    b.report.add(
-        "master idle RSS",
-        "kB",
-        vec![idle_rss],
-        Target::AtMost(4096.0),
-        "~1 MB anonymous, the hot text (1.9 MB), read-only data (~0.7 MB), a few 64 kB blocks of other text",
+    b.worker_pid = worker.pid();
+    let (idle, worker_idle) = (procfs::mem(master.pid())?, procfs::mem(worker.pid())?);
+    mem_rows(
+        &mut b.report,
+        "master",
+        "idle",
+        &idle,
+        [Target::None, Target::AtMost(2048.0), Target::AtMost(6144.0)],
+        [
+            "the text that ran (binary and libraries, 64 kB read around each page executed), read-only data, RssAnon",
+            "heap (config, SQLite schema and caches, connections), thread stacks as far as used",
+            "VmRSS with libc's and the loader's pages shared with every other process that maps them",
+        ],
     );
-    b.report.add(
-        "worker idle RSS",
-        "kB",
-        vec![worker_rss],
-        Target::AtMost(2048.0),
-        "~0.2 MB anonymous, the hot text (0.6 MB), read-only data and a few blocks of other text",
+    mem_rows(
+        &mut b.report,
+        "worker",
+        "idle",
+        &worker_idle,
+        [Target::None, Target::None, Target::AtMost(2048.0)],
+        [
+            "the text that ran, read-only data, RssAnon",
+            "heap and stacks: config, the connection's buffers",
+            "as the master's",
+        ],
     );
-    b.report.add(
-        "master idle RSS, anonymous part",
-        "kB",
-        vec![idle_anon],
-        Target::None,
-        "heap, thread stacks, SQLite caches",
-    );
-    // The hot-text layout's coverage (build.rs, scripts/hot-text): text
-    // resident outside .text.hot is code the profile did not see run.
-    for (who, pid, bin) in [
-        ("master", master.pid(), MINIBOT),
-        ("worker", worker.pid(), WORKER),
-    ] {
-        if let Some((hot, rest)) = procfs::hot_text_kb(pid, Path::new(bin))? {
-            b.report.add(
-                &format!("{who} idle text resident outside .text.hot"),
-                "kB",
-                vec![rest as f64],
-                Target::None,
-                "64 kB blocks around code scripts/hot-text did not profile: regenerate it when this grows",
-            );
-            b.report
-                .fact(&format!("{who}_idle_hot_text_resident_kb"), json!(hot));
-        }
-    }
     b.report
         .fact("master_threads_idle", json!(procfs::threads(master.pid())?));
     b.report
         .fact("worker_threads_idle", json!(procfs::threads(worker.pid())?));
     b.report.fact("master_smaps_idle", smaps(master.pid()));
     b.report.fact("worker_smaps_idle", smaps(worker.pid()));
+    b.failed_logins(&master, 100)?;
     b.client_overhead()?;
 
     eprintln!("phase 3: {} hello-world builds vs. the bare job", z.builds);
@@ -340,35 +369,37 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
     // Right after the last build, then once the master has gone idle and
     // given memory back (~1 s later).
     let mark = b.log_len();
-    let rss300 = procfs::rss_kb(master.pid())? as f64;
-    let anon300 = procfs::anon_kb(master.pid())? as f64;
+    let after300 = procfs::mem(master.pid())?;
     let idle300 = b.once_idle(&master, mark)?;
 
     eprintln!("phase 4: {} builds queued at once", z.noop_builds);
     b.noop_burst(&master, z.noop_builds)?;
     let mark = b.log_len();
-    let rss_more = procfs::rss_kb(master.pid())? as f64;
-    let anon_more = procfs::anon_kb(master.pid())? as f64;
+    let after_more = procfs::mem(master.pid())?;
     let idle_more = b.once_idle(&master, mark)?;
-    b.report.add(
-        &format!("master RSS after {} builds", z.builds),
-        "kB",
-        vec![rss300],
-        Target::AtMost(6144.0),
-        "right after the last build: idle text + anonymous (SQLite page caches, 256 kB per connection, malloc arenas)",
-    );
-    b.report.add(
-        &format!("master RSS after {} builds", z.builds + z.noop_builds),
-        "kB",
-        vec![rss_more],
-        Target::AtMost(6144.0),
-        "right after the last build: SQLite page caches filling to their cap",
-    );
-    for (n, kb) in [(z.builds, anon300), (z.builds + z.noop_builds, anon_more)] {
+    for (n, m, note) in [
+        (
+            z.builds,
+            &after300,
+            "idle text + anonymous (SQLite page caches, 256 kB per connection, malloc arenas)",
+        ),
+        (
+            z.builds + z.noop_builds,
+            &after_more,
+            "SQLite page caches filling to their cap",
+        ),
+    ] {
         b.report.add(
-            &format!("master RSS after {n} builds, anonymous part"),
+            &format!("master VmRSS after {n} builds"),
             "kB",
-            vec![kb],
+            vec![m.rss],
+            Target::None,
+            &format!("right after the last build: {note}"),
+        );
+        b.report.add(
+            &format!("master RssAnon after {n} builds"),
+            "kB",
+            vec![m.anon],
             Target::None,
             "right after the last build: the part that could grow with builds",
         );
@@ -422,7 +453,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "ms",
         starts,
         Target::AtMost(5.0),
-        "exec, config, writer connection (schema, WAL index), the recovery commit, 15 threads",
+        "exec and dynamic linking, config, writer connection (schema, WAL index), the recovery commit, 15 threads",
     );
     b.report.add(
         "stop, SIGTERM → exit (no worker)",
@@ -444,7 +475,7 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
         "kB",
         vec![(ms_ + ws) / 1024.0],
         Target::AtMost(8192.0),
-        "static glibc (~0.6 MB per binary), SQLite, rustls + ring, config error paths, std",
+        "SQLite, rustls + ring, config error paths, std; glibc is a shared library",
     );
     b.report.fact("loadavg_at_end", json!(loadavg()));
     if quick {
@@ -471,6 +502,7 @@ fn loadavg() -> String {
 fn smaps(pid: i32) -> serde_json::Value {
     let keep = [
         "Rss",
+        "Pss",
         "Pss_Anon",
         "Pss_File",
         "Anonymous",
@@ -557,7 +589,8 @@ impl Bench {
     /// Waits for the botmaster's release line written after `mark` (taken
     /// when the last build was seen complete; the release comes
     /// `botmaster::IDLE_AFTER` after it, so it cannot be before the mark),
-    /// then reads the master's RSS: what it holds once idle again.
+    /// then reads the master's and the worker's memory: what they hold once
+    /// idle again.
     fn once_idle(&self, master: &Proc, mark: u64) -> Result<OnceIdle> {
         let log = self.s.master.join("master.log");
         let t = Instant::now();
@@ -580,8 +613,8 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(10));
         };
         Ok(OnceIdle {
-            rss: procfs::rss_kb(master.pid())? as f64,
-            anon: procfs::anon_kb(master.pid())? as f64,
+            master: procfs::mem(master.pid())?,
+            worker: procfs::mem(self.worker_pid)?,
             waited_ms: ms(t.elapsed()),
             line,
         })
@@ -686,6 +719,53 @@ git checkout -f --detach "$1"
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(took)
+    }
+
+    /// `n` requests with HTTP Basic auth and a wrong password for a real
+    /// user (`GET /api/v2/builders`, one at a time, as a guessing script
+    /// sends them), then the master's memory once they are over. The login
+    /// limits answer most of them 429 without a check (`auth::LoginLimits`);
+    /// each check that does run maps Argon2's 19 MiB and unmaps it after.
+    /// There is no release line to wait for (the botmaster releases after
+    /// builds only): the figures are read 1 s after the last answer, when
+    /// the requests' threads have ended.
+    fn failed_logins(&mut self, master: &Proc, n: usize) -> Result<()> {
+        use base64ct::{Base64, Encoding};
+        let auth = format!(
+            "Basic {}",
+            Base64::encode_string(format!("{USER}:not-{PASSWORD}").as_bytes())
+        );
+        let mut c = Conn::new(self.s.www());
+        let (mut refused, mut limited) = (0, 0);
+        for _ in 0..n {
+            let (code, _) =
+                c.request("GET", "/api/v2/builders", &[("Authorization", &auth)], &[])?;
+            match code {
+                401 => refused += 1,
+                429 => limited += 1,
+                _ => bail!("a wrong password answered {code}"),
+            }
+        }
+        drop(c);
+        std::thread::sleep(Duration::from_secs(1));
+        let m = procfs::mem(master.pid())?;
+        mem_rows(
+            &mut self.report,
+            "master",
+            &format!("after {n} failed logins, once idle"),
+            &m,
+            [Target::None; 3],
+            [
+                "as idle, plus the text of the password check",
+                "as idle: Argon2's memory is unmapped after each check; the limits' counters are small",
+                "as VmRSS",
+            ],
+        );
+        self.report.fact(
+            "failed_logins",
+            json!({"sent": n, "answered_401": refused, "answered_429": limited}),
+        );
+        Ok(())
     }
 
     /// How much of a request's time is the client: the same GET with our
@@ -1087,10 +1167,7 @@ git checkout -f --detach "$1"
         }
         let secs = t.elapsed().as_secs_f64();
         let mark = self.log_len();
-        let (rss, anon) = (
-            procfs::rss_kb(master.pid())? as f64,
-            procfs::anon_kb(master.pid())? as f64,
-        );
+        let after = procfs::mem(master.pid())?;
         let idle = self.once_idle(&master, mark)?;
         let r = &mut self.report;
         r.fact(
@@ -1112,16 +1189,16 @@ git checkout -f --detach "$1"
             "half of it in the botmaster thread (perf)",
         );
         r.add(
-            &format!("master RSS after {total} builds"),
+            &format!("master VmRSS after {total} builds"),
             "kB",
-            vec![rss],
-            Target::AtMost(6144.0),
+            vec![after.rss],
+            Target::None,
             "right after the last build: idle text + anonymous high-water mark of 1,000-deep queues",
         );
         r.add(
-            &format!("master RSS after {total} builds, anonymous part"),
+            &format!("master RssAnon after {total} builds"),
             "kB",
-            vec![anon],
+            vec![after.anon],
             Target::None,
             "right after the last build: reached with the first 1,000-deep queue, then flat",
         );
@@ -1158,8 +1235,7 @@ git checkout -f --detach "$1"
             "as above; history is not loaded at start",
         );
         std::thread::sleep(Duration::from_millis(500));
-        let idle = procfs::rss_kb(master.pid())? as f64;
-        let idle_anon = procfs::anon_kb(master.pid())? as f64;
+        let idle = procfs::mem(master.pid())?;
         let www = self.s.www();
         let mut keep = Conn::new(www);
         // `fresh`: a new connection per request, as curl makes; otherwise
@@ -1208,8 +1284,7 @@ git checkout -f --detach "$1"
         let api_fresh = time(api_path, true, &api_ok)?;
         let home = time("/", false, &home_ok)?;
         let home_fresh = time("/", true, &home_ok)?;
-        let after = procfs::rss_kb(master.pid())? as f64;
-        let after_anon = procfs::anon_kb(master.pid())? as f64;
+        let after = procfs::mem(master.pid())?;
         let r = &mut self.report;
         r.add(
             &format!("GET /api/v2/builds?limit=50&order=-buildid, {hist}"),
@@ -1239,36 +1314,29 @@ git checkout -f --detach "$1"
             Target::None,
             "SQL + HTML + connect",
         );
-        r.add(
-            &format!("master idle RSS with {hist}"),
-            "kB",
-            vec![idle],
-            Target::AtMost(6144.0),
-            "as without history: nothing is loaded",
+        mem_rows(
+            r,
+            "master",
+            &format!("idle with {hist}"),
+            &idle,
+            [Target::None; 3],
+            [
+                "as without history: nothing is loaded",
+                "as without history",
+                "as without history",
+            ],
         );
-        r.add(
-            &format!(
-                "master RSS after {} API + page requests, {total} builds",
-                4 * samples
-            ),
-            "kB",
-            vec![after],
-            Target::AtMost(6144.0),
-            "page caches of the pooled reader connections (one when requests come one at a time)",
-        );
-        r.add(
-            &format!("master idle RSS with {hist}, anonymous part"),
-            "kB",
-            vec![idle_anon],
-            Target::None,
-            "as without history",
-        );
-        r.add(
-            &format!("master RSS after the requests, {hist}, anonymous part"),
-            "kB",
-            vec![after_anon],
-            Target::None,
-            "page caches fill to their cap, then stay",
+        mem_rows(
+            r,
+            "master",
+            &format!("after {} API + page requests, {hist}", 4 * samples),
+            &after,
+            [Target::None; 3],
+            [
+                "page caches of the pooled reader connections (one when requests come one at a time)",
+                "page caches fill to their cap, then stay",
+                "as VmRSS",
+            ],
         );
         r.fact("master_smaps_history", smaps(master.pid()));
         let t = stop(&mut master)?;

@@ -572,79 +572,6 @@ pub fn signals() -> Result<Receiver<i32>> {
     Ok(rx)
 }
 
-/// What the master asks of glibc's malloc through `GLIBC_TUNABLES`: no
-/// per-thread caches of freed chunks (tcache). Each thread keeps up to 7
-/// freed chunks of each small size for itself; glibc counts them as in use,
-/// so neither `free` nor `malloc_trim` can return the pages they sit on, and
-/// after bursts of builds handled by a dozen threads they pin 1–2 MB for
-/// good (docs/performance.md, "Given back once idle"). Without them, memory
-/// freed is memory the idle release can give back; the cost, an uncontended
-/// arena lock per allocation, did not show in CPU per build.
-pub const MALLOC_TUNABLE: &str = "glibc.malloc.tcache_count=0";
-
-/// Set by [`exec_with_malloc_tunable`] for the exec'd master: `=` and the
-/// `GLIBC_TUNABLES` the user had, or `-` if there was none.
-const TUNABLES_BEFORE: &str = "MINIBOT_GLIBC_TUNABLES_BEFORE";
-
-/// glibc reads `GLIBC_TUNABLES` only when a program starts, so a master
-/// started without [`MALLOC_TUNABLE`] execs itself once more with it
-/// (~1 ms), keeping its arguments and any tunables the user set (a
-/// `tcache_count` of the user's own wins). Returns only if that is not
-/// needed or the exec failed (the master then runs with glibc's defaults,
-/// which is only a matter of memory). In the exec'd master it puts the
-/// user's `GLIBC_TUNABLES` back, for the processes the master starts.
-/// Call before any thread starts (it changes the environment).
-/// Under valgrind, set the variable beforehand (as `scripts/hot-text`
-/// does): the exec would leave valgrind.
-pub fn exec_with_malloc_tunable() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::process::CommandExt;
-        if let Some(before) = std::env::var_os(TUNABLES_BEFORE) {
-            // This is the exec'd master, and glibc has read the tunable.
-            // The processes it starts (the poller's git) get the user's
-            // environment back: a git without tcache is only slower.
-            std::env::remove_var(TUNABLES_BEFORE);
-            match before.as_bytes().split_first() {
-                Some((b'=', value)) => {
-                    std::env::set_var("GLIBC_TUNABLES", std::ffi::OsStr::from_bytes(value))
-                }
-                _ => std::env::remove_var("GLIBC_TUNABLES"),
-            }
-            return;
-        }
-        let current = std::env::var_os("GLIBC_TUNABLES");
-        let before = match &current {
-            Some(v) if v.to_string_lossy().contains("glibc.malloc.tcache_count") => return,
-            Some(v) => {
-                let mut marked = std::ffi::OsString::from("=");
-                marked.push(v);
-                marked
-            }
-            None => "-".into(),
-        };
-        let mut value = current.unwrap_or_default();
-        if !value.is_empty() {
-            value.push(":");
-        }
-        value.push(MALLOC_TUNABLE);
-        let mut args = std::env::args_os();
-        let argv0 = args.next().unwrap_or_else(|| "minibot".into());
-        // `exec` returns only on failure, as does a missing path.
-        let err = match std::env::current_exe() {
-            Ok(exe) => Command::new(exe)
-                .arg0(argv0)
-                .args(args)
-                .env("GLIBC_TUNABLES", value)
-                .env(TUNABLES_BEFORE, before)
-                .exec(),
-            Err(e) => e,
-        };
-        eprintln!("minibot: warning: could not restart with {MALLOC_TUNABLE}: {err}");
-    }
-}
-
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per
 /// core), and each keeps what it once held; a daemon of many mostly idle
 /// threads needs two. Saves ~0.5 MB of RSS (docs/performance.md).
@@ -662,8 +589,9 @@ pub fn limit_malloc_arenas() {
 /// threshold; what a burst of work freed elsewhere stays resident until it
 /// is reused. `malloc_trim` also gives back every whole free page inside
 /// the arenas. It cannot reach the chunks a thread keeps in its own cache
-/// (tcache: up to 7 per size class, counted as in use), which is why the
-/// master runs without that cache ([`MALLOC_TUNABLE`]). Takes well under 1 ms, with
+/// (tcache: up to 7 per size class, counted as in use), so the pages those
+/// pin stay: after 10,000 builds ~0.9 MB more than without the caches
+/// (docs/performance.md, "an ordinary build"). Takes well under 1 ms, with
 /// each arena's lock held while it walks it: for quiet moments only (the
 /// botmaster calls it once the master has gone idle after builds).
 pub fn release_free_heap() {

@@ -1,6 +1,5 @@
 //! What the kernel says about a process: resident memory, CPU time and
-//! thread count from `/proc/<pid>/{status,stat,smaps_rollup}`, and where
-//! its resident text lies (`maps`, `pagemap`). Read-only
+//! thread count from `/proc/<pid>/{status,stat,smaps_rollup}`. Read-only
 //! file parsing; no threads, no channels.
 
 use anyhow::{Context, Result};
@@ -19,6 +18,30 @@ pub fn rss_kb(pid: i32) -> Result<u64> {
 /// allocated, as opposed to file-backed text the kernel maps in.
 pub fn anon_kb(pid: i32) -> Result<u64> {
     status_field(pid, "RssAnon")
+}
+
+/// A process's memory as the kernel counts it, in kB.
+pub struct Mem {
+    /// VmRSS: every resident page mapped, shared ones (the binary's text,
+    /// libc) counted whole.
+    pub rss: f64,
+    /// RssAnon: resident anonymous pages (heap, stacks), the process's own.
+    pub anon: f64,
+    /// Pss (`smaps_rollup`): each resident page divided by the number of
+    /// processes mapping it, what this process adds to the machine's use.
+    pub pss: f64,
+}
+
+pub fn mem(pid: i32) -> Result<Mem> {
+    let pss = smaps_rollup(pid)
+        .into_iter()
+        .find_map(|(k, v)| (k == "Pss").then_some(v))
+        .with_context(|| format!("no Pss in /proc/{pid}/smaps_rollup"))?;
+    Ok(Mem {
+        rss: rss_kb(pid)? as f64,
+        anon: anon_kb(pid)? as f64,
+        pss: pss as f64,
+    })
 }
 
 pub fn threads(pid: i32) -> Result<u64> {
@@ -62,67 +85,4 @@ pub fn smaps_rollup(pid: i32) -> Vec<(String, u64)> {
             Some((k.trim().to_string(), kb))
         })
         .collect()
-}
-
-/// Resident text of `binary` in process `pid`, split at the hot-text
-/// layout (build.rs): (kB inside `.text.hot`, kB in the rest of the
-/// executable mapping). The second part grows when the code that runs is
-/// no longer what `scripts/hot-text` profiled: the sign to regenerate it.
-/// Reads the binary's section headers (the `object` crate) for
-/// `.text.hot`, the process's `/proc/<pid>/maps` for where its executable
-/// segment lies, and `/proc/<pid>/pagemap` for which of those pages are
-/// present (the present bit is readable without privileges). None without
-/// `.text.hot`.
-pub fn hot_text_kb(pid: i32, binary: &std::path::Path) -> Result<Option<(u64, u64)>> {
-    let Some((hot_off, hot_len)) = elf_section(binary, ".text.hot")? else {
-        return Ok(None);
-    };
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .with_context(|| format!("reading /proc/{pid}/maps"))?;
-    let exe = std::fs::canonicalize(binary).context("resolving the binary's path")?;
-    let (start, end, offset) = maps
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 6 || f[1] != "r-xp" || std::path::Path::new(f[5]) != exe {
-                return None;
-            }
-            let (a, b) = f[0].split_once('-')?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-                u64::from_str_radix(f[2], 16).ok()?,
-            ))
-        })
-        .context("no executable mapping of the binary")?;
-    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
-        .with_context(|| format!("opening /proc/{pid}/pagemap"))?;
-    use std::io::{Read, Seek, SeekFrom};
-    let pages = ((end - start) / 4096) as usize;
-    let mut raw = vec![0u8; pages * 8];
-    pagemap.seek(SeekFrom::Start(start / 4096 * 8))?;
-    pagemap.read_exact(&mut raw).context("reading pagemap")?;
-    let (mut hot, mut rest) = (0, 0);
-    for (i, entry) in raw.chunks_exact(8).enumerate() {
-        let present = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8])) >> 63 == 1;
-        if !present {
-            continue;
-        }
-        let file_off = offset + i as u64 * 4096;
-        if file_off + 4096 > hot_off && file_off < hot_off + hot_len {
-            hot += 4;
-        } else {
-            rest += 4;
-        }
-    }
-    Ok(Some((hot, rest)))
-}
-
-/// (file offset, size) of the section `name` of `binary`, or None.
-fn elf_section(binary: &std::path::Path, name: &str) -> Result<Option<(u64, u64)>> {
-    use object::{Object, ObjectSection};
-    let data = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    let file = object::File::parse(&*data)
-        .with_context(|| format!("parsing {} as an object file", binary.display()))?;
-    Ok(file.section_by_name(name).and_then(|s| s.file_range()))
 }

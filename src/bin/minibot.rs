@@ -283,7 +283,6 @@ fn start(dir: &Path, nodaemon: bool) -> Result<()> {
     }
     tighten_master_dir(dir)?;
     if nodaemon {
-        daemon::exec_with_malloc_tunable();
         return master::run(dir, true);
     }
     // Check the config here too, so its errors (and weak secrets) reach
