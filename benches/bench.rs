@@ -780,12 +780,12 @@ git checkout -f --detach "$1"
             ensure!(code == 200);
             raw.push(ms(t.elapsed()));
         }
-        let agent = ureq::AgentBuilder::new().build();
+        let agent = ureq::Agent::new_with_defaults();
         let url = self.s.url(path);
         let mut ur = vec![];
         for _ in 0..200 {
             let t = Instant::now();
-            let body = agent.get(&url).call()?.into_string()?;
+            let body = agent.get(&url).call()?.body_mut().read_to_string()?;
             ensure!(!body.is_empty());
             ur.push(ms(t.elapsed()));
         }

@@ -174,10 +174,11 @@ fn push_payload(repo: &Path, before: &str, sha: &str, message: &str) -> serde_js
 }
 
 fn http_get(url: &str) -> Result<serde_json::Value> {
-    let resp = ureq::get(url)
+    let mut resp = ureq::get(url)
         .call()
         .map_err(|e| anyhow!("GET {url}: {e}"))?;
-    resp.into_json()
+    resp.body_mut()
+        .read_json()
         .with_context(|| format!("GET {url}: not JSON"))
 }
 
@@ -324,13 +325,13 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     mac.update(&body);
     let sig = hex::encode(mac.finalize().into_bytes());
     let t0 = Instant::now();
-    let resp = ureq::post(&format!("{base}/change_hook/gitea"))
-        .set("Content-Type", "application/json")
-        .set("X-Gitea-Event", "push")
-        .set("X-Gitea-Signature", &sig)
-        .send_bytes(&body)
+    let mut resp = ureq::post(&format!("{base}/change_hook/gitea"))
+        .header("Content-Type", "application/json")
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Signature", &sig)
+        .send(&body[..])
         .map_err(|e| anyhow!("posting the webhook: {e}"))?;
-    let ack: serde_json::Value = resp.into_json()?;
+    let ack: serde_json::Value = resp.body_mut().read_json()?;
     println!(
         "      hook answered {ack} in {:.1} ms",
         t0.elapsed().as_secs_f64() * 1e3

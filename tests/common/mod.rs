@@ -1508,14 +1508,19 @@ command = ["/bin/true"]
 pub fn hook_push(www: u16, sha: &str, branch: &str) -> Result<Vec<i64>, String> {
     let body = push_payload(sha, branch, "burst");
     let r = ureq::post(&format!("http://127.0.0.1:{www}/change_hook/gitea"))
-        .timeout(Duration::from_secs(30))
-        .set("Content-Type", "application/json")
-        .set("X-Gitea-Event", "push")
-        .set("X-Gitea-Signature", &sign(SECRET, &body))
-        .send_bytes(&body);
+        .config()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .header("Content-Type", "application/json")
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Signature", &sign(SECRET, &body))
+        .send(&body[..]);
     match r {
-        Ok(resp) => {
-            let text = resp.into_string().map_err(|e| e.to_string())?;
+        Ok(mut resp) => {
+            let text = resp
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| e.to_string())?;
             Ok(change_ids(&text))
         }
         Err(e) => Err(e.to_string()),
@@ -1524,13 +1529,18 @@ pub fn hook_push(www: u16, sha: &str, branch: &str) -> Result<Vec<i64>, String> 
 
 /// The HTTP status of a GET (0 when the connection failed).
 pub fn get_status(url: &str) -> u16 {
-    match ureq::get(url).timeout(Duration::from_secs(30)).call() {
-        Ok(r) => {
-            let code = r.status();
-            let _ = r.into_string();
+    let r = ureq::get(url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .call();
+    match r {
+        Ok(mut r) => {
+            let code = r.status().as_u16();
+            let _ = r.body_mut().read_to_string();
             code
         }
-        Err(ureq::Error::Status(code, _)) => code,
         Err(_) => 0,
     }
 }
