@@ -12,8 +12,8 @@
 //! into a channel so the parent can wait for it with a deadline. Nothing else
 //! here keeps state.
 //!
-//! `unsafe` appears only around single libc calls (kill, setsid, dup2,
-//! mallopt, malloc_trim), each commented.
+//! The libc calls it needs (kill, setsid, dup2, mallopt, malloc_trim,
+//! umask) are safe functions of `sys`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::Receiver;
@@ -79,11 +79,7 @@ pub fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
-    // SAFETY: kill with signal 0 sends nothing; it only checks whether the
-    // pid exists and whether we may signal it.
-    let r = unsafe { libc::kill(pid, 0) };
-    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
+    if !crate::sys::pid_exists(pid) {
         return false;
     }
     // /proc/<pid>/stat is "pid (comm) S ..."; comm may hold spaces and
@@ -176,13 +172,9 @@ pub fn send_signal(pid: i32, sig: i32) -> Result<()> {
     if pid == 0 || pid == -1 {
         bail!("refusing to send signal {sig} to pid {pid}");
     }
-    // SAFETY: plain kill(2); pid 0 and -1 are excluded above.
-    let r = unsafe { libc::kill(pid, sig) };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(anyhow!(e)).context(format!("could not send signal {sig} to pid {pid}"));
-    }
-    Ok(())
+    crate::sys::kill(pid, sig)
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("could not send signal {sig} to pid {pid}"))
 }
 
 /// Stops the daemon named by `pid_path`: SIGTERM, then polls until it is
@@ -236,7 +228,6 @@ fn tail_since(path: &Path, from: u64, n: usize) -> String {
 /// open). Once ready, the child points stdout and stderr at /dev/null
 /// ([`announce_ready`]), so it holds nothing of ours.
 pub fn detach(args: Vec<OsString>, ready_timeout: Duration, log_hint: &Path) -> Result<String> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("could not find the path of this program")?;
     let log_start = fs::metadata(log_hint).map(|m| m.len()).unwrap_or(0);
     let mut cmd = Command::new(&exe);
@@ -245,29 +236,7 @@ pub fn detach(args: Vec<OsString>, ready_timeout: Duration, log_hint: &Path) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Highest fd to mark close-on-exec below (computed here: pre_exec may
-    // only make async-signal-safe calls). Capped: the loop is one syscall
-    // per fd.
-    // SAFETY: sysconf only reads a system limit.
-    let max_fd = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(256, 65536) as libc::c_int;
-    // SAFETY: setsid and fcntl are async-signal-safe and touch no memory of
-    // ours. setsid puts the child in a new session, so it has no controlling
-    // terminal and does not get the terminal's SIGHUP/SIGINT. Marking every
-    // fd above 2 close-on-exec makes the daemon drop whatever the caller
-    // leaked to us (a shell's or CI runner's pipes), which would otherwise
-    // stay open for the daemon's whole life and keep that caller waiting;
-    // std's own exec-error pipe is close-on-exec already.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for fd in 3..max_fd {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            }
-            Ok(())
-        });
-    }
+    crate::sys::detach_on_exec(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start {}", exe.display()))?;
@@ -362,14 +331,7 @@ pub fn announce_ready(line: &str) {
     if std::env::var_os(DETACHED_ENV).is_some() {
         let _ = std::io::stderr().flush();
         if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: dup2 onto fds 1 and 2 replaces stdout and stderr
-            // atomically; `null` stays open until after the calls and the
-            // target fds are never left closed.
-            unsafe {
-                libc::dup2(null.as_raw_fd(), 1);
-                libc::dup2(null.as_raw_fd(), 2);
-            }
+            crate::sys::stdout_stderr_to(&null);
         }
     }
 }
@@ -576,12 +538,7 @@ pub fn signals() -> Result<Receiver<i32>> {
 /// core), and each keeps what it once held; a daemon of many mostly idle
 /// threads needs two. Saves ~0.5 MB of RSS (docs/performance.md).
 pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt(3) only tunes the allocator; called before the
-    // daemon starts its threads.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    crate::sys::malloc_arena_max(2);
 }
 
 /// Hands glibc's free heap pages back to the kernel. By itself glibc
@@ -595,12 +552,7 @@ pub fn limit_malloc_arenas() {
 /// each arena's lock held while it walks it: for quiet moments only (the
 /// botmaster calls it once the master has gone idle after builds).
 pub fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim(3) has no preconditions; it only gives free pages
-    // of the arenas back (madvise), locking each arena as malloc does.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::sys::malloc_trim();
 }
 
 /// A `Key:   value kB` field of `/proc/<pid>/status` (`pid` "self" for
@@ -688,10 +640,7 @@ pub const PRIVATE_UMASK: u32 = 0o077;
 /// setting it at the start of `start` also covers the detached child and
 /// the build steps (unless worker.cfg sets a `umask` of its own for them).
 pub fn private_umask() {
-    // SAFETY: umask(2) only sets this process's file-creation mask.
-    unsafe {
-        libc::umask(PRIVATE_UMASK as libc::mode_t);
-    }
+    crate::sys::set_umask(PRIVATE_UMASK);
 }
 
 /// Permission bits (0o777 part) of `path`, following symlinks.

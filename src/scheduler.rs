@@ -92,14 +92,9 @@ pub fn civil_utc(t: i64) -> Civil {
 /// `t` in the master's local time zone (TZ, /etc/localtime), as Buildbot's
 /// Nightly uses.
 pub fn civil_local(t: i64) -> Civil {
-    let tt = t as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`, which we own; it is the
-    // thread-safe variant.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&tt, &mut tm).is_null() };
-    if !ok {
+    let Some(tm) = crate::sys::localtime(t) else {
         return civil_utc(t);
-    }
+    };
     Civil {
         minute: tm.tm_min as u32,
         hour: tm.tm_hour as u32,

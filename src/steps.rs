@@ -481,20 +481,9 @@ fn signal_group(pgid: i32, sig: i32) -> anyhow::Result<()> {
 /// Blocks until the child `pid` has exited, without reaping it.
 fn wait_exited_no_reap(pid: i32) {
     loop {
-        // SAFETY: siginfo_t is plain old data, so all-zero is a valid
-        // value; waitid only writes into it. WNOWAIT leaves the child
-        // waitable, so `Child::wait` reaps it afterwards.
-        let r = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
+        match crate::sys::wait_exited_no_reap(pid) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return,
         }
     }
 }

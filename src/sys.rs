@@ -1,13 +1,14 @@
-//! The few system calls minibot makes without a safe wrapper in std, each
-//! behind a safe type: this is the only module (besides the older
-//! `daemon.rs`) with `unsafe` code.
+//! The system calls minibot makes without a safe wrapper in std, each
+//! behind a safe function or type: this is the only module with `unsafe`
+//! code (`lib.rs` denies it everywhere else).
 //!
 //! Owns: [`MappedBlocks`], the Argon2 working memory mapped straight from
 //! the kernel (so a password check never leaves ~19 MiB in malloc's
 //! arenas: issue 14 item 6), and [`connect_from`], a TCP connection from a
 //! chosen local address (std cannot bind before connecting; the hostile
-//! tests use it to arrive from 127.0.0.N the way a neighbour would), and
-//! [`widen_backlog`] for the HTTP listener.
+//! tests use it to arrive from 127.0.0.N the way a neighbour would),
+//! [`widen_backlog`] for the HTTP listener, and the libc calls of the
+//! daemons: signals, detaching, umask, malloc tuning, waitid, localtime.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -146,6 +147,130 @@ pub fn widen_backlog(listener: &impl std::os::fd::AsRawFd, n: i32) -> io::Result
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether process `pid` exists (a zombie counts) and may be signalled by
+/// us or is someone else's (EPERM).
+pub fn pid_exists(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; it only checks whether the
+    // pid exists and whether we may signal it.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// kill(2). Refuses pids 0 and -1 (our own process group, everyone).
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    if pid == 0 || pid == -1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}"),
+        ));
+    }
+    // SAFETY: plain kill(2) with a checked pid.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `cmd`'s child a daemon's: a new session (no controlling
+/// terminal, so no SIGHUP/SIGINT from it), and every fd above 2 it
+/// inherits marked close-on-exec, so whatever the caller leaked to us (a
+/// shell's or CI runner's pipes) does not stay open for the daemon's whole
+/// life and keep that caller waiting.
+pub fn detach_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // Computed here: pre_exec may only make async-signal-safe calls.
+    // Capped: the loop is one syscall per fd.
+    // SAFETY: sysconf only reads a system limit.
+    let max_fd = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(256, 65536) as libc::c_int;
+    // SAFETY: setsid and fcntl are async-signal-safe and touch no memory of
+    // ours; std's own exec-error pipe is close-on-exec already.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for fd in 3..max_fd {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Points fds 1 and 2 (stdout, stderr) at `file`.
+pub fn stdout_stderr_to(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto fds 1 and 2 replaces them atomically; `file` stays
+    // open until after the calls and the target fds are never left closed.
+    unsafe {
+        libc::dup2(file.as_raw_fd(), 1);
+        libc::dup2(file.as_raw_fd(), 2);
+    }
+}
+
+/// glibc's M_ARENA_MAX (no-op elsewhere); call before starting threads.
+pub fn malloc_arena_max(n: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt(3) only tunes the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
+}
+
+/// glibc's malloc_trim(0) (no-op elsewhere): free pages of every arena go
+/// back to the kernel.
+pub fn malloc_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) has no preconditions; it only gives free pages
+    // of the arenas back (madvise), locking each arena as malloc does.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// umask(2): this process's (and its children's) file-creation mask.
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask(2) only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+}
+
+/// Blocks until child `pid` has exited, without reaping it (WNOWAIT: it
+/// stays waitable, so `Child::wait` reaps it afterwards).
+pub fn wait_exited_no_reap(pid: i32) -> io::Result<()> {
+    // SAFETY: siginfo_t is plain old data, so all-zero is a valid value;
+    // waitid only writes into it.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unix time `t` in the local time zone (TZ, /etc/localtime); None if the
+/// C library cannot convert it.
+pub fn localtime(t: i64) -> Option<libc::tm> {
+    let tt = t as libc::time_t;
+    // SAFETY: tm is plain old data, so all-zero is valid; localtime_r (the
+    // thread-safe variant) writes only into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are to live locals.
+    let ok = unsafe { !libc::localtime_r(&tt, &mut tm).is_null() };
+    ok.then_some(tm)
 }
 
 #[cfg(test)]

@@ -336,11 +336,8 @@ fn run_logged(dir: &Path) -> Result<()> {
     daemon::limit_malloc_arenas();
     if let Some(u) = &cfg.umask {
         let mode = parse_umask(u)?;
-        // SAFETY: umask(2) only sets the process's file mode mask; build
-        // steps inherit it.
-        unsafe {
-            libc::umask(mode as libc::mode_t);
-        }
+        // Build steps inherit it.
+        crate::sys::set_umask(mode);
     }
     // Handlers before the pid file: from the moment we are findable, a
     // SIGTERM is handled as a clean shutdown.
