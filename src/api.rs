@@ -40,7 +40,8 @@ pub enum ApiBody {
 }
 
 impl ApiBody {
-    /// Reads the whole body into memory (tests, small bodies).
+    /// Reads the whole body into memory (unit tests).
+    #[cfg(test)]
     pub fn into_bytes(self) -> io::Result<Vec<u8>> {
         match self {
             ApiBody::Bytes(b) => Ok(b),

@@ -271,14 +271,6 @@ impl RunningBuild {
         }
     }
 
-    pub fn buildid(&self) -> i64 {
-        self.job.buildid
-    }
-
-    pub fn step_running(&self) -> bool {
-        self.current.is_some()
-    }
-
     /// Whether the master asked this build to stop (web UI, API).
     pub fn stop_requested(&self) -> bool {
         self.stop_reason.is_some()

@@ -48,7 +48,6 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -84,7 +83,7 @@ const STACK: usize = 512 * 1024;
 /// The listening socket: TCP, or a unix socket (`[www] unix_socket`).
 pub enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener),
 }
 
 /// One accepted connection.
@@ -244,13 +243,6 @@ impl Response {
         self
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     /// The body, if it is in memory (tests).
     pub fn body_bytes(&self) -> Option<&[u8]> {
         match &self.body {
@@ -385,7 +377,7 @@ impl Server {
                 l.set_nonblocking(true)?;
                 MioListener::Tcp(mio::net::TcpListener::from_std(l))
             }
-            Listener::Unix(l, _) => {
+            Listener::Unix(l) => {
                 l.set_nonblocking(true)?;
                 MioListener::Unix(mio::net::UnixListener::from_std(l))
             }

@@ -5,34 +5,34 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
 pub mod botmaster;
-pub mod build;
-pub mod change_hook;
+pub(crate) mod build;
+pub(crate) mod change_hook;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dialects;
-pub mod events;
-pub mod html;
-pub mod http_server;
-pub mod janitor;
-pub mod logs;
-pub mod logview;
+pub(crate) mod events;
+pub(crate) mod html;
+pub(crate) mod http_server;
+pub(crate) mod janitor;
+pub(crate) mod logs;
+pub(crate) mod logview;
 pub mod master;
 pub mod model;
-pub mod pages;
-pub mod poller;
+pub(crate) mod pages;
+pub(crate) mod poller;
 pub mod protocol;
-pub mod reporters;
-pub mod rpc;
+pub(crate) mod reporters;
+pub(crate) mod rpc;
 pub mod scheduler;
-pub mod sse;
-pub mod steps;
+pub(crate) mod sse;
+pub(crate) mod steps;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod worker;
 pub mod worker_conn;
-pub mod www;
+pub(crate) mod www;

@@ -35,11 +35,6 @@ pub struct Range {
     pub partial_first: bool,
 }
 
-/// The size of a log file; 0 when it does not exist yet.
-pub fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
 /// The whole lines within the `CHUNK` bytes before `end` (a line start, or
 /// the file's length). A missing file is an empty range.
 pub fn chunk_before(path: &Path, end: u64) -> io::Result<Range> {

@@ -161,12 +161,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             crate::sys::widen_backlog(&l, HTTP_BACKLOG)
                 .context("setting the HTTP listen backlog")?;
             let desc = format!("unix:{}", path.display());
-            (
-                http_server::Listener::Unix(l, path),
-                desc.clone(),
-                desc,
-                None,
-            )
+            (http_server::Listener::Unix(l), desc.clone(), desc, None)
         }
         None => {
             let addr = format!("{}:{}", cfg.www.bind, cfg.www.port);

@@ -33,8 +33,6 @@ use std::time::{Duration, Instant};
 
 pub enum PollerMsg {
     Reconfig(Arc<Config>),
-    /// Poll every source now (tests; a future "poll" API call).
-    PollNow,
     Shutdown,
 }
 
@@ -103,11 +101,6 @@ impl Poller {
             select! {
                 recv(rx) -> msg => match msg {
                     Ok(PollerMsg::Reconfig(cfg)) => self.configure(&cfg),
-                    Ok(PollerMsg::PollNow) => {
-                        for (_, due) in &mut self.sources {
-                            *due = Instant::now();
-                        }
-                    }
                     Ok(PollerMsg::Shutdown) | Err(_) => break,
                 },
                 recv(timeout) -> _ => {}

@@ -91,6 +91,7 @@ impl Live {
         }
     }
 
+    #[cfg(test)]
     pub fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }

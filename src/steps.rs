@@ -85,10 +85,6 @@ impl CancelToken {
             .take();
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        self.reason().is_some()
-    }
-
     pub fn reason(&self) -> Option<String> {
         self.inner
             .reason
