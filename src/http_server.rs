@@ -480,7 +480,7 @@ struct Pending {
 enum Progress {
     More,
     Closed,
-    Complete,
+    Complete(Parsed),
     Refuse(Response),
 }
 
@@ -497,9 +497,9 @@ fn read_pending(p: &mut Pending) -> Progress {
                 p.first_byte.get_or_insert(now);
                 p.progress = now;
                 p.buf.extend_from_slice(&chunk[..n]);
-                match check_head(&p.buf, &mut p.scan) {
-                    Ok(true) => return Progress::Complete,
-                    Ok(false) => {}
+                match parse_head(&mut p.buf, &mut p.scan, p.remote) {
+                    Ok(Some(parsed)) => return Progress::Complete(parsed),
+                    Ok(None) => {}
                     Err(resp) => return Progress::Refuse(resp),
                 }
             }
@@ -610,12 +610,12 @@ fn reception(
                                 refuse_now(p.stream, resp);
                             }
                         }
-                        Progress::Complete => {
+                        Progress::Complete(parsed) => {
                             if let Some(mut p) = pending.remove(&token) {
+                                // Its fd goes back to reception after a
+                                // keep-alive answer and is registered anew.
                                 let _ = poll.registry().deregister(p.stream.source());
-                                if let Ok(s) = p.stream.into_std() {
-                                    dispatch(s, p.buf, p.remote, &sh);
-                                }
+                                hand_over(p, parsed, &sh);
                             }
                         }
                     }
@@ -643,10 +643,8 @@ fn reception(
                     refuse_now(p.stream, resp);
                     continue;
                 }
-                Progress::Complete => {
-                    if let Ok(s) = p.stream.into_std() {
-                        dispatch(s, p.buf, p.remote, &sh);
-                    }
+                Progress::Complete(parsed) => {
+                    hand_over(p, parsed, &sh);
                     continue;
                 }
             }
@@ -710,9 +708,17 @@ fn sweep(pending: &mut HashMap<mio::Token, Pending>) {
     }
 }
 
+/// A pending connection whose head is complete leaves reception for a
+/// request thread.
+fn hand_over(p: Pending, parsed: Parsed, sh: &Arc<Shared>) {
+    if let Ok(s) = p.stream.into_std() {
+        dispatch(s, parsed, p.buf, p.remote, sh);
+    }
+}
+
 /// Gives a request with a complete head a thread, displacing the request
 /// that has waited longest on its client if all places are taken.
-fn dispatch(stream: Stream, buf: Vec<u8>, remote: Option<IpAddr>, sh: &Arc<Shared>) {
+fn dispatch(stream: Stream, first: Parsed, buf: Vec<u8>, remote: Option<IpAddr>, sh: &Arc<Shared>) {
     let reg = &sh.registry;
     let Ok(closer) = stream.try_clone() else {
         return;
@@ -757,7 +763,7 @@ fn dispatch(stream: Stream, buf: Vec<u8>, remote: Option<IpAddr>, sh: &Arc<Share
         .stack_size(STACK)
         .spawn(move || {
             let sh = guard.0.clone();
-            serve(stream, buf, remote, id, &sh);
+            serve(stream, first, buf, remote, id, &sh);
             drop(guard);
         });
     if let Err(e) = spawned {
@@ -785,7 +791,8 @@ enum End {
     Answer(Response),
 }
 
-fn error(status: u16, msg: &str) -> Response {
+/// A JSON error answer, `{"error": msg}` (this layer's and the API's).
+pub fn error(status: u16, msg: &str) -> Response {
     Response::bytes(
         status,
         "application/json",
@@ -793,19 +800,35 @@ fn error(status: u16, msg: &str) -> Response {
     )
 }
 
-/// A request thread: the request whose head is in `buf`, and any that
-/// follow it already in `buf` (pipelined); then a keep-alive connection
-/// goes back to reception.
-fn serve(mut stream: Stream, mut buf: Vec<u8>, remote: Option<IpAddr>, id: u64, sh: &Shared) {
+/// A request thread: the request reception parsed (`first`; `buf` holds
+/// the bytes after its head), and any that follow it already in `buf`
+/// (pipelined); then a keep-alive connection goes back to reception.
+fn serve(
+    mut stream: Stream,
+    first: Parsed,
+    mut buf: Vec<u8>,
+    remote: Option<IpAddr>,
+    id: u64,
+    sh: &Shared,
+) {
     let reg = &sh.registry;
     let handler = &*sh.handler;
+    let mut next = Some(first);
     loop {
         if reg.stop.load(Ordering::SeqCst) {
             return;
         }
         reg.set_waiting(id, true);
-        let (head, http10, keep_alive) = match read_head(&mut stream, &mut buf, remote) {
-            Ok(h) => h,
+        let parsed = match next.take() {
+            Some(p) => Ok(p),
+            None => read_head(&mut stream, &mut buf, remote),
+        };
+        let Parsed {
+            head,
+            http10,
+            keep_alive,
+        } = match parsed {
+            Ok(p) => p,
             Err(End::Quiet) => return,
             Err(End::Answer(resp)) => {
                 let _ = write_response(&mut stream, resp, false, false, false);
@@ -903,67 +926,33 @@ fn too_long(request_line: bool) -> Response {
     }
 }
 
-/// Whether `buf` starts with a whole request head (Ok(true)), may still
-/// become one (Ok(false)), or is refused with this answer. `scan` carries
-/// over between calls on the same growing `buf`.
-fn check_head(buf: &[u8], scan: &mut HeadScan) -> Result<bool, Response> {
+/// A request head, parsed.
+struct Parsed {
+    head: Head,
+    http10: bool,
+    keep_alive: bool,
+}
+
+/// The request head at the start of `buf`, parsed and drained from it
+/// (Ok(Some)), not whole yet (Ok(None)), or refused with this answer.
+/// `scan` carries over between calls on the same growing `buf`, so each
+/// byte is scanned once and `httparse` runs once per head.
+fn parse_head(
+    buf: &mut Vec<u8>,
+    scan: &mut HeadScan,
+    remote: Option<IpAddr>,
+) -> Result<Option<Parsed>, Response> {
     scan.scan(buf)?;
     if !scan.ended {
-        return Ok(false);
+        return Ok(None);
     }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => Ok(true),
-        Ok(httparse::Status::Partial) => Err(error(400, "bad request: malformed head")),
-        Err(httparse::Error::TooManyHeaders) => Err(error(431, "too many header fields")),
-        Err(e) => Err(error(400, &format!("bad request: {e}"))),
-    }
-}
-
-/// Reads until `deadline`; Err(Quiet) on close, error or timeout.
-fn read_more(
-    stream: &mut Stream,
-    buf: &mut Vec<u8>,
-    max: usize,
-    deadline: Instant,
-) -> Result<(), End> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() || stream.set_read_timeout(left).is_err() {
-        return Err(End::Quiet);
-    }
-    let mut chunk = [0u8; 4096];
-    let want = chunk.len().min(max.saturating_sub(buf.len())).max(1);
-    match stream.read(&mut chunk[..want]) {
-        Ok(0) | Err(_) => Err(End::Quiet),
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(())
-        }
-    }
-}
-
-/// Reads and parses one request head. `buf` holds bytes already read
-/// (from reception, or pipelined) and keeps the bytes after the head.
-fn read_head(
-    stream: &mut Stream,
-    buf: &mut Vec<u8>,
-    remote: Option<IpAddr>,
-) -> Result<(Head, bool, bool), End> {
-    let idle_deadline = Instant::now() + IDLE_TIMEOUT;
-    while buf.is_empty() {
-        read_more(stream, buf, MAX_HEAD + 1, idle_deadline)?;
-    }
-    let deadline = Instant::now() + HEAD_TIMEOUT;
-    let mut scan = HeadScan::default();
-    while !check_head(buf, &mut scan).map_err(End::Answer)? {
-        read_more(stream, buf, MAX_HEAD + 1, deadline)
-            .map_err(|_| End::Answer(error(408, "request head not received in time")))?;
-    }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let Ok(httparse::Status::Complete(n)) = req.parse(buf) else {
-        return Err(End::Answer(error(400, "bad request")));
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(error(400, "bad request: malformed head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(error(431, "too many header fields")),
+        Err(e) => return Err(error(400, &format!("bad request: {e}"))),
     };
     let http10 = req.version == Some(0);
     let headers: Vec<(String, String)> = req
@@ -994,7 +983,52 @@ fn read_head(
         remote,
     };
     buf.drain(..n);
-    Ok((head, http10, keep_alive))
+    Ok(Some(Parsed {
+        head,
+        http10,
+        keep_alive,
+    }))
+}
+
+/// Reads until `deadline`; Err(Quiet) on close, error or timeout.
+fn read_more(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> Result<(), End> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() || stream.set_read_timeout(left).is_err() {
+        return Err(End::Quiet);
+    }
+    let mut chunk = [0u8; 4096];
+    let want = chunk.len().min(max.saturating_sub(buf.len())).max(1);
+    match stream.read(&mut chunk[..want]) {
+        Ok(0) | Err(_) => Err(End::Quiet),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+    }
+}
+
+/// Reads and parses the next pipelined request head on a request thread
+/// (`buf` holds its first bytes: a connection with nothing left to read
+/// goes back to reception instead), within [`HEAD_TIMEOUT`].
+fn read_head(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    remote: Option<IpAddr>,
+) -> Result<Parsed, End> {
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let mut scan = HeadScan::default();
+    loop {
+        if let Some(p) = parse_head(buf, &mut scan, remote).map_err(End::Answer)? {
+            return Ok(p);
+        }
+        read_more(stream, buf, MAX_HEAD + 1, deadline)
+            .map_err(|_| End::Answer(error(408, "request head not received in time")))?;
+    }
 }
 
 /// Reads the body the head announces, within `limit`, the budget and the
@@ -1223,7 +1257,9 @@ mod tests {
             let mut out = Ok(false);
             for b in text.chunks(7) {
                 buf.extend_from_slice(b);
-                out = check_head(&buf, &mut scan).map_err(|r| r.status);
+                out = parse_head(&mut buf, &mut scan, None)
+                    .map(|p| p.is_some())
+                    .map_err(|r| r.status);
                 if out != Ok(false) {
                     break;
                 }
