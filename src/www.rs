@@ -34,7 +34,7 @@ use crate::config::LiveConfig;
 use crate::dialects::HookRequest;
 use crate::events::Hub;
 use crate::html::Html;
-use crate::http_server::{self, Handler, Head, Listener, Method, Reply, Request, Response};
+use crate::http_server::{self, error, Handler, Head, Listener, Method, Reply, Request, Response};
 use crate::pages::{self, Ctx};
 use crate::rpc::{self, Writer};
 use crate::scheduler::SchedMsg;
@@ -121,10 +121,6 @@ fn respond_bytes(status: u16, content_type: &str, body: Vec<u8>) -> Resp {
 
 fn json_resp(status: u16, v: &serde_json::Value) -> Resp {
     respond_bytes(status, "application/json", v.to_string().into_bytes())
-}
-
-fn error(status: u16, msg: &str) -> Resp {
-    json_resp(status, &json!({ "error": msg }))
 }
 
 fn html(status: u16, body: Html) -> Resp {
