@@ -173,6 +173,18 @@ fn verify_phc(password: &[u8], phc: &str) -> Result<bool> {
     Ok(same_bytes(out, expected.as_bytes()))
 }
 
+/// SHA-256 of a per-process salt and two strings (the first one
+/// length-prefixed, so ("ab", "c") and ("a", "bc") differ): map keys that
+/// keep neither the strings nor a guessable hash of them in memory.
+fn salted_pair_hash(salt: &[u8], first: &str, second: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update((first.len() as u64).to_be_bytes());
+    h.update(first.as_bytes());
+    h.update(second.as_bytes());
+    h.finalize().into()
+}
+
 /// A user name fit for a Basic auth header and a log line.
 pub fn check_user_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 64 {
@@ -367,12 +379,7 @@ impl Limits {
     }
 
     fn pair_key(&self, addr: &str, name: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.salt);
-        h.update((addr.len() as u64).to_be_bytes());
-        h.update(addr.as_bytes());
-        h.update(name.as_bytes());
-        h.finalize().into()
+        salted_pair_hash(&self.salt, addr, name)
     }
 }
 
@@ -778,12 +785,7 @@ impl Auth {
     }
 
     fn cred_key(&self, name: &str, password: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.salt);
-        h.update((name.len() as u64).to_be_bytes());
-        h.update(name.as_bytes());
-        h.update(password.as_bytes());
-        h.finalize().into()
+        salted_pair_hash(&self.salt, name, password)
     }
 
     /// Checks a name and password (login form or Basic auth) under the
