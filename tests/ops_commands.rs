@@ -47,16 +47,7 @@ fn commands_say_so_when_nothing_runs() {
     // on port 0, pinned for the `restart` below.
     s.pick_ports();
     let wdir = s.tmp.path().join("w");
-    run_ok(
-        WORKER,
-        &[
-            "create-worker",
-            wdir.to_str().unwrap(),
-            &format!("127.0.0.1:{}", s.wport()),
-            "example-worker",
-            WORKER_PW,
-        ],
-    );
+    s.create_worker(&wdir, "example-worker", WORKER_PW);
     let out = run(WORKER, &["stop", wdir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

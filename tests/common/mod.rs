@@ -672,6 +672,24 @@ command = ["/usr/bin/python3", "test_hello.py"]
         self.start_worker_in(name, name, password, env)
     }
 
+    /// `minibot-worker create-worker` of a worker called `name` in `dir`,
+    /// connecting to this master's worker port (keepalive 2 s, as the
+    /// master's).
+    pub fn create_worker(&self, dir: &Path, name: &str, password: &str) {
+        run_ok(
+            WORKER,
+            &[
+                "create-worker",
+                "--keepalive",
+                "2",
+                dir.to_str().unwrap(),
+                &format!("127.0.0.1:{}", self.wport()),
+                name,
+                password,
+            ],
+        );
+    }
+
     /// A worker called `name` in the directory `<tmp>/<dir>` (created on
     /// first use), e.g. a second worker claiming a name already in use.
     pub fn start_worker_in(
@@ -683,18 +701,7 @@ command = ["/usr/bin/python3", "test_hello.py"]
     ) -> Proc {
         let dir = self.tmp.path().join(dir);
         if !dir.exists() {
-            run_ok(
-                WORKER,
-                &[
-                    "create-worker",
-                    "--keepalive",
-                    "2",
-                    dir.to_str().unwrap(),
-                    &format!("127.0.0.1:{}", self.wport()),
-                    name,
-                    password,
-                ],
-            );
+            self.create_worker(&dir, name, password);
         }
         let (p, _line) = start_daemon_env(
             WORKER,

@@ -141,16 +141,7 @@ fn start_tightens_an_older_install_and_warns_about_published_secrets() {
     s.wait_master_log("is the sample's published secret");
     // The worker's older install (its port is known once the master runs).
     let wdir = s.tmp.path().join("example-worker");
-    run_ok(
-        WORKER,
-        &[
-            "create-worker",
-            wdir.to_str().unwrap(),
-            &format!("127.0.0.1:{}", s.wport()),
-            "example-worker",
-            WORKER_PW,
-        ],
-    );
+    s.create_worker(&wdir, "example-worker", WORKER_PW);
     let wlog = wdir.join("worker.log");
     std::fs::write(&wlog, "").unwrap();
     chmod(&wdir, 0o755);
