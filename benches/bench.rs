@@ -59,7 +59,7 @@ use anyhow::{bail, ensure, Context, Result};
 use argh::FromArgs;
 use common::*;
 use http::Conn;
-use minibot::botmaster::RELEASED;
+use minibot::master::botmaster::RELEASED;
 use report::{percentile, Report, Target};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::json;
@@ -98,7 +98,7 @@ const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// benchmark knows the master has given memory back after builds (one line
 /// per busy → idle transition; the only other is its exit).
 const DAEMON_ENV: &[(&str, &str)] = &[
-    ("RUST_LOG", "info,minibot::botmaster=debug"),
+    ("RUST_LOG", "info,minibot::master::botmaster=debug"),
     ("PATH", SYSTEM_PATH),
 ];
 const WORKER_NAME: &str = "example-worker";

@@ -9,7 +9,7 @@
 //! to the master's own change hook over HTTP; the build is followed through
 //! the JSON API until it is green.
 
-use crate::store;
+use crate::db;
 use anyhow::{anyhow, bail, Context, Result};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -246,10 +246,10 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     let (www, wport) = (free_port()?, free_port()?);
     let secret = crate::protocol::new_nonce();
     std::fs::create_dir_all(&master)?;
-    store::create(&master.join("state.sqlite"))?;
+    db::create(&master.join("state.sqlite"))?;
     let cfg_path = master.join("master.cfg");
     std::fs::write(&cfg_path, master_cfg(www, wport, &secret, &repo))?;
-    store::set_private(&cfg_path)?;
+    db::set_private(&cfg_path)?;
 
     println!("[3/6] starting the master");
     let mut child = Command::new(&exe)

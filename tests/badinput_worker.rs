@@ -219,7 +219,7 @@ fn wrong_worker_password_is_refused_logged_and_slowed_down() {
         assert_eq!(
             answer,
             ToWorker::Refused {
-                reason: minibot::worker_conn::LOGIN_REFUSED.into()
+                reason: minibot::master::worker_conn::LOGIN_REFUSED.into()
             }
         );
         assert!(r.rest().is_empty(), "closed after the refusal");

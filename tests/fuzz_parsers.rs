@@ -13,8 +13,8 @@
 //! `target/fuzz-crashes/` so it can become a regression test.
 
 use minibot::config::{BaseDialect, GiteaDialect};
-use minibot::dialects::{self, HookRequest};
 use minibot::protocol::{self, FromWorker, StepSpec, ToWorker};
+use minibot::web::dialects::{self, HookRequest};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};

@@ -40,13 +40,13 @@ fn every_fixture_stores_its_changes_and_queues_builds() {
             .iter()
             .map(|(k, v)| (k.to_lowercase(), v.clone()))
             .collect();
-        let req = minibot::dialects::HookRequest {
+        let req = minibot::web::dialects::HookRequest {
             headers: lower,
             query: vec![],
             body: &raw,
         };
-        let expected = match minibot::dialects::gitea::handle(&gitea_cfg, &req) {
-            Ok(minibot::dialects::HookOutcome::Changes { changes, .. }) => changes,
+        let expected = match minibot::web::dialects::gitea::handle(&gitea_cfg, &req) {
+            Ok(minibot::web::dialects::HookOutcome::Changes { changes, .. }) => changes,
             _ => vec![],
         };
         assert_eq!(got.len(), expected.len(), "{name}: {body}");

@@ -7,7 +7,7 @@
 use crate::common::*;
 use std::time::Duration;
 
-use minibot::botmaster::RELEASED;
+use minibot::master::botmaster::RELEASED;
 
 fn releases(s: &Setup) -> Vec<String> {
     std::fs::read_to_string(s.master.join("master.log"))

@@ -47,11 +47,11 @@ fn janitor_prunes_aged_builds_and_logs_after_start() {
     drop(db);
     // How many log files of build `i` are on disk.
     let files_of = |i: usize| {
-        std::fs::read_dir(minibot::store::log_root(&s.master))
+        std::fs::read_dir(minibot::db::log_root(&s.master))
             .unwrap()
             .filter(|e| {
                 let name = e.as_ref().unwrap().file_name();
-                minibot::store::log_entry_build(name.to_str().unwrap()) == Some(id(i))
+                minibot::db::log_entry_build(name.to_str().unwrap()) == Some(id(i))
             })
             .count()
     };

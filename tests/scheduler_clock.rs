@@ -8,11 +8,11 @@
 
 use crate::common::wait_for;
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use minibot::botmaster::BotMsg;
 use minibot::config::{self, Config};
+use minibot::db::{self, Store};
+use minibot::master::botmaster::BotMsg;
+use minibot::master::scheduler::{self, civil_utc, Clock, SchedMsg};
 use minibot::model::NewChange;
-use minibot::scheduler::{self, civil_utc, Clock, SchedMsg};
-use minibot::store::{self, Store};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,11 +96,11 @@ impl Harness {
         let _ = env_logger::builder().is_test(true).try_init();
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("state.sqlite");
-        store::create(&db).unwrap();
+        db::create(&db).unwrap();
         let store = Store::open(&db).unwrap();
         let cfg = Arc::new(config::parse(CFG, "master.cfg").unwrap_or_else(|e| panic!("{e}")));
         let c2 = (*cfg).clone();
-        store.write(move |c| store::sync_config(c, &c2)).unwrap();
+        store.write(move |c| db::sync_config(c, &c2)).unwrap();
         let clock = Arc::new(ManualClock(Mutex::new(MON)));
         let (tx, bot) = Harness::start(&store, &cfg, &clock);
         let (tx, bot, thread) = (tx.0, bot, Some(tx.1));
@@ -162,7 +162,7 @@ impl Harness {
             ..Default::default()
         };
         self.store
-            .write(move |conn| store::insert_changes(conn, &[c], None))
+            .write(move |conn| db::insert_changes(conn, &[c], None))
             .unwrap();
         self.tx.send(SchedMsg::NewChanges).unwrap();
         self.settle();
@@ -187,7 +187,7 @@ impl Harness {
         };
         let id = self
             .store
-            .write(move |conn| store::insert_changes(conn, &[c], None))
+            .write(move |conn| db::insert_changes(conn, &[c], None))
             .unwrap()[0];
         self.tx.send(SchedMsg::NewChanges).unwrap();
         id
@@ -195,7 +195,7 @@ impl Harness {
 
     /// (scheduler, revision, number of changes) of every buildset, in order.
     fn buildsets(&self) -> Vec<(String, Option<String>, i64)> {
-        let conn = store::open_reader(&self.db).unwrap();
+        let conn = db::open_reader(&self.db).unwrap();
         let mut st = conn
             .prepare(
                 "SELECT scheduler, revision,
@@ -218,7 +218,7 @@ impl Harness {
 
     /// Waits until every change is classified (the thread is idle again).
     fn settle(&self) {
-        let conn = store::open_reader(&self.db).unwrap();
+        let conn = db::open_reader(&self.db).unwrap();
         wait_for("changes classified", Duration::from_secs(10), || {
             let n: i64 = conn
                 .query_row(

@@ -3,7 +3,7 @@
 //! Owns: argument parsing, exit codes (0 ok, 1 user error, 2 usage) and the
 //! mapping of commands onto `worker` (create-worker, the daemon itself) and
 //! `daemon` (pid file, detach, stop). No threads or channels of its own: the
-//! worker daemon's are described in `src/worker.rs`.
+//! worker daemon's are described in `src/worker/mod.rs`.
 
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;

@@ -1,13 +1,13 @@
 //! `minibot`: the master daemon and its admin commands (argh).
 //!
 //! Owns: command-line parsing and exit codes only (1 = user error, 2 =
-//! usage); the work is in `minibot::master`, `minibot::daemon`, `minibot::auth`,
-//! `minibot::store` and `minibot::demo`.
+//! usage); the work is in `minibot::master`, `minibot::daemon`, `minibot::master::auth`,
+//! `minibot::db` and `minibot::demo`.
 
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use minibot::master::{self, CONFIG_FILE, DB_FILE, LOG_FILE, PID_FILE};
-use minibot::{config, daemon, demo, store};
+use minibot::{config, daemon, db, demo};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -202,12 +202,12 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
     std::fs::write(&sample, text).with_context(|| format!("cannot write {}", sample.display()))?;
     // The sample holds a worker password and a hook secret (and may be an
     // existing, looser file under --force: write keeps its mode).
-    store::set_private(&sample)?;
+    db::set_private(&sample)?;
     let db = dir.join(DB_FILE);
     if db.exists() && force {
         println!("keeping the existing {}", db.display());
     } else {
-        store::create(&db)?;
+        db::create(&db)?;
     }
     println!("created master in {}", dir.display());
     println!(
@@ -251,7 +251,7 @@ fn check_config(dir: &Path) -> Result<()> {
 /// side files 0600. Installs from before issue 14 have 0755/0644 here.
 fn tighten_master_dir(dir: &Path) -> Result<()> {
     daemon::tighten_dir(dir)?;
-    let logs = store::log_root(dir);
+    let logs = db::log_root(dir);
     if logs.is_dir() {
         daemon::tighten_dir(&logs)?;
     }
@@ -367,7 +367,7 @@ fn reconfig(dir: &Path) -> Result<()> {
 }
 
 fn upgrade(dir: &Path) -> Result<()> {
-    let (from, to) = store::upgrade(&dir.join(DB_FILE))?;
+    let (from, to) = db::upgrade(&dir.join(DB_FILE))?;
     if from == to {
         println!(
             "{}: schema already at version {to}",
@@ -386,14 +386,14 @@ fn upgrade(dir: &Path) -> Result<()> {
 /// files) private: it holds the password hashes.
 fn user_db(dir: &Path) -> Result<rusqlite::Connection> {
     let db = dir.join(DB_FILE);
-    let conn = store::open_admin(&db)?;
+    let conn = db::open_admin(&db)?;
     for f in [
         db.clone(),
         dir.join(format!("{DB_FILE}-wal")),
         dir.join(format!("{DB_FILE}-shm")),
     ] {
         if f.exists() {
-            store::set_private(&f)?;
+            db::set_private(&f)?;
         }
     }
     Ok(conn)
@@ -421,29 +421,29 @@ fn read_password(from_stdin: bool) -> Result<String> {
         }
         pw
     };
-    minibot::auth::check_password(&pw)?;
+    minibot::master::auth::check_password(&pw)?;
     Ok(pw)
 }
 
 fn user(cmd: UserCmd) -> Result<()> {
-    use minibot::auth;
+    use minibot::master::auth;
     match cmd {
         UserCmd::Add(c) => {
             auth::check_user_name(&c.name)?;
             let conn = user_db(&c.dir)?;
-            if store::user_password(&conn, &c.name)?.is_some() {
+            if db::user_password(&conn, &c.name)?.is_some() {
                 bail!(
                     "a user named {:?} already exists (use `minibot user passwd`)",
                     c.name
                 );
             }
             let hash = auth::hash_password(&read_password(c.password_stdin)?)?;
-            store::add_user(&conn, &c.name, &hash)?;
+            db::add_user(&conn, &c.name, &hash)?;
             println!("added user {}", c.name);
         }
         UserCmd::Passwd(c) => {
             let conn = user_db(&c.dir)?;
-            if store::user_password(&conn, &c.name)?.is_none() {
+            if db::user_password(&conn, &c.name)?.is_none() {
                 bail!(
                     "no user named {:?} in {}",
                     c.name,
@@ -451,7 +451,7 @@ fn user(cmd: UserCmd) -> Result<()> {
                 );
             }
             let hash = auth::hash_password(&read_password(c.password_stdin)?)?;
-            store::set_user_password(&conn, &c.name, &hash)?;
+            db::set_user_password(&conn, &c.name, &hash)?;
             println!(
                 "changed the password of {} and logged out their sessions",
                 c.name
@@ -459,7 +459,7 @@ fn user(cmd: UserCmd) -> Result<()> {
         }
         UserCmd::Remove(c) => {
             let conn = user_db(&c.dir)?;
-            if !store::remove_user(&conn, &c.name)? {
+            if !db::remove_user(&conn, &c.name)? {
                 bail!(
                     "no user named {:?} in {}",
                     c.name,
@@ -470,7 +470,7 @@ fn user(cmd: UserCmd) -> Result<()> {
         }
         UserCmd::List(c) => {
             let conn = user_db(&c.dir)?;
-            let users = store::list_users(&conn)?;
+            let users = db::list_users(&conn)?;
             if users.is_empty() {
                 println!(
                     "no users yet; add one with `minibot user add {} NAME`",

@@ -1,4 +1,4 @@
-//! Hostile-neighbour tests: the HTTP port itself (`src/http_server.rs`).
+//! Hostile-neighbour tests: the HTTP port itself (`src/web/http_server.rs`).
 //! Header floods, idle and slow connections, slow bodies, clients that
 //! stop reading, response splitting through `next`, DNS rebinding, on the
 //! TCP port and the unix socket. Each prints what it measured.

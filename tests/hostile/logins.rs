@@ -374,12 +374,12 @@ fn argon2_memory_is_given_back() {
     let s = Setup::new(PASSING_TEST, "");
     // 200 users with one hash, written straight into the database: 200
     // logins that each need an Argon2 check (first login of each).
-    let phc = minibot::auth::hash_password("right-password").expect("hashing");
+    let phc = minibot::master::auth::hash_password("right-password").expect("hashing");
     {
         let db = s.master.join("state.sqlite");
-        let conn = minibot::store::open_admin(&db).expect("the database");
+        let conn = minibot::db::open_admin(&db).expect("the database");
         for i in 0..200 {
-            minibot::store::add_user(&conn, &format!("u{i}"), &phc).expect("a user");
+            minibot::db::add_user(&conn, &format!("u{i}"), &phc).expect("a user");
         }
     }
     let master = s.start_master();

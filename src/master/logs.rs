@@ -5,9 +5,9 @@
 //! log, no locking). Output arrives as chunks per stream; each complete
 //! line is written with its stream's prefix ('o', 'e', 'h'), Buildbot's
 //! stream-log format, so stdout and stderr stay apart while keeping their
-//! order. SQLite holds only the totals (`store::update_log`).
+//! order. SQLite holds only the totals (`db::update_log`).
 
-use crate::store::LogTotals;
+use crate::db::LogTotals;
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::Write;

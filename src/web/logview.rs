@@ -12,7 +12,7 @@
 //! state is reset at each line: chunks render independently and a stray
 //! escape cannot colour the rest of the log.
 
-use crate::html::{html, Html};
+use crate::web::html::{html, Html};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;

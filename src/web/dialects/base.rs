@@ -166,7 +166,7 @@ fn unix_seconds(v: &Value) -> Result<i64, HookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialects::testutil::{request, sign};
+    use crate::web::dialects::testutil::{request, sign};
     use serde_json::json;
 
     const FORM: &str = "application/x-www-form-urlencoded";

@@ -669,7 +669,7 @@ pub struct StepCfg {
     pub warning_exit_codes: Vec<i32>,
 }
 
-/// `[janitor]`: what the janitor thread (`src/janitor.rs`) prunes. On by
+/// `[janitor]`: what the janitor thread (`src/master/janitor.rs`) prunes. On by
 /// default, also when the section is missing: a small disk quota must not
 /// fill up with old logs because nobody knew cleanup existed. A horizon of 0
 /// keeps that kind of data forever.
@@ -717,7 +717,7 @@ impl Default for JanitorCfg {
 /// the rest of the config. Read at start only.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct LoggingCfg {
-    /// env_logger filter (`info`, `debug`, `info,minibot::www=debug`); the
+    /// env_logger filter (`info`, `debug`, `info,minibot::web::www=debug`); the
     /// `RUST_LOG` environment variable wins when it is set.
     #[serde(default = "default_log_level")]
     pub level: String,
@@ -993,7 +993,7 @@ log_horizon_days = 30
 # The master's own log, master.log. RUST_LOG in the environment wins over
 # level when it is set.
 # [logging]
-# level = "info"                # or "debug", or "info,minibot::www=debug"
+# level = "info"                # or "debug", or "info,minibot::web::www=debug"
 # rotate_length = 10000000      # bytes; then master.log becomes master.log.1
 # max_rotated_files = 5         # master.log.1 ... master.log.5 are kept
 
@@ -1873,7 +1873,7 @@ fn check_janitor(j: &JanitorCfg, p: &mut Problems) {
     }
 }
 
-/// Levels env_logger understands, in a filter like `info,minibot::www=debug`.
+/// Levels env_logger understands, in a filter like `info,minibot::web::www=debug`.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 fn check_logging(l: &LoggingCfg, p: &mut Problems) {
@@ -3321,14 +3321,14 @@ command = "make test"
             crate::daemon::LogOptions::default()
         );
         let cfg = parse(
-            &with("[logging]\nlevel = \"info,minibot::www=debug\"\nrotate_length = 1000000\nmax_rotated_files = 2\n"),
+            &with("[logging]\nlevel = \"info,minibot::web::www=debug\"\nrotate_length = 1000000\nmax_rotated_files = 2\n"),
             "master.cfg",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let o = cfg.logging.log_options();
         assert_eq!(
             (o.level.as_str(), o.rotate_length, o.max_rotated_files),
-            ("info,minibot::www=debug", 1_000_000, 2)
+            ("info,minibot::web::www=debug", 1_000_000, 2)
         );
         assert!(problems(&with("[logging]\nlevel = \"DEBUG\"\n")).is_empty());
         assert_problem(

@@ -16,12 +16,12 @@
 //! through the operator's SSH tunnel is the easiest way to reach the port.
 //! Only hooks whose signature was checked store a delivery id, which the
 //! gitea_status reporter takes as the sign of a change it may trust
-//! (`store::ChangeSource::signed`).
+//! (`db::ChangeSource::signed`).
 
 use crate::config::LiveConfig;
-use crate::dialects::{self, HookError, HookOutcome, HookRequest};
-use crate::scheduler::SchedMsg;
-use crate::store::{self, Store};
+use crate::db::{self, Store};
+use crate::master::scheduler::SchedMsg;
+use crate::web::dialects::{self, HookError, HookOutcome, HookRequest};
 use crossbeam_channel::Sender;
 use serde_json::json;
 
@@ -164,7 +164,7 @@ pub fn handle(
                 _ => None,
             };
             let n = changes.len();
-            match store.write(move |c| store::insert_changes(c, &changes, delivery.as_deref())) {
+            match store.write(move |c| db::insert_changes(c, &changes, delivery.as_deref())) {
                 Ok(ids) => {
                     log::info!("change hook {dialect}: stored {n} change(s) {ids:?}");
                     let _ = sched.send(SchedMsg::NewChanges);

@@ -12,10 +12,10 @@
 //! takes the name of the user it acts for, which goes into the build's
 //! properties and the log.
 
-use crate::api;
-use crate::botmaster::BotMsg;
 use crate::config::Config;
-use crate::store::{self, CancelOutcome, Props, SourceStamp, Store};
+use crate::db::{self, CancelOutcome, Props, SourceStamp, Store};
+use crate::master::botmaster::BotMsg;
+use crate::web::api;
 use crossbeam_channel::Sender;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
@@ -110,7 +110,7 @@ fn checked_git_word(key: &str, v: Option<String>) -> Result<Option<String>, RpcE
     match v {
         Some(s) if s.is_empty() => Ok(None),
         Some(s) => {
-            crate::steps::validate_git_word(key, &s).map_err(invalid)?;
+            crate::worker::steps::validate_git_word(key, &s).map_err(invalid)?;
             Ok(Some(s))
         }
         None => Ok(None),
@@ -221,7 +221,7 @@ pub fn force(
         .store
         .write(move |c| {
             let (bsid, reqs) =
-                store::create_buildset(c, &bs_reason, Some(&name), &ss, &props, &[], &builders)?;
+                db::create_buildset(c, &bs_reason, Some(&name), &ss, &props, &[], &builders)?;
             if priority != 0 {
                 c.execute(
                     "UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1",
@@ -283,7 +283,7 @@ pub fn rebuild(w: &Writer, buildid: i64, user: &str) -> Result<Submitted, RpcErr
     let reason = format!("rebuild of build {buildid} by {user}");
     let got = w
         .store
-        .write(move |c| store::rebuild(c, buildid, &reason))
+        .write(move |c| db::rebuild(c, buildid, &reason))
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no build {buildid}")))?;
     let _ = w.bot.send(BotMsg::RequestsAdded);
@@ -301,7 +301,7 @@ pub fn cancel_request(
 ) -> Result<(), RpcError> {
     let outcome = w
         .store
-        .write(move |c| store::cancel_request(c, brid))
+        .write(move |c| db::cancel_request(c, brid))
         .map_err(internal)?;
     match outcome {
         CancelOutcome::NotFound => Err(not_found(format!("no build request {brid}"))),
@@ -316,11 +316,11 @@ pub fn cancel_request(
 
 /// Pauses (no new builds; running ones go on) or unpauses a worker.
 pub fn set_paused(w: &Writer, worker: &str, paused: bool, user: &str) -> Result<(), RpcError> {
-    let id = store::worker_id(w.conn, worker)
+    let id = db::worker_id(w.conn, worker)
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no worker {worker:?}")))?;
     w.store
-        .write(move |c| store::set_worker_paused(c, id, paused))
+        .write(move |c| db::set_worker_paused(c, id, paused))
         .map_err(internal)?;
     if !paused {
         let _ = w.bot.send(BotMsg::RequestsAdded);

@@ -21,7 +21,7 @@
 //!    `/raw` answers an empty text). Log files whose build is no longer in
 //!    the database (a crash between a delete's commit and the file
 //!    removal) are deleted too, in the flat layout and in the per-build
-//!    directories older versions wrote (`store::log_path`).
+//!    directories older versions wrote (`db::log_path`).
 //!
 //! Candidates are found on a read-only connection lent by the store; the
 //! deletes go through `Store::write` in batches of at most [`BATCH`]
@@ -32,7 +32,7 @@
 
 use crate::config::JanitorCfg;
 use crate::config::LiveConfig;
-use crate::store::{self, Store};
+use crate::db::{self, Store};
 use anyhow::{Context, Result};
 use crossbeam_channel::{after, select, Receiver, Sender, TryRecvError};
 use rusqlite::{params, Connection};
@@ -251,12 +251,8 @@ fn prune_builds(
         let took = t.elapsed();
         p.add(&counts);
         for (id, logids) in deleted {
-            let mut paths = vec![store::legacy_log_dir(master_dir, id)];
-            paths.extend(
-                logids
-                    .iter()
-                    .map(|&l| store::new_log_path(master_dir, id, l)),
-            );
+            let mut paths = vec![db::legacy_log_dir(master_dir, id)];
+            paths.extend(logids.iter().map(|&l| db::new_log_path(master_dir, id, l)));
             p.build_bytes += remove_paths(&paths);
         }
         Ok(took)
@@ -447,7 +443,7 @@ fn remove_paths(paths: &[PathBuf]) -> u64 {
 
 /// Walks the log files on disk (what is still there, however many builds
 /// the database holds) and removes those of builds past the log horizon or
-/// without a build, in either layout (`store::log_path`).
+/// without a build, in either layout (`db::log_path`).
 fn prune_log_files(
     reader: &Connection,
     master_dir: &Path,
@@ -455,7 +451,7 @@ fn prune_log_files(
     stopping: &dyn Fn() -> bool,
     p: &mut Pruned,
 ) -> Result<()> {
-    let root = store::log_root(master_dir);
+    let root = db::log_root(master_dir);
     let entries = match std::fs::read_dir(&root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -466,7 +462,7 @@ fn prune_log_files(
     // find was deleted.
     let mut by_build: std::collections::BTreeMap<i64, Vec<PathBuf>> = Default::default();
     for e in entries.filter_map(|e| e.ok()) {
-        let Some(id) = e.file_name().to_str().and_then(store::log_entry_build) else {
+        let Some(id) = e.file_name().to_str().and_then(db::log_entry_build) else {
             continue;
         };
         by_build.entry(id).or_default().push(e.path());
@@ -503,8 +499,8 @@ fn prune_log_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::{Props, SourceStamp};
     use crate::model::NewChange;
-    use crate::store::{Props, SourceStamp};
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -526,7 +522,7 @@ mod tests {
         fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("state.sqlite");
-            store::create(&db).unwrap();
+            db::create(&db).unwrap();
             let store = Store::open(&db).unwrap();
             store
                 .write(|c| {
@@ -579,9 +575,9 @@ mod tests {
                                 when_timestamp: t,
                                 ..Default::default()
                             };
-                            let change = store::insert_changes(c, &[ch], None)?[0];
+                            let change = db::insert_changes(c, &[ch], None)?[0];
                             c.execute("UPDATE changes SET scheduled = 1 WHERE changeid = ?1", [change])?;
-                            let (bs, reqs) = store::create_buildset(
+                            let (bs, reqs) = db::create_buildset(
                                 c,
                                 "test",
                                 Some("s"),
@@ -593,7 +589,7 @@ mod tests {
                             (change, bs, reqs[0].1, reqs[0].0)
                         }
                     };
-                    let (build, _) = store::claim_and_create_build(
+                    let (build, _) = db::claim_and_create_build(
                         c,
                         request,
                         builderid,
@@ -601,9 +597,9 @@ mod tests {
                         &mut Props::new(),
                     )?
                     .ok_or_else(|| anyhow::anyhow!("not claimed"))?;
-                    let (step, log) = store::start_step(c, build, 0, "test")?;
-                    store::finish_step(c, step, 0, "done")?;
-                    store::finish_build(c, build, 0, "finished")?;
+                    let (step, log) = db::start_step(c, build, 0, "test")?;
+                    db::finish_step(c, step, 0, "done")?;
+                    db::finish_build(c, build, 0, "finished")?;
                     c.execute(
                         "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
                         params![build, t],
@@ -626,7 +622,7 @@ mod tests {
                     })
                 })
                 .unwrap();
-            let path = store::log_path(self.master(), b.build, b.log);
+            let path = db::log_path(self.master(), b.build, b.log);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, "o".repeat(999) + "\n").unwrap();
             b
@@ -642,7 +638,7 @@ mod tests {
         }
 
         fn count(&self, sql: &str) -> i64 {
-            let r = store::open_reader(self.store.path()).unwrap();
+            let r = db::open_reader(self.store.path()).unwrap();
             r.query_row(sql, [], |row| row.get(0)).unwrap()
         }
 
@@ -651,13 +647,13 @@ mod tests {
         }
 
         fn log_file(&self, b: Built) -> PathBuf {
-            store::log_path(self.master(), b.build, b.log)
+            db::log_path(self.master(), b.build, b.log)
         }
 
         /// Moves `b`'s log where older minibots wrote it (a directory per
         /// build); returns that directory.
         fn to_legacy_layout(&self, b: Built) -> PathBuf {
-            let dir = store::legacy_log_dir(self.master(), b.build);
+            let dir = db::legacy_log_dir(self.master(), b.build);
             std::fs::create_dir_all(&dir).unwrap();
             let old = dir.join(format!("{}.log", b.log));
             std::fs::rename(self.log_file(b), &old).unwrap();
@@ -750,13 +746,13 @@ mod tests {
         f.to_legacy_layout(recent_legacy);
         // Logs of builds the database does not know (a crash after a
         // delete's commit), in both layouts: removed as well.
-        let orphan = store::log_root(f.master()).join("99999");
+        let orphan = db::log_root(f.master()).join("99999");
         std::fs::create_dir_all(&orphan).unwrap();
         std::fs::write(orphan.join("1.log"), "ox\n").unwrap();
-        let orphan_file = store::new_log_path(f.master(), 99998, 7);
+        let orphan_file = db::new_log_path(f.master(), 99998, 7);
         std::fs::write(&orphan_file, "ox\n").unwrap();
         // Not a build's log: left alone.
-        std::fs::write(store::log_root(f.master()).join("README"), "keep").unwrap();
+        std::fs::write(db::log_root(f.master()).join("README"), "keep").unwrap();
 
         let p = f.run(0, 30);
         assert_eq!(
@@ -771,7 +767,7 @@ mod tests {
         assert!(f.log_file(recent_legacy).exists());
         assert!(!orphan.exists());
         assert!(!orphan_file.exists());
-        assert!(store::log_root(f.master()).join("README").exists());
+        assert!(db::log_root(f.master()).join("README").exists());
         // The rows stay, with their line counts.
         assert!(f.exists("builds", "buildid", old.build));
         assert!(f.exists("logs", "logid", old.log));

@@ -11,24 +11,34 @@
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
 //! re-queued), SIGUSR1 stops after the running builds finish.
 
-use crate::botmaster::{self, BotMsg, Connected};
+pub mod auth;
+pub mod botmaster;
+pub(crate) mod build;
+pub(crate) mod events;
+pub(crate) mod janitor;
+pub(crate) mod logs;
+pub(crate) mod poller;
+pub(crate) mod reporters;
+pub mod scheduler;
+pub mod worker_conn;
+
 use crate::config::{self, Config, LiveConfig};
 use crate::daemon;
-use crate::events::Hub;
-use crate::http_server;
-use crate::janitor;
-use crate::poller::{self, PollerMsg};
-use crate::reporters::{self, ReporterMsg};
-use crate::scheduler::{self, SchedMsg};
-use crate::store::{self, Store};
-use crate::worker_conn::{self, ConnCtx};
-use crate::www::{self, WwwCtx};
+use crate::db::{self, Store};
+use crate::web::http_server;
+use crate::web::www::{self, WwwCtx};
 use anyhow::{anyhow, Context, Result};
+use botmaster::{BotMsg, Connected};
 use crossbeam_channel::{bounded, unbounded, Sender};
+use events::Hub;
+use poller::PollerMsg;
+use reporters::ReporterMsg;
+use scheduler::SchedMsg;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use worker_conn::ConnCtx;
 
 pub const CONFIG_FILE: &str = "master.cfg";
 pub const DB_FILE: &str = "state.sqlite";
@@ -70,7 +80,7 @@ impl ReconfigStatus {
         let tmp = dir.join(format!("{RECONFIG_FILE}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec(self)?)
             .with_context(|| format!("writing {}", tmp.display()))?;
-        store::set_private(&tmp)?;
+        db::set_private(&tmp)?;
         std::fs::rename(&tmp, dir.join(RECONFIG_FILE))
             .with_context(|| format!("renaming {} into place", tmp.display()))
     }
@@ -130,9 +140,9 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             .stack_size(64 * 1024)
             .spawn(move || {
                 store.write(move |c| {
-                    store::sync_config(c, &cfg)?;
-                    store::reset_connections(c)?;
-                    store::retry_running_builds(c, None)
+                    db::sync_config(c, &cfg)?;
+                    db::reset_connections(c)?;
+                    db::retry_running_builds(c, None)
                 })
             })
             .context("spawning the recovery thread")?
@@ -157,7 +167,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             let _ = std::fs::remove_file(&path);
             let l = std::os::unix::net::UnixListener::bind(&path)
                 .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
-            store::set_private(&path)?;
+            db::set_private(&path)?;
             crate::sys::widen_backlog(&l, HTTP_BACKLOG)
                 .context("setting the HTTP listen backlog")?;
             let desc = format!("unix:{}", path.display());
@@ -498,7 +508,7 @@ fn apply_reconfig(
         log::warn!("reconfig: changes to [www] and [protocols] take effect at the next restart");
     }
     let c2 = new.clone();
-    store.write(move |c| store::sync_config(c, &c2))?;
+    store.write(move |c| db::sync_config(c, &c2))?;
     let new = Arc::new(new);
     shared.replace(new.clone());
     let _ = peers.sched.send(SchedMsg::Reconfig(new.clone()));

@@ -26,10 +26,10 @@
 //!   only known once checked out), only the final status, on what it built.
 
 use super::{Delivery, Failure};
-use crate::build::{interpolate, GOT_REVISION_SOURCE};
 use crate::config::ReporterCfg;
+use crate::db::BuildReport;
+use crate::master::build::{interpolate, GOT_REVISION_SOURCE};
 use crate::model::{CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
-use crate::store::BuildReport;
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
@@ -289,7 +289,7 @@ impl Delivery for StatusJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ChangeSource, Props, SourceStamp};
+    use crate::db::{ChangeSource, Props, SourceStamp};
 
     fn cfg(extra: &str) -> ReporterCfg {
         toml::from_str(&format!(

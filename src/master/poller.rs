@@ -18,9 +18,9 @@
 //! (force push) contributes its new head.
 
 use crate::config::{ChangeSourceCfg, Config};
+use crate::db::{self, Store};
+use crate::master::scheduler::SchedMsg;
 use crate::model::NewChange;
-use crate::scheduler::SchedMsg;
-use crate::store::{self, Store};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{after, select, Receiver, Sender};
 use sha2::{Digest, Sha256};
@@ -262,7 +262,7 @@ fn poll(store: &Store, master_dir: &Path, cs: &ChangeSourceCfg) -> Result<usize>
             .filter(|(b, _)| list.contains(b))
             .collect(),
     };
-    let seen = store::poller_state(&*store.reader()?, &name)?;
+    let seen = db::poller_state(&*store.reader()?, &name)?;
     let first_poll = seen.is_empty();
     let moved: Vec<(String, String)> = wanted
         .into_iter()
@@ -329,9 +329,9 @@ fn poll(store: &Store, master_dir: &Path, cs: &ChangeSourceCfg) -> Result<usize>
     }
     let n = changes.len();
     store.write(move |conn| {
-        store::insert_changes(conn, &changes, None)?;
+        db::insert_changes(conn, &changes, None)?;
         for (branch, tip) in &moved {
-            store::set_poller_state(conn, &name, branch, tip)?;
+            db::set_poller_state(conn, &name, branch, tip)?;
         }
         Ok(())
     })?;

@@ -22,10 +22,10 @@
 //! that fails (the page was closed) ends the thread.
 
 use crate::config::Config;
-use crate::events::{Event, Hub};
-use crate::logview;
-use crate::pages::{self, Ctx};
-use crate::store;
+use crate::db;
+use crate::master::events::{Event, Hub};
+use crate::web::logview;
+use crate::web::pages::{self, Ctx};
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::json;
@@ -154,7 +154,7 @@ fn stream(
     w: Watch,
     keepalive: Duration,
 ) -> Result<()> {
-    let conn = store::open_reader(db)?;
+    let conn = db::open_reader(db)?;
     out.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
           Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
@@ -249,7 +249,7 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
             let start = match sent.offsets.get(logid) {
                 Some(o) => *o,
                 None => {
-                    let path = store::log_path(c.master_dir, buildid, *logid);
+                    let path = db::log_path(c.master_dir, buildid, *logid);
                     logview::chunk_before(&path, u64::MAX)
                         .with_context(|| format!("reading {}", path.display()))?
                         .start
@@ -279,7 +279,7 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
     for s in &steps {
         for (logid, _, complete) in &s.logs {
             logs_done &= *complete;
-            let path = store::log_path(c.master_dir, buildid, *logid);
+            let path = db::log_path(c.master_dir, buildid, *logid);
             let Some(offset) = sent.offsets.get_mut(logid) else {
                 continue;
             };
@@ -358,7 +358,7 @@ mod tests {
     fn streams_steps_logs_keepalives_and_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state.sqlite");
-        store::create(&db).unwrap();
+        db::create(&db).unwrap();
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(
             "INSERT INTO builders (builderid, name) VALUES (1, 'b');
@@ -372,7 +372,7 @@ mod tests {
              INSERT INTO logs (logid, stepid, name, slug) VALUES (1, 1, 'stdio', 'stdio');",
         )
         .unwrap();
-        let log = store::log_path(dir.path(), 1, 1);
+        let log = db::log_path(dir.path(), 1, 1);
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         std::fs::write(&log, "ohello <b>\n").unwrap();
         let cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();

@@ -7,7 +7,7 @@
 //! outbox when a reporter first needs it. The reporters thread subscribes
 //! to the event hub (`events::Hub`, bounded, never blocks a build), reads
 //! what it needs about a build on a reader connection lent by the store
-//! (`store::build_report`) and hands ready-made deliveries to the outboxes
+//! (`db::build_report`) and hands ready-made deliveries to the outboxes
 //! over unbounded channels. An outbox sends one delivery at a time and
 //! retries failures with exponential backoff (1 s doubling to 5 min, 12
 //! tries); a newer delivery with the same key (the same commit and status
@@ -22,8 +22,8 @@ pub mod gitea;
 pub mod mail;
 
 use crate::config::{Config, ReporterCfg};
-use crate::events::{Event, Hub};
-use crate::store::{self, Store};
+use crate::db::{self, Store};
+use crate::master::events::{Event, Hub};
 use anyhow::Result;
 use crossbeam_channel::{after, never, select, unbounded, Receiver, Sender};
 use std::path::PathBuf;
@@ -274,7 +274,7 @@ impl Reporters {
             Ok(r) => r,
             Err(e) => return log::error!("reporters: reading build {buildid}: {e:#}"),
         };
-        let rep = match store::build_report(&reader, buildid) {
+        let rep = match db::build_report(&reader, buildid) {
             Ok(Some(r)) => r,
             Ok(None) => return log::warn!("reporters: build {buildid} not found"),
             Err(e) => return log::error!("reporters: reading build {buildid}: {e:#}"),

@@ -235,13 +235,13 @@ pub const fn __check(template: &str, args: usize) {
 /// compile time).
 macro_rules! html {
     ($template:literal $(, $arg:expr)* $(,)?) => {{
-        const _: () = $crate::html::__check(
+        const _: () = $crate::web::html::__check(
             $template,
             <[&str]>::len(&[$(stringify!($arg)),*]),
         );
-        $crate::html::Html::__format(
+        $crate::web::html::Html::__format(
             $template,
-            &[$(&$arg as &dyn $crate::html::Render),*],
+            &[$(&$arg as &dyn $crate::web::html::Render),*],
         )
     }};
 }

@@ -8,8 +8,8 @@
 
 use super::{Delivery, Failure};
 use crate::config::ReporterCfg;
+use crate::db::BuildReport;
 use crate::model::{result_name, CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
-use crate::store::BuildReport;
 use anyhow::{Context, Result};
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
@@ -172,7 +172,7 @@ impl Delivery for MailJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SourceStamp;
+    use crate::db::SourceStamp;
 
     #[test]
     fn modes_as_buildbot() {

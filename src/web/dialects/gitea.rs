@@ -35,8 +35,10 @@ pub fn handle(cfg: &GiteaDialect, req: &HookRequest) -> Result<HookOutcome, Hook
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialects::testutil::{fixture, payload_names, request, set_header, FIXTURE_SECRET};
     use crate::model::NewChange;
+    use crate::web::dialects::testutil::{
+        fixture, payload_names, request, set_header, FIXTURE_SECRET,
+    };
     use serde_json::{json, Value};
 
     const REPO_SSH: &str = "ssh://git@git.example.org:2222/isabell/hello-world.git";
@@ -446,7 +448,7 @@ mod tests {
             ("x-gitea-event".to_string(), "push".to_string()),
             (
                 "x-gitea-signature".to_string(),
-                crate::dialects::testutil::sign(FIXTURE_SECRET, garbage),
+                crate::web::dialects::testutil::sign(FIXTURE_SECRET, garbage),
             ),
         ];
         assert_bad_request(
@@ -514,7 +516,7 @@ mod tests {
             "application/x-www-form-urlencoded",
         );
         // Gitea signs the bytes it sends, i.e. the form body.
-        let sig = crate::dialects::testutil::sign(FIXTURE_SECRET, form.as_bytes());
+        let sig = crate::web::dialects::testutil::sign(FIXTURE_SECRET, form.as_bytes());
         set_header(&mut headers, "x-gitea-signature", &sig);
         let r = handle(&signed_cfg(), &request(&headers, form.as_bytes()));
         let Ok(HookOutcome::Changes { changes, .. }) = r else {

@@ -28,7 +28,7 @@ pub fn handle(cfg: &GiteaDialect, req: &HookRequest) -> Result<HookOutcome, Hook
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialects::testutil::{request, sign};
+    use crate::web::dialects::testutil::{request, sign};
     use serde_json::{json, Value};
 
     fn repo() -> Value {

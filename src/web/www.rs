@@ -25,21 +25,23 @@
 //! `[::1]` or `buildbot_url`'s is refused with 421 (DNS rebinding), except
 //! on the change hooks, which are signed.
 
-use crate::api::{self, ApiBody};
-use crate::auth::{self, Auth, AuthError, Login, Via};
-use crate::botmaster::BotMsg;
-use crate::change_hook;
 use crate::config::Config;
 use crate::config::LiveConfig;
-use crate::dialects::HookRequest;
-use crate::events::Hub;
-use crate::html::Html;
-use crate::http_server::{self, error, Handler, Head, Listener, Method, Reply, Request, Response};
-use crate::pages::{self, Ctx};
-use crate::rpc::{self, Writer};
-use crate::scheduler::SchedMsg;
-use crate::sse::{self, Live, Watch};
-use crate::store::{self, Store};
+use crate::db::{self, Store};
+use crate::master::auth::{self, Auth, AuthError, Login, Via};
+use crate::master::botmaster::BotMsg;
+use crate::master::events::Hub;
+use crate::master::scheduler::SchedMsg;
+use crate::web::api::{self, ApiBody};
+use crate::web::change_hook;
+use crate::web::dialects::HookRequest;
+use crate::web::html::Html;
+use crate::web::http_server::{
+    self, error, Handler, Head, Listener, Method, Reply, Request, Response,
+};
+use crate::web::pages::{self, Ctx};
+use crate::web::rpc::{self, Writer};
+use crate::web::sse::{self, Live, Watch};
 use anyhow::Result;
 use crossbeam_channel::Sender;
 use serde_json::json;
@@ -732,7 +734,7 @@ fn form_post(r: &Req) -> Resp {
     match segs.as_slice() {
         ["logout"] => {
             let th = token_hash.to_string();
-            if let Err(e) = r.ctx.store.write(move |c| store::delete_session(c, &th)) {
+            if let Err(e) = r.ctx.store.write(move |c| db::delete_session(c, &th)) {
                 log::error!("logout: {e:#}");
             }
             log::info!("{user} logged out");
@@ -882,7 +884,7 @@ fn login_post(
     if let Err(e) = r
         .ctx
         .store
-        .write(move |c| store::create_session(c, &th, id, &csrf, expires))
+        .write(move |c| db::create_session(c, &th, id, &csrf, expires))
     {
         log::error!("login: storing the session: {e:#}");
         return error(500, "internal error; see master.log");

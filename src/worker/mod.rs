@@ -23,10 +23,11 @@
 //! A write timeout on the socket bounds how long a dead master can block the
 //! writer.
 
+pub(crate) mod steps;
+
 use crate::config;
 use crate::daemon;
 use crate::protocol::{self, FromWorker, ToWorker, LOG_CHUNK, PROTOCOL_VERSION};
-use crate::steps::{self, CancelToken};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
 use serde::Deserialize;
@@ -36,6 +37,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use steps::CancelToken;
 
 pub const CONFIG_FILE: &str = "worker.cfg";
 pub const PID_FILE: &str = "minibot-worker.pid";

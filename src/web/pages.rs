@@ -6,7 +6,7 @@
 //! `step_head`, `step_html`), plus the status badge SVG. Pure functions over
 //! a read-only connection: no threads, no channels; `www` calls them from
 //! its HTTP threads, `sse` from live-tail threads, each with its own
-//! connection from `store::open_reader`.
+//! connection from `db::open_reader`.
 //!
 //! Every page and fragment is [`Html`], built with `html!` (see `html.rs`):
 //! everything that comes from the database or a request (names, state
@@ -18,10 +18,10 @@
 //! session's CSRF token and are shown only to a logged-in user.
 
 use crate::config::Config;
-use crate::html::{html, Html};
-use crate::logview;
+use crate::db;
 use crate::model;
-use crate::store;
+use crate::web::html::{html, Html};
+use crate::web::logview;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 use std::fmt::Write;
@@ -972,7 +972,7 @@ pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
             .logs
             .iter()
             .map(|(logid, _, _)| {
-                let path = store::log_path(c.master_dir, b.buildid, *logid);
+                let path = db::log_path(c.master_dir, b.buildid, *logid);
                 let r = logview::chunk_before(&path, u64::MAX)
                     .with_context(|| format!("reading log {}", path.display()))?;
                 Ok((*logid, r))
@@ -1055,7 +1055,7 @@ fn properties_section(conn: &Connection, buildid: i64) -> Result<Html> {
     let props: String = conn
         .prepare_cached("SELECT properties FROM builds WHERE buildid = ?1")?
         .query_row([buildid], |r| r.get(0))?;
-    let props: store::Props = serde_json::from_str(&props)
+    let props: db::Props = serde_json::from_str(&props)
         .with_context(|| format!("corrupt JSON in builds {buildid}, column properties"))?;
     let rows: Vec<Vec<Cell>> = props
         .iter()
@@ -1087,7 +1087,7 @@ pub fn log_chunk(
     let Some(buildid) = buildid else {
         return Ok(None);
     };
-    let r = logview::chunk_before(&store::log_path(master_dir, buildid, logid), end)?;
+    let r = logview::chunk_before(&db::log_path(master_dir, buildid, logid), end)?;
     Ok(Some(serde_json::json!({
         "logid": logid, "start": r.start, "end": r.end,
         "html": logview::render(&r).into_string()
@@ -1407,7 +1407,7 @@ pub fn svg_badge(left: &str, right: &str, colour: &str) -> Html {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store;
+    use crate::db;
 
     #[test]
     fn encodes_path_segments() {
@@ -1455,7 +1455,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
-        store::create(&path).unwrap();
+        db::create(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         let mut cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
         cfg.title = "CI & <co>".into();
@@ -1495,7 +1495,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             "#,
         )
         .unwrap();
-        let log = store::log_path(dir.path(), 3, 2);
+        let log = db::log_path(dir.path(), 3, 2);
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         std::fs::write(&log, "ohello <b>\ne\x1b[31merr\x1b[0m\n").unwrap();
         Fixture { dir, conn, cfg }
@@ -1514,7 +1514,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
     fn empty_home_page() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
-        store::create(&path).unwrap();
+        db::create(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         let mut cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
         cfg.title = "My CI".into();
@@ -1708,7 +1708,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             text.push_str(&format!("oline {i}\n"));
             i += 1;
         }
-        std::fs::write(store::log_path(f.dir.path(), 3, 2), &text).unwrap();
+        std::fs::write(db::log_path(f.dir.path(), 3, 2), &text).unwrap();
         let html = build(&f.ctx(None, None, 0), "runtests", 2)
             .unwrap()
             .unwrap();

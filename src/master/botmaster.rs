@@ -24,10 +24,10 @@
 //! burst of builds took would otherwise stay resident for the master's
 //! lifetime (docs/performance.md, "RSS").
 
-use crate::build::BuildJob;
 use crate::config::Config;
 use crate::daemon;
-use crate::store::{self, PendingRequest, Props, Store};
+use crate::db::{self, PendingRequest, Props, Store};
+use crate::master::build::BuildJob;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -110,7 +110,7 @@ pub fn spawn(
     connected: Connected,
     rx: Receiver<BotMsg>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let reader = store::open_reader(store.path())?;
+    let reader = db::open_reader(store.path())?;
     Ok(std::thread::Builder::new()
         .name("botmaster".into())
         .stack_size(256 * 1024)
@@ -227,7 +227,7 @@ impl Botmaster {
         self.built = false;
         let t = Instant::now();
         let before = daemon::anon_rss_kb();
-        let shrunk = store::shrink(&self.reader).and_then(|_| self.store.release_memory());
+        let shrunk = db::shrink(&self.reader).and_then(|_| self.store.release_memory());
         daemon::release_free_heap();
         if let Err(e) = shrunk {
             log::warn!("idle: releasing SQLite's caches: {e:#}");
@@ -270,7 +270,7 @@ impl Botmaster {
         self.workers.remove(name);
         match self
             .store
-            .write(move |c| store::retry_running_builds(c, Some(workerid)))
+            .write(move |c| db::retry_running_builds(c, Some(workerid)))
         {
             Ok(ids) if !ids.is_empty() => {
                 log::warn!("worker {name} lost: builds {ids:?} will be retried")
@@ -281,7 +281,7 @@ impl Botmaster {
         let name2 = name.to_string();
         if let Err(e) = self
             .store
-            .write(move |c| store::set_worker_connected(c, &name2, None, false))
+            .write(move |c| db::set_worker_connected(c, &name2, None, false))
         {
             log::error!("marking worker {name} disconnected: {e:#}");
         }
@@ -305,7 +305,7 @@ impl Botmaster {
         // Paused from the web UI or API: keeps its running builds, gets no
         // new ones. Read here, so a pause needs no message of its own (an
         // unpause sends RequestsAdded to get here again).
-        let paused = store::paused_workers(&self.reader)?;
+        let paused = db::paused_workers(&self.reader)?;
         // Builds per attached worker, updated as this round plans more.
         let mut load: BTreeMap<String, usize> = self
             .workers
@@ -329,7 +329,7 @@ impl Botmaster {
         // start at most a few builds now: loading just their oldest requests
         // keeps a dispatch O(free slots), however deep the queue (a
         // 1,000-deep queue made every build pay for loading all of it).
-        let waiting = store::builders_with_pending(&self.reader)?;
+        let waiting = db::builders_with_pending(&self.reader)?;
         let mut pending: Vec<PendingRequest> = vec![];
         for b in &self.cfg.builders {
             if waiting.contains(&b.name)
@@ -337,7 +337,7 @@ impl Botmaster {
                     .iter()
                     .any(|w| slot(w, &b.name, &load, &busy).is_some())
             {
-                pending.extend(store::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
+                pending.extend(db::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
             }
         }
         pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
@@ -407,25 +407,20 @@ impl Botmaster {
         let started = self.store.write(move |conn| {
             let mut out = vec![];
             for mut c in claims {
-                let got = store::claim_and_create_build(
-                    conn,
-                    c.brid,
-                    c.builderid,
-                    &c.worker,
-                    &mut c.props,
-                )?;
+                let got =
+                    db::claim_and_create_build(conn, c.brid, c.builderid, &c.worker, &mut c.props)?;
                 let Some((buildid, number)) = got else {
                     out.push(None);
                     continue;
                 };
                 let collapsed = match c.older.is_empty() {
-                    false => store::collapse_requests(conn, &c.older, buildid)?,
+                    false => db::collapse_requests(conn, &c.older, buildid)?,
                     true => vec![],
                 };
                 // The first step starts in the claim's transaction: one
                 // store round trip and commit less per build.
                 let first_step = match &c.first_step {
-                    Some(name) => Some(store::start_step(conn, buildid, 0, name)?),
+                    Some(name) => Some(db::start_step(conn, buildid, 0, name)?),
                     None => None,
                 };
                 out.push(Some(Started {

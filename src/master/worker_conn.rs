@@ -17,13 +17,13 @@
 //! in the way, and is answered at once with the handshake slot already
 //! given back: the limits slow guessing down, not the sockets.
 
-use crate::auth::{LoginLimits, Trust};
-use crate::botmaster::{BotMsg, ConnCmd, Connected};
-use crate::build::{BuildJob, RunningBuild};
 use crate::config::LiveConfig;
-use crate::events::Hub;
+use crate::db::{self, Store};
+use crate::master::auth::{LoginLimits, Trust};
+use crate::master::botmaster::{BotMsg, ConnCmd, Connected};
+use crate::master::build::{BuildJob, RunningBuild};
+use crate::master::events::Hub;
 use crate::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
-use crate::store::{self, Store};
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 use std::collections::HashMap;
@@ -237,7 +237,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
     let name2 = name.clone();
     let workerid = match ctx
         .store
-        .write(move |c| store::set_worker_connected(c, &name2, Some(&info), true))
+        .write(move |c| db::set_worker_connected(c, &name2, Some(&info), true))
     {
         Ok(id) => id,
         Err(e) => {

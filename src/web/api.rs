@@ -6,7 +6,7 @@
 //! endpoints (`/raw` streamed from disk, `/contents` by line numbers).
 //!
 //! No threads, no channels, no writes: the HTTP layer calls [`get`] from its
-//! own threads, each with its own connection from `store::open_reader`, after
+//! own threads, each with its own connection from `db::open_reader`, after
 //! stripping the `/api/v2` prefix.
 //!
 //! Every resource is described once, as data ([`Resource`]): its table, its
@@ -17,7 +17,7 @@
 //! static descriptions; everything that comes from the request is a bound
 //! parameter.
 
-use crate::store;
+use crate::db;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
@@ -1101,7 +1101,7 @@ fn open_log(
     buildid: i64,
     logid: i64,
 ) -> Result<Option<std::fs::File>, ApiError> {
-    match std::fs::File::open(store::log_path(master_dir, buildid, logid)) {
+    match std::fs::File::open(db::log_path(master_dir, buildid, logid)) {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
@@ -1368,7 +1368,7 @@ mod tests {
         }
 
         fn write_log(&self, buildid: i64, logid: i64, text: &[u8]) {
-            let p = store::log_path(&self.master, buildid, logid);
+            let p = db::log_path(&self.master, buildid, logid);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
         }
@@ -1378,7 +1378,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let master = dir.path().to_path_buf();
         let db = master.join("state.sqlite");
-        store::create(&db).unwrap();
+        db::create(&db).unwrap();
         let w = Connection::open(&db).unwrap();
         w.execute_batch(
             r#"
@@ -1430,7 +1430,7 @@ mod tests {
         )
         .unwrap();
         drop(w);
-        let conn = store::open_reader(&db).unwrap();
+        let conn = db::open_reader(&db).unwrap();
         let f = Fixture {
             _dir: dir,
             master,
@@ -1670,7 +1670,7 @@ mod tests {
     fn logs_in_the_older_per_build_layout_are_still_served() {
         let f = fixture();
         // Build 3's log 4, where minibot wrote logs before the flat layout.
-        let dir = store::legacy_log_dir(&f.master, 3);
+        let dir = db::legacy_log_dir(&f.master, 3);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("4.log"), "hold\neolder\n").unwrap();
         assert_eq!(
@@ -1679,10 +1679,10 @@ mod tests {
         );
         // The new layout is flat, and wins when both exist.
         assert_eq!(
-            store::log_path(&f.master, 1, 1),
+            db::log_path(&f.master, 1, 1),
             f.master.join("logs").join("1-1.log")
         );
-        std::fs::write(store::new_log_path(&f.master, 3, 4), "onew\n").unwrap();
+        std::fs::write(db::new_log_path(&f.master, 3, 4), "onew\n").unwrap();
         assert_eq!(f.raw("/logs/4/raw").2, b"new\n");
     }
 

@@ -44,7 +44,7 @@
 //! time, the address a worker last logged in from plays that part
 //! ([`Trust::Address`]), unless that address has used up its own failures.
 
-use crate::store;
+use crate::db;
 use crate::sys::MappedBlocks;
 use anyhow::{anyhow, bail, Context, Result};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -799,8 +799,7 @@ impl Auth {
         addr: &str,
         how: &str,
     ) -> Result<(User, String), AuthError> {
-        let row =
-            store::user_password(conn, name).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let row = db::user_password(conn, name).map_err(|e| AuthError::Internal(e.to_string()))?;
         let key = self.cred_key(name, password);
         let cached = self.verified.lock().ok().and_then(|m| m.get(&key).cloned());
         let mut trust = Trust::None;
@@ -882,7 +881,7 @@ impl Auth {
             return Ok(None);
         };
         let th = token_hash(token);
-        let found = store::session(conn, &th, crate::model::now())
+        let found = db::session(conn, &th, crate::model::now())
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         Ok(found.map(|(id, name, csrf)| Login {
             user: User { id, name },
@@ -1050,16 +1049,15 @@ mod tests {
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
-        store::create(&path).unwrap();
-        let conn = store::open_admin(&path).unwrap();
+        db::create(&path).unwrap();
+        let conn = db::open_admin(&path).unwrap();
         (dir, conn)
     }
 
     /// A Cookie header with a fresh session for user `id`.
     fn cookie_hdr_live(conn: &Connection, id: i64) -> Vec<(String, String)> {
         let token = random_token().unwrap();
-        store::create_session(conn, &token_hash(&token), id, "c", crate::model::now() + 60)
-            .unwrap();
+        db::create_session(conn, &token_hash(&token), id, "c", crate::model::now() + 60).unwrap();
         vec![("cookie".to_string(), format!("{SESSION_COOKIE}={token}"))]
     }
 
@@ -1067,8 +1065,8 @@ mod tests {
     fn basic_auth_sessions_and_rate_limit() {
         let (_dir, conn) = db();
         let phc = hash_password("s3cret-pass").unwrap();
-        let id = store::add_user(&conn, "alice", &phc).unwrap();
-        assert!(store::add_user(&conn, "alice", &phc).is_err());
+        let id = db::add_user(&conn, "alice", &phc).unwrap();
+        assert!(db::add_user(&conn, "alice", &phc).is_err());
         let auth = Auth::new();
         let hdr = |v: &str| vec![("authorization".to_string(), v.to_string())];
         // alice:s3cret-pass
@@ -1083,7 +1081,7 @@ mod tests {
         );
         assert_eq!(login.via, Via::Basic);
         // Cached, but a changed password is seen at once.
-        store::set_user_password(&conn, "alice", &hash_password("other-pass").unwrap()).unwrap();
+        db::set_user_password(&conn, "alice", &hash_password("other-pass").unwrap()).unwrap();
         assert_eq!(
             auth.identify(&conn, &good, "a"),
             Err(AuthError::BadCredentials)
@@ -1092,7 +1090,7 @@ mod tests {
 
         // Sessions: found by the token's hash, not after expiry or logout.
         let token = random_token().unwrap();
-        store::create_session(
+        db::create_session(
             &conn,
             &token_hash(&token),
             id,
@@ -1106,13 +1104,13 @@ mod tests {
         )];
         let l = auth.identify(&conn, &cookie_hdr, "a").unwrap().unwrap();
         assert!(matches!(l.via, Via::Session { ref csrf, .. } if csrf == "csrf1"));
-        store::delete_session(&conn, &token_hash(&token)).unwrap();
+        db::delete_session(&conn, &token_hash(&token)).unwrap();
         assert_eq!(auth.identify(&conn, &cookie_hdr, "a"), Ok(None));
 
         // Guessing from one address: after NAME_FREE_FAILURES the name
         // waits, from any address; the address limit then keeps it off
         // names being guessed, not off other accounts.
-        let bob_id = store::add_user(&conn, "bob", &hash_password("bobs-pass").unwrap()).unwrap();
+        let bob_id = db::add_user(&conn, "bob", &hash_password("bobs-pass").unwrap()).unwrap();
         // Alice logs in once (her credentials are now known-good); one
         // failure for her above, two more make her name wait.
         assert!(auth
@@ -1168,7 +1166,7 @@ mod tests {
         // A session is never refused.
         let l = auth.identify(&conn, &cookie_hdr_live(&conn, id), "1.2.3.4");
         assert!(matches!(l, Ok(Some(_))), "{l:?}");
-        assert!(store::remove_user(&conn, "alice").unwrap());
-        assert!(!store::remove_user(&conn, "alice").unwrap());
+        assert!(db::remove_user(&conn, "alice").unwrap());
+        assert!(!db::remove_user(&conn, "alice").unwrap());
     }
 }

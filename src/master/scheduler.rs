@@ -23,9 +23,9 @@
 //! functions ([`next_nightly_fire`], [`next_periodic_fire`]), so tests drive
 //! the thread with a clock they move by hand (then send `SchedMsg::Wake`).
 
-use crate::botmaster::BotMsg;
 use crate::config::{Config, CronField, SchedulerCfg};
-use crate::store::{self, ChangeRow, Props, SourceStamp, Store};
+use crate::db::{self, ChangeRow, Props, SourceStamp, Store};
+use crate::master::botmaster::BotMsg;
 use anyhow::Result;
 use crossbeam_channel::{after, select, Receiver, Sender};
 use regex_lite::Regex;
@@ -254,7 +254,7 @@ fn make_buildset(
     let (ss, props) = buildset_for(&s.name, changes);
     let ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
     let reason = format!("The {} scheduler got a change", s.name);
-    store::create_buildset(conn, &reason, Some(&s.name), &ss, &props, &ids, &s.builders)?;
+    db::create_buildset(conn, &reason, Some(&s.name), &ss, &props, &ids, &s.builders)?;
     Ok(())
 }
 
@@ -273,7 +273,7 @@ fn make_timed_buildset(conn: &rusqlite::Connection, s: &SchedulerCfg) -> Result<
         "The {} scheduler named '{}' triggered this build",
         s.kind, s.name
     );
-    store::create_buildset(conn, &reason, Some(&s.name), &ss, &props, &[], &s.builders)?;
+    db::create_buildset(conn, &reason, Some(&s.name), &ss, &props, &[], &s.builders)?;
     Ok(())
 }
 
@@ -299,7 +299,7 @@ pub fn spawn_with_clock(
         .name("scheduler".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let reader = match store::open_reader(store.path()) {
+            let reader = match db::open_reader(store.path()) {
                 Ok(r) => r,
                 Err(e) => {
                     log::error!("scheduler: {e:#}");
@@ -376,7 +376,7 @@ impl Scheduler {
         let keep = names.clone();
         match self
             .store
-            .write(move |c| store::forget_schedulers_except(c, &keep))
+            .write(move |c| db::forget_schedulers_except(c, &keep))
         {
             Ok(n) if n > 0 => {
                 log::info!("scheduler: dropped {n} change(s) held by removed schedulers")
@@ -405,7 +405,7 @@ impl Scheduler {
 
     /// Classifies every unscheduled change; returns how many it handled.
     fn classify(&mut self) -> Result<usize> {
-        let changes = store::unscheduled_changes(&self.reader)?;
+        let changes = db::unscheduled_changes(&self.reader)?;
         if changes.is_empty() {
             return Ok(0);
         }
@@ -460,7 +460,7 @@ impl Scheduler {
 
     fn rearm_stable(&mut self) -> Result<()> {
         let now = self.clock.now();
-        for name in store::schedulers_holding_changes(&self.reader)? {
+        for name in db::schedulers_holding_changes(&self.reader)? {
             let secs = match self.scheds.iter().find(|s| s.cfg.name == name) {
                 Some(s) if change_driven(&s.cfg.kind) => s.cfg.tree_stable_timer,
                 Some(_) => continue,
@@ -478,7 +478,7 @@ impl Scheduler {
         let mut first_seen: Vec<String> = vec![];
         for s in self.scheds.iter().filter(|s| timed(&s.cfg.kind)) {
             let name = s.cfg.name.clone();
-            let last = match store::scheduler_state(&self.reader, &name, "last_fire") {
+            let last = match db::scheduler_state(&self.reader, &name, "last_fire") {
                 Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
                 Err(e) => {
                     log::error!("scheduler {name}: {e:#}");
@@ -506,7 +506,7 @@ impl Scheduler {
         if !first_seen.is_empty() {
             let res = self.store.write(move |c| {
                 for n in &first_seen {
-                    store::set_scheduler_state(c, n, "last_fire", &now.to_string())?;
+                    db::set_scheduler_state(c, n, "last_fire", &now.to_string())?;
                 }
                 Ok(())
             });
@@ -551,7 +551,7 @@ impl Scheduler {
             return; // became a nightly scheduler by reconfig: it keeps them
         }
         let res = (|| -> Result<bool> {
-            let changes = store::held_changes(&self.reader, name)?;
+            let changes = db::held_changes(&self.reader, name)?;
             let name2 = name.to_string();
             self.store.write(move |conn| {
                 // A scheduler removed by reconfig drops what it held.
@@ -588,7 +588,7 @@ impl Scheduler {
         };
         let res = (|| -> Result<bool> {
             let held = if s.only_if_changed {
-                store::held_changes(&self.reader, name)?
+                db::held_changes(&self.reader, name)?
             } else {
                 vec![]
             };
@@ -605,7 +605,7 @@ impl Scheduler {
                         .execute([&s2.name])?;
                     true
                 };
-                store::set_scheduler_state(conn, &s2.name, "last_fire", &now.to_string())?;
+                db::set_scheduler_state(conn, &s2.name, "last_fire", &now.to_string())?;
                 Ok(made)
             })
         })();

@@ -15,11 +15,11 @@
 //! `$(rm -rf ~)` is only ever a value.
 
 use crate::config::{BuilderCfg, Command, StepCfg};
-use crate::events::{Event, Hub};
-use crate::logs::LogWriter;
+use crate::db::{self, Props, SourceStamp, Store};
+use crate::master::events::{Event, Hub};
+use crate::master::logs::LogWriter;
 use crate::model::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
 use crate::protocol::{StepSpec, ToWorker};
-use crate::store::{self, Props, SourceStamp, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ struct CurrentStep {
 struct StepEnd {
     stepid: i64,
     logid: i64,
-    totals: store::LogTotals,
+    totals: db::LogTotals,
     results: i64,
     state: String,
     /// (buildid, sha) when this was a git step that reported its commit.
@@ -93,11 +93,11 @@ struct StepEnd {
 
 impl StepEnd {
     fn record(&self, c: &rusqlite::Connection) -> Result<()> {
-        store::update_log(c, self.logid, self.totals, true)?;
+        db::update_log(c, self.logid, self.totals, true)?;
         if let Some((buildid, sha)) = &self.got_revision {
-            store::set_got_revision(c, *buildid, sha, GOT_REVISION_SOURCE)?;
+            db::set_got_revision(c, *buildid, sha, GOT_REVISION_SOURCE)?;
         }
-        store::finish_step(c, self.stepid, self.results, &self.state)
+        db::finish_step(c, self.stepid, self.results, &self.state)
     }
 }
 
@@ -339,13 +339,13 @@ impl RunningBuild {
                         if let Some(e) = &ended {
                             e.record(c)?;
                         }
-                        store::start_step(c, buildid, number, &name2)
+                        db::start_step(c, buildid, number, &name2)
                     })?;
                     self.publish_ended();
                     ids
                 }
             };
-            let path = store::new_log_path(&self.master_dir, buildid, logid);
+            let path = db::new_log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
             self.git_header.clear();
@@ -519,7 +519,7 @@ impl RunningBuild {
                     );
                 }
             }
-            store::finish_build(c, buildid, results, &state)
+            db::finish_build(c, buildid, results, &state)
         })?;
         self.publish_ended();
         self.events.publish(Event::BuildFinished {
@@ -546,7 +546,7 @@ impl RunningBuild {
             let _ = cur.log.append("h", &format!("\n{why}\n"));
             let _ = cur.log.finish();
             let (logid, totals) = (cur.logid, cur.log.totals());
-            if let Err(e) = store.write(move |c| store::update_log(c, logid, totals, true)) {
+            if let Err(e) = store.write(move |c| db::update_log(c, logid, totals, true)) {
                 log::error!("build {}: closing log: {e:#}", self.job.buildid);
             }
         }

@@ -1,0 +1,17 @@
+//! The web side of the master: everything that arrives over HTTP.
+//!
+//! `http_server` owns connections (bounds, timeouts, the reception thread);
+//! `www` routes a request to a change hook (`change_hook` + `dialects`),
+//! the read API (`api`), the write actions (`rpc`), the pages (`pages`,
+//! `logview`, built with `html`'s escaping type) or a live stream (`sse`).
+
+pub(crate) mod api;
+pub(crate) mod change_hook;
+pub mod dialects;
+pub(crate) mod html;
+pub(crate) mod http_server;
+pub(crate) mod logview;
+pub(crate) mod pages;
+pub(crate) mod rpc;
+pub(crate) mod sse;
+pub(crate) mod www;
