@@ -48,6 +48,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "bench/flood.rs"]
+mod flood;
 #[path = "bench/http.rs"]
 mod http;
 #[path = "bench/procfs.rs"]
@@ -132,6 +134,8 @@ struct Sizes {
     ingest_clients: usize,
     history: i64,
     api_samples: usize,
+    /// Seconds of the 1 MB/s log flood (phase 4b).
+    flood_secs: u32,
 }
 
 const FULL: Sizes = Sizes {
@@ -142,6 +146,7 @@ const FULL: Sizes = Sizes {
     ingest_clients: 16,
     history: 10_000,
     api_samples: 1000,
+    flood_secs: 8,
 };
 // 100 builds, not fewer: CPU per build is read in 10 ms clock ticks, so
 // ~1 tick in ~25 (±0.1 ms per build); the whole run is still ~15 s.
@@ -153,6 +158,7 @@ const QUICK: Sizes = Sizes {
     ingest_clients: 16,
     history: 10_000,
     api_samples: 200,
+    flood_secs: 3,
 };
 
 fn main() {
@@ -291,7 +297,10 @@ struct Bench {
 }
 
 fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
-    let s = Setup::new(PASSING_TEST, EXTRA_CFG);
+    let s = Setup::new(
+        PASSING_TEST,
+        &format!("{EXTRA_CFG}{}", flood::flood_cfg(z.flood_secs)),
+    );
     let db = s.master.join("state.sqlite");
     let bare = s.tmp.path().join("bare");
     let mut b = Bench {
@@ -407,6 +416,12 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
     for (n, idle) in [(z.builds, &idle300), (z.builds + z.noop_builds, &idle_more)] {
         idle.report(&mut b.report, &format!("{n} builds"));
     }
+    eprintln!(
+        "phase 4b: a build writing 1 MB/s for {} s, {} live viewers",
+        z.flood_secs,
+        flood::VIEWERS
+    );
+    b.log_flood(&master, z.flood_secs)?;
     b.report
         .fact("master_smaps_after_builds", smaps(master.pid()));
     b.report.fact(
