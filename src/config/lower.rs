@@ -1,18 +1,22 @@
-//! Pass 3: meaning. Checks what types cannot say (names, references,
-//! ranges, which keys belong to which kind) and reports every problem with
-//! its key path.
+//! Pass 3: raw → model. Lowering is the validation: each section of the
+//! raw serde layer becomes its typed form here, with every default applied,
+//! and whatever cannot be lowered is reported with its key path (names,
+//! references, ranges, required keys, keys that the kind does not take).
+//! Each kind's arm takes the keys of its variant out of the raw struct;
+//! what is left over does not belong to it.
 
+use super::model::*;
 use super::problems::{one_line, Problems};
-use super::raw::*;
-use super::Config;
+use super::raw;
+use super::raw::{CronField, DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
-// ---------------------------------------------------------------------------
-// Pass 3: meaning
-
-pub(super) fn validate(cfg: &Config, p: &mut Problems) {
+/// The whole config, or None when anything was reported.
+pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
+    let before = p.list.len();
     if let Some(url) = &cfg.buildbot_url {
         match url::Url::parse(url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -20,18 +24,101 @@ pub(super) fn validate(cfg: &Config, p: &mut Problems) {
             Err(e) => p.add("buildbot_url", format_args!("not a URL: {e}")),
         }
     }
-    check_www(cfg, p);
-    check_workers(cfg, p);
-    check_schedulers(cfg, p);
-    check_builders(cfg, p);
-    check_reporters(cfg, p);
-    check_change_sources(cfg, p);
+    let www = lower_www(&cfg.www, cfg.protocols.worker.as_ref(), p);
+    let workers = lower_workers(cfg.workers, p);
+    let builder_names: Vec<String> = cfg.builders.iter().filter_map(|b| b.name.clone()).collect();
+    let builder_names: Vec<&str> = builder_names.iter().map(String::as_str).collect();
+    let schedulers = lower_schedulers(cfg.schedulers, &builder_names, p);
+    let worker_names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+    let builders = lower_builders(cfg.builders, &worker_names, p);
+    let reporters = lower_reporters(cfg.reporters, &builder_names, p);
+    let change_source = lower_change_sources(cfg.change_source, p);
     check_janitor(&cfg.janitor, p);
     check_logging(&cfg.logging, p);
+    let (www, worker) = www?;
+    (p.list.len() == before).then_some(Config {
+        title: cfg.title,
+        buildbot_url: cfg.buildbot_url,
+        www,
+        protocols: Protocols { worker },
+        workers,
+        schedulers,
+        builders,
+        reporters,
+        change_source,
+        janitor: cfg.janitor,
+        logging: cfg.logging,
+        max_log_size: cfg.max_log_size,
+    })
 }
 
-fn check_www(cfg: &Config, p: &mut Problems) {
-    let www = &cfg.www;
+/// `value`, or "required key is missing" at `at.key`.
+fn required<T>(value: Option<T>, at: &str, key: &str, p: &mut Problems) -> Option<T> {
+    if value.is_none() {
+        p.add(&format!("{at}.{key}"), "required key is missing");
+    }
+    value
+}
+
+/// Reports the keys a kind left over: they belong to another kind.
+/// `set` lists (key, is set, kinds that take it).
+fn leftover(at: &str, what: &str, set: &[(&str, bool, &str)], p: &mut Problems) {
+    for (k, is_set, takers) in set {
+        if *is_set {
+            let only = if takers.is_empty() {
+                String::new()
+            } else {
+                format!(" (only {takers})")
+            };
+            p.add(
+                &format!("{at}.{k}"),
+                format_args!("not a key of {what}{only}"),
+            );
+        }
+    }
+}
+
+fn pattern(
+    at: &str,
+    key: &str,
+    source: Option<String>,
+    anchored: bool,
+    p: &mut Problems,
+) -> Option<Pattern> {
+    let source = source?;
+    // Checked as written, so the error points into what the user wrote.
+    let checked = regex_lite::Regex::new(&source).and_then(|re| {
+        if anchored {
+            regex_lite::Regex::new(&format!("^(?:{source})$"))
+        } else {
+            Ok(re)
+        }
+    });
+    match checked {
+        Ok(re) => Some(Pattern { source, re }),
+        Err(e) => {
+            p.add(
+                &format!("{at}.{key}"),
+                format_args!("invalid regex {source:?}: {}", one_line(&e.to_string())),
+            );
+            None
+        }
+    }
+}
+
+fn seconds(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+// ---------------------------------------------------------------------------
+// [www], [protocols]
+
+fn lower_www(
+    www: &raw::Www,
+    worker: Option<&raw::WorkerProtocol>,
+    p: &mut Problems,
+) -> Option<(Www, WorkerProtocol)> {
+    let before = p.list.len();
     // port = 0 (or no port and no unix_socket): any free port, which the
     // master reports in its ready line and in `addresses.json`.
     match (&www.unix_socket, www.port) {
@@ -43,30 +130,32 @@ fn check_www(cfg: &Config, p: &mut Problems) {
         _ => {}
     }
     let www_ip = check_bind("www.bind", &www.bind, p);
-    if let Some(n) = www.max_connections {
-        if !(1..=MAX_MAX_CONNECTIONS).contains(&n) {
-            p.add(
-                "www.max_connections",
-                format!("{n} is not between 1 and {MAX_MAX_CONNECTIONS}"),
-            );
-        }
+    let max_connections = www.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=MAX_MAX_CONNECTIONS).contains(&max_connections) {
+        p.add(
+            "www.max_connections",
+            format!("{max_connections} is not between 1 and {MAX_MAX_CONNECTIONS}"),
+        );
     }
-    if let Some(a) = &www.anonymous {
-        if a != "read" && a != "none" {
+    let anonymous = match www.anonymous.as_deref() {
+        None | Some("read") => Anonymous::Read,
+        Some("none") => Anonymous::None,
+        Some(a) => {
             p.add(
                 "www.anonymous",
                 format_args!("{a:?} is not one of \"read\", \"none\""),
             );
+            Anonymous::Read
         }
-    }
+    };
     let dialects = &www.change_hook_dialects;
     // A hook without a secret lets anyone who can reach the port store
     // changes and start builds, and a plain cross-site HTML form is enough
     // to reach it through the operator's tunnel: no dialect runs unsigned
     // unless the config says so in words (`allow_unsigned`, base only: Gitea
     // and GitHub can always sign, so they get no opt-out).
-    for (key, g) in [("gitea", &dialects.gitea), ("github", &dialects.github)] {
-        let Some(g) = g else { continue };
+    let mut forge = |key: &str, g: &Option<raw::GiteaDialect>| {
+        let g = g.as_ref()?;
         match g.secret.as_deref() {
             None => p.add(
                 &format!("www.change_hook_dialects.{key}.secret"),
@@ -78,15 +167,27 @@ fn check_www(cfg: &Config, p: &mut Problems) {
             ),
             Some(_) => {}
         }
-        if let Some(u) = &g.repository_url {
-            if u != "ssh" && u != "clone" {
+        let repository_url = match g.repository_url.as_deref() {
+            None | Some("ssh") => RepositoryUrl::Ssh,
+            Some("clone") => RepositoryUrl::Clone,
+            Some(u) => {
                 p.add(
                     &format!("www.change_hook_dialects.{key}.repository_url"),
                     format_args!("{u:?} is not one of \"ssh\", \"clone\""),
                 );
+                RepositoryUrl::Ssh
             }
-        }
-    }
+        };
+        Some(GiteaDialect {
+            secret: g.secret.clone(),
+            only_include_push_commit: g.only_include_push_commit,
+            repository_url,
+            codebase: g.codebase.clone(),
+            only_mergeable_pull_request: g.only_mergeable_pull_request,
+        })
+    };
+    let gitea = forge("gitea", &dialects.gitea);
+    let github = forge("github", &dialects.github);
     if let Some(b) = &dialects.base {
         match (b.secret.as_deref(), b.allow_unsigned) {
             (Some(""), _) => p.add(
@@ -105,26 +206,968 @@ fn check_www(cfg: &Config, p: &mut Problems) {
         }
     }
 
-    let Some(wp) = &cfg.protocols.worker else {
+    let Some(wp) = worker else {
         p.add(
             "protocols.worker",
             "missing: add a [protocols.worker] section with the port workers connect to",
         );
-        return;
+        return None;
     };
+    let port = required(wp.port, "protocols.worker", "port", p)?;
     if wp.keepalive == 0 {
         p.add("protocols.worker.keepalive", "must be at least 1 second");
     }
     let worker_ip = check_bind("protocols.worker.bind", &wp.bind, p);
     if let (Some(a), Some(b)) = (www_ip, worker_ip) {
         let overlap = a == b || a.is_unspecified() || b.is_unspecified();
-        if www.unix_socket.is_none() && wp.port != 0 && wp.port == www.port && overlap {
+        if www.unix_socket.is_none() && port != 0 && port == www.port && overlap {
             p.add(
                 "protocols.worker.port",
-                format_args!("{} is also www.port on the same address", wp.port),
+                format_args!("{port} is also www.port on the same address"),
             );
         }
     }
+    (p.list.len() == before).then(|| {
+        (
+            Www {
+                port: www.port,
+                bind: www.bind.clone(),
+                unix_socket: www.unix_socket.clone(),
+                anonymous,
+                max_connections,
+                change_hook_dialects: Dialects {
+                    gitea,
+                    base: dialects.base.clone(),
+                    github,
+                },
+            },
+            WorkerProtocol {
+                port,
+                bind: wp.bind.clone(),
+                keepalive: wp.keepalive,
+            },
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Workers
+
+fn lower_workers(workers: Vec<raw::WorkerCfg>, p: &mut Problems) -> Vec<WorkerCfg> {
+    let mut out = Vec::with_capacity(workers.len());
+    for (i, w) in workers.into_iter().enumerate() {
+        let at = format!("workers[{i}]");
+        let name = required(w.name, &at, "name", p);
+        let password = required(w.password, &at, "password", p);
+        if let Some(name) = &name {
+            check_name(&format!("{at}.name"), "worker", name, p);
+        }
+        if password.as_deref() == Some("") {
+            p.add(&format!("{at}.password"), "is empty");
+        }
+        if w.max_builds == 0 {
+            p.add(&format!("{at}.max_builds"), "must be at least 1");
+        }
+        if let (Some(name), Some(password)) = (name, password) {
+            out.push(WorkerCfg {
+                name,
+                password,
+                max_builds: w.max_builds,
+            });
+        }
+    }
+    check_unique(
+        "worker name",
+        out.iter()
+            .enumerate()
+            .map(|(i, w)| (format!("workers[{i}].name"), w.name.as_str())),
+        p,
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Schedulers
+
+const SCHEDULER_KINDS: &str =
+    "\"single_branch\", \"any_branch\", \"force\", \"periodic\", \"nightly\"";
+/// Who takes the keys that only some kinds take (for the hint in "not a
+/// key of ... schedulers (only ...)").
+const FILTERED: &str = "single_branch, any_branch, nightly";
+const CHANGE_DRIVEN: &str = "single_branch, any_branch";
+
+fn lower_schedulers(
+    schedulers: Vec<raw::SchedulerCfg>,
+    builder_names: &[&str],
+    p: &mut Problems,
+) -> Vec<Scheduler> {
+    let names: Vec<(String, Option<String>)> = schedulers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("schedulers[{i}].name"), s.name.clone()))
+        .collect();
+    let out = schedulers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| lower_scheduler(&format!("schedulers[{i}]"), s, builder_names, p))
+        .collect();
+    check_unique(
+        "scheduler name",
+        names
+            .iter()
+            .filter_map(|(at, n)| Some((at.clone(), n.as_deref()?))),
+        p,
+    );
+    out
+}
+
+fn lower_scheduler(
+    at: &str,
+    mut s: raw::SchedulerCfg,
+    builder_names: &[&str],
+    p: &mut Problems,
+) -> Option<Scheduler> {
+    let before = p.list.len();
+    let name = required(s.name.take(), at, "name", p);
+    if let Some(name) = &name {
+        check_name(&format!("{at}.name"), "scheduler", name, p);
+    }
+    let builders = required(s.builders.take(), at, "builders", p);
+    if let Some(builders) = &builders {
+        if builders.is_empty() {
+            p.add(&format!("{at}.builders"), "names no builder");
+        }
+        for (j, b) in builders.iter().enumerate() {
+            if !builder_names.contains(&b.as_str()) {
+                p.add(
+                    &format!("{at}.builders[{j}]"),
+                    format_args!("no builder named {b:?}"),
+                );
+            }
+        }
+    }
+    let kind_name = required(s.kind.take(), at, "type", p)?;
+    let kind = match kind_name.as_str() {
+        "single_branch" => {
+            let branch = s.branch.take().filter(|b| !b.is_empty());
+            if branch.is_none() {
+                p.add(
+                    &format!("{at}.branch"),
+                    "required for a single_branch scheduler",
+                );
+            }
+            Some(SchedulerKind::SingleBranch {
+                branch: branch.unwrap_or_default(),
+                tree_stable_timer: seconds(std::mem::take(&mut s.tree_stable_timer)),
+                filter: take_filter(at, &mut s, p),
+            })
+        }
+        "any_branch" => {
+            if s.branch.take().is_some() {
+                p.add(
+                    &format!("{at}.branch"),
+                    "an any_branch scheduler takes branch_regex / tag_regex, not branch",
+                );
+            }
+            Some(SchedulerKind::AnyBranch {
+                branch_regex: pattern(at, "branch_regex", s.branch_regex.take(), false, p),
+                tag_regex: pattern(at, "tag_regex", s.tag_regex.take(), false, p),
+                tree_stable_timer: seconds(std::mem::take(&mut s.tree_stable_timer)),
+                filter: take_filter(at, &mut s, p),
+            })
+        }
+        "force" => Some(SchedulerKind::Force(ForceScheduler {
+            branch: s.branch.take(),
+            reason: s
+                .reason
+                .take()
+                .unwrap_or_else(|| DEFAULT_FORCE_REASON.into()),
+            button_name: s.button_name.take().unwrap_or_else(|| "Force build".into()),
+            properties: lower_force_params(at, std::mem::take(&mut s.properties), p),
+        })),
+        "periodic" => {
+            let period = match s.period.take() {
+                None => {
+                    p.add(
+                        &format!("{at}.period"),
+                        "required for a periodic scheduler (seconds)",
+                    );
+                    1
+                }
+                Some(0) => {
+                    p.add(&format!("{at}.period"), "must be at least 1 second");
+                    1
+                }
+                Some(n) => n,
+            };
+            Some(SchedulerKind::Periodic {
+                branch: s.branch.take(),
+                period: seconds(period),
+            })
+        }
+        "nightly" => {
+            let mut cron = |k: &str, f: Option<CronField>, max: u32, default: CronSet| match f {
+                None => default,
+                Some(f) => f.values(max).unwrap_or_else(|e| {
+                    p.add(&format!("{at}.{k}"), e);
+                    None
+                }),
+            };
+            let minute = cron("minute", s.minute.take(), 59, Some(vec![0]));
+            let hour = cron("hour", s.hour.take(), 23, None);
+            let day_of_week = cron("day_of_week", s.day_of_week.take(), 6, None);
+            let day_of_month = cron("day_of_month", s.day_of_month.take(), 31, None);
+            let only_if_changed = std::mem::take(&mut s.only_if_changed);
+            let filter = take_filter(at, &mut s, p);
+            let filtered = filter != ChangeFilter::default();
+            if filtered && !only_if_changed {
+                p.add(
+                    &format!("{at}.only_if_changed"),
+                    "change filters on a nightly scheduler need only_if_changed = true",
+                );
+            }
+            if day_of_month.as_ref().is_some_and(|v| v.contains(&0)) {
+                p.add(
+                    &format!("{at}.day_of_month"),
+                    "days of the month start at 1",
+                );
+            }
+            Some(SchedulerKind::Nightly(Nightly {
+                branch: s.branch.take(),
+                minute,
+                hour,
+                day_of_week,
+                day_of_month,
+                only_if_changed,
+                filter,
+            }))
+        }
+        other => {
+            p.add(
+                &format!("{at}.type"),
+                format_args!("{other:?} is not one of {SCHEDULER_KINDS}"),
+            );
+            None
+        }
+    };
+    // What the kind's arm did not take belongs to another kind.
+    if kind.is_some() {
+        let what = format!("{kind_name} schedulers");
+        let raw::SchedulerCfg {
+            name: _,
+            kind: _,
+            builders: _,
+            branch: _,
+            branch_regex,
+            tag_regex,
+            tree_stable_timer,
+            repository,
+            project,
+            category,
+            files_regex,
+            period,
+            minute,
+            hour,
+            day_of_week,
+            day_of_month,
+            only_if_changed,
+            reason,
+            button_name,
+            properties,
+        } = &s;
+        let left = [
+            ("branch_regex", branch_regex.is_some(), "any_branch"),
+            ("tag_regex", tag_regex.is_some(), "any_branch"),
+            ("tree_stable_timer", *tree_stable_timer != 0, CHANGE_DRIVEN),
+            ("repository", repository.is_some(), FILTERED),
+            ("project", project.is_some(), FILTERED),
+            ("category", category.is_some(), FILTERED),
+            ("files_regex", files_regex.is_some(), FILTERED),
+            ("period", period.is_some(), "periodic"),
+            ("minute", minute.is_some(), "nightly"),
+            ("hour", hour.is_some(), "nightly"),
+            ("day_of_week", day_of_week.is_some(), "nightly"),
+            ("day_of_month", day_of_month.is_some(), "nightly"),
+            ("only_if_changed", *only_if_changed, "nightly"),
+            ("reason", reason.is_some(), "force"),
+            ("button_name", button_name.is_some(), "force"),
+            ("properties", !properties.is_empty(), "force"),
+        ];
+        leftover(at, &what, &left, p);
+    }
+    let kind = kind?;
+    (p.list.len() == before).then_some(Scheduler {
+        name: name?,
+        builders: builders?,
+        kind,
+    })
+}
+
+/// Takes the change filters out of `s`.
+fn take_filter(at: &str, s: &mut raw::SchedulerCfg, p: &mut Problems) -> ChangeFilter {
+    ChangeFilter {
+        repository: s.repository.take(),
+        project: s.project.take(),
+        category: s.category.take(),
+        files_regex: pattern(at, "files_regex", s.files_regex.take(), false, p),
+    }
+}
+
+fn lower_force_params(at: &str, params: Vec<raw::ForceParam>, p: &mut Problems) -> Vec<ForceParam> {
+    let names: Vec<(String, Option<String>)> = params
+        .iter()
+        .enumerate()
+        .map(|(j, fp)| (format!("{at}.properties[{j}].name"), fp.name.clone()))
+        .collect();
+    let out = params
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, fp)| lower_force_param(&format!("{at}.properties[{j}]"), fp, p))
+        .collect();
+    check_unique(
+        "property",
+        names
+            .iter()
+            .filter_map(|(at, n)| Some((at.clone(), n.as_deref()?))),
+        p,
+    );
+    out
+}
+
+const PARAM_KINDS: &str = "\"string\", \"text\", \"int\", \"bool\", \"choice\", \"fixed\"";
+
+fn lower_force_param(at: &str, fp: raw::ForceParam, p: &mut Problems) -> Option<ForceParam> {
+    let before = p.list.len();
+    let name = required(fp.name, at, "name", p)?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        p.add(
+            &format!("{at}.name"),
+            format_args!("{name:?}: use only letters, digits, '_', '-' and '.'"),
+        );
+    }
+    if ["branch", "revision", "reason", "repository", "project"].contains(&name.as_str()) {
+        p.add(
+            &format!("{at}.name"),
+            format_args!("{name:?} is a field of every force form, not a property"),
+        );
+    }
+    let type_name = fp.kind.unwrap_or_else(|| "string".into());
+    let mut choices = Some(fp.choices);
+    let mut regex = fp.regex;
+    let text_regex =
+        |regex: &mut Option<String>, p: &mut Problems| pattern(at, "regex", regex.take(), true, p);
+    let kind = match type_name.as_str() {
+        "string" => ParamKind::String {
+            regex: text_regex(&mut regex, p),
+        },
+        "text" => ParamKind::Text {
+            regex: text_regex(&mut regex, p),
+        },
+        "int" => ParamKind::Int,
+        "bool" => ParamKind::Bool,
+        "choice" => {
+            let choices = choices.take().unwrap_or_default();
+            if choices.is_empty() {
+                p.add(&format!("{at}.choices"), "required for a choice parameter");
+            }
+            ParamKind::Choice { choices }
+        }
+        "fixed" => {
+            if fp.default.is_none() {
+                p.add(&format!("{at}.default"), "required for a fixed parameter");
+            }
+            ParamKind::Fixed
+        }
+        other => {
+            p.add(
+                &format!("{at}.type"),
+                format_args!("{other:?} is not one of {PARAM_KINDS}"),
+            );
+            return None;
+        }
+    };
+    if choices.is_some_and(|c| !c.is_empty()) {
+        p.add(
+            &format!("{at}.choices"),
+            "only a choice parameter takes this key",
+        );
+    }
+    if regex.is_some() {
+        p.add(
+            &format!("{at}.regex"),
+            "only string and text parameters take this key",
+        );
+    }
+    let default = match &fp.default {
+        Some(d) => {
+            // Shown as JSON (the toml crate is built without its writer).
+            let json = serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
+            let shown = json.to_string();
+            let fits = match &kind {
+                ParamKind::Int => d.is_integer(),
+                ParamKind::Bool => d.is_bool(),
+                ParamKind::Fixed => true,
+                ParamKind::String { .. } | ParamKind::Text { .. } | ParamKind::Choice { .. } => {
+                    d.is_str()
+                }
+            };
+            if !fits {
+                p.add(
+                    &format!("{at}.default"),
+                    format_args!("{shown} does not fit a {type_name} parameter"),
+                );
+            } else if let ParamKind::Choice { choices } = &kind {
+                if !choices.iter().any(|c| Some(c.as_str()) == d.as_str()) {
+                    p.add(
+                        &format!("{at}.default"),
+                        format_args!("{shown} is not one of the choices"),
+                    );
+                }
+            }
+            json
+        }
+        None => match &kind {
+            ParamKind::Bool => serde_json::Value::Bool(false),
+            ParamKind::Int => serde_json::Value::Null,
+            ParamKind::Choice { choices } => choices
+                .first()
+                .map(|c| serde_json::Value::String(c.clone()))
+                .unwrap_or(serde_json::Value::Null),
+            ParamKind::String { .. } | ParamKind::Text { .. } | ParamKind::Fixed => {
+                serde_json::Value::String(String::new())
+            }
+        },
+    };
+    (p.list.len() == before).then(|| ForceParam {
+        label: fp.label.unwrap_or_else(|| name.clone()),
+        name,
+        default,
+        required: fp.required,
+        kind,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Builders and steps
+
+fn lower_builders(
+    builders: Vec<raw::BuilderCfg>,
+    worker_names: &[&str],
+    p: &mut Problems,
+) -> Vec<Builder> {
+    // Two builders in one directory would clobber each other's checkouts.
+    let dirs: Vec<(String, String)> = builders
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| match (&b.workerbuilddir, &b.name) {
+            (Some(d), _) => Some((format!("builders[{i}].workerbuilddir"), d.clone())),
+            (None, Some(n)) => Some((format!("builders[{i}].name"), n.clone())),
+            (None, None) => None,
+        })
+        .collect();
+    let names: Vec<(String, Option<String>)> = builders
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("builders[{i}].name"), b.name.clone()))
+        .collect();
+    let out = builders
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, b)| lower_builder(&format!("builders[{i}]"), b, worker_names, p))
+        .collect();
+    check_unique(
+        "builder name",
+        names
+            .iter()
+            .filter_map(|(at, n)| Some((at.clone(), n.as_deref()?))),
+        p,
+    );
+    check_unique(
+        "build directory",
+        dirs.iter().map(|(at, d)| (at.clone(), d.as_str())),
+        p,
+    );
+    out
+}
+
+fn lower_builder(
+    at: &str,
+    b: raw::BuilderCfg,
+    worker_names: &[&str],
+    p: &mut Problems,
+) -> Option<Builder> {
+    let before = p.list.len();
+    let name = required(b.name, at, "name", p);
+    if let Some(name) = &name {
+        check_name(&format!("{at}.name"), "builder", name, p);
+    }
+    if let Some(dir) = &b.workerbuilddir {
+        check_name(&format!("{at}.workerbuilddir"), "directory", dir, p);
+    }
+    let workers = required(b.workers, at, "workers", p);
+    if let Some(workers) = &workers {
+        if workers.is_empty() {
+            p.add(
+                &format!("{at}.workers"),
+                "names no worker, so its builds would never run",
+            );
+        }
+        for (j, w) in workers.iter().enumerate() {
+            if !worker_names.contains(&w.as_str()) {
+                p.add(
+                    &format!("{at}.workers[{j}]"),
+                    format_args!("no worker named {w:?}"),
+                );
+            }
+        }
+    }
+    let steps: Vec<Step> = b
+        .steps
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, s)| lower_step(&format!("{at}.steps[{j}]"), j, s, p))
+        .collect();
+    let name = name?;
+    (p.list.len() == before).then(|| Builder {
+        builddir: b.workerbuilddir.unwrap_or_else(|| name.clone()),
+        name,
+        description: b.description,
+        tags: b.tags,
+        workers: workers.unwrap_or_default(),
+        steps,
+        collapse_requests: b.collapse_requests,
+    })
+}
+
+fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> Option<Step> {
+    let before = p.list.len();
+    if s.name.as_deref() == Some("") {
+        p.add(&format!("{at}.name"), "is empty");
+    }
+    let kind_name = required(s.kind.take(), at, "type", p)?;
+    let env = std::mem::take(&mut s.env);
+    let workdir = s.workdir.take();
+    let kind = match kind_name.as_str() {
+        "git" => {
+            let repourl = s.repourl.take().filter(|u| !u.is_empty());
+            if repourl.is_none() {
+                p.add(&format!("{at}.repourl"), "required for a git step");
+            }
+            let mode = match s.mode.take().as_deref() {
+                None | Some("incremental") => GitMode::Incremental,
+                Some("full") => GitMode::Full,
+                Some(m) => {
+                    p.add(
+                        &format!("{at}.mode"),
+                        format_args!("{m:?} is not one of \"incremental\", \"full\""),
+                    );
+                    GitMode::Incremental
+                }
+            };
+            // env and workdir are accepted and unused, as they always were.
+            StepKind::Git {
+                repourl: repourl.unwrap_or_default(),
+                mode,
+                branch: s.branch.take(),
+            }
+        }
+        "shell" => {
+            let command = s.command.take();
+            match &command {
+                None => p.add(&format!("{at}.command"), "required for a shell step"),
+                Some(Command::Argv(argv)) if argv.is_empty() => {
+                    p.add(&format!("{at}.command"), "is an empty list")
+                }
+                Some(Command::Argv(argv)) if argv[0].is_empty() => {
+                    p.add(&format!("{at}.command[0]"), "the program name is empty")
+                }
+                Some(Command::Shell(line)) if line.trim().is_empty() => {
+                    p.add(&format!("{at}.command"), "is empty")
+                }
+                Some(_) => {}
+            }
+            StepKind::Shell {
+                command: command.unwrap_or(Command::Argv(vec![])),
+                env: env.clone(),
+                workdir: workdir.clone().unwrap_or_default(),
+            }
+        }
+        other => {
+            p.add(
+                &format!("{at}.type"),
+                format_args!("{other:?} is not one of \"git\", \"shell\""),
+            );
+            return None;
+        }
+    };
+    // What the kind's arm did not take belongs to the other kind.
+    leftover(
+        at,
+        &format!("{kind_name} steps"),
+        &[
+            ("command", s.command.is_some(), ""),
+            ("repourl", s.repourl.is_some(), ""),
+            ("mode", s.mode.is_some(), ""),
+            ("branch", s.branch.is_some(), ""),
+        ],
+        p,
+    );
+    if s.timeout == Some(0) {
+        p.add(&format!("{at}.timeout"), "must be at least 1 second");
+    }
+    if let Some(dir) = &workdir {
+        let escapes = Path::new(dir).is_absolute()
+            || Path::new(dir)
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+        if escapes {
+            p.add(
+                &format!("{at}.workdir"),
+                "must be a path inside the build directory (relative, without '..')",
+            );
+        }
+    }
+    for k in env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            p.add(
+                &format!("{at}.env"),
+                format_args!("{k:?} is not a valid variable name"),
+            );
+        }
+    }
+    (p.list.len() == before).then(|| Step {
+        name: display_name(s.name.as_deref(), &kind, index),
+        timeout: seconds(s.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT)),
+        // Default true (SPEC §2; Buildbot's default is false, but a build
+        // that goes on after a failed checkout only adds noise).
+        halt_on_failure: s.halt_on_failure.unwrap_or(true),
+        flunk_on_failure: s.flunk_on_failure.unwrap_or(true),
+        warn_on_failure: s.warn_on_failure.unwrap_or(false),
+        flunk_on_warnings: s.flunk_on_warnings.unwrap_or(false),
+        always_run: s.always_run.unwrap_or(false),
+        warning_exit_codes: s.warning_exit_codes,
+        kind,
+    })
+}
+
+/// The step's name as shown in the UI: `name`, else "git" for a git step
+/// or the command's first word (without its directory) for a shell step,
+/// else `step<index>`.
+pub(super) fn display_name(name: Option<&str>, kind: &StepKind, index: usize) -> String {
+    if let Some(name) = name.filter(|n| !n.is_empty()) {
+        return name.to_string();
+    }
+    let first = match kind {
+        StepKind::Git { .. } => return "git".to_string(),
+        StepKind::Shell {
+            command: Command::Argv(argv),
+            ..
+        } => argv.first().map(String::as_str),
+        StepKind::Shell {
+            command: Command::Shell(line),
+            ..
+        } => line.split_whitespace().next(),
+    };
+    match first.map(|w| w.rsplit('/').next().unwrap_or(w)) {
+        Some(word) if !word.is_empty() => word.to_string(),
+        _ => format!("step{index}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reporters and change sources
+
+fn lower_reporters(
+    reporters: Vec<raw::ReporterCfg>,
+    builder_names: &[&str],
+    p: &mut Problems,
+) -> Vec<Reporter> {
+    reporters
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| lower_reporter(&format!("reporters[{i}]"), r, builder_names, p))
+        .collect()
+}
+
+fn lower_reporter(
+    at: &str,
+    mut r: raw::ReporterCfg,
+    builder_names: &[&str],
+    p: &mut Problems,
+) -> Option<Reporter> {
+    let before = p.list.len();
+    for (j, b) in r.builders.iter().enumerate() {
+        if !builder_names.contains(&b.as_str()) {
+            p.add(
+                &format!("{at}.builders[{j}]"),
+                format_args!("no builder named {b:?}"),
+            );
+        }
+    }
+    let kind_name = required(r.kind.take(), at, "type", p)?;
+    let kind = match kind_name.as_str() {
+        "gitea_status" => {
+            let base_url = r.base_url.take();
+            match base_url.as_deref().map(url::Url::parse) {
+                None => p.add(
+                    &format!("{at}.base_url"),
+                    "required for a gitea_status reporter (e.g. \"https://git.example.org\")",
+                ),
+                Some(Ok(u)) if u.scheme() == "http" || u.scheme() == "https" => {}
+                Some(_) => p.add(
+                    &format!("{at}.base_url"),
+                    "must be an http:// or https:// URL",
+                ),
+            }
+            let token = one_secret(at, "token", r.token.take(), r.token_file.take(), p);
+            let context = r.context.take();
+            let context_pr = r.context_pr.take();
+            for (k, v) in [("context", &context), ("context_pr", &context_pr)] {
+                if v.as_deref() == Some("") {
+                    p.add(&format!("{at}.{k}"), "is empty");
+                }
+            }
+            let context = context.unwrap_or_else(|| DEFAULT_CONTEXT.into());
+            token.map(|token| {
+                ReporterKind::GiteaStatus(GiteaStatus {
+                    base_url: base_url.unwrap_or_default(),
+                    token,
+                    context_pr: context_pr.unwrap_or_else(|| context.clone()),
+                    context,
+                })
+            })
+        }
+        "mail" => {
+            let smtp_host = r.smtp_host.take().unwrap_or_default();
+            if smtp_host.is_empty() {
+                p.add(&format!("{at}.smtp_host"), "required for a mail reporter");
+            }
+            let smtp_port = r.smtp_port.take();
+            if smtp_port == Some(0) {
+                p.add(&format!("{at}.smtp_port"), "must be 1-65535");
+            }
+            let from = r.from.take();
+            match &from {
+                None => p.add(&format!("{at}.from"), "required for a mail reporter"),
+                Some(f) => check_address(&format!("{at}.from"), f, p),
+            }
+            let to = std::mem::take(&mut r.to);
+            if to.is_empty() {
+                p.add(
+                    &format!("{at}.to"),
+                    "required for a mail reporter: a list of addresses",
+                );
+            }
+            for (j, t) in to.iter().enumerate() {
+                check_address(&format!("{at}.to[{j}]"), t, p);
+            }
+            let modes = match r.mode.take() {
+                None => vec![MailMode::All],
+                Some(m) => m
+                    .values()
+                    .into_iter()
+                    .filter_map(|m| {
+                        let found = MailMode::ALL.iter().find(|(n, _)| *n == m);
+                        if found.is_none() {
+                            let names: Vec<&str> = MailMode::ALL.iter().map(|(n, _)| *n).collect();
+                            p.add(
+                                &format!("{at}.mode"),
+                                format_args!("{m:?} is not one of {}", names.join(", ")),
+                            );
+                        }
+                        found.map(|(_, mode)| *mode)
+                    })
+                    .collect(),
+            };
+            let (password, password_file) = (r.smtp_password.take(), r.smtp_password_file.take());
+            let login = match r.smtp_user.take() {
+                Some(user) => {
+                    one_secret(at, "smtp_password", password, password_file, p).map(|pw| (user, pw))
+                }
+                None => {
+                    if password.is_some() || password_file.is_some() {
+                        p.add(
+                            &format!("{at}.smtp_user"),
+                            "required when a password is set",
+                        );
+                    }
+                    None
+                }
+            };
+            let starttls = r.starttls.take().unwrap_or(true);
+            Some(ReporterKind::Mail(Mail {
+                smtp_host,
+                smtp_port: smtp_port.unwrap_or(if starttls { 587 } else { 25 }),
+                starttls,
+                login,
+                from: from.unwrap_or_default(),
+                to,
+                modes,
+            }))
+        }
+        other => {
+            p.add(
+                &format!("{at}.type"),
+                format_args!("{other:?} is not one of \"gitea_status\", \"mail\""),
+            );
+            return None;
+        }
+    };
+    // What the kind's arm did not take belongs to the other kind.
+    let raw::ReporterCfg {
+        kind: _,
+        builders: _,
+        verify_tls: _,
+        base_url,
+        token,
+        token_file,
+        context,
+        context_pr,
+        smtp_host,
+        smtp_port,
+        starttls,
+        smtp_user,
+        smtp_password,
+        smtp_password_file,
+        from,
+        to,
+        mode,
+    } = &r;
+    leftover(
+        at,
+        &format!("{kind_name} reporters"),
+        &[
+            ("base_url", base_url.is_some(), ""),
+            ("token", token.is_some(), ""),
+            ("token_file", token_file.is_some(), ""),
+            ("context", context.is_some(), ""),
+            ("context_pr", context_pr.is_some(), ""),
+            ("smtp_host", smtp_host.is_some(), ""),
+            ("smtp_port", smtp_port.is_some(), ""),
+            ("starttls", starttls.is_some(), ""),
+            ("smtp_user", smtp_user.is_some(), ""),
+            ("smtp_password", smtp_password.is_some(), ""),
+            ("smtp_password_file", smtp_password_file.is_some(), ""),
+            ("from", from.is_some(), ""),
+            ("to", !to.is_empty(), ""),
+            ("mode", mode.is_some(), ""),
+        ],
+        p,
+    );
+    let kind = kind?;
+    (p.list.len() == before).then_some(Reporter {
+        builders: r.builders,
+        verify_tls: r.verify_tls.unwrap_or(true),
+        kind,
+    })
+}
+
+/// A secret is given inline or in a file, not both; None (reported) if
+/// neither or it is empty.
+fn one_secret(
+    at: &str,
+    key: &str,
+    inline: Option<String>,
+    file: Option<String>,
+    p: &mut Problems,
+) -> Option<Secret> {
+    match (inline, file) {
+        (Some(_), Some(_)) => p.add(
+            &format!("{at}.{key}"),
+            format_args!("set either {key} or {key}_file, not both"),
+        ),
+        (Some(s), None) if s.is_empty() => p.add(&format!("{at}.{key}"), "is empty"),
+        (None, Some(f)) if f.is_empty() => p.add(&format!("{at}.{key}_file"), "is empty"),
+        (Some(s), None) => return Some(Secret::Inline(s)),
+        (None, Some(f)) => return Some(Secret::File(f)),
+        (None, None) => p.add(
+            &format!("{at}.{key}"),
+            format_args!("required: set {key}, or {key}_file naming a file of mode 0600"),
+        ),
+    }
+    None
+}
+
+fn check_address(at: &str, addr: &str, p: &mut Problems) {
+    if addr.parse::<lettre::message::Mailbox>().is_err() {
+        p.add(at, format_args!("{addr:?} is not an e-mail address"));
+    }
+}
+
+fn lower_change_sources(sources: Vec<raw::ChangeSourceCfg>, p: &mut Problems) -> Vec<ChangeSource> {
+    let mut out = Vec::with_capacity(sources.len());
+    let mut names = Vec::with_capacity(sources.len());
+    for (i, c) in sources.into_iter().enumerate() {
+        let at = format!("change_source[{i}]");
+        let before = p.list.len();
+        let kind = required(c.kind, &at, "type", p);
+        let repourl = required(c.repourl, &at, "repourl", p);
+        let Some(repourl) = repourl else { continue };
+        if repourl.is_empty() {
+            p.add(&format!("{at}.repourl"), "is empty");
+        } else if repourl.starts_with('-') {
+            p.add(&format!("{at}.repourl"), "must not start with '-'");
+        }
+        if c.poll_interval == 0 {
+            p.add(&format!("{at}.poll_interval"), "must be at least 1 second");
+        }
+        let branches = match c.branches {
+            None => Some(vec!["master".to_string()]),
+            Some(StrOrList::One(s)) if s == "all" => None,
+            Some(b) => Some(b.values().into_iter().map(str::to_string).collect()),
+        };
+        match &branches {
+            Some(list) if list.is_empty() => p.add(&format!("{at}.branches"), "is an empty list"),
+            Some(list) => {
+                for b in list {
+                    if b.is_empty()
+                        || b.starts_with('-')
+                        || b.contains("..")
+                        || b.contains(':')
+                        || b.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                    {
+                        p.add(
+                            &format!("{at}.branches"),
+                            format_args!("{b:?} is not a branch name"),
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+        let name = c.name.unwrap_or_else(|| repourl.clone());
+        names.push((format!("{at}.name"), name.clone()));
+        let poller = GitPoller {
+            name,
+            repourl,
+            branches,
+            poll_interval: seconds(c.poll_interval),
+            poll_at_launch: c.poll_at_launch,
+            project: c.project.unwrap_or_default(),
+            category: c.category,
+            codebase: c.codebase.unwrap_or_default(),
+        };
+        match kind.as_deref() {
+            Some("git_poller") if p.list.len() == before => {
+                out.push(ChangeSource::GitPoller(poller))
+            }
+            Some("git_poller") | None => {}
+            Some(other) => p.add(
+                &format!("{at}.type"),
+                format_args!("{other:?} is not \"git_poller\""),
+            ),
+        }
+    }
+    check_unique(
+        "change source name",
+        names.iter().map(|(at, n)| (at.clone(), n.as_str())),
+        p,
+    );
+    out
 }
 
 fn check_janitor(j: &JanitorCfg, p: &mut Problems) {
@@ -240,596 +1283,6 @@ fn check_unique<'a>(what: &str, names: impl Iterator<Item = (String, &'a str)>, 
             None => {
                 first.insert(name, path);
             }
-        }
-    }
-}
-
-fn check_workers(cfg: &Config, p: &mut Problems) {
-    for (i, w) in cfg.workers.iter().enumerate() {
-        check_name(&format!("workers[{i}].name"), "worker", &w.name, p);
-        if w.password.is_empty() {
-            p.add(&format!("workers[{i}].password"), "is empty");
-        }
-        if w.max_builds == 0 {
-            p.add(&format!("workers[{i}].max_builds"), "must be at least 1");
-        }
-    }
-    check_unique(
-        "worker name",
-        cfg.workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("workers[{i}].name"), w.name.as_str())),
-        p,
-    );
-}
-
-const SCHEDULER_KINDS: &[&str] = &[
-    "single_branch",
-    "any_branch",
-    "force",
-    "periodic",
-    "nightly",
-];
-/// Schedulers that react to changes (and so take change filters).
-const FILTERED: &[&str] = &["single_branch", "any_branch", "nightly"];
-const CHANGE_DRIVEN: &[&str] = &["single_branch", "any_branch"];
-const PARAM_KINDS: &[&str] = &["string", "text", "int", "bool", "choice", "fixed"];
-
-fn check_force_params(at: &str, s: &SchedulerCfg, p: &mut Problems) {
-    for (j, fp) in s.properties.iter().enumerate() {
-        let at = format!("{at}.properties[{j}]");
-        if fp.name.is_empty()
-            || !fp
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            p.add(
-                &format!("{at}.name"),
-                format_args!("{:?}: use only letters, digits, '_', '-' and '.'", fp.name),
-            );
-        }
-        if ["branch", "revision", "reason", "repository", "project"].contains(&fp.name.as_str()) {
-            p.add(
-                &format!("{at}.name"),
-                format_args!(
-                    "{:?} is a field of every force form, not a property",
-                    fp.name
-                ),
-            );
-        }
-        if !PARAM_KINDS.contains(&fp.kind.as_str()) {
-            p.add(
-                &format!("{at}.type"),
-                format_args!(
-                    "{:?} is not one of {}",
-                    fp.kind,
-                    PARAM_KINDS
-                        .iter()
-                        .map(|k| format!("{k:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
-            continue;
-        }
-        if fp.kind == "choice" && fp.choices.is_empty() {
-            p.add(&format!("{at}.choices"), "required for a choice parameter");
-        }
-        if fp.kind != "choice" && !fp.choices.is_empty() {
-            p.add(
-                &format!("{at}.choices"),
-                "only a choice parameter takes this key",
-            );
-        }
-        if fp.kind == "fixed" && fp.default.is_none() {
-            p.add(&format!("{at}.default"), "required for a fixed parameter");
-        }
-        if let Some(re) = &fp.regex {
-            if !matches!(fp.kind.as_str(), "string" | "text") {
-                p.add(
-                    &format!("{at}.regex"),
-                    "only string and text parameters take this key",
-                );
-            } else if let Err(e) = regex_lite::Regex::new(re) {
-                p.add(
-                    &format!("{at}.regex"),
-                    format_args!("invalid regex {re:?}: {}", one_line(&e.to_string())),
-                );
-            }
-        }
-        if let Some(d) = &fp.default {
-            // Shown as JSON (the toml crate is built without its writer).
-            let shown = serde_json::to_string(d).unwrap_or_default();
-            let ok = match fp.kind.as_str() {
-                "int" => d.is_integer(),
-                "bool" => d.is_bool(),
-                "fixed" => true,
-                _ => d.is_str(),
-            };
-            if !ok {
-                p.add(
-                    &format!("{at}.default"),
-                    format_args!("{shown} does not fit a {} parameter", fp.kind),
-                );
-            } else if fp.kind == "choice"
-                && !fp.choices.iter().any(|c| Some(c.as_str()) == d.as_str())
-            {
-                p.add(
-                    &format!("{at}.default"),
-                    format_args!("{shown} is not one of the choices"),
-                );
-            }
-        }
-    }
-    check_unique(
-        "property",
-        s.properties
-            .iter()
-            .enumerate()
-            .map(|(j, fp)| (format!("{at}.properties[{j}].name"), fp.name.as_str())),
-        p,
-    );
-}
-
-fn check_schedulers(cfg: &Config, p: &mut Problems) {
-    for (i, s) in cfg.schedulers.iter().enumerate() {
-        let at = format!("schedulers[{i}]");
-        check_name(&format!("{at}.name"), "scheduler", &s.name, p);
-        // Keys that only some kinds take: (key, set?, kinds taking it).
-        let only: [(&str, bool, &[&str]); 16] = [
-            ("branch_regex", s.branch_regex.is_some(), &["any_branch"]),
-            ("tag_regex", s.tag_regex.is_some(), &["any_branch"]),
-            ("tree_stable_timer", s.tree_stable_timer != 0, CHANGE_DRIVEN),
-            ("repository", s.repository.is_some(), FILTERED),
-            ("project", s.project.is_some(), FILTERED),
-            ("category", s.category.is_some(), FILTERED),
-            ("files_regex", s.files_regex.is_some(), FILTERED),
-            ("period", s.period.is_some(), &["periodic"]),
-            ("minute", s.minute.is_some(), &["nightly"]),
-            ("hour", s.hour.is_some(), &["nightly"]),
-            ("day_of_week", s.day_of_week.is_some(), &["nightly"]),
-            ("day_of_month", s.day_of_month.is_some(), &["nightly"]),
-            ("only_if_changed", s.only_if_changed, &["nightly"]),
-            ("reason", s.reason.is_some(), &["force"]),
-            ("button_name", s.button_name.is_some(), &["force"]),
-            ("properties", !s.properties.is_empty(), &["force"]),
-        ];
-        let known = SCHEDULER_KINDS.contains(&s.kind.as_str());
-        for (k, set, kinds) in only {
-            if set && known && !kinds.contains(&s.kind.as_str()) {
-                p.add(
-                    &format!("{at}.{k}"),
-                    format_args!(
-                        "not a key of {} schedulers (only {})",
-                        s.kind,
-                        kinds.join(", ")
-                    ),
-                );
-            }
-        }
-        match s.kind.as_str() {
-            "single_branch" => {
-                if s.branch.as_deref().unwrap_or("").is_empty() {
-                    p.add(
-                        &format!("{at}.branch"),
-                        "required for a single_branch scheduler",
-                    );
-                }
-            }
-            "any_branch" => {
-                if s.branch.is_some() {
-                    p.add(
-                        &format!("{at}.branch"),
-                        "an any_branch scheduler takes branch_regex / tag_regex, not branch",
-                    );
-                }
-            }
-            "force" => check_force_params(&at, s, p),
-            "periodic" => match s.period {
-                None => p.add(
-                    &format!("{at}.period"),
-                    "required for a periodic scheduler (seconds)",
-                ),
-                Some(0) => p.add(&format!("{at}.period"), "must be at least 1 second"),
-                Some(_) => {}
-            },
-            "nightly" => {
-                for (k, f, max) in [
-                    ("minute", &s.minute, 59),
-                    ("hour", &s.hour, 23),
-                    ("day_of_week", &s.day_of_week, 6),
-                    ("day_of_month", &s.day_of_month, 31),
-                ] {
-                    if let Some(Err(e)) = f.as_ref().map(|f| f.values(max)) {
-                        p.add(&format!("{at}.{k}"), e);
-                    }
-                }
-                let filtered = s.repository.is_some()
-                    || s.project.is_some()
-                    || s.category.is_some()
-                    || s.files_regex.is_some();
-                if filtered && !s.only_if_changed {
-                    p.add(
-                        &format!("{at}.only_if_changed"),
-                        "change filters on a nightly scheduler need only_if_changed = true",
-                    );
-                }
-                if matches!(s.day_of_month.as_ref().map(|f| f.values(31)), Some(Ok(Some(v))) if v.contains(&0))
-                {
-                    p.add(
-                        &format!("{at}.day_of_month"),
-                        "days of the month start at 1",
-                    );
-                }
-            }
-            other => p.add(
-                &format!("{at}.type"),
-                format_args!(
-                    "{other:?} is not one of {}",
-                    SCHEDULER_KINDS
-                        .iter()
-                        .map(|k| format!("{k:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-        }
-        let regexes = [
-            ("branch_regex", &s.branch_regex),
-            ("tag_regex", &s.tag_regex),
-            ("files_regex", &s.files_regex),
-        ];
-        for (k, re) in regexes {
-            let Some(re) = re else { continue };
-            if let Err(e) = regex_lite::Regex::new(re) {
-                p.add(
-                    &format!("{at}.{k}"),
-                    format_args!("invalid regex {re:?}: {}", one_line(&e.to_string())),
-                );
-            }
-        }
-        if s.builders.is_empty() {
-            p.add(&format!("{at}.builders"), "names no builder");
-        }
-        for (j, b) in s.builders.iter().enumerate() {
-            if cfg.builder(b).is_none() {
-                p.add(
-                    &format!("{at}.builders[{j}]"),
-                    format_args!("no builder named {b:?}"),
-                );
-            }
-        }
-    }
-    check_unique(
-        "scheduler name",
-        cfg.schedulers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("schedulers[{i}].name"), s.name.as_str())),
-        p,
-    );
-}
-
-fn check_builders(cfg: &Config, p: &mut Problems) {
-    for (i, b) in cfg.builders.iter().enumerate() {
-        let at = format!("builders[{i}]");
-        check_name(&format!("{at}.name"), "builder", &b.name, p);
-        if let Some(dir) = &b.workerbuilddir {
-            check_name(&format!("{at}.workerbuilddir"), "directory", dir, p);
-        }
-        if b.workers.is_empty() {
-            p.add(
-                &format!("{at}.workers"),
-                "names no worker, so its builds would never run",
-            );
-        }
-        for (j, w) in b.workers.iter().enumerate() {
-            if cfg.worker(w).is_none() {
-                p.add(
-                    &format!("{at}.workers[{j}]"),
-                    format_args!("no worker named {w:?}"),
-                );
-            }
-        }
-        for (j, step) in b.steps.iter().enumerate() {
-            check_step(&format!("{at}.steps[{j}]"), step, p);
-        }
-    }
-    check_unique(
-        "builder name",
-        cfg.builders
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (format!("builders[{i}].name"), b.name.as_str())),
-        p,
-    );
-    // Two builders in one directory would clobber each other's checkouts.
-    check_unique(
-        "build directory",
-        cfg.builders.iter().enumerate().map(|(i, b)| {
-            let key = if b.workerbuilddir.is_some() {
-                "workerbuilddir"
-            } else {
-                "name"
-            };
-            (format!("builders[{i}].{key}"), b.builddir())
-        }),
-        p,
-    );
-}
-
-fn check_reporters(cfg: &Config, p: &mut Problems) {
-    for (i, r) in cfg.reporters.iter().enumerate() {
-        let at = format!("reporters[{i}]");
-        for (j, b) in r.builders.iter().enumerate() {
-            if cfg.builder(b).is_none() {
-                p.add(
-                    &format!("{at}.builders[{j}]"),
-                    format_args!("no builder named {b:?}"),
-                );
-            }
-        }
-        let gitea_keys = [
-            ("base_url", r.base_url.is_some()),
-            ("token", r.token.is_some()),
-            ("token_file", r.token_file.is_some()),
-            ("context", r.context.is_some()),
-            ("context_pr", r.context_pr.is_some()),
-        ];
-        let mail_keys = [
-            ("smtp_host", r.smtp_host.is_some()),
-            ("smtp_port", r.smtp_port.is_some()),
-            ("starttls", r.starttls.is_some()),
-            ("smtp_user", r.smtp_user.is_some()),
-            ("smtp_password", r.smtp_password.is_some()),
-            ("smtp_password_file", r.smtp_password_file.is_some()),
-            ("from", r.from.is_some()),
-            ("to", !r.to.is_empty()),
-            ("mode", r.mode.is_some()),
-        ];
-        let foreign = |keys: &[(&str, bool)], kind: &str, p: &mut Problems| {
-            for (k, set) in keys {
-                if *set {
-                    p.add(
-                        &format!("{at}.{k}"),
-                        format_args!("not a key of {kind} reporters"),
-                    );
-                }
-            }
-        };
-        match r.kind.as_str() {
-            "gitea_status" => {
-                foreign(&mail_keys, "gitea_status", p);
-                match r.base_url.as_deref().map(url::Url::parse) {
-                    None => p.add(
-                        &format!("{at}.base_url"),
-                        "required for a gitea_status reporter (e.g. \"https://git.example.org\")",
-                    ),
-                    Some(Ok(u)) if u.scheme() == "http" || u.scheme() == "https" => {}
-                    Some(_) => p.add(
-                        &format!("{at}.base_url"),
-                        "must be an http:// or https:// URL",
-                    ),
-                }
-                one_secret(
-                    &at,
-                    "token",
-                    r.token.as_deref(),
-                    r.token_file.as_deref(),
-                    true,
-                    p,
-                );
-                for (k, v) in [("context", &r.context), ("context_pr", &r.context_pr)] {
-                    if v.as_deref() == Some("") {
-                        p.add(&format!("{at}.{k}"), "is empty");
-                    }
-                }
-            }
-            "mail" => {
-                foreign(&gitea_keys, "mail", p);
-                if r.smtp_host.as_deref().unwrap_or("").is_empty() {
-                    p.add(&format!("{at}.smtp_host"), "required for a mail reporter");
-                }
-                if r.smtp_port == Some(0) {
-                    p.add(&format!("{at}.smtp_port"), "must be 1-65535");
-                }
-                match r.from.as_deref() {
-                    None => p.add(&format!("{at}.from"), "required for a mail reporter"),
-                    Some(f) => check_address(&format!("{at}.from"), f, p),
-                }
-                if r.to.is_empty() {
-                    p.add(
-                        &format!("{at}.to"),
-                        "required for a mail reporter: a list of addresses",
-                    );
-                }
-                for (j, t) in r.to.iter().enumerate() {
-                    check_address(&format!("{at}.to[{j}]"), t, p);
-                }
-                for m in r.modes() {
-                    if !MAIL_MODES.contains(&m) {
-                        p.add(
-                            &format!("{at}.mode"),
-                            format_args!("{m:?} is not one of {}", MAIL_MODES.join(", ")),
-                        );
-                    }
-                }
-                let has_pw = r.smtp_password.is_some() || r.smtp_password_file.is_some();
-                if r.smtp_user.is_some() {
-                    one_secret(
-                        &at,
-                        "smtp_password",
-                        r.smtp_password.as_deref(),
-                        r.smtp_password_file.as_deref(),
-                        true,
-                        p,
-                    );
-                } else if has_pw {
-                    p.add(
-                        &format!("{at}.smtp_user"),
-                        "required when a password is set",
-                    );
-                }
-            }
-            other => p.add(
-                &format!("{at}.type"),
-                format_args!("{other:?} is not one of \"gitea_status\", \"mail\""),
-            ),
-        }
-    }
-}
-
-/// A secret is given inline or in a file, not both.
-fn one_secret(
-    at: &str,
-    key: &str,
-    inline: Option<&str>,
-    file: Option<&str>,
-    required: bool,
-    p: &mut Problems,
-) {
-    match (inline, file) {
-        (Some(_), Some(_)) => p.add(
-            &format!("{at}.{key}"),
-            format_args!("set either {key} or {key}_file, not both"),
-        ),
-        (Some(""), None) => p.add(&format!("{at}.{key}"), "is empty"),
-        (None, Some("")) => p.add(&format!("{at}.{key}_file"), "is empty"),
-        (None, None) if required => p.add(
-            &format!("{at}.{key}"),
-            format_args!("required: set {key}, or {key}_file naming a file of mode 0600"),
-        ),
-        _ => {}
-    }
-}
-
-fn check_address(at: &str, addr: &str, p: &mut Problems) {
-    if addr.parse::<lettre::message::Mailbox>().is_err() {
-        p.add(at, format_args!("{addr:?} is not an e-mail address"));
-    }
-}
-
-fn check_change_sources(cfg: &Config, p: &mut Problems) {
-    for (i, c) in cfg.change_source.iter().enumerate() {
-        let at = format!("change_source[{i}]");
-        if c.kind != "git_poller" {
-            p.add(
-                &format!("{at}.type"),
-                format_args!("{:?} is not \"git_poller\"", c.kind),
-            );
-        }
-        if c.repourl.is_empty() {
-            p.add(&format!("{at}.repourl"), "is empty");
-        } else if c.repourl.starts_with('-') {
-            p.add(&format!("{at}.repourl"), "must not start with '-'");
-        }
-        if c.poll_interval == 0 {
-            p.add(&format!("{at}.poll_interval"), "must be at least 1 second");
-        }
-        match c.branch_list() {
-            Some(list) if list.is_empty() => p.add(&format!("{at}.branches"), "is an empty list"),
-            Some(list) => {
-                for b in list {
-                    if b.is_empty()
-                        || b.starts_with('-')
-                        || b.contains("..")
-                        || b.contains(':')
-                        || b.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-                    {
-                        p.add(
-                            &format!("{at}.branches"),
-                            format_args!("{b:?} is not a branch name"),
-                        );
-                    }
-                }
-            }
-            None => {}
-        }
-    }
-    check_unique(
-        "change source name",
-        cfg.change_source
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("change_source[{i}].name"), c.name())),
-        p,
-    );
-}
-
-fn check_step(at: &str, s: &StepCfg, p: &mut Problems) {
-    if s.name.as_deref() == Some("") {
-        p.add(&format!("{at}.name"), "is empty");
-    }
-    // Keys of the other step type would be silently ignored, like unknown keys.
-    let mut not_here = |key: &str, set: bool, kind: &str| {
-        if set {
-            p.add(
-                &format!("{at}.{key}"),
-                format_args!("not a key of {kind} steps"),
-            );
-        }
-    };
-    match s.kind.as_str() {
-        "git" => {
-            not_here("command", s.command.is_some(), "git");
-            if s.repourl.as_deref().unwrap_or("").is_empty() {
-                p.add(&format!("{at}.repourl"), "required for a git step");
-            }
-            if let Some(m) = &s.mode {
-                if m != "incremental" && m != "full" {
-                    p.add(
-                        &format!("{at}.mode"),
-                        format_args!("{m:?} is not one of \"incremental\", \"full\""),
-                    );
-                }
-            }
-        }
-        "shell" => {
-            not_here("repourl", s.repourl.is_some(), "shell");
-            not_here("mode", s.mode.is_some(), "shell");
-            not_here("branch", s.branch.is_some(), "shell");
-            match &s.command {
-                None => p.add(&format!("{at}.command"), "required for a shell step"),
-                Some(Command::Argv(argv)) if argv.is_empty() => {
-                    p.add(&format!("{at}.command"), "is an empty list")
-                }
-                Some(Command::Argv(argv)) if argv[0].is_empty() => {
-                    p.add(&format!("{at}.command[0]"), "the program name is empty")
-                }
-                Some(Command::Shell(line)) if line.trim().is_empty() => {
-                    p.add(&format!("{at}.command"), "is empty")
-                }
-                Some(_) => {}
-            }
-        }
-        other => p.add(
-            &format!("{at}.type"),
-            format_args!("{other:?} is not one of \"git\", \"shell\""),
-        ),
-    }
-    if s.timeout == Some(0) {
-        p.add(&format!("{at}.timeout"), "must be at least 1 second");
-    }
-    if let Some(dir) = &s.workdir {
-        let escapes = Path::new(dir).is_absolute()
-            || Path::new(dir)
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir));
-        if escapes {
-            p.add(
-                &format!("{at}.workdir"),
-                "must be a path inside the build directory (relative, without '..')",
-            );
-        }
-    }
-    for k in s.env.keys() {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            p.add(
-                &format!("{at}.env"),
-                format_args!("{k:?} is not a valid variable name"),
-            );
         }
     }
 }

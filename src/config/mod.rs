@@ -13,14 +13,16 @@
 //! `minibot checkconfig`, by the master at start and on SIGHUP (reconfig),
 //! which hands the result to the other components as an `Arc<Config>`; a
 //! config that fails here is never seen by them, so they may rely on the
-//! invariants checked in `validate` (names unique and directory-safe,
+//! invariants checked in `lower` (names unique and directory-safe,
 //! references resolved, `protocols.worker` present, step kinds known).
 //!
 //! Parsing runs in three passes: TOML syntax (stops at the first error, with
-//! line and column), then types (each section and list element on its own, so
-//! one bad builder does not hide another; unknown keys are collected here),
-//! then meaning (`validate`), which only runs on a fully typed config because
-//! its findings would mostly echo the type errors.
+//! line and column), then types into the raw serde layer (`raw`: each
+//! section and list element on its own, so one bad builder does not hide
+//! another; unknown keys are collected here), then the lowering into the
+//! typed model (`lower` → `model`), which is the validation: it only runs on
+//! a fully typed config because its findings would mostly echo the type
+//! errors, and it is where required keys, defaults and kinds are handled.
 
 mod live;
 mod lower;
@@ -35,14 +37,30 @@ mod tests;
 pub use live::LiveConfig;
 pub use model::*;
 pub use problems::ConfigError;
-pub use raw::*;
+pub use raw::{DEFAULT_BUILD_HORIZON_DAYS, DEFAULT_LOG_HORIZON_DAYS, DEFAULT_MAX_CONNECTIONS};
 pub use sample::*;
 pub use secrets::{random_hex, secret_warnings, MIN_SECRET_LEN};
 
-use lower::validate;
+use lower::lower;
 use problems::{io_reason, line_col, one_line, Problems};
 use secrets::{check_own_mode, check_secret_files};
 use std::path::Path;
+
+/// A valid config text with worker `w` (tests of other modules add to it).
+#[cfg(test)]
+pub(crate) const TEST_BASE: &str = "[protocols.worker]\nport = 9989\n\
+    [[workers]]\nname = \"w\"\npassword = \"pw-of-some-length\"\n";
+
+/// Builder `b` on worker `w` with one shell step `true`, for [`test_config`].
+#[cfg(test)]
+pub(crate) const TEST_BUILDER: &str = "[[builders]]\nname = \"b\"\nworkers = [\"w\"]\n\
+    [[builders.steps]]\ntype = \"shell\"\ncommand = \"true\"\n";
+
+/// [`TEST_BASE`] with `extra` appended, parsed (panics on a problem).
+#[cfg(test)]
+pub(crate) fn test_config(extra: &str) -> Config {
+    parse(&format!("{TEST_BASE}{extra}"), "test.cfg").unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// Reads and checks `path` (normally `DIR/master.cfg`).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -83,11 +101,10 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             return Err(p.into_error());
         }
     };
-    if let Some(cfg) = typed(table, &mut p) {
-        validate(&cfg, &mut p);
-        if p.list.is_empty() {
-            return Ok(cfg);
-        }
+    // Unknown keys are reported by `typed` but do not stop the lowering,
+    // so they come with the problems of meaning.
+    match raw::typed(table, &mut p).and_then(|raw| lower(raw, &mut p)) {
+        Some(cfg) if p.list.is_empty() => Ok(cfg),
+        _ => Err(p.into_error()),
     }
-    Err(p.into_error())
 }

@@ -7,11 +7,9 @@
 use super::problems::{
     fmt_path, ignored_segs, key, one_line, tracked_segs, unknown_key_message, Problems, Seg,
 };
-use super::secrets::secret;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Config {
@@ -140,7 +138,7 @@ pub struct Protocols {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct WorkerProtocol {
-    pub port: u16,
+    pub port: Option<u16>,
     #[serde(default = "default_bind")]
     pub bind: String,
     /// Seconds between keepalive pings; a peer silent for 3× this is dead.
@@ -154,8 +152,8 @@ fn default_keepalive() -> u64 {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct WorkerCfg {
-    pub name: String,
-    pub password: String,
+    pub name: Option<String>,
+    pub password: Option<String>,
     #[serde(default = "one")]
     pub max_builds: u32,
 }
@@ -166,10 +164,10 @@ fn one() -> u32 {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct SchedulerCfg {
-    pub name: String,
+    pub name: Option<String>,
     /// single_branch | any_branch | force | periodic | nightly
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Option<String>,
     /// single_branch: the branch to watch; periodic/nightly: the branch to
     /// build (and, with only_if_changed, to watch); force: the form's default.
     pub branch: Option<String>,
@@ -177,7 +175,7 @@ pub struct SchedulerCfg {
     pub tag_regex: Option<String>,
     #[serde(default)]
     pub tree_stable_timer: u64,
-    pub builders: Vec<String>,
+    pub builders: Option<Vec<String>>,
     // change filters (Buildbot's ChangeFilter): a change must pass all that are set
     pub repository: Option<StrOrList>,
     pub project: Option<StrOrList>,
@@ -209,7 +207,7 @@ pub struct SchedulerCfg {
 
 /// A string or a list of strings (e.g. a filter's accepted values).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or a list of strings")]
 pub enum StrOrList {
     One(String),
     Many(Vec<String>),
@@ -230,7 +228,7 @@ impl StrOrList {
 /// One field of a nightly schedule: a number, a list of numbers, or "*"
 /// (for day_of_week also day names, "mon" .. "sun").
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a number, a list of numbers or \"*\"")]
 pub enum CronField {
     One(u32),
     Many(Vec<u32>),
@@ -274,10 +272,10 @@ impl CronField {
 /// ChoiceStringParameter, FixedParameter).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ForceParam {
-    pub name: String,
+    pub name: Option<String>,
     /// string (default) | text | int | bool | choice | fixed
-    #[serde(rename = "type", default = "default_param_type")]
-    pub kind: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     /// Shown next to the field; defaults to the name.
     pub label: Option<String>,
     pub default: Option<toml::Value>,
@@ -290,173 +288,14 @@ pub struct ForceParam {
     pub regex: Option<String>,
 }
 
-fn default_param_type() -> String {
-    "string".into()
-}
-
-impl ForceParam {
-    fn builtin(name: &str, label: &str, default: Option<&str>) -> ForceParam {
-        ForceParam {
-            name: name.into(),
-            kind: "string".into(),
-            label: Some(label.into()),
-            default: default.map(|d| toml::Value::String(d.into())),
-            required: false,
-            choices: vec![],
-            regex: None,
-        }
-    }
-
-    pub fn label(&self) -> &str {
-        self.label.as_deref().unwrap_or(&self.name)
-    }
-
-    /// The default as JSON (what the form shows, what a missing value becomes).
-    pub fn default_json(&self) -> serde_json::Value {
-        match &self.default {
-            Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-            None => match self.kind.as_str() {
-                "bool" => serde_json::Value::Bool(false),
-                "int" => serde_json::Value::Null,
-                "choice" => self
-                    .choices
-                    .first()
-                    .map(|c| serde_json::Value::String(c.clone()))
-                    .unwrap_or(serde_json::Value::Null),
-                _ => serde_json::Value::String(String::new()),
-            },
-        }
-    }
-
-    /// Checks and converts a submitted value (JSON, or the string a form
-    /// posts) into the typed value. `None` = not submitted.
-    pub fn coerce(&self, value: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
-        use serde_json::Value as J;
-        let name = &self.name;
-        let v = match (self.kind.as_str(), value) {
-            // A fixed parameter cannot be changed from outside.
-            ("fixed", _) | (_, None) | (_, Some(J::Null)) => self.default_json(),
-            (_, Some(v)) => v.clone(),
-        };
-        let out = match self.kind.as_str() {
-            "int" => match &v {
-                J::Number(n) if n.is_i64() => v,
-                J::String(s) if s.trim().is_empty() => J::Null,
-                J::String(s) => s
-                    .trim()
-                    .parse::<i64>()
-                    .map(J::from)
-                    .map_err(|_| format!("{name}: {s:?} is not a whole number"))?,
-                J::Null => J::Null,
-                other => return Err(format!("{name}: {other} is not a whole number")),
-            },
-            "bool" => match &v {
-                J::Bool(_) => v,
-                J::String(s) => J::Bool(matches!(s.as_str(), "true" | "on" | "1" | "yes")),
-                J::Null => J::Bool(false),
-                other => return Err(format!("{name}: {other} is not true or false")),
-            },
-            _ => match v {
-                J::String(s) => J::String(s),
-                J::Null => J::String(String::new()),
-                J::Number(n) => J::String(n.to_string()),
-                other => return Err(format!("{name}: expected text, got {other}")),
-            },
-        };
-        let empty = matches!(&out, J::Null) || out.as_str() == Some("");
-        if self.required && empty {
-            return Err(format!("{name}: is required"));
-        }
-        if self.kind == "choice" && !empty {
-            let s = out.as_str().unwrap_or("");
-            if !self.choices.iter().any(|c| c == s) {
-                return Err(format!("{name}: {s:?} is not one of {:?}", self.choices));
-            }
-        }
-        if let (Some(re), Some(s)) = (&self.regex, out.as_str()) {
-            let ok = regex_lite::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s));
-            // An empty optional value is fine whatever the regex says.
-            if !ok && (!s.is_empty() || self.required) {
-                return Err(format!("{name}: {s:?} does not match {re:?}"));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// What a force request asks for, checked against the scheduler's
-/// parameters (see [`SchedulerCfg::force_values`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ForcedBuild {
-    pub branch: Option<String>,
-    pub revision: Option<String>,
-    pub reason: String,
-    /// The typed properties, by name.
-    pub properties: BTreeMap<String, serde_json::Value>,
-}
-
-impl SchedulerCfg {
-    /// Every field of the force form in order: branch, revision, reason (the
-    /// built-ins, strings), then the configured typed properties.
-    pub fn force_parameters(&self) -> Vec<ForceParam> {
-        let mut out = vec![
-            ForceParam::builtin("branch", "Branch", self.branch.as_deref()),
-            ForceParam::builtin("revision", "Revision", None),
-            ForceParam::builtin(
-                "reason",
-                "Reason",
-                Some(self.reason.as_deref().unwrap_or("force build")),
-            ),
-        ];
-        out.extend(self.properties.iter().cloned());
-        out
-    }
-
-    /// Checks submitted force values (JSON-RPC `params`, or form fields as
-    /// strings) against [`Self::force_parameters`]; every problem is listed.
-    pub fn force_values(
-        &self,
-        submitted: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<ForcedBuild, Vec<String>> {
-        let mut problems = vec![];
-        let mut values = BTreeMap::new();
-        for p in self.force_parameters() {
-            match p.coerce(submitted.get(&p.name)) {
-                Ok(v) => {
-                    values.insert(p.name.clone(), v);
-                }
-                Err(e) => problems.push(e),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let mut text = |k: &str| {
-            values
-                .remove(k)
-                .and_then(|v| v.as_str().map(str::to_string))
-                .filter(|s| !s.is_empty())
-        };
-        let branch = text("branch");
-        let revision = text("revision");
-        let reason = text("reason").unwrap_or_else(|| "force build".into());
-        Ok(ForcedBuild {
-            branch,
-            revision,
-            reason,
-            properties: values,
-        })
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct BuilderCfg {
-    pub name: String,
+    pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
-    pub workers: Vec<String>,
+    pub workers: Option<Vec<String>>,
     /// Directory under the worker's base dir; defaults to the builder name.
     pub workerbuilddir: Option<String>,
     #[serde(default)]
@@ -478,7 +317,7 @@ fn yes() -> bool {
 pub struct ReporterCfg {
     /// "gitea_status" | "mail"
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Option<String>,
     /// Only report builds of these builders (default: all).
     #[serde(default)]
     pub builders: Vec<String>,
@@ -509,69 +348,15 @@ pub struct ReporterCfg {
     pub mode: Option<StrOrList>,
 }
 
-/// Buildbot's MailNotifier modes.
-pub const MAIL_MODES: &[&str] = &[
-    "all",
-    "failing",
-    "passing",
-    "problem",
-    "warnings",
-    "exception",
-    "cancelled",
-    "change",
-];
-
-impl ReporterCfg {
-    pub fn verifies_tls(&self) -> bool {
-        self.verify_tls.unwrap_or(true)
-    }
-
-    pub fn reports_on(&self, builder: &str) -> bool {
-        self.builders.is_empty() || self.builders.iter().any(|b| b == builder)
-    }
-
-    /// The mail modes (default "all").
-    pub fn modes(&self) -> Vec<&str> {
-        self.mode
-            .as_ref()
-            .map(StrOrList::values)
-            .unwrap_or(vec!["all"])
-    }
-
-    /// The Gitea token: `token`, or the contents of `token_file`.
-    pub fn gitea_token(&self, master_dir: &Path) -> anyhow::Result<String> {
-        secret(
-            master_dir,
-            self.token.as_deref(),
-            self.token_file.as_deref(),
-            "token",
-        )
-    }
-
-    /// The SMTP password, if login is configured.
-    pub fn smtp_password(&self, master_dir: &Path) -> anyhow::Result<Option<String>> {
-        if self.smtp_password.is_none() && self.smtp_password_file.is_none() {
-            return Ok(None);
-        }
-        secret(
-            master_dir,
-            self.smtp_password.as_deref(),
-            self.smtp_password_file.as_deref(),
-            "smtp_password",
-        )
-        .map(Some)
-    }
-}
-
 /// A `[[change_source]]` entry (Buildbot's `c['change_source']`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ChangeSourceCfg {
     /// "git_poller"
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Option<String>,
     /// Names the poller's state in the database; default: the repourl.
     pub name: Option<String>,
-    pub repourl: String,
+    pub repourl: Option<String>,
     /// A list of branch names, or "all" (default ["master"]).
     pub branches: Option<StrOrList>,
     /// Seconds between polls (Buildbot's pollInterval, default 600).
@@ -590,26 +375,11 @@ fn default_poll_interval() -> u64 {
     600
 }
 
-impl ChangeSourceCfg {
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.repourl)
-    }
-
-    /// None = every branch.
-    pub fn branch_list(&self) -> Option<Vec<String>> {
-        match &self.branches {
-            None => Some(vec!["master".into()]),
-            Some(StrOrList::One(s)) if s == "all" => None,
-            Some(b) => Some(b.values().into_iter().map(str::to_string).collect()),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct StepCfg {
     /// "git" | "shell"
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Option<String>,
     pub name: Option<String>,
     // git
     pub repourl: Option<String>,
@@ -712,19 +482,11 @@ impl Default for LoggingCfg {
     }
 }
 
-impl LoggingCfg {
-    /// What `daemon::init_logging_with` needs.
-    pub fn log_options(&self) -> crate::daemon::LogOptions {
-        crate::daemon::LogOptions {
-            level: self.level.clone(),
-            rotate_length: self.rotate_length,
-            max_rotated_files: self.max_rotated_files,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a string (run by /bin/sh) or a list of strings (argv)"
+)]
 pub enum Command {
     Argv(Vec<String>),
     Shell(String),
@@ -871,25 +633,11 @@ fn de_one<T: DeserializeOwned>(value: toml::Value, at: &[Seg], p: &mut Problems)
         Err(e) => {
             let mut segs = at.to_vec();
             segs.extend(tracked_segs(e.path()));
-            let msg = one_line(e.inner().message());
-            let msg = if let Some(field) = missing_field(&msg) {
-                segs.push(Seg::Key(field.to_string()));
-                "required key is missing".to_string()
-            } else if msg.contains("untagged enum Command") {
-                "expected a string (run by /bin/sh) or a list of strings (argv)".to_string()
-            } else if msg.contains("untagged enum StrOrList") {
-                "expected a string or a list of strings".to_string()
-            } else if msg.contains("untagged enum CronField") {
-                "expected a number, a list of numbers or \"*\"".to_string()
-            } else {
-                msg
-            };
-            p.add(&fmt_path(&segs), msg);
+            // Required keys are `Option`s here and reported missing by
+            // `lower`, and the untagged enums name what they expect
+            // (`#[serde(expecting)]`), so serde's message is shown as is.
+            p.add(&fmt_path(&segs), one_line(e.inner().message()));
             None
         }
     }
-}
-
-fn missing_field(msg: &str) -> Option<&str> {
-    msg.strip_prefix("missing field `")?.strip_suffix('`')
 }

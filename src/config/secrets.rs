@@ -2,9 +2,9 @@
 //! they are kept (inline, or in files of mode 0600), and the file-mode
 //! checks `load` runs on `master.cfg` and on those files.
 
+use super::model::{Config, ReporterKind, Secret};
 use super::problems::{io_reason, Problems};
 use super::sample::{SAMPLE_GITEA_SECRET, SAMPLE_WORKER_PASSWORD};
-use super::Config;
 use std::path::Path;
 
 /// Worker passwords and hook secrets shorter than this draw a warning
@@ -94,12 +94,9 @@ fn inline_secrets(cfg: &Config) -> Vec<String> {
             keys.push(format!("www.change_hook_dialects.{dialect}.secret"));
         }
     }
-    for (i, r) in cfg.reporters.iter().enumerate() {
-        if r.token.is_some() {
-            keys.push(format!("reporters[{i}].token"));
-        }
-        if r.smtp_password.is_some() {
-            keys.push(format!("reporters[{i}].smtp_password"));
+    for (i, (key, secret)) in reporter_secrets(cfg) {
+        if let Secret::Inline(_) = secret {
+            keys.push(format!("reporters[{i}].{key}"));
         }
     }
     keys
@@ -153,16 +150,13 @@ pub(super) fn check_own_mode(path: &Path, cfg: &Config, p: &mut Problems) {
 /// (which knows the master directory), so checkconfig reports them.
 pub(super) fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
     use std::os::unix::fs::PermissionsExt;
-    for (i, r) in cfg.reporters.iter().enumerate() {
-        for (k, f) in [
-            ("token_file", &r.token_file),
-            ("smtp_password_file", &r.smtp_password_file),
-        ] {
-            let Some(f) = f.as_deref().filter(|f| !f.is_empty()) else {
+    for (i, (key, secret)) in reporter_secrets(cfg) {
+        {
+            let Secret::File(f) = secret else {
                 continue;
             };
             let path = dir.join(f);
-            let at = format!("reporters[{i}].{k}");
+            let at = format!("reporters[{i}].{key}_file");
             match std::fs::metadata(&path) {
                 Err(e) => p.add(
                     &at,
@@ -189,23 +183,13 @@ pub(super) fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
     }
 }
 
-/// A secret given inline or in a file (relative to the master directory),
-/// trimmed of the trailing newline editors add.
-pub(super) fn secret(
-    dir: &Path,
-    inline: Option<&str>,
-    file: Option<&str>,
-    what: &str,
-) -> anyhow::Result<String> {
-    match (inline, file) {
-        (Some(s), _) => Ok(s.to_string()),
-        (None, Some(f)) => {
-            let path = dir.join(f);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                anyhow::anyhow!("cannot read {}: {}", path.display(), io_reason(&e))
-            })?;
-            Ok(text.trim_end_matches(['\n', '\r']).to_string())
-        }
-        (None, None) => anyhow::bail!("no {what} and no {what}_file"),
-    }
+/// The secrets of the reporters: (index, (key, secret)).
+fn reporter_secrets(cfg: &Config) -> impl Iterator<Item = (usize, (&'static str, &Secret))> {
+    cfg.reporters.iter().enumerate().filter_map(|(i, r)| {
+        let secret = match &r.kind {
+            ReporterKind::GiteaStatus(g) => Some(("token", &g.token)),
+            ReporterKind::Mail(m) => m.login.as_ref().map(|(_, pw)| ("smtp_password", pw)),
+        };
+        secret.map(|s| (i, s))
+    })
 }

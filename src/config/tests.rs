@@ -87,6 +87,15 @@ type = "shell"
 command = "make test"
 "#;
 
+/// A shell step's command and environment.
+#[track_caller]
+fn shell(step: &Step) -> (&Command, &std::collections::BTreeMap<String, String>) {
+    match &step.kind {
+        StepKind::Shell { command, env, .. } => (command, env),
+        StepKind::Git { .. } => panic!("not a shell step"),
+    }
+}
+
 fn problems(text: &str) -> Vec<String> {
     match parse(text, "master.cfg") {
         Ok(_) => Vec::new(),
@@ -114,24 +123,21 @@ fn sample_parses() {
     assert_eq!(cfg.title, "Hello World CI");
     assert_eq!(cfg.www.port, 12345);
     assert_eq!(cfg.www.bind, "127.0.0.1");
-    assert_eq!(cfg.protocols.worker.as_ref().map(|w| w.port), Some(54321));
+    assert_eq!(cfg.protocols.worker.port, 54321);
     assert!(cfg.worker("example-worker").is_some());
     assert_eq!(
-        cfg.scheduler("all").map(|s| s.kind.as_str()),
+        cfg.scheduler("all").map(|s| s.kind.type_name()),
         Some("single_branch")
     );
     assert_eq!(
-        cfg.scheduler("force").map(|s| s.kind.as_str()),
+        cfg.scheduler("force").map(|s| s.kind.type_name()),
         Some("force")
     );
     let b = cfg.builder("runtests").expect("builder runtests");
     assert_eq!(b.steps.len(), 2);
     assert_eq!(
-        b.steps[1].command,
-        Some(Command::Argv(vec![
-            "python3".into(),
-            "test_hello.py".into()
-        ]))
+        shell(&b.steps[1]).0,
+        &Command::Argv(vec!["python3".into(), "test_hello.py".into()])
     );
     assert!(cfg.reporters.is_empty());
     assert_eq!(cfg.max_log_size, 10 * 1024 * 1024);
@@ -147,16 +153,25 @@ fn spec_config_parses() {
     );
     assert!(cfg.www.change_hook_dialects.base.is_none());
     assert!(cfg.warnings().is_empty());
-    assert!(cfg.www.anonymous_read());
+    assert_eq!(cfg.www.anonymous, Anonymous::Read);
     let b = cfg.builder("runtests").expect("builder");
-    assert_eq!(b.builddir(), "runtests");
-    assert_eq!(b.steps[0].mode.as_deref(), Some("incremental"));
+    assert_eq!(b.builddir, "runtests");
+    assert!(matches!(
+        b.steps[0].kind,
+        StepKind::Git {
+            mode: GitMode::Incremental,
+            ..
+        }
+    ));
     assert_eq!(
-        b.steps[1].env.get("PYTHONUNBUFFERED").map(String::as_str),
+        shell(&b.steps[1])
+            .1
+            .get("PYTHONUNBUFFERED")
+            .map(String::as_str),
         Some("1")
     );
-    assert_eq!(b.steps[1].timeout_secs(), 1200);
-    assert!(b.steps[1].halts_on_failure());
+    assert_eq!(b.steps[1].timeout.as_secs(), 1200);
+    assert!(b.steps[1].halt_on_failure);
     assert_eq!(b.step_names(), vec!["git", "test"]);
 }
 
@@ -165,11 +180,8 @@ fn base_is_valid_and_defaults_apply() {
     let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.title, "minibot");
     assert_eq!(cfg.workers[0].max_builds, 1);
-    assert_eq!(cfg.protocols.worker.as_ref().map(|w| w.keepalive), Some(30));
-    assert_eq!(
-        cfg.protocols.worker.as_ref().map(|w| w.bind.as_str()),
-        Some("127.0.0.1")
-    );
+    assert_eq!(cfg.protocols.worker.keepalive, 30);
+    assert_eq!(cfg.protocols.worker.bind, "127.0.0.1");
     assert!(cfg.builder("nope").is_none());
 }
 
@@ -177,14 +189,14 @@ fn base_is_valid_and_defaults_apply() {
 fn command_as_string_and_argv() {
     let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        cfg.builders[0].steps[0].command,
-        Some(Command::Shell("make test".into()))
+        shell(&cfg.builders[0].steps[0]).0,
+        &Command::Shell("make test".into())
     );
     let argv = BASE.replace("command = \"make test\"", "command = [\"make\", \"test\"]");
     let cfg = parse(&argv, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        cfg.builders[0].steps[0].command,
-        Some(Command::Argv(vec!["make".into(), "test".into()]))
+        shell(&cfg.builders[0].steps[0]).0,
+        &Command::Argv(vec!["make".into(), "test".into()])
     );
     assert_problem(
         &BASE.replace("command = \"make test\"", "command = 3"),
@@ -746,16 +758,19 @@ fn display_names() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let b = &cfg.builders[0];
-    assert_eq!(b.steps[0].display_name(0), "make");
-    assert_eq!(b.steps[1].display_name(1), "run-tests.sh");
-    assert_eq!(b.steps[3].display_name(3), "git");
+    assert_eq!(b.steps[0].name, "make");
+    assert_eq!(b.steps[1].name, "run-tests.sh");
+    assert_eq!(b.steps[3].name, "git");
     assert_eq!(
         b.step_names(),
         vec!["make", "run-tests.sh", "make_1", "git"]
     );
-    let mut bare = b.steps[0].clone();
-    bare.command = None;
-    assert_eq!(bare.display_name(7), "step7");
+    let bare = StepKind::Shell {
+        command: Command::Argv(vec![]),
+        env: Default::default(),
+        workdir: String::new(),
+    };
+    assert_eq!(lower::display_name(None, &bare, 7), "step7");
 }
 
 #[test]
@@ -769,7 +784,7 @@ fn force_parameters_are_typed() {
     )
     .replace("type = \"force\"\n", "type = \"force\"\nbranch = \"main\"\nreason = \"by hand\"\n");
     let cfg = parse(&text, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
-    let s = cfg.scheduler("s").unwrap();
+    let s = cfg.force_scheduler("s").unwrap();
     let names: Vec<String> = s
         .force_parameters()
         .iter()
@@ -779,10 +794,7 @@ fn force_parameters_are_typed() {
         names,
         ["branch", "revision", "reason", "level", "runs", "deploy", "ticket", "target"]
     );
-    assert_eq!(
-        s.force_parameters()[0].default_json(),
-        serde_json::json!("main")
-    );
+    assert_eq!(s.force_parameters()[0].default, serde_json::json!("main"));
     let submitted = serde_json::json!({
         "revision": "abc", "level": "full", "runs": "3", "deploy": "on",
         "ticket": "MB-12", "target": "production"
@@ -850,14 +862,15 @@ fn reporters_and_change_sources() {
          [[change_source]]\ntype = \"git_poller\"\nrepourl = \"https://git.example.org/a/b.git\"\nbranches = \"all\"\n",
     );
     let cfg = parse(&good, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.reporters[1].modes(), ["problem", "change"]);
-    assert!(cfg.reporters[0].verifies_tls());
-    assert_eq!(cfg.change_source[0].branch_list(), None);
-    assert_eq!(cfg.change_source[0].poll_interval, 600);
-    assert_eq!(
-        cfg.change_source[0].name(),
-        "https://git.example.org/a/b.git"
-    );
+    let ReporterKind::Mail(mail) = &cfg.reporters[1].kind else {
+        panic!("not mail")
+    };
+    assert_eq!(mail.modes, [MailMode::Problem, MailMode::Change]);
+    assert!(cfg.reporters[0].verify_tls);
+    let ChangeSource::GitPoller(poller) = &cfg.change_source[0];
+    assert_eq!(poller.branches, None);
+    assert_eq!(poller.poll_interval.as_secs(), 600);
+    assert_eq!(poller.name, "https://git.example.org/a/b.git");
     assert!(cfg.builders[0].collapse_requests);
 
     let rep = |body: &str| with(&format!("[[reporters]]\n{body}"));
@@ -949,7 +962,10 @@ fn secret_files_must_be_private() {
     );
     std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.reporters[0].gitea_token(dir.path()).unwrap(), "sekrit");
+    let ReporterKind::GiteaStatus(g) = &cfg.reporters[0].kind else {
+        panic!("not gitea_status")
+    };
+    assert_eq!(g.token.read(dir.path()).unwrap(), "sekrit");
 }
 
 #[test]
