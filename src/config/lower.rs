@@ -301,21 +301,39 @@ fn lower_schedulers(
     builder_names: &[&str],
     p: &mut Problems,
 ) -> Vec<Scheduler> {
-    let names: Vec<(String, Option<String>)> = schedulers
+    lower_named(
+        "schedulers",
+        "scheduler name",
+        schedulers,
+        |s| s.name.clone(),
+        p,
+        |at, s, p| lower_scheduler(at, s, builder_names, p),
+    )
+}
+
+/// Lowers each element of the list at `section` (e.g. `schedulers`), then
+/// reports names used twice (`what`: e.g. "scheduler name").
+fn lower_named<R, M>(
+    section: &str,
+    what: &str,
+    items: Vec<R>,
+    name_of: fn(&R) -> Option<String>,
+    p: &mut Problems,
+    mut lower: impl FnMut(&str, R, &mut Problems) -> Option<M>,
+) -> Vec<M> {
+    let names: Vec<(String, String)> = items
         .iter()
         .enumerate()
-        .map(|(i, s)| (format!("schedulers[{i}].name"), s.name.clone()))
+        .filter_map(|(i, r)| Some((format!("{section}[{i}].name"), name_of(r)?)))
         .collect();
-    let out = schedulers
+    let out = items
         .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| lower_scheduler(&format!("schedulers[{i}]"), s, builder_names, p))
+        .filter_map(|(i, r)| lower(&format!("{section}[{i}]"), r, p))
         .collect();
     check_unique(
-        "scheduler name",
-        names
-            .iter()
-            .filter_map(|(at, n)| Some((at.clone(), n.as_deref()?))),
+        what,
+        names.iter().map(|(at, n)| (at.clone(), n.as_str())),
         p,
     );
     out
@@ -514,24 +532,14 @@ fn take_filter(at: &str, s: &mut raw::SchedulerCfg, p: &mut Problems) -> ChangeF
 }
 
 fn lower_force_params(at: &str, params: Vec<raw::ForceParam>, p: &mut Problems) -> Vec<ForceParam> {
-    let names: Vec<(String, Option<String>)> = params
-        .iter()
-        .enumerate()
-        .map(|(j, fp)| (format!("{at}.properties[{j}].name"), fp.name.clone()))
-        .collect();
-    let out = params
-        .into_iter()
-        .enumerate()
-        .filter_map(|(j, fp)| lower_force_param(&format!("{at}.properties[{j}]"), fp, p))
-        .collect();
-    check_unique(
+    lower_named(
+        &format!("{at}.properties"),
         "property",
-        names
-            .iter()
-            .filter_map(|(at, n)| Some((at.clone(), n.as_deref()?))),
+        params,
+        |fp| fp.name.clone(),
         p,
-    );
-    out
+        lower_force_param,
+    )
 }
 
 const PARAM_KINDS: &str = "\"string\", \"text\", \"int\", \"bool\", \"choice\", \"fixed\"";
@@ -669,22 +677,13 @@ fn lower_builders(
             (None, None) => None,
         })
         .collect();
-    let names: Vec<(String, Option<String>)> = builders
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (format!("builders[{i}].name"), b.name.clone()))
-        .collect();
-    let out = builders
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, b)| lower_builder(&format!("builders[{i}]"), b, worker_names, p))
-        .collect();
-    check_unique(
+    let out = lower_named(
+        "builders",
         "builder name",
-        names
-            .iter()
-            .filter_map(|(at, n)| Some((at.clone(), n.as_deref()?))),
+        builders,
+        |b| b.name.clone(),
         p,
+        |at, b, p| lower_builder(at, b, worker_names, p),
     );
     check_unique(
         "build directory",

@@ -456,17 +456,18 @@ pub fn forceschedulers(cfg: &Config, name: &str) -> (u16, Value) {
     let all: Vec<Value> = cfg
         .schedulers
         .iter()
-        .filter(|s| s.kind.force().is_some() && (name.is_empty() || s.name == name))
-        .map(|s| {
+        .filter(|s| name.is_empty() || s.name == name)
+        .filter_map(|s| Some((s, s.kind.force()?)))
+        .map(|(s, force)| {
             json!({
                 "name": s.name,
                 "label": s.name,
-                "button_name": "Force build",
+                "button_name": force.button_name,
                 "builder_names": s.builders,
                 "enabled": true,
                 "all_fields": [
-                    field("reason", "Reason", "force build"),
-                    field("branch", "Branch", ""),
+                    field("reason", "Reason", &force.reason),
+                    field("branch", "Branch", force.branch.as_deref().unwrap_or("")),
                     field("revision", "Revision", ""),
                     field("repository", "Repository", ""),
                     field("project", "Project", ""),
