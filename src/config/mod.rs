@@ -37,7 +37,6 @@ mod tests;
 pub use live::LiveConfig;
 pub use model::*;
 pub use problems::ConfigError;
-pub use raw::{DEFAULT_BUILD_HORIZON_DAYS, DEFAULT_LOG_HORIZON_DAYS, DEFAULT_MAX_CONNECTIONS};
 pub use sample::*;
 pub use secrets::{random_hex, secret_warnings, MIN_SECRET_LEN};
 

@@ -10,13 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Seconds without output before a step is killed, when `timeout` is unset.
-pub const DEFAULT_STEP_TIMEOUT: u64 = 1200;
+pub(crate) const DEFAULT_STEP_TIMEOUT: u64 = 1200;
 
 /// A gitea_status reporter's `context` when unset.
-pub const DEFAULT_CONTEXT: &str = "minibot/%(prop:buildername)s";
+pub(crate) const DEFAULT_CONTEXT: &str = "minibot/%(prop:buildername)s";
 
 /// A forced build's reason when none is given.
-pub const DEFAULT_FORCE_REASON: &str = "force build";
+pub(crate) const DEFAULT_FORCE_REASON: &str = "force build";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

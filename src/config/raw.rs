@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     #[serde(default = "default_title")]
     pub title: String,
     #[serde(default)]
@@ -55,7 +55,7 @@ fn default_bind() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Www {
+pub(crate) struct Www {
     #[serde(default)]
     pub port: u16,
     #[serde(default = "default_bind")]
@@ -78,9 +78,9 @@ pub struct Www {
 /// waited longest on its client (a slow body, an answer not read) makes
 /// room. Small enough that the threads stay far below a shared host's
 /// per-user process limit (often 150).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 32;
 /// Upper bound for `[www] max_connections`.
-pub const MAX_MAX_CONNECTIONS: usize = 1024;
+pub(crate) const MAX_MAX_CONNECTIONS: usize = 1024;
 
 impl Default for Www {
     fn default() -> Self {
@@ -96,7 +96,7 @@ impl Default for Www {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct Dialects {
+pub(crate) struct Dialects {
     pub gitea: Option<GiteaDialect>,
     pub base: Option<BaseDialect>,
     /// GitHub-format bodies (GitHub, or a forge mirroring in that format);
@@ -105,7 +105,7 @@ pub struct Dialects {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct GiteaDialect {
+pub(crate) struct GiteaDialect {
     pub secret: Option<String>,
     #[serde(default)]
     pub only_include_push_commit: bool,
@@ -132,12 +132,12 @@ pub struct BaseDialect {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct Protocols {
+pub(crate) struct Protocols {
     pub worker: Option<WorkerProtocol>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct WorkerProtocol {
+pub(crate) struct WorkerProtocol {
     pub port: Option<u16>,
     #[serde(default = "default_bind")]
     pub bind: String,
@@ -151,7 +151,7 @@ fn default_keepalive() -> u64 {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct WorkerCfg {
+pub(crate) struct WorkerCfg {
     pub name: Option<String>,
     pub password: Option<String>,
     #[serde(default = "one")]
@@ -163,7 +163,7 @@ fn one() -> u32 {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct SchedulerCfg {
+pub(crate) struct SchedulerCfg {
     pub name: Option<String>,
     /// single_branch | any_branch | force | periodic | nightly
     #[serde(rename = "type")]
@@ -229,7 +229,7 @@ impl StrOrList {
 /// (for day_of_week also day names, "mon" .. "sun").
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged, expecting = "expected a number, a list of numbers or \"*\"")]
-pub enum CronField {
+pub(crate) enum CronField {
     One(u32),
     Many(Vec<u32>),
     Text(String),
@@ -271,7 +271,7 @@ impl CronField {
 /// StringParameter, TextParameter, IntParameter, BooleanParameter,
 /// ChoiceStringParameter, FixedParameter).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ForceParam {
+pub(crate) struct ForceParam {
     pub name: Option<String>,
     /// string (default) | text | int | bool | choice | fixed
     #[serde(rename = "type")]
@@ -289,7 +289,7 @@ pub struct ForceParam {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct BuilderCfg {
+pub(crate) struct BuilderCfg {
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
@@ -314,7 +314,7 @@ fn yes() -> bool {
 /// A `[[reporters]]` entry. Flat, like steps: which keys apply depends on
 /// `type`, and `validate` reports keys of the other type.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ReporterCfg {
+pub(crate) struct ReporterCfg {
     /// "gitea_status" | "mail"
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -350,7 +350,7 @@ pub struct ReporterCfg {
 
 /// A `[[change_source]]` entry (Buildbot's `c['change_source']`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ChangeSourceCfg {
+pub(crate) struct ChangeSourceCfg {
     /// "git_poller"
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -376,7 +376,7 @@ fn default_poll_interval() -> u64 {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct StepCfg {
+pub(crate) struct StepCfg {
     /// "git" | "shell"
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -422,8 +422,8 @@ pub struct JanitorCfg {
     pub interval_hours: u32,
 }
 
-pub const DEFAULT_BUILD_HORIZON_DAYS: u32 = 180;
-pub const DEFAULT_LOG_HORIZON_DAYS: u32 = 30;
+pub(crate) const DEFAULT_BUILD_HORIZON_DAYS: u32 = 180;
+pub(crate) const DEFAULT_LOG_HORIZON_DAYS: u32 = 30;
 
 fn default_build_horizon() -> u32 {
     DEFAULT_BUILD_HORIZON_DAYS
@@ -497,7 +497,7 @@ pub enum Command {
 
 /// Deserializes the parts of the file one by one, so that a type error in
 /// one builder does not hide those in the next. `None` if any part failed.
-pub(super) fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
+pub(crate) fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
     let www = table.remove("www");
     let protocols = table.remove("protocols");
     let workers = table.remove("workers");

@@ -1,5 +1,6 @@
 //! The config module's tests: parsing, every problem message, defaults.
 
+use super::raw::{DEFAULT_BUILD_HORIZON_DAYS, DEFAULT_LOG_HORIZON_DAYS};
 use super::*;
 
 /// SPEC §2, verbatim.
