@@ -62,8 +62,9 @@ fn required<T>(value: Option<T>, at: &str, key: &str, p: &mut Problems) -> Optio
 
 /// Reports the keys a kind left over: they belong to another kind.
 /// `set` lists (key, is set, kinds that take it).
-fn leftover(at: &str, what: &str, set: &[(&str, bool, &str)], p: &mut Problems) {
+fn leftover(at: &str, what: &str, set: &[(&str, bool, impl AsRef<str>)], p: &mut Problems) {
     for (k, is_set, takers) in set {
+        let takers = takers.as_ref();
         if *is_set {
             let only = if takers.is_empty() {
                 String::new()
@@ -289,12 +290,14 @@ fn lower_workers(workers: Vec<raw::WorkerCfg>, p: &mut Problems) -> Vec<WorkerCf
 // ---------------------------------------------------------------------------
 // Schedulers
 
-const SCHEDULER_KINDS: &str =
-    "\"single_branch\", \"any_branch\", \"force\", \"periodic\", \"nightly\"";
-/// Who takes the keys that only some kinds take (for the hint in "not a
-/// key of ... schedulers (only ...)").
-const FILTERED: &str = "single_branch, any_branch, nightly";
-const CHANGE_DRIVEN: &str = "single_branch, any_branch";
+/// The scheduler `type`s, in the order the messages list them.
+const SCHEDULER_KINDS: [&str; 5] = [
+    "single_branch",
+    "any_branch",
+    "force",
+    "periodic",
+    "nightly",
+];
 
 fn lower_schedulers(
     schedulers: Vec<raw::SchedulerCfg>,
@@ -365,7 +368,51 @@ fn lower_scheduler(
         }
     }
     let kind_name = required(s.kind.take(), at, "type", p)?;
-    let kind = match kind_name.as_str() {
+    let kind = take_scheduler_kind(at, &kind_name, &mut s, p);
+    // What the kind's arm did not take belongs to another kind; the hint
+    // says which kinds' arms would take it.
+    if kind.is_some() {
+        let left: Vec<(&str, bool, String)> = s
+            .set_keys()
+            .into_iter()
+            .map(|key| (key, true, scheduler_kinds_taking(at, &s, key)))
+            .collect();
+        leftover(at, &format!("{kind_name} schedulers"), &left, p);
+    }
+    let kind = kind?;
+    (p.list.len() == before).then_some(Scheduler {
+        name: name?,
+        builders: builders?,
+        kind,
+    })
+}
+
+/// The kinds whose arm in [`take_scheduler_kind`] takes `key` out of a
+/// scheduler like `s` (for the hint in "not a key of ... (only ...)").
+fn scheduler_kinds_taking(at: &str, s: &raw::SchedulerCfg, key: &str) -> String {
+    SCHEDULER_KINDS
+        .into_iter()
+        .filter(|kind| {
+            let mut probe = s.clone();
+            let mut scratch = Problems {
+                source: "",
+                list: Vec::new(),
+            };
+            take_scheduler_kind(at, kind, &mut probe, &mut scratch);
+            !probe.set_keys().contains(&key)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The variant for `kind_name`, with the keys it takes taken out of `s`.
+fn take_scheduler_kind(
+    at: &str,
+    kind_name: &str,
+    s: &mut raw::SchedulerCfg,
+    p: &mut Problems,
+) -> Option<SchedulerKind> {
+    match kind_name {
         "single_branch" => {
             let branch = s.branch.take().filter(|b| !b.is_empty());
             if branch.is_none() {
@@ -377,7 +424,7 @@ fn lower_scheduler(
             Some(SchedulerKind::SingleBranch {
                 branch: branch.unwrap_or_default(),
                 tree_stable_timer: seconds(std::mem::take(&mut s.tree_stable_timer)),
-                filter: take_filter(at, &mut s, p),
+                filter: take_filter(at, s, p),
             })
         }
         "any_branch" => {
@@ -391,7 +438,7 @@ fn lower_scheduler(
                 branch_regex: pattern(at, "branch_regex", s.branch_regex.take(), false, p),
                 tag_regex: pattern(at, "tag_regex", s.tag_regex.take(), false, p),
                 tree_stable_timer: seconds(std::mem::take(&mut s.tree_stable_timer)),
-                filter: take_filter(at, &mut s, p),
+                filter: take_filter(at, s, p),
             })
         }
         "force" => Some(SchedulerKind::Force(ForceScheduler {
@@ -436,7 +483,7 @@ fn lower_scheduler(
             let day_of_week = cron("day_of_week", s.day_of_week.take(), 6, None);
             let day_of_month = cron("day_of_month", s.day_of_month.take(), 31, None);
             let only_if_changed = std::mem::take(&mut s.only_if_changed);
-            let filter = take_filter(at, &mut s, p);
+            let filter = take_filter(at, s, p);
             let filtered = filter != ChangeFilter::default();
             if filtered && !only_if_changed {
                 p.add(
@@ -463,19 +510,24 @@ fn lower_scheduler(
         other => {
             p.add(
                 &format!("{at}.type"),
-                format_args!("{other:?} is not one of {SCHEDULER_KINDS}"),
+                format_args!(
+                    "{other:?} is not one of {}",
+                    SCHEDULER_KINDS.map(|k| format!("{k:?}")).join(", ")
+                ),
             );
             None
         }
-    };
-    // What the kind's arm did not take belongs to another kind.
-    if kind.is_some() {
-        let what = format!("{kind_name} schedulers");
+    }
+}
+
+impl raw::SchedulerCfg {
+    /// The keys set in `s` that some kinds take and others do not.
+    fn set_keys(&self) -> Vec<&'static str> {
         let raw::SchedulerCfg {
             name: _,
             kind: _,
             builders: _,
-            branch: _,
+            branch,
             branch_regex,
             tag_regex,
             tree_stable_timer,
@@ -492,33 +544,30 @@ fn lower_scheduler(
             reason,
             button_name,
             properties,
-        } = &s;
-        let left = [
-            ("branch_regex", branch_regex.is_some(), "any_branch"),
-            ("tag_regex", tag_regex.is_some(), "any_branch"),
-            ("tree_stable_timer", *tree_stable_timer != 0, CHANGE_DRIVEN),
-            ("repository", repository.is_some(), FILTERED),
-            ("project", project.is_some(), FILTERED),
-            ("category", category.is_some(), FILTERED),
-            ("files_regex", files_regex.is_some(), FILTERED),
-            ("period", period.is_some(), "periodic"),
-            ("minute", minute.is_some(), "nightly"),
-            ("hour", hour.is_some(), "nightly"),
-            ("day_of_week", day_of_week.is_some(), "nightly"),
-            ("day_of_month", day_of_month.is_some(), "nightly"),
-            ("only_if_changed", *only_if_changed, "nightly"),
-            ("reason", reason.is_some(), "force"),
-            ("button_name", button_name.is_some(), "force"),
-            ("properties", !properties.is_empty(), "force"),
-        ];
-        leftover(at, &what, &left, p);
+        } = self;
+        [
+            ("branch", branch.is_some()),
+            ("branch_regex", branch_regex.is_some()),
+            ("tag_regex", tag_regex.is_some()),
+            ("tree_stable_timer", *tree_stable_timer != 0),
+            ("repository", repository.is_some()),
+            ("project", project.is_some()),
+            ("category", category.is_some()),
+            ("files_regex", files_regex.is_some()),
+            ("period", period.is_some()),
+            ("minute", minute.is_some()),
+            ("hour", hour.is_some()),
+            ("day_of_week", day_of_week.is_some()),
+            ("day_of_month", day_of_month.is_some()),
+            ("only_if_changed", *only_if_changed),
+            ("reason", reason.is_some()),
+            ("button_name", button_name.is_some()),
+            ("properties", !properties.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
     }
-    let kind = kind?;
-    (p.list.len() == before).then_some(Scheduler {
-        name: name?,
-        builders: builders?,
-        kind,
-    })
 }
 
 /// Takes the change filters out of `s`.

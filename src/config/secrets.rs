@@ -151,32 +151,31 @@ pub(super) fn check_own_mode(path: &Path, cfg: &Config, p: &mut Problems) {
 pub(super) fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
     use std::os::unix::fs::PermissionsExt;
     for (i, (key, secret)) in reporter_secrets(cfg) {
-        {
-            let Secret::File(f) = secret else {
-                continue;
-            };
-            let path = dir.join(f);
-            let at = format!("reporters[{i}].{key}_file");
-            match std::fs::metadata(&path) {
-                Err(e) => p.add(
-                    &at,
-                    format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
+        let f = match secret {
+            Secret::File(f) => f,
+            Secret::Inline(_) => continue,
+        };
+        let path = dir.join(f);
+        let at = format!("reporters[{i}].{key}_file");
+        match std::fs::metadata(&path) {
+            Err(e) => p.add(
+                &at,
+                format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
+            ),
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => p.add(
+                &at,
+                format_args!(
+                    "{} is readable by others (mode {:o}); run chmod 600 on it",
+                    path.display(),
+                    m.permissions().mode() & 0o777
                 ),
-                Ok(m) if m.permissions().mode() & 0o077 != 0 => p.add(
-                    &at,
-                    format_args!(
-                        "{} is readable by others (mode {:o}); run chmod 600 on it",
-                        path.display(),
-                        m.permissions().mode() & 0o777
-                    ),
-                ),
-                Ok(_) => {
-                    if let Err(e) = std::fs::read_to_string(&path) {
-                        p.add(
-                            &at,
-                            format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
-                        );
-                    }
+            ),
+            Ok(_) => {
+                if let Err(e) = std::fs::read_to_string(&path) {
+                    p.add(
+                        &at,
+                        format_args!("cannot read {}: {}", path.display(), io_reason(&e)),
+                    );
                 }
             }
         }

@@ -433,7 +433,11 @@ fn scheduler_checks() {
     );
     assert_problem(
         &sched("type = \"force\"\nfiles_regex = \"x\"\n"),
-        "schedulers[1].files_regex: not a key of force schedulers",
+        "schedulers[1].files_regex: not a key of force schedulers (only single_branch, any_branch, nightly)",
+    );
+    assert_problem(
+        &sched("type = \"periodic\"\nperiod = 5\ntree_stable_timer = 3\n"),
+        "schedulers[1].tree_stable_timer: not a key of periodic schedulers (only single_branch, any_branch)",
     );
     assert_problem(
         &sched("type = \"any_branch\"\nproject = 3\n"),

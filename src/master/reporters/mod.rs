@@ -327,7 +327,8 @@ impl Reporters {
                         }));
                     }
                 }
-                _ => {}
+                // Not for this builder, or a mail before the build ended.
+                Active::Gitea(..) | Active::Mail(..) => {}
             }
         }
     }
