@@ -613,21 +613,20 @@ fn lower_force_param(at: &str, fp: raw::ForceParam, p: &mut Problems) -> Option<
         );
     }
     let type_name = fp.kind.unwrap_or_else(|| "string".into());
-    let mut choices = Some(fp.choices);
+    // Each kind's arm takes its keys; what is left belongs to another kind.
+    let mut choices = fp.choices;
     let mut regex = fp.regex;
-    let text_regex =
-        |regex: &mut Option<String>, p: &mut Problems| pattern(at, "regex", regex.take(), true, p);
     let kind = match type_name.as_str() {
         "string" => ParamKind::String {
-            regex: text_regex(&mut regex, p),
+            regex: pattern(at, "regex", regex.take(), true, p),
         },
         "text" => ParamKind::Text {
-            regex: text_regex(&mut regex, p),
+            regex: pattern(at, "regex", regex.take(), true, p),
         },
         "int" => ParamKind::Int,
         "bool" => ParamKind::Bool,
         "choice" => {
-            let choices = choices.take().unwrap_or_default();
+            let choices = std::mem::take(&mut choices);
             if choices.is_empty() {
                 p.add(&format!("{at}.choices"), "required for a choice parameter");
             }
@@ -647,7 +646,7 @@ fn lower_force_param(at: &str, fp: raw::ForceParam, p: &mut Problems) -> Option<
             return None;
         }
     };
-    if choices.is_some_and(|c| !c.is_empty()) {
+    if !choices.is_empty() {
         p.add(
             &format!("{at}.choices"),
             "only a choice parameter takes this key",
