@@ -2,7 +2,7 @@
 //! (`builders[0].steps[1].comand`); unknown keys get a "did you mean";
 //! [`ConfigError`] is the list handed back to the caller.
 
-use super::raw::*;
+use super::raw;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
@@ -115,24 +115,24 @@ pub(super) fn unknown_key_message(segs: &[Seg]) -> String {
         })
         .collect();
     let known: &[&str] = match shape.as_str() {
-        "" => fields_of::<Config>(),
-        ".www" => fields_of::<Www>(),
-        ".www.change_hook_dialects" => fields_of::<Dialects>(),
+        "" => fields_of::<raw::Config>(),
+        ".www" => fields_of::<raw::Www>(),
+        ".www.change_hook_dialects" => fields_of::<raw::Dialects>(),
         ".www.change_hook_dialects.gitea" | ".www.change_hook_dialects.github" => {
-            fields_of::<GiteaDialect>()
+            fields_of::<raw::GiteaDialect>()
         }
-        ".www.change_hook_dialects.base" => fields_of::<BaseDialect>(),
-        ".protocols" => fields_of::<Protocols>(),
-        ".protocols.worker" => fields_of::<WorkerProtocol>(),
-        ".workers[]" => fields_of::<WorkerCfg>(),
-        ".schedulers[]" => fields_of::<SchedulerCfg>(),
-        ".schedulers[].properties[]" => fields_of::<ForceParam>(),
-        ".reporters[]" => fields_of::<ReporterCfg>(),
-        ".change_source[]" => fields_of::<ChangeSourceCfg>(),
-        ".builders[]" => fields_of::<BuilderCfg>(),
-        ".builders[].steps[]" => fields_of::<StepCfg>(),
-        ".janitor" => fields_of::<JanitorCfg>(),
-        ".logging" => fields_of::<LoggingCfg>(),
+        ".www.change_hook_dialects.base" => fields_of::<raw::BaseDialect>(),
+        ".protocols" => fields_of::<raw::Protocols>(),
+        ".protocols.worker" => fields_of::<raw::WorkerProtocol>(),
+        ".workers[]" => fields_of::<raw::WorkerCfg>(),
+        ".schedulers[]" => fields_of::<raw::SchedulerCfg>(),
+        ".schedulers[].properties[]" => fields_of::<raw::ForceParam>(),
+        ".reporters[]" => fields_of::<raw::ReporterCfg>(),
+        ".change_source[]" => fields_of::<raw::ChangeSourceCfg>(),
+        ".builders[]" => fields_of::<raw::BuilderCfg>(),
+        ".builders[].steps[]" => fields_of::<raw::StepCfg>(),
+        ".janitor" => fields_of::<raw::JanitorCfg>(),
+        ".logging" => fields_of::<raw::LoggingCfg>(),
         _ => &[],
     };
     let best = known

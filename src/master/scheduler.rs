@@ -10,7 +10,7 @@
 //! change filters and `tree_stable_timer`); `periodic` fires every `period`
 //! seconds; `nightly` fires at cron-like times (local time, as Buildbot),
 //! with `only_if_changed` holding the changes that passed its filters until
-//! then; `force` is driven from the web (see `config::SchedulerCfg::force_values`).
+//! then; `force` is driven from the web (see `config::ForceScheduler::force_values`).
 //!
 //! Every decision is written in the same transaction that marks the change
 //! as scheduled, so a crash between a hook's commit and the scheduler's
