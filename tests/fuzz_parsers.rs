@@ -533,7 +533,11 @@ fn hook_one(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
     let forge = GiteaDialect {
         secret: signed.then(|| secret.to_string()),
         only_include_push_commit: rng.chance(2),
-        repository_url: rng.chance(2).then(|| "clone".to_string()),
+        repository_url: if rng.chance(2) {
+            minibot::config::RepositoryUrl::Clone
+        } else {
+            minibot::config::RepositoryUrl::Ssh
+        },
         codebase: None,
         only_mergeable_pull_request: rng.chance(2),
     };

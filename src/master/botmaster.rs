@@ -401,7 +401,7 @@ impl Botmaster {
                     .cfg
                     .builder(&r.builder)
                     .and_then(|b| b.steps.first())
-                    .map(|s| s.display_name(0)),
+                    .map(|s| s.name.clone()),
             })
             .collect();
         let started = self.store.write(move |conn| {

@@ -14,7 +14,7 @@
 //! `MINIBOT_NAME`, which the step's environment holds, so a branch named
 //! `$(rm -rf ~)` is only ever a value.
 
-use crate::config::{BuilderCfg, Command, StepCfg};
+use crate::config::{Builder, Command, Step, StepKind};
 use crate::db::{self, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
 use crate::master::logs::LogWriter;
@@ -31,16 +31,13 @@ pub struct BuildJob {
     pub buildid: i64,
     pub builderid: i64,
     pub number: i64,
-    pub builder: BuilderCfg,
+    pub builder: Builder,
     pub ss: SourceStamp,
     pub props: Props,
     pub max_log_size: u64,
     /// (stepid, logid) of step 0 when the claim already started it.
     pub first_step: Option<(i64, i64)>,
 }
-
-/// Default no-output timeout of a step, as Buildbot's.
-const DEFAULT_TIMEOUT: u64 = 1200;
 
 /// The source of the `got_revision` property the master sets from a git
 /// step's report. No request can produce a property with this source
@@ -142,12 +139,7 @@ pub fn worst(a: i64, b: i64) -> i64 {
 }
 
 /// Maps a finished command to a step result (Buildbot's decodeRC).
-pub fn step_result(
-    step: &StepCfg,
-    exit_code: Option<i32>,
-    interrupted: bool,
-    timed_out: bool,
-) -> i64 {
+pub fn step_result(step: &Step, exit_code: Option<i32>, interrupted: bool, timed_out: bool) -> i64 {
     if interrupted {
         return CANCELLED;
     }
@@ -163,20 +155,20 @@ pub fn step_result(
 
 /// How a step's result changes the build's: (contribution, halt), as
 /// Buildbot's `computeResultAndTermination`.
-pub fn contribution(step: &StepCfg, r: i64) -> (i64, bool) {
+pub fn contribution(step: &Step, r: i64) -> (i64, bool) {
     match r {
         FAILURE => {
-            let c = if step.flunk_on_failure.unwrap_or(true) {
+            let c = if step.flunk_on_failure {
                 FAILURE
-            } else if step.warn_on_failure.unwrap_or(false) {
+            } else if step.warn_on_failure {
                 WARNINGS
             } else {
                 SUCCESS
             };
-            (c, step.halt_on_failure.unwrap_or(true))
+            (c, step.halt_on_failure)
         }
         WARNINGS => {
-            let c = if step.flunk_on_warnings.unwrap_or(false) {
+            let c = if step.flunk_on_warnings {
                 FAILURE
             } else {
                 WARNINGS
@@ -276,42 +268,49 @@ impl RunningBuild {
         self.stop_reason.is_some()
     }
 
-    fn spec(&self, step: &StepCfg) -> StepSpec {
+    fn spec(&self, step: &Step) -> StepSpec {
         let props = &self.job.props;
-        let timeout = step.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        match step.kind.as_str() {
-            "git" => StepSpec::Git {
-                repourl: interpolate(step.repourl.as_deref().unwrap_or(""), props),
-                branch: self.job.ss.branch.clone().or_else(|| step.branch.clone()),
+        let timeout = step.timeout.as_secs();
+        match &step.kind {
+            StepKind::Git {
+                repourl,
+                mode,
+                branch,
+            } => StepSpec::Git {
+                repourl: interpolate(repourl, props),
+                branch: self.job.ss.branch.clone().or_else(|| branch.clone()),
                 revision: self.job.ss.revision.clone(),
-                mode: step.mode.clone().unwrap_or_else(|| "incremental".into()),
+                mode: mode.as_str().to_string(),
                 pr_number: props.get("pr_number").and_then(|(v, _)| {
                     v.as_u64()
                         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 }),
                 timeout,
             },
-            _ => {
-                let argv = match &step.command {
-                    Some(Command::Argv(a)) => a.iter().map(|x| interpolate(x, props)).collect(),
-                    Some(Command::Shell(s)) => vec![
+            StepKind::Shell {
+                command,
+                env: step_env,
+                workdir,
+            } => {
+                let argv = match command {
+                    Command::Argv(a) => a.iter().map(|x| interpolate(x, props)).collect(),
+                    Command::Shell(s) => vec![
                         "/bin/sh".to_string(),
                         "-c".to_string(),
                         interpolate_shell(s, props),
                     ],
-                    None => vec![],
                 };
                 let mut env: BTreeMap<String, String> = props
                     .iter()
                     .map(|(k, (v, _))| (env_name(k), model::value_text(v)))
                     .collect();
-                for (k, v) in &step.env {
+                for (k, v) in step_env {
                     env.insert(k.clone(), interpolate(v, props));
                 }
                 StepSpec::Shell {
                     argv,
                     env,
-                    workdir: step.workdir.clone().unwrap_or_default(),
+                    workdir: workdir.clone(),
                     timeout,
                 }
             }
@@ -325,10 +324,10 @@ impl RunningBuild {
             let idx = self.next;
             self.next += 1;
             let step = &self.job.builder.steps[idx];
-            if (self.halted || self.stop_reason.is_some()) && !step.always_run.unwrap_or(false) {
+            if (self.halted || self.stop_reason.is_some()) && !step.always_run {
                 continue;
             }
-            let name = step.display_name(idx);
+            let name = step.name.clone();
             let spec = self.spec(step);
             let (buildid, number, name2) = (self.job.buildid, idx as u32, name.clone());
             let (stepid, logid) = match self.job.first_step.take() {
@@ -359,7 +358,7 @@ impl RunningBuild {
             return Ok(Some(ToWorker::RunStep {
                 build_id: buildid,
                 step: number,
-                builder_dir: self.job.builder.builddir().to_string(),
+                builder_dir: self.job.builder.builddir.clone(),
                 spec,
             }));
         }
@@ -375,7 +374,7 @@ impl RunningBuild {
                     .builder
                     .steps
                     .get(step as usize)
-                    .is_some_and(|s| s.kind == "git");
+                    .is_some_and(Step::is_git);
                 if is_git && stream == "h" {
                     self.git_header.push_str(data);
                     if self.git_header.len() > GIT_HEADER_TAIL {
@@ -432,7 +431,7 @@ impl RunningBuild {
         let cfg = &self.job.builder.steps[cur.number as usize];
         let r = step_result(cfg, exit_code, interrupted, timed_out);
         let header = std::mem::take(&mut self.git_header);
-        let got_revision = if cfg.kind == "git" && r == SUCCESS {
+        let got_revision = if cfg.is_git() && r == SUCCESS {
             parse_got_revision(&header).map(str::to_string)
         } else {
             None
@@ -605,7 +604,8 @@ mod tests {
 
     #[test]
     fn result_mapping() {
-        let mut s: StepCfg = toml::from_str("type = 'shell'\ncommand = 'true'").unwrap();
+        let mut s =
+            crate::config::test_config(crate::config::TEST_BUILDER).builders[0].steps[0].clone();
         assert_eq!(step_result(&s, Some(0), false, false), SUCCESS);
         assert_eq!(step_result(&s, Some(1), false, false), FAILURE);
         assert_eq!(step_result(&s, None, false, false), FAILURE);
@@ -615,11 +615,11 @@ mod tests {
         assert_eq!(step_result(&s, Some(3), false, false), WARNINGS);
         assert_eq!(contribution(&s, FAILURE), (FAILURE, true));
         assert_eq!(contribution(&s, WARNINGS), (WARNINGS, false));
-        s.halt_on_failure = Some(false);
-        s.flunk_on_failure = Some(false);
-        s.warn_on_failure = Some(true);
+        s.halt_on_failure = false;
+        s.flunk_on_failure = false;
+        s.warn_on_failure = true;
         assert_eq!(contribution(&s, FAILURE), (WARNINGS, false));
-        s.flunk_on_warnings = Some(true);
+        s.flunk_on_warnings = true;
         assert_eq!(contribution(&s, WARNINGS), (FAILURE, false));
         assert_eq!(contribution(&s, EXCEPTION), (EXCEPTION, true));
         assert_eq!(worst(SUCCESS, FAILURE), FAILURE);

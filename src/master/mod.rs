@@ -148,11 +148,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             .context("spawning the recovery thread")?
     };
 
-    let worker_proto = cfg
-        .protocols
-        .worker
-        .clone()
-        .context("master.cfg: protocols.worker is missing")?;
+    let worker_proto = cfg.protocols.worker.clone();
     let worker_addr = format!("{}:{}", worker_proto.bind, worker_proto.port);
     let worker_listener = TcpListener::bind(&worker_addr)
         .with_context(|| format!("cannot listen for workers on {worker_addr}"))?;
@@ -217,7 +213,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             events: events.clone(),
             master_dir: dir.to_path_buf(),
         },
-        cfg.www.max_connections(),
+        cfg.www.max_connections,
     )?;
     if !retried.is_empty() {
         log::warn!(
@@ -327,10 +323,8 @@ impl Bound {
                 cfg.www.port = p;
             }
         }
-        if let Some(w) = cfg.protocols.worker.as_mut() {
-            if w.port == 0 {
-                w.port = self.worker;
-            }
+        if cfg.protocols.worker.port == 0 {
+            cfg.protocols.worker.port = self.worker;
         }
     }
 }

@@ -17,7 +17,7 @@
 //! branch later contributes its head commit; a branch that was rewritten
 //! (force push) contributes its new head.
 
-use crate::config::{ChangeSourceCfg, Config};
+use crate::config::{ChangeSource, Config, GitPoller};
 use crate::db::{self, Store};
 use crate::master::scheduler::SchedMsg;
 use crate::model::NewChange;
@@ -73,19 +73,21 @@ struct Poller {
     master_dir: PathBuf,
     sched: Sender<SchedMsg>,
     /// Each source with its next poll.
-    sources: Vec<(ChangeSourceCfg, Instant)>,
+    sources: Vec<(GitPoller, Instant)>,
 }
 
 impl Poller {
     fn configure(&mut self, cfg: &Config) {
         let now = Instant::now();
         let old = std::mem::take(&mut self.sources);
-        for cs in &cfg.change_source {
+        for source in &cfg.change_source {
+            // The only kind today; a second one fails to compile here.
+            let ChangeSource::GitPoller(cs) = source;
             // An unchanged source keeps its rhythm across a reconfig.
             let due = match old.iter().find(|(o, _)| o == cs) {
                 Some((_, due)) => *due,
                 None if cs.poll_at_launch => now,
-                None => now + Duration::from_secs(cs.poll_interval),
+                None => now + cs.poll_interval,
             };
             self.sources.push((cs.clone(), due));
         }
@@ -113,12 +115,12 @@ impl Poller {
                 match poll(&self.store, &self.master_dir, &cs) {
                     Ok(0) => {}
                     Ok(n) => {
-                        log::info!("git_poller {}: {n} new change(s)", cs.name());
+                        log::info!("git_poller {}: {n} new change(s)", cs.name);
                         let _ = self.sched.send(SchedMsg::NewChanges);
                     }
-                    Err(e) => log::warn!("git_poller {}: {e:#}", cs.name()),
+                    Err(e) => log::warn!("git_poller {}: {e:#}", cs.name),
                 }
-                self.sources[i].1 = Instant::now() + Duration::from_secs(cs.poll_interval);
+                self.sources[i].1 = Instant::now() + cs.poll_interval;
             }
         }
         log::debug!("poller thread exiting");
@@ -252,10 +254,10 @@ fn workdir(master_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// One poll of `cs`; returns how many changes it stored.
-fn poll(store: &Store, master_dir: &Path, cs: &ChangeSourceCfg) -> Result<usize> {
-    let name = cs.name().to_string();
+fn poll(store: &Store, master_dir: &Path, cs: &GitPoller) -> Result<usize> {
+    let name = cs.name.clone();
     let heads = parse_ls_remote(&git(None, &["ls-remote", "--heads", "--", &cs.repourl])?);
-    let wanted: BTreeMap<String, String> = match cs.branch_list() {
+    let wanted: BTreeMap<String, String> = match &cs.branches {
         None => heads,
         Some(list) => heads
             .into_iter()
@@ -311,9 +313,9 @@ fn poll(store: &Store, master_dir: &Path, cs: &ChangeSourceCfg) -> Result<usize>
                     branch: Some(branch.clone()),
                     revision: Some(c.sha),
                     repository: cs.repourl.clone(),
-                    project: cs.project.clone().unwrap_or_default(),
+                    project: cs.project.clone(),
                     category: cs.category.clone(),
-                    codebase: cs.codebase.clone().unwrap_or_default(),
+                    codebase: cs.codebase.clone(),
                     revlink: None,
                     when_timestamp: c.when,
                     files: c.files,

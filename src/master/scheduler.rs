@@ -10,7 +10,7 @@
 //! change filters and `tree_stable_timer`); `periodic` fires every `period`
 //! seconds; `nightly` fires at cron-like times (local time, as Buildbot),
 //! with `only_if_changed` holding the changes that passed its filters until
-//! then; `force` is driven from the web (see `config::SchedulerCfg::force_values`).
+//! then; `force` is driven from the web (see `config::ForceScheduler::force_values`).
 //!
 //! Every decision is written in the same transaction that marks the change
 //! as scheduled, so a crash between a hook's commit and the scheduler's
@@ -23,12 +23,13 @@
 //! functions ([`next_nightly_fire`], [`next_periodic_fire`]), so tests drive
 //! the thread with a clock they move by hand (then send `SchedMsg::Wake`).
 
-use crate::config::{Config, CronField, SchedulerCfg};
+use crate::config::{
+    ChangeFilter, Config, CronSet, Nightly, Scheduler as SchedulerCfg, SchedulerKind,
+};
 use crate::db::{self, ChangeRow, Props, SourceStamp, Store};
 use crate::master::botmaster::BotMsg;
 use anyhow::Result;
 use crossbeam_channel::{after, select, Receiver, Sender};
-use regex_lite::Regex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,14 +105,8 @@ pub fn civil_local(t: i64) -> Civil {
     }
 }
 
-fn field_ok(f: &Option<CronField>, max: u32, default: Option<u32>, v: u32) -> bool {
-    match f.as_ref().map(|f| f.values(max)) {
-        None => default.is_none_or(|d| d == v),
-        Some(Ok(None)) => true,
-        Some(Ok(Some(list))) => list.contains(&v),
-        // Rejected by config validation; never fire on garbage.
-        Some(Err(_)) => false,
-    }
+fn field_ok(f: &CronSet, v: u32) -> bool {
+    f.as_ref().is_none_or(|list| list.contains(&v))
 }
 
 /// The first whole minute strictly after `after` that the nightly
@@ -120,22 +115,17 @@ fn field_ok(f: &Option<CronField>, max: u32, default: Option<u32>, v: u32) -> bo
 /// minute, re-reading the local time each time, so DST changes are handled;
 /// None if nothing matches within about a year (e.g. day_of_month = 31 with
 /// a weekday that never falls on it).
-pub fn next_nightly_fire(
-    s: &SchedulerCfg,
-    after: i64,
-    civil: impl Fn(i64) -> Civil,
-) -> Option<i64> {
+pub fn next_nightly_fire(s: &Nightly, after: i64, civil: impl Fn(i64) -> Civil) -> Option<i64> {
     let mut t = (after.div_euclid(60) + 1) * 60;
     let limit = t + 400 * 86_400;
     while t < limit {
         let c = civil(t);
-        let day_ok = field_ok(&s.day_of_week, 6, None, c.weekday)
-            && field_ok(&s.day_of_month, 31, None, c.day);
+        let day_ok = field_ok(&s.day_of_week, c.weekday) && field_ok(&s.day_of_month, c.day);
         if !day_ok {
             t += i64::from(24 * 60 - (c.hour * 60 + c.minute)) * 60;
-        } else if !field_ok(&s.hour, 23, None, c.hour) {
+        } else if !field_ok(&s.hour, c.hour) {
             t += i64::from(60 - c.minute) * 60;
-        } else if !field_ok(&s.minute, 59, Some(0), c.minute) {
+        } else if !field_ok(&s.minute, c.minute) {
             t += 60;
         } else {
             return Some(t);
@@ -154,75 +144,96 @@ pub fn next_periodic_fire(period: u64, last_fire: Option<i64>) -> Option<i64> {
     })
 }
 
-/// Kinds that build the changes they see (through tree_stable_timer).
-fn change_driven(kind: &str) -> bool {
-    matches!(kind, "single_branch" | "any_branch")
-}
-
-fn timed(kind: &str) -> bool {
-    matches!(kind, "periodic" | "nightly")
-}
-
-/// A scheduler with its filters compiled once per (re)config.
+/// A scheduler as the thread keeps it (its regexes come compiled from the
+/// config).
 struct Compiled {
     cfg: SchedulerCfg,
-    branch_re: Option<Regex>,
-    tag_re: Option<Regex>,
-    files_re: Option<Regex>,
+}
+
+/// Buildbot's ChangeFilter: every filter that is set must pass.
+fn passes_filters(f: &ChangeFilter, c: &ChangeRow) -> bool {
+    f.repository
+        .as_ref()
+        .is_none_or(|r| r.contains(&c.repository))
+        && f.project.as_ref().is_none_or(|p| p.contains(&c.project))
+        && f.category
+            .as_ref()
+            .is_none_or(|k| k.contains(c.category.as_deref().unwrap_or("")))
+        && f.files_regex
+            .as_ref()
+            .is_none_or(|r| c.files.is_empty() || c.files.iter().any(|f| r.is_match(f)))
 }
 
 impl Compiled {
-    fn new(cfg: &SchedulerCfg) -> Compiled {
-        // Regexes were validated by config::load; a failure here can only be
-        // a config that skipped validation, and then matching nothing is safe.
-        let re = |s: &Option<String>| s.as_deref().and_then(|s| Regex::new(s).ok());
-        Compiled {
-            branch_re: re(&cfg.branch_regex),
-            tag_re: re(&cfg.tag_regex),
-            files_re: re(&cfg.files_regex),
-            cfg: cfg.clone(),
-        }
-    }
-
-    /// Buildbot's ChangeFilter: every filter that is set must pass.
-    fn passes_filters(&self, c: &ChangeRow) -> bool {
-        let s = &self.cfg;
-        s.repository
-            .as_ref()
-            .is_none_or(|f| f.contains(&c.repository))
-            && s.project.as_ref().is_none_or(|f| f.contains(&c.project))
-            && s.category
-                .as_ref()
-                .is_none_or(|f| f.contains(c.category.as_deref().unwrap_or("")))
-            && (s.files_regex.is_none()
-                || c.files.is_empty()
-                || self
-                    .files_re
-                    .as_ref()
-                    .is_some_and(|r| c.files.iter().any(|f| r.is_match(f))))
-    }
-
     /// Whether this scheduler wants `c`. Tags are built only by an
     /// any_branch scheduler with a `tag_regex`: most users do not want every
     /// tag push to build, and those who do say so.
     fn matches(&self, c: &ChangeRow) -> bool {
         let is_tag = c.category.as_deref() == Some("tag");
         let branch = c.branch.as_deref().unwrap_or("");
-        let kind_ok = match self.cfg.kind.as_str() {
-            "single_branch" => !is_tag && self.cfg.branch.as_deref() == Some(branch),
-            "any_branch" if is_tag => self.tag_re.as_ref().is_some_and(|r| r.is_match(branch)),
-            "any_branch" => self.branch_re.as_ref().is_none_or(|r| r.is_match(branch)),
-            "nightly" if self.cfg.only_if_changed => {
-                !is_tag && self.cfg.branch.as_deref().is_none_or(|b| b == branch)
+        match &self.cfg.kind {
+            SchedulerKind::SingleBranch {
+                branch: b, filter, ..
+            } => !is_tag && b == branch && passes_filters(filter, c),
+            SchedulerKind::AnyBranch {
+                branch_regex,
+                tag_regex,
+                filter,
+                ..
+            } => {
+                let kind_ok = if is_tag {
+                    tag_regex.as_ref().is_some_and(|r| r.is_match(branch))
+                } else {
+                    branch_regex.as_ref().is_none_or(|r| r.is_match(branch))
+                };
+                kind_ok && passes_filters(filter, c)
             }
-            _ => false,
-        };
-        kind_ok && self.passes_filters(c)
+            SchedulerKind::Nightly(n) if n.only_if_changed => {
+                !is_tag
+                    && n.branch.as_deref().is_none_or(|b| b == branch)
+                    && passes_filters(&n.filter, c)
+            }
+            SchedulerKind::Nightly(_)
+            | SchedulerKind::Force(_)
+            | SchedulerKind::Periodic { .. } => false,
+        }
     }
 }
 
 fn compile(cfg: &Config) -> Vec<Compiled> {
-    cfg.schedulers.iter().map(Compiled::new).collect()
+    cfg.schedulers
+        .iter()
+        .map(|s| Compiled { cfg: s.clone() })
+        .collect()
+}
+
+/// When a periodic or nightly scheduler fires next after `last`; None for
+/// the other kinds and for a schedule that never fires.
+fn next_timed_fire(
+    s: &SchedulerCfg,
+    last: Option<i64>,
+    now: i64,
+    civil: fn(i64) -> Civil,
+) -> Option<i64> {
+    match &s.kind {
+        SchedulerKind::Periodic { period, .. } => next_periodic_fire(period.as_secs(), last),
+        SchedulerKind::Nightly(n) => next_nightly_fire(n, last.unwrap_or(now), civil),
+        SchedulerKind::SingleBranch { .. }
+        | SchedulerKind::AnyBranch { .. }
+        | SchedulerKind::Force(_) => None,
+    }
+}
+
+/// A timed scheduler builds only when a change came (nightly's
+/// `only_if_changed`).
+fn only_if_changed(s: &SchedulerCfg) -> bool {
+    match &s.kind {
+        SchedulerKind::Nightly(n) => n.only_if_changed,
+        SchedulerKind::Periodic { .. }
+        | SchedulerKind::SingleBranch { .. }
+        | SchedulerKind::AnyBranch { .. }
+        | SchedulerKind::Force(_) => false,
+    }
 }
 
 /// The source stamp and properties of a buildset made from `changes`
@@ -265,13 +276,21 @@ fn make_timed_buildset(conn: &rusqlite::Connection, s: &SchedulerCfg) -> Result<
         "scheduler".into(),
         (s.name.clone().into(), "Scheduler".into()),
     );
+    let branch = match &s.kind {
+        SchedulerKind::Periodic { branch, .. } => branch.clone(),
+        SchedulerKind::Nightly(n) => n.branch.clone(),
+        SchedulerKind::SingleBranch { .. }
+        | SchedulerKind::AnyBranch { .. }
+        | SchedulerKind::Force(_) => None,
+    };
     let ss = SourceStamp {
-        branch: s.branch.clone(),
+        branch,
         ..Default::default()
     };
     let reason = format!(
         "The {} scheduler named '{}' triggered this build",
-        s.kind, s.name
+        s.kind.type_name(),
+        s.name
     );
     db::create_buildset(conn, &reason, Some(&s.name), &ss, &props, &[], &s.builders)?;
     Ok(())
@@ -414,7 +433,7 @@ impl Scheduler {
         let mut held: Vec<(String, i64)> = vec![];
         for c in &changes {
             for s in self.scheds.iter().filter(|s| s.matches(c)) {
-                if change_driven(&s.cfg.kind) && s.cfg.tree_stable_timer == 0 {
+                if s.cfg.kind.tree_stable_timer() == Some(Duration::ZERO) {
                     immediate.push((s.cfg.clone(), c.clone()));
                 } else {
                     held.push((s.cfg.name.clone(), c.changeid));
@@ -446,8 +465,8 @@ impl Scheduler {
         let now = self.clock.now();
         for (name, _) in held {
             if let Some(s) = self.scheds.iter().find(|s| s.cfg.name == name) {
-                if change_driven(&s.cfg.kind) {
-                    let at = now + s.cfg.tree_stable_timer as f64;
+                if let Some(timer) = s.cfg.kind.tree_stable_timer() {
+                    let at = now + timer.as_secs_f64();
                     self.stable.insert(name, at);
                 }
             }
@@ -461,12 +480,14 @@ impl Scheduler {
     fn rearm_stable(&mut self) -> Result<()> {
         let now = self.clock.now();
         for name in db::schedulers_holding_changes(&self.reader)? {
-            let secs = match self.scheds.iter().find(|s| s.cfg.name == name) {
-                Some(s) if change_driven(&s.cfg.kind) => s.cfg.tree_stable_timer,
-                Some(_) => continue,
-                None => 0,
+            let timer = match self.scheds.iter().find(|s| s.cfg.name == name) {
+                Some(s) => match s.cfg.kind.tree_stable_timer() {
+                    Some(t) => t,
+                    None => continue,
+                },
+                None => Duration::ZERO,
             };
-            self.stable.insert(name, now + secs as f64);
+            self.stable.insert(name, now + timer.as_secs_f64());
         }
         Ok(())
     }
@@ -476,7 +497,7 @@ impl Scheduler {
     fn arm_timed_logged(&mut self) {
         let now = self.clock.now() as i64;
         let mut first_seen: Vec<String> = vec![];
-        for s in self.scheds.iter().filter(|s| timed(&s.cfg.kind)) {
+        for s in self.scheds.iter().filter(|s| s.cfg.kind.is_timed()) {
             let name = s.cfg.name.clone();
             let last = match db::scheduler_state(&self.reader, &name, "last_fire") {
                 Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
@@ -485,17 +506,20 @@ impl Scheduler {
                     continue;
                 }
             };
-            let next = match s.cfg.kind.as_str() {
-                "periodic" => next_periodic_fire(s.cfg.period.unwrap_or(1), last),
-                _ => {
-                    if last.is_none() {
-                        // Count from now, so that a restart before the first
-                        // fire still catches up on it.
-                        first_seen.push(name.clone());
-                    }
-                    next_nightly_fire(&s.cfg, last.unwrap_or(now), self.civil)
-                }
+            // A nightly scheduler counts from now, so that a restart before
+            // its first fire still catches up on it; a periodic one fires
+            // at once.
+            let counts_from_now = match &s.cfg.kind {
+                SchedulerKind::Nightly(_) => true,
+                SchedulerKind::Periodic { .. }
+                | SchedulerKind::SingleBranch { .. }
+                | SchedulerKind::AnyBranch { .. }
+                | SchedulerKind::Force(_) => false,
             };
+            if last.is_none() && counts_from_now {
+                first_seen.push(name.clone());
+            }
+            let next = next_timed_fire(&s.cfg, last, now, self.civil);
             match next {
                 Some(t) => {
                     self.timed.insert(name, t);
@@ -547,7 +571,10 @@ impl Scheduler {
             .iter()
             .find(|s| s.cfg.name == name)
             .map(|s| s.cfg.clone());
-        if cfg.as_ref().is_some_and(|s| !change_driven(&s.kind)) {
+        if cfg
+            .as_ref()
+            .is_some_and(|s| s.kind.tree_stable_timer().is_none())
+        {
             return; // became a nightly scheduler by reconfig: it keeps them
         }
         let res = (|| -> Result<bool> {
@@ -581,20 +608,20 @@ impl Scheduler {
         let Some(s) = self
             .scheds
             .iter()
-            .find(|s| s.cfg.name == name && timed(&s.cfg.kind))
+            .find(|s| s.cfg.name == name && s.cfg.kind.is_timed())
             .map(|s| s.cfg.clone())
         else {
             return;
         };
         let res = (|| -> Result<bool> {
-            let held = if s.only_if_changed {
+            let held = if only_if_changed(&s) {
                 db::held_changes(&self.reader, name)?
             } else {
                 vec![]
             };
             let s2 = s.clone();
             self.store.write(move |conn| {
-                let made = if !s2.only_if_changed {
+                let made = if !only_if_changed(&s2) {
                     make_timed_buildset(conn, &s2)?;
                     true
                 } else if held.is_empty() {
@@ -611,16 +638,16 @@ impl Scheduler {
         })();
         match res {
             Ok(true) => {
-                log::info!("scheduler {name}: started builds ({} scheduler)", s.kind);
+                log::info!(
+                    "scheduler {name}: started builds ({} scheduler)",
+                    s.kind.type_name()
+                );
                 let _ = self.bot.send(BotMsg::RequestsAdded);
             }
             Ok(false) => log::info!("scheduler {name}: no changes since the last build, skipped"),
             Err(e) => log::error!("scheduler {name}: {e:#}"),
         }
-        let next = match s.kind.as_str() {
-            "periodic" => next_periodic_fire(s.period.unwrap_or(1), Some(now)),
-            _ => next_nightly_fire(&s, now, self.civil),
-        };
+        let next = next_timed_fire(&s, Some(now), now, self.civil);
         if let Some(t) = next {
             self.timed.insert(name.to_string(), t);
         }
@@ -631,11 +658,15 @@ impl Scheduler {
 mod tests {
     use super::*;
 
-    fn nightly(extra: &str) -> SchedulerCfg {
-        toml::from_str(&format!(
-            "name = 'n'\ntype = 'nightly'\nbuilders = ['b']\n{extra}"
-        ))
-        .unwrap()
+    fn nightly(extra: &str) -> Nightly {
+        let cfg = crate::config::test_config(&format!(
+            "{}[[schedulers]]\nname = 'n'\ntype = 'nightly'\nbuilders = ['b']\n{extra}",
+            crate::config::TEST_BUILDER
+        ));
+        let SchedulerKind::Nightly(n) = &cfg.schedulers[0].kind else {
+            panic!("not nightly")
+        };
+        n.clone()
     }
 
     /// 2024-06-03 (a Monday) 00:00:00 UTC.

@@ -247,13 +247,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
             return Err(e);
         }
     };
-    let keepalive = cfg
-        .protocols
-        .worker
-        .as_ref()
-        .map(|w| w.keepalive)
-        .unwrap_or(30)
-        .max(1);
+    let keepalive = cfg.protocols.worker.keepalive.max(1);
     let (cmd_tx, cmd_rx) = unbounded();
     // Dropped when this function returns: tells the botmaster we are gone.
     let (_alive, closed) = crossbeam_channel::bounded::<()>(0);

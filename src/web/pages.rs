@@ -17,7 +17,7 @@
 //! `src/assets/*`, served from the binary. Forms that write carry the
 //! session's CSRF token and are shown only to a logged-in user.
 
-use crate::config::Config;
+use crate::config::{Config, ParamKind};
 use crate::db;
 use crate::model;
 use crate::web::html::{html, Html};
@@ -617,16 +617,16 @@ pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
 fn force_field(sched: &str, p: &crate::config::ForceParam) -> Html {
     let name = p.name.as_str();
     let id = format!("{name}-{sched}");
-    let label = p.label();
-    let value = crate::model::value_text(&p.default_json());
+    let label = &p.label;
+    let value = crate::model::value_text(&p.default);
     let required = if p.required {
         html!(" required")
     } else {
         Html::new()
     };
     let label_tag = html!("<label for=\"{}\">{}</label>", id, label);
-    match p.kind.as_str() {
-        "text" => html!(
+    match &p.kind {
+        ParamKind::Text { .. } => html!(
             "{}<textarea id=\"{}\" name=\"{}\"{}>{}</textarea>",
             label_tag,
             id,
@@ -634,7 +634,7 @@ fn force_field(sched: &str, p: &crate::config::ForceParam) -> Html {
             required,
             value
         ),
-        "int" => html!(
+        ParamKind::Int => html!(
             "{}<input type=\"number\" step=\"1\" id=\"{}\" name=\"{}\" value=\"{}\"{}>",
             label_tag,
             id,
@@ -642,7 +642,7 @@ fn force_field(sched: &str, p: &crate::config::ForceParam) -> Html {
             value,
             required
         ),
-        "bool" => html!(
+        ParamKind::Bool => html!(
             "<label><input type=\"checkbox\" name=\"{}\" value=\"true\"{}> {}</label>",
             name,
             if value == "true" {
@@ -652,9 +652,8 @@ fn force_field(sched: &str, p: &crate::config::ForceParam) -> Html {
             },
             label
         ),
-        "choice" => {
-            let options: Html = p
-                .choices
+        ParamKind::Choice { choices } => {
+            let options: Html = choices
                 .iter()
                 .map(|c| {
                     let sel = if *c == value {
@@ -674,8 +673,8 @@ fn force_field(sched: &str, p: &crate::config::ForceParam) -> Html {
             )
         }
         // Shown, not editable: the scheduler decides the value.
-        "fixed" => html!("<p class=\"muted\">{}: {}</p>", label, value),
-        _ => html!(
+        ParamKind::Fixed => html!("<p class=\"muted\">{}: {}</p>", label, value),
+        ParamKind::String { .. } => html!(
             "{}<input type=\"text\" id=\"{}\" name=\"{}\" value=\"{}\"{}>",
             label_tag,
             id,
@@ -692,7 +691,8 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
         .cfg
         .schedulers
         .iter()
-        .filter(|s| s.kind == "force" && s.builders.iter().any(|b| b == builder))
+        .filter(|s| s.builders.iter().any(|b| b == builder))
+        .filter_map(|s| Some((s, s.kind.force()?)))
         .collect();
     if scheds.is_empty() {
         return Html::new();
@@ -703,7 +703,7 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
         out.push(&html!("</section>"));
         return out;
     };
-    for s in scheds {
+    for (s, force) in scheds {
         out.push(&html!(
             "<form class=\"force\" method=\"post\" action=\"{}/force\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -712,13 +712,13 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
             csrf,
             s.name
         ));
-        for p in s.force_parameters() {
+        for p in force.force_parameters() {
             out.push(&force_field(&s.name, &p));
         }
         out.push(&html!(
             "<p><button type=\"submit\">{}</button> \
              <span class=\"muted\">scheduler {}</span></p></form>",
-            s.button_name.as_deref().unwrap_or("Force build"),
+            force.button_name,
             s.name
         ));
     }

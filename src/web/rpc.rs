@@ -134,12 +134,12 @@ pub fn force(
     params: &Map<String, Value>,
     user: &str,
 ) -> Result<Submitted, RpcError> {
-    let sched = w
+    let (sched, force) = w
         .cfg
         .scheduler(scheduler)
-        .filter(|s| s.kind == "force")
+        .and_then(|s| Some((s, s.kind.force()?)))
         .ok_or_else(|| not_found(format!("no force scheduler named {scheduler:?}")))?;
-    let typed = sched.force_parameters();
+    let typed = force.force_parameters();
     if let Some(k) = params
         .keys()
         .find(|k| !FORCE_PARAMS.contains(&k.as_str()) && !typed.iter().any(|p| &p.name == *k))
@@ -153,7 +153,7 @@ pub fn force(
     }
     // Branch, revision, reason and the scheduler's typed properties are
     // checked and defaulted by the config's own description of the form.
-    let forced = sched
+    let forced = force
         .force_values(params)
         .map_err(|problems| invalid(problems.join("; ")))?;
     let mut builders: Vec<String> = match (params.get("builderid"), params.get("builderNames")) {
@@ -456,17 +456,18 @@ pub fn forceschedulers(cfg: &Config, name: &str) -> (u16, Value) {
     let all: Vec<Value> = cfg
         .schedulers
         .iter()
-        .filter(|s| s.kind == "force" && (name.is_empty() || s.name == name))
-        .map(|s| {
+        .filter(|s| name.is_empty() || s.name == name)
+        .filter_map(|s| Some((s, s.kind.force()?)))
+        .map(|(s, force)| {
             json!({
                 "name": s.name,
                 "label": s.name,
-                "button_name": "Force build",
+                "button_name": force.button_name,
                 "builder_names": s.builders,
                 "enabled": true,
                 "all_fields": [
-                    field("reason", "Reason", "force build"),
-                    field("branch", "Branch", ""),
+                    field("reason", "Reason", &force.reason),
+                    field("branch", "Branch", force.branch.as_deref().unwrap_or("")),
                     field("revision", "Revision", ""),
                     field("repository", "Repository", ""),
                     field("project", "Project", ""),

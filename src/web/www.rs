@@ -25,8 +25,8 @@
 //! `[::1]` or `buildbot_url`'s is refused with 421 (DNS rebinding), except
 //! on the change hooks, which are signed.
 
-use crate::config::Config;
 use crate::config::LiveConfig;
+use crate::config::{Anonymous, Config, ParamKind};
 use crate::db::{self, Store};
 use crate::master::auth::{self, Auth, AuthError, Login, Via};
 use crate::master::botmaster::BotMsg;
@@ -393,7 +393,11 @@ fn prepare(r: &mut Req) -> Result<(), Resp> {
             return Err(error(500, "internal error; see master.log"));
         }
     };
-    if r.login.is_none() && !r.cfg.www.anonymous_read() && r.path != "/login" {
+    let anonymous_read = match r.cfg.www.anonymous {
+        Anonymous::Read => true,
+        Anonymous::None => false,
+    };
+    if r.login.is_none() && !anonymous_read && r.path != "/login" {
         if api || r.method != Method::Get {
             return Err(unauthorized(api, "log in first (anonymous = \"none\")"));
         }
@@ -746,16 +750,23 @@ fn form_post(r: &Req) -> Resp {
             let sched = field("scheduler").unwrap_or("");
             // The scheduler's own form fields (branch, revision, reason and
             // its typed properties); an unchecked checkbox sends nothing.
-            if let Some(s) = w.cfg.scheduler(sched) {
+            if let Some(s) = w.cfg.force_scheduler(sched) {
                 for p in s.force_parameters() {
-                    match field(&p.name) {
-                        Some(v) => {
+                    match (field(&p.name), &p.kind) {
+                        (Some(v), _) => {
                             params.insert(p.name.clone(), json!(v));
                         }
-                        None if p.kind == "bool" => {
+                        (None, ParamKind::Bool) => {
                             params.insert(p.name.clone(), json!(false));
                         }
-                        None => {}
+                        (
+                            None,
+                            ParamKind::String { .. }
+                            | ParamKind::Text { .. }
+                            | ParamKind::Int
+                            | ParamKind::Choice { .. }
+                            | ParamKind::Fixed,
+                        ) => {}
                     }
                 }
             }

@@ -26,7 +26,7 @@
 //!   only known once checked out), only the final status, on what it built.
 
 use super::{Delivery, Failure};
-use crate::config::ReporterCfg;
+use crate::config::{Builder, GiteaStatus};
 use crate::db::BuildReport;
 use crate::master::build::{interpolate, GOT_REVISION_SOURCE};
 use crate::model::{CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
@@ -36,8 +36,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const DEFAULT_CONTEXT: &str = "minibot/%(prop:buildername)s";
-
 /// A Gitea server to post to.
 pub struct Target {
     base_url: url::Url,
@@ -46,11 +44,11 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(cfg: &ReporterCfg, master_dir: &Path) -> Result<Target> {
-        let base = cfg.base_url.as_deref().context("base_url is missing")?;
+    pub fn new(cfg: &GiteaStatus, verify_tls: bool, master_dir: &Path) -> Result<Target> {
+        let base = &cfg.base_url;
         let base_url = url::Url::parse(base).with_context(|| format!("base_url {base:?}"))?;
-        let token = cfg.gitea_token(master_dir)?;
-        if !cfg.verifies_tls() {
+        let token = cfg.token.read(master_dir).context("token")?;
+        if !verify_tls {
             log::warn!(
                 "gitea_status for {base}: TLS certificates are not checked (verify_tls = false)"
             );
@@ -67,7 +65,7 @@ impl Target {
             // only the chain of trust is skipped.
             .tls_config(
                 ureq::tls::TlsConfig::builder()
-                    .disable_verification(!cfg.verifies_tls())
+                    .disable_verification(!verify_tls)
                     .build(),
             )
             .build();
@@ -121,13 +119,8 @@ pub fn owner_repo_from_url(u: &str) -> Option<(String, String)> {
 /// The repository a builder's git step checks out, when master.cfg alone
 /// names it: the first git step's `repourl`, unless it interpolates
 /// properties (then a request could name it).
-pub fn builder_repourl(builder: &crate::config::BuilderCfg) -> Option<&str> {
-    builder
-        .steps
-        .iter()
-        .find(|s| s.kind == "git")
-        .and_then(|s| s.repourl.as_deref())
-        .filter(|u| !u.contains("%("))
+pub fn builder_repourl(builder: &Builder) -> Option<&str> {
+    builder.git_repourl().filter(|u| !u.contains("%("))
 }
 
 /// Where a status for `rep` goes: (owner, repo, sha), or why not. See the
@@ -178,7 +171,7 @@ pub fn status_target(
 /// The status to post for `rep` (`finished` or just started), or why there
 /// is none.
 pub fn status_for(
-    cfg: &ReporterCfg,
+    cfg: &GiteaStatus,
     rep: &BuildReport,
     url: &str,
     finished: bool,
@@ -186,11 +179,7 @@ pub fn status_for(
 ) -> Result<StatusPost, &'static str> {
     let (owner, repo, sha) = status_target(rep, builder_repo)?;
     let is_pr = rep.properties.contains_key("pr_number");
-    let template = match (is_pr, &cfg.context_pr, &cfg.context) {
-        (true, Some(c), _) => c.as_str(),
-        (_, _, Some(c)) => c.as_str(),
-        _ => DEFAULT_CONTEXT,
-    };
+    let template = if is_pr { &cfg.context_pr } else { &cfg.context };
     let context = interpolate(template, &rep.properties);
     let (state, description) = match (finished, rep.results) {
         (true, Some(r)) => {
@@ -291,11 +280,14 @@ mod tests {
     use super::*;
     use crate::db::{ChangeSource, Props, SourceStamp};
 
-    fn cfg(extra: &str) -> ReporterCfg {
-        toml::from_str(&format!(
-            "type = 'gitea_status'\nbase_url = 'https://git.example.org'\ntoken = 't'\n{extra}"
-        ))
-        .unwrap()
+    fn cfg(extra: &str) -> GiteaStatus {
+        let c = crate::config::test_config(&format!(
+            "[[reporters]]\ntype = 'gitea_status'\nbase_url = 'https://git.example.org'\ntoken = 't'\n{extra}"
+        ));
+        let crate::config::ReporterKind::GiteaStatus(g) = &c.reporters[0].kind else {
+            panic!("not a gitea_status reporter")
+        };
+        g.clone()
     }
 
     const REPO: &str = "ssh://git@git.example.org:2222/isabell/hello-world.git";
@@ -339,11 +331,15 @@ mod tests {
 
     #[test]
     fn builder_repourl_only_when_master_cfg_names_it() {
-        let b = |steps: &str| -> crate::config::BuilderCfg {
-            toml::from_str(&format!("name = 'b'\nworkers = ['w']\n{steps}")).unwrap()
+        let b = |steps: &str| -> Builder {
+            crate::config::test_config(&format!(
+                "[[builders]]\nname = 'b'\nworkers = ['w']\n{steps}"
+            ))
+            .builders[0]
+                .clone()
         };
-        let git = |u: &str| format!("[[steps]]\ntype = 'git'\nrepourl = '{u}'\n");
-        let shell = "[[steps]]\ntype = 'shell'\ncommand = 'make'\n";
+        let git = |u: &str| format!("[[builders.steps]]\ntype = 'git'\nrepourl = '{u}'\n");
+        let shell = "[[builders.steps]]\ntype = 'shell'\ncommand = 'make'\n";
         assert_eq!(
             builder_repourl(&b(&format!(
                 "{shell}{}{}",
@@ -522,8 +518,8 @@ mod tests {
     #[test]
     fn status_url_keeps_a_sub_path() {
         let mut c = cfg("verify_tls = false");
-        c.base_url = Some("https://example.org/gitea/".into());
-        let t = Target::new(&c, Path::new("/")).unwrap();
+        c.base_url = "https://example.org/gitea/".into();
+        let t = Target::new(&c, false, Path::new("/")).unwrap();
         let job = StatusJob {
             target: Arc::new(t),
             post: status_for(&c, &report(&[]), "u", false, None).unwrap(),

@@ -7,7 +7,7 @@
 //! outbox thread in `reporters`, which retries transient failures).
 
 use super::{Delivery, Failure};
-use crate::config::ReporterCfg;
+use crate::config::{Mail, MailMode};
 use crate::db::BuildReport;
 use crate::model::{result_name, CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
 use anyhow::{Context, Result};
@@ -29,35 +29,30 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(cfg: &ReporterCfg, master_dir: &Path) -> Result<Target> {
-        let host = cfg.smtp_host.clone().context("smtp_host is missing")?;
-        let starttls = cfg.starttls.unwrap_or(true);
-        let port = cfg.smtp_port.unwrap_or(if starttls { 587 } else { 25 });
+    pub fn new(cfg: &Mail, verify_tls: bool, master_dir: &Path) -> Result<Target> {
+        let host = cfg.smtp_host.clone();
+        let (starttls, port) = (cfg.starttls, cfg.smtp_port);
         let mut b = SmtpTransport::builder_dangerous(host.as_str())
             .port(port)
             .timeout(Some(Duration::from_secs(30)));
         if starttls {
-            if !cfg.verifies_tls() {
+            if !verify_tls {
                 log::warn!(
                     "mail via {host}: TLS certificates are not checked (verify_tls = false)"
                 );
             }
             let tls = TlsParameters::builder(host.clone())
-                .dangerous_accept_invalid_certs(!cfg.verifies_tls())
-                .dangerous_accept_invalid_hostnames(!cfg.verifies_tls())
+                .dangerous_accept_invalid_certs(!verify_tls)
+                .dangerous_accept_invalid_hostnames(!verify_tls)
                 .build_rustls()
                 .context("TLS setup")?;
             b = b.tls(Tls::Required(tls));
         }
-        if let (Some(user), Some(pw)) = (&cfg.smtp_user, cfg.smtp_password(master_dir)?) {
+        if let Some((user, pw)) = &cfg.login {
+            let pw = pw.read(master_dir).context("smtp_password")?;
             b = b.credentials(Credentials::new(user.clone(), pw));
         }
-        let from = cfg
-            .from
-            .as_deref()
-            .context("from is missing")?
-            .parse::<Mailbox>()
-            .context("from")?;
+        let from = cfg.from.parse::<Mailbox>().context("from")?;
         let to = cfg
             .to
             .iter()
@@ -74,19 +69,18 @@ impl Target {
 
 /// Whether a build with `results` is mailed under `modes`, given the
 /// builder's previous result (Buildbot's MailNotifier modes).
-pub fn wants_mail(modes: &[&str], results: i64, previous: Option<i64>) -> bool {
-    modes.iter().any(|m| match *m {
-        "all" => true,
-        "failing" => results == FAILURE,
-        "passing" => results == SUCCESS,
-        "warnings" => results == WARNINGS,
-        "exception" => results == EXCEPTION,
-        "cancelled" => results == CANCELLED,
+pub fn wants_mail(modes: &[MailMode], results: i64, previous: Option<i64>) -> bool {
+    modes.iter().any(|m| match m {
+        MailMode::All => true,
+        MailMode::Failing => results == FAILURE,
+        MailMode::Passing => results == SUCCESS,
+        MailMode::Warnings => results == WARNINGS,
+        MailMode::Exception => results == EXCEPTION,
+        MailMode::Cancelled => results == CANCELLED,
         // Failed, and the build before did not.
-        "problem" => results == FAILURE && previous != Some(FAILURE),
+        MailMode::Problem => results == FAILURE && previous != Some(FAILURE),
         // The result is not the previous one.
-        "change" => previous.is_some_and(|p| p != results),
-        _ => false,
+        MailMode::Change => previous.is_some_and(|p| p != results),
     })
 }
 
@@ -176,7 +170,20 @@ mod tests {
 
     #[test]
     fn modes_as_buildbot() {
-        let w = |m: &[&str], r, p| wants_mail(m, r, p);
+        // By name, as in master.cfg.
+        let w = |m: &[&str], r, p| {
+            let modes: Vec<MailMode> = m
+                .iter()
+                .map(|n| {
+                    MailMode::ALL
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .expect("a mode")
+                        .1
+                })
+                .collect();
+            wants_mail(&modes, r, p)
+        };
         assert!(w(&["all"], SUCCESS, None));
         assert!(w(&["failing"], FAILURE, Some(FAILURE)));
         assert!(!w(&["failing"], SUCCESS, None));

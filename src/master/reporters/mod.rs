@@ -21,7 +21,7 @@
 pub mod gitea;
 pub mod mail;
 
-use crate::config::{Config, ReporterCfg};
+use crate::config::{Config, GiteaStatus, Mail, Reporter, ReporterKind};
 use crate::db::{self, Store};
 use crate::master::events::{Event, Hub};
 use anyhow::Result;
@@ -144,8 +144,8 @@ fn attempt(job: Box<dyn Delivery>, failures: u32, waiting: &mut Vec<Waiting>) {
 
 /// A configured reporter, ready to use.
 enum Active {
-    Gitea(ReporterCfg, Arc<gitea::Target>),
-    Mail(ReporterCfg, Arc<mail::Target>),
+    Gitea(Reporter, GiteaStatus, Arc<gitea::Target>),
+    Mail(Reporter, Mail, Arc<mail::Target>),
 }
 
 struct Reporters {
@@ -232,20 +232,19 @@ impl Reporters {
     fn configure(&mut self, cfg: Arc<Config>) {
         self.active.clear();
         for (i, r) in cfg.reporters.iter().enumerate() {
-            let made = match r.kind.as_str() {
-                "gitea_status" => {
+            let made = match &r.kind {
+                ReporterKind::GiteaStatus(g) => {
                     start_outbox(&mut self.statuses, &mut self.outboxes, "gitea-status")
-                        .and_then(|_| gitea::Target::new(r, &self.master_dir))
-                        .map(|t| Active::Gitea(r.clone(), Arc::new(t)))
+                        .and_then(|_| gitea::Target::new(g, r.verify_tls, &self.master_dir))
+                        .map(|t| Active::Gitea(r.clone(), g.clone(), Arc::new(t)))
                 }
-                "mail" => start_outbox(&mut self.mails, &mut self.outboxes, "mail")
-                    .and_then(|_| mail::Target::new(r, &self.master_dir))
-                    .map(|t| Active::Mail(r.clone(), Arc::new(t))),
-                other => Err(anyhow::anyhow!("unknown reporter type {other:?}")),
+                ReporterKind::Mail(m) => start_outbox(&mut self.mails, &mut self.outboxes, "mail")
+                    .and_then(|_| mail::Target::new(m, r.verify_tls, &self.master_dir))
+                    .map(|t| Active::Mail(r.clone(), m.clone(), Arc::new(t))),
             };
             match made {
                 Ok(a) => self.active.push(a),
-                Err(e) => log::error!("reporters[{i}] ({}): disabled: {e:#}", r.kind),
+                Err(e) => log::error!("reporters[{i}] ({}): disabled: {e:#}", r.kind.type_name()),
             }
         }
         self.cfg = cfg;
@@ -287,7 +286,7 @@ impl Reporters {
         );
         for a in &self.active {
             match a {
-                Active::Gitea(cfg, target) if cfg.reports_on(&rep.builder) => {
+                Active::Gitea(r, cfg, target) if r.reports_on(&rep.builder) => {
                     // The builder as configured now: a reconfig between
                     // start and end moves the status as it moves the checkout.
                     let builder_repo = self
@@ -314,9 +313,9 @@ impl Reporters {
                         }
                     }
                 }
-                Active::Mail(cfg, target) if finished && cfg.reports_on(&rep.builder) => {
+                Active::Mail(r, cfg, target) if finished && r.reports_on(&rep.builder) => {
                     let results = rep.results.unwrap_or(crate::model::EXCEPTION);
-                    if mail::wants_mail(&cfg.modes(), results, rep.previous_results) {
+                    if mail::wants_mail(&cfg.modes, results, rep.previous_results) {
                         let (subject, body) = mail::compose(&self.cfg.title, &rep, &url);
                         let Some(mails) = &self.mails else {
                             continue;
@@ -328,7 +327,8 @@ impl Reporters {
                         }));
                     }
                 }
-                _ => {}
+                // Not for this builder, or a mail before the build ended.
+                Active::Gitea(..) | Active::Mail(..) => {}
             }
         }
     }

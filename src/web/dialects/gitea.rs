@@ -536,7 +536,7 @@ mod tests {
         let mut req = request(&headers, &body);
         let cfg = GiteaDialect {
             codebase: Some("main-cb".into()),
-            repository_url: Some("clone".into()),
+            repository_url: crate::config::RepositoryUrl::Clone,
             ..signed_cfg()
         };
         let Ok(HookOutcome::Changes { changes, .. }) = handle(&cfg, &req) else {

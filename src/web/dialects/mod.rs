@@ -15,7 +15,7 @@ mod forge;
 pub mod gitea;
 pub mod github;
 
-use crate::config::GiteaDialect;
+use crate::config::{GiteaDialect, RepositoryUrl};
 use crate::model::NewChange;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::de::DeserializeOwned;
@@ -246,10 +246,9 @@ fn select_codebase(req: &HookRequest, configured: Option<&str>) -> String {
 /// buildbot_gitea does, or `clone_url` with `repository_url = "clone"`.
 /// Falls back to the other one when the preferred one is empty.
 fn select_repository_url(cfg: &GiteaDialect, ssh_url: &str, clone_url: &str) -> String {
-    let (first, second) = if cfg.repository_url.as_deref() == Some("clone") {
-        (clone_url, ssh_url)
-    } else {
-        (ssh_url, clone_url)
+    let (first, second) = match cfg.repository_url {
+        RepositoryUrl::Clone => (clone_url, ssh_url),
+        RepositoryUrl::Ssh => (ssh_url, clone_url),
     };
     if first.is_empty() { second } else { first }.to_string()
 }
@@ -529,9 +528,9 @@ mod tests {
         let mut cfg = GiteaDialect::default();
         assert_eq!(select_repository_url(&cfg, "ssh", "https"), "ssh");
         assert_eq!(select_repository_url(&cfg, "", "https"), "https");
-        cfg.repository_url = Some("clone".into());
+        cfg.repository_url = RepositoryUrl::Clone;
         assert_eq!(select_repository_url(&cfg, "ssh", "https"), "https");
-        cfg.repository_url = Some("ssh".into());
+        cfg.repository_url = RepositoryUrl::Ssh;
         assert_eq!(select_repository_url(&cfg, "ssh", "https"), "ssh");
     }
 }

@@ -1,0 +1,726 @@
+//! The typed model: the config the runtime uses, made by [`super::lower`]
+//! from the raw serde layer. Every kind is an enum with the data of its
+//! variant, every default is already applied, regexes are compiled, and
+//! durations are [`Duration`]s; code outside `config` matches these enums
+//! exhaustively and never applies a default of its own.
+
+pub use super::raw::{BaseDialect, Command, JanitorCfg, LoggingCfg, StrOrList};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+/// Seconds without output before a step is killed, when `timeout` is unset.
+pub(crate) const DEFAULT_STEP_TIMEOUT: u64 = 1200;
+
+/// A gitea_status reporter's `context` when unset.
+pub(crate) const DEFAULT_CONTEXT: &str = "minibot/%(prop:buildername)s";
+
+/// A forced build's reason when none is given.
+pub(crate) const DEFAULT_FORCE_REASON: &str = "force build";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub title: String,
+    pub buildbot_url: Option<String>,
+    pub www: Www,
+    pub protocols: Protocols,
+    pub workers: Vec<WorkerCfg>,
+    pub schedulers: Vec<Scheduler>,
+    pub builders: Vec<Builder>,
+    pub reporters: Vec<Reporter>,
+    /// Buildbot's `c['change_source']`: pollers for repositories whose
+    /// server cannot reach the master's change hook.
+    pub change_source: Vec<ChangeSource>,
+    /// Pruning of old builds and log files (on by default: see [`JanitorCfg`]).
+    pub janitor: JanitorCfg,
+    /// The master's own log (`master.log`): level and rotation.
+    pub logging: LoggingCfg,
+    /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
+    pub max_log_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerCfg {
+    pub name: String,
+    /// Never sent over the wire: the worker answers a challenge with it.
+    pub password: String,
+    /// How many builds it runs at once (Buildbot's max_builds).
+    pub max_builds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Www {
+    /// 0 = any free port (reported in `addresses.json`).
+    pub port: u16,
+    pub bind: String,
+    pub unix_socket: Option<String>,
+    pub anonymous: Anonymous,
+    /// Most HTTP requests served at once (`http_server`), each a thread.
+    pub max_connections: usize,
+    pub change_hook_dialects: Dialects,
+}
+
+/// What visitors who are not logged in may do (`[www] anonymous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anonymous {
+    Read,
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dialects {
+    pub gitea: Option<GiteaDialect>,
+    pub base: Option<BaseDialect>,
+    /// GitHub-format bodies; the same options as `gitea`.
+    pub github: Option<GiteaDialect>,
+}
+
+/// `[www.change_hook_dialects.gitea]` (and `.github`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GiteaDialect {
+    /// Required by validation; `None` only in tests of the dialects.
+    pub secret: Option<String>,
+    pub only_include_push_commit: bool,
+    pub repository_url: RepositoryUrl,
+    pub codebase: Option<String>,
+    /// Skip pull requests reported as not mergeable when they are opened.
+    pub only_mergeable_pull_request: bool,
+}
+
+/// Which URL of the repository a change carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RepositoryUrl {
+    /// The ssh URL (buildbot_gitea's default).
+    #[default]
+    Ssh,
+    /// The https clone URL.
+    Clone,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Protocols {
+    /// Required: a master without a worker port has nothing to build on.
+    pub worker: WorkerProtocol,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerProtocol {
+    /// 0 = any free port (reported in `addresses.json`).
+    pub port: u16,
+    pub bind: String,
+    /// Seconds between keepalive pings; a peer silent for 3× this is dead.
+    pub keepalive: u64,
+}
+
+/// A regex from the config, compiled once; compared by its source.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub source: String,
+    pub re: regex_lite::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Pattern {
+    pub fn is_match(&self, s: &str) -> bool {
+        self.re.is_match(s)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Schedulers
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduler {
+    pub name: String,
+    pub builders: Vec<String>,
+    pub kind: SchedulerKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchedulerKind {
+    /// Changes on one branch (Buildbot's SingleBranchScheduler).
+    SingleBranch {
+        branch: String,
+        tree_stable_timer: Duration,
+        filter: ChangeFilter,
+    },
+    /// Changes on any branch, or those matching the regexes; the only kind
+    /// that builds tags (with `tag_regex`).
+    AnyBranch {
+        branch_regex: Option<Pattern>,
+        tag_regex: Option<Pattern>,
+        tree_stable_timer: Duration,
+        filter: ChangeFilter,
+    },
+    /// The force form and `POST /api/v2/forceschedulers/<name>`.
+    Force(ForceScheduler),
+    /// Every `period` (Buildbot's Periodic).
+    Periodic {
+        branch: Option<String>,
+        period: Duration,
+    },
+    /// At set times, local time (Buildbot's Nightly).
+    Nightly(Nightly),
+}
+
+impl SchedulerKind {
+    /// The `type` as written in master.cfg (log lines, build reasons).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SchedulerKind::SingleBranch { .. } => "single_branch",
+            SchedulerKind::AnyBranch { .. } => "any_branch",
+            SchedulerKind::Force(_) => "force",
+            SchedulerKind::Periodic { .. } => "periodic",
+            SchedulerKind::Nightly(_) => "nightly",
+        }
+    }
+
+    /// The tree-stable timer of a scheduler that builds the changes it
+    /// sees; None for the others.
+    pub fn tree_stable_timer(&self) -> Option<Duration> {
+        match self {
+            SchedulerKind::SingleBranch {
+                tree_stable_timer, ..
+            }
+            | SchedulerKind::AnyBranch {
+                tree_stable_timer, ..
+            } => Some(*tree_stable_timer),
+            SchedulerKind::Force(_)
+            | SchedulerKind::Periodic { .. }
+            | SchedulerKind::Nightly(_) => None,
+        }
+    }
+
+    /// Whether the clock starts its builds (periodic, nightly).
+    pub fn is_timed(&self) -> bool {
+        match self {
+            SchedulerKind::Periodic { .. } | SchedulerKind::Nightly(_) => true,
+            SchedulerKind::SingleBranch { .. }
+            | SchedulerKind::AnyBranch { .. }
+            | SchedulerKind::Force(_) => false,
+        }
+    }
+
+    /// The force scheduler's form, if this is one.
+    pub fn force(&self) -> Option<&ForceScheduler> {
+        match self {
+            SchedulerKind::Force(f) => Some(f),
+            SchedulerKind::SingleBranch { .. }
+            | SchedulerKind::AnyBranch { .. }
+            | SchedulerKind::Periodic { .. }
+            | SchedulerKind::Nightly(_) => None,
+        }
+    }
+}
+
+/// Buildbot's ChangeFilter: a change must pass every filter that is set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeFilter {
+    pub repository: Option<StrOrList>,
+    pub project: Option<StrOrList>,
+    pub category: Option<StrOrList>,
+    /// A change passes if one of its files matches (changes that carry no
+    /// file list, e.g. pull requests and tags, always pass).
+    pub files_regex: Option<Pattern>,
+}
+
+/// The values a nightly field accepts; `None` = every value.
+pub type CronSet = Option<Vec<u32>>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nightly {
+    /// The branch to build (and, with only_if_changed, to watch).
+    pub branch: Option<String>,
+    /// Default `[0]` (Buildbot's Nightly); the others default to every.
+    pub minute: CronSet,
+    pub hour: CronSet,
+    /// 0 = Monday ... 6 = Sunday.
+    pub day_of_week: CronSet,
+    pub day_of_month: CronSet,
+    /// Build only if a change passed the filters since the last build.
+    pub only_if_changed: bool,
+    pub filter: ChangeFilter,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForceScheduler {
+    /// The form's default branch.
+    pub branch: Option<String>,
+    /// The form's default reason.
+    pub reason: String,
+    /// The form's button (Buildbot's buttonName).
+    pub button_name: String,
+    /// Typed build properties shown on the form.
+    pub properties: Vec<ForceParam>,
+}
+
+/// A typed parameter of a force scheduler's form (Buildbot's
+/// StringParameter, TextParameter, IntParameter, BooleanParameter,
+/// ChoiceStringParameter, FixedParameter).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForceParam {
+    pub name: String,
+    /// Shown next to the field.
+    pub label: String,
+    /// What the form shows and what a missing value becomes.
+    pub default: serde_json::Value,
+    pub required: bool,
+    pub kind: ParamKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamKind {
+    /// One line; the value must match `regex` (whole value).
+    String {
+        regex: Option<Pattern>,
+    },
+    /// Several lines; the value must match `regex` (whole value).
+    Text {
+        regex: Option<Pattern>,
+    },
+    Int,
+    Bool,
+    Choice {
+        choices: Vec<String>,
+    },
+    /// Shown, not editable: the scheduler decides the value.
+    Fixed,
+}
+
+/// What a force request asks for, checked against the scheduler's
+/// parameters (see [`ForceScheduler::force_values`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForcedBuild {
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub reason: String,
+    /// The typed properties, by name.
+    pub properties: BTreeMap<String, serde_json::Value>,
+}
+
+impl ForceParam {
+    fn builtin(name: &str, label: &str, default: Option<&str>) -> ForceParam {
+        ForceParam {
+            name: name.into(),
+            label: label.into(),
+            default: serde_json::Value::String(default.unwrap_or("").into()),
+            required: false,
+            kind: ParamKind::String { regex: None },
+        }
+    }
+
+    /// Checks and converts a submitted value (JSON, or the string a form
+    /// posts) into the typed value. `None` = not submitted.
+    pub fn coerce(&self, value: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        let name = &self.name;
+        let v = match (&self.kind, value) {
+            // A fixed parameter cannot be changed from outside.
+            (ParamKind::Fixed, _) | (_, None) | (_, Some(J::Null)) => self.default.clone(),
+            (_, Some(v)) => v.clone(),
+        };
+        let text = |v: J| match v {
+            J::String(s) => Ok(J::String(s)),
+            J::Null => Ok(J::String(String::new())),
+            J::Number(n) => Ok(J::String(n.to_string())),
+            other => Err(format!("{name}: expected text, got {other}")),
+        };
+        let out = match &self.kind {
+            ParamKind::Int => match &v {
+                J::Number(n) if n.is_i64() => v,
+                J::String(s) if s.trim().is_empty() => J::Null,
+                J::String(s) => s
+                    .trim()
+                    .parse::<i64>()
+                    .map(J::from)
+                    .map_err(|_| format!("{name}: {s:?} is not a whole number"))?,
+                J::Null => J::Null,
+                other => return Err(format!("{name}: {other} is not a whole number")),
+            },
+            ParamKind::Bool => match &v {
+                J::Bool(_) => v,
+                J::String(s) => J::Bool(matches!(s.as_str(), "true" | "on" | "1" | "yes")),
+                J::Null => J::Bool(false),
+                other => return Err(format!("{name}: {other} is not true or false")),
+            },
+            ParamKind::String { .. }
+            | ParamKind::Text { .. }
+            | ParamKind::Choice { .. }
+            | ParamKind::Fixed => text(v)?,
+        };
+        let empty = matches!(&out, J::Null) || out.as_str() == Some("");
+        if self.required && empty {
+            return Err(format!("{name}: is required"));
+        }
+        match &self.kind {
+            ParamKind::Choice { choices } if !empty => {
+                let s = out.as_str().unwrap_or("");
+                if !choices.iter().any(|c| c == s) {
+                    return Err(format!("{name}: {s:?} is not one of {choices:?}"));
+                }
+            }
+            ParamKind::String { regex: Some(re) } | ParamKind::Text { regex: Some(re) } => {
+                let s = out.as_str().unwrap_or("");
+                // An empty optional value is fine whatever the regex says.
+                if !re.is_match(s) && (!s.is_empty() || self.required) {
+                    return Err(format!("{name}: {s:?} does not match {:?}", re.source));
+                }
+            }
+            ParamKind::String { regex: None }
+            | ParamKind::Text { regex: None }
+            | ParamKind::Choice { .. }
+            | ParamKind::Int
+            | ParamKind::Bool
+            | ParamKind::Fixed => {}
+        }
+        Ok(out)
+    }
+}
+
+impl ForceScheduler {
+    /// Every field of the force form in order: branch, revision, reason (the
+    /// built-ins, strings), then the configured typed properties.
+    pub fn force_parameters(&self) -> Vec<ForceParam> {
+        let mut out = vec![
+            ForceParam::builtin("branch", "Branch", self.branch.as_deref()),
+            ForceParam::builtin("revision", "Revision", None),
+            ForceParam::builtin("reason", "Reason", Some(&self.reason)),
+        ];
+        out.extend(self.properties.iter().cloned());
+        out
+    }
+
+    /// Checks submitted force values (JSON-RPC `params`, or form fields as
+    /// strings) against [`Self::force_parameters`]; every problem is listed.
+    pub fn force_values(
+        &self,
+        submitted: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ForcedBuild, Vec<String>> {
+        let mut problems = vec![];
+        let mut values = BTreeMap::new();
+        for p in self.force_parameters() {
+            match p.coerce(submitted.get(&p.name)) {
+                Ok(v) => {
+                    values.insert(p.name.clone(), v);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut text = |k: &str| {
+            values
+                .remove(k)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .filter(|s| !s.is_empty())
+        };
+        let branch = text("branch");
+        let revision = text("revision");
+        let reason = text("reason").unwrap_or_else(|| DEFAULT_FORCE_REASON.into());
+        Ok(ForcedBuild {
+            branch,
+            revision,
+            reason,
+            properties: values,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Builders and steps
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Builder {
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub workers: Vec<String>,
+    /// Directory under the worker's base dir (`workerbuilddir`, default the
+    /// builder's name).
+    pub builddir: String,
+    pub steps: Vec<Step>,
+    /// Merge queued requests for the same source into the newest one
+    /// (Buildbot's collapseRequests).
+    pub collapse_requests: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// As shown in the UI: `name`, else "git" for a git step or the
+    /// command's first word (without its directory), else `step<index>`.
+    pub name: String,
+    /// Without output for this long, the step is killed.
+    pub timeout: Duration,
+    /// A failure stops the build (default true: SPEC §2).
+    pub halt_on_failure: bool,
+    pub flunk_on_failure: bool,
+    pub warn_on_failure: bool,
+    pub flunk_on_warnings: bool,
+    /// Runs even when an earlier step halted the build.
+    pub always_run: bool,
+    /// Exit codes that mean WARNINGS instead of FAILURE (Buildbot's decodeRC).
+    pub warning_exit_codes: Vec<i32>,
+    pub kind: StepKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Git {
+        repourl: String,
+        mode: GitMode,
+        /// Used when the build's source stamp names no branch.
+        branch: Option<String>,
+    },
+    Shell {
+        command: Command,
+        env: BTreeMap<String, String>,
+        /// Relative to the build directory ("" = the build directory).
+        workdir: String,
+    },
+}
+
+/// How a git step updates its checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitMode {
+    Incremental,
+    /// A fresh clone.
+    Full,
+}
+
+impl GitMode {
+    /// As written in master.cfg and sent to the worker.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitMode::Incremental => "incremental",
+            GitMode::Full => "full",
+        }
+    }
+}
+
+impl Step {
+    /// Whether git output (the `got_revision` header) comes from this step.
+    pub fn is_git(&self) -> bool {
+        match self.kind {
+            StepKind::Git { .. } => true,
+            StepKind::Shell { .. } => false,
+        }
+    }
+}
+
+impl Builder {
+    /// The names of the steps in order, made unique the way Buildbot does it
+    /// (a second "test" becomes "test_1").
+    pub fn step_names(&self) -> Vec<String> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut names = Vec::with_capacity(self.steps.len());
+        for step in &self.steps {
+            let mut name = step.name.clone();
+            while let Some(count) = seen.get_mut(&name) {
+                *count += 1;
+                name = format!("{}_{count}", step.name);
+            }
+            seen.insert(name.clone(), 0);
+            names.push(name);
+        }
+        names
+    }
+
+    /// The repository the builder's first git step checks out.
+    pub fn git_repourl(&self) -> Option<&str> {
+        self.steps.iter().find_map(|s| match &s.kind {
+            StepKind::Git { repourl, .. } => Some(repourl.as_str()),
+            StepKind::Shell { .. } => None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reporters and change sources
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reporter {
+    /// Only report builds of these builders (empty: all).
+    pub builders: Vec<String>,
+    /// Check the server's TLS certificate.
+    pub verify_tls: bool,
+    pub kind: ReporterKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReporterKind {
+    GiteaStatus(GiteaStatus),
+    Mail(Mail),
+}
+
+impl ReporterKind {
+    /// The `type` as written in master.cfg.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ReporterKind::GiteaStatus(_) => "gitea_status",
+            ReporterKind::Mail(_) => "mail",
+        }
+    }
+}
+
+impl Reporter {
+    pub fn reports_on(&self, builder: &str) -> bool {
+        self.builders.is_empty() || self.builders.iter().any(|b| b == builder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GiteaStatus {
+    /// An http(s) URL.
+    pub base_url: String,
+    pub token: Secret,
+    /// Status context; `%(prop:NAME)s` allowed.
+    pub context: String,
+    /// Context for pull-request builds (default: `context`).
+    pub context_pr: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mail {
+    pub smtp_host: String,
+    /// Default 587 with STARTTLS, else 25.
+    pub smtp_port: u16,
+    /// STARTTLS before login.
+    pub starttls: bool,
+    /// (user, password), when the server wants a login.
+    pub login: Option<(String, Secret)>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub modes: Vec<MailMode>,
+}
+
+/// Buildbot's MailNotifier modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailMode {
+    All,
+    Failing,
+    Passing,
+    Problem,
+    Warnings,
+    Exception,
+    Cancelled,
+    Change,
+}
+
+impl MailMode {
+    /// Every mode with its name in master.cfg.
+    pub const ALL: [(&'static str, MailMode); 8] = [
+        ("all", MailMode::All),
+        ("failing", MailMode::Failing),
+        ("passing", MailMode::Passing),
+        ("problem", MailMode::Problem),
+        ("warnings", MailMode::Warnings),
+        ("exception", MailMode::Exception),
+        ("cancelled", MailMode::Cancelled),
+        ("change", MailMode::Change),
+    ];
+}
+
+/// A secret given inline or in a file relative to the master directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Secret {
+    Inline(String),
+    File(String),
+}
+
+impl Secret {
+    /// The secret, read from its file if it is in one (trimmed of the
+    /// trailing newline editors add).
+    pub fn read(&self, master_dir: &Path) -> anyhow::Result<String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(f) => {
+                let path = master_dir.join(f);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read {}: {}",
+                        path.display(),
+                        super::problems::io_reason(&e)
+                    )
+                })?;
+                Ok(text.trim_end_matches(['\n', '\r']).to_string())
+            }
+        }
+    }
+}
+
+/// A `[[change_source]]` entry (Buildbot's `c['change_source']`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeSource {
+    GitPoller(GitPoller),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GitPoller {
+    /// Names the poller's state in the database (default: the repourl).
+    pub name: String,
+    pub repourl: String,
+    /// None = every branch (`branches = "all"`); default `["master"]`.
+    pub branches: Option<Vec<String>>,
+    /// Between polls (Buildbot's pollInterval).
+    pub poll_interval: Duration,
+    /// Poll once right at start instead of after the first interval.
+    pub poll_at_launch: bool,
+    /// Stored with each change.
+    pub project: String,
+    pub category: Option<String>,
+    pub codebase: String,
+}
+
+impl LoggingCfg {
+    /// What `daemon::init_logging_with` needs.
+    pub fn log_options(&self) -> crate::daemon::LogOptions {
+        crate::daemon::LogOptions {
+            level: self.level.clone(),
+            rotate_length: self.rotate_length,
+            max_rotated_files: self.max_rotated_files,
+        }
+    }
+}
+
+impl Config {
+    /// What is allowed but dangerous, one sentence each with its key path:
+    /// `checkconfig` prints these and the master logs them at start and at
+    /// reconfig.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(b) = &self.www.change_hook_dialects.base {
+            if b.allow_unsigned && b.secret.is_none() {
+                w.push(
+                    "www.change_hook_dialects.base.allow_unsigned = true: anyone who can reach the web port \
+                     (other local accounts, web pages open in a browser that uses your SSH tunnel) \
+                     can store changes and start builds through /change_hook/base; set a secret instead"
+                        .to_string(),
+                );
+            }
+        }
+        w
+    }
+
+    pub fn builder(&self, name: &str) -> Option<&Builder> {
+        self.builders.iter().find(|b| b.name == name)
+    }
+
+    pub fn worker(&self, name: &str) -> Option<&WorkerCfg> {
+        self.workers.iter().find(|w| w.name == name)
+    }
+
+    pub fn scheduler(&self, name: &str) -> Option<&Scheduler> {
+        self.schedulers.iter().find(|s| s.name == name)
+    }
+
+    /// The force scheduler named `name`, if there is one.
+    pub fn force_scheduler(&self, name: &str) -> Option<&ForceScheduler> {
+        self.scheduler(name).and_then(|s| s.kind.force())
+    }
+}

@@ -1,0 +1,1012 @@
+//! The config module's tests: parsing, every problem message, defaults.
+
+use super::raw::{DEFAULT_BUILD_HORIZON_DAYS, DEFAULT_LOG_HORIZON_DAYS};
+use super::*;
+
+/// SPEC §2, verbatim.
+const SPEC_CFG: &str = r#"
+title = "Hello World CI"
+buildbot_url = "http://localhost:12345/"   # base of links in statuses and mails
+
+[www]
+port = 12345                 # TCP port of the web UI, API and change hooks
+bind = "127.0.0.1"           # default; never 0.0.0.0 unless written here
+# unix_socket = "www.sock"   # instead of port: a unix socket, mode 0600
+# anonymous = "read"         # "read" (default) or "none"; writes always need a login
+# max_connections = 32       # HTTP requests served at once (a thread each); idle
+#                            # connections wait without one
+
+[www.change_hook_dialects.gitea]
+secret = "SomeSecretPassPhraseToAuthenticateGitea"
+
+# [www.change_hook_dialects.base] # plain form/JSON posts, e.g. from `minibot sendchange`
+# secret = "..."                  # required (X-Hub-Signature-256); an unsigned hook needs
+                              # `allow_unsigned = true`, which checkconfig warns about
+
+[protocols.worker]
+port = 54321
+bind = "127.0.0.1"
+
+[[workers]]
+name = "example-worker"
+password = "pass"
+max_builds = 1
+
+[[schedulers]]
+name = "all"
+type = "single_branch"       # single_branch | any_branch | force | periodic | nightly
+branch = "master"            # single_branch; any_branch takes branch_regex / tag_regex
+tree_stable_timer = 0        # seconds to wait for more changes before building
+builders = ["runtests"]
+
+[[schedulers]]
+name = "force"
+type = "force"
+builders = ["runtests"]
+
+[[builders]]
+name = "runtests"
+workers = ["example-worker"]
+
+[[builders.steps]]
+type = "git"                 # clone or update the source at the change's revision
+repourl = "https://git.example.org/isabell/hello-world.git"
+mode = "incremental"         # incremental | full (fresh clone)
+
+[[builders.steps]]
+type = "shell"
+name = "test"
+command = ["python3", "test_hello.py"]   # argv list, or a string run by /bin/sh
+env = { PYTHONUNBUFFERED = "1" }
+timeout = 1200               # seconds without output before the step is killed
+# halt_on_failure = true     # default true; warn_on_failure, flunk_on_failure as in Buildbot
+
+# [[reporters]]
+# type = "gitea_status"      # commit statuses on Gitea: pending, then success/failure/error
+# base_url = "https://git.example.org"
+# token = "..."
+"#;
+
+/// A valid config to break one key at a time.
+const BASE: &str = r#"
+[www]
+port = 8010
+[protocols.worker]
+port = 9989
+[[workers]]
+name = "w1"
+password = "pw"
+[[schedulers]]
+name = "s"
+type = "force"
+builders = ["b"]
+[[builders]]
+name = "b"
+workers = ["w1"]
+[[builders.steps]]
+type = "shell"
+command = "make test"
+"#;
+
+/// A shell step's command and environment.
+#[track_caller]
+fn shell(step: &Step) -> (&Command, &std::collections::BTreeMap<String, String>) {
+    match &step.kind {
+        StepKind::Shell { command, env, .. } => (command, env),
+        StepKind::Git { .. } => panic!("not a shell step"),
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text, "master.cfg") {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems,
+    }
+}
+
+/// Asserts that `expected` is among the problems of `text`.
+#[track_caller]
+fn assert_problem(text: &str, expected: &str) {
+    let found = problems(text);
+    assert!(
+        found.iter().any(|p| p.contains(expected)),
+        "expected a problem containing {expected:?}, got {found:#?}"
+    );
+}
+
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+#[test]
+fn sample_parses() {
+    let cfg = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.title, "Hello World CI");
+    assert_eq!(cfg.www.port, 12345);
+    assert_eq!(cfg.www.bind, "127.0.0.1");
+    assert_eq!(cfg.protocols.worker.port, 54321);
+    assert!(cfg.worker("example-worker").is_some());
+    assert_eq!(
+        cfg.scheduler("all").map(|s| s.kind.type_name()),
+        Some("single_branch")
+    );
+    assert_eq!(
+        cfg.scheduler("force").map(|s| s.kind.type_name()),
+        Some("force")
+    );
+    let b = cfg.builder("runtests").expect("builder runtests");
+    assert_eq!(b.steps.len(), 2);
+    assert_eq!(
+        shell(&b.steps[1]).0,
+        &Command::Argv(vec!["python3".into(), "test_hello.py".into()])
+    );
+    assert!(cfg.reporters.is_empty());
+    assert_eq!(cfg.max_log_size, 10 * 1024 * 1024);
+}
+
+#[test]
+fn spec_config_parses() {
+    let cfg = parse(SPEC_CFG, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    let gitea = cfg.www.change_hook_dialects.gitea.as_ref().expect("gitea");
+    assert_eq!(
+        gitea.secret.as_deref(),
+        Some("SomeSecretPassPhraseToAuthenticateGitea")
+    );
+    assert!(cfg.www.change_hook_dialects.base.is_none());
+    assert!(cfg.warnings().is_empty());
+    assert_eq!(cfg.www.anonymous, Anonymous::Read);
+    let b = cfg.builder("runtests").expect("builder");
+    assert_eq!(b.builddir, "runtests");
+    assert!(matches!(
+        b.steps[0].kind,
+        StepKind::Git {
+            mode: GitMode::Incremental,
+            ..
+        }
+    ));
+    assert_eq!(
+        shell(&b.steps[1])
+            .1
+            .get("PYTHONUNBUFFERED")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(b.steps[1].timeout.as_secs(), 1200);
+    assert!(b.steps[1].halt_on_failure);
+    assert_eq!(b.step_names(), vec!["git", "test"]);
+}
+
+#[test]
+fn base_is_valid_and_defaults_apply() {
+    let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.title, "minibot");
+    assert_eq!(cfg.workers[0].max_builds, 1);
+    assert_eq!(cfg.protocols.worker.keepalive, 30);
+    assert_eq!(cfg.protocols.worker.bind, "127.0.0.1");
+    assert!(cfg.builder("nope").is_none());
+}
+
+#[test]
+fn command_as_string_and_argv() {
+    let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        shell(&cfg.builders[0].steps[0]).0,
+        &Command::Shell("make test".into())
+    );
+    let argv = BASE.replace("command = \"make test\"", "command = [\"make\", \"test\"]");
+    let cfg = parse(&argv, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        shell(&cfg.builders[0].steps[0]).0,
+        &Command::Argv(vec!["make".into(), "test".into()])
+    );
+    assert_problem(
+        &BASE.replace("command = \"make test\"", "command = 3"),
+        "master.cfg: builders[0].steps[0].command: expected a string (run by /bin/sh) or a list of strings (argv)",
+    );
+}
+
+#[test]
+fn unknown_keys_everywhere() {
+    let text = BASE
+        .replace("command = \"make test\"", "comand = \"make test\"")
+        .replace("[www]\n", "[www]\nprot = 1\n")
+        .replace("[protocols.worker]\n", "[protocols.worker]\nhost = \"x\"\n");
+    let text = format!("titel = \"x\"\n{text}");
+    let found = problems(&text);
+    for expected in [
+        "master.cfg: titel: unknown key (did you mean `title`?)",
+        "master.cfg: www.prot: unknown key (did you mean `port`?)",
+        "master.cfg: protocols.worker.host: unknown key (known here: port, bind, keepalive)",
+        "master.cfg: builders[0].steps[0].comand: unknown key (did you mean `command`?)",
+    ] {
+        assert!(
+            found.iter().any(|p| p == expected),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+    assert_problem(
+        &text.replace("[www]\n", "[www.change_hook_dialects.gogs]\n[www]\n"),
+        "www.change_hook_dialects.gogs: unknown key (known here: gitea, base, github)",
+    );
+}
+
+#[test]
+fn unknown_key_deep_in_steps_has_index_path() {
+    let text =
+        with("[[builders.steps]]\ntype = \"git\"\nrepourl = \"u\"\nflunk_on_failur = true\n");
+    assert_problem(
+        &text,
+        "master.cfg: builders[0].steps[1].flunk_on_failur: unknown key (did you mean `flunk_on_failure`?)",
+    );
+}
+
+#[test]
+fn type_errors_name_their_path_and_all_parts_are_checked() {
+    let text = BASE.replace("port = 8010", "port = 70000").replace(
+        "password = \"pw\"",
+        "password = \"pw\"\nmax_builds = \"two\"",
+    );
+    let text = format!("{text}[[builders]]\nname = \"c\"\nworkers = \"w1\"\n[[builders.steps]]\ntype = \"shell\"\ncommand = \"x\"\ntimeout = -1\n[[builders.steps]]\ntype = \"shell\"\ncommand = \"y\"\nenv = {{ A = 1 }}\n");
+    let found = problems(&text);
+    for expected in [
+        "master.cfg: www.port: invalid value: integer `70000`, expected u16",
+        "master.cfg: workers[0].max_builds: invalid type: string \"two\", expected u32",
+        "master.cfg: builders[1].workers: invalid type: string \"w1\", expected a sequence",
+        "master.cfg: builders[1].steps[0].timeout: invalid value: integer `-1`, expected u64",
+        "master.cfg: builders[1].steps[1].env.A: invalid type: integer `1`, expected a string",
+    ] {
+        assert!(
+            found.iter().any(|p| p == expected),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    assert_problem(
+        &BASE.replace("password = \"pw\"\n", ""),
+        "master.cfg: workers[0].password: required key is missing",
+    );
+    assert_problem(
+        &BASE.replace("type = \"force\"\n", ""),
+        "master.cfg: schedulers[0].type: required key is missing",
+    );
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let found = problems("title = \"x\"\n[www\nport = 1\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("master.cfg: line 2, column "),
+        "{found:#?}"
+    );
+    assert!(!found[0].contains('\n'));
+}
+
+#[test]
+fn unreadable_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("master.cfg");
+    let err = load(&path).expect_err("missing file");
+    assert_eq!(
+        err.to_string(),
+        format!("cannot read {}: No such file or directory", path.display())
+    );
+    std::fs::write(&path, SAMPLE).expect("write");
+    private(&path);
+    assert!(load(&path).is_ok());
+}
+
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+#[test]
+fn config_file_with_secrets_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("master.cfg");
+    std::fs::write(&path, SAMPLE).expect("write");
+    for mode in [0o644, 0o640, 0o604, 0o660] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let err = load(&path).expect_err("readable by others").to_string();
+        assert!(
+            err.contains(&format!("run `chmod 600 {}`", path.display()))
+                && err.contains(&format!("mode {mode:03o}"))
+                && err.contains("workers[0].password"),
+            "{err}"
+        );
+    }
+    private(&path);
+    assert!(load(&path).is_ok());
+}
+
+#[test]
+fn weak_and_published_secrets_are_warned_about() {
+    let cfg = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+    let w = secret_warnings(&cfg);
+    assert!(
+        w.iter().any(|l| l.starts_with(
+            "www.change_hook_dialects.gitea.secret: is the sample's published secret"
+        )),
+        "{w:#?}"
+    );
+    assert!(
+        w.iter()
+            .any(|l| l.starts_with("workers[0].password: is the sample's published password")),
+        "{w:#?}"
+    );
+    let fresh = sample_with_secrets(&random_hex(16).unwrap(), &random_hex(16).unwrap());
+    assert!(!fresh.contains(SAMPLE_GITEA_SECRET) && !fresh.contains(SAMPLE_WORKER_PASSWORD));
+    let cfg = parse(&fresh, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(secret_warnings(&cfg), Vec::<String>::new());
+    let cfg = parse(
+        &with("[[workers]]\nname = \"w2\"\npassword = \"elevenchars\"\n"),
+        "m",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let w = secret_warnings(&cfg);
+    assert!(
+        w.iter()
+            .any(|l| l.starts_with("workers[1].password: is shorter than 12 characters")),
+        "{w:#?}"
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let text = with(
+        "[[workers]]\nname = \"w1\"\npassword = \"x\"\n\
+         [[schedulers]]\nname = \"s\"\ntype = \"force\"\nbuilders = [\"b\"]\n\
+         [[builders]]\nname = \"b\"\nworkers = [\"w1\"]\n",
+    );
+    let found = problems(&text);
+    for expected in [
+        "master.cfg: workers[1].name: duplicate worker name \"w1\" (also workers[0].name)",
+        "master.cfg: schedulers[1].name: duplicate scheduler name \"s\" (also schedulers[0].name)",
+        "master.cfg: builders[1].name: duplicate builder name \"b\" (also builders[0].name)",
+    ] {
+        assert!(
+            found.iter().any(|p| p == expected),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+    assert_problem(
+        &with("[[builders]]\nname = \"c\"\nworkerbuilddir = \"b\"\nworkers = [\"w1\"]\n"),
+        "builders[1].workerbuilddir: duplicate build directory \"b\" (also builders[0].name)",
+    );
+}
+
+#[test]
+fn references() {
+    assert_problem(
+        &BASE.replace("builders = [\"b\"]", "builders = [\"b\", \"tests\"]"),
+        "master.cfg: schedulers[0].builders[1]: no builder named \"tests\"",
+    );
+    assert_problem(
+        &BASE.replace("builders = [\"b\"]", "builders = []"),
+        "schedulers[0].builders: names no builder",
+    );
+    assert_problem(
+        &BASE.replace("workers = [\"w1\"]", "workers = [\"w2\"]"),
+        "master.cfg: builders[0].workers[0]: no worker named \"w2\"",
+    );
+    assert_problem(
+        &BASE.replace("workers = [\"w1\"]", "workers = []"),
+        "master.cfg: builders[0].workers: names no worker",
+    );
+}
+
+#[test]
+fn scheduler_checks() {
+    let sched = |body: &str| {
+        with(&format!(
+            "[[schedulers]]\nname = \"t\"\nbuilders = [\"b\"]\n{body}"
+        ))
+    };
+    assert_problem(
+        &sched("type = \"sometimes\"\n"),
+        "schedulers[1].type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\", \"periodic\", \"nightly\"",
+    );
+    assert_problem(
+        &sched("type = \"periodic\"\n"),
+        "schedulers[1].period: required for a periodic scheduler",
+    );
+    assert_problem(
+        &sched("type = \"nightly\"\nhour = 24\n"),
+        "schedulers[1].hour: 24 is out of range 0-23",
+    );
+    assert_problem(
+        &sched("type = \"nightly\"\nday_of_week = \"someday\"\n"),
+        "schedulers[1].day_of_week: \"someday\": use a number",
+    );
+    assert_problem(
+        &sched("type = \"nightly\"\nminute = 1.5\n"),
+        "schedulers[1].minute: expected a number, a list of numbers or \"*\"",
+    );
+    assert_problem(
+        &sched("type = \"nightly\"\nperiod = 5\n"),
+        "schedulers[1].period: not a key of nightly schedulers (only periodic)",
+    );
+    assert_problem(
+        &sched("type = \"force\"\nfiles_regex = \"x\"\n"),
+        "schedulers[1].files_regex: not a key of force schedulers (only single_branch, any_branch, nightly)",
+    );
+    assert_problem(
+        &sched("type = \"periodic\"\nperiod = 5\ntree_stable_timer = 3\n"),
+        "schedulers[1].tree_stable_timer: not a key of periodic schedulers (only single_branch, any_branch)",
+    );
+    assert_problem(
+        &sched("type = \"any_branch\"\nproject = 3\n"),
+        "schedulers[1].project: expected a string or a list of strings",
+    );
+    assert_problem(
+        &sched("type = \"any_branch\"\nfiles_regex = \"(\"\n"),
+        "schedulers[1].files_regex: invalid regex",
+    );
+    assert!(problems(&sched(
+        "type = \"nightly\"\nbranch = \"main\"\nhour = [1, 13]\nminute = 30\nday_of_week = \"sat\"\nonly_if_changed = true\nproject = [\"a\", \"b\"]\n"
+    ))
+    .is_empty());
+    assert!(problems(&sched("type = \"periodic\"\nperiod = 3600\n")).is_empty());
+    assert_problem(
+        &sched("type = \"nightly\"\ncategory = \"push\"\n"),
+        "schedulers[1].only_if_changed: change filters on a nightly scheduler need only_if_changed = true",
+    );
+    assert_problem(
+        &sched("type = \"single_branch\"\n"),
+        "schedulers[1].branch: required for a single_branch scheduler",
+    );
+    assert_problem(
+        &sched("type = \"any_branch\"\nbranch_regex = \"(release\"\n"),
+        "schedulers[1].branch_regex: invalid regex \"(release\": found open group without closing ')'",
+    );
+    assert_problem(
+        &sched("type = \"any_branch\"\ntag_regex = \"v[\"\n"),
+        "schedulers[1].tag_regex: invalid regex",
+    );
+    assert_problem(
+        &sched("type = \"single_branch\"\nbranch = \"main\"\ntag_regex = \"v.*\"\n"),
+        "schedulers[1].tag_regex: not a key of single_branch schedulers (only any_branch)",
+    );
+    assert!(problems(&sched(
+        "type = \"any_branch\"\nbranch_regex = \"^release/.*$\"\ntag_regex = \"^v[0-9]+\"\n"
+    ))
+    .is_empty());
+}
+
+#[test]
+fn step_checks() {
+    let step = |body: &str| with(&format!("[[builders.steps]]\n{body}"));
+    assert_problem(
+        &step("type = \"svn\"\n"),
+        "builders[0].steps[1].type: \"svn\" is not one of \"git\", \"shell\"",
+    );
+    assert_problem(
+        &step("type = \"git\"\n"),
+        "builders[0].steps[1].repourl: required for a git step",
+    );
+    assert_problem(
+        &step("type = \"git\"\nrepourl = \"u\"\nmode = \"fresh\"\n"),
+        "builders[0].steps[1].mode: \"fresh\" is not one of \"incremental\", \"full\"",
+    );
+    assert_problem(
+        &step("type = \"shell\"\n"),
+        "builders[0].steps[1].command: required for a shell step",
+    );
+    assert_problem(
+        &step("type = \"shell\"\ncommand = []\n"),
+        "builders[0].steps[1].command: is an empty list",
+    );
+    assert_problem(
+        &step("type = \"shell\"\ncommand = \"  \"\n"),
+        "builders[0].steps[1].command: is empty",
+    );
+    assert_problem(
+        &step("type = \"shell\"\ncommand = \"x\"\nrepourl = \"u\"\n"),
+        "builders[0].steps[1].repourl: not a key of shell steps",
+    );
+    assert_problem(
+        &step("type = \"shell\"\ncommand = \"x\"\nworkdir = \"../other\"\n"),
+        "builders[0].steps[1].workdir: must be a path inside the build directory",
+    );
+    assert_problem(
+        &step("type = \"shell\"\ncommand = \"x\"\ntimeout = 0\n"),
+        "builders[0].steps[1].timeout: must be at least 1 second",
+    );
+}
+
+#[test]
+fn www_and_protocol_checks() {
+    // 0: any free port, reported by the master once bound.
+    assert!(problems(&BASE.replace("port = 8010", "port = 0")).is_empty());
+    assert!(problems(&BASE.replace("port = 9989", "port = 0")).is_empty());
+    assert!(problems(
+        &BASE
+            .replace("port = 8010", "port = 0")
+            .replace("port = 9989", "port = 0")
+    )
+    .is_empty());
+    assert!(problems(&BASE.replace("port = 8010", "unix_socket = \"www.sock\"")).is_empty());
+    assert_problem(
+        &BASE.replace("port = 8010", "port = 8010\nunix_socket = \"www.sock\""),
+        "www.port: set either www.port or www.unix_socket, not both",
+    );
+    assert_problem(
+        &BASE.replace("port = 8010", "port = 8010\nbind = \"localhost\""),
+        "master.cfg: www.bind: \"localhost\" is not an IP address",
+    );
+    assert_problem(
+        &BASE.replace("port = 8010", "port = 8010\nanonymous = \"write\""),
+        "www.anonymous: \"write\" is not one of \"read\", \"none\"",
+    );
+    assert_problem(
+        &BASE.replace("[protocols.worker]\nport = 9989\n", ""),
+        "master.cfg: protocols.worker: missing",
+    );
+    assert_problem(
+        &BASE.replace("port = 9989", "port = 8010"),
+        "protocols.worker.port: 8010 is also www.port on the same address",
+    );
+    assert_problem(
+        &BASE.replace("port = 9989", "port = 8010\nbind = \"0.0.0.0\""),
+        "protocols.worker.port: 8010 is also www.port",
+    );
+    assert!(problems(&BASE.replace("port = 9989", "port = 8010\nbind = \"127.0.0.2\"")).is_empty());
+    assert_problem(
+        &with("[www.change_hook_dialects.gitea]\nsecret = \"\"\n"),
+        "www.change_hook_dialects.gitea.secret: is empty",
+    );
+}
+
+#[test]
+fn every_change_hook_needs_a_secret_or_the_named_opt_out() {
+    for key in ["gitea", "github"] {
+        assert_problem(
+            &with(&format!("[www.change_hook_dialects.{key}]\n")),
+            &format!("www.change_hook_dialects.{key}.secret: required"),
+        );
+        // No opt-out for the forges: they can always sign.
+        assert_problem(
+            &with(&format!(
+                "[www.change_hook_dialects.{key}]\nallow_unsigned = true\n"
+            )),
+            &format!("www.change_hook_dialects.{key}.allow_unsigned: unknown key"),
+        );
+    }
+    assert_problem(
+        &with("[www.change_hook_dialects.base]\n"),
+        "www.change_hook_dialects.base.secret: required (or set allow_unsigned = true to accept unsigned posts from anyone who can reach the port)",
+    );
+    assert_problem(
+        &with("[www.change_hook_dialects.base]\nallow_unsigned = false\n"),
+        "www.change_hook_dialects.base.secret: required",
+    );
+    assert_problem(
+        &with("[www.change_hook_dialects.base]\nsecret = \"\"\nallow_unsigned = true\n"),
+        "www.change_hook_dialects.base.secret: is empty",
+    );
+    assert_problem(
+        &with("[www.change_hook_dialects.base]\nsecret = \"s\"\nallow_unsigned = true\n"),
+        "www.change_hook_dialects.base.allow_unsigned: set together with a secret",
+    );
+    let signed = parse(
+        &with("[www.change_hook_dialects.base]\nsecret = \"s\"\n"),
+        "master.cfg",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(signed.warnings().is_empty());
+    let open = parse(
+        &with("[www.change_hook_dialects.base]\nallow_unsigned = true\n"),
+        "master.cfg",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let w = open.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("www.change_hook_dialects.base.allow_unsigned = true: anyone"),
+        "{w:?}"
+    );
+    // The sample ships no unsigned hook.
+    let sample = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+    assert!(sample.www.change_hook_dialects.base.is_none());
+    assert!(sample.warnings().is_empty());
+}
+
+#[test]
+fn janitor_is_on_by_default_and_checked() {
+    let cfg = parse(SAMPLE, "master.cfg.sample").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.janitor, JanitorCfg::default());
+    // Written out, not only defaulted, so users see that it exists.
+    assert!(SAMPLE.contains("\n[janitor]\n"));
+    assert!(SAMPLE.contains(&format!(
+        "\nbuild_horizon_days = {DEFAULT_BUILD_HORIZON_DAYS}\n"
+    )));
+    assert!(SAMPLE.contains(&format!(
+        "\nlog_horizon_days = {DEFAULT_LOG_HORIZON_DAYS}\n"
+    )));
+    // Absent section: on, with the defaults.
+    let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.janitor.build_horizon_days, DEFAULT_BUILD_HORIZON_DAYS);
+    assert_eq!(cfg.janitor.log_horizon_days, DEFAULT_LOG_HORIZON_DAYS);
+    assert_eq!(cfg.janitor.interval_hours, 24);
+    let cfg = parse(
+        &with("[janitor]\nbuild_horizon_days = 0\nlog_horizon_days = 7\n"),
+        "master.cfg",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (cfg.janitor.build_horizon_days, cfg.janitor.log_horizon_days),
+        (0, 7)
+    );
+    assert_problem(
+        &with("[janitor]\nlog_horizon = 7\n"),
+        "master.cfg: janitor.log_horizon: unknown key (known here: build_horizon_days, log_horizon_days, interval_hours)",
+    );
+    assert_problem(
+        &with("[janitor]\nbuild_horizon_days = \"90\"\n"),
+        "master.cfg: janitor.build_horizon_days: invalid type: string \"90\", expected u32",
+    );
+    assert_problem(
+        &with("[janitor]\nlog_horizon_days = -1\n"),
+        "master.cfg: janitor.log_horizon_days: invalid value: integer `-1`, expected u32",
+    );
+    assert_problem(
+        &with("[janitor]\ninterval_hours = 0\n"),
+        "master.cfg: janitor.interval_hours: must be at least 1",
+    );
+    assert_problem(
+        &with("[janitor]\nbuild_horizon_days = 100000\n"),
+        "janitor.build_horizon_days: 100000 days is more than a century",
+    );
+}
+
+#[test]
+fn logging_section() {
+    let cfg = parse(BASE, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.logging.log_options(),
+        crate::daemon::LogOptions::default()
+    );
+    let cfg = parse(
+        &with("[logging]\nlevel = \"info,minibot::web::www=debug\"\nrotate_length = 1000000\nmax_rotated_files = 2\n"),
+        "master.cfg",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = cfg.logging.log_options();
+    assert_eq!(
+        (o.level.as_str(), o.rotate_length, o.max_rotated_files),
+        ("info,minibot::web::www=debug", 1_000_000, 2)
+    );
+    assert!(problems(&with("[logging]\nlevel = \"DEBUG\"\n")).is_empty());
+    assert_problem(
+        &with("[logging]\nlevel = \"verbose\"\n"),
+        "master.cfg: logging.level: \"verbose\" is not a level (off, error, warn, info, debug, trace) or MODULE=LEVEL",
+    );
+    assert_problem(
+        &with("[logging]\nlevel = \"minibot=loud\"\n"),
+        "logging.level: \"minibot=loud\" is not a level",
+    );
+    assert_problem(
+        &with("[logging]\nlevel = \"minibot\"\n"),
+        "logging.level: \"minibot\" is not a level",
+    );
+    assert_problem(
+        &with("[logging]\nrotate_length = 10\n"),
+        "master.cfg: logging.rotate_length: must be at least 65536 bytes",
+    );
+    assert_problem(
+        &with("[logging]\nlevle = \"info\"\n"),
+        "master.cfg: logging.levle: unknown key (did you mean `level`?)",
+    );
+}
+
+#[test]
+fn name_checks() {
+    assert_problem(
+        &BASE.replace("name = \"w1\"", "name = \"\""),
+        "master.cfg: workers[0].name: the worker name is empty",
+    );
+    for bad in ["a/b", ".hidden", "..", "with space"] {
+        let text = BASE
+            .replace("name = \"b\"", &format!("name = {bad:?}"))
+            .replace("builders = [\"b\"]", &format!("builders = [{bad:?}]"));
+        assert_problem(
+            &text,
+            &format!("master.cfg: builders[0].name: {bad:?}: use only letters, digits"),
+        );
+    }
+    assert_problem(
+        &BASE.replace(
+            "workers = [\"w1\"]",
+            "workers = [\"w1\"]\nworkerbuilddir = \"../x\"",
+        ),
+        "builders[0].workerbuilddir: \"../x\": use only",
+    );
+    assert_problem(
+        &BASE.replace("password = \"pw\"", "password = \"pw\"\nmax_builds = 0"),
+        "master.cfg: workers[0].max_builds: must be at least 1",
+    );
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let text = BASE
+        .replace("port = 8010", "port = 8010\nanonymous = \"write\"")
+        .replace("builders = [\"b\"]", "builders = [\"tests\"]")
+        .replace("workers = [\"w1\"]", "workers = [\"w9\"]")
+        .replace("command = \"make test\"", "comand = \"make test\"");
+    let err = parse(&text, "master.cfg").expect_err("bad config");
+    let expected = [
+        "master.cfg: builders[0].steps[0].comand: unknown key (did you mean `command`?)",
+        "master.cfg: www.anonymous: \"write\" is not one of \"read\", \"none\"",
+        "master.cfg: schedulers[0].builders[0]: no builder named \"tests\"",
+        "master.cfg: builders[0].workers[0]: no worker named \"w9\"",
+        "master.cfg: builders[0].steps[0].command: required for a shell step",
+    ];
+    assert_eq!(err.problems, expected, "{err}");
+    assert_eq!(err.to_string(), expected.join("\n"));
+}
+
+#[test]
+fn display_names() {
+    let cfg = parse(
+        &with(
+            "[[builders.steps]]\ntype = \"shell\"\ncommand = [\"./run-tests.sh\", \"-v\"]\n\
+             [[builders.steps]]\ntype = \"shell\"\nname = \"make\"\ncommand = \"true\"\n\
+             [[builders.steps]]\ntype = \"git\"\nrepourl = \"u\"\nworkdir = \"src\"\n",
+        ),
+        "master.cfg",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = &cfg.builders[0];
+    assert_eq!(b.steps[0].name, "make");
+    assert_eq!(b.steps[1].name, "run-tests.sh");
+    assert_eq!(b.steps[3].name, "git");
+    assert_eq!(
+        b.step_names(),
+        vec!["make", "run-tests.sh", "make_1", "git"]
+    );
+    let bare = StepKind::Shell {
+        command: Command::Argv(vec![]),
+        env: Default::default(),
+        workdir: String::new(),
+    };
+    assert_eq!(lower::display_name(None, &bare, 7), "step7");
+}
+
+#[test]
+fn force_parameters_are_typed() {
+    let text = with(
+        "[[schedulers.properties]]\nname = \"level\"\ntype = \"choice\"\nchoices = [\"quick\", \"full\"]\ndefault = \"quick\"\n\
+         [[schedulers.properties]]\nname = \"runs\"\ntype = \"int\"\ndefault = 1\n\
+         [[schedulers.properties]]\nname = \"deploy\"\ntype = \"bool\"\n\
+         [[schedulers.properties]]\nname = \"ticket\"\nregex = \"[A-Z]+-[0-9]+\"\nrequired = true\n\
+         [[schedulers.properties]]\nname = \"target\"\ntype = \"fixed\"\ndefault = \"staging\"\n",
+    )
+    .replace("type = \"force\"\n", "type = \"force\"\nbranch = \"main\"\nreason = \"by hand\"\n");
+    let cfg = parse(&text, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    let s = cfg.force_scheduler("s").unwrap();
+    let names: Vec<String> = s
+        .force_parameters()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["branch", "revision", "reason", "level", "runs", "deploy", "ticket", "target"]
+    );
+    assert_eq!(s.force_parameters()[0].default, serde_json::json!("main"));
+    let submitted = serde_json::json!({
+        "revision": "abc", "level": "full", "runs": "3", "deploy": "on",
+        "ticket": "MB-12", "target": "production"
+    });
+    let f = s.force_values(submitted.as_object().unwrap()).unwrap();
+    assert_eq!(f.branch.as_deref(), Some("main"));
+    assert_eq!(f.revision.as_deref(), Some("abc"));
+    assert_eq!(f.reason, "by hand");
+    assert_eq!(
+        serde_json::to_value(&f.properties).unwrap(),
+        serde_json::json!({"level": "full", "runs": 3, "deploy": true, "ticket": "MB-12", "target": "staging"})
+    );
+    let bad = serde_json::json!({"level": "slow", "runs": "x", "ticket": "nope"});
+    let errs = s.force_values(bad.as_object().unwrap()).unwrap_err();
+    assert_eq!(
+        errs,
+        [
+            "level: \"slow\" is not one of [\"quick\", \"full\"]",
+            "runs: \"x\" is not a whole number",
+            "ticket: \"nope\" does not match \"[A-Z]+-[0-9]+\"",
+        ]
+    );
+    let missing = serde_json::json!({});
+    assert_eq!(
+        s.force_values(missing.as_object().unwrap()).unwrap_err(),
+        ["ticket: is required"]
+    );
+
+    let prop = |body: &str| with(&format!("[[schedulers.properties]]\n{body}"));
+    assert_problem(
+        &prop("name = \"x\"\ntype = \"date\"\n"),
+        "schedulers[0].properties[0].type: \"date\" is not one of",
+    );
+    assert_problem(
+        &prop("name = \"x\"\ntype = \"choice\"\n"),
+        "schedulers[0].properties[0].choices: required",
+    );
+    assert_problem(
+        &prop("name = \"x\"\ntype = \"fixed\"\n"),
+        "schedulers[0].properties[0].default: required",
+    );
+    assert_problem(
+        &prop("name = \"x\"\ntype = \"int\"\ndefault = \"one\"\n"),
+        "default: \"one\" does not fit a int parameter",
+    );
+    assert_problem(
+        &prop("name = \"branch\"\n"),
+        "\"branch\" is a field of every force form",
+    );
+    assert_problem(
+        &prop("name = \"a b\"\n"),
+        "schedulers[0].properties[0].name: \"a b\": use only",
+    );
+    assert_problem(
+        &prop("name = \"x\"\nlable = \"X\"\n"),
+        "schedulers[0].properties[0].lable: unknown key (did you mean `label`?)",
+    );
+}
+
+#[test]
+fn reporters_and_change_sources() {
+    let good = with(
+        "[[reporters]]\ntype = \"gitea_status\"\nbase_url = \"https://git.example.org\"\ntoken = \"t\"\n\
+         [[reporters]]\ntype = \"mail\"\nsmtp_host = \"localhost\"\nfrom = \"CI <ci@example.org>\"\nto = [\"a@example.org\"]\nmode = [\"problem\", \"change\"]\n\
+         [[change_source]]\ntype = \"git_poller\"\nrepourl = \"https://git.example.org/a/b.git\"\nbranches = \"all\"\n",
+    );
+    let cfg = parse(&good, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    let ReporterKind::Mail(mail) = &cfg.reporters[1].kind else {
+        panic!("not mail")
+    };
+    assert_eq!(mail.modes, [MailMode::Problem, MailMode::Change]);
+    assert!(cfg.reporters[0].verify_tls);
+    let ChangeSource::GitPoller(poller) = &cfg.change_source[0];
+    assert_eq!(poller.branches, None);
+    assert_eq!(poller.poll_interval.as_secs(), 600);
+    assert_eq!(poller.name, "https://git.example.org/a/b.git");
+    assert!(cfg.builders[0].collapse_requests);
+
+    let rep = |body: &str| with(&format!("[[reporters]]\n{body}"));
+    assert_problem(
+        &rep("type = \"irc\"\n"),
+        "reporters[0].type: \"irc\" is not one of",
+    );
+    assert_problem(
+        &rep("type = \"gitea_status\"\ntoken = \"t\"\n"),
+        "reporters[0].base_url: required",
+    );
+    assert_problem(
+        &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\n"),
+        "reporters[0].token: required: set token, or token_file",
+    );
+    assert_problem(
+        &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\ntoken_file = \"f\"\n"),
+        "reporters[0].token: set either token or token_file, not both",
+    );
+    assert_problem(
+        &rep(
+            "type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nsmtp_host = \"x\"\n",
+        ),
+        "reporters[0].smtp_host: not a key of gitea_status reporters",
+    );
+    assert_problem(
+        &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nbuilders = [\"zz\"]\n"),
+        "reporters[0].builders[0]: no builder named \"zz\"",
+    );
+    assert_problem(
+        &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"nobody\"\nto = [\"a@b.c\"]\n"),
+        "reporters[0].from: \"nobody\" is not an e-mail address",
+    );
+    assert_problem(
+        &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\n"),
+        "reporters[0].to: required",
+    );
+    assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nmode = \"sometimes\"\n"), "reporters[0].mode: \"sometimes\" is not one of");
+    assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nsmtp_user = \"u\"\n"), "reporters[0].smtp_password: required");
+    assert_problem(
+        &rep("type = \"mail\"\nsmtp_hots = \"h\"\n"),
+        "reporters[0].smtp_hots: unknown key (did you mean `smtp_host`?)",
+    );
+
+    let cs = |body: &str| with(&format!("[[change_source]]\n{body}"));
+    assert_problem(
+        &cs("type = \"svn_poller\"\nrepourl = \"u\"\n"),
+        "change_source[0].type: \"svn_poller\" is not \"git_poller\"",
+    );
+    assert_problem(
+        &cs("type = \"git_poller\"\nrepourl = \"u\"\npoll_interval = 0\n"),
+        "change_source[0].poll_interval: must be at least 1 second",
+    );
+    assert_problem(
+        &cs("type = \"git_poller\"\nrepourl = \"u\"\nbranches = [\"a b\"]\n"),
+        "change_source[0].branches: \"a b\" is not a branch name",
+    );
+    assert_problem(
+        &cs("type = \"git_poller\"\n"),
+        "change_source[0].repourl: required key is missing",
+    );
+}
+
+#[test]
+fn secret_files_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg_path = dir.path().join("master.cfg");
+    std::fs::write(
+        &cfg_path,
+        with("[[reporters]]\ntype = \"gitea_status\"\nbase_url = \"https://g\"\ntoken_file = \"tok\"\n"),
+    )
+    .unwrap();
+    private(&cfg_path);
+    let err = load(&cfg_path).expect_err("missing token file");
+    assert!(
+        err.to_string()
+            .contains("reporters[0].token_file: cannot read"),
+        "{err}"
+    );
+    let tok = dir.path().join("tok");
+    std::fs::write(&tok, "sekrit\n").unwrap();
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load(&cfg_path).expect_err("readable by others");
+    assert!(
+        err.to_string()
+            .contains("is readable by others (mode 644); run chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
+    let ReporterKind::GiteaStatus(g) = &cfg.reporters[0].kind else {
+        panic!("not gitea_status")
+    };
+    assert_eq!(g.token.read(dir.path()).unwrap(), "sekrit");
+}
+
+#[test]
+fn sample_examples_parse_when_uncommented() {
+    // Every commented-out example in the sample is valid config once
+    // its leading "# " is removed (keeping the "[[x]]" headers whole).
+    let mut text = String::new();
+    let mut in_example = false;
+    for line in SAMPLE.lines() {
+        let ex = line.strip_prefix("# ");
+        match ex {
+            Some(l) if l.starts_with("[[") || l.starts_with('[') && l.ends_with(']') => {
+                in_example = true;
+                text.push_str(l);
+            }
+            Some(l) if in_example && l.contains(" = ") && !l.starts_with(' ') => text.push_str(l),
+            _ => {
+                if !line.starts_with('#') {
+                    in_example = false;
+                }
+                text.push_str(line);
+            }
+        }
+        text.push('\n');
+    }
+    let text = text.replace("unix_socket = \"www.sock\"\n", "");
+    for kind in ["nightly", "periodic", "mail", "gitea_status", "git_poller"] {
+        assert!(
+            text.contains(&format!("\ntype = \"{kind}\"")),
+            "{kind} not uncommented"
+        );
+    }
+    let found = problems(&text);
+    let expected_io: Vec<&String> = found
+        .iter()
+        .filter(|p| !p.contains("_file: cannot read"))
+        .collect();
+    assert!(expected_io.is_empty(), "{found:#?}\n{text}");
+}
