@@ -1053,11 +1053,9 @@ pub const SAMPLE_GITEA_SECRET: &str = "SomeSecretPassPhraseToAuthenticateGitea";
 /// The worker password placeholder in [`SAMPLE`], replaced the same way.
 pub const SAMPLE_WORKER_PASSWORD: &str = "REPLACED-BY-CREATE-MASTER";
 
-/// Worker passwords and hook secrets shorter than this draw a warning
-/// (checkconfig, start), and `create-worker` refuses them without
-/// `--allow-weak-password`: 12 random characters are out of reach of the
-/// online guessing a local neighbour can do against the worker port.
-pub const MIN_SECRET_LEN: usize = 12;
+/// The shortest secret without a warning (defined in `protocol`, which the
+/// worker shares).
+pub use crate::protocol::MIN_SECRET_LEN;
 
 /// `n` random bytes from the OS as lowercase hex (2n characters).
 pub fn random_hex(n: usize) -> anyhow::Result<String> {
