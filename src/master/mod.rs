@@ -71,8 +71,7 @@ pub enum ReconfigOutcome {
 impl ReconfigStatus {
     /// Reads `dir`'s status file; None if there is none or it is not one.
     pub fn read(dir: &Path) -> Option<ReconfigStatus> {
-        let text = std::fs::read(dir.join(RECONFIG_FILE)).ok()?;
-        serde_json::from_slice(&text).ok()
+        status::read_json(&dir.join(RECONFIG_FILE))
     }
 
     /// Writes it whole (a temp file renamed over the old one, so a reader

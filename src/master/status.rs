@@ -94,9 +94,16 @@ pub enum Refusal {
 impl MasterStatus {
     /// Reads `dir`'s status file; None if there is none or it is not one.
     pub fn read(dir: &Path) -> Option<MasterStatus> {
-        let text = std::fs::read(dir.join(STATUS_FILE)).ok()?;
-        serde_json::from_slice(&text).ok()
+        read_json(&dir.join(STATUS_FILE))
     }
+}
+
+/// One of the master's JSON status files; None if there is none or it
+/// does not parse as a `T` (a reader may race a master that never wrote
+/// one: the files are replaced whole, never seen half-written).
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let text = std::fs::read(path).ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 struct Recorder {
