@@ -441,12 +441,12 @@ const EVENTS: &[&str] = &[
 /// a random event, to a random dialect, signed correctly half the time so
 /// the parser behind the signature check is reached.
 fn hook_one(u: &mut Unstructured, corpus: &[(String, Vec<u8>)]) -> Result<()> {
-    let (event, mut body) = corpus[below(u, corpus.len())?].clone();
+    let (event, mut body) = u.choose(corpus)?.clone();
     if chance(u, 4)? {
         // Serialising a Value cannot fail (string keys only).
         body = serde_json::to_vec(&random_json(u, 6)?).unwrap_or_default();
     } else {
-        let other = &corpus[below(u, corpus.len())?].1;
+        let other = &u.choose(corpus)?.1;
         for _ in 0..1 + below(u, 8)? {
             mutate(u, &mut body, other)?;
         }
@@ -494,12 +494,18 @@ fn hook_one(u: &mut Unstructured, corpus: &[(String, Vec<u8>)]) -> Result<()> {
     Ok(())
 }
 
-fn config_one(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<()> {
-    let mut text = corpus[below(u, corpus.len())?].clone();
-    let other = &corpus[below(u, corpus.len())?];
+/// A corpus entry after 1 to 6 mutations (spliced with another entry).
+fn mutated(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let mut data = u.choose(corpus)?.clone();
+    let other = u.choose(corpus)?;
     for _ in 0..1 + below(u, 6)? {
-        mutate(u, &mut text, other)?;
+        mutate(u, &mut data, other)?;
     }
+    Ok(data)
+}
+
+fn config_one(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<()> {
+    let text = mutated(u, corpus)?;
     let s = String::from_utf8_lossy(&text);
     let _ = minibot::config::parse(&s, "fuzz/master.cfg");
     Ok(())
@@ -507,11 +513,7 @@ fn config_one(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<()> {
 
 /// Feeds mutated frame bytes to both decoders until they stop.
 fn frame_one(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<()> {
-    let mut bytes = corpus[below(u, corpus.len())?].clone();
-    let other = &corpus[below(u, corpus.len())?];
-    for _ in 0..1 + below(u, 6)? {
-        mutate(u, &mut bytes, other)?;
-    }
+    let mut bytes = mutated(u, corpus)?;
     if chance(u, 8)? {
         // A length prefix claiming far more than follows (or than allowed).
         let n = *u.choose(&[u32::MAX, protocol::MAX_FRAME as u32 + 1, 1 << 20, 5])?;
