@@ -26,8 +26,8 @@
 //! 4. 200 hooks at once to a builder whose step is `true`: builds/s, and
 //!    every request ran exactly once; after phases 3, 4 and 6 the master's
 //!    memory right after the last build, and master's and worker's once
-//!    the master has gone idle and given memory back (its "idle: released"
-//!    line in `master.log`, ~1 s later);
+//!    the master has gone idle and given memory back (counted in its
+//!    `status.json`, ~1 s later);
 //! 5. ingestion: 16 threads post distinct signed hooks, then the master is
 //!    killed with SIGKILL mid-stream; every acknowledged change must be in
 //!    the database;
@@ -61,7 +61,6 @@ use anyhow::{bail, ensure, Context, Result};
 use argh::FromArgs;
 use common::*;
 use http::Conn;
-use minibot::master::botmaster::RELEASED;
 use report::{percentile, Report, Target};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::json;
@@ -95,14 +94,10 @@ struct Args {
 /// Steps run with the system PATH: a version manager's `python3` shim in
 /// front would add ~100 ms to every call, in CI and by hand alike.
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// The daemons run as a user runs them: info logging, system PATH. Plus
-/// the botmaster's debug lines: its "idle: released" line is how the
-/// benchmark knows the master has given memory back after builds (one line
-/// per busy → idle transition; the only other is its exit).
-const DAEMON_ENV: &[(&str, &str)] = &[
-    ("RUST_LOG", "info,minibot::master::botmaster=debug"),
-    ("PATH", SYSTEM_PATH),
-];
+/// The daemons run as a user runs them: info logging, system PATH. (The
+/// master's memory releases are counted in `status.json`, whatever the
+/// log level.)
+const DAEMON_ENV: &[(&str, &str)] = &[("RUST_LOG", "info"), ("PATH", SYSTEM_PATH)];
 const WORKER_NAME: &str = "example-worker";
 
 /// Added to the tests' config: a builder whose only step is `true`, fed by
@@ -201,10 +196,10 @@ fn ms(d: Duration) -> f64 {
 struct OnceIdle {
     master: procfs::Mem,
     worker: procfs::Mem,
-    /// From the last build seen complete to the release line seen.
+    /// From the last build seen complete to the release seen recorded.
     waited_ms: f64,
-    /// The botmaster's line: how much, and how long the release took.
-    line: String,
+    /// The botmaster's record of it: how much, and how long it took.
+    release: IdleRelease,
 }
 
 impl OnceIdle {
@@ -238,7 +233,7 @@ impl OnceIdle {
         let key = format!("release_after_{}", what.replace(' ', "_"));
         r.fact(
             &key,
-            json!({"waited_ms": self.waited_ms, "line": self.line.as_str()}),
+            json!({"waited_ms": self.waited_ms, "release": self.release}),
         );
     }
 }
@@ -377,13 +372,13 @@ fn run(z: &Sizes, quick: bool, keep: bool) -> Result<Report> {
     b.hello_builds(&master, &worker, z.builds)?;
     // Right after the last build, then once the master has gone idle and
     // given memory back (~1 s later).
-    let mark = b.log_len();
+    let mark = b.releases();
     let after300 = procfs::mem(master.pid())?;
     let idle300 = b.once_idle(&master, mark)?;
 
     eprintln!("phase 4: {} builds queued at once", z.noop_builds);
     b.noop_burst(&master, z.noop_builds)?;
-    let mark = b.log_len();
+    let mark = b.releases();
     let after_more = procfs::mem(master.pid())?;
     let idle_more = b.once_idle(&master, mark)?;
     for (n, m, note) in [
@@ -596,34 +591,32 @@ fn max_id(db: &Connection, table: &str, col: &str) -> Result<i64> {
 }
 
 impl Bench {
-    /// The length of `master.log` now: where the next release line will be.
-    fn log_len(&self) -> u64 {
-        std::fs::metadata(self.s.master.join("master.log")).map_or(0, |m| m.len())
+    /// How many idle memory releases the master has recorded so far (its
+    /// `status.json`): the next release is the one after this count.
+    fn releases(&self) -> u64 {
+        self.s
+            .master_status()
+            .map_or(0, |st| st.idle_memory_releases)
     }
 
-    /// Waits for the botmaster's release line written after `mark` (taken
-    /// when the last build was seen complete; the release comes
-    /// `botmaster::IDLE_AFTER` after it, so it cannot be before the mark),
-    /// then reads the master's and the worker's memory: what they hold once
-    /// idle again.
+    /// Waits until the master records a release after `mark` (counted when
+    /// the last build was seen complete; the release comes
+    /// `botmaster::IDLE_AFTER` after it, so it cannot be counted in the
+    /// mark), then reads the master's and the worker's memory: what they
+    /// hold once idle again.
     fn once_idle(&self, master: &Proc, mark: u64) -> Result<OnceIdle> {
-        let log = self.s.master.join("master.log");
         let t = Instant::now();
-        let line = loop {
-            let text = std::fs::read(&log).context("reading master.log")?;
-            // Rotated since the mark: the new file is all after it.
-            let from = if (text.len() as u64) < mark {
-                0
-            } else {
-                mark as usize
-            };
-            let after = String::from_utf8_lossy(&text[from..]);
-            if let Some(l) = after.lines().find(|l| l.contains(RELEASED)) {
-                break l.to_string();
+        let release = loop {
+            if let Some(st) = self.s.master_status() {
+                if let Some(last) = st.last_idle_memory_release {
+                    if st.idle_memory_releases > mark {
+                        break last;
+                    }
+                }
             }
             ensure!(
                 t.elapsed() < Duration::from_secs(10),
-                "the master did not release memory within 10 s of the last build (no {RELEASED:?} line in master.log)"
+                "the master did not release memory within 10 s of the last build (no release after the {mark}th in status.json)"
             );
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -631,7 +624,7 @@ impl Bench {
             master: procfs::mem(master.pid())?,
             worker: procfs::mem(self.worker_pid)?,
             waited_ms: ms(t.elapsed()),
-            line,
+            release,
         })
     }
 
@@ -1181,7 +1174,7 @@ git checkout -f --detach "$1"
             left -= k;
         }
         let secs = t.elapsed().as_secs_f64();
-        let mark = self.log_len();
+        let mark = self.releases();
         let after = procfs::mem(master.pid())?;
         let idle = self.once_idle(&master, mark)?;
         let r = &mut self.report;

@@ -24,6 +24,14 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 /// Output is sent up in chunks of at most this many bytes.
 pub const LOG_CHUNK: usize = 32 * 1024;
 
+/// Worker passwords and hook secrets shorter than this draw a warning
+/// (checkconfig, start), and `create-worker` refuses them without
+/// `--allow-weak-password`: 12 random characters are out of reach of the
+/// online guessing a local neighbour can do against the worker port.
+/// Here, not in `config`, because the worker (built without `config`)
+/// checks it too; `config::MIN_SECRET_LEN` is this.
+pub const MIN_SECRET_LEN: usize = 12;
+
 /// Messages from the master to the worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -2,7 +2,8 @@
 //! behind a safe function or type: this is the only module with `unsafe`
 //! code (`lib.rs` denies it everywhere else).
 //!
-//! Owns: [`MappedBlocks`], the Argon2 working memory mapped straight from
+//! Owns: [`MappedBlocks`] (with the `master` feature, which brings argon2),
+//! the Argon2 working memory mapped straight from
 //! the kernel (so a password check never leaves ~19 MiB in malloc's
 //! arenas: issue 14 item 6), and [`connect_from`], a TCP connection from a
 //! chosen local address (std cannot bind before connecting; the hostile
@@ -12,8 +13,10 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+#[cfg(feature = "master")]
 use std::ops::{Deref, DerefMut};
 use std::os::fd::FromRawFd;
+#[cfg(feature = "master")]
 use std::ptr::NonNull;
 
 /// Argon2 memory blocks in an anonymous private mapping of their own,
@@ -21,11 +24,13 @@ use std::ptr::NonNull;
 /// none of them ever belonged to malloc (a `Vec` of 19 MiB is served by
 /// mmap too, but glibc raises its mmap threshold after freeing one, so the
 /// next one lands in an arena and stays resident).
+#[cfg(feature = "master")]
 pub struct MappedBlocks {
     ptr: NonNull<argon2::Block>,
     count: usize,
 }
 
+#[cfg(feature = "master")]
 impl MappedBlocks {
     /// Maps `count` zeroed blocks (1 KiB each).
     pub fn new(count: usize) -> io::Result<MappedBlocks> {
@@ -54,6 +59,7 @@ impl MappedBlocks {
     }
 }
 
+#[cfg(feature = "master")]
 impl Deref for MappedBlocks {
     type Target = [argon2::Block];
     fn deref(&self) -> &[argon2::Block] {
@@ -66,6 +72,7 @@ impl Deref for MappedBlocks {
     }
 }
 
+#[cfg(feature = "master")]
 impl DerefMut for MappedBlocks {
     fn deref_mut(&mut self) -> &mut [argon2::Block] {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference.
@@ -73,12 +80,14 @@ impl DerefMut for MappedBlocks {
     }
 }
 
+#[cfg(feature = "master")]
 impl AsMut<[argon2::Block]> for MappedBlocks {
     fn as_mut(&mut self) -> &mut [argon2::Block] {
         self
     }
 }
 
+#[cfg(feature = "master")]
 impl Drop for MappedBlocks {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in `new` (same address and
@@ -278,6 +287,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "master")]
     fn blocks_are_zeroed_writable_and_unmapped() {
         let mut b = MappedBlocks::new(19 * 1024).unwrap();
         assert_eq!(b.len(), 19 * 1024);

@@ -89,10 +89,6 @@ fn wait_complete(s: &Setup, id: i64) -> serde_json::Value {
     )
 }
 
-fn master_log(s: &Setup) -> String {
-    std::fs::read_to_string(s.master.join("master.log")).unwrap_or_default()
-}
-
 #[test]
 fn protocol_garbage_is_refused_and_the_master_keeps_serving() {
     let s = Setup::new(PASSING_TEST, "");
@@ -244,7 +240,7 @@ fn wrong_worker_password_is_refused_logged_and_slowed_down() {
         t.elapsed()
     );
     // Logged, not flooded: a line each for the two names.
-    let log = master_log(&s);
+    let log = s.master_log();
     let lines = log.lines().filter(|l| l.contains("worker login")).count();
     assert!((2..=4).contains(&lines), "{log}");
 }
@@ -327,7 +323,7 @@ fn garbage_from_a_logged_in_worker_mid_build_retries_elsewhere() {
     let b = wait_complete(&s, build_id);
     assert_eq!(b["results"], 5, "{b}");
     assert!(
-        master_log(&s).contains("exceeds the 1048576-byte limit"),
+        s.master_log().contains("exceeds the 1048576-byte limit"),
         "the reason is logged"
     );
     let _second = s.start_worker("second-worker", WORKER2_PW);
@@ -356,17 +352,9 @@ fn a_flood_of_idle_connections_does_not_exhaust_threads() {
     let idle: Vec<std::net::TcpStream> = (0..60)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.wport())).unwrap())
         .collect();
-    let log = s.master.join("master.log");
-    wait_for(
-        "the master to drop connections over the cap",
-        Duration::from_secs(20),
-        || {
-            std::fs::read_to_string(&log)
-                .ok()?
-                .contains("in their handshake; dropping one")
-                .then_some(())
-        },
-    );
+    s.wait_status("the master to drop connections over the cap", |st| {
+        (st.worker_connections_dropped > 0).then_some(())
+    });
     let during = threads();
     eprintln!("threads: {before} before, {during} with 60 idle connections");
     assert!(during <= before + 16, "{before} -> {during}");

@@ -1,52 +1,36 @@
-//! A stable-toolchain fuzzer for the three parsers that read input from
-//! outside: the change-hook dialects (`dialects::{gitea,github,base}::handle`,
+//! Fuzzing on the stable toolchain for the three parsers that read input
+//! from outside: the change-hook dialects (`dialects::{gitea,github,base}::handle`,
 //! bytes from anyone who can reach the web port), `config::parse` (the
 //! operator's `master.cfg`) and `protocol::read_frame` (bytes from anyone
-//! who can reach the worker port). No libFuzzer (that needs nightly): a
-//! seeded xorshift mutator over the repository's fixtures plus randomly
-//! built structured inputs, every call inside `catch_unwind`.
+//! who can reach the worker port). No libFuzzer (that needs nightly): the
+//! runs are `arbtest`'s (seeds, time budget, replay, minimisation), each
+//! input a few mutations of the repository's fixtures or a randomly built
+//! structured one, drawn from `arbitrary::Unstructured`.
 //!
-//! Reproducible: each run prints its seed; `FUZZ_SEED=<n>` replays it. The
-//! short tests run on every `cargo test`; the `#[ignore]`d long ones run for
-//! `FUZZ_SECS` seconds each (`scripts/fuzz`). A panic prints the seed, the
-//! iteration and the input, and writes the input under
-//! `target/fuzz-crashes/` so it can become a regression test.
+//! Reproducible: a failing run prints its seed (`arbtest failed! Seed:
+//! 0x...`); `FUZZ_SEED=0x...` replays that input alone, and with
+//! `FUZZ_MINIMIZE=1` looks for a smaller one from it. The short tests run
+//! on every `cargo test`; the `#[ignore]`d long ones run for `FUZZ_SECS`
+//! seconds each (`scripts/fuzz`).
 
+use arbtest::arbitrary::{Result, Unstructured};
 use minibot::config::{BaseDialect, GiteaDialect};
 use minibot::protocol::{self, FromWorker, StepSpec, ToWorker};
 use minibot::web::dialects::{self, HookRequest};
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// xorshift64*: tiny, seeded, good enough to pick mutations.
-struct Rng(u64);
+/// An index below `n` (0 when `n` is 0, or when the entropy has run out).
+fn below(u: &mut Unstructured, n: usize) -> Result<usize> {
+    if n == 0 {
+        return Ok(0);
+    }
+    u.int_in_range(0..=n - 1)
+}
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
+/// True one time in `one_in`.
+fn chance(u: &mut Unstructured, one_in: u8) -> Result<bool> {
+    u.ratio(1, one_in)
 }
 
 /// Byte strings that tend to break parsers: JSON and TOML syntax, escapes,
@@ -90,60 +74,61 @@ const TOKENS: &[&[u8]] = &[
 
 /// One random mutation of `data` (in place); `other` is a second corpus
 /// entry for splicing.
-fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
+fn mutate(u: &mut Unstructured, data: &mut Vec<u8>, other: &[u8]) -> Result<()> {
     let len = data.len();
-    match rng.below(9) {
+    match below(u, 9)? {
         0 if len > 0 => {
-            let i = rng.below(len);
-            data[i] ^= 1 << rng.below(8);
+            let i = below(u, len)?;
+            data[i] ^= 1 << below(u, 8)?;
         }
         1 if len > 0 => {
-            let i = rng.below(len);
-            data[i] = *rng.pick(&[0u8, 0x7f, 0x80, 0xff, b'"', b'{', b'[', b'\\']);
+            let i = below(u, len)?;
+            data[i] = *u.choose(&[0u8, 0x7f, 0x80, 0xff, b'"', b'{', b'[', b'\\'])?;
         }
         2 => {
-            let i = rng.below(len + 1);
-            let t = rng.pick(TOKENS);
+            let i = below(u, len + 1)?;
+            let t = u.choose(TOKENS)?;
             data.splice(i..i, t.iter().copied());
         }
         3 if len > 0 => {
-            let i = rng.below(len);
-            let n = rng.below((len - i).min(64) + 1);
+            let i = below(u, len)?;
+            let n = below(u, (len - i).min(64) + 1)?;
             data.drain(i..i + n);
         }
         4 if len > 0 => {
-            let i = rng.below(len);
-            let n = rng.below((len - i).min(256) + 1);
+            let i = below(u, len)?;
+            let n = below(u, (len - i).min(256) + 1)?;
             let chunk = data[i..i + n].to_vec();
-            let j = rng.below(len + 1);
+            let j = below(u, len + 1)?;
             data.splice(j..j, chunk);
         }
-        5 => data.truncate(rng.below(len + 1)),
+        5 => data.truncate(below(u, len + 1)?),
         6 if !other.is_empty() => {
             // Splice: our head, the other's tail.
-            let i = rng.below(len + 1);
-            let j = rng.below(other.len());
+            let i = below(u, len + 1)?;
+            let j = below(u, other.len())?;
             data.truncate(i);
             data.extend_from_slice(&other[j..]);
         }
         7 => {
             // Deep nesting at a random place.
-            let i = rng.below(len + 1);
-            let depth = 1 + rng.below(3000);
-            let open = if rng.chance(2) { b'[' } else { b'{' };
+            let i = below(u, len + 1)?;
+            let depth = 1 + below(u, 3000)?;
+            let open = if chance(u, 2)? { b'[' } else { b'{' };
             data.splice(i..i, std::iter::repeat_n(open, depth));
         }
         _ => {
-            let i = rng.below(len + 1);
-            let n = rng.below(16);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let i = below(u, len + 1)?;
+            let n = below(u, 16)?;
+            let bytes: Vec<u8> = u.bytes(n)?.to_vec();
             data.splice(i..i, bytes);
         }
     }
+    Ok(())
 }
 
 /// A random JSON value, biased toward the keys the hook parsers look up.
-fn random_json(rng: &mut Rng, depth: usize) -> serde_json::Value {
+fn random_json(u: &mut Unstructured, depth: usize) -> Result<serde_json::Value> {
     use serde_json::Value;
     const KEYS: &[&str] = &[
         "ref",
@@ -195,32 +180,33 @@ fn random_json(rng: &mut Rng, depth: usize) -> serde_json::Value {
         "properties",
         "codebase",
     ];
-    let leaf = depth == 0 || rng.chance(3);
+    let leaf = depth == 0 || chance(u, 3)?;
     if leaf {
-        return match rng.below(7) {
+        return Ok(match below(u, 7)? {
             0 => Value::Null,
-            1 => Value::Bool(rng.chance(2)),
-            2 => (rng.next() as i64).into(),
-            3 => (rng.below(100) as i64).into(),
-            4 => serde_json::Number::from_f64((rng.next() as f64) / 7.0)
+            1 => Value::Bool(chance(u, 2)?),
+            2 => (u.arbitrary::<u64>()? as i64).into(),
+            3 => (below(u, 100)? as i64).into(),
+            4 => serde_json::Number::from_f64((u.arbitrary::<u64>()? as f64) / 7.0)
                 .map_or(Value::Null, Value::Number),
             5 => {
-                let t = rng.pick(TOKENS);
+                let t = u.choose(TOKENS)?;
                 String::from_utf8_lossy(t).into_owned().into()
             }
-            _ => rng.pick(KEYS).to_string().into(),
-        };
+            _ => u.choose(KEYS)?.to_string().into(),
+        });
     }
-    if rng.chance(3) {
-        let n = rng.below(4);
-        Value::Array((0..n).map(|_| random_json(rng, depth - 1)).collect())
+    if chance(u, 3)? {
+        let n = below(u, 4)?;
+        let items = (0..n).map(|_| random_json(u, depth - 1));
+        Ok(Value::Array(items.collect::<Result<_>>()?))
     } else {
-        let n = rng.below(8);
+        let n = below(u, 8)?;
         let mut m = serde_json::Map::new();
         for _ in 0..n {
-            m.insert(rng.pick(KEYS).to_string(), random_json(rng, depth - 1));
+            m.insert(u.choose(KEYS)?.to_string(), random_json(u, depth - 1)?);
         }
-        Value::Object(m)
+        Ok(Value::Object(m))
     }
 }
 
@@ -390,93 +376,53 @@ fn frame_corpus() -> Vec<Vec<u8>> {
     out
 }
 
-/// Runs `one` on inputs until `budget` ends; panics (after saving the
-/// input) if any call panicked.
-fn fuzz_loop(target: &str, seed: u64, budget: Budget, mut one: impl FnMut(&mut Rng) -> Vec<u8>) {
-    // The default hook prints every caught panic; keep the output to ours.
-    // The hook is global, so the fuzz tests take turns (else one could
-    // restore another's silent hook and lose a failure message).
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let mut rng = Rng::new(seed);
-    let start = Instant::now();
+/// Runs `one` on arbtest's inputs for `budget` (or, with `FUZZ_SEED`, on
+/// that seed's input alone; `FUZZ_MINIMIZE=1` then looks for a smaller
+/// failing one). arbtest prints the seed of a failing input.
+fn fuzz(target: &str, budget: Duration, mut one: impl FnMut(&mut Unstructured) -> Result<()>) {
     let mut n = 0u64;
-    let mut crash = None;
-    while budget.more(n, start) {
-        // Each iteration draws from its own seed so a crash replays alone.
-        let iter_seed = rng.next();
-        let mut r = Rng::new(iter_seed);
-        let mut input = vec![];
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            input = one(&mut r);
-        }));
+    let start = std::time::Instant::now();
+    let mut test = arbtest::arbtest(|u| {
         n += 1;
-        if let Err(e) = res {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            crash = Some((iter_seed, msg));
-            break;
+        one(u)
+    })
+    // A few hundred choices make an input: 4 kB of entropy is plenty, and
+    // filling arbtest's default 64 kB per input dominates a debug build.
+    .size_max(4096)
+    .budget(budget);
+    let seed = std::env::var("FUZZ_SEED").ok();
+    if let Some(seed) = seed.as_deref() {
+        // arbtest prints seeds as 0x...; decimal is accepted too.
+        let parsed = match seed.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => seed.parse(),
+        };
+        let Ok(seed) = parsed else {
+            panic!("FUZZ_SEED={seed:?} is not a seed (0x... as arbtest prints it)")
+        };
+        test = test.seed(seed);
+        if std::env::var("FUZZ_MINIMIZE").is_ok_and(|v| v == "1") {
+            test = test.minimize();
         }
     }
-    std::panic::set_hook(prev);
+    test.run();
     eprintln!(
-        "fuzz {target}: seed {seed}, {n} inputs in {:.1} s, {}",
-        start.elapsed().as_secs_f64(),
-        if crash.is_some() { "CRASH" } else { "no panic" }
+        "fuzz {target}: {n} inputs in {:.1} s, no panic",
+        start.elapsed().as_secs_f64()
     );
-    if let Some((iter_seed, msg)) = crash {
-        // Replay the crashing iteration to get its input back.
-        let mut r = Rng::new(iter_seed);
-        let input = catch_unwind(AssertUnwindSafe(|| one(&mut r))).unwrap_or_default();
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-crashes");
-        let _ = std::fs::create_dir_all(&dir);
-        let file = dir.join(format!("{target}-{iter_seed}"));
-        let _ = std::fs::write(&file, &input);
-        panic!(
-            "{target} panicked (seed {seed}, iteration seed {iter_seed}): {msg}; input saved to {}",
-            file.display()
-        );
-    }
 }
 
-#[derive(Clone, Copy)]
-enum Budget {
-    Iterations(u64),
-    Time(Duration),
-}
+/// The short runs' budget, on every `cargo test` (a few hundred to a few
+/// thousand inputs each in a debug build).
+const SHORT: Duration = Duration::from_secs(3);
 
-impl Budget {
-    fn more(&self, n: u64, start: Instant) -> bool {
-        match *self {
-            Budget::Iterations(max) => n < max,
-            Budget::Time(d) => start.elapsed() < d,
-        }
-    }
-    /// The long run's budget: `FUZZ_SECS` (default 30) seconds.
-    fn long() -> Budget {
-        let secs = std::env::var("FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30);
-        Budget::Time(Duration::from_secs(secs))
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("FUZZ_SEED")
+/// The long runs' budget: `FUZZ_SECS` (default 30) seconds.
+fn long() -> Duration {
+    let secs = std::env::var("FUZZ_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
+        .unwrap_or(30);
+    Duration::from_secs(secs)
 }
 
 const EVENTS: &[&str] = &[
@@ -494,30 +440,31 @@ const EVENTS: &[&str] = &[
 /// One hook input: a mutated fixture or a random structured payload, with
 /// a random event, to a random dialect, signed correctly half the time so
 /// the parser behind the signature check is reached.
-fn hook_one(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let (event, mut body) = corpus[rng.below(corpus.len())].clone();
-    if rng.chance(4) {
-        body = serde_json::to_vec(&random_json(rng, 6)).unwrap();
+fn hook_one(u: &mut Unstructured, corpus: &[(String, Vec<u8>)]) -> Result<()> {
+    let (event, mut body) = u.choose(corpus)?.clone();
+    if chance(u, 4)? {
+        // Serialising a Value cannot fail (string keys only).
+        body = serde_json::to_vec(&random_json(u, 6)?).unwrap_or_default();
     } else {
-        let other = &corpus[rng.below(corpus.len())].1;
-        for _ in 0..1 + rng.below(8) {
-            mutate(rng, &mut body, other);
+        let other = &u.choose(corpus)?.1;
+        for _ in 0..1 + below(u, 8)? {
+            mutate(u, &mut body, other)?;
         }
     }
-    let event = if rng.chance(4) {
-        rng.pick(EVENTS).to_string()
+    let event = if chance(u, 4)? {
+        u.choose(EVENTS)?.to_string()
     } else {
         event
     };
     let secret = "fuzz-secret";
-    let signed = rng.chance(2);
+    let signed = chance(u, 2)?;
     let sig = crate::common::sign(secret, &body);
-    let content_type = *rng.pick(&[
+    let content_type = *u.choose(&[
         "application/json",
         "application/x-www-form-urlencoded",
         "text/plain",
         "",
-    ]);
+    ])?;
     let headers = vec![
         ("x-gitea-event".to_string(), event.clone()),
         ("x-github-event".to_string(), event),
@@ -532,14 +479,14 @@ fn hook_one(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
     };
     let forge = GiteaDialect {
         secret: signed.then(|| secret.to_string()),
-        only_include_push_commit: rng.chance(2),
-        repository_url: if rng.chance(2) {
+        only_include_push_commit: chance(u, 2)?,
+        repository_url: if chance(u, 2)? {
             minibot::config::RepositoryUrl::Clone
         } else {
             minibot::config::RepositoryUrl::Ssh
         },
         codebase: None,
-        only_mergeable_pull_request: rng.chance(2),
+        only_mergeable_pull_request: chance(u, 2)?,
     };
     let _ = dialects::gitea::handle(&forge, &req);
     let _ = dialects::github::handle(&forge, &req);
@@ -548,30 +495,32 @@ fn hook_one(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
         allow_unsigned: !signed,
     };
     let _ = dialects::base::handle(&base, &req);
-    body
+    Ok(())
 }
 
-fn config_one(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
-    let mut text = corpus[rng.below(corpus.len())].clone();
-    let other = &corpus[rng.below(corpus.len())];
-    for _ in 0..1 + rng.below(6) {
-        mutate(rng, &mut text, other);
+/// A corpus entry after 1 to 6 mutations (spliced with another entry).
+fn mutated(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let mut data = u.choose(corpus)?.clone();
+    let other = u.choose(corpus)?;
+    for _ in 0..1 + below(u, 6)? {
+        mutate(u, &mut data, other)?;
     }
+    Ok(data)
+}
+
+fn config_one(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<()> {
+    let text = mutated(u, corpus)?;
     let s = String::from_utf8_lossy(&text);
     let _ = minibot::config::parse(&s, "fuzz/master.cfg");
-    text
+    Ok(())
 }
 
 /// Feeds mutated frame bytes to both decoders until they stop.
-fn frame_one(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
-    let mut bytes = corpus[rng.below(corpus.len())].clone();
-    let other = &corpus[rng.below(corpus.len())];
-    for _ in 0..1 + rng.below(6) {
-        mutate(rng, &mut bytes, other);
-    }
-    if rng.chance(8) {
+fn frame_one(u: &mut Unstructured, corpus: &[Vec<u8>]) -> Result<()> {
+    let mut bytes = mutated(u, corpus)?;
+    if chance(u, 8)? {
         // A length prefix claiming far more than follows (or than allowed).
-        let n = *rng.pick(&[u32::MAX, protocol::MAX_FRAME as u32 + 1, 1 << 20, 5]);
+        let n = *u.choose(&[u32::MAX, protocol::MAX_FRAME as u32 + 1, 1 << 20, 5])?;
         bytes.splice(0..bytes.len().min(4), n.to_be_bytes());
     }
     for _ in 0..2 {
@@ -590,55 +539,55 @@ fn frame_one(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
             }
         }
     }
-    bytes
+    Ok(())
 }
 
-fn fuzz_hooks(budget: Budget) {
+fn fuzz_hooks(budget: Duration) {
     let corpus = hook_corpus();
-    fuzz_loop("hook", seed(), budget, |r| hook_one(r, &corpus));
+    fuzz("hook", budget, |u| hook_one(u, &corpus));
 }
 
-fn fuzz_config(budget: Budget) {
+fn fuzz_config(budget: Duration) {
     let corpus = config_corpus();
-    fuzz_loop("config", seed(), budget, |r| config_one(r, &corpus));
+    fuzz("config", budget, |u| config_one(u, &corpus));
 }
 
-fn fuzz_frames(budget: Budget) {
+fn fuzz_frames(budget: Duration) {
     let corpus = frame_corpus();
-    fuzz_loop("frame", seed(), budget, |r| frame_one(r, &corpus));
+    fuzz("frame", budget, |u| frame_one(u, &corpus));
 }
 
 #[test]
 fn short_fuzz_hook_parsers() {
-    fuzz_hooks(Budget::Iterations(3000));
+    fuzz_hooks(SHORT);
 }
 
 #[test]
 fn short_fuzz_config_loader() {
-    fuzz_config(Budget::Iterations(3000));
+    fuzz_config(SHORT);
 }
 
 #[test]
 fn short_fuzz_worker_protocol_decoder() {
-    fuzz_frames(Budget::Iterations(20000));
+    fuzz_frames(SHORT);
 }
 
 #[test]
 #[ignore = "long; run by scripts/fuzz"]
 fn long_fuzz_hook_parsers() {
-    fuzz_hooks(Budget::long());
+    fuzz_hooks(long());
 }
 
 #[test]
 #[ignore = "long; run by scripts/fuzz"]
 fn long_fuzz_config_loader() {
-    fuzz_config(Budget::long());
+    fuzz_config(long());
 }
 
 #[test]
 #[ignore = "long; run by scripts/fuzz"]
 fn long_fuzz_worker_protocol_decoder() {
-    fuzz_frames(Budget::long());
+    fuzz_frames(long());
 }
 
 /// Regression inputs: shapes that once were (or easily could be) crashes.

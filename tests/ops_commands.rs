@@ -137,17 +137,9 @@ fn stop_clean_lets_the_running_build_finish() {
         gate.with_extension("started").exists().then_some(())
     });
     let stopper = std::thread::spawn(move || run(MINIBOT, &["stop", "--clean", &dir]));
-    let log = s.master.join("master.log");
-    wait_for(
-        "the master to start its clean stop",
-        Duration::from_secs(20),
-        || {
-            std::fs::read_to_string(&log)
-                .ok()?
-                .contains("stop --clean: waiting")
-                .then_some(())
-        },
-    );
+    s.wait_status("the master to start its clean stop", |st| {
+        (st.state == MasterState::Draining).then_some(())
+    });
     // Still serving the running build: not dead, build not closed.
     assert!(
         master.child.try_wait().unwrap().is_none(),

@@ -1,33 +1,19 @@
 //! The master gives memory back once it goes quiet after builds: a burst
 //! of queued builds runs, then, with none running, the botmaster releases
-//! SQLite's page caches and glibc's free heap once (a debug line in
-//! `master.log`), and builds keep working afterwards. RSS figures are the
+//! SQLite's page caches and glibc's free heap once (counted in
+//! `status.json`), and builds keep working afterwards. RSS figures are the
 //! benchmark's (docs/performance.md); nothing here is timed.
 
 use crate::common::*;
 use std::time::Duration;
 
-use minibot::master::botmaster::RELEASED;
-
-fn releases(s: &Setup) -> Vec<String> {
-    std::fs::read_to_string(s.master.join("master.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(RELEASED))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits until `master.log` holds `n` release lines; returns them.
-fn wait_releases(s: &Setup, n: usize) -> Vec<String> {
-    wait_for(
-        &format!("{n} idle memory releases in master.log"),
-        Duration::from_secs(30),
-        || {
-            let r = releases(s);
-            (r.len() >= n).then_some(r)
-        },
-    )
+/// Waits until `status.json` counts `n` idle releases; returns the count
+/// and the last release.
+fn wait_releases(s: &Setup, n: u64) -> (u64, IdleRelease) {
+    s.wait_status(&format!("{n} idle memory releases"), |st| {
+        let last = st.last_idle_memory_release.clone()?;
+        (st.idle_memory_releases >= n).then_some((st.idle_memory_releases, last))
+    })
 }
 
 #[test]
@@ -42,15 +28,15 @@ fn idle_master_releases_memory_once_after_builds_and_builds_still_run() {
         hook_push(s.www(), &fake_sha(i), "burst").unwrap();
     }
     assert_eq!(wait_requests_done(&s.master, Duration::from_secs(60)), 30);
-    let first = wait_releases(&s, 1);
+    let (first, release) = wait_releases(&s, 1);
     // One release for the burst: none while the master was idle before it,
     // none between its builds (the worker was never without a build long
     // enough), and the thread waits again without a timeout after it.
-    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first, 1, "{release:?}");
+    // Linux says how much: the sizes are recorded.
     assert!(
-        first[0].contains("kB of memory (anonymous RSS "),
-        "{}",
-        first[0]
+        release.released_kb.is_some() && release.anon_rss_after_kb.is_some(),
+        "{release:?}"
     );
 
     // Builds still run after it, with a full checkout and the test step:
@@ -63,6 +49,6 @@ fn idle_master_releases_memory_once_after_builds_and_builds_still_run() {
         .step_log(last["buildid"].as_i64().unwrap(), "test")
         .contains("hello from test_hello"));
     // ... and that busy period ends with a release of its own.
-    let second = wait_releases(&s, 2);
-    assert_eq!(second.len(), 2, "{second:?}");
+    let (second, _) = wait_releases(&s, 2);
+    assert_eq!(second, 2);
 }

@@ -1,6 +1,6 @@
 //! The janitor in a real master: real builds are run, aged by SQL while the
 //! master is stopped, and pruned by the janitor's first run after the next
-//! start, as `master.log` reports; the API then agrees.
+//! start, as `status.json` records; the API then agrees.
 
 use crate::common::*;
 use std::time::Duration;
@@ -58,25 +58,19 @@ fn janitor_prunes_aged_builds_and_logs_after_start() {
     assert_eq!(files_of(0), 2);
 
     let _master = s.start_master();
-    let log = s.master.join("master.log");
-    let text = wait_for("the janitor's report", Duration::from_secs(30), || {
-        let t = std::fs::read_to_string(&log).ok()?;
-        t.contains("janitor: deleted the log files").then_some(t)
-    });
-    assert!(
-        text.contains(
-            "janitor: deleted 1 builds finished more than 30 days ago, with 2 steps, 2 logs"
-        ),
-        "{text}"
+    let run = s.wait_status("the janitor's first run", |st| st.last_janitor_run.clone());
+    assert_eq!(
+        (run.builds, run.steps, run.logs),
+        (1, 2, 2),
+        "one build past 30 days, with its steps and logs: {run:?}"
     );
-    assert!(
-        text.contains("1 build requests, 1 buildsets and 1 changes went with them"),
-        "{text}"
+    assert_eq!(
+        (run.buildrequests, run.buildsets, run.changes),
+        (1, 1, 1),
+        "{run:?}"
     );
-    assert!(
-        text.contains("janitor: deleted the log files of 1 builds finished more than 7 days ago"),
-        "{text}"
-    );
+    assert_eq!(run.log_builds, 1, "one build past 7 days: {run:?}");
+    assert!(run.build_bytes > 0 && run.log_bytes > 0, "{run:?}");
 
     // The API agrees.
     let (code, _) = curl(&[&s.url(&format!("/api/v2/builds/{}", id(0)))]);

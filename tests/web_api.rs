@@ -504,7 +504,7 @@ fn anonymous_none_sessions_csrf_and_rate_limit() {
     assert_eq!(login(&s, PASSWORD).0, 303);
     let (code, _) = curl(&["-u", &basic(), &s.url("/api/v2/builds")]);
     assert_eq!(code, 200);
-    let log = std::fs::read_to_string(s.master.join("master.log")).unwrap();
+    let log = s.master_log();
     let lines = log.lines().filter(|l| l.contains("login")).count();
     assert!(lines <= 6, "{log}");
 }

@@ -66,8 +66,10 @@ impl Worker {
         }
     }
 
+    /// What the worker tells its operator (the worker has no status file:
+    /// these tests check its messages, see `operator_log`).
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("worker.log")).unwrap_or_default()
+        crate::common::operator_log(&self.dir.join("worker.log"))
     }
 
     fn wait_log(&self, needle: &str) {

@@ -62,7 +62,7 @@ impl Bench {
         })?;
         // The master released memory after the previous phase and does not
         // again before a build has run: the next release is this build's.
-        let mark = self.log_len();
+        let mark = self.releases();
         let mut c = crate::http::Conn::new(self.s.www());
         let sha = self.commit();
         post_hook(

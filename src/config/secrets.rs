@@ -7,11 +7,9 @@ use super::problems::{io_reason, Problems};
 use super::sample::{SAMPLE_GITEA_SECRET, SAMPLE_WORKER_PASSWORD};
 use std::path::Path;
 
-/// Worker passwords and hook secrets shorter than this draw a warning
-/// (checkconfig, start), and `create-worker` refuses them without
-/// `--allow-weak-password`: 12 random characters are out of reach of the
-/// online guessing a local neighbour can do against the worker port.
-pub const MIN_SECRET_LEN: usize = 12;
+/// The shortest secret without a warning (defined in `protocol`, which the
+/// worker shares).
+pub use crate::protocol::MIN_SECRET_LEN;
 
 /// `n` random bytes from the OS as lowercase hex (2n characters).
 pub fn random_hex(n: usize) -> anyhow::Result<String> {

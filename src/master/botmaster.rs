@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::daemon;
 use crate::db::{self, PendingRequest, Props, Store};
 use crate::master::build::BuildJob;
+use crate::master::status;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -86,9 +87,9 @@ const PER_BUILDER: i64 = 100;
 /// returns soon after the work.
 pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// How the botmaster's debug line for a release begins: the benchmark and
-/// the tests find releases in `master.log` by it.
-pub const RELEASED: &str = "idle: released ";
+/// How the botmaster's debug line for a release begins. Programs count
+/// releases in `status.json` (`status::idle_memory_released`), not here.
+const RELEASED: &str = "idle: released ";
 
 /// Names of workers with a live, authenticated connection. The listener
 /// inserts a name during the handshake (refusing a second connection under
@@ -234,6 +235,12 @@ impl Botmaster {
         }
         let after = daemon::anon_rss_kb();
         let ms = t.elapsed().as_secs_f64() * 1000.0;
+        status::idle_memory_released(status::IdleRelease {
+            released_kb: before.zip(after).map(|(b, a)| b.saturating_sub(a)),
+            anon_rss_before_kb: before,
+            anon_rss_after_kb: after,
+            ms,
+        });
         match before.zip(after) {
             Some((b, a)) => log::debug!(
                 "{RELEASED}{} kB of memory (anonymous RSS {b} → {a} kB) in {ms:.1} ms",

@@ -92,15 +92,20 @@ fn thread_main(store: &Store, cfg: &LiveConfig, master_dir: &Path, stop: &Receiv
         let jcfg = cfg.current().janitor.clone();
         let stopping = || !matches!(stop.try_recv(), Err(TryRecvError::Empty));
         match run_once(store, master_dir, &jcfg, crate::model::now(), &stopping) {
-            Ok(p) => p.log(&jcfg),
+            Ok(p) => {
+                p.log(&jcfg);
+                super::status::janitor_ran(&p);
+            }
             Err(e) => log::error!("janitor: {e:#}"),
         }
         wait = Duration::from_secs(u64::from(jcfg.interval_hours.max(1)) * 3600);
     }
 }
 
-/// What one run removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What one run removed; also `status.json`'s `last_janitor_run`, so a
+/// renamed field changes that file (docs/operations.md).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Pruned {
     pub builds: u64,
     pub steps: u64,

@@ -20,6 +20,7 @@ pub(crate) mod logs;
 pub(crate) mod poller;
 pub(crate) mod reporters;
 pub mod scheduler;
+pub mod status;
 pub mod worker_conn;
 
 use crate::config::{self, Config, LiveConfig};
@@ -70,19 +71,13 @@ pub enum ReconfigOutcome {
 impl ReconfigStatus {
     /// Reads `dir`'s status file; None if there is none or it is not one.
     pub fn read(dir: &Path) -> Option<ReconfigStatus> {
-        let text = std::fs::read(dir.join(RECONFIG_FILE)).ok()?;
-        serde_json::from_slice(&text).ok()
+        status::read_json(&dir.join(RECONFIG_FILE))
     }
 
     /// Writes it whole (a temp file renamed over the old one, so a reader
     /// never sees half of it), private.
     fn write(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{RECONFIG_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        db::set_private(&tmp)?;
-        std::fs::rename(&tmp, dir.join(RECONFIG_FILE))
-            .with_context(|| format!("renaming {} into place", tmp.display()))
+        status::write_private(&dir.join(RECONFIG_FILE), &serde_json::to_vec(self)?)
     }
 }
 /// The addresses the running master listens on, written (0600) when it is
@@ -116,6 +111,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     // A master killed with SIGKILL left its addresses behind.
     let addresses = dir.join(ADDRESSES_FILE);
     let _ = std::fs::remove_file(&addresses);
+    // Counters start again with each master (the file replaces the last's).
+    status::init(dir);
     daemon::init_logging_with(
         &dir.join(LOG_FILE),
         log_to_stderr,
@@ -278,6 +275,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                 log::info!(
                     "stop --clean: waiting for running builds to finish, starting no new ones"
                 );
+                status::draining();
                 clean = true;
                 break;
             }
@@ -336,22 +334,8 @@ fn write_addresses(path: &Path, www: &str, worker: &str) -> Result<()> {
         "pid": std::process::id(),
         "www": www,
         "worker": worker,
-    })
-    .to_string();
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        writeln!(f, "{text}").with_context(|| format!("cannot write {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    });
+    status::write_private(path, format!("{text}\n").as_bytes())
 }
 
 /// The reporters and poller threads, which run only while `master.cfg` has

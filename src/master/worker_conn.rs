@@ -23,6 +23,7 @@ use crate::master::auth::{LoginLimits, Trust};
 use crate::master::botmaster::{BotMsg, ConnCmd, Connected};
 use crate::master::build::{BuildJob, RunningBuild};
 use crate::master::events::Hub;
+use crate::master::status::{self, Refusal};
 use crate::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
@@ -101,6 +102,7 @@ pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
                 };
                 let Some(slot) = HandshakeSlot::take(&handshakes) else {
                     // A flood of connections: summarised like refusals.
+                    status::worker_connection_dropped();
                     let ip = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
                     ctx.failures.0.note(
                         &ip,
@@ -201,6 +203,8 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
         Trust::None
     };
     let Ok(admitted) = limits.admit(&addr, &name, trust, "worker port") else {
+        let configured = cfg.worker(&name).is_some();
+        status::worker_login_refused(&name, configured, Refusal::TooManyFailures);
         return refuse_login(stream, slot);
     };
     let password = cfg.worker(&name).map(|w| w.password.clone());
@@ -213,11 +217,13 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
         &proof,
     );
     let Some(password) = password.filter(|_| good) else {
-        if cfg.worker(&name).is_some() {
+        let configured = cfg.worker(&name).is_some();
+        if configured {
             limits.failed(&addr, &name, "wrong password");
         } else {
             limits.failed_no_such_name(&addr, &name, "no worker of that name");
         }
+        status::worker_login_refused(&name, configured, Refusal::WrongPassword);
         drop(admitted);
         return refuse_login(stream, slot);
     };
@@ -229,6 +235,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
             // Not counted as a failure (the password was right), but
             // answered exactly like one.
             limits.refused(&addr, &name, "a worker of that name is already connected");
+            status::worker_login_refused(&name, true, Refusal::AlreadyConnected);
             return refuse_login(stream, slot);
         }
     }

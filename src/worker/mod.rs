@@ -25,7 +25,6 @@
 
 pub(crate) mod steps;
 
-use crate::config;
 use crate::daemon;
 use crate::protocol::{self, FromWorker, ToWorker, LOG_CHUNK, PROTOCOL_VERSION};
 use anyhow::{bail, Context, Result};
@@ -169,7 +168,7 @@ pub struct CreateOptions {
     pub keepalive: u64,
     pub maxretries: u32,
     pub umask: Option<String>,
-    /// Accept a password shorter than [`config::MIN_SECRET_LEN`].
+    /// Accept a password shorter than [`protocol::MIN_SECRET_LEN`].
     pub allow_weak_password: bool,
 }
 
@@ -237,12 +236,12 @@ pub fn create_worker(
     }
     // The worker port is open to every local account: a short password
     // falls to guessing. Copy the one create-master generated instead.
-    if password.chars().count() < config::MIN_SECRET_LEN && !opts.allow_weak_password {
+    if password.chars().count() < protocol::MIN_SECRET_LEN && !opts.allow_weak_password {
         bail!(
             "PASSWORD is shorter than {} characters: use the one create-master wrote into \
              master.cfg.sample, or make one with `openssl rand -hex 16` (and put it in \
              master.cfg's [[workers]] entry too); --allow-weak-password accepts it anyway",
-            config::MIN_SECRET_LEN
+            protocol::MIN_SECRET_LEN
         );
     }
     daemon::create_dir_for(dir, opts.force)?;

@@ -6,6 +6,10 @@
 #![allow(dead_code)]
 
 use hmac::{Hmac, KeyInit, Mac};
+// For the tests' `status.json` checks; the bench compiles this file too
+// and needs fewer of them.
+#[allow(unused_imports)]
+pub use minibot::master::status::{IdleRelease, MasterState, MasterStatus};
 use sha2::Sha256;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -408,6 +412,19 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// The master's report of its addresses (`master::ADDRESSES_FILE`).
 pub const ADDRESSES: &str = "addresses.json";
 
+/// The text of a daemon's log file (`master.log`, `worker.log`; empty if
+/// there is none yet), for the tests whose subject is that text: an
+/// operator-facing warning or error (a published sample secret,
+/// `allow_unsigned = true`, why a worker gave up), the ready line, a flood
+/// of refusals summarised in a few lines, a level that hides info lines.
+/// That checks product output. What a test waits for or counts (a release,
+/// a janitor run, a refused login, a clean stop begun) is state: read it
+/// from `status.json` ([`Setup::master_status`]), `reconfig.json` or the
+/// API, never from here.
+pub fn operator_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
 /// The (web, worker) ports the master in `master` reported in
 /// `addresses.json` (written once it serves, removed when it stops), if the
 /// file is there and, with `pid`, was written by that process (a master
@@ -712,19 +729,34 @@ command = ["/usr/bin/python3", "test_hello.py"]
         p
     }
 
-    /// Waits until `master.log` says `needle`.
+    /// `master.log`'s text: product output only (see [`operator_log`]).
+    pub fn master_log(&self) -> String {
+        operator_log(&self.master.join("master.log"))
+    }
+
+    /// Waits until `master.log` says `needle`: for an operator-facing line
+    /// that is the feature under test (see [`operator_log`]), never to learn
+    /// that something happened.
     pub fn wait_master_log(&self, needle: &str) {
-        let log = self.master.join("master.log");
         wait_for(
             &format!("master.log to say {needle:?}"),
             Duration::from_secs(30),
-            || {
-                std::fs::read_to_string(&log)
-                    .ok()?
-                    .contains(needle)
-                    .then_some(())
-            },
+            || self.master_log().contains(needle).then_some(()),
         );
+    }
+
+    /// The running master's `status.json` (what it has done, as state).
+    pub fn master_status(&self) -> Option<MasterStatus> {
+        MasterStatus::read(&self.master)
+    }
+
+    /// Waits (30 s) until `f` finds what it wants in `status.json`.
+    pub fn wait_status<T>(&self, what: &str, mut f: impl FnMut(&MasterStatus) -> Option<T>) -> T {
+        wait_for(
+            &format!("status.json: {what}"),
+            Duration::from_secs(30),
+            || f(&self.master_status()?),
+        )
     }
 
     pub fn wait_connected(&self, name: &str) {
