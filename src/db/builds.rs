@@ -1,0 +1,138 @@
+//! Builds, their steps and logs' metadata as a running build writes them,
+//! and crash recovery (`retry_running_builds`).
+
+use super::*;
+use crate::model::RETRY;
+use anyhow::Result;
+use rusqlite::{params, Connection};
+
+/// Closes builds of `workerid` (or of every worker when None) that are still
+/// running as RETRY and puts their requests back on the queue. Used at start
+/// (the previous master died) and when a worker is lost.
+pub fn retry_running_builds(conn: &Connection, workerid: Option<i64>) -> Result<Vec<i64>> {
+    let now = crate::model::now();
+    let ids: Vec<i64> = {
+        let mut st = conn.prepare_cached(
+            "SELECT buildid FROM builds WHERE complete_at IS NULL
+             AND (?1 IS NULL OR workerid = ?1)",
+        )?;
+        let rows = st.query_map([workerid], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        conn.prepare_cached(
+            "UPDATE steps SET complete_at = ?2, results = ?3,
+               state_string = state_string || ' (retry)'
+             WHERE buildid = ?1 AND complete_at IS NULL",
+        )?
+        .execute(params![id, now, RETRY])?;
+        conn.prepare_cached(
+            "UPDATE logs SET complete = 1 WHERE complete = 0
+             AND stepid IN (SELECT stepid FROM steps WHERE buildid = ?1)",
+        )?
+        .execute([id])?;
+        conn.prepare_cached(
+            "UPDATE builds SET complete_at = ?2, results = ?3, state_string = 'retry: lost worker or master'
+             WHERE buildid = ?1",
+        )?
+        .execute(params![id, now, RETRY])?;
+        conn.prepare_cached(
+            "UPDATE buildrequests SET claimed_at = NULL
+             WHERE buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)
+               AND complete = 0",
+        )?
+        .execute([id])?;
+    }
+    Ok(ids)
+}
+
+/// Records the commit a build's git step checked out as the build property
+/// `got_revision` (source `source`), next to the properties it started
+/// with. Only the master's build code calls this, from the git step's own
+/// report, so the property (with that source) names what was built, not
+/// what a request asked for.
+pub fn set_got_revision(conn: &Connection, buildid: i64, sha: &str, source: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE builds SET properties = json_set(properties, '$.got_revision', json_array(?2, ?3))
+         WHERE buildid = ?1",
+    )?
+    .execute(params![buildid, sha, source])?;
+    Ok(())
+}
+
+pub fn set_build_state(conn: &Connection, buildid: i64, state: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
+        .execute(params![buildid, state])?;
+    Ok(())
+}
+
+/// Ends a build with `results`; completes its request, and its buildset
+/// when that was the buildset's last request.
+pub fn finish_build(conn: &Connection, buildid: i64, results: i64, state: &str) -> Result<()> {
+    let now = crate::model::now();
+    conn.prepare_cached(
+        "UPDATE builds SET complete_at = ?2, results = ?3, state_string = ?4
+         WHERE buildid = ?1 AND complete_at IS NULL",
+    )?
+    .execute(params![buildid, now, results, state])?;
+    let (brid, bsid): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT br.buildrequestid, br.buildsetid FROM builds b
+             JOIN buildrequests br USING (buildrequestid) WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    conn.prepare_cached(
+        "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3
+         WHERE buildrequestid = ?1",
+    )?
+    .execute(params![brid, results, now])?;
+    complete_buildset_if_done(conn, bsid, now)
+}
+
+/// Starts a step and its stdio log; returns (stepid, logid).
+pub fn start_step(conn: &Connection, buildid: i64, number: u32, name: &str) -> Result<(i64, i64)> {
+    let now = crate::model::now();
+    conn.prepare_cached(
+        "INSERT INTO steps(buildid, number, name, started_at, state_string)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        buildid,
+        number,
+        name,
+        now,
+        format!("{name} running")
+    ])?;
+    let stepid = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO logs(stepid, name, slug, type) VALUES (?1, 'stdio', 'stdio', 's')",
+    )?
+    .execute([stepid])?;
+    let logid = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
+        .execute(params![buildid, format!("building: {name}")])?;
+    Ok((stepid, logid))
+}
+
+/// Log totals as the master has written them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogTotals {
+    pub num_lines: i64,
+    pub size: i64,
+}
+
+pub fn update_log(conn: &Connection, logid: i64, t: LogTotals, complete: bool) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE logs SET num_lines = ?2, size = ?3, complete = ?4 WHERE logid = ?1",
+    )?
+    .execute(params![logid, t.num_lines, t.size, complete as i64])?;
+    Ok(())
+}
+
+pub fn finish_step(conn: &Connection, stepid: i64, results: i64, state: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE stepid = ?1",
+    )?
+    .execute(params![stepid, crate::model::now(), results, state])?;
+    Ok(())
+}
