@@ -4,17 +4,18 @@
 use super::*;
 use crate::model::NewChange;
 use anyhow::Result;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 /// Stores the changes of one hook delivery. A delivery id seen before
 /// (Gitea's "redeliver") returns the original ids and stores nothing.
 pub fn insert_changes(
-    conn: &Connection,
+    conn: &Tx,
     changes: &[NewChange],
     delivery: Option<&str>,
 ) -> Result<Vec<i64>> {
     if let Some(d) = delivery {
         let mut st = conn
+            .raw
             .prepare_cached("SELECT changeid FROM changes WHERE delivery = ?1 ORDER BY changeid")?;
         let old: Vec<i64> = st
             .query_map([d], |r| r.get(0))?
@@ -30,28 +31,29 @@ pub fn insert_changes(
             .iter()
             .map(|(k, v)| (k.clone(), (v.clone(), "Change".to_string())))
             .collect();
-        conn.prepare_cached(
-            "INSERT INTO changes(author, committer, comments, branch, revision, repository,
+        conn.raw
+            .prepare_cached(
+                "INSERT INTO changes(author, committer, comments, branch, revision, repository,
                project, category, codebase, revlink, when_timestamp, files, properties, delivery)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?
-        .execute(params![
-            c.author,
-            c.committer,
-            c.comments,
-            c.branch,
-            c.revision,
-            c.repository,
-            c.project,
-            c.category,
-            c.codebase,
-            c.revlink,
-            c.when_timestamp,
-            json(&c.files)?,
-            json(&props)?,
-            delivery,
-        ])?;
-        ids.push(conn.last_insert_rowid());
+            )?
+            .execute(params![
+                c.author,
+                c.committer,
+                c.comments,
+                c.branch,
+                c.revision,
+                c.repository,
+                c.project,
+                c.category,
+                c.codebase,
+                c.revlink,
+                c.when_timestamp,
+                json(&c.files)?,
+                json(&props)?,
+                delivery,
+            ])?;
+        ids.push(conn.raw.last_insert_rowid());
     }
     Ok(ids)
 }
@@ -90,8 +92,8 @@ fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
 }
 
 /// Changes the scheduler has not classified yet, oldest first.
-pub fn unscheduled_changes(conn: &Connection) -> Result<Vec<ChangeRow>> {
-    let mut st = conn.prepare_cached(&format!(
+pub fn unscheduled_changes(conn: &Conn) -> Result<Vec<ChangeRow>> {
+    let mut st = conn.raw.prepare_cached(&format!(
         "SELECT {CHANGE_COLS} FROM changes WHERE scheduled = 0 ORDER BY changeid LIMIT 1000"
     ))?;
     let rows = st.query_map([], change_row)?;
@@ -99,8 +101,8 @@ pub fn unscheduled_changes(conn: &Connection) -> Result<Vec<ChangeRow>> {
 }
 
 /// Changes held by a scheduler's tree-stable timer, oldest first.
-pub fn held_changes(conn: &Connection, scheduler: &str) -> Result<Vec<ChangeRow>> {
-    let mut st = conn.prepare_cached(&format!(
+pub fn held_changes(conn: &Conn, scheduler: &str) -> Result<Vec<ChangeRow>> {
+    let mut st = conn.raw.prepare_cached(&format!(
         "SELECT {CHANGE_COLS} FROM changes WHERE changeid IN
            (SELECT changeid FROM scheduler_changes WHERE scheduler = ?1) ORDER BY changeid"
     ))?;
@@ -109,8 +111,41 @@ pub fn held_changes(conn: &Connection, scheduler: &str) -> Result<Vec<ChangeRow>
 }
 
 /// Names of schedulers holding changes (to re-arm their timers at start).
-pub fn schedulers_holding_changes(conn: &Connection) -> Result<Vec<String>> {
-    let mut st = conn.prepare_cached("SELECT DISTINCT scheduler FROM scheduler_changes")?;
+pub fn schedulers_holding_changes(conn: &Conn) -> Result<Vec<String>> {
+    let mut st = conn
+        .raw
+        .prepare_cached("SELECT DISTINCT scheduler FROM scheduler_changes")?;
     let rows = st.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A scheduler's tree-stable timer (or nightly `only_if_changed`) holds
+/// these changes until it fires; held again, a change stays held once.
+pub fn hold_changes(conn: &Tx, held: &[(String, i64)]) -> Result<()> {
+    for (scheduler, changeid) in held {
+        conn.raw
+            .prepare_cached(
+                "INSERT OR IGNORE INTO scheduler_changes(scheduler, changeid) VALUES (?1, ?2)",
+            )?
+            .execute(params![scheduler, changeid])?;
+    }
+    Ok(())
+}
+
+/// The scheduler has classified these changes: they are no longer pending.
+pub fn mark_scheduled(conn: &Tx, changeids: &[i64]) -> Result<()> {
+    for id in changeids {
+        conn.raw
+            .prepare_cached("UPDATE changes SET scheduled = 1 WHERE changeid = ?1")?
+            .execute([id])?;
+    }
+    Ok(())
+}
+
+/// Ends what `scheduler` holds (its timer fired, or it is gone).
+pub fn release_held_changes(conn: &Tx, scheduler: &str) -> Result<usize> {
+    Ok(conn
+        .raw
+        .prepare_cached("DELETE FROM scheduler_changes WHERE scheduler = ?1")?
+        .execute([scheduler])?)
 }

@@ -3,7 +3,7 @@
 use super::*;
 use crate::model::RETRY;
 use anyhow::Result;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 /// What a reporter says about a build.
 #[derive(Debug, Clone, Default)]
@@ -56,8 +56,9 @@ impl BuildReport {
     }
 }
 
-pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildReport>> {
+pub fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
     let row = conn
+        .raw
         .prepare_cached(
             "SELECT b.buildid, b.builderid, bl.name, b.number, w.name, b.started_at, b.complete_at,
                     b.results, b.state_string, b.properties, bs.reason, bs.branch, bs.revision,
@@ -99,12 +100,13 @@ pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildRepor
     let Some((mut rep, bsid)) = row else {
         return Ok(None);
     };
-    let mut st =
-        conn.prepare_cached("SELECT name, results FROM steps WHERE buildid = ?1 ORDER BY number")?;
+    let mut st = conn
+        .raw
+        .prepare_cached("SELECT name, results FROM steps WHERE buildid = ?1 ORDER BY number")?;
     rep.steps = st
         .query_map([buildid], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut st = conn.prepare_cached(
+    let mut st = conn.raw.prepare_cached(
         "SELECT c.revision, c.author, c.comments FROM buildset_changes bc
          JOIN changes c USING (changeid) WHERE bc.buildsetid = ?1 ORDER BY c.changeid",
     )?;
@@ -112,6 +114,7 @@ pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildRepor
         .query_map([bsid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     rep.last_change = conn
+        .raw
         .prepare_cached(
             "SELECT c.revision, c.repository, c.properties, c.delivery IS NOT NULL
              FROM buildset_changes bc JOIN changes c USING (changeid)
@@ -128,6 +131,7 @@ pub fn build_report(conn: &Connection, buildid: i64) -> Result<Option<BuildRepor
         })
         .optional()?;
     rep.previous_results = conn
+        .raw
         .prepare_cached(
             "SELECT results FROM builds WHERE builderid = ?1 AND buildid < ?2
                AND complete_at IS NOT NULL AND results IS NOT NULL AND results != ?3

@@ -3,12 +3,12 @@
 
 use super::*;
 use anyhow::{anyhow, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 /// Creates a buildset with one request per builder; returns
 /// (buildsetid, [(builderid, buildrequestid)]). Unknown builders are an error.
 pub fn create_buildset(
-    conn: &Connection,
+    conn: &Tx,
     reason: &str,
     scheduler: Option<&str>,
     ss: &SourceStamp,
@@ -17,38 +17,41 @@ pub fn create_buildset(
     builders: &[String],
 ) -> Result<(i64, Vec<(i64, i64)>)> {
     let now = crate::model::now();
-    conn.prepare_cached(
-        "INSERT INTO buildsets(reason, scheduler, submitted_at, branch, revision, repository,
+    conn.raw
+        .prepare_cached(
+            "INSERT INTO buildsets(reason, scheduler, submitted_at, branch, revision, repository,
            project, codebase, properties) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        reason,
-        scheduler,
-        now,
-        ss.branch,
-        ss.revision,
-        ss.repository,
-        ss.project,
-        ss.codebase,
-        json(props)?
-    ])?;
-    let bsid = conn.last_insert_rowid();
+        )?
+        .execute(params![
+            reason,
+            scheduler,
+            now,
+            ss.branch,
+            ss.revision,
+            ss.repository,
+            ss.project,
+            ss.codebase,
+            json(props)?
+        ])?;
+    let bsid = conn.raw.last_insert_rowid();
     for c in changeids {
-        conn.prepare_cached("INSERT INTO buildset_changes(buildsetid, changeid) VALUES (?1, ?2)")?
+        conn.raw
+            .prepare_cached("INSERT INTO buildset_changes(buildsetid, changeid) VALUES (?1, ?2)")?
             .execute([bsid, *c])?;
     }
     let mut out = Vec::with_capacity(builders.len());
     for name in builders {
         let builderid: i64 = conn
+            .raw
             .prepare_cached("SELECT builderid FROM builders WHERE name = ?1")?
             .query_row([name], |r| r.get(0))
             .optional()?
             .ok_or_else(|| anyhow!("no builder named {name:?}"))?;
-        conn.prepare_cached(
+        conn.raw.prepare_cached(
             "INSERT INTO buildrequests(buildsetid, builderid, submitted_at) VALUES (?1, ?2, ?3)",
         )?
         .execute([bsid, builderid, now])?;
-        out.push((builderid, conn.last_insert_rowid()));
+        out.push((builderid, conn.raw.last_insert_rowid()));
     }
     Ok((bsid, out))
 }
@@ -73,8 +76,8 @@ pub struct PendingRequest {
 /// dispatch with an empty queue (after each build, the usual case) does
 /// not ask for each builder's requests. Each EXISTS stops at the first
 /// unclaimed request in `buildrequests_pending`, however deep the queue.
-pub fn builders_with_pending(conn: &Connection) -> Result<std::collections::HashSet<String>> {
-    let mut st = conn.prepare_cached(
+pub fn builders_with_pending(conn: &Conn) -> Result<std::collections::HashSet<String>> {
+    let mut st = conn.raw.prepare_cached(
         "SELECT b.name FROM builders b WHERE EXISTS (SELECT 1 FROM buildrequests br
            WHERE br.builderid = b.builderid AND br.complete = 0 AND br.claimed_at IS NULL)",
     )?;
@@ -83,12 +86,8 @@ pub fn builders_with_pending(conn: &Connection) -> Result<std::collections::Hash
 }
 
 /// Unclaimed requests of one builder, highest priority then oldest first.
-pub fn pending_requests(
-    conn: &Connection,
-    builder: &str,
-    limit: i64,
-) -> Result<Vec<PendingRequest>> {
-    let mut st = conn.prepare_cached(
+pub fn pending_requests(conn: &Conn, builder: &str, limit: i64) -> Result<Vec<PendingRequest>> {
+    let mut st = conn.raw.prepare_cached(
         "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
                 bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
                 EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid),
@@ -124,7 +123,7 @@ pub fn pending_requests(
 /// Claims a request for `worker` and creates its build. Returns None when
 /// the request was claimed or completed meanwhile.
 pub fn claim_and_create_build(
-    conn: &Connection,
+    conn: &Tx,
     buildrequestid: i64,
     builderid: i64,
     worker: &str,
@@ -132,6 +131,7 @@ pub fn claim_and_create_build(
 ) -> Result<Option<(i64, i64)>> {
     let now = crate::model::now();
     let n = conn
+        .raw
         .prepare_cached(
             "UPDATE buildrequests SET claimed_at = ?2
              WHERE buildrequestid = ?1 AND claimed_at IS NULL AND complete = 0",
@@ -141,43 +141,47 @@ pub fn claim_and_create_build(
         return Ok(None);
     }
     let workerid: i64 = conn
+        .raw
         .prepare_cached("SELECT workerid FROM workers WHERE name = ?1")?
         .query_row([worker], |r| r.get(0))?;
     let number: i64 = conn
+        .raw
         .prepare_cached("SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?1")?
         .query_row([builderid], |r| r.get(0))?;
     props.insert("buildnumber".into(), (number.into(), "Build".into()));
     props.insert("workername".into(), (worker.into(), "Worker".into()));
-    conn.prepare_cached(
+    conn.raw.prepare_cached(
         "INSERT INTO builds(number, builderid, buildrequestid, workerid, started_at, state_string, properties)
          VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6)",
     )?
     .execute(params![number, builderid, buildrequestid, workerid, now, json(props)?])?;
-    Ok(Some((conn.last_insert_rowid(), number)))
+    Ok(Some((conn.raw.last_insert_rowid(), number)))
 }
 
 /// Completes a buildset whose requests are all complete. Buildbot's
 /// buildset result is the worst of its requests' (SKIPPED counts as worse
 /// than SUCCESS here, so a collapsed request never makes a green buildset).
-pub(super) fn complete_buildset_if_done(conn: &Connection, bsid: i64, now: i64) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE buildsets SET complete = 1, complete_at = ?2,
+pub(super) fn complete_buildset_if_done(conn: &Tx, bsid: i64, now: i64) -> Result<()> {
+    conn.raw
+        .prepare_cached(
+            "UPDATE buildsets SET complete = 1, complete_at = ?2,
            results = (SELECT MAX(results) FROM buildrequests WHERE buildsetid = ?1)
          WHERE buildsetid = ?1 AND complete = 0
            AND NOT EXISTS (SELECT 1 FROM buildrequests WHERE buildsetid = ?1 AND complete = 0)",
-    )?
-    .execute(params![bsid, now])?;
+        )?
+        .execute(params![bsid, now])?;
     Ok(())
 }
 
 /// Buildbot's request collapsing: ends the queued requests `brids` as
 /// SKIPPED, covered by `buildid` (recorded in `collapsed_into`). Requests
 /// claimed or completed meanwhile are left alone; returns those collapsed.
-pub fn collapse_requests(conn: &Connection, brids: &[i64], buildid: i64) -> Result<Vec<i64>> {
+pub fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Result<Vec<i64>> {
     let now = crate::model::now();
     let mut done = vec![];
     for brid in brids {
         let n = conn
+            .raw
             .prepare_cached(
                 "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3,
                    claimed_at = ?3, collapsed_into = ?4
@@ -188,6 +192,7 @@ pub fn collapse_requests(conn: &Connection, brids: &[i64], buildid: i64) -> Resu
             continue;
         }
         let bsid: i64 = conn
+            .raw
             .prepare_cached("SELECT buildsetid FROM buildrequests WHERE buildrequestid = ?1")?
             .query_row([brid], |r| r.get(0))?;
         complete_buildset_if_done(conn, bsid, now)?;
@@ -213,15 +218,17 @@ pub enum CancelOutcome {
 /// Cancels a queued build request (Buildbot's `cancel`): completes it as
 /// CANCELLED so the botmaster's claim (which requires `complete = 0`) can
 /// never start it.
-pub fn cancel_request(conn: &Connection, brid: i64) -> Result<CancelOutcome> {
+pub fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
     let now = crate::model::now();
     let n = conn
+        .raw
         .prepare_cached(
             "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3
              WHERE buildrequestid = ?1 AND complete = 0 AND claimed_at IS NULL",
         )?
         .execute(params![brid, crate::model::CANCELLED, now])?;
     let row: Option<(i64, bool)> = conn
+        .raw
         .prepare_cached("SELECT buildsetid, complete FROM buildrequests WHERE buildrequestid = ?1")?
         .query_row([brid], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -236,6 +243,7 @@ pub fn cancel_request(conn: &Connection, brid: i64) -> Result<CancelOutcome> {
         return Ok(CancelOutcome::Complete);
     }
     let running: Option<i64> = conn
+        .raw
         .prepare_cached(
             "SELECT buildid FROM builds WHERE buildrequestid = ?1 AND complete_at IS NULL
              ORDER BY buildid DESC LIMIT 1",
@@ -253,8 +261,9 @@ pub fn cancel_request(conn: &Connection, brid: i64) -> Result<CancelOutcome> {
 /// A new buildset for one builder with the source stamp, properties and
 /// changes of the buildset `buildid` came from (Buildbot's rebuild).
 /// Returns (buildsetid, builderid, buildrequestid), None if no such build.
-pub fn rebuild(conn: &Connection, buildid: i64, reason: &str) -> Result<Option<(i64, i64, i64)>> {
+pub fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i64, i64, i64)>> {
     let row = conn
+        .raw
         .prepare_cached(
             "SELECT bs.buildsetid, bs.branch, bs.revision, bs.repository, bs.project, bs.codebase,
                     bs.properties, bl.name, b.builderid, bs.scheduler
@@ -285,6 +294,7 @@ pub fn rebuild(conn: &Connection, buildid: i64, reason: &str) -> Result<Option<(
         return Ok(None);
     };
     let changeids: Vec<i64> = conn
+        .raw
         .prepare_cached(
             "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
         )?
@@ -305,4 +315,12 @@ pub fn rebuild(conn: &Connection, buildid: i64, reason: &str) -> Result<Option<(
         .map(|(_, r)| *r)
         .ok_or_else(|| anyhow!("rebuild made no request"))?;
     Ok(Some((bsid, builderid, brid)))
+}
+
+/// Gives every request of a buildset `priority` (a forced build's).
+pub fn set_buildset_priority(conn: &Tx, buildsetid: i64, priority: i64) -> Result<()> {
+    conn.raw
+        .prepare_cached("UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1")?
+        .execute([buildsetid, priority])?;
+    Ok(())
 }

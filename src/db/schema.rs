@@ -3,6 +3,7 @@
 //! readers, and the schema-version check that keeps a binary off a file
 //! of another version.
 
+use super::{Conn, Tx};
 use anyhow::{bail, Context, Result};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
@@ -240,7 +241,7 @@ fn open_rw(path: &Path, create: bool) -> Result<Connection> {
     Ok(conn)
 }
 
-pub fn schema_version(conn: &Connection) -> Result<i64> {
+pub(super) fn schema_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
 }
 
@@ -261,7 +262,7 @@ pub fn set_private(path: &Path) -> Result<()> {
 }
 
 /// Brings the schema to `SCHEMA_VERSION`; returns (from, to).
-pub fn migrate(conn: &Connection) -> Result<(i64, i64)> {
+pub(super) fn migrate(conn: &Connection) -> Result<(i64, i64)> {
     let from = schema_version(conn)?;
     if from > SCHEMA_VERSION {
         bail!("database schema version {from} is newer than this minibot ({SCHEMA_VERSION}); upgrade minibot");
@@ -293,8 +294,9 @@ pub fn upgrade(path: &Path) -> Result<(i64, i64)> {
 /// runs beside a live master: SQLite's locking (and the busy timeout) keeps
 /// it from colliding with the master's writer thread. Refuses a database at
 /// another schema version, as `Store::open` does.
-pub fn open_admin(path: &Path) -> Result<Connection> {
-    open_current(path, "is this a master directory?")
+pub fn open_admin(path: &Path) -> Result<Tx> {
+    let raw = open_current(path, "is this a master directory?")?;
+    Ok(Tx { conn: Conn { raw } })
 }
 
 /// Opens an existing database read-write and checks it is at this
@@ -315,7 +317,17 @@ pub(super) fn open_current(path: &Path, missing: &str) -> Result<Connection> {
     Ok(conn)
 }
 
-/// A read-only connection for one reader thread.
+/// A read-only connection for one reader thread (scheduler, botmaster, a
+/// live page): [`Store::reader`] lends pooled ones to the others.
+pub fn open_read_only(path: &Path) -> Result<Conn> {
+    Ok(Conn {
+        raw: open_reader(path)?,
+    })
+}
+
+/// A raw read-only SQLite connection, for tests that inspect the file;
+/// outside the interface (see the module header), no master code uses it.
+#[doc(hidden)]
 pub fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,

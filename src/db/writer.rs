@@ -2,6 +2,7 @@
 //! receives, group commit (every waiting job in one transaction, each in
 //! its own savepoint), and handing each caller its result after COMMIT.
 
+use super::Tx;
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 /// Work for the writer thread: runs inside the group transaction and returns
 /// the completion to call once the transaction's fate is known.
-pub(super) type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+pub(super) type Job = Box<dyn FnOnce(&Tx) -> Completion + Send>;
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// The result of one `Store::write`, handed from the writer thread to the
@@ -77,9 +78,10 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn run_in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+fn run_in_savepoint<R>(tx: &Tx, f: impl FnOnce(&Tx) -> Result<R>) -> Result<R> {
+    let conn = &tx.raw;
     control(conn, "SAVEPOINT job")?;
-    match f(conn) {
+    match f(tx) {
         Ok(r) => {
             control(conn, "RELEASE job")?;
             Ok(r)
@@ -102,7 +104,8 @@ const MAX_BATCH: usize = 256;
 /// nearly every statement and SQLite parsed each one again.
 const WRITER_STATEMENTS: usize = 128;
 
-pub(super) fn writer_loop(conn: Connection, rx: Receiver<Job>) {
+pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>) {
+    let conn = &tx.raw;
     conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     // Exits when every Store handle is dropped (master shutdown).
     while let Ok(first) = rx.recv() {
@@ -113,14 +116,14 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let began = control(&conn, "BEGIN IMMEDIATE");
-        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
+        let began = control(conn, "BEGIN IMMEDIATE");
+        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&tx)).collect();
         let commit = began
-            .and_then(|_| control(&conn, "COMMIT"))
+            .and_then(|_| control(conn, "COMMIT"))
             .map_err(|e| e.to_string());
         if let Err(e) = &commit {
             log::error!("store: transaction failed: {e}");
-            let _ = control(&conn, "ROLLBACK");
+            let _ = control(conn, "ROLLBACK");
         }
         for c in completions {
             c(commit.clone());
@@ -134,7 +137,7 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<Job>) {
 pub(super) fn submit<R, F>(tx: &Sender<Job>, f: F) -> Result<R>
 where
     R: Send + 'static,
-    F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    F: FnOnce(&Tx) -> Result<R> + Send + 'static,
 {
     let reply = Arc::new(Reply::default());
     let answer = Answer(Some(reply.clone()));

@@ -92,7 +92,7 @@ struct StepEnd {
 }
 
 impl StepEnd {
-    fn record(&self, c: &rusqlite::Connection) -> Result<()> {
+    fn record(&self, c: &db::Tx) -> Result<()> {
         db::update_log(c, self.logid, self.totals, true)?;
         if let Some((buildid, sha)) = &self.got_revision {
             db::set_got_revision(c, *buildid, sha, GOT_REVISION_SOURCE)?;

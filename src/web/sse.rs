@@ -154,7 +154,7 @@ fn stream(
     w: Watch,
     keepalive: Duration,
 ) -> Result<()> {
-    let conn = db::open_reader(db)?;
+    let conn = db::open_read_only(db)?;
     out.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
           Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\

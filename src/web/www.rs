@@ -146,7 +146,7 @@ struct Req<'a> {
     /// The client's address, or "unix" on a unix socket (rate limits).
     addr: String,
     login: Option<Login>,
-    conn: &'a rusqlite::Connection,
+    conn: &'a db::Conn,
     ctx: &'a WwwCtx,
     shared: &'a Shared,
     cfg: Arc<Config>,
