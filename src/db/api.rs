@@ -589,7 +589,7 @@ fn select(
     } else {
         format!(" WHERE {}", clauses.join(" AND "))
     };
-    let cols: Vec<&str> = res
+    let mut cols: Vec<&str> = res
         .fields
         .iter()
         .map(|f| match f.ty {
@@ -599,6 +599,8 @@ fn select(
             _ => f.sql,
         })
         .collect();
+    // Last: the row's key, which an error about its stored JSON names.
+    cols.push(res.key);
     let mut order: Vec<String> = spec
         .order
         .iter()
@@ -652,18 +654,25 @@ fn render_row(res: &Resource, row: &Row, spec: &Spec) -> Result<Value, ApiError>
                 continue;
             }
         }
-        let v = render_value(f.ty, row.get_ref(i)?, spec);
+        let v = render_value(f.ty, row.get_ref(i)?, spec).map_err(|e| {
+            let id: i64 = row.get(res.fields.len()).unwrap_or_default();
+            let column = f.sql.rsplit('.').next().unwrap_or(f.sql);
+            ApiError::Internal(format!(
+                "corrupt JSON in {} {id}, column {column}: {e}",
+                res.plural
+            ))
+        })?;
         obj.insert(f.name.to_string(), v);
     }
     Ok(Value::Object(obj))
 }
 
-fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Value {
+/// A column's value in the API's shape. Stored JSON that does not parse
+/// (or properties that are not an object) is an error, which the caller
+/// names with the row: never shown as a default.
+fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Result<Value, serde_json::Error> {
     let text = |t: &[u8]| String::from_utf8_lossy(t).into_owned();
-    // Stored JSON that does not parse is shown as the string it is rather
-    // than hidden or turned into an error.
-    let parse = |t: &[u8]| serde_json::from_slice(t).unwrap_or_else(|_| Value::String(text(t)));
-    match (ty, v) {
+    Ok(match (ty, v) {
         (Props { null_default }, ValueRef::Null) => {
             if null_default {
                 Value::Null
@@ -672,9 +681,7 @@ fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Value {
             }
         }
         (Props { .. }, ValueRef::Text(t)) => {
-            let Value::Object(mut props) = parse(t) else {
-                return json!({});
-            };
+            let mut props: Map<String, Value> = serde_json::from_slice(t)?;
             let wanted = spec.properties.as_deref().unwrap_or(&[]);
             if !wanted.iter().any(|w| w == "*") {
                 props.retain(|k, _| wanted.iter().any(|w| w == k));
@@ -685,9 +692,9 @@ fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Value {
         (Bool, ValueRef::Integer(i)) => Value::Bool(i != 0),
         (_, ValueRef::Integer(i)) => Value::from(i),
         (_, ValueRef::Real(r)) => Value::from(r),
-        (Json | StrList, ValueRef::Text(t)) => parse(t),
+        (Json | StrList, ValueRef::Text(t)) => serde_json::from_slice(t)?,
         (_, ValueRef::Text(t)) | (_, ValueRef::Blob(t)) => Value::String(text(t)),
-    }
+    })
 }
 
 /// The log's build (for its file path) and line count.

@@ -1,4 +1,22 @@
-//! The SQLite database: schema, migrations, and the single writer thread.
+//! The data layer: schema, migrations, the single writer thread, and every
+//! query. Nothing outside `db` holds SQL or a rusqlite type.
+//!
+//! **The boundary.** Callers see [`Store`] (`write` runs a job in the group
+//! transaction and returns after COMMIT; `reader` lends a pooled read
+//! connection; `own_reader` gives a thread one of its own), the connection
+//! handles [`Conn`] (reads) and [`Tx`] (writes; it reads too), the query
+//! functions that take them, and the view structs those return (`Props`,
+//! `SourceStamp`, `ChangeRow`, `PendingRequest`, `BuildReport`, `BuildRow`,
+//! ..., the API's typed query in `db::api`). Ids are the database's keys as
+//! returned by the functions that create rows, never `last_insert_rowid`
+//! or a rowid in a caller; errors are `anyhow` errors with context, never
+//! SQLite error codes; transaction control (`BEGIN IMMEDIATE`, savepoints)
+//! stays in `writer`. A second backend (PostgreSQL shared by several
+//! masters) would implement that same set: `Store` over its own pool and
+//! writer, `Conn`/`Tx` wrapping its connection, and the query functions
+//! with its SQL; the callers would not change. (Files and their names —
+//! `create`, `upgrade`, `open_admin`, `log_path` — are the SQLite
+//! deployment's and would get a URL-taking counterpart.)
 //!
 //! Owns: `state.sqlite` (WAL mode). All writes go through one thread that
 //! receives jobs on a crossbeam channel (`Store::write`), runs every job that
@@ -6,8 +24,8 @@
 //! each job its result. That is what lets a hook answer 200 only once its
 //! change is durable, while a burst of hooks costs one fsync-free commit
 //! rather than one per hook. Readers use read-only connections, their own
-//! (`open_reader`: scheduler, botmaster, live pages) or lent from a pool
-//! shared by every `Store` clone (`Store::reader`: HTTP requests,
+//! (`Store::own_reader`: scheduler, botmaster, live pages) or lent from a
+//! pool shared by every `Store` clone (`Store::reader`: HTTP requests,
 //! reporters, poller, janitor), opened on first need; WAL lets them read
 //! while the writer writes. `Store::release_memory` empties the writer's
 //! and the idle readers' page caches when the master has gone quiet.
@@ -154,6 +172,13 @@ impl Store {
         &self.path
     }
 
+    /// A read-only connection of its own, for a thread that reads all its
+    /// life (scheduler, botmaster, a live page): not from the pool, so it
+    /// never waits for one and keeps its statement cache.
+    pub fn own_reader(&self) -> Result<Conn> {
+        open_read_only(&self.path)
+    }
+
     /// A read-only connection for the threads that read now and then
     /// (HTTP requests, reporters, poller, janitor): an idle one if there
     /// is one, else a new one. So the master holds as many as reads ran at
@@ -239,6 +264,15 @@ fn json_col<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Unit tests elsewhere in the crate set up rows no query of the interface
+/// writes (old timestamps, odd states); only they see the raw connection.
+#[cfg(test)]
+impl Conn {
+    pub(crate) fn sql(&self) -> &Connection {
+        &self.raw
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +340,30 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_json_read_by_pages_and_api_names_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        create(&path).unwrap();
+        let conn = open_admin(&path).unwrap();
+        conn.raw
+            .execute_batch("INSERT INTO workers(name, info) VALUES ('w', '{\"host\": ')")
+            .unwrap();
+        let err = worker_list(&conn).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt JSON in workers 1, column info"),
+            "{err}"
+        );
+        let workers = api::resource("workers").unwrap();
+        let spec = api::Spec::default();
+        match api::collection(&conn, workers, None, &spec) {
+            Err(api::ApiError::Internal(e)) => {
+                assert!(e.contains("corrupt JSON in workers 1, column info"), "{e}")
+            }
+            other => panic!("expected an error naming the row, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn release_memory_keeps_one_idle_reader_and_the_store_working() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
@@ -350,14 +408,5 @@ mod tests {
         assert!(err.contains("upgrade-master"), "{err}");
         assert_eq!(upgrade(&path).unwrap(), (0, SCHEMA_VERSION));
         Store::open(&path).unwrap();
-    }
-}
-
-/// Unit tests elsewhere in the crate set up rows no query of the interface
-/// writes (old timestamps, odd states); only they see the raw connection.
-#[cfg(test)]
-impl Conn {
-    pub(crate) fn sql(&self) -> &Connection {
-        &self.raw
     }
 }

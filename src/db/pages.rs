@@ -284,7 +284,8 @@ pub struct StepRow {
     pub complete_at: Option<i64>,
     pub results: Option<i64>,
     pub state_string: String,
-    pub urls: String,
+    /// The step's links (JSON objects, Buildbot's `urls`).
+    pub urls: Vec<serde_json::Value>,
     /// (logid, name, complete)
     pub logs: Vec<(i64, String, bool)>,
 }
@@ -302,6 +303,7 @@ pub fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
     while let Some(r) = rows.next()? {
         let stepid: i64 = r.get(0)?;
         if steps.last().map(|s| s.stepid) != Some(stepid) {
+            let urls: String = r.get(7)?;
             steps.push(StepRow {
                 stepid,
                 number: r.get(1)?,
@@ -310,7 +312,7 @@ pub fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
                 complete_at: r.get(4)?,
                 results: r.get(5)?,
                 state_string: r.get(6)?,
-                urls: r.get(7)?,
+                urls: json_col(&urls, "steps", stepid, "urls")?,
                 logs: vec![],
             });
         }

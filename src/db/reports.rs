@@ -116,7 +116,7 @@ pub fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
     rep.last_change = conn
         .raw
         .prepare_cached(
-            "SELECT c.revision, c.repository, c.properties, c.delivery IS NOT NULL
+            "SELECT c.revision, c.repository, c.properties, c.delivery IS NOT NULL, c.changeid
              FROM buildset_changes bc JOIN changes c USING (changeid)
              WHERE bc.buildsetid = ?1 ORDER BY c.changeid DESC LIMIT 1",
         )?
@@ -125,7 +125,7 @@ pub fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
             Ok(ChangeSource {
                 revision: r.get(0)?,
                 repository: r.get(1)?,
-                properties: json_col(&props, "changes of buildset", bsid, "properties")?,
+                properties: json_col(&props, "changes", r.get(4)?, "properties")?,
                 signed: r.get(3)?,
             })
         })

@@ -110,7 +110,7 @@ pub fn spawn(
     connected: Connected,
     rx: Receiver<BotMsg>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let reader = db::open_read_only(store.path())?;
+    let reader = store.own_reader()?;
     Ok(std::thread::Builder::new()
         .name("botmaster".into())
         .stack_size(256 * 1024)

@@ -295,7 +295,7 @@ pub fn spawn_with_clock(
         .name("scheduler".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let reader = match db::open_read_only(store.path()) {
+            let reader = match store.own_reader() {
                 Ok(r) => r,
                 Err(e) => {
                     log::error!("scheduler: {e:#}");

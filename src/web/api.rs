@@ -1,21 +1,16 @@
 //! The read side of the JSON API (`GET /api/v2/...`, SPEC §3).
 //!
-//! Owns: turning an API path and its query string into SQL over a read-only
-//! connection, and rendering the rows in Buildbot's data-API shapes and
-//! envelopes (`{"builds": [...], "meta": {"total": N}}`), plus the log text
-//! endpoints (`/raw` streamed from disk, `/contents` by line numbers).
+//! Owns: parsing an API path and its query string into a typed query
+//! (`db::api::ItemRef` for the path, `db::api::Spec` for filters with typed
+//! operators, order, limit, offset, fields, properties), the envelopes
+//! (`{"builds": [...], "meta": {"total": N}}`), and the log text endpoints
+//! (`/raw` streamed from disk, `/contents` by line numbers). `db::api` holds
+//! the resource descriptions and turns the typed query into SQL with bound
+//! parameters and the rows into Buildbot's data-API shapes.
 //!
 //! No threads, no channels, no writes: the HTTP layer calls [`get`] from its
-//! own threads, each with its own connection from `db::open_reader`, after
+//! own threads, each with a read connection lent by `Store::reader`, after
 //! stripping the `/api/v2` prefix.
-//!
-//! Every resource is described once, as data ([`Resource`]): its table, its
-//! fields (SQL expression, type) and how it nests under other resources. The
-//! router, the query-string parser, the SQL builder and the renderer are
-//! generic over that description, so collections, single items and nested
-//! paths share one code path. SQL text is only ever assembled from those
-//! static descriptions; everything that comes from the request is a bound
-//! parameter.
 
 use crate::db;
 use crate::db::api::{

@@ -732,8 +732,7 @@ pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
         s.state_string,
         took(s.started_at, s.complete_at, c.now),
     );
-    let urls: Vec<serde_json::Value> = serde_json::from_str(&s.urls).unwrap_or_default();
-    for u in urls {
+    for u in &s.urls {
         let (Some(name), Some(url)) = (u["name"].as_str(), u["url"].as_str()) else {
             continue;
         };

@@ -22,7 +22,7 @@
 //! that fails (the page was closed) ends the thread.
 
 use crate::config::Config;
-use crate::db;
+use crate::db::{self, Store};
 use crate::master::events::{Event, Hub};
 use crate::web::logview;
 use crate::web::pages::{self, Ctx};
@@ -110,7 +110,7 @@ impl Live {
     /// None when every slot is taken (the caller answers 503).
     pub fn start(
         &self,
-        db: PathBuf,
+        store: Store,
         cfg: Arc<Config>,
         master_dir: PathBuf,
         w: Watch,
@@ -119,7 +119,7 @@ impl Live {
         let rx = self.hub.subscribe_all(256);
         Some(Box::new(move |out| {
             let _slot = slot;
-            if let Err(e) = stream(out, &db, &cfg, &master_dir, rx, w, KEEPALIVE) {
+            if let Err(e) = stream(out, &store, &cfg, &master_dir, rx, w, KEEPALIVE) {
                 log::debug!("live stream ended: {e:#}");
             }
         }))
@@ -147,14 +147,14 @@ fn send(out: &mut dyn Write, event: &str, data: &serde_json::Value) -> std::io::
 
 fn stream(
     mut out: Box<dyn Write + Send>,
-    db: &std::path::Path,
+    store: &Store,
     cfg: &Config,
     master_dir: &std::path::Path,
     rx: Receiver<Event>,
     w: Watch,
     keepalive: Duration,
 ) -> Result<()> {
-    let conn = db::open_read_only(db)?;
+    let conn = store.own_reader()?;
     out.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
           Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
@@ -379,7 +379,8 @@ mod tests {
         let hub = Hub::new();
         let rx = hub.subscribe_all(16);
         let out = Shared::default();
-        let (out2, master, db2) = (out.clone(), dir.path().to_path_buf(), db.clone());
+        let store = db::Store::open(&db).unwrap();
+        let (out2, master) = (out.clone(), dir.path().to_path_buf());
         let t = std::thread::spawn(move || {
             let w = Watch {
                 buildid: 1,
@@ -388,7 +389,7 @@ mod tests {
                 csrf: None,
             };
             let keepalive = Duration::from_millis(50);
-            stream(Box::new(out2), &db2, &cfg, &master, rx, w, keepalive)
+            stream(Box::new(out2), &store, &cfg, &master, rx, w, keepalive)
         });
         let t0 = out.wait_for("hello &lt;b&gt;");
         assert!(t0.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"));

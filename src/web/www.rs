@@ -660,7 +660,7 @@ fn start_live(r: &Req, buildid: i64) -> Result<Reply, Resp> {
         csrf: r.csrf().map(str::to_string),
     };
     match r.shared.live.start(
-        r.ctx.store.path().to_path_buf(),
+        r.ctx.store.clone(),
         r.cfg.clone(),
         r.ctx.master_dir.clone(),
         w,
