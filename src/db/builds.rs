@@ -2,7 +2,7 @@
 //! and crash recovery (`retry_running_builds`).
 
 use super::*;
-use crate::model::RETRY;
+use crate::model::BuildResult;
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
 
@@ -26,7 +26,7 @@ pub fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<Vec<i64>
                state_string = state_string || ' (retry)'
              WHERE buildid = ?1 AND complete_at IS NULL",
             )?
-            .execute(params![id, now, RETRY])?;
+            .execute(params![id, now, BuildResult::Retry])?;
         conn.raw
             .prepare_cached(
                 "UPDATE logs SET complete = 1 WHERE complete = 0
@@ -37,7 +37,7 @@ pub fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<Vec<i64>
             "UPDATE builds SET complete_at = ?2, results = ?3, state_string = 'retry: lost worker or master'
              WHERE buildid = ?1",
         )?
-        .execute(params![id, now, RETRY])?;
+        .execute(params![id, now, BuildResult::Retry])?;
         conn.raw
             .prepare_cached(
                 "UPDATE buildrequests SET claimed_at = NULL
@@ -72,7 +72,7 @@ pub fn set_build_state(conn: &Tx, buildid: i64, state: &str) -> Result<()> {
 
 /// Ends a build with `results`; completes its request, and its buildset
 /// when that was the buildset's last request.
-pub fn finish_build(conn: &Tx, buildid: i64, results: i64, state: &str) -> Result<()> {
+pub fn finish_build(conn: &Tx, buildid: i64, results: BuildResult, state: &str) -> Result<()> {
     let now = crate::model::now();
     conn.raw
         .prepare_cached(
@@ -140,7 +140,7 @@ pub fn update_log(conn: &Tx, logid: i64, t: LogTotals, complete: bool) -> Result
     Ok(())
 }
 
-pub fn finish_step(conn: &Tx, stepid: i64, results: i64, state: &str) -> Result<()> {
+pub fn finish_step(conn: &Tx, stepid: i64, results: BuildResult, state: &str) -> Result<()> {
     conn.raw
         .prepare_cached(
             "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE stepid = ?1",

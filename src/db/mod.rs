@@ -61,6 +61,7 @@ pub use users::*;
 pub use workers::*;
 use writer::{writer_loop, Job};
 
+use crate::model::BuildResult;
 use anyhow::{Context, Result};
 use crossbeam_channel::{unbounded, Sender};
 use rusqlite::Connection;
@@ -264,6 +265,34 @@ fn json_col<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Results are stored as Buildbot's integer codes.
+impl rusqlite::ToSql for BuildResult {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.code()))
+    }
+}
+
+/// A `results` column (NULL while running). An integer that is no
+/// Buildbot result is an error naming the table, row and column, never a
+/// guess.
+fn result_col(
+    r: &rusqlite::Row,
+    idx: usize,
+    table: &str,
+    id: i64,
+) -> rusqlite::Result<Option<BuildResult>> {
+    let Some(code) = r.get::<_, Option<i64>>(idx)? else {
+        return Ok(None);
+    };
+    BuildResult::from_code(code).map(Some).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Integer,
+            format!("unknown result code {code} in {table} {id}, column results").into(),
+        )
+    })
+}
+
 /// Unit tests elsewhere in the crate set up rows no query of the interface
 /// writes (old timestamps, odd states); only they see the raw connection.
 #[cfg(test)]
@@ -361,6 +390,31 @@ mod tests {
             }
             other => panic!("expected an error naming the row, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn unknown_result_code_is_an_error_naming_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        create(&path).unwrap();
+        let conn = open_admin(&path).unwrap();
+        conn.raw
+            .execute_batch(
+                "INSERT INTO builders(builderid, name) VALUES (1, 'b');
+                 INSERT INTO buildsets(buildsetid, reason, submitted_at) VALUES (1, 'r', 0);
+                 INSERT INTO buildrequests(buildrequestid, buildsetid, builderid, submitted_at)
+                   VALUES (1, 1, 1, 0);
+                 INSERT INTO builds(buildid, number, builderid, buildrequestid, started_at,
+                   complete_at, results) VALUES (7, 1, 1, 1, 0, 1, 9);",
+            )
+            .unwrap();
+        let err = build_by_id(&conn, 7).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown result code 9 in builds 7, column results"),
+            "{err}"
+        );
+        let err = build_report(&conn, 7).unwrap_err().to_string();
+        assert!(err.contains("builds 7"), "{err}");
     }
 
     #[test]

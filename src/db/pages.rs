@@ -1,7 +1,8 @@
 //! What the HTML pages (`web::pages`) and live build pages (`web::sse`)
 //! read: one view struct per table a page shows.
 
-use super::{json_col, Conn, Props};
+use super::{json_col, result_col, Conn, Props};
+use crate::model::BuildResult;
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ pub struct BuilderSummary {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastBuild {
     pub number: i64,
-    pub results: Option<i64>,
+    pub results: Option<BuildResult>,
     pub complete: bool,
     pub when: Option<i64>,
 }
@@ -26,7 +27,7 @@ pub struct LastBuild {
 pub fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
     let mut stmt = conn.raw.prepare_cached(
         "SELECT bl.name, b.number, b.results, b.complete_at IS NOT NULL,
-                coalesce(b.complete_at, b.started_at)
+                coalesce(b.complete_at, b.started_at), b.buildid
          FROM builders bl
          LEFT JOIN builds b ON b.buildid = (SELECT buildid FROM builds
               WHERE builderid = bl.builderid ORDER BY number DESC LIMIT 1)
@@ -39,7 +40,7 @@ pub fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
             last: match number {
                 Some(number) => Some(LastBuild {
                     number,
-                    results: r.get(2)?,
+                    results: result_col(r, 2, "builds", r.get(5)?)?,
                     complete: r.get(3)?,
                     when: r.get(4)?,
                 }),
@@ -56,7 +57,7 @@ pub fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
 pub struct BuildListRow {
     pub builder: String,
     pub number: i64,
-    pub results: Option<i64>,
+    pub results: Option<BuildResult>,
     pub started_at: i64,
     pub complete_at: Option<i64>,
     pub state_string: String,
@@ -66,7 +67,7 @@ pub struct BuildListRow {
 }
 
 const BUILD_LIST_COLS: &str = "bl.name, b.number, b.results, b.started_at, b.complete_at,
-    b.state_string, w.name, bs.branch, bs.revision
+    b.state_string, w.name, bs.branch, bs.revision, b.buildid
     FROM builds b JOIN builders bl ON bl.builderid = b.builderid
     LEFT JOIN workers w ON w.workerid = b.workerid
     JOIN buildrequests br ON br.buildrequestid = b.buildrequestid
@@ -76,7 +77,7 @@ fn build_list_row(r: &rusqlite::Row) -> rusqlite::Result<BuildListRow> {
     Ok(BuildListRow {
         builder: r.get(0)?,
         number: r.get(1)?,
-        results: r.get(2)?,
+        results: result_col(r, 2, "builds", r.get(9)?)?,
         started_at: r.get(3)?,
         complete_at: r.get(4)?,
         state_string: r.get(5)?,
@@ -210,7 +211,7 @@ pub struct BuildRow {
     pub buildrequestid: i64,
     pub started_at: i64,
     pub complete_at: Option<i64>,
-    pub results: Option<i64>,
+    pub results: Option<BuildResult>,
     pub state_string: String,
 }
 
@@ -228,7 +229,7 @@ fn build_row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         buildrequestid: r.get(4)?,
         started_at: r.get(5)?,
         complete_at: r.get(6)?,
-        results: r.get(7)?,
+        results: result_col(r, 7, "builds", r.get(0)?)?,
         state_string: r.get(8)?,
     })
 }
@@ -282,7 +283,7 @@ pub struct StepRow {
     pub name: String,
     pub started_at: Option<i64>,
     pub complete_at: Option<i64>,
-    pub results: Option<i64>,
+    pub results: Option<BuildResult>,
     pub state_string: String,
     /// The step's links (JSON objects, Buildbot's `urls`).
     pub urls: Vec<serde_json::Value>,
@@ -310,7 +311,7 @@ pub fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
                 name: r.get(2)?,
                 started_at: r.get(3)?,
                 complete_at: r.get(4)?,
-                results: r.get(5)?,
+                results: result_col(r, 5, "steps", stepid)?,
                 state_string: r.get(6)?,
                 urls: json_col(&urls, "steps", stepid, "urls")?,
                 logs: vec![],
@@ -484,7 +485,7 @@ pub struct RequestInfo {
     pub reason: String,
     pub submitted_at: i64,
     pub complete: bool,
-    pub results: Option<i64>,
+    pub results: Option<BuildResult>,
     pub claimed_at: Option<i64>,
 }
 
@@ -502,7 +503,7 @@ pub fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>> {
                 reason: r.get(1)?,
                 submitted_at: r.get(2)?,
                 complete: r.get(3)?,
-                results: r.get(4)?,
+                results: result_col(r, 4, "buildrequests", brid)?,
                 claimed_at: r.get(5)?,
             })
         })
@@ -511,14 +512,19 @@ pub fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>> {
 
 /// The result of a builder's newest finished build: None when there is no
 /// such builder, Some(None) when it has no finished build.
-pub fn builder_last_result(conn: &Conn, builder: &str) -> Result<Option<Option<i64>>> {
+pub fn builder_last_result(conn: &Conn, builder: &str) -> Result<Option<Option<BuildResult>>> {
     Ok(conn
         .raw
         .prepare_cached(
-            "SELECT (SELECT b.results FROM builds b WHERE b.builderid = bl.builderid
-                AND b.complete_at IS NOT NULL ORDER BY b.number DESC LIMIT 1)
-             FROM builders bl WHERE bl.name = ?1",
+            "SELECT b.results, b.buildid FROM builders bl
+             LEFT JOIN builds b ON b.buildid = (SELECT buildid FROM builds
+                WHERE builderid = bl.builderid AND complete_at IS NOT NULL
+                ORDER BY number DESC LIMIT 1)
+             WHERE bl.name = ?1",
         )?
-        .query_row([builder], |r| r.get(0))
+        .query_row([builder], |r| {
+            let id: Option<i64> = r.get(1)?;
+            result_col(r, 0, "builds", id.unwrap_or_default())
+        })
         .optional()?)
 }

@@ -1,7 +1,7 @@
 //! What reporters read about a finished or started build.
 
 use super::*;
-use crate::model::RETRY;
+use crate::model::BuildResult;
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
 
@@ -15,17 +15,17 @@ pub struct BuildReport {
     pub worker: Option<String>,
     pub started_at: i64,
     pub complete_at: Option<i64>,
-    pub results: Option<i64>,
+    pub results: Option<BuildResult>,
     pub state_string: String,
     pub properties: Props,
     pub reason: String,
     pub ss: SourceStamp,
     /// (name, results) of each step, in order.
-    pub steps: Vec<(String, Option<i64>)>,
+    pub steps: Vec<(String, Option<BuildResult>)>,
     /// (revision, author, comments) of the changes the build is for.
     pub changes: Vec<(Option<String>, String, String)>,
     /// The results of the builder's previous finished build (not RETRY).
-    pub previous_results: Option<i64>,
+    pub previous_results: Option<BuildResult>,
     /// The newest change of the build's buildset, the one whose revision
     /// the source stamp carries (None for forced and timed builds).
     pub last_change: Option<ChangeSource>,
@@ -80,7 +80,7 @@ pub fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
                     worker: r.get(4)?,
                     started_at: r.get(5)?,
                     complete_at: r.get(6)?,
-                    results: r.get(7)?,
+                    results: result_col(r, 7, "builds", r.get(0)?)?,
                     state_string: r.get(8)?,
                     properties: json_col(&props, "builds", r.get(0)?, "properties")?,
                     reason: r.get(10)?,
@@ -100,11 +100,13 @@ pub fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
     let Some((mut rep, bsid)) = row else {
         return Ok(None);
     };
-    let mut st = conn
-        .raw
-        .prepare_cached("SELECT name, results FROM steps WHERE buildid = ?1 ORDER BY number")?;
+    let mut st = conn.raw.prepare_cached(
+        "SELECT name, results, stepid FROM steps WHERE buildid = ?1 ORDER BY number",
+    )?;
     rep.steps = st
-        .query_map([buildid], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([buildid], |r| {
+            Ok((r.get(0)?, result_col(r, 1, "steps", r.get(2)?)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut st = conn.raw.prepare_cached(
         "SELECT c.revision, c.author, c.comments FROM buildset_changes bc
@@ -133,11 +135,14 @@ pub fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
     rep.previous_results = conn
         .raw
         .prepare_cached(
-            "SELECT results FROM builds WHERE builderid = ?1 AND buildid < ?2
+            "SELECT results, buildid FROM builds WHERE builderid = ?1 AND buildid < ?2
                AND complete_at IS NOT NULL AND results IS NOT NULL AND results != ?3
              ORDER BY buildid DESC LIMIT 1",
         )?
-        .query_row(params![rep.builderid, buildid, RETRY], |r| r.get(0))
-        .optional()?;
+        .query_row(params![rep.builderid, buildid, BuildResult::Retry], |r| {
+            result_col(r, 0, "builds", r.get(1)?)
+        })
+        .optional()?
+        .flatten();
     Ok(Some(rep))
 }

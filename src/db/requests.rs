@@ -2,6 +2,7 @@
 //! reads, claiming (with collapsing), cancelling, rebuilding.
 
 use super::*;
+use crate::model::BuildResult;
 use anyhow::{anyhow, Result};
 use rusqlite::{params, OptionalExtension};
 
@@ -187,7 +188,7 @@ pub fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Result<Vec<i
                    claimed_at = ?3, collapsed_into = ?4
                  WHERE buildrequestid = ?1 AND claimed_at IS NULL AND complete = 0",
             )?
-            .execute(params![brid, crate::model::SKIPPED, now, buildid])?;
+            .execute(params![brid, BuildResult::Skipped, now, buildid])?;
         if n == 0 {
             continue;
         }
@@ -226,7 +227,7 @@ pub fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
             "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3
              WHERE buildrequestid = ?1 AND complete = 0 AND claimed_at IS NULL",
         )?
-        .execute(params![brid, crate::model::CANCELLED, now])?;
+        .execute(params![brid, BuildResult::Cancelled, now])?;
     let row: Option<(i64, bool)> = conn
         .raw
         .prepare_cached("SELECT buildsetid, complete FROM buildrequests WHERE buildrequestid = ?1")?

@@ -457,8 +457,8 @@ mod tests {
                     )?
                     .ok_or_else(|| anyhow::anyhow!("not claimed"))?;
                     let (step, log) = db::start_step(c, build, 0, "test")?;
-                    db::finish_step(c, step, 0, "done")?;
-                    db::finish_build(c, build, 0, "finished")?;
+                    db::finish_step(c, step, crate::model::BuildResult::Success, "done")?;
+                    db::finish_build(c, build, crate::model::BuildResult::Success, "finished")?;
                     c.sql().execute(
                         "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
                         rusqlite::params![build, t],

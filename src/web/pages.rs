@@ -19,7 +19,7 @@
 
 use crate::config::Config;
 use crate::db;
-use crate::model;
+use crate::model::BuildResult;
 use crate::web::html::{html, Html};
 use crate::web::logview;
 use anyhow::{Context, Result};
@@ -41,27 +41,22 @@ pub fn encode_path_segment(s: &str) -> String {
 
 /// Background colour of a result, as Buildbot's web UI (badges; the pages
 /// use the `r<N>` classes of the stylesheet, which match).
-pub fn result_colour(results: i64) -> &'static str {
+pub fn result_colour(results: BuildResult) -> &'static str {
     match results {
-        model::SUCCESS => "#8d4",
-        model::WARNINGS => "#fa3",
-        model::FAILURE => "#e88",
-        model::SKIPPED => "#ade",
-        model::EXCEPTION => "#c6c",
-        model::RETRY | model::CANCELLED => "#ecc",
-        _ => "#ccc",
+        BuildResult::Success => "#8d4",
+        BuildResult::Warnings => "#fa3",
+        BuildResult::Failure => "#e88",
+        BuildResult::Skipped => "#ade",
+        BuildResult::Exception => "#c6c",
+        BuildResult::Retry | BuildResult::Cancelled => "#ecc",
     }
 }
 
 /// A coloured badge for a build or step: its result, or "running" while it
 /// has none and is not complete.
-fn badge(results: Option<i64>, complete: bool) -> Html {
+fn badge(results: Option<BuildResult>, complete: bool) -> Html {
     match results {
-        Some(r) => html!(
-            "<span class=\"res r{}\">{}</span>",
-            r,
-            model::result_name(r)
-        ),
+        Some(r) => html!("<span class=\"res r{}\">{}</span>", r.code(), r.name()),
         None if !complete => html!("<span class=\"res running\">running</span>"),
         None => html!("<span class=\"res\">unknown</span>"),
     }
@@ -795,7 +790,10 @@ pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(i64, logview::Rang
 /// not succeed, and the build's last step.
 pub fn step_open(s: &StepRow, last: bool) -> bool {
     last || s.complete_at.is_none()
-        || !matches!(s.results, Some(model::SUCCESS) | Some(model::SKIPPED))
+        || !matches!(
+            s.results,
+            Some(BuildResult::Success) | Some(BuildResult::Skipped)
+        )
 }
 
 /// `/builders/<name>/builds/<number>`. None: no such build.
@@ -1149,7 +1147,7 @@ pub fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
         return Ok(None);
     };
     let (text, colour) = match results {
-        Some(r) => (model::result_name(r), result_colour(r)),
+        Some(r) => (r.name(), result_colour(r)),
         None => ("unknown", "#ccc"),
     };
     Ok(Some(svg_badge("build", text, colour)))

@@ -24,6 +24,7 @@
 use crate::config::Config;
 use crate::db::{self, Store};
 use crate::master::events::{Event, Hub};
+use crate::model::BuildResult;
 use crate::web::logview;
 use crate::web::pages::{self, Ctx};
 use anyhow::{Context, Result};
@@ -131,11 +132,11 @@ impl Live {
 pub type StreamFn = Box<dyn FnOnce(Box<dyn Write + Send>) + Send>;
 
 /// What a step's head shows: state, result, started, complete.
-type StepKey = (String, Option<i64>, Option<i64>, Option<i64>);
+type StepKey = (String, Option<BuildResult>, Option<i64>, Option<i64>);
 
 /// What one stream has sent.
 struct Sent {
-    build: Option<(String, Option<i64>, Option<i64>)>,
+    build: Option<(String, Option<BuildResult>, Option<i64>)>,
     steps: HashMap<i64, StepKey>,
     offsets: HashMap<i64, u64>,
 }
@@ -419,7 +420,7 @@ mod tests {
             builderid: 1,
             builder: "b".into(),
             number: 1,
-            results: 0,
+            results: BuildResult::Success,
         });
         let t2 = out.wait_for("event: end\n");
         assert!(t2.contains("build successful"));

@@ -9,7 +9,7 @@
 use super::{Delivery, Failure};
 use crate::config::ReporterCfg;
 use crate::db::BuildReport;
-use crate::model::{result_name, CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
+use crate::model::BuildResult;
 use anyhow::{Context, Result};
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
@@ -74,16 +74,17 @@ impl Target {
 
 /// Whether a build with `results` is mailed under `modes`, given the
 /// builder's previous result (Buildbot's MailNotifier modes).
-pub fn wants_mail(modes: &[&str], results: i64, previous: Option<i64>) -> bool {
+pub fn wants_mail(modes: &[&str], results: BuildResult, previous: Option<BuildResult>) -> bool {
+    use BuildResult::{Cancelled, Exception, Failure, Success, Warnings};
     modes.iter().any(|m| match *m {
         "all" => true,
-        "failing" => results == FAILURE,
-        "passing" => results == SUCCESS,
-        "warnings" => results == WARNINGS,
-        "exception" => results == EXCEPTION,
-        "cancelled" => results == CANCELLED,
+        "failing" => results == Failure,
+        "passing" => results == Success,
+        "warnings" => results == Warnings,
+        "exception" => results == Exception,
+        "cancelled" => results == Cancelled,
         // Failed, and the build before did not.
-        "problem" => results == FAILURE && previous != Some(FAILURE),
+        "problem" => results == Failure && previous != Some(Failure),
         // The result is not the previous one.
         "change" => previous.is_some_and(|p| p != results),
         _ => false,
@@ -92,7 +93,7 @@ pub fn wants_mail(modes: &[&str], results: i64, previous: Option<i64>) -> bool {
 
 /// (subject, body) of the mail about `rep`.
 pub fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
-    let result = rep.results.map(result_name).unwrap_or("unknown");
+    let result = rep.results.map(BuildResult::name).unwrap_or("unknown");
     let subject = format!("{title}: {result} in {} #{}", rep.builder, rep.number);
     let mut b = String::new();
     let _ = writeln!(
@@ -129,7 +130,11 @@ pub fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
     if !rep.steps.is_empty() {
         let _ = writeln!(b, "\nSteps:");
         for (name, r) in &rep.steps {
-            let _ = writeln!(b, "  {name}: {}", r.map(result_name).unwrap_or("not run"));
+            let _ = writeln!(
+                b,
+                "  {name}: {}",
+                r.map(BuildResult::name).unwrap_or("not run")
+            );
         }
     }
     (subject, b)
@@ -177,20 +182,40 @@ mod tests {
     #[test]
     fn modes_as_buildbot() {
         let w = |m: &[&str], r, p| wants_mail(m, r, p);
-        assert!(w(&["all"], SUCCESS, None));
-        assert!(w(&["failing"], FAILURE, Some(FAILURE)));
-        assert!(!w(&["failing"], SUCCESS, None));
-        assert!(w(&["passing"], SUCCESS, None));
-        assert!(w(&["warnings"], WARNINGS, None));
-        assert!(w(&["exception"], EXCEPTION, None));
-        assert!(w(&["problem"], FAILURE, Some(SUCCESS)));
-        assert!(w(&["problem"], FAILURE, None));
-        assert!(!w(&["problem"], FAILURE, Some(FAILURE)));
-        assert!(w(&["change"], SUCCESS, Some(FAILURE)));
-        assert!(!w(&["change"], SUCCESS, Some(SUCCESS)));
-        assert!(!w(&["change"], SUCCESS, None));
-        assert!(w(&["passing", "failing"], FAILURE, None));
-        assert!(!w(&[], FAILURE, None));
+        assert!(w(&["all"], BuildResult::Success, None));
+        assert!(w(
+            &["failing"],
+            BuildResult::Failure,
+            Some(BuildResult::Failure)
+        ));
+        assert!(!w(&["failing"], BuildResult::Success, None));
+        assert!(w(&["passing"], BuildResult::Success, None));
+        assert!(w(&["warnings"], BuildResult::Warnings, None));
+        assert!(w(&["exception"], BuildResult::Exception, None));
+        assert!(w(
+            &["problem"],
+            BuildResult::Failure,
+            Some(BuildResult::Success)
+        ));
+        assert!(w(&["problem"], BuildResult::Failure, None));
+        assert!(!w(
+            &["problem"],
+            BuildResult::Failure,
+            Some(BuildResult::Failure)
+        ));
+        assert!(w(
+            &["change"],
+            BuildResult::Success,
+            Some(BuildResult::Failure)
+        ));
+        assert!(!w(
+            &["change"],
+            BuildResult::Success,
+            Some(BuildResult::Success)
+        ));
+        assert!(!w(&["change"], BuildResult::Success, None));
+        assert!(w(&["passing", "failing"], BuildResult::Failure, None));
+        assert!(!w(&[], BuildResult::Failure, None));
     }
 
     #[test]
@@ -198,7 +223,7 @@ mod tests {
         let rep = BuildReport {
             builder: "runtests".into(),
             number: 7,
-            results: Some(FAILURE),
+            results: Some(BuildResult::Failure),
             state_string: "failure test".into(),
             reason: "The all scheduler got a change".into(),
             worker: Some("w1".into()),
@@ -208,8 +233,8 @@ mod tests {
                 ..Default::default()
             },
             steps: vec![
-                ("git".into(), Some(SUCCESS)),
-                ("test".into(), Some(FAILURE)),
+                ("git".into(), Some(BuildResult::Success)),
+                ("test".into(), Some(BuildResult::Failure)),
             ],
             changes: vec![(
                 Some("0123456789abcdef".into()),

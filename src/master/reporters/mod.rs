@@ -315,7 +315,7 @@ impl Reporters {
                     }
                 }
                 Active::Mail(cfg, target) if finished && cfg.reports_on(&rep.builder) => {
-                    let results = rep.results.unwrap_or(crate::model::EXCEPTION);
+                    let results = rep.results.unwrap_or(crate::model::BuildResult::Exception);
                     if mail::wants_mail(&cfg.modes(), results, rep.previous_results) {
                         let (subject, body) = mail::compose(&self.cfg.title, &rep, &url);
                         let Some(mails) = &self.mails else {
