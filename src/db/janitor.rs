@@ -18,6 +18,18 @@ pub struct PruneCounts {
     pub changes: u64,
 }
 
+impl PruneCounts {
+    /// Adds another batch's counts.
+    pub fn add(&mut self, c: &PruneCounts) {
+        self.builds += c.builds;
+        self.steps += c.steps;
+        self.logs += c.logs;
+        self.buildrequests += c.buildrequests;
+        self.buildsets += c.buildsets;
+        self.changes += c.changes;
+    }
+}
+
 fn json_ids(ids: &[i64]) -> String {
     // Infallible for integers; "[]" would only make the batch a no-op.
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())

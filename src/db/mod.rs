@@ -307,6 +307,16 @@ mod tests {
     use super::*;
     use anyhow::bail;
 
+    /// A new database in a temporary directory, with a connection that may
+    /// write rows no query of the interface writes.
+    fn new_db() -> (tempfile::TempDir, Tx) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        create(&path).unwrap();
+        let conn = open_admin(&path).unwrap();
+        (dir, conn)
+    }
+
     #[test]
     fn create_migrate_and_group_commit() {
         let dir = tempfile::tempdir().unwrap();
@@ -351,10 +361,7 @@ mod tests {
 
     #[test]
     fn corrupt_stored_json_is_an_error_naming_the_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.sqlite");
-        create(&path).unwrap();
-        let conn = open_admin(&path).unwrap();
+        let (_dir, conn) = new_db();
         conn.raw.execute(
             "INSERT INTO changes(author, comments, repository, project, when_timestamp, properties)
              VALUES ('a', 'c', 'r', 'p', 0, '{\"branch\": [\"x\", \"Change\"]')",
@@ -370,10 +377,7 @@ mod tests {
 
     #[test]
     fn corrupt_json_read_by_pages_and_api_names_the_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.sqlite");
-        create(&path).unwrap();
-        let conn = open_admin(&path).unwrap();
+        let (_dir, conn) = new_db();
         conn.raw
             .execute_batch("INSERT INTO workers(name, info) VALUES ('w', '{\"host\": ')")
             .unwrap();
@@ -394,10 +398,7 @@ mod tests {
 
     #[test]
     fn unknown_result_code_is_an_error_naming_the_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.sqlite");
-        create(&path).unwrap();
-        let conn = open_admin(&path).unwrap();
+        let (_dir, conn) = new_db();
         conn.raw
             .execute_batch(
                 "INSERT INTO builders(builderid, name) VALUES (1, 'b');

@@ -101,12 +101,8 @@ fn thread_main(store: &Store, cfg: &LiveConfig, master_dir: &Path, stop: &Receiv
 /// What one run removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
-    pub builds: u64,
-    pub steps: u64,
-    pub logs: u64,
-    pub buildrequests: u64,
-    pub buildsets: u64,
-    pub changes: u64,
+    /// Rows deleted, per table.
+    pub rows: db::PruneCounts,
     /// Bytes of log files removed with the deleted builds.
     pub build_bytes: u64,
     /// Builds whose log files were removed by the log horizon.
@@ -118,18 +114,18 @@ pub struct Pruned {
 
 impl Pruned {
     fn log(&self, cfg: &JanitorCfg) {
-        if self.builds > 0 || self.buildrequests > 0 {
+        if self.rows.builds > 0 || self.rows.buildrequests > 0 {
             log::info!(
                 "janitor: deleted {} builds finished more than {} days ago, with {} steps, {} logs \
                  and {} of log files; {} build requests, {} buildsets and {} changes went with them",
-                self.builds,
+                self.rows.builds,
                 cfg.build_horizon_days,
-                self.steps,
-                self.logs,
+                self.rows.steps,
+                self.rows.logs,
                 human_bytes(self.build_bytes),
-                self.buildrequests,
-                self.buildsets,
-                self.changes
+                self.rows.buildrequests,
+                self.rows.buildsets,
+                self.rows.changes
             );
         }
         if self.log_builds > 0 {
@@ -208,7 +204,7 @@ fn prune_builds(
         let t = Instant::now();
         let (counts, deleted) = store.write(move |c| db::delete_old(c, cutoff, &batch, &[]))?;
         let took = t.elapsed();
-        p.add(&counts);
+        p.rows.add(&counts);
         for (id, logids) in deleted {
             let mut paths = vec![db::legacy_log_dir(master_dir, id)];
             paths.extend(logids.iter().map(|&l| db::new_log_path(master_dir, id, l)));
@@ -222,7 +218,7 @@ fn prune_builds(
     in_batches(requests, stopping, |batch| {
         let t = Instant::now();
         let (counts, _) = store.write(move |c| db::delete_old(c, cutoff, &[], &batch))?;
-        p.add(&counts);
+        p.rows.add(&counts);
         Ok(t.elapsed())
     })
 }
@@ -256,17 +252,6 @@ fn in_batches(
         }
     }
     Ok(())
-}
-
-impl Pruned {
-    fn add(&mut self, c: &db::PruneCounts) {
-        self.builds += c.builds;
-        self.steps += c.steps;
-        self.logs += c.logs;
-        self.buildrequests += c.buildrequests;
-        self.buildsets += c.buildsets;
-        self.changes += c.changes;
-    }
 }
 
 /// Bytes in the files directly inside `dir` (older per-build log
@@ -543,11 +528,17 @@ mod tests {
 
         let p = f.run(180, 0);
         assert_eq!(
-            (p.builds, p.steps, p.logs, p.buildrequests, p.buildsets),
+            (
+                p.rows.builds,
+                p.rows.steps,
+                p.rows.logs,
+                p.rows.buildrequests,
+                p.rows.buildsets
+            ),
             (2, 2, 2, 2, 2),
             "{p:?}"
         );
-        assert_eq!(p.changes, 1, "the held change stays: {p:?}");
+        assert_eq!(p.rows.changes, 1, "the held change stays: {p:?}");
         assert_eq!(p.build_bytes, 2000);
         for b in [old1, old2] {
             assert!(!f.exists("builds", "buildid", b.build));
@@ -588,7 +579,11 @@ mod tests {
         let retry = f.build("a", 5, Some(first));
         f.build("a", 1, None);
         let p = f.run(180, 0);
-        assert_eq!((p.builds, p.buildrequests, p.buildsets), (1, 0, 0), "{p:?}");
+        assert_eq!(
+            (p.rows.builds, p.rows.buildrequests, p.rows.buildsets),
+            (1, 0, 0),
+            "{p:?}"
+        );
         assert!(f.exists("buildrequests", "buildrequestid", first.request));
         assert!(f.exists("builds", "buildid", retry.build));
         assert!(f.exists("changes", "changeid", first.change));
@@ -619,7 +614,7 @@ mod tests {
             (2, 2000, 2),
             "{p:?}"
         );
-        assert_eq!(p.builds, 0);
+        assert_eq!(p.rows.builds, 0);
         assert!(!f.log_file(old).exists());
         assert!(!old_legacy_dir.exists());
         assert!(f.log_file(recent).exists());
@@ -656,7 +651,7 @@ mod tests {
         let p = run_once(&f.store, f.master(), &cfg, f.now, &|| true).unwrap();
         assert_eq!(p, Pruned::default());
         let p = f.run(180, 30);
-        assert_eq!(p.builds, n as u64, "{p:?}");
+        assert_eq!(p.rows.builds, n as u64, "{p:?}");
         assert_eq!(f.count("SELECT count(*) FROM builds"), 1);
         assert_eq!(f.count("SELECT count(*) FROM changes"), 1);
     }
