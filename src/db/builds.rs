@@ -9,7 +9,7 @@ use rusqlite::{params, OptionalExtension};
 /// Closes builds of `workerid` (or of every worker when None) that are still
 /// running as RETRY and puts their requests back on the queue. Used at start
 /// (the previous master died) and when a worker is lost.
-pub fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<Vec<i64>> {
+pub(crate) fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<Vec<i64>> {
     let now = crate::model::now();
     let ids: Vec<i64> = {
         let mut st = conn.raw.prepare_cached(
@@ -54,7 +54,7 @@ pub fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<Vec<i64>
 /// with. Only the master's build code calls this, from the git step's own
 /// report, so the property (with that source) names what was built, not
 /// what a request asked for.
-pub fn set_got_revision(conn: &Tx, buildid: i64, sha: &str, source: &str) -> Result<()> {
+pub(crate) fn set_got_revision(conn: &Tx, buildid: i64, sha: &str, source: &str) -> Result<()> {
     conn.raw.prepare_cached(
         "UPDATE builds SET properties = json_set(properties, '$.got_revision', json_array(?2, ?3))
          WHERE buildid = ?1",
@@ -63,16 +63,14 @@ pub fn set_got_revision(conn: &Tx, buildid: i64, sha: &str, source: &str) -> Res
     Ok(())
 }
 
-pub fn set_build_state(conn: &Tx, buildid: i64, state: &str) -> Result<()> {
-    conn.raw
-        .prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
-        .execute(params![buildid, state])?;
-    Ok(())
-}
-
 /// Ends a build with `results`; completes its request, and its buildset
 /// when that was the buildset's last request.
-pub fn finish_build(conn: &Tx, buildid: i64, results: BuildResult, state: &str) -> Result<()> {
+pub(crate) fn finish_build(
+    conn: &Tx,
+    buildid: i64,
+    results: BuildResult,
+    state: &str,
+) -> Result<()> {
     let now = crate::model::now();
     conn.raw
         .prepare_cached(
@@ -97,7 +95,7 @@ pub fn finish_build(conn: &Tx, buildid: i64, results: BuildResult, state: &str) 
 }
 
 /// Starts a step and its stdio log; returns (stepid, logid).
-pub fn start_step(conn: &Tx, buildid: i64, number: u32, name: &str) -> Result<(i64, i64)> {
+pub(crate) fn start_step(conn: &Tx, buildid: i64, number: u32, name: &str) -> Result<(i64, i64)> {
     let now = crate::model::now();
     conn.raw
         .prepare_cached(
@@ -131,7 +129,7 @@ pub struct LogTotals {
     pub size: i64,
 }
 
-pub fn update_log(conn: &Tx, logid: i64, t: LogTotals, complete: bool) -> Result<()> {
+pub(crate) fn update_log(conn: &Tx, logid: i64, t: LogTotals, complete: bool) -> Result<()> {
     conn.raw
         .prepare_cached(
             "UPDATE logs SET num_lines = ?2, size = ?3, complete = ?4 WHERE logid = ?1",
@@ -140,7 +138,7 @@ pub fn update_log(conn: &Tx, logid: i64, t: LogTotals, complete: bool) -> Result
     Ok(())
 }
 
-pub fn finish_step(conn: &Tx, stepid: i64, results: BuildResult, state: &str) -> Result<()> {
+pub(crate) fn finish_step(conn: &Tx, stepid: i64, results: BuildResult, state: &str) -> Result<()> {
     conn.raw
         .prepare_cached(
             "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE stepid = ?1",
@@ -150,7 +148,7 @@ pub fn finish_step(conn: &Tx, stepid: i64, results: BuildResult, state: &str) ->
 }
 
 /// Whether a build has ended; None when there is no such build.
-pub fn build_complete(conn: &Conn, buildid: i64) -> Result<Option<bool>> {
+pub(crate) fn build_complete(conn: &Conn, buildid: i64) -> Result<Option<bool>> {
     Ok(conn
         .raw
         .prepare_cached("SELECT complete_at IS NOT NULL FROM builds WHERE buildid = ?1")?
@@ -160,7 +158,7 @@ pub fn build_complete(conn: &Conn, buildid: i64) -> Result<Option<bool>> {
 
 /// The id of build `number` of a builder named by name or id (an id
 /// wins when a name is also some builder's id, as in the API's paths).
-pub fn build_id_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option<i64>> {
+pub(crate) fn build_id_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option<i64>> {
     Ok(conn
         .raw
         .prepare_cached(

@@ -92,7 +92,7 @@ fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
 }
 
 /// Changes the scheduler has not classified yet, oldest first.
-pub fn unscheduled_changes(conn: &Conn) -> Result<Vec<ChangeRow>> {
+pub(crate) fn unscheduled_changes(conn: &Conn) -> Result<Vec<ChangeRow>> {
     let mut st = conn.raw.prepare_cached(&format!(
         "SELECT {CHANGE_COLS} FROM changes WHERE scheduled = 0 ORDER BY changeid LIMIT 1000"
     ))?;
@@ -101,7 +101,7 @@ pub fn unscheduled_changes(conn: &Conn) -> Result<Vec<ChangeRow>> {
 }
 
 /// Changes held by a scheduler's tree-stable timer, oldest first.
-pub fn held_changes(conn: &Conn, scheduler: &str) -> Result<Vec<ChangeRow>> {
+pub(crate) fn held_changes(conn: &Conn, scheduler: &str) -> Result<Vec<ChangeRow>> {
     let mut st = conn.raw.prepare_cached(&format!(
         "SELECT {CHANGE_COLS} FROM changes WHERE changeid IN
            (SELECT changeid FROM scheduler_changes WHERE scheduler = ?1) ORDER BY changeid"
@@ -111,7 +111,7 @@ pub fn held_changes(conn: &Conn, scheduler: &str) -> Result<Vec<ChangeRow>> {
 }
 
 /// Names of schedulers holding changes (to re-arm their timers at start).
-pub fn schedulers_holding_changes(conn: &Conn) -> Result<Vec<String>> {
+pub(crate) fn schedulers_holding_changes(conn: &Conn) -> Result<Vec<String>> {
     let mut st = conn
         .raw
         .prepare_cached("SELECT DISTINCT scheduler FROM scheduler_changes")?;
@@ -121,7 +121,7 @@ pub fn schedulers_holding_changes(conn: &Conn) -> Result<Vec<String>> {
 
 /// A scheduler's tree-stable timer (or nightly `only_if_changed`) holds
 /// these changes until it fires; held again, a change stays held once.
-pub fn hold_changes(conn: &Tx, held: &[(String, i64)]) -> Result<()> {
+pub(crate) fn hold_changes(conn: &Tx, held: &[(String, i64)]) -> Result<()> {
     for (scheduler, changeid) in held {
         conn.raw
             .prepare_cached(
@@ -133,7 +133,7 @@ pub fn hold_changes(conn: &Tx, held: &[(String, i64)]) -> Result<()> {
 }
 
 /// The scheduler has classified these changes: they are no longer pending.
-pub fn mark_scheduled(conn: &Tx, changeids: &[i64]) -> Result<()> {
+pub(crate) fn mark_scheduled(conn: &Tx, changeids: &[i64]) -> Result<()> {
     for id in changeids {
         conn.raw
             .prepare_cached("UPDATE changes SET scheduled = 1 WHERE changeid = ?1")?
@@ -143,7 +143,7 @@ pub fn mark_scheduled(conn: &Tx, changeids: &[i64]) -> Result<()> {
 }
 
 /// Ends what `scheduler` holds (its timer fired, or it is gone).
-pub fn release_held_changes(conn: &Tx, scheduler: &str) -> Result<usize> {
+pub(crate) fn release_held_changes(conn: &Tx, scheduler: &str) -> Result<usize> {
     Ok(conn
         .raw
         .prepare_cached("DELETE FROM scheduler_changes WHERE scheduler = ?1")?

@@ -69,7 +69,12 @@ const PRUNABLE_BUILD: &str = "b.complete_at IS NOT NULL AND b.complete_at < ?1
 
 /// Up to `limit` prunable builds (finished before `cutoff`, not their
 /// builder's newest) with ids above `after`, in increasing order.
-pub fn prunable_builds(conn: &Conn, cutoff: i64, after: i64, limit: i64) -> Result<Vec<i64>> {
+pub(crate) fn prunable_builds(
+    conn: &Conn,
+    cutoff: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<i64>> {
     let sql = format!(
         "SELECT b.buildid FROM builds b WHERE {PRUNABLE_BUILD} AND b.buildid > ?2
          ORDER BY b.buildid LIMIT ?3"
@@ -79,7 +84,12 @@ pub fn prunable_builds(conn: &Conn, cutoff: i64, after: i64, limit: i64) -> Resu
 
 /// Up to `limit` requests completed before `cutoff` without any build left
 /// (all pruned, or never built), ids above `after`, in increasing order.
-pub fn prunable_requests(conn: &Conn, cutoff: i64, after: i64, limit: i64) -> Result<Vec<i64>> {
+pub(crate) fn prunable_requests(
+    conn: &Conn,
+    cutoff: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<i64>> {
     ids(
         &conn.raw,
         "SELECT br.buildrequestid FROM buildrequests br
@@ -91,7 +101,10 @@ pub fn prunable_requests(conn: &Conn, cutoff: i64, after: i64, limit: i64) -> Re
 }
 
 /// Of `buildids`, those in the database, with when each finished.
-pub fn builds_complete_at(conn: &Conn, buildids: &[i64]) -> Result<HashMap<i64, Option<i64>>> {
+pub(crate) fn builds_complete_at(
+    conn: &Conn,
+    buildids: &[i64],
+) -> Result<HashMap<i64, Option<i64>>> {
     let mut st = conn.raw.prepare_cached(
         "SELECT buildid, complete_at FROM builds WHERE buildid IN (SELECT value FROM json_each(?1))",
     )?;
@@ -107,7 +120,7 @@ pub type BuildLogs = (i64, Vec<i64>);
 /// without builds to consider as well. Returns the counts and the ids of
 /// the builds deleted with their log ids (whose log files the caller
 /// removes after commit).
-pub fn delete_old(
+pub(crate) fn delete_old(
     tx: &Tx,
     cutoff: i64,
     buildids: &[i64],

@@ -12,14 +12,14 @@ pub fn log_root(master_dir: &Path) -> PathBuf {
 /// directory for all builds: a directory per build cost an inode
 /// allocation (`mkdir`) per build, a large part of the master's CPU per
 /// build on ext4 (docs/performance.md).
-pub fn new_log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
+pub(crate) fn new_log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
     log_root(master_dir).join(format!("{buildid}-{logid}.log"))
 }
 
 /// Where the text of an existing log is: `new_log_path`, or for a log
 /// written by an older minibot (a directory per build) its
 /// `logs/<buildid>/<logid>.log`, when only that file exists.
-pub fn log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
+pub(crate) fn log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
     let path = new_log_path(master_dir, buildid, logid);
     if path.exists() {
         return path;
@@ -33,7 +33,7 @@ pub fn log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
 }
 
 /// The per-build log directory older minibots wrote.
-pub fn legacy_log_dir(master_dir: &Path, buildid: i64) -> PathBuf {
+pub(crate) fn legacy_log_dir(master_dir: &Path, buildid: i64) -> PathBuf {
     log_root(master_dir).join(buildid.to_string())
 }
 

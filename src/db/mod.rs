@@ -56,7 +56,7 @@ pub use pages::*;
 pub use reports::*;
 pub use requests::*;
 pub use schema::*;
-pub use state::*;
+pub(crate) use state::*;
 pub use users::*;
 pub use workers::*;
 use writer::{writer_loop, Job};
@@ -139,7 +139,7 @@ fn give_back(idle: &Mutex<Vec<Conn>>, conn: Conn) {
 /// Frees the memory SQLite holds for `conn` that it can read again from
 /// the file (the page cache, up to `cache_size` in `tune`):
 /// `sqlite3_db_release_memory`. The next queries fill it again.
-pub fn shrink(conn: &Conn) -> Result<()> {
+pub(crate) fn shrink(conn: &Conn) -> Result<()> {
     conn.raw
         .execute_batch("PRAGMA shrink_memory")
         .context("PRAGMA shrink_memory")

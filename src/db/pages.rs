@@ -24,7 +24,7 @@ pub struct LastBuild {
     pub when: Option<i64>,
 }
 
-pub fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
+pub(crate) fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
     let mut stmt = conn.raw.prepare_cached(
         "SELECT bl.name, b.number, b.results, b.complete_at IS NOT NULL,
                 coalesce(b.complete_at, b.started_at), b.buildid
@@ -88,7 +88,7 @@ fn build_list_row(r: &rusqlite::Row) -> rusqlite::Result<BuildListRow> {
 }
 
 /// Builds still running, oldest first.
-pub fn running_builds(conn: &Conn) -> Result<Vec<BuildListRow>> {
+pub(crate) fn running_builds(conn: &Conn) -> Result<Vec<BuildListRow>> {
     let mut stmt = conn.raw.prepare_cached(&format!(
         "SELECT {BUILD_LIST_COLS} WHERE b.complete_at IS NULL ORDER BY b.started_at, b.buildid"
     ))?;
@@ -97,7 +97,7 @@ pub fn running_builds(conn: &Conn) -> Result<Vec<BuildListRow>> {
 }
 
 /// The newest `limit` builds of every builder.
-pub fn recent_builds(conn: &Conn, limit: i64) -> Result<Vec<BuildListRow>> {
+pub(crate) fn recent_builds(conn: &Conn, limit: i64) -> Result<Vec<BuildListRow>> {
     let mut stmt = conn.raw.prepare_cached(&format!(
         "SELECT {BUILD_LIST_COLS} ORDER BY b.buildid DESC LIMIT ?1"
     ))?;
@@ -106,7 +106,7 @@ pub fn recent_builds(conn: &Conn, limit: i64) -> Result<Vec<BuildListRow>> {
 }
 
 /// A builder's builds, newest first: `limit` after skipping `offset`.
-pub fn builder_builds(
+pub(crate) fn builder_builds(
     conn: &Conn,
     builderid: i64,
     limit: i64,
@@ -120,7 +120,7 @@ pub fn builder_builds(
 }
 
 /// How many builds a builder has.
-pub fn build_count(conn: &Conn, builderid: i64) -> Result<i64> {
+pub(crate) fn build_count(conn: &Conn, builderid: i64) -> Result<i64> {
     Ok(conn
         .raw
         .prepare_cached("SELECT count(*) FROM builds WHERE builderid = ?1")?
@@ -140,7 +140,7 @@ pub struct QueuedRequest {
 }
 
 /// How many requests are queued: of every builder, or of one.
-pub fn queued_count(conn: &Conn, builderid: Option<i64>) -> Result<i64> {
+pub(crate) fn queued_count(conn: &Conn, builderid: Option<i64>) -> Result<i64> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -151,7 +151,7 @@ pub fn queued_count(conn: &Conn, builderid: Option<i64>) -> Result<i64> {
 }
 
 /// Queued requests in the order the botmaster takes them, at most `limit`.
-pub fn queued_requests(
+pub(crate) fn queued_requests(
     conn: &Conn,
     builderid: Option<i64>,
     limit: i64,
@@ -186,7 +186,7 @@ pub struct BuilderInfo {
     pub tags: Vec<String>,
 }
 
-pub fn builder_info(conn: &Conn, name: &str) -> Result<Option<BuilderInfo>> {
+pub(crate) fn builder_info(conn: &Conn, name: &str) -> Result<Option<BuilderInfo>> {
     Ok(conn
         .raw
         .prepare_cached("SELECT builderid, description, tags FROM builders WHERE name = ?1")?
@@ -234,7 +234,7 @@ fn build_row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
     })
 }
 
-pub fn build_by_id(conn: &Conn, buildid: i64) -> Result<Option<BuildRow>> {
+pub(crate) fn build_by_id(conn: &Conn, buildid: i64) -> Result<Option<BuildRow>> {
     Ok(conn
         .raw
         .prepare_cached(&format!("SELECT {BUILD_COLS} WHERE b.buildid = ?1"))?
@@ -243,7 +243,7 @@ pub fn build_by_id(conn: &Conn, buildid: i64) -> Result<Option<BuildRow>> {
 }
 
 /// Build `number` of the builder named `builder`.
-pub fn build_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option<BuildRow>> {
+pub(crate) fn build_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option<BuildRow>> {
     Ok(conn
         .raw
         .prepare_cached(&format!(
@@ -255,7 +255,7 @@ pub fn build_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option
 
 /// The newest build of a request that is no longer queued (claimed or
 /// complete); None while it is queued, or when it has no build.
-pub fn request_build(conn: &Conn, brid: i64) -> Result<Option<BuildRow>> {
+pub(crate) fn request_build(conn: &Conn, brid: i64) -> Result<Option<BuildRow>> {
     let queued: Option<bool> = conn
         .raw
         .prepare_cached(
@@ -292,7 +292,7 @@ pub struct StepRow {
 }
 
 /// The steps of a build with their logs, in order.
-pub fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
+pub(crate) fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
     let mut stmt = conn.raw.prepare_cached(
         "SELECT s.stepid, s.number, s.name, s.started_at, s.complete_at, s.results,
                 s.state_string, s.urls, l.logid, l.name, l.complete
@@ -335,7 +335,7 @@ pub struct BuildsetInfo {
     pub submitted_at: i64,
 }
 
-pub fn request_buildset(conn: &Conn, brid: i64) -> Result<Option<BuildsetInfo>> {
+pub(crate) fn request_buildset(conn: &Conn, brid: i64) -> Result<Option<BuildsetInfo>> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -384,7 +384,11 @@ fn change_list_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeListRow> {
 }
 
 /// The newest `limit` changes of a buildset.
-pub fn buildset_changes(conn: &Conn, buildsetid: i64, limit: i64) -> Result<Vec<ChangeListRow>> {
+pub(crate) fn buildset_changes(
+    conn: &Conn,
+    buildsetid: i64,
+    limit: i64,
+) -> Result<Vec<ChangeListRow>> {
     let mut stmt = conn.raw.prepare_cached(&format!(
         "SELECT {CHANGE_LIST_COLS}
          FROM buildset_changes bc JOIN changes c ON c.changeid = bc.changeid
@@ -395,7 +399,7 @@ pub fn buildset_changes(conn: &Conn, buildsetid: i64, limit: i64) -> Result<Vec<
 }
 
 /// Every change, newest first: `limit` after skipping `offset`.
-pub fn changes_page(conn: &Conn, limit: i64, offset: i64) -> Result<Vec<ChangeListRow>> {
+pub(crate) fn changes_page(conn: &Conn, limit: i64, offset: i64) -> Result<Vec<ChangeListRow>> {
     let mut stmt = conn.raw.prepare_cached(&format!(
         "SELECT {CHANGE_LIST_COLS} FROM changes c ORDER BY c.changeid DESC LIMIT ?1 OFFSET ?2"
     ))?;
@@ -403,7 +407,7 @@ pub fn changes_page(conn: &Conn, limit: i64, offset: i64) -> Result<Vec<ChangeLi
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn change_count(conn: &Conn) -> Result<i64> {
+pub(crate) fn change_count(conn: &Conn) -> Result<i64> {
     Ok(conn
         .raw
         .prepare_cached("SELECT count(*) FROM changes")?
@@ -411,7 +415,7 @@ pub fn change_count(conn: &Conn) -> Result<i64> {
 }
 
 /// A build's properties; an error when there is no such build.
-pub fn build_properties(conn: &Conn, buildid: i64) -> Result<Props> {
+pub(crate) fn build_properties(conn: &Conn, buildid: i64) -> Result<Props> {
     let props: String = conn
         .raw
         .prepare_cached("SELECT properties FROM builds WHERE buildid = ?1")?
@@ -420,7 +424,7 @@ pub fn build_properties(conn: &Conn, buildid: i64) -> Result<Props> {
 }
 
 /// The build a log belongs to.
-pub fn log_build(conn: &Conn, logid: i64) -> Result<Option<i64>> {
+pub(crate) fn log_build(conn: &Conn, logid: i64) -> Result<Option<i64>> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -446,7 +450,7 @@ pub struct WorkerRow {
 }
 
 /// Every worker the master knows, configured first.
-pub fn worker_list(conn: &Conn) -> Result<Vec<WorkerRow>> {
+pub(crate) fn worker_list(conn: &Conn) -> Result<Vec<WorkerRow>> {
     let mut stmt = conn.raw.prepare_cached(
         "SELECT w.workerid, w.name, w.connected, w.paused, w.info, w.last_connection, w.configured,
                 (SELECT group_concat(bl.name || char(9) || b.number, char(10))
@@ -489,7 +493,7 @@ pub struct RequestInfo {
     pub claimed_at: Option<i64>,
 }
 
-pub fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>> {
+pub(crate) fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -512,7 +516,10 @@ pub fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>> {
 
 /// The result of a builder's newest finished build: None when there is no
 /// such builder, Some(None) when it has no finished build.
-pub fn builder_last_result(conn: &Conn, builder: &str) -> Result<Option<Option<BuildResult>>> {
+pub(crate) fn builder_last_result(
+    conn: &Conn,
+    builder: &str,
+) -> Result<Option<Option<BuildResult>>> {
     Ok(conn
         .raw
         .prepare_cached(

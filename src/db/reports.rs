@@ -56,7 +56,7 @@ impl BuildReport {
     }
 }
 
-pub fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
+pub(crate) fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
     let row = conn
         .raw
         .prepare_cached(

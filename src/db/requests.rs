@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 
 /// Creates a buildset with one request per builder; returns
 /// (buildsetid, [(builderid, buildrequestid)]). Unknown builders are an error.
-pub fn create_buildset(
+pub(crate) fn create_buildset(
     conn: &Tx,
     reason: &str,
     scheduler: Option<&str>,
@@ -77,7 +77,7 @@ pub struct PendingRequest {
 /// dispatch with an empty queue (after each build, the usual case) does
 /// not ask for each builder's requests. Each EXISTS stops at the first
 /// unclaimed request in `buildrequests_pending`, however deep the queue.
-pub fn builders_with_pending(conn: &Conn) -> Result<std::collections::HashSet<String>> {
+pub(crate) fn builders_with_pending(conn: &Conn) -> Result<std::collections::HashSet<String>> {
     let mut st = conn.raw.prepare_cached(
         "SELECT b.name FROM builders b WHERE EXISTS (SELECT 1 FROM buildrequests br
            WHERE br.builderid = b.builderid AND br.complete = 0 AND br.claimed_at IS NULL)",
@@ -87,7 +87,11 @@ pub fn builders_with_pending(conn: &Conn) -> Result<std::collections::HashSet<St
 }
 
 /// Unclaimed requests of one builder, highest priority then oldest first.
-pub fn pending_requests(conn: &Conn, builder: &str, limit: i64) -> Result<Vec<PendingRequest>> {
+pub(crate) fn pending_requests(
+    conn: &Conn,
+    builder: &str,
+    limit: i64,
+) -> Result<Vec<PendingRequest>> {
     let mut st = conn.raw.prepare_cached(
         "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
                 bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
@@ -123,7 +127,7 @@ pub fn pending_requests(conn: &Conn, builder: &str, limit: i64) -> Result<Vec<Pe
 
 /// Claims a request for `worker` and creates its build. Returns None when
 /// the request was claimed or completed meanwhile.
-pub fn claim_and_create_build(
+pub(crate) fn claim_and_create_build(
     conn: &Tx,
     buildrequestid: i64,
     builderid: i64,
@@ -177,7 +181,7 @@ pub(super) fn complete_buildset_if_done(conn: &Tx, bsid: i64, now: i64) -> Resul
 /// Buildbot's request collapsing: ends the queued requests `brids` as
 /// SKIPPED, covered by `buildid` (recorded in `collapsed_into`). Requests
 /// claimed or completed meanwhile are left alone; returns those collapsed.
-pub fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Result<Vec<i64>> {
+pub(crate) fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Result<Vec<i64>> {
     let now = crate::model::now();
     let mut done = vec![];
     for brid in brids {
@@ -219,7 +223,7 @@ pub enum CancelOutcome {
 /// Cancels a queued build request (Buildbot's `cancel`): completes it as
 /// CANCELLED so the botmaster's claim (which requires `complete = 0`) can
 /// never start it.
-pub fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
+pub(crate) fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
     let now = crate::model::now();
     let n = conn
         .raw
@@ -262,7 +266,7 @@ pub fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
 /// A new buildset for one builder with the source stamp, properties and
 /// changes of the buildset `buildid` came from (Buildbot's rebuild).
 /// Returns (buildsetid, builderid, buildrequestid), None if no such build.
-pub fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i64, i64, i64)>> {
+pub(crate) fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i64, i64, i64)>> {
     let row = conn
         .raw
         .prepare_cached(
@@ -319,7 +323,7 @@ pub fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i64, i64
 }
 
 /// Gives every request of a buildset `priority` (a forced build's).
-pub fn set_buildset_priority(conn: &Tx, buildsetid: i64, priority: i64) -> Result<()> {
+pub(crate) fn set_buildset_priority(conn: &Tx, buildsetid: i64, priority: i64) -> Result<()> {
     conn.raw
         .prepare_cached("UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1")?
         .execute([buildsetid, priority])?;

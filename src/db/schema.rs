@@ -319,7 +319,7 @@ pub(super) fn open_current(path: &Path, missing: &str) -> Result<Connection> {
 
 /// A read-only connection for one reader thread (scheduler, botmaster, a
 /// live page): [`Store::reader`] lends pooled ones to the others.
-pub fn open_read_only(path: &Path) -> Result<Conn> {
+pub(crate) fn open_read_only(path: &Path) -> Result<Conn> {
     Ok(Conn {
         raw: open_reader(path)?,
     })

@@ -8,7 +8,7 @@ use rusqlite::OptionalExtension;
 use std::collections::BTreeMap;
 
 /// The last revision poller `poller` saw, per branch.
-pub fn poller_state(conn: &Conn, poller: &str) -> Result<BTreeMap<String, String>> {
+pub(crate) fn poller_state(conn: &Conn, poller: &str) -> Result<BTreeMap<String, String>> {
     let mut st = conn
         .raw
         .prepare_cached("SELECT branch, revision FROM poller_state WHERE poller = ?1")?;
@@ -16,7 +16,12 @@ pub fn poller_state(conn: &Conn, poller: &str) -> Result<BTreeMap<String, String
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn set_poller_state(conn: &Tx, poller: &str, branch: &str, revision: &str) -> Result<()> {
+pub(crate) fn set_poller_state(
+    conn: &Tx,
+    poller: &str,
+    branch: &str,
+    revision: &str,
+) -> Result<()> {
     conn.raw
         .prepare_cached(
             "INSERT INTO poller_state(poller, branch, revision) VALUES (?1, ?2, ?3)
@@ -26,7 +31,7 @@ pub fn set_poller_state(conn: &Tx, poller: &str, branch: &str, revision: &str) -
     Ok(())
 }
 
-pub fn scheduler_state(conn: &Conn, scheduler: &str, name: &str) -> Result<Option<String>> {
+pub(crate) fn scheduler_state(conn: &Conn, scheduler: &str, name: &str) -> Result<Option<String>> {
     Ok(conn
         .raw
         .prepare_cached("SELECT value FROM scheduler_state WHERE scheduler = ?1 AND name = ?2")?
@@ -34,7 +39,12 @@ pub fn scheduler_state(conn: &Conn, scheduler: &str, name: &str) -> Result<Optio
         .optional()?)
 }
 
-pub fn set_scheduler_state(conn: &Tx, scheduler: &str, name: &str, value: &str) -> Result<()> {
+pub(crate) fn set_scheduler_state(
+    conn: &Tx,
+    scheduler: &str,
+    name: &str,
+    value: &str,
+) -> Result<()> {
     conn.raw
         .prepare_cached(
             "INSERT INTO scheduler_state(scheduler, name, value) VALUES (?1, ?2, ?3)
@@ -45,7 +55,7 @@ pub fn set_scheduler_state(conn: &Tx, scheduler: &str, name: &str, value: &str) 
 }
 
 /// Drops what schedulers no longer in the config held (after a reconfig).
-pub fn forget_schedulers_except(conn: &Tx, keep: &[String]) -> Result<usize> {
+pub(crate) fn forget_schedulers_except(conn: &Tx, keep: &[String]) -> Result<usize> {
     let held: Vec<String> = {
         let mut st = conn
             .raw

@@ -84,7 +84,7 @@ pub fn user_password(conn: &Conn, name: &str) -> Result<Option<(i64, String)>> {
 }
 
 /// Stores a new session (and forgets expired ones).
-pub fn create_session(
+pub(crate) fn create_session(
     conn: &Tx,
     token_hash: &str,
     userid: i64,
@@ -105,7 +105,11 @@ pub fn create_session(
 }
 
 /// The live session with this token hash: (userid, user name, csrf token).
-pub fn session(conn: &Conn, token_hash: &str, now: i64) -> Result<Option<(i64, String, String)>> {
+pub(crate) fn session(
+    conn: &Conn,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<(i64, String, String)>> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -118,7 +122,7 @@ pub fn session(conn: &Conn, token_hash: &str, now: i64) -> Result<Option<(i64, S
         .optional()?)
 }
 
-pub fn delete_session(conn: &Tx, token_hash: &str) -> Result<()> {
+pub(crate) fn delete_session(conn: &Tx, token_hash: &str) -> Result<()> {
     conn.raw
         .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
         .execute([token_hash])?;

@@ -50,7 +50,7 @@ pub fn sync_config(conn: &Tx, cfg: &Config) -> Result<()> {
 
 /// A worker's id from an id or a name (an all-digit text is tried as an id
 /// first, as the API's paths do).
-pub fn worker_id(conn: &Conn, worker: &str) -> Result<Option<i64>> {
+pub(crate) fn worker_id(conn: &Conn, worker: &str) -> Result<Option<i64>> {
     if let Ok(id) = worker.parse::<i64>() {
         let found = conn
             .raw
@@ -69,7 +69,7 @@ pub fn worker_id(conn: &Conn, worker: &str) -> Result<Option<i64>> {
 }
 
 /// Pauses or unpauses a worker; false if there is none.
-pub fn set_worker_paused(conn: &Tx, workerid: i64, paused: bool) -> Result<bool> {
+pub(crate) fn set_worker_paused(conn: &Tx, workerid: i64, paused: bool) -> Result<bool> {
     let n = conn
         .raw
         .prepare_cached("UPDATE workers SET paused = ?2 WHERE workerid = ?1")?
@@ -78,7 +78,7 @@ pub fn set_worker_paused(conn: &Tx, workerid: i64, paused: bool) -> Result<bool>
 }
 
 /// Names of paused workers: the botmaster gives them no new builds.
-pub fn paused_workers(conn: &Conn) -> Result<std::collections::HashSet<String>> {
+pub(crate) fn paused_workers(conn: &Conn) -> Result<std::collections::HashSet<String>> {
     let mut st = conn
         .raw
         .prepare_cached("SELECT name FROM workers WHERE paused = 1")?;
@@ -87,7 +87,7 @@ pub fn paused_workers(conn: &Conn) -> Result<std::collections::HashSet<String>> 
 }
 
 /// Marks a worker (dis)connected and records what it told us about itself.
-pub fn set_worker_connected(
+pub(crate) fn set_worker_connected(
     conn: &Tx,
     name: &str,
     info: Option<&BTreeMap<String, String>>,
@@ -113,13 +113,13 @@ pub fn set_worker_connected(
 }
 
 /// At start: no worker is connected yet.
-pub fn reset_connections(conn: &Tx) -> Result<()> {
+pub(crate) fn reset_connections(conn: &Tx) -> Result<()> {
     conn.raw.execute("UPDATE workers SET connected = 0", [])?;
     Ok(())
 }
 
 /// A builder's name from its id.
-pub fn builder_name(conn: &Conn, builderid: i64) -> Result<Option<String>> {
+pub(crate) fn builder_name(conn: &Conn, builderid: i64) -> Result<Option<String>> {
     Ok(conn
         .raw
         .prepare_cached("SELECT name FROM builders WHERE builderid = ?1")?

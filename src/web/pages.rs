@@ -669,7 +669,7 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
 // ---------------------------------------------------------------------------
 // Build
 
-pub use crate::db::{build_by_id, BuildRow};
+pub(crate) use crate::db::{build_by_id, BuildRow};
 
 /// The canonical page of a build.
 pub fn build_page_url(b: &BuildRow) -> String {
@@ -713,7 +713,7 @@ pub fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     out
 }
 
-pub use crate::db::{steps_of, StepRow};
+pub(crate) use crate::db::{steps_of, StepRow};
 
 /// A step's head line (replaced whole by live updates).
 pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
@@ -1062,7 +1062,7 @@ pub fn buildrequests(c: &Ctx) -> Result<Html> {
     Ok(c.layout("Queue", "/buildrequests", body))
 }
 
-pub use crate::db::request_build;
+pub(crate) use crate::db::request_build;
 
 /// `/buildrequests/<id>` while it has no build to show: queued (the
 /// script waits for its build) or cancelled. None: no such request.
