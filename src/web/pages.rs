@@ -4,9 +4,10 @@
 //! build (steps, logs, stop and rebuild), workers, changes, the request
 //! queue, login — and of the fragments live updates replace (`build_head`,
 //! `step_head`, `step_html`), plus the status badge SVG. Pure functions over
-//! a read-only connection: no threads, no channels; `www` calls them from
-//! its HTTP threads, `sse` from live-tail threads, each with its own
-//! connection from `db::open_reader`.
+//! the view structs `db` returns (`db::BuildRow`, `db::StepRow`, ...), read
+//! on a `db::Conn`: no threads, no channels, no SQL; `www` calls them from
+//! its HTTP threads (a reader lent by `Store::reader`), `sse` from
+//! live-tail threads (each with `Store::own_reader`).
 //!
 //! Every page and fragment is [`Html`], built with `html!` (see `html.rs`):
 //! everything that comes from the database or a request (names, state
