@@ -10,6 +10,7 @@
 //! the JSON API until it is green.
 
 use crate::db;
+use crate::model::BuildResult;
 use anyhow::{anyhow, bail, Context, Result};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -345,28 +346,28 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
         .ok()?;
         v["builds"].as_array()?.first().cloned()
     })?;
-    let results = build["results"].as_i64().unwrap_or(-1);
+    let results = build["results"].as_i64();
     let steps = http_get(&format!("{base}/api/v2/builds/{}/steps", build["buildid"]))?;
     for st in steps["steps"].as_array().into_iter().flatten() {
         let dur = st["complete_at"].as_i64().unwrap_or(0) - st["started_at"].as_i64().unwrap_or(0);
         println!(
             "      step {:<6} {:<8} {}s",
             st["name"].as_str().unwrap_or("?"),
-            crate::model::result_name(st["results"].as_i64().unwrap_or(-1)),
+            result_name(st["results"].as_i64()),
             dur
         );
     }
     println!(
         "      build #{} {} ({}), {:.2} s from hook to finish",
         build["number"],
-        crate::model::result_name(results).to_uppercase(),
+        result_name(results).to_uppercase(),
         build["state_string"].as_str().unwrap_or(""),
         t0.elapsed().as_secs_f64()
     );
     println!("\nweb UI: {base}/   (JSON API: {base}/api/v2/builds)");
     if once {
         drop(master_proc);
-        if results != crate::model::SUCCESS {
+        if results != Some(BuildResult::Success.code()) {
             bail!(
                 "the demo build did not succeed; see {}",
                 master.join("master.log").display()
@@ -380,4 +381,11 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     println!("stopping");
     drop(master_proc);
     Ok(())
+}
+
+/// The name of a result code as the API shows it ("unknown" for none or
+/// an unknown code: the demo only prints it).
+fn result_name(code: Option<i64>) -> &'static str {
+    code.and_then(BuildResult::from_code)
+        .map_or("unknown", BuildResult::name)
 }

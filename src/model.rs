@@ -1,29 +1,62 @@
 //! Plain data shared between components: a change as it enters the system,
-//! and Buildbot's result codes. No threads, no I/O.
+//! and Buildbot's results. No threads, no I/O.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Buildbot's result codes (SPEC §3).
-pub const SUCCESS: i64 = 0;
-pub const WARNINGS: i64 = 1;
-pub const FAILURE: i64 = 2;
-pub const SKIPPED: i64 = 3;
-pub const EXCEPTION: i64 = 4;
-pub const RETRY: i64 = 5;
-pub const CANCELLED: i64 = 6;
+/// Buildbot's results (SPEC §3). Stored, and shown in the API, as
+/// Buildbot's integer codes ([`BuildResult::code`]); the database layer
+/// reads an unknown code as an error naming the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BuildResult {
+    Success,
+    Warnings,
+    Failure,
+    Skipped,
+    Exception,
+    Retry,
+    Cancelled,
+}
 
-/// The Buildbot name of a result code, as shown in state strings and pages.
-pub fn result_name(r: i64) -> &'static str {
-    match r {
-        SUCCESS => "success",
-        WARNINGS => "warnings",
-        FAILURE => "failure",
-        SKIPPED => "skipped",
-        EXCEPTION => "exception",
-        RETRY => "retry",
-        CANCELLED => "cancelled",
-        _ => "unknown",
+impl BuildResult {
+    /// Buildbot's integer code.
+    pub fn code(self) -> i64 {
+        match self {
+            BuildResult::Success => 0,
+            BuildResult::Warnings => 1,
+            BuildResult::Failure => 2,
+            BuildResult::Skipped => 3,
+            BuildResult::Exception => 4,
+            BuildResult::Retry => 5,
+            BuildResult::Cancelled => 6,
+        }
+    }
+
+    /// The result with Buildbot's code `code`; None for any other integer.
+    pub fn from_code(code: i64) -> Option<BuildResult> {
+        Some(match code {
+            0 => BuildResult::Success,
+            1 => BuildResult::Warnings,
+            2 => BuildResult::Failure,
+            3 => BuildResult::Skipped,
+            4 => BuildResult::Exception,
+            5 => BuildResult::Retry,
+            6 => BuildResult::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// The Buildbot name, as shown in state strings and pages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildResult::Success => "success",
+            BuildResult::Warnings => "warnings",
+            BuildResult::Failure => "failure",
+            BuildResult::Skipped => "skipped",
+            BuildResult::Exception => "exception",
+            BuildResult::Retry => "retry",
+            BuildResult::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -74,4 +107,21 @@ pub fn now_f64() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BuildResult;
+
+    #[test]
+    fn build_result_codes_are_buildbots() {
+        for code in 0..7 {
+            let r = BuildResult::from_code(code).unwrap();
+            assert_eq!(r.code(), code);
+        }
+        assert_eq!(BuildResult::from_code(7), None);
+        assert_eq!(BuildResult::from_code(-1), None);
+        assert_eq!(BuildResult::Retry.code(), 5);
+        assert_eq!(BuildResult::Cancelled.name(), "cancelled");
+    }
 }

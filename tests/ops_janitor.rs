@@ -60,12 +60,12 @@ fn janitor_prunes_aged_builds_and_logs_after_start() {
     let _master = s.start_master();
     let run = s.wait_status("the janitor's first run", |st| st.last_janitor_run.clone());
     assert_eq!(
-        (run.builds, run.steps, run.logs),
+        (run.rows.builds, run.rows.steps, run.rows.logs),
         (1, 2, 2),
         "one build past 30 days, with its steps and logs: {run:?}"
     );
     assert_eq!(
-        (run.buildrequests, run.buildsets, run.changes),
+        (run.rows.buildrequests, run.rows.buildsets, run.rows.changes),
         (1, 1, 1),
         "{run:?}"
     );

@@ -384,7 +384,7 @@ fn upgrade(dir: &Path) -> Result<()> {
 
 /// Opens DIR's database for a user command, keeping it (and SQLite's side
 /// files) private: it holds the password hashes.
-fn user_db(dir: &Path) -> Result<rusqlite::Connection> {
+fn user_db(dir: &Path) -> Result<db::Tx> {
     let db = dir.join(DB_FILE);
     let conn = db::open_admin(&db)?;
     for f in [

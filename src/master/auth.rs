@@ -50,7 +50,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64ct::{Base64, Encoding};
-use rusqlite::Connection;
+
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -793,7 +793,7 @@ impl Auth {
     /// `RateLimited` whatever their cause (the reason goes to the log).
     pub fn check(
         &self,
-        conn: &Connection,
+        conn: &db::Conn,
         name: &str,
         password: &str,
         addr: &str,
@@ -860,7 +860,7 @@ impl Auth {
     /// is never refused for anyone's failed logins.
     pub fn identify(
         &self,
-        conn: &Connection,
+        conn: &db::Conn,
         headers: &[(String, String)],
         addr: &str,
     ) -> Result<Option<Login>, AuthError> {
@@ -892,7 +892,7 @@ impl Auth {
         }))
     }
 
-    fn basic(&self, conn: &Connection, authz: &str, addr: &str) -> Result<Login, AuthError> {
+    fn basic(&self, conn: &db::Conn, authz: &str, addr: &str) -> Result<Login, AuthError> {
         let Some(b64) = authz
             .strip_prefix("Basic ")
             .or_else(|| authz.strip_prefix("basic "))
@@ -1046,7 +1046,7 @@ mod tests {
         );
     }
 
-    fn db() -> (tempfile::TempDir, Connection) {
+    fn db() -> (tempfile::TempDir, db::Tx) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
         db::create(&path).unwrap();
@@ -1055,7 +1055,7 @@ mod tests {
     }
 
     /// A Cookie header with a fresh session for user `id`.
-    fn cookie_hdr_live(conn: &Connection, id: i64) -> Vec<(String, String)> {
+    fn cookie_hdr_live(conn: &db::Tx, id: i64) -> Vec<(String, String)> {
         let token = random_token().unwrap();
         db::create_session(conn, &token_hash(&token), id, "c", crate::model::now() + 60).unwrap();
         vec![("cookie".to_string(), format!("{SESSION_COOKIE}={token}"))]

@@ -111,7 +111,7 @@ pub fn spawn(
     connected: Connected,
     rx: Receiver<BotMsg>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let reader = db::open_reader(store.path())?;
+    let reader = store.own_reader()?;
     Ok(std::thread::Builder::new()
         .name("botmaster".into())
         .stack_size(256 * 1024)
@@ -131,7 +131,7 @@ pub fn spawn(
 
 struct Botmaster {
     store: Store,
-    reader: rusqlite::Connection,
+    reader: db::Conn,
     cfg: Arc<Config>,
     connected: Connected,
     workers: BTreeMap<String, Attached>,

@@ -18,7 +18,10 @@ use crate::config::{Builder, Command, Step, StepKind};
 use crate::db::{self, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
 use crate::master::logs::LogWriter;
-use crate::model::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
+use crate::model::{
+    self,
+    BuildResult::{self, Cancelled, Exception, Failure, Retry, Skipped, Success, Warnings},
+};
 use crate::protocol::{StepSpec, ToWorker};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -82,14 +85,14 @@ struct StepEnd {
     stepid: i64,
     logid: i64,
     totals: db::LogTotals,
-    results: i64,
+    results: BuildResult,
     state: String,
     /// (buildid, sha) when this was a git step that reported its commit.
     got_revision: Option<(i64, String)>,
 }
 
 impl StepEnd {
-    fn record(&self, c: &rusqlite::Connection) -> Result<()> {
+    fn record(&self, c: &db::Tx) -> Result<()> {
         db::update_log(c, self.logid, self.totals, true)?;
         if let Some((buildid, sha)) = &self.got_revision {
             db::set_got_revision(c, *buildid, sha, GOT_REVISION_SOURCE)?;
@@ -103,7 +106,7 @@ pub struct RunningBuild {
     master_dir: PathBuf,
     events: Hub,
     next: usize,
-    results: i64,
+    results: BuildResult,
     /// Names of the steps that made the build worse, for the state string.
     culprits: Vec<String>,
     halted: bool,
@@ -117,20 +120,19 @@ pub struct RunningBuild {
 }
 
 /// Buildbot's order of badness for combining results.
-fn badness(r: i64) -> u8 {
+fn badness(r: BuildResult) -> u8 {
     match r {
-        SKIPPED => 0,
-        SUCCESS => 1,
-        WARNINGS => 2,
-        FAILURE => 3,
-        EXCEPTION => 4,
-        RETRY => 5,
-        CANCELLED => 6,
-        _ => 4,
+        Skipped => 0,
+        Success => 1,
+        Warnings => 2,
+        Failure => 3,
+        Exception => 4,
+        Retry => 5,
+        Cancelled => 6,
     }
 }
 
-pub fn worst(a: i64, b: i64) -> i64 {
+pub fn worst(a: BuildResult, b: BuildResult) -> BuildResult {
     if badness(b) > badness(a) {
         b
     } else {
@@ -139,44 +141,49 @@ pub fn worst(a: i64, b: i64) -> i64 {
 }
 
 /// Maps a finished command to a step result (Buildbot's decodeRC).
-pub fn step_result(step: &Step, exit_code: Option<i32>, interrupted: bool, timed_out: bool) -> i64 {
+pub fn step_result(
+    step: &Step,
+    exit_code: Option<i32>,
+    interrupted: bool,
+    timed_out: bool,
+) -> BuildResult {
     if interrupted {
-        return CANCELLED;
+        return Cancelled;
     }
     if timed_out {
-        return FAILURE;
+        return Failure;
     }
     match exit_code {
-        Some(0) => SUCCESS,
-        Some(c) if step.warning_exit_codes.contains(&c) => WARNINGS,
-        _ => FAILURE,
+        Some(0) => Success,
+        Some(c) if step.warning_exit_codes.contains(&c) => Warnings,
+        _ => Failure,
     }
 }
 
 /// How a step's result changes the build's: (contribution, halt), as
 /// Buildbot's `computeResultAndTermination`.
-pub fn contribution(step: &Step, r: i64) -> (i64, bool) {
+pub fn contribution(step: &Step, r: BuildResult) -> (BuildResult, bool) {
     match r {
-        FAILURE => {
+        Failure => {
             let c = if step.flunk_on_failure {
-                FAILURE
+                Failure
             } else if step.warn_on_failure {
-                WARNINGS
+                Warnings
             } else {
-                SUCCESS
+                Success
             };
             (c, step.halt_on_failure)
         }
-        WARNINGS => {
+        Warnings => {
             let c = if step.flunk_on_warnings {
-                FAILURE
+                Failure
             } else {
-                WARNINGS
+                Warnings
             };
             (c, false)
         }
-        EXCEPTION | CANCELLED | RETRY => (r, true),
-        _ => (SUCCESS, false),
+        Exception | Cancelled | Retry => (r, true),
+        Success | Skipped => (Success, false),
     }
 }
 
@@ -253,7 +260,7 @@ impl RunningBuild {
             master_dir,
             events,
             next: 0,
-            results: SUCCESS,
+            results: Success,
             culprits: vec![],
             halted: false,
             stop_reason: None,
@@ -431,7 +438,7 @@ impl RunningBuild {
         let cfg = &self.job.builder.steps[cur.number as usize];
         let r = step_result(cfg, exit_code, interrupted, timed_out);
         let header = std::mem::take(&mut self.git_header);
-        let got_revision = if cfg.is_git() && r == SUCCESS {
+        let got_revision = if cfg.is_git() && r == Success {
             parse_got_revision(&header).map(str::to_string)
         } else {
             None
@@ -444,7 +451,7 @@ impl RunningBuild {
             );
         }
         let (contrib, halt) = contribution(cfg, r);
-        if contrib != SUCCESS {
+        if contrib != Success {
             self.culprits.push(cur.name.clone());
         }
         self.results = worst(self.results, contrib);
@@ -452,8 +459,8 @@ impl RunningBuild {
         let mut state = cur.name.clone();
         if timed_out {
             state.push_str(" (timeout)");
-        } else if r != SUCCESS {
-            state.push_str(&format!(" ({})", model::result_name(r)));
+        } else if r != Success {
+            state.push_str(&format!(" ({})", r.name()));
         }
         if let Some(why) = reason {
             cur.log.append("h", &format!("{why}\n"))?;
@@ -492,19 +499,21 @@ impl RunningBuild {
     }
 
     /// Ends the build once no step is left; returns its result.
-    pub fn finish(&mut self, store: &Store) -> Result<i64> {
+    pub fn finish(&mut self, store: &Store) -> Result<BuildResult> {
         let results = if self.stop_reason.is_some() {
-            worst(self.results, CANCELLED)
+            worst(self.results, Cancelled)
         } else {
             self.results
         };
         let state = match results {
-            SUCCESS => "build successful".to_string(),
-            CANCELLED => format!(
+            Success => "build successful".to_string(),
+            Cancelled => format!(
                 "cancelled: {}",
                 self.stop_reason.as_deref().unwrap_or("stopped")
             ),
-            r => format!("{} {}", model::result_name(r), self.culprits.join(", ")),
+            r @ (Warnings | Failure | Skipped | Exception | Retry) => {
+                format!("{} {}", r.name(), self.culprits.join(", "))
+            }
         };
         let buildid = self.job.buildid;
         let ended = self.ended.clone();
@@ -606,24 +615,24 @@ mod tests {
     fn result_mapping() {
         let mut s =
             crate::config::test_config(crate::config::TEST_BUILDER).builders[0].steps[0].clone();
-        assert_eq!(step_result(&s, Some(0), false, false), SUCCESS);
-        assert_eq!(step_result(&s, Some(1), false, false), FAILURE);
-        assert_eq!(step_result(&s, None, false, false), FAILURE);
-        assert_eq!(step_result(&s, Some(0), true, false), CANCELLED);
-        assert_eq!(step_result(&s, None, false, true), FAILURE);
+        assert_eq!(step_result(&s, Some(0), false, false), Success);
+        assert_eq!(step_result(&s, Some(1), false, false), Failure);
+        assert_eq!(step_result(&s, None, false, false), Failure);
+        assert_eq!(step_result(&s, Some(0), true, false), Cancelled);
+        assert_eq!(step_result(&s, None, false, true), Failure);
         s.warning_exit_codes = vec![3];
-        assert_eq!(step_result(&s, Some(3), false, false), WARNINGS);
-        assert_eq!(contribution(&s, FAILURE), (FAILURE, true));
-        assert_eq!(contribution(&s, WARNINGS), (WARNINGS, false));
+        assert_eq!(step_result(&s, Some(3), false, false), Warnings);
+        assert_eq!(contribution(&s, Failure), (Failure, true));
+        assert_eq!(contribution(&s, Warnings), (Warnings, false));
         s.halt_on_failure = false;
         s.flunk_on_failure = false;
         s.warn_on_failure = true;
-        assert_eq!(contribution(&s, FAILURE), (WARNINGS, false));
+        assert_eq!(contribution(&s, Failure), (Warnings, false));
         s.flunk_on_warnings = true;
-        assert_eq!(contribution(&s, WARNINGS), (FAILURE, false));
-        assert_eq!(contribution(&s, EXCEPTION), (EXCEPTION, true));
-        assert_eq!(worst(SUCCESS, FAILURE), FAILURE);
-        assert_eq!(worst(CANCELLED, FAILURE), CANCELLED);
-        assert_eq!(worst(WARNINGS, SUCCESS), WARNINGS);
+        assert_eq!(contribution(&s, Warnings), (Failure, false));
+        assert_eq!(contribution(&s, Exception), (Exception, true));
+        assert_eq!(worst(Success, Failure), Failure);
+        assert_eq!(worst(Cancelled, Failure), Cancelled);
+        assert_eq!(worst(Warnings, Success), Warnings);
     }
 }

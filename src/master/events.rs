@@ -37,14 +37,14 @@ pub enum Event {
     StepFinished {
         buildid: i64,
         stepid: i64,
-        results: i64,
+        results: crate::model::BuildResult,
     },
     BuildFinished {
         buildid: i64,
         builderid: i64,
         builder: String,
         number: i64,
-        results: i64,
+        results: crate::model::BuildResult,
     },
 }
 
@@ -160,7 +160,7 @@ mod tests {
             builderid: 1,
             builder: "b".into(),
             number: 1,
-            results: 0,
+            results: crate::model::BuildResult::Success,
         };
         hub.publish(end.clone());
         assert_eq!(builds.try_iter().collect::<Vec<_>>(), vec![end]);

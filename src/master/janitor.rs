@@ -35,7 +35,6 @@ use crate::config::LiveConfig;
 use crate::db::{self, Store};
 use anyhow::{Context, Result};
 use crossbeam_channel::{after, select, Receiver, Sender, TryRecvError};
-use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -107,12 +106,9 @@ fn thread_main(store: &Store, cfg: &LiveConfig, master_dir: &Path, stop: &Receiv
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Pruned {
-    pub builds: u64,
-    pub steps: u64,
-    pub logs: u64,
-    pub buildrequests: u64,
-    pub buildsets: u64,
-    pub changes: u64,
+    /// Rows deleted, per table (flat in `status.json`, as documented).
+    #[serde(flatten)]
+    pub rows: db::PruneCounts,
     /// Bytes of log files removed with the deleted builds.
     pub build_bytes: u64,
     /// Builds whose log files were removed by the log horizon.
@@ -124,18 +120,18 @@ pub struct Pruned {
 
 impl Pruned {
     fn log(&self, cfg: &JanitorCfg) {
-        if self.builds > 0 || self.buildrequests > 0 {
+        if self.rows.builds > 0 || self.rows.buildrequests > 0 {
             log::info!(
                 "janitor: deleted {} builds finished more than {} days ago, with {} steps, {} logs \
                  and {} of log files; {} build requests, {} buildsets and {} changes went with them",
-                self.builds,
+                self.rows.builds,
                 cfg.build_horizon_days,
-                self.steps,
-                self.logs,
+                self.rows.steps,
+                self.rows.logs,
                 human_bytes(self.build_bytes),
-                self.buildrequests,
-                self.buildsets,
-                self.changes
+                self.rows.buildrequests,
+                self.rows.buildsets,
+                self.rows.changes
             );
         }
         if self.log_builds > 0 {
@@ -201,60 +197,20 @@ pub fn run_once(
     Ok(p)
 }
 
-fn json_ids(ids: &[i64]) -> String {
-    // Infallible for integers; "[]" would only make the batch a no-op.
-    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
-}
-
-/// Ids from a one-column query.
-fn ids(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<i64>> {
-    let mut st = conn.prepare_cached(sql)?;
-    let rows = st.query_map(params, |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// `DELETE FROM table WHERE col IN (ids as a JSON array)`; returns the
-/// number of rows deleted.
-fn delete_in(c: &Connection, table: &str, col: &str, ids_json: &str) -> Result<u64> {
-    let sql = format!("DELETE FROM {table} WHERE {col} IN (SELECT value FROM json_each(?1))");
-    Ok(c.prepare_cached(&sql)?.execute([ids_json])? as u64)
-}
-
-/// `SELECT DISTINCT col FROM table WHERE key IN (ids as a JSON array)`.
-fn distinct_in(
-    c: &Connection,
-    col: &str,
-    table: &str,
-    key: &str,
-    ids_json: &str,
-) -> Result<Vec<i64>> {
-    let sql = format!(
-        "SELECT DISTINCT {col} FROM {table} WHERE {key} IN (SELECT value FROM json_each(?1))"
-    );
-    ids(c, &sql, [ids_json])
-}
-
-/// A finished build older than the cutoff that is not its builder's newest.
-const PRUNABLE_BUILD: &str = "b.complete_at IS NOT NULL AND b.complete_at < ?1
-    AND EXISTS (SELECT 1 FROM builds n WHERE n.builderid = b.builderid AND n.number > b.number)";
-
 fn prune_builds(
     store: &Store,
-    reader: &Connection,
+    reader: &db::Conn,
     master_dir: &Path,
     cutoff: i64,
     stopping: &dyn Fn() -> bool,
     p: &mut Pruned,
 ) -> Result<()> {
-    let builds = format!(
-        "SELECT b.buildid FROM builds b WHERE {PRUNABLE_BUILD} AND b.buildid > ?2
-         ORDER BY b.buildid LIMIT ?3"
-    );
-    in_batches(reader, &builds, cutoff, stopping, |batch| {
+    let builds = |last, limit| db::prunable_builds(reader, cutoff, last, limit);
+    in_batches(builds, stopping, |batch| {
         let t = Instant::now();
-        let (counts, deleted) = store.write(move |c| delete_batch(c, cutoff, &batch, &[]))?;
+        let (counts, deleted) = store.write(move |c| db::delete_old(c, cutoff, &batch, &[]))?;
         let took = t.elapsed();
-        p.add(&counts);
+        p.rows.add(&counts);
         for (id, logids) in deleted {
             let mut paths = vec![db::legacy_log_dir(master_dir, id)];
             paths.extend(logids.iter().map(|&l| db::new_log_path(master_dir, id, l)));
@@ -264,19 +220,16 @@ fn prune_builds(
     })?;
     // Requests that completed without any build left (all pruned, or never
     // built), older than the horizon.
-    let requests = "SELECT br.buildrequestid FROM buildrequests br
-         WHERE br.complete = 1 AND br.complete_at < ?1 AND br.buildrequestid > ?2
-           AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.buildrequestid = br.buildrequestid)
-         ORDER BY br.buildrequestid LIMIT ?3";
-    in_batches(reader, requests, cutoff, stopping, |batch| {
+    let requests = |last, limit| db::prunable_requests(reader, cutoff, last, limit);
+    in_batches(requests, stopping, |batch| {
         let t = Instant::now();
-        let (counts, _) = store.write(move |c| delete_batch(c, cutoff, &[], &batch))?;
-        p.add(&counts);
+        let (counts, _) = store.write(move |c| db::delete_old(c, cutoff, &[], &batch))?;
+        p.rows.add(&counts);
         Ok(t.elapsed())
     })
 }
 
-/// Runs `each` on the ids `sql` (params: cutoff, last id, limit) yields, a
+/// Runs `each` on the ids `fetch(last id, limit)` yields, a
 /// batch at a time in increasing order, until none are left or
 /// `stopping()`. Asking for ids above the last batch's guarantees progress
 /// even when the writer turns a candidate down. `each` returns how long its
@@ -284,9 +237,7 @@ fn prune_builds(
 /// longer than [`SLOW_WRITE`] and grows back (up to [`BATCH`]) when they
 /// are quick, so the writer is never held long, whatever the table sizes.
 fn in_batches(
-    reader: &Connection,
-    sql: &str,
-    cutoff: i64,
+    fetch: impl Fn(i64, i64) -> Result<Vec<i64>>,
     stopping: &dyn Fn() -> bool,
     mut each: impl FnMut(Vec<i64>) -> Result<Duration>,
 ) -> Result<()> {
@@ -294,7 +245,7 @@ fn in_batches(
     // Small at first: the cost of a batch is only known once one ran.
     let mut limit = 8;
     while !stopping() {
-        let batch = ids(reader, sql, params![cutoff, last, limit as i64])?;
+        let batch = fetch(last, limit as i64)?;
         let Some(&max) = batch.iter().max() else {
             break;
         };
@@ -307,107 +258,6 @@ fn in_batches(
         }
     }
     Ok(())
-}
-
-impl Pruned {
-    fn add(&mut self, c: &Pruned) {
-        self.builds += c.builds;
-        self.steps += c.steps;
-        self.logs += c.logs;
-        self.buildrequests += c.buildrequests;
-        self.buildsets += c.buildsets;
-        self.changes += c.changes;
-    }
-}
-
-/// A deleted build's id and the ids of its logs.
-type BuildLogs = (i64, Vec<i64>);
-
-/// Runs in the writer: deletes the given builds (those still prunable) and
-/// then whatever referred only to them. `extra_requests` are requests
-/// without builds to consider as well. Returns the counts and the ids of
-/// the builds deleted with their log ids (whose log files the caller
-/// removes after commit).
-fn delete_batch(
-    c: &Connection,
-    cutoff: i64,
-    buildids: &[i64],
-    extra_requests: &[i64],
-) -> Result<(Pruned, Vec<BuildLogs>)> {
-    let mut n = Pruned::default();
-    // Checked again here: the reader's view may be a moment old.
-    let builds = ids(
-        c,
-        &format!(
-            "SELECT b.buildid FROM builds b
-             WHERE b.buildid IN (SELECT value FROM json_each(?2)) AND {PRUNABLE_BUILD}"
-        ),
-        params![cutoff, json_ids(buildids)],
-    )?;
-    let b_json = json_ids(&builds);
-    let mut requests = distinct_in(c, "buildrequestid", "builds", "buildid", &b_json)?;
-    requests.extend_from_slice(extra_requests);
-    let mut logids: std::collections::BTreeMap<i64, Vec<i64>> =
-        builds.iter().map(|&b| (b, vec![])).collect();
-    {
-        let mut st = c.prepare_cached(
-            "SELECT s.buildid, l.logid FROM logs l JOIN steps s USING (stepid)
-             WHERE s.buildid IN (SELECT value FROM json_each(?1))",
-        )?;
-        let rows = st.query_map([&b_json], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
-        for row in rows {
-            let (b, l) = row?;
-            logids.entry(b).or_default().push(l);
-        }
-    }
-    // Children first: foreign keys are on.
-    n.logs = c
-        .prepare_cached(
-            "DELETE FROM logs WHERE stepid IN (SELECT stepid FROM steps
-               WHERE buildid IN (SELECT value FROM json_each(?1)))",
-        )?
-        .execute([&b_json])? as u64;
-    n.steps = delete_in(c, "steps", "buildid", &b_json)?;
-    n.builds = delete_in(c, "builds", "buildid", &b_json)?;
-
-    // Requests: complete, old, and without a build any more (a retried
-    // request may still have a newer build).
-    let gone_requests = ids(
-        c,
-        "SELECT br.buildrequestid FROM buildrequests br
-         WHERE br.buildrequestid IN (SELECT value FROM json_each(?1))
-           AND br.complete = 1 AND br.complete_at < ?2
-           AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.buildrequestid = br.buildrequestid)",
-        params![json_ids(&requests), cutoff],
-    )?;
-    let r_json = json_ids(&gone_requests);
-    let buildsets = distinct_in(c, "buildsetid", "buildrequests", "buildrequestid", &r_json)?;
-    n.buildrequests = delete_in(c, "buildrequests", "buildrequestid", &r_json)?;
-
-    // Buildsets: complete and without requests left.
-    let gone_sets = ids(
-        c,
-        "SELECT bs.buildsetid FROM buildsets bs
-         WHERE bs.buildsetid IN (SELECT value FROM json_each(?1)) AND bs.complete = 1
-           AND NOT EXISTS (SELECT 1 FROM buildrequests br WHERE br.buildsetid = bs.buildsetid)",
-        [json_ids(&buildsets)],
-    )?;
-    let s_json = json_ids(&gone_sets);
-    let changes = distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
-    delete_in(c, "buildset_changes", "buildsetid", &s_json)?;
-    n.buildsets = delete_in(c, "buildsets", "buildsetid", &s_json)?;
-
-    // Changes of those buildsets that no other buildset builds and no
-    // scheduler still holds.
-    n.changes = c
-        .prepare_cached(
-            "DELETE FROM changes WHERE changeid IN (SELECT value FROM json_each(?1))
-               AND scheduled = 1
-               AND changeid NOT IN (SELECT changeid FROM buildset_changes)
-               AND changeid NOT IN (SELECT changeid FROM scheduler_changes)",
-        )?
-        .execute([json_ids(&changes)])? as u64;
-    Ok((n, logids.into_iter().collect()))
 }
 
 /// Bytes in the files directly inside `dir` (older per-build log
@@ -450,7 +300,7 @@ fn remove_paths(paths: &[PathBuf]) -> u64 {
 /// the database holds) and removes those of builds past the log horizon or
 /// without a build, in either layout (`db::log_path`).
 fn prune_log_files(
-    reader: &Connection,
+    reader: &db::Conn,
     master_dir: &Path,
     cutoff: Option<i64>,
     stopping: &dyn Fn() -> bool,
@@ -477,12 +327,7 @@ fn prune_log_files(
         if stopping() {
             return Ok(());
         }
-        let mut st = reader.prepare_cached(
-            "SELECT buildid, complete_at FROM builds WHERE buildid IN (SELECT value FROM json_each(?1))",
-        )?;
-        let known: std::collections::HashMap<i64, Option<i64>> = st
-            .query_map([json_ids(chunk)], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let known = db::builds_complete_at(reader, chunk)?;
         for &id in chunk {
             let paths = by_build.get(&id).map_or(&[][..], Vec::as_slice);
             match (known.get(&id), cutoff) {
@@ -531,7 +376,7 @@ mod tests {
             let store = Store::open(&db).unwrap();
             store
                 .write(|c| {
-                    c.execute_batch(
+                    c.sql().execute_batch(
                         "INSERT INTO builders(name) VALUES ('a'), ('b');
                          INSERT INTO workers(name) VALUES ('w');",
                     )?;
@@ -560,12 +405,12 @@ mod tests {
                 .write(move |c| {
                     let (change, buildset, request, builderid) = match request {
                         Some(r) => {
-                            c.execute(
+                            c.sql().execute(
                                 "UPDATE buildrequests SET claimed_at = NULL, complete = 0
                                  WHERE buildrequestid = ?1",
                                 [r.request],
                             )?;
-                            let bid: i64 = c.query_row(
+                            let bid: i64 = c.sql().query_row(
                                 "SELECT builderid FROM builders WHERE name = ?1",
                                 [&builder],
                                 |r| r.get(0),
@@ -581,7 +426,7 @@ mod tests {
                                 ..Default::default()
                             };
                             let change = db::insert_changes(c, &[ch], None)?[0];
-                            c.execute("UPDATE changes SET scheduled = 1 WHERE changeid = ?1", [change])?;
+                            c.sql().execute("UPDATE changes SET scheduled = 1 WHERE changeid = ?1", [change])?;
                             let (bs, reqs) = db::create_buildset(
                                 c,
                                 "test",
@@ -603,20 +448,20 @@ mod tests {
                     )?
                     .ok_or_else(|| anyhow::anyhow!("not claimed"))?;
                     let (step, log) = db::start_step(c, build, 0, "test")?;
-                    db::finish_step(c, step, 0, "done")?;
-                    db::finish_build(c, build, 0, "finished")?;
-                    c.execute(
+                    db::finish_step(c, step, crate::model::BuildResult::Success, "done")?;
+                    db::finish_build(c, build, crate::model::BuildResult::Success, "finished")?;
+                    c.sql().execute(
                         "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
-                        params![build, t],
+                        rusqlite::params![build, t],
                     )?;
-                    c.execute(
+                    c.sql().execute(
                         "UPDATE buildrequests SET submitted_at = ?2, complete_at = ?2
                          WHERE buildrequestid = ?1",
-                        params![request, t],
+                        rusqlite::params![request, t],
                     )?;
-                    c.execute(
+                    c.sql().execute(
                         "UPDATE buildsets SET submitted_at = ?2, complete_at = ?2 WHERE buildsetid = ?1",
-                        params![buildset, t],
+                        rusqlite::params![buildset, t],
                     )?;
                     Ok(Built {
                         build,
@@ -679,7 +524,7 @@ mod tests {
         // old2's change is also held by a tree-stable timer.
         f.store
             .write(move |c| {
-                c.execute(
+                c.sql().execute(
                     "INSERT INTO scheduler_changes(scheduler, changeid) VALUES ('s', ?1)",
                     [old2.change],
                 )?;
@@ -689,11 +534,17 @@ mod tests {
 
         let p = f.run(180, 0);
         assert_eq!(
-            (p.builds, p.steps, p.logs, p.buildrequests, p.buildsets),
+            (
+                p.rows.builds,
+                p.rows.steps,
+                p.rows.logs,
+                p.rows.buildrequests,
+                p.rows.buildsets
+            ),
             (2, 2, 2, 2, 2),
             "{p:?}"
         );
-        assert_eq!(p.changes, 1, "the held change stays: {p:?}");
+        assert_eq!(p.rows.changes, 1, "the held change stays: {p:?}");
         assert_eq!(p.build_bytes, 2000);
         for b in [old1, old2] {
             assert!(!f.exists("builds", "buildid", b.build));
@@ -734,7 +585,11 @@ mod tests {
         let retry = f.build("a", 5, Some(first));
         f.build("a", 1, None);
         let p = f.run(180, 0);
-        assert_eq!((p.builds, p.buildrequests, p.buildsets), (1, 0, 0), "{p:?}");
+        assert_eq!(
+            (p.rows.builds, p.rows.buildrequests, p.rows.buildsets),
+            (1, 0, 0),
+            "{p:?}"
+        );
         assert!(f.exists("buildrequests", "buildrequestid", first.request));
         assert!(f.exists("builds", "buildid", retry.build));
         assert!(f.exists("changes", "changeid", first.change));
@@ -765,7 +620,7 @@ mod tests {
             (2, 2000, 2),
             "{p:?}"
         );
-        assert_eq!(p.builds, 0);
+        assert_eq!(p.rows.builds, 0);
         assert!(!f.log_file(old).exists());
         assert!(!old_legacy_dir.exists());
         assert!(f.log_file(recent).exists());
@@ -802,7 +657,7 @@ mod tests {
         let p = run_once(&f.store, f.master(), &cfg, f.now, &|| true).unwrap();
         assert_eq!(p, Pruned::default());
         let p = f.run(180, 30);
-        assert_eq!(p.builds, n as u64, "{p:?}");
+        assert_eq!(p.rows.builds, n as u64, "{p:?}");
         assert_eq!(f.count("SELECT count(*) FROM builds"), 1);
         assert_eq!(f.count("SELECT count(*) FROM changes"), 1);
     }

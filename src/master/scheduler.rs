@@ -257,11 +257,7 @@ fn buildset_for(sched: &str, changes: &[ChangeRow]) -> (SourceStamp, Props) {
     (ss, props)
 }
 
-fn make_buildset(
-    conn: &rusqlite::Connection,
-    s: &SchedulerCfg,
-    changes: &[ChangeRow],
-) -> Result<()> {
+fn make_buildset(conn: &db::Tx, s: &SchedulerCfg, changes: &[ChangeRow]) -> Result<()> {
     let (ss, props) = buildset_for(&s.name, changes);
     let ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
     let reason = format!("The {} scheduler got a change", s.name);
@@ -270,7 +266,7 @@ fn make_buildset(
 }
 
 /// A timed scheduler's buildset without changes: the tip of its branch.
-fn make_timed_buildset(conn: &rusqlite::Connection, s: &SchedulerCfg) -> Result<()> {
+fn make_timed_buildset(conn: &db::Tx, s: &SchedulerCfg) -> Result<()> {
     let mut props = Props::new();
     props.insert(
         "scheduler".into(),
@@ -318,7 +314,7 @@ pub fn spawn_with_clock(
         .name("scheduler".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let reader = match db::open_reader(store.path()) {
+            let reader = match store.own_reader() {
                 Ok(r) => r,
                 Err(e) => {
                     log::error!("scheduler: {e:#}");
@@ -345,7 +341,7 @@ const MAX_WAIT: f64 = 60.0;
 
 struct Scheduler {
     store: Store,
-    reader: rusqlite::Connection,
+    reader: db::Conn,
     scheds: Vec<Compiled>,
     /// scheduler name → when its tree-stable timer fires (Unix seconds).
     stable: HashMap<String, f64>,
@@ -447,17 +443,8 @@ impl Scheduler {
             for (s, c) in &immediate {
                 make_buildset(conn, s, std::slice::from_ref(c))?;
             }
-            for (s, id) in &held2 {
-                conn.prepare_cached(
-                    "INSERT OR IGNORE INTO scheduler_changes(scheduler, changeid) VALUES (?1, ?2)",
-                )?
-                .execute(rusqlite::params![s, id])?;
-            }
-            for id in &ids {
-                conn.prepare_cached("UPDATE changes SET scheduled = 1 WHERE changeid = ?1")?
-                    .execute([id])?;
-            }
-            Ok(())
+            db::hold_changes(conn, &held2)?;
+            db::mark_scheduled(conn, &ids)
         })?;
         // A tree-stable timer restarts with every change it holds: it fires
         // once the tree has been quiet for the whole period. (A nightly
@@ -589,8 +576,7 @@ impl Scheduler {
                     }
                     _ => false,
                 };
-                conn.prepare_cached("DELETE FROM scheduler_changes WHERE scheduler = ?1")?
-                    .execute([&name2])?;
+                db::release_held_changes(conn, &name2)?;
                 Ok(made)
             })
         })();
@@ -628,8 +614,7 @@ impl Scheduler {
                     false
                 } else {
                     make_buildset(conn, &s2, &held)?;
-                    conn.prepare_cached("DELETE FROM scheduler_changes WHERE scheduler = ?1")?
-                        .execute([&s2.name])?;
+                    db::release_held_changes(conn, &s2.name)?;
                     true
                 };
                 db::set_scheduler_state(conn, &s2.name, "last_fire", &now.to_string())?;

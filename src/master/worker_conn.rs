@@ -507,7 +507,7 @@ impl Conn {
                     "build {} #{} (build {id}) finished: {}",
                     b.job.builder.name,
                     b.job.number,
-                    crate::model::result_name(r)
+                    r.name()
                 ),
                 Err(e) => log::error!("build {id}: recording the result: {e:#}"),
             }

@@ -1,25 +1,22 @@
 //! The read side of the JSON API (`GET /api/v2/...`, SPEC §3).
 //!
-//! Owns: turning an API path and its query string into SQL over a read-only
-//! connection, and rendering the rows in Buildbot's data-API shapes and
-//! envelopes (`{"builds": [...], "meta": {"total": N}}`), plus the log text
-//! endpoints (`/raw` streamed from disk, `/contents` by line numbers).
+//! Owns: parsing an API path and its query string into a typed query
+//! (`db::api::ItemRef` for the path, `db::api::Spec` for filters with typed
+//! operators, order, limit, offset, fields, properties), the envelopes
+//! (`{"builds": [...], "meta": {"total": N}}`), and the log text endpoints
+//! (`/raw` streamed from disk, `/contents` by line numbers). `db::api` holds
+//! the resource descriptions and turns the typed query into SQL with bound
+//! parameters and the rows into Buildbot's data-API shapes.
 //!
 //! No threads, no channels, no writes: the HTTP layer calls [`get`] from its
-//! own threads, each with its own connection from `db::open_reader`, after
+//! own threads, each with a read connection lent by `Store::reader`, after
 //! stripping the `/api/v2` prefix.
-//!
-//! Every resource is described once, as data ([`Resource`]): its table, its
-//! fields (SQL expression, type) and how it nests under other resources. The
-//! router, the query-string parser, the SQL builder and the renderer are
-//! generic over that description, so collections, single items and nested
-//! paths share one code path. SQL text is only ever assembled from those
-//! static descriptions; everything that comes from the request is a bound
-//! parameter.
 
 use crate::db;
-use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
+use crate::db::api::{
+    bad, log_info, parse_id, resolve, resource, ApiError, Filter, ItemRef, Op, Param, Resource,
+    Spec, Ty::*,
+};
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
@@ -76,11 +73,6 @@ impl fmt::Debug for ApiResponse {
 pub const JSON_TYPE: &str = "application/json";
 pub const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 
-/// Most items one collection answer holds, asked for or not: bounds the
-/// memory and time of `/builds` on a master with years of history. The
-/// caller sees `meta.total` and pages with `offset`.
-pub const MAX_LIMIT: i64 = 10_000;
-
 /// Most bytes of log text one `/contents` answer holds; a client asking for
 /// more gets fewer lines and sees where it stopped in `lastline`.
 pub const MAX_CONTENTS_BYTES: usize = 8 << 20;
@@ -88,359 +80,13 @@ pub const MAX_CONTENTS_BYTES: usize = 8 << 20;
 // ---------------------------------------------------------------------------
 // Resource descriptions
 
-/// How a field is read from SQL, rendered to JSON, and filtered.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Ty {
-    /// Integer (ids, numbers, Unix times, result codes); NULL → null.
-    Int,
-    /// Text; NULL → null.
-    Str,
-    /// A 0/1 SQL expression rendered as a JSON boolean.
-    Bool,
-    /// JSON text holding a list of strings (tags, files); filterable with
-    /// `__contains` (element membership, as Buildbot).
-    StrList,
-    /// JSON text rendered as parsed JSON; not filterable.
-    Json,
-    /// Sourced properties `{"name": [value, "source"]}`, shown only on
-    /// `?property=`; otherwise `{}` or, if `null_default`, null (builds vs
-    /// buildrequests in Buildbot).
-    Props { null_default: bool },
-}
-
-struct Field {
-    name: &'static str,
-    /// SQL expression over the resource's `from` clause. Static text only.
-    sql: &'static str,
-    ty: Ty,
-}
-
-const fn fld(name: &'static str, sql: &'static str, ty: Ty) -> Field {
-    Field { name, sql, ty }
-}
-
-/// How a resource hangs under another: `/<parent>/<pid>/<plural>` lists the
-/// rows whose `fk` is the parent's key; `/<parent>/<pid>/<plural>/<x>` picks
-/// one by `number` (when x is numeric) or by `name`.
-struct Parent {
-    plural: &'static str,
-    fk: &'static str,
-    number: Option<&'static str>,
-    name: Option<&'static str>,
-}
-
-const fn parent(
-    plural: &'static str,
-    fk: &'static str,
-    number: Option<&'static str>,
-    name: Option<&'static str>,
-) -> Parent {
-    Parent {
-        plural,
-        fk,
-        number,
-        name,
-    }
-}
-
-struct Resource {
-    /// Path segment and envelope key.
-    plural: &'static str,
-    from: &'static str,
-    /// Primary key expression; also the default (and tie-breaking) order.
-    key: &'static str,
-    /// `/<plural>/<name>` also finds an item by this text column.
-    name_col: Option<&'static str>,
-    parents: &'static [Parent],
-    fields: &'static [Field],
-}
-
-impl Resource {
-    fn field(&self, name: &str) -> Option<&'static Field> {
-        // Resources live in statics, so their fields are 'static too.
-        let fields: &'static [Field] = self.fields;
-        fields.iter().find(|f| f.name == name)
-    }
-
-    fn parent_link(&self, plural: &str) -> Option<&'static Parent> {
-        let parents: &'static [Parent] = self.parents;
-        parents.iter().find(|p| p.plural == plural)
-    }
-}
-
-use Ty::{Bool, Int, Json, Props, Str, StrList};
-
-static BUILDERS: Resource = Resource {
-    plural: "builders",
-    from: "builders bl",
-    key: "bl.builderid",
-    name_col: Some("bl.name"),
-    parents: &[],
-    fields: &[
-        fld("builderid", "bl.builderid", Int),
-        fld("name", "bl.name", Str),
-        fld("description", "bl.description", Str),
-        // Buildbot fields minibot has no data for; present so clients that
-        // read them find them.
-        fld("description_format", "NULL", Str),
-        fld("description_html", "NULL", Str),
-        fld("projectid", "NULL", Int),
-        fld("tags", "bl.tags", StrList),
-        // One master: a builder is on it while it is in the loaded config.
-        fld(
-            "masterids",
-            "CASE WHEN bl.configured THEN '[1]' ELSE '[]' END",
-            Json,
-        ),
-    ],
-};
-
-static BUILDS: Resource = Resource {
-    plural: "builds",
-    from: "builds b",
-    key: "b.buildid",
-    name_col: None,
-    parents: &[
-        parent("builders", "b.builderid", Some("b.number"), None),
-        parent("buildrequests", "b.buildrequestid", None, None),
-        parent("workers", "b.workerid", None, None),
-    ],
-    fields: &[
-        fld("buildid", "b.buildid", Int),
-        fld("number", "b.number", Int),
-        fld("builderid", "b.builderid", Int),
-        fld("buildrequestid", "b.buildrequestid", Int),
-        fld("workerid", "b.workerid", Int),
-        fld("masterid", "b.masterid", Int),
-        fld("started_at", "b.started_at", Int),
-        fld("complete_at", "b.complete_at", Int),
-        fld("complete", "(b.complete_at IS NOT NULL)", Bool),
-        fld("state_string", "b.state_string", Str),
-        fld("results", "b.results", Int),
-        // minibot has no locks yet: never waited for one.
-        fld("locks_duration_s", "0", Int),
-        fld(
-            "properties",
-            "b.properties",
-            Props {
-                null_default: false,
-            },
-        ),
-    ],
-};
-
-static STEPS: Resource = Resource {
-    plural: "steps",
-    from: "steps s",
-    key: "s.stepid",
-    name_col: None,
-    parents: &[parent(
-        "builds",
-        "s.buildid",
-        Some("s.number"),
-        Some("s.name"),
-    )],
-    fields: &[
-        fld("stepid", "s.stepid", Int),
-        fld("number", "s.number", Int),
-        fld("name", "s.name", Str),
-        fld("buildid", "s.buildid", Int),
-        fld("started_at", "s.started_at", Int),
-        // No locks: acquired the moment the step starts.
-        fld("locks_acquired_at", "s.started_at", Int),
-        fld("complete_at", "s.complete_at", Int),
-        fld("complete", "(s.complete_at IS NOT NULL)", Bool),
-        fld("state_string", "s.state_string", Str),
-        fld("results", "s.results", Int),
-        fld("hidden", "s.hidden", Bool),
-        fld("urls", "s.urls", Json),
-    ],
-};
-
-static LOGS: Resource = Resource {
-    plural: "logs",
-    from: "logs l",
-    key: "l.logid",
-    name_col: None,
-    parents: &[parent("steps", "l.stepid", None, Some("l.slug"))],
-    fields: &[
-        fld("logid", "l.logid", Int),
-        fld("name", "l.name", Str),
-        fld("slug", "l.slug", Str),
-        fld("stepid", "l.stepid", Int),
-        fld("complete", "l.complete", Bool),
-        fld("num_lines", "l.num_lines", Int),
-        fld("type", "l.type", Str),
-    ],
-};
-
-static WORKERS: Resource = Resource {
-    plural: "workers",
-    from: "workers w",
-    key: "w.workerid",
-    name_col: Some("w.name"),
-    parents: &[],
-    fields: &[
-        fld("workerid", "w.workerid", Int),
-        fld("name", "w.name", Str),
-        fld("workerinfo", "w.info", Json),
-        fld("paused", "w.paused", Bool),
-        fld("pause_reason", "NULL", Str),
-        fld("graceful", "w.graceful", Bool),
-        fld(
-            "connected_to",
-            "CASE WHEN w.connected THEN '[{\"masterid\":1}]' ELSE '[]' END",
-            Json,
-        ),
-        fld(
-            "configured_on",
-            "(SELECT json_group_array(json_object('masterid', 1, 'builderid', cw.builderid)) \
-             FROM (SELECT builderid FROM configured_workers \
-                   WHERE workerid = w.workerid ORDER BY builderid) cw)",
-            Json,
-        ),
-    ],
-};
-
-static CHANGES: Resource = Resource {
-    plural: "changes",
-    from: "changes c",
-    key: "c.changeid",
-    name_col: None,
-    parents: &[],
-    fields: &[
-        fld("changeid", "c.changeid", Int),
-        fld("author", "c.author", Str),
-        fld("committer", "c.committer", Str),
-        fld("comments", "c.comments", Str),
-        fld("branch", "c.branch", Str),
-        fld("revision", "c.revision", Str),
-        fld("repository", "c.repository", Str),
-        fld("project", "c.project", Str),
-        fld("category", "c.category", Str),
-        fld("codebase", "c.codebase", Str),
-        fld("revlink", "c.revlink", Str),
-        fld("when_timestamp", "c.when_timestamp", Int),
-        fld("files", "c.files", StrList),
-        fld("properties", "c.properties", Json),
-        fld("parent_changeids", "'[]'", Json),
-        // minibot keeps the source stamp inline in the change; a change is
-        // its own source stamp, so its ssid is its changeid.
-        fld(
-            "sourcestamp",
-            "json_object('ssid', c.changeid, 'branch', c.branch, 'revision', c.revision, \
-             'project', c.project, 'repository', c.repository, 'codebase', c.codebase, \
-             'created_at', c.when_timestamp, 'patch', NULL)",
-            Json,
-        ),
-    ],
-};
-
-static BUILDREQUESTS: Resource = Resource {
-    plural: "buildrequests",
-    from: "buildrequests br",
-    key: "br.buildrequestid",
-    name_col: None,
-    parents: &[parent("builders", "br.builderid", None, None)],
-    fields: &[
-        fld("buildrequestid", "br.buildrequestid", Int),
-        fld("buildsetid", "br.buildsetid", Int),
-        fld("builderid", "br.builderid", Int),
-        fld("priority", "br.priority", Int),
-        fld("claimed", "(br.claimed_at IS NOT NULL)", Bool),
-        fld("claimed_at", "br.claimed_at", Int),
-        fld(
-            "claimed_by_masterid",
-            "CASE WHEN br.claimed_at IS NOT NULL THEN 1 END",
-            Int,
-        ),
-        fld("complete", "br.complete", Bool),
-        fld("results", "br.results", Int),
-        fld("submitted_at", "br.submitted_at", Int),
-        fld("complete_at", "br.complete_at", Int),
-        fld("waited_for", "br.waited_for", Bool),
-        // Not in Buildbot: the build that covered a collapsed (SKIPPED) request.
-        fld("collapsed_into", "br.collapsed_into", Int),
-        // As Buildbot: a request's properties are its buildset's.
-        fld(
-            "properties",
-            "(SELECT p.properties FROM buildsets p WHERE p.buildsetid = br.buildsetid)",
-            Props { null_default: true },
-        ),
-    ],
-};
-
-static BUILDSETS: Resource = Resource {
-    plural: "buildsets",
-    from: "buildsets bs",
-    key: "bs.buildsetid",
-    name_col: None,
-    parents: &[],
-    fields: &[
-        // Buildbot names a buildset's id `bsid`.
-        fld("bsid", "bs.buildsetid", Int),
-        fld("external_idstring", "NULL", Str),
-        fld("reason", "bs.reason", Str),
-        fld("submitted_at", "bs.submitted_at", Int),
-        fld("complete", "bs.complete", Bool),
-        fld("complete_at", "bs.complete_at", Int),
-        fld("results", "bs.results", Int),
-        fld("parent_buildid", "NULL", Int),
-        fld("parent_relationship", "NULL", Str),
-        fld("rebuilt_buildid", "NULL", Int),
-        // The inline source stamp; its ssid is the change it came from (the
-        // latest, as Buildbot's sourcestamp follows the last change), null
-        // for a forced build.
-        fld(
-            "sourcestamps",
-            "json_array(json_object('ssid', (SELECT max(bc.changeid) FROM buildset_changes bc \
-             WHERE bc.buildsetid = bs.buildsetid), 'branch', bs.branch, 'revision', bs.revision, \
-             'project', bs.project, 'repository', bs.repository, 'codebase', bs.codebase, \
-             'created_at', bs.submitted_at, 'patch', NULL))",
-            Json,
-        ),
-    ],
-};
-
-static RESOURCES: [&Resource; 8] = [
-    &BUILDERS,
-    &BUILDS,
-    &STEPS,
-    &LOGS,
-    &WORKERS,
-    &CHANGES,
-    &BUILDREQUESTS,
-    &BUILDSETS,
-];
-
-fn resource(plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().copied().find(|r| r.plural == plural)
-}
-
 // ---------------------------------------------------------------------------
 // Errors
-
-#[derive(Debug)]
-enum ApiError {
-    BadRequest(String),
-    NotFound(String),
-    Internal(String),
-}
-
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::Internal(format!("database: {e}"))
-    }
-}
 
 impl From<io::Error> for ApiError {
     fn from(e: io::Error) -> Self {
         ApiError::Internal(format!("i/o: {e}"))
     }
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(msg.into())
 }
 
 fn json_response(status: u16, v: &Value) -> ApiResponse {
@@ -475,7 +121,7 @@ impl ApiError {
 /// pairs in order. Never panics on input; errors are JSON `{"error": ...}`
 /// with 400, 404 or 500.
 pub fn get(
-    conn: &Connection,
+    conn: &db::Conn,
     master_dir: &Path,
     path: &str,
     query: &[(String, String)],
@@ -487,7 +133,7 @@ pub fn get(
 }
 
 fn handle(
-    conn: &Connection,
+    conn: &db::Conn,
     master_dir: &Path,
     path: &str,
     query: &[(String, String)],
@@ -496,25 +142,25 @@ fn handle(
     match route(&segs).ok_or_else(|| ApiError::NotFound(format!("Invalid path: {path}")))? {
         Target::Collection(res, parent) => {
             let spec = parse_spec(res, query, true)?;
-            let mut conds = Vec::new();
+            let mut parent_key = None;
             if let Some(p) = parent {
                 let link = res
                     .parent_link(p.res.plural)
                     .ok_or_else(|| ApiError::NotFound(format!("Invalid path: {path}")))?;
                 match resolve(conn, &p)? {
-                    Some(pid) => conds.push((link.fk, pid)),
+                    Some(pid) => parent_key = Some((link, pid)),
                     // As Buildbot: the children of a missing parent are an
                     // empty collection, not an error.
                     None => return Ok(envelope(res, Vec::new(), Some(0))),
                 }
             }
-            let (items, total) = select(conn, res, &conds, &spec, true)?;
+            let (items, total) = db::api::collection(conn, res, parent_key, &spec)?;
             Ok(envelope(res, items, Some(total)))
         }
         Target::Item(item) => {
             let spec = parse_spec(item.res, query, false)?;
             let id = resolve(conn, &item)?.ok_or_else(|| not_found(path))?;
-            let (items, _) = select(conn, item.res, &[(item.res.key, id)], &spec, false)?;
+            let items = db::api::item(conn, item.res, id, &spec)?;
             if items.is_empty() {
                 return Err(not_found(path));
             }
@@ -599,15 +245,6 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// One item named in a path, possibly under another: `/builders/linux/
-/// builds/3` is build `3` under builder `linux`. Resolved to a key by
-/// [`resolve`].
-struct ItemRef<'a> {
-    res: &'static Resource,
-    seg: &'a str,
-    parent: Option<Box<ItemRef<'a>>>,
-}
-
 enum Target<'a> {
     Collection(&'static Resource, Option<ItemRef<'a>>),
     Item(ItemRef<'a>),
@@ -633,7 +270,7 @@ fn route(segs: &[String]) -> Option<Target<'_>> {
         };
         if let Some(p) = &parent {
             let link = res.parent_link(p.res.plural)?;
-            if link.number.is_none() && link.name.is_none() {
+            if !link.nameable() {
                 // e.g. /builders/1/buildrequests/5: Buildbot has no such path.
                 return None;
             }
@@ -657,87 +294,11 @@ fn route(segs: &[String]) -> Option<Target<'_>> {
     }
 }
 
-/// A decimal id as written in a path or query: digits only (no sign, no
-/// spaces), fitting an i64.
-fn parse_id(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn lookup(conn: &Connection, sql: &str, params: &[SqlValue]) -> Result<Option<i64>, ApiError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    Ok(stmt
-        .query_row(params_from_iter(params.iter()), |r| r.get(0))
-        .optional()?)
-}
-
-/// The key of the row an [`ItemRef`] names, or None when there is none.
-fn resolve(conn: &Connection, item: &ItemRef) -> Result<Option<i64>, ApiError> {
-    let res = item.res;
-    let Some(p) = &item.parent else {
-        if let Some(id) = parse_id(item.seg) {
-            let sql = format!(
-                "SELECT {k} FROM {f} WHERE {k} = ?1",
-                k = res.key,
-                f = res.from
-            );
-            let found = lookup(conn, &sql, &[SqlValue::Integer(id)])?;
-            // A builder may be named "42"; the id wins, as Buildbot's n: pattern.
-            if found.is_some() || res.name_col.is_none() {
-                return Ok(found);
-            }
-        }
-        let Some(col) = res.name_col else {
-            return Err(bad(format!("invalid id '{}' for {}", item.seg, res.plural)));
-        };
-        let sql = format!("SELECT {} FROM {} WHERE {col} = ?1", res.key, res.from);
-        return lookup(conn, &sql, &[SqlValue::Text(item.seg.to_string())]);
-    };
-    let Some(pid) = resolve(conn, p)? else {
-        return Ok(None);
-    };
-    let link = res
-        .parent_link(p.res.plural)
-        .ok_or_else(|| ApiError::NotFound(format!("no {} under {}", res.plural, p.res.plural)))?;
-    let (col, value) = match (link.number, parse_id(item.seg), link.name) {
-        (Some(col), Some(n), _) => (col, SqlValue::Integer(n)),
-        (_, _, Some(col)) => (col, SqlValue::Text(item.seg.to_string())),
-        _ => {
-            return Err(bad(format!(
-                "invalid number '{}' for {}",
-                item.seg, res.plural
-            )))
-        }
-    };
-    // Step names are not unique within a build; the first one wins.
-    let sql = format!(
-        "SELECT {k} FROM {f} WHERE {fk} = ?1 AND {col} = ?2 ORDER BY {k} LIMIT 1",
-        k = res.key,
-        f = res.from,
-        fk = link.fk
-    );
-    lookup(conn, &sql, &[SqlValue::Integer(pid), value])
-}
-
 // ---------------------------------------------------------------------------
 // Query string: Buildbot's result spec
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Contains,
-    In,
-    NotIn,
-}
-
 impl Op {
+    /// The operator a `field__op` query key names.
     fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "eq" => Op::Eq,
@@ -752,40 +313,6 @@ impl Op {
             _ => return None,
         })
     }
-
-    fn allowed_on(self, ty: Ty) -> bool {
-        match ty {
-            Int => !matches!(self, Op::Contains),
-            Str => true,
-            Bool => matches!(self, Op::Eq | Op::Ne),
-            StrList => matches!(self, Op::Contains),
-            Json | Props { .. } => false,
-        }
-    }
-
-    /// Comparisons take one value; the others accept several (Buildbot's
-    /// plural operators: several values for `eq` mean IN).
-    fn single_valued(self) -> bool {
-        matches!(self, Op::Lt | Op::Le | Op::Gt | Op::Ge)
-    }
-}
-
-struct Filter {
-    field: &'static Field,
-    op: Op,
-    values: Vec<SqlValue>,
-}
-
-#[derive(Default)]
-struct Spec {
-    filters: Vec<Filter>,
-    order: Vec<(&'static Field, bool)>,
-    limit: Option<i64>,
-    offset: Option<i64>,
-    /// `?field=`: only these keys in each item.
-    fields: Option<Vec<&'static str>>,
-    /// `?property=`: which properties to show (`*` for all).
-    properties: Option<Vec<String>>,
 }
 
 /// Groups repeated keys, keeping first-seen order (so errors name the
@@ -892,9 +419,9 @@ fn parse_filter(res: &'static Resource, key: &str, values: &[&str]) -> Result<Fi
             let parsed = match field.ty {
                 Int => parse_id(v.trim_start_matches('-'))
                     .and_then(|_| v.parse::<i64>().ok())
-                    .map(SqlValue::Integer),
-                Bool => parse_bool(v).map(|b| SqlValue::Integer(b as i64)),
-                _ => Some(SqlValue::Text(v.to_string())),
+                    .map(Param::Int),
+                Bool => parse_bool(v).map(|b| Param::Int(b as i64)),
+                _ => Some(Param::Text(v.to_string())),
             };
             parsed.ok_or_else(|| bad(format!("invalid filter value for {key}")))
         })
@@ -922,178 +449,8 @@ fn parse_paging(
 // ---------------------------------------------------------------------------
 // SQL and rendering
 
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-/// Appends the WHERE clause of one filter; its values go to `params`.
-fn filter_sql(f: &Filter, params: &mut Vec<SqlValue>) -> String {
-    let e = f.field.sql;
-    let n = f.values.len();
-    params.extend(f.values.iter().cloned());
-    match f.op {
-        Op::Eq | Op::In if n == 1 => format!("{e} = ?"),
-        Op::Eq | Op::In => format!("{e} IN ({})", placeholders(n)),
-        Op::Ne | Op::NotIn if n == 1 => format!("{e} <> ?"),
-        Op::Ne | Op::NotIn => format!("{e} NOT IN ({})", placeholders(n)),
-        Op::Lt => format!("{e} < ?"),
-        Op::Le => format!("{e} <= ?"),
-        Op::Gt => format!("{e} > ?"),
-        Op::Ge => format!("{e} >= ?"),
-        Op::Contains => {
-            let one = if f.field.ty == StrList {
-                // Element membership; a corrupt list matches nothing rather
-                // than failing the query.
-                format!(
-                    "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid({e}) THEN {e} \
-                     ELSE '[]' END) WHERE value = ?)"
-                )
-            } else {
-                // Case-sensitive substring, as Buildbot's Python `in`; instr
-                // has no LIKE wildcards to escape.
-                format!("instr({e}, ?) > 0")
-            };
-            format!("({})", vec![one; n].join(" OR "))
-        }
-    }
-}
-
-/// Runs the query a resource description and a result spec make. Returns
-/// the rendered items and `meta.total` (rows matching, ignoring paging).
-fn select(
-    conn: &Connection,
-    res: &Resource,
-    conds: &[(&'static str, i64)],
-    spec: &Spec,
-    paginate: bool,
-) -> Result<(Vec<Value>, i64), ApiError> {
-    let mut params = Vec::new();
-    let mut clauses = Vec::new();
-    for (expr, v) in conds {
-        clauses.push(format!("{expr} = ?"));
-        params.push(SqlValue::Integer(*v));
-    }
-    for f in &spec.filters {
-        clauses.push(filter_sql(f, &mut params));
-    }
-    let where_sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", clauses.join(" AND "))
-    };
-    let cols: Vec<&str> = res
-        .fields
-        .iter()
-        .map(|f| match f.ty {
-            // Not asked for: don't fetch (and for buildrequests, don't run
-            // the subquery).
-            Props { .. } if spec.properties.is_none() => "NULL",
-            _ => f.sql,
-        })
-        .collect();
-    let mut order: Vec<String> = spec
-        .order
-        .iter()
-        .map(|(f, desc)| format!("{} {}", f.sql, if *desc { "DESC" } else { "ASC" }))
-        .collect();
-    // Stable pages: ties always broken the same way.
-    order.push(format!("{} ASC", res.key));
-    let (limit, offset) = if paginate {
-        (
-            spec.limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
-            spec.offset.unwrap_or(0),
-        )
-    } else {
-        (MAX_LIMIT, 0)
-    };
-    let sql = format!(
-        "SELECT {} FROM {}{where_sql} ORDER BY {} LIMIT ? OFFSET ?",
-        cols.join(", "),
-        res.from,
-        order.join(", ")
-    );
-    let mut items = Vec::new();
-    {
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows =
-            stmt.query(params_from_iter(params.iter().chain(
-                [SqlValue::Integer(limit), SqlValue::Integer(offset)].iter(),
-            )))?;
-        while let Some(row) = rows.next()? {
-            items.push(render_row(res, row, spec)?);
-        }
-    }
-    let n = items.len() as i64;
-    let total = if !paginate || (offset == 0 && n < limit) {
-        // Everything matching is here; no need to count.
-        n
-    } else {
-        let sql = format!("SELECT count(*) FROM {}{where_sql}", res.from);
-        let mut stmt = conn.prepare_cached(&sql)?;
-        stmt.query_row(params_from_iter(params.iter()), |r| r.get(0))?
-    };
-    Ok((items, total))
-}
-
-fn render_row(res: &Resource, row: &Row, spec: &Spec) -> Result<Value, ApiError> {
-    let mut obj = Map::new();
-    for (i, f) in res.fields.iter().enumerate() {
-        if let Some(only) = &spec.fields {
-            if !only.contains(&f.name) {
-                continue;
-            }
-        }
-        let v = render_value(f.ty, row.get_ref(i)?, spec);
-        obj.insert(f.name.to_string(), v);
-    }
-    Ok(Value::Object(obj))
-}
-
-fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Value {
-    let text = |t: &[u8]| String::from_utf8_lossy(t).into_owned();
-    // Stored JSON that does not parse is shown as the string it is rather
-    // than hidden or turned into an error.
-    let parse = |t: &[u8]| serde_json::from_slice(t).unwrap_or_else(|_| Value::String(text(t)));
-    match (ty, v) {
-        (Props { null_default }, ValueRef::Null) => {
-            if null_default {
-                Value::Null
-            } else {
-                json!({})
-            }
-        }
-        (Props { .. }, ValueRef::Text(t)) => {
-            let Value::Object(mut props) = parse(t) else {
-                return json!({});
-            };
-            let wanted = spec.properties.as_deref().unwrap_or(&[]);
-            if !wanted.iter().any(|w| w == "*") {
-                props.retain(|k, _| wanted.iter().any(|w| w == k));
-            }
-            Value::Object(props)
-        }
-        (_, ValueRef::Null) => Value::Null,
-        (Bool, ValueRef::Integer(i)) => Value::Bool(i != 0),
-        (_, ValueRef::Integer(i)) => Value::from(i),
-        (_, ValueRef::Real(r)) => Value::from(r),
-        (Json | StrList, ValueRef::Text(t)) => parse(t),
-        (_, ValueRef::Text(t)) | (_, ValueRef::Blob(t)) => Value::String(text(t)),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Log text
-
-/// The log's build (for its file path) and line count.
-fn log_info(conn: &Connection, logid: i64) -> Result<Option<(i64, i64)>, ApiError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.buildid, l.num_lines FROM logs l JOIN steps s ON s.stepid = l.stepid \
-         WHERE l.logid = ?1",
-    )?;
-    Ok(stmt
-        .query_row([logid], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
-}
 
 /// Opens the log file; None when it does not exist yet (log not started).
 fn open_log(
@@ -1109,7 +466,7 @@ fn open_log(
 }
 
 fn raw_log(
-    conn: &Connection,
+    conn: &db::Conn,
     master_dir: &Path,
     logid: i64,
     path: &str,
@@ -1274,7 +631,7 @@ fn read_lines(
 }
 
 fn log_contents(
-    conn: &Connection,
+    conn: &db::Conn,
     master_dir: &Path,
     logid: i64,
     offset: Option<i64>,
@@ -1322,7 +679,7 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         master: std::path::PathBuf,
-        conn: Connection,
+        conn: db::Conn,
     }
 
     impl Fixture {
@@ -1379,9 +736,10 @@ mod tests {
         let master = dir.path().to_path_buf();
         let db = master.join("state.sqlite");
         db::create(&db).unwrap();
-        let w = Connection::open(&db).unwrap();
-        w.execute_batch(
-            r#"
+        let w = db::open_admin(&db).unwrap();
+        w.sql()
+            .execute_batch(
+                r#"
             INSERT INTO builders VALUES (1, 'linux', 'Linux build', '["ci","linux"]', 1);
             INSERT INTO builders VALUES (2, 'old builder', NULL, '[]', 0);
             INSERT INTO builders VALUES (3, '42', NULL, '[]', 1);
@@ -1427,10 +785,10 @@ mod tests {
                      (3, 2, 'Test Report', 'test_report', 1, 0, 's'),
                      (4, 3, 'stdio', 'stdio', 0, 0, 's');
             "#,
-        )
-        .unwrap();
+            )
+            .unwrap();
         drop(w);
-        let conn = db::open_reader(&db).unwrap();
+        let conn = db::open_read_only(&db).unwrap();
         let f = Fixture {
             _dir: dir,
             master,

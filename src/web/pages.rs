@@ -4,9 +4,10 @@
 //! build (steps, logs, stop and rebuild), workers, changes, the request
 //! queue, login — and of the fragments live updates replace (`build_head`,
 //! `step_head`, `step_html`), plus the status badge SVG. Pure functions over
-//! a read-only connection: no threads, no channels; `www` calls them from
-//! its HTTP threads, `sse` from live-tail threads, each with its own
-//! connection from `db::open_reader`.
+//! the view structs `db` returns (`db::BuildRow`, `db::StepRow`, ...), read
+//! on a `db::Conn`: no threads, no channels, no SQL; `www` calls them from
+//! its HTTP threads (a reader lent by `Store::reader`), `sse` from
+//! live-tail threads (each with `Store::own_reader`).
 //!
 //! Every page and fragment is [`Html`], built with `html!` (see `html.rs`):
 //! everything that comes from the database or a request (names, state
@@ -19,11 +20,10 @@
 
 use crate::config::{Config, ParamKind};
 use crate::db;
-use crate::model;
+use crate::model::BuildResult;
 use crate::web::html::{html, Html};
 use crate::web::logview;
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -42,27 +42,22 @@ pub fn encode_path_segment(s: &str) -> String {
 
 /// Background colour of a result, as Buildbot's web UI (badges; the pages
 /// use the `r<N>` classes of the stylesheet, which match).
-pub fn result_colour(results: i64) -> &'static str {
+pub fn result_colour(results: BuildResult) -> &'static str {
     match results {
-        model::SUCCESS => "#8d4",
-        model::WARNINGS => "#fa3",
-        model::FAILURE => "#e88",
-        model::SKIPPED => "#ade",
-        model::EXCEPTION => "#c6c",
-        model::RETRY | model::CANCELLED => "#ecc",
-        _ => "#ccc",
+        BuildResult::Success => "#8d4",
+        BuildResult::Warnings => "#fa3",
+        BuildResult::Failure => "#e88",
+        BuildResult::Skipped => "#ade",
+        BuildResult::Exception => "#c6c",
+        BuildResult::Retry | BuildResult::Cancelled => "#ecc",
     }
 }
 
 /// A coloured badge for a build or step: its result, or "running" while it
 /// has none and is not complete.
-fn badge(results: Option<i64>, complete: bool) -> Html {
+fn badge(results: Option<BuildResult>, complete: bool) -> Html {
     match results {
-        Some(r) => html!(
-            "<span class=\"res r{}\">{}</span>",
-            r,
-            model::result_name(r)
-        ),
+        Some(r) => html!("<span class=\"res r{}\">{}</span>", r.code(), r.name()),
         None if !complete => html!("<span class=\"res running\">running</span>"),
         None => html!("<span class=\"res\">unknown</span>"),
     }
@@ -144,7 +139,7 @@ pub const PAGE_SIZE: i64 = 30;
 /// What every page needs: the read connection, the loaded config, who is
 /// looking, and the time.
 pub struct Ctx<'a> {
-    pub conn: &'a Connection,
+    pub conn: &'a db::Conn,
     pub cfg: &'a Config,
     /// The logged-in user, if any.
     pub user: Option<&'a str>,
@@ -357,39 +352,24 @@ pub fn home(c: &Ctx) -> Result<Html> {
     Ok(c.layout("Home", "/", body))
 }
 
-fn builders_section(conn: &Connection) -> Result<Html> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT bl.name, b.number, b.results, b.complete_at IS NOT NULL,
-                coalesce(b.complete_at, b.started_at)
-         FROM builders bl
-         LEFT JOIN builds b ON b.buildid = (SELECT buildid FROM builds
-              WHERE builderid = bl.builderid ORDER BY number DESC LIMIT 1)
-         WHERE bl.configured = 1 ORDER BY bl.name",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
-            let name: String = r.get(0)?;
-            let number: Option<i64> = r.get(1)?;
-            let cells = match number {
-                Some(n) => vec![
-                    builder_link(&name).into(),
-                    build_link(&name, n).into(),
-                    badge(r.get(2)?, r.get(3)?).into(),
-                    r.get::<_, Option<i64>>(4)?
-                        .map(time_html)
-                        .unwrap_or_default()
-                        .into(),
-                ],
-                None => vec![
-                    builder_link(&name).into(),
-                    Html::new().into(),
-                    html!("<span class=\"muted\">no builds</span>").into(),
-                    Html::new().into(),
-                ],
-            };
-            Ok(cells)
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+fn builders_section(conn: &db::Conn) -> Result<Html> {
+    let rows: Vec<Vec<Cell>> = db::builder_summaries(conn)?
+        .into_iter()
+        .map(|b| match b.last {
+            Some(last) => vec![
+                builder_link(&b.name).into(),
+                build_link(&b.name, last.number).into(),
+                badge(last.results, last.complete).into(),
+                last.when.map(time_html).unwrap_or_default().into(),
+            ],
+            None => vec![
+                builder_link(&b.name).into(),
+                Html::new().into(),
+                html!("<span class=\"muted\">no builds</span>").into(),
+                Html::new().into(),
+            ],
+        })
+        .collect();
     Ok(html!(
         "<section><h2>Builders</h2>{}</section>",
         table(
@@ -400,27 +380,20 @@ fn builders_section(conn: &Connection) -> Result<Html> {
     ))
 }
 
-fn running_section(conn: &Connection, now: i64) -> Result<Html> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT bl.name, b.number, b.state_string, b.started_at, w.name
-         FROM builds b JOIN builders bl ON bl.builderid = b.builderid
-         LEFT JOIN workers w ON w.workerid = b.workerid
-         WHERE b.complete_at IS NULL ORDER BY b.started_at, b.buildid",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
-            let name: String = r.get(0)?;
-            let started: i64 = r.get(3)?;
-            Ok(vec![
-                builder_link(&name).into(),
-                build_link(&name, r.get(1)?).into(),
-                text(&r.get::<_, String>(2)?),
-                text(&r.get::<_, Option<String>>(4)?.unwrap_or_default()),
-                time_html(started).into(),
-                took(Some(started), None, now).into(),
-            ])
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+fn running_section(conn: &db::Conn, now: i64) -> Result<Html> {
+    let rows: Vec<Vec<Cell>> = db::running_builds(conn)?
+        .into_iter()
+        .map(|b| {
+            vec![
+                builder_link(&b.builder).into(),
+                build_link(&b.builder, b.number).into(),
+                text(&b.state_string),
+                text(&b.worker.unwrap_or_default()),
+                time_html(b.started_at).into(),
+                took(Some(b.started_at), None, now).into(),
+            ]
+        })
+        .collect();
     Ok(html!(
         "<section><h2>Running builds ({})</h2>{}</section>",
         rows.len(),
@@ -435,13 +408,7 @@ fn running_section(conn: &Connection, now: i64) -> Result<Html> {
 /// Queued requests (neither claimed nor complete), oldest first; all
 /// builders, or one. Shows at most `limit` with the total count.
 fn queue_section(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
-    let pending: i64 = c
-        .conn
-        .prepare_cached(
-            "SELECT count(*) FROM buildrequests
-             WHERE complete = 0 AND claimed_at IS NULL AND (?1 IS NULL OR builderid = ?1)",
-        )?
-        .query_row([builderid], |r| r.get(0))?;
+    let pending = db::queued_count(c.conn, builderid)?;
     let what = if pending == 1 { "request" } else { "requests" };
     let mut out = html!(
         "<section><h2>Queue</h2><p>{} pending build {}.</p>",
@@ -461,34 +428,27 @@ fn queue_section(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
 }
 
 fn requests_table(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
-    let mut stmt = c.conn.prepare_cached(
-        "SELECT br.buildrequestid, bl.name, bs.reason, br.submitted_at, br.priority,
-                bs.branch, bs.revision
-         FROM buildrequests br JOIN builders bl USING (builderid)
-         JOIN buildsets bs ON bs.buildsetid = br.buildsetid
-         WHERE br.complete = 0 AND br.claimed_at IS NULL AND (?1 IS NULL OR br.builderid = ?1)
-         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(rusqlite::params![builderid, limit], |r| {
-            let id: i64 = r.get(0)?;
-            Ok(vec![
+    let rows: Vec<Vec<Cell>> = db::queued_requests(c.conn, builderid, limit)?
+        .into_iter()
+        .map(|r| {
+            let id = r.buildrequestid;
+            vec![
                 html!("<a href=\"/buildrequests/{}\">{}</a>", id, id).into(),
-                builder_link(&r.get::<_, String>(1)?).into(),
-                text(&r.get::<_, Option<String>>(5)?.unwrap_or_default()),
-                short_rev(r.get::<_, Option<String>>(6)?.as_deref()).into(),
-                wrap(Html::text(&r.get::<_, String>(2)?)),
-                time_html(r.get(3)?).into(),
-                html!("{}", r.get::<_, i64>(4)?).into(),
+                builder_link(&r.builder).into(),
+                text(&r.branch.unwrap_or_default()),
+                short_rev(r.revision.as_deref()).into(),
+                wrap(Html::text(&r.reason)),
+                time_html(r.submitted_at).into(),
+                html!("{}", r.priority).into(),
                 c.post_form(
                     &format!("/buildrequests/{id}/cancel"),
                     "Cancel",
                     Html::new(),
                 )
                 .into(),
-            ])
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+            ]
+        })
+        .collect();
     Ok(table(
         &[
             "Request",
@@ -505,26 +465,23 @@ fn requests_table(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
     ))
 }
 
-fn recent_section(conn: &Connection) -> Result<Html> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT bl.name, b.number, b.results, b.started_at, b.complete_at
-         FROM builds b JOIN builders bl ON bl.builderid = b.builderid
-         ORDER BY b.buildid DESC LIMIT 20",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
-            let name: String = r.get(0)?;
-            let started: i64 = r.get(3)?;
-            let complete: Option<i64> = r.get(4)?;
-            Ok(vec![
-                builder_link(&name).into(),
-                build_link(&name, r.get(1)?).into(),
-                badge(r.get(2)?, complete.is_some()).into(),
-                time_html(started).into(),
-                text(&complete.map(|c| duration(c - started)).unwrap_or_default()),
-            ])
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+fn recent_section(conn: &db::Conn) -> Result<Html> {
+    let rows: Vec<Vec<Cell>> = db::recent_builds(conn, 20)?
+        .into_iter()
+        .map(|b| {
+            vec![
+                builder_link(&b.builder).into(),
+                build_link(&b.builder, b.number).into(),
+                badge(b.results, b.complete_at.is_some()).into(),
+                time_html(b.started_at).into(),
+                text(
+                    &b.complete_at
+                        .map(|c| duration(c - b.started_at))
+                        .unwrap_or_default(),
+                ),
+            ]
+        })
+        .collect();
     Ok(html!(
         "<section><h2>Recent builds</h2>{}</section>",
         table(
@@ -541,12 +498,12 @@ fn recent_section(conn: &Connection) -> Result<Html> {
 /// `/builders/<name>`: the builder, its force form(s), its queue and its
 /// builds, newest first, `PAGE_SIZE` a page. None: no such builder.
 pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
-    let row: Option<(i64, Option<String>, String)> = c
-        .conn
-        .prepare_cached("SELECT builderid, description, tags FROM builders WHERE name = ?1")?
-        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((builderid, description, tags)) = row else {
+    let Some(db::BuilderInfo {
+        builderid,
+        description,
+        tags,
+    }) = db::builder_info(c.conn, name)?
+    else {
         return Ok(None);
     };
     let path = format!("/builders/{}", encode_path_segment(name));
@@ -554,8 +511,6 @@ pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
     if let Some(d) = description.filter(|d| !d.is_empty()) {
         body.push(&html!("<p>{}</p>", d));
     }
-    let tags: Vec<String> = serde_json::from_str(&tags)
-        .with_context(|| format!("corrupt JSON in builders {builderid}, column tags"))?;
     if !tags.is_empty() {
         body.push(&html!("<p class=\"muted\">tags: {}</p>", tags.join(", ")));
     }
@@ -568,38 +523,24 @@ pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
     body.push(&force_forms(c, name, &path));
     body.push(&queue_section(c, Some(builderid), 50)?);
 
-    let total: i64 = c
-        .conn
-        .prepare_cached("SELECT count(*) FROM builds WHERE builderid = ?1")?
-        .query_row([builderid], |r| r.get(0))?;
+    let total = db::build_count(c.conn, builderid)?;
     let page = page.max(1);
-    let mut stmt = c.conn.prepare_cached(
-        "SELECT b.number, b.results, b.started_at, b.complete_at, b.state_string, w.name,
-                bs.branch, bs.revision
-         FROM builds b LEFT JOIN workers w ON w.workerid = b.workerid
-         JOIN buildrequests br ON br.buildrequestid = b.buildrequestid
-         JOIN buildsets bs ON bs.buildsetid = br.buildsetid
-         WHERE b.builderid = ?1 ORDER BY b.number DESC LIMIT ?2 OFFSET ?3",
-    )?;
-    let rows = stmt
-        .query_map(
-            rusqlite::params![builderid, PAGE_SIZE, (page - 1) * PAGE_SIZE],
-            |r| {
-                let complete: Option<i64> = r.get(3)?;
-                let started: i64 = r.get(2)?;
-                Ok(vec![
-                    build_link(name, r.get(0)?).into(),
-                    badge(r.get(1)?, complete.is_some()).into(),
-                    time_html(started).into(),
-                    took(Some(started), complete, c.now).into(),
-                    text(&r.get::<_, Option<String>>(6)?.unwrap_or_default()),
-                    short_rev(r.get::<_, Option<String>>(7)?.as_deref()).into(),
-                    text(&r.get::<_, Option<String>>(5)?.unwrap_or_default()),
-                    wrap(Html::text(&r.get::<_, String>(4)?)),
-                ])
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows: Vec<Vec<Cell>> =
+        db::builder_builds(c.conn, builderid, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
+            .into_iter()
+            .map(|b| {
+                vec![
+                    build_link(name, b.number).into(),
+                    badge(b.results, b.complete_at.is_some()).into(),
+                    time_html(b.started_at).into(),
+                    took(Some(b.started_at), b.complete_at, c.now).into(),
+                    text(&b.branch.unwrap_or_default()),
+                    short_rev(b.revision.as_deref()).into(),
+                    text(&b.worker.unwrap_or_default()),
+                    wrap(Html::text(&b.state_string)),
+                ]
+            })
+            .collect();
     body.push(&html!(
         "<section><h2>Builds ({})</h2>{}{}</section>",
         total,
@@ -729,45 +670,7 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
 // ---------------------------------------------------------------------------
 // Build
 
-/// The columns of a build the build page and its live updates show.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BuildRow {
-    pub buildid: i64,
-    pub number: i64,
-    pub builder: String,
-    pub worker: Option<String>,
-    pub buildrequestid: i64,
-    pub started_at: i64,
-    pub complete_at: Option<i64>,
-    pub results: Option<i64>,
-    pub state_string: String,
-}
-
-const BUILD_COLS: &str = "b.buildid, b.number, bl.name, w.name, b.buildrequestid, b.started_at,
-    b.complete_at, b.results, b.state_string
-    FROM builds b JOIN builders bl ON bl.builderid = b.builderid
-    LEFT JOIN workers w ON w.workerid = b.workerid";
-
-fn build_row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
-    Ok(BuildRow {
-        buildid: r.get(0)?,
-        number: r.get(1)?,
-        builder: r.get(2)?,
-        worker: r.get(3)?,
-        buildrequestid: r.get(4)?,
-        started_at: r.get(5)?,
-        complete_at: r.get(6)?,
-        results: r.get(7)?,
-        state_string: r.get(8)?,
-    })
-}
-
-pub fn build_by_id(conn: &Connection, buildid: i64) -> Result<Option<BuildRow>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {BUILD_COLS} WHERE b.buildid = ?1"))?
-        .query_row([buildid], build_row)
-        .optional()?)
-}
+pub(crate) use crate::db::{build_by_id, BuildRow};
 
 /// The canonical page of a build.
 pub fn build_page_url(b: &BuildRow) -> String {
@@ -811,52 +714,7 @@ pub fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     out
 }
 
-/// A step and its logs, as the build page shows them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepRow {
-    pub stepid: i64,
-    pub number: i64,
-    pub name: String,
-    pub started_at: Option<i64>,
-    pub complete_at: Option<i64>,
-    pub results: Option<i64>,
-    pub state_string: String,
-    pub urls: String,
-    /// (logid, name, complete)
-    pub logs: Vec<(i64, String, bool)>,
-}
-
-/// The steps of a build with their logs, in order.
-pub fn steps_of(conn: &Connection, buildid: i64) -> Result<Vec<StepRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.stepid, s.number, s.name, s.started_at, s.complete_at, s.results,
-                s.state_string, s.urls, l.logid, l.name, l.complete
-         FROM steps s LEFT JOIN logs l ON l.stepid = s.stepid
-         WHERE s.buildid = ?1 AND s.hidden = 0 ORDER BY s.number, s.stepid, l.logid",
-    )?;
-    let mut steps: Vec<StepRow> = Vec::new();
-    let mut rows = stmt.query([buildid])?;
-    while let Some(r) = rows.next()? {
-        let stepid: i64 = r.get(0)?;
-        if steps.last().map(|s| s.stepid) != Some(stepid) {
-            steps.push(StepRow {
-                stepid,
-                number: r.get(1)?,
-                name: r.get(2)?,
-                started_at: r.get(3)?,
-                complete_at: r.get(4)?,
-                results: r.get(5)?,
-                state_string: r.get(6)?,
-                urls: r.get(7)?,
-                logs: vec![],
-            });
-        }
-        if let (Some(logid), Some(step)) = (r.get::<_, Option<i64>>(8)?, steps.last_mut()) {
-            step.logs.push((logid, r.get(9)?, r.get(10)?));
-        }
-    }
-    Ok(steps)
-}
+pub(crate) use crate::db::{steps_of, StepRow};
 
 /// A step's head line (replaced whole by live updates).
 pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
@@ -870,8 +728,7 @@ pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
         s.state_string,
         took(s.started_at, s.complete_at, c.now),
     );
-    let urls: Vec<serde_json::Value> = serde_json::from_str(&s.urls).unwrap_or_default();
-    for u in urls {
+    for u in &s.urls {
         let (Some(name), Some(url)) = (u["name"].as_str(), u["url"].as_str()) else {
             continue;
         };
@@ -934,18 +791,15 @@ pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(i64, logview::Rang
 /// not succeed, and the build's last step.
 pub fn step_open(s: &StepRow, last: bool) -> bool {
     last || s.complete_at.is_none()
-        || !matches!(s.results, Some(model::SUCCESS) | Some(model::SKIPPED))
+        || !matches!(
+            s.results,
+            Some(BuildResult::Success) | Some(BuildResult::Skipped)
+        )
 }
 
 /// `/builders/<name>/builds/<number>`. None: no such build.
 pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
-    let b = c
-        .conn
-        .prepare_cached(&format!(
-            "SELECT {BUILD_COLS} WHERE bl.name = ?1 AND b.number = ?2"
-        ))?
-        .query_row(rusqlite::params![builder, number], build_row)
-        .optional()?;
+    let b = db::build_by_number(c.conn, builder, number)?;
     let Some(b) = b else {
         return Ok(None);
     };
@@ -995,19 +849,15 @@ pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
 
 /// What was built: the buildset's reason and source stamp, and its changes.
 fn buildset_section(c: &Ctx, brid: i64) -> Result<Html> {
-    type Row = (i64, String, Option<String>, Option<String>, String, i64);
-    let row: Option<Row> = c
-        .conn
-        .prepare_cached(
-            "SELECT bs.buildsetid, bs.reason, bs.branch, bs.revision, bs.repository, bs.submitted_at
-             FROM buildrequests br JOIN buildsets bs ON bs.buildsetid = br.buildsetid
-             WHERE br.buildrequestid = ?1",
-        )?
-        .query_row([brid], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })
-        .optional()?;
-    let Some((bsid, reason, branch, revision, repository, submitted)) = row else {
+    let Some(db::BuildsetInfo {
+        buildsetid: bsid,
+        reason,
+        branch,
+        revision,
+        repository,
+        submitted_at: submitted,
+    }) = db::request_buildset(c.conn, brid)?
+    else {
         return Ok(Html::new());
     };
     let mut out = html!(
@@ -1023,22 +873,18 @@ fn buildset_section(c: &Ctx, brid: i64) -> Result<Html> {
         brid,
         brid,
     );
-    let mut stmt = c.conn.prepare_cached(
-        "SELECT c.changeid, c.author, c.comments, c.revision, c.when_timestamp
-         FROM buildset_changes bc JOIN changes c ON c.changeid = bc.changeid
-         WHERE bc.buildsetid = ?1 ORDER BY c.changeid DESC LIMIT 50",
-    )?;
-    let rows = stmt
-        .query_map([bsid], |r| {
-            Ok(vec![
-                html!("{}", r.get::<_, i64>(0)?).into(),
-                text(&r.get::<_, String>(1)?),
-                wrap(message_html(&r.get::<_, String>(2)?)),
-                short_rev(r.get::<_, Option<String>>(3)?.as_deref()).into(),
-                time_html(r.get(4)?).into(),
-            ])
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows: Vec<Vec<Cell>> = db::buildset_changes(c.conn, bsid, 50)?
+        .into_iter()
+        .map(|ch| {
+            vec![
+                html!("{}", ch.changeid).into(),
+                text(&ch.author),
+                wrap(message_html(&ch.comments)),
+                short_rev(ch.revision.as_deref()).into(),
+                time_html(ch.when_timestamp).into(),
+            ]
+        })
+        .collect();
     if !rows.is_empty() {
         out.push(&html!("<h3>Changes</h3>"));
         out.push(&table(
@@ -1051,12 +897,8 @@ fn buildset_section(c: &Ctx, brid: i64) -> Result<Html> {
     Ok(out)
 }
 
-fn properties_section(conn: &Connection, buildid: i64) -> Result<Html> {
-    let props: String = conn
-        .prepare_cached("SELECT properties FROM builds WHERE buildid = ?1")?
-        .query_row([buildid], |r| r.get(0))?;
-    let props: db::Props = serde_json::from_str(&props)
-        .with_context(|| format!("corrupt JSON in builds {buildid}, column properties"))?;
+fn properties_section(conn: &db::Conn, buildid: i64) -> Result<Html> {
+    let props = db::build_properties(conn, buildid)?;
     let rows: Vec<Vec<Cell>> = props
         .iter()
         .map(|(k, (v, src))| {
@@ -1073,17 +915,12 @@ fn properties_section(conn: &Connection, buildid: i64) -> Result<Html> {
 /// The JSON `/logs/<logid>/chunk?end=N` answers: the lines before `end`
 /// (a line start), for the build page's "load earlier output".
 pub fn log_chunk(
-    conn: &Connection,
+    conn: &db::Conn,
     master_dir: &Path,
     logid: i64,
     end: u64,
 ) -> Result<Option<serde_json::Value>> {
-    let buildid: Option<i64> = conn
-        .prepare_cached(
-            "SELECT s.buildid FROM logs l JOIN steps s ON s.stepid = l.stepid WHERE l.logid = ?1",
-        )?
-        .query_row([logid], |r| r.get(0))
-        .optional()?;
+    let buildid = db::log_build(conn, logid)?;
     let Some(buildid) = buildid else {
         return Ok(None);
     };
@@ -1099,24 +936,13 @@ pub fn log_chunk(
 
 /// `/workers`: every worker the master knows, connected or not.
 pub fn workers(c: &Ctx) -> Result<Html> {
-    let mut stmt = c.conn.prepare_cached(
-        "SELECT w.workerid, w.name, w.connected, w.paused, w.info, w.last_connection, w.configured,
-                (SELECT group_concat(bl.name || char(9) || b.number, char(10))
-                 FROM builds b JOIN builders bl ON bl.builderid = b.builderid
-                 WHERE b.workerid = w.workerid AND b.complete_at IS NULL)
-         FROM workers w ORDER BY w.configured DESC, w.name",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
-            let name: String = r.get(1)?;
-            let connected: bool = r.get(2)?;
-            let paused: bool = r.get(3)?;
-            let info: String = r.get(4)?;
-            let last: Option<i64> = r.get(5)?;
-            let configured: bool = r.get(6)?;
-            let running: Option<String> = r.get(7)?;
-            let info: std::collections::BTreeMap<String, serde_json::Value> =
-                serde_json::from_str(&info).unwrap_or_default();
+    let rows: Vec<Vec<Cell>> = db::worker_list(c.conn)?
+        .into_iter()
+        .map(|w| {
+            let name = w.name;
+            let (connected, paused, configured) = (w.connected, w.paused, w.configured);
+            let last = w.last_connection;
+            let info = w.info;
             let text = |k: &str| match info.get(k) {
                 Some(serde_json::Value::String(s)) => s.trim().to_string(),
                 Some(v) => v.to_string(),
@@ -1134,14 +960,9 @@ pub fn workers(c: &Ctx) -> Result<Html> {
                 state.push(&html!(" <span class=\"muted\">(not in master.cfg)</span>"));
             }
             let builds = Html::join(
-                running.unwrap_or_default().lines().filter_map(|l| {
-                    let (b, n) = l.split_once('\t')?;
-                    Some(html!(
-                        "{} {}",
-                        builder_link(b),
-                        build_link(b, n.parse().ok()?)
-                    ))
-                }),
+                w.running
+                    .iter()
+                    .map(|(b, n)| html!("{} {}", builder_link(b), build_link(b, *n))),
                 "<br>",
             );
             let action = if paused { "unpause" } else { "pause" };
@@ -1154,16 +975,16 @@ pub fn workers(c: &Ctx) -> Result<Html> {
                     Html::new(),
                 )
             ));
-            Ok(vec![
+            vec![
                 Html::text(&name).into(),
                 state.into(),
                 builds.into(),
                 wrap(html!("<div class=\"msg\">{}</div>", text("admin"))),
                 wrap(html!("<div class=\"msg\">{}</div>", text("host"))),
                 last.map(time_html).unwrap_or_default().into(),
-            ])
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+            ]
+        })
+        .collect();
     let mut body = html!(
         "<h2>Workers</h2>{}",
         table(
@@ -1191,28 +1012,22 @@ pub fn workers(c: &Ctx) -> Result<Html> {
 
 /// `/changes`: the newest changes first, paged.
 pub fn changes(c: &Ctx, page: i64) -> Result<Html> {
-    let total: i64 = c
-        .conn
-        .prepare_cached("SELECT count(*) FROM changes")?
-        .query_row([], |r| r.get(0))?;
+    let total = db::change_count(c.conn)?;
     let page = page.max(1);
-    let mut stmt = c.conn.prepare_cached(
-        "SELECT changeid, author, comments, branch, revision, repository, when_timestamp
-         FROM changes ORDER BY changeid DESC LIMIT ?1 OFFSET ?2",
-    )?;
-    let rows = stmt
-        .query_map([PAGE_SIZE, (page - 1) * PAGE_SIZE], |r| {
-            Ok(vec![
-                html!("{}", r.get::<_, i64>(0)?).into(),
-                time_html(r.get(6)?).into(),
-                text(&r.get::<_, String>(1)?),
-                wrap(message_html(&r.get::<_, String>(2)?)),
-                text(&r.get::<_, Option<String>>(3)?.unwrap_or_default()),
-                short_rev(r.get::<_, Option<String>>(4)?.as_deref()).into(),
-                text(&r.get::<_, String>(5)?),
-            ])
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows: Vec<Vec<Cell>> = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
+        .into_iter()
+        .map(|ch| {
+            vec![
+                html!("{}", ch.changeid).into(),
+                time_html(ch.when_timestamp).into(),
+                text(&ch.author),
+                wrap(message_html(&ch.comments)),
+                text(&ch.branch.unwrap_or_default()),
+                short_rev(ch.revision.as_deref()).into(),
+                text(&ch.repository),
+            ]
+        })
+        .collect();
     let body = html!(
         "<h2>Changes ({})</h2>{}{}",
         total,
@@ -1248,48 +1063,20 @@ pub fn buildrequests(c: &Ctx) -> Result<Html> {
     Ok(c.layout("Queue", "/buildrequests", body))
 }
 
-/// Where `/buildrequests/<id>` goes once its build runs or it is done.
-pub fn request_build(conn: &Connection, brid: i64) -> Result<Option<BuildRow>> {
-    let queued: Option<bool> = conn
-        .prepare_cached(
-            "SELECT complete = 0 AND claimed_at IS NULL FROM buildrequests WHERE buildrequestid = ?1",
-        )?
-        .query_row([brid], |r| r.get(0))
-        .optional()?;
-    if queued != Some(false) {
-        return Ok(None);
-    }
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {BUILD_COLS} WHERE b.buildrequestid = ?1 ORDER BY b.buildid DESC LIMIT 1"
-        ))?
-        .query_row([brid], build_row)
-        .optional()?)
-}
+pub(crate) use crate::db::request_build;
 
 /// `/buildrequests/<id>` while it has no build to show: queued (the
 /// script waits for its build) or cancelled. None: no such request.
 pub fn buildrequest(c: &Ctx, brid: i64) -> Result<Option<Html>> {
-    type Row = (String, String, i64, bool, Option<i64>, Option<i64>);
-    let row: Option<Row> = c
-        .conn
-        .prepare_cached(
-            "SELECT bl.name, bs.reason, br.submitted_at, br.complete, br.results, br.claimed_at
-             FROM buildrequests br JOIN builders bl USING (builderid)
-             JOIN buildsets bs ON bs.buildsetid = br.buildsetid WHERE br.buildrequestid = ?1",
-        )?
-        .query_row([brid], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })
-        .optional()?;
-    let Some((builder, reason, submitted, complete, results, claimed)) = row else {
+    let Some(db::RequestInfo {
+        builder,
+        reason,
+        submitted_at: submitted,
+        complete,
+        results,
+        claimed_at: claimed,
+    }) = db::request_info(c.conn, brid)?
+    else {
         return Ok(None);
     };
     let path = format!("/buildrequests/{brid}");
@@ -1356,20 +1143,12 @@ pub fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> Html {
 
 /// `/badges/<builder>.svg`: the result of the builder's last finished
 /// build, as buildbot-badges draws it. None: no such builder.
-pub fn badge_svg(conn: &Connection, builder: &str) -> Result<Option<Html>> {
-    let row: Option<(i64, Option<i64>)> = conn
-        .prepare_cached(
-            "SELECT bl.builderid, (SELECT b.results FROM builds b WHERE b.builderid = bl.builderid
-                AND b.complete_at IS NOT NULL ORDER BY b.number DESC LIMIT 1)
-             FROM builders bl WHERE bl.name = ?1",
-        )?
-        .query_row([builder], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((_, results)) = row else {
+pub fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
+    let Some(results) = db::builder_last_result(conn, builder)? else {
         return Ok(None);
     };
     let (text, colour) = match results {
-        Some(r) => (model::result_name(r), result_colour(r)),
+        Some(r) => (r.name(), result_colour(r)),
         None => ("unknown", "#ccc"),
     };
     Ok(Some(svg_badge("build", text, colour)))
@@ -1435,7 +1214,7 @@ mod tests {
 
     struct Fixture {
         dir: tempfile::TempDir,
-        conn: Connection,
+        conn: db::Tx,
         cfg: Config,
     }
 
@@ -1456,13 +1235,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
         db::create(&path).unwrap();
-        let conn = Connection::open(&path).unwrap();
+        let conn = db::open_admin(&path).unwrap();
         let mut cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
         cfg.title = "CI & <co>".into();
         cfg.schedulers[1]
             .builders
             .push("<script>alert(1)</script>".into());
-        conn.execute_batch(
+        conn.sql().execute_batch(
             r#"
             INSERT INTO builders (builderid, name) VALUES (1, '<script>alert(1)</script>');
             INSERT INTO builders (builderid, name) VALUES (2, 'runtests');
@@ -1515,7 +1294,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
         db::create(&path).unwrap();
-        let conn = Connection::open(&path).unwrap();
+        let conn = db::open_admin(&path).unwrap();
         let mut cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
         cfg.title = "My CI".into();
         let c = Ctx {

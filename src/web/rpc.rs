@@ -17,7 +17,6 @@ use crate::db::{self, CancelOutcome, Props, SourceStamp, Store};
 use crate::master::botmaster::BotMsg;
 use crate::web::api;
 use crossbeam_channel::Sender;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -27,7 +26,7 @@ pub struct Writer<'a> {
     pub store: &'a Store,
     pub cfg: &'a Config,
     pub bot: &'a Sender<BotMsg>,
-    pub conn: &'a Connection,
+    pub conn: &'a db::Conn,
 }
 
 /// An action refused or failed: the HTTP status, the JSON-RPC error code
@@ -159,15 +158,7 @@ pub fn force(
     let mut builders: Vec<String> = match (params.get("builderid"), params.get("builderNames")) {
         (Some(id), None) => {
             let id = int_param(id, "builderid")?;
-            let name: Option<String> = w
-                .conn
-                .query_row(
-                    "SELECT name FROM builders WHERE builderid = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(internal)?;
+            let name = db::builder_name(w.conn, id).map_err(internal)?;
             vec![name.ok_or_else(|| invalid(format!("no builder with id {id}")))?]
         }
         (None, Some(Value::Array(names))) => names
@@ -223,10 +214,7 @@ pub fn force(
             let (bsid, reqs) =
                 db::create_buildset(c, &bs_reason, Some(&name), &ss, &props, &[], &builders)?;
             if priority != 0 {
-                c.execute(
-                    "UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1",
-                    [bsid, priority],
-                )?;
+                db::set_buildset_priority(c, bsid, priority)?;
             }
             Ok((bsid, reqs))
         })
@@ -247,13 +235,7 @@ pub fn force(
 
 /// (complete?) of a build, or 404.
 fn build_complete(w: &Writer, buildid: i64) -> Result<bool, RpcError> {
-    w.conn
-        .query_row(
-            "SELECT complete_at IS NOT NULL FROM builds WHERE buildid = ?1",
-            [buildid],
-            |r| r.get(0),
-        )
-        .optional()
+    db::build_complete(w.conn, buildid)
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no build {buildid}")))
 }
@@ -341,7 +323,7 @@ pub enum Target {
 
 /// The target of `POST /api/v2<path>`, or None when nothing there takes
 /// a POST.
-pub fn target(conn: &Connection, path: &str) -> Result<Option<Target>, RpcError> {
+pub fn target(conn: &db::Conn, path: &str) -> Result<Option<Target>, RpcError> {
     let segs = api::path_segments(path).ok_or_else(|| invalid("bad path"))?;
     let id = |s: &str| {
         s.parse::<i64>()
@@ -355,16 +337,7 @@ pub fn target(conn: &Connection, path: &str) -> Result<Option<Target>, RpcError>
         ["builds", b] => Target::Build(id(b)?),
         ["builders", builder, "builds", n] => {
             let n = id(n)?;
-            let found: Option<i64> = conn
-                .query_row(
-                    "SELECT b.buildid FROM builds b JOIN builders bl USING (builderid)
-                     WHERE b.number = ?2 AND (bl.name = ?1 OR CAST(bl.builderid AS TEXT) = ?1)
-                     ORDER BY CAST(bl.builderid AS TEXT) = ?1 DESC LIMIT 1",
-                    rusqlite::params![builder, n],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(internal)?;
+            let found = db::build_id_by_number(conn, builder, n).map_err(internal)?;
             Target::Build(found.ok_or_else(|| not_found(format!("no build {builder}/{n}")))?)
         }
         ["buildrequests", r] => Target::BuildRequest(id(r)?),

@@ -22,8 +22,9 @@
 //! that fails (the page was closed) ends the thread.
 
 use crate::config::Config;
-use crate::db;
+use crate::db::{self, Store};
 use crate::master::events::{Event, Hub};
+use crate::model::BuildResult;
 use crate::web::logview;
 use crate::web::pages::{self, Ctx};
 use anyhow::{Context, Result};
@@ -110,7 +111,7 @@ impl Live {
     /// None when every slot is taken (the caller answers 503).
     pub fn start(
         &self,
-        db: PathBuf,
+        store: Store,
         cfg: Arc<Config>,
         master_dir: PathBuf,
         w: Watch,
@@ -119,7 +120,7 @@ impl Live {
         let rx = self.hub.subscribe_all(256);
         Some(Box::new(move |out| {
             let _slot = slot;
-            if let Err(e) = stream(out, &db, &cfg, &master_dir, rx, w, KEEPALIVE) {
+            if let Err(e) = stream(out, &store, &cfg, &master_dir, rx, w, KEEPALIVE) {
                 log::debug!("live stream ended: {e:#}");
             }
         }))
@@ -131,11 +132,11 @@ impl Live {
 pub type StreamFn = Box<dyn FnOnce(Box<dyn Write + Send>) + Send>;
 
 /// What a step's head shows: state, result, started, complete.
-type StepKey = (String, Option<i64>, Option<i64>, Option<i64>);
+type StepKey = (String, Option<BuildResult>, Option<i64>, Option<i64>);
 
 /// What one stream has sent.
 struct Sent {
-    build: Option<(String, Option<i64>, Option<i64>)>,
+    build: Option<(String, Option<BuildResult>, Option<i64>)>,
     steps: HashMap<i64, StepKey>,
     offsets: HashMap<i64, u64>,
 }
@@ -147,14 +148,14 @@ fn send(out: &mut dyn Write, event: &str, data: &serde_json::Value) -> std::io::
 
 fn stream(
     mut out: Box<dyn Write + Send>,
-    db: &std::path::Path,
+    store: &Store,
     cfg: &Config,
     master_dir: &std::path::Path,
     rx: Receiver<Event>,
     w: Watch,
     keepalive: Duration,
 ) -> Result<()> {
-    let conn = db::open_reader(db)?;
+    let conn = store.own_reader()?;
     out.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
           Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
@@ -379,7 +380,8 @@ mod tests {
         let hub = Hub::new();
         let rx = hub.subscribe_all(16);
         let out = Shared::default();
-        let (out2, master, db2) = (out.clone(), dir.path().to_path_buf(), db.clone());
+        let store = db::Store::open(&db).unwrap();
+        let (out2, master) = (out.clone(), dir.path().to_path_buf());
         let t = std::thread::spawn(move || {
             let w = Watch {
                 buildid: 1,
@@ -388,7 +390,7 @@ mod tests {
                 csrf: None,
             };
             let keepalive = Duration::from_millis(50);
-            stream(Box::new(out2), &db2, &cfg, &master, rx, w, keepalive)
+            stream(Box::new(out2), &store, &cfg, &master, rx, w, keepalive)
         });
         let t0 = out.wait_for("hello &lt;b&gt;");
         assert!(t0.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"));
@@ -418,7 +420,7 @@ mod tests {
             builderid: 1,
             builder: "b".into(),
             number: 1,
-            results: 0,
+            results: BuildResult::Success,
         });
         let t2 = out.wait_for("event: end\n");
         assert!(t2.contains("build successful"));

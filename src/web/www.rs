@@ -146,7 +146,7 @@ struct Req<'a> {
     /// The client's address, or "unix" on a unix socket (rate limits).
     addr: String,
     login: Option<Login>,
-    conn: &'a rusqlite::Connection,
+    conn: &'a db::Conn,
     ctx: &'a WwwCtx,
     shared: &'a Shared,
     cfg: Arc<Config>,
@@ -664,7 +664,7 @@ fn start_live(r: &Req, buildid: i64) -> Result<Reply, Resp> {
         csrf: r.csrf().map(str::to_string),
     };
     match r.shared.live.start(
-        r.ctx.store.path().to_path_buf(),
+        r.ctx.store.clone(),
         r.cfg.clone(),
         r.ctx.master_dir.clone(),
         w,

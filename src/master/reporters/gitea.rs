@@ -29,7 +29,7 @@ use super::{Delivery, Failure};
 use crate::config::{Builder, GiteaStatus};
 use crate::db::BuildReport;
 use crate::master::build::{interpolate, GOT_REVISION_SOURCE};
-use crate::model::{CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
+use crate::model::BuildResult;
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
@@ -88,17 +88,16 @@ pub struct StatusPost {
 }
 
 /// The Gitea state for a finished build's result.
-pub fn state_for(results: i64) -> &'static str {
+pub fn state_for(results: BuildResult) -> &'static str {
     match results {
-        SUCCESS => "success",
-        WARNINGS => "warning",
-        FAILURE => "failure",
+        BuildResult::Success => "success",
+        BuildResult::Warnings => "warning",
+        BuildResult::Failure => "failure",
         // Gitea has no "skipped"; a build that checked nothing is no success.
-        SKIPPED => "warning",
+        BuildResult::Skipped => "warning",
         // Retried: a new build will report.
-        RETRY => "pending",
-        EXCEPTION | CANCELLED => "error",
-        _ => "error",
+        BuildResult::Retry => "pending",
+        BuildResult::Exception | BuildResult::Cancelled => "error",
     }
 }
 
@@ -183,7 +182,7 @@ pub fn status_for(
     let context = interpolate(template, &rep.properties);
     let (state, description) = match (finished, rep.results) {
         (true, Some(r)) => {
-            let d = if r == SUCCESS {
+            let d = if r == BuildResult::Success {
                 format!("Build #{} succeeded", rep.number)
             } else {
                 format!("Build #{}: {}", rep.number, rep.state_string)
@@ -451,7 +450,7 @@ mod tests {
             p.body,
             json!({"state": "pending", "target_url": url, "description": "Build #42 started", "context": "minibot/runtests"})
         );
-        rep.results = Some(FAILURE);
+        rep.results = Some(BuildResult::Failure);
         rep.state_string = "failure test".into();
         let p = status_for(
             &cfg("context = 'ci/%(prop:buildername)s'"),
@@ -464,7 +463,7 @@ mod tests {
         assert_eq!(p.body["state"], "failure");
         assert_eq!(p.body["description"], "Build #42: failure test");
         assert_eq!(p.body["context"], "ci/runtests");
-        rep.results = Some(SUCCESS);
+        rep.results = Some(BuildResult::Success);
         assert_eq!(
             status_for(&cfg(""), &rep, url, true, None).unwrap().body["description"],
             "Build #42 succeeded"
@@ -504,7 +503,13 @@ mod tests {
     #[test]
     fn states() {
         let got: Vec<&str> = [
-            SUCCESS, WARNINGS, FAILURE, SKIPPED, EXCEPTION, RETRY, CANCELLED,
+            BuildResult::Success,
+            BuildResult::Warnings,
+            BuildResult::Failure,
+            BuildResult::Skipped,
+            BuildResult::Exception,
+            BuildResult::Retry,
+            BuildResult::Cancelled,
         ]
         .into_iter()
         .map(state_for)

@@ -9,7 +9,7 @@
 use super::{Delivery, Failure};
 use crate::config::{Mail, MailMode};
 use crate::db::BuildReport;
-use crate::model::{result_name, CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
+use crate::model::BuildResult;
 use anyhow::{Context, Result};
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
@@ -69,16 +69,17 @@ impl Target {
 
 /// Whether a build with `results` is mailed under `modes`, given the
 /// builder's previous result (Buildbot's MailNotifier modes).
-pub fn wants_mail(modes: &[MailMode], results: i64, previous: Option<i64>) -> bool {
+pub fn wants_mail(modes: &[MailMode], results: BuildResult, previous: Option<BuildResult>) -> bool {
+    use BuildResult::{Cancelled, Exception, Failure, Success, Warnings};
     modes.iter().any(|m| match m {
         MailMode::All => true,
-        MailMode::Failing => results == FAILURE,
-        MailMode::Passing => results == SUCCESS,
-        MailMode::Warnings => results == WARNINGS,
-        MailMode::Exception => results == EXCEPTION,
-        MailMode::Cancelled => results == CANCELLED,
+        MailMode::Failing => results == Failure,
+        MailMode::Passing => results == Success,
+        MailMode::Warnings => results == Warnings,
+        MailMode::Exception => results == Exception,
+        MailMode::Cancelled => results == Cancelled,
         // Failed, and the build before did not.
-        MailMode::Problem => results == FAILURE && previous != Some(FAILURE),
+        MailMode::Problem => results == Failure && previous != Some(Failure),
         // The result is not the previous one.
         MailMode::Change => previous.is_some_and(|p| p != results),
     })
@@ -86,7 +87,7 @@ pub fn wants_mail(modes: &[MailMode], results: i64, previous: Option<i64>) -> bo
 
 /// (subject, body) of the mail about `rep`.
 pub fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
-    let result = rep.results.map(result_name).unwrap_or("unknown");
+    let result = rep.results.map(BuildResult::name).unwrap_or("unknown");
     let subject = format!("{title}: {result} in {} #{}", rep.builder, rep.number);
     let mut b = String::new();
     let _ = writeln!(
@@ -123,7 +124,11 @@ pub fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
     if !rep.steps.is_empty() {
         let _ = writeln!(b, "\nSteps:");
         for (name, r) in &rep.steps {
-            let _ = writeln!(b, "  {name}: {}", r.map(result_name).unwrap_or("not run"));
+            let _ = writeln!(
+                b,
+                "  {name}: {}",
+                r.map(BuildResult::name).unwrap_or("not run")
+            );
         }
     }
     (subject, b)
@@ -170,6 +175,7 @@ mod tests {
 
     #[test]
     fn modes_as_buildbot() {
+        use BuildResult::{Exception, Failure, Success, Warnings};
         // By name, as in master.cfg.
         let w = |m: &[&str], r, p| {
             let modes: Vec<MailMode> = m
@@ -184,20 +190,20 @@ mod tests {
                 .collect();
             wants_mail(&modes, r, p)
         };
-        assert!(w(&["all"], SUCCESS, None));
-        assert!(w(&["failing"], FAILURE, Some(FAILURE)));
-        assert!(!w(&["failing"], SUCCESS, None));
-        assert!(w(&["passing"], SUCCESS, None));
-        assert!(w(&["warnings"], WARNINGS, None));
-        assert!(w(&["exception"], EXCEPTION, None));
-        assert!(w(&["problem"], FAILURE, Some(SUCCESS)));
-        assert!(w(&["problem"], FAILURE, None));
-        assert!(!w(&["problem"], FAILURE, Some(FAILURE)));
-        assert!(w(&["change"], SUCCESS, Some(FAILURE)));
-        assert!(!w(&["change"], SUCCESS, Some(SUCCESS)));
-        assert!(!w(&["change"], SUCCESS, None));
-        assert!(w(&["passing", "failing"], FAILURE, None));
-        assert!(!w(&[], FAILURE, None));
+        assert!(w(&["all"], Success, None));
+        assert!(w(&["failing"], Failure, Some(Failure)));
+        assert!(!w(&["failing"], Success, None));
+        assert!(w(&["passing"], Success, None));
+        assert!(w(&["warnings"], Warnings, None));
+        assert!(w(&["exception"], Exception, None));
+        assert!(w(&["problem"], Failure, Some(Success)));
+        assert!(w(&["problem"], Failure, None));
+        assert!(!w(&["problem"], Failure, Some(Failure)));
+        assert!(w(&["change"], Success, Some(Failure)));
+        assert!(!w(&["change"], Success, Some(Success)));
+        assert!(!w(&["change"], Success, None));
+        assert!(w(&["passing", "failing"], Failure, None));
+        assert!(!w(&[], Failure, None));
     }
 
     #[test]
@@ -205,7 +211,7 @@ mod tests {
         let rep = BuildReport {
             builder: "runtests".into(),
             number: 7,
-            results: Some(FAILURE),
+            results: Some(BuildResult::Failure),
             state_string: "failure test".into(),
             reason: "The all scheduler got a change".into(),
             worker: Some("w1".into()),
@@ -215,8 +221,8 @@ mod tests {
                 ..Default::default()
             },
             steps: vec![
-                ("git".into(), Some(SUCCESS)),
-                ("test".into(), Some(FAILURE)),
+                ("git".into(), Some(BuildResult::Success)),
+                ("test".into(), Some(BuildResult::Failure)),
             ],
             changes: vec![(
                 Some("0123456789abcdef".into()),

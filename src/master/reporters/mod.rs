@@ -314,7 +314,7 @@ impl Reporters {
                     }
                 }
                 Active::Mail(r, cfg, target) if finished && r.reports_on(&rep.builder) => {
-                    let results = rep.results.unwrap_or(crate::model::EXCEPTION);
+                    let results = rep.results.unwrap_or(crate::model::BuildResult::Exception);
                     if mail::wants_mail(&cfg.modes, results, rep.previous_results) {
                         let (subject, body) = mail::compose(&self.cfg.title, &rep, &url);
                         let Some(mails) = &self.mails else {

@@ -1,0 +1,171 @@
+//! Builds, their steps and logs' metadata as a running build writes them,
+//! and crash recovery (`retry_running_builds`).
+
+use super::*;
+use crate::model::BuildResult;
+use anyhow::Result;
+use rusqlite::{params, OptionalExtension};
+
+/// Closes builds of `workerid` (or of every worker when None) that are still
+/// running as RETRY and puts their requests back on the queue. Used at start
+/// (the previous master died) and when a worker is lost.
+pub(crate) fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<Vec<i64>> {
+    let now = crate::model::now();
+    let ids: Vec<i64> = {
+        let mut st = conn.raw.prepare_cached(
+            "SELECT buildid FROM builds WHERE complete_at IS NULL
+             AND (?1 IS NULL OR workerid = ?1)",
+        )?;
+        let rows = st.query_map([workerid], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        conn.raw
+            .prepare_cached(
+                "UPDATE steps SET complete_at = ?2, results = ?3,
+               state_string = state_string || ' (retry)'
+             WHERE buildid = ?1 AND complete_at IS NULL",
+            )?
+            .execute(params![id, now, BuildResult::Retry])?;
+        conn.raw
+            .prepare_cached(
+                "UPDATE logs SET complete = 1 WHERE complete = 0
+             AND stepid IN (SELECT stepid FROM steps WHERE buildid = ?1)",
+            )?
+            .execute([id])?;
+        conn.raw.prepare_cached(
+            "UPDATE builds SET complete_at = ?2, results = ?3, state_string = 'retry: lost worker or master'
+             WHERE buildid = ?1",
+        )?
+        .execute(params![id, now, BuildResult::Retry])?;
+        conn.raw
+            .prepare_cached(
+                "UPDATE buildrequests SET claimed_at = NULL
+             WHERE buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)
+               AND complete = 0",
+            )?
+            .execute([id])?;
+    }
+    Ok(ids)
+}
+
+/// Records the commit a build's git step checked out as the build property
+/// `got_revision` (source `source`), next to the properties it started
+/// with. Only the master's build code calls this, from the git step's own
+/// report, so the property (with that source) names what was built, not
+/// what a request asked for.
+pub(crate) fn set_got_revision(conn: &Tx, buildid: i64, sha: &str, source: &str) -> Result<()> {
+    conn.raw.prepare_cached(
+        "UPDATE builds SET properties = json_set(properties, '$.got_revision', json_array(?2, ?3))
+         WHERE buildid = ?1",
+    )?
+    .execute(params![buildid, sha, source])?;
+    Ok(())
+}
+
+/// Ends a build with `results`; completes its request, and its buildset
+/// when that was the buildset's last request.
+pub(crate) fn finish_build(
+    conn: &Tx,
+    buildid: i64,
+    results: BuildResult,
+    state: &str,
+) -> Result<()> {
+    let now = crate::model::now();
+    conn.raw
+        .prepare_cached(
+            "UPDATE builds SET complete_at = ?2, results = ?3, state_string = ?4
+         WHERE buildid = ?1 AND complete_at IS NULL",
+        )?
+        .execute(params![buildid, now, results, state])?;
+    let (brid, bsid): (i64, i64) = conn
+        .raw
+        .prepare_cached(
+            "SELECT br.buildrequestid, br.buildsetid FROM builds b
+             JOIN buildrequests br USING (buildrequestid) WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    conn.raw
+        .prepare_cached(
+            "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3
+         WHERE buildrequestid = ?1",
+        )?
+        .execute(params![brid, results, now])?;
+    complete_buildset_if_done(conn, bsid, now)
+}
+
+/// Starts a step and its stdio log; returns (stepid, logid).
+pub(crate) fn start_step(conn: &Tx, buildid: i64, number: u32, name: &str) -> Result<(i64, i64)> {
+    let now = crate::model::now();
+    conn.raw
+        .prepare_cached(
+            "INSERT INTO steps(buildid, number, name, started_at, state_string)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            buildid,
+            number,
+            name,
+            now,
+            format!("{name} running")
+        ])?;
+    let stepid = conn.raw.last_insert_rowid();
+    conn.raw
+        .prepare_cached(
+            "INSERT INTO logs(stepid, name, slug, type) VALUES (?1, 'stdio', 'stdio', 's')",
+        )?
+        .execute([stepid])?;
+    let logid = conn.raw.last_insert_rowid();
+    conn.raw
+        .prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
+        .execute(params![buildid, format!("building: {name}")])?;
+    Ok((stepid, logid))
+}
+
+/// Log totals as the master has written them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogTotals {
+    pub num_lines: i64,
+    pub size: i64,
+}
+
+pub(crate) fn update_log(conn: &Tx, logid: i64, t: LogTotals, complete: bool) -> Result<()> {
+    conn.raw
+        .prepare_cached(
+            "UPDATE logs SET num_lines = ?2, size = ?3, complete = ?4 WHERE logid = ?1",
+        )?
+        .execute(params![logid, t.num_lines, t.size, complete as i64])?;
+    Ok(())
+}
+
+pub(crate) fn finish_step(conn: &Tx, stepid: i64, results: BuildResult, state: &str) -> Result<()> {
+    conn.raw
+        .prepare_cached(
+            "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE stepid = ?1",
+        )?
+        .execute(params![stepid, crate::model::now(), results, state])?;
+    Ok(())
+}
+
+/// Whether a build has ended; None when there is no such build.
+pub(crate) fn build_complete(conn: &Conn, buildid: i64) -> Result<Option<bool>> {
+    Ok(conn
+        .raw
+        .prepare_cached("SELECT complete_at IS NOT NULL FROM builds WHERE buildid = ?1")?
+        .query_row([buildid], |r| r.get(0))
+        .optional()?)
+}
+
+/// The id of build `number` of a builder named by name or id (an id
+/// wins when a name is also some builder's id, as in the API's paths).
+pub(crate) fn build_id_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT b.buildid FROM builds b JOIN builders bl USING (builderid)
+             WHERE b.number = ?2 AND (bl.name = ?1 OR CAST(bl.builderid AS TEXT) = ?1)
+             ORDER BY CAST(bl.builderid AS TEXT) = ?1 DESC LIMIT 1",
+        )?
+        .query_row(params![builder, number], |r| r.get(0))
+        .optional()?)
+}

@@ -1,0 +1,537 @@
+//! What the HTML pages (`web::pages`) and live build pages (`web::sse`)
+//! read: one view struct per table a page shows.
+
+use super::{json_col, result_col, Conn, Props};
+use crate::model::BuildResult;
+use anyhow::Result;
+use rusqlite::{params, OptionalExtension};
+use std::collections::BTreeMap;
+
+/// A configured builder and its newest build, for the home page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuilderSummary {
+    pub name: String,
+    pub last: Option<LastBuild>,
+}
+
+/// A builder's newest build: number, result, finished?, and when it
+/// finished (or started, while running).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastBuild {
+    pub number: i64,
+    pub results: Option<BuildResult>,
+    pub complete: bool,
+    pub when: Option<i64>,
+}
+
+pub(crate) fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
+    let mut stmt = conn.raw.prepare_cached(
+        "SELECT bl.name, b.number, b.results, b.complete_at IS NOT NULL,
+                coalesce(b.complete_at, b.started_at), b.buildid
+         FROM builders bl
+         LEFT JOIN builds b ON b.buildid = (SELECT buildid FROM builds
+              WHERE builderid = bl.builderid ORDER BY number DESC LIMIT 1)
+         WHERE bl.configured = 1 ORDER BY bl.name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let number: Option<i64> = r.get(1)?;
+        Ok(BuilderSummary {
+            name: r.get(0)?,
+            last: match number {
+                Some(number) => Some(LastBuild {
+                    number,
+                    results: result_col(r, 2, "builds", r.get(5)?)?,
+                    complete: r.get(3)?,
+                    when: r.get(4)?,
+                }),
+                None => None,
+            },
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A build in a list: the home page's running and recent builds, a
+/// builder's page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildListRow {
+    pub builder: String,
+    pub number: i64,
+    pub results: Option<BuildResult>,
+    pub started_at: i64,
+    pub complete_at: Option<i64>,
+    pub state_string: String,
+    pub worker: Option<String>,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+}
+
+const BUILD_LIST_COLS: &str = "bl.name, b.number, b.results, b.started_at, b.complete_at,
+    b.state_string, w.name, bs.branch, bs.revision, b.buildid
+    FROM builds b JOIN builders bl ON bl.builderid = b.builderid
+    LEFT JOIN workers w ON w.workerid = b.workerid
+    JOIN buildrequests br ON br.buildrequestid = b.buildrequestid
+    JOIN buildsets bs ON bs.buildsetid = br.buildsetid";
+
+fn build_list_row(r: &rusqlite::Row) -> rusqlite::Result<BuildListRow> {
+    Ok(BuildListRow {
+        builder: r.get(0)?,
+        number: r.get(1)?,
+        results: result_col(r, 2, "builds", r.get(9)?)?,
+        started_at: r.get(3)?,
+        complete_at: r.get(4)?,
+        state_string: r.get(5)?,
+        worker: r.get(6)?,
+        branch: r.get(7)?,
+        revision: r.get(8)?,
+    })
+}
+
+/// Builds still running, oldest first.
+pub(crate) fn running_builds(conn: &Conn) -> Result<Vec<BuildListRow>> {
+    let mut stmt = conn.raw.prepare_cached(&format!(
+        "SELECT {BUILD_LIST_COLS} WHERE b.complete_at IS NULL ORDER BY b.started_at, b.buildid"
+    ))?;
+    let rows = stmt.query_map([], build_list_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The newest `limit` builds of every builder.
+pub(crate) fn recent_builds(conn: &Conn, limit: i64) -> Result<Vec<BuildListRow>> {
+    let mut stmt = conn.raw.prepare_cached(&format!(
+        "SELECT {BUILD_LIST_COLS} ORDER BY b.buildid DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], build_list_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A builder's builds, newest first: `limit` after skipping `offset`.
+pub(crate) fn builder_builds(
+    conn: &Conn,
+    builderid: i64,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<BuildListRow>> {
+    let mut stmt = conn.raw.prepare_cached(&format!(
+        "SELECT {BUILD_LIST_COLS} WHERE b.builderid = ?1 ORDER BY b.number DESC LIMIT ?2 OFFSET ?3"
+    ))?;
+    let rows = stmt.query_map(params![builderid, limit, offset], build_list_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many builds a builder has.
+pub(crate) fn build_count(conn: &Conn, builderid: i64) -> Result<i64> {
+    Ok(conn
+        .raw
+        .prepare_cached("SELECT count(*) FROM builds WHERE builderid = ?1")?
+        .query_row([builderid], |r| r.get(0))?)
+}
+
+/// A queued request (neither claimed nor complete), as the queue shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedRequest {
+    pub buildrequestid: i64,
+    pub builder: String,
+    pub reason: String,
+    pub submitted_at: i64,
+    pub priority: i64,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+}
+
+/// How many requests are queued: of every builder, or of one.
+pub(crate) fn queued_count(conn: &Conn, builderid: Option<i64>) -> Result<i64> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT count(*) FROM buildrequests
+             WHERE complete = 0 AND claimed_at IS NULL AND (?1 IS NULL OR builderid = ?1)",
+        )?
+        .query_row([builderid], |r| r.get(0))?)
+}
+
+/// Queued requests in the order the botmaster takes them, at most `limit`.
+pub(crate) fn queued_requests(
+    conn: &Conn,
+    builderid: Option<i64>,
+    limit: i64,
+) -> Result<Vec<QueuedRequest>> {
+    let mut stmt = conn.raw.prepare_cached(
+        "SELECT br.buildrequestid, bl.name, bs.reason, br.submitted_at, br.priority,
+                bs.branch, bs.revision
+         FROM buildrequests br JOIN builders bl USING (builderid)
+         JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+         WHERE br.complete = 0 AND br.claimed_at IS NULL AND (?1 IS NULL OR br.builderid = ?1)
+         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![builderid, limit], |r| {
+        Ok(QueuedRequest {
+            buildrequestid: r.get(0)?,
+            builder: r.get(1)?,
+            reason: r.get(2)?,
+            submitted_at: r.get(3)?,
+            priority: r.get(4)?,
+            branch: r.get(5)?,
+            revision: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A builder's page head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuilderInfo {
+    pub builderid: i64,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+}
+
+pub(crate) fn builder_info(conn: &Conn, name: &str) -> Result<Option<BuilderInfo>> {
+    Ok(conn
+        .raw
+        .prepare_cached("SELECT builderid, description, tags FROM builders WHERE name = ?1")?
+        .query_row([name], |r| {
+            let tags: String = r.get(2)?;
+            Ok(BuilderInfo {
+                builderid: r.get(0)?,
+                description: r.get(1)?,
+                tags: json_col(&tags, "builders", r.get(0)?, "tags")?,
+            })
+        })
+        .optional()?)
+}
+
+/// The columns of a build the build page and its live updates show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRow {
+    pub buildid: i64,
+    pub number: i64,
+    pub builder: String,
+    pub worker: Option<String>,
+    pub buildrequestid: i64,
+    pub started_at: i64,
+    pub complete_at: Option<i64>,
+    pub results: Option<BuildResult>,
+    pub state_string: String,
+}
+
+const BUILD_COLS: &str = "b.buildid, b.number, bl.name, w.name, b.buildrequestid, b.started_at,
+    b.complete_at, b.results, b.state_string
+    FROM builds b JOIN builders bl ON bl.builderid = b.builderid
+    LEFT JOIN workers w ON w.workerid = b.workerid";
+
+fn build_row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
+    Ok(BuildRow {
+        buildid: r.get(0)?,
+        number: r.get(1)?,
+        builder: r.get(2)?,
+        worker: r.get(3)?,
+        buildrequestid: r.get(4)?,
+        started_at: r.get(5)?,
+        complete_at: r.get(6)?,
+        results: result_col(r, 7, "builds", r.get(0)?)?,
+        state_string: r.get(8)?,
+    })
+}
+
+pub(crate) fn build_by_id(conn: &Conn, buildid: i64) -> Result<Option<BuildRow>> {
+    Ok(conn
+        .raw
+        .prepare_cached(&format!("SELECT {BUILD_COLS} WHERE b.buildid = ?1"))?
+        .query_row([buildid], build_row)
+        .optional()?)
+}
+
+/// Build `number` of the builder named `builder`.
+pub(crate) fn build_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option<BuildRow>> {
+    Ok(conn
+        .raw
+        .prepare_cached(&format!(
+            "SELECT {BUILD_COLS} WHERE bl.name = ?1 AND b.number = ?2"
+        ))?
+        .query_row(params![builder, number], build_row)
+        .optional()?)
+}
+
+/// The newest build of a request that is no longer queued (claimed or
+/// complete); None while it is queued, or when it has no build.
+pub(crate) fn request_build(conn: &Conn, brid: i64) -> Result<Option<BuildRow>> {
+    let queued: Option<bool> = conn
+        .raw
+        .prepare_cached(
+            "SELECT complete = 0 AND claimed_at IS NULL FROM buildrequests WHERE buildrequestid = ?1",
+        )?
+        .query_row([brid], |r| r.get(0))
+        .optional()?;
+    if queued != Some(false) {
+        return Ok(None);
+    }
+    Ok(conn
+        .raw
+        .prepare_cached(&format!(
+            "SELECT {BUILD_COLS} WHERE b.buildrequestid = ?1 ORDER BY b.buildid DESC LIMIT 1"
+        ))?
+        .query_row([brid], build_row)
+        .optional()?)
+}
+
+/// A step and its logs, as the build page shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub stepid: i64,
+    pub number: i64,
+    pub name: String,
+    pub started_at: Option<i64>,
+    pub complete_at: Option<i64>,
+    pub results: Option<BuildResult>,
+    pub state_string: String,
+    /// The step's links (JSON objects, Buildbot's `urls`).
+    pub urls: Vec<serde_json::Value>,
+    /// (logid, name, complete)
+    pub logs: Vec<(i64, String, bool)>,
+}
+
+/// The steps of a build with their logs, in order.
+pub(crate) fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
+    let mut stmt = conn.raw.prepare_cached(
+        "SELECT s.stepid, s.number, s.name, s.started_at, s.complete_at, s.results,
+                s.state_string, s.urls, l.logid, l.name, l.complete
+         FROM steps s LEFT JOIN logs l ON l.stepid = s.stepid
+         WHERE s.buildid = ?1 AND s.hidden = 0 ORDER BY s.number, s.stepid, l.logid",
+    )?;
+    let mut steps: Vec<StepRow> = Vec::new();
+    let mut rows = stmt.query([buildid])?;
+    while let Some(r) = rows.next()? {
+        let stepid: i64 = r.get(0)?;
+        if steps.last().map(|s| s.stepid) != Some(stepid) {
+            let urls: String = r.get(7)?;
+            steps.push(StepRow {
+                stepid,
+                number: r.get(1)?,
+                name: r.get(2)?,
+                started_at: r.get(3)?,
+                complete_at: r.get(4)?,
+                results: result_col(r, 5, "steps", stepid)?,
+                state_string: r.get(6)?,
+                urls: json_col(&urls, "steps", stepid, "urls")?,
+                logs: vec![],
+            });
+        }
+        if let (Some(logid), Some(step)) = (r.get::<_, Option<i64>>(8)?, steps.last_mut()) {
+            step.logs.push((logid, r.get(9)?, r.get(10)?));
+        }
+    }
+    Ok(steps)
+}
+
+/// The buildset a request belongs to, as the build page's "Source" shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildsetInfo {
+    pub buildsetid: i64,
+    pub reason: String,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub repository: String,
+    pub submitted_at: i64,
+}
+
+pub(crate) fn request_buildset(conn: &Conn, brid: i64) -> Result<Option<BuildsetInfo>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT bs.buildsetid, bs.reason, bs.branch, bs.revision, bs.repository, bs.submitted_at
+             FROM buildrequests br JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+             WHERE br.buildrequestid = ?1",
+        )?
+        .query_row([brid], |r| {
+            Ok(BuildsetInfo {
+                buildsetid: r.get(0)?,
+                reason: r.get(1)?,
+                branch: r.get(2)?,
+                revision: r.get(3)?,
+                repository: r.get(4)?,
+                submitted_at: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// A change in a list (a buildset's, the changes page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeListRow {
+    pub changeid: i64,
+    pub author: String,
+    pub comments: String,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub repository: String,
+    pub when_timestamp: i64,
+}
+
+const CHANGE_LIST_COLS: &str =
+    "c.changeid, c.author, c.comments, c.branch, c.revision, c.repository, c.when_timestamp";
+
+fn change_list_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeListRow> {
+    Ok(ChangeListRow {
+        changeid: r.get(0)?,
+        author: r.get(1)?,
+        comments: r.get(2)?,
+        branch: r.get(3)?,
+        revision: r.get(4)?,
+        repository: r.get(5)?,
+        when_timestamp: r.get(6)?,
+    })
+}
+
+/// The newest `limit` changes of a buildset.
+pub(crate) fn buildset_changes(
+    conn: &Conn,
+    buildsetid: i64,
+    limit: i64,
+) -> Result<Vec<ChangeListRow>> {
+    let mut stmt = conn.raw.prepare_cached(&format!(
+        "SELECT {CHANGE_LIST_COLS}
+         FROM buildset_changes bc JOIN changes c ON c.changeid = bc.changeid
+         WHERE bc.buildsetid = ?1 ORDER BY c.changeid DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map([buildsetid, limit], change_list_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every change, newest first: `limit` after skipping `offset`.
+pub(crate) fn changes_page(conn: &Conn, limit: i64, offset: i64) -> Result<Vec<ChangeListRow>> {
+    let mut stmt = conn.raw.prepare_cached(&format!(
+        "SELECT {CHANGE_LIST_COLS} FROM changes c ORDER BY c.changeid DESC LIMIT ?1 OFFSET ?2"
+    ))?;
+    let rows = stmt.query_map([limit, offset], change_list_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn change_count(conn: &Conn) -> Result<i64> {
+    Ok(conn
+        .raw
+        .prepare_cached("SELECT count(*) FROM changes")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// A build's properties; an error when there is no such build.
+pub(crate) fn build_properties(conn: &Conn, buildid: i64) -> Result<Props> {
+    let props: String = conn
+        .raw
+        .prepare_cached("SELECT properties FROM builds WHERE buildid = ?1")?
+        .query_row([buildid], |r| r.get(0))?;
+    Ok(json_col(&props, "builds", buildid, "properties")?)
+}
+
+/// The build a log belongs to.
+pub(crate) fn log_build(conn: &Conn, logid: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT s.buildid FROM logs l JOIN steps s ON s.stepid = l.stepid WHERE l.logid = ?1",
+        )?
+        .query_row([logid], |r| r.get(0))
+        .optional()?)
+}
+
+/// A worker as the workers page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub workerid: i64,
+    pub name: String,
+    pub connected: bool,
+    pub paused: bool,
+    /// What the worker said about itself (admin, host, ...).
+    pub info: BTreeMap<String, serde_json::Value>,
+    pub last_connection: Option<i64>,
+    pub configured: bool,
+    /// (builder, number) of the builds it runs.
+    pub running: Vec<(String, i64)>,
+}
+
+/// Every worker the master knows, configured first.
+pub(crate) fn worker_list(conn: &Conn) -> Result<Vec<WorkerRow>> {
+    let mut stmt = conn.raw.prepare_cached(
+        "SELECT w.workerid, w.name, w.connected, w.paused, w.info, w.last_connection, w.configured,
+                (SELECT group_concat(bl.name || char(9) || b.number, char(10))
+                 FROM builds b JOIN builders bl ON bl.builderid = b.builderid
+                 WHERE b.workerid = w.workerid AND b.complete_at IS NULL)
+         FROM workers w ORDER BY w.configured DESC, w.name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let info: String = r.get(4)?;
+        let running: Option<String> = r.get(7)?;
+        Ok(WorkerRow {
+            workerid: r.get(0)?,
+            name: r.get(1)?,
+            connected: r.get(2)?,
+            paused: r.get(3)?,
+            info: json_col(&info, "workers", r.get(0)?, "info")?,
+            last_connection: r.get(5)?,
+            configured: r.get(6)?,
+            running: running
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (b, n) = l.split_once('\t')?;
+                    Some((b.to_string(), n.parse().ok()?))
+                })
+                .collect(),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A build request as its own page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestInfo {
+    pub builder: String,
+    pub reason: String,
+    pub submitted_at: i64,
+    pub complete: bool,
+    pub results: Option<BuildResult>,
+    pub claimed_at: Option<i64>,
+}
+
+pub(crate) fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT bl.name, bs.reason, br.submitted_at, br.complete, br.results, br.claimed_at
+             FROM buildrequests br JOIN builders bl USING (builderid)
+             JOIN buildsets bs ON bs.buildsetid = br.buildsetid WHERE br.buildrequestid = ?1",
+        )?
+        .query_row([brid], |r| {
+            Ok(RequestInfo {
+                builder: r.get(0)?,
+                reason: r.get(1)?,
+                submitted_at: r.get(2)?,
+                complete: r.get(3)?,
+                results: result_col(r, 4, "buildrequests", brid)?,
+                claimed_at: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The result of a builder's newest finished build: None when there is no
+/// such builder, Some(None) when it has no finished build.
+pub(crate) fn builder_last_result(
+    conn: &Conn,
+    builder: &str,
+) -> Result<Option<Option<BuildResult>>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT b.results, b.buildid FROM builders bl
+             LEFT JOIN builds b ON b.buildid = (SELECT buildid FROM builds
+                WHERE builderid = bl.builderid AND complete_at IS NOT NULL
+                ORDER BY number DESC LIMIT 1)
+             WHERE bl.name = ?1",
+        )?
+        .query_row([builder], |r| {
+            let id: Option<i64> = r.get(1)?;
+            result_col(r, 0, "builds", id.unwrap_or_default())
+        })
+        .optional()?)
+}

@@ -1,0 +1,331 @@
+//! Buildsets and build requests: creating them, the queue the botmaster
+//! reads, claiming (with collapsing), cancelling, rebuilding.
+
+use super::*;
+use crate::model::BuildResult;
+use anyhow::{anyhow, Result};
+use rusqlite::{params, OptionalExtension};
+
+/// Creates a buildset with one request per builder; returns
+/// (buildsetid, [(builderid, buildrequestid)]). Unknown builders are an error.
+pub(crate) fn create_buildset(
+    conn: &Tx,
+    reason: &str,
+    scheduler: Option<&str>,
+    ss: &SourceStamp,
+    props: &Props,
+    changeids: &[i64],
+    builders: &[String],
+) -> Result<(i64, Vec<(i64, i64)>)> {
+    let now = crate::model::now();
+    conn.raw
+        .prepare_cached(
+            "INSERT INTO buildsets(reason, scheduler, submitted_at, branch, revision, repository,
+           project, codebase, properties) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            reason,
+            scheduler,
+            now,
+            ss.branch,
+            ss.revision,
+            ss.repository,
+            ss.project,
+            ss.codebase,
+            json(props)?
+        ])?;
+    let bsid = conn.raw.last_insert_rowid();
+    for c in changeids {
+        conn.raw
+            .prepare_cached("INSERT INTO buildset_changes(buildsetid, changeid) VALUES (?1, ?2)")?
+            .execute([bsid, *c])?;
+    }
+    let mut out = Vec::with_capacity(builders.len());
+    for name in builders {
+        let builderid: i64 = conn
+            .raw
+            .prepare_cached("SELECT builderid FROM builders WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| anyhow!("no builder named {name:?}"))?;
+        conn.raw.prepare_cached(
+            "INSERT INTO buildrequests(buildsetid, builderid, submitted_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute([bsid, builderid, now])?;
+        out.push((builderid, conn.raw.last_insert_rowid()));
+    }
+    Ok((bsid, out))
+}
+
+/// A queued build request with what a build needs to start.
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    pub buildrequestid: i64,
+    pub builderid: i64,
+    pub builder: String,
+    pub buildsetid: i64,
+    pub reason: String,
+    pub scheduler: Option<String>,
+    pub ss: SourceStamp,
+    pub properties: Props,
+    /// Whether the buildset was made from changes (not forced or timed).
+    pub has_changes: bool,
+    pub priority: i64,
+}
+
+/// Names of the builders with unclaimed requests: one query, so that a
+/// dispatch with an empty queue (after each build, the usual case) does
+/// not ask for each builder's requests. Each EXISTS stops at the first
+/// unclaimed request in `buildrequests_pending`, however deep the queue.
+pub(crate) fn builders_with_pending(conn: &Conn) -> Result<std::collections::HashSet<String>> {
+    let mut st = conn.raw.prepare_cached(
+        "SELECT b.name FROM builders b WHERE EXISTS (SELECT 1 FROM buildrequests br
+           WHERE br.builderid = b.builderid AND br.complete = 0 AND br.claimed_at IS NULL)",
+    )?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Unclaimed requests of one builder, highest priority then oldest first.
+pub(crate) fn pending_requests(
+    conn: &Conn,
+    builder: &str,
+    limit: i64,
+) -> Result<Vec<PendingRequest>> {
+    let mut st = conn.raw.prepare_cached(
+        "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
+                bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
+                EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid),
+                br.priority
+         FROM buildrequests br JOIN builders b USING (builderid) JOIN buildsets bs USING (buildsetid)
+         WHERE br.complete = 0 AND br.claimed_at IS NULL AND b.name = ?1
+         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![builder, limit], |r| {
+        let props: String = r.get(11)?;
+        Ok(PendingRequest {
+            buildrequestid: r.get(0)?,
+            builderid: r.get(1)?,
+            builder: r.get(2)?,
+            buildsetid: r.get(3)?,
+            reason: r.get(4)?,
+            scheduler: r.get(5)?,
+            ss: SourceStamp {
+                branch: r.get(6)?,
+                revision: r.get(7)?,
+                repository: r.get(8)?,
+                project: r.get(9)?,
+                codebase: r.get(10)?,
+            },
+            properties: json_col(&props, "buildsets", r.get(3)?, "properties")?,
+            has_changes: r.get(12)?,
+            priority: r.get(13)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Claims a request for `worker` and creates its build. Returns None when
+/// the request was claimed or completed meanwhile.
+pub(crate) fn claim_and_create_build(
+    conn: &Tx,
+    buildrequestid: i64,
+    builderid: i64,
+    worker: &str,
+    props: &mut Props,
+) -> Result<Option<(i64, i64)>> {
+    let now = crate::model::now();
+    let n = conn
+        .raw
+        .prepare_cached(
+            "UPDATE buildrequests SET claimed_at = ?2
+             WHERE buildrequestid = ?1 AND claimed_at IS NULL AND complete = 0",
+        )?
+        .execute(params![buildrequestid, now])?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let workerid: i64 = conn
+        .raw
+        .prepare_cached("SELECT workerid FROM workers WHERE name = ?1")?
+        .query_row([worker], |r| r.get(0))?;
+    let number: i64 = conn
+        .raw
+        .prepare_cached("SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?1")?
+        .query_row([builderid], |r| r.get(0))?;
+    props.insert("buildnumber".into(), (number.into(), "Build".into()));
+    props.insert("workername".into(), (worker.into(), "Worker".into()));
+    conn.raw.prepare_cached(
+        "INSERT INTO builds(number, builderid, buildrequestid, workerid, started_at, state_string, properties)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6)",
+    )?
+    .execute(params![number, builderid, buildrequestid, workerid, now, json(props)?])?;
+    Ok(Some((conn.raw.last_insert_rowid(), number)))
+}
+
+/// Completes a buildset whose requests are all complete. Buildbot's
+/// buildset result is the worst of its requests' (SKIPPED counts as worse
+/// than SUCCESS here, so a collapsed request never makes a green buildset).
+pub(super) fn complete_buildset_if_done(conn: &Tx, bsid: i64, now: i64) -> Result<()> {
+    conn.raw
+        .prepare_cached(
+            "UPDATE buildsets SET complete = 1, complete_at = ?2,
+           results = (SELECT MAX(results) FROM buildrequests WHERE buildsetid = ?1)
+         WHERE buildsetid = ?1 AND complete = 0
+           AND NOT EXISTS (SELECT 1 FROM buildrequests WHERE buildsetid = ?1 AND complete = 0)",
+        )?
+        .execute(params![bsid, now])?;
+    Ok(())
+}
+
+/// Buildbot's request collapsing: ends the queued requests `brids` as
+/// SKIPPED, covered by `buildid` (recorded in `collapsed_into`). Requests
+/// claimed or completed meanwhile are left alone; returns those collapsed.
+pub(crate) fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Result<Vec<i64>> {
+    let now = crate::model::now();
+    let mut done = vec![];
+    for brid in brids {
+        let n = conn
+            .raw
+            .prepare_cached(
+                "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3,
+                   claimed_at = ?3, collapsed_into = ?4
+                 WHERE buildrequestid = ?1 AND claimed_at IS NULL AND complete = 0",
+            )?
+            .execute(params![brid, BuildResult::Skipped, now, buildid])?;
+        if n == 0 {
+            continue;
+        }
+        let bsid: i64 = conn
+            .raw
+            .prepare_cached("SELECT buildsetid FROM buildrequests WHERE buildrequestid = ?1")?
+            .query_row([brid], |r| r.get(0))?;
+        complete_buildset_if_done(conn, bsid, now)?;
+        done.push(*brid);
+    }
+    Ok(done)
+}
+
+/// What became of a request someone asked to cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was queued and is now complete as CANCELLED; it will never start.
+    Cancelled,
+    /// A build of it is running: stop that build instead.
+    Running {
+        buildid: i64,
+    },
+    /// Already complete: nothing to do.
+    Complete,
+    NotFound,
+}
+
+/// Cancels a queued build request (Buildbot's `cancel`): completes it as
+/// CANCELLED so the botmaster's claim (which requires `complete = 0`) can
+/// never start it.
+pub(crate) fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
+    let now = crate::model::now();
+    let n = conn
+        .raw
+        .prepare_cached(
+            "UPDATE buildrequests SET complete = 1, results = ?2, complete_at = ?3
+             WHERE buildrequestid = ?1 AND complete = 0 AND claimed_at IS NULL",
+        )?
+        .execute(params![brid, BuildResult::Cancelled, now])?;
+    let row: Option<(i64, bool)> = conn
+        .raw
+        .prepare_cached("SELECT buildsetid, complete FROM buildrequests WHERE buildrequestid = ?1")?
+        .query_row([brid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((bsid, complete)) = row else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    if n == 1 {
+        complete_buildset_if_done(conn, bsid, now)?;
+        return Ok(CancelOutcome::Cancelled);
+    }
+    if complete {
+        return Ok(CancelOutcome::Complete);
+    }
+    let running: Option<i64> = conn
+        .raw
+        .prepare_cached(
+            "SELECT buildid FROM builds WHERE buildrequestid = ?1 AND complete_at IS NULL
+             ORDER BY buildid DESC LIMIT 1",
+        )?
+        .query_row([brid], |r| r.get(0))
+        .optional()?;
+    Ok(match running {
+        Some(buildid) => CancelOutcome::Running { buildid },
+        // Claimed, its build not created yet or already closed: the
+        // botmaster settles it; treat as complete for the caller.
+        None => CancelOutcome::Complete,
+    })
+}
+
+/// A new buildset for one builder with the source stamp, properties and
+/// changes of the buildset `buildid` came from (Buildbot's rebuild).
+/// Returns (buildsetid, builderid, buildrequestid), None if no such build.
+pub(crate) fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i64, i64, i64)>> {
+    let row = conn
+        .raw
+        .prepare_cached(
+            "SELECT bs.buildsetid, bs.branch, bs.revision, bs.repository, bs.project, bs.codebase,
+                    bs.properties, bl.name, b.builderid, bs.scheduler
+             FROM builds b JOIN buildrequests br USING (buildrequestid)
+             JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+             JOIN builders bl ON bl.builderid = b.builderid
+             WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| {
+            let props: String = r.get(6)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                SourceStamp {
+                    branch: r.get(1)?,
+                    revision: r.get(2)?,
+                    repository: r.get(3)?,
+                    project: r.get(4)?,
+                    codebase: r.get(5)?,
+                },
+                json_col::<Props>(&props, "buildsets", r.get(0)?, "properties")?,
+                r.get::<_, String>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
+            ))
+        })
+        .optional()?;
+    let Some((old_bsid, ss, props, builder, builderid, scheduler)) = row else {
+        return Ok(None);
+    };
+    let changeids: Vec<i64> = conn
+        .raw
+        .prepare_cached(
+            "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
+        )?
+        .query_map([old_bsid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let (bsid, reqs) = create_buildset(
+        conn,
+        reason,
+        scheduler.as_deref(),
+        &ss,
+        &props,
+        &changeids,
+        &[builder],
+    )?;
+    let brid = reqs
+        .iter()
+        .find(|(b, _)| *b == builderid)
+        .map(|(_, r)| *r)
+        .ok_or_else(|| anyhow!("rebuild made no request"))?;
+    Ok(Some((bsid, builderid, brid)))
+}
+
+/// Gives every request of a buildset `priority` (a forced build's).
+pub(crate) fn set_buildset_priority(conn: &Tx, buildsetid: i64, priority: i64) -> Result<()> {
+    conn.raw
+        .prepare_cached("UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1")?
+        .execute([buildsetid, priority])?;
+    Ok(())
+}

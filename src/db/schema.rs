@@ -1,0 +1,339 @@
+//! The schema and its migrations, and opening the database file: the
+//! settings every connection gets, the writer's WAL setup, read-only
+//! readers, and the schema-version check that keeps a binary off a file
+//! of another version.
+
+use super::{Conn, Tx};
+use anyhow::{bail, Context, Result};
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+
+/// The schema version this binary reads and writes. `upgrade-master`
+/// migrates older files; the master refuses to start on any other version.
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE masters (
+    masterid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0,
+    last_active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE builders (
+    builderid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    -- 1 while the builder is in the loaded config; old builders keep their history.
+    configured INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE workers (
+    workerid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    info TEXT NOT NULL DEFAULT '{}',
+    paused INTEGER NOT NULL DEFAULT 0,
+    graceful INTEGER NOT NULL DEFAULT 0,
+    connected INTEGER NOT NULL DEFAULT 0,
+    configured INTEGER NOT NULL DEFAULT 1,
+    last_connection INTEGER
+);
+-- Which workers the loaded config lets each builder use (the API's
+-- configured_on); rewritten at every (re)config.
+CREATE TABLE configured_workers (
+    builderid INTEGER NOT NULL REFERENCES builders(builderid),
+    workerid INTEGER NOT NULL REFERENCES workers(workerid),
+    PRIMARY KEY (builderid, workerid)
+);
+CREATE TABLE changes (
+    changeid INTEGER PRIMARY KEY,
+    author TEXT NOT NULL,
+    committer TEXT,
+    comments TEXT NOT NULL,
+    branch TEXT,
+    revision TEXT,
+    repository TEXT NOT NULL,
+    project TEXT NOT NULL,
+    category TEXT,
+    codebase TEXT NOT NULL DEFAULT '',
+    revlink TEXT,
+    when_timestamp INTEGER NOT NULL,
+    files TEXT NOT NULL DEFAULT '[]',
+    -- JSON in the API's shape: {"name": [value, "source"]}, as for builds.
+    properties TEXT NOT NULL DEFAULT '{}',
+    -- Id of the hook delivery that brought it (Gitea's X-Gitea-Delivery).
+    delivery TEXT,
+    -- 0 until the scheduler thread has classified it; a change committed
+    -- just before a crash is picked up again at start.
+    scheduled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX changes_unscheduled ON changes(scheduled) WHERE scheduled = 0;
+CREATE INDEX changes_delivery ON changes(delivery) WHERE delivery IS NOT NULL;
+-- Changes a scheduler holds while its tree_stable_timer runs.
+CREATE TABLE scheduler_changes (
+    scheduler TEXT NOT NULL,
+    changeid INTEGER NOT NULL REFERENCES changes(changeid),
+    PRIMARY KEY (scheduler, changeid)
+);
+CREATE TABLE buildsets (
+    buildsetid INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL,
+    scheduler TEXT,
+    submitted_at INTEGER NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 0,
+    complete_at INTEGER,
+    results INTEGER,
+    -- the source stamp, inline: what to build
+    branch TEXT,
+    revision TEXT,
+    repository TEXT NOT NULL DEFAULT '',
+    project TEXT NOT NULL DEFAULT '',
+    codebase TEXT NOT NULL DEFAULT '',
+    properties TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE buildset_changes (
+    buildsetid INTEGER NOT NULL REFERENCES buildsets(buildsetid),
+    changeid INTEGER NOT NULL REFERENCES changes(changeid),
+    PRIMARY KEY (buildsetid, changeid)
+);
+CREATE TABLE buildrequests (
+    buildrequestid INTEGER PRIMARY KEY,
+    buildsetid INTEGER NOT NULL REFERENCES buildsets(buildsetid),
+    builderid INTEGER NOT NULL REFERENCES builders(builderid),
+    priority INTEGER NOT NULL DEFAULT 0,
+    claimed_at INTEGER,
+    complete INTEGER NOT NULL DEFAULT 0,
+    results INTEGER,
+    submitted_at INTEGER NOT NULL,
+    complete_at INTEGER,
+    waited_for INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX buildrequests_pending ON buildrequests(builderid, priority, buildrequestid) WHERE complete = 0;
+CREATE TABLE builds (
+    buildid INTEGER PRIMARY KEY,
+    number INTEGER NOT NULL,
+    builderid INTEGER NOT NULL REFERENCES builders(builderid),
+    buildrequestid INTEGER NOT NULL REFERENCES buildrequests(buildrequestid),
+    workerid INTEGER REFERENCES workers(workerid),
+    masterid INTEGER NOT NULL DEFAULT 1,
+    started_at INTEGER NOT NULL,
+    complete_at INTEGER,
+    state_string TEXT NOT NULL DEFAULT '',
+    results INTEGER,
+    -- JSON in the API's shape: {"name": [value, "source"]}.
+    properties TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (builderid, number)
+);
+CREATE INDEX builds_incomplete ON builds(buildid) WHERE complete_at IS NULL;
+CREATE INDEX builds_request ON builds(buildrequestid);
+CREATE TABLE steps (
+    stepid INTEGER PRIMARY KEY,
+    buildid INTEGER NOT NULL REFERENCES builds(buildid),
+    number INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    started_at INTEGER,
+    complete_at INTEGER,
+    state_string TEXT NOT NULL DEFAULT '',
+    results INTEGER,
+    hidden INTEGER NOT NULL DEFAULT 0,
+    urls TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (buildid, number)
+);
+-- Log text lives in files under the master dir (see `log_path`), one line
+-- per output line, each prefixed by its stream: 'o' stdout, 'e' stderr,
+-- 'h' header (Buildbot's stream-log format, type 's'); this table holds only
+-- what the API lists. num_lines and size are updated as the log grows.
+CREATE TABLE logs (
+    logid INTEGER PRIMARY KEY,
+    stepid INTEGER NOT NULL REFERENCES steps(stepid),
+    name TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 0,
+    num_lines INTEGER NOT NULL DEFAULT 0,
+    type TEXT NOT NULL DEFAULT 's',
+    size INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (stepid, slug)
+);
+"#,
+    // 2: git poller state, scheduler state, collapsed requests.
+    r#"
+-- The last revision a git poller (change_source) saw on each branch: the
+-- next poll's changes are the commits after it, so a restart neither
+-- misses nor repeats any. Written in the transaction that stores them.
+CREATE TABLE poller_state (
+    poller TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    PRIMARY KEY (poller, branch)
+);
+-- Small named values a scheduler keeps across restarts (periodic and
+-- nightly: last_fire, the Unix time of the last build they started).
+CREATE TABLE scheduler_state (
+    scheduler TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scheduler, name)
+);
+-- A request collapsed into a newer one (results SKIPPED): the build that
+-- covered it.
+ALTER TABLE buildrequests ADD COLUMN collapsed_into INTEGER REFERENCES builds(buildid);
+"#,
+    // 3: web UI users and their login sessions.
+    r#"
+CREATE TABLE users (
+    userid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    -- A PHC string (argon2id with its salt and parameters); never the password.
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    -- SHA-256 of the cookie value: a copy of the database holds no usable cookie.
+    token_hash TEXT PRIMARY KEY,
+    userid INTEGER NOT NULL REFERENCES users(userid) ON DELETE CASCADE,
+    -- The CSRF token forms of this session must carry.
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(userid);
+"#,
+    // 4: indexes for the foreign keys the janitor deletes through; without
+    // them every deleted buildset or change scans a whole table.
+    r#"
+CREATE INDEX buildrequests_buildset ON buildrequests(buildsetid);
+CREATE INDEX buildset_changes_change ON buildset_changes(changeid);
+CREATE INDEX scheduler_changes_change ON scheduler_changes(changeid);
+"#,
+];
+
+/// Settings every connection gets.
+fn tune(conn: &Connection) -> Result<()> {
+    // A reader may meet the writer's checkpoint; wait rather than fail.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // SQLite's default page cache is 2 MB per connection, and the master
+    // holds about ten; the working set (recent builds, the queue) is small
+    // and the OS caches the file anyway, so 256 KiB each keeps RSS flat as
+    // history grows (docs/performance.md).
+    conn.pragma_update(None, "cache_size", -256)?;
+    Ok(())
+}
+
+/// Opens (creating if asked) the database for writing and sets WAL mode.
+fn open_rw(path: &Path, create: bool) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("cannot open database {}", path.display()))?;
+    tune(&conn)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if mode.to_lowercase() != "wal" {
+        bail!(
+            "{}: could not switch to WAL mode (got {mode})",
+            path.display()
+        );
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+pub(super) fn schema_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Creates a new database at the current schema (create-master). The file
+/// is made 0600: it holds change data and, later, user password hashes.
+pub fn create(path: &Path) -> Result<()> {
+    let conn = open_rw(path, true)?;
+    migrate(&conn)?;
+    drop(conn);
+    set_private(path)
+}
+
+/// Restricts a file to its owner.
+pub fn set_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod 0600 {}", path.display()))
+}
+
+/// Brings the schema to `SCHEMA_VERSION`; returns (from, to).
+pub(super) fn migrate(conn: &Connection) -> Result<(i64, i64)> {
+    let from = schema_version(conn)?;
+    if from > SCHEMA_VERSION {
+        bail!("database schema version {from} is newer than this minibot ({SCHEMA_VERSION}); upgrade minibot");
+    }
+    for v in from..SCHEMA_VERSION {
+        let sql = MIGRATIONS[v as usize];
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            v + 1
+        ))
+        .with_context(|| format!("migrating schema from version {v} to {}", v + 1))?;
+    }
+    Ok((from, SCHEMA_VERSION))
+}
+
+/// `minibot upgrade-master`: migrate the file at `path`.
+pub fn upgrade(path: &Path) -> Result<(i64, i64)> {
+    if !path.exists() {
+        bail!(
+            "{} does not exist; is this a master directory?",
+            path.display()
+        );
+    }
+    let conn = open_rw(path, false)?;
+    migrate(&conn)
+}
+
+/// A read-write connection for an admin command (`minibot user ...`) that
+/// runs beside a live master: SQLite's locking (and the busy timeout) keeps
+/// it from colliding with the master's writer thread. Refuses a database at
+/// another schema version, as `Store::open` does.
+pub fn open_admin(path: &Path) -> Result<Tx> {
+    let raw = open_current(path, "is this a master directory?")?;
+    Ok(Tx { conn: Conn { raw } })
+}
+
+/// Opens an existing database read-write and checks it is at this
+/// binary's schema version; `missing` says what to do when there is none.
+pub(super) fn open_current(path: &Path, missing: &str) -> Result<Connection> {
+    if !path.exists() {
+        bail!("{} does not exist; {missing}", path.display());
+    }
+    let conn = open_rw(path, false)?;
+    let v = schema_version(&conn)?;
+    if v != SCHEMA_VERSION {
+        bail!(
+            "{} has schema version {v} but this minibot needs {SCHEMA_VERSION}; run `minibot upgrade-master {}`",
+            path.display(),
+            path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    Ok(conn)
+}
+
+/// A read-only connection for one reader thread (scheduler, botmaster, a
+/// live page): [`Store::reader`] lends pooled ones to the others.
+pub(crate) fn open_read_only(path: &Path) -> Result<Conn> {
+    Ok(Conn {
+        raw: open_reader(path)?,
+    })
+}
+
+/// A raw read-only SQLite connection, for tests that inspect the file;
+/// outside the interface (see the module header), no master code uses it.
+#[doc(hidden)]
+pub fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open database {} for reading", path.display()))?;
+    tune(&conn)?;
+    Ok(conn)
+}

@@ -1,0 +1,156 @@
+//! The writer thread: the one connection that writes, the job enum it
+//! receives, group commit (every waiting job in one transaction, each in
+//! its own savepoint), and handing each caller its result after COMMIT.
+
+use super::Tx;
+use anyhow::{anyhow, Result};
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::Connection;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Work for the writer thread: runs inside the group transaction and returns
+/// the completion to call once the transaction's fate is known.
+pub(super) type Job = Box<dyn FnOnce(&Tx) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// The result of one `Store::write`, handed from the writer thread to the
+/// caller. Not a crossbeam channel: its blocking `recv` spins and calls
+/// `sched_yield` several times before it parks, and a caller here always
+/// waits for a whole transaction, so that was pure cost (~7 % of the
+/// master's CPU in `sched_yield`, docs/performance.md). A condvar sleeps on
+/// the futex at once.
+struct Reply<R> {
+    slot: Mutex<Option<Result<R>>>,
+    ready: Condvar,
+}
+
+impl<R> Default for Reply<R> {
+    fn default() -> Self {
+        Reply {
+            slot: Mutex::new(None),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<R> Reply<R> {
+    fn wait(&self) -> Result<R> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = slot.take() {
+                return r;
+            }
+            slot = self.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// The writer's end of a `Reply`. Dropped unsent (the job was dropped: the
+/// store thread stopped or panicked), it still wakes the caller, with an error.
+struct Answer<R>(Option<Arc<Reply<R>>>);
+
+impl<R> Answer<R> {
+    fn send(mut self, r: Result<R>) {
+        self.put(|| r);
+    }
+
+    /// Hands the caller its result, once: later calls (the drop after a
+    /// send) find the reply gone.
+    fn put(&mut self, r: impl FnOnce() -> Result<R>) {
+        if let Some(reply) = self.0.take() {
+            *reply.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r());
+            reply.ready.notify_one();
+        }
+    }
+}
+
+impl<R> Drop for Answer<R> {
+    fn drop(&mut self) {
+        self.put(|| Err(anyhow!("the store thread stopped before answering")));
+    }
+}
+
+/// Runs one of the fixed transaction-control statements. They are prepared
+/// once per connection (`prepare_cached`) instead of parsed again by
+/// `execute_batch` several times per transaction.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn run_in_savepoint<R>(tx: &Tx, f: impl FnOnce(&Tx) -> Result<R>) -> Result<R> {
+    let conn = &tx.raw;
+    control(conn, "SAVEPOINT job")?;
+    match f(tx) {
+        Ok(r) => {
+            control(conn, "RELEASE job")?;
+            Ok(r)
+        }
+        Err(e) => {
+            // ROLLBACK TO keeps the savepoint open; RELEASE closes it.
+            let _ = control(conn, "ROLLBACK TO job").and_then(|_| control(conn, "RELEASE job"));
+            Err(e)
+        }
+    }
+}
+
+/// Most jobs in one transaction; bounds the latency a big burst adds to the
+/// first hook in it.
+const MAX_BATCH: usize = 256;
+
+/// Prepared statements the writer keeps. rusqlite's default is 16, fewer
+/// than the distinct statements of one build's writes (hook, buildset,
+/// claim, steps, finish, transaction control), so its LRU cache missed on
+/// nearly every statement and SQLite parsed each one again.
+const WRITER_STATEMENTS: usize = 128;
+
+pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>) {
+    let conn = &tx.raw;
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
+    // Exits when every Store handle is dropped (master shutdown).
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let began = control(conn, "BEGIN IMMEDIATE");
+        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&tx)).collect();
+        let commit = began
+            .and_then(|_| control(conn, "COMMIT"))
+            .map_err(|e| e.to_string());
+        if let Err(e) = &commit {
+            log::error!("store: transaction failed: {e}");
+            let _ = control(conn, "ROLLBACK");
+        }
+        for c in completions {
+            c(commit.clone());
+        }
+    }
+    log::debug!("store thread exiting");
+}
+
+/// Sends `f` to the writer thread and waits for its result, which comes
+/// only once its transaction has committed (see `Store::write`).
+pub(super) fn submit<R, F>(tx: &Sender<Job>, f: F) -> Result<R>
+where
+    R: Send + 'static,
+    F: FnOnce(&Tx) -> Result<R> + Send + 'static,
+{
+    let reply = Arc::new(Reply::default());
+    let answer = Answer(Some(reply.clone()));
+    let job: Job = Box::new(move |conn| {
+        let res = run_in_savepoint(conn, f);
+        Box::new(move |commit: Result<(), String>| {
+            answer.send(match commit {
+                Ok(()) => res,
+                Err(e) => Err(anyhow!("commit failed: {e}")),
+            });
+        })
+    });
+    tx.send(job)
+        .map_err(|_| anyhow!("the store thread has stopped"))?;
+    reply.wait()
+}
