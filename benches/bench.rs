@@ -28,6 +28,9 @@
 //!    memory right after the last build, and master's and worker's once
 //!    the master has gone idle and given memory back (counted in its
 //!    `status.json`, ~1 s later);
+//!    4b. a build writing 1 MB/s with 5 live build pages reading its
+//!    stream (`bench/flood.rs`): the master's peak RssAnon and PSS during
+//!    it, and its memory once idle after;
 //! 5. ingestion: 16 threads post distinct signed hooks, then the master is
 //!    killed with SIGKILL mid-stream; every acknowledged change must be in
 //!    the database;
@@ -36,8 +39,8 @@
 //!    synthetic), then memory, start time, and the latency of
 //!    `GET /api/v2/builds?limit=50&order=-buildid` and of `/`.
 //!
-//! Threads: the main thread drives the phases; the `noop` builds and the
-//! ingestion start client threads (scoped, joined before the phase ends).
+//! Threads: the main thread drives the phases; the `noop` builds, the
+//! flood's viewers and the ingestion start client threads (scoped, joined before the phase ends).
 //! No channels.
 //!
 //! Build start and completion are read from `state.sqlite` with a
