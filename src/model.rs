@@ -1,8 +1,58 @@
-//! Plain data shared between components: a change as it enters the system,
-//! and Buildbot's results. No threads, no I/O.
+//! Plain data shared between components: the database ids, a change as it
+//! enters the system, and Buildbot's results. No threads, no I/O.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Defines the database ids: each a newtype over the row's integer key, so
+/// that passing one kind of id where another is expected does not compile.
+/// Serialized as the bare integer (`serde(transparent)`), so the JSON API
+/// and the wire protocol show plain numbers; `db::ids` stores them.
+macro_rules! ids {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize,
+            Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+    )*};
+}
+
+ids! {
+    /// A build (`builds.buildid`).
+    BuildId;
+    /// A build request (`buildrequests.buildrequestid`).
+    RequestId;
+    /// A buildset (`buildsets.buildsetid`).
+    BuildsetId;
+    /// A change (`changes.changeid`).
+    ChangeId;
+    /// A build step (`steps.stepid`).
+    StepId;
+    /// A log's metadata (`logs.logid`).
+    LogId;
+    /// A builder (`builders.builderid`).
+    BuilderId;
+    /// A worker (`workers.workerid`).
+    WorkerId;
+    /// A web user (`users.userid`).
+    UserId;
+}
 
 /// Buildbot's results (SPEC §3). Stored, and shown in the API, as
 /// Buildbot's integer codes ([`BuildResult::code`]); the database layer

@@ -6,6 +6,7 @@
 //! (master side) and `worker` (worker side) call these functions on their
 //! sockets. The messages are documented for humans in `docs/protocol.md`.
 
+use crate::model::BuildId;
 use anyhow::{bail, Context, Result};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ pub enum ToWorker {
     },
     /// Run one step of a build. Steps of one build come one at a time.
     RunStep {
-        build_id: i64,
+        build_id: BuildId,
         step: u32,
         /// Directory under the worker's base dir, e.g. the builder's name.
         builder_dir: String,
@@ -62,7 +63,7 @@ pub enum ToWorker {
     },
     /// Stop the step running for this build (kill its process group).
     Interrupt {
-        build_id: i64,
+        build_id: BuildId,
         reason: String,
     },
     Ping,
@@ -87,7 +88,7 @@ pub enum FromWorker {
     /// Output of a running step. `stream` is "o" (stdout), "e" (stderr) or
     /// "h" (header lines written by the worker itself, e.g. the command).
     Log {
-        build_id: i64,
+        build_id: BuildId,
         step: u32,
         stream: String,
         data: String,
@@ -95,7 +96,7 @@ pub enum FromWorker {
     /// The step ended. `exit_code` is None when the process did not exit
     /// normally (killed by signal, could not be started); `reason` then says why.
     StepDone {
-        build_id: i64,
+        build_id: BuildId,
         step: u32,
         exit_code: Option<i32>,
         interrupted: bool,
@@ -233,7 +234,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let msg = FromWorker::Log {
-            build_id: 7,
+            build_id: BuildId(7),
             step: 1,
             stream: "o".into(),
             data: "héllo\n".into(),
@@ -246,7 +247,7 @@ mod tests {
         let back: FromWorker = read_frame(&mut &buf[..]).unwrap().unwrap();
         assert_eq!(back, msg);
         let spec = ToWorker::RunStep {
-            build_id: 1,
+            build_id: BuildId(1),
             step: 0,
             builder_dir: "runtests".into(),
             spec: StepSpec::Shell {

@@ -6,6 +6,7 @@
 //! types; SQL text is only ever assembled here, from static descriptions.
 
 use super::Conn;
+use crate::model::{BuildId, LogId};
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
@@ -698,7 +699,7 @@ fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Result<Value, serde_json::E
 }
 
 /// The log's build (for its file path) and line count.
-pub(crate) fn log_info(conn: &Conn, logid: i64) -> Result<Option<(i64, i64)>, ApiError> {
+pub(crate) fn log_info(conn: &Conn, logid: LogId) -> Result<Option<(BuildId, i64)>, ApiError> {
     let mut stmt = conn.raw.prepare_cached(
         "SELECT s.buildid, l.num_lines FROM logs l JOIN steps s ON s.stepid = l.stepid \
          WHERE l.logid = ?1",

@@ -37,6 +37,7 @@
 pub(crate) mod api;
 mod builds;
 mod changes;
+mod ids;
 mod janitor;
 mod logs;
 mod pages;
@@ -61,7 +62,9 @@ pub use users::*;
 pub use workers::*;
 use writer::{writer_loop, Job};
 
-use crate::model::BuildResult;
+use crate::model::{
+    BuildId, BuildResult, BuilderId, BuildsetId, ChangeId, LogId, RequestId, StepId, WorkerId,
+};
 use anyhow::{Context, Result};
 use crossbeam_channel::{unbounded, Sender};
 use rusqlite::Connection;
@@ -409,12 +412,12 @@ mod tests {
                    complete_at, results) VALUES (7, 1, 1, 1, 0, 1, 9);",
             )
             .unwrap();
-        let err = build_by_id(&conn, 7).unwrap_err().to_string();
+        let err = build_by_id(&conn, BuildId(7)).unwrap_err().to_string();
         assert!(
             err.contains("unknown result code 9 in builds 7, column results"),
             "{err}"
         );
-        let err = build_report(&conn, 7).unwrap_err().to_string();
+        let err = build_report(&conn, BuildId(7)).unwrap_err().to_string();
         assert!(err.contains("builds 7"), "{err}");
     }
 

@@ -8,8 +8,8 @@ use rusqlite::{params, OptionalExtension};
 /// What a reporter says about a build.
 #[derive(Debug, Clone, Default)]
 pub struct BuildReport {
-    pub buildid: i64,
-    pub builderid: i64,
+    pub buildid: BuildId,
+    pub builderid: BuilderId,
     pub builder: String,
     pub number: i64,
     pub worker: Option<String>,
@@ -56,7 +56,7 @@ impl BuildReport {
     }
 }
 
-pub(crate) fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
+pub(crate) fn build_report(conn: &Conn, buildid: BuildId) -> Result<Option<BuildReport>> {
     let row = conn
         .raw
         .prepare_cached(
@@ -93,7 +93,7 @@ pub(crate) fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildRepo
                     },
                     ..Default::default()
                 },
-                r.get::<_, i64>(16)?,
+                r.get::<_, BuildsetId>(16)?,
             ))
         })
         .optional()?;

@@ -45,6 +45,7 @@
 //! ([`Trust::Address`]), unless that address has used up its own failures.
 
 use crate::db;
+use crate::model::UserId;
 use crate::sys::MappedBlocks;
 use anyhow::{anyhow, bail, Context, Result};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -246,7 +247,7 @@ pub fn set_cookie(name: &str, value: &str, max_age: i64) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
 }
 
@@ -1055,7 +1056,7 @@ mod tests {
     }
 
     /// A Cookie header with a fresh session for user `id`.
-    fn cookie_hdr_live(conn: &db::Tx, id: i64) -> Vec<(String, String)> {
+    fn cookie_hdr_live(conn: &db::Tx, id: UserId) -> Vec<(String, String)> {
         let token = random_token().unwrap();
         db::create_session(conn, &token_hash(&token), id, "c", crate::model::now() + 60).unwrap();
         vec![("cookie".to_string(), format!("{SESSION_COOKIE}={token}"))]

@@ -19,8 +19,9 @@ use crate::db::{self, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
 use crate::master::logs::LogWriter;
 use crate::model::{
-    self,
+    self, BuildId,
     BuildResult::{self, Cancelled, Exception, Failure, Retry, Skipped, Success, Warnings},
+    BuilderId, LogId, StepId,
 };
 use crate::protocol::{StepSpec, ToWorker};
 use anyhow::Result;
@@ -31,15 +32,15 @@ use std::path::PathBuf;
 /// builder's config (a reconfig does not change a running build).
 #[derive(Debug, Clone)]
 pub struct BuildJob {
-    pub buildid: i64,
-    pub builderid: i64,
+    pub buildid: BuildId,
+    pub builderid: BuilderId,
     pub number: i64,
     pub builder: Builder,
     pub ss: SourceStamp,
     pub props: Props,
     pub max_log_size: u64,
     /// (stepid, logid) of step 0 when the claim already started it.
-    pub first_step: Option<(i64, i64)>,
+    pub first_step: Option<(StepId, LogId)>,
 }
 
 /// The source of the `got_revision` property the master sets from a git
@@ -70,8 +71,8 @@ pub fn parse_got_revision(header: &str) -> Option<&str> {
 struct CurrentStep {
     number: u32,
     name: String,
-    stepid: i64,
-    logid: i64,
+    stepid: StepId,
+    logid: LogId,
     log: LogWriter,
 }
 
@@ -82,13 +83,13 @@ struct CurrentStep {
 /// answer to `StepDone`, and `StepFinished` is published after the commit).
 #[derive(Clone)]
 struct StepEnd {
-    stepid: i64,
-    logid: i64,
+    stepid: StepId,
+    logid: LogId,
     totals: db::LogTotals,
     results: BuildResult,
     state: String,
     /// (buildid, sha) when this was a git step that reported its commit.
-    got_revision: Option<(i64, String)>,
+    got_revision: Option<(BuildId, String)>,
 }
 
 impl StepEnd {

@@ -14,34 +14,35 @@
 //! pages). A hello-world build appends to its logs ~20 times; waking a
 //! thread that ignores them cost ~7 % of the master's CPU per build.
 
+use crate::model::{BuildId, BuilderId, LogId, StepId};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     BuildStarted {
-        buildid: i64,
-        builderid: i64,
+        buildid: BuildId,
+        builderid: BuilderId,
         builder: String,
         number: i64,
     },
     StepStarted {
-        buildid: i64,
-        stepid: i64,
+        buildid: BuildId,
+        stepid: StepId,
     },
     /// New text in a log file (read it from the file).
     LogAppended {
-        buildid: i64,
-        logid: i64,
+        buildid: BuildId,
+        logid: LogId,
     },
     StepFinished {
-        buildid: i64,
-        stepid: i64,
+        buildid: BuildId,
+        stepid: StepId,
         results: crate::model::BuildResult,
     },
     BuildFinished {
-        buildid: i64,
-        builderid: i64,
+        buildid: BuildId,
+        builderid: BuilderId,
         builder: String,
         number: i64,
         results: crate::model::BuildResult,
@@ -128,8 +129,8 @@ mod tests {
         let a = hub.subscribe_all(2);
         let b = hub.subscribe_all(2);
         let ev = Event::LogAppended {
-            buildid: 1,
-            logid: 2,
+            buildid: BuildId(1),
+            logid: LogId(2),
         };
         hub.publish(ev.clone());
         assert_eq!(a.try_recv().unwrap(), ev);
@@ -148,16 +149,16 @@ mod tests {
         let builds = hub.subscribe(8);
         let all = hub.subscribe_all(8);
         hub.publish(Event::StepStarted {
-            buildid: 1,
-            stepid: 2,
+            buildid: BuildId(1),
+            stepid: StepId(2),
         });
         hub.publish(Event::LogAppended {
-            buildid: 1,
-            logid: 3,
+            buildid: BuildId(1),
+            logid: LogId(3),
         });
         let end = Event::BuildFinished {
-            buildid: 1,
-            builderid: 1,
+            buildid: BuildId(1),
+            builderid: BuilderId(1),
             builder: "b".into(),
             number: 1,
             results: crate::model::BuildResult::Success,

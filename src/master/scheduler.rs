@@ -28,6 +28,7 @@ use crate::config::{
 };
 use crate::db::{self, ChangeRow, Props, SourceStamp, Store};
 use crate::master::botmaster::BotMsg;
+use crate::model::ChangeId;
 use anyhow::Result;
 use crossbeam_channel::{after, select, Receiver, Sender};
 use std::collections::HashMap;
@@ -259,7 +260,7 @@ fn buildset_for(sched: &str, changes: &[ChangeRow]) -> (SourceStamp, Props) {
 
 fn make_buildset(conn: &db::Tx, s: &SchedulerCfg, changes: &[ChangeRow]) -> Result<()> {
     let (ss, props) = buildset_for(&s.name, changes);
-    let ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
+    let ids: Vec<ChangeId> = changes.iter().map(|c| c.changeid).collect();
     let reason = format!("The {} scheduler got a change", s.name);
     db::create_buildset(conn, &reason, Some(&s.name), &ss, &props, &ids, &s.builders)?;
     Ok(())
@@ -426,7 +427,7 @@ impl Scheduler {
         }
         // Decide here, write in one transaction below.
         let mut immediate: Vec<(SchedulerCfg, ChangeRow)> = vec![];
-        let mut held: Vec<(String, i64)> = vec![];
+        let mut held: Vec<(String, ChangeId)> = vec![];
         for c in &changes {
             for s in self.scheds.iter().filter(|s| s.matches(c)) {
                 if s.cfg.kind.tree_stable_timer() == Some(Duration::ZERO) {
@@ -436,7 +437,7 @@ impl Scheduler {
                 }
             }
         }
-        let ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
+        let ids: Vec<ChangeId> = changes.iter().map(|c| c.changeid).collect();
         let n_immediate = immediate.len();
         let held2 = held.clone();
         self.store.write(move |conn| {

@@ -17,6 +17,7 @@ use crate::db::api::{
     bad, log_info, parse_id, resolve, resource, ApiError, Filter, ItemRef, Op, Param, Resource,
     Spec, Ty::*,
 };
+use crate::model::{BuildId, LogId};
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
@@ -168,12 +169,12 @@ fn handle(
         }
         Target::Raw(item) => {
             parse_paging(query, false)?;
-            let logid = resolve(conn, &item)?.ok_or_else(|| not_found(path))?;
+            let logid = LogId(resolve(conn, &item)?.ok_or_else(|| not_found(path))?);
             raw_log(conn, master_dir, logid, path)
         }
         Target::Contents(item) => {
             let (offset, limit) = parse_paging(query, true)?;
-            let logid = resolve(conn, &item)?.ok_or_else(|| not_found(path))?;
+            let logid = LogId(resolve(conn, &item)?.ok_or_else(|| not_found(path))?);
             log_contents(conn, master_dir, logid, offset, limit, path)
         }
     }
@@ -455,8 +456,8 @@ fn parse_paging(
 /// Opens the log file; None when it does not exist yet (log not started).
 fn open_log(
     master_dir: &Path,
-    buildid: i64,
-    logid: i64,
+    buildid: BuildId,
+    logid: LogId,
 ) -> Result<Option<std::fs::File>, ApiError> {
     match std::fs::File::open(db::log_path(master_dir, buildid, logid)) {
         Ok(f) => Ok(Some(f)),
@@ -468,7 +469,7 @@ fn open_log(
 fn raw_log(
     conn: &db::Conn,
     master_dir: &Path,
-    logid: i64,
+    logid: LogId,
     path: &str,
 ) -> Result<ApiResponse, ApiError> {
     let (buildid, _) = log_info(conn, logid)?.ok_or_else(|| not_found(path))?;
@@ -633,7 +634,7 @@ fn read_lines(
 fn log_contents(
     conn: &db::Conn,
     master_dir: &Path,
-    logid: i64,
+    logid: LogId,
     offset: Option<i64>,
     limit: Option<i64>,
     path: &str,
@@ -724,7 +725,7 @@ mod tests {
             (r.status, r.content_type, r.body.into_bytes().unwrap())
         }
 
-        fn write_log(&self, buildid: i64, logid: i64, text: &[u8]) {
+        fn write_log(&self, buildid: BuildId, logid: LogId, text: &[u8]) {
             let p = db::log_path(&self.master, buildid, logid);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
@@ -794,7 +795,11 @@ mod tests {
             master,
             conn,
         };
-        f.write_log(1, 1, b"hcmd: git checkout\nohello\neerr: <x>\n");
+        f.write_log(
+            BuildId(1),
+            LogId(1),
+            b"hcmd: git checkout\nohello\neerr: <x>\n",
+        );
         f
     }
 
@@ -1028,7 +1033,7 @@ mod tests {
     fn logs_in_the_older_per_build_layout_are_still_served() {
         let f = fixture();
         // Build 3's log 4, where minibot wrote logs before the flat layout.
-        let dir = db::legacy_log_dir(&f.master, 3);
+        let dir = db::legacy_log_dir(&f.master, BuildId(3));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("4.log"), "hold\neolder\n").unwrap();
         assert_eq!(
@@ -1037,10 +1042,10 @@ mod tests {
         );
         // The new layout is flat, and wins when both exist.
         assert_eq!(
-            db::log_path(&f.master, 1, 1),
+            db::log_path(&f.master, BuildId(1), LogId(1)),
             f.master.join("logs").join("1-1.log")
         );
-        std::fs::write(db::new_log_path(&f.master, 3, 4), "onew\n").unwrap();
+        std::fs::write(db::new_log_path(&f.master, BuildId(3), LogId(4)), "onew\n").unwrap();
         assert_eq!(f.raw("/logs/4/raw").2, b"new\n");
     }
 
@@ -1074,7 +1079,7 @@ mod tests {
             want.push(b'\n');
         }
         assert!(text.len() > 1_000_000);
-        f.write_log(1, 2, &text);
+        f.write_log(BuildId(1), LogId(2), &text);
         let r = get(&f.conn, &f.master, "/logs/2/raw", &[]);
         let ApiBody::Reader(mut rd) = r.body else {
             panic!("raw log must stream")
@@ -1149,7 +1154,7 @@ mod tests {
             text.push_str(&format!("oline {i}\n"));
         }
         text.push_str("opartial");
-        f.write_log(1, 2, text.as_bytes());
+        f.write_log(BuildId(1), LogId(2), text.as_bytes());
         let v = f.ok(
             "/logs/2/contents",
             &[("offset", "199998"), ("limit", "100")],

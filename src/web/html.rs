@@ -181,6 +181,17 @@ macro_rules! render_numbers {
     )*};
 }
 render_numbers!(i32, i64, u32, u64, usize);
+// The database ids render as their numbers.
+render_numbers!(
+    crate::model::BuildId,
+    crate::model::RequestId,
+    crate::model::BuildsetId,
+    crate::model::ChangeId,
+    crate::model::StepId,
+    crate::model::LogId,
+    crate::model::BuilderId,
+    crate::model::WorkerId
+);
 
 /// Escapes text for element content and quoted attribute values. Private:
 /// the only way to use it is to make an `Html`.

@@ -20,7 +20,7 @@
 
 use crate::config::{Config, ParamKind};
 use crate::db;
-use crate::model::BuildResult;
+use crate::model::{BuildId, BuildResult, BuilderId, LogId, RequestId};
 use crate::web::html::{html, Html};
 use crate::web::logview;
 use anyhow::{Context, Result};
@@ -407,7 +407,7 @@ fn running_section(conn: &db::Conn, now: i64) -> Result<Html> {
 
 /// Queued requests (neither claimed nor complete), oldest first; all
 /// builders, or one. Shows at most `limit` with the total count.
-fn queue_section(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
+fn queue_section(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<Html> {
     let pending = db::queued_count(c.conn, builderid)?;
     let what = if pending == 1 { "request" } else { "requests" };
     let mut out = html!(
@@ -427,7 +427,7 @@ fn queue_section(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
     Ok(out)
 }
 
-fn requests_table(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
+fn requests_table(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<Html> {
     let rows: Vec<Vec<Cell>> = db::queued_requests(c.conn, builderid, limit)?
         .into_iter()
         .map(|r| {
@@ -748,7 +748,7 @@ pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
 
 /// A whole step: head and logs; `ranges` holds the text shown of each log
 /// (by logid; a log missing there gets an empty, live-fillable view).
-pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(i64, logview::Range)]) -> Html {
+pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(LogId, logview::Range)]) -> Html {
     let mut out = html!(
         "<div class=\"step\" id=\"step-{}\">{}",
         s.stepid,
@@ -848,7 +848,7 @@ pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
 }
 
 /// What was built: the buildset's reason and source stamp, and its changes.
-fn buildset_section(c: &Ctx, brid: i64) -> Result<Html> {
+fn buildset_section(c: &Ctx, brid: RequestId) -> Result<Html> {
     let Some(db::BuildsetInfo {
         buildsetid: bsid,
         reason,
@@ -897,7 +897,7 @@ fn buildset_section(c: &Ctx, brid: i64) -> Result<Html> {
     Ok(out)
 }
 
-fn properties_section(conn: &db::Conn, buildid: i64) -> Result<Html> {
+fn properties_section(conn: &db::Conn, buildid: BuildId) -> Result<Html> {
     let props = db::build_properties(conn, buildid)?;
     let rows: Vec<Vec<Cell>> = props
         .iter()
@@ -917,7 +917,7 @@ fn properties_section(conn: &db::Conn, buildid: i64) -> Result<Html> {
 pub fn log_chunk(
     conn: &db::Conn,
     master_dir: &Path,
-    logid: i64,
+    logid: LogId,
     end: u64,
 ) -> Result<Option<serde_json::Value>> {
     let buildid = db::log_build(conn, logid)?;
@@ -1067,7 +1067,7 @@ pub(crate) use crate::db::request_build;
 
 /// `/buildrequests/<id>` while it has no build to show: queued (the
 /// script waits for its build) or cancelled. None: no such request.
-pub fn buildrequest(c: &Ctx, brid: i64) -> Result<Option<Html>> {
+pub fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
     let Some(db::RequestInfo {
         builder,
         reason,
@@ -1274,7 +1274,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             "#,
         )
         .unwrap();
-        let log = db::log_path(dir.path(), 3, 2);
+        let log = db::log_path(dir.path(), BuildId(3), LogId(2));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         std::fs::write(&log, "ohello <b>\ne\x1b[31merr\x1b[0m\n").unwrap();
         Fixture { dir, conn, cfg }
@@ -1448,11 +1448,17 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(ch.contains("second line &lt;b&gt;"));
         let q = buildrequests(&c).unwrap();
         assert!(q.contains("2 pending build requests."));
-        let r = buildrequest(&c, 2).unwrap().unwrap();
+        let r = buildrequest(&c, RequestId(2)).unwrap().unwrap();
         assert!(r.contains("id=\"waitreq\" data-brid=\"2\""));
-        assert!(buildrequest(&c, 99).unwrap().is_none());
-        assert!(request_build(&f.conn, 2).unwrap().is_none());
-        assert_eq!(request_build(&f.conn, 4).unwrap().unwrap().buildid, 3);
+        assert!(buildrequest(&c, RequestId(99)).unwrap().is_none());
+        assert!(request_build(&f.conn, RequestId(2)).unwrap().is_none());
+        assert_eq!(
+            request_build(&f.conn, RequestId(4))
+                .unwrap()
+                .unwrap()
+                .buildid,
+            BuildId(3)
+        );
         let l = login(&f.ctx(None, None, 0), "/x\"y", Some("Wrong <pw>"), "tok");
         assert!(l.contains("Wrong &lt;pw&gt;") && l.contains("value=\"/x&quot;y\""));
         assert!(l.contains("name=\"csrf\" value=\"tok\""));
@@ -1487,7 +1493,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             text.push_str(&format!("oline {i}\n"));
             i += 1;
         }
-        std::fs::write(db::log_path(f.dir.path(), 3, 2), &text).unwrap();
+        std::fs::write(db::log_path(f.dir.path(), BuildId(3), LogId(2)), &text).unwrap();
         let html = build(&f.ctx(None, None, 0), "runtests", 2)
             .unwrap()
             .unwrap();
@@ -1502,10 +1508,14 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
     #[test]
     fn log_chunks() {
         let f = fixture();
-        let v = log_chunk(&f.conn, f.dir.path(), 2, 11).unwrap().unwrap();
+        let v = log_chunk(&f.conn, f.dir.path(), LogId(2), 11)
+            .unwrap()
+            .unwrap();
         assert_eq!(v["start"], 0);
         assert_eq!(v["end"], 11);
         assert_eq!(v["html"], "hello &lt;b&gt;\n");
-        assert!(log_chunk(&f.conn, f.dir.path(), 99, 0).unwrap().is_none());
+        assert!(log_chunk(&f.conn, f.dir.path(), LogId(99), 0)
+            .unwrap()
+            .is_none());
     }
 }

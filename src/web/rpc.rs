@@ -15,6 +15,7 @@
 use crate::config::Config;
 use crate::db::{self, CancelOutcome, Props, SourceStamp, Store};
 use crate::master::botmaster::BotMsg;
+use crate::model::{BuildId, BuilderId, BuildsetId, RequestId};
 use crate::web::api;
 use crossbeam_channel::Sender;
 use serde_json::{json, Map, Value};
@@ -72,7 +73,7 @@ fn internal(e: impl std::fmt::Display) -> RpcError {
 }
 
 /// A new buildset: its id and, per builder id, its build request.
-pub type Submitted = (i64, BTreeMap<i64, i64>);
+pub type Submitted = (BuildsetId, BTreeMap<BuilderId, RequestId>);
 
 /// The parameters a force scheduler accepts (Buildbot's force form
 /// fields); anything else is refused so a typo is not silently ignored.
@@ -158,7 +159,7 @@ pub fn force(
     let mut builders: Vec<String> = match (params.get("builderid"), params.get("builderNames")) {
         (Some(id), None) => {
             let id = int_param(id, "builderid")?;
-            let name = db::builder_name(w.conn, id).map_err(internal)?;
+            let name = db::builder_name(w.conn, BuilderId(id)).map_err(internal)?;
             vec![name.ok_or_else(|| invalid(format!("no builder with id {id}")))?]
         }
         (None, Some(Value::Array(names))) => names
@@ -234,7 +235,7 @@ pub fn force(
 }
 
 /// (complete?) of a build, or 404.
-fn build_complete(w: &Writer, buildid: i64) -> Result<bool, RpcError> {
+fn build_complete(w: &Writer, buildid: BuildId) -> Result<bool, RpcError> {
     db::build_complete(w.conn, buildid)
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no build {buildid}")))
@@ -244,7 +245,7 @@ fn build_complete(w: &Writer, buildid: i64) -> Result<bool, RpcError> {
 /// killed. A build that is already complete is left alone (as Buildbot).
 pub fn stop_build(
     w: &Writer,
-    buildid: i64,
+    buildid: BuildId,
     reason: Option<&str>,
     user: &str,
 ) -> Result<(), RpcError> {
@@ -260,7 +261,7 @@ pub fn stop_build(
 }
 
 /// A new build of the same builder, source stamp, properties and changes.
-pub fn rebuild(w: &Writer, buildid: i64, user: &str) -> Result<Submitted, RpcError> {
+pub fn rebuild(w: &Writer, buildid: BuildId, user: &str) -> Result<Submitted, RpcError> {
     build_complete(w, buildid)?;
     let reason = format!("rebuild of build {buildid} by {user}");
     let got = w
@@ -277,7 +278,7 @@ pub fn rebuild(w: &Writer, buildid: i64, user: &str) -> Result<Submitted, RpcErr
 /// CANCELLED); a running one has its build stopped.
 pub fn cancel_request(
     w: &Writer,
-    brid: i64,
+    brid: RequestId,
     reason: Option<&str>,
     user: &str,
 ) -> Result<(), RpcError> {
@@ -316,8 +317,8 @@ pub fn set_paused(w: &Writer, worker: &str, paused: bool, user: &str) -> Result<
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     ForceScheduler(String),
-    Build(i64),
-    BuildRequest(i64),
+    Build(BuildId),
+    BuildRequest(RequestId),
     Worker(String),
 }
 
@@ -334,13 +335,13 @@ pub fn target(conn: &db::Conn, path: &str) -> Result<Option<Target>, RpcError> {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     Ok(Some(match segs.as_slice() {
         ["forceschedulers", name] => Target::ForceScheduler(name.to_string()),
-        ["builds", b] => Target::Build(id(b)?),
+        ["builds", b] => Target::Build(BuildId(id(b)?)),
         ["builders", builder, "builds", n] => {
             let n = id(n)?;
             let found = db::build_id_by_number(conn, builder, n).map_err(internal)?;
             Target::Build(found.ok_or_else(|| not_found(format!("no build {builder}/{n}")))?)
         }
-        ["buildrequests", r] => Target::BuildRequest(id(r)?),
+        ["buildrequests", r] => Target::BuildRequest(RequestId(id(r)?)),
         ["workers", w] => Target::Worker(w.to_string()),
         _ => return Ok(None),
     }))
@@ -386,7 +387,7 @@ pub fn jsonrpc(w: &Writer, target: &Target, body: &[u8], user: &str) -> (u16, Va
     let submitted = |(bsid, reqs): Submitted| {
         let reqs: Map<String, Value> = reqs
             .into_iter()
-            .map(|(b, r)| (b.to_string(), r.into()))
+            .map(|(b, r)| (b.to_string(), r.0.into()))
             .collect();
         json!([bsid, reqs])
     };

@@ -21,6 +21,7 @@
 //! Each command runs in its own process group, and every kill is sent to
 //! the whole group (`kill(-pgid)`) so grandchildren die too.
 
+use crate::model::BuildId;
 use crate::protocol::{FromWorker, StepSpec, LOG_CHUNK};
 use crossbeam_channel::{after, bounded, never, select, Receiver, Sender};
 use std::collections::BTreeMap;
@@ -122,7 +123,7 @@ impl StepOutcome {
         }
     }
 
-    pub fn to_step_done(&self, build_id: i64, step: u32) -> FromWorker {
+    pub fn to_step_done(&self, build_id: BuildId, step: u32) -> FromWorker {
         FromWorker::StepDone {
             build_id,
             step,

@@ -24,6 +24,7 @@ pub mod mail;
 use crate::config::{Config, GiteaStatus, Mail, Reporter, ReporterKind};
 use crate::db::{self, Store};
 use crate::master::events::{Event, Hub};
+use crate::model::BuildId;
 use anyhow::Result;
 use crossbeam_channel::{after, never, select, unbounded, Receiver, Sender};
 use std::path::PathBuf;
@@ -265,7 +266,7 @@ impl Reporters {
         }
     }
 
-    fn report(&mut self, buildid: i64, finished: bool) {
+    fn report(&mut self, buildid: BuildId, finished: bool) {
         if self.active.is_empty() {
             return;
         }
