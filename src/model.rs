@@ -58,7 +58,7 @@ ids! {
 /// Buildbot's integer codes ([`BuildResult::code`]); the database layer
 /// reads an unknown code as an error naming the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BuildResult {
+pub(crate) enum BuildResult {
     Success,
     Warnings,
     Failure,
@@ -70,7 +70,7 @@ pub enum BuildResult {
 
 impl BuildResult {
     /// Buildbot's integer code.
-    pub fn code(self) -> i64 {
+    pub(crate) fn code(self) -> i64 {
         match self {
             BuildResult::Success => 0,
             BuildResult::Warnings => 1,
@@ -83,7 +83,7 @@ impl BuildResult {
     }
 
     /// The result with Buildbot's code `code`; None for any other integer.
-    pub fn from_code(code: i64) -> Option<BuildResult> {
+    pub(crate) fn from_code(code: i64) -> Option<BuildResult> {
         Some(match code {
             0 => BuildResult::Success,
             1 => BuildResult::Warnings,
@@ -97,7 +97,7 @@ impl BuildResult {
     }
 
     /// The Buildbot name, as shown in state strings and pages.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             BuildResult::Success => "success",
             BuildResult::Warnings => "warnings",
@@ -134,7 +134,7 @@ pub struct NewChange {
 
 /// A property (or other JSON value) as plain text: strings without their
 /// quotes, null as nothing, anything else as JSON.
-pub fn value_text(v: &serde_json::Value) -> String {
+pub(crate) fn value_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
@@ -152,7 +152,7 @@ pub fn now() -> i64 {
 
 /// Current Unix time in seconds with sub-second precision (Buildbot's API
 /// uses integers; we keep f64 internally for latency measurements).
-pub fn now_f64() -> f64 {
+pub(crate) fn now_f64() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -23,7 +23,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME: usize = 1024 * 1024;
 
 /// Output is sent up in chunks of at most this many bytes.
-pub const LOG_CHUNK: usize = 32 * 1024;
+pub(crate) const LOG_CHUNK: usize = 32 * 1024;
 
 /// Worker passwords and hook secrets shorter than this draw a warning
 /// (checkconfig, start), and `create-worker` refuses them without
@@ -31,7 +31,7 @@ pub const LOG_CHUNK: usize = 32 * 1024;
 /// online guessing a local neighbour can do against the worker port.
 /// Here, not in `config`, because the worker (built without `config`)
 /// checks it too; `config::MIN_SECRET_LEN` is this.
-pub const MIN_SECRET_LEN: usize = 12;
+pub(crate) const MIN_SECRET_LEN: usize = 12;
 
 /// Messages from the master to the worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -223,7 +223,7 @@ pub fn check_worker_proof(password: &str, mn: &str, wn: &str, name: &str, proof:
     verify(mac(password, &["minibot-worker-v1", mn, wn, name]), proof)
 }
 
-pub fn check_master_proof(password: &str, mn: &str, wn: &str, name: &str, proof: &str) -> bool {
+pub(crate) fn check_master_proof(password: &str, mn: &str, wn: &str, name: &str, proof: &str) -> bool {
     verify(mac(password, &["minibot-master-v1", mn, wn, name]), proof)
 }
 

@@ -65,7 +65,7 @@ impl Parent {
 /// Most items one collection answer holds, asked for or not: bounds the
 /// memory and time of `/builds` on a master with years of history. The
 /// caller sees `meta.total` and pages with `offset`.
-pub const MAX_LIMIT: i64 = 10_000;
+pub(crate) const MAX_LIMIT: i64 = 10_000;
 
 /// How a field is read from SQL, rendered to JSON, and filtered.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

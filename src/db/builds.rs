@@ -129,7 +129,7 @@ pub(crate) fn start_step(
 
 /// Log totals as the master has written them.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LogTotals {
+pub(crate) struct LogTotals {
     pub num_lines: i64,
     pub size: i64,
 }

@@ -60,7 +60,7 @@ pub fn insert_changes(
 
 /// A stored change, as the scheduler needs it.
 #[derive(Debug, Clone)]
-pub struct ChangeRow {
+pub(crate) struct ChangeRow {
     pub changeid: ChangeId,
     pub branch: Option<String>,
     pub revision: Option<String>,

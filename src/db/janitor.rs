@@ -24,7 +24,7 @@ pub struct PruneCounts {
 
 impl PruneCounts {
     /// Adds another batch's counts.
-    pub fn add(&mut self, c: &PruneCounts) {
+    pub(crate) fn add(&mut self, c: &PruneCounts) {
         self.builds += c.builds;
         self.steps += c.steps;
         self.logs += c.logs;
@@ -117,7 +117,7 @@ pub(crate) fn builds_complete_at(
 }
 
 /// A deleted build's id and the ids of its logs.
-pub type BuildLogs = (BuildId, Vec<LogId>);
+pub(crate) type BuildLogs = (BuildId, Vec<LogId>);
 
 /// Deletes the given builds (those still prunable) and
 /// then whatever referred only to them. `extra_requests` are requests

@@ -49,13 +49,13 @@ mod users;
 mod workers;
 mod writer;
 
-pub use builds::*;
+pub(crate) use builds::*;
 pub use changes::*;
-pub use janitor::*;
+pub(crate) use janitor::*;
 pub use logs::*;
-pub use pages::*;
-pub use reports::*;
-pub use requests::*;
+pub(crate) use pages::*;
+pub(crate) use reports::*;
+pub(crate) use requests::*;
 pub use schema::*;
 pub(crate) use state::*;
 pub use users::*;
@@ -109,7 +109,7 @@ const MAX_IDLE_READERS: usize = 4;
 
 /// A read-only connection lent by [`Store::reader`]; back to the pool on
 /// drop.
-pub struct Reader {
+pub(crate) struct Reader {
     conn: Option<Conn>,
     idle: Arc<Mutex<Vec<Conn>>>,
 }
@@ -172,14 +172,14 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// A read-only connection of its own, for a thread that reads all its
     /// life (scheduler, botmaster, a live page): not from the pool, so it
     /// never waits for one and keeps its statement cache.
-    pub fn own_reader(&self) -> Result<Conn> {
+    pub(crate) fn own_reader(&self) -> Result<Conn> {
         open_read_only(&self.path)
     }
 
@@ -189,7 +189,7 @@ impl Store {
     /// once (one, when they come one at a time), not one per thread from
     /// the start; each costs its schema, lookaside and page cache in RSS,
     /// and opening it reads the schema.
-    pub fn reader(&self) -> Result<Reader> {
+    pub(crate) fn reader(&self) -> Result<Reader> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {
             Some(c) => c,
@@ -208,7 +208,7 @@ impl Store {
     /// read the schema again; the others, left from reads that overlapped,
     /// are closed. For when the master has gone quiet (the botmaster calls
     /// it): the writer's part is one small job on the store thread.
-    pub fn release_memory(&self) -> Result<()> {
+    pub(crate) fn release_memory(&self) -> Result<()> {
         let mut idle =
             std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner())).into_iter();
         // Outside the lock: a request meanwhile opens a reader of its own.
@@ -234,11 +234,11 @@ impl Store {
 }
 
 /// Properties in the API's shape: name → (value, source).
-pub type Props = BTreeMap<String, (serde_json::Value, String)>;
+pub(crate) type Props = BTreeMap<String, (serde_json::Value, String)>;
 
 /// What a buildset builds: Buildbot's source stamp, inline.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceStamp {
+pub(crate) struct SourceStamp {
     pub branch: Option<String>,
     pub revision: Option<String>,
     pub repository: String,

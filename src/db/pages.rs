@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// A configured builder and its newest build, for the home page.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuilderSummary {
+pub(crate) struct BuilderSummary {
     pub name: String,
     pub last: Option<LastBuild>,
 }
@@ -19,7 +19,7 @@ pub struct BuilderSummary {
 /// A builder's newest build: number, result, finished?, and when it
 /// finished (or started, while running).
 #[derive(Debug, Clone, PartialEq)]
-pub struct LastBuild {
+pub(crate) struct LastBuild {
     pub number: i64,
     pub results: Option<BuildResult>,
     pub complete: bool,
@@ -56,7 +56,7 @@ pub(crate) fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
 /// A build in a list: the home page's running and recent builds, a
 /// builder's page.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildListRow {
+pub(crate) struct BuildListRow {
     pub builder: String,
     pub number: i64,
     pub results: Option<BuildResult>,
@@ -131,7 +131,7 @@ pub(crate) fn build_count(conn: &Conn, builderid: BuilderId) -> Result<i64> {
 
 /// A queued request (neither claimed nor complete), as the queue shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QueuedRequest {
+pub(crate) struct QueuedRequest {
     pub buildrequestid: RequestId,
     pub builder: String,
     pub reason: String,
@@ -182,7 +182,7 @@ pub(crate) fn queued_requests(
 
 /// A builder's page head.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuilderInfo {
+pub(crate) struct BuilderInfo {
     pub builderid: BuilderId,
     pub description: Option<String>,
     pub tags: Vec<String>,
@@ -205,7 +205,7 @@ pub(crate) fn builder_info(conn: &Conn, name: &str) -> Result<Option<BuilderInfo
 
 /// The columns of a build the build page and its live updates show.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildRow {
+pub(crate) struct BuildRow {
     pub buildid: BuildId,
     pub number: i64,
     pub builder: String,
@@ -279,7 +279,7 @@ pub(crate) fn request_build(conn: &Conn, brid: RequestId) -> Result<Option<Build
 
 /// A step and its logs, as the build page shows them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StepRow {
+pub(crate) struct StepRow {
     pub stepid: StepId,
     pub number: i64,
     pub name: String,
@@ -328,7 +328,7 @@ pub(crate) fn steps_of(conn: &Conn, buildid: BuildId) -> Result<Vec<StepRow>> {
 
 /// The buildset a request belongs to, as the build page's "Source" shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildsetInfo {
+pub(crate) struct BuildsetInfo {
     pub buildsetid: BuildsetId,
     pub reason: String,
     pub branch: Option<String>,
@@ -360,7 +360,7 @@ pub(crate) fn request_buildset(conn: &Conn, brid: RequestId) -> Result<Option<Bu
 
 /// A change in a list (a buildset's, the changes page).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChangeListRow {
+pub(crate) struct ChangeListRow {
     pub changeid: ChangeId,
     pub author: String,
     pub comments: String,
@@ -438,7 +438,7 @@ pub(crate) fn log_build(conn: &Conn, logid: LogId) -> Result<Option<BuildId>> {
 
 /// A worker as the workers page shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkerRow {
+pub(crate) struct WorkerRow {
     pub workerid: WorkerId,
     pub name: String,
     pub connected: bool,
@@ -486,7 +486,7 @@ pub(crate) fn worker_list(conn: &Conn) -> Result<Vec<WorkerRow>> {
 
 /// A build request as its own page shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RequestInfo {
+pub(crate) struct RequestInfo {
     pub builder: String,
     pub reason: String,
     pub submitted_at: i64,

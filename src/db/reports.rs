@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 
 /// What a reporter says about a build.
 #[derive(Debug, Clone, Default)]
-pub struct BuildReport {
+pub(crate) struct BuildReport {
     pub buildid: BuildId,
     pub builderid: BuilderId,
     pub builder: String,
@@ -34,7 +34,7 @@ pub struct BuildReport {
 /// Where a build's newest change came from, for reporters that must not
 /// trust what an unauthenticated sender wrote.
 #[derive(Debug, Clone, Default)]
-pub struct ChangeSource {
+pub(crate) struct ChangeSource {
     pub revision: Option<String>,
     pub repository: String,
     pub properties: Props,
@@ -47,7 +47,7 @@ pub struct ChangeSource {
 
 impl BuildReport {
     /// A build property's value as text (None when unset or null).
-    pub fn prop(&self, name: &str) -> Option<String> {
+    pub(crate) fn prop(&self, name: &str) -> Option<String> {
         match self.properties.get(name).map(|(v, _)| v) {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s.clone()),

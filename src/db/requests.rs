@@ -59,7 +59,7 @@ pub(crate) fn create_buildset(
 
 /// A queued build request with what a build needs to start.
 #[derive(Debug, Clone)]
-pub struct PendingRequest {
+pub(crate) struct PendingRequest {
     pub buildrequestid: RequestId,
     pub builderid: BuilderId,
     pub builder: String,
@@ -212,7 +212,7 @@ pub(crate) fn collapse_requests(
 
 /// What became of a request someone asked to cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
+pub(crate) enum CancelOutcome {
     /// It was queued and is now complete as CANCELLED; it will never start.
     Cancelled,
     /// A build of it is running: stop that build instead.

@@ -86,7 +86,7 @@ const PER_BUILDER: i64 = 100;
 /// gives memory back. Longer than the gap between builds of a busy series
 /// (a release costs ~1 ms of this thread), short enough that the memory
 /// returns soon after the work.
-pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How the botmaster's debug line for a release begins. Programs count
 /// releases in `status.json` (`status::idle_memory_released`), not here.
@@ -96,7 +96,7 @@ const RELEASED: &str = "idle: released ";
 /// inserts a name during the handshake (refusing a second connection under
 /// that name); the botmaster removes it once the connection's builds are
 /// closed, so a reconnect never overlaps its predecessor's cleanup.
-pub type Connected = Arc<Mutex<HashSet<String>>>;
+pub(crate) type Connected = Arc<Mutex<HashSet<String>>>;
 
 struct Attached {
     workerid: WorkerId,
@@ -106,7 +106,7 @@ struct Attached {
     running: HashMap<BuildId, String>,
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     store: Store,
     cfg: Arc<Config>,
     connected: Connected,

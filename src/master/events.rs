@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     BuildStarted {
         buildid: BuildId,
         builderid: BuilderId,
@@ -67,23 +67,23 @@ struct Sub {
 
 /// Cheap to clone; all clones share the subscriber list.
 #[derive(Clone, Default)]
-pub struct Hub {
+pub(crate) struct Hub {
     subs: Arc<Mutex<Vec<Sub>>>,
 }
 
 impl Hub {
-    pub fn new() -> Hub {
+    pub(crate) fn new() -> Hub {
         Hub::default()
     }
 
     /// A new subscriber to builds starting and finishing, holding at most
     /// `capacity` unread events.
-    pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
+    pub(crate) fn subscribe(&self, capacity: usize) -> Receiver<Event> {
         self.add(capacity, false)
     }
 
     /// A new subscriber to every event, steps and log appends included.
-    pub fn subscribe_all(&self, capacity: usize) -> Receiver<Event> {
+    pub(crate) fn subscribe_all(&self, capacity: usize) -> Receiver<Event> {
         self.add(capacity, true)
     }
 
@@ -97,7 +97,7 @@ impl Hub {
 
     /// Sends `ev` to every live subscriber that wants it; forgets the ones
     /// that are gone.
-    pub fn publish(&self, ev: Event) {
+    pub(crate) fn publish(&self, ev: Event) {
         let Ok(mut subs) = self.subs.lock() else {
             return;
         };
@@ -114,7 +114,7 @@ impl Hub {
         });
     }
 
-    pub fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.subs.lock().map(|s| s.len()).unwrap_or(0)
     }
 }

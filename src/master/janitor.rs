@@ -42,9 +42,9 @@ use std::time::{Duration, Instant};
 
 /// Delay of the first run: out of the way of start-up (crash recovery,
 /// workers reconnecting), yet soon enough that a restart is a way to prune.
-pub const FIRST_RUN: Duration = Duration::from_secs(3);
+pub(crate) const FIRST_RUN: Duration = Duration::from_secs(3);
 /// Most builds deleted per write transaction.
-pub const BATCH: usize = 100;
+pub(crate) const BATCH: usize = 100;
 /// A delete transaction longer than this halves the next batch: hooks wait
 /// for the writer while it runs. (Deleting a buildset or change makes
 /// SQLite scan the tables that refer to it without an index:
@@ -53,7 +53,7 @@ const SLOW_WRITE: Duration = Duration::from_millis(50);
 const DAY: i64 = 86_400;
 
 /// Handle of the janitor thread; dropping it stops and joins the thread.
-pub struct Janitor {
+pub(crate) struct Janitor {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -69,7 +69,7 @@ impl Drop for Janitor {
 }
 
 /// Starts the janitor thread for the master in `master_dir`.
-pub fn spawn(store: Store, cfg: LiveConfig, master_dir: PathBuf) -> Result<Janitor> {
+pub(crate) fn spawn(store: Store, cfg: LiveConfig, master_dir: PathBuf) -> Result<Janitor> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
         .name("janitor".into())
@@ -175,7 +175,7 @@ fn human_bytes(n: u64) -> String {
 /// One janitor run at time `now` (Unix seconds). `stopping` is polled
 /// between batches; when it turns true the run ends early (what was done
 /// is committed and reported).
-pub fn run_once(
+pub(crate) fn run_once(
     store: &Store,
     master_dir: &Path,
     cfg: &JanitorCfg,

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone)]
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     pub store: Store,
     pub cfg: LiveConfig,
     pub connected: Connected,
@@ -49,7 +49,7 @@ pub struct ConnCtx {
 
 /// [`LoginLimits`] for the worker port (its log lines say "worker login").
 #[derive(Clone)]
-pub struct WorkerLogins(pub LoginLimits);
+pub(crate) struct WorkerLogins(pub LoginLimits);
 
 impl Default for WorkerLogins {
     fn default() -> WorkerLogins {
@@ -87,7 +87,7 @@ impl Drop for HandshakeSlot {
 }
 const THREAD_STACK: usize = 256 * 1024;
 
-pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
+pub(crate) fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
     std::thread::Builder::new()
         .name("worker-listener".into())
         .stack_size(THREAD_STACK)

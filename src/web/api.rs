@@ -24,7 +24,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 /// What the HTTP layer sends back.
-pub struct ApiResponse {
+pub(crate) struct ApiResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: ApiBody,
@@ -32,7 +32,7 @@ pub struct ApiResponse {
 
 /// A body in memory, or a stream (raw logs) the HTTP layer copies out in
 /// constant memory.
-pub enum ApiBody {
+pub(crate) enum ApiBody {
     Bytes(Vec<u8>),
     Reader(Box<dyn Read + Send>),
 }
@@ -40,7 +40,7 @@ pub enum ApiBody {
 impl ApiBody {
     /// Reads the whole body into memory (unit tests).
     #[cfg(test)]
-    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+    pub(crate) fn into_bytes(self) -> io::Result<Vec<u8>> {
         match self {
             ApiBody::Bytes(b) => Ok(b),
             ApiBody::Reader(mut r) => {
@@ -71,12 +71,12 @@ impl fmt::Debug for ApiResponse {
     }
 }
 
-pub const JSON_TYPE: &str = "application/json";
-pub const TEXT_TYPE: &str = "text/plain; charset=utf-8";
+pub(crate) const JSON_TYPE: &str = "application/json";
+pub(crate) const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Most bytes of log text one `/contents` answer holds; a client asking for
 /// more gets fewer lines and sees where it stopped in `lastline`.
-pub const MAX_CONTENTS_BYTES: usize = 8 << 20;
+pub(crate) const MAX_CONTENTS_BYTES: usize = 8 << 20;
 
 // ---------------------------------------------------------------------------
 // Resource descriptions
@@ -121,7 +121,7 @@ impl ApiError {
 /// a builder name may hold an encoded `/`); `query` holds the decoded query
 /// pairs in order. Never panics on input; errors are JSON `{"error": ...}`
 /// with 400, 404 or 500.
-pub fn get(
+pub(crate) fn get(
     conn: &db::Conn,
     master_dir: &Path,
     path: &str,
@@ -224,7 +224,7 @@ fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
 /// The percent-decoded segments of a URL path, as the API reads them
 /// (also for the pages and the write side); None for a bad escape, a
 /// `.`/`..` segment or more segments than any path of ours has.
-pub fn path_segments(path: &str) -> Option<Vec<String>> {
+pub(crate) fn path_segments(path: &str) -> Option<Vec<String>> {
     split_path(path).ok()
 }
 
@@ -492,13 +492,13 @@ fn raw_log(
 /// Reads a stream log and drops the first byte of every line (the stream
 /// char), streaming: memory is the inner reader's buffer, whatever the
 /// size of the file or of a line.
-pub struct StripPrefix<R> {
+pub(crate) struct StripPrefix<R> {
     inner: R,
     at_line_start: bool,
 }
 
 impl<R: BufRead> StripPrefix<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         StripPrefix {
             inner,
             at_line_start: true,

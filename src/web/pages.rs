@@ -28,7 +28,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// Percent-encodes one URL path segment (a builder name in a link).
-pub fn encode_path_segment(s: &str) -> String {
+pub(crate) fn encode_path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -42,7 +42,7 @@ pub fn encode_path_segment(s: &str) -> String {
 
 /// Background colour of a result, as Buildbot's web UI (badges; the pages
 /// use the `r<N>` classes of the stylesheet, which match).
-pub fn result_colour(results: BuildResult) -> &'static str {
+pub(crate) fn result_colour(results: BuildResult) -> &'static str {
     match results {
         BuildResult::Success => "#8d4",
         BuildResult::Warnings => "#fa3",
@@ -129,16 +129,16 @@ fn builder_link(builder: &str) -> Html {
 
 /// The stylesheet, script and icon, served from the binary under
 /// `/assets/` (no build toolchain; see `src/assets/`).
-pub const CSS: &str = include_str!("assets/minibot.css");
-pub const JS: &str = include_str!("assets/minibot.js");
-pub const FAVICON: &str = include_str!("assets/favicon.svg");
+pub(crate) const CSS: &str = include_str!("assets/minibot.css");
+pub(crate) const JS: &str = include_str!("assets/minibot.js");
+pub(crate) const FAVICON: &str = include_str!("assets/favicon.svg");
 
 /// Builds shown per page on a builder's page, changes on the changes page.
-pub const PAGE_SIZE: i64 = 30;
+pub(crate) const PAGE_SIZE: i64 = 30;
 
 /// What every page needs: the read connection, the loaded config, who is
 /// looking, and the time.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub conn: &'a db::Conn,
     pub cfg: &'a Config,
     /// The logged-in user, if any.
@@ -153,7 +153,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// The page frame every page shares. `path` is where the login link
     /// comes back to.
-    pub fn layout(&self, page: &str, path: &str, body: Html) -> Html {
+    pub(crate) fn layout(&self, page: &str, path: &str, body: Html) -> Html {
         let title = &self.cfg.title;
         let who = match (self.user, self.csrf) {
             (Some(u), Some(_)) => html!(
@@ -341,7 +341,7 @@ fn short_rev(rev: Option<&str>) -> Html {
 
 /// The home page (`/`): builders and their last build, running builds,
 /// the queue, recent builds.
-pub fn home(c: &Ctx) -> Result<Html> {
+pub(crate) fn home(c: &Ctx) -> Result<Html> {
     let body = html!(
         "{}{}{}{}",
         builders_section(c.conn)?,
@@ -497,7 +497,7 @@ fn recent_section(conn: &db::Conn) -> Result<Html> {
 
 /// `/builders/<name>`: the builder, its force form(s), its queue and its
 /// builds, newest first, `PAGE_SIZE` a page. None: no such builder.
-pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
+pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
     let Some(db::BuilderInfo {
         builderid,
         description,
@@ -673,7 +673,7 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
 pub(crate) use crate::db::{build_by_id, BuildRow};
 
 /// The canonical page of a build.
-pub fn build_page_url(b: &BuildRow) -> String {
+pub(crate) fn build_page_url(b: &BuildRow) -> String {
     format!(
         "/builders/{}/builds/{}",
         encode_path_segment(&b.builder),
@@ -682,7 +682,7 @@ pub fn build_page_url(b: &BuildRow) -> String {
 }
 
 /// The head of the build page (replaced whole by live updates).
-pub fn build_head(c: &Ctx, b: &BuildRow) -> Html {
+pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     let mut out = html!(
         "<section id=\"build-head\"><h2>{} {} {}</h2><p>{}</p><p>",
         builder_link(&b.builder),
@@ -717,7 +717,7 @@ pub fn build_head(c: &Ctx, b: &BuildRow) -> Html {
 pub(crate) use crate::db::{steps_of, StepRow};
 
 /// A step's head line (replaced whole by live updates).
-pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
+pub(crate) fn step_head(c: &Ctx, s: &StepRow) -> Html {
     let mut out = html!(
         "<div class=\"step-head\" id=\"step-head-{}\"><span class=\"num\">{}</span>\
          <strong>{}</strong>{}<span>{}</span><span class=\"muted\">{}</span>",
@@ -748,7 +748,7 @@ pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
 
 /// A whole step: head and logs; `ranges` holds the text shown of each log
 /// (by logid; a log missing there gets an empty, live-fillable view).
-pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(LogId, logview::Range)]) -> Html {
+pub(crate) fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(LogId, logview::Range)]) -> Html {
     let mut out = html!(
         "<div class=\"step\" id=\"step-{}\">{}",
         s.stepid,
@@ -789,7 +789,7 @@ pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(LogId, logview::Ra
 
 /// Whether a step's logs start unfolded: the running step, any that did
 /// not succeed, and the build's last step.
-pub fn step_open(s: &StepRow, last: bool) -> bool {
+pub(crate) fn step_open(s: &StepRow, last: bool) -> bool {
     last || s.complete_at.is_none()
         || !matches!(
             s.results,
@@ -798,7 +798,7 @@ pub fn step_open(s: &StepRow, last: bool) -> bool {
 }
 
 /// `/builders/<name>/builds/<number>`. None: no such build.
-pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
+pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
     let b = db::build_by_number(c.conn, builder, number)?;
     let Some(b) = b else {
         return Ok(None);
@@ -914,7 +914,7 @@ fn properties_section(conn: &db::Conn, buildid: BuildId) -> Result<Html> {
 
 /// The JSON `/logs/<logid>/chunk?end=N` answers: the lines before `end`
 /// (a line start), for the build page's "load earlier output".
-pub fn log_chunk(
+pub(crate) fn log_chunk(
     conn: &db::Conn,
     master_dir: &Path,
     logid: LogId,
@@ -935,7 +935,7 @@ pub fn log_chunk(
 // Workers, changes, requests
 
 /// `/workers`: every worker the master knows, connected or not.
-pub fn workers(c: &Ctx) -> Result<Html> {
+pub(crate) fn workers(c: &Ctx) -> Result<Html> {
     let rows: Vec<Vec<Cell>> = db::worker_list(c.conn)?
         .into_iter()
         .map(|w| {
@@ -1011,7 +1011,7 @@ pub fn workers(c: &Ctx) -> Result<Html> {
 }
 
 /// `/changes`: the newest changes first, paged.
-pub fn changes(c: &Ctx, page: i64) -> Result<Html> {
+pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
     let total = db::change_count(c.conn)?;
     let page = page.max(1);
     let rows: Vec<Vec<Cell>> = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
@@ -1050,7 +1050,7 @@ pub fn changes(c: &Ctx, page: i64) -> Result<Html> {
 }
 
 /// `/buildrequests`: the queue.
-pub fn buildrequests(c: &Ctx) -> Result<Html> {
+pub(crate) fn buildrequests(c: &Ctx) -> Result<Html> {
     let body = html!(
         "<h2>Build request queue</h2>{}{}",
         queue_section(c, None, 500)?,
@@ -1067,7 +1067,7 @@ pub(crate) use crate::db::request_build;
 
 /// `/buildrequests/<id>` while it has no build to show: queued (the
 /// script waits for its build) or cancelled. None: no such request.
-pub fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
+pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
     let Some(db::RequestInfo {
         builder,
         reason,
@@ -1106,7 +1106,7 @@ pub fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
 
 /// The login page; `error` is shown above the form. `login_csrf` is the
 /// value of the double-submit cookie the caller sets with the page.
-pub fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html {
+pub(crate) fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html {
     let mut body = html!("<h2>Log in</h2>");
     if let Some(e) = error {
         body.push(&html!("<p class=\"flash\">{}</p>", e));
@@ -1131,7 +1131,7 @@ pub fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html
 }
 
 /// A page that says one thing (errors of form posts).
-pub fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> Html {
+pub(crate) fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> Html {
     let body = html!(
         "<h2>{}</h2><p class=\"flash\">{}</p><p><a href=\"{}\">Back</a></p>",
         heading,
@@ -1143,7 +1143,7 @@ pub fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> Html {
 
 /// `/badges/<builder>.svg`: the result of the builder's last finished
 /// build, as buildbot-badges draws it. None: no such builder.
-pub fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
+pub(crate) fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
     let Some(results) = db::builder_last_result(conn, builder)? else {
         return Ok(None);
     };
@@ -1156,7 +1156,7 @@ pub fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
 
 /// A flat two-part badge; widths from a rough 7 px per character. SVG is
 /// XML: the same escaping holds.
-pub fn svg_badge(left: &str, right: &str, colour: &str) -> Html {
+pub(crate) fn svg_badge(left: &str, right: &str, colour: &str) -> Html {
     let lw = 10 + 7 * left.chars().count();
     let rw = 10 + 7 * right.chars().count();
     let w = lw + rw;

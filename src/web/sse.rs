@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most live streams at once; more get 503.
-pub const MAX_STREAMS: usize = 32;
+pub(crate) const MAX_STREAMS: usize = 32;
 /// Silence after which a keep-alive comment is sent.
-pub const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How often a stream compares state even without events.
 const RESYNC: Duration = Duration::from_secs(2);
 /// Least time between two comparisons: a chatty build is sent in batches.
@@ -50,13 +50,13 @@ const MAX_LOGS: usize = 1000;
 
 /// Shared by the HTTP threads; cheap to clone.
 #[derive(Clone)]
-pub struct Live {
+pub(crate) struct Live {
     hub: Hub,
     active: Arc<AtomicUsize>,
 }
 
 /// Who is watching which build, and from where in each log.
-pub struct Watch {
+pub(crate) struct Watch {
     pub buildid: BuildId,
     /// logid → byte offset the page has up to (a line start).
     pub offsets: HashMap<LogId, u64>,
@@ -65,7 +65,7 @@ pub struct Watch {
 }
 
 /// Parses `logs=12:3456,13:0`; junk entries are skipped.
-pub fn parse_offsets(s: &str) -> HashMap<LogId, u64> {
+pub(crate) fn parse_offsets(s: &str) -> HashMap<LogId, u64> {
     s.split(',')
         .filter_map(|kv| {
             let (k, v) = kv.split_once(':')?;
@@ -85,7 +85,7 @@ impl Drop for Slot {
 }
 
 impl Live {
-    pub fn new(hub: Hub) -> Live {
+    pub(crate) fn new(hub: Hub) -> Live {
         Live {
             hub,
             active: Arc::new(AtomicUsize::new(0)),
@@ -93,7 +93,7 @@ impl Live {
     }
 
     #[cfg(test)]
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }
 
@@ -109,7 +109,7 @@ impl Live {
     /// and returns the function that writes the stream to a connection
     /// (run on that connection's thread, which `http_server` gave up).
     /// None when every slot is taken (the caller answers 503).
-    pub fn start(
+    pub(crate) fn start(
         &self,
         store: Store,
         cfg: Arc<Config>,
@@ -129,7 +129,7 @@ impl Live {
 
 /// Writes one live stream to a connection until the build ends or the
 /// client leaves.
-pub type StreamFn = Box<dyn FnOnce(Box<dyn Write + Send>) + Send>;
+pub(crate) type StreamFn = Box<dyn FnOnce(Box<dyn Write + Send>) + Send>;
 
 /// What a step's head shows: state, result, started, complete.
 type StepKey = (String, Option<BuildResult>, Option<i64>, Option<i64>);

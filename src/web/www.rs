@@ -60,7 +60,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    base-uri 'none'; object-src 'none'";
 
 #[derive(Clone)]
-pub struct WwwCtx {
+pub(crate) struct WwwCtx {
     pub store: Store,
     pub cfg: LiveConfig,
     pub sched: Sender<SchedMsg>,
@@ -102,7 +102,7 @@ impl Handler for App {
 /// connections open (`http_server`). Call it only once start-up recovery
 /// has committed: no answer may show the state a dead master left
 /// (connections made before wait in the listen backlog).
-pub fn start(
+pub(crate) fn start(
     listener: Listener,
     ctx: WwwCtx,
     max_connections: usize,

@@ -81,7 +81,7 @@ fn default_keepalive() -> u64 {
 }
 
 /// Splits "HOST:PORT" (IPv6 as "[::1]:PORT").
-pub fn parse_master(s: &str) -> Result<(String, u16)> {
+pub(crate) fn parse_master(s: &str) -> Result<(String, u16)> {
     let Some((host, port)) = s.rsplit_once(':') else {
         bail!("expected HOST:PORT, got {s:?}");
     };
@@ -99,7 +99,7 @@ pub fn parse_master(s: &str) -> Result<(String, u16)> {
 }
 
 /// Parses an octal umask such as "022" or "0o027".
-pub fn parse_umask(s: &str) -> Result<u32> {
+pub(crate) fn parse_umask(s: &str) -> Result<u32> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
