@@ -40,12 +40,6 @@ pub(crate) struct PidFile {
     pid: i32,
 }
 
-impl PidFile {
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
 impl Drop for PidFile {
     fn drop(&mut self) {
         if read_pid(&self.path) == Some(self.pid) {
@@ -487,7 +481,11 @@ pub(crate) fn init_logging(log_file: &Path, also_stderr: bool) -> Result<()> {
 /// Sets up `log` for the whole process: level from `RUST_LOG`, else
 /// `opts.level`; timestamped lines appended to `log_file`, rotated by size,
 /// and, if `also_stderr`, copied to stderr. Can be called once per process.
-pub(crate) fn init_logging_with(log_file: &Path, also_stderr: bool, opts: &LogOptions) -> Result<()> {
+pub(crate) fn init_logging_with(
+    log_file: &Path,
+    also_stderr: bool,
+    opts: &LogOptions,
+) -> Result<()> {
     let sink = LogSink::open(log_file, also_stderr, opts)?;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&opts.level))
         .format(|buf, record| {
@@ -541,6 +539,7 @@ pub(crate) fn limit_malloc_arenas() {
     crate::sys::malloc_arena_max(2);
 }
 
+#[cfg(feature = "master")]
 /// Hands glibc's free heap pages back to the kernel. By itself glibc
 /// returns freed memory only from the top of the main heap, past a
 /// threshold; what a burst of work freed elsewhere stays resident until it
@@ -566,6 +565,7 @@ pub fn proc_status_field(pid: &str, key: &str) -> Option<u64> {
     })
 }
 
+#[cfg(feature = "master")]
 /// This process's resident anonymous memory (`RssAnon`), in kB. For log
 /// lines about memory given back.
 pub(crate) fn anon_rss_kb() -> Option<u64> {

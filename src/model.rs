@@ -54,6 +54,7 @@ ids! {
     UserId;
 }
 
+#[cfg(feature = "master")]
 /// Buildbot's results (SPEC §3). Stored, and shown in the API, as
 /// Buildbot's integer codes ([`BuildResult::code`]); the database layer
 /// reads an unknown code as an error naming the row.
@@ -68,6 +69,7 @@ pub(crate) enum BuildResult {
     Cancelled,
 }
 
+#[cfg(feature = "master")]
 impl BuildResult {
     /// Buildbot's integer code.
     pub(crate) fn code(self) -> i64 {
@@ -132,6 +134,7 @@ pub struct NewChange {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+#[cfg(feature = "master")]
 /// A property (or other JSON value) as plain text: strings without their
 /// quotes, null as nothing, anything else as JSON.
 pub(crate) fn value_text(v: &serde_json::Value) -> String {
@@ -150,6 +153,7 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(feature = "master")]
 /// Current Unix time in seconds with sub-second precision (Buildbot's API
 /// uses integers; we keep f64 internally for latency measurements).
 pub(crate) fn now_f64() -> f64 {
@@ -159,7 +163,7 @@ pub(crate) fn now_f64() -> f64 {
         .unwrap_or(0.0)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "master"))]
 mod tests {
     use super::BuildResult;
 

@@ -223,7 +223,13 @@ pub fn check_worker_proof(password: &str, mn: &str, wn: &str, name: &str, proof:
     verify(mac(password, &["minibot-worker-v1", mn, wn, name]), proof)
 }
 
-pub(crate) fn check_master_proof(password: &str, mn: &str, wn: &str, name: &str, proof: &str) -> bool {
+pub(crate) fn check_master_proof(
+    password: &str,
+    mn: &str,
+    wn: &str,
+    name: &str,
+    proof: &str,
+) -> bool {
     verify(mac(password, &["minibot-master-v1", mn, wn, name]), proof)
 }
 

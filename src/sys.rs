@@ -143,6 +143,7 @@ pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> 
     Ok(stream)
 }
 
+#[cfg(feature = "master")]
 /// Raises a listening socket's accept backlog to `n` (the kernel caps it
 /// at `net.core.somaxconn`, 4096 on current Linux). std listens with 128:
 /// a neighbour connecting in a tight loop fills that between two rounds of
@@ -230,6 +231,7 @@ pub(crate) fn malloc_arena_max(n: i32) {
     let _ = n;
 }
 
+#[cfg(feature = "master")]
 /// glibc's malloc_trim(0) (no-op elsewhere): free pages of every arena go
 /// back to the kernel.
 pub(crate) fn malloc_trim() {
@@ -270,6 +272,7 @@ pub(crate) fn wait_exited_no_reap(pid: i32) -> io::Result<()> {
     }
 }
 
+#[cfg(feature = "master")]
 /// Unix time `t` in the local time zone (TZ, /etc/localtime); None if the
 /// C library cannot convert it.
 pub(crate) fn localtime(t: i64) -> Option<libc::tm> {

@@ -6,7 +6,7 @@
 
 pub use super::raw::BaseDialect;
 pub(crate) use super::raw::{Command, JanitorCfg, LoggingCfg, StrOrList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -317,7 +317,10 @@ impl ForceParam {
 
     /// Checks and converts a submitted value (JSON, or the string a form
     /// posts) into the typed value. `None` = not submitted.
-    pub(crate) fn coerce(&self, value: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
+    pub(crate) fn coerce(
+        &self,
+        value: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
         use serde_json::Value as J;
         let name = &self.name;
         let v = match (&self.kind, value) {
@@ -517,8 +520,9 @@ impl Step {
 impl Builder {
     /// The names of the steps in order, made unique the way Buildbot does it
     /// (a second "test" becomes "test_1").
+    #[cfg(test)]
     pub(crate) fn step_names(&self) -> Vec<String> {
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
         let mut names = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
             let mut name = step.name.clone();

@@ -8,13 +8,10 @@ use rusqlite::{params, OptionalExtension};
 /// What a reporter says about a build.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BuildReport {
-    pub buildid: BuildId,
     pub builderid: BuilderId,
     pub builder: String,
     pub number: i64,
     pub worker: Option<String>,
-    pub started_at: i64,
-    pub complete_at: Option<i64>,
     pub results: Option<BuildResult>,
     pub state_string: String,
     pub properties: Props,
@@ -73,13 +70,10 @@ pub(crate) fn build_report(conn: &Conn, buildid: BuildId) -> Result<Option<Build
             let props: String = r.get(9)?;
             Ok((
                 BuildReport {
-                    buildid: r.get(0)?,
                     builderid: r.get(1)?,
                     builder: r.get(2)?,
                     number: r.get(3)?,
                     worker: r.get(4)?,
-                    started_at: r.get(5)?,
-                    complete_at: r.get(6)?,
                     results: result_col(r, 7, "builds", r.get(0)?)?,
                     state_string: r.get(8)?,
                     properties: json_col(&props, "builds", r.get(0)?, "properties")?,

@@ -63,9 +63,7 @@ pub(crate) struct PendingRequest {
     pub buildrequestid: RequestId,
     pub builderid: BuilderId,
     pub builder: String,
-    pub buildsetid: BuildsetId,
     pub reason: String,
-    pub scheduler: Option<String>,
     pub ss: SourceStamp,
     pub properties: Props,
     /// Whether the buildset was made from changes (not forced or timed).
@@ -107,9 +105,7 @@ pub(crate) fn pending_requests(
             buildrequestid: r.get(0)?,
             builderid: r.get(1)?,
             builder: r.get(2)?,
-            buildsetid: r.get(3)?,
             reason: r.get(4)?,
-            scheduler: r.get(5)?,
             ss: SourceStamp {
                 branch: r.get(6)?,
                 revision: r.get(7)?,

@@ -32,15 +32,15 @@ use std::path::PathBuf;
 /// builder's config (a reconfig does not change a running build).
 #[derive(Debug, Clone)]
 pub struct BuildJob {
-    pub buildid: BuildId,
-    pub builderid: BuilderId,
-    pub number: i64,
-    pub builder: Builder,
-    pub ss: SourceStamp,
-    pub props: Props,
-    pub max_log_size: u64,
+    pub(crate) buildid: BuildId,
+    pub(crate) builderid: BuilderId,
+    pub(crate) number: i64,
+    pub(crate) builder: Builder,
+    pub(crate) ss: SourceStamp,
+    pub(crate) props: Props,
+    pub(crate) max_log_size: u64,
     /// (stepid, logid) of step 0 when the claim already started it.
-    pub first_step: Option<(StepId, LogId)>,
+    pub(crate) first_step: Option<(StepId, LogId)>,
 }
 
 /// The source of the `got_revision` property the master sets from a git

@@ -114,6 +114,7 @@ impl Hub {
         });
     }
 
+    #[cfg(test)]
     pub(crate) fn subscribers(&self) -> usize {
         self.subs.lock().map(|s| s.len()).unwrap_or(0)
     }

@@ -116,7 +116,11 @@ fn field_ok(f: &CronSet, v: u32) -> bool {
 /// minute, re-reading the local time each time, so DST changes are handled;
 /// None if nothing matches within about a year (e.g. day_of_month = 31 with
 /// a weekday that never falls on it).
-pub(crate) fn next_nightly_fire(s: &Nightly, after: i64, civil: impl Fn(i64) -> Civil) -> Option<i64> {
+pub(crate) fn next_nightly_fire(
+    s: &Nightly,
+    after: i64,
+    civil: impl Fn(i64) -> Civil,
+) -> Option<i64> {
     let mut t = (after.div_euclid(60) + 1) * 60;
     let limit = t + 400 * 86_400;
     while t < limit {

@@ -748,7 +748,12 @@ pub(crate) fn step_head(c: &Ctx, s: &StepRow) -> Html {
 
 /// A whole step: head and logs; `ranges` holds the text shown of each log
 /// (by logid; a log missing there gets an empty, live-fillable view).
-pub(crate) fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(LogId, logview::Range)]) -> Html {
+pub(crate) fn step_html(
+    c: &Ctx,
+    s: &StepRow,
+    open: bool,
+    ranges: &[(LogId, logview::Range)],
+) -> Html {
     let mut out = html!(
         "<div class=\"step\" id=\"step-{}\">{}",
         s.stepid,

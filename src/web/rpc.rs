@@ -298,7 +298,12 @@ pub(crate) fn cancel_request(
 }
 
 /// Pauses (no new builds; running ones go on) or unpauses a worker.
-pub(crate) fn set_paused(w: &Writer, worker: &str, paused: bool, user: &str) -> Result<(), RpcError> {
+pub(crate) fn set_paused(
+    w: &Writer,
+    worker: &str,
+    paused: bool,
+    user: &str,
+) -> Result<(), RpcError> {
     let id = db::worker_id(w.conn, worker)
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no worker {worker:?}")))?;

@@ -69,7 +69,11 @@ impl Target {
 
 /// Whether a build with `results` is mailed under `modes`, given the
 /// builder's previous result (Buildbot's MailNotifier modes).
-pub(crate) fn wants_mail(modes: &[MailMode], results: BuildResult, previous: Option<BuildResult>) -> bool {
+pub(crate) fn wants_mail(
+    modes: &[MailMode],
+    results: BuildResult,
+    previous: Option<BuildResult>,
+) -> bool {
     use BuildResult::{Cancelled, Exception, Failure, Success, Warnings};
     modes.iter().any(|m| match m {
         MailMode::All => true,

@@ -75,15 +75,7 @@ pub enum HookError {
     BadRequest(String),
 }
 
-impl HookError {
-    /// The HTTP status the HTTP layer should answer with.
-    pub(crate) fn status(&self) -> u16 {
-        match self {
-            HookError::Forbidden(_) => 403,
-            HookError::BadRequest(_) => 400,
-        }
-    }
-}
+impl HookError {}
 
 impl fmt::Display for HookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
