@@ -1,5 +1,12 @@
 //! Plain data shared between components: the database ids, a change as it
 //! enters the system, and Buildbot's results. No threads, no I/O.
+//!
+//! An id of one kind is not an id of another: this does not compile.
+//!
+//! ```compile_fail
+//! fn stop(_build: minibot::model::BuildId) {}
+//! stop(minibot::model::StepId(3));
+//! ```
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

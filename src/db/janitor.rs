@@ -3,7 +3,7 @@
 //! they used, and which builds still exist for the log files on disk.
 
 use super::{Conn, Tx};
-use crate::model::{BuildId, LogId, RequestId};
+use crate::model::{BuildId, BuildsetId, ChangeId, LogId, RequestId};
 use anyhow::Result;
 use rusqlite::types::FromSql;
 use rusqlite::{params, Connection};
@@ -179,12 +179,12 @@ pub(crate) fn delete_old(
         params![json_ids(&requests), cutoff],
     )?;
     let r_json = json_ids(&gone_requests);
-    let buildsets: Vec<i64> =
+    let buildsets: Vec<BuildsetId> =
         distinct_in(c, "buildsetid", "buildrequests", "buildrequestid", &r_json)?;
     n.buildrequests = delete_in(c, "buildrequests", "buildrequestid", &r_json)?;
 
     // Buildsets: complete and without requests left.
-    let gone_sets: Vec<i64> = ids(
+    let gone_sets: Vec<BuildsetId> = ids(
         c,
         "SELECT bs.buildsetid FROM buildsets bs
          WHERE bs.buildsetid IN (SELECT value FROM json_each(?1)) AND bs.complete = 1
@@ -192,7 +192,8 @@ pub(crate) fn delete_old(
         [json_ids(&buildsets)],
     )?;
     let s_json = json_ids(&gone_sets);
-    let changes: Vec<i64> = distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
+    let changes: Vec<ChangeId> =
+        distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
     delete_in(c, "buildset_changes", "buildsetid", &s_json)?;
     n.buildsets = delete_in(c, "buildsets", "buildsetid", &s_json)?;
 
