@@ -7,7 +7,8 @@
 //! handles [`Conn`] (reads) and [`Tx`] (writes; it reads too), the query
 //! functions that take them, and the view structs those return (`Props`,
 //! `SourceStamp`, `ChangeRow`, `PendingRequest`, `BuildReport`, `BuildRow`,
-//! ..., the API's typed query in `db::api`). Ids are the database's keys as
+//! ..., the API's typed query in `db::api`). Ids are the database's keys,
+//! typed (`model::BuildId`, `RequestId`, ...; `ids` stores them), as
 //! returned by the functions that create rows, never `last_insert_rowid`
 //! or a rowid in a caller; errors are `anyhow` errors with context, never
 //! SQLite error codes; transaction control (`BEGIN IMMEDIATE`, savepoints)

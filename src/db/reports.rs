@@ -57,8 +57,8 @@ pub(crate) fn build_report(conn: &Conn, buildid: BuildId) -> Result<Option<Build
     let row = conn
         .raw
         .prepare_cached(
-            "SELECT b.buildid, b.builderid, bl.name, b.number, w.name, b.started_at, b.complete_at,
-                    b.results, b.state_string, b.properties, bs.reason, bs.branch, bs.revision,
+            "SELECT b.buildid, b.builderid, bl.name, b.number, w.name, b.results,
+                    b.state_string, b.properties, bs.reason, bs.branch, bs.revision,
                     bs.repository, bs.project, bs.codebase, br.buildsetid
              FROM builds b JOIN builders bl USING (builderid)
              JOIN buildrequests br USING (buildrequestid)
@@ -67,27 +67,27 @@ pub(crate) fn build_report(conn: &Conn, buildid: BuildId) -> Result<Option<Build
              WHERE b.buildid = ?1",
         )?
         .query_row([buildid], |r| {
-            let props: String = r.get(9)?;
+            let props: String = r.get(7)?;
             Ok((
                 BuildReport {
                     builderid: r.get(1)?,
                     builder: r.get(2)?,
                     number: r.get(3)?,
                     worker: r.get(4)?,
-                    results: result_col(r, 7, "builds", r.get(0)?)?,
-                    state_string: r.get(8)?,
+                    results: result_col(r, 5, "builds", r.get(0)?)?,
+                    state_string: r.get(6)?,
                     properties: json_col(&props, "builds", r.get(0)?, "properties")?,
-                    reason: r.get(10)?,
+                    reason: r.get(8)?,
                     ss: SourceStamp {
-                        branch: r.get(11)?,
-                        revision: r.get(12)?,
-                        repository: r.get(13)?,
-                        project: r.get(14)?,
-                        codebase: r.get(15)?,
+                        branch: r.get(9)?,
+                        revision: r.get(10)?,
+                        repository: r.get(11)?,
+                        project: r.get(12)?,
+                        codebase: r.get(13)?,
                     },
                     ..Default::default()
                 },
-                r.get::<_, BuildsetId>(16)?,
+                r.get::<_, BuildsetId>(14)?,
             ))
         })
         .optional()?;

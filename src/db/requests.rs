@@ -91,7 +91,7 @@ pub(crate) fn pending_requests(
     limit: i64,
 ) -> Result<Vec<PendingRequest>> {
     let mut st = conn.raw.prepare_cached(
-        "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
+        "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason,
                 bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
                 EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid),
                 br.priority
@@ -100,22 +100,22 @@ pub(crate) fn pending_requests(
          ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
     )?;
     let rows = st.query_map(params![builder, limit], |r| {
-        let props: String = r.get(11)?;
+        let props: String = r.get(10)?;
         Ok(PendingRequest {
             buildrequestid: r.get(0)?,
             builderid: r.get(1)?,
             builder: r.get(2)?,
             reason: r.get(4)?,
             ss: SourceStamp {
-                branch: r.get(6)?,
-                revision: r.get(7)?,
-                repository: r.get(8)?,
-                project: r.get(9)?,
-                codebase: r.get(10)?,
+                branch: r.get(5)?,
+                revision: r.get(6)?,
+                repository: r.get(7)?,
+                project: r.get(8)?,
+                codebase: r.get(9)?,
             },
             properties: json_col(&props, "buildsets", r.get(3)?, "properties")?,
-            has_changes: r.get(12)?,
-            priority: r.get(13)?,
+            has_changes: r.get(11)?,
+            priority: r.get(12)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
