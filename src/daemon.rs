@@ -30,20 +30,14 @@ use std::time::{Duration, Instant};
 /// /dev/null afterwards (a later write would otherwise fail with EPIPE, and
 /// `println!` would panic). Step runners remove it from their children's
 /// environment so a nested minibot run inside a build is not confused.
-pub const DETACHED_ENV: &str = "MINIBOT_DETACHED_CHILD";
+pub(crate) const DETACHED_ENV: &str = "MINIBOT_DETACHED_CHILD";
 
 /// A pid file we own. Dropping it removes the file, but only while it still
 /// names us, so a successor's file is never deleted by a late drop.
 #[derive(Debug)]
-pub struct PidFile {
+pub(crate) struct PidFile {
     path: PathBuf,
     pid: i32,
-}
-
-impl PidFile {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for PidFile {
@@ -104,7 +98,7 @@ pub fn running_pid(path: &Path) -> Option<i32> {
 /// replaced, with a log line. The file is written to a temporary name and
 /// hard-linked into place, which both makes the content appear atomically
 /// and fails if someone else created the file in the meantime.
-pub fn acquire_pid_file(path: &Path, what: &str) -> Result<PidFile> {
+pub(crate) fn acquire_pid_file(path: &Path, what: &str) -> Result<PidFile> {
     let me = std::process::id() as i32;
     let dir = dir_of(path);
     let tmp = path.with_file_name(format!(
@@ -324,7 +318,7 @@ pub fn detach(args: Vec<OsString>, ready_timeout: Duration, log_hint: &Path) -> 
 /// Prints the ready line on stdout and flushes it. Write errors are ignored:
 /// the reader may be gone. In a child started by [`detach`], stdout and
 /// stderr are then pointed at /dev/null (see [`DETACHED_ENV`]).
-pub fn announce_ready(line: &str) {
+pub(crate) fn announce_ready(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -338,7 +332,7 @@ pub fn announce_ready(line: &str) {
 
 /// How a daemon's own log (`master.log`, `worker.log`) is written.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LogOptions {
+pub(crate) struct LogOptions {
     /// env_logger filter used when `RUST_LOG` is not set.
     pub level: String,
     /// The file is rotated before a record would take it past this size.
@@ -480,14 +474,18 @@ impl Write for LogSink {
 
 /// [`init_logging_with`] with the default [`LogOptions`] (level info,
 /// 10 MB × 5 rotated files).
-pub fn init_logging(log_file: &Path, also_stderr: bool) -> Result<()> {
+pub(crate) fn init_logging(log_file: &Path, also_stderr: bool) -> Result<()> {
     init_logging_with(log_file, also_stderr, &LogOptions::default())
 }
 
 /// Sets up `log` for the whole process: level from `RUST_LOG`, else
 /// `opts.level`; timestamped lines appended to `log_file`, rotated by size,
 /// and, if `also_stderr`, copied to stderr. Can be called once per process.
-pub fn init_logging_with(log_file: &Path, also_stderr: bool, opts: &LogOptions) -> Result<()> {
+pub(crate) fn init_logging_with(
+    log_file: &Path,
+    also_stderr: bool,
+    opts: &LogOptions,
+) -> Result<()> {
     let sink = LogSink::open(log_file, also_stderr, opts)?;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&opts.level))
         .format(|buf, record| {
@@ -510,7 +508,7 @@ pub fn init_logging_with(log_file: &Path, also_stderr: bool, opts: &LogOptions) 
 /// --clean`); read them with `forever()` on a thread that has nothing else
 /// to wait for (the master's main thread). Registering replaces the default
 /// action (dying), so the caller must act on what it receives.
-pub fn signal_set() -> Result<signal_hook::iterator::Signals> {
+pub(crate) fn signal_set() -> Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("could not install signal handlers")
@@ -518,7 +516,7 @@ pub fn signal_set() -> Result<signal_hook::iterator::Signals> {
 
 /// [`signal_set`] forwarded by a thread into the returned channel, for
 /// loops that wait on other channels too.
-pub fn signals() -> Result<Receiver<i32>> {
+pub(crate) fn signals() -> Result<Receiver<i32>> {
     let mut sigs = signal_set()?;
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
@@ -537,10 +535,11 @@ pub fn signals() -> Result<Receiver<i32>> {
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per
 /// core), and each keeps what it once held; a daemon of many mostly idle
 /// threads needs two. Saves ~0.5 MB of RSS (docs/performance.md).
-pub fn limit_malloc_arenas() {
+pub(crate) fn limit_malloc_arenas() {
     crate::sys::malloc_arena_max(2);
 }
 
+#[cfg(feature = "master")]
 /// Hands glibc's free heap pages back to the kernel. By itself glibc
 /// returns freed memory only from the top of the main heap, past a
 /// threshold; what a burst of work freed elsewhere stays resident until it
@@ -551,7 +550,7 @@ pub fn limit_malloc_arenas() {
 /// (docs/performance.md, "an ordinary build"). Takes well under 1 ms, with
 /// each arena's lock held while it walks it: for quiet moments only (the
 /// botmaster calls it once the master has gone idle after builds).
-pub fn release_free_heap() {
+pub(crate) fn release_free_heap() {
     crate::sys::malloc_trim();
 }
 
@@ -566,9 +565,10 @@ pub fn proc_status_field(pid: &str, key: &str) -> Option<u64> {
     })
 }
 
+#[cfg(feature = "master")]
 /// This process's resident anonymous memory (`RssAnon`), in kB. For log
 /// lines about memory given back.
-pub fn anon_rss_kb() -> Option<u64> {
+pub(crate) fn anon_rss_kb() -> Option<u64> {
     proc_status_field("self", "RssAnon")
 }
 
@@ -634,7 +634,7 @@ pub fn create_dir_for(dir: &Path, force: bool) -> Result<()> {
 /// The umask both daemons and the create-* commands run with: on a shared
 /// host every other local account is a possible attacker, so nothing we
 /// create (logs, database, checkouts, configs) may be readable by them.
-pub const PRIVATE_UMASK: u32 = 0o077;
+pub(crate) const PRIVATE_UMASK: u32 = 0o077;
 
 /// Sets the process umask to [`PRIVATE_UMASK`]. Inherited across exec, so
 /// setting it at the start of `start` also covers the detached child and
@@ -644,7 +644,7 @@ pub fn private_umask() {
 }
 
 /// Permission bits (0o777 part) of `path`, following symlinks.
-pub fn mode_of(path: &Path) -> Result<u32> {
+pub(crate) fn mode_of(path: &Path) -> Result<u32> {
     use std::os::unix::fs::PermissionsExt;
     let m = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
     Ok(m.permissions().mode() & 0o777)
@@ -688,7 +688,7 @@ pub fn tighten_file(file: &Path) -> Result<Option<u32>> {
 /// password") when group or others may read or write it, as ssh refuses a
 /// private key. Not fixed silently: the secret may already have leaked, and
 /// the user should know (and change it).
-pub fn check_private_file(path: &Path, what: &str) -> Result<()> {
+pub(crate) fn check_private_file(path: &Path, what: &str) -> Result<()> {
     let mode = mode_of(path)?;
     if mode & 0o077 != 0 {
         bail!(
@@ -704,7 +704,7 @@ pub fn check_private_file(path: &Path, what: &str) -> Result<()> {
 /// Creates `dir` (and missing parents) with mode 0700; an existing `dir`
 /// is left as it is. The mode is given to mkdir itself, so the directory
 /// is never open to others even for a moment, whatever the umask.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)

@@ -10,6 +10,7 @@
 
 // Unsafe code only in `sys`, each block with its SAFETY comment.
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Without the `master` feature (on by default) only what the worker binary

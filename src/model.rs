@@ -1,14 +1,72 @@
-//! Plain data shared between components: a change as it enters the system,
-//! and Buildbot's results. No threads, no I/O.
+//! Plain data shared between components: the database ids, a change as it
+//! enters the system, and Buildbot's results. No threads, no I/O.
+//!
+//! An id of one kind is not an id of another: this does not compile.
+//!
+//! ```compile_fail
+//! fn stop(_build: minibot::model::BuildId) {}
+//! stop(minibot::model::StepId(3));
+//! ```
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Defines the database ids: each a newtype over the row's integer key, so
+/// that passing one kind of id where another is expected does not compile.
+/// Serialized as the bare integer (`serde(transparent)`), so the JSON API
+/// and the wire protocol show plain numbers; `db::ids` stores them.
+macro_rules! ids {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize,
+            Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+    )*};
+}
+
+ids! {
+    /// A build (`builds.buildid`).
+    BuildId;
+    /// A build request (`buildrequests.buildrequestid`).
+    RequestId;
+    /// A buildset (`buildsets.buildsetid`).
+    BuildsetId;
+    /// A change (`changes.changeid`).
+    ChangeId;
+    /// A build step (`steps.stepid`).
+    StepId;
+    /// A log's metadata (`logs.logid`).
+    LogId;
+    /// A builder (`builders.builderid`).
+    BuilderId;
+    /// A worker (`workers.workerid`).
+    WorkerId;
+    /// A web user (`users.userid`).
+    UserId;
+}
+
+#[cfg(feature = "master")]
 /// Buildbot's results (SPEC §3). Stored, and shown in the API, as
 /// Buildbot's integer codes ([`BuildResult::code`]); the database layer
 /// reads an unknown code as an error naming the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BuildResult {
+pub(crate) enum BuildResult {
     Success,
     Warnings,
     Failure,
@@ -18,9 +76,10 @@ pub enum BuildResult {
     Cancelled,
 }
 
+#[cfg(feature = "master")]
 impl BuildResult {
     /// Buildbot's integer code.
-    pub fn code(self) -> i64 {
+    pub(crate) fn code(self) -> i64 {
         match self {
             BuildResult::Success => 0,
             BuildResult::Warnings => 1,
@@ -33,7 +92,7 @@ impl BuildResult {
     }
 
     /// The result with Buildbot's code `code`; None for any other integer.
-    pub fn from_code(code: i64) -> Option<BuildResult> {
+    pub(crate) fn from_code(code: i64) -> Option<BuildResult> {
         Some(match code {
             0 => BuildResult::Success,
             1 => BuildResult::Warnings,
@@ -47,7 +106,7 @@ impl BuildResult {
     }
 
     /// The Buildbot name, as shown in state strings and pages.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             BuildResult::Success => "success",
             BuildResult::Warnings => "warnings",
@@ -82,9 +141,10 @@ pub struct NewChange {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+#[cfg(feature = "master")]
 /// A property (or other JSON value) as plain text: strings without their
 /// quotes, null as nothing, anything else as JSON.
-pub fn value_text(v: &serde_json::Value) -> String {
+pub(crate) fn value_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
@@ -100,16 +160,17 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(feature = "master")]
 /// Current Unix time in seconds with sub-second precision (Buildbot's API
 /// uses integers; we keep f64 internally for latency measurements).
-pub fn now_f64() -> f64 {
+pub(crate) fn now_f64() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "master"))]
 mod tests {
     use super::BuildResult;
 

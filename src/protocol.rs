@@ -6,6 +6,7 @@
 //! (master side) and `worker` (worker side) call these functions on their
 //! sockets. The messages are documented for humans in `docs/protocol.md`.
 
+use crate::model::BuildId;
 use anyhow::{bail, Context, Result};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME: usize = 1024 * 1024;
 
 /// Output is sent up in chunks of at most this many bytes.
-pub const LOG_CHUNK: usize = 32 * 1024;
+pub(crate) const LOG_CHUNK: usize = 32 * 1024;
 
 /// Worker passwords and hook secrets shorter than this draw a warning
 /// (checkconfig, start), and `create-worker` refuses them without
@@ -30,7 +31,7 @@ pub const LOG_CHUNK: usize = 32 * 1024;
 /// online guessing a local neighbour can do against the worker port.
 /// Here, not in `config`, because the worker (built without `config`)
 /// checks it too; `config::MIN_SECRET_LEN` is this.
-pub const MIN_SECRET_LEN: usize = 12;
+pub(crate) const MIN_SECRET_LEN: usize = 12;
 
 /// Messages from the master to the worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,7 +55,7 @@ pub enum ToWorker {
     },
     /// Run one step of a build. Steps of one build come one at a time.
     RunStep {
-        build_id: i64,
+        build_id: BuildId,
         step: u32,
         /// Directory under the worker's base dir, e.g. the builder's name.
         builder_dir: String,
@@ -62,7 +63,7 @@ pub enum ToWorker {
     },
     /// Stop the step running for this build (kill its process group).
     Interrupt {
-        build_id: i64,
+        build_id: BuildId,
         reason: String,
     },
     Ping,
@@ -87,7 +88,7 @@ pub enum FromWorker {
     /// Output of a running step. `stream` is "o" (stdout), "e" (stderr) or
     /// "h" (header lines written by the worker itself, e.g. the command).
     Log {
-        build_id: i64,
+        build_id: BuildId,
         step: u32,
         stream: String,
         data: String,
@@ -95,7 +96,7 @@ pub enum FromWorker {
     /// The step ended. `exit_code` is None when the process did not exit
     /// normally (killed by signal, could not be started); `reason` then says why.
     StepDone {
-        build_id: i64,
+        build_id: BuildId,
         step: u32,
         exit_code: Option<i32>,
         interrupted: bool,
@@ -222,7 +223,13 @@ pub fn check_worker_proof(password: &str, mn: &str, wn: &str, name: &str, proof:
     verify(mac(password, &["minibot-worker-v1", mn, wn, name]), proof)
 }
 
-pub fn check_master_proof(password: &str, mn: &str, wn: &str, name: &str, proof: &str) -> bool {
+pub(crate) fn check_master_proof(
+    password: &str,
+    mn: &str,
+    wn: &str,
+    name: &str,
+    proof: &str,
+) -> bool {
     verify(mac(password, &["minibot-master-v1", mn, wn, name]), proof)
 }
 
@@ -233,7 +240,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let msg = FromWorker::Log {
-            build_id: 7,
+            build_id: BuildId(7),
             step: 1,
             stream: "o".into(),
             data: "héllo\n".into(),
@@ -246,7 +253,7 @@ mod tests {
         let back: FromWorker = read_frame(&mut &buf[..]).unwrap().unwrap();
         assert_eq!(back, msg);
         let spec = ToWorker::RunStep {
-            build_id: 1,
+            build_id: BuildId(1),
             step: 0,
             builder_dir: "runtests".into(),
             spec: StepSpec::Shell {

@@ -25,7 +25,7 @@ use std::ptr::NonNull;
 /// mmap too, but glibc raises its mmap threshold after freeing one, so the
 /// next one lands in an arena and stays resident).
 #[cfg(feature = "master")]
-pub struct MappedBlocks {
+pub(crate) struct MappedBlocks {
     ptr: NonNull<argon2::Block>,
     count: usize,
 }
@@ -33,7 +33,7 @@ pub struct MappedBlocks {
 #[cfg(feature = "master")]
 impl MappedBlocks {
     /// Maps `count` zeroed blocks (1 KiB each).
-    pub fn new(count: usize) -> io::Result<MappedBlocks> {
+    pub(crate) fn new(count: usize) -> io::Result<MappedBlocks> {
         let len = count
             .checked_mul(argon2::Block::SIZE)
             .filter(|&n| n > 0)
@@ -143,12 +143,13 @@ pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> 
     Ok(stream)
 }
 
+#[cfg(feature = "master")]
 /// Raises a listening socket's accept backlog to `n` (the kernel caps it
 /// at `net.core.somaxconn`, 4096 on current Linux). std listens with 128:
 /// a neighbour connecting in a tight loop fills that between two rounds of
 /// the HTTP reception thread, and a real client's SYN is then dropped and
 /// retried only after a second.
-pub fn widen_backlog(listener: &impl std::os::fd::AsRawFd, n: i32) -> io::Result<()> {
+pub(crate) fn widen_backlog(listener: &impl std::os::fd::AsRawFd, n: i32) -> io::Result<()> {
     // SAFETY: listen(2) on a socket we own; called again on a listening
     // socket it only changes the backlog.
     let rc = unsafe { libc::listen(listener.as_raw_fd(), n) };
@@ -160,7 +161,7 @@ pub fn widen_backlog(listener: &impl std::os::fd::AsRawFd, n: i32) -> io::Result
 
 /// Whether process `pid` exists (a zombie counts) and may be signalled by
 /// us or is someone else's (EPERM).
-pub fn pid_exists(pid: i32) -> bool {
+pub(crate) fn pid_exists(pid: i32) -> bool {
     // SAFETY: kill with signal 0 sends nothing; it only checks whether the
     // pid exists and whether we may signal it.
     let r = unsafe { libc::kill(pid, 0) };
@@ -168,7 +169,7 @@ pub fn pid_exists(pid: i32) -> bool {
 }
 
 /// kill(2). Refuses pids 0 and -1 (our own process group, everyone).
-pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
     if pid == 0 || pid == -1 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -187,7 +188,7 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
 /// inherits marked close-on-exec, so whatever the caller leaked to us (a
 /// shell's or CI runner's pipes) does not stay open for the daemon's whole
 /// life and keep that caller waiting.
-pub fn detach_on_exec(cmd: &mut std::process::Command) {
+pub(crate) fn detach_on_exec(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // Computed here: pre_exec may only make async-signal-safe calls.
     // Capped: the loop is one syscall per fd.
@@ -209,7 +210,7 @@ pub fn detach_on_exec(cmd: &mut std::process::Command) {
 }
 
 /// Points fds 1 and 2 (stdout, stderr) at `file`.
-pub fn stdout_stderr_to(file: &std::fs::File) {
+pub(crate) fn stdout_stderr_to(file: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: dup2 onto fds 1 and 2 replaces them atomically; `file` stays
     // open until after the calls and the target fds are never left closed.
@@ -220,7 +221,7 @@ pub fn stdout_stderr_to(file: &std::fs::File) {
 }
 
 /// glibc's M_ARENA_MAX (no-op elsewhere); call before starting threads.
-pub fn malloc_arena_max(n: i32) {
+pub(crate) fn malloc_arena_max(n: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt(3) only tunes the allocator.
     unsafe {
@@ -230,9 +231,10 @@ pub fn malloc_arena_max(n: i32) {
     let _ = n;
 }
 
+#[cfg(feature = "master")]
 /// glibc's malloc_trim(0) (no-op elsewhere): free pages of every arena go
 /// back to the kernel.
-pub fn malloc_trim() {
+pub(crate) fn malloc_trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim(3) has no preconditions; it only gives free pages
     // of the arenas back (madvise), locking each arena as malloc does.
@@ -242,7 +244,7 @@ pub fn malloc_trim() {
 }
 
 /// umask(2): this process's (and its children's) file-creation mask.
-pub fn set_umask(mask: u32) {
+pub(crate) fn set_umask(mask: u32) {
     // SAFETY: umask(2) only sets this process's file-creation mask.
     unsafe {
         libc::umask(mask as libc::mode_t);
@@ -251,7 +253,7 @@ pub fn set_umask(mask: u32) {
 
 /// Blocks until child `pid` has exited, without reaping it (WNOWAIT: it
 /// stays waitable, so `Child::wait` reaps it afterwards).
-pub fn wait_exited_no_reap(pid: i32) -> io::Result<()> {
+pub(crate) fn wait_exited_no_reap(pid: i32) -> io::Result<()> {
     // SAFETY: siginfo_t is plain old data, so all-zero is a valid value;
     // waitid only writes into it.
     let r = unsafe {
@@ -270,9 +272,10 @@ pub fn wait_exited_no_reap(pid: i32) -> io::Result<()> {
     }
 }
 
+#[cfg(feature = "master")]
 /// Unix time `t` in the local time zone (TZ, /etc/localtime); None if the
 /// C library cannot convert it.
-pub fn localtime(t: i64) -> Option<libc::tm> {
+pub(crate) fn localtime(t: i64) -> Option<libc::tm> {
     let tt = t as libc::time_t;
     // SAFETY: tm is plain old data, so all-zero is valid; localtime_r (the
     // thread-safe variant) writes only into it.

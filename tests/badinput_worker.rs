@@ -6,6 +6,7 @@
 //! never would.
 
 use crate::common::*;
+use minibot::model::BuildId;
 use minibot::protocol::{self, FromWorker, ToWorker};
 use std::io::Write;
 use std::net::TcpStream;
@@ -78,7 +79,7 @@ fn frame(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Waits until build `id` is complete (read anonymously: no users here).
-fn wait_complete(s: &Setup, id: i64) -> serde_json::Value {
+fn wait_complete(s: &Setup, id: BuildId) -> serde_json::Value {
     wait_for(
         &format!("build {id} complete"),
         Duration::from_secs(30),
@@ -110,7 +111,7 @@ fn protocol_garbage_is_refused_and_the_master_keeps_serving() {
         .unwrap()
     };
     let log_frame = serde_json::to_vec(&FromWorker::Log {
-        build_id: 1,
+        build_id: BuildId(1),
         step: 0,
         stream: "o".into(),
         data: "x".into(),
@@ -267,7 +268,7 @@ fn a_repeated_step_result_is_not_recorded_twice() {
     w.send(&step_done(build_id, 0, 0));
     w.send(&step_done(build_id, 0, 0));
     // Reports for builds and steps that are not running are ignored too.
-    w.send(&step_done(build_id + 1000, 0, 0));
+    w.send(&step_done(BuildId(build_id.0 + 1000), 0, 0));
     w.send(&FromWorker::Log {
         build_id,
         step: 7,
@@ -299,7 +300,7 @@ fn a_repeated_step_result_is_not_recorded_twice() {
     );
     assert_eq!(results, [serde_json::json!(0), serde_json::json!(2)]);
     assert_eq!(b["results"], 2, "the test step's failure counts: {b}");
-    let log = s.step_log(build_id, "test");
+    let log = s.step_log(build_id.0, "test");
     assert!(log.contains("the test failed"), "{log}");
     assert!(!log.contains("not a step"), "{log}");
     assert_eq!(

@@ -15,6 +15,7 @@
 
 use arbtest::arbitrary::{Result, Unstructured};
 use minibot::config::{BaseDialect, GiteaDialect};
+use minibot::model::BuildId;
 use minibot::protocol::{self, FromWorker, StepSpec, ToWorker};
 use minibot::web::dialects::{self, HookRequest};
 use std::collections::BTreeMap;
@@ -308,7 +309,7 @@ fn frame_corpus() -> Vec<Vec<u8>> {
             reason: "no".into(),
         },
         ToWorker::RunStep {
-            build_id: 7,
+            build_id: BuildId(7),
             step: 1,
             builder_dir: "runtests".into(),
             spec: StepSpec::Shell {
@@ -323,7 +324,7 @@ fn frame_corpus() -> Vec<Vec<u8>> {
             },
         },
         ToWorker::RunStep {
-            build_id: 7,
+            build_id: BuildId(7),
             step: 0,
             builder_dir: "runtests".into(),
             spec: StepSpec::Git {
@@ -336,7 +337,7 @@ fn frame_corpus() -> Vec<Vec<u8>> {
             },
         },
         ToWorker::Interrupt {
-            build_id: 7,
+            build_id: BuildId(7),
             reason: "stop".into(),
         },
         ToWorker::Ping,
@@ -350,13 +351,13 @@ fn frame_corpus() -> Vec<Vec<u8>> {
             info: BTreeMap::new(),
         },
         FromWorker::Log {
-            build_id: 7,
+            build_id: BuildId(7),
             step: 1,
             stream: "o".into(),
             data: "line\n".into(),
         },
         FromWorker::StepDone {
-            build_id: 7,
+            build_id: BuildId(7),
             step: 1,
             exit_code: Some(0),
             interrupted: false,

@@ -51,7 +51,8 @@ fn janitor_prunes_aged_builds_and_logs_after_start() {
             .unwrap()
             .filter(|e| {
                 let name = e.as_ref().unwrap().file_name();
-                minibot::db::log_entry_build(name.to_str().unwrap()) == Some(id(i))
+                minibot::db::log_entry_build(name.to_str().unwrap())
+                    == Some(minibot::model::BuildId(id(i)))
             })
             .count()
     };

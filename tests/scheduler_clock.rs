@@ -12,7 +12,7 @@ use minibot::config::{self, Config};
 use minibot::db::{self, Store};
 use minibot::master::botmaster::BotMsg;
 use minibot::master::scheduler::{self, civil_utc, Clock, SchedMsg};
-use minibot::model::NewChange;
+use minibot::model::{ChangeId, NewChange};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -173,7 +173,7 @@ impl Harness {
         self.tx.send(SchedMsg::Wake).unwrap();
     }
 
-    fn change(&self, branch: &str, files: &[&str], rev: &str) -> i64 {
+    fn change(&self, branch: &str, files: &[&str], rev: &str) -> ChangeId {
         let c = NewChange {
             author: "A <a@example.org>".into(),
             comments: "c".into(),

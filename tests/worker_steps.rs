@@ -6,6 +6,7 @@
 //! Everything listens on 127.0.0.1:0, waits with deadlines, and kills what
 //! it starts (a `Worker` guard SIGTERMs, then SIGKILLs, its process).
 
+use minibot::model::BuildId;
 use minibot::protocol::{self, FromWorker, StepSpec, ToWorker, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -204,7 +205,7 @@ fn run_step(s: &mut TcpStream, build_id: i64, builder_dir: &str, spec: StepSpec)
     send(
         s,
         &ToWorker::RunStep {
-            build_id,
+            build_id: BuildId(build_id),
             step: 1,
             builder_dir: builder_dir.into(),
             spec,
@@ -231,7 +232,7 @@ fn until_done(s: &mut TcpStream, build_id: i64, others: &mut Vec<FromWorker>) ->
                 stream,
                 data,
                 ..
-            } if b == build_id => logs.entry(stream).or_default().push_str(&data),
+            } if b.0 == build_id => logs.entry(stream).or_default().push_str(&data),
             FromWorker::StepDone {
                 build_id: b,
                 step,
@@ -239,7 +240,7 @@ fn until_done(s: &mut TcpStream, build_id: i64, others: &mut Vec<FromWorker>) ->
                 interrupted,
                 timed_out,
                 reason,
-            } if b == build_id => {
+            } if b.0 == build_id => {
                 assert_eq!(step, 1);
                 return Done {
                     logs,
@@ -264,7 +265,7 @@ fn first_output(s: &mut TcpStream, build_id: i64) -> String {
             ..
         } = recv_msg(s)
         {
-            if b == build_id && stream == "o" {
+            if b.0 == build_id && stream == "o" {
                 return data;
             }
         }
@@ -346,7 +347,7 @@ fn runs_steps_for_an_authenticated_master() {
     send(
         &mut s,
         &ToWorker::Interrupt {
-            build_id: 3,
+            build_id: BuildId(3),
             reason: "stop button".into(),
         },
     );
@@ -396,7 +397,7 @@ fn refuses_a_master_that_cannot_prove_the_password() {
     let _ = protocol::write_frame(
         &mut s,
         &ToWorker::RunStep {
-            build_id: 1,
+            build_id: BuildId(1),
             step: 1,
             builder_dir: "b".into(),
             spec: sh(&format!("touch {}", marker.display())),

@@ -8,15 +8,15 @@ use std::sync::{Arc, RwLock};
 /// reconfig replaces it whole, so a reader sees the old or the new one,
 /// never a mix. Cheap to clone.
 #[derive(Clone)]
-pub struct LiveConfig(Arc<RwLock<Arc<Config>>>);
+pub(crate) struct LiveConfig(Arc<RwLock<Arc<Config>>>);
 
 impl LiveConfig {
-    pub fn new(cfg: Config) -> LiveConfig {
+    pub(crate) fn new(cfg: Config) -> LiveConfig {
         LiveConfig(Arc::new(RwLock::new(Arc::new(cfg))))
     }
 
     /// The config in use now.
-    pub fn current(&self) -> Arc<Config> {
+    pub(crate) fn current(&self) -> Arc<Config> {
         // A poisoned lock only means a writer panicked; the Arc it holds is
         // whole either way.
         match self.0.read() {
@@ -26,7 +26,7 @@ impl LiveConfig {
     }
 
     /// Puts `new` in place for every later `current`.
-    pub fn replace(&self, new: Arc<Config>) {
+    pub(crate) fn replace(&self, new: Arc<Config>) {
         match self.0.write() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,

@@ -34,11 +34,11 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 
-pub use live::LiveConfig;
+pub(crate) use live::LiveConfig;
 pub use model::*;
 pub use problems::ConfigError;
 pub use sample::*;
-pub use secrets::{random_hex, secret_warnings, MIN_SECRET_LEN};
+pub use secrets::{random_hex, secret_warnings};
 
 use lower::lower;
 use problems::{io_reason, line_col, one_line, Problems};
@@ -62,7 +62,7 @@ pub(crate) fn test_config(extra: &str) -> Config {
 }
 
 /// Reads and checks `path` (normally `DIR/master.cfg`).
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![format!("cannot read {}: {}", path.display(), io_reason(&e))],
     })?;

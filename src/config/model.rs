@@ -4,8 +4,9 @@
 //! durations are [`Duration`]s; code outside `config` matches these enums
 //! exhaustively and never applies a default of its own.
 
-pub use super::raw::{BaseDialect, Command, JanitorCfg, LoggingCfg, StrOrList};
-use std::collections::{BTreeMap, HashMap};
+pub use super::raw::BaseDialect;
+pub(crate) use super::raw::{Command, JanitorCfg, LoggingCfg, StrOrList};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,19 +23,19 @@ pub(crate) const DEFAULT_FORCE_REASON: &str = "force build";
 pub struct Config {
     pub title: String,
     pub buildbot_url: Option<String>,
-    pub www: Www,
-    pub protocols: Protocols,
+    pub(crate) www: Www,
+    pub(crate) protocols: Protocols,
     pub workers: Vec<WorkerCfg>,
     pub schedulers: Vec<Scheduler>,
     pub builders: Vec<Builder>,
-    pub reporters: Vec<Reporter>,
+    pub(crate) reporters: Vec<Reporter>,
     /// Buildbot's `c['change_source']`: pollers for repositories whose
     /// server cannot reach the master's change hook.
-    pub change_source: Vec<ChangeSource>,
+    pub(crate) change_source: Vec<ChangeSource>,
     /// Pruning of old builds and log files (on by default: see [`JanitorCfg`]).
-    pub janitor: JanitorCfg,
+    pub(crate) janitor: JanitorCfg,
     /// The master's own log (`master.log`): level and rotation.
-    pub logging: LoggingCfg,
+    pub(crate) logging: LoggingCfg,
     /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
     pub max_log_size: u64,
 }
@@ -49,7 +50,7 @@ pub struct WorkerCfg {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Www {
+pub(crate) struct Www {
     /// 0 = any free port (reported in `addresses.json`).
     pub port: u16,
     pub bind: String,
@@ -62,13 +63,13 @@ pub struct Www {
 
 /// What visitors who are not logged in may do (`[www] anonymous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Anonymous {
+pub(crate) enum Anonymous {
     Read,
     None,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Dialects {
+pub(crate) struct Dialects {
     pub gitea: Option<GiteaDialect>,
     pub base: Option<BaseDialect>,
     /// GitHub-format bodies; the same options as `gitea`.
@@ -98,13 +99,13 @@ pub enum RepositoryUrl {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Protocols {
+pub(crate) struct Protocols {
     /// Required: a master without a worker port has nothing to build on.
     pub worker: WorkerProtocol,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkerProtocol {
+pub(crate) struct WorkerProtocol {
     /// 0 = any free port (reported in `addresses.json`).
     pub port: u16,
     pub bind: String,
@@ -114,7 +115,7 @@ pub struct WorkerProtocol {
 
 /// A regex from the config, compiled once; compared by its source.
 #[derive(Debug, Clone)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     pub source: String,
     pub re: regex_lite::Regex,
 }
@@ -126,7 +127,7 @@ impl PartialEq for Pattern {
 }
 
 impl Pattern {
-    pub fn is_match(&self, s: &str) -> bool {
+    pub(crate) fn is_match(&self, s: &str) -> bool {
         self.re.is_match(s)
     }
 }
@@ -138,11 +139,11 @@ impl Pattern {
 pub struct Scheduler {
     pub name: String,
     pub builders: Vec<String>,
-    pub kind: SchedulerKind,
+    pub(crate) kind: SchedulerKind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum SchedulerKind {
+pub(crate) enum SchedulerKind {
     /// Changes on one branch (Buildbot's SingleBranchScheduler).
     SingleBranch {
         branch: String,
@@ -170,7 +171,7 @@ pub enum SchedulerKind {
 
 impl SchedulerKind {
     /// The `type` as written in master.cfg (log lines, build reasons).
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             SchedulerKind::SingleBranch { .. } => "single_branch",
             SchedulerKind::AnyBranch { .. } => "any_branch",
@@ -182,7 +183,7 @@ impl SchedulerKind {
 
     /// The tree-stable timer of a scheduler that builds the changes it
     /// sees; None for the others.
-    pub fn tree_stable_timer(&self) -> Option<Duration> {
+    pub(crate) fn tree_stable_timer(&self) -> Option<Duration> {
         match self {
             SchedulerKind::SingleBranch {
                 tree_stable_timer, ..
@@ -197,7 +198,7 @@ impl SchedulerKind {
     }
 
     /// Whether the clock starts its builds (periodic, nightly).
-    pub fn is_timed(&self) -> bool {
+    pub(crate) fn is_timed(&self) -> bool {
         match self {
             SchedulerKind::Periodic { .. } | SchedulerKind::Nightly(_) => true,
             SchedulerKind::SingleBranch { .. }
@@ -207,7 +208,7 @@ impl SchedulerKind {
     }
 
     /// The force scheduler's form, if this is one.
-    pub fn force(&self) -> Option<&ForceScheduler> {
+    pub(crate) fn force(&self) -> Option<&ForceScheduler> {
         match self {
             SchedulerKind::Force(f) => Some(f),
             SchedulerKind::SingleBranch { .. }
@@ -220,7 +221,7 @@ impl SchedulerKind {
 
 /// Buildbot's ChangeFilter: a change must pass every filter that is set.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChangeFilter {
+pub(crate) struct ChangeFilter {
     pub repository: Option<StrOrList>,
     pub project: Option<StrOrList>,
     pub category: Option<StrOrList>,
@@ -230,10 +231,10 @@ pub struct ChangeFilter {
 }
 
 /// The values a nightly field accepts; `None` = every value.
-pub type CronSet = Option<Vec<u32>>;
+pub(crate) type CronSet = Option<Vec<u32>>;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Nightly {
+pub(crate) struct Nightly {
     /// The branch to build (and, with only_if_changed, to watch).
     pub branch: Option<String>,
     /// Default `[0]` (Buildbot's Nightly); the others default to every.
@@ -248,7 +249,7 @@ pub struct Nightly {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ForceScheduler {
+pub(crate) struct ForceScheduler {
     /// The form's default branch.
     pub branch: Option<String>,
     /// The form's default reason.
@@ -263,7 +264,7 @@ pub struct ForceScheduler {
 /// StringParameter, TextParameter, IntParameter, BooleanParameter,
 /// ChoiceStringParameter, FixedParameter).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ForceParam {
+pub(crate) struct ForceParam {
     pub name: String,
     /// Shown next to the field.
     pub label: String,
@@ -274,7 +275,7 @@ pub struct ForceParam {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum ParamKind {
+pub(crate) enum ParamKind {
     /// One line; the value must match `regex` (whole value).
     String {
         regex: Option<Pattern>,
@@ -295,7 +296,7 @@ pub enum ParamKind {
 /// What a force request asks for, checked against the scheduler's
 /// parameters (see [`ForceScheduler::force_values`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ForcedBuild {
+pub(crate) struct ForcedBuild {
     pub branch: Option<String>,
     pub revision: Option<String>,
     pub reason: String,
@@ -316,7 +317,10 @@ impl ForceParam {
 
     /// Checks and converts a submitted value (JSON, or the string a form
     /// posts) into the typed value. `None` = not submitted.
-    pub fn coerce(&self, value: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
+    pub(crate) fn coerce(
+        &self,
+        value: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
         use serde_json::Value as J;
         let name = &self.name;
         let v = match (&self.kind, value) {
@@ -385,7 +389,7 @@ impl ForceParam {
 impl ForceScheduler {
     /// Every field of the force form in order: branch, revision, reason (the
     /// built-ins, strings), then the configured typed properties.
-    pub fn force_parameters(&self) -> Vec<ForceParam> {
+    pub(crate) fn force_parameters(&self) -> Vec<ForceParam> {
         let mut out = vec![
             ForceParam::builtin("branch", "Branch", self.branch.as_deref()),
             ForceParam::builtin("revision", "Revision", None),
@@ -397,7 +401,7 @@ impl ForceScheduler {
 
     /// Checks submitted force values (JSON-RPC `params`, or form fields as
     /// strings) against [`Self::force_parameters`]; every problem is listed.
-    pub fn force_values(
+    pub(crate) fn force_values(
         &self,
         submitted: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<ForcedBuild, Vec<String>> {
@@ -444,14 +448,14 @@ pub struct Builder {
     /// Directory under the worker's base dir (`workerbuilddir`, default the
     /// builder's name).
     pub builddir: String,
-    pub steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
     /// Merge queued requests for the same source into the newest one
     /// (Buildbot's collapseRequests).
     pub collapse_requests: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub(crate) struct Step {
     /// As shown in the UI: `name`, else "git" for a git step or the
     /// command's first word (without its directory), else `step<index>`.
     pub name: String,
@@ -470,7 +474,7 @@ pub struct Step {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum StepKind {
+pub(crate) enum StepKind {
     Git {
         repourl: String,
         mode: GitMode,
@@ -487,7 +491,7 @@ pub enum StepKind {
 
 /// How a git step updates its checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GitMode {
+pub(crate) enum GitMode {
     Incremental,
     /// A fresh clone.
     Full,
@@ -495,7 +499,7 @@ pub enum GitMode {
 
 impl GitMode {
     /// As written in master.cfg and sent to the worker.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             GitMode::Incremental => "incremental",
             GitMode::Full => "full",
@@ -505,7 +509,7 @@ impl GitMode {
 
 impl Step {
     /// Whether git output (the `got_revision` header) comes from this step.
-    pub fn is_git(&self) -> bool {
+    pub(crate) fn is_git(&self) -> bool {
         match self.kind {
             StepKind::Git { .. } => true,
             StepKind::Shell { .. } => false,
@@ -516,8 +520,9 @@ impl Step {
 impl Builder {
     /// The names of the steps in order, made unique the way Buildbot does it
     /// (a second "test" becomes "test_1").
-    pub fn step_names(&self) -> Vec<String> {
-        let mut seen: HashMap<String, usize> = HashMap::new();
+    #[cfg(test)]
+    pub(crate) fn step_names(&self) -> Vec<String> {
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
         let mut names = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
             let mut name = step.name.clone();
@@ -532,7 +537,7 @@ impl Builder {
     }
 
     /// The repository the builder's first git step checks out.
-    pub fn git_repourl(&self) -> Option<&str> {
+    pub(crate) fn git_repourl(&self) -> Option<&str> {
         self.steps.iter().find_map(|s| match &s.kind {
             StepKind::Git { repourl, .. } => Some(repourl.as_str()),
             StepKind::Shell { .. } => None,
@@ -544,7 +549,7 @@ impl Builder {
 // Reporters and change sources
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     /// Only report builds of these builders (empty: all).
     pub builders: Vec<String>,
     /// Check the server's TLS certificate.
@@ -553,14 +558,14 @@ pub struct Reporter {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum ReporterKind {
+pub(crate) enum ReporterKind {
     GiteaStatus(GiteaStatus),
     Mail(Mail),
 }
 
 impl ReporterKind {
     /// The `type` as written in master.cfg.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             ReporterKind::GiteaStatus(_) => "gitea_status",
             ReporterKind::Mail(_) => "mail",
@@ -569,13 +574,13 @@ impl ReporterKind {
 }
 
 impl Reporter {
-    pub fn reports_on(&self, builder: &str) -> bool {
+    pub(crate) fn reports_on(&self, builder: &str) -> bool {
         self.builders.is_empty() || self.builders.iter().any(|b| b == builder)
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct GiteaStatus {
+pub(crate) struct GiteaStatus {
     /// An http(s) URL.
     pub base_url: String,
     pub token: Secret,
@@ -586,7 +591,7 @@ pub struct GiteaStatus {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mail {
+pub(crate) struct Mail {
     pub smtp_host: String,
     /// Default 587 with STARTTLS, else 25.
     pub smtp_port: u16,
@@ -601,7 +606,7 @@ pub struct Mail {
 
 /// Buildbot's MailNotifier modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailMode {
+pub(crate) enum MailMode {
     All,
     Failing,
     Passing,
@@ -614,7 +619,7 @@ pub enum MailMode {
 
 impl MailMode {
     /// Every mode with its name in master.cfg.
-    pub const ALL: [(&'static str, MailMode); 8] = [
+    pub(crate) const ALL: [(&'static str, MailMode); 8] = [
         ("all", MailMode::All),
         ("failing", MailMode::Failing),
         ("passing", MailMode::Passing),
@@ -628,7 +633,7 @@ impl MailMode {
 
 /// A secret given inline or in a file relative to the master directory.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Secret {
+pub(crate) enum Secret {
     Inline(String),
     File(String),
 }
@@ -636,7 +641,7 @@ pub enum Secret {
 impl Secret {
     /// The secret, read from its file if it is in one (trimmed of the
     /// trailing newline editors add).
-    pub fn read(&self, master_dir: &Path) -> anyhow::Result<String> {
+    pub(crate) fn read(&self, master_dir: &Path) -> anyhow::Result<String> {
         match self {
             Secret::Inline(s) => Ok(s.clone()),
             Secret::File(f) => {
@@ -656,12 +661,12 @@ impl Secret {
 
 /// A `[[change_source]]` entry (Buildbot's `c['change_source']`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum ChangeSource {
+pub(crate) enum ChangeSource {
     GitPoller(GitPoller),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct GitPoller {
+pub(crate) struct GitPoller {
     /// Names the poller's state in the database (default: the repourl).
     pub name: String,
     pub repourl: String,
@@ -679,7 +684,7 @@ pub struct GitPoller {
 
 impl LoggingCfg {
     /// What `daemon::init_logging_with` needs.
-    pub fn log_options(&self) -> crate::daemon::LogOptions {
+    pub(crate) fn log_options(&self) -> crate::daemon::LogOptions {
         crate::daemon::LogOptions {
             level: self.level.clone(),
             rotate_length: self.rotate_length,
@@ -707,20 +712,20 @@ impl Config {
         w
     }
 
-    pub fn builder(&self, name: &str) -> Option<&Builder> {
+    pub(crate) fn builder(&self, name: &str) -> Option<&Builder> {
         self.builders.iter().find(|b| b.name == name)
     }
 
-    pub fn worker(&self, name: &str) -> Option<&WorkerCfg> {
+    pub(crate) fn worker(&self, name: &str) -> Option<&WorkerCfg> {
         self.workers.iter().find(|w| w.name == name)
     }
 
-    pub fn scheduler(&self, name: &str) -> Option<&Scheduler> {
+    pub(crate) fn scheduler(&self, name: &str) -> Option<&Scheduler> {
         self.schedulers.iter().find(|s| s.name == name)
     }
 
     /// The force scheduler named `name`, if there is one.
-    pub fn force_scheduler(&self, name: &str) -> Option<&ForceScheduler> {
+    pub(crate) fn force_scheduler(&self, name: &str) -> Option<&ForceScheduler> {
         self.scheduler(name).and_then(|s| s.kind.force())
     }
 }

@@ -208,19 +208,19 @@ pub(crate) struct SchedulerCfg {
 /// A string or a list of strings (e.g. a filter's accepted values).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged, expecting = "expected a string or a list of strings")]
-pub enum StrOrList {
+pub(crate) enum StrOrList {
     One(String),
     Many(Vec<String>),
 }
 
 impl StrOrList {
-    pub fn values(&self) -> Vec<&str> {
+    pub(crate) fn values(&self) -> Vec<&str> {
         match self {
             StrOrList::One(s) => vec![s.as_str()],
             StrOrList::Many(v) => v.iter().map(String::as_str).collect(),
         }
     }
-    pub fn contains(&self, x: &str) -> bool {
+    pub(crate) fn contains(&self, x: &str) -> bool {
         self.values().contains(&x)
     }
 }
@@ -239,7 +239,7 @@ const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl CronField {
     /// The accepted values, None for "every"; Err names the bad part.
-    pub fn values(&self, max: u32) -> Result<Option<Vec<u32>>, String> {
+    pub(super) fn values(&self, max: u32) -> Result<Option<Vec<u32>>, String> {
         let check = |v: u32| {
             if v <= max {
                 Ok(v)
@@ -407,7 +407,7 @@ pub(crate) struct StepCfg {
 /// fill up with old logs because nobody knew cleanup existed. A horizon of 0
 /// keeps that kind of data forever.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct JanitorCfg {
+pub(crate) struct JanitorCfg {
     /// Finished builds older than this (days since they finished) are
     /// deleted with their steps, logs and log files; their requests,
     /// buildsets and changes go when nothing refers to them any more.
@@ -449,7 +449,7 @@ impl Default for JanitorCfg {
 /// `buildbot.tac` (`rotateLength`, `maxRotatedFiles`); here they live with
 /// the rest of the config. Read at start only.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct LoggingCfg {
+pub(crate) struct LoggingCfg {
     /// env_logger filter (`info`, `debug`, `info,minibot::web::www=debug`); the
     /// `RUST_LOG` environment variable wins when it is set.
     #[serde(default = "default_log_level")]
@@ -487,7 +487,7 @@ impl Default for LoggingCfg {
     untagged,
     expecting = "expected a string (run by /bin/sh) or a list of strings (argv)"
 )]
-pub enum Command {
+pub(crate) enum Command {
     Argv(Vec<String>),
     Shell(String),
 }

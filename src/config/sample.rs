@@ -282,10 +282,10 @@ log_horizon_days = 30
 /// The Gitea secret in [`SAMPLE`]: Buildbot's documented example, so
 /// published. `create-master` replaces it with a random one
 /// ([`sample_with_secrets`]); checkconfig warns when a config still has it.
-pub const SAMPLE_GITEA_SECRET: &str = "SomeSecretPassPhraseToAuthenticateGitea";
+pub(crate) const SAMPLE_GITEA_SECRET: &str = "SomeSecretPassPhraseToAuthenticateGitea";
 
 /// The worker password placeholder in [`SAMPLE`], replaced the same way.
-pub const SAMPLE_WORKER_PASSWORD: &str = "REPLACED-BY-CREATE-MASTER";
+pub(crate) const SAMPLE_WORKER_PASSWORD: &str = "REPLACED-BY-CREATE-MASTER";
 
 /// [`SAMPLE`] with its published Gitea secret and placeholder worker
 /// password replaced (the placeholder also in the create-worker example

@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// The shortest secret without a warning (defined in `protocol`, which the
 /// worker shares).
-pub use crate::protocol::MIN_SECRET_LEN;
+pub(crate) use crate::protocol::MIN_SECRET_LEN;
 
 /// `n` random bytes from the OS as lowercase hex (2n characters).
 pub fn random_hex(n: usize) -> anyhow::Result<String> {

@@ -6,6 +6,7 @@
 //! types; SQL text is only ever assembled here, from static descriptions.
 
 use super::Conn;
+use crate::model::{BuildId, LogId};
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
@@ -64,7 +65,7 @@ impl Parent {
 /// Most items one collection answer holds, asked for or not: bounds the
 /// memory and time of `/builds` on a master with years of history. The
 /// caller sees `meta.total` and pages with `offset`.
-pub const MAX_LIMIT: i64 = 10_000;
+pub(crate) const MAX_LIMIT: i64 = 10_000;
 
 /// How a field is read from SQL, rendered to JSON, and filtered.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -698,7 +699,7 @@ fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Result<Value, serde_json::E
 }
 
 /// The log's build (for its file path) and line count.
-pub(crate) fn log_info(conn: &Conn, logid: i64) -> Result<Option<(i64, i64)>, ApiError> {
+pub(crate) fn log_info(conn: &Conn, logid: LogId) -> Result<Option<(BuildId, i64)>, ApiError> {
     let mut stmt = conn.raw.prepare_cached(
         "SELECT s.buildid, l.num_lines FROM logs l JOIN steps s ON s.stepid = l.stepid \
          WHERE l.logid = ?1",

@@ -9,9 +9,9 @@ use rusqlite::{params, OptionalExtension};
 /// Closes builds of `workerid` (or of every worker when None) that are still
 /// running as RETRY and puts their requests back on the queue. Used at start
 /// (the previous master died) and when a worker is lost.
-pub(crate) fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<Vec<i64>> {
+pub(crate) fn retry_running_builds(conn: &Tx, workerid: Option<WorkerId>) -> Result<Vec<BuildId>> {
     let now = crate::model::now();
-    let ids: Vec<i64> = {
+    let ids: Vec<BuildId> = {
         let mut st = conn.raw.prepare_cached(
             "SELECT buildid FROM builds WHERE complete_at IS NULL
              AND (?1 IS NULL OR workerid = ?1)",
@@ -54,7 +54,7 @@ pub(crate) fn retry_running_builds(conn: &Tx, workerid: Option<i64>) -> Result<V
 /// with. Only the master's build code calls this, from the git step's own
 /// report, so the property (with that source) names what was built, not
 /// what a request asked for.
-pub(crate) fn set_got_revision(conn: &Tx, buildid: i64, sha: &str, source: &str) -> Result<()> {
+pub(crate) fn set_got_revision(conn: &Tx, buildid: BuildId, sha: &str, source: &str) -> Result<()> {
     conn.raw.prepare_cached(
         "UPDATE builds SET properties = json_set(properties, '$.got_revision', json_array(?2, ?3))
          WHERE buildid = ?1",
@@ -67,7 +67,7 @@ pub(crate) fn set_got_revision(conn: &Tx, buildid: i64, sha: &str, source: &str)
 /// when that was the buildset's last request.
 pub(crate) fn finish_build(
     conn: &Tx,
-    buildid: i64,
+    buildid: BuildId,
     results: BuildResult,
     state: &str,
 ) -> Result<()> {
@@ -78,7 +78,7 @@ pub(crate) fn finish_build(
          WHERE buildid = ?1 AND complete_at IS NULL",
         )?
         .execute(params![buildid, now, results, state])?;
-    let (brid, bsid): (i64, i64) = conn
+    let (brid, bsid): (RequestId, BuildsetId) = conn
         .raw
         .prepare_cached(
             "SELECT br.buildrequestid, br.buildsetid FROM builds b
@@ -95,7 +95,12 @@ pub(crate) fn finish_build(
 }
 
 /// Starts a step and its stdio log; returns (stepid, logid).
-pub(crate) fn start_step(conn: &Tx, buildid: i64, number: u32, name: &str) -> Result<(i64, i64)> {
+pub(crate) fn start_step(
+    conn: &Tx,
+    buildid: BuildId,
+    number: u32,
+    name: &str,
+) -> Result<(StepId, LogId)> {
     let now = crate::model::now();
     conn.raw
         .prepare_cached(
@@ -109,13 +114,13 @@ pub(crate) fn start_step(conn: &Tx, buildid: i64, number: u32, name: &str) -> Re
             now,
             format!("{name} running")
         ])?;
-    let stepid = conn.raw.last_insert_rowid();
+    let stepid = StepId(conn.raw.last_insert_rowid());
     conn.raw
         .prepare_cached(
             "INSERT INTO logs(stepid, name, slug, type) VALUES (?1, 'stdio', 'stdio', 's')",
         )?
         .execute([stepid])?;
-    let logid = conn.raw.last_insert_rowid();
+    let logid = LogId(conn.raw.last_insert_rowid());
     conn.raw
         .prepare_cached("UPDATE builds SET state_string = ?2 WHERE buildid = ?1")?
         .execute(params![buildid, format!("building: {name}")])?;
@@ -124,12 +129,12 @@ pub(crate) fn start_step(conn: &Tx, buildid: i64, number: u32, name: &str) -> Re
 
 /// Log totals as the master has written them.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LogTotals {
+pub(crate) struct LogTotals {
     pub num_lines: i64,
     pub size: i64,
 }
 
-pub(crate) fn update_log(conn: &Tx, logid: i64, t: LogTotals, complete: bool) -> Result<()> {
+pub(crate) fn update_log(conn: &Tx, logid: LogId, t: LogTotals, complete: bool) -> Result<()> {
     conn.raw
         .prepare_cached(
             "UPDATE logs SET num_lines = ?2, size = ?3, complete = ?4 WHERE logid = ?1",
@@ -138,7 +143,12 @@ pub(crate) fn update_log(conn: &Tx, logid: i64, t: LogTotals, complete: bool) ->
     Ok(())
 }
 
-pub(crate) fn finish_step(conn: &Tx, stepid: i64, results: BuildResult, state: &str) -> Result<()> {
+pub(crate) fn finish_step(
+    conn: &Tx,
+    stepid: StepId,
+    results: BuildResult,
+    state: &str,
+) -> Result<()> {
     conn.raw
         .prepare_cached(
             "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE stepid = ?1",
@@ -148,7 +158,7 @@ pub(crate) fn finish_step(conn: &Tx, stepid: i64, results: BuildResult, state: &
 }
 
 /// Whether a build has ended; None when there is no such build.
-pub(crate) fn build_complete(conn: &Conn, buildid: i64) -> Result<Option<bool>> {
+pub(crate) fn build_complete(conn: &Conn, buildid: BuildId) -> Result<Option<bool>> {
     Ok(conn
         .raw
         .prepare_cached("SELECT complete_at IS NOT NULL FROM builds WHERE buildid = ?1")?
@@ -158,7 +168,11 @@ pub(crate) fn build_complete(conn: &Conn, buildid: i64) -> Result<Option<bool>> 
 
 /// The id of build `number` of a builder named by name or id (an id
 /// wins when a name is also some builder's id, as in the API's paths).
-pub(crate) fn build_id_by_number(conn: &Conn, builder: &str, number: i64) -> Result<Option<i64>> {
+pub(crate) fn build_id_by_number(
+    conn: &Conn,
+    builder: &str,
+    number: i64,
+) -> Result<Option<BuildId>> {
     Ok(conn
         .raw
         .prepare_cached(

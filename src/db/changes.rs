@@ -12,12 +12,12 @@ pub fn insert_changes(
     conn: &Tx,
     changes: &[NewChange],
     delivery: Option<&str>,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<ChangeId>> {
     if let Some(d) = delivery {
         let mut st = conn
             .raw
             .prepare_cached("SELECT changeid FROM changes WHERE delivery = ?1 ORDER BY changeid")?;
-        let old: Vec<i64> = st
+        let old: Vec<ChangeId> = st
             .query_map([d], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         if !old.is_empty() {
@@ -53,15 +53,15 @@ pub fn insert_changes(
                 json(&props)?,
                 delivery,
             ])?;
-        ids.push(conn.raw.last_insert_rowid());
+        ids.push(ChangeId(conn.raw.last_insert_rowid()));
     }
     Ok(ids)
 }
 
 /// A stored change, as the scheduler needs it.
 #[derive(Debug, Clone)]
-pub struct ChangeRow {
-    pub changeid: i64,
+pub(crate) struct ChangeRow {
+    pub changeid: ChangeId,
     pub branch: Option<String>,
     pub revision: Option<String>,
     pub repository: String,
@@ -121,7 +121,7 @@ pub(crate) fn schedulers_holding_changes(conn: &Conn) -> Result<Vec<String>> {
 
 /// A scheduler's tree-stable timer (or nightly `only_if_changed`) holds
 /// these changes until it fires; held again, a change stays held once.
-pub(crate) fn hold_changes(conn: &Tx, held: &[(String, i64)]) -> Result<()> {
+pub(crate) fn hold_changes(conn: &Tx, held: &[(String, ChangeId)]) -> Result<()> {
     for (scheduler, changeid) in held {
         conn.raw
             .prepare_cached(
@@ -133,7 +133,7 @@ pub(crate) fn hold_changes(conn: &Tx, held: &[(String, i64)]) -> Result<()> {
 }
 
 /// The scheduler has classified these changes: they are no longer pending.
-pub(crate) fn mark_scheduled(conn: &Tx, changeids: &[i64]) -> Result<()> {
+pub(crate) fn mark_scheduled(conn: &Tx, changeids: &[ChangeId]) -> Result<()> {
     for id in changeids {
         conn.raw
             .prepare_cached("UPDATE changes SET scheduled = 1 WHERE changeid = ?1")?

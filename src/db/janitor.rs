@@ -3,7 +3,9 @@
 //! they used, and which builds still exist for the log files on disk.
 
 use super::{Conn, Tx};
+use crate::model::{BuildId, BuildsetId, ChangeId, LogId, RequestId};
 use anyhow::Result;
+use rusqlite::types::FromSql;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 
@@ -22,7 +24,7 @@ pub struct PruneCounts {
 
 impl PruneCounts {
     /// Adds another batch's counts.
-    pub fn add(&mut self, c: &PruneCounts) {
+    pub(crate) fn add(&mut self, c: &PruneCounts) {
         self.builds += c.builds;
         self.steps += c.steps;
         self.logs += c.logs;
@@ -32,13 +34,13 @@ impl PruneCounts {
     }
 }
 
-fn json_ids(ids: &[i64]) -> String {
+fn json_ids<T: serde::Serialize>(ids: &[T]) -> String {
     // Infallible for integers; "[]" would only make the batch a no-op.
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
 /// Ids from a one-column query.
-fn ids(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<i64>> {
+fn ids<T: FromSql>(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<T>> {
     let mut st = conn.prepare_cached(sql)?;
     let rows = st.query_map(params, |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -52,13 +54,13 @@ fn delete_in(c: &Connection, table: &str, col: &str, ids_json: &str) -> Result<u
 }
 
 /// `SELECT DISTINCT col FROM table WHERE key IN (ids as a JSON array)`.
-fn distinct_in(
+fn distinct_in<T: FromSql>(
     c: &Connection,
     col: &str,
     table: &str,
     key: &str,
     ids_json: &str,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<T>> {
     let sql = format!(
         "SELECT DISTINCT {col} FROM {table} WHERE {key} IN (SELECT value FROM json_each(?1))"
     );
@@ -74,9 +76,9 @@ const PRUNABLE_BUILD: &str = "b.complete_at IS NOT NULL AND b.complete_at < ?1
 pub(crate) fn prunable_builds(
     conn: &Conn,
     cutoff: i64,
-    after: i64,
+    after: BuildId,
     limit: i64,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<BuildId>> {
     let sql = format!(
         "SELECT b.buildid FROM builds b WHERE {PRUNABLE_BUILD} AND b.buildid > ?2
          ORDER BY b.buildid LIMIT ?3"
@@ -89,9 +91,9 @@ pub(crate) fn prunable_builds(
 pub(crate) fn prunable_requests(
     conn: &Conn,
     cutoff: i64,
-    after: i64,
+    after: RequestId,
     limit: i64,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<RequestId>> {
     ids(
         &conn.raw,
         "SELECT br.buildrequestid FROM buildrequests br
@@ -105,8 +107,8 @@ pub(crate) fn prunable_requests(
 /// Of `buildids`, those in the database, with when each finished.
 pub(crate) fn builds_complete_at(
     conn: &Conn,
-    buildids: &[i64],
-) -> Result<HashMap<i64, Option<i64>>> {
+    buildids: &[BuildId],
+) -> Result<HashMap<BuildId, Option<i64>>> {
     let mut st = conn.raw.prepare_cached(
         "SELECT buildid, complete_at FROM builds WHERE buildid IN (SELECT value FROM json_each(?1))",
     )?;
@@ -115,7 +117,7 @@ pub(crate) fn builds_complete_at(
 }
 
 /// A deleted build's id and the ids of its logs.
-pub type BuildLogs = (i64, Vec<i64>);
+pub(crate) type BuildLogs = (BuildId, Vec<LogId>);
 
 /// Deletes the given builds (those still prunable) and
 /// then whatever referred only to them. `extra_requests` are requests
@@ -125,13 +127,13 @@ pub type BuildLogs = (i64, Vec<i64>);
 pub(crate) fn delete_old(
     tx: &Tx,
     cutoff: i64,
-    buildids: &[i64],
-    extra_requests: &[i64],
+    buildids: &[BuildId],
+    extra_requests: &[RequestId],
 ) -> Result<(PruneCounts, Vec<BuildLogs>)> {
     let c = &tx.raw;
     let mut n = PruneCounts::default();
     // Checked again here: the reader's view may be a moment old.
-    let builds = ids(
+    let builds: Vec<BuildId> = ids(
         c,
         &format!(
             "SELECT b.buildid FROM builds b
@@ -140,16 +142,17 @@ pub(crate) fn delete_old(
         params![cutoff, json_ids(buildids)],
     )?;
     let b_json = json_ids(&builds);
-    let mut requests = distinct_in(c, "buildrequestid", "builds", "buildid", &b_json)?;
+    let mut requests: Vec<RequestId> =
+        distinct_in(c, "buildrequestid", "builds", "buildid", &b_json)?;
     requests.extend_from_slice(extra_requests);
-    let mut logids: std::collections::BTreeMap<i64, Vec<i64>> =
+    let mut logids: std::collections::BTreeMap<BuildId, Vec<LogId>> =
         builds.iter().map(|&b| (b, vec![])).collect();
     {
         let mut st = c.prepare_cached(
             "SELECT s.buildid, l.logid FROM logs l JOIN steps s USING (stepid)
              WHERE s.buildid IN (SELECT value FROM json_each(?1))",
         )?;
-        let rows = st.query_map([&b_json], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
+        let rows = st.query_map([&b_json], |r| Ok((r.get::<_, BuildId>(0)?, r.get(1)?)))?;
         for row in rows {
             let (b, l) = row?;
             logids.entry(b).or_default().push(l);
@@ -167,7 +170,7 @@ pub(crate) fn delete_old(
 
     // Requests: complete, old, and without a build any more (a retried
     // request may still have a newer build).
-    let gone_requests = ids(
+    let gone_requests: Vec<RequestId> = ids(
         c,
         "SELECT br.buildrequestid FROM buildrequests br
          WHERE br.buildrequestid IN (SELECT value FROM json_each(?1))
@@ -176,11 +179,12 @@ pub(crate) fn delete_old(
         params![json_ids(&requests), cutoff],
     )?;
     let r_json = json_ids(&gone_requests);
-    let buildsets = distinct_in(c, "buildsetid", "buildrequests", "buildrequestid", &r_json)?;
+    let buildsets: Vec<BuildsetId> =
+        distinct_in(c, "buildsetid", "buildrequests", "buildrequestid", &r_json)?;
     n.buildrequests = delete_in(c, "buildrequests", "buildrequestid", &r_json)?;
 
     // Buildsets: complete and without requests left.
-    let gone_sets = ids(
+    let gone_sets: Vec<BuildsetId> = ids(
         c,
         "SELECT bs.buildsetid FROM buildsets bs
          WHERE bs.buildsetid IN (SELECT value FROM json_each(?1)) AND bs.complete = 1
@@ -188,7 +192,8 @@ pub(crate) fn delete_old(
         [json_ids(&buildsets)],
     )?;
     let s_json = json_ids(&gone_sets);
-    let changes = distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
+    let changes: Vec<ChangeId> =
+        distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
     delete_in(c, "buildset_changes", "buildsetid", &s_json)?;
     n.buildsets = delete_in(c, "buildsets", "buildsetid", &s_json)?;
 

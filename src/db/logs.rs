@@ -1,6 +1,7 @@
 //! Where log text lives: files under the master directory, named by build
 //! and log id (the `logs` table holds only their metadata).
 
+use crate::model::{BuildId, LogId};
 use std::path::{Path, PathBuf};
 
 /// The directory of the log files, under the master directory.
@@ -12,14 +13,14 @@ pub fn log_root(master_dir: &Path) -> PathBuf {
 /// directory for all builds: a directory per build cost an inode
 /// allocation (`mkdir`) per build, a large part of the master's CPU per
 /// build on ext4 (docs/performance.md).
-pub(crate) fn new_log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
+pub(crate) fn new_log_path(master_dir: &Path, buildid: BuildId, logid: LogId) -> PathBuf {
     log_root(master_dir).join(format!("{buildid}-{logid}.log"))
 }
 
 /// Where the text of an existing log is: `new_log_path`, or for a log
 /// written by an older minibot (a directory per build) its
 /// `logs/<buildid>/<logid>.log`, when only that file exists.
-pub(crate) fn log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
+pub(crate) fn log_path(master_dir: &Path, buildid: BuildId, logid: LogId) -> PathBuf {
     let path = new_log_path(master_dir, buildid, logid);
     if path.exists() {
         return path;
@@ -33,13 +34,13 @@ pub(crate) fn log_path(master_dir: &Path, buildid: i64, logid: i64) -> PathBuf {
 }
 
 /// The per-build log directory older minibots wrote.
-pub(crate) fn legacy_log_dir(master_dir: &Path, buildid: i64) -> PathBuf {
+pub(crate) fn legacy_log_dir(master_dir: &Path, buildid: BuildId) -> PathBuf {
     log_root(master_dir).join(buildid.to_string())
 }
 
 /// The build a name in `log_root` belongs to: `<buildid>-<logid>.log`, or
 /// an older minibot's `<buildid>` directory.
-pub fn log_entry_build(name: &str) -> Option<i64> {
+pub fn log_entry_build(name: &str) -> Option<BuildId> {
     let Some(stem) = name.strip_suffix(".log") else {
         return name.parse().ok();
     };

@@ -7,7 +7,8 @@
 //! handles [`Conn`] (reads) and [`Tx`] (writes; it reads too), the query
 //! functions that take them, and the view structs those return (`Props`,
 //! `SourceStamp`, `ChangeRow`, `PendingRequest`, `BuildReport`, `BuildRow`,
-//! ..., the API's typed query in `db::api`). Ids are the database's keys as
+//! ..., the API's typed query in `db::api`). Ids are the database's keys,
+//! typed (`model::BuildId`, `RequestId`, ...; `ids` stores them), as
 //! returned by the functions that create rows, never `last_insert_rowid`
 //! or a rowid in a caller; errors are `anyhow` errors with context, never
 //! SQLite error codes; transaction control (`BEGIN IMMEDIATE`, savepoints)
@@ -37,6 +38,7 @@
 pub(crate) mod api;
 mod builds;
 mod changes;
+mod ids;
 mod janitor;
 mod logs;
 mod pages;
@@ -48,20 +50,22 @@ mod users;
 mod workers;
 mod writer;
 
-pub use builds::*;
+pub(crate) use builds::*;
 pub use changes::*;
-pub use janitor::*;
+pub(crate) use janitor::*;
 pub use logs::*;
-pub use pages::*;
-pub use reports::*;
-pub use requests::*;
+pub(crate) use pages::*;
+pub(crate) use reports::*;
+pub(crate) use requests::*;
 pub use schema::*;
 pub(crate) use state::*;
 pub use users::*;
 pub use workers::*;
 use writer::{writer_loop, Job};
 
-use crate::model::BuildResult;
+use crate::model::{
+    BuildId, BuildResult, BuilderId, BuildsetId, ChangeId, LogId, RequestId, StepId, WorkerId,
+};
 use anyhow::{Context, Result};
 use crossbeam_channel::{unbounded, Sender};
 use rusqlite::Connection;
@@ -106,7 +110,7 @@ const MAX_IDLE_READERS: usize = 4;
 
 /// A read-only connection lent by [`Store::reader`]; back to the pool on
 /// drop.
-pub struct Reader {
+pub(crate) struct Reader {
     conn: Option<Conn>,
     idle: Arc<Mutex<Vec<Conn>>>,
 }
@@ -169,14 +173,15 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// A read-only connection of its own, for a thread that reads all its
     /// life (scheduler, botmaster, a live page): not from the pool, so it
     /// never waits for one and keeps its statement cache.
-    pub fn own_reader(&self) -> Result<Conn> {
+    pub(crate) fn own_reader(&self) -> Result<Conn> {
         open_read_only(&self.path)
     }
 
@@ -186,7 +191,7 @@ impl Store {
     /// once (one, when they come one at a time), not one per thread from
     /// the start; each costs its schema, lookaside and page cache in RSS,
     /// and opening it reads the schema.
-    pub fn reader(&self) -> Result<Reader> {
+    pub(crate) fn reader(&self) -> Result<Reader> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {
             Some(c) => c,
@@ -205,7 +210,7 @@ impl Store {
     /// read the schema again; the others, left from reads that overlapped,
     /// are closed. For when the master has gone quiet (the botmaster calls
     /// it): the writer's part is one small job on the store thread.
-    pub fn release_memory(&self) -> Result<()> {
+    pub(crate) fn release_memory(&self) -> Result<()> {
         let mut idle =
             std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner())).into_iter();
         // Outside the lock: a request meanwhile opens a reader of its own.
@@ -231,11 +236,11 @@ impl Store {
 }
 
 /// Properties in the API's shape: name → (value, source).
-pub type Props = BTreeMap<String, (serde_json::Value, String)>;
+pub(crate) type Props = BTreeMap<String, (serde_json::Value, String)>;
 
 /// What a buildset builds: Buildbot's source stamp, inline.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceStamp {
+pub(crate) struct SourceStamp {
     pub branch: Option<String>,
     pub revision: Option<String>,
     pub repository: String,
@@ -409,12 +414,12 @@ mod tests {
                    complete_at, results) VALUES (7, 1, 1, 1, 0, 1, 9);",
             )
             .unwrap();
-        let err = build_by_id(&conn, 7).unwrap_err().to_string();
+        let err = build_by_id(&conn, BuildId(7)).unwrap_err().to_string();
         assert!(
             err.contains("unknown result code 9 in builds 7, column results"),
             "{err}"
         );
-        let err = build_report(&conn, 7).unwrap_err().to_string();
+        let err = build_report(&conn, BuildId(7)).unwrap_err().to_string();
         assert!(err.contains("builds 7"), "{err}");
     }
 

@@ -2,14 +2,16 @@
 //! read: one view struct per table a page shows.
 
 use super::{json_col, result_col, Conn, Props};
-use crate::model::BuildResult;
+use crate::model::{
+    BuildId, BuildResult, BuilderId, BuildsetId, ChangeId, LogId, RequestId, StepId, WorkerId,
+};
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
 use std::collections::BTreeMap;
 
 /// A configured builder and its newest build, for the home page.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuilderSummary {
+pub(crate) struct BuilderSummary {
     pub name: String,
     pub last: Option<LastBuild>,
 }
@@ -17,7 +19,7 @@ pub struct BuilderSummary {
 /// A builder's newest build: number, result, finished?, and when it
 /// finished (or started, while running).
 #[derive(Debug, Clone, PartialEq)]
-pub struct LastBuild {
+pub(crate) struct LastBuild {
     pub number: i64,
     pub results: Option<BuildResult>,
     pub complete: bool,
@@ -54,7 +56,7 @@ pub(crate) fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
 /// A build in a list: the home page's running and recent builds, a
 /// builder's page.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildListRow {
+pub(crate) struct BuildListRow {
     pub builder: String,
     pub number: i64,
     pub results: Option<BuildResult>,
@@ -108,7 +110,7 @@ pub(crate) fn recent_builds(conn: &Conn, limit: i64) -> Result<Vec<BuildListRow>
 /// A builder's builds, newest first: `limit` after skipping `offset`.
 pub(crate) fn builder_builds(
     conn: &Conn,
-    builderid: i64,
+    builderid: BuilderId,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<BuildListRow>> {
@@ -120,7 +122,7 @@ pub(crate) fn builder_builds(
 }
 
 /// How many builds a builder has.
-pub(crate) fn build_count(conn: &Conn, builderid: i64) -> Result<i64> {
+pub(crate) fn build_count(conn: &Conn, builderid: BuilderId) -> Result<i64> {
     Ok(conn
         .raw
         .prepare_cached("SELECT count(*) FROM builds WHERE builderid = ?1")?
@@ -129,8 +131,8 @@ pub(crate) fn build_count(conn: &Conn, builderid: i64) -> Result<i64> {
 
 /// A queued request (neither claimed nor complete), as the queue shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QueuedRequest {
-    pub buildrequestid: i64,
+pub(crate) struct QueuedRequest {
+    pub buildrequestid: RequestId,
     pub builder: String,
     pub reason: String,
     pub submitted_at: i64,
@@ -140,7 +142,7 @@ pub struct QueuedRequest {
 }
 
 /// How many requests are queued: of every builder, or of one.
-pub(crate) fn queued_count(conn: &Conn, builderid: Option<i64>) -> Result<i64> {
+pub(crate) fn queued_count(conn: &Conn, builderid: Option<BuilderId>) -> Result<i64> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -153,7 +155,7 @@ pub(crate) fn queued_count(conn: &Conn, builderid: Option<i64>) -> Result<i64> {
 /// Queued requests in the order the botmaster takes them, at most `limit`.
 pub(crate) fn queued_requests(
     conn: &Conn,
-    builderid: Option<i64>,
+    builderid: Option<BuilderId>,
     limit: i64,
 ) -> Result<Vec<QueuedRequest>> {
     let mut stmt = conn.raw.prepare_cached(
@@ -180,8 +182,8 @@ pub(crate) fn queued_requests(
 
 /// A builder's page head.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuilderInfo {
-    pub builderid: i64,
+pub(crate) struct BuilderInfo {
+    pub builderid: BuilderId,
     pub description: Option<String>,
     pub tags: Vec<String>,
 }
@@ -203,12 +205,12 @@ pub(crate) fn builder_info(conn: &Conn, name: &str) -> Result<Option<BuilderInfo
 
 /// The columns of a build the build page and its live updates show.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildRow {
-    pub buildid: i64,
+pub(crate) struct BuildRow {
+    pub buildid: BuildId,
     pub number: i64,
     pub builder: String,
     pub worker: Option<String>,
-    pub buildrequestid: i64,
+    pub buildrequestid: RequestId,
     pub started_at: i64,
     pub complete_at: Option<i64>,
     pub results: Option<BuildResult>,
@@ -234,7 +236,7 @@ fn build_row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
     })
 }
 
-pub(crate) fn build_by_id(conn: &Conn, buildid: i64) -> Result<Option<BuildRow>> {
+pub(crate) fn build_by_id(conn: &Conn, buildid: BuildId) -> Result<Option<BuildRow>> {
     Ok(conn
         .raw
         .prepare_cached(&format!("SELECT {BUILD_COLS} WHERE b.buildid = ?1"))?
@@ -255,7 +257,7 @@ pub(crate) fn build_by_number(conn: &Conn, builder: &str, number: i64) -> Result
 
 /// The newest build of a request that is no longer queued (claimed or
 /// complete); None while it is queued, or when it has no build.
-pub(crate) fn request_build(conn: &Conn, brid: i64) -> Result<Option<BuildRow>> {
+pub(crate) fn request_build(conn: &Conn, brid: RequestId) -> Result<Option<BuildRow>> {
     let queued: Option<bool> = conn
         .raw
         .prepare_cached(
@@ -277,8 +279,8 @@ pub(crate) fn request_build(conn: &Conn, brid: i64) -> Result<Option<BuildRow>> 
 
 /// A step and its logs, as the build page shows them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StepRow {
-    pub stepid: i64,
+pub(crate) struct StepRow {
+    pub stepid: StepId,
     pub number: i64,
     pub name: String,
     pub started_at: Option<i64>,
@@ -288,11 +290,11 @@ pub struct StepRow {
     /// The step's links (JSON objects, Buildbot's `urls`).
     pub urls: Vec<serde_json::Value>,
     /// (logid, name, complete)
-    pub logs: Vec<(i64, String, bool)>,
+    pub logs: Vec<(LogId, String, bool)>,
 }
 
 /// The steps of a build with their logs, in order.
-pub(crate) fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
+pub(crate) fn steps_of(conn: &Conn, buildid: BuildId) -> Result<Vec<StepRow>> {
     let mut stmt = conn.raw.prepare_cached(
         "SELECT s.stepid, s.number, s.name, s.started_at, s.complete_at, s.results,
                 s.state_string, s.urls, l.logid, l.name, l.complete
@@ -302,7 +304,7 @@ pub(crate) fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
     let mut steps: Vec<StepRow> = Vec::new();
     let mut rows = stmt.query([buildid])?;
     while let Some(r) = rows.next()? {
-        let stepid: i64 = r.get(0)?;
+        let stepid: StepId = r.get(0)?;
         if steps.last().map(|s| s.stepid) != Some(stepid) {
             let urls: String = r.get(7)?;
             steps.push(StepRow {
@@ -311,13 +313,13 @@ pub(crate) fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
                 name: r.get(2)?,
                 started_at: r.get(3)?,
                 complete_at: r.get(4)?,
-                results: result_col(r, 5, "steps", stepid)?,
+                results: result_col(r, 5, "steps", stepid.0)?,
                 state_string: r.get(6)?,
-                urls: json_col(&urls, "steps", stepid, "urls")?,
+                urls: json_col(&urls, "steps", stepid.0, "urls")?,
                 logs: vec![],
             });
         }
-        if let (Some(logid), Some(step)) = (r.get::<_, Option<i64>>(8)?, steps.last_mut()) {
+        if let (Some(logid), Some(step)) = (r.get::<_, Option<LogId>>(8)?, steps.last_mut()) {
             step.logs.push((logid, r.get(9)?, r.get(10)?));
         }
     }
@@ -326,8 +328,8 @@ pub(crate) fn steps_of(conn: &Conn, buildid: i64) -> Result<Vec<StepRow>> {
 
 /// The buildset a request belongs to, as the build page's "Source" shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildsetInfo {
-    pub buildsetid: i64,
+pub(crate) struct BuildsetInfo {
+    pub buildsetid: BuildsetId,
     pub reason: String,
     pub branch: Option<String>,
     pub revision: Option<String>,
@@ -335,7 +337,7 @@ pub struct BuildsetInfo {
     pub submitted_at: i64,
 }
 
-pub(crate) fn request_buildset(conn: &Conn, brid: i64) -> Result<Option<BuildsetInfo>> {
+pub(crate) fn request_buildset(conn: &Conn, brid: RequestId) -> Result<Option<BuildsetInfo>> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -358,8 +360,8 @@ pub(crate) fn request_buildset(conn: &Conn, brid: i64) -> Result<Option<Buildset
 
 /// A change in a list (a buildset's, the changes page).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChangeListRow {
-    pub changeid: i64,
+pub(crate) struct ChangeListRow {
+    pub changeid: ChangeId,
     pub author: String,
     pub comments: String,
     pub branch: Option<String>,
@@ -386,7 +388,7 @@ fn change_list_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeListRow> {
 /// The newest `limit` changes of a buildset.
 pub(crate) fn buildset_changes(
     conn: &Conn,
-    buildsetid: i64,
+    buildsetid: BuildsetId,
     limit: i64,
 ) -> Result<Vec<ChangeListRow>> {
     let mut stmt = conn.raw.prepare_cached(&format!(
@@ -394,7 +396,7 @@ pub(crate) fn buildset_changes(
          FROM buildset_changes bc JOIN changes c ON c.changeid = bc.changeid
          WHERE bc.buildsetid = ?1 ORDER BY c.changeid DESC LIMIT ?2"
     ))?;
-    let rows = stmt.query_map([buildsetid, limit], change_list_row)?;
+    let rows = stmt.query_map(params![buildsetid, limit], change_list_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -415,16 +417,16 @@ pub(crate) fn change_count(conn: &Conn) -> Result<i64> {
 }
 
 /// A build's properties; an error when there is no such build.
-pub(crate) fn build_properties(conn: &Conn, buildid: i64) -> Result<Props> {
+pub(crate) fn build_properties(conn: &Conn, buildid: BuildId) -> Result<Props> {
     let props: String = conn
         .raw
         .prepare_cached("SELECT properties FROM builds WHERE buildid = ?1")?
         .query_row([buildid], |r| r.get(0))?;
-    Ok(json_col(&props, "builds", buildid, "properties")?)
+    Ok(json_col(&props, "builds", buildid.0, "properties")?)
 }
 
 /// The build a log belongs to.
-pub(crate) fn log_build(conn: &Conn, logid: i64) -> Result<Option<i64>> {
+pub(crate) fn log_build(conn: &Conn, logid: LogId) -> Result<Option<BuildId>> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -436,8 +438,8 @@ pub(crate) fn log_build(conn: &Conn, logid: i64) -> Result<Option<i64>> {
 
 /// A worker as the workers page shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkerRow {
-    pub workerid: i64,
+pub(crate) struct WorkerRow {
+    pub workerid: WorkerId,
     pub name: String,
     pub connected: bool,
     pub paused: bool,
@@ -484,7 +486,7 @@ pub(crate) fn worker_list(conn: &Conn) -> Result<Vec<WorkerRow>> {
 
 /// A build request as its own page shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RequestInfo {
+pub(crate) struct RequestInfo {
     pub builder: String,
     pub reason: String,
     pub submitted_at: i64,
@@ -493,7 +495,7 @@ pub struct RequestInfo {
     pub claimed_at: Option<i64>,
 }
 
-pub(crate) fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>> {
+pub(crate) fn request_info(conn: &Conn, brid: RequestId) -> Result<Option<RequestInfo>> {
     Ok(conn
         .raw
         .prepare_cached(
@@ -507,7 +509,7 @@ pub(crate) fn request_info(conn: &Conn, brid: i64) -> Result<Option<RequestInfo>
                 reason: r.get(1)?,
                 submitted_at: r.get(2)?,
                 complete: r.get(3)?,
-                results: result_col(r, 4, "buildrequests", brid)?,
+                results: result_col(r, 4, "buildrequests", brid.0)?,
                 claimed_at: r.get(5)?,
             })
         })

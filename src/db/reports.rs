@@ -7,14 +7,11 @@ use rusqlite::{params, OptionalExtension};
 
 /// What a reporter says about a build.
 #[derive(Debug, Clone, Default)]
-pub struct BuildReport {
-    pub buildid: i64,
-    pub builderid: i64,
+pub(crate) struct BuildReport {
+    pub builderid: BuilderId,
     pub builder: String,
     pub number: i64,
     pub worker: Option<String>,
-    pub started_at: i64,
-    pub complete_at: Option<i64>,
     pub results: Option<BuildResult>,
     pub state_string: String,
     pub properties: Props,
@@ -34,7 +31,7 @@ pub struct BuildReport {
 /// Where a build's newest change came from, for reporters that must not
 /// trust what an unauthenticated sender wrote.
 #[derive(Debug, Clone, Default)]
-pub struct ChangeSource {
+pub(crate) struct ChangeSource {
     pub revision: Option<String>,
     pub repository: String,
     pub properties: Props,
@@ -47,7 +44,7 @@ pub struct ChangeSource {
 
 impl BuildReport {
     /// A build property's value as text (None when unset or null).
-    pub fn prop(&self, name: &str) -> Option<String> {
+    pub(crate) fn prop(&self, name: &str) -> Option<String> {
         match self.properties.get(name).map(|(v, _)| v) {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -56,12 +53,12 @@ impl BuildReport {
     }
 }
 
-pub(crate) fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildReport>> {
+pub(crate) fn build_report(conn: &Conn, buildid: BuildId) -> Result<Option<BuildReport>> {
     let row = conn
         .raw
         .prepare_cached(
-            "SELECT b.buildid, b.builderid, bl.name, b.number, w.name, b.started_at, b.complete_at,
-                    b.results, b.state_string, b.properties, bs.reason, bs.branch, bs.revision,
+            "SELECT b.buildid, b.builderid, bl.name, b.number, w.name, b.results,
+                    b.state_string, b.properties, bs.reason, bs.branch, bs.revision,
                     bs.repository, bs.project, bs.codebase, br.buildsetid
              FROM builds b JOIN builders bl USING (builderid)
              JOIN buildrequests br USING (buildrequestid)
@@ -70,30 +67,27 @@ pub(crate) fn build_report(conn: &Conn, buildid: i64) -> Result<Option<BuildRepo
              WHERE b.buildid = ?1",
         )?
         .query_row([buildid], |r| {
-            let props: String = r.get(9)?;
+            let props: String = r.get(7)?;
             Ok((
                 BuildReport {
-                    buildid: r.get(0)?,
                     builderid: r.get(1)?,
                     builder: r.get(2)?,
                     number: r.get(3)?,
                     worker: r.get(4)?,
-                    started_at: r.get(5)?,
-                    complete_at: r.get(6)?,
-                    results: result_col(r, 7, "builds", r.get(0)?)?,
-                    state_string: r.get(8)?,
+                    results: result_col(r, 5, "builds", r.get(0)?)?,
+                    state_string: r.get(6)?,
                     properties: json_col(&props, "builds", r.get(0)?, "properties")?,
-                    reason: r.get(10)?,
+                    reason: r.get(8)?,
                     ss: SourceStamp {
-                        branch: r.get(11)?,
-                        revision: r.get(12)?,
-                        repository: r.get(13)?,
-                        project: r.get(14)?,
-                        codebase: r.get(15)?,
+                        branch: r.get(9)?,
+                        revision: r.get(10)?,
+                        repository: r.get(11)?,
+                        project: r.get(12)?,
+                        codebase: r.get(13)?,
                     },
                     ..Default::default()
                 },
-                r.get::<_, i64>(16)?,
+                r.get::<_, BuildsetId>(14)?,
             ))
         })
         .optional()?;

@@ -14,9 +14,9 @@ pub(crate) fn create_buildset(
     scheduler: Option<&str>,
     ss: &SourceStamp,
     props: &Props,
-    changeids: &[i64],
+    changeids: &[ChangeId],
     builders: &[String],
-) -> Result<(i64, Vec<(i64, i64)>)> {
+) -> Result<(BuildsetId, Vec<(BuilderId, RequestId)>)> {
     let now = crate::model::now();
     conn.raw
         .prepare_cached(
@@ -34,15 +34,15 @@ pub(crate) fn create_buildset(
             ss.codebase,
             json(props)?
         ])?;
-    let bsid = conn.raw.last_insert_rowid();
+    let bsid = BuildsetId(conn.raw.last_insert_rowid());
     for c in changeids {
         conn.raw
             .prepare_cached("INSERT INTO buildset_changes(buildsetid, changeid) VALUES (?1, ?2)")?
-            .execute([bsid, *c])?;
+            .execute(params![bsid, c])?;
     }
     let mut out = Vec::with_capacity(builders.len());
     for name in builders {
-        let builderid: i64 = conn
+        let builderid: BuilderId = conn
             .raw
             .prepare_cached("SELECT builderid FROM builders WHERE name = ?1")?
             .query_row([name], |r| r.get(0))
@@ -51,21 +51,19 @@ pub(crate) fn create_buildset(
         conn.raw.prepare_cached(
             "INSERT INTO buildrequests(buildsetid, builderid, submitted_at) VALUES (?1, ?2, ?3)",
         )?
-        .execute([bsid, builderid, now])?;
-        out.push((builderid, conn.raw.last_insert_rowid()));
+        .execute(params![bsid, builderid, now])?;
+        out.push((builderid, RequestId(conn.raw.last_insert_rowid())));
     }
     Ok((bsid, out))
 }
 
 /// A queued build request with what a build needs to start.
 #[derive(Debug, Clone)]
-pub struct PendingRequest {
-    pub buildrequestid: i64,
-    pub builderid: i64,
+pub(crate) struct PendingRequest {
+    pub buildrequestid: RequestId,
+    pub builderid: BuilderId,
     pub builder: String,
-    pub buildsetid: i64,
     pub reason: String,
-    pub scheduler: Option<String>,
     pub ss: SourceStamp,
     pub properties: Props,
     /// Whether the buildset was made from changes (not forced or timed).
@@ -93,7 +91,7 @@ pub(crate) fn pending_requests(
     limit: i64,
 ) -> Result<Vec<PendingRequest>> {
     let mut st = conn.raw.prepare_cached(
-        "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason, bs.scheduler,
+        "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason,
                 bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
                 EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid),
                 br.priority
@@ -102,24 +100,22 @@ pub(crate) fn pending_requests(
          ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
     )?;
     let rows = st.query_map(params![builder, limit], |r| {
-        let props: String = r.get(11)?;
+        let props: String = r.get(10)?;
         Ok(PendingRequest {
             buildrequestid: r.get(0)?,
             builderid: r.get(1)?,
             builder: r.get(2)?,
-            buildsetid: r.get(3)?,
             reason: r.get(4)?,
-            scheduler: r.get(5)?,
             ss: SourceStamp {
-                branch: r.get(6)?,
-                revision: r.get(7)?,
-                repository: r.get(8)?,
-                project: r.get(9)?,
-                codebase: r.get(10)?,
+                branch: r.get(5)?,
+                revision: r.get(6)?,
+                repository: r.get(7)?,
+                project: r.get(8)?,
+                codebase: r.get(9)?,
             },
             properties: json_col(&props, "buildsets", r.get(3)?, "properties")?,
-            has_changes: r.get(12)?,
-            priority: r.get(13)?,
+            has_changes: r.get(11)?,
+            priority: r.get(12)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -129,11 +125,11 @@ pub(crate) fn pending_requests(
 /// the request was claimed or completed meanwhile.
 pub(crate) fn claim_and_create_build(
     conn: &Tx,
-    buildrequestid: i64,
-    builderid: i64,
+    buildrequestid: RequestId,
+    builderid: BuilderId,
     worker: &str,
     props: &mut Props,
-) -> Result<Option<(i64, i64)>> {
+) -> Result<Option<(BuildId, i64)>> {
     let now = crate::model::now();
     let n = conn
         .raw
@@ -145,7 +141,7 @@ pub(crate) fn claim_and_create_build(
     if n == 0 {
         return Ok(None);
     }
-    let workerid: i64 = conn
+    let workerid: WorkerId = conn
         .raw
         .prepare_cached("SELECT workerid FROM workers WHERE name = ?1")?
         .query_row([worker], |r| r.get(0))?;
@@ -160,13 +156,13 @@ pub(crate) fn claim_and_create_build(
          VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6)",
     )?
     .execute(params![number, builderid, buildrequestid, workerid, now, json(props)?])?;
-    Ok(Some((conn.raw.last_insert_rowid(), number)))
+    Ok(Some((BuildId(conn.raw.last_insert_rowid()), number)))
 }
 
 /// Completes a buildset whose requests are all complete. Buildbot's
 /// buildset result is the worst of its requests' (SKIPPED counts as worse
 /// than SUCCESS here, so a collapsed request never makes a green buildset).
-pub(super) fn complete_buildset_if_done(conn: &Tx, bsid: i64, now: i64) -> Result<()> {
+pub(super) fn complete_buildset_if_done(conn: &Tx, bsid: BuildsetId, now: i64) -> Result<()> {
     conn.raw
         .prepare_cached(
             "UPDATE buildsets SET complete = 1, complete_at = ?2,
@@ -181,7 +177,11 @@ pub(super) fn complete_buildset_if_done(conn: &Tx, bsid: i64, now: i64) -> Resul
 /// Buildbot's request collapsing: ends the queued requests `brids` as
 /// SKIPPED, covered by `buildid` (recorded in `collapsed_into`). Requests
 /// claimed or completed meanwhile are left alone; returns those collapsed.
-pub(crate) fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Result<Vec<i64>> {
+pub(crate) fn collapse_requests(
+    conn: &Tx,
+    brids: &[RequestId],
+    buildid: BuildId,
+) -> Result<Vec<RequestId>> {
     let now = crate::model::now();
     let mut done = vec![];
     for brid in brids {
@@ -196,7 +196,7 @@ pub(crate) fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Resul
         if n == 0 {
             continue;
         }
-        let bsid: i64 = conn
+        let bsid: BuildsetId = conn
             .raw
             .prepare_cached("SELECT buildsetid FROM buildrequests WHERE buildrequestid = ?1")?
             .query_row([brid], |r| r.get(0))?;
@@ -208,12 +208,12 @@ pub(crate) fn collapse_requests(conn: &Tx, brids: &[i64], buildid: i64) -> Resul
 
 /// What became of a request someone asked to cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
+pub(crate) enum CancelOutcome {
     /// It was queued and is now complete as CANCELLED; it will never start.
     Cancelled,
     /// A build of it is running: stop that build instead.
     Running {
-        buildid: i64,
+        buildid: BuildId,
     },
     /// Already complete: nothing to do.
     Complete,
@@ -223,7 +223,7 @@ pub enum CancelOutcome {
 /// Cancels a queued build request (Buildbot's `cancel`): completes it as
 /// CANCELLED so the botmaster's claim (which requires `complete = 0`) can
 /// never start it.
-pub(crate) fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
+pub(crate) fn cancel_request(conn: &Tx, brid: RequestId) -> Result<CancelOutcome> {
     let now = crate::model::now();
     let n = conn
         .raw
@@ -232,7 +232,7 @@ pub(crate) fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
              WHERE buildrequestid = ?1 AND complete = 0 AND claimed_at IS NULL",
         )?
         .execute(params![brid, BuildResult::Cancelled, now])?;
-    let row: Option<(i64, bool)> = conn
+    let row: Option<(BuildsetId, bool)> = conn
         .raw
         .prepare_cached("SELECT buildsetid, complete FROM buildrequests WHERE buildrequestid = ?1")?
         .query_row([brid], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -247,7 +247,7 @@ pub(crate) fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
     if complete {
         return Ok(CancelOutcome::Complete);
     }
-    let running: Option<i64> = conn
+    let running: Option<BuildId> = conn
         .raw
         .prepare_cached(
             "SELECT buildid FROM builds WHERE buildrequestid = ?1 AND complete_at IS NULL
@@ -266,7 +266,11 @@ pub(crate) fn cancel_request(conn: &Tx, brid: i64) -> Result<CancelOutcome> {
 /// A new buildset for one builder with the source stamp, properties and
 /// changes of the buildset `buildid` came from (Buildbot's rebuild).
 /// Returns (buildsetid, builderid, buildrequestid), None if no such build.
-pub(crate) fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i64, i64, i64)>> {
+pub(crate) fn rebuild(
+    conn: &Tx,
+    buildid: BuildId,
+    reason: &str,
+) -> Result<Option<(BuildsetId, BuilderId, RequestId)>> {
     let row = conn
         .raw
         .prepare_cached(
@@ -280,7 +284,7 @@ pub(crate) fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i
         .query_row([buildid], |r| {
             let props: String = r.get(6)?;
             Ok((
-                r.get::<_, i64>(0)?,
+                r.get::<_, BuildsetId>(0)?,
                 SourceStamp {
                     branch: r.get(1)?,
                     revision: r.get(2)?,
@@ -290,7 +294,7 @@ pub(crate) fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i
                 },
                 json_col::<Props>(&props, "buildsets", r.get(0)?, "properties")?,
                 r.get::<_, String>(7)?,
-                r.get::<_, i64>(8)?,
+                r.get::<_, BuilderId>(8)?,
                 r.get::<_, Option<String>>(9)?,
             ))
         })
@@ -298,7 +302,7 @@ pub(crate) fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i
     let Some((old_bsid, ss, props, builder, builderid, scheduler)) = row else {
         return Ok(None);
     };
-    let changeids: Vec<i64> = conn
+    let changeids: Vec<ChangeId> = conn
         .raw
         .prepare_cached(
             "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
@@ -323,9 +327,13 @@ pub(crate) fn rebuild(conn: &Tx, buildid: i64, reason: &str) -> Result<Option<(i
 }
 
 /// Gives every request of a buildset `priority` (a forced build's).
-pub(crate) fn set_buildset_priority(conn: &Tx, buildsetid: i64, priority: i64) -> Result<()> {
+pub(crate) fn set_buildset_priority(
+    conn: &Tx,
+    buildsetid: BuildsetId,
+    priority: i64,
+) -> Result<()> {
     conn.raw
         .prepare_cached("UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1")?
-        .execute([buildsetid, priority])?;
+        .execute(params![buildsetid, priority])?;
     Ok(())
 }

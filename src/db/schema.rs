@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

@@ -2,20 +2,21 @@
 //! in `master::auth`; these only store and fetch.
 
 use super::{Conn, Tx};
+use crate::model::UserId;
 use anyhow::{bail, Result};
 use rusqlite::{params, OptionalExtension};
 
 /// A web UI user as `minibot user list` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRow {
-    pub userid: i64,
+    pub userid: UserId,
     pub name: String,
     pub created_at: i64,
     pub sessions: i64,
 }
 
 /// Adds a user; an existing name is an error.
-pub fn add_user(conn: &Tx, name: &str, password_hash: &str) -> Result<i64> {
+pub fn add_user(conn: &Tx, name: &str, password_hash: &str) -> Result<UserId> {
     let n = conn
         .raw
         .prepare_cached(
@@ -26,7 +27,7 @@ pub fn add_user(conn: &Tx, name: &str, password_hash: &str) -> Result<i64> {
     if n == 0 {
         bail!("a user named {name:?} already exists (use `minibot user passwd`)");
     }
-    Ok(conn.raw.last_insert_rowid())
+    Ok(UserId(conn.raw.last_insert_rowid()))
 }
 
 /// Sets a user's password and ends their sessions; false if there is none.
@@ -75,7 +76,7 @@ pub fn list_users(conn: &Conn) -> Result<Vec<UserRow>> {
 }
 
 /// (userid, password hash) of a user.
-pub fn user_password(conn: &Conn, name: &str) -> Result<Option<(i64, String)>> {
+pub fn user_password(conn: &Conn, name: &str) -> Result<Option<(UserId, String)>> {
     Ok(conn
         .raw
         .prepare_cached("SELECT userid, password_hash FROM users WHERE name = ?1")?
@@ -87,7 +88,7 @@ pub fn user_password(conn: &Conn, name: &str) -> Result<Option<(i64, String)>> {
 pub(crate) fn create_session(
     conn: &Tx,
     token_hash: &str,
-    userid: i64,
+    userid: UserId,
     csrf: &str,
     expires_at: i64,
 ) -> Result<()> {
@@ -109,7 +110,7 @@ pub(crate) fn session(
     conn: &Conn,
     token_hash: &str,
     now: i64,
-) -> Result<Option<(i64, String, String)>> {
+) -> Result<Option<(UserId, String, String)>> {
     Ok(conn
         .raw
         .prepare_cached(

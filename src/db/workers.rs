@@ -50,7 +50,7 @@ pub fn sync_config(conn: &Tx, cfg: &Config) -> Result<()> {
 
 /// A worker's id from an id or a name (an all-digit text is tried as an id
 /// first, as the API's paths do).
-pub(crate) fn worker_id(conn: &Conn, worker: &str) -> Result<Option<i64>> {
+pub(crate) fn worker_id(conn: &Conn, worker: &str) -> Result<Option<WorkerId>> {
     if let Ok(id) = worker.parse::<i64>() {
         let found = conn
             .raw
@@ -69,7 +69,7 @@ pub(crate) fn worker_id(conn: &Conn, worker: &str) -> Result<Option<i64>> {
 }
 
 /// Pauses or unpauses a worker; false if there is none.
-pub(crate) fn set_worker_paused(conn: &Tx, workerid: i64, paused: bool) -> Result<bool> {
+pub(crate) fn set_worker_paused(conn: &Tx, workerid: WorkerId, paused: bool) -> Result<bool> {
     let n = conn
         .raw
         .prepare_cached("UPDATE workers SET paused = ?2 WHERE workerid = ?1")?
@@ -92,7 +92,7 @@ pub(crate) fn set_worker_connected(
     name: &str,
     info: Option<&BTreeMap<String, String>>,
     connected: bool,
-) -> Result<i64> {
+) -> Result<WorkerId> {
     conn.raw
         .prepare_cached("INSERT OR IGNORE INTO workers(name, configured) VALUES (?1, 1)")?
         .execute([name])?;
@@ -119,7 +119,7 @@ pub(crate) fn reset_connections(conn: &Tx) -> Result<()> {
 }
 
 /// A builder's name from its id.
-pub(crate) fn builder_name(conn: &Conn, builderid: i64) -> Result<Option<String>> {
+pub(crate) fn builder_name(conn: &Conn, builderid: BuilderId) -> Result<Option<String>> {
     Ok(conn
         .raw
         .prepare_cached("SELECT name FROM builders WHERE builderid = ?1")?

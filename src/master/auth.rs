@@ -45,6 +45,7 @@
 //! ([`Trust::Address`]), unless that address has used up its own failures.
 
 use crate::db;
+use crate::model::UserId;
 use crate::sys::MappedBlocks;
 use anyhow::{anyhow, bail, Context, Result};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -58,34 +59,34 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Cookie holding the session token.
-pub const SESSION_COOKIE: &str = "minibot_session";
+pub(crate) const SESSION_COOKIE: &str = "minibot_session";
 /// Cookie holding the login form's CSRF token (double submit).
-pub const LOGIN_COOKIE: &str = "minibot_login";
+pub(crate) const LOGIN_COOKIE: &str = "minibot_login";
 /// How long a session lasts after logging in.
-pub const SESSION_SECS: i64 = 7 * 24 * 3600;
+pub(crate) const SESSION_SECS: i64 = 7 * 24 * 3600;
 
 /// Failed logins an address may make before its attempts get no free
 /// failures on any name (see the module header).
-pub const MAX_FAILURES: u32 = 5;
+pub(crate) const MAX_FAILURES: u32 = 5;
 /// Failure counts (per address, per name) are forgotten after this long
 /// without a failure.
-pub const FAIL_WINDOW: Duration = Duration::from_secs(300);
+pub(crate) const FAIL_WINDOW: Duration = Duration::from_secs(300);
 /// Failures against one name that cost no wait: typos.
-pub const NAME_FREE_FAILURES: u32 = 3;
+pub(crate) const NAME_FREE_FAILURES: u32 = 3;
 /// The longest wait between checks of a name that is being guessed.
-pub const NAME_MAX_DELAY: Duration = Duration::from_secs(30);
+pub(crate) const NAME_MAX_DELAY: Duration = Duration::from_secs(30);
 /// Failed checks the whole master allows at once …
-pub const GLOBAL_FAIL_BURST: f64 = 5.0;
+pub(crate) const GLOBAL_FAIL_BURST: f64 = 5.0;
 /// … and per second after that.
-pub const GLOBAL_FAIL_PER_SEC: f64 = 1.0;
+pub(crate) const GLOBAL_FAIL_PER_SEC: f64 = 1.0;
 /// Argon2 checks running or waiting at once; more get 429 at once. One
 /// runs, one waits: of the 4 HTTP threads, 2 are always free for sessions.
-pub const MAX_VERIFYING: usize = 2;
+pub(crate) const MAX_VERIFYING: usize = 2;
 /// How long verified credentials are trusted without hashing again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 /// How long credentials that were right once skip the guessing limits
 /// (they are still hashed again after [`CACHE_TTL`]).
-pub const TRUST_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const TRUST_TTL: Duration = Duration::from_secs(24 * 3600);
 const CACHE_MAX: usize = 256;
 /// Argon2 memory above this (in 1 KiB blocks) is refused: a PHC string is
 /// ours, but a hand-edited database must not make us map gigabytes.
@@ -143,7 +144,7 @@ fn argon2_into(
 
 /// Constant-time check of `password` against a stored PHC string; false for
 /// a malformed hash too.
-pub fn verify_password(password: &str, phc: &str) -> bool {
+pub(crate) fn verify_password(password: &str, phc: &str) -> bool {
     match verify_phc(password.as_bytes(), phc) {
         Ok(ok) => ok,
         Err(e) => {
@@ -210,28 +211,28 @@ pub fn check_password(password: &str) -> Result<()> {
 }
 
 /// 32 random bytes as hex: session tokens and CSRF tokens.
-pub fn random_token() -> Result<String> {
+pub(crate) fn random_token() -> Result<String> {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).map_err(|e| anyhow!("reading random bytes from the OS: {e}"))?;
     Ok(hex::encode(b))
 }
 
-pub fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Equality that takes the same time wherever the inputs differ.
-pub fn same_token(a: &str, b: &str) -> bool {
+pub(crate) fn same_token(a: &str, b: &str) -> bool {
     same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// As [`same_token`], for bytes.
-pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The value of cookie `name` in a `Cookie` header.
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|kv| {
         let (k, v) = kv.trim().split_once('=')?;
         (k == name).then_some(v)
@@ -240,19 +241,19 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value: HttpOnly and SameSite=Strict always; `max_age` 0
 /// deletes the cookie.
-pub fn set_cookie(name: &str, value: &str, max_age: i64) -> String {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64) -> String {
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: i64,
+pub(crate) struct User {
+    pub id: UserId,
     pub name: String,
 }
 
 /// How a request proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// A session cookie: forms must carry `csrf`.
     Session { csrf: String, token_hash: String },
     /// HTTP Basic auth (scripts): no cookie, so no CSRF to fear.
@@ -260,13 +261,13 @@ pub enum Via {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
+pub(crate) struct Login {
     pub user: User,
     pub via: Via,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// Wrong user name or password (401).
     BadCredentials,
     /// Not checked now: the account is being guessed, the address or the
@@ -280,7 +281,7 @@ pub enum AuthError {
 /// What a caller already knows about who is trying, which lets an attempt
 /// skip some of the guessing limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trust {
+pub(crate) enum Trust {
     /// Nothing: all the limits apply.
     None,
     /// These very credentials were right before: no limit applies (only
@@ -314,7 +315,7 @@ impl Count {
 /// web UI has one, the worker port another). Cheap to clone; `Default`
 /// names the logins "login" in the log.
 #[derive(Clone, Default)]
-pub struct LoginLimits {
+pub(crate) struct LoginLimits {
     inner: Arc<Mutex<Limits>>,
 }
 
@@ -409,7 +410,7 @@ fn bump(map: &mut HashMap<String, Count>, key: &str, now: Instant) -> u32 {
 
 impl LoginLimits {
     /// Limits whose log lines call the logins `what` ("worker login").
-    pub fn new(what: &'static str) -> LoginLimits {
+    pub(crate) fn new(what: &'static str) -> LoginLimits {
         LoginLimits {
             inner: Arc::new(Mutex::new(Limits::new(what))),
         }
@@ -424,7 +425,7 @@ impl LoginLimits {
     /// logged (summarised) with `how` and says why, for the log only:
     /// callers show one neutral answer. Keep the [`Admitted`] until the
     /// check's outcome is recorded.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         addr: &str,
         name: &str,
@@ -477,7 +478,7 @@ impl LoginLimits {
 
     /// Counts a failed check against the address, the name and the global
     /// budget, and logs it (summarised).
-    pub fn failed(&self, addr: &str, name: &str, how: &str) {
+    pub(crate) fn failed(&self, addr: &str, name: &str, how: &str) {
         let now = Instant::now();
         let mut l = self.lock();
         l.refill(now);
@@ -502,7 +503,7 @@ impl LoginLimits {
     /// is needed, and a spray of made-up names cannot spend the budget
     /// that new workers need. (Not for the web UI, where a 429 that only
     /// real names could earn would tell which names exist.)
-    pub fn failed_no_such_name(&self, addr: &str, name: &str, how: &str) {
+    pub(crate) fn failed_no_such_name(&self, addr: &str, name: &str, how: &str) {
         let now = Instant::now();
         let mut l = self.lock();
         l.log.flush(now);
@@ -517,7 +518,7 @@ impl LoginLimits {
 
     /// Logs (summarised) a refusal that is not a failed check, e.g. a
     /// worker name already connected.
-    pub fn refused(&self, addr: &str, name: &str, why: &str) {
+    pub(crate) fn refused(&self, addr: &str, name: &str, why: &str) {
         let now = Instant::now();
         let mut l = self.lock();
         l.log.flush(now);
@@ -530,7 +531,7 @@ impl LoginLimits {
     }
 
     /// Remembers that `addr` logged in as `name` ([`Trust::Address`]).
-    pub fn succeeded(&self, addr: &str, name: &str) {
+    pub(crate) fn succeeded(&self, addr: &str, name: &str) {
         let now = Instant::now();
         let mut l = self.lock();
         let key = l.pair_key(addr, name);
@@ -545,7 +546,7 @@ impl LoginLimits {
     }
 
     /// Whether `addr` logged in as `name` within [`TRUST_TTL`].
-    pub fn known_address(&self, addr: &str, name: &str) -> bool {
+    pub(crate) fn known_address(&self, addr: &str, name: &str) -> bool {
         let l = self.lock();
         let key = l.pair_key(addr, name);
         l.known.get(&key).is_some_and(|at| at.elapsed() < TRUST_TTL)
@@ -554,7 +555,7 @@ impl LoginLimits {
     /// Logs (summarised per address and `kind`) any other refusal on a
     /// login port, e.g. garbage on the worker port; `text` follows the
     /// log's name for these logins.
-    pub fn note(&self, addr: &str, kind: &str, text: &str) {
+    pub(crate) fn note(&self, addr: &str, kind: &str, text: &str) {
         let now = Instant::now();
         let mut l = self.lock();
         l.log.flush(now);
@@ -564,7 +565,7 @@ impl LoginLimits {
 
 /// An attempt [`LoginLimits::admit`] let through; while it lives, other
 /// untrusted checks of a name with failures wait (are refused).
-pub struct Admitted(Option<(LoginLimits, String)>);
+pub(crate) struct Admitted(Option<(LoginLimits, String)>);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
@@ -734,7 +735,7 @@ type CredCache = HashMap<[u8; 32], (User, String, Instant)>;
 
 /// Shared by the HTTP threads; cheap to clone.
 #[derive(Clone)]
-pub struct Auth {
+pub(crate) struct Auth {
     limits: LoginLimits,
     verifier: Arc<Verifier>,
     /// Credentials verified lately. A hit still needs the stored hash to be
@@ -756,7 +757,7 @@ impl Default for Auth {
 }
 
 impl Auth {
-    pub fn new() -> Auth {
+    pub(crate) fn new() -> Auth {
         let mut salt = [0u8; 32];
         let _ = getrandom::fill(&mut salt);
         Auth {
@@ -791,7 +792,7 @@ impl Auth {
     /// Checks a name and password (login form or Basic auth) under the
     /// guessing limits of the module header. Refusals without a check are
     /// `RateLimited` whatever their cause (the reason goes to the log).
-    pub fn check(
+    pub(crate) fn check(
         &self,
         conn: &db::Conn,
         name: &str,
@@ -858,7 +859,7 @@ impl Auth {
     /// nobody (Ok(None)). Wrong Basic credentials are an error even for a
     /// read: a script should hear that its password is wrong. A session
     /// is never refused for anyone's failed logins.
-    pub fn identify(
+    pub(crate) fn identify(
         &self,
         conn: &db::Conn,
         headers: &[(String, String)],
@@ -1055,7 +1056,7 @@ mod tests {
     }
 
     /// A Cookie header with a fresh session for user `id`.
-    fn cookie_hdr_live(conn: &db::Tx, id: i64) -> Vec<(String, String)> {
+    fn cookie_hdr_live(conn: &db::Tx, id: UserId) -> Vec<(String, String)> {
         let token = random_token().unwrap();
         db::create_session(conn, &token_hash(&token), id, "c", crate::model::now() + 60).unwrap();
         vec![("cookie".to_string(), format!("{SESSION_COOKIE}={token}"))]

@@ -29,6 +29,7 @@ use crate::daemon;
 use crate::db::{self, PendingRequest, Props, Store};
 use crate::master::build::BuildJob;
 use crate::master::status;
+use crate::model::{BuildId, BuilderId, LogId, RequestId, StepId, WorkerId};
 use anyhow::Result;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -41,7 +42,7 @@ use std::time::{Duration, Instant};
 pub enum ConnCmd {
     StartBuild(Box<BuildJob>),
     StopBuild {
-        buildid: i64,
+        buildid: BuildId,
         reason: String,
     },
     /// Master shutdown: interrupt running steps and close.
@@ -53,21 +54,21 @@ pub enum BotMsg {
     RequestsAdded,
     Attached {
         name: String,
-        workerid: i64,
+        workerid: WorkerId,
         conn: Sender<ConnCmd>,
         /// Disconnected (never sent on) once the connection thread is gone.
         closed: Receiver<()>,
     },
     Detached {
         name: String,
-        workerid: i64,
+        workerid: WorkerId,
     },
     BuildFinished {
         worker: String,
-        buildid: i64,
+        buildid: BuildId,
     },
     StopBuild {
-        buildid: i64,
+        buildid: BuildId,
         reason: String,
     },
     Reconfig(Arc<Config>),
@@ -85,7 +86,7 @@ const PER_BUILDER: i64 = 100;
 /// gives memory back. Longer than the gap between builds of a busy series
 /// (a release costs ~1 ms of this thread), short enough that the memory
 /// returns soon after the work.
-pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How the botmaster's debug line for a release begins. Programs count
 /// releases in `status.json` (`status::idle_memory_released`), not here.
@@ -95,17 +96,17 @@ const RELEASED: &str = "idle: released ";
 /// inserts a name during the handshake (refusing a second connection under
 /// that name); the botmaster removes it once the connection's builds are
 /// closed, so a reconnect never overlaps its predecessor's cleanup.
-pub type Connected = Arc<Mutex<HashSet<String>>>;
+pub(crate) type Connected = Arc<Mutex<HashSet<String>>>;
 
 struct Attached {
-    workerid: i64,
+    workerid: WorkerId,
     conn: Sender<ConnCmd>,
     closed: Receiver<()>,
     /// buildid → builder name.
-    running: HashMap<i64, String>,
+    running: HashMap<BuildId, String>,
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     store: Store,
     cfg: Arc<Config>,
     connected: Connected,
@@ -257,7 +258,7 @@ impl Botmaster {
             let _ = w.conn.send(ConnCmd::Shutdown);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let names: Vec<(String, i64)> = self
+        let names: Vec<(String, WorkerId)> = self
             .workers
             .iter()
             .map(|(n, w)| (n.clone(), w.workerid))
@@ -273,7 +274,7 @@ impl Botmaster {
         }
     }
 
-    fn detached(&mut self, name: &str, workerid: i64) {
+    fn detached(&mut self, name: &str, workerid: WorkerId) {
         self.workers.remove(name);
         match self
             .store
@@ -349,9 +350,9 @@ impl Botmaster {
         }
         pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
         // (request to build, worker, older requests it covers)
-        let mut plan: Vec<(PendingRequest, String, Vec<i64>)> = vec![];
+        let mut plan: Vec<(PendingRequest, String, Vec<RequestId>)> = vec![];
         // Requests folded into another one of this round (collapsing).
-        let mut consumed: HashSet<i64> = HashSet::new();
+        let mut consumed: HashSet<RequestId> = HashSet::new();
         for req in &pending {
             if consumed.contains(&req.buildrequestid) {
                 continue;
@@ -491,24 +492,24 @@ impl Botmaster {
 
 /// A request to claim, for the writer.
 struct Claim {
-    brid: i64,
-    builderid: i64,
+    brid: RequestId,
+    builderid: BuilderId,
     worker: String,
     props: Props,
     /// Older requests it covers (collapsing).
-    older: Vec<i64>,
+    older: Vec<RequestId>,
     /// The name of the builder's first step, started with the build.
     first_step: Option<String>,
 }
 
 /// A build the claim created.
 struct Started {
-    buildid: i64,
+    buildid: BuildId,
     number: i64,
     props: Props,
-    collapsed: Vec<i64>,
+    collapsed: Vec<RequestId>,
     /// (stepid, logid) of its first step.
-    first_step: Option<(i64, i64)>,
+    first_step: Option<(StepId, LogId)>,
 }
 
 /// What makes two queued requests of one builder the same work (Buildbot's

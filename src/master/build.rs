@@ -19,8 +19,9 @@ use crate::db::{self, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
 use crate::master::logs::LogWriter;
 use crate::model::{
-    self,
+    self, BuildId,
     BuildResult::{self, Cancelled, Exception, Failure, Retry, Skipped, Success, Warnings},
+    BuilderId, LogId, StepId,
 };
 use crate::protocol::{StepSpec, ToWorker};
 use anyhow::Result;
@@ -31,22 +32,22 @@ use std::path::PathBuf;
 /// builder's config (a reconfig does not change a running build).
 #[derive(Debug, Clone)]
 pub struct BuildJob {
-    pub buildid: i64,
-    pub builderid: i64,
-    pub number: i64,
-    pub builder: Builder,
-    pub ss: SourceStamp,
-    pub props: Props,
-    pub max_log_size: u64,
+    pub(crate) buildid: BuildId,
+    pub(crate) builderid: BuilderId,
+    pub(crate) number: i64,
+    pub(crate) builder: Builder,
+    pub(crate) ss: SourceStamp,
+    pub(crate) props: Props,
+    pub(crate) max_log_size: u64,
     /// (stepid, logid) of step 0 when the claim already started it.
-    pub first_step: Option<(i64, i64)>,
+    pub(crate) first_step: Option<(StepId, LogId)>,
 }
 
 /// The source of the `got_revision` property the master sets from a git
 /// step's report. No request can produce a property with this source
 /// (changes get "Change", the force form "Force Build Form"), which is what
 /// lets the gitea_status reporter trust it.
-pub const GOT_REVISION_SOURCE: &str = "Git";
+pub(crate) const GOT_REVISION_SOURCE: &str = "Git";
 
 /// How much of a git step's header stream is kept to find its last
 /// `got_revision=<sha>` line (docs/protocol.md): the line comes last, and
@@ -55,7 +56,7 @@ const GIT_HEADER_TAIL: usize = 4096;
 
 /// The sha in the last `got_revision=` line of `header`, if it is one (40
 /// or 64 lower-case hex digits, sha1 or sha256 repositories).
-pub fn parse_got_revision(header: &str) -> Option<&str> {
+pub(crate) fn parse_got_revision(header: &str) -> Option<&str> {
     let sha = header
         .lines()
         .rev()
@@ -70,8 +71,8 @@ pub fn parse_got_revision(header: &str) -> Option<&str> {
 struct CurrentStep {
     number: u32,
     name: String,
-    stepid: i64,
-    logid: i64,
+    stepid: StepId,
+    logid: LogId,
     log: LogWriter,
 }
 
@@ -82,13 +83,13 @@ struct CurrentStep {
 /// answer to `StepDone`, and `StepFinished` is published after the commit).
 #[derive(Clone)]
 struct StepEnd {
-    stepid: i64,
-    logid: i64,
+    stepid: StepId,
+    logid: LogId,
     totals: db::LogTotals,
     results: BuildResult,
     state: String,
     /// (buildid, sha) when this was a git step that reported its commit.
-    got_revision: Option<(i64, String)>,
+    got_revision: Option<(BuildId, String)>,
 }
 
 impl StepEnd {
@@ -101,7 +102,7 @@ impl StepEnd {
     }
 }
 
-pub struct RunningBuild {
+pub(crate) struct RunningBuild {
     pub job: BuildJob,
     master_dir: PathBuf,
     events: Hub,
@@ -132,7 +133,7 @@ fn badness(r: BuildResult) -> u8 {
     }
 }
 
-pub fn worst(a: BuildResult, b: BuildResult) -> BuildResult {
+pub(crate) fn worst(a: BuildResult, b: BuildResult) -> BuildResult {
     if badness(b) > badness(a) {
         b
     } else {
@@ -141,7 +142,7 @@ pub fn worst(a: BuildResult, b: BuildResult) -> BuildResult {
 }
 
 /// Maps a finished command to a step result (Buildbot's decodeRC).
-pub fn step_result(
+pub(crate) fn step_result(
     step: &Step,
     exit_code: Option<i32>,
     interrupted: bool,
@@ -162,7 +163,7 @@ pub fn step_result(
 
 /// How a step's result changes the build's: (contribution, halt), as
 /// Buildbot's `computeResultAndTermination`.
-pub fn contribution(step: &Step, r: BuildResult) -> (BuildResult, bool) {
+pub(crate) fn contribution(step: &Step, r: BuildResult) -> (BuildResult, bool) {
     match r {
         Failure => {
             let c = if step.flunk_on_failure {
@@ -188,7 +189,7 @@ pub fn contribution(step: &Step, r: BuildResult) -> (BuildResult, bool) {
 }
 
 /// `MINIBOT_<NAME>`: upper case, anything but letters and digits as `_`.
-pub fn env_name(prop: &str) -> String {
+pub(crate) fn env_name(prop: &str) -> String {
     let mut s = String::from("MINIBOT_");
     s.extend(prop.chars().map(|c| {
         if c.is_ascii_alphanumeric() {
@@ -230,7 +231,7 @@ fn expand(s: &str, mut sub: impl FnMut(&str, Option<&str>) -> String) -> String 
 }
 
 /// Interpolates a value that is passed as data (argv element, env value).
-pub fn interpolate(s: &str, props: &Props) -> String {
+pub(crate) fn interpolate(s: &str, props: &Props) -> String {
     expand(s, |name, default| match props.get(name) {
         Some((v, _)) if !v.is_null() => model::value_text(v),
         _ => default.unwrap_or("").to_string(),
@@ -238,7 +239,7 @@ pub fn interpolate(s: &str, props: &Props) -> String {
 }
 
 /// Interpolates a /bin/sh command: properties become variable references.
-pub fn interpolate_shell(s: &str, _props: &Props) -> String {
+pub(crate) fn interpolate_shell(s: &str, _props: &Props) -> String {
     expand(s, |name, default| match default {
         // The default comes from master.cfg, which is trusted; still keep it
         // out of the braces' reach.
@@ -248,7 +249,7 @@ pub fn interpolate_shell(s: &str, _props: &Props) -> String {
 }
 
 impl RunningBuild {
-    pub fn new(job: BuildJob, master_dir: PathBuf, events: Hub) -> RunningBuild {
+    pub(crate) fn new(job: BuildJob, master_dir: PathBuf, events: Hub) -> RunningBuild {
         events.publish(Event::BuildStarted {
             buildid: job.buildid,
             builderid: job.builderid,
@@ -271,7 +272,7 @@ impl RunningBuild {
     }
 
     /// Whether the master asked this build to stop (web UI, API).
-    pub fn stop_requested(&self) -> bool {
+    pub(crate) fn stop_requested(&self) -> bool {
         self.stop_reason.is_some()
     }
 
@@ -326,7 +327,7 @@ impl RunningBuild {
 
     /// Starts the next step that should run and returns its message, or
     /// None when no step is left (then call `finish`).
-    pub fn advance(&mut self, store: &Store) -> Result<Option<ToWorker>> {
+    pub(crate) fn advance(&mut self, store: &Store) -> Result<Option<ToWorker>> {
         while self.next < self.job.builder.steps.len() {
             let idx = self.next;
             self.next += 1;
@@ -372,7 +373,7 @@ impl RunningBuild {
         Ok(None)
     }
 
-    pub fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
+    pub(crate) fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
         match &mut self.current {
             Some(cur) if cur.number == step => {
                 cur.log.append(stream, data)?;
@@ -412,7 +413,7 @@ impl RunningBuild {
     /// or `finish`, which the caller makes next. Returns false (and changes
     /// nothing) when `step` is not the step running, so the caller does not
     /// move the build on.
-    pub fn step_done(
+    pub(crate) fn step_done(
         &mut self,
         step: u32,
         exit_code: Option<i32>,
@@ -490,7 +491,7 @@ impl RunningBuild {
 
     /// Asks the running step to stop; the build then ends CANCELLED.
     /// Returns the Interrupt to send, if a step is running.
-    pub fn request_stop(&mut self, reason: &str) -> Option<ToWorker> {
+    pub(crate) fn request_stop(&mut self, reason: &str) -> Option<ToWorker> {
         self.stop_reason = Some(reason.to_string());
         self.current.as_ref().map(|_| ToWorker::Interrupt {
             build_id: self.job.buildid,
@@ -499,7 +500,7 @@ impl RunningBuild {
     }
 
     /// Ends the build once no step is left; returns its result.
-    pub fn finish(&mut self, store: &Store) -> Result<BuildResult> {
+    pub(crate) fn finish(&mut self, store: &Store) -> Result<BuildResult> {
         let results = if self.stop_reason.is_some() {
             worst(self.results, Cancelled)
         } else {
@@ -542,7 +543,7 @@ impl RunningBuild {
 
     /// The connection is going away mid-step: close the log cleanly. The
     /// botmaster then ends the build as RETRY in the database.
-    pub fn abandon(&mut self, store: &Store, why: &str) {
+    pub(crate) fn abandon(&mut self, store: &Store, why: &str) {
         if let Some(e) = self.ended.clone() {
             // Not reached today: `step_done` is always followed by `advance`.
             if let Err(err) = store.write(move |c| e.record(c)) {

@@ -14,34 +14,35 @@
 //! pages). A hello-world build appends to its logs ~20 times; waking a
 //! thread that ignores them cost ~7 % of the master's CPU per build.
 
+use crate::model::{BuildId, BuilderId, LogId, StepId};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     BuildStarted {
-        buildid: i64,
-        builderid: i64,
+        buildid: BuildId,
+        builderid: BuilderId,
         builder: String,
         number: i64,
     },
     StepStarted {
-        buildid: i64,
-        stepid: i64,
+        buildid: BuildId,
+        stepid: StepId,
     },
     /// New text in a log file (read it from the file).
     LogAppended {
-        buildid: i64,
-        logid: i64,
+        buildid: BuildId,
+        logid: LogId,
     },
     StepFinished {
-        buildid: i64,
-        stepid: i64,
+        buildid: BuildId,
+        stepid: StepId,
         results: crate::model::BuildResult,
     },
     BuildFinished {
-        buildid: i64,
-        builderid: i64,
+        buildid: BuildId,
+        builderid: BuilderId,
         builder: String,
         number: i64,
         results: crate::model::BuildResult,
@@ -66,23 +67,23 @@ struct Sub {
 
 /// Cheap to clone; all clones share the subscriber list.
 #[derive(Clone, Default)]
-pub struct Hub {
+pub(crate) struct Hub {
     subs: Arc<Mutex<Vec<Sub>>>,
 }
 
 impl Hub {
-    pub fn new() -> Hub {
+    pub(crate) fn new() -> Hub {
         Hub::default()
     }
 
     /// A new subscriber to builds starting and finishing, holding at most
     /// `capacity` unread events.
-    pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
+    pub(crate) fn subscribe(&self, capacity: usize) -> Receiver<Event> {
         self.add(capacity, false)
     }
 
     /// A new subscriber to every event, steps and log appends included.
-    pub fn subscribe_all(&self, capacity: usize) -> Receiver<Event> {
+    pub(crate) fn subscribe_all(&self, capacity: usize) -> Receiver<Event> {
         self.add(capacity, true)
     }
 
@@ -96,7 +97,7 @@ impl Hub {
 
     /// Sends `ev` to every live subscriber that wants it; forgets the ones
     /// that are gone.
-    pub fn publish(&self, ev: Event) {
+    pub(crate) fn publish(&self, ev: Event) {
         let Ok(mut subs) = self.subs.lock() else {
             return;
         };
@@ -113,7 +114,8 @@ impl Hub {
         });
     }
 
-    pub fn subscribers(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn subscribers(&self) -> usize {
         self.subs.lock().map(|s| s.len()).unwrap_or(0)
     }
 }
@@ -128,8 +130,8 @@ mod tests {
         let a = hub.subscribe_all(2);
         let b = hub.subscribe_all(2);
         let ev = Event::LogAppended {
-            buildid: 1,
-            logid: 2,
+            buildid: BuildId(1),
+            logid: LogId(2),
         };
         hub.publish(ev.clone());
         assert_eq!(a.try_recv().unwrap(), ev);
@@ -148,16 +150,16 @@ mod tests {
         let builds = hub.subscribe(8);
         let all = hub.subscribe_all(8);
         hub.publish(Event::StepStarted {
-            buildid: 1,
-            stepid: 2,
+            buildid: BuildId(1),
+            stepid: StepId(2),
         });
         hub.publish(Event::LogAppended {
-            buildid: 1,
-            logid: 3,
+            buildid: BuildId(1),
+            logid: LogId(3),
         });
         let end = Event::BuildFinished {
-            buildid: 1,
-            builderid: 1,
+            buildid: BuildId(1),
+            builderid: BuilderId(1),
             builder: "b".into(),
             number: 1,
             results: crate::model::BuildResult::Success,

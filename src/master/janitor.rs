@@ -33,6 +33,7 @@
 use crate::config::JanitorCfg;
 use crate::config::LiveConfig;
 use crate::db::{self, Store};
+use crate::model::BuildId;
 use anyhow::{Context, Result};
 use crossbeam_channel::{after, select, Receiver, Sender, TryRecvError};
 use std::path::{Path, PathBuf};
@@ -41,9 +42,9 @@ use std::time::{Duration, Instant};
 
 /// Delay of the first run: out of the way of start-up (crash recovery,
 /// workers reconnecting), yet soon enough that a restart is a way to prune.
-pub const FIRST_RUN: Duration = Duration::from_secs(3);
+pub(crate) const FIRST_RUN: Duration = Duration::from_secs(3);
 /// Most builds deleted per write transaction.
-pub const BATCH: usize = 100;
+pub(crate) const BATCH: usize = 100;
 /// A delete transaction longer than this halves the next batch: hooks wait
 /// for the writer while it runs. (Deleting a buildset or change makes
 /// SQLite scan the tables that refer to it without an index:
@@ -52,7 +53,7 @@ const SLOW_WRITE: Duration = Duration::from_millis(50);
 const DAY: i64 = 86_400;
 
 /// Handle of the janitor thread; dropping it stops and joins the thread.
-pub struct Janitor {
+pub(crate) struct Janitor {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -68,7 +69,7 @@ impl Drop for Janitor {
 }
 
 /// Starts the janitor thread for the master in `master_dir`.
-pub fn spawn(store: Store, cfg: LiveConfig, master_dir: PathBuf) -> Result<Janitor> {
+pub(crate) fn spawn(store: Store, cfg: LiveConfig, master_dir: PathBuf) -> Result<Janitor> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
         .name("janitor".into())
@@ -174,7 +175,7 @@ fn human_bytes(n: u64) -> String {
 /// One janitor run at time `now` (Unix seconds). `stopping` is polled
 /// between batches; when it turns true the run ends early (what was done
 /// is committed and reported).
-pub fn run_once(
+pub(crate) fn run_once(
     store: &Store,
     master_dir: &Path,
     cfg: &JanitorCfg,
@@ -236,12 +237,12 @@ fn prune_builds(
 /// write took; the batch shrinks (down to one build) while writes take
 /// longer than [`SLOW_WRITE`] and grows back (up to [`BATCH`]) when they
 /// are quick, so the writer is never held long, whatever the table sizes.
-fn in_batches(
-    fetch: impl Fn(i64, i64) -> Result<Vec<i64>>,
+fn in_batches<T: Copy + Ord + Default>(
+    fetch: impl Fn(T, i64) -> Result<Vec<T>>,
     stopping: &dyn Fn() -> bool,
-    mut each: impl FnMut(Vec<i64>) -> Result<Duration>,
+    mut each: impl FnMut(Vec<T>) -> Result<Duration>,
 ) -> Result<()> {
-    let mut last = 0i64;
+    let mut last = T::default();
     // Small at first: the cost of a batch is only known once one ran.
     let mut limit = 8;
     while !stopping() {
@@ -315,14 +316,14 @@ fn prune_log_files(
     // Listed before the query: a build's row is committed before its log
     // files are made, so a file listed here whose build the query does not
     // find was deleted.
-    let mut by_build: std::collections::BTreeMap<i64, Vec<PathBuf>> = Default::default();
+    let mut by_build: std::collections::BTreeMap<BuildId, Vec<PathBuf>> = Default::default();
     for e in entries.filter_map(|e| e.ok()) {
         let Some(id) = e.file_name().to_str().and_then(db::log_entry_build) else {
             continue;
         };
         by_build.entry(id).or_default().push(e.path());
     }
-    let on_disk: Vec<i64> = by_build.keys().copied().collect();
+    let on_disk: Vec<BuildId> = by_build.keys().copied().collect();
     for chunk in on_disk.chunks(500) {
         if stopping() {
             return Ok(());
@@ -361,11 +362,11 @@ mod tests {
     /// Ids of one finished build and what it hangs on.
     #[derive(Debug, Clone, Copy)]
     struct Built {
-        build: i64,
-        request: i64,
-        buildset: i64,
-        change: i64,
-        log: i64,
+        build: BuildId,
+        request: crate::model::RequestId,
+        buildset: crate::model::BuildsetId,
+        change: crate::model::ChangeId,
+        log: crate::model::LogId,
     }
 
     impl Fixture {
@@ -410,7 +411,7 @@ mod tests {
                                  WHERE buildrequestid = ?1",
                                 [r.request],
                             )?;
-                            let bid: i64 = c.sql().query_row(
+                            let bid: crate::model::BuilderId = c.sql().query_row(
                                 "SELECT builderid FROM builders WHERE name = ?1",
                                 [&builder],
                                 |r| r.get(0),
@@ -492,7 +493,7 @@ mod tests {
             r.query_row(sql, [], |row| row.get(0)).unwrap()
         }
 
-        fn exists(&self, table: &str, col: &str, id: i64) -> bool {
+        fn exists(&self, table: &str, col: &str, id: impl std::fmt::Display) -> bool {
             self.count(&format!("SELECT count(*) FROM {table} WHERE {col} = {id}")) > 0
         }
 
@@ -609,7 +610,7 @@ mod tests {
         let orphan = db::log_root(f.master()).join("99999");
         std::fs::create_dir_all(&orphan).unwrap();
         std::fs::write(orphan.join("1.log"), "ox\n").unwrap();
-        let orphan_file = db::new_log_path(f.master(), 99998, 7);
+        let orphan_file = db::new_log_path(f.master(), BuildId(99998), crate::model::LogId(7));
         std::fs::write(&orphan_file, "ox\n").unwrap();
         // Not a build's log: left alone.
         std::fs::write(db::log_root(f.master()).join("README"), "keep").unwrap();

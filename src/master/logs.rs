@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     file: File,
     /// Incomplete last line of each stream: o, e, h.
     partial: [String; 3],
@@ -37,7 +37,7 @@ impl LogWriter {
     /// 0700 and the file 0600 by the calls themselves, not only by the
     /// master's umask: build output often holds what only the project's
     /// owner should read (paths, environment, test data).
-    pub fn create(path: &Path, max_size: u64) -> Result<LogWriter> {
+    pub(crate) fn create(path: &Path, max_size: u64) -> Result<LogWriter> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new()
@@ -61,14 +61,14 @@ impl LogWriter {
         })
     }
 
-    pub fn totals(&self) -> LogTotals {
+    pub(crate) fn totals(&self) -> LogTotals {
         self.totals
     }
 
     /// Appends a chunk of one stream. Complete lines are written at once
     /// (one write per chunk, so a live reader sees whole lines); the rest
     /// waits for its newline.
-    pub fn append(&mut self, stream: &str, data: &str) -> Result<()> {
+    pub(crate) fn append(&mut self, stream: &str, data: &str) -> Result<()> {
         if self.truncated {
             return Ok(());
         }
@@ -112,7 +112,7 @@ impl LogWriter {
     }
 
     /// Flushes incomplete lines (a step's last line may lack '\n').
-    pub fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         for i in 0..3 {
             if !self.partial[i].is_empty() && !self.truncated {
                 let line = std::mem::take(&mut self.partial[i]);

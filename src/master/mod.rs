@@ -47,7 +47,7 @@ pub const PID_FILE: &str = "minibot.pid";
 pub const LOG_FILE: &str = "master.log";
 /// The outcome of the last reconfig (`ReconfigStatus`), which `minibot
 /// reconfig` waits for: state, not a log line (the log level may hide it).
-pub const RECONFIG_FILE: &str = "reconfig.json";
+pub(crate) const RECONFIG_FILE: &str = "reconfig.json";
 
 /// What `RECONFIG_FILE` holds: which master (pid) did its how-manieth
 /// reconfig since it started, and how it ended.
@@ -86,7 +86,7 @@ impl ReconfigStatus {
 /// `unix:PATH` with `www.unix_socket`). With `port = 0` in `master.cfg`
 /// this is where scripts and tests find the ports the kernel chose. A
 /// master killed with SIGKILL leaves it behind: compare `pid`.
-pub const ADDRESSES_FILE: &str = "addresses.json";
+pub(crate) const ADDRESSES_FILE: &str = "addresses.json";
 
 /// Connections the kernel queues for the HTTP reception thread: enough
 /// that a neighbour's connection flood does not make the kernel drop a real

@@ -31,7 +31,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub enum PollerMsg {
+pub(crate) enum PollerMsg {
     Reconfig(Arc<Config>),
     Shutdown,
 }
@@ -42,11 +42,11 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Whether `cfg` has change sources: the master runs the poller thread
 /// only then.
-pub fn wanted(cfg: &Config) -> bool {
+pub(crate) fn wanted(cfg: &Config) -> bool {
     !cfg.change_source.is_empty()
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     store: Store,
     cfg: Arc<Config>,
     master_dir: PathBuf,
@@ -189,7 +189,7 @@ fn git(dir: Option<&Path>, args: &[&str]) -> Result<String> {
 }
 
 /// `ls-remote --heads` output → branch name → sha.
-pub fn parse_ls_remote(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_ls_remote(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| {
             let (sha, r) = l.split_once('\t')?;
@@ -203,7 +203,7 @@ pub fn parse_ls_remote(text: &str) -> BTreeMap<String, String> {
 
 /// A commit as `git log` describes it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LogCommit {
+pub(crate) struct LogCommit {
     pub sha: String,
     pub author: String,
     pub committer: String,
@@ -217,7 +217,7 @@ pub struct LogCommit {
 const LOG_FORMAT: &str = "--format=%x1e%H%x1f%an <%ae>%x1f%cn <%ce>%x1f%ct%x1f%B%x1f";
 
 /// Parses `git log --name-only` output made with [`LOG_FORMAT`].
-pub fn parse_log(text: &str) -> Vec<LogCommit> {
+pub(crate) fn parse_log(text: &str) -> Vec<LogCommit> {
     text.split('\u{1e}')
         .filter(|r| !r.trim().is_empty())
         .filter_map(|rec| {

@@ -28,6 +28,7 @@ use crate::config::{
 };
 use crate::db::{self, ChangeRow, Props, SourceStamp, Store};
 use crate::master::botmaster::BotMsg;
+use crate::model::ChangeId;
 use anyhow::Result;
 use crossbeam_channel::{after, select, Receiver, Sender};
 use std::collections::HashMap;
@@ -49,7 +50,7 @@ pub trait Clock: Send + Sync {
 }
 
 /// The real clock.
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> f64 {
@@ -92,7 +93,7 @@ pub fn civil_utc(t: i64) -> Civil {
 
 /// `t` in the master's local time zone (TZ, /etc/localtime), as Buildbot's
 /// Nightly uses.
-pub fn civil_local(t: i64) -> Civil {
+pub(crate) fn civil_local(t: i64) -> Civil {
     let Some(tm) = crate::sys::localtime(t) else {
         return civil_utc(t);
     };
@@ -115,7 +116,11 @@ fn field_ok(f: &CronSet, v: u32) -> bool {
 /// minute, re-reading the local time each time, so DST changes are handled;
 /// None if nothing matches within about a year (e.g. day_of_month = 31 with
 /// a weekday that never falls on it).
-pub fn next_nightly_fire(s: &Nightly, after: i64, civil: impl Fn(i64) -> Civil) -> Option<i64> {
+pub(crate) fn next_nightly_fire(
+    s: &Nightly,
+    after: i64,
+    civil: impl Fn(i64) -> Civil,
+) -> Option<i64> {
     let mut t = (after.div_euclid(60) + 1) * 60;
     let limit = t + 400 * 86_400;
     while t < limit {
@@ -137,7 +142,7 @@ pub fn next_nightly_fire(s: &Nightly, after: i64, civil: impl Fn(i64) -> Civil) 
 /// When a periodic scheduler fires next: at once if it never fired
 /// (Buildbot's Periodic), else `period` after the last fire (which may be
 /// in the past after a restart: then at once, and once).
-pub fn next_periodic_fire(period: u64, last_fire: Option<i64>) -> Option<i64> {
+pub(crate) fn next_periodic_fire(period: u64, last_fire: Option<i64>) -> Option<i64> {
     Some(match last_fire {
         None => i64::MIN,
         Some(l) => l.saturating_add(period as i64),
@@ -259,7 +264,7 @@ fn buildset_for(sched: &str, changes: &[ChangeRow]) -> (SourceStamp, Props) {
 
 fn make_buildset(conn: &db::Tx, s: &SchedulerCfg, changes: &[ChangeRow]) -> Result<()> {
     let (ss, props) = buildset_for(&s.name, changes);
-    let ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
+    let ids: Vec<ChangeId> = changes.iter().map(|c| c.changeid).collect();
     let reason = format!("The {} scheduler got a change", s.name);
     db::create_buildset(conn, &reason, Some(&s.name), &ss, &props, &ids, &s.builders)?;
     Ok(())
@@ -292,7 +297,7 @@ fn make_timed_buildset(conn: &db::Tx, s: &SchedulerCfg) -> Result<()> {
     Ok(())
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     store: Store,
     cfg: Arc<Config>,
     rx: Receiver<SchedMsg>,
@@ -426,7 +431,7 @@ impl Scheduler {
         }
         // Decide here, write in one transaction below.
         let mut immediate: Vec<(SchedulerCfg, ChangeRow)> = vec![];
-        let mut held: Vec<(String, i64)> = vec![];
+        let mut held: Vec<(String, ChangeId)> = vec![];
         for c in &changes {
             for s in self.scheds.iter().filter(|s| s.matches(c)) {
                 if s.cfg.kind.tree_stable_timer() == Some(Duration::ZERO) {
@@ -436,7 +441,7 @@ impl Scheduler {
                 }
             }
         }
-        let ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
+        let ids: Vec<ChangeId> = changes.iter().map(|c| c.changeid).collect();
         let n_immediate = immediate.len();
         let held2 = held.clone();
         self.store.write(move |conn| {

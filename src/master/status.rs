@@ -13,7 +13,7 @@
 //! thread writes it at the end of the interval, so a flood of refused
 //! connections costs at most ten small writes a second.
 
-pub use crate::master::janitor::Pruned;
+pub(crate) use crate::master::janitor::Pruned;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,10 +22,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The file's name in the master directory.
-pub const STATUS_FILE: &str = "status.json";
+pub(crate) const STATUS_FILE: &str = "status.json";
 
 /// At most one write of the file per this interval.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What `STATUS_FILE` holds. Every field has a default, so a reader of an
 /// older file (or a newer one with more fields) still gets one.
@@ -85,7 +85,7 @@ pub struct LoginRefusals {
 
 /// Why a worker login was refused (`worker_conn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     WrongPassword,
     AlreadyConnected,
     TooManyFailures,
@@ -101,7 +101,7 @@ impl MasterStatus {
 /// One of the master's JSON status files; None if there is none or it
 /// does not parse as a `T` (a reader may race a master that never wrote
 /// one: the files are replaced whole, never seen half-written).
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     let text = std::fs::read(path).ok()?;
     serde_json::from_slice(&text).ok()
 }
@@ -123,7 +123,7 @@ static RECORDER: OnceLock<Recorder> = OnceLock::new();
 /// Starts recording into `dir/status.json` and writes it (state running,
 /// counters zero), replacing a previous master's. A second call in the same process (there is one master per process)
 /// changes nothing.
-pub fn init(dir: &Path) {
+pub(crate) fn init(dir: &Path) {
     let status = MasterStatus {
         pid: std::process::id(),
         ..MasterStatus::default()
@@ -191,7 +191,7 @@ fn write_now(rec: &Recorder, inner: &mut Inner) {
 
 /// Writes `path` whole or not at all (a temporary file, 0600 from its
 /// creation, renamed into place): the master's status files.
-pub fn write_private(path: &Path, text: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, text: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
@@ -211,12 +211,12 @@ pub fn write_private(path: &Path, text: &[u8]) -> Result<()> {
 }
 
 /// `stop --clean` began.
-pub fn draining() {
+pub(crate) fn draining() {
     update(|s| s.state = MasterState::Draining);
 }
 
 /// The botmaster gave memory back.
-pub fn idle_memory_released(release: IdleRelease) {
+pub(crate) fn idle_memory_released(release: IdleRelease) {
     update(|s| {
         s.idle_memory_releases += 1;
         s.last_idle_memory_release = Some(release);
@@ -224,7 +224,7 @@ pub fn idle_memory_released(release: IdleRelease) {
 }
 
 /// A janitor run finished.
-pub fn janitor_ran(p: &Pruned) {
+pub(crate) fn janitor_ran(p: &Pruned) {
     let run = p.clone();
     update(|s| {
         s.janitor_runs += 1;
@@ -235,7 +235,7 @@ pub fn janitor_ran(p: &Pruned) {
 /// A worker login was refused; `configured` says whether `name` is in
 /// `master.cfg` (other names share one counter, so guessed names cannot
 /// grow the file).
-pub fn worker_login_refused(name: &str, configured: bool, why: Refusal) {
+pub(crate) fn worker_login_refused(name: &str, configured: bool, why: Refusal) {
     update(|s| {
         if !configured {
             s.worker_logins_refused_unknown_name += 1;
@@ -251,7 +251,7 @@ pub fn worker_login_refused(name: &str, configured: bool, why: Refusal) {
 }
 
 /// A connection to the worker port was dropped over the handshake cap.
-pub fn worker_connection_dropped() {
+pub(crate) fn worker_connection_dropped() {
     update(|s| s.worker_connections_dropped += 1);
 }
 

@@ -24,6 +24,7 @@ use crate::master::botmaster::{BotMsg, ConnCmd, Connected};
 use crate::master::build::{BuildJob, RunningBuild};
 use crate::master::events::Hub;
 use crate::master::status::{self, Refusal};
+use crate::model::BuildId;
 use crate::protocol::{self, FromWorker, ToWorker, PROTOCOL_VERSION};
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone)]
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     pub store: Store,
     pub cfg: LiveConfig,
     pub connected: Connected,
@@ -48,7 +49,7 @@ pub struct ConnCtx {
 
 /// [`LoginLimits`] for the worker port (its log lines say "worker login").
 #[derive(Clone)]
-pub struct WorkerLogins(pub LoginLimits);
+pub(crate) struct WorkerLogins(pub LoginLimits);
 
 impl Default for WorkerLogins {
     fn default() -> WorkerLogins {
@@ -86,7 +87,7 @@ impl Drop for HandshakeSlot {
 }
 const THREAD_STACK: usize = 256 * 1024;
 
-pub fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
+pub(crate) fn spawn_listener(listener: TcpListener, ctx: ConnCtx) -> Result<()> {
     std::thread::Builder::new()
         .name("worker-listener".into())
         .stack_size(THREAD_STACK)
@@ -317,7 +318,7 @@ struct Conn {
     stream: TcpStream,
     name: String,
     ctx: ConnCtx,
-    builds: HashMap<i64, RunningBuild>,
+    builds: HashMap<BuildId, RunningBuild>,
     keepalive: Duration,
     last_sent: Instant,
 }
@@ -488,7 +489,7 @@ impl Conn {
     }
 
     /// Sends the build's next step, or finishes the build.
-    fn advance(&mut self, id: i64) -> Result<()> {
+    fn advance(&mut self, id: BuildId) -> Result<()> {
         let Some(b) = self.builds.get_mut(&id) else {
             return Ok(());
         };
@@ -519,7 +520,7 @@ impl Conn {
         Ok(())
     }
 
-    fn stop_build(&mut self, id: i64, reason: &str) -> Result<()> {
+    fn stop_build(&mut self, id: BuildId, reason: &str) -> Result<()> {
         let Some(b) = self.builds.get_mut(&id) else {
             return Ok(());
         };

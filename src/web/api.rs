@@ -17,13 +17,14 @@ use crate::db::api::{
     bad, log_info, parse_id, resolve, resource, ApiError, Filter, ItemRef, Op, Param, Resource,
     Spec, Ty::*,
 };
+use crate::model::{BuildId, LogId};
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 /// What the HTTP layer sends back.
-pub struct ApiResponse {
+pub(crate) struct ApiResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: ApiBody,
@@ -31,7 +32,7 @@ pub struct ApiResponse {
 
 /// A body in memory, or a stream (raw logs) the HTTP layer copies out in
 /// constant memory.
-pub enum ApiBody {
+pub(crate) enum ApiBody {
     Bytes(Vec<u8>),
     Reader(Box<dyn Read + Send>),
 }
@@ -39,7 +40,7 @@ pub enum ApiBody {
 impl ApiBody {
     /// Reads the whole body into memory (unit tests).
     #[cfg(test)]
-    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+    pub(crate) fn into_bytes(self) -> io::Result<Vec<u8>> {
         match self {
             ApiBody::Bytes(b) => Ok(b),
             ApiBody::Reader(mut r) => {
@@ -70,12 +71,12 @@ impl fmt::Debug for ApiResponse {
     }
 }
 
-pub const JSON_TYPE: &str = "application/json";
-pub const TEXT_TYPE: &str = "text/plain; charset=utf-8";
+pub(crate) const JSON_TYPE: &str = "application/json";
+pub(crate) const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Most bytes of log text one `/contents` answer holds; a client asking for
 /// more gets fewer lines and sees where it stopped in `lastline`.
-pub const MAX_CONTENTS_BYTES: usize = 8 << 20;
+pub(crate) const MAX_CONTENTS_BYTES: usize = 8 << 20;
 
 // ---------------------------------------------------------------------------
 // Resource descriptions
@@ -120,7 +121,7 @@ impl ApiError {
 /// a builder name may hold an encoded `/`); `query` holds the decoded query
 /// pairs in order. Never panics on input; errors are JSON `{"error": ...}`
 /// with 400, 404 or 500.
-pub fn get(
+pub(crate) fn get(
     conn: &db::Conn,
     master_dir: &Path,
     path: &str,
@@ -168,12 +169,12 @@ fn handle(
         }
         Target::Raw(item) => {
             parse_paging(query, false)?;
-            let logid = resolve(conn, &item)?.ok_or_else(|| not_found(path))?;
+            let logid = LogId(resolve(conn, &item)?.ok_or_else(|| not_found(path))?);
             raw_log(conn, master_dir, logid, path)
         }
         Target::Contents(item) => {
             let (offset, limit) = parse_paging(query, true)?;
-            let logid = resolve(conn, &item)?.ok_or_else(|| not_found(path))?;
+            let logid = LogId(resolve(conn, &item)?.ok_or_else(|| not_found(path))?);
             log_contents(conn, master_dir, logid, offset, limit, path)
         }
     }
@@ -223,7 +224,7 @@ fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
 /// The percent-decoded segments of a URL path, as the API reads them
 /// (also for the pages and the write side); None for a bad escape, a
 /// `.`/`..` segment or more segments than any path of ours has.
-pub fn path_segments(path: &str) -> Option<Vec<String>> {
+pub(crate) fn path_segments(path: &str) -> Option<Vec<String>> {
     split_path(path).ok()
 }
 
@@ -455,8 +456,8 @@ fn parse_paging(
 /// Opens the log file; None when it does not exist yet (log not started).
 fn open_log(
     master_dir: &Path,
-    buildid: i64,
-    logid: i64,
+    buildid: BuildId,
+    logid: LogId,
 ) -> Result<Option<std::fs::File>, ApiError> {
     match std::fs::File::open(db::log_path(master_dir, buildid, logid)) {
         Ok(f) => Ok(Some(f)),
@@ -468,7 +469,7 @@ fn open_log(
 fn raw_log(
     conn: &db::Conn,
     master_dir: &Path,
-    logid: i64,
+    logid: LogId,
     path: &str,
 ) -> Result<ApiResponse, ApiError> {
     let (buildid, _) = log_info(conn, logid)?.ok_or_else(|| not_found(path))?;
@@ -491,13 +492,13 @@ fn raw_log(
 /// Reads a stream log and drops the first byte of every line (the stream
 /// char), streaming: memory is the inner reader's buffer, whatever the
 /// size of the file or of a line.
-pub struct StripPrefix<R> {
+pub(crate) struct StripPrefix<R> {
     inner: R,
     at_line_start: bool,
 }
 
 impl<R: BufRead> StripPrefix<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         StripPrefix {
             inner,
             at_line_start: true,
@@ -633,7 +634,7 @@ fn read_lines(
 fn log_contents(
     conn: &db::Conn,
     master_dir: &Path,
-    logid: i64,
+    logid: LogId,
     offset: Option<i64>,
     limit: Option<i64>,
     path: &str,
@@ -724,7 +725,7 @@ mod tests {
             (r.status, r.content_type, r.body.into_bytes().unwrap())
         }
 
-        fn write_log(&self, buildid: i64, logid: i64, text: &[u8]) {
+        fn write_log(&self, buildid: BuildId, logid: LogId, text: &[u8]) {
             let p = db::log_path(&self.master, buildid, logid);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
@@ -794,7 +795,11 @@ mod tests {
             master,
             conn,
         };
-        f.write_log(1, 1, b"hcmd: git checkout\nohello\neerr: <x>\n");
+        f.write_log(
+            BuildId(1),
+            LogId(1),
+            b"hcmd: git checkout\nohello\neerr: <x>\n",
+        );
         f
     }
 
@@ -1028,7 +1033,7 @@ mod tests {
     fn logs_in_the_older_per_build_layout_are_still_served() {
         let f = fixture();
         // Build 3's log 4, where minibot wrote logs before the flat layout.
-        let dir = db::legacy_log_dir(&f.master, 3);
+        let dir = db::legacy_log_dir(&f.master, BuildId(3));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("4.log"), "hold\neolder\n").unwrap();
         assert_eq!(
@@ -1037,10 +1042,10 @@ mod tests {
         );
         // The new layout is flat, and wins when both exist.
         assert_eq!(
-            db::log_path(&f.master, 1, 1),
+            db::log_path(&f.master, BuildId(1), LogId(1)),
             f.master.join("logs").join("1-1.log")
         );
-        std::fs::write(db::new_log_path(&f.master, 3, 4), "onew\n").unwrap();
+        std::fs::write(db::new_log_path(&f.master, BuildId(3), LogId(4)), "onew\n").unwrap();
         assert_eq!(f.raw("/logs/4/raw").2, b"new\n");
     }
 
@@ -1074,7 +1079,7 @@ mod tests {
             want.push(b'\n');
         }
         assert!(text.len() > 1_000_000);
-        f.write_log(1, 2, &text);
+        f.write_log(BuildId(1), LogId(2), &text);
         let r = get(&f.conn, &f.master, "/logs/2/raw", &[]);
         let ApiBody::Reader(mut rd) = r.body else {
             panic!("raw log must stream")
@@ -1149,7 +1154,7 @@ mod tests {
             text.push_str(&format!("oline {i}\n"));
         }
         text.push_str("opartial");
-        f.write_log(1, 2, text.as_bytes());
+        f.write_log(BuildId(1), LogId(2), text.as_bytes());
         let v = f.ok(
             "/logs/2/contents",
             &[("offset", "199998"), ("limit", "100")],

@@ -25,7 +25,7 @@ use crate::web::dialects::{self, HookError, HookOutcome, HookRequest};
 use crossbeam_channel::Sender;
 use serde_json::json;
 
-pub struct HookReply {
+pub(crate) struct HookReply {
     pub status: u16,
     pub body: serde_json::Value,
 }
@@ -41,7 +41,7 @@ fn reply(status: u16, body: serde_json::Value) -> HookReply {
 /// with every request. Refusing these is what stops a web page the operator
 /// visits from posting through the tunnel; a same-origin request is refused
 /// too, since no page of the master posts hooks.
-pub fn browser_request(req: &HookRequest) -> Option<String> {
+pub(crate) fn browser_request(req: &HookRequest) -> Option<String> {
     if let Some(origin) = req.header("origin") {
         return Some(format!(
             "a request with an Origin header ({origin:?}) comes from a web page; change hooks accept only direct posts (Gitea, curl)"
@@ -73,7 +73,7 @@ fn synthetic_delivery(dialect: &str) -> String {
     )
 }
 
-pub fn handle(
+pub(crate) fn handle(
     cfg: &LiveConfig,
     store: &Store,
     sched: &Sender<SchedMsg>,

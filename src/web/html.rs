@@ -26,16 +26,16 @@ use std::fmt::Write;
 /// from other `Html`. The field is private: there is no way to wrap an
 /// arbitrary `String`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Html(String);
+pub(crate) struct Html(String);
 
 impl Html {
     /// Empty markup, to `push` onto.
-    pub fn new() -> Html {
+    pub(crate) fn new() -> Html {
         Html(String::new())
     }
 
     /// Text, escaped.
-    pub fn text(s: &str) -> Html {
+    pub(crate) fn text(s: &str) -> Html {
         let mut out = Html(String::with_capacity(s.len()));
         escape_into(s, &mut out.0);
         out
@@ -45,17 +45,17 @@ impl Html {
     /// out (short of leaking a `String` on purpose). Pages build markup
     /// with `html!`; this is for the unit tests.
     #[cfg(test)]
-    pub fn lit(s: &'static str) -> Html {
+    pub(crate) fn lit(s: &'static str) -> Html {
         Html(s.to_string())
     }
 
     /// Appends `r`: text is escaped, `Html` appended as it is.
-    pub fn push<R: Render + ?Sized>(&mut self, r: &R) {
+    pub(crate) fn push<R: Render + ?Sized>(&mut self, r: &R) {
         r.render_to(&mut self.0);
     }
 
     /// The items with the markup `sep` between them.
-    pub fn join(items: impl IntoIterator<Item = Html>, sep: &'static str) -> Html {
+    pub(crate) fn join(items: impl IntoIterator<Item = Html>, sep: &'static str) -> Html {
         let mut out = Html::new();
         for (i, h) in items.into_iter().enumerate() {
             if i > 0 {
@@ -66,12 +66,12 @@ impl Html {
         out
     }
 
-    pub fn into_string(self) -> String {
+    pub(crate) fn into_string(self) -> String {
         self.0
     }
 
     /// The bytes of a response body.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.0.into_bytes()
     }
 
@@ -79,7 +79,7 @@ impl Html {
     /// [`__check`] at compile time) with each `{}` replaced by the next
     /// argument, rendered. `{{` and `}}` are literal braces.
     #[doc(hidden)]
-    pub fn __format(template: &'static str, args: &[&dyn Render]) -> Html {
+    pub(crate) fn __format(template: &'static str, args: &[&dyn Render]) -> Html {
         let mut out = String::with_capacity(template.len() + 16 * args.len());
         let mut args = args.iter();
         let mut rest = template;
@@ -132,13 +132,13 @@ impl FromIterator<Html> for Html {
 
 mod sealed {
     /// Only this module decides what may be rendered, and how.
-    pub trait Sealed {}
+    pub(crate) trait Sealed {}
 }
 
 /// What may go into `html!` and [`Html::push`]: text (escaped), numbers
 /// (as they are: digits and signs need no escaping) and `Html` (as it is).
 /// Sealed: an impl elsewhere could append raw text.
-pub trait Render: sealed::Sealed {
+pub(crate) trait Render: sealed::Sealed {
     fn render_to(&self, out: &mut String);
 }
 
@@ -181,6 +181,17 @@ macro_rules! render_numbers {
     )*};
 }
 render_numbers!(i32, i64, u32, u64, usize);
+// The database ids render as their numbers.
+render_numbers!(
+    crate::model::BuildId,
+    crate::model::RequestId,
+    crate::model::BuildsetId,
+    crate::model::ChangeId,
+    crate::model::StepId,
+    crate::model::LogId,
+    crate::model::BuilderId,
+    crate::model::WorkerId
+);
 
 /// Escapes text for element content and quoted attribute values. Private:
 /// the only way to use it is to make an `Html`.
@@ -202,7 +213,7 @@ fn escape_into(s: &str, out: &mut String) {
 /// `format!`; here it is refused), `{{`/`}}` for braces, and as many
 /// placeholders as arguments.
 #[doc(hidden)]
-pub const fn __check(template: &str, args: usize) {
+pub(crate) const fn __check(template: &str, args: usize) {
     let b = template.as_bytes();
     let mut i = 0;
     let mut n = 0;

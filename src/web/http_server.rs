@@ -54,40 +54,40 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Longest request line or header line.
-pub const MAX_LINE: usize = 8 * 1024;
+pub(crate) const MAX_LINE: usize = 8 * 1024;
 /// Longest request head (request line and all headers).
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a request.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// How long an open connection may wait for the first byte of a request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a request head may take from its first byte to its end.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A body's deadline: this, plus its length at [`BODY_MIN_RATE`].
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes per second a body must at least arrive at beyond [`BODY_TIMEOUT`].
-pub const BODY_MIN_RATE: u64 = 256 * 1024;
+pub(crate) const BODY_MIN_RATE: u64 = 256 * 1024;
 /// Longest a piece of a response may wait for the client to take it.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pieces responses are written in (see [`WRITE_TIMEOUT`]).
-pub const WRITE_PIECE: usize = 16 * 1024;
+pub(crate) const WRITE_PIECE: usize = 16 * 1024;
 /// Most body bytes buffered by all connections together.
-pub const BODY_BUDGET: usize = 48 * 1024 * 1024;
+pub(crate) const BODY_BUDGET: usize = 48 * 1024 * 1024;
 /// Most connections waiting in reception for a request head.
-pub const MAX_PENDING: usize = 512;
+pub(crate) const MAX_PENDING: usize = 512;
 /// Most bytes of unfinished heads held in reception together.
-pub const HEAD_BUDGET: usize = 8 * 1024 * 1024;
+pub(crate) const HEAD_BUDGET: usize = 8 * 1024 * 1024;
 /// Stack of a request thread: page rendering and SQLite reads.
 const STACK: usize = 512 * 1024;
 
 /// The listening socket: TCP, or a unix socket (`[www] unix_socket`).
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
 /// One accepted connection.
-pub enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -151,7 +151,7 @@ impl Write for Stream {
 
 /// A connection handed over by [`Reply::Takeover`]: each write waits at
 /// most [`WRITE_TIMEOUT`] for the client.
-pub struct Takeover(Stream);
+pub(crate) struct Takeover(Stream);
 
 impl Write for Takeover {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -163,7 +163,7 @@ impl Write for Takeover {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     Get,
     Head,
     Post,
@@ -182,7 +182,7 @@ impl Method {
 }
 
 /// What the handler sees of a request before its body is read.
-pub struct Head {
+pub(crate) struct Head {
     pub method: Method,
     /// The request target as sent (path and query).
     pub target: String,
@@ -193,7 +193,7 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -202,25 +202,25 @@ impl Head {
 }
 
 /// A whole request.
-pub struct Request {
+pub(crate) struct Request {
     pub head: Head,
     pub body: Vec<u8>,
 }
 
-pub enum Body {
+pub(crate) enum Body {
     Bytes(Vec<u8>),
     /// Sent chunked (or until close, to HTTP/1.0 clients).
     Stream(Box<dyn Read + Send>),
 }
 
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     headers: Vec<(&'static str, String)>,
     body: Body,
 }
 
 impl Response {
-    pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+    pub(crate) fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
         Response {
             status,
             headers: vec![("Content-Type", content_type.to_string())],
@@ -228,7 +228,7 @@ impl Response {
         }
     }
 
-    pub fn stream(status: u16, content_type: &str, body: Box<dyn Read + Send>) -> Response {
+    pub(crate) fn stream(status: u16, content_type: &str, body: Box<dyn Read + Send>) -> Response {
         Response {
             status,
             headers: vec![("Content-Type", content_type.to_string())],
@@ -238,13 +238,13 @@ impl Response {
 
     /// Adds a header. The name is ours by construction; the value is
     /// checked when the response is written.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
     }
 
     /// The body, if it is in memory (tests).
-    pub fn body_bytes(&self) -> Option<&[u8]> {
+    pub(crate) fn body_bytes(&self) -> Option<&[u8]> {
         match &self.body {
             Body::Bytes(b) => Some(b),
             Body::Stream(_) => None,
@@ -253,7 +253,7 @@ impl Response {
 }
 
 /// What the handler does with a request.
-pub enum Reply {
+pub(crate) enum Reply {
     Respond(Response),
     /// The connection leaves the server (it no longer counts against the
     /// cap) and is given to this function, on the connection's thread, to
@@ -262,7 +262,7 @@ pub enum Reply {
 }
 
 /// The application: `www.rs`.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     /// The largest body this request may carry (413 beyond).
     fn body_limit(&self, head: &Head) -> usize;
     fn handle(&self, req: Request) -> Reply;
@@ -270,7 +270,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Whether a header value may be written: no control characters (CR and
 /// LF would start a new header line; NUL and tab are refused too).
-pub fn valid_header_value(v: &str) -> bool {
+pub(crate) fn valid_header_value(v: &str) -> bool {
     v.bytes().all(|b| b >= 0x20 && b != 0x7f)
 }
 
@@ -343,7 +343,7 @@ impl Drop for Budget<'_> {
 }
 
 /// A running server; [`Server::stop`] ends it.
-pub struct Server {
+pub(crate) struct Server {
     shared: Arc<Shared>,
     reception: Option<JoinHandle<()>>,
 }
@@ -364,7 +364,7 @@ const WAKE: mio::Token = mio::Token(1);
 
 impl Server {
     /// Starts the reception thread on `listener`.
-    pub fn start(
+    pub(crate) fn start(
         listener: Listener,
         max_connections: usize,
         handler: Arc<dyn Handler>,
@@ -403,7 +403,7 @@ impl Server {
     /// Stops accepting, closes the connections waiting for a request and
     /// those waiting on their clients; requests being handled finish their
     /// answer.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shared.registry.stop.store(true, Ordering::SeqCst);
         let _ = self.shared.waker.wake();
         if let Some(h) = self.reception.take() {
@@ -792,7 +792,7 @@ enum End {
 }
 
 /// A JSON error answer, `{"error": msg}` (this layer's and the API's).
-pub fn error(status: u16, msg: &str) -> Response {
+pub(crate) fn error(status: u16, msg: &str) -> Response {
     Response::bytes(
         status,
         "application/json",

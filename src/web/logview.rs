@@ -19,16 +19,16 @@ use std::path::Path;
 
 /// How much of a log the build page shows at first, and how much each
 /// "load earlier" adds.
-pub const CHUNK: u64 = 64 * 1024;
+pub(crate) const CHUNK: u64 = 64 * 1024;
 
 /// Most bytes one live update carries; a burst is sent in several.
-pub const MAX_DELTA: u64 = 256 * 1024;
+pub(crate) const MAX_DELTA: u64 = 256 * 1024;
 
 /// Lines of a log file: `text` holds the bytes from `start` to `end`.
 /// `partial_first`: `start` is inside a line longer than a chunk, so the
 /// first line has no stream character.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Range {
+pub(crate) struct Range {
     pub start: u64,
     pub end: u64,
     pub text: Vec<u8>,
@@ -37,7 +37,7 @@ pub struct Range {
 
 /// The whole lines within the `CHUNK` bytes before `end` (a line start, or
 /// the file's length). A missing file is an empty range.
-pub fn chunk_before(path: &Path, end: u64) -> io::Result<Range> {
+pub(crate) fn chunk_before(path: &Path, end: u64) -> io::Result<Range> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Range::default()),
@@ -96,7 +96,7 @@ pub fn chunk_before(path: &Path, end: u64) -> io::Result<Range> {
 
 /// The whole lines appended after `offset` (a line start), at most about
 /// `MAX_DELTA` bytes (a longer single line comes whole).
-pub fn read_from(path: &Path, offset: u64) -> io::Result<Range> {
+pub(crate) fn read_from(path: &Path, offset: u64) -> io::Result<Range> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -135,7 +135,7 @@ pub fn read_from(path: &Path, offset: u64) -> io::Result<Range> {
 /// `<span class="lh">`, ANSI SGR colours as `<span class="...">`, every
 /// other byte escaped (the log's text goes into `Html` only as text; the
 /// spans are ours). For the inside of a `<pre>`.
-pub fn render(r: &Range) -> Html {
+pub(crate) fn render(r: &Range) -> Html {
     let text = String::from_utf8_lossy(&r.text);
     let mut out = Html::new();
     for (i, line) in text.split_inclusive('\n').enumerate() {

@@ -20,7 +20,7 @@
 
 use crate::config::{Config, ParamKind};
 use crate::db;
-use crate::model::BuildResult;
+use crate::model::{BuildId, BuildResult, BuilderId, LogId, RequestId};
 use crate::web::html::{html, Html};
 use crate::web::logview;
 use anyhow::{Context, Result};
@@ -28,7 +28,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// Percent-encodes one URL path segment (a builder name in a link).
-pub fn encode_path_segment(s: &str) -> String {
+pub(crate) fn encode_path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -42,7 +42,7 @@ pub fn encode_path_segment(s: &str) -> String {
 
 /// Background colour of a result, as Buildbot's web UI (badges; the pages
 /// use the `r<N>` classes of the stylesheet, which match).
-pub fn result_colour(results: BuildResult) -> &'static str {
+pub(crate) fn result_colour(results: BuildResult) -> &'static str {
     match results {
         BuildResult::Success => "#8d4",
         BuildResult::Warnings => "#fa3",
@@ -129,16 +129,16 @@ fn builder_link(builder: &str) -> Html {
 
 /// The stylesheet, script and icon, served from the binary under
 /// `/assets/` (no build toolchain; see `src/assets/`).
-pub const CSS: &str = include_str!("assets/minibot.css");
-pub const JS: &str = include_str!("assets/minibot.js");
-pub const FAVICON: &str = include_str!("assets/favicon.svg");
+pub(crate) const CSS: &str = include_str!("assets/minibot.css");
+pub(crate) const JS: &str = include_str!("assets/minibot.js");
+pub(crate) const FAVICON: &str = include_str!("assets/favicon.svg");
 
 /// Builds shown per page on a builder's page, changes on the changes page.
-pub const PAGE_SIZE: i64 = 30;
+pub(crate) const PAGE_SIZE: i64 = 30;
 
 /// What every page needs: the read connection, the loaded config, who is
 /// looking, and the time.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub conn: &'a db::Conn,
     pub cfg: &'a Config,
     /// The logged-in user, if any.
@@ -153,7 +153,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// The page frame every page shares. `path` is where the login link
     /// comes back to.
-    pub fn layout(&self, page: &str, path: &str, body: Html) -> Html {
+    pub(crate) fn layout(&self, page: &str, path: &str, body: Html) -> Html {
         let title = &self.cfg.title;
         let who = match (self.user, self.csrf) {
             (Some(u), Some(_)) => html!(
@@ -341,7 +341,7 @@ fn short_rev(rev: Option<&str>) -> Html {
 
 /// The home page (`/`): builders and their last build, running builds,
 /// the queue, recent builds.
-pub fn home(c: &Ctx) -> Result<Html> {
+pub(crate) fn home(c: &Ctx) -> Result<Html> {
     let body = html!(
         "{}{}{}{}",
         builders_section(c.conn)?,
@@ -407,7 +407,7 @@ fn running_section(conn: &db::Conn, now: i64) -> Result<Html> {
 
 /// Queued requests (neither claimed nor complete), oldest first; all
 /// builders, or one. Shows at most `limit` with the total count.
-fn queue_section(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
+fn queue_section(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<Html> {
     let pending = db::queued_count(c.conn, builderid)?;
     let what = if pending == 1 { "request" } else { "requests" };
     let mut out = html!(
@@ -427,7 +427,7 @@ fn queue_section(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
     Ok(out)
 }
 
-fn requests_table(c: &Ctx, builderid: Option<i64>, limit: i64) -> Result<Html> {
+fn requests_table(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<Html> {
     let rows: Vec<Vec<Cell>> = db::queued_requests(c.conn, builderid, limit)?
         .into_iter()
         .map(|r| {
@@ -497,7 +497,7 @@ fn recent_section(conn: &db::Conn) -> Result<Html> {
 
 /// `/builders/<name>`: the builder, its force form(s), its queue and its
 /// builds, newest first, `PAGE_SIZE` a page. None: no such builder.
-pub fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
+pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
     let Some(db::BuilderInfo {
         builderid,
         description,
@@ -673,7 +673,7 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
 pub(crate) use crate::db::{build_by_id, BuildRow};
 
 /// The canonical page of a build.
-pub fn build_page_url(b: &BuildRow) -> String {
+pub(crate) fn build_page_url(b: &BuildRow) -> String {
     format!(
         "/builders/{}/builds/{}",
         encode_path_segment(&b.builder),
@@ -682,7 +682,7 @@ pub fn build_page_url(b: &BuildRow) -> String {
 }
 
 /// The head of the build page (replaced whole by live updates).
-pub fn build_head(c: &Ctx, b: &BuildRow) -> Html {
+pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     let mut out = html!(
         "<section id=\"build-head\"><h2>{} {} {}</h2><p>{}</p><p>",
         builder_link(&b.builder),
@@ -717,7 +717,7 @@ pub fn build_head(c: &Ctx, b: &BuildRow) -> Html {
 pub(crate) use crate::db::{steps_of, StepRow};
 
 /// A step's head line (replaced whole by live updates).
-pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
+pub(crate) fn step_head(c: &Ctx, s: &StepRow) -> Html {
     let mut out = html!(
         "<div class=\"step-head\" id=\"step-head-{}\"><span class=\"num\">{}</span>\
          <strong>{}</strong>{}<span>{}</span><span class=\"muted\">{}</span>",
@@ -748,7 +748,12 @@ pub fn step_head(c: &Ctx, s: &StepRow) -> Html {
 
 /// A whole step: head and logs; `ranges` holds the text shown of each log
 /// (by logid; a log missing there gets an empty, live-fillable view).
-pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(i64, logview::Range)]) -> Html {
+pub(crate) fn step_html(
+    c: &Ctx,
+    s: &StepRow,
+    open: bool,
+    ranges: &[(LogId, logview::Range)],
+) -> Html {
     let mut out = html!(
         "<div class=\"step\" id=\"step-{}\">{}",
         s.stepid,
@@ -789,7 +794,7 @@ pub fn step_html(c: &Ctx, s: &StepRow, open: bool, ranges: &[(i64, logview::Rang
 
 /// Whether a step's logs start unfolded: the running step, any that did
 /// not succeed, and the build's last step.
-pub fn step_open(s: &StepRow, last: bool) -> bool {
+pub(crate) fn step_open(s: &StepRow, last: bool) -> bool {
     last || s.complete_at.is_none()
         || !matches!(
             s.results,
@@ -798,7 +803,7 @@ pub fn step_open(s: &StepRow, last: bool) -> bool {
 }
 
 /// `/builders/<name>/builds/<number>`. None: no such build.
-pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
+pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
     let b = db::build_by_number(c.conn, builder, number)?;
     let Some(b) = b else {
         return Ok(None);
@@ -848,7 +853,7 @@ pub fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>> {
 }
 
 /// What was built: the buildset's reason and source stamp, and its changes.
-fn buildset_section(c: &Ctx, brid: i64) -> Result<Html> {
+fn buildset_section(c: &Ctx, brid: RequestId) -> Result<Html> {
     let Some(db::BuildsetInfo {
         buildsetid: bsid,
         reason,
@@ -897,7 +902,7 @@ fn buildset_section(c: &Ctx, brid: i64) -> Result<Html> {
     Ok(out)
 }
 
-fn properties_section(conn: &db::Conn, buildid: i64) -> Result<Html> {
+fn properties_section(conn: &db::Conn, buildid: BuildId) -> Result<Html> {
     let props = db::build_properties(conn, buildid)?;
     let rows: Vec<Vec<Cell>> = props
         .iter()
@@ -914,10 +919,10 @@ fn properties_section(conn: &db::Conn, buildid: i64) -> Result<Html> {
 
 /// The JSON `/logs/<logid>/chunk?end=N` answers: the lines before `end`
 /// (a line start), for the build page's "load earlier output".
-pub fn log_chunk(
+pub(crate) fn log_chunk(
     conn: &db::Conn,
     master_dir: &Path,
-    logid: i64,
+    logid: LogId,
     end: u64,
 ) -> Result<Option<serde_json::Value>> {
     let buildid = db::log_build(conn, logid)?;
@@ -935,7 +940,7 @@ pub fn log_chunk(
 // Workers, changes, requests
 
 /// `/workers`: every worker the master knows, connected or not.
-pub fn workers(c: &Ctx) -> Result<Html> {
+pub(crate) fn workers(c: &Ctx) -> Result<Html> {
     let rows: Vec<Vec<Cell>> = db::worker_list(c.conn)?
         .into_iter()
         .map(|w| {
@@ -1011,7 +1016,7 @@ pub fn workers(c: &Ctx) -> Result<Html> {
 }
 
 /// `/changes`: the newest changes first, paged.
-pub fn changes(c: &Ctx, page: i64) -> Result<Html> {
+pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
     let total = db::change_count(c.conn)?;
     let page = page.max(1);
     let rows: Vec<Vec<Cell>> = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
@@ -1050,7 +1055,7 @@ pub fn changes(c: &Ctx, page: i64) -> Result<Html> {
 }
 
 /// `/buildrequests`: the queue.
-pub fn buildrequests(c: &Ctx) -> Result<Html> {
+pub(crate) fn buildrequests(c: &Ctx) -> Result<Html> {
     let body = html!(
         "<h2>Build request queue</h2>{}{}",
         queue_section(c, None, 500)?,
@@ -1067,7 +1072,7 @@ pub(crate) use crate::db::request_build;
 
 /// `/buildrequests/<id>` while it has no build to show: queued (the
 /// script waits for its build) or cancelled. None: no such request.
-pub fn buildrequest(c: &Ctx, brid: i64) -> Result<Option<Html>> {
+pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
     let Some(db::RequestInfo {
         builder,
         reason,
@@ -1106,7 +1111,7 @@ pub fn buildrequest(c: &Ctx, brid: i64) -> Result<Option<Html>> {
 
 /// The login page; `error` is shown above the form. `login_csrf` is the
 /// value of the double-submit cookie the caller sets with the page.
-pub fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html {
+pub(crate) fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html {
     let mut body = html!("<h2>Log in</h2>");
     if let Some(e) = error {
         body.push(&html!("<p class=\"flash\">{}</p>", e));
@@ -1131,7 +1136,7 @@ pub fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html
 }
 
 /// A page that says one thing (errors of form posts).
-pub fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> Html {
+pub(crate) fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> Html {
     let body = html!(
         "<h2>{}</h2><p class=\"flash\">{}</p><p><a href=\"{}\">Back</a></p>",
         heading,
@@ -1143,7 +1148,7 @@ pub fn message(c: &Ctx, heading: &str, text: &str, back: &str) -> Html {
 
 /// `/badges/<builder>.svg`: the result of the builder's last finished
 /// build, as buildbot-badges draws it. None: no such builder.
-pub fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
+pub(crate) fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
     let Some(results) = db::builder_last_result(conn, builder)? else {
         return Ok(None);
     };
@@ -1156,7 +1161,7 @@ pub fn badge_svg(conn: &db::Conn, builder: &str) -> Result<Option<Html>> {
 
 /// A flat two-part badge; widths from a rough 7 px per character. SVG is
 /// XML: the same escaping holds.
-pub fn svg_badge(left: &str, right: &str, colour: &str) -> Html {
+pub(crate) fn svg_badge(left: &str, right: &str, colour: &str) -> Html {
     let lw = 10 + 7 * left.chars().count();
     let rw = 10 + 7 * right.chars().count();
     let w = lw + rw;
@@ -1274,7 +1279,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             "#,
         )
         .unwrap();
-        let log = db::log_path(dir.path(), 3, 2);
+        let log = db::log_path(dir.path(), BuildId(3), LogId(2));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         std::fs::write(&log, "ohello <b>\ne\x1b[31merr\x1b[0m\n").unwrap();
         Fixture { dir, conn, cfg }
@@ -1448,11 +1453,17 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(ch.contains("second line &lt;b&gt;"));
         let q = buildrequests(&c).unwrap();
         assert!(q.contains("2 pending build requests."));
-        let r = buildrequest(&c, 2).unwrap().unwrap();
+        let r = buildrequest(&c, RequestId(2)).unwrap().unwrap();
         assert!(r.contains("id=\"waitreq\" data-brid=\"2\""));
-        assert!(buildrequest(&c, 99).unwrap().is_none());
-        assert!(request_build(&f.conn, 2).unwrap().is_none());
-        assert_eq!(request_build(&f.conn, 4).unwrap().unwrap().buildid, 3);
+        assert!(buildrequest(&c, RequestId(99)).unwrap().is_none());
+        assert!(request_build(&f.conn, RequestId(2)).unwrap().is_none());
+        assert_eq!(
+            request_build(&f.conn, RequestId(4))
+                .unwrap()
+                .unwrap()
+                .buildid,
+            BuildId(3)
+        );
         let l = login(&f.ctx(None, None, 0), "/x\"y", Some("Wrong <pw>"), "tok");
         assert!(l.contains("Wrong &lt;pw&gt;") && l.contains("value=\"/x&quot;y\""));
         assert!(l.contains("name=\"csrf\" value=\"tok\""));
@@ -1487,7 +1498,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             text.push_str(&format!("oline {i}\n"));
             i += 1;
         }
-        std::fs::write(db::log_path(f.dir.path(), 3, 2), &text).unwrap();
+        std::fs::write(db::log_path(f.dir.path(), BuildId(3), LogId(2)), &text).unwrap();
         let html = build(&f.ctx(None, None, 0), "runtests", 2)
             .unwrap()
             .unwrap();
@@ -1502,10 +1513,14 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
     #[test]
     fn log_chunks() {
         let f = fixture();
-        let v = log_chunk(&f.conn, f.dir.path(), 2, 11).unwrap().unwrap();
+        let v = log_chunk(&f.conn, f.dir.path(), LogId(2), 11)
+            .unwrap()
+            .unwrap();
         assert_eq!(v["start"], 0);
         assert_eq!(v["end"], 11);
         assert_eq!(v["html"], "hello &lt;b&gt;\n");
-        assert!(log_chunk(&f.conn, f.dir.path(), 99, 0).unwrap().is_none());
+        assert!(log_chunk(&f.conn, f.dir.path(), LogId(99), 0)
+            .unwrap()
+            .is_none());
     }
 }

@@ -15,6 +15,7 @@
 use crate::config::Config;
 use crate::db::{self, CancelOutcome, Props, SourceStamp, Store};
 use crate::master::botmaster::BotMsg;
+use crate::model::{BuildId, BuilderId, BuildsetId, RequestId};
 use crate::web::api;
 use crossbeam_channel::Sender;
 use serde_json::{json, Map, Value};
@@ -22,7 +23,7 @@ use std::collections::BTreeMap;
 
 /// What the actions need: the writer, the loaded config, the botmaster's
 /// channel and the caller's read-only connection for lookups.
-pub struct Writer<'a> {
+pub(crate) struct Writer<'a> {
     pub store: &'a Store,
     pub cfg: &'a Config,
     pub bot: &'a Sender<BotMsg>,
@@ -32,7 +33,7 @@ pub struct Writer<'a> {
 /// An action refused or failed: the HTTP status, the JSON-RPC error code
 /// and a message for the user.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RpcError {
+pub(crate) struct RpcError {
     pub status: u16,
     pub code: i64,
     pub message: String,
@@ -72,7 +73,7 @@ fn internal(e: impl std::fmt::Display) -> RpcError {
 }
 
 /// A new buildset: its id and, per builder id, its build request.
-pub type Submitted = (i64, BTreeMap<i64, i64>);
+pub(crate) type Submitted = (BuildsetId, BTreeMap<BuilderId, RequestId>);
 
 /// The parameters a force scheduler accepts (Buildbot's force form
 /// fields); anything else is refused so a typo is not silently ignored.
@@ -127,7 +128,7 @@ fn int_param(v: &Value, key: &str) -> Result<i64, RpcError> {
 
 /// `force` on force scheduler `scheduler` for `user`. Builders: `builderid`
 /// or `builderNames`, each one of the scheduler's; default all of them.
-pub fn force(
+pub(crate) fn force(
     w: &Writer,
     scheduler: &str,
     params: &Map<String, Value>,
@@ -158,7 +159,7 @@ pub fn force(
     let mut builders: Vec<String> = match (params.get("builderid"), params.get("builderNames")) {
         (Some(id), None) => {
             let id = int_param(id, "builderid")?;
-            let name = db::builder_name(w.conn, id).map_err(internal)?;
+            let name = db::builder_name(w.conn, BuilderId(id)).map_err(internal)?;
             vec![name.ok_or_else(|| invalid(format!("no builder with id {id}")))?]
         }
         (None, Some(Value::Array(names))) => names
@@ -234,7 +235,7 @@ pub fn force(
 }
 
 /// (complete?) of a build, or 404.
-fn build_complete(w: &Writer, buildid: i64) -> Result<bool, RpcError> {
+fn build_complete(w: &Writer, buildid: BuildId) -> Result<bool, RpcError> {
     db::build_complete(w.conn, buildid)
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no build {buildid}")))
@@ -242,9 +243,9 @@ fn build_complete(w: &Writer, buildid: i64) -> Result<bool, RpcError> {
 
 /// Stops a running build: it ends CANCELLED and its processes are
 /// killed. A build that is already complete is left alone (as Buildbot).
-pub fn stop_build(
+pub(crate) fn stop_build(
     w: &Writer,
-    buildid: i64,
+    buildid: BuildId,
     reason: Option<&str>,
     user: &str,
 ) -> Result<(), RpcError> {
@@ -260,7 +261,7 @@ pub fn stop_build(
 }
 
 /// A new build of the same builder, source stamp, properties and changes.
-pub fn rebuild(w: &Writer, buildid: i64, user: &str) -> Result<Submitted, RpcError> {
+pub(crate) fn rebuild(w: &Writer, buildid: BuildId, user: &str) -> Result<Submitted, RpcError> {
     build_complete(w, buildid)?;
     let reason = format!("rebuild of build {buildid} by {user}");
     let got = w
@@ -275,9 +276,9 @@ pub fn rebuild(w: &Writer, buildid: i64, user: &str) -> Result<Submitted, RpcErr
 
 /// Cancels a build request: a queued one never starts (it completes as
 /// CANCELLED); a running one has its build stopped.
-pub fn cancel_request(
+pub(crate) fn cancel_request(
     w: &Writer,
-    brid: i64,
+    brid: RequestId,
     reason: Option<&str>,
     user: &str,
 ) -> Result<(), RpcError> {
@@ -297,7 +298,12 @@ pub fn cancel_request(
 }
 
 /// Pauses (no new builds; running ones go on) or unpauses a worker.
-pub fn set_paused(w: &Writer, worker: &str, paused: bool, user: &str) -> Result<(), RpcError> {
+pub(crate) fn set_paused(
+    w: &Writer,
+    worker: &str,
+    paused: bool,
+    user: &str,
+) -> Result<(), RpcError> {
     let id = db::worker_id(w.conn, worker)
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no worker {worker:?}")))?;
@@ -314,16 +320,16 @@ pub fn set_paused(w: &Writer, worker: &str, paused: bool, user: &str) -> Result<
 
 /// What a JSON-RPC POST acts on.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Target {
+pub(crate) enum Target {
     ForceScheduler(String),
-    Build(i64),
-    BuildRequest(i64),
+    Build(BuildId),
+    BuildRequest(RequestId),
     Worker(String),
 }
 
 /// The target of `POST /api/v2<path>`, or None when nothing there takes
 /// a POST.
-pub fn target(conn: &db::Conn, path: &str) -> Result<Option<Target>, RpcError> {
+pub(crate) fn target(conn: &db::Conn, path: &str) -> Result<Option<Target>, RpcError> {
     let segs = api::path_segments(path).ok_or_else(|| invalid("bad path"))?;
     let id = |s: &str| {
         s.parse::<i64>()
@@ -334,13 +340,13 @@ pub fn target(conn: &db::Conn, path: &str) -> Result<Option<Target>, RpcError> {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     Ok(Some(match segs.as_slice() {
         ["forceschedulers", name] => Target::ForceScheduler(name.to_string()),
-        ["builds", b] => Target::Build(id(b)?),
+        ["builds", b] => Target::Build(BuildId(id(b)?)),
         ["builders", builder, "builds", n] => {
             let n = id(n)?;
             let found = db::build_id_by_number(conn, builder, n).map_err(internal)?;
             Target::Build(found.ok_or_else(|| not_found(format!("no build {builder}/{n}")))?)
         }
-        ["buildrequests", r] => Target::BuildRequest(id(r)?),
+        ["buildrequests", r] => Target::BuildRequest(RequestId(id(r)?)),
         ["workers", w] => Target::Worker(w.to_string()),
         _ => return Ok(None),
     }))
@@ -348,7 +354,7 @@ pub fn target(conn: &db::Conn, path: &str) -> Result<Option<Target>, RpcError> {
 
 /// Runs one JSON-RPC 2.0 call on `target` for `user`; returns the HTTP
 /// status and the response object.
-pub fn jsonrpc(w: &Writer, target: &Target, body: &[u8], user: &str) -> (u16, Value) {
+pub(crate) fn jsonrpc(w: &Writer, target: &Target, body: &[u8], user: &str) -> (u16, Value) {
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -386,7 +392,7 @@ pub fn jsonrpc(w: &Writer, target: &Target, body: &[u8], user: &str) -> (u16, Va
     let submitted = |(bsid, reqs): Submitted| {
         let reqs: Map<String, Value> = reqs
             .into_iter()
-            .map(|(b, r)| (b.to_string(), r.into()))
+            .map(|(b, r)| (b.to_string(), r.0.into()))
             .collect();
         json!([bsid, reqs])
     };
@@ -411,7 +417,7 @@ pub fn jsonrpc(w: &Writer, target: &Target, body: &[u8], user: &str) -> (u16, Va
     }
 }
 
-pub fn error_response(id: &Value, e: RpcError) -> (u16, Value) {
+pub(crate) fn error_response(id: &Value, e: RpcError) -> (u16, Value) {
     (
         e.status,
         json!({"jsonrpc": "2.0", "id": id,
@@ -421,7 +427,7 @@ pub fn error_response(id: &Value, e: RpcError) -> (u16, Value) {
 
 /// `GET /api/v2/forceschedulers[/<name>]` (Buildbot's shape, from the
 /// loaded config): what a force form needs to know.
-pub fn forceschedulers(cfg: &Config, name: &str) -> (u16, Value) {
+pub(crate) fn forceschedulers(cfg: &Config, name: &str) -> (u16, Value) {
     let field = |name: &str, label: &str, default: &str| {
         json!({"name": name, "fullName": name, "label": label, "type": "text",
                "default": default, "required": false})

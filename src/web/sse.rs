@@ -24,7 +24,7 @@
 use crate::config::Config;
 use crate::db::{self, Store};
 use crate::master::events::{Event, Hub};
-use crate::model::BuildResult;
+use crate::model::{BuildId, BuildResult, LogId, StepId};
 use crate::web::logview;
 use crate::web::pages::{self, Ctx};
 use anyhow::{Context, Result};
@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most live streams at once; more get 503.
-pub const MAX_STREAMS: usize = 32;
+pub(crate) const MAX_STREAMS: usize = 32;
 /// Silence after which a keep-alive comment is sent.
-pub const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How often a stream compares state even without events.
 const RESYNC: Duration = Duration::from_secs(2);
 /// Least time between two comparisons: a chatty build is sent in batches.
@@ -50,22 +50,22 @@ const MAX_LOGS: usize = 1000;
 
 /// Shared by the HTTP threads; cheap to clone.
 #[derive(Clone)]
-pub struct Live {
+pub(crate) struct Live {
     hub: Hub,
     active: Arc<AtomicUsize>,
 }
 
 /// Who is watching which build, and from where in each log.
-pub struct Watch {
-    pub buildid: i64,
+pub(crate) struct Watch {
+    pub buildid: BuildId,
     /// logid → byte offset the page has up to (a line start).
-    pub offsets: HashMap<i64, u64>,
+    pub offsets: HashMap<LogId, u64>,
     pub user: Option<String>,
     pub csrf: Option<String>,
 }
 
 /// Parses `logs=12:3456,13:0`; junk entries are skipped.
-pub fn parse_offsets(s: &str) -> HashMap<i64, u64> {
+pub(crate) fn parse_offsets(s: &str) -> HashMap<LogId, u64> {
     s.split(',')
         .filter_map(|kv| {
             let (k, v) = kv.split_once(':')?;
@@ -85,7 +85,7 @@ impl Drop for Slot {
 }
 
 impl Live {
-    pub fn new(hub: Hub) -> Live {
+    pub(crate) fn new(hub: Hub) -> Live {
         Live {
             hub,
             active: Arc::new(AtomicUsize::new(0)),
@@ -93,7 +93,7 @@ impl Live {
     }
 
     #[cfg(test)]
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }
 
@@ -109,7 +109,7 @@ impl Live {
     /// and returns the function that writes the stream to a connection
     /// (run on that connection's thread, which `http_server` gave up).
     /// None when every slot is taken (the caller answers 503).
-    pub fn start(
+    pub(crate) fn start(
         &self,
         store: Store,
         cfg: Arc<Config>,
@@ -129,7 +129,7 @@ impl Live {
 
 /// Writes one live stream to a connection until the build ends or the
 /// client leaves.
-pub type StreamFn = Box<dyn FnOnce(Box<dyn Write + Send>) + Send>;
+pub(crate) type StreamFn = Box<dyn FnOnce(Box<dyn Write + Send>) + Send>;
 
 /// What a step's head shows: state, result, started, complete.
 type StepKey = (String, Option<BuildResult>, Option<i64>, Option<i64>);
@@ -137,8 +137,8 @@ type StepKey = (String, Option<BuildResult>, Option<i64>, Option<i64>);
 /// What one stream has sent.
 struct Sent {
     build: Option<(String, Option<BuildResult>, Option<i64>)>,
-    steps: HashMap<i64, StepKey>,
-    offsets: HashMap<i64, u64>,
+    steps: HashMap<StepId, StepKey>,
+    offsets: HashMap<LogId, u64>,
 }
 
 fn send(out: &mut dyn Write, event: &str, data: &serde_json::Value) -> std::io::Result<()> {
@@ -215,7 +215,7 @@ fn stream(
     }
 }
 
-fn concerns(ev: &Event, buildid: i64) -> bool {
+fn concerns(ev: &Event, buildid: BuildId) -> bool {
     match ev {
         Event::BuildStarted { buildid: b, .. }
         | Event::StepStarted { buildid: b, .. }
@@ -228,7 +228,7 @@ fn concerns(ev: &Event, buildid: i64) -> bool {
 /// Sends what changed since the last call: new or changed steps, new log
 /// text, the build's head. Returns (anything written, build complete and
 /// every log sent to its end).
-fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(bool, bool)> {
+fn sync(out: &mut dyn Write, c: &Ctx, buildid: BuildId, sent: &mut Sent) -> Result<(bool, bool)> {
     let Some(b) = pages::build_by_id(c.conn, buildid)? else {
         return Ok((false, true));
     };
@@ -316,11 +316,12 @@ fn sync(out: &mut dyn Write, c: &Ctx, buildid: i64, sent: &mut Sent) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::BuilderId;
 
     #[test]
     fn offsets_from_the_query() {
         let o = parse_offsets("12:3456, 13:0,junk,x:1,14:-2,15:");
-        assert_eq!(o, HashMap::from([(12, 3456), (13, 0)]));
+        assert_eq!(o, HashMap::from([(LogId(12), 3456), (LogId(13), 0)]));
         assert!(parse_offsets("").is_empty());
     }
 
@@ -373,7 +374,7 @@ mod tests {
              INSERT INTO logs (logid, stepid, name, slug) VALUES (1, 1, 'stdio', 'stdio');",
         )
         .unwrap();
-        let log = db::log_path(dir.path(), 1, 1);
+        let log = db::log_path(dir.path(), BuildId(1), LogId(1));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         std::fs::write(&log, "ohello <b>\n").unwrap();
         let cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
@@ -384,7 +385,7 @@ mod tests {
         let (out2, master) = (out.clone(), dir.path().to_path_buf());
         let t = std::thread::spawn(move || {
             let w = Watch {
-                buildid: 1,
+                buildid: BuildId(1),
                 offsets: HashMap::new(),
                 user: None,
                 csrf: None,
@@ -402,8 +403,8 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         f.write_all(b"oworld\n").unwrap();
         hub.publish(Event::LogAppended {
-            buildid: 1,
-            logid: 1,
+            buildid: BuildId(1),
+            logid: LogId(1),
         });
         let t1 = out.wait_for("world");
         assert!(t1.contains("\"start\":11"), "{t1}");
@@ -416,8 +417,8 @@ mod tests {
         )
         .unwrap();
         hub.publish(Event::BuildFinished {
-            buildid: 1,
-            builderid: 1,
+            buildid: BuildId(1),
+            builderid: BuilderId(1),
             builder: "b".into(),
             number: 1,
             results: BuildResult::Success,

@@ -32,6 +32,7 @@ use crate::master::auth::{self, Auth, AuthError, Login, Via};
 use crate::master::botmaster::BotMsg;
 use crate::master::events::Hub;
 use crate::master::scheduler::SchedMsg;
+use crate::model::{BuildId, LogId, RequestId};
 use crate::web::api::{self, ApiBody};
 use crate::web::change_hook;
 use crate::web::dialects::HookRequest;
@@ -59,7 +60,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    base-uri 'none'; object-src 'none'";
 
 #[derive(Clone)]
-pub struct WwwCtx {
+pub(crate) struct WwwCtx {
     pub store: Store,
     pub cfg: LiveConfig,
     pub sched: Sender<SchedMsg>,
@@ -101,7 +102,7 @@ impl Handler for App {
 /// connections open (`http_server`). Call it only once start-up recovery
 /// has committed: no answer may show the state a dead master left
 /// (connections made before wait in the listen backlog).
-pub fn start(
+pub(crate) fn start(
     listener: Listener,
     ctx: WwwCtx,
     max_connections: usize,
@@ -575,7 +576,7 @@ fn page(r: &Req) -> Result<Resp> {
         },
         ["logs", id, "chunk"] => {
             let (Ok(id), Some(end)) = (
-                id.parse::<i64>(),
+                id.parse::<LogId>(),
                 r.param("end").and_then(|e| e.parse::<u64>().ok()),
             ) else {
                 return Ok(error(400, "give a log id and ?end=<offset>"));
@@ -589,7 +590,7 @@ fn page(r: &Req) -> Result<Resp> {
         ["changes"] => ok(pages::changes(&c, page_param(r))?),
         ["buildrequests"] => ok(pages::buildrequests(&c)?),
         ["buildrequests", id] => {
-            let Ok(id) = id.parse::<i64>() else {
+            let Ok(id) = id.parse::<RequestId>() else {
                 return Ok(not_found_page(r));
             };
             if let Some(b) = pages::request_build(r.conn, id)? {
@@ -638,7 +639,7 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 /// `GET /builds/<id>/live`: the build id, if this is one.
-fn live_path(r: &Req) -> Option<i64> {
+fn live_path(r: &Req) -> Option<BuildId> {
     if r.method != Method::Get {
         return None;
     }
@@ -648,7 +649,7 @@ fn live_path(r: &Req) -> Option<i64> {
 }
 
 /// Hands the connection to a live stream, or says why not.
-fn start_live(r: &Req, buildid: i64) -> Result<Reply, Resp> {
+fn start_live(r: &Req, buildid: BuildId) -> Result<Reply, Resp> {
     match pages::build_by_id(r.conn, buildid) {
         Ok(Some(_)) => {}
         Ok(None) => return Err(error(404, "no such build")),
@@ -734,7 +735,6 @@ fn form_post(r: &Req) -> Resp {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let w = r.writer();
     let fail = |e: rpc::RpcError| msg(e.status, "Not done", &e.message);
-    let id = |s: &str| s.parse::<i64>().ok();
     match segs.as_slice() {
         ["logout"] => {
             let th = token_hash.to_string();
@@ -781,14 +781,14 @@ fn form_post(r: &Req) -> Resp {
                 Err(e) => fail(e),
             }
         }
-        ["builds", b, "stop"] => match id(b) {
+        ["builds", b, "stop"] => match b.parse::<BuildId>().ok() {
             Some(b) => match rpc::stop_build(&w, b, field("reason"), user) {
                 Ok(()) => redirect(&format!("/builds/{b}")),
                 Err(e) => fail(e),
             },
             None => not_found_page(r),
         },
-        ["builds", b, "rebuild"] => match id(b) {
+        ["builds", b, "rebuild"] => match b.parse::<BuildId>().ok() {
             Some(b) => match rpc::rebuild(&w, b, user) {
                 Ok((_, reqs)) => match reqs.values().next() {
                     Some(brid) => redirect(&format!("/buildrequests/{brid}")),
@@ -798,7 +798,7 @@ fn form_post(r: &Req) -> Resp {
             },
             None => not_found_page(r),
         },
-        ["buildrequests", q, "cancel"] => match id(q) {
+        ["buildrequests", q, "cancel"] => match q.parse::<RequestId>().ok() {
             Some(q) => match rpc::cancel_request(&w, q, field("reason"), user) {
                 Ok(()) => redirect(&format!("/buildrequests/{q}")),
                 Err(e) => fail(e),

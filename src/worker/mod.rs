@@ -26,6 +26,7 @@
 pub(crate) mod steps;
 
 use crate::daemon;
+use crate::model::BuildId;
 use crate::protocol::{self, FromWorker, ToWorker, LOG_CHUNK, PROTOCOL_VERSION};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
@@ -80,7 +81,7 @@ fn default_keepalive() -> u64 {
 }
 
 /// Splits "HOST:PORT" (IPv6 as "[::1]:PORT").
-pub fn parse_master(s: &str) -> Result<(String, u16)> {
+pub(crate) fn parse_master(s: &str) -> Result<(String, u16)> {
     let Some((host, port)) = s.rsplit_once(':') else {
         bail!("expected HOST:PORT, got {s:?}");
     };
@@ -98,7 +99,7 @@ pub fn parse_master(s: &str) -> Result<(String, u16)> {
 }
 
 /// Parses an octal umask such as "022" or "0o027".
-pub fn parse_umask(s: &str) -> Result<u32> {
+pub(crate) fn parse_umask(s: &str) -> Result<u32> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
@@ -651,9 +652,9 @@ struct Session {
     to_master: Sender<FromWorker>,
     from_master: Receiver<ReaderEvent>,
     writer_done: Receiver<Result<(), String>>,
-    finished_tx: Sender<i64>,
-    finished_rx: Receiver<i64>,
-    running: HashMap<i64, Running>,
+    finished_tx: Sender<BuildId>,
+    finished_rx: Receiver<BuildId>,
+    running: HashMap<BuildId, Running>,
     done_handles: Vec<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
     dead_after: Duration,
@@ -803,7 +804,7 @@ impl Session {
         end
     }
 
-    fn reap(&mut self, build_id: i64) {
+    fn reap(&mut self, build_id: BuildId) {
         if let Some(r) = self.running.remove(&build_id) {
             // The thread is only sending its StepDone now: kept until it has
             // ended, then joined. An exited thread that is never joined
@@ -853,7 +854,7 @@ impl Session {
         Ok(())
     }
 
-    fn refuse_step(&self, build_id: i64, step: u32, reason: String) {
+    fn refuse_step(&self, build_id: BuildId, step: u32, reason: String) {
         log::error!("build {build_id} step {step}: {reason}");
         let _ = self.to_master.send(FromWorker::Log {
             build_id,
@@ -873,7 +874,7 @@ impl Session {
 
     fn start_step(
         &mut self,
-        build_id: i64,
+        build_id: BuildId,
         step: u32,
         builder_dir: String,
         spec: protocol::StepSpec,
@@ -1103,7 +1104,7 @@ mod tests {
 
     fn log(step: u32, stream: &str, data: &str) -> FromWorker {
         FromWorker::Log {
-            build_id: 7,
+            build_id: BuildId(7),
             step,
             stream: stream.into(),
             data: data.into(),

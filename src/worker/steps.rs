@@ -21,6 +21,7 @@
 //! Each command runs in its own process group, and every kill is sent to
 //! the whole group (`kill(-pgid)`) so grandchildren die too.
 
+use crate::model::BuildId;
 use crate::protocol::{FromWorker, StepSpec, LOG_CHUNK};
 use crossbeam_channel::{after, bounded, never, select, Receiver, Sender};
 use std::collections::BTreeMap;
@@ -40,7 +41,7 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// Asks a running step to stop. Cloning shares the token. The first
 /// `cancel` wins; its reason is reported in the step's outcome.
 #[derive(Clone, Debug)]
-pub struct CancelToken {
+pub(crate) struct CancelToken {
     inner: Arc<CancelInner>,
 }
 
@@ -60,7 +61,7 @@ impl Default for CancelToken {
 }
 
 impl CancelToken {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (tx, rx) = bounded(0);
         CancelToken {
             inner: Arc::new(CancelInner {
@@ -72,7 +73,7 @@ impl CancelToken {
     }
 
     /// Requests cancellation; later calls keep the first reason.
-    pub fn cancel(&self, reason: &str) {
+    pub(crate) fn cancel(&self, reason: &str) {
         let mut r = self.inner.reason.lock().unwrap_or_else(|e| e.into_inner());
         if r.is_none() {
             *r = Some(reason.to_string());
@@ -85,7 +86,7 @@ impl CancelToken {
             .take();
     }
 
-    pub fn reason(&self) -> Option<String> {
+    pub(crate) fn reason(&self) -> Option<String> {
         self.inner
             .reason
             .lock()
@@ -101,7 +102,7 @@ impl CancelToken {
 
 /// How a step ended; maps one to one onto `FromWorker::StepDone`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct StepOutcome {
+pub(crate) struct StepOutcome {
     /// None when the process did not exit normally (signal, not started).
     pub exit_code: Option<i32>,
     pub interrupted: bool,
@@ -111,7 +112,7 @@ pub struct StepOutcome {
 }
 
 impl StepOutcome {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.exit_code == Some(0) && !self.interrupted && !self.timed_out
     }
 
@@ -122,7 +123,7 @@ impl StepOutcome {
         }
     }
 
-    pub fn to_step_done(&self, build_id: i64, step: u32) -> FromWorker {
+    pub(crate) fn to_step_done(&self, build_id: BuildId, step: u32) -> FromWorker {
         FromWorker::StepDone {
             build_id,
             step,
@@ -135,11 +136,11 @@ impl StepOutcome {
 }
 
 /// Output callback: `(stream, data)` with stream "o", "e" or "h".
-pub type Out<'a> = &'a dyn Fn(&str, &str);
+pub(crate) type Out<'a> = &'a dyn Fn(&str, &str);
 
 /// Runs one step in `build_dir` (the builder's `build` directory; created if
 /// missing, or replaced by a full git checkout).
-pub fn run_step(
+pub(crate) fn run_step(
     build_dir: &Path,
     spec: &StepSpec,
     out: Out<'_>,
@@ -177,7 +178,7 @@ pub fn run_step(
 
 /// A builder directory is one plain path component under the worker's base
 /// directory: anything else could make a step write outside it.
-pub fn validate_builder_dir(s: &str) -> Result<(), String> {
+pub(crate) fn validate_builder_dir(s: &str) -> Result<(), String> {
     if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
         return Err(format!(
             "invalid builder_dir {s:?}: it must be one non-empty path component (no '/', not '..')"
@@ -206,7 +207,7 @@ fn validate_workdir(s: &str) -> Result<(), String> {
 
 /// Quotes argv for display (never for execution): words made only of safe
 /// characters stay as they are, others are single-quoted POSIX style.
-pub fn shell_quote(argv: &[String]) -> String {
+pub(crate) fn shell_quote(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             let safe = !a.is_empty()
@@ -512,7 +513,7 @@ fn pump(mut r: impl Read, stream: &'static str, tx: Sender<(&'static str, String
 
 /// Splits `s` into pieces of at most `max` bytes on char boundaries (a
 /// chunk with replacement characters can be longer than what was read).
-pub fn split_at_most(s: &str, max: usize) -> Vec<&str> {
+pub(crate) fn split_at_most(s: &str, max: usize) -> Vec<&str> {
     let mut pieces = Vec::new();
     let mut rest = s;
     while rest.len() > max {
@@ -536,12 +537,12 @@ pub fn split_at_most(s: &str, max: usize) -> Vec<&str> {
 /// Incremental UTF-8 decoding: a multi-byte character split across two
 /// reads is carried over whole; bytes that can never be valid become U+FFFD.
 #[derive(Default, Debug)]
-pub struct Utf8Decoder {
+pub(crate) struct Utf8Decoder {
     carry: Vec<u8>,
 }
 
 impl Utf8Decoder {
-    pub fn push(&mut self, bytes: &[u8]) -> String {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> String {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(bytes);
         let mut text = String::with_capacity(data.len());
@@ -575,7 +576,7 @@ impl Utf8Decoder {
     }
 
     /// Whatever is still carried at EOF can never complete.
-    pub fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         let rest = std::mem::take(&mut self.carry);
         String::from_utf8_lossy(&rest).into_owned()
     }
@@ -593,7 +594,7 @@ struct GitArgs<'a> {
 /// Branch names and revisions come from changes (webhooks, i.e. outside):
 /// they are data, passed as single argv words, and may not look like
 /// options or refspecs.
-pub fn validate_git_word(what: &str, s: &str) -> Result<(), String> {
+pub(crate) fn validate_git_word(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err(format!("empty {what}"));
     }
@@ -794,7 +795,7 @@ fn run_git(build_dir: &Path, g: &GitArgs<'_>, out: Out<'_>, cancel: &CancelToken
 }
 
 /// Where a builder's build directory lives under the worker's base dir.
-pub fn build_dir_for(base: &Path, builder_dir: &str) -> PathBuf {
+pub(crate) fn build_dir_for(base: &Path, builder_dir: &str) -> PathBuf {
     base.join(builder_dir).join("build")
 }
 

@@ -37,14 +37,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A Gitea server to post to.
-pub struct Target {
+pub(crate) struct Target {
     base_url: url::Url,
     token: String,
     agent: ureq::Agent,
 }
 
 impl Target {
-    pub fn new(cfg: &GiteaStatus, verify_tls: bool, master_dir: &Path) -> Result<Target> {
+    pub(crate) fn new(cfg: &GiteaStatus, verify_tls: bool, master_dir: &Path) -> Result<Target> {
         let base = &cfg.base_url;
         let base_url = url::Url::parse(base).with_context(|| format!("base_url {base:?}"))?;
         let token = cfg.token.read(master_dir).context("token")?;
@@ -79,7 +79,7 @@ impl Target {
 
 /// One status, ready to post.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StatusPost {
+pub(crate) struct StatusPost {
     pub owner: String,
     pub repo: String,
     pub sha: String,
@@ -88,7 +88,7 @@ pub struct StatusPost {
 }
 
 /// The Gitea state for a finished build's result.
-pub fn state_for(results: BuildResult) -> &'static str {
+pub(crate) fn state_for(results: BuildResult) -> &'static str {
     match results {
         BuildResult::Success => "success",
         BuildResult::Warnings => "warning",
@@ -103,7 +103,7 @@ pub fn state_for(results: BuildResult) -> &'static str {
 
 /// (owner, repository) from a clone URL: `ssh://git@host:2222/o/r.git`,
 /// `git@host:o/r.git`, `https://host/o/r.git`, `https://host/sub/o/r`.
-pub fn owner_repo_from_url(u: &str) -> Option<(String, String)> {
+pub(crate) fn owner_repo_from_url(u: &str) -> Option<(String, String)> {
     let path = match url::Url::parse(u) {
         Ok(parsed) if parsed.has_host() || parsed.scheme() == "file" => parsed.path().to_string(),
         // scp-like `user@host:owner/repo.git`
@@ -118,14 +118,14 @@ pub fn owner_repo_from_url(u: &str) -> Option<(String, String)> {
 /// The repository a builder's git step checks out, when master.cfg alone
 /// names it: the first git step's `repourl`, unless it interpolates
 /// properties (then a request could name it).
-pub fn builder_repourl(builder: &Builder) -> Option<&str> {
+pub(crate) fn builder_repourl(builder: &Builder) -> Option<&str> {
     builder.git_repourl().filter(|u| !u.contains("%("))
 }
 
 /// Where a status for `rep` goes: (owner, repo, sha), or why not. See the
 /// module comment for the rules; `builder_repo` is [`builder_repourl`] of
 /// the build's builder.
-pub fn status_target(
+pub(crate) fn status_target(
     rep: &BuildReport,
     builder_repo: Option<&str>,
 ) -> Result<(String, String, String), &'static str> {
@@ -169,7 +169,7 @@ pub fn status_target(
 
 /// The status to post for `rep` (`finished` or just started), or why there
 /// is none.
-pub fn status_for(
+pub(crate) fn status_for(
     cfg: &GiteaStatus,
     rep: &BuildReport,
     url: &str,
@@ -204,7 +204,7 @@ pub fn status_for(
     })
 }
 
-pub struct StatusJob {
+pub(crate) struct StatusJob {
     pub target: Arc<Target>,
     pub post: StatusPost,
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An SMTP server with the sender and recipients.
-pub struct Target {
+pub(crate) struct Target {
     transport: SmtpTransport,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -29,7 +29,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(cfg: &Mail, verify_tls: bool, master_dir: &Path) -> Result<Target> {
+    pub(crate) fn new(cfg: &Mail, verify_tls: bool, master_dir: &Path) -> Result<Target> {
         let host = cfg.smtp_host.clone();
         let (starttls, port) = (cfg.starttls, cfg.smtp_port);
         let mut b = SmtpTransport::builder_dangerous(host.as_str())
@@ -69,7 +69,11 @@ impl Target {
 
 /// Whether a build with `results` is mailed under `modes`, given the
 /// builder's previous result (Buildbot's MailNotifier modes).
-pub fn wants_mail(modes: &[MailMode], results: BuildResult, previous: Option<BuildResult>) -> bool {
+pub(crate) fn wants_mail(
+    modes: &[MailMode],
+    results: BuildResult,
+    previous: Option<BuildResult>,
+) -> bool {
     use BuildResult::{Cancelled, Exception, Failure, Success, Warnings};
     modes.iter().any(|m| match m {
         MailMode::All => true,
@@ -86,7 +90,7 @@ pub fn wants_mail(modes: &[MailMode], results: BuildResult, previous: Option<Bui
 }
 
 /// (subject, body) of the mail about `rep`.
-pub fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
+pub(crate) fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
     let result = rep.results.map(BuildResult::name).unwrap_or("unknown");
     let subject = format!("{title}: {result} in {} #{}", rep.builder, rep.number);
     let mut b = String::new();
@@ -134,7 +138,7 @@ pub fn compose(title: &str, rep: &BuildReport, url: &str) -> (String, String) {
     (subject, b)
 }
 
-pub struct MailJob {
+pub(crate) struct MailJob {
     pub target: Arc<Target>,
     pub subject: String,
     pub body: String,

@@ -18,12 +18,13 @@
 //! Messages: `ReporterMsg::{Reconfig, Shutdown}` from the master; events
 //! `BuildStarted` / `BuildFinished` from the hub.
 
-pub mod gitea;
-pub mod mail;
+pub(crate) mod gitea;
+pub(crate) mod mail;
 
 use crate::config::{Config, GiteaStatus, Mail, Reporter, ReporterKind};
 use crate::db::{self, Store};
 use crate::master::events::{Event, Hub};
+use crate::model::BuildId;
 use anyhow::Result;
 use crossbeam_channel::{after, never, select, unbounded, Receiver, Sender};
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub enum ReporterMsg {
+pub(crate) enum ReporterMsg {
     Reconfig(Arc<Config>),
     Shutdown,
 }
@@ -39,11 +40,11 @@ pub enum ReporterMsg {
 /// Room for events between two reads of the reporters thread; it only
 /// does a small indexed read per build event, so this is never reached
 /// unless the machine stalls.
-pub const EVENT_CAPACITY: usize = 4096;
+pub(crate) const EVENT_CAPACITY: usize = 4096;
 
 /// Why a delivery failed.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Worth trying again (network, 5xx, 429).
     Retry(String),
     /// Would fail the same way again (bad token, unknown repository).
@@ -51,17 +52,17 @@ pub enum Failure {
 }
 
 /// One thing to deliver (a commit status, a mail).
-pub trait Delivery: Send {
+pub(crate) trait Delivery: Send {
     /// Deliveries with the same key replace each other while waiting.
     fn key(&self) -> Option<String>;
     fn describe(&self) -> String;
     fn attempt(&self) -> Result<(), Failure>;
 }
 
-pub type Outbox = Sender<Box<dyn Delivery>>;
+pub(crate) type Outbox = Sender<Box<dyn Delivery>>;
 
 /// After the n-th failure (0-based), wait this long.
-pub fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     Duration::from_secs((1u64 << failures.min(16)).min(300))
 }
 
@@ -75,7 +76,7 @@ struct Waiting {
 
 /// Starts an outbox thread; it runs until every sender is dropped, then
 /// tries what is still waiting once more and exits.
-pub fn spawn_outbox(name: &str) -> Result<(Outbox, JoinHandle<()>)> {
+pub(crate) fn spawn_outbox(name: &str) -> Result<(Outbox, JoinHandle<()>)> {
     let (tx, rx) = unbounded::<Box<dyn Delivery>>();
     let h = std::thread::Builder::new()
         .name(name.into())
@@ -161,14 +162,14 @@ struct Reporters {
 
 /// Whether `cfg` has reporters: the master runs the reporters thread (and
 /// subscribes it to the hub, whose buffer for it is 256 KB) only then.
-pub fn wanted(cfg: &Config) -> bool {
+pub(crate) fn wanted(cfg: &Config) -> bool {
     !cfg.reporters.is_empty()
 }
 
 /// Starts the reporters thread, and subscribes it to `hub`. The returned
 /// handle ends after `ReporterMsg::Shutdown` (or when every sender of `ctl`
 /// is dropped) once the outboxes have flushed.
-pub fn spawn(
+pub(crate) fn spawn(
     store: Store,
     cfg: Arc<Config>,
     master_dir: PathBuf,
@@ -265,7 +266,7 @@ impl Reporters {
         }
     }
 
-    fn report(&mut self, buildid: i64, finished: bool) {
+    fn report(&mut self, buildid: BuildId, finished: bool) {
         if self.active.is_empty() {
             return;
         }

@@ -37,7 +37,7 @@ pub struct HookRequest<'a> {
 impl HookRequest<'_> {
     /// First value of a header. Case-insensitive even though the HTTP layer
     /// lower-cases names, so a caller that forgets cannot break signatures.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -45,7 +45,7 @@ impl HookRequest<'_> {
     }
 
     /// First value of a query parameter (names are case-sensitive, as in URLs).
-    pub fn query_param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn query_param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == name)
@@ -75,15 +75,7 @@ pub enum HookError {
     BadRequest(String),
 }
 
-impl HookError {
-    /// The HTTP status the HTTP layer should answer with.
-    pub fn status(&self) -> u16 {
-        match self {
-            HookError::Forbidden(_) => 403,
-            HookError::BadRequest(_) => 400,
-        }
-    }
-}
+impl HookError {}
 
 impl fmt::Display for HookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,7 +94,7 @@ fn bad(msg: impl Into<String>) -> HookError {
 /// Checks a hex HMAC-SHA256 of `body` keyed with `secret`, in constant time
 /// (`verify_slice`), so response timing leaks nothing about the expected
 /// value. Accepts GitHub's `sha256=` prefix and either hex case.
-pub fn verify_hmac_sha256_hex(secret: &str, body: &[u8], signature_hex: &str) -> bool {
+pub(crate) fn verify_hmac_sha256_hex(secret: &str, body: &[u8], signature_hex: &str) -> bool {
     let sig = signature_hex.trim();
     let sig = sig.strip_prefix("sha256=").unwrap_or(sig);
     let Ok(expected) = hex::decode(sig) else {
@@ -356,14 +348,14 @@ pub(crate) mod testutil {
     use hmac::{Hmac, KeyInit, Mac};
     use sha2::Sha256;
 
-    pub const FIXTURE_SECRET: &str = "fixture-secret";
+    pub(crate) const FIXTURE_SECRET: &str = "fixture-secret";
 
-    pub fn fixture_dir() -> std::path::PathBuf {
+    pub(crate) fn fixture_dir() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-fixtures/gitea")
     }
 
     /// The payload file names (every `*.json` except the two non-payloads).
-    pub fn payload_names() -> Vec<String> {
+    pub(crate) fn payload_names() -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(fixture_dir())
             .expect("fixture dir")
             .map(|e| {
@@ -382,7 +374,7 @@ pub(crate) mod testutil {
 
     /// Body bytes exactly as stored, and the headers Gitea sends with them
     /// (names lower-cased, as the HTTP layer delivers them).
-    pub fn fixture(name: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    pub(crate) fn fixture(name: &str) -> (Vec<(String, String)>, Vec<u8>) {
         let body = std::fs::read(fixture_dir().join(name)).expect("fixture body");
         let all: serde_json::Value = serde_json::from_slice(
             &std::fs::read(fixture_dir().join("headers.json")).expect("headers.json"),
@@ -397,7 +389,7 @@ pub(crate) mod testutil {
         (headers, body)
     }
 
-    pub fn request<'a>(headers: &[(String, String)], body: &'a [u8]) -> HookRequest<'a> {
+    pub(crate) fn request<'a>(headers: &[(String, String)], body: &'a [u8]) -> HookRequest<'a> {
         HookRequest {
             headers: headers.to_vec(),
             query: vec![],
@@ -405,14 +397,14 @@ pub(crate) mod testutil {
         }
     }
 
-    pub fn sign(secret: &str, body: &[u8]) -> String {
+    pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
         mac.update(body);
         hex::encode(mac.finalize().into_bytes())
     }
 
     /// Replaces (or adds) a header.
-    pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
+    pub(crate) fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
         headers.retain(|(k, _)| k != name);
         headers.push((name.to_string(), value.to_string()));
     }
