@@ -75,6 +75,14 @@ const BUILD_LIST_COLS: &str = "bl.name, b.number, b.results, b.started_at, b.com
     JOIN buildrequests br ON br.buildrequestid = b.buildrequestid
     JOIN buildsets bs ON bs.buildsetid = br.buildsetid";
 
+/// The same columns for the home page's lists, which show no source:
+/// `branch` and `revision` are NULL, so the two joins they need (which
+/// doubled the recent-builds query's time on 10,000 builds) are left out.
+const HOME_LIST_COLS: &str = "bl.name, b.number, b.results, b.started_at, b.complete_at,
+    b.state_string, w.name, NULL, NULL, b.buildid
+    FROM builds b JOIN builders bl ON bl.builderid = b.builderid
+    LEFT JOIN workers w ON w.workerid = b.workerid";
+
 fn build_list_row(r: &rusqlite::Row) -> rusqlite::Result<BuildListRow> {
     Ok(BuildListRow {
         builder: r.get(0)?,
@@ -89,19 +97,19 @@ fn build_list_row(r: &rusqlite::Row) -> rusqlite::Result<BuildListRow> {
     })
 }
 
-/// Builds still running, oldest first.
+/// Builds still running, oldest first (without their source).
 pub(crate) fn running_builds(conn: &Conn) -> Result<Vec<BuildListRow>> {
     let mut stmt = conn.raw.prepare_cached(&format!(
-        "SELECT {BUILD_LIST_COLS} WHERE b.complete_at IS NULL ORDER BY b.started_at, b.buildid"
+        "SELECT {HOME_LIST_COLS} WHERE b.complete_at IS NULL ORDER BY b.started_at, b.buildid"
     ))?;
     let rows = stmt.query_map([], build_list_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The newest `limit` builds of every builder.
+/// The newest `limit` builds of every builder (without their source).
 pub(crate) fn recent_builds(conn: &Conn, limit: i64) -> Result<Vec<BuildListRow>> {
     let mut stmt = conn.raw.prepare_cached(&format!(
-        "SELECT {BUILD_LIST_COLS} ORDER BY b.buildid DESC LIMIT ?1"
+        "SELECT {HOME_LIST_COLS} ORDER BY b.buildid DESC LIMIT ?1"
     ))?;
     let rows = stmt.query_map([limit], build_list_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
