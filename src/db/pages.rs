@@ -68,20 +68,34 @@ pub(crate) struct BuildListRow {
     pub revision: Option<String>,
 }
 
-const BUILD_LIST_COLS: &str = "bl.name, b.number, b.results, b.started_at, b.complete_at,
-    b.state_string, w.name, bs.branch, bs.revision, b.buildid
+/// The columns `build_list_row` reads and the tables they come from, with
+/// the source columns (`branch`, `revision`) and the joins they need as
+/// the two arguments: one definition for both lists below.
+macro_rules! build_list {
+    ($source:literal, $source_joins:literal) => {
+        concat!(
+            "bl.name, b.number, b.results, b.started_at, b.complete_at,
+    b.state_string, w.name, ",
+            $source,
+            ", b.buildid
     FROM builds b JOIN builders bl ON bl.builderid = b.builderid
-    LEFT JOIN workers w ON w.workerid = b.workerid
-    JOIN buildrequests br ON br.buildrequestid = b.buildrequestid
-    JOIN buildsets bs ON bs.buildsetid = br.buildsetid";
+    LEFT JOIN workers w ON w.workerid = b.workerid",
+            $source_joins
+        )
+    };
+}
 
-/// The same columns for the home page's lists, which show no source:
-/// `branch` and `revision` are NULL, so the two joins they need (which
-/// doubled the recent-builds query's time on 10,000 builds) are left out.
-const HOME_LIST_COLS: &str = "bl.name, b.number, b.results, b.started_at, b.complete_at,
-    b.state_string, w.name, NULL, NULL, b.buildid
-    FROM builds b JOIN builders bl ON bl.builderid = b.builderid
-    LEFT JOIN workers w ON w.workerid = b.workerid";
+const BUILD_LIST_COLS: &str = build_list!(
+    "bs.branch, bs.revision",
+    "
+    JOIN buildrequests br ON br.buildrequestid = b.buildrequestid
+    JOIN buildsets bs ON bs.buildsetid = br.buildsetid"
+);
+
+/// The same for the home page's lists, which show no source: `branch` and
+/// `revision` are NULL, so the two joins they need (which doubled the
+/// recent-builds query's time on 10,000 builds) are left out.
+const HOME_LIST_COLS: &str = build_list!("NULL, NULL", "");
 
 fn build_list_row(r: &rusqlite::Row) -> rusqlite::Result<BuildListRow> {
     Ok(BuildListRow {
