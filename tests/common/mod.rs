@@ -1596,14 +1596,25 @@ impl Setup {
     }
 }
 
-/// Waits until every build request is complete; returns how many there are.
+/// Waits until every stored change is scheduled and every build request is
+/// complete; returns how many requests there are.
 pub fn wait_requests_done(master: &Path, timeout: Duration) -> i64 {
-    wait_for("every build request complete", timeout, || {
+    // A hook is answered once its change is stored; the scheduler makes
+    // the request a moment later. So "done" needs every change to be in a
+    // buildset as well as no open request, or a count taken in between
+    // misses the last change's request.
+    wait_for("every change scheduled and every request complete", timeout, || {
+        let unscheduled: Vec<i64> = db_query(
+            master,
+            "SELECT count(*) FROM changes c WHERE NOT EXISTS
+               (SELECT 1 FROM buildset_changes bc WHERE bc.changeid = c.changeid)",
+        );
         let open: Vec<i64> = db_query(
             master,
             "SELECT count(*) FROM buildrequests WHERE complete = 0",
         );
-        (open[0] == 0).then(|| db_query::<i64>(master, "SELECT count(*) FROM buildrequests")[0])
+        (unscheduled[0] == 0 && open[0] == 0)
+            .then(|| db_query::<i64>(master, "SELECT count(*) FROM buildrequests")[0])
     })
 }
 
