@@ -322,6 +322,30 @@ mod tests {
         (dir, conn)
     }
 
+    /// Cached statements stay planned: binding a new `LIMIT` or a value
+    /// compared with a partial index's WHERE does not make SQLite parse
+    /// and plan the statement again (`tune` sets the QPSG; without it both
+    /// statements below are re-prepared on every run).
+    #[test]
+    fn cached_statements_are_not_prepared_again_on_bind() {
+        let (dir, _tx) = new_db();
+        let reader = open_read_only(&dir.path().join("state.sqlite")).unwrap();
+        for sql in [
+            "SELECT buildid FROM builds ORDER BY buildid DESC LIMIT ?1",
+            "SELECT buildrequestid FROM buildrequests WHERE complete = ?1 LIMIT ?2",
+        ] {
+            for run in 1..=3i64 {
+                let mut st = reader.raw.prepare_cached(sql).unwrap();
+                let n = st.parameter_count();
+                let args: Vec<i64> = (0..n as i64).map(|i| run + i).collect();
+                let rows = st.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, i64>(0));
+                assert_eq!(rows.unwrap().count(), 0);
+                let reprepared = st.get_status(rusqlite::StatementStatus::RePrepare);
+                assert_eq!(reprepared, 0, "{sql} was prepared again on run {run}");
+            }
+        }
+    }
+
     #[test]
     fn create_migrate_and_group_commit() {
         let dir = tempfile::tempdir().unwrap();

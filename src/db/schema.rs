@@ -218,6 +218,17 @@ fn tune(conn: &Connection) -> Result<()> {
     // and the OS caches the file anyway, so 256 KiB each keeps RSS flat as
     // history grows (docs/performance.md).
     conn.pragma_update(None, "cache_size", -256)?;
+    // The query planner stability guarantee: a statement keeps the plan it
+    // was prepared with, whatever is bound to it. Without it SQLite (3.47
+    // and later) marks `LIMIT ?` and parameters compared with a partial
+    // index's WHERE as "re-prepare on bind", so every page and API list
+    // was parsed and planned again on every request although its statement
+    // was cached (the home page took twice as long, docs/performance.md).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .context("enabling SQLITE_DBCONFIG_ENABLE_QPSG")?;
     Ok(())
 }
 
