@@ -574,6 +574,30 @@ fn a_spray_of_made_up_worker_names_keeps_no_worker_out() {
         rss_of(master.pid())
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
+    // status.json counts the guesses under one counter, whatever names
+    // they made up: it names only configured workers, so a spray of names
+    // cannot grow it (or the master's memory for it).
+    let guesses = f.total() as u64;
+    let st = s.wait_status("every made-up name counted", |st| {
+        // (A guess dropped in a handshake flood is counted there instead.)
+        let counted = st.worker_logins_refused_unknown_name + st.worker_connections_dropped;
+        (counted >= guesses).then(|| st.clone())
+    });
+    let configured = ["example-worker", "second-worker"];
+    assert!(
+        st.worker_logins_refused
+            .keys()
+            .all(|k| configured.contains(&k.as_str())),
+        "{:?}",
+        st.worker_logins_refused.keys()
+    );
+    let size = std::fs::metadata(s.master.join("status.json"))
+        .unwrap()
+        .len();
+    assert!(
+        size < 2048,
+        "status.json is {size} bytes after {guesses} guesses"
+    );
 }
 
 #[test]
