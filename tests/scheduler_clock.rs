@@ -6,7 +6,7 @@
 //! real SQLite file. No sleeps: each step waits, with a deadline, for the
 //! database to show the expected buildsets.
 
-use crate::common::wait_for;
+use crate::common::{sqlite_reader, wait_for};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use minibot::config::{self, Config};
 use minibot::db::{self, Store};
@@ -195,7 +195,7 @@ impl Harness {
 
     /// (scheduler, revision, number of changes) of every buildset, in order.
     fn buildsets(&self) -> Vec<(String, Option<String>, i64)> {
-        let conn = db::open_reader(&self.db).unwrap();
+        let conn = sqlite_reader(&self.db);
         let mut st = conn
             .prepare(
                 "SELECT scheduler, revision,
@@ -218,7 +218,7 @@ impl Harness {
 
     /// Waits until every change is classified (the thread is idle again).
     fn settle(&self) {
-        let conn = db::open_reader(&self.db).unwrap();
+        let conn = sqlite_reader(&self.db);
         wait_for("changes classified", Duration::from_secs(10), || {
             let n: i64 = conn
                 .query_row(

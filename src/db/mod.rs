@@ -173,11 +173,6 @@ impl Store {
         })
     }
 
-    #[cfg(test)]
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// A read-only connection of its own, for a thread that reads all its
     /// life (scheduler, botmaster, a live page): not from the pool, so it
     /// never waits for one and keeps its statement cache.
@@ -381,8 +376,9 @@ mod tests {
             Ok(())
         });
         assert!(err.is_err());
-        let reader = open_reader(&path).unwrap();
+        let reader = open_read_only(&path).unwrap();
         let n: i64 = reader
+            .raw
             .query_row("SELECT count(*) FROM builders", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 20);

@@ -336,10 +336,8 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Conn> {
     })
 }
 
-/// A raw read-only SQLite connection, for tests that inspect the file;
-/// outside the interface (see the module header), no master code uses it.
-#[doc(hidden)]
-pub fn open_reader(path: &Path) -> Result<Connection> {
+/// A raw read-only SQLite connection, tuned as the master's readers are.
+fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

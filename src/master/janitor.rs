@@ -489,8 +489,8 @@ mod tests {
         }
 
         fn count(&self, sql: &str) -> i64 {
-            let r = db::open_reader(self.store.path()).unwrap();
-            r.query_row(sql, [], |row| row.get(0)).unwrap()
+            let r = self.store.reader().unwrap();
+            r.sql().query_row(sql, [], |row| row.get(0)).unwrap()
         }
 
         fn exists(&self, table: &str, col: &str, id: impl std::fmt::Display) -> bool {

@@ -1240,13 +1240,20 @@ pub fn write_private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// A read-only connection to a master's database file, for tests that
+/// inspect it (a plain rusqlite connection: the master's own readers are
+/// not part of the crate's interface). Waits for the master's writer.
+pub fn sqlite_reader(db: &Path) -> rusqlite::Connection {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", db.display()));
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
 /// Reads one value from the master's database (for what the API does not show).
 pub fn db_query<T: rusqlite::types::FromSql>(master: &Path, sql: &str) -> Vec<T> {
-    let conn = rusqlite::Connection::open_with_flags(
-        master.join("state.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn = sqlite_reader(&master.join("state.sqlite"));
     let mut st = conn.prepare(sql).unwrap();
     let rows = st.query_map([], |r| r.get(0)).unwrap();
     rows.collect::<Result<_, _>>().unwrap()
