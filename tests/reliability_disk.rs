@@ -57,15 +57,41 @@ fn build(s: &Setup, buildid: i64) -> Value {
     get_json(&s.url(&format!("/api/v2/builds/{buildid}")))["builds"][0].clone()
 }
 
-/// Forces a build of the `gated` builder; returns its build id once its
-/// step runs (the gated script has written its pids).
-fn force_gated(s: &Setup, gates: &Path) -> i64 {
+/// master.cfg lines for `twostep`: the gated script, then a second step.
+fn twostep_cfg(script: &Path, gates: &Path) -> String {
+    format!(
+        r#"
+[[schedulers]]
+name = "force2"
+type = "force"
+builders = ["twostep"]
+[[builders]]
+name = "twostep"
+workers = ["example-worker"]
+[[builders.steps]]
+type = "shell"
+name = "gated"
+command = ["/usr/bin/python3", "-u", "{}", "{}"]
+[[builders.steps]]
+type = "shell"
+name = "after"
+command = ["true"]
+"#,
+        script.display(),
+        gates.display()
+    )
+}
+
+/// Forces a build of `builder` (on `scheduler`); returns its build id once
+/// its gated step runs (the gated script has written its pids).
+fn force_gated_on(s: &Setup, gates: &Path, scheduler: &str, builder: &str) -> i64 {
     let _ = std::fs::remove_file(gates.join("pids"));
+    let _ = std::fs::remove_file(gates.join("gate-0"));
     let (code, v) = rpc(
-        &s.url("/api/v2/forceschedulers/force"),
+        &s.url(&format!("/api/v2/forceschedulers/{scheduler}")),
         Some(&basic()),
         "force",
-        json!({"builderNames": ["gated"]}),
+        json!({ "builderNames": [builder] }),
     );
     assert_eq!(code, 200, "{v}");
     let brid = v["result"][1].as_object().unwrap().values().next().unwrap();
@@ -74,6 +100,10 @@ fn force_gated(s: &Setup, gates: &Path) -> i64 {
         gates.join("pids").exists().then_some(())
     });
     id
+}
+
+fn force_gated(s: &Setup, gates: &Path) -> i64 {
+    force_gated_on(s, gates, "force", "gated")
 }
 
 /// The pids the gated script wrote (itself, its `sleep` child).
@@ -112,7 +142,8 @@ fn every_build_ends_after_the_disk_was_full() {
     }
     let gates = tempfile::tempdir().unwrap();
     let script = gated_script(gates.path(), 1);
-    let s = Setup::new(PASSING_TEST, &gated_cfg(&script, gates.path()));
+    let cfg = gated_cfg(&script, gates.path()) + &twostep_cfg(&script, gates.path());
+    let s = Setup::new(PASSING_TEST, &cfg);
     // The master directory moves onto a 4 MiB tmpfs.
     let orig = s.tmp.path().join("master.orig");
     std::fs::rename(&s.master, &orig).unwrap();
@@ -175,9 +206,47 @@ fn every_build_ends_after_the_disk_was_full() {
         "{steps}"
     );
 
-    // 2. A build whose worker is lost while the disk is full, then
+    // 2. A build whose first step ends while the disk is full, so its
+    // second step cannot be started: it ends RETRY once the disk has
+    // room, its first step's result written, and is built again.
+    let cut = force_gated_on(&s, gates.path(), "force2", "twostep");
+    fill(&s.master);
+    let pids = gated_pids(gates.path());
+    std::fs::write(gates.path().join("gate-0"), "").unwrap();
+    wait_for("the gated step to end", Duration::from_secs(30), || {
+        pids.first().is_some_and(|p| process_gone(*p)).then_some(())
+    });
+    let meanwhile = stays_open(&s, cut, Duration::from_secs(3));
+    eprintln!(
+        "disk full: build {cut}'s first step ended, its second could not start; the API shows it \
+         complete={} state {:?}",
+        meanwhile["complete"], meanwhile["state_string"]
+    );
+    std::fs::remove_file(s.master.join("filler")).unwrap();
+    let freed = Instant::now();
+    let b = s.wait_build(cut, Duration::from_secs(30));
+    eprintln!(
+        "space freed: build {cut} closed after {:?} as {} ({:?})",
+        freed.elapsed(),
+        b["results"],
+        b["state_string"]
+    );
+    assert_eq!(b["results"], 5, "RETRY: {b}");
+    let steps = get_json(&s.url(&format!("/api/v2/builds/{cut}/steps")));
+    assert_eq!(
+        steps["steps"][0]["results"], 0,
+        "the first step's result is the one it had: {steps}"
+    );
+    let brid = b["buildrequestid"].as_i64().unwrap();
+    let url = s.url(&format!("/api/v2/buildrequests/{brid}"));
+    wait_for("the request built again", Duration::from_secs(60), || {
+        let v = get_json(&url);
+        let r = &v["buildrequests"][0];
+        (r["complete"] == true).then(|| assert_eq!(r["results"], 0, "{r}"))
+    });
+
+    // 3. A build whose worker is lost while the disk is full, then
     // stopped: no connection runs it, so the stop closes it.
-    std::fs::remove_file(gates.path().join("gate-0")).unwrap();
     let second = force_gated(&s, gates.path());
     let pids = gated_pids(gates.path());
     fill(&s.master);
