@@ -186,11 +186,25 @@ impl Botmaster {
     fn run(&mut self, rx: Receiver<BotMsg>) {
         self.dispatch_logged();
         let mut shutdown: Option<bool> = None;
+        let mut retry_at = Instant::now() + RETRY_AFTER;
         loop {
             let idle_pending = self.built && self.workers.values().all(|w| w.running.is_empty());
             let retrying = !self.repairs.is_empty() || self.dispatch_failed;
+            // Due even while messages keep coming (a busy master would
+            // otherwise never time out into it).
+            if retrying && Instant::now() >= retry_at {
+                self.repair();
+                if self.dispatch_failed {
+                    self.dispatch_logged();
+                }
+                retry_at = Instant::now() + RETRY_AFTER;
+                continue;
+            }
+            if !retrying {
+                retry_at = Instant::now() + RETRY_AFTER;
+            }
             let next = if retrying {
-                rx.recv_timeout(RETRY_AFTER)
+                rx.recv_deadline(retry_at)
             } else if idle_pending {
                 rx.recv_timeout(IDLE_AFTER)
             } else {
@@ -198,13 +212,8 @@ impl Botmaster {
             };
             let msg = match next {
                 Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) if retrying => {
-                    self.repair();
-                    if self.dispatch_failed {
-                        self.dispatch_logged();
-                    }
-                    continue;
-                }
+                // Due now: the top of the loop runs it.
+                Err(RecvTimeoutError::Timeout) if retrying => continue,
                 Err(RecvTimeoutError::Timeout) => {
                     self.release_memory();
                     continue;
@@ -469,16 +478,21 @@ impl Botmaster {
         Ok(())
     }
 
-    /// Tries the kept writes again, oldest first; keeps those that fail.
+    /// Tries the kept writes again, oldest first. At the first that fails
+    /// the database still refuses writes: the rest wait for the next try
+    /// (behind another process's lock each try would cost this thread the
+    /// busy timeout).
     fn repair(&mut self) {
-        let repairs = std::mem::take(&mut self.repairs);
+        let mut repairs = std::mem::take(&mut self.repairs).into_iter();
         let n = repairs.len();
-        for r in repairs {
+        for r in repairs.by_ref() {
             if let Err(e) = self.write_repair(&r) {
                 log::debug!("a kept write failed again: {e:#}");
                 self.repairs.push(r);
+                break;
             }
         }
+        self.repairs.extend(repairs);
         if !self.repairs.is_empty() && self.repairs.len() == n {
             return;
         }
