@@ -13,6 +13,7 @@ mod common;
 
 mod badinput_http;
 mod badinput_worker;
+mod faults_writer;
 mod fuzz_parsers;
 mod gitea_e2e;
 mod gitea_poller;
@@ -25,6 +26,7 @@ mod ops_sshd;
 mod ops_supervisord;
 mod recovery;
 mod reliability_crash;
+mod reliability_disk;
 mod reliability_workers;
 mod scheduler_clock;
 mod scheduler_collapse;

@@ -10,34 +10,46 @@ use rusqlite::{params, OptionalExtension};
 /// running as RETRY and puts their requests back on the queue. Used at start
 /// (the previous master died) and when a worker is lost.
 pub(crate) fn retry_running_builds(conn: &Tx, workerid: Option<WorkerId>) -> Result<Vec<BuildId>> {
-    let now = crate::model::now();
+    retry_worker_builds(conn, workerid, &[])
+}
+
+/// As [`retry_running_builds`], leaving alone the builds in `except`
+/// (builds whose real end the master holds and is still writing).
+pub(crate) fn retry_worker_builds(
+    conn: &Tx,
+    workerid: Option<WorkerId>,
+    except: &[BuildId],
+) -> Result<Vec<BuildId>> {
     let ids: Vec<BuildId> = {
         let mut st = conn.raw.prepare_cached(
             "SELECT buildid FROM builds WHERE complete_at IS NULL
              AND (?1 IS NULL OR workerid = ?1)",
         )?;
         let rows = st.query_map([workerid], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        rows.collect::<rusqlite::Result<Vec<BuildId>>>()?
     };
-    for id in &ids {
-        conn.raw
+    let ids: Vec<BuildId> = ids.into_iter().filter(|i| !except.contains(i)).collect();
+    retry_builds(conn, &ids, "retry: lost worker or master")
+}
+
+/// Closes the builds `ids` that are still running as RETRY with state
+/// `state`, their open steps and logs with them, and puts their requests
+/// back on the queue; returns those it closed.
+pub(crate) fn retry_builds(conn: &Tx, ids: &[BuildId], state: &str) -> Result<Vec<BuildId>> {
+    let now = crate::model::now();
+    let mut closed = vec![];
+    for id in ids {
+        let n = conn
+            .raw
             .prepare_cached(
-                "UPDATE steps SET complete_at = ?2, results = ?3,
-               state_string = state_string || ' (retry)'
-             WHERE buildid = ?1 AND complete_at IS NULL",
+                "UPDATE builds SET complete_at = ?2, results = ?3, state_string = ?4
+                 WHERE buildid = ?1 AND complete_at IS NULL",
             )?
-            .execute(params![id, now, BuildResult::Retry])?;
-        conn.raw
-            .prepare_cached(
-                "UPDATE logs SET complete = 1 WHERE complete = 0
-             AND stepid IN (SELECT stepid FROM steps WHERE buildid = ?1)",
-            )?
-            .execute([id])?;
-        conn.raw.prepare_cached(
-            "UPDATE builds SET complete_at = ?2, results = ?3, state_string = 'retry: lost worker or master'
-             WHERE buildid = ?1",
-        )?
-        .execute(params![id, now, BuildResult::Retry])?;
+            .execute(params![id, now, BuildResult::Retry, state])?;
+        if n == 0 {
+            continue;
+        }
+        close_open_steps(conn, *id, now, BuildResult::Retry, " (retry)")?;
         conn.raw
             .prepare_cached(
                 "UPDATE buildrequests SET claimed_at = NULL
@@ -45,8 +57,53 @@ pub(crate) fn retry_running_builds(conn: &Tx, workerid: Option<WorkerId>) -> Res
                AND complete = 0",
             )?
             .execute([id])?;
+        closed.push(*id);
     }
-    Ok(ids)
+    Ok(closed)
+}
+
+/// Ends the steps of a build still open with `results`, their state
+/// string suffixed with `suffix`, and completes their logs.
+fn close_open_steps(
+    conn: &Tx,
+    buildid: BuildId,
+    now: i64,
+    results: BuildResult,
+    suffix: &str,
+) -> Result<()> {
+    conn.raw
+        .prepare_cached(
+            "UPDATE steps SET complete_at = ?2, results = ?3, state_string = state_string || ?4
+             WHERE buildid = ?1 AND complete_at IS NULL",
+        )?
+        .execute(params![buildid, now, results, suffix])?;
+    conn.raw
+        .prepare_cached(
+            "UPDATE logs SET complete = 1 WHERE complete = 0
+             AND stepid IN (SELECT stepid FROM steps WHERE buildid = ?1)",
+        )?
+        .execute([buildid])?;
+    Ok(())
+}
+
+/// Stops a build that no worker connection runs (its connection is gone
+/// and its close was never written, or the master lost track of it): ends
+/// it, its open steps and its request as CANCELLED. Returns false when it
+/// was already complete (or does not exist).
+pub(crate) fn cancel_orphan_build(conn: &Tx, buildid: BuildId, state: &str) -> Result<bool> {
+    let now = crate::model::now();
+    let open = conn
+        .raw
+        .prepare_cached("SELECT 1 FROM builds WHERE buildid = ?1 AND complete_at IS NULL")?
+        .query_row([buildid], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !open {
+        return Ok(false);
+    }
+    close_open_steps(conn, buildid, now, BuildResult::Cancelled, " (cancelled)")?;
+    finish_build(conn, buildid, BuildResult::Cancelled, state)?;
+    Ok(true)
 }
 
 /// Records the commit a build's git step checked out as the build property
@@ -64,7 +121,9 @@ pub(crate) fn set_got_revision(conn: &Tx, buildid: BuildId, sha: &str, source: &
 }
 
 /// Ends a build with `results`; completes its request, and its buildset
-/// when that was the buildset's last request.
+/// when that was the buildset's last request. A build already ended (by a
+/// retry or a stop) is left as it is, and so is its request, which that
+/// end settled.
 pub(crate) fn finish_build(
     conn: &Tx,
     buildid: BuildId,
@@ -72,12 +131,16 @@ pub(crate) fn finish_build(
     state: &str,
 ) -> Result<()> {
     let now = crate::model::now();
-    conn.raw
+    let n = conn
+        .raw
         .prepare_cached(
             "UPDATE builds SET complete_at = ?2, results = ?3, state_string = ?4
          WHERE buildid = ?1 AND complete_at IS NULL",
         )?
         .execute(params![buildid, now, results, state])?;
+    if n == 0 {
+        return Ok(());
+    }
     let (brid, bsid): (RequestId, BuildsetId) = conn
         .raw
         .prepare_cached(

@@ -1,6 +1,13 @@
 //! The writer thread: the one connection that writes, the job enum it
 //! receives, group commit (every waiting job in one transaction, each in
 //! its own savepoint), and handing each caller its result after COMMIT.
+//!
+//! A batch is all or nothing: when `BEGIN IMMEDIATE` fails (another
+//! process held the write lock past the busy timeout) no job of the batch
+//! runs, and when SQLite itself ends the transaction mid-batch (it rolls
+//! back on `SQLITE_FULL`, `SQLITE_IOERR`, ...) the jobs after that are not
+//! run either. Run outside a transaction, each job's statements would
+//! commit one by one while its caller heard "failed" (issue 16, point 1).
 
 use super::Tx;
 use anyhow::{anyhow, Result};
@@ -8,9 +15,11 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Work for the writer thread: runs inside the group transaction and returns
-/// the completion to call once the transaction's fate is known.
-pub(super) type Job = Box<dyn FnOnce(&Tx) -> Completion + Send>;
+/// Work for the writer thread: given the group transaction, runs inside it
+/// and returns the completion to call once the transaction's fate is known;
+/// given the reason there is no transaction, runs nothing and returns a
+/// completion that fails.
+pub(super) type Job = Box<dyn FnOnce(Result<&Tx, &str>) -> Completion + Send>;
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// The result of one `Store::write`, handed from the writer thread to the
@@ -116,14 +125,44 @@ pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let began = control(conn, "BEGIN IMMEDIATE");
-        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&tx)).collect();
-        let commit = began
-            .and_then(|_| control(conn, "COMMIT"))
-            .map_err(|e| e.to_string());
+        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let commit = match control(conn, "BEGIN IMMEDIATE") {
+            Err(e) => {
+                let why = format!("BEGIN failed, nothing was written: {e}");
+                completions.extend(batch.into_iter().map(|job| job(Err(&why))));
+                Err(why)
+            }
+            Ok(()) => {
+                let mut lost: Option<String> = None;
+                for job in batch {
+                    match &lost {
+                        Some(why) => completions.push(job(Err(why))),
+                        None => {
+                            completions.push(job(Ok(&tx)));
+                            // SQLite rolled the whole transaction back
+                            // (disk full, I/O error): what ran is undone,
+                            // and what follows would run in autocommit.
+                            if conn.is_autocommit() {
+                                lost = Some(
+                                    "the transaction was rolled back by SQLite \
+                                     (disk full or I/O error), nothing was written"
+                                        .to_string(),
+                                );
+                            }
+                        }
+                    }
+                }
+                match lost {
+                    Some(why) => Err(why),
+                    None => control(conn, "COMMIT").map_err(|e| e.to_string()),
+                }
+            }
+        };
         if let Err(e) = &commit {
             log::error!("store: transaction failed: {e}");
-            let _ = control(conn, "ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = control(conn, "ROLLBACK");
+            }
         }
         for c in completions {
             c(commit.clone());
@@ -142,7 +181,11 @@ where
     let reply = Arc::new(Reply::default());
     let answer = Answer(Some(reply.clone()));
     let job: Job = Box::new(move |conn| {
-        let res = run_in_savepoint(conn, f);
+        let res = match conn {
+            Ok(conn) => run_in_savepoint(conn, f),
+            // Not run: its commit result below is the error.
+            Err(_) => Err(anyhow!("not run")),
+        };
         Box::new(move |commit: Result<(), String>| {
             answer.send(match commit {
                 Ok(()) => res,
@@ -153,4 +196,19 @@ where
     tx.send(job)
         .map_err(|_| anyhow!("the store thread has stopped"))?;
     reply.wait()
+}
+
+impl Tx {
+    /// Fails when SQLite has rolled back the transaction this job runs in
+    /// (disk full, I/O error): a job that goes on after one of its writes
+    /// failed calls this first, or its next statements would run, and
+    /// commit, on their own.
+    pub(crate) fn check_intact(&self) -> Result<()> {
+        if self.raw.is_autocommit() {
+            return Err(anyhow!(
+                "the transaction was rolled back by SQLite (disk full or I/O error)"
+            ));
+        }
+        Ok(())
+    }
 }

@@ -16,6 +16,15 @@
 //! ones end SKIPPED with `collapsed_into` naming that build, in the same
 //! transaction that claims it.
 //!
+//! Writes that fail (issue 16, points 1 and 3): a claim the database
+//! refused left nothing behind (the writer commits a batch whole or not at
+//! all), so dispatching again later is all it takes; a build's end the
+//! worker connection could not write (`BuildEnd`), the closing of a lost
+//! worker's builds, its "disconnected" mark and the close of a stopped
+//! build no connection runs are kept in `repairs` and written again every
+//! [`RETRY_AFTER`] until they are in. So every build ends, with its real
+//! result, once the disk has room again or the write lock comes back.
+//!
 //! Going idle: once builds have run and none is left running, the thread
 //! waits for its next message with a timeout ([`IDLE_AFTER`]) instead of
 //! blocking; if nothing comes, the master has gone quiet and it gives
@@ -27,7 +36,7 @@
 use crate::config::Config;
 use crate::daemon;
 use crate::db::{self, PendingRequest, Props, Store};
-use crate::master::build::BuildJob;
+use crate::master::build::{BuildEnd, BuildJob};
 use crate::master::status;
 use crate::model::{BuildId, BuilderId, LogId, RequestId, StepId, WorkerId};
 use anyhow::Result;
@@ -66,6 +75,9 @@ pub enum BotMsg {
     BuildFinished {
         worker: String,
         buildid: BuildId,
+        /// The build's end when the database refused it: the botmaster
+        /// writes it again until it is in.
+        unwritten: Option<Box<BuildEnd>>,
     },
     StopBuild {
         buildid: BuildId,
@@ -87,6 +99,27 @@ const PER_BUILDER: i64 = 100;
 /// (a release costs ~1 ms of this thread), short enough that the memory
 /// returns soon after the work.
 pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a failed dispatch and the writes kept in `repairs` are tried
+/// again. A failing write on a full disk fails at once; one behind another
+/// process's write lock waits the busy timeout first, so this is only the
+/// pause between tries.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A write that failed and is tried again until it is in.
+enum Repair {
+    /// A build's end as its connection computed it.
+    End(Box<BuildEnd>),
+    /// The builds a lost worker connection was running: RETRY.
+    Lost {
+        worker: String,
+        builds: Vec<BuildId>,
+    },
+    /// A lost worker's "disconnected" mark (skipped if it is back).
+    Disconnected { name: String },
+    /// A stopped build that no connection runs: CANCELLED.
+    Stop { buildid: BuildId, reason: String },
+}
 
 /// How the botmaster's debug line for a release begins. Programs count
 /// releases in `status.json` (`status::idle_memory_released`), not here.
@@ -125,6 +158,8 @@ pub(crate) fn spawn(
                 workers: BTreeMap::new(),
                 draining: false,
                 built: false,
+                repairs: vec![],
+                dispatch_failed: false,
             };
             b.run(rx)
         })?)
@@ -140,21 +175,45 @@ struct Botmaster {
     draining: bool,
     /// A build started since memory was last given back.
     built: bool,
+    /// Writes that failed, oldest first, tried again every [`RETRY_AFTER`].
+    repairs: Vec<Repair>,
+    /// The last dispatch failed (its claim was refused): try it again
+    /// every [`RETRY_AFTER`], as no message may come to trigger it.
+    dispatch_failed: bool,
 }
 
 impl Botmaster {
     fn run(&mut self, rx: Receiver<BotMsg>) {
         self.dispatch_logged();
         let mut shutdown: Option<bool> = None;
+        let mut retry_at = Instant::now() + RETRY_AFTER;
         loop {
             let idle_pending = self.built && self.workers.values().all(|w| w.running.is_empty());
-            let next = if idle_pending {
+            let retrying = !self.repairs.is_empty() || self.dispatch_failed;
+            // Due even while messages keep coming (a busy master would
+            // otherwise never time out into it).
+            if retrying && Instant::now() >= retry_at {
+                self.repair();
+                if self.dispatch_failed {
+                    self.dispatch_logged();
+                }
+                retry_at = Instant::now() + RETRY_AFTER;
+                continue;
+            }
+            if !retrying {
+                retry_at = Instant::now() + RETRY_AFTER;
+            }
+            let next = if retrying {
+                rx.recv_deadline(retry_at)
+            } else if idle_pending {
                 rx.recv_timeout(IDLE_AFTER)
             } else {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
             let msg = match next {
                 Ok(m) => m,
+                // Due now: the top of the loop runs it.
+                Err(RecvTimeoutError::Timeout) if retrying => continue,
                 Err(RecvTimeoutError::Timeout) => {
                     self.release_memory();
                     continue;
@@ -185,22 +244,20 @@ impl Botmaster {
                     self.detached(&name, workerid);
                     self.dispatch_logged();
                 }
-                BotMsg::BuildFinished { worker, buildid } => {
+                BotMsg::BuildFinished {
+                    worker,
+                    buildid,
+                    unwritten,
+                } => {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.running.remove(&buildid);
                     }
+                    if let Some(end) = unwritten {
+                        self.repairs.push(Repair::End(end));
+                    }
                     self.dispatch_logged();
                 }
-                BotMsg::StopBuild { buildid, reason } => {
-                    for w in self.workers.values() {
-                        if w.running.contains_key(&buildid) {
-                            let _ = w.conn.send(ConnCmd::StopBuild {
-                                buildid,
-                                reason: reason.clone(),
-                            });
-                        }
-                    }
-                }
+                BotMsg::StopBuild { buildid, reason } => self.stop(buildid, reason),
                 BotMsg::Reconfig(cfg) => {
                     self.cfg = cfg;
                     self.dispatch_logged();
@@ -275,23 +332,38 @@ impl Botmaster {
     }
 
     fn detached(&mut self, name: &str, workerid: WorkerId) {
-        self.workers.remove(name);
+        let running: Vec<BuildId> = self
+            .workers
+            .remove(name)
+            .map(|w| w.running.into_keys().collect())
+            .unwrap_or_default();
+        // Builds whose real end is waiting in `repairs` keep that end.
+        let except = self.pending_ends();
         match self
             .store
-            .write(move |c| db::retry_running_builds(c, Some(workerid)))
+            .write(move |c| db::retry_worker_builds(c, Some(workerid), &except))
         {
             Ok(ids) if !ids.is_empty() => {
                 log::warn!("worker {name} lost: builds {ids:?} will be retried")
             }
             Ok(_) => {}
-            Err(e) => log::error!("closing builds of worker {name}: {e:#}"),
+            Err(e) => {
+                log::error!("closing builds of worker {name} (will retry): {e:#}");
+                self.repairs.push(Repair::Lost {
+                    worker: name.to_string(),
+                    builds: running,
+                });
+            }
         }
         let name2 = name.to_string();
         if let Err(e) = self
             .store
             .write(move |c| db::set_worker_connected(c, &name2, None, false))
         {
-            log::error!("marking worker {name} disconnected: {e:#}");
+            log::error!("marking worker {name} disconnected (will retry): {e:#}");
+            self.repairs.push(Repair::Disconnected {
+                name: name.to_string(),
+            });
         }
         if let Ok(mut set) = self.connected.lock() {
             set.remove(name);
@@ -300,9 +372,135 @@ impl Botmaster {
     }
 
     fn dispatch_logged(&mut self) {
-        if let Err(e) = self.dispatch() {
-            log::error!("botmaster: {e:#}");
+        match self.dispatch() {
+            Ok(()) => {
+                if self.dispatch_failed {
+                    log::info!("botmaster: dispatching works again");
+                }
+                self.dispatch_failed = false;
+            }
+            // Said once; the retries every RETRY_AFTER stay quiet.
+            Err(e) if self.dispatch_failed => log::debug!("botmaster (retrying): {e:#}"),
+            Err(e) => {
+                log::error!("botmaster (will retry): {e:#}");
+                self.dispatch_failed = true;
+            }
         }
+    }
+
+    /// The builds whose end is kept in `repairs`.
+    fn pending_ends(&self) -> Vec<BuildId> {
+        self.repairs
+            .iter()
+            .filter_map(|r| match r {
+                Repair::End(e) => Some(e.buildid),
+                Repair::Lost { .. } | Repair::Disconnected { .. } | Repair::Stop { .. } => None,
+            })
+            .collect()
+    }
+
+    /// `stop` of a build: its connection interrupts it if one runs it.
+    /// One that no connection runs is closed here, in the database, as
+    /// CANCELLED: its connection is gone and its close not written yet,
+    /// or the master lost track of it. One whose real end is waiting to
+    /// be written keeps that end.
+    fn stop(&mut self, buildid: BuildId, reason: String) {
+        let owner = self
+            .workers
+            .values()
+            .find(|w| w.running.contains_key(&buildid));
+        if let Some(w) = owner {
+            let _ = w.conn.send(ConnCmd::StopBuild { buildid, reason });
+            return;
+        }
+        if self.pending_ends().contains(&buildid) {
+            return;
+        }
+        // A lost worker's build waiting for its RETRY: the stop wins, so
+        // its request is not queued again.
+        for r in &mut self.repairs {
+            if let Repair::Lost { builds, .. } = r {
+                builds.retain(|b| *b != buildid);
+            }
+        }
+        let repair = Repair::Stop { buildid, reason };
+        if let Err(e) = self.write_repair(&repair) {
+            log::error!("stopping build {buildid}, which no worker runs (will retry): {e:#}");
+            self.repairs.push(repair);
+        }
+    }
+
+    /// Writes one kept write.
+    fn write_repair(&self, r: &Repair) -> Result<()> {
+        match r {
+            Repair::End(end) => {
+                let results = end.write(&self.store)?;
+                log::info!(
+                    "build {} #{} (build {}) finished: {} (written late)",
+                    end.builder,
+                    end.number,
+                    end.buildid,
+                    results.name()
+                );
+            }
+            Repair::Lost { worker, builds } => {
+                let ids = builds.clone();
+                let closed = self
+                    .store
+                    .write(move |c| db::retry_builds(c, &ids, "retry: lost worker or master"))?;
+                if !closed.is_empty() {
+                    log::warn!("worker {worker} lost: builds {closed:?} will be retried");
+                }
+            }
+            Repair::Disconnected { name } => {
+                // Back meanwhile: its connection has marked it connected.
+                if !self.workers.contains_key(name) {
+                    let name2 = name.clone();
+                    self.store
+                        .write(move |c| db::set_worker_connected(c, &name2, None, false))?;
+                }
+            }
+            Repair::Stop { buildid, reason } => {
+                let (id, state) = (
+                    *buildid,
+                    format!("cancelled: {reason} (no worker connection was running it)"),
+                );
+                if self
+                    .store
+                    .write(move |c| db::cancel_orphan_build(c, id, &state))?
+                {
+                    log::info!(
+                        "build {buildid}: stopped; no worker was running it, closed as CANCELLED"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries the kept writes again, oldest first. At the first that fails
+    /// the database still refuses writes: the rest wait for the next try
+    /// (behind another process's lock each try would cost this thread the
+    /// busy timeout).
+    fn repair(&mut self) {
+        let mut repairs = std::mem::take(&mut self.repairs).into_iter();
+        let n = repairs.len();
+        for r in repairs.by_ref() {
+            if let Err(e) = self.write_repair(&r) {
+                log::debug!("a kept write failed again: {e:#}");
+                self.repairs.push(r);
+                break;
+            }
+        }
+        self.repairs.extend(repairs);
+        if !self.repairs.is_empty() && self.repairs.len() == n {
+            return;
+        }
+        if self.repairs.is_empty() {
+            log::info!("every kept write is in the database now");
+        }
+        // Closed builds free slots and RETRY queues requests again.
+        self.dispatch_logged();
     }
 
     /// Starts as many queued requests as there are free worker slots.

@@ -118,6 +118,82 @@ pub(crate) struct RunningBuild {
     /// The tail of the running git step's header stream (see
     /// `GIT_HEADER_TAIL`), where the worker reports the checked-out commit.
     git_header: String,
+    /// Why the build cannot go on (see `cut_short`).
+    cut: Option<String>,
+}
+
+/// How a build is closed.
+#[derive(Debug, Clone)]
+enum Close {
+    /// Its steps ran, or it was stopped: the result they give.
+    Finished { results: BuildResult, state: String },
+    /// The master could not record its next step: RETRY, its request
+    /// queued again.
+    Retry { state: String },
+}
+
+/// The end of a build, made by [`RunningBuild::end`]: the last step's end
+/// and the build's result. It is kept until it is written: the worker
+/// connection writes it, and when the database refuses (disk full, the
+/// write lock held elsewhere) hands it to the botmaster, which writes it
+/// again until it is in (issue 16, point 3). The events go out after the
+/// commit, as for every write.
+pub struct BuildEnd {
+    pub(crate) buildid: BuildId,
+    builderid: BuilderId,
+    pub(crate) builder: String,
+    pub(crate) number: i64,
+    ended: Option<StepEnd>,
+    close: Close,
+    events: Hub,
+}
+
+impl BuildEnd {
+    /// Writes the end; on success tells the subscribers and returns the
+    /// build's result.
+    pub(crate) fn write(&self, store: &Store) -> Result<BuildResult> {
+        let buildid = self.buildid;
+        let ended = self.ended.clone();
+        let close = self.close.clone();
+        let results = store.write(move |c| {
+            if let Some(e) = &ended {
+                // A step that cannot be closed must not keep the build
+                // open, unless the whole transaction is gone with it.
+                if let Err(err) = e.record(c) {
+                    c.check_intact()?;
+                    log::error!(
+                        "build {buildid}: recording the end of step {}: {err:#}",
+                        e.stepid
+                    );
+                }
+            }
+            match &close {
+                Close::Finished { results, state } => {
+                    db::finish_build(c, buildid, *results, state)?;
+                    Ok(*results)
+                }
+                Close::Retry { state } => {
+                    db::retry_builds(c, &[buildid], state)?;
+                    Ok(Retry)
+                }
+            }
+        })?;
+        if let Some(e) = &self.ended {
+            self.events.publish(Event::StepFinished {
+                buildid,
+                stepid: e.stepid,
+                results: e.results,
+            });
+        }
+        self.events.publish(Event::BuildFinished {
+            buildid,
+            builderid: self.builderid,
+            builder: self.builder.clone(),
+            number: self.number,
+            results,
+        });
+        Ok(results)
+    }
 }
 
 /// Buildbot's order of badness for combining results.
@@ -268,6 +344,7 @@ impl RunningBuild {
             current: None,
             ended: None,
             git_header: String::new(),
+            cut: None,
         }
     }
 
@@ -463,10 +540,19 @@ impl RunningBuild {
         } else if r != Success {
             state.push_str(&format!(" ({})", r.name()));
         }
-        if let Some(why) = reason {
-            cur.log.append("h", &format!("{why}\n"))?;
+        // The log is the master's own file (a full disk can refuse it); the
+        // step's result is the worker's and is recorded all the same.
+        let logged = match reason {
+            Some(why) => cur.log.append("h", &format!("{why}\n")),
+            None => Ok(()),
+        };
+        if let Err(e) = logged.and_then(|_| cur.log.finish()) {
+            log::error!(
+                "build {}: writing the end of step {}'s log: {e:#}",
+                self.job.buildid,
+                cur.name
+            );
         }
-        cur.log.finish()?;
         self.ended = Some(StepEnd {
             stepid: cur.stepid,
             logid: cur.logid,
@@ -499,46 +585,48 @@ impl RunningBuild {
         })
     }
 
-    /// Ends the build once no step is left; returns its result.
-    pub(crate) fn finish(&mut self, store: &Store) -> Result<BuildResult> {
-        let results = if self.stop_reason.is_some() {
-            worst(self.results, Cancelled)
-        } else {
-            self.results
-        };
-        let state = match results {
-            Success => "build successful".to_string(),
-            Cancelled => format!(
-                "cancelled: {}",
-                self.stop_reason.as_deref().unwrap_or("stopped")
-            ),
-            r @ (Warnings | Failure | Skipped | Exception | Retry) => {
-                format!("{} {}", r.name(), self.culprits.join(", "))
+    /// The master could not record the build's next step (the database
+    /// refused the write): the build ends now, as RETRY, and its request
+    /// is queued again.
+    pub(crate) fn cut_short(&mut self, why: &str) {
+        self.cut = Some(why.to_string());
+    }
+
+    /// The build's end, once no step is left: write it with
+    /// [`BuildEnd::write`].
+    pub(crate) fn end(&mut self) -> BuildEnd {
+        let close = match &self.cut {
+            Some(why) => Close::Retry {
+                state: format!("retry: {why}"),
+            },
+            None => {
+                let results = if self.stop_reason.is_some() {
+                    worst(self.results, Cancelled)
+                } else {
+                    self.results
+                };
+                let state = match results {
+                    Success => "build successful".to_string(),
+                    Cancelled => format!(
+                        "cancelled: {}",
+                        self.stop_reason.as_deref().unwrap_or("stopped")
+                    ),
+                    r @ (Warnings | Failure | Skipped | Exception | Retry) => {
+                        format!("{} {}", r.name(), self.culprits.join(", "))
+                    }
+                };
+                Close::Finished { results, state }
             }
         };
-        let buildid = self.job.buildid;
-        let ended = self.ended.clone();
-        store.write(move |c| {
-            if let Some(e) = &ended {
-                // A step that cannot be closed must not keep the build open.
-                if let Err(err) = e.record(c) {
-                    log::error!(
-                        "build {buildid}: recording the end of step {}: {err:#}",
-                        e.stepid
-                    );
-                }
-            }
-            db::finish_build(c, buildid, results, &state)
-        })?;
-        self.publish_ended();
-        self.events.publish(Event::BuildFinished {
-            buildid,
+        BuildEnd {
+            buildid: self.job.buildid,
             builderid: self.job.builderid,
             builder: self.job.builder.name.clone(),
             number: self.job.number,
-            results,
-        });
-        Ok(results)
+            ended: self.ended.take(),
+            close,
+            events: self.events.clone(),
+        }
     }
 
     /// The connection is going away mid-step: close the log cleanly. The

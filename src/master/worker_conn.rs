@@ -497,24 +497,35 @@ impl Conn {
             Ok(Some(msg)) => return self.send(&msg),
             Ok(None) => {}
             Err(e) => {
-                // The database refused the step: end the build rather than
-                // leave it hanging.
+                // The database (or the log directory) refused the step:
+                // end the build as RETRY rather than leave it hanging.
                 log::error!("build {id}: starting the next step: {e:#}");
+                b.cut_short(&format!("the master could not start the next step: {e:#}"));
             }
         }
         if let Some(mut b) = self.builds.remove(&id) {
-            match b.finish(&self.ctx.store) {
-                Ok(r) => log::info!(
-                    "build {} #{} (build {id}) finished: {}",
-                    b.job.builder.name,
-                    b.job.number,
-                    r.name()
-                ),
-                Err(e) => log::error!("build {id}: recording the result: {e:#}"),
-            }
+            let end = b.end();
+            let unwritten = match end.write(&self.ctx.store) {
+                Ok(r) => {
+                    log::info!(
+                        "build {} #{} (build {id}) finished: {}",
+                        b.job.builder.name,
+                        b.job.number,
+                        r.name()
+                    );
+                    None
+                }
+                Err(e) => {
+                    // Kept: the botmaster writes it once the database
+                    // takes writes again.
+                    log::error!("build {id}: recording the result (will retry): {e:#}");
+                    Some(Box::new(end))
+                }
+            };
             let _ = self.ctx.bot.send(BotMsg::BuildFinished {
                 worker: self.name.clone(),
                 buildid: id,
+                unwritten,
             });
         }
         Ok(())

@@ -243,6 +243,8 @@ fn build_complete(w: &Writer, buildid: BuildId) -> Result<bool, RpcError> {
 
 /// Stops a running build: it ends CANCELLED and its processes are
 /// killed. A build that is already complete is left alone (as Buildbot).
+/// One that no worker connection runs (its connection is gone and its
+/// close not written yet) is closed by the botmaster in the database.
 pub(crate) fn stop_build(
     w: &Writer,
     buildid: BuildId,
