@@ -120,6 +120,10 @@ fn recreated_database_new_build_log_has_only_new_output() {
             .contains("FIRST-DATABASE")),
         "old logs set aside: {aside:?}"
     );
+    eprintln!(
+        "recreated database: {} old log files set aside at start, build {second} log {second_log} holds only its own output",
+        aside.len()
+    );
 }
 
 /// Garbage over the pages after the first `keep` bytes of `path`, up to
@@ -348,4 +352,67 @@ fn database_replaced_while_running_refuses_hooks() {
     let (code, page) = curl(&[&s.url("/")]);
     assert_eq!(code, 503, "{page}");
     assert!(page.contains("minibot restart"), "{page}");
+    eprintln!(
+        "replaced database: hook refused with 503 at once, status.json said so after {noticed:?}"
+    );
+}
+
+/// Point 2, the other side: a master killed mid-build and restarted on the
+/// same database keeps the cut build's log (this database owns it: nothing
+/// is set aside or truncated), and the retry writes logs of its own.
+#[test]
+fn restart_mid_build_keeps_the_cut_builds_log() {
+    // The step prints, then waits for `gate` (in <tmp>; the step runs in
+    // <tmp>/example-worker/runtests/build).
+    let s = Setup::new(
+        "import os, time\nprint('CUT-BUILD-OUTPUT', flush=True)\nwhile not os.path.exists('../../../gate'):\n    time.sleep(0.02)\nprint('released')\n",
+        "",
+    );
+    let master = s.start_master();
+    let _worker = s.start_worker("example-worker", WORKER_PW);
+    s.wait_connected("example-worker");
+    s.push(&s.head, "master", "x");
+    let first = wait_for("the step's first line", Duration::from_secs(60), || {
+        let v = get_json(&s.url("/api/v2/builds?complete=false"));
+        let id = v["builds"].as_array()?.first()?["buildid"].as_i64()?;
+        let steps = get_json(&s.url(&format!("/api/v2/builds/{id}/steps")));
+        steps["steps"]
+            .as_array()?
+            .iter()
+            .find(|x| x["name"] == "test")?;
+        test_log(&s, id)
+            .1
+            .contains("CUT-BUILD-OUTPUT")
+            .then_some(id)
+    });
+    master.signal(libc::SIGKILL);
+    drop(master);
+    let _master = s.start_master();
+    std::fs::write(s.tmp.path().join("gate"), "").unwrap();
+    let builds = s.wait_builds(2, Duration::from_secs(90));
+    assert_eq!(
+        builds[0]["results"], 5,
+        "the cut build is RETRY: {builds:?}"
+    );
+    assert_eq!(builds[1]["results"], 0, "{builds:?}");
+    let (_, cut) = test_log(&s, first);
+    assert!(
+        cut.contains("CUT-BUILD-OUTPUT"),
+        "the cut build's log: {cut}"
+    );
+    assert!(!cut.contains("released"), "{cut}");
+    let retry = builds[1]["buildid"].as_i64().unwrap();
+    let (_, text) = test_log(&s, retry);
+    assert_eq!(text.matches("CUT-BUILD-OUTPUT").count(), 1, "{text}");
+    assert!(text.contains("released"), "{text}");
+    let aside: Vec<_> = std::fs::read_dir(s.master.join("logs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        aside.is_empty(),
+        "this database's logs set aside: {aside:?}"
+    );
 }

@@ -306,6 +306,13 @@ fn handle(req: Request, ctx: &WwwCtx, shared: &Shared) -> Reply {
         }
         Err(resp) => resp,
     };
+    // A write (force, stop, login) whose commit may have gone to a file
+    // deleted meanwhile is not confirmed: checked again after it.
+    if r.method == Method::Post {
+        if let Err(lost) = ctx.store.check_file() {
+            return Reply::Respond(finish(&r.path, error(503, &lost.to_string())));
+        }
+    }
     Reply::Respond(finish(&r.path, resp))
 }
 
