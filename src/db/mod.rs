@@ -39,6 +39,7 @@ pub(crate) mod api;
 mod builds;
 mod changes;
 mod ids;
+mod integrity;
 mod janitor;
 mod logs;
 mod pages;
@@ -52,6 +53,7 @@ mod writer;
 
 pub(crate) use builds::*;
 pub use changes::*;
+pub use integrity::{CorruptDatabase, FileLost, Loss};
 pub(crate) use janitor::*;
 pub use logs::*;
 pub(crate) use pages::*;
@@ -81,6 +83,8 @@ pub struct Store {
     tx: Sender<Job>,
     path: PathBuf,
     idle: Arc<Mutex<Vec<Conn>>>,
+    /// The files the writer opened (`check_file`).
+    watch: Arc<integrity::FileWatch>,
 }
 
 /// A connection to the database, for reading: every read query takes one.
@@ -151,8 +155,10 @@ pub(crate) fn shrink(conn: &Conn) -> Result<()> {
 
 impl Store {
     /// Opens the database, checks its schema and starts the writer thread.
+    /// (The master also runs [`check_integrity`] before it serves.)
     pub fn open(path: &Path) -> Result<Store> {
         let conn = open_current(path, "run `minibot create-master` first")?;
+        let watch = integrity::FileWatch::record(path)?;
         let (tx, rx) = unbounded::<Job>();
         thread::Builder::new()
             .name("store".into())
@@ -170,7 +176,16 @@ impl Store {
             tx,
             path: path.to_path_buf(),
             idle: Arc::default(),
+            watch: Arc::new(watch),
         })
+    }
+
+    /// Whether the database file and its WAL are still the files the
+    /// writer opened (two `stat` calls). Err when one was deleted or
+    /// replaced: every commit from then on goes to a file the next start
+    /// will not see, so nothing may be acknowledged (issue 16 point 5).
+    pub fn check_file(&self) -> std::result::Result<(), FileLost> {
+        self.watch.check()
     }
 
     /// A read-only connection of its own, for a thread that reads all its
@@ -228,6 +243,12 @@ impl Store {
     {
         writer::submit(&self.tx, f)
     }
+}
+
+/// `PRAGMA quick_check` of the database at `path`: Ok if it is sound, else
+/// an error that says what was found and what the operator can do.
+pub fn check_integrity(path: &Path) -> Result<()> {
+    integrity::check(path)
 }
 
 /// Properties in the API's shape: name → (value, source).

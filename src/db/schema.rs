@@ -316,8 +316,16 @@ pub(super) fn open_current(path: &Path, missing: &str) -> Result<Connection> {
     if !path.exists() {
         bail!("{} does not exist; {missing}", path.display());
     }
-    let conn = open_rw(path, false)?;
-    let v = schema_version(&conn)?;
+    // A file that is not a database at all (its header garbled) fails
+    // here already: say so, and what to do, as the full check would.
+    let opened = open_rw(path, false).and_then(|c| Ok((schema_version(&c)?, c)));
+    let (v, conn) = match opened {
+        Ok(x) => x,
+        Err(e) if super::integrity::is_corruption(&e) => {
+            return Err(super::integrity::corrupt(path, &format!("{e:#}")))
+        }
+        Err(e) => return Err(e),
+    };
     if v != SCHEMA_VERSION {
         bail!(
             "{} has schema version {v} but this minibot needs {SCHEMA_VERSION}; run `minibot upgrade-master {}`",
@@ -337,7 +345,7 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Conn> {
 }
 
 /// A raw read-only SQLite connection, tuned as the master's readers are.
-fn open_reader(path: &Path) -> Result<Connection> {
+pub(super) fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

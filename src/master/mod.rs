@@ -1,11 +1,12 @@
 //! The master daemon: start-up, the signal loop, reconfig and shutdown.
 //!
 //! Owns: the main thread of `minibot start`. It loads the config, opens
-//! the store (recovering from a master that died mid-build, on a short-lived
-//! `recovery` thread while it binds both listeners), starts the threads
-//! (store writer, HTTP pool, botmaster, scheduler, worker listener, janitor;
-//! reporters and poller only while `master.cfg` has reporters or change
-//! sources) and then reads signals itself (`daemon::signal_set`): SIGHUP
+//! the store (checking the file with `quick_check` and recovering from a
+//! master that died mid-build, on a short-lived `recovery` thread while it
+//! binds both listeners; a corrupt database is refused, unserved), starts
+//! the threads (store writer, HTTP pool, botmaster, scheduler, worker
+//! listener, janitor, dbwatch; reporters and poller only while
+//! `master.cfg` has reporters or change sources) and then reads signals itself (`daemon::signal_set`): SIGHUP
 //! re-reads `master.cfg` (`SchedMsg`, `BotMsg`, `ReporterMsg` and
 //! `PollerMsg::Reconfig`, or starts/stops the reporters and poller threads),
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
@@ -123,24 +124,32 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     }
     // Read on this thread once everything runs: no thread of their own.
     let mut sigs = daemon::signal_set()?;
-    let store = Store::open(&dir.join(DB_FILE))?;
+    let db_path = dir.join(DB_FILE);
+    let store = Store::open(&db_path).map_err(refuse_corrupt)?;
     // The first write: the config's mirror and recovery from a master that
     // died mid-build. It runs on the store thread while this thread binds
     // the listeners and starts the HTTP threads, which take requests only
     // after it has committed (the gate below): no answer shows builds
     // running on a dead master, and every other write queues behind it.
+    // Before it, `quick_check` reads the whole file: a corrupt database is
+    // refused before anything is served or written (issue 16 point 5).
     let recovery = {
         let store = store.clone();
         let cfg = cfg.clone();
+        let dir2 = dir.to_path_buf();
         std::thread::Builder::new()
             .name("recovery".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                store.write(move |c| {
+                db::check_integrity(&db_path)?;
+                let retried = store.write(move |c| {
                     db::sync_config(c, &cfg)?;
                     db::reset_connections(c)?;
                     db::retry_running_builds(c, None)
-                })
+                })?;
+                // Before any build can start (see `set_aside_foreign`).
+                let aside = logs::set_aside_foreign(&*store.reader()?, &dir2);
+                Ok::<_, anyhow::Error>((retried, aside))
             })
             .context("spawning the recovery thread")?
     };
@@ -195,9 +204,19 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let connected: Connected = Arc::new(Mutex::new(Default::default()));
     let (sched_tx, sched_rx) = unbounded();
     let (bot_tx, bot_rx) = unbounded();
-    let retried = recovery
+    let (retried, aside) = recovery
         .join()
-        .map_err(|_| anyhow!("the recovery thread panicked"))??;
+        .map_err(|_| anyhow!("the recovery thread panicked"))?
+        .map_err(refuse_corrupt)?;
+    match aside {
+        Ok(0) => {}
+        Ok(n) => log::warn!(
+            "{n} log files under {} belong to no log of this database (left by an earlier one); moved to {}/set-aside-*",
+            db::log_root(dir).display(),
+            db::log_root(dir).display()
+        ),
+        Err(e) => log::warn!("setting aside old log files: {e:#}"),
+    }
     // Only now: no answer may show builds running on a dead master.
     // Connections made meanwhile waited in the listen backlog.
     let http = www::start(
@@ -246,6 +265,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     };
     on_demand.apply(&cfg_arc)?;
     let _janitor = janitor::spawn(store.clone(), shared.clone(), dir.to_path_buf())?;
+    let _dbwatch = spawn_dbwatch(store.clone())?;
     let ready =
         format!("minibot master serving the web UI at {www_desc} and workers on {worker_addr}");
     log::info!("{ready}");
@@ -295,6 +315,63 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let _ = std::fs::remove_file(&addresses);
     log::info!("master stopped");
     Ok(())
+}
+
+/// A start-up error, told apart: a corrupt database is logged (so that
+/// `minibot start`, which shows master.log's last lines, says it) and
+/// recorded in `status.json` before the master exits unserved.
+fn refuse_corrupt(e: anyhow::Error) -> anyhow::Error {
+    if let Some(c) = e.downcast_ref::<db::CorruptDatabase>() {
+        log::error!("{c}");
+        status::database(status::DatabaseState::Corrupt, Some(c.to_string()));
+        status::flush();
+    }
+    e
+}
+
+/// How often `dbwatch` looks at the database file.
+const DB_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts the `dbwatch` thread: every [`DB_WATCH_INTERVAL`] it checks that
+/// the database file is still the one the writer writes
+/// (`Store::check_file`) and records a change in `status.json` and the
+/// log. (Hooks check for themselves before they answer, and the web UI on
+/// every request: this is for the operator, who may send nothing.) It
+/// ends when the returned sender is dropped.
+fn spawn_dbwatch(store: Store) -> Result<Sender<()>> {
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    std::thread::Builder::new()
+        .name("dbwatch".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut last: Option<db::FileLost> = None;
+            loop {
+                let now = store.check_file().err();
+                if now != last {
+                    match &now {
+                        Some(lost) => {
+                            log::error!("{lost}");
+                            let state = match lost.loss {
+                                db::Loss::Deleted => status::DatabaseState::Deleted,
+                                db::Loss::Replaced => status::DatabaseState::Replaced,
+                            };
+                            status::database(state, Some(lost.to_string()));
+                        }
+                        None => {
+                            log::warn!("the database file is back in place: serving again");
+                            status::database(status::DatabaseState::Ok, None);
+                        }
+                    }
+                    last = now;
+                }
+                match stop_rx.recv_timeout(DB_WATCH_INTERVAL) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        })
+        .context("spawning the dbwatch thread")?;
+    Ok(stop_tx)
 }
 
 /// The threads a reconfig tells about the new config.

@@ -50,6 +50,25 @@ pub struct MasterStatus {
     /// Connections to the worker port dropped because too many others were
     /// in their handshake (a flood).
     pub worker_connections_dropped: u64,
+    /// Whether `state.sqlite` is sound and still the file the master
+    /// writes (checked at start and every few seconds, issue 16 point 5).
+    pub database: DatabaseState,
+    /// What is wrong with the database and what to do; None while `ok`.
+    pub database_problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseState {
+    #[default]
+    Ok,
+    /// `PRAGMA quick_check` found damage at start: the master did not serve.
+    Corrupt,
+    /// The file (or its WAL) was deleted while the master ran: hooks and
+    /// the web UI answer 503.
+    Deleted,
+    /// Another file was put at its path while the master ran: as deleted.
+    Replaced,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +227,22 @@ pub(crate) fn write_private(path: &Path, text: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     drop(f);
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The database's state changed (start-up check, `dbwatch`).
+pub(crate) fn database(state: DatabaseState, problem: Option<String>) {
+    update(|s| {
+        s.database = state;
+        s.database_problem = problem;
+    });
+}
+
+/// Writes the status now, whatever the interval: for a master about to
+/// exit, which would not live to the end of it.
+pub(crate) fn flush() {
+    let Some(rec) = RECORDER.get() else { return };
+    let mut inner = rec.inner.lock().unwrap_or_else(|p| p.into_inner());
+    write_now(rec, &mut inner);
 }
 
 /// `stop --clean` began.

@@ -4,7 +4,9 @@
 //! that received the hook: the dialect parser (`dialects::*`) checks the
 //! signature and turns the body into changes, `Store::write` commits them
 //! (group commit with other hooks), and only then is the hook answered
-//! 200. Afterwards it nudges the scheduler thread (`SchedMsg::NewChanges`);
+//! 200 — and only if the database file is still the one the writer wrote
+//! to (`Store::check_file`, before the write and again after the commit;
+//! else 503, issue 16 point 5). Afterwards it nudges the scheduler thread (`SchedMsg::NewChanges`);
 //! if the master dies before the scheduler runs, the changes are still
 //! marked unscheduled and are picked up at the next start.
 //!
@@ -71,6 +73,13 @@ fn synthetic_delivery(dialect: &str) -> String {
         "{dialect}-no-delivery-id-{nanos}-{}-{n}",
         std::process::id()
     )
+}
+
+/// 503 for a hook while the database file is lost to the master: not
+/// acknowledged, so the sender (Gitea) retries once it is fixed.
+fn refuse_lost(dialect: &str, lost: &db::FileLost) -> HookReply {
+    log::error!("change hook {dialect}: not stored: {lost}");
+    reply(503, json!({ "error": lost.to_string() }))
 }
 
 pub(crate) fn handle(
@@ -164,8 +173,18 @@ pub(crate) fn handle(
                 _ => None,
             };
             let n = changes.len();
+            if let Err(lost) = store.check_file() {
+                return refuse_lost(dialect, &lost);
+            }
             match store.write(move |c| db::insert_changes(c, &changes, delivery.as_deref())) {
                 Ok(ids) => {
+                    // Committed, but maybe into a file deleted or replaced
+                    // meanwhile, which the next start will not see: checked
+                    // again after the COMMIT, so every 200 means the
+                    // changes were in the file at the database's path.
+                    if let Err(lost) = store.check_file() {
+                        return refuse_lost(dialect, &lost);
+                    }
                     log::info!("change hook {dialect}: stored {n} change(s) {ids:?}");
                     let _ = sched.send(SchedMsg::NewChanges);
                     reply(200, json!({ "changes": ids }))

@@ -259,6 +259,12 @@ fn handle(req: Request, ctx: &WwwCtx, shared: &Shared) -> Reply {
             error(421, "this master does not serve that host name"),
         ));
     }
+    // A database file deleted or replaced under the running master: its
+    // pages would show (and its forms write) a file about to be lost, and
+    // readers would open whatever is at the path now (issue 16 point 5).
+    if let Err(lost) = ctx.store.check_file() {
+        return Reply::Respond(finish(&path, error(503, &lost.to_string())));
+    }
     let conn = match ctx.store.reader() {
         Ok(c) => c,
         Err(e) => {
@@ -300,6 +306,13 @@ fn handle(req: Request, ctx: &WwwCtx, shared: &Shared) -> Reply {
         }
         Err(resp) => resp,
     };
+    // A write (force, stop, login) whose commit may have gone to a file
+    // deleted meanwhile is not confirmed: checked again after it.
+    if r.method == Method::Post {
+        if let Err(lost) = ctx.store.check_file() {
+            return Reply::Respond(finish(&r.path, error(503, &lost.to_string())));
+        }
+    }
     Reply::Respond(finish(&r.path, resp))
 }
 
