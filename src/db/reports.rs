@@ -295,3 +295,68 @@ pub(crate) fn prune_reports(tx: &Tx, before: i64) -> Result<usize> {
         .prepare_cached("DELETE FROM reporter_deliveries WHERE at < ?1")?
         .execute([before])?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_finds_unsettled_builds_in_its_window_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        crate::db::create(&path).unwrap();
+        let tx = crate::db::open_admin(&path).unwrap();
+        tx.sql()
+            .execute_batch(
+                "INSERT INTO builders (builderid, name) VALUES (1, 'b');
+                 INSERT INTO buildsets (buildsetid, reason, submitted_at) VALUES (1, 'r', 0);
+                 INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at)
+                   VALUES (1, 1, 1, 0);
+                 INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at,
+                   complete_at, results, properties)
+                   VALUES (1, 1, 1, 1, 0, 10, 0, '{}');",
+            )
+            .unwrap();
+        // Build 1 is older than the reporter: never swept.
+        assert_eq!(reporter_since(&tx, "r").unwrap(), BuildId(1));
+        tx.sql()
+            .execute_batch(
+                "INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at,
+                   complete_at, results, properties) VALUES
+                   (2, 2, 1, 1, 0, 100, 0, '{\"got_revision\":[\"abc\",\"Git\"]}'),
+                   (3, 3, 1, 1, 0, 100, 5, '{}'),
+                   (4, 4, 1, 1, 0, NULL, NULL, '{}'),
+                   (5, 5, 1, 1, 0, 5, 2, '{}'),
+                   (6, 6, 1, 1, 0, 100, 2, '{}');",
+            )
+            .unwrap();
+        assert_eq!(reporter_since(&tx, "r").unwrap(), BuildId(1), "kept");
+        let after = BuildId(1);
+        let find = |kind| unreported_builds(&tx, "r", kind, (after, 50), 10).unwrap();
+        // Not 3 (RETRY), 4 (running), 5 (finished before the window).
+        assert_eq!(find(ReportKind::Status), [BuildId(2), BuildId(6)]);
+        record_report(
+            &tx,
+            "r",
+            BuildId(2),
+            ReportKind::Status,
+            ReportOutcome::Sent,
+        )
+        .unwrap();
+        assert!(report_settled(&tx, "r", BuildId(2), ReportKind::Status).unwrap());
+        assert!(!report_settled(&tx, "r", BuildId(2), ReportKind::Mail).unwrap());
+        assert_eq!(find(ReportKind::Status), [BuildId(6)]);
+        assert_eq!(find(ReportKind::Mail), [BuildId(2), BuildId(6)]);
+        assert_eq!(
+            unreported_builds(&tx, "r", ReportKind::Mail, (BuildId(2), 50), 10).unwrap(),
+            [BuildId(6)],
+            "pages on"
+        );
+        // A newer build that checked out the same commit.
+        assert!(newer_build_of_revision(&tx, BuilderId(1), BuildId(1), "abc").unwrap());
+        assert!(!newer_build_of_revision(&tx, BuilderId(1), BuildId(2), "abc").unwrap());
+        // Pruning forgets what the window no longer covers.
+        assert_eq!(prune_reports(&tx, 0).unwrap(), 0);
+        assert_eq!(prune_reports(&tx, i64::MAX).unwrap(), 1);
+    }
+}

@@ -1603,23 +1603,19 @@ pub fn wait_requests_done(master: &Path, timeout: Duration) -> i64 {
     // the request a moment later. So "done" needs every change to be in a
     // buildset as well as no open request, or a count taken in between
     // misses the last change's request.
-    wait_for(
-        "every change scheduled and every request complete",
-        timeout,
-        || {
-            let unscheduled: Vec<i64> = db_query(
-                master,
-                "SELECT count(*) FROM changes c WHERE NOT EXISTS
+    wait_for("every change scheduled and every request complete", timeout, || {
+        let unscheduled: Vec<i64> = db_query(
+            master,
+            "SELECT count(*) FROM changes c WHERE NOT EXISTS
                (SELECT 1 FROM buildset_changes bc WHERE bc.changeid = c.changeid)",
-            );
-            let open: Vec<i64> = db_query(
-                master,
-                "SELECT count(*) FROM buildrequests WHERE complete = 0",
-            );
-            (unscheduled[0] == 0 && open[0] == 0)
-                .then(|| db_query::<i64>(master, "SELECT count(*) FROM buildrequests")[0])
-        },
-    )
+        );
+        let open: Vec<i64> = db_query(
+            master,
+            "SELECT count(*) FROM buildrequests WHERE complete = 0",
+        );
+        (unscheduled[0] == 0 && open[0] == 0)
+            .then(|| db_query::<i64>(master, "SELECT count(*) FROM buildrequests")[0])
+    })
 }
 
 /// Sends a worker's `Auth` for `name` with `password`, answering the

@@ -70,8 +70,12 @@ pub(crate) const SWEEP_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// events still buffered are handled first.
 const MISSED_DELAY: Duration = Duration::from_millis(200);
 
-/// Builds per reporter one sweep reports; a full batch sweeps again at once.
+/// Builds per reporter one sweep reports (about); when there were more, the
+/// next sweep comes at once.
 const SWEEP_BATCH: i64 = 100;
+
+/// Pages of [`SWEEP_BATCH`] builds one sweep reads per reporter.
+const SWEEP_PAGES: usize = 10;
 
 /// Why a delivery failed.
 #[derive(Debug)]
@@ -366,8 +370,10 @@ pub(crate) fn spawn(
             loop {
                 let now = Instant::now();
                 if next_sweep <= now {
+                    // More to do: again soon (not at once: a build that
+                    // cannot be read must not make this a busy loop).
                     next_sweep = match r.sweep() {
-                        true => now,
+                        true => now + Duration::from_secs(1),
                         false => now + SWEEP_EVERY,
                     };
                 }
@@ -483,7 +489,8 @@ impl Reporters {
     }
 
     /// Reports finished builds whose final delivery no reporter settled
-    /// (module header). Returns whether a batch was full (sweep again).
+    /// (module header). Returns whether there were more than it took
+    /// (sweep again soon).
     fn sweep(&mut self) -> bool {
         let now = crate::model::now();
         let floor = now - SWEEP_WINDOW.as_secs() as i64;
@@ -501,28 +508,41 @@ impl Reporters {
             };
             for (i, a) in self.active.iter().enumerate() {
                 let kind = a.target.kind();
-                match db::unreported_builds(
-                    &reader,
-                    &a.id,
+                let fin = |buildid| Final {
+                    reporter: a.id.clone(),
+                    buildid,
                     kind,
-                    (a.after_build, floor),
-                    SWEEP_BATCH,
-                ) {
-                    Ok(ids) => {
-                        full |= ids.len() as i64 == SWEEP_BATCH;
-                        todo.extend(
-                            ids.into_iter()
-                                .filter(|b| {
-                                    !in_flight.contains(&Final {
-                                        reporter: a.id.clone(),
-                                        buildid: *b,
-                                        kind,
-                                    })
-                                })
-                                .map(|b| (i, b)),
-                        );
+                };
+                // Page past the deliveries still in flight (Gitea down: they
+                // wait in the outbox), at most SWEEP_PAGES pages a sweep.
+                let mut after = a.after_build;
+                let mut found = 0;
+                for _ in 0..SWEEP_PAGES {
+                    let page = match db::unreported_builds(
+                        &reader,
+                        &a.id,
+                        kind,
+                        (after, floor),
+                        SWEEP_BATCH,
+                    ) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            log::error!("reporters: sweep: {e:#}");
+                            break;
+                        }
+                    };
+                    let last_page = (page.len() as i64) < SWEEP_BATCH;
+                    after = page.last().copied().unwrap_or(after);
+                    for b in page {
+                        if !in_flight.contains(&fin(b)) {
+                            todo.push((i, b));
+                            found += 1;
+                        }
                     }
-                    Err(e) => log::error!("reporters: sweep: {e:#}"),
+                    if last_page || found >= SWEEP_BATCH {
+                        full |= !last_page;
+                        break;
+                    }
                 }
             }
         }
