@@ -78,11 +78,16 @@ fn a_dropped_build_finished_event_still_gets_its_status_and_mail() {
     s.push(&s.head, "master", "one");
     let b = &s.wait_builds(1, Duration::from_secs(60))[0];
     assert_eq!(b["results"], 0, "{b}");
+    let ended = std::time::Instant::now();
     // The hub dropped the BuildFinished; the reporters noticed the drop and
     // found the build in the database.
     assert_eq!(
         gitea.wait_final(&s.head, Duration::from_secs(30)),
         ["pending", "success"]
+    );
+    println!(
+        "BuildFinished dropped: final status {:?} after the build was seen complete",
+        ended.elapsed()
     );
     let mails = wait_for("the mail", Duration::from_secs(30), || {
         let m = subjects(&sink);
@@ -130,10 +135,15 @@ fn a_master_killed_before_delivery_reports_after_its_restart() {
             &format!("smtp_port = {}", sink.port),
         )
     });
+    let restarted = std::time::Instant::now();
     let _master = s.start_master();
     assert_eq!(
         gitea.wait_final(&s.head, Duration::from_secs(30)),
         ["success"]
+    );
+    println!(
+        "master killed before delivery: final status {:?} after the restart began",
+        restarted.elapsed()
     );
     let mails = wait_for("the mail", Duration::from_secs(30), || {
         let m = subjects(&sink);
