@@ -1,7 +1,9 @@
 //! Build-request collapsing with the real binaries: pushes queued while no
 //! worker is free are built once, at the newest revision; the older
 //! requests end SKIPPED (never SUCCESS), each naming the build that covered
-//! it; a pull request into the same branch is not folded into the pushes.
+//! it, in the API and on its page; a pull request into the same branch is
+//! not folded into the pushes; forced requests with different parameters
+//! are never folded together (issue 16, point 7).
 
 use crate::common::*;
 use std::time::Duration;
@@ -86,4 +88,75 @@ fn queued_pushes_collapse_into_the_newest() {
     );
     // Only two builds ran.
     assert_eq!(get_json(&s.url("/api/v2/builds"))["meta"]["total"], 2);
+    // The skipped request's page links the build that covered it.
+    let (code, page) = curl(&[&s.url("/buildrequests/1")]);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("covered by build <a href=\"/builders/runtests\">runtests</a> <a href=\"/builders/runtests/builds/1\">#1</a>"),
+        "{page}"
+    );
+}
+
+#[test]
+fn forced_requests_with_other_parameters_are_all_built_in_order() {
+    let s = Setup::new(
+        PASSING_TEST,
+        r#"
+[[schedulers]]
+name = "deploy"
+type = "force"
+builders = ["runtests"]
+[[schedulers.properties]]
+name = "version"
+type = "string"
+"#,
+    );
+    let _master = s.start_master();
+    add_user(&s.master, USER, PASSWORD);
+    let force = s.url("/api/v2/forceschedulers/deploy");
+    // Queued while no worker is connected: three versions, the last twice.
+    for v in ["0.2.1", "0.2.2", "0.2.3", "0.2.3"] {
+        let (code, r) = rpc(
+            &force,
+            Some(&basic()),
+            "force",
+            serde_json::json!({"builderid": 1, "version": v}),
+        );
+        assert_eq!(code, 200, "{r}");
+    }
+    let _worker = s.start_worker("example-worker", WORKER_PW);
+    assert_eq!(wait_requests_done(&s.master, Duration::from_secs(90)), 4);
+    let builds = get_json(&s.url("/api/v2/builds?order=buildid&property=version"));
+    let versions: Vec<&str> = builds["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["properties"]["version"][0].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        versions,
+        ["0.2.1", "0.2.2", "0.2.3"],
+        "each version built once, in the order asked: {builds}"
+    );
+    let reqs = get_json(&s.url("/api/v2/buildrequests?order=buildrequestid"));
+    let got: Vec<(i64, Option<i64>)> = reqs["buildrequests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["results"].as_i64().unwrap_or(-1),
+                r["collapsed_into"].as_i64(),
+            )
+        })
+        .collect();
+    // Only the identical request was folded, into the build of the newer one.
+    let last = builds["builds"][2]["buildid"].as_i64();
+    assert_eq!(got, [(0, None), (0, None), (3, last), (0, None)], "{reqs}");
+    let (code, page) = curl(&[&s.url("/buildrequests/3")]);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("<a href=\"/builders/runtests/builds/3\">#3</a>"),
+        "{page}"
+    );
 }

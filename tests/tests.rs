@@ -14,6 +14,7 @@ mod common;
 mod badinput_http;
 mod badinput_worker;
 mod faults_db;
+mod faults_reporters;
 mod faults_writer;
 mod fuzz_parsers;
 mod gitea_e2e;

@@ -515,15 +515,23 @@ pub(crate) struct RequestInfo {
     pub complete: bool,
     pub results: Option<BuildResult>,
     pub claimed_at: Option<i64>,
+    /// For a request collapsed into a newer one (SKIPPED): the build that
+    /// covered it, as (buildid, builder, number); the builder and number
+    /// are None once the janitor has pruned that build.
+    pub covered_by: Option<(BuildId, Option<(String, i64)>)>,
 }
 
 pub(crate) fn request_info(conn: &Conn, brid: RequestId) -> Result<Option<RequestInfo>> {
     Ok(conn
         .raw
         .prepare_cached(
-            "SELECT bl.name, bs.reason, br.submitted_at, br.complete, br.results, br.claimed_at
+            "SELECT bl.name, bs.reason, br.submitted_at, br.complete, br.results, br.claimed_at,
+                    br.collapsed_into, cb.name, c.number
              FROM buildrequests br JOIN builders bl USING (builderid)
-             JOIN buildsets bs ON bs.buildsetid = br.buildsetid WHERE br.buildrequestid = ?1",
+             JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+             LEFT JOIN builds c ON c.buildid = br.collapsed_into
+             LEFT JOIN builders cb ON cb.builderid = c.builderid
+             WHERE br.buildrequestid = ?1",
         )?
         .query_row([brid], |r| {
             Ok(RequestInfo {
@@ -533,6 +541,11 @@ pub(crate) fn request_info(conn: &Conn, brid: RequestId) -> Result<Option<Reques
                 complete: r.get(3)?,
                 results: result_col(r, 4, "buildrequests", brid.0)?,
                 claimed_at: r.get(5)?,
+                covered_by: match (r.get::<_, Option<BuildId>>(6)?, r.get(7)?, r.get(8)?) {
+                    (Some(b), Some(name), Some(number)) => Some((b, Some((name, number)))),
+                    (Some(b), ..) => Some((b, None)),
+                    (None, ..) => None,
+                },
             })
         })
         .optional()?)

@@ -1,9 +1,19 @@
 //! Buildsets and build requests: creating them, the queue the botmaster
 //! reads, claiming (with collapsing), cancelling, rebuilding.
+//!
+//! Collapsing merges only requests that would build the same thing
+//! ([`same_work`]): the same source stamp family and the same properties a
+//! user or a scheduler set (force-form parameters included). It is checked
+//! twice here, whatever the caller's grouping: the queue
+//! ([`pending_requests`]) holds back a request while an older queued one
+//! for the same source would build something else, so such requests are
+//! built one after another in the order they were made (a deploy of
+//! v0.2.1, then v0.2.2), and [`collapse_requests`] refuses to end a request
+//! as covered by a build of other work.
 
 use super::*;
 use crate::model::BuildResult;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, OptionalExtension};
 
 /// Creates a buildset with one request per builder; returns
@@ -71,6 +81,36 @@ pub(crate) struct PendingRequest {
     pub priority: i64,
 }
 
+/// Properties that say what a request builds: those a user or a scheduler
+/// set, i.e. every source but `Change` (a change's properties describe it;
+/// a newer push's differ, and folding pushes is what collapsing is for).
+fn requested_props(p: &Props) -> impl Iterator<Item = (&String, &(serde_json::Value, String))> {
+    p.iter().filter(|(_, (_, source))| source != "Change")
+}
+
+/// Two queued requests of one builder are for the same source (Buildbot's
+/// `canBeCollapsed`): the same branch, repository, project and codebase,
+/// both from changes or both at the same revision, and the same pull
+/// request (two PRs into `master` are not the same work). The botmaster
+/// groups requests by the same fields (`botmaster::collapse_key`).
+fn same_source(a: &PendingRequest, b: &PendingRequest) -> bool {
+    let pr = |r: &PendingRequest| r.properties.get("pr_number").map(|(v, _)| v.clone());
+    a.builderid == b.builderid
+        && a.ss.branch == b.ss.branch
+        && a.ss.repository == b.ss.repository
+        && a.ss.project == b.ss.project
+        && a.ss.codebase == b.ss.codebase
+        && a.has_changes == b.has_changes
+        && (a.has_changes || a.ss.revision == b.ss.revision)
+        && pr(a) == pr(b)
+}
+
+/// Whether one build can stand for both requests: the same source and the
+/// same properties a user or a scheduler set (forced parameters included).
+pub(crate) fn same_work(a: &PendingRequest, b: &PendingRequest) -> bool {
+    same_source(a, b) && requested_props(&a.properties).eq(requested_props(&b.properties))
+}
+
 /// Names of the builders with unclaimed requests: one query, so that a
 /// dispatch with an empty queue (after each build, the usual case) does
 /// not ask for each builder's requests. Each EXISTS stops at the first
@@ -84,41 +124,74 @@ pub(crate) fn builders_with_pending(conn: &Conn) -> Result<std::collections::Has
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Unclaimed requests of one builder, highest priority then oldest first.
+/// The columns [`pending_row`] reads, from `buildrequests br JOIN
+/// builders b JOIN buildsets bs`.
+const PENDING_COLS: &str = "br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason,
+    bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
+    EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid),
+    br.priority";
+
+/// Unclaimed requests of one builder the botmaster may start now, highest
+/// priority then oldest first (of the `limit` first queued). A request is
+/// held back while an older queued one for the same source would build
+/// something else (module header): it comes once that one has started.
 pub(crate) fn pending_requests(
     conn: &Conn,
     builder: &str,
     limit: i64,
 ) -> Result<Vec<PendingRequest>> {
-    let mut st = conn.raw.prepare_cached(
-        "SELECT br.buildrequestid, br.builderid, b.name, br.buildsetid, bs.reason,
-                bs.branch, bs.revision, bs.repository, bs.project, bs.codebase, bs.properties,
-                EXISTS (SELECT 1 FROM buildset_changes c WHERE c.buildsetid = br.buildsetid),
-                br.priority
+    let mut st = conn.raw.prepare_cached(&format!(
+        "SELECT {PENDING_COLS}
          FROM buildrequests br JOIN builders b USING (builderid) JOIN buildsets bs USING (buildsetid)
          WHERE br.complete = 0 AND br.claimed_at IS NULL AND b.name = ?1
-         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![builder, limit], |r| {
-        let props: String = r.get(10)?;
-        Ok(PendingRequest {
-            buildrequestid: r.get(0)?,
-            builderid: r.get(1)?,
-            builder: r.get(2)?,
-            reason: r.get(4)?,
-            ss: SourceStamp {
-                branch: r.get(5)?,
-                revision: r.get(6)?,
-                repository: r.get(7)?,
-                project: r.get(8)?,
-                codebase: r.get(9)?,
-            },
-            properties: json_col(&props, "buildsets", r.get(3)?, "properties")?,
-            has_changes: r.get(11)?,
-            priority: r.get(12)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2"
+    ))?;
+    let queue = st
+        .query_map(params![builder, limit], pending_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut ready: Vec<PendingRequest> = Vec::with_capacity(queue.len());
+    for (i, r) in queue.iter().enumerate() {
+        let held = queue[..i]
+            .iter()
+            .any(|older| same_source(older, r) && !same_work(older, r));
+        if !held {
+            ready.push(r.clone());
+        }
+    }
+    Ok(ready)
+}
+
+/// One request by id, as the queue reads it (None: no such request).
+fn request_work(conn: &Conn, brid: RequestId) -> Result<Option<PendingRequest>> {
+    Ok(conn
+        .raw
+        .prepare_cached(&format!(
+            "SELECT {PENDING_COLS}
+             FROM buildrequests br JOIN builders b USING (builderid) JOIN buildsets bs USING (buildsetid)
+             WHERE br.buildrequestid = ?1"
+        ))?
+        .query_row([brid], pending_row)
+        .optional()?)
+}
+
+fn pending_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingRequest> {
+    let props: String = r.get(10)?;
+    Ok(PendingRequest {
+        buildrequestid: r.get(0)?,
+        builderid: r.get(1)?,
+        builder: r.get(2)?,
+        reason: r.get(4)?,
+        ss: SourceStamp {
+            branch: r.get(5)?,
+            revision: r.get(6)?,
+            repository: r.get(7)?,
+            project: r.get(8)?,
+            codebase: r.get(9)?,
+        },
+        properties: json_col(&props, "buildsets", r.get(3)?, "properties")?,
+        has_changes: r.get(11)?,
+        priority: r.get(12)?,
+    })
 }
 
 /// Claims a request for `worker` and creates its build. Returns None when
@@ -176,15 +249,34 @@ pub(super) fn complete_buildset_if_done(conn: &Tx, bsid: BuildsetId, now: i64) -
 
 /// Buildbot's request collapsing: ends the queued requests `brids` as
 /// SKIPPED, covered by `buildid` (recorded in `collapsed_into`). Requests
-/// claimed or completed meanwhile are left alone; returns those collapsed.
+/// claimed or completed meanwhile are left alone, and so are requests that
+/// would build something else than `buildid`'s request ([`same_work`]):
+/// they stay queued. Returns those collapsed.
 pub(crate) fn collapse_requests(
     conn: &Tx,
     brids: &[RequestId],
     buildid: BuildId,
 ) -> Result<Vec<RequestId>> {
     let now = crate::model::now();
+    let covering: RequestId = conn
+        .raw
+        .prepare_cached("SELECT buildrequestid FROM builds WHERE buildid = ?1")?
+        .query_row([buildid], |r| r.get(0))
+        .with_context(|| format!("collapsing into build {buildid}"))?;
+    let covering = request_work(conn, covering)?
+        .ok_or_else(|| anyhow!("collapsing into build {buildid}: its request is gone"))?;
     let mut done = vec![];
     for brid in brids {
+        match request_work(conn, *brid)? {
+            Some(r) if same_work(&r, &covering) => {}
+            Some(_) => {
+                log::info!(
+                    "build request {brid} not collapsed into build {buildid}: it builds something else (other source or properties); it stays queued"
+                );
+                continue;
+            }
+            None => continue,
+        }
         let n = conn
             .raw
             .prepare_cached(
@@ -336,4 +428,70 @@ pub(crate) fn set_buildset_priority(
         .prepare_cached("UPDATE buildrequests SET priority = ?2 WHERE buildsetid = ?1")?
         .execute(params![buildsetid, priority])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(
+        id: i64,
+        has_changes: bool,
+        props: &[(&str, serde_json::Value, &str)],
+    ) -> PendingRequest {
+        PendingRequest {
+            buildrequestid: RequestId(id),
+            builderid: BuilderId(1),
+            builder: "deploy".into(),
+            reason: String::new(),
+            ss: SourceStamp {
+                branch: Some("master".into()),
+                ..Default::default()
+            },
+            properties: props
+                .iter()
+                .map(|(k, v, src)| (k.to_string(), (v.clone(), src.to_string())))
+                .collect(),
+            has_changes,
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_same_work_collapses() {
+        let form = "Force Build Form";
+        let sched = ("scheduler", json!("force"), "Scheduler");
+        let v = |n: &str| req(1, false, &[sched.clone(), ("version", json!(n), form)]);
+        assert!(same_work(&v("0.2.1"), &v("0.2.1")));
+        assert!(same_source(&v("0.2.1"), &v("0.2.2")));
+        assert!(
+            !same_work(&v("0.2.1"), &v("0.2.2")),
+            "a forced parameter differs"
+        );
+        // Pushes: the changes' own properties differ, the work does not.
+        let push = |sha: &str| {
+            req(
+                2,
+                true,
+                &[
+                    ("scheduler", json!("all"), "Scheduler"),
+                    ("revision_note", json!(sha), "Change"),
+                ],
+            )
+        };
+        assert!(same_work(&push("a"), &push("b")));
+        // Another scheduler's request, or a pull request, is other work.
+        let other = req(3, true, &[("scheduler", json!("nightly"), "Scheduler")]);
+        assert!(!same_work(&push("a"), &other));
+        let pr = req(
+            4,
+            true,
+            &[
+                ("scheduler", json!("all"), "Scheduler"),
+                ("pr_number", json!(3), "Change"),
+            ],
+        );
+        assert!(!same_work(&push("a"), &pr));
+    }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -205,6 +205,35 @@ CREATE INDEX sessions_user ON sessions(userid);
 CREATE INDEX buildrequests_buildset ON buildrequests(buildsetid);
 CREATE INDEX buildset_changes_change ON buildset_changes(changeid);
 CREATE INDEX scheduler_changes_change ON scheduler_changes(changeid);
+"#,
+    // 5: what each reporter settled for each finished build, so that a
+    // dropped event or a restart costs latency, never a missing status
+    // (the reporters' sweep, `master::reporters`).
+    r#"
+-- One row per (reporter, build, kind) once the final delivery is settled:
+-- kind 'status' (Gitea's final commit status) or 'mail'; outcome 'sent',
+-- 'failed' (refused for good), 'none' (nothing to send) or 'superseded'
+-- (a newer status for the same commit and context replaced it). No
+-- foreign key: the janitor prunes builds; the sweep prunes these rows.
+CREATE TABLE reporter_deliveries (
+    reporter TEXT NOT NULL,
+    buildid INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (reporter, buildid, kind)
+) WITHOUT ROWID;
+CREATE INDEX reporter_deliveries_at ON reporter_deliveries(at);
+-- When each reporter was first configured, and the newest build then: the
+-- sweep never reports that build or older ones (no flood of old statuses
+-- after an upgrade).
+CREATE TABLE reporter_state (
+    reporter TEXT PRIMARY KEY,
+    since INTEGER NOT NULL,
+    after_build INTEGER NOT NULL
+);
+-- The sweep reads builds by completion time.
+CREATE INDEX builds_complete_at ON builds(complete_at) WHERE complete_at IS NOT NULL;
 "#,
 ];
 

@@ -13,10 +13,23 @@
 //! only (reporters), `subscribe_all` also every step and log append (live
 //! pages). A hello-world build appends to its logs ~20 times; waking a
 //! thread that ignores them cost ~7 % of the master's CPU per build.
+//!
+//! A `subscribe` subscriber also gets a count of the events it missed
+//! ([`Subscription::dropped`]), so it knows when to re-read the database
+//! (the reporters sweep for unreported builds at once).
+//!
+//! Fault injection: `MINIBOT_FAULT_DROP_EVENTS=build_finished` (read when a
+//! subscription is made; debugging and the fault tests only) drops every
+//! `BuildFinished` for `subscribe` subscribers exactly as a full buffer
+//! would, counted as missed.
 
 use crate::model::{BuildId, BuilderId, LogId, StepId};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The environment variable of the fault injection (module header).
+pub(crate) const FAULT_DROP_EVENTS: &str = "MINIBOT_FAULT_DROP_EVENTS";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {
@@ -63,6 +76,39 @@ struct Sub {
     tx: Sender<Event>,
     /// Steps and log appends too, not only build start and end.
     all: bool,
+    /// Events this subscriber missed (its buffer was full).
+    dropped: Arc<AtomicU64>,
+    /// Told (without blocking: capacity 1) when an event is dropped, so a
+    /// waiting subscriber wakes up to re-read the database.
+    missed: Option<Sender<()>>,
+    /// Fault injection: drop every BuildFinished (module header).
+    drop_finished: bool,
+}
+
+impl Sub {
+    fn dropped_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.missed {
+            // Full: it has not looked since the last drop; one wake is enough.
+            let _ = m.try_send(());
+        }
+    }
+}
+
+/// A `subscribe` subscription: the events, and how many it missed.
+pub(crate) struct Subscription {
+    pub(crate) events: Receiver<Event>,
+    /// Ready when events were dropped since it was last read.
+    pub(crate) missed: Receiver<()>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// How many events were dropped for this subscriber so far (it only
+    /// grows): a subscriber compares it with the value it last saw.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 /// Cheap to clone; all clones share the subscriber list.
@@ -77,22 +123,47 @@ impl Hub {
     }
 
     /// A new subscriber to builds starting and finishing, holding at most
-    /// `capacity` unread events.
-    pub(crate) fn subscribe(&self, capacity: usize) -> Receiver<Event> {
-        self.add(capacity, false)
+    /// `capacity` unread events; it learns how many it missed.
+    pub(crate) fn subscribe(&self, capacity: usize) -> Subscription {
+        let drop_finished = std::env::var(FAULT_DROP_EVENTS)
+            .is_ok_and(|v| v.split(',').any(|k| k.trim() == "build_finished"));
+        if drop_finished {
+            log::warn!("{FAULT_DROP_EVENTS}: every BuildFinished event is dropped for reporters");
+        }
+        let (missed_tx, missed) = bounded(1);
+        let (events, dropped) = self.add(capacity, Some(missed_tx), drop_finished);
+        Subscription {
+            events,
+            missed,
+            dropped,
+        }
     }
 
     /// A new subscriber to every event, steps and log appends included.
     pub(crate) fn subscribe_all(&self, capacity: usize) -> Receiver<Event> {
-        self.add(capacity, true)
+        self.add(capacity, None, false).0
     }
 
-    fn add(&self, capacity: usize, all: bool) -> Receiver<Event> {
+    /// A subscriber to every event unless it has a `missed` channel (then
+    /// build starts and ends only, and it is told of drops).
+    fn add(
+        &self,
+        capacity: usize,
+        missed: Option<Sender<()>>,
+        drop_finished: bool,
+    ) -> (Receiver<Event>, Arc<AtomicU64>) {
         let (tx, rx) = bounded(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
         if let Ok(mut subs) = self.subs.lock() {
-            subs.push(Sub { tx, all });
+            subs.push(Sub {
+                tx,
+                all: missed.is_none(),
+                dropped: dropped.clone(),
+                missed,
+                drop_finished,
+            });
         }
-        rx
+        (rx, dropped)
     }
 
     /// Sends `ev` to every live subscriber that wants it; forgets the ones
@@ -107,8 +178,17 @@ impl Hub {
                 // Not for this one; a gone subscriber goes at the next build event.
                 return true;
             }
+            if s.drop_finished && matches!(ev, Event::BuildFinished { .. }) {
+                // Gone subscribers go at the next event that is sent.
+                s.dropped_one();
+                return true;
+            }
             match s.tx.try_send(ev.clone()) {
-                Ok(()) | Err(TrySendError::Full(_)) => true,
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    s.dropped_one();
+                    true
+                }
                 Err(TrySendError::Disconnected(_)) => false,
             }
         });
@@ -148,6 +228,8 @@ mod tests {
     fn build_subscribers_get_only_build_start_and_end() {
         let hub = Hub::new();
         let builds = hub.subscribe(8);
+        let builds_dropped = builds.dropped();
+        let builds = builds.events;
         let all = hub.subscribe_all(8);
         hub.publish(Event::StepStarted {
             buildid: BuildId(1),
@@ -167,5 +249,25 @@ mod tests {
         hub.publish(end.clone());
         assert_eq!(builds.try_iter().collect::<Vec<_>>(), vec![end]);
         assert_eq!(all.len(), 3);
+        assert_eq!(builds_dropped, 0);
+    }
+
+    #[test]
+    fn a_full_buffer_counts_what_it_drops() {
+        let hub = Hub::new();
+        let sub = hub.subscribe(1);
+        let started = Event::BuildStarted {
+            buildid: BuildId(1),
+            builderid: BuilderId(1),
+            builder: "b".into(),
+            number: 1,
+        };
+        hub.publish(started.clone());
+        hub.publish(started.clone());
+        hub.publish(started.clone());
+        assert_eq!(sub.dropped(), 2);
+        assert_eq!(sub.missed.try_recv(), Ok(()));
+        assert!(sub.missed.try_recv().is_err(), "one wake for both drops");
+        assert_eq!(sub.events.try_recv().unwrap(), started);
     }
 }

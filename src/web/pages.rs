@@ -1080,6 +1080,7 @@ pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
         complete,
         results,
         claimed_at: claimed,
+        covered_by,
     }) = db::request_info(c.conn, brid)?
     else {
         return Ok(None);
@@ -1095,6 +1096,18 @@ pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
     );
     if complete {
         body.push(&html!("<p>Complete: {}</p>", badge(results, true)));
+        match covered_by {
+            Some((_, Some((builder, number)))) => body.push(&html!(
+                "<p id=\"covered\">Collapsed into a newer request: covered by build {} {}.</p>",
+                builder_link(&builder),
+                build_link(&builder, number)
+            )),
+            Some((buildid, None)) => body.push(&html!(
+                "<p id=\"covered\">Collapsed into a newer request: covered by build {} (since pruned).</p>",
+                buildid
+            )),
+            None => {}
+        }
     } else if claimed.is_none() {
         body.push(&html!(
             "<p id=\"waitreq\" data-brid=\"{}\">Queued: waiting for a worker. \
@@ -1276,6 +1289,9 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
                      (2, 3, 1, 'test <t>', 3010, NULL, NULL, 'test running', '[]');
             INSERT INTO logs (logid, stepid, name, slug) VALUES (1, 1, 'stdio', 'stdio'),
                 (2, 2, 'stdio', 'stdio');
+            INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at,
+                claimed_at, complete, results, complete_at, collapsed_into)
+              VALUES (5, 1, 2, 0, 1, 1, 3, 1, 2);
             "#,
         )
         .unwrap();

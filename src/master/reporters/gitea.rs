@@ -25,7 +25,7 @@
 //!   unsigned change or the force form gets no `pending` (its commit is
 //!   only known once checked out), only the final status, on what it built.
 
-use super::{Delivery, Failure};
+use super::{Delivery, Failure, Final};
 use crate::config::{Builder, GiteaStatus};
 use crate::db::BuildReport;
 use crate::master::build::{interpolate, GOT_REVISION_SOURCE};
@@ -207,6 +207,8 @@ pub(crate) fn status_for(
 pub(crate) struct StatusJob {
     pub target: Arc<Target>,
     pub post: StatusPost,
+    /// Set for a finished build's status (recorded once settled).
+    pub settles: Option<Final>,
 }
 
 impl StatusJob {
@@ -230,6 +232,10 @@ impl StatusJob {
 impl Delivery for StatusJob {
     fn key(&self) -> Option<String> {
         Some(format!("{} {}", self.url(), self.post.body["context"]))
+    }
+
+    fn settles(&self) -> Option<&Final> {
+        self.settles.as_ref()
     }
 
     fn describe(&self) -> String {
@@ -528,6 +534,7 @@ mod tests {
         let job = StatusJob {
             target: Arc::new(t),
             post: status_for(&c, &report(&[]), "u", false, None).unwrap(),
+            settles: None,
         };
         assert_eq!(
             job.url().as_str(),

@@ -6,7 +6,7 @@
 //! mail's text (`compose`), and sending it (`MailJob`, run by the `mail`
 //! outbox thread in `reporters`, which retries transient failures).
 
-use super::{Delivery, Failure};
+use super::{Delivery, Failure, Final};
 use crate::config::{Mail, MailMode};
 use crate::db::BuildReport;
 use crate::model::BuildResult;
@@ -142,11 +142,17 @@ pub(crate) struct MailJob {
     pub target: Arc<Target>,
     pub subject: String,
     pub body: String,
+    /// The final delivery it is (recorded once settled).
+    pub settles: Option<Final>,
 }
 
 impl Delivery for MailJob {
     fn key(&self) -> Option<String> {
         None
+    }
+
+    fn settles(&self) -> Option<&Final> {
+        self.settles.as_ref()
     }
 
     fn describe(&self) -> String {
