@@ -166,6 +166,14 @@ pub(crate) fn delete_old(
         )?
         .execute([&b_json])? as u64;
     n.steps = delete_in(c, "steps", "buildid", &b_json)?;
+    // A request skipped in favour of one of these builds names it
+    // (`collapsed_into`): that link goes with the build, the request
+    // stays until it is old enough itself.
+    c.prepare_cached(
+        "UPDATE buildrequests SET collapsed_into = NULL
+         WHERE collapsed_into IN (SELECT value FROM json_each(?1))",
+    )?
+    .execute([&b_json])?;
     n.builds = delete_in(c, "builds", "buildid", &b_json)?;
 
     // Requests: complete, old, and without a build any more (a retried

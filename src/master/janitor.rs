@@ -596,6 +596,34 @@ mod tests {
         assert!(f.exists("changes", "changeid", first.change));
     }
 
+    /// A request skipped in favour of a build points at that build
+    /// (`collapsed_into`, a foreign key): pruning the build must not fail
+    /// on it, whether or not the skipped request goes in the same run.
+    #[test]
+    fn a_build_that_covered_a_skipped_request_is_pruned() {
+        let f = Fixture::new();
+        let covering = f.build("a", 200, None);
+        let skipped = f.build("a", 30, None);
+        f.build("a", 1, None);
+        f.store
+            .write(move |c| {
+                c.sql().execute(
+                    "UPDATE buildrequests SET collapsed_into = ?1 WHERE buildrequestid = ?2",
+                    rusqlite::params![covering.build, skipped.request],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let p = f.run(180, 0);
+        assert_eq!((p.rows.builds, p.rows.buildrequests), (1, 1), "{p:?}");
+        assert!(!f.exists("builds", "buildid", covering.build));
+        assert!(f.exists("buildrequests", "buildrequestid", skipped.request));
+        assert_eq!(
+            f.count("SELECT count(*) FROM buildrequests WHERE collapsed_into IS NOT NULL"),
+            0
+        );
+    }
+
     #[test]
     fn log_horizon_removes_files_and_keeps_rows() {
         let f = Fixture::new();
