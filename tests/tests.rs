@@ -13,6 +13,7 @@ mod common;
 
 mod badinput_http;
 mod badinput_worker;
+mod faults_worker;
 mod fuzz_parsers;
 mod gitea_e2e;
 mod gitea_poller;

@@ -633,38 +633,6 @@ fn finished_step_threads_do_not_accumulate() {
     );
 }
 
-/// `(pid, ppid, pgid)` of every live process (zombies left out: they run
-/// nothing and are only waiting for their parent, often init, to reap them).
-fn processes() -> Vec<(i32, i32, i32)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) S ppid pgid ...": comm may hold anything, so split
-        // after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() < 3 || f[0] == "Z" || f[0] == "X" {
-            continue;
-        }
-        if let (Ok(ppid), Ok(pgid)) = (f[1].parse(), f[2].parse()) {
-            out.push((pid, ppid, pgid));
-        }
-    }
-    out
-}
-
-/// The process group of `pid` (None once it is gone).
-fn pgid_of(pid: i32) -> Option<i32> {
-    processes().into_iter().find(|p| p.0 == pid).map(|p| p.2)
-}
-
 /// Issue 16 point 4: a worker killed with SIGKILL mid-step takes the
 /// step with it (the shell, its foreground child and a background
 /// grandchild) within 2 s, and the same build run again by a new worker
@@ -679,9 +647,9 @@ fn a_worker_killed_with_sigkill_takes_its_step_with_it() {
     // A normal step leaves no process of ours behind (its guard included).
     run_step(&mut s, 1, "b", sh("echo one"));
     assert_eq!(until_done(&mut s, 1, &mut Vec::new()).exit_code, Some(0));
-    let children: Vec<_> = processes()
+    let children: Vec<_> = crate::common::processes()
         .into_iter()
-        .filter(|p| p.1 == worker_pid)
+        .filter(|p| p.ppid == worker_pid)
         .collect();
     assert!(children.is_empty(), "left behind: {children:?}");
 
@@ -697,14 +665,8 @@ fn a_worker_killed_with_sigkill_takes_its_step_with_it() {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    let pgid = pgid_of(pids[0]).expect("the step's shell runs");
-    let group = || -> Vec<i32> {
-        processes()
-            .into_iter()
-            .filter(|p| p.2 == pgid)
-            .map(|p| p.0)
-            .collect()
-    };
+    let pgid = crate::common::process_group_of(pids[0]).expect("the step's shell runs");
+    let group = || crate::common::process_group_members(pgid);
     // The shell, `sleep 100 &`, the foreground `sleep 100` (and the guard).
     crate::common::wait_for("the step's processes", WAIT, || {
         (group().len() >= 3).then_some(())
@@ -773,10 +735,10 @@ fn a_locked_build_directory_is_waited_for_then_refused() {
     // The worker says it waits, and waits.
     let mut header = String::new();
     while !header.contains("waiting for the lock") {
-        if let FromWorker::Log { stream, data, .. } = recv_msg(&mut s) {
-            if stream == "h" {
-                header.push_str(&data);
-            }
+        match recv_msg(&mut s) {
+            FromWorker::Log { stream, data, .. } if stream == "h" => header.push_str(&data),
+            FromWorker::StepDone { .. } => panic!("the step ran in a locked directory: {header}"),
+            _ => {}
         }
     }
     std::thread::sleep(Duration::from_millis(500));
