@@ -343,7 +343,7 @@ fn guard_main(alive: libc::c_int, keep: libc::c_int, max_fd: libc::c_int) -> ! {
         };
         close_fds(0, lo - 1, max_fd);
         close_fds(lo + 1, hi - 1, max_fd);
-        close_fds(hi + 1, max_fd, max_fd);
+        close_fds(hi + 1, libc::c_int::MAX, max_fd);
         let mut buf = [0u8; 16];
         loop {
             let n = libc::read(alive, buf.as_mut_ptr().cast(), buf.len());

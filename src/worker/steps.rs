@@ -14,12 +14,20 @@
 //!   chunks on a small bounded channel (bounded, so a slow consumer slows
 //!   the command down instead of buffering without limit);
 //! - one waiter thread blocks in `waitid(WNOWAIT)` and reports the exit on
-//!   a channel without reaping, so the process group still exists when we
-//!   kill the members the command left behind; the calling thread then
-//!   reaps with `Child::wait` (no zombies).
+//!   a channel without reaping; the calling thread kills what the command
+//!   left in its group, then reaps the command with `Child::wait` and the
+//!   guard (whose unreaped pid keeps the group id ours until then): no
+//!   zombies.
 //!
-//! Each command runs in its own process group, and every kill is sent to
-//! the whole group (`kill(-pgid)`) so grandchildren die too.
+//! Each command runs in a process group of its own, led by a guard process
+//! ([`crate::sys::fork_group_guard`], one per command, forked before it),
+//! and every kill is sent to the whole group (`kill(-pgid)`) so
+//! grandchildren die too. The guard kills the group when the worker dies,
+//! whatever kills it: a step never outlives its worker (issue 16 point 4).
+//! A step holds its build directory's lock ([`lock_build_dir`]) from start
+//! to end, and so does each guard, so a worker started after a `kill -9`
+//! waits for the old step's processes to be gone before it uses the
+//! directory.
 
 use crate::model::BuildId;
 use crate::protocol::{FromWorker, StepSpec, LOG_CHUNK};
