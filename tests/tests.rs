@@ -26,6 +26,7 @@ mod ops_sshd;
 mod ops_supervisord;
 mod recovery;
 mod reliability_crash;
+mod reliability_worker_kill;
 mod reliability_workers;
 mod scheduler_clock;
 mod scheduler_collapse;
