@@ -9,7 +9,9 @@
 //! chosen local address (std cannot bind before connecting; the hostile
 //! tests use it to arrive from 127.0.0.N the way a neighbour would),
 //! [`widen_backlog`] for the HTTP listener, and the libc calls of the
-//! daemons: signals, detaching, umask, malloc tuning, waitid, localtime.
+//! daemons: signals, detaching, umask, malloc tuning, waitid, localtime;
+//! and [`fork_group_guard`], the process that kills a build step's whole
+//! process group when the worker dies (issue 16 point 4).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -248,6 +250,150 @@ pub(crate) fn set_umask(mask: u32) {
     // SAFETY: umask(2) only sets this process's file-creation mask.
     unsafe {
         libc::umask(mask as libc::mode_t);
+    }
+}
+
+/// Forks the guard of one build step (issue 16 point 4): a process that
+/// leads a new process group, in which the step's command is then started
+/// (`Command::process_group(guard_pid)`), and that kills that whole group,
+/// itself included, as soon as `alive` reaches end of file.
+///
+/// `alive` is the read end of a pipe whose write end only the worker holds
+/// (close-on-exec, so no step inherits it). The worker never writes to it:
+/// end of file means the write end was closed, by the worker on purpose or
+/// by the kernel because the worker died, by whatever signal (SIGKILL, the
+/// OOM killer). A `PR_SET_PDEATHSIG` would fire when the forking *thread*
+/// ends and kill only the process that set it, not the grandchildren; the
+/// pipe has neither limit. A guard forked after the worker already died
+/// reads end of file at once (no race between fork and setup).
+///
+/// `keep` (the build directory's lock) stays open in the guard, so the lock
+/// is held until the guard dies with the group: a worker started after a
+/// `kill -9` cannot take the directory while the old step still runs.
+///
+/// The guard is the worker's child, not the command's: it never shows up
+/// in the command's `wait()`, and the worker reaps it ([`reap`]). It runs
+/// no code of ours after the fork but async-signal-safe system calls (the
+/// parent is multi-threaded), with every signal blocked, so the worker's
+/// SIGTERM to the group (a timeout, a stop) leaves it waiting and only
+/// SIGKILL ends it early. Returns the guard's pid, which is the group id.
+pub(crate) fn fork_group_guard(
+    alive: std::os::fd::BorrowedFd<'_>,
+    keep: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let alive = alive.as_raw_fd();
+    let keep = keep.map_or(-1, |k| k.as_raw_fd());
+    // Computed before the fork: the child may only make system calls.
+    // SAFETY: sysconf only reads a system limit.
+    let max_fd = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(256, 1 << 20) as libc::c_int;
+    // SAFETY: sigset_t is plain old data; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals. Every signal is blocked
+    // around the fork so that the child never runs the worker's handlers
+    // (signal-hook's would tell the worker it got a SIGTERM meant for the
+    // step); the parent's mask is restored right after.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+    }
+    // SAFETY: fork in a multi-threaded process: the child runs only
+    // `guard_main`, which makes async-signal-safe system calls and never
+    // returns (it ends in _exit), so it touches no lock or allocator state
+    // that another thread may have held at the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        guard_main(alive, keep, max_fd);
+    }
+    let err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above (a live local).
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    if pid < 0 {
+        return Err(err);
+    }
+    // Also from the parent, as shells do: the step is started in this
+    // group next, and the child may not have run its own setpgid yet.
+    // SAFETY: setpgid on our own child, which never execs; EACCES/ESRCH
+    // cannot happen before we reap it.
+    unsafe {
+        libc::setpgid(pid, pid);
+    }
+    Ok(pid)
+}
+
+/// The guard's whole life, in the forked child: only system calls.
+fn guard_main(alive: libc::c_int, keep: libc::c_int, max_fd: libc::c_int) -> ! {
+    // SAFETY: async-signal-safe system calls on plain integers and on
+    // static or stack buffers; nothing allocates, locks or unwinds, and
+    // the function ends in _exit.
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"minibot-guard".as_ptr());
+        // Keep only `alive` and `keep`: an inherited copy of another
+        // step's pipe, the master's socket or the step's output pipes would
+        // hold them open.
+        let (lo, hi) = if keep >= 0 {
+            (alive.min(keep), alive.max(keep))
+        } else {
+            (alive, alive)
+        };
+        close_fds(0, lo - 1, max_fd);
+        close_fds(lo + 1, hi - 1, max_fd);
+        close_fds(hi + 1, libc::c_int::MAX, max_fd);
+        let mut buf = [0u8; 16];
+        loop {
+            let n = libc::read(alive, buf.as_mut_ptr().cast(), buf.len());
+            if n > 0 || (n < 0 && *libc::__errno_location() == libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        // Our own group: the step and everything it started, and us.
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+/// Closes fds `first..=last` (close_range, or one by one up to `max_fd`
+/// on kernels before 5.9). Async-signal-safe.
+///
+/// # Safety
+/// Only for the guard child, which owns every fd it closes.
+unsafe fn close_fds(first: libc::c_int, last: libc::c_int, max_fd: libc::c_int) {
+    if first > last || first < 0 {
+        return;
+    }
+    // SAFETY: the caller owns these fds; close_range takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+    if r == 0 {
+        return;
+    }
+    for fd in first..=last.min(max_fd) {
+        // SAFETY: as above.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
+/// Waits for child `pid` to exit and reaps it (for a guard, which std's
+/// `Child` does not know).
+pub(crate) fn reap(pid: i32) -> io::Result<()> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on one child of ours; `status` is a live local.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

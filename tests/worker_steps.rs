@@ -632,3 +632,135 @@ fn finished_step_threads_do_not_accumulate() {
         "the worker's mappings grew from {before} to {after} over 100 steps"
     );
 }
+
+/// Issue 16 point 4: a worker killed with SIGKILL mid-step takes the
+/// step with it (the shell, its foreground child and a background
+/// grandchild) within 2 s, and the same build run again by a new worker
+/// process runs alone in the build directory. Before the fix the whole
+/// step survived the worker and kept running beside the retried build.
+#[test]
+fn a_worker_killed_with_sigkill_takes_its_step_with_it() {
+    let (tmp, l, mut w, mut s) = connected_worker(PASSWORD);
+    let stamps = tmp.path().join("stamps");
+    let worker_pid = w.child.id() as i32;
+
+    // A normal step leaves no process of ours behind (its guard included).
+    run_step(&mut s, 1, "b", sh("echo one"));
+    assert_eq!(until_done(&mut s, 1, &mut Vec::new()).exit_code, Some(0));
+    let children: Vec<_> = crate::common::processes()
+        .into_iter()
+        .filter(|p| p.ppid == worker_pid)
+        .collect();
+    assert!(children.is_empty(), "left behind: {children:?}");
+
+    // The first attempt: a background grandchild, a foreground child, and
+    // a stamp on each end (the end one never written: it is killed).
+    let script = format!(
+        "echo start1 >> {st}; sleep 100 & echo $$ $!; sleep 100; echo end1 >> {st}",
+        st = stamps.display()
+    );
+    run_step(&mut s, 2, "b", sh(&script));
+    let line = first_output(&mut s, 2);
+    let pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let pgid = crate::common::process_group_of(pids[0]).expect("the step's shell runs");
+    let group = || crate::common::process_group_members(pgid);
+    // The shell, `sleep 100 &`, the foreground `sleep 100` (and the guard).
+    crate::common::wait_for("the step's processes", WAIT, || {
+        (group().len() >= 3).then_some(())
+    });
+    assert!(
+        pids.iter().all(|p| group().contains(p)),
+        "{pids:?} {:?}",
+        group()
+    );
+
+    // SIGKILL: nothing of the worker runs any more.
+    // SAFETY: plain kill(2) of the worker this test started.
+    unsafe {
+        libc::kill(worker_pid, libc::SIGKILL);
+    }
+    let _ = w.wait_exit();
+    let t0 = Instant::now();
+    while !group().is_empty() && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = group();
+    assert!(
+        left.is_empty(),
+        "step processes alive 2 s after the worker was killed: {left:?}"
+    );
+    drop(s);
+
+    // A new worker process; the master runs the build again.
+    let dir = tmp.path().join("worker");
+    let _w2 = Worker::start(&dir);
+    let mut s = accept(&l);
+    handshake(&mut s, PASSWORD);
+    let script = format!(
+        "echo start2 >> {st}; sleep 1; echo end2 >> {st}",
+        st = stamps.display()
+    );
+    run_step(&mut s, 2, "b", sh(&script));
+    let d = until_done(&mut s, 2, &mut Vec::new());
+    assert_eq!(d.exit_code, Some(0), "{:?}", d.logs);
+    // Alone: the first attempt wrote nothing after the second began.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_to_string(&stamps).unwrap(),
+        "start1\nstart2\nend2\n"
+    );
+}
+
+/// Issue 16 point 4: a build directory whose lock another process holds
+/// (here the test; in life a step of a killed worker, or a second worker
+/// in the same directory) is waited for, and after the bound the step
+/// fails with a message that says so, without running.
+#[test]
+fn a_locked_build_directory_is_waited_for_then_refused() {
+    let (tmp, _l, _w, mut s) = connected_worker(PASSWORD);
+    let top = tmp.path().join("worker/b");
+    std::fs::create_dir_all(&top).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(top.join("build.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let marker = tmp.path().join("ran");
+    run_step(&mut s, 1, "b", sh(&format!("touch {}", marker.display())));
+    // The worker says it waits, and waits.
+    let mut header = String::new();
+    while !header.contains("waiting for the lock") {
+        match recv_msg(&mut s) {
+            FromWorker::Log { stream, data, .. } if stream == "h" => header.push_str(&data),
+            FromWorker::StepDone { .. } => panic!("the step ran in a locked directory: {header}"),
+            _ => {}
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!marker.exists(), "the step ran in a locked directory");
+    lock.unlock().unwrap();
+    let d = until_done(&mut s, 1, &mut Vec::new());
+    assert_eq!(d.exit_code, Some(0), "{:?}", d.logs);
+    assert!(d.logs["h"].contains("got the lock"), "{:?}", d.logs);
+    assert!(marker.exists());
+
+    // Held past the bound: refused, clearly, and nothing ran.
+    std::fs::remove_file(&marker).unwrap();
+    lock.lock().unwrap();
+    let t0 = Instant::now();
+    run_step(&mut s, 2, "b", sh(&format!("touch {}", marker.display())));
+    let d = until_done(&mut s, 2, &mut Vec::new());
+    assert!(t0.elapsed() >= Duration::from_secs(9), "{:?}", t0.elapsed());
+    let reason = d.reason.unwrap_or_default();
+    assert!(
+        reason.contains("still in use by another process") && reason.contains("b/build"),
+        "{reason}"
+    );
+    assert_eq!(d.exit_code, None);
+    assert!(!marker.exists());
+}

@@ -944,7 +944,14 @@ impl Session {
                         });
                     }
                 };
-                let o = steps::run_step(&build_dir, &spec, &out, &c);
+                // Locked for the whole step (a git step's checkout
+                // included); the step's guard processes hold the lock too,
+                // so a worker started after this one was killed waits for
+                // this step's processes to be gone.
+                let o = match steps::lock_build_dir(&top, &out, &c) {
+                    Ok(lock) => steps::run_step(&build_dir, &spec, &out, &c, Some(&lock)),
+                    Err(o) => o,
+                };
                 log::info!(
                     "build {build_id} step {step}: finished (exit code {:?}{}{}{})",
                     o.exit_code,

@@ -14,12 +14,20 @@
 //!   chunks on a small bounded channel (bounded, so a slow consumer slows
 //!   the command down instead of buffering without limit);
 //! - one waiter thread blocks in `waitid(WNOWAIT)` and reports the exit on
-//!   a channel without reaping, so the process group still exists when we
-//!   kill the members the command left behind; the calling thread then
-//!   reaps with `Child::wait` (no zombies).
+//!   a channel without reaping; the calling thread kills what the command
+//!   left in its group, then reaps the command with `Child::wait` and the
+//!   guard (whose unreaped pid keeps the group id ours until then): no
+//!   zombies.
 //!
-//! Each command runs in its own process group, and every kill is sent to
-//! the whole group (`kill(-pgid)`) so grandchildren die too.
+//! Each command runs in a process group of its own, led by a guard process
+//! ([`crate::sys::fork_group_guard`], one per command, forked before it),
+//! and every kill is sent to the whole group (`kill(-pgid)`) so
+//! grandchildren die too. The guard kills the group when the worker dies,
+//! whatever kills it: a step never outlives its worker (issue 16 point 4).
+//! A step holds its build directory's lock ([`lock_build_dir`]) from start
+//! to end, and so does each guard, so a worker started after a `kill -9`
+//! waits for the old step's processes to be gone before it uses the
+//! directory.
 
 use crate::model::BuildId;
 use crate::protocol::{FromWorker, StepSpec, LOG_CHUNK};
@@ -140,19 +148,23 @@ pub(crate) type Out<'a> = &'a dyn Fn(&str, &str);
 
 /// Runs one step in `build_dir` (the builder's `build` directory; created if
 /// missing, or replaced by a full git checkout).
+/// `lock`: the build directory's lock ([`lock_build_dir`]), handed to each
+/// command's guard process so it is held as long as any of them lives.
 pub(crate) fn run_step(
     build_dir: &Path,
     spec: &StepSpec,
     out: Out<'_>,
     cancel: &CancelToken,
+    lock: Option<&BuildDirLock>,
 ) -> StepOutcome {
+    let ctx = StepCtx { out, cancel, lock };
     match spec {
         StepSpec::Shell {
             argv,
             env,
             workdir,
             timeout,
-        } => run_shell(build_dir, argv, env, workdir, *timeout, out, cancel),
+        } => run_shell(build_dir, argv, env, workdir, *timeout, &ctx),
         StepSpec::Git {
             repourl,
             branch,
@@ -170,10 +182,17 @@ pub(crate) fn run_step(
                 pr_number: *pr_number,
                 timeout: *timeout,
             },
-            out,
-            cancel,
+            &ctx,
         ),
     }
+}
+
+/// What every command of a step shares: where output goes, the stop
+/// token, and the build directory's lock.
+struct StepCtx<'a> {
+    out: Out<'a>,
+    cancel: &'a CancelToken,
+    lock: Option<&'a BuildDirLock>,
 }
 
 /// A builder directory is one plain path component under the worker's base
@@ -229,9 +248,9 @@ fn run_shell(
     env: &BTreeMap<String, String>,
     workdir: &str,
     timeout: u64,
-    out: Out<'_>,
-    cancel: &CancelToken,
+    ctx: &StepCtx<'_>,
 ) -> StepOutcome {
+    let out = ctx.out;
     let fail = |msg: String| {
         out("h", &format!("{msg}\n"));
         StepOutcome::failed(msg)
@@ -257,7 +276,7 @@ fn run_shell(
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).envs(env);
     let keys: Vec<&str> = env.keys().map(|k| k.as_str()).collect();
-    run_command(cmd, argv, &cwd, &keys, timeout, out, cancel)
+    run_command(cmd, argv, &cwd, &keys, timeout, ctx)
 }
 
 /// Runs one prepared command to the end. `cmd` has program, args and extra
@@ -269,9 +288,9 @@ fn run_command(
     cwd: &Path,
     env_keys: &[&str],
     timeout: u64,
-    out: Out<'_>,
-    cancel: &CancelToken,
+    ctx: &StepCtx<'_>,
 ) -> StepOutcome {
+    let (out, cancel) = (ctx.out, ctx.cancel);
     if let Some(reason) = cancel.reason() {
         out("h", &format!("not started: interrupted ({reason})\n"));
         return StepOutcome {
@@ -296,15 +315,27 @@ fn run_command(
             &format!(" environment overrides: {}\n", env_keys.join(", ")),
         );
     }
+    // The group's guard first: the command is started in its group, so
+    // from the command's first instruction on, the worker's death (by any
+    // signal) kills the command and everything it starts.
+    let guard = match GroupGuard::start(ctx.lock) {
+        Ok(g) => g,
+        Err(e) => {
+            let msg = format!("could not start the step's guard process: {e}");
+            out("h", &format!("{msg}\n"));
+            return StepOutcome::failed(msg);
+        }
+    };
+    let pgid = guard.pgid;
     cmd.current_dir(cwd)
         .env_remove(crate::daemon::DETACHED_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A new process group whose id is the child's pid: killing -pgid
-        // reaches everything the command starts (unless it escapes with
-        // setsid, which build tools do not do).
-        .process_group(0);
+        // The guard's process group: killing -pgid reaches everything the
+        // command starts (unless it escapes with setsid, which build tools
+        // do not do).
+        .process_group(pgid);
     let started = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -384,7 +415,7 @@ fn run_command(
                 out("h", &format!("interrupted: {reason}; killing the process group\n"));
                 interrupted = Some(reason);
                 killing = true;
-                let _ = signal_group(pid, libc::SIGTERM);
+                let _ = signal_group(pgid, libc::SIGTERM);
                 kill_at = Some(Instant::now() + KILL_GRACE);
             },
             recv(timer) -> _ => {},
@@ -403,7 +434,7 @@ fn run_command(
             }
         } else if let Some(t) = kill_at {
             if now >= t {
-                let _ = signal_group(pid, libc::SIGKILL);
+                let _ = signal_group(pgid, libc::SIGKILL);
                 kill_at = None;
             }
         } else if timeout > 0 && !killing && now >= last_output + timeout_d {
@@ -416,16 +447,17 @@ fn run_command(
             );
             timed_out = true;
             killing = true;
-            let _ = signal_group(pid, libc::SIGTERM);
+            let _ = signal_group(pgid, libc::SIGTERM);
             kill_at = Some(now + KILL_GRACE);
         }
     }
-    // The leader is exited but not reaped, so the group id is still ours:
-    // kill whatever the command left behind in it (background jobs,
-    // servers a test forgot), then reap the leader. After a SIGTERM the
-    // group also gets its SIGKILL here, for members that ignored TERM.
-    let _ = signal_group(pid, libc::SIGKILL);
+    // The guard is not reaped, so the group id is still ours: kill
+    // whatever the command left behind in it (background jobs, servers a
+    // test forgot) and the guard, then reap the command. After a SIGTERM
+    // the group also gets its SIGKILL here, for members that ignored TERM.
+    let _ = signal_group(pgid, libc::SIGKILL);
     let status = child.wait();
+    drop(guard);
     // Dropping the receiver makes pumps still blocked on leftovers' pipes
     // stop at their next send instead of lingering.
     drop(chunk_rx);
@@ -464,6 +496,130 @@ fn run_command(
     }
     out("h", &format!("elapsedTime={elapsed:.6}\n"));
     outcome
+}
+
+/// The guard of one command's process group ([`crate::sys::fork_group_guard`]):
+/// the group's leader, which kills the group when the worker dies. The
+/// worker holds the write end of the pipe the guard waits on.
+struct GroupGuard {
+    /// The guard's pid: the process group id of the command.
+    pgid: i32,
+    alive: Option<std::io::PipeWriter>,
+}
+
+impl GroupGuard {
+    fn start(lock: Option<&BuildDirLock>) -> std::io::Result<GroupGuard> {
+        use std::os::fd::AsFd;
+        let (rd, wr) = std::io::pipe()?;
+        let pgid = crate::sys::fork_group_guard(rd.as_fd(), lock.map(|l| l.file.as_fd()))?;
+        Ok(GroupGuard {
+            pgid,
+            alive: Some(wr),
+        })
+    }
+}
+
+impl Drop for GroupGuard {
+    /// Closing our end makes the guard kill the group (itself included) if
+    /// it still lives; then it is reaped. Normally the command's end
+    /// already killed the group with it.
+    fn drop(&mut self) {
+        drop(self.alive.take());
+        if let Err(e) = crate::sys::reap(self.pgid) {
+            log::warn!("could not reap the guard process {}: {e}", self.pgid);
+        }
+    }
+}
+
+/// How long a step waits for its build directory's lock before failing.
+/// The lock is only held this long by something outside this worker: a
+/// second worker using the same directory, or the steps of a killed worker
+/// whose guard could not run (their guard kills them within milliseconds).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The lock on a builder's build directory: `flock` on `build.lock` beside
+/// it, held by the worker while a step runs there and by each of the step's
+/// guard processes, so it is free again only once every process of the step
+/// is gone, even when the worker died first.
+pub(crate) struct BuildDirLock {
+    file: std::fs::File,
+}
+
+/// Takes the lock of `top` (a builder's directory, holding `build/`),
+/// waiting up to [`LOCK_WAIT`]; Err is the failed step's outcome, with a
+/// message saying who holds the directory.
+pub(crate) fn lock_build_dir(
+    top: &Path,
+    out: Out<'_>,
+    cancel: &CancelToken,
+) -> Result<BuildDirLock, StepOutcome> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = top.join("build.lock");
+    let fail = |msg: String| {
+        out("h", &format!("{msg}\n"));
+        StepOutcome::failed(msg)
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| {
+            fail(format!(
+                "could not open the lock file {}: {e}",
+                path.display()
+            ))
+        })?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                if said {
+                    out("h", "got the lock\n");
+                }
+                return Ok(BuildDirLock { file });
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(fail(format!("could not lock {}: {e}", path.display())))
+            }
+        }
+        if !said {
+            out(
+                "h",
+                &format!(
+                    "waiting for the lock on {}: another process is using this build directory\n",
+                    path.display()
+                ),
+            );
+            said = true;
+        }
+        if Instant::now() >= deadline {
+            return Err(fail(format!(
+                "the build directory {} is still in use by another process after {} s \
+                 (lock file {} held): a second worker using this directory, or steps of an \
+                 earlier worker still running? Not running this step there",
+                top.join("build").display(),
+                LOCK_WAIT.as_secs(),
+                path.display()
+            )));
+        }
+        select! {
+            recv(cancel.receiver()) -> _ => {
+                let reason = cancel.reason().unwrap_or_else(|| "interrupted".into());
+                out("h", &format!("not started: interrupted ({reason})\n"));
+                return Err(StepOutcome {
+                    interrupted: true,
+                    reason: Some(reason),
+                    ..Default::default()
+                });
+            },
+            recv(after(Duration::from_millis(50))) -> _ => {},
+        }
+    }
 }
 
 /// Buildbot's "program finished with exit code N": -1 when killed by a signal.
@@ -671,7 +827,8 @@ fn make_dirs_writable(path: &Path) {
     }
 }
 
-fn run_git(build_dir: &Path, g: &GitArgs<'_>, out: Out<'_>, cancel: &CancelToken) -> StepOutcome {
+fn run_git(build_dir: &Path, g: &GitArgs<'_>, ctx: &StepCtx<'_>) -> StepOutcome {
+    let out = ctx.out;
     let fail = |msg: String| {
         out("h", &format!("{msg}\n"));
         StepOutcome::failed(msg)
@@ -696,7 +853,7 @@ fn run_git(build_dir: &Path, g: &GitArgs<'_>, out: Out<'_>, cancel: &CancelToken
     // Runs one git command, streamed; Err carries the outcome to return.
     let git = |args: &[&str]| -> Result<(), StepOutcome> {
         let (cmd, argv) = git_command(args);
-        let mut o = run_command(cmd, &argv, build_dir, &[], g.timeout, out, cancel);
+        let mut o = run_command(cmd, &argv, build_dir, &[], g.timeout, ctx);
         if o.success() {
             Ok(())
         } else {
@@ -845,6 +1002,7 @@ mod tests {
             &sh("echo out1; echo err1 >&2; echo out2; exit 3", 10),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert_eq!(o.exit_code, Some(3));
         assert!(!o.interrupted && !o.timed_out && o.reason.is_none());
@@ -865,6 +1023,7 @@ mod tests {
             &shell(&["true"], 0),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert!(o.success(), "{o:?}");
     }
@@ -888,7 +1047,7 @@ mod tests {
             workdir: "sub/dir".into(),
             timeout: 10,
         };
-        let o = run_step(dir.path(), &spec, &c.out(), &CancelToken::new());
+        let o = run_step(dir.path(), &spec, &c.out(), &CancelToken::new(), None);
         assert!(o.success(), "{o:?}");
         let real = dir.path().join("sub/dir").canonicalize().unwrap();
         assert_eq!(c.stream("o"), format!("{}\nv a l\n$HOME\n", real.display()));
@@ -905,7 +1064,7 @@ mod tests {
                 workdir: bad.into(),
                 timeout: 10,
             };
-            let o = run_step(dir.path(), &spec, &c.out(), &CancelToken::new());
+            let o = run_step(dir.path(), &spec, &c.out(), &CancelToken::new(), None);
             assert_eq!(o.exit_code, None, "{bad}");
             assert!(o.reason.unwrap().contains("invalid workdir"));
         }
@@ -920,6 +1079,7 @@ mod tests {
             &shell(&["minibot-no-such-command-xyz", "a"], 10),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert_eq!(o.exit_code, None);
         let reason = o.reason.unwrap();
@@ -957,6 +1117,7 @@ mod tests {
             &sh("sleep 100 & echo $!; sleep 100", 1),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert!(t0.elapsed() < Duration::from_secs(20));
         assert!(o.timed_out, "{o:?}");
@@ -983,6 +1144,7 @@ mod tests {
             &sh("trap '' TERM; echo started; while :; do sleep 1; done", 1),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert!(o.timed_out);
         assert!(
@@ -1001,6 +1163,7 @@ mod tests {
             &sh("for i in 1 2 3 4; do echo $i; sleep 0.5; done", 1),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert!(o.success(), "{o:?}");
         assert_eq!(c.stream("o"), "1\n2\n3\n4\n");
@@ -1024,6 +1187,7 @@ mod tests {
                 &sh("sleep 100 & echo $!; sleep 100", 0),
                 &out,
                 &c2,
+                None,
             )
         });
         let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -1037,7 +1201,7 @@ mod tests {
         // A token cancelled before the start runs nothing.
         let dir = tempfile::tempdir().unwrap();
         let c = Collect::new();
-        let o = run_step(dir.path(), &sh("touch ran", 0), &c.out(), &cancel);
+        let o = run_step(dir.path(), &sh("touch ran", 0), &c.out(), &cancel, None);
         assert!(o.interrupted);
         assert!(!dir.path().join("ran").exists());
     }
@@ -1053,6 +1217,7 @@ mod tests {
             &sh("sleep 100 & echo $!", 0),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert!(o.success(), "{o:?}");
         assert!(t0.elapsed() < Duration::from_secs(15));
@@ -1098,6 +1263,7 @@ mod tests {
             ),
             &c.out(),
             &CancelToken::new(),
+            None,
         );
         assert!(o.success());
         let all = c.stream("o");
@@ -1179,6 +1345,7 @@ mod tests {
             &git_spec(&url, None, None, "incremental"),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(o.success(), "{o:?}\n{}", c.stream("h"));
         assert_eq!(
@@ -1198,6 +1365,7 @@ mod tests {
             &git_spec(&url, Some("main"), Some(&c2), "incremental"),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(o.success(), "{o:?}\n{}", c.stream("h"));
         assert_eq!(
@@ -1216,6 +1384,7 @@ mod tests {
             &git_spec(&path_url, Some("main"), None, "full"),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(o.success(), "{o:?}\n{}", c.stream("h"));
         assert_eq!(
@@ -1235,6 +1404,7 @@ mod tests {
             &git_spec(&url, Some("main"), Some(&c1), "incremental"),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(o.success(), "{o:?}\n{}", c.stream("h"));
         assert_eq!(
@@ -1256,6 +1426,7 @@ mod tests {
             &git_spec(&url, Some("main"), Some(&side), "incremental"),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(o.success(), "{o:?}\n{}", c.stream("h"));
         assert!(build.join("b.txt").exists());
@@ -1282,7 +1453,7 @@ mod tests {
             timeout: 60,
         };
         let c = Collect::new();
-        let o = run_step(&build, &spec, &c.out(), &CancelToken::new());
+        let o = run_step(&build, &spec, &c.out(), &CancelToken::new(), None);
         assert!(o.success(), "{o:?}\n{}", c.stream("h"));
         assert_eq!(
             std::fs::read_to_string(build.join("a.txt")).unwrap(),
@@ -1303,6 +1474,7 @@ mod tests {
             &git_spec(&missing, None, None, "full"),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(!o.success());
         assert!(o.exit_code.is_some_and(|c| c != 0), "{o:?}");
@@ -1314,6 +1486,7 @@ mod tests {
             &git_spec("/x", Some("--upload-pack=touch pwned"), None, "full"),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(o.reason.unwrap().contains("starts with '-'"));
         assert!(c.stream("h").contains("refusing branch"));
@@ -1333,6 +1506,7 @@ mod tests {
             ),
             &c.out(),
             &cancel,
+            None,
         );
         assert!(!o.success(), "{o:?}");
     }

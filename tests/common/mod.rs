@@ -1653,3 +1653,55 @@ pub fn send_worker_auth<W: std::io::Write>(
     )
     .expect("sending Auth");
 }
+
+/// A live process as `/proc/<pid>/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+}
+
+/// Every live process (zombies left out: they run nothing and only wait
+/// for their parent, often init, to reap them).
+pub fn processes() -> Vec<ProcInfo> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid pgid ...": comm may hold anything, so split
+        // after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 3 || f[0] == "Z" || f[0] == "X" {
+            continue;
+        }
+        if let (Ok(ppid), Ok(pgid)) = (f[1].parse(), f[2].parse()) {
+            out.push(ProcInfo { pid, ppid, pgid });
+        }
+    }
+    out
+}
+
+/// The process group of `pid` (None once it is gone).
+pub fn process_group_of(pid: i32) -> Option<i32> {
+    processes()
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .map(|p| p.pgid)
+}
+
+/// The live members of process group `pgid`.
+pub fn process_group_members(pgid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.pgid == pgid)
+        .map(|p| p.pid)
+        .collect()
+}
