@@ -581,6 +581,12 @@ impl Drop for Admitted {
 /// minute, new sources are only counted. Summaries are written when the
 /// next attempt comes (no timer thread), so the count of a burst that
 /// stopped appears with the next attempt.
+/// Sources whose refusals are being counted for a summary line. Ten new
+/// ones a minute at most, but one that stays busy is kept: without a cap,
+/// sources kept busy on purpose would grow the map for as long as the
+/// flood lasts. Beyond it, refusals are counted in the minute's overflow.
+const MAX_LOGGED_SOURCES: usize = 256;
+
 struct FloodLog {
     what: &'static str,
     sources: HashMap<(String, String), Pending>,
@@ -623,7 +629,7 @@ impl FloodLog {
         let key = (addr.to_string(), label.to_string());
         if let Some(p) = self.sources.get_mut(&key) {
             p.count += 1;
-        } else if self.lines < LOG_LINES_PER_MINUTE {
+        } else if self.lines < LOG_LINES_PER_MINUTE && self.sources.len() < MAX_LOGGED_SOURCES {
             self.lines += 1;
             let later = if self.lines == LOG_LINES_PER_MINUTE {
                 "; more from other addresses are only counted this minute"
@@ -1021,6 +1027,52 @@ mod tests {
             .last()
             .unwrap()
             .starts_with("login failed again"));
+    }
+
+    /// Every in-memory table of the guessing limits has a bound that a
+    /// spray of addresses and names cannot push past (ARCHITECTURE.md,
+    /// "bounded bookkeeping").
+    #[test]
+    fn failure_tables_stay_bounded_under_a_spray() {
+        let limits = LoginLimits::new("worker login");
+        for i in 0..3 * MAX_TRACKED {
+            let addr = format!("127.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+            limits.failed_no_such_name(&addr, &format!("made-up-{i}"), "worker port");
+            limits.failed(&addr, &format!("name-{i}"), "worker port");
+            limits.succeeded(&addr, &format!("name-{i}"));
+        }
+        let l = limits.lock();
+        assert!(l.addrs.len() <= MAX_TRACKED, "{}", l.addrs.len());
+        assert!(l.names.len() <= MAX_TRACKED, "{}", l.names.len());
+        assert!(l.known.len() <= CACHE_MAX * 4, "{}", l.known.len());
+        assert!(l.checking.is_empty());
+        assert!(l.log.sources.len() <= MAX_LOGGED_SOURCES);
+        assert!(l.log.overflow_addrs.len() <= 1000);
+    }
+
+    /// Sources kept busy on purpose, ten new ones a minute for a day, do
+    /// not grow the log's table past its cap.
+    #[test]
+    fn busy_sources_do_not_grow_the_failure_log() {
+        let mut log = FloodLog::new("login");
+        let t0 = Instant::now();
+        for minute in 0..24 * 60u64 {
+            let now = t0 + LOG_PERIOD * minute as u32 + Duration::from_secs(1);
+            log.flush(now);
+            for i in 0..(minute as usize + 1) * LOG_LINES_PER_MINUTE as usize {
+                if i >= 4 * MAX_LOGGED_SOURCES {
+                    break;
+                }
+                log.note(
+                    now,
+                    &format!("127.0.{}.{}", i / 250, i % 250),
+                    "x",
+                    "failed",
+                );
+            }
+            assert!(log.sources.len() <= MAX_LOGGED_SOURCES, "minute {minute}");
+        }
+        log.written.clear();
     }
 
     #[test]
