@@ -62,7 +62,7 @@ pub(crate) fn test_config(extra: &str) -> Config {
 }
 
 /// Reads and checks `path` (normally `DIR/master.cfg`).
-pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![format!("cannot read {}: {}", path.display(), io_reason(&e))],
     })?;
