@@ -13,6 +13,7 @@ mod common;
 
 mod badinput_http;
 mod badinput_worker;
+mod cli;
 mod fuzz_parsers;
 mod gitea_e2e;
 mod gitea_poller;
