@@ -394,7 +394,7 @@ fn farewell(dir: &Path, exe: &Path) {
     let worker_cmd = if worker_exe.exists() {
         "minibot-worker"
     } else {
-        "cargo run --bin minibot-worker --"
+        "cargo run --locked --bin minibot-worker --"
     };
     outln!("the demo stays in {d}: repo/ (the git repository), master/ (its config, database and logs), worker/");
     outln!("run it again from scratch: minibot demo {d}");
