@@ -3,7 +3,10 @@
 //! Owns: pid files (exclusive, atomic, removed on drop), finding and stopping
 //! a running daemon, detaching into the background and waiting for the
 //! child's "ready" line, log setup (env_logger into a log file rotated by
-//! size, and optionally stderr), and the signal thread.
+//! size, and optionally stderr), the signal thread, and the command-line
+//! front: [`parse_args`] (the bare command's list, `--version`, "did you
+//! mean") and [`say`] / [`say_err`] behind `outln!` / `errln!`, which drop
+//! output into a closed pipe instead of panicking.
 //!
 //! Threads and channels: [`signals`] starts one thread (signal-hook's
 //! iterator) that forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 into the crossbeam
