@@ -55,6 +55,7 @@ impl Drop for GuideDaemons {
 fn the_readme_guide_pastes_end_to_end() {
     let blocks = readme_blocks("## The guide");
     assert!(blocks.len() >= 2, "the guide's shell blocks: {blocks:?}");
+    let _gate = run_shared();
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -81,7 +82,11 @@ fn the_readme_guide_pastes_end_to_end() {
         String::from_utf8_lossy(&out.stderr),
     );
     println!("the guide, run:\n{script}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
-    assert!(out.status.success(), "the guide failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "the guide failed ({}): {stderr}\n{stdout}",
+        out.status
+    );
     // The edits the guide makes leave nothing for checkconfig to warn about.
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(stdout.contains("config file is good"), "{stdout}");
