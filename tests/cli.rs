@@ -315,6 +315,8 @@ fn the_command_line_explains_itself() {
 /// and exits 0.
 #[test]
 fn demo_into_a_closed_pipe_finishes_cleanly() {
+    // The demo runs a master: not while a run_alone test is timed.
+    let _gate = run_shared();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
     let mut child = Command::new(MINIBOT)
