@@ -202,11 +202,19 @@ impl Drop for MasterProc {
     }
 }
 
-fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+fn wait<T>(
+    what: &str,
+    timeout: Duration,
+    sigs: &crossbeam_channel::Receiver<i32>,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return Ok(v);
+        }
+        if sigs.try_recv().is_ok() {
+            bail!("interrupted while waiting for {what}; stopping");
         }
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
@@ -219,6 +227,10 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     // As the daemons: nothing the demo makes (its master.cfg and worker.cfg
     // hold the secret below) is for other local accounts.
     crate::daemon::private_umask();
+    // From the start: a Ctrl-C at any point (the terminal sends it to the
+    // master child too) ends the demo through its own cleanup, with its
+    // goodbye, never by the default action in the middle of a write.
+    let sigs = crate::daemon::signals()?;
     let dir: PathBuf = if dir.is_absolute() {
         dir.to_path_buf()
     } else {
@@ -309,10 +321,15 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
         });
         None
     };
-    wait("the worker to connect", Duration::from_secs(30), || {
-        let v = http_get(&format!("{base}/api/v2/workers/demo-worker")).ok()?;
-        (!v["workers"][0]["connected_to"].as_array()?.is_empty()).then_some(())
-    })?;
+    wait(
+        "the worker to connect",
+        Duration::from_secs(30),
+        &sigs,
+        || {
+            let v = http_get(&format!("{base}/api/v2/workers/demo-worker")).ok()?;
+            (!v["workers"][0]["connected_to"].as_array()?.is_empty()).then_some(())
+        },
+    )?;
 
     outln!("[5/6] pushing a commit and sending a signed Gitea push webhook");
     std::fs::write(
@@ -340,13 +357,18 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     );
 
     outln!("[6/6] waiting for the build");
-    let build = wait("the build to finish", Duration::from_secs(120), || {
-        let v = http_get(&format!(
-            "{base}/api/v2/builds?complete=true&limit=1&order=-buildid"
-        ))
-        .ok()?;
-        v["builds"].as_array()?.first().cloned()
-    })?;
+    let build = wait(
+        "the build to finish",
+        Duration::from_secs(120),
+        &sigs,
+        || {
+            let v = http_get(&format!(
+                "{base}/api/v2/builds?complete=true&limit=1&order=-buildid"
+            ))
+            .ok()?;
+            v["builds"].as_array()?.first().cloned()
+        },
+    )?;
     let results = build["results"].as_i64();
     let steps = http_get(&format!("{base}/api/v2/builds/{}/steps", build["buildid"]))?;
     for st in steps["steps"].as_array().into_iter().flatten() {
@@ -378,7 +400,6 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
         return Ok(());
     }
     outln!("\nserving the web UI at {base}/ until Ctrl-C ...");
-    let sigs = crate::daemon::signals()?;
     let _ = sigs.recv();
     outln!("stopping");
     drop(master_proc);

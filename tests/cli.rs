@@ -360,3 +360,44 @@ fn demo_into_a_closed_pipe_finishes_cleanly() {
     assert!(out.contains(&format!("rm -rf {}", dir.display())), "{out}");
     assert!(out.contains("minibot start"), "{out}");
 }
+
+/// `minibot demo | tee demo.log`, then Ctrl-C: tee dies with the SIGINT,
+/// and the demo says goodbye into a closed pipe. It must stop its master
+/// and worker and exit 0, not abort (exit 134 with `println!`).
+#[test]
+fn demo_interrupted_after_its_reader_is_gone_exits_cleanly() {
+    let _gate = run_shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let mut child = Command::new(MINIBOT)
+        .args(["demo", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !line.contains("until Ctrl-C") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "demo ended: {seen}");
+        seen.push_str(&line);
+    }
+    assert!(dir.join("master/minibot.pid").exists(), "{seen}");
+    drop(out); // tee is gone
+    minibot::daemon::send_signal(child.id() as i32, libc::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    println!("demo after Ctrl-C with its reader gone: {status}; stderr: {err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!dir.join("master/minibot.pid").exists());
+}
