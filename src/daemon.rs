@@ -3,7 +3,10 @@
 //! Owns: pid files (exclusive, atomic, removed on drop), finding and stopping
 //! a running daemon, detaching into the background and waiting for the
 //! child's "ready" line, log setup (env_logger into a log file rotated by
-//! size, and optionally stderr), and the signal thread.
+//! size, and optionally stderr), the signal thread, and the command-line
+//! front: [`parse_args`] (the bare command's list, `--version`, "did you
+//! mean") and [`say`] / [`say_err`] behind `outln!` / `errln!`, which drop
+//! output into a closed pipe instead of panicking.
 //!
 //! Threads and channels: [`signals`] starts one thread (signal-hook's
 //! iterator) that forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 into the crossbeam
@@ -581,7 +584,7 @@ pub fn parse_args<T: argh::FromArgs>(prog: &str) -> T {
         match a.into_string() {
             Ok(s) => argv.push(s),
             Err(a) => {
-                eprintln!("{prog}: argument {a:?} is not valid UTF-8");
+                errln!("{prog}: argument {a:?} is not valid UTF-8");
                 std::process::exit(2);
             }
         }
@@ -592,19 +595,148 @@ pub fn parse_args<T: argh::FromArgs>(prog: &str) -> T {
         .unwrap_or(prog)
         .to_string();
     let rest: Vec<&str> = argv.iter().skip(1).map(|s| s.as_str()).collect();
+    match rest.as_slice() {
+        ["--version" | "-V" | "version"] => {
+            outln!("{}", version(prog));
+            std::process::exit(0);
+        }
+        // The bare command: what it can do, each command with its line.
+        [] => {
+            let help = help_text::<T>(&cmd);
+            errln!("{help}");
+            std::process::exit(2);
+        }
+        _ => {}
+    }
     match T::from_args(&[&cmd], &rest) {
         Ok(a) => a,
         Err(early) => match early.status {
             Ok(()) => {
-                println!("{}", early.output);
+                outln!("{}", early.output);
                 std::process::exit(0);
             }
             Err(()) => {
-                eprintln!("{}", early.output);
+                let first = rest.first().copied().unwrap_or("");
+                let commands = command_names(&help_text::<T>(&cmd));
+                let unknown_command = !first.starts_with('-')
+                    && !commands.is_empty()
+                    && !commands.iter().any(|c| c == first);
+                if unknown_command {
+                    let hint = match closest(first, &commands) {
+                        Some(c) => format!(" (did you mean `{c}`?)"),
+                        None => String::new(),
+                    };
+                    errln!(
+                        "{prog}: unknown command `{first}`{hint}; the commands are: {}",
+                        commands.join(", ")
+                    );
+                    errln!("{prog}: `{prog} help` says what each one does");
+                } else {
+                    for line in early.output.trim_end().lines() {
+                        errln!("{prog}: {}", line.trim());
+                    }
+                    let sub = rest.iter().take_while(|a| !a.starts_with('-')).take(2);
+                    let sub: Vec<&str> = sub
+                        .copied()
+                        .filter(|a| commands.iter().any(|c| c == a))
+                        .collect();
+                    errln!("{prog}: see `{prog} {} --help`", sub.join(" "));
+                }
                 std::process::exit(2);
             }
         },
     }
+}
+
+/// "minibot 0.1.0 (git 327037a1b2c3)": the package version, and the commit
+/// when it was built from a git checkout (`build.rs`).
+pub fn version(prog: &str) -> String {
+    match option_env!("MINIBOT_GIT_COMMIT") {
+        Some(c) => format!("{prog} {} (git {c})", env!("CARGO_PKG_VERSION")),
+        None => format!("{prog} {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// argh's `--help` text for the top-level command.
+fn help_text<T: argh::FromArgs>(cmd: &str) -> String {
+    match T::from_args(&[cmd], &["--help"]) {
+        Err(early) => early.output,
+        Ok(_) => String::new(),
+    }
+}
+
+/// The subcommand names of argh's help text (the lines under "Commands:").
+fn command_names(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // Continuation lines of a long description are indented further.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The command `typed` was most likely meant to be: one or two edits away
+/// (a swap of neighbours counts as one), or a prefix of exactly one.
+fn closest(typed: &str, names: &[String]) -> Option<String> {
+    let best = names
+        .iter()
+        .map(|n| (edit_distance(typed, n), n))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, n)) if d <= 2 && d < n.len() => Some(n.clone()),
+        _ => {
+            let prefixed: Vec<&String> = names.iter().filter(|n| n.starts_with(typed)).collect();
+            match prefixed.as_slice() {
+                [one] if !typed.is_empty() => Some((*one).clone()),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Insertions, deletions, substitutions and swaps of neighbours from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Writes one line to stdout. A closed pipe (`minibot demo | head -1`, a
+/// `tee` ended by Ctrl-C) is not an error worth dying for: `println!` would
+/// panic there and abort the process (exit 134) with its children still
+/// running, so command-line output goes through this and drops what cannot
+/// be written.
+pub fn say(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{args}");
+    let _ = out.flush();
+}
+
+/// [`say`] for stderr.
+pub fn say_err(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
 }
 
 /// Makes `dir` ready to be filled by a create-* command: created if

@@ -202,11 +202,19 @@ impl Drop for MasterProc {
     }
 }
 
-fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+fn wait<T>(
+    what: &str,
+    timeout: Duration,
+    sigs: &crossbeam_channel::Receiver<i32>,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return Ok(v);
+        }
+        if sigs.try_recv().is_ok() {
+            bail!("interrupted while waiting for {what}; stopping");
         }
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
@@ -219,6 +227,10 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     // As the daemons: nothing the demo makes (its master.cfg and worker.cfg
     // hold the secret below) is for other local accounts.
     crate::daemon::private_umask();
+    // From the start: a Ctrl-C at any point (the terminal sends it to the
+    // master child too) ends the demo through its own cleanup, with its
+    // goodbye, never by the default action in the middle of a write.
+    let sigs = crate::daemon::signals()?;
     let dir: PathBuf = if dir.is_absolute() {
         dir.to_path_buf()
     } else {
@@ -228,7 +240,7 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the minibot binary")?;
     let (repo, master, worker) = (dir.join("repo"), dir.join("master"), dir.join("worker"));
 
-    println!(
+    outln!(
         "[1/6] creating a git repository with a tiny test in {}",
         repo.display()
     );
@@ -243,7 +255,7 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     git(&repo, &["commit", "-q", "-m", "Hello world"])?;
     let before = git(&repo, &["rev-parse", "HEAD"])?;
 
-    println!("[2/6] creating a master in {}", master.display());
+    outln!("[2/6] creating a master in {}", master.display());
     let (www, wport) = (free_port()?, free_port()?);
     let secret = crate::protocol::new_nonce();
     std::fs::create_dir_all(&master)?;
@@ -252,7 +264,7 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     std::fs::write(&cfg_path, master_cfg(www, wport, &secret, &repo))?;
     db::set_private(&cfg_path)?;
 
-    println!("[3/6] starting the master");
+    outln!("[3/6] starting the master");
     let mut child = Command::new(&exe)
         .arg("start")
         .arg("--nodaemon")
@@ -272,9 +284,11 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
             master.join("master.log").display()
         );
     }
-    println!("      {}", line.trim());
+    outln!("      {}", line.trim());
+    let base = format!("http://127.0.0.1:{www}");
+    outln!("      web UI: {base}/   (JSON API: {base}/api/v2/builds)");
 
-    println!(
+    outln!(
         "[4/6] creating and starting a worker in {}",
         worker.display()
     );
@@ -302,18 +316,22 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
         std::thread::spawn(move || {
             // Logs go to worker.log only: the terminal is the demo's.
             if let Err(e) = crate::worker::run(&w, false) {
-                eprintln!("demo worker: {e:#}");
+                errln!("demo worker: {e:#}");
             }
         });
         None
     };
-    let base = format!("http://127.0.0.1:{www}");
-    wait("the worker to connect", Duration::from_secs(30), || {
-        let v = http_get(&format!("{base}/api/v2/workers/demo-worker")).ok()?;
-        (!v["workers"][0]["connected_to"].as_array()?.is_empty()).then_some(())
-    })?;
+    wait(
+        "the worker to connect",
+        Duration::from_secs(30),
+        &sigs,
+        || {
+            let v = http_get(&format!("{base}/api/v2/workers/demo-worker")).ok()?;
+            (!v["workers"][0]["connected_to"].as_array()?.is_empty()).then_some(())
+        },
+    )?;
 
-    println!("[5/6] pushing a commit and sending a signed Gitea push webhook");
+    outln!("[5/6] pushing a commit and sending a signed Gitea push webhook");
     std::fs::write(
         repo.join("hello.py"),
         "def greeting():\n    # changed by the demo's push\n    return \"Hello, World!\"\n",
@@ -333,40 +351,46 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
         .send(&body[..])
         .map_err(|e| anyhow!("posting the webhook: {e}"))?;
     let ack: serde_json::Value = resp.body_mut().read_json()?;
-    println!(
+    outln!(
         "      hook answered {ack} in {:.1} ms",
         t0.elapsed().as_secs_f64() * 1e3
     );
 
-    println!("[6/6] waiting for the build");
-    let build = wait("the build to finish", Duration::from_secs(120), || {
-        let v = http_get(&format!(
-            "{base}/api/v2/builds?complete=true&limit=1&order=-buildid"
-        ))
-        .ok()?;
-        v["builds"].as_array()?.first().cloned()
-    })?;
+    outln!("[6/6] waiting for the build");
+    let build = wait(
+        "the build to finish",
+        Duration::from_secs(120),
+        &sigs,
+        || {
+            let v = http_get(&format!(
+                "{base}/api/v2/builds?complete=true&limit=1&order=-buildid"
+            ))
+            .ok()?;
+            v["builds"].as_array()?.first().cloned()
+        },
+    )?;
     let results = build["results"].as_i64();
     let steps = http_get(&format!("{base}/api/v2/builds/{}/steps", build["buildid"]))?;
     for st in steps["steps"].as_array().into_iter().flatten() {
         let dur = st["complete_at"].as_i64().unwrap_or(0) - st["started_at"].as_i64().unwrap_or(0);
-        println!(
+        outln!(
             "      step {:<6} {:<8} {}s",
             st["name"].as_str().unwrap_or("?"),
             result_name(st["results"].as_i64()),
             dur
         );
     }
-    println!(
+    outln!(
         "      build #{} {} ({}), {:.2} s from hook to finish",
         build["number"],
         result_name(results).to_uppercase(),
         build["state_string"].as_str().unwrap_or(""),
         t0.elapsed().as_secs_f64()
     );
-    println!("\nweb UI: {base}/   (JSON API: {base}/api/v2/builds)");
     if once {
         drop(master_proc);
+        outln!("stopped the demo's master and worker");
+        farewell(&dir, &exe);
         if results != Some(BuildResult::Success.code()) {
             bail!(
                 "the demo build did not succeed; see {}",
@@ -375,12 +399,28 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
         }
         return Ok(());
     }
-    println!("serving until Ctrl-C ...");
-    let sigs = crate::daemon::signals()?;
+    outln!("\nserving the web UI at {base}/ until Ctrl-C ...");
     let _ = sigs.recv();
-    println!("stopping");
+    outln!("stopping");
     drop(master_proc);
+    farewell(&dir, &exe);
     Ok(())
+}
+
+/// What the demo leaves behind and how to use or remove it, said when it
+/// stops.
+fn farewell(dir: &Path, exe: &Path) {
+    let d = dir.display();
+    let worker_exe = exe.with_file_name("minibot-worker");
+    let worker_cmd = if worker_exe.exists() {
+        "minibot-worker"
+    } else {
+        "cargo run --locked --bin minibot-worker --"
+    };
+    outln!("the demo stays in {d}: repo/ (the git repository), master/ (its config, database and logs), worker/");
+    outln!("run it again from scratch: minibot demo {d}");
+    outln!("or start its master and worker as they are: minibot start {d}/master && {worker_cmd} start {d}/worker");
+    outln!("remove it: rm -rf {d}");
 }
 
 /// The name of a result code as the API shows it ("unknown" for none or

@@ -13,6 +13,18 @@
 #![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+/// `println!` that never panics on a closed pipe ([`say`]).
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::daemon::say(format_args!($($t)*)) };
+}
+
+/// `eprintln!` that never panics on a closed pipe ([`say_err`]).
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::daemon::say_err(format_args!($($t)*)) };
+}
+
 // Without the `master` feature (on by default) only what the worker binary
 // uses is compiled: `daemon`, `protocol`, `sys`, `worker` (and the plain
 // `model`), so a worker-only install needs no SQLite, TLS, mail or password
@@ -28,6 +40,8 @@ pub mod demo;
 pub mod master;
 pub mod model;
 pub mod protocol;
+#[cfg(feature = "master")]
+pub mod sendchange;
 #[allow(unsafe_code)]
 pub mod sys;
 #[cfg(feature = "master")]

@@ -1,9 +1,112 @@
-//! The guide's hello-world, end to end, with the real binaries: create-master,
-//! checkconfig, start, create-worker, start, a signed Gitea push, a green
-//! build with the test's output in its log; a bad signature stores nothing.
+//! The guide's hello-world, end to end, with the real binaries: first the
+//! README's guide itself, its shell blocks run as written in a fresh HOME
+//! (so the README cannot drift from the code again), then the same flow
+//! through the test helpers: create-master, checkconfig, start,
+//! create-worker, start, a signed Gitea push, a green build with the test's
+//! output in its log; a bad signature stores nothing.
 
 use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// The ```sh blocks of README.md's section whose heading starts with
+/// `heading`, in order.
+fn readme_blocks(heading: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut lines = readme
+        .lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "));
+    let mut blocks = Vec::new();
+    while let Some(l) = lines.next() {
+        if l.trim() == "```sh" {
+            let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    blocks
+}
+
+/// Stops what the guide started, whatever happened to the test.
+struct GuideDaemons(PathBuf);
+
+impl Drop for GuideDaemons {
+    fn drop(&mut self) {
+        let bin = Path::new(MINIBOT).parent().unwrap();
+        let _ = Command::new(bin.join("minibot-worker"))
+            .arg("stop")
+            .arg(self.0.join("example-worker"))
+            .output();
+        let _ = Command::new(MINIBOT)
+            .arg("stop")
+            .arg(self.0.join("master"))
+            .output();
+    }
+}
+
+/// README.md's guide, pasted: every shell block of the section, in one
+/// bash, in a fresh HOME holding only the repository it builds
+/// (`~/hello-world`) and the built binaries on PATH. It must end with a
+/// green build of that repository's head.
+#[test]
+fn the_readme_guide_pastes_end_to_end() {
+    let blocks = readme_blocks("## The guide");
+    assert!(blocks.len() >= 2, "the guide's shell blocks: {blocks:?}");
+    let _gate = run_shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let head = make_repo(&home.join("hello-world"), PASSING_TEST);
+    let _daemons = GuideDaemons(home.clone());
+    let bin = Path::new(MINIBOT).parent().unwrap();
+    let script = format!("set -e\n{}\n", blocks.join("\n"));
+    let t0 = Instant::now();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&home)
+        .env_clear()
+        .env("HOME", &home)
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+        )
+        .env("LANG", "C.UTF-8")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    println!("the guide, run:\n{script}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the guide failed ({}): {stderr}\n{stdout}",
+        out.status
+    );
+    // The edits the guide makes leave nothing for checkconfig to warn about.
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(stdout.contains("config file is good"), "{stdout}");
+    assert!(stdout.contains("stored it as change 1"), "{stdout}");
+
+    // The build of the repository's head goes green.
+    let (www, _) = wait_for("the guide's master", Duration::from_secs(10), || {
+        master_addresses(&home.join("master"), None)
+    });
+    let url = format!("http://127.0.0.1:{www}/api/v2/builds?complete=true");
+    let build = wait_for("the guide's build", Duration::from_secs(60), || {
+        let (_, body) = curl(&[&url]);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["builds"].as_array()?.first().cloned()
+    });
+    assert_eq!(build["results"], 0, "{build}");
+    let change = get_json(&format!("http://127.0.0.1:{www}/api/v2/changes/1"));
+    assert_eq!(change["changes"][0]["revision"], head.as_str());
+    eprintln!("the README guide: green in {:?}", t0.elapsed());
+}
 
 #[test]
 fn guide_flow_push_to_green_build() {

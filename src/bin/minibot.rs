@@ -1,13 +1,16 @@
 //! `minibot`: the master daemon and its admin commands (argh).
 //!
 //! Owns: command-line parsing and exit codes only (1 = user error, 2 =
-//! usage); the work is in `minibot::master`, `minibot::daemon`, `minibot::master::auth`,
-//! `minibot::db` and `minibot::demo`.
+//! usage), and the wording of what each command prints; the work is in
+//! `minibot::master`, `minibot::daemon`, `minibot::master::auth`,
+//! `minibot::db`, `minibot::demo` and `minibot::sendchange`. Every line goes
+//! through `outln!`/`errln!`, which survive a closed pipe; every error line
+//! starts with `minibot:`.
 
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use minibot::master::{self, CONFIG_FILE, DB_FILE, LOG_FILE, PID_FILE};
-use minibot::{config, daemon, db, demo};
+use minibot::{config, daemon, db, demo, errln, outln, sendchange};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,7 @@ enum Cmd {
     Reconfig(Reconfig),
     UpgradeMaster(UpgradeMaster),
     User(User),
+    SendChange(Box<SendChange>),
     Demo(Demo),
 }
 
@@ -45,8 +49,9 @@ struct CreateMaster {
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "checkconfig")]
-/// check DIR/master.cfg and report every problem found
+/// check DIR/master.cfg (or the config file named) and report every problem found
 struct CheckConfig {
+    /// the master directory, or its master.cfg
     #[argh(positional)]
     dir: PathBuf,
 }
@@ -162,6 +167,60 @@ struct UserList {
 }
 
 #[derive(FromArgs)]
+#[argh(subcommand, name = "sendchange")]
+/// send one change to a master's base change hook (from scripts and git hooks)
+struct SendChange {
+    /// the master's web address (e.g. http://localhost:12345/) or HOST:PORT
+    #[argh(option, short = 'm')]
+    master: String,
+    /// file holding the secret of [www.change_hook_dialects.base] (first line)
+    #[argh(option)]
+    secret_file: Option<PathBuf>,
+    /// the author, e.g. "Jane Doe <jane@example.org>"
+    #[argh(option, short = 'W')]
+    who: Option<String>,
+    /// the repository's URL
+    #[argh(option, short = 'R')]
+    repository: Option<String>,
+    /// the project
+    #[argh(option, short = 'P')]
+    project: Option<String>,
+    /// the branch
+    #[argh(option, short = 'b')]
+    branch: Option<String>,
+    /// the category (e.g. push)
+    #[argh(option, short = 'C')]
+    category: Option<String>,
+    /// the revision (commit id)
+    #[argh(option, short = 'r')]
+    revision: Option<String>,
+    /// a file holding the revision
+    #[argh(option)]
+    revision_file: Option<PathBuf>,
+    /// a link to the revision on the web
+    #[argh(option)]
+    revlink: Option<String>,
+    /// the codebase
+    #[argh(option)]
+    codebase: Option<String>,
+    /// the change's comments (commit message)
+    #[argh(option, short = 'c')]
+    comments: Option<String>,
+    /// a file holding the comments ('-' for standard input)
+    #[argh(option, short = 'F')]
+    logfile: Option<PathBuf>,
+    /// a property of the change, NAME:VALUE (repeatable)
+    #[argh(option, short = 'p')]
+    property: Vec<String>,
+    /// when the change was made, in Unix seconds (default: now)
+    #[argh(option, short = 'w')]
+    when: Option<i64>,
+    /// the files the change touched
+    #[argh(positional)]
+    files: Vec<String>,
+}
+
+#[derive(FromArgs)]
 #[argh(subcommand, name = "demo")]
 /// create and run a demo master, worker and repository, and show a green build
 struct Demo {
@@ -184,17 +243,72 @@ fn main() {
         Cmd::Reconfig(c) => reconfig(&c.dir),
         Cmd::UpgradeMaster(c) => upgrade(&c.dir),
         Cmd::User(c) => user(c.cmd),
+        Cmd::SendChange(c) => send_change(*c),
         Cmd::Demo(c) => demo::run(&c.dir, c.once),
     };
     if let Err(e) = res {
-        eprintln!("minibot: {e:#}");
+        // A config's problems are one per line: each gets the prefix, so
+        // a reader (or grep) sees every one as minibot's.
+        for line in format!("{e:#}").lines() {
+            errln!("minibot: {line}");
+        }
         std::process::exit(1);
     }
+}
+
+fn send_change(c: SendChange) -> Result<()> {
+    let read = |f: &Path, what: &str| -> Result<String> {
+        if f == Path::new("-") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .with_context(|| format!("{what}: reading standard input"))?;
+            Ok(s)
+        } else {
+            std::fs::read_to_string(f)
+                .with_context(|| format!("{what}: cannot read {}", f.display()))
+        }
+    };
+    let comments = match (c.comments, c.logfile) {
+        (Some(_), Some(_)) => bail!("give --comments or --logfile, not both"),
+        (Some(t), None) => Some(t),
+        (None, Some(f)) => Some(read(&f, "--logfile")?),
+        (None, None) => None,
+    };
+    let revision = match (c.revision, c.revision_file) {
+        (Some(_), Some(_)) => bail!("give --revision or --revision-file, not both"),
+        (Some(r), None) => Some(r),
+        (None, Some(f)) => Some(read(&f, "--revision-file")?.trim().to_string()),
+        (None, None) => None,
+    };
+    let change = sendchange::Change {
+        master: c.master,
+        who: c.who,
+        repository: c.repository,
+        project: c.project,
+        branch: c.branch,
+        category: c.category,
+        revision,
+        revlink: c.revlink,
+        codebase: c.codebase,
+        comments,
+        properties: c.property,
+        when: c.when,
+        files: c.files,
+        secret_file: c.secret_file,
+    };
+    let ids = sendchange::send(&change)?;
+    match ids.as_slice() {
+        [] => outln!("change sent; the master stored nothing for it"),
+        [id] => outln!("change sent: the master stored it as change {id}"),
+        ids => outln!("change sent: the master stored changes {ids:?}"),
+    }
+    Ok(())
 }
 
 fn create_master(dir: &Path, force: bool) -> Result<()> {
     daemon::private_umask();
     let sample = dir.join("master.cfg.sample");
+    let existing_cfg = dir.join(CONFIG_FILE).exists();
     minibot::daemon::create_dir_for(dir, force)?;
     // Fresh secrets in every sample: the published placeholders would let
     // anyone who read the docs sign hooks or connect as the worker.
@@ -205,13 +319,22 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
     db::set_private(&sample)?;
     let db = dir.join(DB_FILE);
     if db.exists() && force {
-        println!("keeping the existing {}", db.display());
+        outln!("kept the existing {}", db.display());
     } else {
         db::create(&db)?;
     }
-    println!("created master in {}", dir.display());
-    println!(
-        "next: mv {0}/master.cfg.sample {0}/master.cfg, edit it (ports, repourl), then\n      minibot checkconfig {0} && minibot start {0}\n      \
+    if existing_cfg {
+        // --force over a master in use: its config is the user's work.
+        outln!(
+            "kept your {0}/master.cfg as it is; a fresh sample is in {0}/master.cfg.sample \
+             (compare: diff {0}/master.cfg {0}/master.cfg.sample)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    outln!("created master in {}", dir.display());
+    outln!(
+        "next: mv {0}/master.cfg.sample {0}/master.cfg, edit it (ports, buildbot_url, repourl), then\n      minibot checkconfig {0} && minibot start {0}\n      \
          master.cfg.sample has a random Gitea secret and worker password: give the\n      \
          secret to the Gitea webhook and the password to `minibot-worker create-worker`",
         dir.display()
@@ -219,25 +342,36 @@ fn create_master(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Prints [`config::secret_warnings`] on stderr, so a script reading the
-/// summary line on stdout is not confused. The exit code stays 0: a weak
-/// secret works, it is only unwise.
-/// Allowed but weak or dangerous settings: said, not refused (exit 0).
+/// Prints [`config::secret_warnings`] and [`config::Config::warnings`] on
+/// stderr, so a script reading the summary line on stdout is not confused.
+/// The exit code stays 0: what they name works, it is only unwise or
+/// probably not what was meant.
 fn warn_weak_secrets(dir: &Path, cfg: &config::Config) {
-    for w in config::secret_warnings(cfg) {
-        eprintln!("warning: {}: {w}", dir.join(CONFIG_FILE).display());
-    }
-    for w in cfg.warnings() {
-        eprintln!("{}: warning: {w}", dir.join(CONFIG_FILE).display());
+    warn_file(&dir.join(CONFIG_FILE), cfg);
+}
+
+fn warn_file(file: &Path, cfg: &config::Config) {
+    for w in config::secret_warnings(cfg)
+        .into_iter()
+        .chain(cfg.warnings())
+    {
+        errln!("minibot: {}: warning: {w}", file.display());
     }
 }
 
-fn check_config(dir: &Path) -> Result<()> {
-    let cfg = master::load_config(dir)?;
-    warn_weak_secrets(dir, &cfg);
-    println!(
+/// `checkconfig DIR` or, as Buildbot's `checkconfig [CONFIGFILE]`, the
+/// file itself.
+fn check_config(path: &Path) -> Result<()> {
+    let file = if path.is_dir() {
+        path.join(CONFIG_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let cfg = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    warn_file(&file, &cfg);
+    outln!(
         "{}: config file is good ({} builders, {} workers, {} schedulers)",
-        dir.join(CONFIG_FILE).display(),
+        file.display(),
         cfg.builders.len(),
         cfg.workers.len(),
         cfg.schedulers.len()
@@ -295,7 +429,7 @@ fn start(dir: &Path, nodaemon: bool) -> Result<()> {
         dir.as_os_str().to_owned(),
     ];
     let line = daemon::detach(args, Duration::from_secs(30), &dir.join(LOG_FILE))?;
-    println!("{line}");
+    outln!("{line}");
     Ok(())
 }
 
@@ -305,16 +439,16 @@ fn stop(dir: &Path, clean: bool) -> Result<()> {
         let Some(pid) = daemon::running_pid(&pid_path) else {
             bail!("no master is running in {}", dir.display());
         };
-        println!("waiting for running builds to finish...");
+        outln!("waiting for running builds to finish...");
         daemon::send_signal(pid, libc::SIGUSR1)?;
         while daemon::running_pid(&pid_path) == Some(pid) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        println!("master stopped");
+        outln!("master stopped");
         return Ok(());
     }
     daemon::stop(&pid_path, "master", Duration::from_secs(60))?;
-    println!("master stopped");
+    outln!("master stopped");
     Ok(())
 }
 
@@ -349,7 +483,7 @@ fn reconfig(dir: &Path) -> Result<()> {
         match master::ReconfigStatus::read(dir) {
             Some(st) if st.pid == pid as u32 && st.generation > before => match st.outcome {
                 master::ReconfigOutcome::Done => {
-                    println!("{}", st.message);
+                    outln!("{}", st.message);
                     return Ok(());
                 }
                 master::ReconfigOutcome::Rejected => bail!(
@@ -369,12 +503,12 @@ fn reconfig(dir: &Path) -> Result<()> {
 fn upgrade(dir: &Path) -> Result<()> {
     let (from, to) = db::upgrade(&dir.join(DB_FILE))?;
     if from == to {
-        println!(
+        outln!(
             "{}: schema already at version {to}",
             dir.join(DB_FILE).display()
         );
     } else {
-        println!(
+        outln!(
             "{}: schema upgraded from version {from} to {to}",
             dir.join(DB_FILE).display()
         );
@@ -439,7 +573,7 @@ fn user(cmd: UserCmd) -> Result<()> {
             }
             let hash = auth::hash_password(&read_password(c.password_stdin)?)?;
             db::add_user(&conn, &c.name, &hash)?;
-            println!("added user {}", c.name);
+            outln!("added user {}", c.name);
         }
         UserCmd::Passwd(c) => {
             let conn = user_db(&c.dir)?;
@@ -452,7 +586,7 @@ fn user(cmd: UserCmd) -> Result<()> {
             }
             let hash = auth::hash_password(&read_password(c.password_stdin)?)?;
             db::set_user_password(&conn, &c.name, &hash)?;
-            println!(
+            outln!(
                 "changed the password of {} and logged out their sessions",
                 c.name
             );
@@ -466,19 +600,19 @@ fn user(cmd: UserCmd) -> Result<()> {
                     c.dir.join(DB_FILE).display()
                 );
             }
-            println!("removed user {} and their sessions", c.name);
+            outln!("removed user {} and their sessions", c.name);
         }
         UserCmd::List(c) => {
             let conn = user_db(&c.dir)?;
             let users = db::list_users(&conn)?;
             if users.is_empty() {
-                println!(
+                outln!(
                     "no users yet; add one with `minibot user add {} NAME`",
                     c.dir.display()
                 );
             }
             for u in users {
-                println!("{}\t{} active session(s)", u.name, u.sessions);
+                outln!("{}\t{} active session(s)", u.name, u.sessions);
             }
         }
     }

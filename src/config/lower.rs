@@ -394,10 +394,7 @@ fn scheduler_kinds_taking(at: &str, s: &raw::SchedulerCfg, key: &str) -> String 
         .into_iter()
         .filter(|kind| {
             let mut probe = s.clone();
-            let mut scratch = Problems {
-                source: "",
-                list: Vec::new(),
-            };
+            let mut scratch = Problems::new("", "");
             take_scheduler_kind(at, kind, &mut probe, &mut scratch);
             !probe.set_keys().contains(&key)
         })

@@ -62,15 +62,13 @@ pub(crate) fn test_config(extra: &str) -> Config {
 }
 
 /// Reads and checks `path` (normally `DIR/master.cfg`).
-pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![format!("cannot read {}: {}", path.display(), io_reason(&e))],
     })?;
     let cfg = parse(&text, &path.display().to_string())?;
-    let mut p = Problems {
-        source: &path.display().to_string(),
-        list: Vec::new(),
-    };
+    let source = path.display().to_string();
+    let mut p = Problems::new(&source, "");
     check_own_mode(path, &cfg, &mut p);
     check_secret_files(&cfg, path.parent().unwrap_or(Path::new(".")), &mut p);
     if p.list.is_empty() {
@@ -82,10 +80,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and checks config text; `source` names the file in the problems.
 pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-    let mut p = Problems {
-        source,
-        list: Vec::new(),
-    };
+    let mut p = Problems::new(source, text);
     let table: toml::Table = match toml::from_str(text) {
         Ok(t) => t,
         Err(e) => {

@@ -682,6 +682,23 @@ pub(crate) struct GitPoller {
     pub codebase: String,
 }
 
+/// A URL on one of the reserved example domains (RFC 2606), as in the
+/// sample's `https://git.example.org/...`: never anyone's real repository.
+fn is_example_url(u: &str) -> bool {
+    let host = match url::Url::parse(u) {
+        Ok(p) => p.host_str().unwrap_or("").to_string(),
+        // scp-like `git@git.example.org:o/r.git`
+        Err(_) => u
+            .split_once(':')
+            .map(|(h, _)| h.rsplit('@').next().unwrap_or(h).to_string())
+            .unwrap_or_default(),
+    };
+    let host = host.to_ascii_lowercase();
+    ["example.org", "example.com", "example.net"]
+        .iter()
+        .any(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
 impl LoggingCfg {
     /// What `daemon::init_logging_with` needs.
     pub(crate) fn log_options(&self) -> crate::daemon::LogOptions {
@@ -709,7 +726,72 @@ impl Config {
                 );
             }
         }
+        w.extend(self.url_warnings());
+        for (i, b) in self.builders.iter().enumerate() {
+            for (j, st) in b.steps.iter().enumerate() {
+                if let StepKind::Git { repourl, .. } = &st.kind {
+                    if is_example_url(repourl) {
+                        w.push(format!(
+                            "builders[{i}].steps[{j}].repourl: {repourl:?} is the sample's example \
+                             repository; write the URL (or path) of yours, which the worker clones"
+                        ));
+                    }
+                }
+            }
+            if !self.schedulers.iter().any(|s| s.builders.contains(&b.name)) {
+                w.push(format!(
+                    "builders[{i}]: no scheduler starts builder {:?}; name it in a scheduler's \
+                     builders (a force scheduler at least) or it never builds",
+                    b.name
+                ));
+            }
+        }
+        for (i, ChangeSource::GitPoller(g)) in self.change_source.iter().enumerate() {
+            if is_example_url(&g.repourl) {
+                w.push(format!(
+                    "change_source[{i}].repourl: {:?} is the sample's example repository; \
+                     write the URL of the one to poll",
+                    g.repourl
+                ));
+            }
+        }
+        for (i, wk) in self.workers.iter().enumerate() {
+            if !self.builders.iter().any(|b| b.workers.contains(&wk.name)) {
+                w.push(format!(
+                    "workers[{i}]: no builder uses worker {:?}; add it to a builder's workers \
+                     or it never gets a build",
+                    wk.name
+                ));
+            }
+        }
         w
+    }
+
+    /// `buildbot_url` against `[www]`: with the web UI on a loopback
+    /// address, the URL people open is a tunnel to the same port (the
+    /// guide's `ssh -L 12345:localhost:12345`), so a localhost URL with
+    /// another port is a forgotten edit and every link in statuses and
+    /// mails would be dead.
+    fn url_warnings(&self) -> Vec<String> {
+        let Some(u) = &self.buildbot_url else {
+            return vec![];
+        };
+        let Ok(parsed) = url::Url::parse(u) else {
+            return vec![];
+        };
+        let loopback = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "[::1]" | "::1");
+        let www = &self.www;
+        if www.unix_socket.is_some() || www.port == 0 || !loopback(&www.bind) {
+            return vec![];
+        }
+        match (parsed.host_str(), parsed.port_or_known_default()) {
+            (Some(h), Some(port)) if loopback(h) && port != www.port => vec![format!(
+                "buildbot_url: {u:?} has port {port} but the web UI listens on port {} \
+                 ([www] port); links in statuses and mails would not reach it",
+                www.port
+            )],
+            _ => vec![],
+        }
     }
 
     pub(crate) fn builder(&self, name: &str) -> Option<&Builder> {

@@ -27,15 +27,58 @@ impl std::error::Error for ConfigError {}
 pub(super) struct Problems<'a> {
     pub(super) source: &'a str,
     pub(super) list: Vec<String>,
+    /// The config's text, to give each problem its line ("" when there is
+    /// none, as for the file-mode checks).
+    pub(super) text: &'a str,
+    /// Key paths that had a type error: the lowering then sees them as
+    /// absent, and what it would say about them ("required key is
+    /// missing") would only echo the type error.
+    pub(super) typed_paths: Vec<String>,
 }
 
-impl Problems<'_> {
+impl<'a> Problems<'a> {
+    pub(super) fn new(source: &'a str, text: &'a str) -> Problems<'a> {
+        Problems {
+            source,
+            list: Vec::new(),
+            text,
+            typed_paths: Vec::new(),
+        }
+    }
+
     pub(super) fn add(&mut self, path: &str, msg: impl fmt::Display) {
-        self.list.push(if path.is_empty() {
-            format!("{}: {}", self.source, msg)
+        let under = |t: &String| {
+            path == t
+                || path
+                    .strip_prefix(t.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        };
+        if self.typed_paths.iter().any(under) {
+            return;
+        }
+        // `file:line: path: problem`, as compilers say it, so an editor
+        // or a terminal can jump to the line.
+        let at = match path_line(self.text, path) {
+            Some(n) => format!("{}:{n}", self.source),
+            None => self.source.to_string(),
+        };
+        let problem = if path.is_empty() {
+            format!("{at}: {msg}")
         } else {
-            format!("{}: {}: {}", self.source, path, msg)
-        });
+            format!("{at}: {path}: {msg}")
+        };
+        // A part deserialized again after a type error reports its unknown
+        // keys again.
+        if !self.list.contains(&problem) {
+            self.list.push(problem);
+        }
+    }
+
+    /// A type error at `path`: reported with [`type_message`]'s words, and
+    /// remembered so the lowering's echo of it is not.
+    pub(super) fn add_type_error(&mut self, path: &str, serde_msg: &str) {
+        self.add(path, type_message(path, serde_msg));
+        self.typed_paths.push(path.to_string());
     }
 
     pub(super) fn into_error(self) -> ConfigError {
@@ -247,4 +290,116 @@ pub(super) fn line_col(text: &str, at: usize) -> (usize, usize) {
         .unwrap_or(0)
         + 1;
     (line, col)
+}
+
+/// serde's type error in words a user knows: "invalid value: integer
+/// `99999`, expected u16" at a port becomes "99999 is not a port number
+/// (1–65535, or 0 for any free port)", Rust's type names become what they
+/// mean. Messages it does not know are kept as they are.
+pub(super) fn type_message(path: &str, msg: &str) -> String {
+    let (got, expected) = match msg.split_once(", expected ") {
+        Some((g, e)) => (g, e),
+        None => return msg.to_string(),
+    };
+    let is_port = path == "port" || path.ends_with(".port") || path.ends_with("_port");
+    let words = match expected.trim() {
+        _ if is_port && matches!(expected.trim(), "u16" | "u32" | "u64") => {
+            "a port number (1–65535, or 0 for any free port)"
+        }
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "a list, e.g. [\"a\", \"b\"]",
+        "a map" | "struct" => "a table",
+        "a string" => "a string in quotes",
+        e if e.starts_with("struct ") => "a table",
+        other => other,
+    };
+    // "invalid value: integer `99999`" / "invalid type: string \"two\"".
+    let value = got
+        .strip_prefix("invalid value: ")
+        .or_else(|| got.strip_prefix("invalid type: "))
+        .unwrap_or(got);
+    let value = value
+        .strip_prefix("integer ")
+        .or_else(|| value.strip_prefix("floating point "))
+        .map(|v| v.trim_matches('`').to_string())
+        .or_else(|| {
+            value
+                .strip_prefix("string ")
+                .map(|v| format!("the string {v}"))
+        })
+        .unwrap_or_else(|| value.to_string());
+    format!("expected {words}, found {value}")
+}
+
+/// The 1-based line of the key at `path` (`builders[0].steps[1].comand`)
+/// in `text`, or of the nearest part of it that is there (a missing
+/// required key: its table).
+pub(super) fn path_line(text: &str, path: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    if text.is_empty() || path.is_empty() {
+        return None;
+    }
+    let root = DeTable::parse(text).ok()?;
+    let mut span: Option<std::ops::Range<usize>> = None;
+    let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
+    let mut value: Option<&DeValue<'_>> = None;
+    for seg in split_path(path) {
+        match seg {
+            Seg::Key(k) => {
+                let t = match (table, value) {
+                    (Some(t), _) => t,
+                    (None, Some(DeValue::Table(t))) => t,
+                    _ => break,
+                };
+                let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k) else {
+                    break;
+                };
+                span = Some(key.span());
+                table = None;
+                value = Some(v.get_ref());
+            }
+            Seg::Index(i) => {
+                let Some(DeValue::Array(items)) = value else {
+                    break;
+                };
+                let Some(item) = items.get(i) else {
+                    break;
+                };
+                span = Some(item.span());
+                table = None;
+                value = Some(item.get_ref());
+            }
+        }
+    }
+    span.map(|s| line_col(text, s.start).0)
+}
+
+/// `builders[0].steps[1].comand` → its segments.
+fn split_path(path: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            if i > 0 {
+                out.push(Seg::Key(rest[..i].to_string()));
+            }
+            rest = &rest[i..];
+            while let Some(r) = rest.strip_prefix('[') {
+                let Some(end) = r.find(']') else { break };
+                if let Ok(n) = r[..end].parse() {
+                    out.push(Seg::Index(n));
+                }
+                rest = &r[end + 1..];
+            }
+        } else if !rest.is_empty() {
+            out.push(Seg::Key(rest.to_string()));
+        }
+    }
+    out
 }

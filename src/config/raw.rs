@@ -610,6 +610,61 @@ fn de_list<T: DeserializeOwned>(
 /// Deserializes one part found at `at`, reporting its unknown keys and its
 /// type error (serde stops at the first one within a part).
 fn de_one<T: DeserializeOwned>(value: toml::Value, at: &[Seg], p: &mut Problems) -> Option<T> {
+    // serde stops at the first type error in a part; the key at fault is
+    // then taken out and the part read again, so that every type error is
+    // reported at once and the rest of the part still reaches the
+    // lowering (whose findings are then part of the same answer).
+    let mut value = value;
+    for _ in 0..64 {
+        match de_once::<T>(value.clone(), at, p) {
+            Ok(v) => return Some(v),
+            Err(rel) => {
+                if rel.is_empty() || !remove_at(&mut value, &rel) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Takes the key (or list element) at `rel` out of `value`; false if there
+/// is none.
+fn remove_at(value: &mut toml::Value, rel: &[Seg]) -> bool {
+    let Some((last, parents)) = rel.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for seg in parents {
+        v = match (seg, v) {
+            (Seg::Key(k), toml::Value::Table(t)) => match t.get_mut(k) {
+                Some(x) => x,
+                None => return false,
+            },
+            (Seg::Index(i), toml::Value::Array(a)) => match a.get_mut(*i) {
+                Some(x) => x,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, v) {
+        (Seg::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
+        (Seg::Index(i), toml::Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One attempt of [`de_one`]: the value, or the path (relative to `at`)
+/// of the type error it reported.
+fn de_once<T: DeserializeOwned>(
+    value: toml::Value,
+    at: &[Seg],
+    p: &mut Problems,
+) -> Result<T, Vec<Seg>> {
     let mut unknown: Vec<Vec<Seg>> = Vec::new();
     let result = {
         let mut note = |path: serde_ignored::Path| {
@@ -629,15 +684,16 @@ fn de_one<T: DeserializeOwned>(value: toml::Value, at: &[Seg], p: &mut Problems)
         p.add(&fmt_path(segs), unknown_key_message(segs));
     }
     match result {
-        Ok(v) => Some(v),
+        Ok(v) => Ok(v),
         Err(e) => {
+            let rel = tracked_segs(e.path());
             let mut segs = at.to_vec();
-            segs.extend(tracked_segs(e.path()));
+            segs.extend(rel.iter().cloned());
             // Required keys are `Option`s here and reported missing by
             // `lower`, and the untagged enums name what they expect
-            // (`#[serde(expecting)]`), so serde's message is shown as is.
-            p.add(&fmt_path(&segs), one_line(e.inner().message()));
-            None
+            // (`#[serde(expecting)]`); Rust's type names are put in words.
+            p.add_type_error(&fmt_path(&segs), &one_line(e.inner().message()));
+            Err(rel)
         }
     }
 }

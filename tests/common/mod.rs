@@ -143,6 +143,13 @@ impl Drop for GateGuard {
     }
 }
 
+/// For a test that starts a master without [`Setup`] (which takes this
+/// itself): a share of the gate, so a [`run_alone`] test is not timed
+/// while this master runs.
+pub fn run_shared() -> GateGuard {
+    gate_acquire(false)
+}
+
 /// For a test that asserts how fast the master answers: waits until no
 /// other test runs a master, and keeps new ones from starting until the
 /// guard is dropped (hold it for the whole test: `let _alone = run_alone();`).

@@ -44,6 +44,9 @@ fn master_from_sample(dir: &Path) {
             t if t.starts_with("buildbot_url = ") => {
                 "buildbot_url = \"http://127.0.0.1:8010/\"".to_string()
             }
+            t if t.starts_with("repourl = ") => {
+                "repourl = \"/srv/git/hello-world.git\"".to_string()
+            }
             t if t.starts_with("secret = ") => {
                 "secret = \"a-test-secret-of-some-length-0123456789\"".to_string()
             }
