@@ -187,6 +187,8 @@ impl Botmaster {
         self.dispatch_logged();
         let mut shutdown: Option<bool> = None;
         let mut retry_at = Instant::now() + RETRY_AFTER;
+        // A message found while coalescing nudges, handled next.
+        let mut queued: Option<BotMsg> = None;
         loop {
             let idle_pending = self.built && self.workers.values().all(|w| w.running.is_empty());
             let retrying = !self.repairs.is_empty() || self.dispatch_failed;
@@ -203,7 +205,9 @@ impl Botmaster {
             if !retrying {
                 retry_at = Instant::now() + RETRY_AFTER;
             }
-            let next = if retrying {
+            let next = if let Some(m) = queued.take() {
+                Ok(m)
+            } else if retrying {
                 rx.recv_deadline(retry_at)
             } else if idle_pending {
                 rx.recv_timeout(IDLE_AFTER)
@@ -221,7 +225,12 @@ impl Botmaster {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             match msg {
-                BotMsg::RequestsAdded => self.dispatch_logged(),
+                BotMsg::RequestsAdded => {
+                    // One dispatch reads the whole queue: the nudges
+                    // already behind this one go with it.
+                    queued = super::coalesce(&rx, |m| matches!(m, BotMsg::RequestsAdded));
+                    self.dispatch_logged();
+                }
                 BotMsg::Attached {
                     name,
                     workerid,

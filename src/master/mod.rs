@@ -580,3 +580,33 @@ fn apply_reconfig(
     log::info!("{done}");
     Ok(done)
 }
+
+/// Takes the messages queued on `rx` for which `nudge` is true (wake-ups
+/// that one pass over the database answers together) and returns the
+/// first other message, to be handled next; None when the queue is empty.
+pub(crate) fn coalesce<M>(
+    rx: &crossbeam_channel::Receiver<M>,
+    nudge: impl Fn(&M) -> bool,
+) -> Option<M> {
+    while let Ok(m) = rx.try_recv() {
+        if !nudge(&m) {
+            return Some(m);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    #[test]
+    fn nudges_are_taken_together_and_the_next_message_kept() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for m in ["nudge", "nudge", "nudge", "reconfig", "nudge"] {
+            tx.send(m).unwrap();
+        }
+        assert_eq!(super::coalesce(&rx, |m| *m == "nudge"), Some("reconfig"));
+        assert_eq!(rx.len(), 1, "the nudge after it stays queued, in order");
+        assert_eq!(super::coalesce(&rx, |m| *m == "nudge"), None);
+        assert!(rx.is_empty());
+    }
+}

@@ -365,7 +365,16 @@ impl Scheduler {
         self.arm_timed_logged();
         self.classify_logged();
         self.fire_due();
+        // A message found while coalescing nudges, handled next.
+        let mut queued: Option<SchedMsg> = None;
         loop {
+            if let Some(msg) = queued.take() {
+                if !self.handle(msg, &rx, &mut queued) {
+                    break;
+                }
+                self.fire_due();
+                continue;
+            }
             let next = self
                 .stable
                 .values()
@@ -375,17 +384,40 @@ impl Scheduler {
             let wait = (next - self.clock.now()).clamp(0.0, MAX_WAIT);
             let timeout = after(Duration::from_secs_f64(wait));
             select! {
-                recv(rx) -> msg => match msg {
-                    Ok(SchedMsg::NewChanges) => self.classify_logged(),
-                    Ok(SchedMsg::Reconfig(cfg)) => self.reconfig(&cfg),
-                    Ok(SchedMsg::Wake) => {}
-                    Ok(SchedMsg::Shutdown) | Err(_) => break,
-                },
+                recv(rx) -> msg => {
+                    if !self.handle(msg.unwrap_or(SchedMsg::Shutdown), &rx, &mut queued) {
+                        break;
+                    }
+                }
                 recv(timeout) -> _ => {}
             }
             self.fire_due();
         }
         log::debug!("scheduler thread exiting");
+    }
+
+    /// Handles one message; false: shut down. The nudges already queued
+    /// behind a `NewChanges` are taken with it (one pass reads every
+    /// unscheduled change), so a hook burst costs one pass, not one per
+    /// hook, and the channel never holds more nudges than arrive during a
+    /// pass (ARCHITECTURE.md, "bounded bookkeeping").
+    fn handle(
+        &mut self,
+        msg: SchedMsg,
+        rx: &Receiver<SchedMsg>,
+        queued: &mut Option<SchedMsg>,
+    ) -> bool {
+        match msg {
+            SchedMsg::NewChanges => {
+                *queued =
+                    super::coalesce(rx, |m| matches!(m, SchedMsg::NewChanges | SchedMsg::Wake));
+                self.classify_logged();
+            }
+            SchedMsg::Reconfig(cfg) => self.reconfig(&cfg),
+            SchedMsg::Wake => {}
+            SchedMsg::Shutdown => return false,
+        }
+        true
     }
 
     fn reconfig(&mut self, cfg: &Config) {

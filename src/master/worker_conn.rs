@@ -35,6 +35,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Frames read from a worker's socket and not yet handled (see `run`).
+const INCOMING_FRAMES: usize = 4;
+
 #[derive(Clone)]
 pub(crate) struct ConnCtx {
     pub store: Store,
@@ -334,7 +337,11 @@ impl Conn {
     /// why it ended. Builds still running are closed by the caller's
     /// `Detached` (the botmaster marks them RETRY).
     fn run(mut self, cmds: Receiver<ConnCmd>) -> Result<String> {
-        let (in_tx, in_rx) = unbounded();
+        // Bounded: a worker that sends faster than this thread stores
+        // (a step printing at disk speed, or a hostile worker) waits in
+        // TCP's flow control instead of queueing frames in the master's
+        // memory: at most this many frames (each ≤ `MAX_FRAME`) wait.
+        let (in_tx, in_rx) = crossbeam_channel::bounded(INCOMING_FRAMES);
         // Buffered: a frame is a length and a body, two `recv` calls each
         // unbuffered, and frames sent together arrive together.
         let mut reader =

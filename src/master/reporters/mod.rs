@@ -8,7 +8,7 @@
 //! to the event hub (`events::Hub`, bounded, never blocks a build), reads
 //! what it needs about a build on a reader connection lent by the store
 //! (`db::build_report`) and hands ready-made deliveries to the outboxes
-//! over unbounded channels. An outbox sends one delivery at a time and
+//! over bounded channels. An outbox sends one delivery at a time and
 //! retries failures with exponential backoff (1 s doubling to 5 min, 12
 //! tries); a newer delivery with the same key (the same commit and status
 //! context) replaces one waiting for a retry, so Gitea never ends up with a
@@ -41,7 +41,7 @@ use crate::db::{self, ReportKind, ReportOutcome, Store};
 use crate::master::events::{Event, Hub};
 use crate::model::BuildId;
 use anyhow::Result;
-use crossbeam_channel::{after, never, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{after, never, select, Receiver, Sender};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -122,6 +122,14 @@ pub(crate) fn backoff(failures: u32) -> Duration {
 
 const MAX_TRIES: u32 = 12;
 
+/// Deliveries handed to an outbox and not yet taken by it.
+const OUTBOX_QUEUE: usize = 64;
+
+/// Failed deliveries an outbox keeps for a retry; more are left to the
+/// sweep (a final status or mail) or dropped (a pending status, which the
+/// final one replaces anyway).
+const MAX_WAITING: usize = 1000;
+
 struct Waiting {
     job: Box<dyn Delivery>,
     failures: u32,
@@ -132,7 +140,11 @@ struct Waiting {
 /// tries what is still waiting once more and exits. `settle` hears how
 /// each final delivery ended.
 pub(crate) fn spawn_outbox(name: &str, settle: Settle) -> Result<(Outbox, JoinHandle<()>)> {
-    let (tx, rx) = unbounded::<Box<dyn Delivery>>();
+    // Bounded: when deliveries are slow (a Gitea that hangs until each
+    // request times out) the reporters thread waits here, the hub drops
+    // its events meanwhile, and the sweep finds the builds later; nothing
+    // piles up in memory.
+    let (tx, rx) = crossbeam_channel::bounded::<Box<dyn Delivery>>(OUTBOX_QUEUE);
     let h = std::thread::Builder::new()
         .name(name.into())
         .stack_size(256 * 1024)
@@ -213,6 +225,16 @@ fn attempt(job: Box<dyn Delivery>, failures: u32, waiting: &mut Vec<Waiting>, se
         Err(Failure::Retry(e)) if failures + 1 >= MAX_TRIES => {
             log::error!(
                 "{}: failed {MAX_TRIES} times, giving up until the next sweep: {e}",
+                job.describe()
+            );
+            settled(None);
+        }
+        Err(Failure::Retry(e)) if waiting.len() >= MAX_WAITING => {
+            // A long outage with many builds: the retry list stays bounded;
+            // a final delivery dropped here is left unsettled, so the
+            // sweep sends it once the target answers again.
+            log::warn!(
+                "{}: failed ({e}); {MAX_WAITING} deliveries already wait for a retry, leaving this one to the sweep",
                 job.describe()
             );
             settled(None);
@@ -750,6 +772,40 @@ mod tests {
             self.log.lock().unwrap().push(self.label);
             Ok(())
         }
+    }
+
+    /// A target that is down: every attempt fails with a retry.
+    struct Down(Arc<AtomicU32>);
+
+    impl Delivery for Down {
+        fn key(&self) -> Option<String> {
+            None
+        }
+        fn describe(&self) -> String {
+            "down".into()
+        }
+        fn attempt(&self) -> Result<(), Failure> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(Failure::Retry("down".into()))
+        }
+    }
+
+    /// A long outage keeps at most `MAX_WAITING` deliveries for a retry:
+    /// those beyond are tried once and left (to the sweep, for finals).
+    /// Seen from outside through the last try at shutdown, which goes only
+    /// to the deliveries that were kept.
+    #[test]
+    fn the_retry_list_is_bounded_during_an_outage() {
+        let (tx, h) = spawn_outbox("test-outbox", Arc::new(|_, _| {})).unwrap();
+        let tries = Arc::new(AtomicU32::new(0));
+        let extra = 25;
+        for _ in 0..MAX_WAITING + extra {
+            tx.send(Box::new(Down(tries.clone()))).unwrap();
+        }
+        drop(tx);
+        h.join().unwrap();
+        let kept = MAX_WAITING as u32;
+        assert_eq!(tries.load(Ordering::SeqCst), kept + extra as u32 + kept);
     }
 
     #[test]
