@@ -20,8 +20,6 @@
 //! from names are percent-encoded by their builder
 //! (`pages::encode_path_segment`) and then escaped here like any text.
 
-use std::fmt::Write;
-
 /// Markup that is safe to send: made only by escaping, from literals, or
 /// from other `Html`. The field is private: there is no way to wrap an
 /// arbitrary `String`.
@@ -51,7 +49,8 @@ impl Html {
 
     /// Appends `r`: text is escaped, `Html` appended as it is.
     pub(crate) fn push<R: Render + ?Sized>(&mut self, r: &R) {
-        r.render_to(&mut self.0);
+        // Writing to a String never fails.
+        let _ = r.render_to(&mut self.0);
     }
 
     /// The items with the markup `sep` between them.
@@ -78,28 +77,12 @@ impl Html {
     /// What `html!` expands to: `template` (a literal, checked by
     /// [`__check`] at compile time) with each `{}` replaced by the next
     /// argument, rendered. `{{` and `}}` are literal braces.
+    /// What `html!` expands to: `format_args!` parses the template at
+    /// compile time; each argument is an [`__Arg`], which renders as its
+    /// type says (escaped text, raw `Html`, digits).
     #[doc(hidden)]
-    pub(crate) fn __format(template: &'static str, args: &[&dyn Render]) -> Html {
-        let mut out = String::with_capacity(template.len() + 16 * args.len());
-        let mut args = args.iter();
-        let mut rest = template;
-        while let Some(i) = rest.find(['{', '}']) {
-            out.push_str(&rest[..i]);
-            let tail = &rest[i..];
-            if tail.starts_with("{}") {
-                // The compile-time check matched the count; a missing
-                // argument renders as nothing rather than panicking.
-                if let Some(a) = args.next() {
-                    a.render_to(&mut out);
-                }
-            } else {
-                // `{{` or `}}` (the check allows nothing else).
-                out.push_str(&tail[..1]);
-            }
-            rest = tail.get(2..).unwrap_or("");
-        }
-        out.push_str(rest);
-        Html(out)
+    pub(crate) fn __from_args(args: std::fmt::Arguments<'_>) -> Html {
+        Html(std::fmt::format(args))
     }
 }
 
@@ -139,34 +122,36 @@ mod sealed {
 /// (as they are: digits and signs need no escaping) and `Html` (as it is).
 /// Sealed: an impl elsewhere could append raw text.
 pub(crate) trait Render: sealed::Sealed {
-    fn render_to(&self, out: &mut String);
+    /// Writes itself, escaped as its type says. Writing to a `String`
+    /// never fails.
+    fn render_to(&self, out: &mut dyn std::fmt::Write) -> std::fmt::Result;
 }
 
 impl sealed::Sealed for str {}
 impl Render for str {
-    fn render_to(&self, out: &mut String) {
-        escape_into(self, out);
+    fn render_to(&self, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+        escape_to(self, out)
     }
 }
 
 impl sealed::Sealed for String {}
 impl Render for String {
-    fn render_to(&self, out: &mut String) {
-        escape_into(self, out);
+    fn render_to(&self, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+        escape_to(self, out)
     }
 }
 
 impl sealed::Sealed for Html {}
 impl Render for Html {
-    fn render_to(&self, out: &mut String) {
-        out.push_str(&self.0);
+    fn render_to(&self, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+        out.write_str(&self.0)
     }
 }
 
 impl<T: Render + ?Sized> sealed::Sealed for &T {}
 impl<T: Render + ?Sized> Render for &T {
-    fn render_to(&self, out: &mut String) {
-        (**self).render_to(out);
+    fn render_to(&self, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+        (**self).render_to(out)
     }
 }
 
@@ -174,8 +159,8 @@ macro_rules! render_numbers {
     ($($t:ty),*) => {$(
         impl sealed::Sealed for $t {}
         impl Render for $t {
-            fn render_to(&self, out: &mut String) {
-                let _ = write!(out, "{self}");
+            fn render_to(&self, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+                write!(out, "{self}")
             }
         }
     )*};
@@ -196,16 +181,29 @@ render_numbers!(
 /// Escapes text for element content and quoted attribute values. Private:
 /// the only way to use it is to make an `Html`.
 fn escape_into(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
+    // Writing to a String never fails.
+    let _ = escape_to(s, out);
+}
+
+/// [`escape_into`] for any writer: the runs between special characters
+/// are written as they are (all five are ASCII, so byte offsets are char
+/// boundaries), not one char at a time.
+fn escape_to(s: &str, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        out.write_str(&s[start..i])?;
+        out.write_str(entity)?;
+        start = i + 1;
     }
+    out.write_str(&s[start..])
 }
 
 /// The compile-time check of an `html!` template: only `{}` placeholders
@@ -244,16 +242,26 @@ pub(crate) const fn __check(template: &str, args: usize) {
 /// (a literal), each `{}` takes the next argument, escaped unless it is
 /// `Html`. Only `{}` placeholders: no names, no format specs (checked at
 /// compile time).
+/// One argument of `html!`: displayed as its [`Render`] says.
+#[doc(hidden)]
+pub(crate) struct __Arg<'a>(pub(crate) &'a dyn Render);
+
+impl std::fmt::Display for __Arg<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.render_to(f)
+    }
+}
+
 macro_rules! html {
     ($template:literal $(, $arg:expr)* $(,)?) => {{
         const _: () = $crate::web::html::__check(
             $template,
             <[&str]>::len(&[$(stringify!($arg)),*]),
         );
-        $crate::web::html::Html::__format(
-            $template,
-            &[$(&$arg as &dyn $crate::web::html::Render),*],
-        )
+        $crate::web::html::Html::__from_args(format_args!(
+            $template
+            $(, $crate::web::html::__Arg(&$arg))*
+        ))
     }};
 }
 pub(crate) use html;
