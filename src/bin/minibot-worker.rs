@@ -194,8 +194,8 @@ fn report_outcome(dir: &Path) -> Result<i32> {
             log.display()
         ),
         State::Refused => format!(
-            "{err}; check `name` and `password` in {} against the master's [[workers]] entry \
-             (the master's log says which was wrong); {keeps}",
+            "{err}; check `name` and `password` in {} against the master's [[workers]] \
+             entry; {keeps}",
             cfg.display()
         ),
         State::NotAMaster => format!("{err} (see {}); {keeps}", cfg.display()),
