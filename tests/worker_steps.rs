@@ -8,6 +8,7 @@
 
 use minibot::model::BuildId;
 use minibot::protocol::{self, FromWorker, StepSpec, ToWorker, PROTOCOL_VERSION};
+use minibot::worker::status::{self, State};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -67,10 +68,17 @@ impl Worker {
         }
     }
 
-    /// What the worker tells its operator (the worker has no status file:
-    /// these tests check its messages, see `operator_log`).
+    /// What the worker tells its operator, for the tests of its messages
+    /// (`operator_log`); state is waited for with [`Worker::wait_status`].
     fn log(&self) -> String {
         crate::common::operator_log(&self.dir.join("worker.log"))
+    }
+
+    /// Waits until the worker's `worker-status.json` satisfies `f`.
+    fn wait_status(&self, what: &str, f: impl Fn(&status::Status) -> bool) -> status::Status {
+        crate::common::wait_for(&format!("worker-status.json: {what}"), WAIT, || {
+            status::read(&self.dir).filter(|s| f(s))
+        })
     }
 
     fn wait_log(&self, needle: &str) {
@@ -408,7 +416,13 @@ fn refuses_a_master_that_cannot_prove_the_password() {
         Ok(None) | Err(_) => {}
         Ok(Some(m)) => panic!("worker answered a fake master: {m:?}"),
     }
-    w.wait_log("could not prove it knows the password");
+    let st = w.wait_status("refused", |s| s.state == State::Refused);
+    assert_eq!(st.failures, 1, "{st:?}");
+    let why = st.last_error.unwrap_or_default();
+    assert!(
+        why.contains("could not prove it knows the password"),
+        "{why}"
+    );
     assert!(!marker.exists());
 
     // It retries; a refusal (e.g. name already connected) is an error too.
@@ -428,8 +442,16 @@ fn refuses_a_master_that_cannot_prove_the_password() {
             reason: "a worker named w1 is already connected".into(),
         },
     );
+    let st = w.wait_status("refused again", |s| s.failures == 2);
+    assert_eq!(st.state, State::Refused, "{st:?}");
+    assert!(
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("a worker named w1 is already connected")),
+        "{st:?}"
+    );
+    // What the operator reads: an error naming the master.
     w.wait_log("ERROR minibot::worker: the master at");
-    w.wait_log("a worker named w1 is already connected");
 
     // A protocol mismatch is refused clearly.
     let mut s = accept(&l);
@@ -444,6 +466,8 @@ fn refuses_a_master_that_cannot_prove_the_password() {
         protocol::read_frame::<_, FromWorker>(&mut s),
         Ok(None) | Err(_)
     ));
+    let st = w.wait_status("refused a third time", |s| s.failures == 3);
+    assert_eq!(st.state, State::Refused, "{st:?}");
     w.wait_log(&format!(
         "the master speaks protocol version {} and this worker speaks version {PROTOCOL_VERSION}",
         PROTOCOL_VERSION + 1
@@ -459,7 +483,14 @@ fn a_lost_connection_kills_running_steps_and_the_worker_reconnects() {
     s.shutdown(Shutdown::Both).unwrap();
     drop(s);
     assert!(pid_gone(pid), "step survived the lost connection");
-    w.wait_log("killing 1 running step(s)");
+    w.wait_status("the connection lost", |s| {
+        s.state != State::Connected
+            && s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("connection to the master lost"))
+    });
+    // Logged before the state changed; what the operator reads.
+    assert!(w.log().contains("killing 1 running step(s)"), "{}", w.log());
 
     // Back again, and working.
     let mut s = accept(&l);
@@ -477,9 +508,21 @@ fn daemon_mode_start_stop_and_usage() {
     create(&dir, l.local_addr().unwrap().port());
     let d = dir.to_str().unwrap();
 
+    // The listener accepts (the kernel does) but says nothing: not a
+    // master. The daemon runs and keeps trying; `start` says so, exit 3.
     let o = cli(&["start", d]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("running in"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is not a minibot master's worker port: it said nothing within 5 s"),
+        "{err}"
+    );
     let pid: i32 = std::fs::read_to_string(dir.join("minibot-worker.pid"))
         .unwrap()
         .trim()
@@ -533,11 +576,21 @@ fn daemon_mode_start_stop_and_usage() {
             .unwrap()
     };
     let o = cli(&["restart", d]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let first = read_pid();
     let _g1 = Kill(first);
     let o = cli(&["restart", d]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let second = read_pid();
     let _g2 = Kill(second);
     assert_ne!(first, second);
@@ -594,9 +647,15 @@ fn a_silent_master_is_declared_dead() {
         took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
         "{took:?}"
     );
-    w.wait_log("nothing heard from the master for 3 s");
+    let st = w.wait_status("the master declared dead", |s| s.state != State::Connected);
+    assert_eq!(
+        st.last_error.as_deref(),
+        Some("nothing heard from the master for 3 s; assuming the connection is dead"),
+        "{st:?}"
+    );
     let mut s = accept(&l);
     handshake(&mut s, PASSWORD);
+    w.wait_status("connected again", |s| s.state == State::Connected);
 }
 
 /// Every step runs on a thread of its own; a finished one must be joined

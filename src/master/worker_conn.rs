@@ -165,6 +165,47 @@ fn refuse_login(mut stream: TcpStream, slot: HandshakeSlot) -> Result<()> {
     Ok(())
 }
 
+/// Looks at a new connection's first bytes without consuming them, so that
+/// one that speaks something else (a browser or `curl` pointed at the
+/// worker port, a port scanner) is logged as that rather than as a frame of
+/// absurd length or a read timeout. A frame's length prefix starts with a
+/// zero byte (frames are at most `MAX_FRAME` long).
+fn check_speaks_the_protocol(stream: &TcpStream) -> Result<()> {
+    let mut head = [0u8; 64];
+    let n = match stream.peek(&mut head) {
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            bail!(
+                "the connection said nothing for {} s: not a minibot worker",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )
+        }
+        Err(e) => return Err(e).context("reading"),
+    };
+    match head[..n].first() {
+        None | Some(0) => Ok(()),
+        Some(_) => {
+            let text = String::from_utf8_lossy(&head[..n]);
+            let line = text.lines().next().unwrap_or("").trim();
+            let shown =
+                if !line.is_empty() && line.chars().all(|c| !c.is_control() && c != '\u{fffd}') {
+                    format!(" (it began with {line:?})")
+                } else {
+                    String::new()
+                };
+            bail!(
+                "the connection spoke something other than the minibot worker protocol{shown}: \
+                 this is the worker port ([protocols.worker]), the web UI is on [www] port"
+            )
+        }
+    }
+}
+
 /// Handshake, then the connection loop.
 fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()> {
     stream.set_nodelay(true)?;
@@ -179,6 +220,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
             nonce: nonce.clone(),
         },
     )?;
+    check_speaks_the_protocol(&stream)?;
     let auth: FromWorker =
         protocol::read_frame(&mut stream)?.ok_or_else(|| anyhow!("closed during the handshake"))?;
     let FromWorker::Auth {

@@ -23,6 +23,7 @@
 //! A write timeout on the socket bounds how long a dead master can block the
 //! writer.
 
+pub mod status;
 pub(crate) mod steps;
 
 use crate::daemon;
@@ -31,6 +32,7 @@ use crate::protocol::{self, FromWorker, ToWorker, LOG_CHUNK, PROTOCOL_VERSION};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
 use serde::Deserialize;
+use status::{State, StatusFile};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -49,10 +51,19 @@ pub const WHAT: &str = "minibot-worker";
 const DEFAULT_KEEPALIVE: u64 = 600;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A minibot master says hello as soon as it accepts; a service that says
+/// nothing for this long is not one (an HTTP server, such as the master's
+/// web port, waits silently for a request). Short, so that a detached
+/// `start` can report it.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
 /// A master that accepts no bytes for this long while we have some to send
 /// is dead, whatever the keepalive says.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: f64 = 60.0;
+/// The backoff's cap while nobody listens at the master's address (before
+/// the ±25 % jitter): a refused connection costs nothing, and a master
+/// back from a restart should have its workers within a few seconds.
+const UNREACHABLE_BACKOFF: f64 = 4.0;
 
 const ADMIN_PLACEHOLDER: &str = "Your Name Here <admin@youraddress.invalid>\n";
 const HOST_PLACEHOLDER: &str = "Please put a description of this build host here\n";
@@ -345,6 +356,9 @@ fn run_logged(dir: &Path) -> Result<()> {
     // SIGTERM is handled as a clean shutdown.
     let sig_rx = daemon::signals()?;
     let _pid = daemon::acquire_pid_file(&dir.join(PID_FILE), WHAT)?;
+    // The status file (`status.rs`) is written once we own the directory
+    // and before the ready line, so a `start` waiting for the outcome finds
+    // this run's file (it checks the pid too).
     // A daemon should not keep an arbitrary directory busy.
     std::env::set_current_dir(dir)
         .with_context(|| format!("could not change to {}", dir.display()))?;
@@ -356,6 +370,7 @@ fn run_logged(dir: &Path) -> Result<()> {
         cfg.master,
         std::process::id()
     );
+    let mut status = StatusFile::create(dir, &cfg.master, &cfg.name);
     daemon::announce_ready(&format!(
         "minibot-worker {:?} running in {} (pid {}), connecting to {}; log: {}",
         cfg.name,
@@ -364,22 +379,32 @@ fn run_logged(dir: &Path) -> Result<()> {
         cfg.master,
         dir.join(LOG_FILE).display()
     ));
-    let r = connect_loop(dir, &cfg, &sig_rx);
+    let r = connect_loop(dir, &cfg, &sig_rx, &mut status);
+    let why = r.as_ref().err().map(|e| format!("{e:#}"));
+    status.set(State::Stopped, why, 0);
     log::info!("minibot-worker stopped");
     r
 }
 
-/// Delay before reconnect attempt after `failures` failures in a row:
-/// 1 s doubling to 60 s, with ±25 % jitter so workers restarted together
-/// (e.g. after the master restarts) do not all knock at the same moment.
-fn backoff_delay(failures: u32) -> Duration {
+/// Delay before reconnect attempt after `failures` failures in a row, the
+/// last of them ending in `state`: 1 s doubling, with ±25 % jitter so
+/// workers restarted together (e.g. after the master restarts) do not all
+/// knock at the same moment. While nobody listens it stays at most about
+/// 5 s (a master back from an outage gets its workers at once); an answer
+/// that was wrong (refused, not a master) grows to 60 s, since it costs
+/// the master a login check and a log line and needs a person anyway.
+fn backoff_delay(failures: u32, state: State) -> Duration {
+    let cap = match state {
+        State::Unreachable | State::Connecting => UNREACHABLE_BACKOFF,
+        State::Refused | State::NotAMaster | State::Connected | State::Stopped => MAX_BACKOFF,
+    };
     let base = (1u64 << failures.saturating_sub(1).min(6)) as f64;
     let mut b = [0u8; 8];
     let unit = match getrandom::fill(&mut b) {
         Ok(()) => u64::from_le_bytes(b) as f64 / u64::MAX as f64,
         Err(_) => 0.5,
     };
-    Duration::from_secs_f64((base.min(MAX_BACKOFF) * (0.75 + 0.5 * unit)).min(MAX_BACKOFF))
+    Duration::from_secs_f64((base.min(cap) * (0.75 + 0.5 * unit)).min(MAX_BACKOFF))
 }
 
 fn is_shutdown_signal(sig: i32) -> bool {
@@ -388,33 +413,42 @@ fn is_shutdown_signal(sig: i32) -> bool {
 
 enum SessionEnd {
     Shutdown,
-    /// `good`: the handshake had succeeded (resets the backoff).
-    Lost {
-        good: bool,
-    },
+    /// The connection or the handshake failed; the state it leaves the
+    /// worker in and why.
+    Failed(State, String),
+    /// An authenticated session ended (resets the backoff).
+    Lost(String),
 }
 
-fn connect_loop(base: &Path, cfg: &WorkerConfig, sig_rx: &Receiver<i32>) -> Result<()> {
+fn connect_loop(
+    base: &Path,
+    cfg: &WorkerConfig,
+    sig_rx: &Receiver<i32>,
+    status: &mut StatusFile,
+) -> Result<()> {
     let mut failures: u32 = 0;
     loop {
-        match session(base, cfg, sig_rx) {
+        let state = match session(base, cfg, sig_rx, status) {
             SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Lost { good } => {
-                if good {
-                    failures = 0;
-                } else {
-                    failures += 1;
-                    if cfg.maxretries > 0 && failures > cfg.maxretries {
-                        bail!(
-                            "giving up after {failures} failed attempts to connect to the master at {} (maxretries = {})",
-                            cfg.master,
-                            cfg.maxretries
-                        );
-                    }
-                }
+            SessionEnd::Lost(why) => {
+                failures = 0;
+                status.set(State::Connecting, Some(why), 0);
+                State::Connecting
             }
-        }
-        let delay = backoff_delay(failures);
+            SessionEnd::Failed(state, why) => {
+                failures += 1;
+                status.set(state, Some(why), failures);
+                if cfg.maxretries > 0 && failures > cfg.maxretries {
+                    bail!(
+                        "giving up after {failures} failed attempts to connect to the master at {} (maxretries = {})",
+                        cfg.master,
+                        cfg.maxretries
+                    );
+                }
+                state
+            }
+        };
+        let delay = backoff_delay(failures, state);
         log::info!("reconnecting in {:.1} s", delay.as_secs_f64());
         let deadline = Instant::now() + delay;
         loop {
@@ -441,6 +475,8 @@ enum HandshakeError {
     BadProof,
     /// Protocol version mismatch or an unexpected message.
     Protocol(String),
+    /// What answers at that address is not a minibot master's worker port.
+    NotAMaster(String),
     /// No TCP connection.
     Connect(anyhow::Error),
     Io(anyhow::Error),
@@ -471,6 +507,69 @@ fn connect(addr: &str) -> Result<TcpStream> {
     }
 }
 
+/// Waits (briefly) for the master's first bytes and looks at them without
+/// consuming them: a minibot master sends a frame at once, and a frame's
+/// length prefix starts with a zero byte (frames are at most
+/// [`protocol::MAX_FRAME`] long). Silence, or text such as `HTTP/1.1 400`,
+/// means another kind of server.
+fn check_first_bytes(stream: &TcpStream) -> Result<(), HandshakeError> {
+    stream
+        .set_read_timeout(Some(FIRST_BYTES_TIMEOUT))
+        .context("setting socket timeouts")?;
+    let mut head = [0u8; 64];
+    let n = match stream.peek(&mut head) {
+        Ok(0) => {
+            return Err(HandshakeError::Io(anyhow::anyhow!(
+                "the master closed the connection before saying hello"
+            )))
+        }
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(HandshakeError::NotAMaster(format!(
+                "it said nothing within {} s of connecting, and a minibot master says hello at once \
+                 (a web server, such as the master's web port, waits silently for a request)",
+                FIRST_BYTES_TIMEOUT.as_secs()
+            )))
+        }
+        Err(e) => return Err(HandshakeError::Io(anyhow::Error::new(e).context("reading"))),
+    };
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .context("setting socket timeouts")?;
+    match not_a_frame(&head[..n]) {
+        Some(what) => Err(HandshakeError::NotAMaster(what)),
+        None => Ok(()),
+    }
+}
+
+/// What the first bytes `head` a server sent say about it, if they cannot
+/// be the start of a minibot frame.
+fn not_a_frame(head: &[u8]) -> Option<String> {
+    // MAX_FRAME < 2^24: the length prefix's first byte is always 0.
+    const _: () = assert!(protocol::MAX_FRAME < 1 << 24);
+    if head.first().is_none_or(|&b| b == 0) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(head);
+    let first_line = text.lines().next().unwrap_or("").trim();
+    let printable = !first_line.is_empty()
+        && first_line
+            .chars()
+            .all(|c| !c.is_control() && c != '\u{fffd}');
+    Some(if first_line.starts_with("HTTP/") {
+        format!("it answered in HTTP ({first_line:?}): a web server, such as the master's web port")
+    } else if printable {
+        format!("it began with {first_line:?}, not a minibot frame")
+    } else {
+        "what it sent is not a minibot frame".to_string()
+    })
+}
+
 /// Hello → Auth → Welcome/Refused. Returns the reader (which may already
 /// hold buffered frames sent right after Welcome) and the master's keepalive.
 fn handshake(
@@ -482,6 +581,7 @@ fn handshake(
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
         .and_then(|_| stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)))
         .context("setting socket timeouts")?;
+    check_first_bytes(stream)?;
     let mut reader = BufReader::new(stream.try_clone().context("cloning the socket")?);
     let mut writer = stream;
     let master_nonce = match protocol::read_frame::<_, ToWorker>(&mut reader)? {
@@ -541,7 +641,6 @@ fn handshake(
     }
 }
 
-/// One connection attempt and, if it authenticates, the session over it.
 /// Connects and authenticates; the stream and its reader on success.
 fn connect_and_handshake(
     base: &Path,
@@ -559,7 +658,12 @@ fn connect_and_handshake(
 }
 
 /// One connection attempt and, if it authenticates, the session over it.
-fn session(base: &Path, cfg: &WorkerConfig, sig_rx: &Receiver<i32>) -> SessionEnd {
+fn session(
+    base: &Path,
+    cfg: &WorkerConfig,
+    sig_rx: &Receiver<i32>,
+    status: &mut StatusFile,
+) -> SessionEnd {
     // Connecting and the handshake block (up to their timeouts) on a
     // master that may be slow or silent; doing them in a helper thread keeps
     // SIGTERM answered at once. On shutdown the helper is simply abandoned:
@@ -590,30 +694,52 @@ fn session(base: &Path, cfg: &WorkerConfig, sig_rx: &Receiver<i32>) -> SessionEn
     let (stream, reader, master_keepalive) = match attempt {
         Ok(r) => r,
         Err(e) => {
-            match e {
-                HandshakeError::Connect(e) => {
-                    log::warn!("could not connect to the master at {}: {e:#}", cfg.master)
-                }
-                HandshakeError::Refused(reason) => log::error!(
-                    "the master at {} refused worker {:?}: {reason}",
-                    cfg.master,
-                    cfg.name
+            let (state, level, why) = match e {
+                HandshakeError::Connect(e) => (
+                    State::Unreachable,
+                    log::Level::Warn,
+                    format!("could not connect to the master at {}: {e:#}", cfg.master),
                 ),
-                HandshakeError::BadProof => log::error!(
-                    "the master at {} could not prove it knows the password of worker {:?}; \
-                     refusing to run anything for it (wrong password in worker.cfg or master.cfg, \
-                     or not our master)",
-                    cfg.master,
-                    cfg.name
+                HandshakeError::Refused(reason) => (
+                    State::Refused,
+                    log::Level::Error,
+                    format!(
+                        "the master at {} refused worker {:?}: {reason}",
+                        cfg.master, cfg.name
+                    ),
                 ),
-                HandshakeError::Protocol(m) => {
-                    log::error!("handshake with the master at {} failed: {m}", cfg.master)
-                }
-                HandshakeError::Io(e) => {
-                    log::warn!("handshake with the master at {} failed: {e:#}", cfg.master)
-                }
-            }
-            return SessionEnd::Lost { good: false };
+                HandshakeError::BadProof => (
+                    State::Refused,
+                    log::Level::Error,
+                    format!(
+                        "the master at {} could not prove it knows the password of worker {:?}; \
+                         refusing to run anything for it (wrong password in worker.cfg or master.cfg, \
+                         or not our master)",
+                        cfg.master, cfg.name
+                    ),
+                ),
+                HandshakeError::Protocol(m) => (
+                    State::Refused,
+                    log::Level::Error,
+                    format!("handshake with the master at {} failed: {m}", cfg.master),
+                ),
+                HandshakeError::NotAMaster(m) => (
+                    State::NotAMaster,
+                    log::Level::Error,
+                    format!(
+                        "{} is not a minibot master's worker port: {m}; `master` in worker.cfg \
+                         must be the master's [protocols.worker] port",
+                        cfg.master
+                    ),
+                ),
+                HandshakeError::Io(e) => (
+                    State::Unreachable,
+                    log::Level::Warn,
+                    format!("handshake with the master at {} failed: {e:#}", cfg.master),
+                ),
+            };
+            log::log!(level, "{why}");
+            return SessionEnd::Failed(state, why);
         }
     };
     // Our pings go out at the shorter of the two intervals; the master pings
@@ -629,6 +755,7 @@ fn session(base: &Path, cfg: &WorkerConfig, sig_rx: &Receiver<i32>) -> SessionEn
         cfg.master,
         cfg.name
     );
+    status.set(State::Connected, None, 0);
     Session::new(base, stream, reader, ping_every, dead_after).run(sig_rx)
 }
 
@@ -754,17 +881,17 @@ impl Session {
                         last_rx = Instant::now();
                         if let Err(reason) = self.handle(m) {
                             log::error!("{reason}");
-                            break SessionEnd::Lost { good: true };
+                            break SessionEnd::Lost(reason);
                         }
                     }
                     Ok(ReaderEvent::Unknown) => last_rx = Instant::now(),
                     Ok(ReaderEvent::Closed(reason)) => {
                         log::warn!("connection to the master lost: {reason}");
-                        break SessionEnd::Lost { good: true };
+                        break SessionEnd::Lost(format!("connection to the master lost: {reason}"));
                     }
                     Err(_) => {
                         log::warn!("connection to the master lost");
-                        break SessionEnd::Lost { good: true };
+                        break SessionEnd::Lost("connection to the master lost".into());
                     }
                 },
                 recv(self.writer_done) -> r => {
@@ -773,7 +900,7 @@ impl Session {
                         _ => "the writer stopped".to_string(),
                     };
                     log::warn!("connection to the master lost: {why}");
-                    break SessionEnd::Lost { good: true };
+                    break SessionEnd::Lost(format!("connection to the master lost: {why}"));
                 },
                 recv(self.finished_rx) -> id => {
                     if let Ok(id) = id {
@@ -789,17 +916,18 @@ impl Session {
                     Err(_) => break SessionEnd::Shutdown,
                 },
                 recv(after(dead_in)) -> _ => {
-                    log::warn!(
+                    let why = format!(
                         "nothing heard from the master for {} s; assuming the connection is dead",
                         self.dead_after.as_secs()
                     );
-                    break SessionEnd::Lost { good: true };
+                    log::warn!("{why}");
+                    break SessionEnd::Lost(why);
                 },
             }
         };
         match end {
             SessionEnd::Shutdown => self.shut_down(),
-            SessionEnd::Lost { .. } => self.drop_connection(),
+            SessionEnd::Lost(_) | SessionEnd::Failed(..) => self.drop_connection(),
         }
         end
     }
@@ -1305,22 +1433,52 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_a_minute_with_jitter() {
-        for (failures, lo, hi) in [
-            (0, 0.75, 1.25),
-            (1, 0.75, 1.25),
-            (2, 1.5, 2.5),
-            (4, 6.0, 10.0),
-        ] {
-            for _ in 0..20 {
-                let d = backoff_delay(failures).as_secs_f64();
-                assert!(d >= lo && d <= hi, "{failures}: {d}");
+    fn backoff_grows_to_a_minute_with_jitter_when_answered_wrongly() {
+        for state in [State::Refused, State::NotAMaster] {
+            for (failures, lo, hi) in [
+                (0, 0.75, 1.25),
+                (1, 0.75, 1.25),
+                (2, 1.5, 2.5),
+                (4, 6.0, 10.0),
+            ] {
+                for _ in 0..20 {
+                    let d = backoff_delay(failures, state).as_secs_f64();
+                    assert!(d >= lo && d <= hi, "{failures}: {d}");
+                }
+            }
+            for f in [7, 8, 30, u32::MAX] {
+                let d = backoff_delay(f, state).as_secs_f64();
+                assert!((45.0..=60.0).contains(&d), "{f}: {d}");
             }
         }
-        for f in [7, 8, 30, u32::MAX] {
-            let d = backoff_delay(f).as_secs_f64();
-            assert!((45.0..=60.0).contains(&d), "{f}: {d}");
+    }
+
+    /// Issue 18 point 3: after an outage the worker is back within a few
+    /// seconds of its master.
+    #[test]
+    fn backoff_stays_at_a_few_seconds_while_nobody_listens() {
+        for f in [0, 1, 2, 3, 4, 7, 30, u32::MAX] {
+            for _ in 0..20 {
+                let d = backoff_delay(f, State::Unreachable).as_secs_f64();
+                assert!((0.75..=5.0).contains(&d), "{f}: {d}");
+            }
         }
+        let d = backoff_delay(3, State::Unreachable).as_secs_f64();
+        assert!(d >= 3.0, "{d}");
+    }
+
+    #[test]
+    fn first_bytes_that_are_no_frame_are_named() {
+        assert_eq!(not_a_frame(b""), None);
+        assert_eq!(not_a_frame(&[0, 0, 0, 40, b'{']), None);
+        let http = not_a_frame(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n").unwrap();
+        assert!(http.contains("\"HTTP/1.1 400 Bad Request\""), "{http}");
+        assert!(http.contains("web port"), "{http}");
+        let ssh = not_a_frame(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+        assert!(ssh.contains("\"SSH-2.0-OpenSSH_9.2\""), "{ssh}");
+        assert!(not_a_frame(&[0xff, 1, 2])
+            .unwrap()
+            .contains("not a minibot frame"));
     }
 
     #[test]

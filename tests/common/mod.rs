@@ -48,23 +48,86 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Whether a test that needs `what` may run. When it is missing on a
-/// developer's machine this prints `skipped: <what> is missing` straight to
-/// stderr (not captured by the test harness, so a plain `cargo test` shows
-/// it) and returns false: the test returns early. With `CI` set (.ci/run
-/// installs everything) it panics instead, so no test passes by not
-/// running. The one copy of this rule: [`require_program`] and the tests
-/// call it.
+/// Whether a test that needs `what` may run. A missing program FAILS the
+/// test, with the command that installs it and the variable that skips it
+/// (`install X (apt-get install ...) or set MINIBOT_SKIP_X=1`): a test that
+/// did nothing must not count as passed, and a failure is the one thing
+/// the default test harness shows at the end of `cargo test`, whatever it
+/// captured. Only with `MINIBOT_SKIP_<KEY>=1` ([`capability`] names the
+/// key) is the test skipped: it prints `skipped: <what> is missing` straight
+/// to stderr (not captured) and returns false, and the test returns early.
+/// With `CI` set (.ci/run installs everything) nothing is ever skipped.
+/// The one copy of this rule: [`require_program`] and the tests call it.
 pub fn require(what: &str, present: bool) -> bool {
     if present {
         return true;
     }
+    let (key, install) = capability(what);
+    let var = format!("MINIBOT_SKIP_{key}");
     if std::env::var_os("CI").is_some() {
-        panic!("{what} is missing; .ci/run should have installed it (CI is set, so this test may not be skipped)");
+        panic!("{what} is missing; .ci/run should have installed it (CI is set, so this test may not be skipped, {var} or not)");
     }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {what} is missing");
-    false
+    if std::env::var(&var).is_ok_and(|v| v == "1") {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: {what} is missing ({var}=1)");
+        return false;
+    }
+    panic!(
+        "{what} is missing: {install}; or set {var}=1 to skip the tests that need it \
+         (README.md, \"Running the tests\")"
+    );
+}
+
+/// The skip key (`MINIBOT_SKIP_<KEY>`) and the install command for what
+/// [`require`] was asked about. One key per package, so that one variable
+/// skips, say, every test needing OpenSSH; the README's "Running the tests"
+/// lists the same commands, and .ci/run installs the same packages.
+pub fn capability(what: &str) -> (String, &'static str) {
+    let w = what.to_ascii_lowercase();
+    let known: Option<(&str, &'static str)> = if w.starts_with("root") || w.contains("tmpfs") {
+        Some(("ROOT", "run the tests as root (CI does)"))
+    } else if w.contains("aiosmtpd") {
+        Some((
+            "AIOSMTPD",
+            "install it for /usr/bin/python3: `apt-get install python3-aiosmtpd`",
+        ))
+    } else if w.contains("chromium") {
+        Some(("CHROMIUM", "install it: `apt-get install chromium`"))
+    } else if w.contains("supervisor") {
+        Some((
+            "SUPERVISOR",
+            "install it: `python3 -m pip install supervisor` (as .ci/run does)",
+        ))
+    } else if w.contains("ssh") {
+        Some((
+            "OPENSSH",
+            "install it: `apt-get install openssh-server openssh-client`",
+        ))
+    } else if w.contains("setpriv") || w.contains("prlimit") {
+        Some(("UTIL_LINUX", "install it: `apt-get install util-linux`"))
+    } else if w.contains("openssl") {
+        Some(("OPENSSL", "install it: `apt-get install openssl`"))
+    } else {
+        None
+    };
+    match known {
+        Some((key, install)) => (key.to_string(), install),
+        None => {
+            let first = w.split_whitespace().next().unwrap_or("");
+            let base = first.rsplit('/').next().unwrap_or(first);
+            let key = base
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            (key, "install it")
+        }
+    }
 }
 
 /// The tests are one program, so tests of every module run at once (up to
@@ -1147,7 +1210,8 @@ sys.stdin.read()
 "#;
 
 impl SmtpSink {
-    /// None (test skipped) when aiosmtpd is missing outside CI.
+    /// None (test skipped) when aiosmtpd is missing and
+    /// `MINIBOT_SKIP_AIOSMTPD=1` ([`require`]).
     pub fn start(tls: Option<(&Path, &Path)>) -> Option<SmtpSink> {
         let has = Command::new("/usr/bin/python3")
             .args(["-c", "import aiosmtpd"])
@@ -1213,8 +1277,9 @@ impl SmtpSink {
     }
 }
 
-/// A self-signed certificate and key for 127.0.0.1 (openssl), or None
-/// when openssl is missing.
+/// A self-signed certificate and key for 127.0.0.1 (openssl). Without
+/// openssl, [`require`] decides: a failure, or with `MINIBOT_SKIP_OPENSSL=1`
+/// None (the mail is then tested without STARTTLS).
 pub fn self_signed_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = Command::new("openssl")
@@ -1237,7 +1302,7 @@ pub fn self_signed_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    ok.then_some((cert, key))
+    require("openssl (for a STARTTLS certificate)", ok).then_some((cert, key))
 }
 
 /// A file only its owner may read (secrets for master.cfg).
@@ -1474,8 +1539,8 @@ impl Setup {
 
 /// The path of an external program a test needs: `name` looked up on PATH,
 /// or an absolute path checked as is. When it is missing, [`require`]
-/// decides: a panic under `CI`, else "skipped: ..." and None (the test
-/// returns early).
+/// decides: a failure naming the install command, or with
+/// `MINIBOT_SKIP_<KEY>=1` "skipped: ..." and None (the test returns early).
 pub fn require_program(name: &str, install_hint: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
@@ -1711,4 +1776,57 @@ pub fn process_group_members(pgid: i32) -> Vec<i32> {
         .filter(|p| p.pgid == pgid)
         .map(|p| p.pid)
         .collect()
+}
+
+/// The skip rule itself ([`require`]): a missing program fails the test
+/// with its install command; only its `MINIBOT_SKIP_<KEY>=1` skips it, and
+/// under `CI` nothing does.
+#[cfg(test)]
+mod require_rule {
+    fn panic_text(r: std::thread::Result<Option<std::path::PathBuf>>) -> Option<String> {
+        let e = r.err()?;
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn a_missing_program_fails_with_its_install_command_unless_skipped_by_name() {
+        const NAME: &str = "minibot-no-such-program";
+        const VAR: &str = "MINIBOT_SKIP_MINIBOT_NO_SUCH_PROGRAM";
+        let ci = std::env::var_os("CI").is_some();
+        let missing =
+            || std::panic::catch_unwind(|| super::require_program(NAME, "install it with `true`"));
+        let text = panic_text(missing()).expect("a missing program must fail the test");
+        if ci {
+            assert!(text.contains("CI is set"), "{text}");
+        } else {
+            assert!(
+                text.contains("minibot-no-such-program (install it with `true`) is missing")
+                    && text.contains(&format!("or set {VAR}=1 to skip")),
+                "{text}"
+            );
+        }
+        // Only this test reads this variable.
+        std::env::set_var(VAR, "1");
+        let r = missing();
+        std::env::remove_var(VAR);
+        if ci {
+            assert!(panic_text(r).is_some_and(|t| t.contains("CI is set")));
+        } else {
+            assert!(matches!(r, Ok(None)), "skipped by name");
+        }
+        assert_eq!(super::capability("/usr/sbin/sshd (x)").0, "OPENSSH");
+        assert_eq!(super::capability("python3 with aiosmtpd").0, "AIOSMTPD");
+        assert_eq!(
+            super::capability("root (to run the master as nobody under prlimit --nproc)").0,
+            "ROOT"
+        );
+        assert_eq!(super::capability("setpriv and prlimit").0, "UTIL_LINUX");
+        assert_eq!(
+            super::capability("/usr/bin/chromium (apt-get install chromium)").0,
+            "CHROMIUM"
+        );
+        assert_eq!(super::capability("supervisorctl (pip)").0, "SUPERVISOR");
+    }
 }
