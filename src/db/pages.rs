@@ -572,3 +572,45 @@ pub(crate) fn builder_last_result(
         })
         .optional()?)
 }
+
+/// A fingerprint of what the overview pages show (home, builders,
+/// workers, queue, changes, console), for live pages (`web::sse`): the
+/// newest build, change and request, each running build and its state,
+/// the queued requests, and each worker's connection and pause. Any
+/// change a page would show changes it; a page is refreshed when it
+/// differs from the one it was rendered with. One query; cheap enough to
+/// run every second per open page (each part is a max over a primary key
+/// or a scan of a partial index of what is incomplete).
+pub(crate) fn live_version(conn: &Conn) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same data gives the same number in
+    // every process, so a page rendered before a restart compares right.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    conn.raw
+        .prepare_cached(
+            "SELECT (SELECT max(buildid) FROM builds),
+                    (SELECT group_concat(buildid || ':' || state_string, char(10))
+                     FROM builds WHERE complete_at IS NULL),
+                    (SELECT max(buildrequestid) FROM buildrequests),
+                    (SELECT count(*) FROM buildrequests WHERE complete = 0 AND claimed_at IS NULL),
+                    (SELECT total(buildrequestid) FROM buildrequests
+                     WHERE complete = 0 AND claimed_at IS NULL),
+                    (SELECT group_concat(workerid || ':' || connected || paused || configured
+                                         || ':' || coalesce(last_connection, ''), ',')
+                     FROM workers),
+                    (SELECT max(changeid) FROM changes)",
+        )?
+        .query_row([], |r| {
+            r.get::<_, Option<i64>>(0)?.hash(&mut h);
+            r.get::<_, Option<String>>(1)?.hash(&mut h);
+            r.get::<_, Option<i64>>(2)?.hash(&mut h);
+            r.get::<_, i64>(3)?.hash(&mut h);
+            r.get::<_, f64>(4)?.to_bits().hash(&mut h);
+            r.get::<_, Option<String>>(5)?.hash(&mut h);
+            r.get::<_, Option<i64>>(6)?.hash(&mut h);
+            Ok(())
+        })?;
+    // 53 bits: the script handles it as a Number without loss.
+    Ok(h.finish() >> 11)
+}

@@ -337,11 +337,26 @@ fn short_rev(rev: Option<&str>) -> Html {
 }
 
 // ---------------------------------------------------------------------------
+// Live overview pages
+
+/// The part of an overview page that live updates replace: `body` in a
+/// `<div id="live">` carrying the data's version (`db::live_version`,
+/// read *before* the data, so a change in between makes the page look
+/// stale, never fresh). The script opens `/live?v=<version>` and, on each
+/// `changed`, fetches the page again with `?fragment=1` (this same markup,
+/// without the frame) and swaps it in. Without the script the page is
+/// simply what it was when loaded.
+fn live(version: u64, body: Html) -> Html {
+    html!("<div id=\"live\" data-v=\"{}\">{}</div>", version, body)
+}
+
+// ---------------------------------------------------------------------------
 // Home
 
 /// The home page (`/`): builders and their last build, running builds,
 /// the queue, recent builds.
 pub(crate) fn home(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let body = html!(
         "{}{}{}{}",
         builders_section(c.conn)?,
@@ -349,7 +364,7 @@ pub(crate) fn home(c: &Ctx) -> Result<Html> {
         queue_section(c, None, 10)?,
         recent_section(c.conn)?
     );
-    Ok(c.layout("Home", "/", body))
+    Ok(c.layout("Home", "/", live(v, body)))
 }
 
 fn builders_section(conn: &db::Conn) -> Result<Html> {
@@ -506,6 +521,7 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
     else {
         return Ok(None);
     };
+    let v = db::live_version(c.conn)?;
     let path = format!("/builders/{}", encode_path_segment(name));
     let mut body = html!("<h2>Builder {}</h2>", name);
     if let Some(d) = description.filter(|d| !d.is_empty()) {
@@ -520,8 +536,10 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
             b.workers.join(", ")
         ));
     }
+    // The force form stays out of the live part: a refresh must not wipe
+    // what someone is typing.
     body.push(&force_forms(c, name, &path));
-    body.push(&queue_section(c, Some(builderid), 50)?);
+    let mut updated = queue_section(c, Some(builderid), 50)?;
 
     let total = db::build_count(c.conn, builderid)?;
     let page = page.max(1);
@@ -541,7 +559,7 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
                 ]
             })
             .collect();
-    body.push(&html!(
+    updated.push(&html!(
         "<section><h2>Builds ({})</h2>{}{}</section>",
         total,
         table(
@@ -551,6 +569,7 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
         ),
         pager(&path, page, total)
     ));
+    body.push(&live(v, updated));
     Ok(Some(c.layout(name, &path, body)))
 }
 
@@ -941,6 +960,7 @@ pub(crate) fn log_chunk(
 
 /// `/workers`: every worker the master knows, connected or not.
 pub(crate) fn workers(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let rows: Vec<Vec<Cell>> = db::worker_list(c.conn)?
         .into_iter()
         .map(|w| {
@@ -990,8 +1010,8 @@ pub(crate) fn workers(c: &Ctx) -> Result<Html> {
             ]
         })
         .collect();
-    let mut body = html!(
-        "<h2>Workers</h2>{}",
+    let mut body = live(
+        v,
         table(
             &[
                 "Worker",
@@ -999,12 +1019,13 @@ pub(crate) fn workers(c: &Ctx) -> Result<Html> {
                 "Running",
                 "Admin",
                 "Host",
-                "Last connected"
+                "Last connected",
             ],
             &rows,
-            "No workers yet."
-        )
+            "No workers yet.",
+        ),
     );
+    body = html!("<h2>Workers</h2>{}", body);
     if c.csrf.is_none() {
         body.push(&c.login_hint("pause a worker", "/workers"));
     } else {
@@ -1017,6 +1038,7 @@ pub(crate) fn workers(c: &Ctx) -> Result<Html> {
 
 /// `/changes`: the newest changes first, paged.
 pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let total = db::change_count(c.conn)?;
     let page = page.max(1);
     let rows: Vec<Vec<Cell>> = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
@@ -1051,14 +1073,15 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
         ),
         pager("/changes", page, total)
     );
-    Ok(c.layout("Changes", "/changes", body))
+    Ok(c.layout("Changes", "/changes", live(v, body)))
 }
 
 /// `/buildrequests`: the queue.
 pub(crate) fn buildrequests(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let body = html!(
         "<h2>Build request queue</h2>{}{}",
-        queue_section(c, None, 500)?,
+        live(v, queue_section(c, None, 500)?),
         if c.csrf.is_none() {
             c.login_hint("cancel a request", "/buildrequests")
         } else {
