@@ -92,6 +92,7 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
         ("/workers", "example-worker"),
         ("/buildrequests", "pending build"),
         ("/changes", "Changes ("),
+        ("/console", "Console"),
     ] {
         let (code, page) = curl(&[&s.url(path)]);
         assert_eq!(code, 200, "{path}: {page}");
@@ -138,6 +139,50 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
         eprintln!("{path}: saw a build start and finish without a reload");
     }
 
+    // History (point 4): the home page's strip links both builds; the
+    // builder page charts their durations in inline SVG.
+    open_live(&mut cdp, &s, "/");
+    assert_eq!(
+        cdp.eval("document.querySelectorAll('#live .strip a.sq.r0[href^=\"/builders/gated/builds/\"]').length"),
+        2
+    );
+    cdp.screenshot("live-home");
+    open_live(&mut cdp, &s, "/builders/gated");
+    assert_eq!(
+        cdp.eval("document.querySelectorAll('#live svg#durations rect').length"),
+        2
+    );
+    cdp.screenshot("live-builder");
+    eprintln!("history: a strip of 2 results on /, a chart of 2 durations on /builders/gated");
+
+    // Changes: a pushed change shows up, then the build it started.
+    open_live(&mut cdp, &s, "/changes");
+    s.push(&s.head, "master", "a live change arrives");
+    cdp.wait_js(
+        "the pushed change",
+        "document.getElementById('live').textContent.includes('a live change arrives')",
+    );
+    cdp.wait_js(
+        "the change's build, finished",
+        "!!document.querySelector('#live td a[href^=\"/builders/runtests/builds/\"]') \
+         && document.getElementById('live').textContent.includes('success')",
+    );
+    assert_same_document(&mut cdp, "/changes");
+    // The console: that change × runtests is its build.
+    cdp.navigate(&s.url("/console"));
+    cdp.wait_js(
+        "the console's cell",
+        "!!document.querySelector('#live table .strip a.sq.r0[href^=\"/builders/runtests/builds/\"]')",
+    );
+    cdp.screenshot("live-console");
+    let heads = cdp.eval(
+        "Array.from(document.querySelectorAll('#live th')).map((t) => t.textContent).join(',')",
+    );
+    assert!(
+        heads.as_str().unwrap().contains("gated") && heads.as_str().unwrap().contains("runtests"),
+        "{heads}"
+    );
+
     // Workers: the worker leaves.
     open_live(&mut cdp, &s, "/workers");
     drop(worker);
@@ -160,14 +205,6 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
     );
     assert_same_document(&mut cdp, "/buildrequests");
 
-    // Changes: a pushed change shows up.
-    open_live(&mut cdp, &s, "/changes");
-    s.push(&s.head, "master", "a live change arrives");
-    cdp.wait_js(
-        "the pushed change",
-        "document.getElementById('live').textContent.includes('a live change arrives')",
-    );
-    assert_same_document(&mut cdp, "/changes");
     cdp.assert_no_errors();
 
     // The master goes away: the page says so; a restarted master (another

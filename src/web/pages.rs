@@ -173,7 +173,8 @@ impl Ctx<'_> {
              <script src=\"/assets/minibot.js\" defer></script></head>\n\
              <body data-now=\"{}\"><header><h1><a href=\"/\">{}</a></h1><nav>\
              <a href=\"/\">Home</a><a href=\"/workers\">Workers</a>\
-             <a href=\"/changes\">Changes</a><a href=\"/buildrequests\">Queue</a></nav>\
+             <a href=\"/changes\">Changes</a><a href=\"/console\">Console</a>\
+             <a href=\"/buildrequests\">Queue</a></nav>\
              <div class=\"who\">{}</div></header>\n<main>{}</main></body></html>\n",
             page,
             title,
@@ -351,6 +352,132 @@ fn live(version: u64, body: Html) -> Html {
 }
 
 // ---------------------------------------------------------------------------
+// History: strips, the duration chart, the console
+
+/// Builds in a builder's history strip.
+const HISTORY: i64 = 20;
+
+/// One build as a small linked square coloured by its result (newest
+/// first in `builds`; drawn oldest to newest, left to right).
+fn square(b: &db::HistoryBuild) -> Html {
+    let (class, what) = match b.results {
+        Some(r) => (format!("sq r{}", r.code()), r.name()),
+        None if b.complete_at.is_none() => ("sq running".to_string(), "running"),
+        None => ("sq".to_string(), "unknown"),
+    };
+    let label = format!("{} #{}: {}", b.builder, b.number, what);
+    html!(
+        "<a class=\"{}\" href=\"{}\" title=\"{}\" aria-label=\"{}\"></a>",
+        class,
+        build_url(&b.builder, b.number),
+        label,
+        label
+    )
+}
+
+/// A builder's last results, oldest to newest.
+fn strip(builds: &[&db::HistoryBuild]) -> Html {
+    let mut out = html!("<span class=\"strip\">");
+    for b in builds.iter().rev() {
+        out.push(&square(b));
+    }
+    out.push(&html!("</span>"));
+    out
+}
+
+/// The durations of a builder's builds (newest first in `builds`) as an
+/// inline SVG bar chart, oldest left: bar height is the duration, colour
+/// the result, each bar links to its build. Running builds are left out.
+fn duration_chart(builder: &str, builds: &[db::BuildListRow]) -> Html {
+    let done: Vec<(&db::BuildListRow, i64)> = builds
+        .iter()
+        .rev()
+        .filter_map(|b| Some((b, b.complete_at? - b.started_at)))
+        .collect();
+    if done.len() < 2 {
+        return Html::new();
+    }
+    let max = done.iter().map(|(_, d)| *d).max().unwrap_or(1).max(1);
+    // At least 20 slots: two builds are two bars, not two halves.
+    let (w, h, bar) = (600, 80, 600 / done.len().max(20) as i64);
+    let mut bars = Html::new();
+    for (i, (b, d)) in done.iter().enumerate() {
+        let bh = (d * (h - 2) / max).max(1);
+        let colour = b.results.map_or("#ccc", result_colour);
+        bars.push(&html!(
+            "<a href=\"{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\">\
+             <title>#{}: {}</title></rect></a>",
+            build_url(builder, b.number),
+            i as i64 * bar + 1,
+            h - bh,
+            (bar - 2).max(1),
+            bh,
+            colour,
+            b.number,
+            duration(*d)
+        ));
+    }
+    html!(
+        "<figure class=\"chart\"><svg id=\"durations\" viewBox=\"0 0 {} {}\" \
+         preserveAspectRatio=\"none\" role=\"img\" aria-label=\"build durations\">{}</svg>\
+         <figcaption class=\"muted\">Durations of the builds below, oldest left; longest {}.</figcaption></figure>",
+        w,
+        h,
+        bars,
+        duration(max)
+    )
+}
+
+/// Changes on the console: the newest this many.
+const CONSOLE_CHANGES: i64 = 20;
+
+/// `/console`: the newest changes (rows) × the builders (columns), each
+/// cell the builds that change started there (Buildbot's console view).
+pub(crate) fn console(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
+    let builders: Vec<String> = db::builder_summaries(c.conn)?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let changes = db::changes_page(c.conn, CONSOLE_CHANGES, 0)?;
+    let builds = match (changes.last(), changes.first()) {
+        (Some(lo), Some(hi)) => db::change_builds(c.conn, lo.changeid, hi.changeid)?,
+        _ => Vec::new(),
+    };
+    let mut head = vec!["Change", "Author"];
+    head.extend(builders.iter().map(String::as_str));
+    let rows: Vec<Vec<Cell>> = changes
+        .iter()
+        .map(|ch| {
+            let mut row: Vec<Cell> = vec![
+                html!(
+                    "<span title=\"{}\">{}</span> {}",
+                    ch.comments.lines().next().unwrap_or(""),
+                    ch.changeid,
+                    short_rev(ch.revision.as_deref())
+                )
+                .into(),
+                text(&ch.author),
+            ];
+            for name in &builders {
+                let mut cell = html!("<span class=\"strip\">");
+                for (_, b) in builds
+                    .iter()
+                    .filter(|(id, b)| *id == ch.changeid && b.builder == *name)
+                {
+                    cell.push(&square(b));
+                }
+                cell.push(&html!("</span>"));
+                row.push(cell.into());
+            }
+            row
+        })
+        .collect();
+    let body = html!("<h2>Console</h2>{}", table(&head, &rows, "No changes yet."));
+    Ok(c.layout("Console", "/console", live(v, body)))
+}
+
+// ---------------------------------------------------------------------------
 // Home
 
 /// The home page (`/`): builders and their last build, running builds,
@@ -368,27 +495,34 @@ pub(crate) fn home(c: &Ctx) -> Result<Html> {
 }
 
 fn builders_section(conn: &db::Conn) -> Result<Html> {
+    let history = db::builder_history(conn, HISTORY)?;
     let rows: Vec<Vec<Cell>> = db::builder_summaries(conn)?
         .into_iter()
-        .map(|b| match b.last {
-            Some(last) => vec![
-                builder_link(&b.name).into(),
-                build_link(&b.name, last.number).into(),
-                badge(last.results, last.complete).into(),
-                last.when.map(time_html).unwrap_or_default().into(),
-            ],
-            None => vec![
-                builder_link(&b.name).into(),
-                Html::new().into(),
-                html!("<span class=\"muted\">no builds</span>").into(),
-                Html::new().into(),
-            ],
+        .map(|b| {
+            let mine: Vec<&db::HistoryBuild> =
+                history.iter().filter(|h| h.builder == b.name).collect();
+            match b.last {
+                Some(last) => vec![
+                    builder_link(&b.name).into(),
+                    build_link(&b.name, last.number).into(),
+                    badge(last.results, last.complete).into(),
+                    last.when.map(time_html).unwrap_or_default().into(),
+                    strip(&mine).into(),
+                ],
+                None => vec![
+                    builder_link(&b.name).into(),
+                    Html::new().into(),
+                    html!("<span class=\"muted\">no builds</span>").into(),
+                    Html::new().into(),
+                    Html::new().into(),
+                ],
+            }
         })
         .collect();
     Ok(html!(
         "<section><h2>Builders</h2>{}</section>",
         table(
-            &["Builder", "Last build", "Result", "When"],
+            &["Builder", "Last build", "Result", "When", "History"],
             &rows,
             "No builders configured."
         )
@@ -543,22 +677,23 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
 
     let total = db::build_count(c.conn, builderid)?;
     let page = page.max(1);
-    let rows: Vec<Vec<Cell>> =
-        db::builder_builds(c.conn, builderid, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
-            .into_iter()
-            .map(|b| {
-                vec![
-                    build_link(name, b.number).into(),
-                    badge(b.results, b.complete_at.is_some()).into(),
-                    time_html(b.started_at).into(),
-                    took(Some(b.started_at), b.complete_at, c.now).into(),
-                    text(&b.branch.unwrap_or_default()),
-                    short_rev(b.revision.as_deref()).into(),
-                    text(&b.worker.unwrap_or_default()),
-                    wrap(Html::text(&b.state_string)),
-                ]
-            })
-            .collect();
+    let builds = db::builder_builds(c.conn, builderid, PAGE_SIZE, (page - 1) * PAGE_SIZE)?;
+    updated.push(&duration_chart(name, &builds));
+    let rows: Vec<Vec<Cell>> = builds
+        .into_iter()
+        .map(|b| {
+            vec![
+                build_link(name, b.number).into(),
+                badge(b.results, b.complete_at.is_some()).into(),
+                time_html(b.started_at).into(),
+                took(Some(b.started_at), b.complete_at, c.now).into(),
+                text(&b.branch.unwrap_or_default()),
+                short_rev(b.revision.as_deref()).into(),
+                text(&b.worker.unwrap_or_default()),
+                wrap(Html::text(&b.state_string)),
+            ]
+        })
+        .collect();
     updated.push(&html!(
         "<section><h2>Builds ({})</h2>{}{}</section>",
         total,
@@ -1041,9 +1176,32 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
     let v = db::live_version(c.conn)?;
     let total = db::change_count(c.conn)?;
     let page = page.max(1);
-    let rows: Vec<Vec<Cell>> = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
+    let changes = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?;
+    let builds = match (changes.last(), changes.first()) {
+        (Some(lo), Some(hi)) => db::change_builds(c.conn, lo.changeid, hi.changeid)?,
+        _ => Vec::new(),
+    };
+    let rows: Vec<Vec<Cell>> = changes
         .into_iter()
         .map(|ch| {
+            let started = Html::join(
+                builds
+                    .iter()
+                    .filter(|(id, _)| *id == ch.changeid)
+                    .map(|(_, b)| {
+                        html!(
+                            "{}&nbsp;{}",
+                            badge(b.results, b.complete_at.is_some()),
+                            html!(
+                                "<a href=\"{}\">{} #{}</a>",
+                                build_url(&b.builder, b.number),
+                                b.builder,
+                                b.number
+                            )
+                        )
+                    }),
+                "<br>",
+            );
             vec![
                 html!("{}", ch.changeid).into(),
                 time_html(ch.when_timestamp).into(),
@@ -1052,6 +1210,7 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
                 text(&ch.branch.unwrap_or_default()),
                 short_rev(ch.revision.as_deref()).into(),
                 text(&ch.repository),
+                started.into(),
             ]
         })
         .collect();
@@ -1066,7 +1225,8 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
                 "Message",
                 "Branch",
                 "Revision",
-                "Repository"
+                "Repository",
+                "Builds"
             ],
             &rows,
             "No changes yet."

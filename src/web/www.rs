@@ -619,6 +619,7 @@ fn page(r: &Req) -> Result<Resp> {
         }
         ["workers"] => ok(pages::workers(&c)?),
         ["changes"] => ok(pages::changes(&c, page_param(r))?),
+        ["console"] => ok(pages::console(&c)?),
         ["buildrequests"] => ok(pages::buildrequests(&c)?),
         ["buildrequests", id] => {
             let Ok(id) = id.parse::<RequestId>() else {
