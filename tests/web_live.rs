@@ -230,3 +230,58 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
     let close = json!({"id": 0, "method": "Browser.close"}).to_string();
     let _ = cdp.ws.send(Message::Text(close.into()));
 }
+
+/// Reads an HTTP response head from a raw connection (up to the blank line).
+fn read_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A neighbour opening live streams gets at most `sse::MAX_STREAMS` (32,
+/// shared with the build pages): the next is refused with 503, the pages
+/// still answer, and a closed stream's slot comes back.
+#[test]
+fn live_streams_are_capped_and_pages_still_answer() {
+    use std::io::Write;
+    let s = Setup::new(PASSING_TEST, "");
+    let _master = s.start_master();
+    let port = s.www();
+    let open = || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            c,
+            "GET /live?v=0 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut c);
+        (c, head)
+    };
+    let mut held = Vec::new();
+    for i in 0..32 {
+        let (c, head) = open();
+        assert!(head.starts_with("HTTP/1.1 200"), "stream {i}: {head}");
+        held.push(c);
+    }
+    let (_c, head) = open();
+    assert!(head.starts_with("HTTP/1.1 503"), "the 33rd stream: {head}");
+    assert!(head.contains("Retry-After"), "{head}");
+    let (code, page) = curl(&[&s.url("/")]);
+    assert_eq!(code, 200, "{page}");
+    eprintln!("32 live streams held: the 33rd got 503, / still answered 200");
+    // A stream whose client left gives its slot back (at its next write:
+    // a `changed` or the 15 s keep-alive).
+    drop(held.pop());
+    wait_for("a freed slot", Duration::from_secs(40), || {
+        let (c, head) = open();
+        head.starts_with("HTTP/1.1 200").then_some(c)
+    });
+}
