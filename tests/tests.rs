@@ -39,5 +39,6 @@ mod scheduler_collapse;
 mod web_api;
 mod web_browser;
 mod web_latency;
+mod web_live;
 mod worker_start;
 mod worker_steps;

@@ -572,3 +572,101 @@ pub(crate) fn builder_last_result(
         })
         .optional()?)
 }
+
+/// A fingerprint of what the overview pages show (home, builders,
+/// workers, queue, changes, console), for live pages (`web::sse`): the
+/// newest build, change and request, each running build and its state,
+/// the queued requests, and each worker's connection and pause. Any
+/// change a page would show changes it; a page is refreshed when it
+/// differs from the one it was rendered with. One query; cheap enough to
+/// run every second per open page (each part is a max over a primary key
+/// or a scan of a partial index of what is incomplete).
+pub(crate) fn live_version(conn: &Conn) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same data gives the same number in
+    // every process, so a page rendered before a restart compares right.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    conn.raw
+        .prepare_cached(
+            "SELECT (SELECT max(buildid) FROM builds),
+                    (SELECT group_concat(buildid || ':' || state_string, char(10))
+                     FROM builds WHERE complete_at IS NULL),
+                    (SELECT max(buildrequestid) FROM buildrequests),
+                    (SELECT count(*) FROM buildrequests WHERE complete = 0 AND claimed_at IS NULL),
+                    (SELECT total(buildrequestid) FROM buildrequests
+                     WHERE complete = 0 AND claimed_at IS NULL),
+                    (SELECT group_concat(workerid || ':' || connected || paused || configured
+                                         || ':' || coalesce(last_connection, ''), ',')
+                     FROM workers),
+                    (SELECT max(changeid) FROM changes)",
+        )?
+        .query_row([], |r| {
+            r.get::<_, Option<i64>>(0)?.hash(&mut h);
+            r.get::<_, Option<String>>(1)?.hash(&mut h);
+            r.get::<_, Option<i64>>(2)?.hash(&mut h);
+            r.get::<_, i64>(3)?.hash(&mut h);
+            r.get::<_, f64>(4)?.to_bits().hash(&mut h);
+            r.get::<_, Option<String>>(5)?.hash(&mut h);
+            r.get::<_, Option<i64>>(6)?.hash(&mut h);
+            Ok(())
+        })?;
+    // 53 bits: the script handles it as a Number without loss.
+    Ok(h.finish() >> 11)
+}
+
+/// One build in a history strip, chart or console cell.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HistoryBuild {
+    pub builder: String,
+    pub number: i64,
+    pub results: Option<BuildResult>,
+    pub started_at: i64,
+    pub complete_at: Option<i64>,
+}
+
+fn history_build(r: &rusqlite::Row, first: usize) -> rusqlite::Result<HistoryBuild> {
+    Ok(HistoryBuild {
+        builder: r.get(first)?,
+        number: r.get(first + 1)?,
+        results: result_col(r, first + 2, "builds", r.get(first + 5)?)?,
+        started_at: r.get(first + 3)?,
+        complete_at: r.get(first + 4)?,
+    })
+}
+
+/// The last `per` builds of every configured builder, newest first, in
+/// builder-name order: the home page's strips, in one query (the range on
+/// `UNIQUE (builderid, number)` per builder, not one query a builder).
+pub(crate) fn builder_history(conn: &Conn, per: i64) -> Result<Vec<HistoryBuild>> {
+    let mut stmt = conn.raw.prepare_cached(
+        "SELECT bl.name, b.number, b.results, b.started_at, b.complete_at, b.buildid
+         FROM builders bl JOIN builds b ON b.builderid = bl.builderid
+         WHERE bl.configured = 1
+           AND b.number > (SELECT max(number) FROM builds x WHERE x.builderid = bl.builderid) - ?1
+         ORDER BY bl.name, b.number DESC",
+    )?;
+    let rows = stmt.query_map([per], |r| history_build(r, 0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The builds the changes `lo..=hi` started (through their buildsets),
+/// as (change, build), newest build first: the changes page's links and
+/// the console's cells, in one query.
+pub(crate) fn change_builds(
+    conn: &Conn,
+    lo: ChangeId,
+    hi: ChangeId,
+) -> Result<Vec<(ChangeId, HistoryBuild)>> {
+    let mut stmt = conn.raw.prepare_cached(
+        "SELECT bc.changeid, bl.name, b.number, b.results, b.started_at, b.complete_at, b.buildid
+         FROM buildset_changes bc
+         JOIN buildrequests br ON br.buildsetid = bc.buildsetid
+         JOIN builds b ON b.buildrequestid = br.buildrequestid
+         JOIN builders bl ON bl.builderid = b.builderid
+         WHERE bc.changeid BETWEEN ?1 AND ?2
+         ORDER BY b.buildid DESC",
+    )?;
+    let rows = stmt.query_map(params![lo, hi], |r| Ok((r.get(0)?, history_build(r, 1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -65,6 +65,17 @@ impl Html {
         out
     }
 
+    /// The markup between the first `open` and the last `close` (both
+    /// literal tags, e.g. `<main>` and `</main>`), for a page's fragment.
+    /// Still safe markup: text in an `Html` is escaped, so a `<` in it
+    /// starts a tag written in the source; cut at two such tags that
+    /// enclose each other, the piece is whole elements.
+    pub(crate) fn inner(&self, open: &'static str, close: &'static str) -> Option<Html> {
+        let start = self.0.find(open)? + open.len();
+        let end = self.0.rfind(close)?;
+        (start <= end).then(|| Html(self.0[start..end].to_string()))
+    }
+
     pub(crate) fn into_string(self) -> String {
         self.0
     }
@@ -269,6 +280,16 @@ pub(crate) use html;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inner_cuts_between_literal_tags_only() {
+        let page = html!("<body><main>{}</main></body>", "</main><main>");
+        assert_eq!(
+            page.inner("<main>", "</main>").unwrap(),
+            "&lt;/main&gt;&lt;main&gt;"
+        );
+        assert!(page.inner("<nav>", "</nav>").is_none());
+    }
 
     #[test]
     fn text_escapes_every_special_character() {

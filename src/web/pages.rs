@@ -173,7 +173,8 @@ impl Ctx<'_> {
              <script src=\"/assets/minibot.js\" defer></script></head>\n\
              <body data-now=\"{}\"><header><h1><a href=\"/\">{}</a></h1><nav>\
              <a href=\"/\">Home</a><a href=\"/workers\">Workers</a>\
-             <a href=\"/changes\">Changes</a><a href=\"/buildrequests\">Queue</a></nav>\
+             <a href=\"/changes\">Changes</a><a href=\"/console\">Console</a>\
+             <a href=\"/buildrequests\">Queue</a></nav>\
              <div class=\"who\">{}</div></header>\n<main>{}</main></body></html>\n",
             page,
             title,
@@ -337,11 +338,152 @@ fn short_rev(rev: Option<&str>) -> Html {
 }
 
 // ---------------------------------------------------------------------------
+// Live overview pages
+
+/// The part of an overview page that live updates replace: `body` in a
+/// `<div id="live">` carrying the data's version (`db::live_version`,
+/// read *before* the data, so a change in between makes the page look
+/// stale, never fresh). The script opens `/live?v=<version>` and, on each
+/// `changed`, fetches the page again with `?fragment=1` (this same markup,
+/// without the frame) and swaps it in. Without the script the page is
+/// simply what it was when loaded.
+fn live(version: u64, body: Html) -> Html {
+    html!("<div id=\"live\" data-v=\"{}\">{}</div>", version, body)
+}
+
+// ---------------------------------------------------------------------------
+// History: strips, the duration chart, the console
+
+/// Builds in a builder's history strip.
+const HISTORY: i64 = 20;
+
+/// One build as a small linked square coloured by its result (newest
+/// first in `builds`; drawn oldest to newest, left to right).
+fn square(b: &db::HistoryBuild) -> Html {
+    let (class, what) = match b.results {
+        Some(r) => (format!("sq r{}", r.code()), r.name()),
+        None if b.complete_at.is_none() => ("sq running".to_string(), "running"),
+        None => ("sq".to_string(), "unknown"),
+    };
+    let label = format!("{} #{}: {}", b.builder, b.number, what);
+    html!(
+        "<a class=\"{}\" href=\"{}\" title=\"{}\" aria-label=\"{}\"></a>",
+        class,
+        build_url(&b.builder, b.number),
+        label,
+        label
+    )
+}
+
+/// A builder's last results, oldest to newest.
+fn strip(builds: &[&db::HistoryBuild]) -> Html {
+    let mut out = html!("<span class=\"strip\">");
+    for b in builds.iter().rev() {
+        out.push(&square(b));
+    }
+    out.push(&html!("</span>"));
+    out
+}
+
+/// The durations of a builder's builds (newest first in `builds`) as an
+/// inline SVG bar chart, oldest left: bar height is the duration, colour
+/// the result, each bar links to its build. Running builds are left out.
+fn duration_chart(builder: &str, builds: &[db::BuildListRow]) -> Html {
+    let done: Vec<(&db::BuildListRow, i64)> = builds
+        .iter()
+        .rev()
+        .filter_map(|b| Some((b, b.complete_at? - b.started_at)))
+        .collect();
+    if done.len() < 2 {
+        return Html::new();
+    }
+    let max = done.iter().map(|(_, d)| *d).max().unwrap_or(1).max(1);
+    // At least 20 slots: two builds are two bars, not two halves.
+    let (w, h, bar) = (600, 80, 600 / done.len().max(20) as i64);
+    let mut bars = Html::new();
+    for (i, (b, d)) in done.iter().enumerate() {
+        let bh = (d * (h - 2) / max).max(1);
+        let colour = b.results.map_or("#ccc", result_colour);
+        bars.push(&html!(
+            "<a href=\"{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\">\
+             <title>#{}: {}</title></rect></a>",
+            build_url(builder, b.number),
+            i as i64 * bar + 1,
+            h - bh,
+            (bar - 2).max(1),
+            bh,
+            colour,
+            b.number,
+            duration(*d)
+        ));
+    }
+    html!(
+        "<figure class=\"chart\"><svg id=\"durations\" viewBox=\"0 0 {} {}\" \
+         preserveAspectRatio=\"none\" role=\"img\" aria-label=\"build durations\">{}</svg>\
+         <figcaption class=\"muted\">Durations of the builds below, oldest left; longest {}.</figcaption></figure>",
+        w,
+        h,
+        bars,
+        duration(max)
+    )
+}
+
+/// Changes on the console: the newest this many.
+const CONSOLE_CHANGES: i64 = 20;
+
+/// `/console`: the newest changes (rows) × the builders (columns), each
+/// cell the builds that change started there (Buildbot's console view).
+pub(crate) fn console(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
+    let builders: Vec<String> = db::builder_summaries(c.conn)?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let changes = db::changes_page(c.conn, CONSOLE_CHANGES, 0)?;
+    let builds = match (changes.last(), changes.first()) {
+        (Some(lo), Some(hi)) => db::change_builds(c.conn, lo.changeid, hi.changeid)?,
+        _ => Vec::new(),
+    };
+    let mut head = vec!["Change", "Author"];
+    head.extend(builders.iter().map(String::as_str));
+    let rows: Vec<Vec<Cell>> = changes
+        .iter()
+        .map(|ch| {
+            let mut row: Vec<Cell> = vec![
+                html!(
+                    "<span title=\"{}\">{}</span> {}",
+                    ch.comments.lines().next().unwrap_or(""),
+                    ch.changeid,
+                    short_rev(ch.revision.as_deref())
+                )
+                .into(),
+                text(&ch.author),
+            ];
+            for name in &builders {
+                let mut cell = html!("<span class=\"strip\">");
+                for (_, b) in builds
+                    .iter()
+                    .filter(|(id, b)| *id == ch.changeid && b.builder == *name)
+                {
+                    cell.push(&square(b));
+                }
+                cell.push(&html!("</span>"));
+                row.push(cell.into());
+            }
+            row
+        })
+        .collect();
+    let body = html!("<h2>Console</h2>{}", table(&head, &rows, "No changes yet."));
+    Ok(c.layout("Console", "/console", live(v, body)))
+}
+
+// ---------------------------------------------------------------------------
 // Home
 
 /// The home page (`/`): builders and their last build, running builds,
 /// the queue, recent builds.
 pub(crate) fn home(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let body = html!(
         "{}{}{}{}",
         builders_section(c.conn)?,
@@ -349,31 +491,38 @@ pub(crate) fn home(c: &Ctx) -> Result<Html> {
         queue_section(c, None, 10)?,
         recent_section(c.conn)?
     );
-    Ok(c.layout("Home", "/", body))
+    Ok(c.layout("Home", "/", live(v, body)))
 }
 
 fn builders_section(conn: &db::Conn) -> Result<Html> {
+    let history = db::builder_history(conn, HISTORY)?;
     let rows: Vec<Vec<Cell>> = db::builder_summaries(conn)?
         .into_iter()
-        .map(|b| match b.last {
-            Some(last) => vec![
-                builder_link(&b.name).into(),
-                build_link(&b.name, last.number).into(),
-                badge(last.results, last.complete).into(),
-                last.when.map(time_html).unwrap_or_default().into(),
-            ],
-            None => vec![
-                builder_link(&b.name).into(),
-                Html::new().into(),
-                html!("<span class=\"muted\">no builds</span>").into(),
-                Html::new().into(),
-            ],
+        .map(|b| {
+            let mine: Vec<&db::HistoryBuild> =
+                history.iter().filter(|h| h.builder == b.name).collect();
+            match b.last {
+                Some(last) => vec![
+                    builder_link(&b.name).into(),
+                    build_link(&b.name, last.number).into(),
+                    badge(last.results, last.complete).into(),
+                    last.when.map(time_html).unwrap_or_default().into(),
+                    strip(&mine).into(),
+                ],
+                None => vec![
+                    builder_link(&b.name).into(),
+                    Html::new().into(),
+                    html!("<span class=\"muted\">no builds</span>").into(),
+                    Html::new().into(),
+                    Html::new().into(),
+                ],
+            }
         })
         .collect();
     Ok(html!(
         "<section><h2>Builders</h2>{}</section>",
         table(
-            &["Builder", "Last build", "Result", "When"],
+            &["Builder", "Last build", "Result", "When", "History"],
             &rows,
             "No builders configured."
         )
@@ -506,6 +655,7 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
     else {
         return Ok(None);
     };
+    let v = db::live_version(c.conn)?;
     let path = format!("/builders/{}", encode_path_segment(name));
     let mut body = html!("<h2>Builder {}</h2>", name);
     if let Some(d) = description.filter(|d| !d.is_empty()) {
@@ -520,28 +670,31 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
             b.workers.join(", ")
         ));
     }
+    // The force form stays out of the live part: a refresh must not wipe
+    // what someone is typing.
     body.push(&force_forms(c, name, &path));
-    body.push(&queue_section(c, Some(builderid), 50)?);
+    let mut updated = queue_section(c, Some(builderid), 50)?;
 
     let total = db::build_count(c.conn, builderid)?;
     let page = page.max(1);
-    let rows: Vec<Vec<Cell>> =
-        db::builder_builds(c.conn, builderid, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
-            .into_iter()
-            .map(|b| {
-                vec![
-                    build_link(name, b.number).into(),
-                    badge(b.results, b.complete_at.is_some()).into(),
-                    time_html(b.started_at).into(),
-                    took(Some(b.started_at), b.complete_at, c.now).into(),
-                    text(&b.branch.unwrap_or_default()),
-                    short_rev(b.revision.as_deref()).into(),
-                    text(&b.worker.unwrap_or_default()),
-                    wrap(Html::text(&b.state_string)),
-                ]
-            })
-            .collect();
-    body.push(&html!(
+    let builds = db::builder_builds(c.conn, builderid, PAGE_SIZE, (page - 1) * PAGE_SIZE)?;
+    updated.push(&duration_chart(name, &builds));
+    let rows: Vec<Vec<Cell>> = builds
+        .into_iter()
+        .map(|b| {
+            vec![
+                build_link(name, b.number).into(),
+                badge(b.results, b.complete_at.is_some()).into(),
+                time_html(b.started_at).into(),
+                took(Some(b.started_at), b.complete_at, c.now).into(),
+                text(&b.branch.unwrap_or_default()),
+                short_rev(b.revision.as_deref()).into(),
+                text(&b.worker.unwrap_or_default()),
+                wrap(Html::text(&b.state_string)),
+            ]
+        })
+        .collect();
+    updated.push(&html!(
         "<section><h2>Builds ({})</h2>{}{}</section>",
         total,
         table(
@@ -551,6 +704,7 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
         ),
         pager(&path, page, total)
     ));
+    body.push(&live(v, updated));
     Ok(Some(c.layout(name, &path, body)))
 }
 
@@ -941,6 +1095,7 @@ pub(crate) fn log_chunk(
 
 /// `/workers`: every worker the master knows, connected or not.
 pub(crate) fn workers(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let rows: Vec<Vec<Cell>> = db::worker_list(c.conn)?
         .into_iter()
         .map(|w| {
@@ -990,8 +1145,8 @@ pub(crate) fn workers(c: &Ctx) -> Result<Html> {
             ]
         })
         .collect();
-    let mut body = html!(
-        "<h2>Workers</h2>{}",
+    let mut body = live(
+        v,
         table(
             &[
                 "Worker",
@@ -999,12 +1154,13 @@ pub(crate) fn workers(c: &Ctx) -> Result<Html> {
                 "Running",
                 "Admin",
                 "Host",
-                "Last connected"
+                "Last connected",
             ],
             &rows,
-            "No workers yet."
-        )
+            "No workers yet.",
+        ),
     );
+    body = html!("<h2>Workers</h2>{}", body);
     if c.csrf.is_none() {
         body.push(&c.login_hint("pause a worker", "/workers"));
     } else {
@@ -1017,11 +1173,35 @@ pub(crate) fn workers(c: &Ctx) -> Result<Html> {
 
 /// `/changes`: the newest changes first, paged.
 pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let total = db::change_count(c.conn)?;
     let page = page.max(1);
-    let rows: Vec<Vec<Cell>> = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?
+    let changes = db::changes_page(c.conn, PAGE_SIZE, (page - 1) * PAGE_SIZE)?;
+    let builds = match (changes.last(), changes.first()) {
+        (Some(lo), Some(hi)) => db::change_builds(c.conn, lo.changeid, hi.changeid)?,
+        _ => Vec::new(),
+    };
+    let rows: Vec<Vec<Cell>> = changes
         .into_iter()
         .map(|ch| {
+            let started = Html::join(
+                builds
+                    .iter()
+                    .filter(|(id, _)| *id == ch.changeid)
+                    .map(|(_, b)| {
+                        html!(
+                            "{}&nbsp;{}",
+                            badge(b.results, b.complete_at.is_some()),
+                            html!(
+                                "<a href=\"{}\">{} #{}</a>",
+                                build_url(&b.builder, b.number),
+                                b.builder,
+                                b.number
+                            )
+                        )
+                    }),
+                "<br>",
+            );
             vec![
                 html!("{}", ch.changeid).into(),
                 time_html(ch.when_timestamp).into(),
@@ -1030,6 +1210,7 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
                 text(&ch.branch.unwrap_or_default()),
                 short_rev(ch.revision.as_deref()).into(),
                 text(&ch.repository),
+                started.into(),
             ]
         })
         .collect();
@@ -1044,21 +1225,23 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
                 "Message",
                 "Branch",
                 "Revision",
-                "Repository"
+                "Repository",
+                "Builds"
             ],
             &rows,
             "No changes yet."
         ),
         pager("/changes", page, total)
     );
-    Ok(c.layout("Changes", "/changes", body))
+    Ok(c.layout("Changes", "/changes", live(v, body)))
 }
 
 /// `/buildrequests`: the queue.
 pub(crate) fn buildrequests(c: &Ctx) -> Result<Html> {
+    let v = db::live_version(c.conn)?;
     let body = html!(
         "<h2>Build request queue</h2>{}{}",
-        queue_section(c, None, 500)?,
+        live(v, queue_section(c, None, 500)?),
         if c.csrf.is_none() {
             c.login_hint("cancel a request", "/buildrequests")
         } else {

@@ -14,6 +14,18 @@
 //! - `event: end` — the build is complete and every log sent; then the
 //!   stream closes.
 //!
+//! Overview pages (home, builder, workers, queue, changes) have one
+//! stream each, `GET /live?v=<version>` ([`Live::start_overview`]), from
+//! the same pool of slots. It says `event: hello` with this master's start
+//! id first (a page that sees another id after a reconnect reloads
+//! whole: the master restarted), then `event: changed` whenever the data
+//! those pages show differs from what the page has (`db::live_version`,
+//! compared at each build start or end from the hub, when the hub says
+//! it dropped events for this stream, and every second anyway, so
+//! requests queued, workers connecting and changes arriving show too);
+//! the page then fetches its fragment again. At most one `changed` per
+//! [`COALESCE`]: a burst of builds is one refresh.
+//!
 //! Events from the hub are hints: on each one for this build (at most ten
 //! times a second) and every 2 s anyway, the thread compares the database
 //! and the log files with what it has sent, so a missed event costs at
@@ -23,7 +35,7 @@
 
 use crate::config::Config;
 use crate::db::{self, Store};
-use crate::master::events::{Event, Hub};
+use crate::master::events::{Event, Hub, Subscription};
 use crate::model::{BuildId, BuildResult, LogId, StepId};
 use crate::web::logview;
 use crate::web::pages::{self, Ctx};
@@ -45,6 +57,10 @@ pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
 const RESYNC: Duration = Duration::from_secs(2);
 /// Least time between two comparisons: a chatty build is sent in batches.
 const MIN_GAP: Duration = Duration::from_millis(100);
+/// How often an overview stream compares the version without events.
+const OVERVIEW_CHECK: Duration = Duration::from_secs(1);
+/// Least time between two `changed` of one overview stream.
+pub(crate) const COALESCE: Duration = Duration::from_millis(300);
 /// Most logs a page may say it has (bounds the query string's work).
 const MAX_LOGS: usize = 1000;
 
@@ -53,6 +69,8 @@ const MAX_LOGS: usize = 1000;
 pub(crate) struct Live {
     hub: Hub,
     active: Arc<AtomicUsize>,
+    /// This master process's start id (overview streams' `hello`).
+    master: Arc<str>,
 }
 
 /// Who is watching which build, and from where in each log.
@@ -86,9 +104,19 @@ impl Drop for Slot {
 
 impl Live {
     pub(crate) fn new(hub: Hub) -> Live {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Live {
             hub,
             active: Arc::new(AtomicUsize::new(0)),
+            master: format!(
+                "{}-{}-{}",
+                t.as_secs(),
+                t.subsec_nanos(),
+                std::process::id()
+            )
+            .into(),
         }
     }
 
@@ -124,6 +152,85 @@ impl Live {
                 log::debug!("live stream ended: {e:#}");
             }
         }))
+    }
+}
+
+impl Live {
+    /// Prepares the stream of an overview page rendered at `version`
+    /// (None: unknown, the first comparison sends `changed`): takes a
+    /// slot and subscribes now. None when every slot is taken.
+    pub(crate) fn start_overview(&self, store: Store, version: Option<u64>) -> Option<StreamFn> {
+        let slot = self.slot()?;
+        let sub = self.hub.subscribe(64);
+        let master = self.master.clone();
+        Some(Box::new(move |out| {
+            let _slot = slot;
+            let r = overview(out, &store, sub, version, &master, KEEPALIVE);
+            if let Err(e) = r {
+                log::debug!("live overview stream ended: {e:#}");
+            }
+        }))
+    }
+}
+
+/// Writes one overview stream until the client leaves (module header).
+fn overview(
+    mut out: Box<dyn Write + Send>,
+    store: &Store,
+    sub: Subscription,
+    mut sent: Option<u64>,
+    master: &str,
+    keepalive: Duration,
+) -> Result<()> {
+    let conn = store.own_reader()?;
+    out.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
+          Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
+          Connection: close\r\n\r\nretry: 3000\n\n",
+    )?;
+    send(&mut out, "hello", &json!({ "master": master }))?;
+    out.flush()?;
+    let mut last_write = Instant::now();
+    let mut last_changed: Option<Instant> = None;
+    loop {
+        let mut v = db::live_version(&conn)?;
+        if Some(v) != sent {
+            if let Some(rest) = last_changed.and_then(|t| COALESCE.checked_sub(t.elapsed())) {
+                // A burst: one refresh for all of it, with what is true
+                // at its end.
+                std::thread::sleep(rest);
+                v = db::live_version(&conn)?;
+            }
+            send(&mut out, "changed", &json!({ "v": v }))?;
+            out.flush()?;
+            sent = Some(v);
+            last_changed = Some(Instant::now());
+            last_write = Instant::now();
+        }
+        let check = Instant::now() + OVERVIEW_CHECK;
+        loop {
+            let deadline = check.min(last_write + keepalive);
+            crossbeam_channel::select! {
+                recv(sub.events) -> ev => match ev {
+                    Ok(_) => break,
+                    Err(_) => return Ok(()),
+                },
+                // Events were dropped for this stream: compare now.
+                recv(sub.missed) -> _ => break,
+                default(deadline.saturating_duration_since(Instant::now())) => {
+                    if last_write.elapsed() >= keepalive {
+                        out.write_all(b": keepalive\n\n")?;
+                        out.flush()?;
+                        last_write = Instant::now();
+                    }
+                    if Instant::now() >= check {
+                        break;
+                    }
+                }
+            }
+        }
+        // The comparison that follows covers everything pending.
+        while sub.events.try_recv().is_ok() {}
     }
 }
 
@@ -425,6 +532,64 @@ mod tests {
         });
         let t2 = out.wait_for("event: end\n");
         assert!(t2.contains("build successful"));
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn overview_says_hello_then_changed_when_the_data_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.sqlite");
+        db::create(&db).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let store = db::Store::open(&db).unwrap();
+        let v0 = db::live_version(&store.own_reader().unwrap()).unwrap();
+        let hub = Hub::new();
+        // Capacity 1: the second event below is dropped for this stream.
+        let sub = hub.subscribe(1);
+        let out = Shared::default();
+        let out2 = out.clone();
+        let t = std::thread::spawn(move || {
+            let keepalive = Duration::from_millis(100);
+            overview(Box::new(out2), &store, sub, Some(v0), "m-1", keepalive)
+        });
+        let t0 = out.wait_for("\n: keepalive\n\n");
+        assert!(
+            t0.contains("event: hello\ndata: {\"master\":\"m-1\"}\n\n"),
+            "{t0}"
+        );
+        assert!(!t0.contains("changed"), "the page is current: {t0}");
+        // A worker connects: no hub event says so; the stream sees it.
+        conn.execute_batch("INSERT INTO workers (workerid, name, connected) VALUES (1, 'w', 1)")
+            .unwrap();
+        let t1 = out.wait_for("event: changed\n");
+        let v1 = db::live_version(&db::Store::open(&db).unwrap().own_reader().unwrap()).unwrap();
+        assert_ne!(v1, v0);
+        assert!(t1.contains(&format!("data: {{\"v\":{v1}}}")), "{t1}");
+        // A build starts; its events overflow the stream's buffer.
+        conn.execute_batch(
+            "INSERT INTO builders (builderid, name) VALUES (1, 'b');
+             INSERT INTO buildsets (buildsetid, reason, submitted_at) VALUES (1, 'r', 0);
+             INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at, claimed_at)
+               VALUES (1, 1, 1, 0, 0);
+             INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at)
+               VALUES (1, 1, 1, 1, 100);",
+        )
+        .unwrap();
+        for _ in 0..3 {
+            hub.publish(Event::BuildStarted {
+                buildid: BuildId(1),
+                builderid: BuilderId(1),
+                builder: "b".into(),
+                number: 1,
+            });
+        }
+        let t2 = out.wait_for("event: changed\ndata: {\"v\":");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while out.text().matches("event: changed").count() < 2 {
+            assert!(Instant::now() < deadline, "{t2}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(hub);
         t.join().unwrap().unwrap();
     }
 

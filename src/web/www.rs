@@ -294,7 +294,16 @@ fn handle(req: Request, ctx: &WwwCtx, shared: &Shared) -> Reply {
     };
     let resp = match prepare(&mut r) {
         Ok(()) => {
-            if let Some(buildid) = live_path(&r) {
+            if r.method == Method::Get && r.path == "/live" {
+                // An overview page's stream (`sse::Live::start_overview`).
+                let version = r.param("v").and_then(|v| v.parse().ok());
+                match r.shared.live.start_overview(r.ctx.store.clone(), version) {
+                    Some(stream) => {
+                        return Reply::Takeover(Box::new(move |out| stream(Box::new(out))))
+                    }
+                    None => too_many_live(),
+                }
+            } else if let Some(buildid) = live_path(&r) {
                 // The connection goes to a live stream (or gets an answer).
                 match start_live(&r, buildid) {
                     Ok(takeover) => return takeover,
@@ -552,7 +561,16 @@ fn page(r: &Req) -> Result<Resp> {
         return Ok(error(400, "bad path"));
     };
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let ok = |s: Html| Ok(html(200, s));
+    // `?fragment=1`: only what is inside `<main>`, for live pages to swap
+    // in (the same renderer as the whole page).
+    let fragment = r.param("fragment") == Some("1");
+    let ok = |s: Html| {
+        let s = match fragment {
+            true => s.inner("<main>", "</main>").unwrap_or(s),
+            false => s,
+        };
+        Ok(html(200, s))
+    };
     match segs.as_slice() {
         [] => ok(pages::home(&c)?),
         ["login"] => {
@@ -601,6 +619,7 @@ fn page(r: &Req) -> Result<Resp> {
         }
         ["workers"] => ok(pages::workers(&c)?),
         ["changes"] => ok(pages::changes(&c, page_param(r))?),
+        ["console"] => ok(pages::console(&c)?),
         ["buildrequests"] => ok(pages::buildrequests(&c)?),
         ["buildrequests", id] => {
             let Ok(id) = id.parse::<RequestId>() else {
@@ -684,11 +703,13 @@ fn start_live(r: &Req, buildid: BuildId) -> Result<Reply, Resp> {
         w,
     ) {
         Some(stream) => Ok(Reply::Takeover(Box::new(move |out| stream(Box::new(out))))),
-        None => {
-            Err(error(503, "too many live pages open; reload later")
-                .with_header("Retry-After", "10"))
-        }
+        None => Err(too_many_live()),
     }
+}
+
+/// Every live stream slot is taken (`sse::MAX_STREAMS`).
+fn too_many_live() -> Resp {
+    error(503, "too many live pages open; reload later").with_header("Retry-After", "10")
 }
 
 /// Form posts from the pages: login, logout, force, stop, rebuild,

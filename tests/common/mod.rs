@@ -5,6 +5,9 @@
 //! into `benches/bench.rs` (`#[path]`): keep it where it is.
 #![allow(dead_code)]
 
+/// The headless-Chromium (DevTools) harness of the browser tests.
+pub mod browser;
+
 use hmac::{Hmac, KeyInit, Mac};
 // For the tests' `status.json` checks; the bench compiles this file too
 // and needs fewer of them.
