@@ -36,7 +36,13 @@ fn fill(db: &std::path::Path) {
     )
     .unwrap();
     let props = r#"{"branch":["master","Build"],"buildername":["runtests","Builder"],"owner":["alice","Force Build Form"],"repository":["https://git.example.org/isabell/hello-world.git","Build"],"revision":["0123456789abcdef0123456789abcdef01234567","Build"]}"#;
-    let t0 = 1_700_000_000i64;
+    // Recent builds (one a minute up to now): older than the janitor's
+    // horizon, they would be pruned while the test reads them.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t0 = now - (BUILDS + 1) * 60;
     for id in 1..=BUILDS {
         let builderid = (id - 1) % BUILDERS.len() as i64 + 1;
         let number = (id - 1) / BUILDERS.len() as i64 + 1;
