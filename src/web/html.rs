@@ -91,6 +91,13 @@ impl Html {
     /// What `html!` expands to: `format_args!` parses the template at
     /// compile time; each argument is an [`__Arg`], which renders as its
     /// type says (escaped text, raw `Html`, digits).
+    /// What `html_push!` expands to: appends without an `Html` of its own.
+    #[doc(hidden)]
+    pub(crate) fn __push_args(&mut self, args: std::fmt::Arguments<'_>) {
+        // Writing to a String never fails.
+        let _ = std::fmt::Write::write_fmt(&mut self.0, args);
+    }
+
     #[doc(hidden)]
     pub(crate) fn __from_args(args: std::fmt::Arguments<'_>) -> Html {
         Html(std::fmt::format(args))
@@ -277,6 +284,23 @@ macro_rules! html {
 }
 pub(crate) use html;
 
+/// `html_push!(out, "<td>{}</td>", x)`: `out.push(&html!(...))` without
+/// the intermediate `Html` (one allocation less per fragment: tables
+/// append thousands).
+macro_rules! html_push {
+    ($out:expr, $template:literal $(, $arg:expr)* $(,)?) => {{
+        const _: () = $crate::web::html::__check(
+            $template,
+            <[&str]>::len(&[$(stringify!($arg)),*]),
+        );
+        $out.__push_args(format_args!(
+            $template
+            $(, $crate::web::html::__Arg(&$arg))*
+        ))
+    }};
+}
+pub(crate) use html_push;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +313,20 @@ mod tests {
             "&lt;/main&gt;&lt;main&gt;"
         );
         assert!(page.inner("<nav>", "</nav>").is_none());
+    }
+
+    #[test]
+    fn html_push_escapes_as_html_does() {
+        let mut out = html!("<p>");
+        html_push!(
+            out,
+            "<b title=\"{}\">{}</b>{}",
+            "a\"b",
+            "<i>",
+            html!("<br>")
+        );
+        html_push!(out, "{{}}{}", 42);
+        assert_eq!(out, "<p><b title=\"a&quot;b\">&lt;i&gt;</b><br>{}42");
     }
 
     #[test]

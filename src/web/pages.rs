@@ -21,7 +21,7 @@
 use crate::config::{Config, ParamKind};
 use crate::db;
 use crate::model::{BuildId, BuildResult, BuilderId, LogId, RequestId};
-use crate::web::html::{html, Html};
+use crate::web::html::{html, html_push, Html};
 use crate::web::logview;
 use anyhow::{Context, Result};
 use std::fmt::Write;
@@ -260,21 +260,21 @@ fn table(headers: &[&str], rows: &[Vec<Cell>], empty: &str) -> Html {
     }
     let mut out = html!("<div class=\"scroll\"><table><thead><tr>");
     for h in headers {
-        out.push(&html!("<th>{}</th>", h));
+        html_push!(out, "<th>{}</th>", h);
     }
-    out.push(&html!("</tr></thead><tbody>"));
+    html_push!(out, "</tr></thead><tbody>");
     for row in rows {
-        out.push(&html!("<tr>"));
+        html_push!(out, "<tr>");
         for cell in row {
             if cell.wrap {
-                out.push(&html!("<td class=\"wrap\">{}</td>", cell.html));
+                html_push!(out, "<td class=\"wrap\">{}</td>", cell.html);
             } else {
-                out.push(&html!("<td>{}</td>", cell.html));
+                html_push!(out, "<td>{}</td>", cell.html);
             }
         }
-        out.push(&html!("</tr>"));
+        html_push!(out, "</tr>");
     }
-    out.push(&html!("</tbody></table></div>"));
+    html_push!(out, "</tbody></table></div>");
     out
 }
 
@@ -292,7 +292,7 @@ fn pager(path: &str, page: i64, total: i64) -> Html {
             page - 1
         ));
     }
-    out.push(&html!("page {} of {}", page, pages));
+    html_push!(out, "page {} of {}", page, pages);
     if page < pages {
         out.push(&html!(
             " <a href=\"{}?page={}\">older &rarr;</a>",
@@ -300,7 +300,7 @@ fn pager(path: &str, page: i64, total: i64) -> Html {
             page + 1
         ));
     }
-    out.push(&html!("</p>"));
+    html_push!(out, "</p>");
     out
 }
 
@@ -381,7 +381,7 @@ fn strip(builds: &[&db::HistoryBuild]) -> Html {
     for b in builds.iter().rev() {
         out.push(&square(b));
     }
-    out.push(&html!("</span>"));
+    html_push!(out, "</span>");
     out
 }
 
@@ -467,7 +467,7 @@ pub(crate) fn console(c: &Ctx) -> Result<Html> {
                 {
                     cell.push(&square(b));
                 }
-                cell.push(&html!("</span>"));
+                html_push!(cell, "</span>");
                 row.push(cell.into());
             }
             row
@@ -572,7 +572,7 @@ fn queue_section(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<Ht
             ));
         }
     }
-    out.push(&html!("</section>"));
+    html_push!(out, "</section>");
     Ok(out)
 }
 
@@ -659,10 +659,10 @@ pub(crate) fn builder(c: &Ctx, name: &str, page: i64) -> Result<Option<Html>> {
     let path = format!("/builders/{}", encode_path_segment(name));
     let mut body = html!("<h2>Builder {}</h2>", name);
     if let Some(d) = description.filter(|d| !d.is_empty()) {
-        body.push(&html!("<p>{}</p>", d));
+        html_push!(body, "<p>{}</p>", d);
     }
     if !tags.is_empty() {
-        body.push(&html!("<p class=\"muted\">tags: {}</p>", tags.join(", ")));
+        html_push!(body, "<p class=\"muted\">tags: {}</p>", tags.join(", "));
     }
     if let Some(b) = c.cfg.builder(name) {
         body.push(&html!(
@@ -795,7 +795,7 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
     let mut out = html!("<section><h2>Force a build</h2>");
     let Some(csrf) = c.csrf else {
         out.push(&c.login_hint("force a build", path));
-        out.push(&html!("</section>"));
+        html_push!(out, "</section>");
         return out;
     };
     for (s, force) in scheds {
@@ -817,7 +817,7 @@ fn force_forms(c: &Ctx, builder: &str, path: &str) -> Html {
             s.name
         ));
     }
-    out.push(&html!("</section>"));
+    html_push!(out, "</section>");
     out
 }
 
@@ -855,16 +855,16 @@ pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
         took(Some(b.started_at), b.complete_at, c.now)
     ));
     if let Some(w) = &b.worker {
-        out.push(&html!(" · worker {}", w));
+        html_push!(out, " · worker {}", w);
     }
-    out.push(&html!("</p><p>"));
+    html_push!(out, "</p><p>");
     let base = format!("/builds/{}", b.buildid);
     if b.complete_at.is_none() {
         out.push(&c.post_form(&format!("{base}/stop"), "Stop", Html::new()));
     } else {
         out.push(&c.post_form(&format!("{base}/rebuild"), "Rebuild", Html::new()));
     }
-    out.push(&html!("</p></section>"));
+    html_push!(out, "</p></section>");
     out
 }
 
@@ -896,7 +896,7 @@ pub(crate) fn step_head(c: &Ctx, s: &StepRow) -> Html {
             ));
         }
     }
-    out.push(&html!("</div>"));
+    html_push!(out, "</div>");
     out
 }
 
@@ -942,7 +942,7 @@ pub(crate) fn step_html(
             logview::render(r),
         ));
     }
-    out.push(&html!("</div>"));
+    html_push!(out, "</div>");
     out
 }
 
@@ -973,7 +973,7 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
         live,
         build_head(c, &b)
     );
-    body.push(&html!("<section id=\"steps\"><h3>Steps</h3>"));
+    html_push!(body, "<section id=\"steps\"><h3>Steps</h3>");
     let steps = steps_of(c.conn, b.buildid)?;
     if steps.is_empty() {
         body.push(&html!(
@@ -998,10 +998,10 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
             &ranges,
         ));
     }
-    body.push(&html!("</section>"));
+    html_push!(body, "</section>");
     body.push(&buildset_section(c, b.buildrequestid)?);
     body.push(&properties_section(c.conn, b.buildid)?);
-    body.push(&html!("</div>"));
+    html_push!(body, "</div>");
     let title = format!("{} #{}", b.builder, b.number);
     Ok(Some(c.layout(&title, &build_page_url(&b), body)))
 }
@@ -1045,14 +1045,14 @@ fn buildset_section(c: &Ctx, brid: RequestId) -> Result<Html> {
         })
         .collect();
     if !rows.is_empty() {
-        out.push(&html!("<h3>Changes</h3>"));
+        html_push!(out, "<h3>Changes</h3>");
         out.push(&table(
             &["Change", "Author", "Message", "Revision", "When"],
             &rows,
             "",
         ));
     }
-    out.push(&html!("</section>"));
+    html_push!(out, "</section>");
     Ok(out)
 }
 
@@ -1114,10 +1114,10 @@ pub(crate) fn workers(c: &Ctx) -> Result<Html> {
                 html!("<span class=\"res\">not connected</span>")
             };
             if paused {
-                state.push(&html!(" <span class=\"res r1\">paused</span>"));
+                html_push!(state, " <span class=\"res r1\">paused</span>");
             }
             if !configured {
-                state.push(&html!(" <span class=\"muted\">(not in master.cfg)</span>"));
+                html_push!(state, " <span class=\"muted\">(not in master.cfg)</span>");
             }
             let builds = Html::join(
                 w.running
@@ -1278,7 +1278,7 @@ pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
         time_html(submitted)
     );
     if complete {
-        body.push(&html!("<p>Complete: {}</p>", badge(results, true)));
+        html_push!(body, "<p>Complete: {}</p>", badge(results, true));
         match covered_by {
             Some((_, Some((builder, number)))) => body.push(&html!(
                 "<p id=\"covered\">Collapsed into a newer request: covered by build {} {}.</p>",
@@ -1310,10 +1310,10 @@ pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
 pub(crate) fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html {
     let mut body = html!("<h2>Log in</h2>");
     if let Some(e) = error {
-        body.push(&html!("<p class=\"flash\">{}</p>", e));
+        html_push!(body, "<p class=\"flash\">{}</p>", e);
     }
     if let Some(u) = c.user {
-        body.push(&html!("<p>You are logged in as {}.</p>", u));
+        html_push!(body, "<p>You are logged in as {}.</p>", u);
     }
     body.push(&html!(
         "<form method=\"post\" action=\"/login\" class=\"login\">\
