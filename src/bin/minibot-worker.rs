@@ -154,7 +154,7 @@ fn start(dir: &Path, nodaemon: bool) -> Result<i32> {
         READY_TIMEOUT,
         &abs.join(worker::LOG_FILE),
     )?;
-    println!("{line}");
+    minibot::outln!("{line}");
     report_outcome(&abs)
 }
 
@@ -183,7 +183,7 @@ fn report_outcome(dir: &Path) -> Result<i32> {
     let keeps = "it keeps trying; `minibot-worker stop` stops it";
     let problem = match s.state {
         State::Connected => {
-            println!("connected to the master at {} as {:?}", s.master, s.name);
+            minibot::outln!("connected to the master at {} as {:?}", s.master, s.name);
             return Ok(0);
         }
         State::Stopped => bail!("the worker stopped: {err}; see {}", log.display()),
@@ -206,13 +206,13 @@ fn report_outcome(dir: &Path) -> Result<i32> {
             cfg.display()
         ),
     };
-    eprintln!("minibot-worker: not connected: {problem}");
+    minibot::errln!("minibot-worker: not connected: {problem}");
     Ok(NOT_CONNECTED)
 }
 
 fn stop(dir: &Path) -> Result<()> {
     daemon::stop(&pid_path(dir), worker::WHAT, STOP_TIMEOUT)?;
-    println!("{} in {} stopped", worker::WHAT, dir.display());
+    minibot::outln!("{} in {} stopped", worker::WHAT, dir.display());
     Ok(())
 }
 
@@ -229,7 +229,7 @@ fn run(args: Args) -> Result<i32> {
                 allow_weak_password: c.allow_weak_password,
             };
             let msg = worker::create_worker(&c.dir, &c.master, &c.name, &c.password, &opts)?;
-            println!("{msg}");
+            minibot::outln!("{msg}");
             Ok(0)
         }
         Cmd::Start(s) => start(&s.dir, s.nodaemon),
@@ -251,7 +251,7 @@ fn main() {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("minibot-worker: {e:#}");
+            minibot::errln!("minibot-worker: {e:#}");
             std::process::exit(1);
         }
     }
