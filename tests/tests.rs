@@ -37,4 +37,5 @@ mod scheduler_collapse;
 mod web_api;
 mod web_browser;
 mod web_latency;
+mod web_logs;
 mod worker_steps;

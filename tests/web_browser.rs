@@ -19,19 +19,23 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 const MIN: Duration = Duration::from_secs(60);
 
 /// A DevTools connection to one page, collecting console errors.
-struct Cdp {
-    ws: WebSocket<TcpStream>,
+pub(crate) struct Cdp {
+    pub(crate) ws: WebSocket<TcpStream>,
     next_id: u64,
-    session: Option<String>,
-    errors: Vec<String>,
+    pub(crate) session: Option<String>,
+    pub(crate) errors: Vec<String>,
+    /// Trace events received (`Tracing.dataCollected`), and whether the
+    /// trace is complete (`tests/web_logs.rs` measures tasks with them).
+    pub(crate) trace: Vec<Value>,
+    pub(crate) trace_done: bool,
 }
 
 impl Cdp {
-    fn connect(url: &str) -> Cdp {
+    pub(crate) fn connect(url: &str) -> Cdp {
         let addr = url
             .strip_prefix("ws://")
             .and_then(|r| r.split('/').next())
@@ -47,6 +51,8 @@ impl Cdp {
             next_id: 1,
             session: None,
             errors: vec![],
+            trace: vec![],
+            trace_done: false,
         }
     }
 
@@ -81,6 +87,12 @@ impl Cdp {
                 self.errors
                     .push(format!("exception: {}", p["exceptionDetails"]));
             }
+            Some("Tracing.dataCollected") => {
+                if let Some(v) = p["value"].as_array() {
+                    self.trace.extend(v.iter().cloned());
+                }
+            }
+            Some("Tracing.tracingComplete") => self.trace_done = true,
             Some("Log.entryAdded") if p["entry"]["level"] == "error" => {
                 self.errors.push(format!(
                     "log: {} ({})",
@@ -91,7 +103,7 @@ impl Cdp {
         }
     }
 
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -116,14 +128,14 @@ impl Cdp {
     }
 
     /// Reads the events that have arrived.
-    fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         while let Some(v) = self.read() {
             self.event(&v);
         }
     }
 
     /// The value of a JavaScript expression in the page.
-    fn eval(&mut self, expr: &str) -> Value {
+    pub(crate) fn eval(&mut self, expr: &str) -> Value {
         let r = self.call(
             "Runtime.evaluate",
             json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
@@ -135,7 +147,7 @@ impl Cdp {
     }
 
     /// Polls `expr` until it is truthy; returns its value.
-    fn wait_js(&mut self, what: &str, expr: &str) -> Value {
+    pub(crate) fn wait_js(&mut self, what: &str, expr: &str) -> Value {
         let deadline = Instant::now() + MIN;
         loop {
             let v = self.eval(expr);
@@ -151,12 +163,12 @@ impl Cdp {
         }
     }
 
-    fn navigate(&mut self, url: &str) {
+    pub(crate) fn navigate(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url}));
         self.wait_js("the page to load", "document.readyState === 'complete'");
     }
 
-    fn assert_no_errors(&mut self) {
+    pub(crate) fn assert_no_errors(&mut self) {
         self.pump();
         assert!(
             self.errors.is_empty(),
@@ -166,7 +178,7 @@ impl Cdp {
     }
 
     /// Saves a screenshot as `$MINIBOT_SCREENSHOTS/name.png`, if set.
-    fn screenshot(&mut self, name: &str) {
+    pub(crate) fn screenshot(&mut self, name: &str) {
         let Some(dir) = std::env::var_os("MINIBOT_SCREENSHOTS") else {
             return;
         };
@@ -180,7 +192,7 @@ impl Cdp {
 }
 
 /// Starts headless Chromium; returns the process and its DevTools URL.
-fn start_chromium(profile: &std::path::Path) -> (Proc, String) {
+pub(crate) fn start_chromium(profile: &std::path::Path) -> (Proc, String) {
     let mut child = Command::new(CHROMIUM)
         .args([
             "--headless",
