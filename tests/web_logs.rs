@@ -513,7 +513,7 @@ fn search_in_a_50mb_log_finds_the_middle_and_its_link_opens_the_line() {
         true
     );
     let y = cdp.eval(&format!(
-        "Math.round(document.getElementById('L{line}').getBoundingClientRect().top)"
+        "Math.round(document.getElementById('L{line}').getBoundingClientRect().top) || 0"
     ));
     let h = cdp.eval("innerHeight");
     assert!(
