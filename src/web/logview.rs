@@ -777,6 +777,10 @@ pub(crate) fn search(
                         break;
                     };
                     let sp = m.start();
+                    // An empty match after the last `\n` is no line.
+                    if sp >= text.len() {
+                        break;
+                    }
                     // Back to the chunk: the line holding the match.
                     let i = map.partition_point(|&(st, _)| st <= sp).saturating_sub(1);
                     let (st, orig) = map[i];
@@ -1187,7 +1191,7 @@ mod tests {
         assert!(
             html.starts_with("<a id=\"L1\" href=\"#L1\" class=\"ln\">1</a>alpha\n"),
             "{}",
-            html.as_str()
+            &*html
         );
         assert!(html.contains("<a id=\"L2\" href=\"#L2\" class=\"ln hit\">2</a><span class=\"le\">error: one</span>\n"));
         let all = std::time::Duration::from_secs(10);
