@@ -40,5 +40,6 @@ mod web_api;
 mod web_browser;
 mod web_latency;
 mod web_live;
+mod web_logs;
 mod worker_start;
 mod worker_steps;

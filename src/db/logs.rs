@@ -1,8 +1,48 @@
 //! Where log text lives: files under the master directory, named by build
-//! and log id (the `logs` table holds only their metadata).
+//! and log id (the `logs` table holds only their metadata), and what the
+//! log page says about a log (`log_page_info`).
 
+use super::Conn;
 use crate::model::{BuildId, LogId};
+use anyhow::Result;
+use rusqlite::OptionalExtension;
 use std::path::{Path, PathBuf};
+
+/// A log as its page names it: whose step, which build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogPageInfo {
+    pub logid: LogId,
+    pub name: String,
+    pub complete: bool,
+    pub step: String,
+    pub buildid: BuildId,
+    pub number: i64,
+    pub builder: String,
+}
+
+/// The log page's header facts of `logid`; None: no such log.
+pub(crate) fn log_page_info(conn: &Conn, logid: LogId) -> Result<Option<LogPageInfo>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT l.name, l.complete, s.name, b.buildid, b.number, r.name \
+             FROM logs l JOIN steps s ON s.stepid = l.stepid \
+             JOIN builds b ON b.buildid = s.buildid \
+             JOIN builders r ON r.builderid = b.builderid WHERE l.logid = ?1",
+        )?
+        .query_row([logid], |r| {
+            Ok(LogPageInfo {
+                logid,
+                name: r.get(0)?,
+                complete: r.get::<_, i64>(1)? != 0,
+                step: r.get(2)?,
+                buildid: r.get(3)?,
+                number: r.get(4)?,
+                builder: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
 
 /// The directory of the log files, under the master directory.
 pub fn log_root(master_dir: &Path) -> PathBuf {

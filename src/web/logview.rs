@@ -12,7 +12,10 @@
 //! state is reset at each line: chunks render independently and a stray
 //! escape cannot colour the rest of the log.
 
+use crate::db;
+use crate::model::LogId;
 use crate::web::html::{html, Html};
+use crate::web::pages::Ctx;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -134,38 +137,45 @@ pub(crate) fn read_from(path: &Path, offset: u64) -> io::Result<Range> {
 /// The HTML of stream-log lines: stderr in `<span class="le">`, headers in
 /// `<span class="lh">`, ANSI SGR colours as `<span class="...">`, every
 /// other byte escaped (the log's text goes into `Html` only as text; the
-/// spans are ours). For the inside of a `<pre>`.
+/// spans are ours). For the inside of a `<pre>`. Every span closes before
+/// its line's `\n`, so the markup may be cut at any `\n` (the build page's
+/// script keeps only the newest lines of a live log that way).
 pub(crate) fn render(r: &Range) -> Html {
     let text = String::from_utf8_lossy(&r.text);
     let mut out = Html::new();
     for (i, line) in text.split_inclusive('\n').enumerate() {
-        let line = line.strip_suffix('\n').unwrap_or(line);
-        let (stream, body) = if i == 0 && r.partial_first {
-            ('o', line)
-        } else {
-            match line.chars().next() {
-                Some(c @ ('o' | 'e' | 'h')) => (c, &line[1..]),
-                _ => ('o', line),
-            }
-        };
-        // A progress bar redraws its line with '\r': show the last state.
-        let body = body.trim_end_matches('\r');
-        let body = body.rsplit('\r').next().unwrap_or(body);
-        let class = match stream {
-            'e' => Some("le"),
-            'h' => Some("lh"),
-            _ => None,
-        };
-        if let Some(c) = class {
-            out.push(&html!("<span class=\"{}\">", c));
-        }
-        ansi_line(body, &mut out);
-        if class.is_some() {
-            out.push(&html!("</span>"));
-        }
+        line_html(line, i == 0 && r.partial_first, &mut out);
         out.push(&html!("\n"));
     }
     out
+}
+
+/// One stream-log line (with or without its `\n`, which is not rendered).
+fn line_html(line: &str, partial: bool, out: &mut Html) {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let (stream, body) = if partial {
+        ('o', line)
+    } else {
+        match line.chars().next() {
+            Some(c @ ('o' | 'e' | 'h')) => (c, &line[1..]),
+            _ => ('o', line),
+        }
+    };
+    // A progress bar redraws its line with '\r': show the last state.
+    let body = body.trim_end_matches('\r');
+    let body = body.rsplit('\r').next().unwrap_or(body);
+    let class = match stream {
+        'e' => Some("le"),
+        'h' => Some("lh"),
+        _ => None,
+    };
+    if let Some(c) = class {
+        out.push(&html!("<span class=\"{}\">", c));
+    }
+    ansi_line(body, out);
+    if class.is_some() {
+        out.push(&html!("</span>"));
+    }
 }
 
 /// SGR state of the line being rendered.
@@ -299,6 +309,776 @@ fn ansi_line(s: &str, out: &mut Html) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Log tools (issue 17 point 3): line numbers, regions, search, download.
+//
+// Line numbers count the file's `\n`s: line 1 starts at byte 0. A log
+// file only grows while its build runs (one writer, appends) and is made
+// new for each log, so an index of line starts keyed by the file's
+// (device, inode) stays true and is extended from where it stopped.
+
+/// One line start in `STRIDE` is kept: a 50 MB log of 100-byte lines
+/// holds ~120 marks; a file of only `\n`s at most `len / STRIDE`.
+const STRIDE: u64 = 4096;
+/// Line indexes kept in memory (the least recently used go first).
+const CACHED_INDEXES: usize = 32;
+/// What one read of a scan takes from the file.
+const SCAN_BLOCK: usize = 1 << 20;
+/// Longest part of one line a region shows; the rest is cut (and said so):
+/// a single 10 MB line must not make a 10 MB page.
+pub(crate) const LINE_CAP: usize = 4096;
+/// Lines a region shows.
+pub(crate) const REGION_LINES: u64 = 500;
+/// Lines shown above the line a region is opened at.
+pub(crate) const REGION_BEFORE: u64 = 100;
+/// Matches a search lists (it counts on past them).
+pub(crate) const MAX_HITS: usize = 200;
+/// Time one search may take before it stops and says where it got to.
+pub(crate) const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(400);
+/// Longest search text or pattern.
+pub(crate) const MAX_QUERY: usize = 256;
+/// Compiled size limit of a regex (regex-lite's own default is 10 MB).
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+struct LineIndex {
+    file: (u64, u64),
+    /// Bytes indexed: just after the last `\n` seen.
+    len: u64,
+    /// Complete lines in `..len`.
+    lines: u64,
+    /// `marks[k]`: where line `k * STRIDE` (0-based) starts.
+    marks: Vec<u64>,
+}
+
+static INDEXES: std::sync::Mutex<Vec<(std::path::PathBuf, LineIndex)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// What a line index tells of a log file now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lines {
+    /// Complete lines.
+    pub count: u64,
+    marks: Vec<u64>,
+}
+
+/// The line index of the file at `path` (complete lines only), built once
+/// and extended as the file grows. None: no such file.
+fn index(path: &Path) -> io::Result<Option<Lines>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    let id = (meta.dev(), meta.ino());
+    // Taken out while it is extended, so the lock is never held for a scan.
+    let cached = {
+        let mut all = INDEXES.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .position(|(p, _)| p == path)
+            .map(|i| all.remove(i).1)
+    };
+    let mut idx = match cached {
+        Some(i) if i.file == id && i.len <= meta.len() => i,
+        _ => LineIndex {
+            file: id,
+            len: 0,
+            lines: 0,
+            marks: vec![0],
+        },
+    };
+    if idx.len < meta.len() {
+        f.seek(SeekFrom::Start(idx.len))?;
+        let mut buf = vec![0u8; SCAN_BLOCK];
+        let mut base = idx.len;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for p in memchr::memchr_iter(b'\n', &buf[..n]) {
+                idx.lines += 1;
+                idx.len = base + p as u64 + 1;
+                if idx.lines % STRIDE == 0 {
+                    idx.marks.push(idx.len);
+                }
+            }
+            base += n as u64;
+        }
+    }
+    let out = Lines {
+        count: idx.lines,
+        marks: idx.marks.clone(),
+    };
+    let mut all = INDEXES.lock().unwrap_or_else(|e| e.into_inner());
+    if all.len() >= CACHED_INDEXES {
+        all.remove(0);
+    }
+    all.push((path.to_path_buf(), idx));
+    Ok(Some(out))
+}
+
+/// Where line `n` (1-based) starts, if the file has it (complete).
+fn line_start(f: &mut File, lines: &Lines, n: u64) -> io::Result<Option<u64>> {
+    if n == 0 || n > lines.count {
+        return Ok(None);
+    }
+    let n0 = n - 1;
+    let Some(&mark) = lines.marks.get((n0 / STRIDE) as usize) else {
+        return Ok(None);
+    };
+    let mut skip = n0 % STRIDE;
+    if skip == 0 {
+        return Ok(Some(mark));
+    }
+    f.seek(SeekFrom::Start(mark))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut base = mark;
+    loop {
+        let got = f.read(&mut buf)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        for p in memchr::memchr_iter(b'\n', &buf[..got]) {
+            skip -= 1;
+            if skip == 0 {
+                return Ok(Some(base + p as u64 + 1));
+            }
+        }
+        base += got as u64;
+    }
+}
+
+/// Reads one line from `r` into `out` (the `\n` not kept), at most `cap`
+/// bytes of it; the rest is consumed. Returns (bytes the line had,
+/// whether it ended with `\n`).
+fn read_line_capped(
+    r: &mut impl BufRead,
+    cap: usize,
+    out: &mut Vec<u8>,
+) -> io::Result<(u64, bool)> {
+    let mut total = 0u64;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((total, false));
+        }
+        let (take, done) = match memchr::memchr(b'\n', buf) {
+            Some(p) => (p, true),
+            None => (buf.len(), false),
+        };
+        let room = cap.saturating_sub(total as usize).min(take);
+        out.extend_from_slice(&buf[..room]);
+        total += take as u64;
+        r.consume(take + usize::from(done));
+        if done {
+            return Ok((total, true));
+        }
+    }
+}
+
+/// Lines `first..` of a log, for a page: at most `REGION_LINES`, each
+/// cut at `LINE_CAP` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Region {
+    /// Line number of the first line (1-based).
+    pub first: u64,
+    /// Each line without its `\n`, prefix kept.
+    pub lines: Vec<Vec<u8>>,
+    /// Complete lines in the log.
+    pub total: u64,
+}
+
+/// The region of up to `REGION_LINES` lines from line `first`, clamped
+/// to the log (`first` past the end: the last lines).
+pub(crate) fn region(path: &Path, first: u64) -> io::Result<Region> {
+    let Some(lines) = index(path)? else {
+        return Ok(Region::default());
+    };
+    let first = first
+        .min(lines.count.saturating_sub(REGION_LINES - 1))
+        .max(1);
+    let mut f = File::open(path)?;
+    let Some(start) = line_start(&mut f, &lines, first)? else {
+        return Ok(Region {
+            first: 1,
+            lines: vec![],
+            total: lines.count,
+        });
+    };
+    f.seek(SeekFrom::Start(start))?;
+    let mut r = BufReader::with_capacity(64 * 1024, f);
+    let mut out = Vec::new();
+    let mut n = first;
+    while n <= lines.count && (out.len() as u64) < REGION_LINES {
+        let mut line = Vec::new();
+        let (len, complete) = read_line_capped(&mut r, LINE_CAP, &mut line)?;
+        if !complete {
+            break;
+        }
+        if len as usize > LINE_CAP {
+            let note = format!(
+                " … [{} more bytes of this line: see raw]",
+                len as usize - LINE_CAP
+            );
+            line.extend_from_slice(note.as_bytes());
+        }
+        out.push(line);
+        n += 1;
+    }
+    Ok(Region {
+        first,
+        lines: out,
+        total: lines.count,
+    })
+}
+
+/// The HTML of a region's lines, each with its number as a link to
+/// itself (`id="L<n>"`); lines in `marked` get class `hit`.
+pub(crate) fn render_region(r: &Region, marked: &dyn Fn(u64, &[u8]) -> bool) -> Html {
+    let mut out = Html::new();
+    for (i, line) in r.lines.iter().enumerate() {
+        let n = r.first + i as u64;
+        let class = if marked(n, line) { "ln hit" } else { "ln" };
+        out.push(&html!(
+            "<a id=\"L{}\" href=\"#L{}\" class=\"{}\">{}</a>",
+            n,
+            n,
+            class,
+            n
+        ));
+        line_html(&String::from_utf8_lossy(line), false, &mut out);
+        out.push(&html!("\n"));
+    }
+    out
+}
+
+/// What a search looks for: text as it is, or a regex (regex-lite, with
+/// `^`/`$` at line ends). Matched against each line without its stream
+/// character.
+pub(crate) enum Pattern {
+    Plain(Vec<u8>),
+    Regex(regex_lite::Regex),
+}
+
+impl Pattern {
+    /// Err: a message for the user.
+    pub(crate) fn new(q: &str, regex: bool) -> Result<Pattern, String> {
+        if q.is_empty() {
+            return Err("nothing to search for".into());
+        }
+        if q.len() > MAX_QUERY {
+            return Err(format!("a search is at most {MAX_QUERY} bytes"));
+        }
+        if !regex {
+            if q.contains('\n') {
+                return Err("a search is one line".into());
+            }
+            return Ok(Pattern::Plain(q.as_bytes().to_vec()));
+        }
+        regex_lite::RegexBuilder::new(q)
+            .multi_line(true)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .nest_limit(64)
+            .build()
+            .map(Pattern::Regex)
+            .map_err(|e| format!("not a regex: {e}"))
+    }
+
+    /// Whether one line (prefix kept) matches: for marking lines shown.
+    pub(crate) fn is_match(&self, line: &[u8]) -> bool {
+        let body = line.get(1..).unwrap_or_default();
+        match self {
+            Pattern::Plain(p) => memchr::memmem::find(body, p).is_some(),
+            Pattern::Regex(re) => re.is_match(&String::from_utf8_lossy(body)),
+        }
+    }
+}
+
+/// A matching line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hit {
+    pub line: u64,
+    /// The line (prefix kept), cut at 300 bytes.
+    pub text: Vec<u8>,
+}
+
+/// Which matches a search keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// The first `MAX_HITS`, counting on to the end.
+    List,
+    /// The first one; it stops there.
+    First,
+    /// The last one before `until`.
+    Last,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Found {
+    pub hits: Vec<Hit>,
+    /// Matching lines seen (all of them, not only those kept).
+    pub count: u64,
+    /// Where it stopped when out of time: the first line not searched.
+    pub stopped_at: Option<u64>,
+    /// Complete lines in the log.
+    pub total: u64,
+}
+
+/// Searches lines `from..until` (1-based, `until` excluded, None: to the
+/// end) of the log at `path` for `pat`, reading it a block at a time and
+/// stopping after `budget`. A line matches once, however often its text
+/// does.
+pub(crate) fn search(
+    path: &Path,
+    pat: &Pattern,
+    from: u64,
+    until: Option<u64>,
+    keep: Keep,
+    budget: std::time::Duration,
+) -> io::Result<Found> {
+    let t0 = std::time::Instant::now();
+    let Some(lines) = index(path)? else {
+        return Ok(Found::default());
+    };
+    let mut found = Found {
+        total: lines.count,
+        ..Found::default()
+    };
+    let from = from.max(1);
+    let until = until.unwrap_or(u64::MAX).min(lines.count + 1);
+    if from >= until {
+        return Ok(found);
+    }
+    let mut f = File::open(path)?;
+    let Some(start) = line_start(&mut f, &lines, from)? else {
+        return Ok(found);
+    };
+    f.seek(SeekFrom::Start(start))?;
+    // `buf` holds whole lines from line `line_no`; a line longer than a
+    // block is searched in pieces (a match across the cut is missed).
+    let mut buf: Vec<u8> = Vec::with_capacity(SCAN_BLOCK * 2);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut line_no = from;
+    let mut starts_line = true;
+    let mut last_hit = 0u64;
+    let mut stripped = Vec::new();
+    let mut block = vec![0u8; SCAN_BLOCK];
+    loop {
+        if line_no >= until {
+            break;
+        }
+        if t0.elapsed() >= budget {
+            found.stopped_at = Some(line_no);
+            break;
+        }
+        let n = f.read(&mut block)?;
+        buf.clear();
+        buf.append(&mut carry);
+        buf.extend_from_slice(&block[..n]);
+        let cut = match memchr::memrchr(b'\n', &buf) {
+            Some(p) => p + 1,
+            // Only complete lines are searched; a giant line in pieces.
+            None if buf.len() >= SCAN_BLOCK && n > 0 => buf.len(),
+            None => 0,
+        };
+        carry.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        if buf.is_empty() {
+            break;
+        }
+        let chunk_starts_line = starts_line;
+        starts_line = buf.last() == Some(&b'\n');
+        // Hits in this chunk: (byte offset in the chunk).
+        let mut each_hit =
+            |pos: usize, found: &mut Found, line_no: &mut u64, counted: &mut usize| -> bool {
+                *line_no += memchr::memchr_iter(b'\n', &buf[*counted..pos]).count() as u64;
+                *counted = pos;
+                if *line_no >= until {
+                    return false;
+                }
+                if *line_no != last_hit {
+                    last_hit = *line_no;
+                    found.count += 1;
+                    let ls = memchr::memrchr(b'\n', &buf[..pos]).map_or(0, |p| p + 1);
+                    let le = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |p| pos + p);
+                    let hit = Hit {
+                        line: *line_no,
+                        text: buf[ls..le.min(ls + 300)].to_vec(),
+                    };
+                    match keep {
+                        Keep::List if found.hits.len() < MAX_HITS => found.hits.push(hit),
+                        Keep::List => {}
+                        Keep::First => {
+                            found.hits.push(hit);
+                            return false;
+                        }
+                        Keep::Last => found.hits = vec![hit],
+                    }
+                }
+                true
+            };
+        let base_line = line_no;
+        let mut counted = 0usize;
+        let mut go_on = true;
+        match pat {
+            Pattern::Plain(p) => {
+                let finder = memchr::memmem::Finder::new(p);
+                let mut at = 0;
+                while let Some(rel) = finder.find(&buf[at..]) {
+                    let pos = at + rel;
+                    let at_prefix = if pos == 0 {
+                        chunk_starts_line
+                    } else {
+                        buf[pos - 1] == b'\n'
+                    };
+                    if at_prefix {
+                        at = pos + 1;
+                        continue;
+                    }
+                    if !each_hit(pos, &mut found, &mut line_no, &mut counted) {
+                        go_on = false;
+                        break;
+                    }
+                    // On to the next line.
+                    at = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |q| pos + q + 1);
+                    if at >= buf.len() {
+                        break;
+                    }
+                }
+            }
+            Pattern::Regex(re) => {
+                // The lines without their stream characters, and where
+                // each stripped byte was.
+                stripped.clear();
+                let mut map: Vec<(usize, usize)> = Vec::new();
+                let mut s = 0;
+                let mut first = true;
+                while s < buf.len() {
+                    let e = memchr::memchr(b'\n', &buf[s..]).map_or(buf.len(), |q| s + q + 1);
+                    // An empty line may have no stream character.
+                    let body_from = if (first && !chunk_starts_line) || buf[s] == b'\n' {
+                        s
+                    } else {
+                        s + 1
+                    };
+                    map.push((stripped.len(), body_from));
+                    stripped.extend_from_slice(&buf[body_from..e]);
+                    first = false;
+                    s = e;
+                }
+                let text = String::from_utf8_lossy(&stripped);
+                let mut at = 0;
+                while at < text.len() {
+                    let Some(m) = re.find_at(&text, at) else {
+                        break;
+                    };
+                    let sp = m.start();
+                    // An empty match after the last `\n` is no line.
+                    if sp >= text.len() {
+                        break;
+                    }
+                    // Back to the chunk: the line holding the match.
+                    let i = map.partition_point(|&(st, _)| st <= sp).saturating_sub(1);
+                    let (st, orig) = map[i];
+                    let pos = (orig + (sp - st)).min(buf.len().saturating_sub(1));
+                    if !each_hit(pos, &mut found, &mut line_no, &mut counted) {
+                        go_on = false;
+                        break;
+                    }
+                    at = match memchr::memchr(b'\n', &text.as_bytes()[sp..]) {
+                        Some(q) => sp + q + 1,
+                        None => break,
+                    };
+                }
+            }
+        }
+        if !go_on {
+            break;
+        }
+        line_no = base_line + memchr::memchr_iter(b'\n', &buf).count() as u64;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// The log's text without stream characters, gzip-compressed as it is
+/// read (memory: two buffers, whatever the size of the log).
+pub(crate) fn gzip_reader(path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    let f = File::open(path)?;
+    let plain = crate::web::api::StripPrefix::new(BufReader::with_capacity(64 * 1024, f));
+    Ok(Box::new(flate2::read::GzEncoder::new(
+        plain,
+        flate2::Compression::fast(),
+    )))
+}
+
+// ---------------------------------------------------------------------------
+// The log page: `/logs/<logid>` (server-rendered, works without script).
+
+/// The log page's query: `q` and `re` search, `line` opens the region
+/// around a line, `after`/`before` jump to the next/previous match of `q`
+/// from a line, `from` goes on with a search cut short.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LogParams {
+    pub q: String,
+    pub regex: bool,
+    pub line: Option<u64>,
+    pub after: Option<u64>,
+    pub before: Option<u64>,
+    pub from: Option<u64>,
+}
+
+/// What the log page answers.
+pub(crate) enum LogAnswer {
+    Page(Html),
+    /// A jump to a match: the region around it.
+    Redirect(String),
+    NotFound,
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The links of a log: the log page (numbers, search), raw, download.
+pub(crate) fn log_links(logid: LogId) -> Html {
+    html!(
+        "<a href=\"/logs/{}\">view</a> · <a href=\"/api/v2/logs/{}/raw\">raw</a> · \
+         <a href=\"/logs/{}/download\">download</a>",
+        logid,
+        logid,
+        logid
+    )
+}
+
+/// The query string part of a search (`q=..&re=1`), empty without one.
+fn search_query(p: &LogParams) -> String {
+    if p.q.is_empty() {
+        return String::new();
+    }
+    format!("q={}{}&", enc(&p.q), if p.regex { "&re=1" } else { "" })
+}
+
+/// `/logs/<logid>`: a region of the log with line numbers (the end by
+/// default), a search form, and for a search its matches or the region
+/// around one with links to the previous and next.
+pub(crate) fn log_page(c: &Ctx, logid: LogId, p: &LogParams) -> anyhow::Result<LogAnswer> {
+    let Some(info) = db::log_page_info(c.conn, logid)? else {
+        return Ok(LogAnswer::NotFound);
+    };
+    let path = db::log_path(c.master_dir, info.buildid, logid);
+    let base = format!("/logs/{logid}");
+    let sq = search_query(p);
+    let pattern = if p.q.is_empty() {
+        None
+    } else {
+        Some(Pattern::new(&p.q, p.regex))
+    };
+    // Jumps: the next or previous match from a line.
+    let mut line = p.line;
+    let mut note = Html::new();
+    if let Some(Ok(pat)) = &pattern {
+        let jump = match (p.after, p.before) {
+            (Some(a), _) => Some((
+                search(&path, pat, a + 1, None, Keep::First, SEARCH_BUDGET)?,
+                a,
+            )),
+            (None, Some(b)) => Some((
+                search(&path, pat, 1, Some(b), Keep::Last, SEARCH_BUDGET)?,
+                b,
+            )),
+            (None, None) => None,
+        };
+        if let Some((found, from)) = jump {
+            match (found.hits.first(), found.stopped_at) {
+                // "previous" cut short has only a match before the cut.
+                (Some(h), stopped) if p.after.is_some() || stopped.is_none() => {
+                    return Ok(LogAnswer::Redirect(format!(
+                        "{base}?{sq}line={}#L{}",
+                        h.line, h.line
+                    )));
+                }
+                (_, Some(at)) => {
+                    note = html!(
+                        "<strong>searched up to line {} in the time allowed</strong> · ",
+                        at.saturating_sub(1)
+                    );
+                    if p.after.is_some() {
+                        note.push(&html!(
+                            "<a href=\"{}?{}after={}\">search on</a> · ",
+                            base,
+                            sq,
+                            at.saturating_sub(1)
+                        ));
+                    }
+                }
+                _ => note = html!("<strong>no further match</strong> · "),
+            }
+            line = Some(from);
+        }
+    }
+    let builder_url = format!(
+        "/builders/{}/builds/{}",
+        crate::web::pages::encode_path_segment(&info.builder),
+        info.number
+    );
+    let mut body = html!(
+        "<div id=\"logview\" data-logid=\"{}\"><p><a href=\"{}\">{} #{}</a> · step <strong>{}</strong> · \
+         log <strong>{}</strong>{} · <a href=\"/api/v2/logs/{}/raw\">raw</a> · \
+         <a href=\"/logs/{}/download\">download (gzip)</a></p>",
+        logid,
+        builder_url,
+        info.builder,
+        info.number,
+        info.step,
+        info.name,
+        if info.complete { Html::new() } else { html!(" (still being written)") },
+        logid,
+        logid
+    );
+    body.push(&html!(
+        "<form class=\"logsearch\" method=\"get\" action=\"{}\" role=\"search\">\
+         <input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"search this log\" aria-label=\"search this log\">\
+         <label><input type=\"checkbox\" name=\"re\" value=\"1\"{}> regex</label>\
+         <button type=\"submit\">Search</button></form>",
+        base,
+        p.q,
+        if p.regex { html!(" checked") } else { Html::new() }
+    ));
+    if let Some(Err(msg)) = &pattern {
+        body.push(&html!("<p class=\"flash\">{}</p>", msg));
+    }
+    let pat = match &pattern {
+        Some(Ok(pat)) => Some(pat),
+        _ => None,
+    };
+    if let (Some(pat), None) = (pat, line) {
+        // The matches, listed.
+        let from = p.from.unwrap_or(1);
+        let t0 = std::time::Instant::now();
+        let found = search(&path, pat, from, None, Keep::List, SEARCH_BUDGET)?;
+        let ms = t0.elapsed().as_millis() as u64;
+        let more = match found.stopped_at {
+            Some(l) => html!(
+                " (searched lines {}–{} of {} in {} ms; <a href=\"{}?{}from={}\">search on</a>)",
+                from,
+                l - 1,
+                found.total,
+                ms,
+                base,
+                sq,
+                l
+            ),
+            None if from > 1 => html!(" from line {} on ({} ms)", from, ms),
+            None => html!(" ({} lines, {} ms)", found.total, ms),
+        };
+        body.push(&html!(
+            "<p class=\"hits-count\"><strong id=\"hitcount\">{}</strong> matching line{}{}</p>",
+            found.count,
+            if found.count == 1 { "" } else { "s" },
+            more
+        ));
+        if found.count as usize > found.hits.len() {
+            body.push(&html!(
+                "<p class=\"muted\">The first {} are listed.</p>",
+                found.hits.len()
+            ));
+        }
+        body.push(&html!("<ol class=\"hits\">"));
+        for h in &found.hits {
+            let mut text = Html::new();
+            line_html(&String::from_utf8_lossy(&h.text), false, &mut text);
+            body.push(&html!(
+                "<li><a href=\"{}?{}line={}#L{}\">line {}</a> <code class=\"hit\">{}</code></li>",
+                base,
+                sq,
+                h.line,
+                h.line,
+                h.line,
+                text
+            ));
+        }
+        body.push(&html!("</ol></div>"));
+        let title = format!(
+            "{} #{} {} {}",
+            info.builder, info.number, info.step, info.name
+        );
+        return Ok(LogAnswer::Page(c.layout(&title, &base, body)));
+    }
+    // A region: around `line`, or the end.
+    let first = match line {
+        Some(l) => l.saturating_sub(REGION_BEFORE).max(1),
+        None => u64::MAX,
+    };
+    let r = region(&path, first)?;
+    let last = r.first + r.lines.len() as u64;
+    let mut nav = Html::new();
+    if let (Some(_), Some(l)) = (pat, line) {
+        nav.push(&html!(
+            "<a href=\"{}?{}before={}\" rel=\"prev\">previous match</a> · \
+             <a href=\"{}?{}after={}\" rel=\"next\">next match</a> · <a href=\"{}?{}\">all matches</a> · ",
+            base,
+            sq,
+            l,
+            base,
+            sq,
+            l,
+            base,
+            sq.trim_end_matches('&')
+        ));
+        nav.push(&note);
+    }
+    if r.first > 1 {
+        nav.push(&html!(
+            "<a href=\"{}?{}line=1#L1\">start</a> · <a href=\"{}?{}line={}#L{}\">earlier</a> · ",
+            base,
+            sq,
+            base,
+            sq,
+            (r.first.saturating_sub(REGION_LINES - REGION_BEFORE)).max(1),
+            r.first - 1
+        ));
+    }
+    if r.lines.is_empty() {
+        nav.push(&html!("no lines yet"));
+    } else {
+        nav.push(&html!("lines {}–{} of {}", r.first, last - 1, r.total));
+    }
+    if last <= r.total {
+        nav.push(&html!(
+            " · <a href=\"{}?{}line={}#L{}\">later</a> · <a href=\"{}\">end</a>",
+            base,
+            sq,
+            last + REGION_BEFORE,
+            last,
+            base
+        ));
+    }
+    let target = line;
+    let mark = |n: u64, line: &[u8]| Some(n) == target || pat.is_some_and(|pt| pt.is_match(line));
+    body.push(&html!(
+        "<p class=\"lognav\">{}</p><pre class=\"log numbered\" id=\"logtext\" data-first=\"{}\" data-total=\"{}\"{}>{}</pre>\
+         <p class=\"lognav\">{}</p></div>",
+        nav,
+        r.first,
+        r.total,
+        if line.is_none() { html!(" data-tail=\"1\"") } else { Html::new() },
+        render_region(&r, &mark),
+        nav
+    ));
+    let title = format!(
+        "{} #{} {} {}",
+        info.builder, info.number, info.step, info.name
+    );
+    Ok(LogAnswer::Page(c.layout(&title, &base, body)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,5 +1169,148 @@ mod tests {
         std::fs::write(&p, &text[..(3 * MAX_DELTA) as usize]).unwrap();
         let d = read_from(&p, 0).unwrap();
         assert!(d.end >= MAX_DELTA && d.end < MAX_DELTA + 20);
+    }
+
+    fn hits(f: &Found) -> Vec<u64> {
+        f.hits.iter().map(|h| h.line).collect()
+    }
+
+    /// Issue 17 point 3: line numbers, regions and search read the file a
+    /// block at a time, skip the stream characters, and stop in time.
+    #[test]
+    fn regions_and_search_by_line_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.log");
+        std::fs::write(&p, "oalpha\neerror: one\n\nhoerror two\noerror\nobeta").unwrap();
+        let lines = index(&p).unwrap().unwrap();
+        assert_eq!(lines.count, 5, "the unfinished last line is not counted");
+        let r = region(&p, 2).unwrap();
+        assert_eq!((r.first, r.total, r.lines.len()), (1, 5, 5));
+        assert_eq!(r.lines[1], b"eerror: one");
+        let html = render_region(&r, &|n, _| n == 2);
+        assert!(
+            html.starts_with("<a id=\"L1\" href=\"#L1\" class=\"ln\">1</a>alpha\n"),
+            "{}",
+            &*html
+        );
+        assert!(html.contains("<a id=\"L2\" href=\"#L2\" class=\"ln hit\">2</a><span class=\"le\">error: one</span>\n"));
+        let all = std::time::Duration::from_secs(10);
+        let plain = Pattern::new("error", false).unwrap();
+        let f = search(&p, &plain, 1, None, Keep::List, all).unwrap();
+        // "oerror two" on line 4 starts with the stream character 'h'.
+        assert_eq!((hits(&f), f.count, f.stopped_at), (vec![2, 4, 5], 3, None));
+        assert_eq!(f.hits[1].text, b"hoerror two");
+        // The stream character is never part of the text searched.
+        let f = search(
+            &p,
+            &Pattern::new("oerror", false).unwrap(),
+            1,
+            None,
+            Keep::List,
+            all,
+        )
+        .unwrap();
+        assert_eq!(hits(&f), vec![4]);
+        let re = Pattern::new("^error", true).unwrap();
+        assert_eq!(
+            hits(&search(&p, &re, 1, None, Keep::List, all).unwrap()),
+            vec![2, 5]
+        );
+        let re = Pattern::new("^$", true).unwrap();
+        assert_eq!(
+            hits(&search(&p, &re, 1, None, Keep::List, all).unwrap()),
+            vec![3]
+        );
+        assert_eq!(
+            hits(&search(&p, &plain, 3, None, Keep::First, all).unwrap()),
+            vec![4]
+        );
+        assert_eq!(
+            hits(&search(&p, &plain, 1, Some(5), Keep::Last, all).unwrap()),
+            vec![4]
+        );
+        assert!(Pattern::new("(x", true).is_err());
+        assert!(Pattern::new(&"a".repeat(MAX_QUERY + 1), false).is_err());
+        assert!(Pattern::new("", false).is_err());
+        // A regex too big to compile is refused, not built.
+        assert!(Pattern::new("(a{1,999}){1,999}", true).is_err());
+        // The file grows: the index goes on from where it was.
+        std::fs::write(
+            &p,
+            "oalpha\neerror: one\n\nhoerror two\noerror\nobeta\nogamma error\n",
+        )
+        .unwrap();
+        assert_eq!(index(&p).unwrap().unwrap().count, 7);
+        assert_eq!(
+            hits(&search(&p, &plain, 6, None, Keep::List, all).unwrap()),
+            vec![7]
+        );
+        // A line longer than the cap is cut, and says so.
+        let long = format!("o{}\nonext\n", "z".repeat(LINE_CAP * 3));
+        std::fs::write(&p, &long).unwrap();
+        let r = region(&p, 1).unwrap();
+        assert_eq!(r.lines.len(), 2);
+        assert!(r.lines[0].len() < LINE_CAP + 100);
+        assert!(String::from_utf8_lossy(&r.lines[0]).contains("more bytes of this line"));
+        assert_eq!(r.lines[1], b"onext");
+        // No file: nothing.
+        assert_eq!(
+            search(&dir.path().join("none"), &plain, 1, None, Keep::List, all).unwrap(),
+            Found::default()
+        );
+    }
+
+    /// A 50 MB log: a line in the middle is found and opened, each in
+    /// well under the page's 500 ms (printed; release builds are faster).
+    #[test]
+    fn a_50mb_log_is_searched_and_opened_in_the_middle() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.log");
+        let mut text = Vec::with_capacity(52 << 20);
+        let mut i = 0u64;
+        while text.len() < 50 << 20 {
+            if i == 250_000 {
+                text.extend_from_slice(b"oHERE is the needle\n");
+            } else {
+                text.extend_from_slice(format!("oline {i:08} {}\n", "y".repeat(80)).as_bytes());
+            }
+            i += 1;
+        }
+        std::fs::write(&p, &text).unwrap();
+        let t = std::time::Instant::now();
+        let f = search(
+            &p,
+            &Pattern::new("the needle", false).unwrap(),
+            1,
+            None,
+            Keep::List,
+            SEARCH_BUDGET,
+        )
+        .unwrap();
+        let plain_ms = t.elapsed().as_millis();
+        assert_eq!((hits(&f), f.stopped_at), (vec![250_001], None));
+        let t = std::time::Instant::now();
+        let r = region(&p, 250_001 - REGION_BEFORE).unwrap();
+        let region_ms = t.elapsed().as_millis();
+        assert_eq!(r.lines[REGION_BEFORE as usize], b"oHERE is the needle");
+        let t = std::time::Instant::now();
+        let f = search(
+            &p,
+            &Pattern::new("needle$", true).unwrap(),
+            1,
+            None,
+            Keep::List,
+            SEARCH_BUDGET,
+        )
+        .unwrap();
+        let re_ms = t.elapsed().as_millis();
+        // A regex search may be cut by its time budget, never run past it.
+        assert!(re_ms < 1000, "{re_ms} ms");
+        assert!(f.stopped_at.is_some() || hits(&f) == vec![250_001]);
+        eprintln!(
+            "50 MB: plain search {plain_ms} ms, region {region_ms} ms, regex {re_ms} ms ({:?})",
+            f.stopped_at
+        );
+        assert!(plain_ms < 500, "{plain_ms} ms");
     }
 }

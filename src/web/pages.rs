@@ -929,11 +929,11 @@ pub(crate) fn step_html(
             Html::new()
         };
         out.push(&html!(
-            "<details class=\"log\"{}><summary>{} · <a href=\"/api/v2/logs/{}/raw\">raw</a></summary>\
+            "<details class=\"log\"{}><summary>{} · {}</summary>\
              {}<pre class=\"log\" id=\"logpre-{}\" data-logid=\"{}\" data-start=\"{}\" data-end=\"{}\">{}</pre></details>",
             if open { html!(" open") } else { Html::new() },
             name,
-            *logid,
+            logview::log_links(*logid),
             earlier,
             *logid,
             *logid,
@@ -1599,7 +1599,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         // The running step is open with its log, ANSI colours rendered.
         assert!(html.contains("<strong>test &lt;t&gt;</strong>"));
         assert!(html.contains(
-            "<details class=\"log\" open><summary>stdio · <a href=\"/api/v2/logs/2/raw\">raw</a></summary>\
+            "<details class=\"log\" open><summary>stdio · <a href=\"/logs/2\">view</a> · <a href=\"/api/v2/logs/2/raw\">raw</a> · <a href=\"/logs/2/download\">download</a></summary>\
              <pre class=\"log\" id=\"logpre-2\" data-logid=\"2\" data-start=\"0\" data-end=\"25\">hello &lt;b&gt;\n\
              <span class=\"le\"><span class=\"f1\">err</span></span>\n</pre>"
         ));

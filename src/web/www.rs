@@ -40,10 +40,11 @@ use crate::web::html::Html;
 use crate::web::http_server::{
     self, error, Handler, Head, Listener, Method, Reply, Request, Response,
 };
+use crate::web::logview;
 use crate::web::pages::{self, Ctx};
 use crate::web::rpc::{self, Writer};
 use crate::web::sse::{self, Live, Watch};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 use serde_json::json;
 use std::path::PathBuf;
@@ -616,6 +617,47 @@ fn page(r: &Req) -> Result<Resp> {
                 Some(v) => Ok(json_resp(200, &v)),
                 None => Ok(error(404, "no such log")),
             }
+        }
+        ["logs", id] => {
+            let Ok(id) = id.parse::<LogId>() else {
+                return Ok(not_found_page(r));
+            };
+            let num = |k: &str| r.param(k).and_then(|v| v.parse::<u64>().ok());
+            let p = logview::LogParams {
+                q: r.param("q").unwrap_or("").to_string(),
+                regex: r.param("re").is_some_and(|v| !v.is_empty() && v != "0"),
+                line: num("line"),
+                after: num("after"),
+                before: num("before"),
+                from: num("from"),
+            };
+            match logview::log_page(&c, id, &p)? {
+                logview::LogAnswer::Page(h) => ok(h),
+                logview::LogAnswer::Redirect(to) => Ok(redirect(&to)),
+                logview::LogAnswer::NotFound => Ok(not_found_page(r)),
+            }
+        }
+        ["logs", id, "download"] => {
+            let Ok(id) = id.parse::<LogId>() else {
+                return Ok(not_found_page(r));
+            };
+            let Some(buildid) = db::log_build(r.conn, id)? else {
+                return Ok(not_found_page(r));
+            };
+            let path = db::log_path(&r.ctx.master_dir, buildid, id);
+            let body: Box<dyn std::io::Read + Send> = match logview::gzip_reader(&path) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Box::new(
+                    flate2::read::GzEncoder::new(std::io::empty(), flate2::Compression::fast()),
+                ),
+                Err(e) => return Err(e).context("opening a log to download"),
+            };
+            Ok(Response::stream(200, "application/gzip", body)
+                .with_header(
+                    "Content-Disposition",
+                    format!("attachment; filename=\"build-{buildid}-log-{id}.txt.gz\""),
+                )
+                .with_header("Cache-Control", "no-store"))
         }
         ["workers"] => ok(pages::workers(&c)?),
         ["changes"] => ok(pages::changes(&c, page_param(r))?),

@@ -19,6 +19,10 @@ pub struct Cdp {
     next_id: u64,
     pub session: Option<String>,
     pub errors: Vec<String>,
+    /// Trace events received (`Tracing.dataCollected`), and whether the
+    /// trace is complete (`tests/web_logs.rs` measures tasks with them).
+    pub trace: Vec<Value>,
+    pub trace_done: bool,
 }
 
 impl Cdp {
@@ -38,6 +42,8 @@ impl Cdp {
             next_id: 1,
             session: None,
             errors: vec![],
+            trace: vec![],
+            trace_done: false,
         }
     }
 
@@ -72,6 +78,12 @@ impl Cdp {
                 self.errors
                     .push(format!("exception: {}", p["exceptionDetails"]));
             }
+            Some("Tracing.dataCollected") => {
+                if let Some(v) = p["value"].as_array() {
+                    self.trace.extend(v.iter().cloned());
+                }
+            }
+            Some("Tracing.tracingComplete") => self.trace_done = true,
             Some("Log.entryAdded") if p["entry"]["level"] == "error" => {
                 self.errors.push(format!(
                     "log: {} ({})",
