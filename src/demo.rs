@@ -256,34 +256,45 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
     let before = git(&repo, &["rev-parse", "HEAD"])?;
 
     outln!("[2/6] creating a master in {}", master.display());
-    let (www, wport) = (free_port()?, free_port()?);
     let secret = crate::protocol::new_nonce();
     std::fs::create_dir_all(&master)?;
     db::create(&master.join("state.sqlite"))?;
     let cfg_path = master.join("master.cfg");
-    std::fs::write(&cfg_path, master_cfg(www, wport, &secret, &repo))?;
-    db::set_private(&cfg_path)?;
-
-    outln!("[3/6] starting the master");
-    let mut child = Command::new(&exe)
-        .arg("start")
-        .arg("--nodaemon")
-        .arg(&master)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the master")?;
-    let stdout = child.stdout.take().context("master stdout")?;
-    let master_proc = MasterProc(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    if line.is_empty() {
-        bail!(
-            "the master did not start; see {}",
-            master.join("master.log").display()
-        );
-    }
+    // Ports free a moment ago may be taken before the master binds them
+    // (by anything else on the host): try again with new ones.
+    let mut attempt = 0;
+    let (www, wport, master_proc, line) = loop {
+        attempt += 1;
+        let (www, wport) = (free_port()?, free_port()?);
+        std::fs::write(&cfg_path, master_cfg(www, wport, &secret, &repo))?;
+        db::set_private(&cfg_path)?;
+        if attempt == 1 {
+            outln!("[3/6] starting the master");
+        }
+        let mut child = Command::new(&exe)
+            .arg("start")
+            .arg("--nodaemon")
+            .arg(&master)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the master")?;
+        let stdout = child.stdout.take().context("master stdout")?;
+        let master_proc = MasterProc(child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if !line.is_empty() {
+            break (www, wport, master_proc, line);
+        }
+        drop(master_proc);
+        if attempt == 3 {
+            bail!(
+                "the master did not start; see {}",
+                master.join("master.log").display()
+            );
+        }
+    };
     outln!("      {}", line.trim());
     let base = format!("http://127.0.0.1:{www}");
     outln!("      web UI: {base}/   (JSON API: {base}/api/v2/builds)");

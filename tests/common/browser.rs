@@ -110,6 +110,12 @@ impl Cdp {
             let Some(v) = self.read() else { continue };
             if v["id"] == id {
                 if let Some(e) = v.get("error") {
+                    // The page was navigating (a clicked link, a reload):
+                    // an evaluation asked meanwhile has no page to run in.
+                    if method == "Runtime.evaluate" && e.to_string().contains("navigated or closed")
+                    {
+                        return json!({"result": {"value": null}});
+                    }
                     panic!("{method}: {e}");
                 }
                 return v["result"].clone();
