@@ -697,8 +697,10 @@ fn closest(typed: &str, names: &[String]) -> Option<String> {
     }
 }
 
-/// Insertions, deletions, substitutions and swaps of neighbours from `a` to `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`:
+/// swapped letters are the commonest typo, so they count as one. For the
+/// "did you mean" of commands here and of config keys (`config::problems`).
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];

@@ -3,6 +3,7 @@
 //! [`ConfigError`] is the list handed back to the caller.
 
 use super::raw;
+use crate::daemon::edit_distance;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
@@ -229,33 +230,6 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
     // Always an error: the introspector never produces a value.
     let _ = T::deserialize(Introspect(&mut fields));
     fields
-}
-
-/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`:
-/// swapped letters are the commonest typo, so they count as one.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 // ---------------------------------------------------------------------------
