@@ -2,7 +2,7 @@
 //! (issue 16 point 5)
 //!
 //! Owns: the start-up check ([`check`]: `PRAGMA quick_check` on a
-//! read-only connection, after `open_current` has checked the schema
+//! pooled read-only connection, after `open_current` has checked the schema
 //! version) and the file watch ([`FileWatch`]). No thread of its own: the
 //! master's `dbwatch` thread and the change hooks call
 //! [`super::Store::check_file`].
@@ -70,12 +70,14 @@ pub(crate) fn is_corruption(e: &anyhow::Error) -> bool {
 /// wrong, not a page of them.
 const MAX_PROBLEMS: u32 = 5;
 
-/// `PRAGMA quick_check` of the database at `path` (a read-only
-/// connection of its own): Ok if SQLite finds the file sound, else the
-/// [`corrupt`] error. It reads every page, so it takes about as long as
-/// reading the file once; the master runs it at start, before it serves.
-pub(crate) fn check(path: &Path) -> Result<()> {
-    let found = super::schema::open_reader(path).and_then(|conn| quick_check(&conn));
+/// `PRAGMA quick_check` of the database at `path` on `conn`, a read-only
+/// connection to it (or the error opening one): Ok if SQLite finds the
+/// file sound, else the [`corrupt`] error. It reads every page, so it
+/// takes about as long as reading the file once; the master runs it at
+/// start, before it serves, on a pooled reader, which then serves the
+/// first request without reading the schema again.
+pub(crate) fn check(path: &Path, conn: Result<&Connection>) -> Result<()> {
+    let found = conn.and_then(quick_check);
     match found {
         Ok(problems) if problems.is_empty() => Ok(()),
         Ok(problems) => Err(corrupt(

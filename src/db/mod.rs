@@ -155,7 +155,7 @@ pub(crate) fn shrink(conn: &Conn) -> Result<()> {
 
 impl Store {
     /// Opens the database, checks its schema and starts the writer thread.
-    /// (The master also runs [`check_integrity`] before it serves.)
+    /// (The master also runs [`Store::check_integrity`] before it serves.)
     pub fn open(path: &Path) -> Result<Store> {
         let conn = open_current(path, "run `minibot create-master` first")?;
         let watch = integrity::FileWatch::record(path)?;
@@ -193,6 +193,16 @@ impl Store {
     /// never waits for one and keeps its statement cache.
     pub(crate) fn own_reader(&self) -> Result<Conn> {
         open_read_only(&self.path)
+    }
+
+    /// `PRAGMA quick_check` of the database: Ok if it is sound, else an
+    /// error that says what was found and what the operator can do. On a
+    /// pooled reader, which goes back to the pool for the next reads.
+    pub fn check_integrity(&self) -> Result<()> {
+        match self.reader() {
+            Ok(r) => integrity::check(&self.path, Ok(&r.raw)),
+            Err(e) => integrity::check(&self.path, Err(e)),
+        }
     }
 
     /// A read-only connection for the threads that read now and then
@@ -245,11 +255,6 @@ impl Store {
     }
 }
 
-/// `PRAGMA quick_check` of the database at `path`: Ok if it is sound, else
-/// an error that says what was found and what the operator can do.
-pub fn check_integrity(path: &Path) -> Result<()> {
-    integrity::check(path)
-}
 
 /// Properties in the API's shape: name → (value, source).
 pub(crate) type Props = BTreeMap<String, (serde_json::Value, String)>;

@@ -141,7 +141,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             .name("recovery".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                db::check_integrity(&db_path)?;
+                store.check_integrity()?;
                 let retried = store.write(move |c| {
                     db::sync_config(c, &cfg)?;
                     db::reset_connections(c)?;
