@@ -218,12 +218,21 @@ mod tests {
     use super::*;
     use crate::db::{create, Store};
 
+    /// `check` on a connection of its own, as `Store::check_integrity`
+    /// does on a pooled one.
+    fn check_file(path: &Path) -> Result<()> {
+        match super::super::schema::open_reader(path) {
+            Ok(c) => check(path, Ok(&c)),
+            Err(e) => check(path, Err(e)),
+        }
+    }
+
     #[test]
     fn a_sound_database_passes_and_a_garbled_one_is_named_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
         create(&path).unwrap();
-        check(&path).unwrap();
+        check_file(&path).unwrap();
         // Garbage over every page but the first (the header and schema
         // root): the tables' pages.
         let len = std::fs::metadata(&path).unwrap().len();
@@ -233,7 +242,7 @@ mod tests {
             *b = (i * 7 + 13) as u8;
         }
         std::fs::write(&path, bytes).unwrap();
-        let err = format!("{:#}", check(&path).unwrap_err());
+        let err = format!("{:#}", check_file(&path).unwrap_err());
         assert!(err.contains("is corrupt"), "{err}");
         assert!(err.contains(".recover"), "{err}");
         assert!(err.contains("create-master --force"), "{err}");

@@ -255,7 +255,6 @@ impl Store {
     }
 }
 
-
 /// Properties in the API's shape: name → (value, source).
 pub(crate) type Props = BTreeMap<String, (serde_json::Value, String)>;
 

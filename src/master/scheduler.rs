@@ -516,7 +516,11 @@ impl Scheduler {
         let mut first_seen: Vec<String> = vec![];
         for s in self.scheds.iter().filter(|s| s.cfg.kind.is_timed()) {
             let name = s.cfg.name.clone();
-            let last = match self.store.reader().and_then(|r| db::scheduler_state(&r, &name, "last_fire")) {
+            let last = match self
+                .store
+                .reader()
+                .and_then(|r| db::scheduler_state(&r, &name, "last_fire"))
+            {
                 Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
                 Err(e) => {
                     log::error!("scheduler {name}: {e:#}");
