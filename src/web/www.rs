@@ -585,6 +585,7 @@ fn page(r: &Req) -> Result<Resp> {
             )
         }
         ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", pages::CSS)),
+        ["assets", "ansi.css"] => Ok(asset("text/css; charset=utf-8", logview::ANSI_CSS)),
         ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", pages::JS)),
         ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", pages::FAVICON)),
         ["builders"] => Ok(redirect("/")),
