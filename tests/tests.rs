@@ -39,6 +39,7 @@ mod scheduler_collapse;
 mod web_ansi;
 mod web_api;
 mod web_browser;
+mod web_gzip;
 mod web_latency;
 mod web_live;
 mod web_logs;

@@ -27,7 +27,7 @@ pub(crate) const CHUNK: u64 = 64 * 1024;
 /// Most bytes one live update carries; a burst is sent in several.
 pub(crate) const MAX_DELTA: u64 = 256 * 1024;
 
-/// The log colours' classes, served as `/assets/ansi.css` (about 2.7 KB:
+/// The log colours' classes, served as `/assets/ansi.css` (about 2.8 KB:
 /// the 16 base colours, 4 bits a channel for the others) and linked only
 /// from pages that show logs, so other pages do not carry them.
 pub(crate) const ANSI_CSS: &str = include_str!("assets/ansi.css");

@@ -692,8 +692,7 @@ fn page(r: &Req) -> Result<Resp> {
 }
 
 fn asset(content_type: &str, text: &'static str) -> Resp {
-    respond_bytes(200, content_type, text.as_bytes().to_vec())
-        .with_header("Cache-Control", "max-age=300")
+    Response::asset(200, content_type, text.as_bytes()).with_header("Cache-Control", "max-age=300")
 }
 
 /// A local path to go back to after logging in; anything else is `/`.
