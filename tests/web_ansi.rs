@@ -46,10 +46,7 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
     let b = s.wait_builds(1, Duration::from_secs(60));
     assert_eq!(b[0]["results"], 0, "{b:?}");
     let buildid = b[0]["buildid"].as_i64().unwrap();
-    let steps = get_json(&s.url(&format!("/api/v2/builds/{buildid}/steps")));
-    let stepid = steps["steps"][1]["stepid"].as_i64().unwrap();
-    let logs = get_json(&s.url(&format!("/api/v2/steps/{stepid}/logs")));
-    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+    let logid = s.step_logid(buildid, "test");
 
     let build_page = format!("/builders/runtests/builds/{}", b[0]["number"]);
     for page in [build_page.as_str(), &format!("/logs/{logid}")] {
@@ -94,31 +91,18 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
                 ),
             )
         };
-        // 196 is (255, 0, 0); (0, 128, 255) is 4 bits a channel off.
-        assert_eq!(style(&mut cdp, "c256", "color"), "rgb(255, 0, 0)", "{page}");
-        assert_eq!(
-            style(&mut cdp, "truecolour", "color"),
-            "rgb(0, 136, 255)",
-            "{page}"
-        );
-        assert_eq!(
-            style(&mut cdp, "bg256", "backgroundColor"),
-            "rgb(0, 0, 255)",
-            "{page}"
-        );
-        // Reverse: the log's own colours swapped.
-        assert_eq!(
-            style(&mut cdp, "reversed", "color"),
-            "rgb(29, 31, 33)",
-            "{page}"
-        );
-        assert_eq!(
-            style(&mut cdp, "reversed", "backgroundColor"),
-            "rgb(221, 221, 221)",
-            "{page}"
-        );
-        let strike = style(&mut cdp, "struck", "textDecorationLine");
-        assert_eq!(strike, "line-through", "{page}");
+        for (text, prop, want) in [
+            // 196 is (255, 0, 0); (0, 128, 255) is 4 bits a channel off.
+            ("c256", "color", "rgb(255, 0, 0)"),
+            ("truecolour", "color", "rgb(0, 136, 255)"),
+            ("bg256", "backgroundColor", "rgb(0, 0, 255)"),
+            // Reverse: the log's own colours swapped.
+            ("reversed", "color", "rgb(29, 31, 33)"),
+            ("reversed", "backgroundColor", "rgb(221, 221, 221)"),
+            ("struck", "textDecorationLine", "line-through"),
+        ] {
+            assert_eq!(style(&mut cdp, text, prop), want, "{page}: {text}");
+        }
         cdp.screenshot(&format!(
             "ansi-{}",
             if page.starts_with("/logs") {

@@ -61,10 +61,7 @@ fn answers_are_gzip_only_for_clients_that_take_it() {
     s.push(&s.head, "master", "gzip");
     let b = s.wait_builds(1, Duration::from_secs(60));
     let buildid = b[0]["buildid"].as_i64().unwrap();
-    let steps = get_json(&s.url(&format!("/api/v2/builds/{buildid}/steps")));
-    let stepid = steps["steps"][1]["stepid"].as_i64().unwrap();
-    let logs = get_json(&s.url(&format!("/api/v2/steps/{stepid}/logs")));
-    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+    let logid = s.step_logid(buildid, "test");
 
     let www = s.www();
     let f = s.tmp.path().join("body");

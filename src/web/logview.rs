@@ -1304,42 +1304,43 @@ mod tests {
 
     #[test]
     fn renders_256_colours_truecolour_reverse_and_strike() {
-        // 256 colours: the 16 base ones keep their classes; the cube and
-        // the greys become 4-bit channels.
-        assert_eq!(classes_after("38;5;9"), "f9");
-        assert_eq!(classes_after("38;5;196"), "fx frf fg0 fb0");
-        assert_eq!(classes_after("48;5;21"), "bx br0 bg0 bbf");
-        // Cube entry 16 + 36*1 + 6*2 + 3 = 67: (95, 135, 175).
-        assert_eq!(classes_after("38;5;67"), "fx fr6 fg8 fba");
-        assert_eq!(classes_after("38;5;232"), "fx fr0 fg0 fb0");
-        assert_eq!(classes_after("38;5;244"), "fx fr8 fg8 fb8");
-        assert_eq!(classes_after("38;5;255"), "fx fre fge fbe");
-        // Truecolour, both forms (ITU T.416 colons, with or without the
-        // colour space id).
-        assert_eq!(classes_after("38;2;255;128;0"), "fx frf fg8 fb0");
-        assert_eq!(classes_after("38:2:255:128:0"), "fx frf fg8 fb0");
-        assert_eq!(classes_after("48:2::0:0:255"), "bx br0 bg0 bbf");
-        assert_eq!(
-            classes_after("1;38;2;10;20;30;48;5;1"),
-            "fx fr1 fg1 fb2 b1 ab"
-        );
-        // Reverse swaps the sides; a default side gets the log's colours.
-        assert_eq!(classes_after("7"), "rf rb");
-        assert_eq!(classes_after("31;7"), "rf b1");
-        assert_eq!(classes_after("31;42;7"), "f2 b1");
-        assert_eq!(classes_after("7;27"), "");
-        // Strike, with and without underline.
-        assert_eq!(classes_after("9"), "as");
-        assert_eq!(classes_after("4;9"), "au as");
-        assert_eq!(classes_after("9;29"), "");
-        // Out of range or unfinished: the side stays as it was.
-        assert_eq!(classes_after("31;38;5;256"), "f1");
-        assert_eq!(classes_after("31;38;5;99999"), "f1");
-        assert_eq!(classes_after("31;38;2;300;0;0"), "f1");
-        assert_eq!(classes_after("31;38;2;1"), "f1");
-        assert_eq!(classes_after("31;38;5"), "f1");
-        // Not SGR: a private marker (xterm's key modes).
-        assert_eq!(classes_after(">4;2"), "");
+        for (sgr, want) in [
+            // 256 colours: the 16 base ones keep their classes; the cube and
+            // the greys become 4-bit channels.
+            ("38;5;9", "f9"),
+            ("38;5;196", "fx frf fg0 fb0"),
+            ("48;5;21", "bx br0 bg0 bbf"),
+            // Cube entry 16 + 36*1 + 6*2 + 3 = 67: (95, 135, 175).
+            ("38;5;67", "fx fr6 fg8 fba"),
+            ("38;5;232", "fx fr0 fg0 fb0"),
+            ("38;5;244", "fx fr8 fg8 fb8"),
+            ("38;5;255", "fx fre fge fbe"),
+            // Truecolour, both forms (ITU T.416 colons, with or without the
+            // colour space id).
+            ("38;2;255;128;0", "fx frf fg8 fb0"),
+            ("38:2:255:128:0", "fx frf fg8 fb0"),
+            ("48:2::0:0:255", "bx br0 bg0 bbf"),
+            ("1;38;2;10;20;30;48;5;1", "fx fr1 fg1 fb2 b1 ab"),
+            // Reverse swaps the sides; a default side gets the log's colours.
+            ("7", "rf rb"),
+            ("31;7", "rf b1"),
+            ("31;42;7", "f2 b1"),
+            ("7;27", ""),
+            // Strike, with and without underline.
+            ("9", "as"),
+            ("4;9", "au as"),
+            ("9;29", ""),
+            // Out of range or unfinished: the side stays as it was.
+            ("31;38;5;256", "f1"),
+            ("31;38;5;99999", "f1"),
+            ("31;38;2;300;0;0", "f1"),
+            ("31;38;2;1", "f1"),
+            ("31;38;5", "f1"),
+            // Not SGR: a private marker (xterm's key modes).
+            (">4;2", ""),
+        ] {
+            assert_eq!(classes_after(sgr), want, "{sgr}");
+        }
         // A span opens only before text, and reopens only on a change.
         assert_eq!(
             render(&range(
