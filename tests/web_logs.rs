@@ -13,7 +13,7 @@
 //! Without Chromium the browser parts fail when `CI` is set and are
 //! skipped otherwise (`require`).
 
-use crate::common::browser::{start_chromium, Cdp, CHROMIUM};
+use crate::common::browser::{open_page, Cdp, CHROMIUM};
 use crate::common::*;
 use serde_json::json;
 use std::path::Path;
@@ -21,18 +21,7 @@ use std::time::{Duration, Instant};
 
 /// A page of a fresh headless Chromium.
 fn browser(s: &Setup) -> (Proc, Cdp) {
-    let (chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
-    (chromium, cdp)
+    open_page(s.tmp.path())
 }
 
 fn has_chromium() -> bool {

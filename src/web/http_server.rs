@@ -43,7 +43,15 @@
 //! - **responses:** header names are `&'static str` and every value is
 //!   checked for control characters before anything is written; a bad one
 //!   turns the answer into a 500 (no attacker-chosen header lines).
+//!
+//! Compression: a text answer (HTML, CSS, JavaScript, JSON, SVG, plain
+//! text, streamed ones included) to a client that accepts gzip is sent
+//! gzip-compressed at [`GZIP_LEVEL`], with `Vary: Accept-Encoding`; the
+//! built-in assets are compressed once (at [`GZIP_ASSET_LEVEL`]) and kept. Live streams (taken over)
+//! and answers with an encoding of their own (the log download) are sent
+//! as they are.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
@@ -79,6 +87,16 @@ pub(crate) const MAX_PENDING: usize = 512;
 pub(crate) const HEAD_BUDGET: usize = 8 * 1024 * 1024;
 /// Stack of a request thread: page rendering and SQLite reads.
 const STACK: usize = 512 * 1024;
+/// zlib's level for answers made for each request (1 fastest .. 9
+/// smallest): level 6 costs 1.2-2.5 times the instructions of level 1 for
+/// pages 3-14 % smaller (the log page's is even larger), so the master
+/// stays cheap at 1. The figures: docs/performance.md.
+pub(crate) const GZIP_LEVEL: u32 = 1;
+/// The level of the built-in assets, compressed once per process.
+pub(crate) const GZIP_ASSET_LEVEL: u32 = 9;
+/// Bodies shorter than this are sent as they are (gzip's frame and the
+/// work are not worth it).
+pub(crate) const GZIP_MIN: usize = 256;
 
 /// The listening socket: TCP, or a unix socket (`[www] unix_socket`).
 pub(crate) enum Listener {
@@ -208,7 +226,8 @@ pub(crate) struct Request {
 }
 
 pub(crate) enum Body {
-    Bytes(Vec<u8>),
+    /// Borrowed: a built-in asset (its compressed form is kept).
+    Bytes(Cow<'static, [u8]>),
     /// Sent chunked (or until close, to HTTP/1.0 clients).
     Stream(Box<dyn Read + Send>),
 }
@@ -224,7 +243,16 @@ impl Response {
         Response {
             status,
             headers: vec![("Content-Type", content_type.to_string())],
-            body: Body::Bytes(body),
+            body: Body::Bytes(Cow::Owned(body)),
+        }
+    }
+
+    /// A built-in asset: compressed once for every client that accepts it.
+    pub(crate) fn asset(status: u16, content_type: &str, body: &'static [u8]) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: Body::Bytes(Cow::Borrowed(body)),
         }
     }
 
@@ -241,6 +269,13 @@ impl Response {
     pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body, if it is in memory (tests).
@@ -846,11 +881,13 @@ fn serve(
             }
         };
         reg.set_waiting(id, false);
+        let gzip = accepts_gzip(&head);
         let reply = handler.handle(Request { head, body: body.0 });
         drop(body.1);
         match reply {
             Reply::Respond(resp) => {
                 reg.set_waiting(id, true);
+                let resp = compress(resp, gzip);
                 match write_response(&mut stream, resp, is_head, http10, keep_alive) {
                     Ok(true) if buf.is_empty() => {
                         // Idle keep-alive costs reception a socket, not a
@@ -1182,6 +1219,101 @@ fn head_bytes(resp: &Response, chunked: bool, keep: bool) -> Vec<u8> {
     head.into_bytes()
 }
 
+/// Whether the client takes gzip: `Accept-Encoding` names `gzip` (or
+/// `x-gzip`, or `*`) with a quality other than 0 (RFC 9110 §12.5.3).
+pub(crate) fn accepts_gzip(head: &Head) -> bool {
+    let mut gzip = None;
+    let mut star = None;
+    for (_, v) in head.headers.iter().filter(|(k, _)| k == "accept-encoding") {
+        for item in v.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let zero = parts.any(|p| {
+                let p = p.trim();
+                let q = p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="));
+                q.and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0)
+            });
+            match coding.as_str() {
+                "gzip" | "x-gzip" => gzip = Some(!zero),
+                "*" => star = Some(!zero),
+                _ => {}
+            }
+        }
+    }
+    gzip.or(star).unwrap_or(false)
+}
+
+/// Whether answers of this type are worth compressing: text; not live
+/// streams, and not what is compressed already.
+fn compressible(content_type: &str) -> bool {
+    let t = content_type.split(';').next().unwrap_or("").trim();
+    (t.starts_with("text/") && t != "text/event-stream")
+        || matches!(
+            t,
+            "application/json" | "application/javascript" | "image/svg+xml"
+        )
+}
+
+/// The gzip form of the built-in assets, made once each: there are a
+/// handful, all `&'static`, so the list stays that small.
+static COMPRESSED_ASSETS: Mutex<Vec<(usize, Arc<[u8]>)>> = Mutex::new(Vec::new());
+
+fn gzip_bytes(b: &[u8], level: u32) -> Option<Vec<u8>> {
+    let mut z = flate2::write::GzEncoder::new(
+        Vec::with_capacity(b.len() / 3),
+        flate2::Compression::new(level),
+    );
+    // Writing into a Vec does not fail; if it did, the body goes as it is.
+    z.write_all(b).ok()?;
+    z.finish().ok()
+}
+
+/// A built-in asset's gzip form, kept by its address: a `&'static` body is
+/// the same asset for the life of the process.
+fn asset_gzip(b: &'static [u8]) -> Option<Vec<u8>> {
+    let key = b.as_ptr() as usize;
+    let mut kept = COMPRESSED_ASSETS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, z)) = kept.iter().find(|(k, _)| *k == key) {
+        return Some(z.to_vec());
+    }
+    let z = gzip_bytes(b, GZIP_ASSET_LEVEL)?;
+    kept.push((key, z.as_slice().into()));
+    Some(z)
+}
+
+/// `resp` gzip-compressed for a client that takes it (`gzip`), with
+/// `Vary: Accept-Encoding` on every answer whose form depends on it.
+pub(crate) fn compress(mut resp: Response, gzip: bool) -> Response {
+    let ct = resp.header("Content-Type").unwrap_or("");
+    if !compressible(ct) || resp.header("Content-Encoding").is_some() {
+        return resp;
+    }
+    resp.headers.push(("Vary", "Accept-Encoding".to_string()));
+    if !gzip {
+        return resp;
+    }
+    resp.body = match std::mem::replace(&mut resp.body, Body::Bytes(Cow::Borrowed(&[]))) {
+        Body::Stream(r) => Body::Stream(Box::new(flate2::read::GzEncoder::new(
+            r,
+            flate2::Compression::new(GZIP_LEVEL),
+        ))),
+        Body::Bytes(b) => {
+            let z = match &b {
+                _ if b.len() < GZIP_MIN => None,
+                Cow::Borrowed(s) => asset_gzip(s),
+                Cow::Owned(v) => gzip_bytes(v, GZIP_LEVEL),
+            };
+            let Some(z) = z else {
+                resp.body = Body::Bytes(b);
+                return resp;
+            };
+            Body::Bytes(Cow::Owned(z))
+        }
+    };
+    resp.headers.push(("Content-Encoding", "gzip".to_string()));
+    resp
+}
+
 /// Writes a response; Ok(true) if the connection may carry another.
 fn write_response(
     stream: &mut Stream,
@@ -1246,6 +1378,145 @@ mod tests {
         assert!(valid_header_value("/builders/x?page=2"));
         for bad in ["a\rb", "a\nb", "a\tb", "a\0b", "a\x7fb"] {
             assert!(!valid_header_value(bad), "{bad:?}");
+        }
+    }
+
+    fn head_with(accept: &[&str]) -> Head {
+        Head {
+            method: Method::Get,
+            target: "/".into(),
+            headers: accept
+                .iter()
+                .map(|v| ("accept-encoding".to_string(), v.to_string()))
+                .collect(),
+            remote: None,
+        }
+    }
+
+    #[test]
+    fn gzip_is_taken_when_named_without_q_0() {
+        for (ae, want) in [
+            (&[][..], false),
+            (&["gzip"][..], true),
+            (&["deflate, gzip;q=0.5"][..], true),
+            (&["x-gzip"][..], true),
+            (&["GZip ; Q=1"][..], true),
+            (&["gzip;q=0"][..], false),
+            (&["gzip; q=0.000"][..], false),
+            (&["br", "gzip"][..], true),
+            (&["*"][..], true),
+            (&["*;q=0"][..], false),
+            (&["gzip;q=0, *"][..], false),
+            (&["identity"][..], false),
+        ] {
+            assert_eq!(accepts_gzip(&head_with(ae)), want, "{ae:?}");
+        }
+    }
+
+    #[test]
+    fn compression_takes_text_of_some_size_and_nothing_encoded() {
+        let page = "<p>hello</p>".repeat(100);
+        let r = compress(
+            Response::bytes(200, "text/html; charset=utf-8", page.clone().into()),
+            true,
+        );
+        assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+        assert_eq!(r.header("Vary"), Some("Accept-Encoding"));
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(r.body_bytes().unwrap())
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, page);
+        // Not asked for: identity, and Vary all the same.
+        let r = compress(
+            Response::bytes(200, "application/json", page.clone().into()),
+            false,
+        );
+        assert_eq!(r.header("Content-Encoding"), None);
+        assert_eq!(r.header("Vary"), Some("Accept-Encoding"));
+        assert_eq!(r.body_bytes(), Some(page.as_bytes()));
+        // Small: identity.
+        let r = compress(Response::bytes(200, "text/plain", b"short".to_vec()), true);
+        assert_eq!(r.header("Content-Encoding"), None);
+        assert_eq!(r.body_bytes(), Some(&b"short"[..]));
+        // Already encoded, or not text: untouched, no Vary.
+        for (ct, enc) in [
+            ("application/gzip", None),
+            ("text/plain", Some("br")),
+            ("image/png", None),
+        ] {
+            let mut r = Response::bytes(200, ct, page.clone().into());
+            if let Some(e) = enc {
+                r = r.with_header("Content-Encoding", e);
+            }
+            let r = compress(r, true);
+            assert_eq!(r.header("Vary"), None, "{ct}");
+            assert_eq!(r.body_bytes(), Some(page.as_bytes()), "{ct}");
+        }
+        // A built-in asset: compressed once, the same bytes each time.
+        static ASSET: &str = include_str!("assets/minibot.js");
+        let a = compress(
+            Response::asset(200, "text/javascript", ASSET.as_bytes()),
+            true,
+        );
+        let b = compress(
+            Response::asset(200, "text/javascript", ASSET.as_bytes()),
+            true,
+        );
+        assert_eq!(a.body_bytes(), b.body_bytes());
+        assert!(a.body_bytes().unwrap().len() * 2 < ASSET.len());
+    }
+
+    /// The figures behind [`GZIP_LEVEL`] (docs/performance.md): bytes and
+    /// time of each level on the assets, or on the files named in
+    /// `MINIBOT_GZIP_PAGES` (colon-separated). `cargo test --lib
+    /// gzip_levels -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn gzip_levels() {
+        let mut bodies: Vec<(String, Vec<u8>)> = vec![
+            (
+                "minibot.css".into(),
+                include_bytes!("assets/minibot.css").to_vec(),
+            ),
+            (
+                "minibot.js".into(),
+                include_bytes!("assets/minibot.js").to_vec(),
+            ),
+            (
+                "ansi.css".into(),
+                include_bytes!("assets/ansi.css").to_vec(),
+            ),
+        ];
+        if let Ok(v) = std::env::var("MINIBOT_GZIP_PAGES") {
+            bodies.clear();
+            for p in v.split(':') {
+                bodies.push((p.to_string(), std::fs::read(p).unwrap()));
+            }
+        }
+        // For callgrind: one level, and a run with n = 0 to subtract.
+        let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        let levels: Vec<u32> = env("MINIBOT_GZIP_LEVELS", "1,3,6,9")
+            .split(',')
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        let n: u32 = env("MINIBOT_GZIP_N", "400").parse().unwrap_or(400);
+        for (name, b) in &bodies {
+            for &level in &levels {
+                let t = Instant::now();
+                let mut len = 0;
+                for _ in 0..n {
+                    let mut z =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                    z.write_all(b).unwrap();
+                    len = z.finish().unwrap().len();
+                }
+                let each = t.elapsed() / n.max(1);
+                eprintln!(
+                    "{name}: {} bytes, level {level}: {len} bytes, {each:?} each",
+                    b.len()
+                );
+            }
         }
     }
 

@@ -14,7 +14,7 @@
 
 use crate::db;
 use crate::model::LogId;
-use crate::web::html::{html, Html};
+use crate::web::html::{html, html_push, Html};
 use crate::web::pages::Ctx;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -26,6 +26,18 @@ pub(crate) const CHUNK: u64 = 64 * 1024;
 
 /// Most bytes one live update carries; a burst is sent in several.
 pub(crate) const MAX_DELTA: u64 = 256 * 1024;
+
+/// The log colours' classes, served as `/assets/ansi.css` (about 2.8 KB:
+/// the 16 base colours, 4 bits a channel for the others) and linked only
+/// from pages that show logs, so other pages do not carry them.
+pub(crate) const ANSI_CSS: &str = include_str!("assets/ansi.css");
+
+/// The link to [`ANSI_CSS`], for the top of a page's body that shows logs
+/// (a stylesheet link is allowed in the body; the page frame stays the
+/// same for every page).
+pub(crate) fn ansi_stylesheet() -> Html {
+    html!("<link rel=\"stylesheet\" href=\"/assets/ansi.css\">")
+}
 
 /// Lines of a log file: `text` holds the bytes from `start` to `end`.
 /// `partial_first`: `start` is inside a line longer than a chunk, so the
@@ -178,61 +190,156 @@ fn line_html(line: &str, partial: bool, out: &mut Html) {
     }
 }
 
+/// A colour the pages can show without inline styles (the CSP forbids
+/// them), so as classes: one of the 16 base colours (`f0`..`f15`,
+/// `b0`..`b15`), or any other colour with its channels quantised to 4 bits
+/// (`fx fr7 fg0 fbf`: the `fx` rule reads the channels' custom properties,
+/// 3 × 16 rules a side instead of one per colour). 256-colour indexes
+/// 16..=255 and truecolour land on the nearest of those 4,096 colours
+/// (at most 8 off in 255 a channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Colour {
+    Base(u8),
+    /// Channels 0..=15 (x 17 = 0..=255).
+    Rgb(u8, u8, u8),
+}
+
+impl Colour {
+    /// Entry `n` of the xterm 256-colour palette.
+    fn indexed(n: u32) -> Option<Colour> {
+        const CUBE: [u32; 6] = [0, 95, 135, 175, 215, 255];
+        match n {
+            0..=15 => Some(Colour::Base(n as u8)),
+            16..=231 => {
+                let i = (n - 16) as usize;
+                Colour::rgb(CUBE[i / 36], CUBE[i / 6 % 6], CUBE[i % 6])
+            }
+            232..=255 => {
+                let v = 8 + 10 * (n - 232);
+                Colour::rgb(v, v, v)
+            }
+            _ => None,
+        }
+    }
+
+    /// A truecolour; None if a channel is over 255.
+    fn rgb(r: u32, g: u32, b: u32) -> Option<Colour> {
+        let q = |v: u32| (v <= 255).then(|| ((v * 15 + 127) / 255) as u8);
+        Some(Colour::Rgb(q(r)?, q(g)?, q(b)?))
+    }
+
+    /// Appends this colour's classes for side `s` (`'f'` or `'b'`), char
+    /// by char (a hostile log may ask for a span per byte).
+    fn push_classes(self, s: char, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digit = |d: u8| char::from(HEX[usize::from(d & 15)]);
+        out.push(' ');
+        out.push(s);
+        match self {
+            Colour::Base(n) => {
+                if n >= 10 {
+                    out.push('1');
+                }
+                out.push(char::from(b'0' + n % 10));
+            }
+            Colour::Rgb(r, g, b) => {
+                out.push('x');
+                for (c, v) in [('r', r), ('g', g), ('b', b)] {
+                    out.push(' ');
+                    out.push(s);
+                    out.push(c);
+                    out.push(digit(v));
+                }
+            }
+        }
+    }
+}
+
 /// SGR state of the line being rendered.
 #[derive(Default, Clone, PartialEq)]
 struct Sgr {
-    fg: Option<u8>,
-    bg: Option<u8>,
+    fg: Option<Colour>,
+    bg: Option<Colour>,
     bold: bool,
     dim: bool,
     italic: bool,
     underline: bool,
+    reverse: bool,
+    strike: bool,
+}
+
+/// The colour of an extended colour parameter (`38`/`48`) from the
+/// parameters after it: `5;n` or `2;r;g;b`. Consumes what it reads.
+fn extended_colour(it: &mut impl Iterator<Item = u32>) -> Option<Colour> {
+    match it.next()? {
+        5 => Colour::indexed(it.next()?),
+        2 => {
+            let (r, g, b) = (it.next()?, it.next()?, it.next()?);
+            Colour::rgb(r, g, b)
+        }
+        _ => None,
+    }
+}
+
+/// A parameter as a number: empty is 0, anything unreadable a value no
+/// code matches.
+fn param(p: &str) -> u32 {
+    if p.is_empty() {
+        0
+    } else {
+        p.parse::<u32>().unwrap_or(u32::MAX)
+    }
 }
 
 impl Sgr {
-    /// Applies the parameters of one `ESC [ ... m`.
+    /// Applies the parameters of one `ESC [ ... m`. Each parameter is read
+    /// once: the work is linear in their length, whatever they say.
     fn apply(&mut self, params: &str) {
-        let mut it = params.split(';').map(|p| {
-            if p.is_empty() {
-                0
-            } else {
-                p.parse::<u32>().unwrap_or(u32::MAX)
-            }
-        });
-        while let Some(p) = it.next() {
+        // A private marker (`ESC [ > 4 ; 2 m`, xterm's key modes) makes it
+        // something other than SGR.
+        if params.starts_with(['<', '=', '>', '?']) {
+            return;
+        }
+        let mut it = params.split(';');
+        while let Some(field) = it.next() {
+            // ITU T.416 form: `38:5:n`, `38:2:r:g:b` or `38:2:id:r:g:b`
+            // within one parameter.
+            let mut sub = field.split(':');
+            let p = param(sub.next().unwrap_or(""));
             match p {
                 0 => *self = Sgr::default(),
                 1 => self.bold = true,
                 2 => self.dim = true,
                 3 => self.italic = true,
                 4 => self.underline = true,
+                7 => self.reverse = true,
+                9 => self.strike = true,
                 22 => (self.bold, self.dim) = (false, false),
                 23 => self.italic = false,
                 24 => self.underline = false,
-                30..=37 => self.fg = Some((p - 30) as u8),
-                90..=97 => self.fg = Some((p - 90 + 8) as u8),
+                27 => self.reverse = false,
+                29 => self.strike = false,
+                30..=37 => self.fg = Some(Colour::Base((p - 30) as u8)),
+                90..=97 => self.fg = Some(Colour::Base((p - 90 + 8) as u8)),
                 39 => self.fg = None,
-                40..=47 => self.bg = Some((p - 40) as u8),
-                100..=107 => self.bg = Some((p - 100 + 8) as u8),
+                40..=47 => self.bg = Some(Colour::Base((p - 40) as u8)),
+                100..=107 => self.bg = Some(Colour::Base((p - 100 + 8) as u8)),
                 49 => self.bg = None,
-                // 256 colours: the 16 standard ones get their class, the
-                // others are dropped (no inline styles: the pages' CSP
-                // forbids them). Truecolour is dropped too.
                 38 | 48 => {
-                    let colour = match it.next() {
-                        Some(5) => it.next().filter(|n| *n < 16).map(|n| n as u8),
-                        Some(2) => {
-                            it.next();
-                            it.next();
-                            it.next();
-                            None
+                    let colour = if field.contains(':') {
+                        let mut rest: Vec<u32> = sub.take(5).map(param).collect();
+                        // `2:id:r:g:b`: drop the colour space id.
+                        if rest.len() == 5 && rest[0] == 2 {
+                            rest.remove(1);
                         }
-                        _ => None,
-                    };
-                    if p == 38 {
-                        self.fg = colour;
+                        extended_colour(&mut rest.into_iter())
                     } else {
-                        self.bg = colour;
+                        extended_colour(&mut it.by_ref().map(param))
+                    };
+                    // An unreadable colour leaves the side as it was
+                    // (what xterm does).
+                    if let Some(c) = colour {
+                        *if p == 38 { &mut self.fg } else { &mut self.bg } = Some(c);
                     }
                 }
                 _ => {}
@@ -240,73 +347,134 @@ impl Sgr {
         }
     }
 
+    /// The classes of this state, space-separated ("" for plain text).
+    /// Reverse swaps the sides; a default side becomes `rf` (text in the
+    /// log's background colour) or `rb` (background in its text colour).
     fn classes(&self) -> String {
-        let mut c = Vec::new();
-        if let Some(f) = self.fg {
-            c.push(format!("f{f}"));
+        let mut c = String::new();
+        let (fg, bg) = match self.reverse {
+            true => (self.bg, self.fg),
+            false => (self.fg, self.bg),
+        };
+        match (fg, self.reverse) {
+            (Some(f), _) => f.push_classes('f', &mut c),
+            (None, true) => c.push_str(" rf"),
+            (None, false) => {}
         }
-        if let Some(b) = self.bg {
-            c.push(format!("b{b}"));
+        match (bg, self.reverse) {
+            (Some(b), _) => b.push_classes('b', &mut c),
+            (None, true) => c.push_str(" rb"),
+            (None, false) => {}
         }
         for (on, name) in [
-            (self.bold, "ab"),
-            (self.dim, "ad"),
-            (self.italic, "ai"),
-            (self.underline, "au"),
+            (self.bold, " ab"),
+            (self.dim, " ad"),
+            (self.italic, " ai"),
+            (self.underline, " au"),
+            (self.strike, " as"),
         ] {
             if on {
-                c.push(name.to_string());
+                c.push_str(name);
             }
         }
-        c.join(" ")
+        if !c.is_empty() {
+            c.remove(0);
+        }
+        c
+    }
+}
+
+/// A line's open span: opened only before the text it colours, so
+/// escapes with no text between them cost nothing in the output.
+#[derive(Default)]
+struct Painter {
+    /// The state of the span open now; the default state is no span.
+    shown: Sgr,
+}
+
+impl Painter {
+    fn text(&mut self, t: &str, sgr: &Sgr, out: &mut Html) {
+        if t.is_empty() {
+            return;
+        }
+        if *sgr != self.shown {
+            self.close(out);
+            let classes = sgr.classes();
+            if !classes.is_empty() {
+                // Our class names; escaped all the same.
+                html_push!(out, "<span class=\"{}\">", classes);
+            }
+            self.shown = sgr.clone();
+        }
+        out.push(t);
+    }
+
+    fn close(&mut self, out: &mut Html) {
+        if self.shown != Sgr::default() {
+            html_push!(out, "</span>");
+            self.shown = Sgr::default();
+        }
     }
 }
 
 /// Renders one line's text with its ANSI escapes into `out`.
+///
+/// Bounded by construction: each byte is looked at a fixed number of
+/// times (an SGR's parameters once each, whatever they say), and a span
+/// (at most 66 bytes of markup with its end) is opened only before at
+/// least one byte of text and after an escape of at least 4 bytes that
+/// changed the state, so the HTML is at most ~13 times the line (plain
+/// escaping alone is up to 6: `"` is `&quot;`);
+/// `hostile_escapes_stay_linear` measures it.
 fn ansi_line(s: &str, out: &mut Html) {
     let mut sgr = Sgr::default();
-    let mut open = false;
+    let mut paint = Painter::default();
     let mut rest = s;
     while let Some(i) = rest.find('\x1b') {
-        out.push(&rest[..i]);
+        paint.text(&rest[..i], &sgr, out);
         let after = &rest[i + 1..];
-        let Some(csi) = after.strip_prefix('[') else {
+        let next = match after.as_bytes().first() {
+            Some(b'[') => {
+                let csi = &after[1..];
+                // CSI: parameter and intermediate bytes, then one final
+                // byte in @..~; unfinished, it ends the line.
+                csi.find(|c: char| ('@'..='~').contains(&c)).map(|end| {
+                    if csi.as_bytes()[end] == b'm' {
+                        sgr.apply(&csi[..end]);
+                    }
+                    &csi[end + 1..]
+                })
+            }
+            // OSC (titles, hyperlinks), DCS, SOS, PM, APC: a string up to
+            // BEL or ST (`ESC \`); the text of a hyperlink stays, its
+            // target goes. Unterminated, it ends the line.
+            Some(b']' | b'P' | b'X' | b'^' | b'_') => {
+                let body = &after[1..];
+                body.find(['\x07', '\x1b'])
+                    .map(|j| match body.as_bytes()[j] {
+                        0x07 => &body[j + 1..],
+                        _ => body[j + 1..].strip_prefix('\\').unwrap_or(&body[j..]),
+                    })
+            }
             // Any other escape (ESC, intermediates ' '..'/', a final
             // byte), e.g. a charset switch: drop it.
-            let t = after.trim_start_matches(|c: char| (' '..='/').contains(&c));
-            let mut chars = t.chars();
-            chars.next();
-            rest = chars.as_str();
-            continue;
+            _ => {
+                let t = after.trim_start_matches(|c: char| (' '..='/').contains(&c));
+                let mut chars = t.chars();
+                chars.next();
+                Some(chars.as_str())
+            }
         };
-        // CSI: parameter bytes, then one final byte in @..~.
-        let end = csi.find(|c: char| ('@'..='~').contains(&c));
-        let Some(end) = end else {
-            rest = "";
-            break;
-        };
-        if csi.as_bytes()[end] == b'm' {
-            let before = sgr.clone();
-            sgr.apply(&csi[..end]);
-            if sgr != before {
-                if open {
-                    out.push(&html!("</span>"));
-                    open = false;
-                }
-                let classes = sgr.classes();
-                if !classes.is_empty() {
-                    // Our class names; escaped all the same.
-                    out.push(&html!("<span class=\"{}\">", classes));
-                    open = true;
-                }
+        match next {
+            Some(n) => rest = n,
+            None => {
+                rest = "";
+                break;
             }
         }
-        rest = &csi[end + 1..];
     }
-    out.push(rest);
-    if open {
-        out.push(&html!("</span>"));
-    }
+    paint.text(rest, &sgr, out);
+    paint.close(out);
 }
 
 // ---------------------------------------------------------------------------
@@ -1009,7 +1177,11 @@ pub(crate) fn log_page(c: &Ctx, logid: LogId, p: &LogParams) -> anyhow::Result<L
             "{} #{} {} {}",
             info.builder, info.number, info.step, info.name
         );
-        return Ok(LogAnswer::Page(c.layout(&title, &base, body)));
+        return Ok(LogAnswer::Page(c.layout(
+            &title,
+            &base,
+            html!("{}{}", ansi_stylesheet(), body),
+        )));
     }
     // A region: around `line`, or the end.
     let first = match line {
@@ -1076,7 +1248,11 @@ pub(crate) fn log_page(c: &Ctx, logid: LogId, p: &LogParams) -> anyhow::Result<L
         "{} #{} {} {}",
         info.builder, info.number, info.step, info.name
     );
-    Ok(LogAnswer::Page(c.layout(&title, &base, body)))
+    Ok(LogAnswer::Page(c.layout(
+        &title,
+        &base,
+        html!("{}{}", ansi_stylesheet(), body),
+    )))
 }
 
 #[cfg(test)]
@@ -1102,11 +1278,11 @@ mod tests {
             "hello &lt;b&gt;&amp;\n<span class=\"le\">oops</span>\n<span class=\"lh\">cmd: x</span>\n\n\
              <span class=\"f1\">red</span> plain <span class=\"f2 ab\">bold green</span>\n"
         );
-        // Bright, background, 256 (standard part), truecolour dropped,
-        // other CSI (erase line) and lone escapes dropped.
+        // Bright, background, 256 (standard part), other CSI (erase
+        // line) and lone escapes dropped.
         assert_eq!(
-            render(&range("o\x1b[91;44mx\x1b[38;5;3my\x1b[38;2;1;2;3mz\x1b[K\x1b(Bw\n")),
-            "<span class=\"f9 b4\">x</span><span class=\"f3 b4\">y</span><span class=\"b4\">zw</span>\n"
+            render(&range("o\x1b[91;44mx\x1b[38;5;3my\x1b[K\x1b(Bw\n")),
+            "<span class=\"f9 b4\">x</span><span class=\"f3 b4\">yw</span>\n"
         );
         // An escape cannot smuggle markup, and an unfinished one is dropped.
         assert_eq!(
@@ -1115,6 +1291,165 @@ mod tests {
         );
         // Progress bars: the last state of the line.
         assert_eq!(render(&range("o 10%\r 50%\r100%\r\n")), "100%\n");
+    }
+
+    /// The classes of the text `x` after `sgr` (`ESC [ sgr m`).
+    fn classes_after(sgr: &str) -> String {
+        let h = render(&range(&format!("o\x1b[{sgr}mx\n"))).into_string();
+        match h.strip_prefix("<span class=\"") {
+            Some(rest) => rest.split('"').next().unwrap_or("").to_string(),
+            None => String::new(),
+        }
+    }
+
+    #[test]
+    fn renders_256_colours_truecolour_reverse_and_strike() {
+        for (sgr, want) in [
+            // 256 colours: the 16 base ones keep their classes; the cube and
+            // the greys become 4-bit channels.
+            ("38;5;9", "f9"),
+            ("38;5;196", "fx frf fg0 fb0"),
+            ("48;5;21", "bx br0 bg0 bbf"),
+            // Cube entry 16 + 36*1 + 6*2 + 3 = 67: (95, 135, 175).
+            ("38;5;67", "fx fr6 fg8 fba"),
+            ("38;5;232", "fx fr0 fg0 fb0"),
+            ("38;5;244", "fx fr8 fg8 fb8"),
+            ("38;5;255", "fx fre fge fbe"),
+            // Truecolour, both forms (ITU T.416 colons, with or without the
+            // colour space id).
+            ("38;2;255;128;0", "fx frf fg8 fb0"),
+            ("38:2:255:128:0", "fx frf fg8 fb0"),
+            ("48:2::0:0:255", "bx br0 bg0 bbf"),
+            ("1;38;2;10;20;30;48;5;1", "fx fr1 fg1 fb2 b1 ab"),
+            // Reverse swaps the sides; a default side gets the log's colours.
+            ("7", "rf rb"),
+            ("31;7", "rf b1"),
+            ("31;42;7", "f2 b1"),
+            ("7;27", ""),
+            // Strike, with and without underline.
+            ("9", "as"),
+            ("4;9", "au as"),
+            ("9;29", ""),
+            // Out of range or unfinished: the side stays as it was.
+            ("31;38;5;256", "f1"),
+            ("31;38;5;99999", "f1"),
+            ("31;38;2;300;0;0", "f1"),
+            ("31;38;2;1", "f1"),
+            ("31;38;5", "f1"),
+            // Not SGR: a private marker (xterm's key modes).
+            (">4;2", ""),
+        ] {
+            assert_eq!(classes_after(sgr), want, "{sgr}");
+        }
+        // A span opens only before text, and reopens only on a change.
+        assert_eq!(
+            render(&range(
+                "o\x1b[31m\x1b[32m\x1b[1m\x1b[0m\x1b[9ma\x1b[9mb\x1b[0m\x1b[1m\x1b[0mc\n"
+            )),
+            "<span class=\"as\">ab</span>c\n"
+        );
+    }
+
+    #[test]
+    fn osc_and_other_strings_are_dropped_with_their_text() {
+        // A title (BEL), a hyperlink (ST): the link's text stays.
+        assert_eq!(
+            render(&range(
+                "o\x1b]0;title\x07a \x1b]8;;https://x.invalid/\x1b\\link\x1b]8;;\x1b\\ b\n"
+            )),
+            "a link b\n"
+        );
+        // DCS; an unterminated OSC ends the line.
+        assert_eq!(
+            render(&range("oa\x1bPq#0;2\x1b\\b\x1b]2;never ends\no<next>\n")),
+            "ab\n&lt;next&gt;\n"
+        );
+    }
+
+    #[test]
+    fn every_class_the_renderer_gives_is_in_the_stylesheet() {
+        let mut sgrs: Vec<String> = (0..256)
+            .flat_map(|n| [format!("38;5;{n}"), format!("48;5;{n}")])
+            .collect();
+        for v in (0..=255).step_by(5) {
+            sgrs.push(format!("38;2;{v};{v};{v}"));
+            sgrs.push(format!("48;2;{v};{v};{v}"));
+        }
+        for s in ["30", "97", "40", "107", "1", "2", "3", "4", "7", "9", "4;9"] {
+            sgrs.push(s.to_string());
+        }
+        for s in sgrs {
+            for class in classes_after(&s).split(' ') {
+                assert!(
+                    ANSI_CSS.contains(&format!(".{class}{{"))
+                        || ANSI_CSS.contains(&format!(".{class}.")),
+                    "{s}: no rule for class {class}"
+                );
+            }
+        }
+        assert!(ANSI_CSS.contains(".au.as{"));
+    }
+
+    #[test]
+    fn hostile_escapes_stay_linear() {
+        // Each input is one line of 128 KiB, then of 512 KiB: the markup
+        // stays within a fixed multiple of the input, and the time taken
+        // grows with the input, not with its square (x16).
+        // What, and how to make about n bytes of it.
+        type Case = (&'static str, fn(usize) -> String);
+        let cases: [Case; 11] = [
+            ("a huge parameter list", |n| {
+                format!("o\x1b[{}1mx", "1;".repeat(n / 2))
+            }),
+            ("out-of-range colours", |n| {
+                format!("o\x1b[{}1mx", "38;5;99999;".repeat(n / 11))
+            }),
+            ("huge numbers", |n| format!("o\x1b[{}mx", "9".repeat(n))),
+            ("truecolour lists", |n| {
+                format!("o\x1b[{}mx", "38;2;1;2;3;48;2;4;5;6;".repeat(n / 22))
+            }),
+            ("an unterminated CSI", |n| {
+                format!("o\x1b[{}", "1;".repeat(n / 2))
+            }),
+            ("an unterminated OSC", |n| {
+                format!("o\x1b]{}", "x".repeat(n))
+            }),
+            ("many unterminated CSIs", |n| "\x1b[".repeat(n / 2)),
+            ("escapes without text", |n| "\x1b[31m\x1b[0m".repeat(n / 9)),
+            ("toggles around each byte", |n| {
+                "\x1b[9mx\x1b[29my".repeat(n / 12)
+            }),
+            ("every attribute toggled", |n| {
+                let toggles = "\x1b[7mx\x1b[27my".repeat(n / 11);
+                format!("o\x1b[1;2;3;4;9;38;2;9;9;9;48;2;9;9;9m{toggles}")
+            }),
+            ("escaped text", |n| "<&\"".repeat(n / 3)),
+        ];
+        let time = |input: &str| {
+            (0..2)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let out = render(&range(input)).into_string();
+                    (t.elapsed(), out.len())
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        for (what, make) in cases {
+            let (small, big) = (make(128 << 10), make(512 << 10));
+            let (t_small, _) = time(&small);
+            let (t_big, out) = time(&big);
+            let ratio = out as f64 / big.len() as f64;
+            eprintln!(
+                "{what}: {} bytes -> {out} bytes (x{ratio:.2}) in {t_big:?}; 128 KiB in {t_small:?}",
+                big.len()
+            );
+            assert!(out <= 13 * big.len() + 64, "{what}: x{ratio:.2}");
+            assert!(
+                t_big < t_small * 8 + std::time::Duration::from_millis(50),
+                "{what}: {t_small:?} for 128 KiB, {t_big:?} for 512 KiB"
+            );
+        }
     }
 
     #[test]
@@ -1173,6 +1508,27 @@ mod tests {
 
     fn hits(f: &Found) -> Vec<u64> {
         f.hits.iter().map(|h| h.line).collect()
+    }
+
+    /// A search lists at most `MAX_HITS` matches, each cut at 300 bytes,
+    /// and counts the rest (docs/security.md).
+    #[test]
+    fn search_lists_at_most_max_hits_and_counts_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("many.log");
+        let line = format!("oneedle {}\n", "z".repeat(LINE_CAP));
+        std::fs::write(&p, line.repeat(MAX_HITS + 100)).unwrap();
+        let f = search(
+            &p,
+            &Pattern::new("needle", false).unwrap(),
+            1,
+            None,
+            Keep::List,
+            SEARCH_BUDGET,
+        )
+        .unwrap();
+        assert_eq!((f.hits.len(), f.count), (MAX_HITS, MAX_HITS as u64 + 100));
+        assert!(f.hits.iter().all(|h| h.text.len() <= 300));
     }
 
     /// Issue 17 point 3: line numbers, regions and search read the file a

@@ -992,7 +992,8 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
         Html::new()
     };
     let mut body = html!(
-        "<div id=\"build\" data-buildid=\"{}\"{}>{}",
+        "{}<div id=\"build\" data-buildid=\"{}\"{}>{}",
+        logview::ansi_stylesheet(),
         b.buildid,
         live,
         build_head(c, &b)

@@ -585,6 +585,7 @@ fn page(r: &Req) -> Result<Resp> {
             )
         }
         ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", pages::CSS)),
+        ["assets", "ansi.css"] => Ok(asset("text/css; charset=utf-8", logview::ANSI_CSS)),
         ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", pages::JS)),
         ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", pages::FAVICON)),
         ["builders"] => Ok(redirect("/")),
@@ -691,8 +692,7 @@ fn page(r: &Req) -> Result<Resp> {
 }
 
 fn asset(content_type: &str, text: &'static str) -> Resp {
-    respond_bytes(200, content_type, text.as_bytes().to_vec())
-        .with_header("Cache-Control", "max-age=300")
+    Response::asset(200, content_type, text.as_bytes()).with_header("Cache-Control", "max-age=300")
 }
 
 /// A local path to go back to after logging in; anything else is `/`.

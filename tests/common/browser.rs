@@ -230,3 +230,20 @@ pub fn start_chromium(profile: &std::path::Path) -> (Proc, String) {
         url,
     )
 }
+
+/// A fresh headless Chromium (profile under `tmp`) with one page attached
+/// and its Runtime, Log and Page domains enabled.
+pub fn open_page(tmp: &std::path::Path) -> (Proc, Cdp) {
+    let (chromium, ws_url) = start_chromium(&tmp.join("chromium-profile"));
+    let mut cdp = Cdp::connect(&ws_url);
+    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
+    let session = cdp.call(
+        "Target.attachToTarget",
+        json!({"targetId": target["targetId"], "flatten": true}),
+    );
+    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
+    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+        cdp.call(domain, json!({}));
+    }
+    (chromium, cdp)
+}

@@ -924,6 +924,12 @@ command = ["/usr/bin/python3", "test_hello.py"]
 
     /// The raw text of a build's step log, by step name.
     pub fn step_log(&self, buildid: i64, step: &str) -> String {
+        let logid = self.step_logid(buildid, step);
+        curl(&[&self.url(&format!("/api/v2/logs/{logid}/raw"))]).1
+    }
+
+    /// The id of a build's step log, by step name.
+    pub fn step_logid(&self, buildid: i64, step: &str) -> i64 {
         let steps = get_json(&self.url(&format!("/api/v2/builds/{buildid}/steps")));
         let st = steps["steps"]
             .as_array()
@@ -933,8 +939,7 @@ command = ["/usr/bin/python3", "test_hello.py"]
             .unwrap_or_else(|| panic!("no step {step} in {steps}"))
             .clone();
         let logs = get_json(&self.url(&format!("/api/v2/steps/{}/logs", st["stepid"])));
-        let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-        curl(&[&self.url(&format!("/api/v2/logs/{logid}/raw"))]).1
+        logs["logs"][0]["logid"].as_i64().unwrap()
     }
 }
 
