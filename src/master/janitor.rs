@@ -58,10 +58,19 @@ pub(crate) struct Janitor {
     thread: Option<JoinHandle<()>>,
 }
 
-impl Drop for Janitor {
-    fn drop(&mut self) {
+impl Janitor {
+    /// Tells the thread to stop, without waiting for it (the drop waits):
+    /// so that a stopping master wakes its threads together and waits
+    /// once, not once per thread in turn.
+    pub(crate) fn signal_stop(&mut self) {
         // Disconnecting is the stop signal.
         self.stop.take();
+    }
+}
+
+impl Drop for Janitor {
+    fn drop(&mut self) {
+        self.signal_stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
