@@ -18,10 +18,7 @@ use tungstenite::Message;
 
 #[test]
 fn browser_logs_in_forces_and_watches_the_log_grow() {
-    if !require(
-        &format!("{CHROMIUM} (apt-get install chromium)"),
-        std::path::Path::new(CHROMIUM).exists(),
-    ) {
+    if !has_chromium() {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");
@@ -34,17 +31,7 @@ fn browser_logs_in_forces_and_watches_the_log_grow() {
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
 
-    let (_chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
+    let (_chromium, mut cdp) = browser(&s);
 
     // Log in; the login page sends us back where we came from.
     cdp.navigate(&s.url("/login?next=/builders/gated"));

@@ -65,10 +65,7 @@ const FINISHED: &str = "!document.querySelector('#live .res.running') \
 
 #[test]
 fn overview_pages_update_live_and_reload_after_a_restart() {
-    if !require(
-        &format!("{CHROMIUM} (apt-get install chromium)"),
-        Path::new(CHROMIUM).exists(),
-    ) {
+    if !has_chromium() {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");
@@ -114,17 +111,7 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
         );
     }
 
-    let (_chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
+    let (_chromium, mut cdp) = browser(&s);
 
     // Home: a build starts (running badge, a clock) and finishes (its
     // result, no badge, no clock), the page never reloaded.

@@ -13,34 +13,11 @@
 //! Without Chromium the browser parts fail when `CI` is set and are
 //! skipped otherwise (`require`).
 
-use crate::common::browser::{start_chromium, Cdp, CHROMIUM};
+use crate::common::browser::{browser, has_chromium};
 use crate::common::*;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A page of a fresh headless Chromium.
-fn browser(s: &Setup) -> (Proc, Cdp) {
-    let (chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
-    (chromium, cdp)
-}
-
-fn has_chromium() -> bool {
-    require(
-        &format!("{CHROMIUM} (apt-get install chromium)"),
-        Path::new(CHROMIUM).exists(),
-    )
-}
 
 /// Forces `builder`; returns the build's id.
 fn force(s: &Setup, builder: &str) -> i64 {

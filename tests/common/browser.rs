@@ -1,8 +1,9 @@
 //! The headless-Chromium harness shared by the browser tests
-//! (`web_browser`, `web_live`): a tiny Chrome DevTools Protocol client over
-//! a websocket that records JavaScript errors, and `start_chromium`.
+//! (`web_browser`, `web_live`, `web_logs`, `web_look`): a tiny Chrome
+//! DevTools Protocol client over a websocket that records JavaScript
+//! errors, `start_chromium`, and `browser`, a page of a fresh Chromium.
 
-use super::Proc;
+use super::{require, Proc, Setup};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -180,12 +181,54 @@ impl Cdp {
             return;
         };
         let dir = std::path::PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        self.screenshot_to(&dir.join(format!("{name}.png")), None);
+    }
+
+    /// Saves a PNG of the viewport, or of the page's top `height` pixels
+    /// (a whole phone page, beyond the viewport).
+    pub fn screenshot_to(&mut self, path: &std::path::Path, height: Option<f64>) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let params = match height {
+            Some(h) => {
+                let w = self.eval("document.documentElement.clientWidth");
+                json!({"format": "png", "captureBeyondViewport": true,
+                       "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1}})
+            }
+            None => json!({"format": "png"}),
+        };
+        let r = self.call("Page.captureScreenshot", params);
         use base64ct::Encoding;
         let png = base64ct::Base64::decode_vec(r["data"].as_str().unwrap()).unwrap();
-        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        std::fs::write(path, png).unwrap();
     }
+}
+
+/// Whether Chromium is here; without it a browser test is skipped
+/// visibly (and fails under `CI`, see `require`).
+pub fn has_chromium() -> bool {
+    require(
+        &format!("{CHROMIUM} (apt-get install chromium)"),
+        std::path::Path::new(CHROMIUM).exists(),
+    )
+}
+
+/// A page (an attached target, with the Runtime, Log and Page events on)
+/// of a fresh headless Chromium whose profile is in the test's temp dir.
+pub fn browser(s: &Setup) -> (Proc, Cdp) {
+    let (chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
+    let mut cdp = Cdp::connect(&ws_url);
+    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
+    let session = cdp.call(
+        "Target.attachToTarget",
+        json!({"targetId": target["targetId"], "flatten": true}),
+    );
+    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
+    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+        cdp.call(domain, json!({}));
+    }
+    (chromium, cdp)
 }
 
 /// Starts headless Chromium; returns the process and its DevTools URL.
