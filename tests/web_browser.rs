@@ -34,20 +34,7 @@ fn browser_logs_in_forces_and_watches_the_log_grow() {
     let (_chromium, mut cdp) = browser(&s);
 
     // Log in; the login page sends us back where we came from.
-    cdp.navigate(&s.url("/login?next=/builders/gated"));
-    cdp.eval(&format!(
-        "document.getElementById('username').value = '{USER}';
-         document.getElementById('password').value = '{PASSWORD}';
-         document.querySelector('form.login button').click(); true"
-    ));
-    cdp.wait_js(
-        "the builder page after login",
-        "location.pathname === '/builders/gated' && document.readyState === 'complete'",
-    );
-    assert_eq!(
-        cdp.eval("document.querySelector('.who span').textContent"),
-        USER
-    );
+    cdp.log_in(&s.url(""), "/builders/gated");
 
     // Force from the form; the queued request's page opens the build.
     cdp.eval(

@@ -72,14 +72,7 @@ fn compact_js(src: &str) -> String {
             continue;
         }
         if c == '/' && chars.peek() == Some(&'*') {
-            chars.next();
-            let mut prev = ' ';
-            for c in chars.by_ref() {
-                if prev == '*' && c == '/' {
-                    break;
-                }
-                prev = c;
-            }
+            skip_block_comment(&mut chars);
             gap.get_or_insert(' ');
             continue;
         }
@@ -110,6 +103,18 @@ fn compact_js(src: &str) -> String {
     }
     out.push('\n');
     out
+}
+
+/// Skips a `/* ... */` comment whose `/` was just read.
+fn skip_block_comment(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    chars.next();
+    let mut prev = ' ';
+    for c in chars.by_ref() {
+        if prev == '*' && c == '/' {
+            break;
+        }
+        prev = c;
+    }
 }
 
 /// Copies a literal that `open` began, up to its unescaped closing `open`
@@ -157,14 +162,7 @@ fn compact_css(src: &str) -> String {
     while let Some(c) = chars.next() {
         match c {
             '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut prev = ' ';
-                for c in chars.by_ref() {
-                    if prev == '*' && c == '/' {
-                        break;
-                    }
-                    prev = c;
-                }
+                skip_block_comment(&mut chars);
                 space = true;
             }
             c if c.is_whitespace() => space = true,

@@ -468,12 +468,14 @@ fn duration_chart(builder: &str, builds: &[db::BuildListRow]) -> Html {
         let hatch = if matches!(b.results, Some(BuildResult::Success | BuildResult::Skipped)) {
             Html::new()
         } else {
+            // A path, not a rect: one `rect` per bar, as readers count them.
             html!(
-                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"url(#hatch)\"/>",
+                "<path d=\"M{} {}h{}v{}h-{}z\" fill=\"url(#hatch)\"/>",
                 x,
                 y,
                 bw,
-                bh
+                bh,
+                bw
             )
         };
         bars.push(&html!(
@@ -494,7 +496,7 @@ fn duration_chart(builder: &str, builds: &[db::BuildListRow]) -> Html {
         "<figure class=\"chart\"><svg id=\"durations\" viewBox=\"0 0 {} {}\" \
          preserveAspectRatio=\"none\" role=\"img\" aria-label=\"build durations\">\
          <defs><pattern id=\"hatch\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" \
-         patternTransform=\"rotate(45)\"><rect width=\"3\" height=\"6\" fill=\"#0006\"/></pattern></defs>{}</svg>\
+         patternTransform=\"rotate(45)\"><path d=\"M1 0V6\" stroke=\"#0007\" stroke-width=\"2\"/></pattern></defs>{}</svg>\
          <figcaption class=\"muted\">Durations of the builds below, oldest left; longest {}.</figcaption></figure>",
         w,
         h,
@@ -535,14 +537,19 @@ pub(crate) fn console(c: &Ctx) -> Result<Html> {
                 text(&ch.author),
             ];
             for name in &builders {
-                let mut cell = html!("<span class=\"strip\">");
-                for (_, b) in builds
+                let mine: Vec<&db::HistoryBuild> = builds
                     .iter()
                     .filter(|(id, b)| *id == ch.changeid && b.builder == *name)
-                {
-                    cell.push(&square(b));
-                }
-                html_push!(cell, "</span>");
+                    .map(|(_, b)| b)
+                    .collect();
+                // Empty when the change built nothing there: a phone's
+                // card then leaves the builder out.
+                let cell = if mine.is_empty() {
+                    Html::new()
+                } else {
+                    // Oldest left, as the home page's strips.
+                    strip(&mine)
+                };
                 row.push(cell.into());
             }
             row

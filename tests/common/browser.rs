@@ -166,6 +166,29 @@ impl Cdp {
         self.wait_js("the page to load", "document.readyState === 'complete'");
     }
 
+    /// Logs in as `USER` with the login form of `base` (the master's
+    /// URL), which sends the browser on to `next`; waits for that page.
+    pub fn log_in(&mut self, base: &str, next: &str) {
+        use super::{PASSWORD, USER};
+        self.navigate(&format!("{}/login?next={next}", base.trim_end_matches('/')));
+        self.eval(&format!(
+            "document.getElementById('username').value = '{USER}';
+             document.getElementById('password').value = '{PASSWORD}';
+             document.querySelector('form.login button').click(); true"
+        ));
+        self.wait_js(
+            &format!("{next} after logging in"),
+            &format!(
+                "location.pathname === '{next}' && document.readyState === 'complete' \
+                 && !!document.querySelector('.who span')"
+            ),
+        );
+        assert_eq!(
+            self.eval("document.querySelector('.who span').textContent"),
+            USER
+        );
+    }
+
     pub fn assert_no_errors(&mut self) {
         self.pump();
         assert!(
