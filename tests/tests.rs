@@ -43,5 +43,6 @@ mod web_gzip;
 mod web_latency;
 mod web_live;
 mod web_logs;
+mod web_look;
 mod worker_start;
 mod worker_steps;

@@ -6,7 +6,7 @@
 //! ones asked for (within the 4-bit quantisation), under the pages' CSP,
 //! with no console error.
 
-use crate::common::browser::{open_page, CHROMIUM};
+use crate::common::browser::{browser, CHROMIUM};
 use crate::common::*;
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
     ) {
         return;
     }
-    let (_chromium, mut cdp) = open_page(s.tmp.path());
+    let (_chromium, mut cdp) = browser(&s);
     for page in [build_page.as_str(), &format!("/logs/{logid}")] {
         cdp.navigate(&s.url(page));
         let style = |cdp: &mut crate::common::browser::Cdp, text: &str, prop: &str| {

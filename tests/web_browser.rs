@@ -18,10 +18,7 @@ use tungstenite::Message;
 
 #[test]
 fn browser_logs_in_forces_and_watches_the_log_grow() {
-    if !require(
-        &format!("{CHROMIUM} (apt-get install chromium)"),
-        std::path::Path::new(CHROMIUM).exists(),
-    ) {
+    if !has_chromium() {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");
@@ -34,23 +31,10 @@ fn browser_logs_in_forces_and_watches_the_log_grow() {
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
 
-    let (_chromium, mut cdp) = open_page(s.tmp.path());
+    let (_chromium, mut cdp) = browser(&s);
 
     // Log in; the login page sends us back where we came from.
-    cdp.navigate(&s.url("/login?next=/builders/gated"));
-    cdp.eval(&format!(
-        "document.getElementById('username').value = '{USER}';
-         document.getElementById('password').value = '{PASSWORD}';
-         document.querySelector('form.login button').click(); true"
-    ));
-    cdp.wait_js(
-        "the builder page after login",
-        "location.pathname === '/builders/gated' && document.readyState === 'complete'",
-    );
-    assert_eq!(
-        cdp.eval("document.querySelector('.who span').textContent"),
-        USER
-    );
+    cdp.log_in(&s.url(""), "/builders/gated");
 
     // Force from the form; the queued request's page opens the build.
     cdp.eval(

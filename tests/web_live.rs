@@ -65,10 +65,7 @@ const FINISHED: &str = "!document.querySelector('#live .res.running') \
 
 #[test]
 fn overview_pages_update_live_and_reload_after_a_restart() {
-    if !require(
-        &format!("{CHROMIUM} (apt-get install chromium)"),
-        Path::new(CHROMIUM).exists(),
-    ) {
+    if !has_chromium() {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");
@@ -114,7 +111,7 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
         );
     }
 
-    let (_chromium, mut cdp) = open_page(s.tmp.path());
+    let (_chromium, mut cdp) = browser(&s);
 
     // Home: a build starts (running badge, a clock) and finishes (its
     // result, no badge, no clock), the page never reloaded.

@@ -13,23 +13,11 @@
 //! Without Chromium the browser parts fail when `CI` is set and are
 //! skipped otherwise (`require`).
 
-use crate::common::browser::{open_page, Cdp, CHROMIUM};
+use crate::common::browser::{browser, has_chromium};
 use crate::common::*;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A page of a fresh headless Chromium.
-fn browser(s: &Setup) -> (Proc, Cdp) {
-    open_page(s.tmp.path())
-}
-
-fn has_chromium() -> bool {
-    require(
-        &format!("{CHROMIUM} (apt-get install chromium)"),
-        Path::new(CHROMIUM).exists(),
-    )
-}
 
 /// Forces `builder`; returns the build's id.
 fn force(s: &Setup, builder: &str) -> i64 {

@@ -3,9 +3,11 @@
 //! `http_server` owns connections (bounds, timeouts, the reception thread);
 //! `www` routes a request to a change hook (`change_hook` + `dialects`),
 //! the read API (`api`), the write actions (`rpc`), the pages (`pages`,
-//! `logview`, built with `html`'s escaping type) or a live stream (`sse`).
+//! `logview`, built with `html`'s escaping type; `assets` their
+//! stylesheet and script) or a live stream (`sse`).
 
 pub(crate) mod api;
+pub(crate) mod assets;
 pub(crate) mod change_hook;
 pub mod dialects;
 pub(crate) mod html;

@@ -15,7 +15,7 @@
 //! `String` argument, not because someone remembered to; URLs built from
 //! names are also percent-encoded. Pages carry no inline script or
 //! style (the CSP forbids both): the stylesheet and the script are
-//! `src/assets/*`, served from the binary. Forms that write carry the
+//! `web/assets/*`, served from the binary (`assets.rs`). Forms that write carry the
 //! session's CSRF token and are shown only to a logged-in user.
 
 use crate::config::{Config, ParamKind};
@@ -151,12 +151,6 @@ fn builder_link(builder: &str) -> Html {
     )
 }
 
-/// The stylesheet, script and icon, served from the binary under
-/// `/assets/` (no build toolchain; see `src/assets/`).
-pub(crate) const CSS: &str = include_str!("assets/minibot.css");
-pub(crate) const JS: &str = include_str!("assets/minibot.js");
-pub(crate) const FAVICON: &str = include_str!("assets/favicon.svg");
-
 /// Builds shown per page on a builder's page, changes on the changes page.
 pub(crate) const PAGE_SIZE: i64 = 30;
 
@@ -176,7 +170,10 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The page frame every page shares. `path` is where the login link
-    /// comes back to.
+    /// comes back to, and marks its nav link as the current page. A skip
+    /// link comes first (keyboard users pass the nav with one key). Build
+    /// and log pages (by their path) also link the log stylesheet
+    /// (`assets.rs`).
     pub(crate) fn layout(&self, page: &str, path: &str, body: Html) -> Html {
         let title = &self.cfg.title;
         let who = match (self.user, self.csrf) {
@@ -188,22 +185,28 @@ impl Ctx<'_> {
             (Some(u), None) => html!("<span>{}</span>", u),
             (None, _) => html!("<a href=\"/login?next={}\">Log in</a>", url_encode(path)),
         };
+        let log_css = if path.starts_with("/logs/") || path.contains("/builds/") {
+            html!("<link rel=\"stylesheet\" href=\"/assets/log.css\">")
+        } else {
+            Html::new()
+        };
+        // `www` cuts a live page's fragment at this `<main id="main">`.
         html!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <title>{} - {}</title>\
              <link rel=\"icon\" href=\"/assets/favicon.svg\" type=\"image/svg+xml\">\
-             <link rel=\"stylesheet\" href=\"/assets/minibot.css\">\
+             <link rel=\"stylesheet\" href=\"/assets/minibot.css\">{}\
              <script src=\"/assets/minibot.js\" defer></script></head>\n\
-             <body data-now=\"{}\"><header><h1><a href=\"/\">{}</a></h1><nav>\
-             <a href=\"/\">Home</a><a href=\"/workers\">Workers</a>\
-             <a href=\"/changes\">Changes</a><a href=\"/console\">Console</a>\
-             <a href=\"/buildrequests\">Queue</a></nav>\
-             <div class=\"who\">{}</div></header>\n<main>{}</main></body></html>\n",
+             <body data-now=\"{}\"><a class=\"skip\" href=\"#main\">Skip to content</a>\
+             <header><h1><a href=\"/\">{}</a></h1><nav>{}</nav>\
+             <div class=\"who\">{}</div></header>\n<main id=\"main\">{}</main></body></html>\n",
             page,
             title,
+            log_css,
             self.now,
             title,
+            nav(path),
             who,
             body
         )
@@ -248,6 +251,34 @@ impl Ctx<'_> {
     }
 }
 
+/// The site's sections, as the nav lists them.
+const NAV: [(&str, &str); 5] = [
+    ("/", "Home"),
+    ("/workers", "Workers"),
+    ("/changes", "Changes"),
+    ("/console", "Console"),
+    ("/buildrequests", "Queue"),
+];
+
+/// The nav links; the one for `path` carries `aria-current="page"`
+/// (screen readers say so; the stylesheet marks it).
+fn nav(path: &str) -> Html {
+    let mut out = Html::new();
+    for (href, label) in NAV {
+        if href == path {
+            html_push!(
+                out,
+                "<a href=\"{}\" aria-current=\"page\">{}</a>",
+                href,
+                label
+            );
+        } else {
+            html_push!(out, "<a href=\"{}\">{}</a>", href, label);
+        }
+    }
+    out
+}
+
 /// Percent-encodes a query-string value.
 fn url_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -276,8 +307,20 @@ fn text(s: &str) -> Cell {
     Html::text(s).into()
 }
 
-/// A table with a header row, scrolling sideways on a narrow screen. An
-/// empty table shows `empty` instead.
+/// Columns whose cells say what they are, so a phone's card shows them
+/// without their name: a result badge (a glyph and a word), a build's
+/// `#number`, a history strip; and columns without a heading (buttons).
+const SELF_EVIDENT: [&str; 6] = ["", "Result", "Build", "Last build", "History", "Builds"];
+
+/// A table with a header row. An empty table shows `empty` instead.
+///
+/// On a phone (the stylesheet's narrow `@media`) every table becomes a
+/// list of cards: the first column is the key (a build, a builder, a
+/// change) and heads its card in full; the other cells follow, wrapped,
+/// each with its column's name from `data-label` (none for the
+/// `SELF_EVIDENT` columns; empty cells are left out). So no
+/// column is cut off or scrolled out of sight. Wider screens scroll a
+/// table sideways when it does not fit.
 fn table(headers: &[&str], rows: &[Vec<Cell>], empty: &str) -> Html {
     if rows.is_empty() {
         return html!("<p class=\"muted\">{}</p>", empty);
@@ -289,11 +332,23 @@ fn table(headers: &[&str], rows: &[Vec<Cell>], empty: &str) -> Html {
     html_push!(out, "</tr></thead><tbody>");
     for row in rows {
         html_push!(out, "<tr>");
-        for cell in row {
-            if cell.wrap {
-                html_push!(out, "<td class=\"wrap\">{}</td>", cell.html);
+        for (i, cell) in row.iter().enumerate() {
+            let label = headers.get(i).copied().unwrap_or("");
+            let class = if cell.wrap {
+                html!(" class=\"wrap\"")
             } else {
-                html_push!(out, "<td>{}</td>", cell.html);
+                Html::new()
+            };
+            if i == 0 || SELF_EVIDENT.contains(&label) || cell.html.is_empty() {
+                html_push!(out, "<td{}>{}</td>", class, cell.html);
+            } else {
+                html_push!(
+                    out,
+                    "<td{} data-label=\"{}\">{}</td>",
+                    class,
+                    label,
+                    cell.html
+                );
             }
         }
         html_push!(out, "</tr>");
@@ -381,21 +436,24 @@ fn live(version: u64, body: Html) -> Html {
 /// Builds in a builder's history strip.
 const HISTORY: i64 = 20;
 
-/// One build as a small linked square coloured by its result (newest
-/// first in `builds`; drawn oldest to newest, left to right).
+/// One build as a small linked square coloured by its result, with the
+/// result's glyph drawn by the stylesheet (`.sq.r<N>::before`), so it is
+/// told apart without colour too. Its title names it (a link's name for
+/// screen readers; no `aria-label` repeating it: every byte counts, a
+/// home page has twenty squares a builder).
 fn square(b: &db::HistoryBuild) -> Html {
     let (class, what) = match b.results {
         Some(r) => (format!("sq r{}", r.code()), r.name()),
         None if b.complete_at.is_none() => ("sq running".to_string(), "running"),
         None => ("sq".to_string(), "unknown"),
     };
-    let label = format!("{} #{}: {}", b.builder, b.number, what);
     html!(
-        "<a class=\"{}\" href=\"{}\" title=\"{}\" aria-label=\"{}\"></a>",
+        "<a class=\"{}\" href=\"{}\" title=\"{} #{}: {}\"></a>",
         class,
         build_url(&b.builder, b.number),
-        label,
-        label
+        b.builder,
+        b.number,
+        what
     )
 }
 
@@ -412,6 +470,8 @@ fn strip(builds: &[&db::HistoryBuild]) -> Html {
 /// The durations of a builder's builds (newest first in `builds`) as an
 /// inline SVG bar chart, oldest left: bar height is the duration, colour
 /// the result, each bar links to its build. Running builds are left out.
+/// A bar of a build that did not succeed is also hatched, so it stands
+/// out without colour.
 fn duration_chart(builder: &str, builds: &[db::BuildListRow]) -> Html {
     let done: Vec<(&db::BuildListRow, i64)> = builds
         .iter()
@@ -428,22 +488,39 @@ fn duration_chart(builder: &str, builds: &[db::BuildListRow]) -> Html {
     for (i, (b, d)) in done.iter().enumerate() {
         let bh = (d * (h - 2) / max).max(1);
         let colour = b.results.map_or("#ccc", result_colour);
+        let (x, y, bw) = (i as i64 * bar + 1, h - bh, (bar - 2).max(1));
+        let hatch = if matches!(b.results, Some(BuildResult::Success | BuildResult::Skipped)) {
+            Html::new()
+        } else {
+            // A path, not a rect: one `rect` per bar, as readers count them.
+            html!(
+                "<path d=\"M{} {}h{}v{}h-{}z\" fill=\"url(#hatch)\"/>",
+                x,
+                y,
+                bw,
+                bh,
+                bw
+            )
+        };
         bars.push(&html!(
             "<a href=\"{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\">\
-             <title>#{}: {}</title></rect></a>",
+             <title>#{}: {}</title></rect>{}</a>",
             build_url(builder, b.number),
-            i as i64 * bar + 1,
-            h - bh,
-            (bar - 2).max(1),
+            x,
+            y,
+            bw,
             bh,
             colour,
             b.number,
-            duration(*d)
+            duration(*d),
+            hatch
         ));
     }
     html!(
         "<figure class=\"chart\"><svg id=\"durations\" viewBox=\"0 0 {} {}\" \
-         preserveAspectRatio=\"none\" role=\"img\" aria-label=\"build durations\">{}</svg>\
+         preserveAspectRatio=\"none\" role=\"img\" aria-label=\"build durations\">\
+         <defs><pattern id=\"hatch\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" \
+         patternTransform=\"rotate(45)\"><path d=\"M1 0V6\" stroke=\"#0007\" stroke-width=\"2\"/></pattern></defs>{}</svg>\
          <figcaption class=\"muted\">Durations of the builds below, oldest left; longest {}.</figcaption></figure>",
         w,
         h,
@@ -484,14 +561,19 @@ pub(crate) fn console(c: &Ctx) -> Result<Html> {
                 text(&ch.author),
             ];
             for name in &builders {
-                let mut cell = html!("<span class=\"strip\">");
-                for (_, b) in builds
+                let mine: Vec<&db::HistoryBuild> = builds
                     .iter()
                     .filter(|(id, b)| *id == ch.changeid && b.builder == *name)
-                {
-                    cell.push(&square(b));
-                }
-                html_push!(cell, "</span>");
+                    .map(|(_, b)| b)
+                    .collect();
+                // Empty when the change built nothing there: a phone's
+                // card then leaves the builder out.
+                let cell = if mine.is_empty() {
+                    Html::new()
+                } else {
+                    // Oldest left, as the home page's strips.
+                    strip(&mine)
+                };
                 row.push(cell.into());
             }
             row
@@ -1562,8 +1644,13 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(html.contains("<span class=\"res running\">running</span>"));
         assert!(html.contains("<h2>Running builds (1)</h2>"));
         assert!(html.contains("<span data-since=\"3000\">1m 05s</span>"));
-        // Durations of finished builds in the recent list.
-        assert!(html.contains("<td>3m 05s</td>") && html.contains("<td>42s</td>"));
+        // Durations of finished builds in the recent list, labelled for
+        // the phone's cards.
+        assert!(html.contains("<td data-label=\"Duration\">3m 05s</td>"));
+        assert!(html.contains("<td data-label=\"Duration\">42s</td>"));
+        // The skip link first, the nav marking this page.
+        assert!(html.contains("<body data-now=\"3065\"><a class=\"skip\" href=\"#main\">"));
+        assert!(html.contains("<a href=\"/\" aria-current=\"page\">Home</a><a href=\"/workers\">"));
         // The queue, with no cancel buttons for a visitor.
         assert!(html.contains("2 pending build requests."));
         assert!(html.contains("<a href=\"/buildrequests/2\">2</a>"));

@@ -34,6 +34,7 @@ use crate::master::events::Hub;
 use crate::master::scheduler::SchedMsg;
 use crate::model::{BuildId, LogId, RequestId};
 use crate::web::api::{self, ApiBody};
+use crate::web::assets;
 use crate::web::change_hook;
 use crate::web::dialects::HookRequest;
 use crate::web::html::Html;
@@ -562,12 +563,13 @@ fn page(r: &Req) -> Result<Resp> {
         return Ok(error(400, "bad path"));
     };
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    // `?fragment=1`: only what is inside `<main>`, for live pages to swap
+    // `?fragment=1`: only what is inside `<main>` (as `Ctx::layout`
+    // writes it), for live pages to swap
     // in (the same renderer as the whole page).
     let fragment = r.param("fragment") == Some("1");
     let ok = |s: Html| {
         let s = match fragment {
-            true => s.inner("<main>", "</main>").unwrap_or(s),
+            true => s.inner("<main id=\"main\">", "</main>").unwrap_or(s),
             false => s,
         };
         Ok(html(200, s))
@@ -584,10 +586,11 @@ fn page(r: &Req) -> Result<Resp> {
                 ),
             )
         }
-        ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", pages::CSS)),
+        ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", &assets::CSS)),
+        ["assets", "log.css"] => Ok(asset("text/css; charset=utf-8", &assets::LOG_CSS)),
         ["assets", "ansi.css"] => Ok(asset("text/css; charset=utf-8", logview::ANSI_CSS)),
-        ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", pages::JS)),
-        ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", pages::FAVICON)),
+        ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", &assets::JS)),
+        ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", assets::FAVICON)),
         ["builders"] => Ok(redirect("/")),
         ["builders", name] => match pages::builder(&c, name, page_param(r))? {
             Some(p) => ok(p),

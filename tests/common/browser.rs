@@ -1,8 +1,9 @@
 //! The headless-Chromium harness shared by the browser tests
-//! (`web_browser`, `web_live`): a tiny Chrome DevTools Protocol client over
-//! a websocket that records JavaScript errors, and `start_chromium`.
+//! (`web_browser`, `web_live`, `web_logs`, `web_look`): a tiny Chrome
+//! DevTools Protocol client over a websocket that records JavaScript
+//! errors, `start_chromium`, and `browser`, a page of a fresh Chromium.
 
-use super::Proc;
+use super::{require, Proc, Setup};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -165,6 +166,29 @@ impl Cdp {
         self.wait_js("the page to load", "document.readyState === 'complete'");
     }
 
+    /// Logs in as `USER` with the login form of `base` (the master's
+    /// URL), which sends the browser on to `next`; waits for that page.
+    pub fn log_in(&mut self, base: &str, next: &str) {
+        use super::{PASSWORD, USER};
+        self.navigate(&format!("{}/login?next={next}", base.trim_end_matches('/')));
+        self.eval(&format!(
+            "document.getElementById('username').value = '{USER}';
+             document.getElementById('password').value = '{PASSWORD}';
+             document.querySelector('form.login button').click(); true"
+        ));
+        self.wait_js(
+            &format!("{next} after logging in"),
+            &format!(
+                "location.pathname === '{next}' && document.readyState === 'complete' \
+                 && !!document.querySelector('.who span')"
+            ),
+        );
+        assert_eq!(
+            self.eval("document.querySelector('.who span').textContent"),
+            USER
+        );
+    }
+
     pub fn assert_no_errors(&mut self) {
         self.pump();
         assert!(
@@ -180,12 +204,54 @@ impl Cdp {
             return;
         };
         let dir = std::path::PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        self.screenshot_to(&dir.join(format!("{name}.png")), None);
+    }
+
+    /// Saves a PNG of the viewport, or of the page's top `height` pixels
+    /// (a whole phone page, beyond the viewport).
+    pub fn screenshot_to(&mut self, path: &std::path::Path, height: Option<f64>) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let params = match height {
+            Some(h) => {
+                let w = self.eval("document.documentElement.clientWidth");
+                json!({"format": "png", "captureBeyondViewport": true,
+                       "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1}})
+            }
+            None => json!({"format": "png"}),
+        };
+        let r = self.call("Page.captureScreenshot", params);
         use base64ct::Encoding;
         let png = base64ct::Base64::decode_vec(r["data"].as_str().unwrap()).unwrap();
-        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        std::fs::write(path, png).unwrap();
     }
+}
+
+/// Whether Chromium is here; without it a browser test is skipped
+/// visibly (and fails under `CI`, see `require`).
+pub fn has_chromium() -> bool {
+    require(
+        &format!("{CHROMIUM} (apt-get install chromium)"),
+        std::path::Path::new(CHROMIUM).exists(),
+    )
+}
+
+/// A page (an attached target, with the Runtime, Log and Page events on)
+/// of a fresh headless Chromium whose profile is in the test's temp dir.
+pub fn browser(s: &Setup) -> (Proc, Cdp) {
+    let (chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
+    let mut cdp = Cdp::connect(&ws_url);
+    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
+    let session = cdp.call(
+        "Target.attachToTarget",
+        json!({"targetId": target["targetId"], "flatten": true}),
+    );
+    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
+    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+        cdp.call(domain, json!({}));
+    }
+    (chromium, cdp)
 }
 
 /// Starts headless Chromium; returns the process and its DevTools URL.
@@ -229,21 +295,4 @@ pub fn start_chromium(profile: &std::path::Path) -> (Proc, String) {
         },
         url,
     )
-}
-
-/// A fresh headless Chromium (profile under `tmp`) with one page attached
-/// and its Runtime, Log and Page domains enabled.
-pub fn open_page(tmp: &std::path::Path) -> (Proc, Cdp) {
-    let (chromium, ws_url) = start_chromium(&tmp.join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
-    (chromium, cdp)
 }

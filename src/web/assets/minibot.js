@@ -357,6 +357,24 @@
     });
   }
 
+  // A page kept in the back/forward cache keeps its live streams open,
+  // and a browser opens at most six connections to a host: after a few
+  // live pages the next one waited for a minute (tests/web_look.rs). So
+  // a page closes its streams when left, and one shown again from that
+  // cache reloads (its streams are gone, its content stale).
+  function closeStreamsOnLeave() {
+    const open = new Set();
+    const Source = window.EventSource;
+    window.EventSource = function (url) {
+      const es = new Source(url);
+      open.add(es);
+      return es;
+    };
+    addEventListener('pagehide', () => open.forEach((es) => es.close()));
+    addEventListener('pageshow', (e) => { if (e.persisted) location.reload(); });
+  }
+
+  closeStreamsOnLeave();
   localize(document);
   tick();
   setInterval(tick, 1000);
