@@ -184,7 +184,7 @@ fn checkconfig_warns_about_placeholders_and_mismatches() {
     println!("{err}");
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("warning: builders[0].steps[0].repourl: \"https://git.example.org/isabell/hello-world.git\" is the sample's example repository"),
+        err.contains("warning: builders #1 (name = \"runtests\").steps #1.repourl: \"https://git.example.org/isabell/hello-world.git\" is the sample's example repository"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one warning only: {err}");
@@ -223,8 +223,8 @@ command = "true"
     assert_eq!(code, 0, "{err}");
     for want in [
         "warning: buildbot_url: \"http://localhost:12345/\" has port 12345 but the web UI listens on port 12399",
-        "warning: builders[1]: no scheduler starts builder \"orphan\"",
-        "warning: workers[1]: no builder uses worker \"idle-worker\"",
+        "warning: builders #2 (name = \"orphan\"): no scheduler starts builder \"orphan\"",
+        "warning: workers #2 (name = \"idle-worker\"): no builder uses worker \"idle-worker\"",
         "warning: www.change_hook_dialects.gitea.secret: is the sample's published secret",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");

@@ -231,7 +231,10 @@ fn checkconfig_reports_every_problem_with_its_key_path() {
     let out = run(MINIBOT, &["checkconfig", s.master.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("builders[0].steps[1].comand"), "{err}");
+    assert!(
+        err.contains("builders #1 (name = \"runtests\").steps #2 (name = \"test\").comand"),
+        "{err}"
+    );
     std::fs::write(
         &cfg,
         text.replace("builders = [\"runtests\"]", "builders = [\"nosuch\"]"),
@@ -239,7 +242,10 @@ fn checkconfig_reports_every_problem_with_its_key_path() {
     .unwrap();
     let out = run(MINIBOT, &["checkconfig", s.master.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("schedulers[0].builders[0]"), "{err}");
+    assert!(
+        err.contains("schedulers #1 (name = \"all\").builders #1"),
+        "{err}"
+    );
     // Usage errors exit 2; --help exits 0.
     assert_eq!(run(MINIBOT, &["checkconfig"]).status.code(), Some(2));
     assert_eq!(run(MINIBOT, &["start", "--help"]).status.code(), Some(0));
