@@ -36,6 +36,7 @@ mod reliability_worker_reconnect;
 mod reliability_workers;
 mod scheduler_clock;
 mod scheduler_collapse;
+mod upgrade;
 mod web_api;
 mod web_browser;
 mod web_latency;
