@@ -353,59 +353,56 @@ pub(super) fn locate(text: &str, path: &str) -> (Option<usize>, String) {
     (line, shown)
 }
 
-/// Follows `segs` into a parsed config: the span of the deepest part found,
-/// and the path shown with the names of the list items found on the way.
+/// Follows `segs` into a parsed config as far as they are there: the
+/// span of the deepest part found, and the path shown with the names of
+/// the list items found on the way.
 fn walk(root: &toml::de::DeTable<'_>, segs: &[Seg]) -> (Option<std::ops::Range<usize>>, String) {
     use toml::de::{DeTable, DeValue};
     let mut span: Option<std::ops::Range<usize>> = None;
     let mut table: Option<&DeTable<'_>> = Some(root);
     let mut value: Option<&DeValue<'_>> = None;
-    let mut found = true;
+    // The `name` of each list item on the way, by segment number.
     let mut names: Vec<Option<String>> = Vec::new();
     for seg in segs {
         let mut name = None;
-        if found {
-            found = false;
-            match seg {
-                Seg::Key(k) => {
-                    let t = match (table, value) {
-                        (Some(t), _) => Some(t),
-                        (None, Some(DeValue::Table(t))) => Some(t),
-                        _ => None,
-                    };
-                    if let Some((key, v)) =
-                        t.and_then(|t| t.iter().find(|(key, _)| key.get_ref().as_ref() == k))
-                    {
-                        span = Some(key.span());
-                        table = None;
-                        value = Some(v.get_ref());
-                        found = true;
-                    }
-                }
-                Seg::Index(i) => {
-                    if let Some(DeValue::Array(items)) = value {
-                        if let Some(item) = items.get(*i) {
-                            span = Some(item.span());
-                            table = None;
-                            value = Some(item.get_ref());
-                            found = true;
-                            if let DeValue::Table(t) = item.get_ref() {
-                                name = t
-                                    .iter()
-                                    .find(|(key, _)| key.get_ref().as_ref() == "name")
-                                    .and_then(|(_, v)| match v.get_ref() {
-                                        DeValue::String(s) if !s.is_empty() => Some(s.to_string()),
-                                        _ => None,
-                                    });
-                            }
-                        }
-                    }
+        match seg {
+            Seg::Key(k) => {
+                let t = match (table, value) {
+                    (Some(t), _) => t,
+                    (None, Some(DeValue::Table(t))) => t,
+                    _ => break,
+                };
+                let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k) else {
+                    break;
+                };
+                span = Some(key.span());
+                value = Some(v.get_ref());
+            }
+            Seg::Index(i) => {
+                let Some(DeValue::Array(items)) = value else {
+                    break;
+                };
+                let Some(item) = items.get(*i) else {
+                    break;
+                };
+                span = Some(item.span());
+                value = Some(item.get_ref());
+                if let DeValue::Table(t) = item.get_ref() {
+                    name = t
+                        .iter()
+                        .find(|(key, _)| key.get_ref().as_ref() == "name")
+                        .and_then(|(_, v)| match v.get_ref() {
+                            DeValue::String(s) if !s.is_empty() => Some(s.to_string()),
+                            _ => None,
+                        });
                 }
             }
         }
+        table = None;
         names.push(name);
     }
-    (span, show(segs, |n| names.get(n).cloned().flatten()))
+    let shown = show(segs, |n| names.get(n).cloned().flatten());
+    (span, shown)
 }
 
 /// `segs` as a person reads them: list items counted from 1, with their
@@ -420,21 +417,25 @@ fn show(segs: &[Seg], name_at: impl Fn(usize) -> Option<String>) -> String {
                 }
                 out.push_str(k);
             }
-            Seg::Index(i) => {
-                out.push_str(&format!(" #{}", i + 1));
-                if let Some(name) = name_at(n) {
-                    out.push_str(&format!(" (name = {name:?})"));
-                }
-            }
+            Seg::Index(i) => out.push_str(&position(*i, name_at(n).as_deref())),
         }
     }
     out
 }
 
+/// ` #3 (name = "test")`: the 0-based index `i` counted from 1, and the
+/// item's name.
+fn position(i: usize, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!(" #{} (name = {name:?})", i + 1),
+        None => format!(" #{}", i + 1),
+    }
+}
+
 /// The `i`-th (0-based) item of the list `section`, as problems and
 /// warnings show it: `builders #1 (name = "runtests")`.
 pub(super) fn item(section: &str, i: usize, name: &str) -> String {
-    format!("{section} #{} (name = {name:?})", i + 1)
+    format!("{section}{}", position(i, Some(name)))
 }
 
 /// `builders[0].steps[1].comand` → its segments.
