@@ -184,7 +184,7 @@ fn checkconfig_warns_about_placeholders_and_mismatches() {
     println!("{err}");
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("warning: builders[0].steps[0].repourl: \"https://git.example.org/isabell/hello-world.git\" is the sample's example repository"),
+        err.contains("warning: builders #1 (name = \"runtests\").steps #1.repourl: \"https://git.example.org/isabell/hello-world.git\" is the sample's example repository"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one warning only: {err}");
@@ -223,8 +223,8 @@ command = "true"
     assert_eq!(code, 0, "{err}");
     for want in [
         "warning: buildbot_url: \"http://localhost:12345/\" has port 12345 but the web UI listens on port 12399",
-        "warning: builders[1]: no scheduler starts builder \"orphan\"",
-        "warning: workers[1]: no builder uses worker \"idle-worker\"",
+        "warning: builders #2 (name = \"orphan\"): no scheduler starts builder \"orphan\"",
+        "warning: workers #2 (name = \"idle-worker\"): no builder uses worker \"idle-worker\"",
         "warning: www.change_hook_dialects.gitea.secret: is the sample's published secret",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
@@ -400,4 +400,44 @@ fn demo_interrupted_after_its_reader_is_gone_exits_cleanly() {
     println!("demo after Ctrl-C with its reader gone: {status}; stderr: {err}");
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!dir.join("master/minibot.pid").exists());
+}
+
+/// A skipped test passes without testing anything, and the harness counts
+/// it as passed; so the test program ends with a summary of the skips,
+/// after its "test result" line (README, "Running the tests"). Run here on
+/// this very program: the browser test, skipped by its variable, and the
+/// skip rule's own test, which skips nothing and so prints no summary.
+#[test]
+fn skipped_tests_are_summed_up_where_cargo_test_ends() {
+    let run_self = |test: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$@\" 2>&1")
+            .arg(std::env::current_exe().unwrap())
+            .args([test, "--exact"])
+            .env_remove("CI")
+            .env("MINIBOT_SKIP_CHROMIUM", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let test = "web_browser::browser_logs_in_forces_and_watches_the_log_grow";
+    let text = run_self(test);
+    let result = text
+        .find("test result: ok. 1 passed")
+        .unwrap_or_else(|| panic!("{text}"));
+    let summary = text
+        .find("SKIPPED: 1 test(s) passed without testing anything")
+        .unwrap_or_else(|| panic!("no summary of the skips: {text}"));
+    assert!(summary > result, "the summary comes last: {text}");
+    assert!(
+        text[summary..].contains(&format!("{test}: MINIBOT_SKIP_CHROMIUM=1")),
+        "{text}"
+    );
+    let text =
+        run_self("common::require_rule::a_missing_program_is_skipped_visibly_and_fails_under_ci");
+    assert!(text.contains("test result: ok. 1 passed"), "{text}");
+    assert!(!text.contains("SKIPPED"), "{text}");
 }

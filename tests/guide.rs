@@ -50,11 +50,17 @@ impl Drop for GuideDaemons {
 /// README.md's guide, pasted: every shell block of the section, in one
 /// bash, in a fresh HOME holding only the repository it builds
 /// (`~/hello-world`) and the built binaries on PATH. It must end with a
-/// green build of that repository's head.
+/// green build of that repository's head. The guide's random port picks
+/// are unlucky here: the first two ports `shuf` gives are in use, which
+/// the guide must notice (it did not when it took `shuf`'s first answer).
 #[test]
 fn the_readme_guide_pastes_end_to_end() {
     let blocks = readme_blocks("## The guide");
     assert!(blocks.len() >= 2, "the guide's shell blocks: {blocks:?}");
+    // Its secrets come from `openssl rand`.
+    if require_program("openssl", "apt-get install openssl").is_none() {
+        return;
+    }
     let _gate = run_shared();
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
@@ -62,6 +68,29 @@ fn the_readme_guide_pastes_end_to_end() {
     let head = make_repo(&home.join("hello-world"), PASSING_TEST);
     let _daemons = GuideDaemons(home.clone());
     let bin = Path::new(MINIBOT).parent().unwrap();
+    // Two ports someone else listens on, and a `shuf` that answers them
+    // first.
+    let taken: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = taken
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let unlucky = tmp.path().join("unlucky");
+    std::fs::create_dir(&unlucky).unwrap();
+    let shuf = unlucky.join("shuf");
+    std::fs::write(
+        &shuf,
+        format!(
+            "#!/bin/sh\nn=$(cat \"$0.n\" 2>/dev/null || echo 0)\necho $((n + 1)) > \"$0.n\"\n\
+             case $n in 0) echo {}; exit;; 1) echo {}; exit;; esac\nexec /usr/bin/shuf \"$@\"\n",
+            ports[0], ports[1]
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shuf, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = format!("set -e\n{}\n", blocks.join("\n"));
     let t0 = Instant::now();
     let out = Command::new("bash")
@@ -72,7 +101,11 @@ fn the_readme_guide_pastes_end_to_end() {
         .env("HOME", &home)
         .env(
             "PATH",
-            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+            format!(
+                "{}:{}:/usr/local/bin:/usr/bin:/bin",
+                unlucky.display(),
+                bin.display()
+            ),
         )
         .env("LANG", "C.UTF-8")
         .output()
@@ -91,6 +124,12 @@ fn the_readme_guide_pastes_end_to_end() {
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(stdout.contains("config file is good"), "{stdout}");
     assert!(stdout.contains("stored it as change 1"), "{stdout}");
+    let calls = std::fs::read_to_string(unlucky.join("shuf.n")).unwrap_or_default();
+    assert!(
+        calls.trim().parse::<u32>().is_ok_and(|n| n >= 3),
+        "the taken ports were tried and passed over ({calls:?} calls to shuf)"
+    );
+    drop(taken);
 
     // The build of the repository's head goes green.
     let (www, _) = wait_for("the guide's master", Duration::from_secs(10), || {
@@ -231,7 +270,10 @@ fn checkconfig_reports_every_problem_with_its_key_path() {
     let out = run(MINIBOT, &["checkconfig", s.master.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("builders[0].steps[1].comand"), "{err}");
+    assert!(
+        err.contains("builders #1 (name = \"runtests\").steps #2 (name = \"test\").comand"),
+        "{err}"
+    );
     std::fs::write(
         &cfg,
         text.replace("builders = [\"runtests\"]", "builders = [\"nosuch\"]"),
@@ -239,7 +281,10 @@ fn checkconfig_reports_every_problem_with_its_key_path() {
     .unwrap();
     let out = run(MINIBOT, &["checkconfig", s.master.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("schedulers[0].builders[0]"), "{err}");
+    assert!(
+        err.contains("schedulers #1 (name = \"all\").builders #1"),
+        "{err}"
+    );
     // Usage errors exit 2; --help exits 0.
     assert_eq!(run(MINIBOT, &["checkconfig"]).status.code(), Some(2));
     assert_eq!(run(MINIBOT, &["start", "--help"]).status.code(), Some(0));

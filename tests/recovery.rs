@@ -184,7 +184,7 @@ fn reconfig_adds_a_builder_and_rejects_a_bad_file() {
     let out = run(MINIBOT, &["reconfig", s.master.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("builders[1].workers"), "{err}");
+    assert!(err.contains("builders #2 (name = \"x\").workers"), "{err}");
 
     // A good file adding a builder on a new branch's scheduler.
     let extra = r#"

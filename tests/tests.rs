@@ -37,6 +37,7 @@ mod reliability_workers;
 mod scheduler_clock;
 mod scheduler_collapse;
 mod web_ansi;
+mod upgrade;
 mod web_api;
 mod web_browser;
 mod web_gzip;

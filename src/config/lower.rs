@@ -1320,10 +1320,13 @@ fn check_unique<'a>(what: &str, names: impl Iterator<Item = (String, &'a str)>, 
             continue;
         }
         match first.get(name) {
-            Some(prev) => p.add(
-                &path,
-                format_args!("duplicate {what} {name:?} (also {prev})"),
-            ),
+            Some(prev) => {
+                let prev = p.place(prev);
+                p.add(
+                    &path,
+                    format_args!("duplicate {what} {name:?} (also {prev})"),
+                )
+            }
             None => {
                 first.insert(name, path);
             }

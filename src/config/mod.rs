@@ -3,8 +3,10 @@
 //! Owns: [`load`] / [`parse`] and the order of the passes; the parts live
 //! in `raw` (serde layer), `lower` (validation), `model`, `problems`,
 //! `secrets`, `sample` and `live`. Every
-//! problem names the file and the key path (`builders[0].steps[1].comand`),
-//! and all problems are reported together, as `checkconfig` promises.
+//! problem names the file, its line and the key path, list items counted
+//! from 1 with their name (`master.cfg:23: builders #2 (name =
+//! "linux").steps #1.comand`), and all problems are reported together, as
+//! `checkconfig` promises.
 //!
 //! No threads, no channels, no I/O besides reading the file, checking its
 //! own mode (0600 when it holds secrets, as it always does: worker

@@ -4,6 +4,7 @@
 //! durations are [`Duration`]s; code outside `config` matches these enums
 //! exhaustively and never applies a default of its own.
 
+use super::problems::item;
 pub use super::raw::BaseDialect;
 pub(crate) use super::raw::{Command, JanitorCfg, LoggingCfg, StrOrList};
 use std::collections::BTreeMap;
@@ -732,16 +733,19 @@ impl Config {
                 if let StepKind::Git { repourl, .. } = &st.kind {
                     if is_example_url(repourl) {
                         w.push(format!(
-                            "builders[{i}].steps[{j}].repourl: {repourl:?} is the sample's example \
-                             repository; write the URL (or path) of yours, which the worker clones"
+                            "{}.steps #{}.repourl: {repourl:?} is the sample's example \
+                             repository; write the URL (or path) of yours, which the worker clones",
+                            item("builders", i, &b.name),
+                            j + 1
                         ));
                     }
                 }
             }
             if !self.schedulers.iter().any(|s| s.builders.contains(&b.name)) {
                 w.push(format!(
-                    "builders[{i}]: no scheduler starts builder {:?}; name it in a scheduler's \
+                    "{}: no scheduler starts builder {:?}; name it in a scheduler's \
                      builders (a force scheduler at least) or it never builds",
+                    item("builders", i, &b.name),
                     b.name
                 ));
             }
@@ -749,8 +753,9 @@ impl Config {
         for (i, ChangeSource::GitPoller(g)) in self.change_source.iter().enumerate() {
             if is_example_url(&g.repourl) {
                 w.push(format!(
-                    "change_source[{i}].repourl: {:?} is the sample's example repository; \
+                    "change_source #{}.repourl: {:?} is the sample's example repository; \
                      write the URL of the one to poll",
+                    i + 1,
                     g.repourl
                 ));
             }
@@ -758,8 +763,9 @@ impl Config {
         for (i, wk) in self.workers.iter().enumerate() {
             if !self.builders.iter().any(|b| b.workers.contains(&wk.name)) {
                 w.push(format!(
-                    "workers[{i}]: no builder uses worker {:?}; add it to a builder's workers \
+                    "{}: no builder uses worker {:?}; add it to a builder's workers \
                      or it never gets a build",
+                    item("workers", i, &wk.name),
                     wk.name
                 ));
             }

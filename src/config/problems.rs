@@ -1,6 +1,12 @@
-//! The problem collector: every problem names the file and the key path
-//! (`builders[0].steps[1].comand`); unknown keys get a "did you mean";
-//! [`ConfigError`] is the list handed back to the caller.
+//! The problem collector: every problem names the file, the line and the
+//! key path; unknown keys get a "did you mean"; [`ConfigError`] is the list
+//! handed back to the caller.
+//!
+//! Paths are kept 0-based inside (`builders[1].steps[0].comand`, serde's
+//! and TOML's indexes) and shown 1-based, as a person counts the
+//! `[[builders]]` tables of the file, with the item's `name` when it has
+//! one: `master.cfg:23: builders #2 (name = "linux").steps #1.comand`
+//! ([`locate`]).
 
 use super::raw;
 use crate::daemon::edit_distance;
@@ -59,14 +65,15 @@ impl<'a> Problems<'a> {
         }
         // `file:line: path: problem`, as compilers say it, so an editor
         // or a terminal can jump to the line.
-        let at = match path_line(self.text, path) {
+        let (line, shown) = locate(self.text, path);
+        let at = match line {
             Some(n) => format!("{}:{n}", self.source),
             None => self.source.to_string(),
         };
         let problem = if path.is_empty() {
             format!("{at}: {msg}")
         } else {
-            format!("{at}: {path}: {msg}")
+            format!("{at}: {shown}: {msg}")
         };
         // A part deserialized again after a type error reports its unknown
         // keys again.
@@ -80,6 +87,15 @@ impl<'a> Problems<'a> {
     pub(super) fn add_type_error(&mut self, path: &str, serde_msg: &str) {
         self.add(path, type_message(path, serde_msg));
         self.typed_paths.push(path.to_string());
+    }
+
+    /// Where `path` is, for a message that points at a second place (the
+    /// first of two duplicates): `line 5: workers #1 (name = "w1").name`.
+    pub(super) fn place(&self, path: &str) -> String {
+        match locate(self.text, path) {
+            (Some(n), shown) => format!("line {n}: {shown}"),
+            (None, shown) => shown,
+        }
     }
 
     pub(super) fn into_error(self) -> ConfigError {
@@ -99,7 +115,8 @@ pub(super) fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
 
-/// `builders[0].steps[1].command`, as the user would point at it.
+/// `builders[0].steps[1].command`: the path inside, 0-based (shown
+/// 1-based by [`locate`]).
 pub(super) fn fmt_path(segs: &[Seg]) -> String {
     let mut out = String::new();
     for seg in segs {
@@ -313,17 +330,41 @@ pub(super) fn type_message(path: &str, msg: &str) -> String {
 
 /// The 1-based line of the key at `path` (`builders[0].steps[1].comand`)
 /// in `text`, or of the nearest part of it that is there (a missing
-/// required key: its table).
-pub(super) fn path_line(text: &str, path: &str) -> Option<usize> {
-    use toml::de::{DeTable, DeValue};
-    if text.is_empty() || path.is_empty() {
-        return None;
+/// required key: its table), and the path as a person reads it:
+/// `builders #2 (name = "linux").steps #1.comand`, list items counted
+/// from 1 as in the file, with the `name` they have there.
+pub(super) fn locate(text: &str, path: &str) -> (Option<usize>, String) {
+    let segs = split_path(path);
+    let root = if text.is_empty() || path.is_empty() {
+        None
+    } else {
+        toml::de::DeTable::parse(text).ok()
+    };
+    let (span, shown) = match &root {
+        Some(root) => walk(root.get_ref(), &segs),
+        None => (None, show(&segs, |_| None)),
+    };
+    let line = span.map(|s| line_col(text, s.start).0);
+    if !segs.iter().any(|s| matches!(s, Seg::Index(_))) {
+        // Nothing to count: kept as written, also a place that is no key
+        // path ("line 2, column 5").
+        return (line, path.to_string());
     }
-    let root = DeTable::parse(text).ok()?;
+    (line, shown)
+}
+
+/// Follows `segs` into a parsed config as far as they are there: the
+/// span of the deepest part found, and the path shown with the names of
+/// the list items found on the way.
+fn walk(root: &toml::de::DeTable<'_>, segs: &[Seg]) -> (Option<std::ops::Range<usize>>, String) {
+    use toml::de::{DeTable, DeValue};
     let mut span: Option<std::ops::Range<usize>> = None;
-    let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
+    let mut table: Option<&DeTable<'_>> = Some(root);
     let mut value: Option<&DeValue<'_>> = None;
-    for seg in split_path(path) {
+    // The `name` of each list item on the way, by segment number.
+    let mut names: Vec<Option<String>> = Vec::new();
+    for seg in segs {
+        let mut name = None;
         match seg {
             Seg::Key(k) => {
                 let t = match (table, value) {
@@ -335,23 +376,66 @@ pub(super) fn path_line(text: &str, path: &str) -> Option<usize> {
                     break;
                 };
                 span = Some(key.span());
-                table = None;
                 value = Some(v.get_ref());
             }
             Seg::Index(i) => {
                 let Some(DeValue::Array(items)) = value else {
                     break;
                 };
-                let Some(item) = items.get(i) else {
+                let Some(item) = items.get(*i) else {
                     break;
                 };
                 span = Some(item.span());
-                table = None;
                 value = Some(item.get_ref());
+                if let DeValue::Table(t) = item.get_ref() {
+                    name = t
+                        .iter()
+                        .find(|(key, _)| key.get_ref().as_ref() == "name")
+                        .and_then(|(_, v)| match v.get_ref() {
+                            DeValue::String(s) if !s.is_empty() => Some(s.to_string()),
+                            _ => None,
+                        });
+                }
             }
         }
+        table = None;
+        names.push(name);
     }
-    span.map(|s| line_col(text, s.start).0)
+    let shown = show(segs, |n| names.get(n).cloned().flatten());
+    (span, shown)
+}
+
+/// `segs` as a person reads them: list items counted from 1, with their
+/// `name` (`name_at(segment number)`) when they have one.
+fn show(segs: &[Seg], name_at: impl Fn(usize) -> Option<String>) -> String {
+    let mut out = String::new();
+    for (n, seg) in segs.iter().enumerate() {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&position(*i, name_at(n).as_deref())),
+        }
+    }
+    out
+}
+
+/// ` #3 (name = "test")`: the 0-based index `i` counted from 1, and the
+/// item's name.
+fn position(i: usize, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!(" #{} (name = {name:?})", i + 1),
+        None => format!(" #{}", i + 1),
+    }
+}
+
+/// The `i`-th (0-based) item of the list `section`, as problems and
+/// warnings show it: `builders #1 (name = "runtests")`.
+pub(super) fn item(section: &str, i: usize, name: &str) -> String {
+    format!("{section}{}", position(i, Some(name)))
 }
 
 /// `builders[0].steps[1].comand` → its segments.

@@ -3,7 +3,7 @@
 //! checks `load` runs on `master.cfg` and on those files.
 
 use super::model::{Config, ReporterKind, Secret};
-use super::problems::{io_reason, Problems};
+use super::problems::{io_reason, item, Problems};
 use super::sample::{SAMPLE_GITEA_SECRET, SAMPLE_WORKER_PASSWORD};
 use std::path::Path;
 
@@ -53,7 +53,7 @@ pub fn secret_warnings(cfg: &Config) -> Vec<String> {
         }
     }
     for (i, w) in cfg.workers.iter().enumerate() {
-        let key = format!("workers[{i}].password");
+        let key = format!("{}.password", item("workers", i, &w.name));
         let pw = w.password.as_str();
         if pw == SAMPLE_WORKER_PASSWORD || pw == "pass" {
             out.push(format!(
@@ -76,7 +76,7 @@ fn inline_secrets(cfg: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     for (i, w) in cfg.workers.iter().enumerate() {
         if !w.password.is_empty() {
-            keys.push(format!("workers[{i}].password"));
+            keys.push(format!("{}.password", item("workers", i, &w.name)));
         }
     }
     let d = &cfg.www.change_hook_dialects;
@@ -94,7 +94,7 @@ fn inline_secrets(cfg: &Config) -> Vec<String> {
     }
     for (i, (key, secret)) in reporter_secrets(cfg) {
         if let Secret::Inline(_) = secret {
-            keys.push(format!("reporters[{i}].{key}"));
+            keys.push(format!("reporters #{}.{key}", i + 1));
         }
     }
     keys

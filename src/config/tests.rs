@@ -141,12 +141,12 @@ fn problems_have_lines_types_in_words_and_come_in_one_pass() {
             line_of("port = 70000")
         ),
         format!(
-            "master.cfg:{}: workers[0].max_builds: expected a whole number from 0 to 4294967295, found the string \"two\"",
+            "master.cfg:{}: workers #1 (name = \"w1\").max_builds: expected a whole number from 0 to 4294967295, found the string \"two\"",
             line_of("max_builds")
         ),
         // A problem of meaning in the same answer as the type errors.
         format!(
-            "master.cfg:{}: schedulers[0].builders[0]: no builder named \"nosuch\"",
+            "master.cfg:{}: schedulers #1 (name = \"s\").builders #1: no builder named \"nosuch\"",
             line_of("builders = [\"nosuch\"]")
         ),
     ];
@@ -253,7 +253,7 @@ fn command_as_string_and_argv() {
     );
     assert_problem(
         &BASE.replace("command = \"make test\"", "command = 3"),
-        "master.cfg: builders[0].steps[0].command: expected a string (run by /bin/sh) or a list of strings (argv)",
+        "master.cfg: builders #1 (name = \"b\").steps #1.command: expected a string (run by /bin/sh) or a list of strings (argv)",
     );
 }
 
@@ -269,7 +269,7 @@ fn unknown_keys_everywhere() {
         "master.cfg: titel: unknown key (did you mean `title`?)",
         "master.cfg: www.prot: unknown key (did you mean `port`?)",
         "master.cfg: protocols.worker.host: unknown key (known here: port, bind, keepalive)",
-        "master.cfg: builders[0].steps[0].comand: unknown key (did you mean `command`?)",
+        "master.cfg: builders #1 (name = \"b\").steps #1.comand: unknown key (did you mean `command`?)",
     ] {
         assert!(
             found.iter().any(|p| p == expected),
@@ -288,7 +288,7 @@ fn unknown_key_deep_in_steps_has_index_path() {
         with("[[builders.steps]]\ntype = \"git\"\nrepourl = \"u\"\nflunk_on_failur = true\n");
     assert_problem(
         &text,
-        "master.cfg: builders[0].steps[1].flunk_on_failur: unknown key (did you mean `flunk_on_failure`?)",
+        "master.cfg: builders #1 (name = \"b\").steps #2.flunk_on_failur: unknown key (did you mean `flunk_on_failure`?)",
     );
 }
 
@@ -302,10 +302,10 @@ fn type_errors_name_their_path_and_all_parts_are_checked() {
     let found = problems(&text);
     for expected in [
         "master.cfg: www.port: expected a port number (1–65535, or 0 for any free port), found 70000",
-        "master.cfg: workers[0].max_builds: expected a whole number from 0 to 4294967295, found the string \"two\"",
-        "master.cfg: builders[1].workers: expected a list, e.g. [\"a\", \"b\"], found the string \"w1\"",
-        "master.cfg: builders[1].steps[0].timeout: expected a whole number, 0 or more, found -1",
-        "master.cfg: builders[1].steps[1].env.A: expected a string in quotes, found 1",
+        "master.cfg: workers #1 (name = \"w1\").max_builds: expected a whole number from 0 to 4294967295, found the string \"two\"",
+        "master.cfg: builders #2 (name = \"c\").workers: expected a list, e.g. [\"a\", \"b\"], found the string \"w1\"",
+        "master.cfg: builders #2 (name = \"c\").steps #1.timeout: expected a whole number, 0 or more, found -1",
+        "master.cfg: builders #2 (name = \"c\").steps #2.env.A: expected a string in quotes, found 1",
     ] {
         assert!(
             found.iter().any(|p| p == expected),
@@ -318,11 +318,11 @@ fn type_errors_name_their_path_and_all_parts_are_checked() {
 fn missing_required_key_is_named() {
     assert_problem(
         &BASE.replace("password = \"pw\"\n", ""),
-        "master.cfg: workers[0].password: required key is missing",
+        "master.cfg: workers #1 (name = \"w1\").password: required key is missing",
     );
     assert_problem(
         &BASE.replace("type = \"force\"\n", ""),
-        "master.cfg: schedulers[0].type: required key is missing",
+        "master.cfg: schedulers #1 (name = \"s\").type: required key is missing",
     );
 }
 
@@ -368,7 +368,7 @@ fn config_file_with_secrets_must_be_private() {
         assert!(
             err.contains(&format!("run `chmod 600 {}`", path.display()))
                 && err.contains(&format!("mode {mode:03o}"))
-                && err.contains("workers[0].password"),
+                && err.contains("workers #1 (name = \"example-worker\").password"),
             "{err}"
         );
     }
@@ -387,8 +387,9 @@ fn weak_and_published_secrets_are_warned_about() {
         "{w:#?}"
     );
     assert!(
-        w.iter()
-            .any(|l| l.starts_with("workers[0].password: is the sample's published password")),
+        w.iter().any(|l| l.starts_with(
+            "workers #1 (name = \"example-worker\").password: is the sample's published password"
+        )),
         "{w:#?}"
     );
     let fresh = sample_with_secrets(&random_hex(16).unwrap(), &random_hex(16).unwrap());
@@ -403,7 +404,8 @@ fn weak_and_published_secrets_are_warned_about() {
     let w = secret_warnings(&cfg);
     assert!(
         w.iter()
-            .any(|l| l.starts_with("workers[1].password: is shorter than 12 characters")),
+            .any(|l| l
+                .starts_with("workers #2 (name = \"w2\").password: is shorter than 12 characters")),
         "{w:#?}"
     );
 }
@@ -417,9 +419,9 @@ fn duplicate_names() {
     );
     let found = problems(&text);
     for expected in [
-        "master.cfg: workers[1].name: duplicate worker name \"w1\" (also workers[0].name)",
-        "master.cfg: schedulers[1].name: duplicate scheduler name \"s\" (also schedulers[0].name)",
-        "master.cfg: builders[1].name: duplicate builder name \"b\" (also builders[0].name)",
+        "master.cfg: workers #2 (name = \"w1\").name: duplicate worker name \"w1\" (also line 7: workers #1 (name = \"w1\").name)",
+        "master.cfg: schedulers #2 (name = \"s\").name: duplicate scheduler name \"s\" (also line 10: schedulers #1 (name = \"s\").name)",
+        "master.cfg: builders #2 (name = \"b\").name: duplicate builder name \"b\" (also line 14: builders #1 (name = \"b\").name)",
     ] {
         assert!(
             found.iter().any(|p| p == expected),
@@ -428,7 +430,7 @@ fn duplicate_names() {
     }
     assert_problem(
         &with("[[builders]]\nname = \"c\"\nworkerbuilddir = \"b\"\nworkers = [\"w1\"]\n"),
-        "builders[1].workerbuilddir: duplicate build directory \"b\" (also builders[0].name)",
+        "builders #2 (name = \"c\").workerbuilddir: duplicate build directory \"b\" (also line 14: builders #1 (name = \"b\").name)",
     );
 }
 
@@ -436,19 +438,19 @@ fn duplicate_names() {
 fn references() {
     assert_problem(
         &BASE.replace("builders = [\"b\"]", "builders = [\"b\", \"tests\"]"),
-        "master.cfg: schedulers[0].builders[1]: no builder named \"tests\"",
+        "master.cfg: schedulers #1 (name = \"s\").builders #2: no builder named \"tests\"",
     );
     assert_problem(
         &BASE.replace("builders = [\"b\"]", "builders = []"),
-        "schedulers[0].builders: names no builder",
+        "schedulers #1 (name = \"s\").builders: names no builder",
     );
     assert_problem(
         &BASE.replace("workers = [\"w1\"]", "workers = [\"w2\"]"),
-        "master.cfg: builders[0].workers[0]: no worker named \"w2\"",
+        "master.cfg: builders #1 (name = \"b\").workers #1: no worker named \"w2\"",
     );
     assert_problem(
         &BASE.replace("workers = [\"w1\"]", "workers = []"),
-        "master.cfg: builders[0].workers: names no worker",
+        "master.cfg: builders #1 (name = \"b\").workers: names no worker",
     );
 }
 
@@ -461,43 +463,43 @@ fn scheduler_checks() {
     };
     assert_problem(
         &sched("type = \"sometimes\"\n"),
-        "schedulers[1].type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\", \"periodic\", \"nightly\"",
+        "schedulers #2 (name = \"t\").type: \"sometimes\" is not one of \"single_branch\", \"any_branch\", \"force\", \"periodic\", \"nightly\"",
     );
     assert_problem(
         &sched("type = \"periodic\"\n"),
-        "schedulers[1].period: required for a periodic scheduler",
+        "schedulers #2 (name = \"t\").period: required for a periodic scheduler",
     );
     assert_problem(
         &sched("type = \"nightly\"\nhour = 24\n"),
-        "schedulers[1].hour: 24 is out of range 0-23",
+        "schedulers #2 (name = \"t\").hour: 24 is out of range 0-23",
     );
     assert_problem(
         &sched("type = \"nightly\"\nday_of_week = \"someday\"\n"),
-        "schedulers[1].day_of_week: \"someday\": use a number",
+        "schedulers #2 (name = \"t\").day_of_week: \"someday\": use a number",
     );
     assert_problem(
         &sched("type = \"nightly\"\nminute = 1.5\n"),
-        "schedulers[1].minute: expected a number, a list of numbers or \"*\"",
+        "schedulers #2 (name = \"t\").minute: expected a number, a list of numbers or \"*\"",
     );
     assert_problem(
         &sched("type = \"nightly\"\nperiod = 5\n"),
-        "schedulers[1].period: not a key of nightly schedulers (only periodic)",
+        "schedulers #2 (name = \"t\").period: not a key of nightly schedulers (only periodic)",
     );
     assert_problem(
         &sched("type = \"force\"\nfiles_regex = \"x\"\n"),
-        "schedulers[1].files_regex: not a key of force schedulers (only single_branch, any_branch, nightly)",
+        "schedulers #2 (name = \"t\").files_regex: not a key of force schedulers (only single_branch, any_branch, nightly)",
     );
     assert_problem(
         &sched("type = \"periodic\"\nperiod = 5\ntree_stable_timer = 3\n"),
-        "schedulers[1].tree_stable_timer: not a key of periodic schedulers (only single_branch, any_branch)",
+        "schedulers #2 (name = \"t\").tree_stable_timer: not a key of periodic schedulers (only single_branch, any_branch)",
     );
     assert_problem(
         &sched("type = \"any_branch\"\nproject = 3\n"),
-        "schedulers[1].project: expected a string or a list of strings",
+        "schedulers #2 (name = \"t\").project: expected a string or a list of strings",
     );
     assert_problem(
         &sched("type = \"any_branch\"\nfiles_regex = \"(\"\n"),
-        "schedulers[1].files_regex: invalid regex",
+        "schedulers #2 (name = \"t\").files_regex: invalid regex",
     );
     assert!(problems(&sched(
         "type = \"nightly\"\nbranch = \"main\"\nhour = [1, 13]\nminute = 30\nday_of_week = \"sat\"\nonly_if_changed = true\nproject = [\"a\", \"b\"]\n"
@@ -506,23 +508,23 @@ fn scheduler_checks() {
     assert!(problems(&sched("type = \"periodic\"\nperiod = 3600\n")).is_empty());
     assert_problem(
         &sched("type = \"nightly\"\ncategory = \"push\"\n"),
-        "schedulers[1].only_if_changed: change filters on a nightly scheduler need only_if_changed = true",
+        "schedulers #2 (name = \"t\").only_if_changed: change filters on a nightly scheduler need only_if_changed = true",
     );
     assert_problem(
         &sched("type = \"single_branch\"\n"),
-        "schedulers[1].branch: required for a single_branch scheduler",
+        "schedulers #2 (name = \"t\").branch: required for a single_branch scheduler",
     );
     assert_problem(
         &sched("type = \"any_branch\"\nbranch_regex = \"(release\"\n"),
-        "schedulers[1].branch_regex: invalid regex \"(release\": found open group without closing ')'",
+        "schedulers #2 (name = \"t\").branch_regex: invalid regex \"(release\": found open group without closing ')'",
     );
     assert_problem(
         &sched("type = \"any_branch\"\ntag_regex = \"v[\"\n"),
-        "schedulers[1].tag_regex: invalid regex",
+        "schedulers #2 (name = \"t\").tag_regex: invalid regex",
     );
     assert_problem(
         &sched("type = \"single_branch\"\nbranch = \"main\"\ntag_regex = \"v.*\"\n"),
-        "schedulers[1].tag_regex: not a key of single_branch schedulers (only any_branch)",
+        "schedulers #2 (name = \"t\").tag_regex: not a key of single_branch schedulers (only any_branch)",
     );
     assert!(problems(&sched(
         "type = \"any_branch\"\nbranch_regex = \"^release/.*$\"\ntag_regex = \"^v[0-9]+\"\n"
@@ -535,39 +537,39 @@ fn step_checks() {
     let step = |body: &str| with(&format!("[[builders.steps]]\n{body}"));
     assert_problem(
         &step("type = \"svn\"\n"),
-        "builders[0].steps[1].type: \"svn\" is not one of \"git\", \"shell\"",
+        "builders #1 (name = \"b\").steps #2.type: \"svn\" is not one of \"git\", \"shell\"",
     );
     assert_problem(
         &step("type = \"git\"\n"),
-        "builders[0].steps[1].repourl: required for a git step",
+        "builders #1 (name = \"b\").steps #2.repourl: required for a git step",
     );
     assert_problem(
         &step("type = \"git\"\nrepourl = \"u\"\nmode = \"fresh\"\n"),
-        "builders[0].steps[1].mode: \"fresh\" is not one of \"incremental\", \"full\"",
+        "builders #1 (name = \"b\").steps #2.mode: \"fresh\" is not one of \"incremental\", \"full\"",
     );
     assert_problem(
         &step("type = \"shell\"\n"),
-        "builders[0].steps[1].command: required for a shell step",
+        "builders #1 (name = \"b\").steps #2.command: required for a shell step",
     );
     assert_problem(
         &step("type = \"shell\"\ncommand = []\n"),
-        "builders[0].steps[1].command: is an empty list",
+        "builders #1 (name = \"b\").steps #2.command: is an empty list",
     );
     assert_problem(
         &step("type = \"shell\"\ncommand = \"  \"\n"),
-        "builders[0].steps[1].command: is empty",
+        "builders #1 (name = \"b\").steps #2.command: is empty",
     );
     assert_problem(
         &step("type = \"shell\"\ncommand = \"x\"\nrepourl = \"u\"\n"),
-        "builders[0].steps[1].repourl: not a key of shell steps",
+        "builders #1 (name = \"b\").steps #2.repourl: not a key of shell steps",
     );
     assert_problem(
         &step("type = \"shell\"\ncommand = \"x\"\nworkdir = \"../other\"\n"),
-        "builders[0].steps[1].workdir: must be a path inside the build directory",
+        "builders #1 (name = \"b\").steps #2.workdir: must be a path inside the build directory",
     );
     assert_problem(
         &step("type = \"shell\"\ncommand = \"x\"\ntimeout = 0\n"),
-        "builders[0].steps[1].timeout: must be at least 1 second",
+        "builders #1 (name = \"b\").steps #2.timeout: must be at least 1 second",
     );
 }
 
@@ -760,7 +762,7 @@ fn logging_section() {
 fn name_checks() {
     assert_problem(
         &BASE.replace("name = \"w1\"", "name = \"\""),
-        "master.cfg: workers[0].name: the worker name is empty",
+        "master.cfg: workers #1.name: the worker name is empty",
     );
     for bad in ["a/b", ".hidden", "..", "with space"] {
         let text = BASE
@@ -768,7 +770,9 @@ fn name_checks() {
             .replace("builders = [\"b\"]", &format!("builders = [{bad:?}]"));
         assert_problem(
             &text,
-            &format!("master.cfg: builders[0].name: {bad:?}: use only letters, digits"),
+            &format!(
+                "master.cfg: builders #1 (name = {bad:?}).name: {bad:?}: use only letters, digits"
+            ),
         );
     }
     assert_problem(
@@ -776,11 +780,11 @@ fn name_checks() {
             "workers = [\"w1\"]",
             "workers = [\"w1\"]\nworkerbuilddir = \"../x\"",
         ),
-        "builders[0].workerbuilddir: \"../x\": use only",
+        "builders #1 (name = \"b\").workerbuilddir: \"../x\": use only",
     );
     assert_problem(
         &BASE.replace("password = \"pw\"", "password = \"pw\"\nmax_builds = 0"),
-        "master.cfg: workers[0].max_builds: must be at least 1",
+        "master.cfg: workers #1 (name = \"w1\").max_builds: must be at least 1",
     );
 }
 
@@ -796,11 +800,11 @@ fn several_problems_are_all_reported() {
         problems: err.problems.iter().map(|p| without_line(p)).collect(),
     };
     let expected = [
-        "master.cfg: builders[0].steps[0].comand: unknown key (did you mean `command`?)",
+        "master.cfg: builders #1 (name = \"b\").steps #1.comand: unknown key (did you mean `command`?)",
         "master.cfg: www.anonymous: \"write\" is not one of \"read\", \"none\"",
-        "master.cfg: schedulers[0].builders[0]: no builder named \"tests\"",
-        "master.cfg: builders[0].workers[0]: no worker named \"w9\"",
-        "master.cfg: builders[0].steps[0].command: required for a shell step",
+        "master.cfg: schedulers #1 (name = \"s\").builders #1: no builder named \"tests\"",
+        "master.cfg: builders #1 (name = \"b\").workers #1: no worker named \"w9\"",
+        "master.cfg: builders #1 (name = \"b\").steps #1.command: required for a shell step",
     ];
     assert_eq!(err.problems, expected, "{err}");
     assert_eq!(err.to_string(), expected.join("\n"));
@@ -886,15 +890,15 @@ fn force_parameters_are_typed() {
     let prop = |body: &str| with(&format!("[[schedulers.properties]]\n{body}"));
     assert_problem(
         &prop("name = \"x\"\ntype = \"date\"\n"),
-        "schedulers[0].properties[0].type: \"date\" is not one of",
+        "schedulers #1 (name = \"s\").properties #1 (name = \"x\").type: \"date\" is not one of",
     );
     assert_problem(
         &prop("name = \"x\"\ntype = \"choice\"\n"),
-        "schedulers[0].properties[0].choices: required",
+        "schedulers #1 (name = \"s\").properties #1 (name = \"x\").choices: required",
     );
     assert_problem(
         &prop("name = \"x\"\ntype = \"fixed\"\n"),
-        "schedulers[0].properties[0].default: required",
+        "schedulers #1 (name = \"s\").properties #1 (name = \"x\").default: required",
     );
     assert_problem(
         &prop("name = \"x\"\ntype = \"int\"\ndefault = \"one\"\n"),
@@ -906,11 +910,11 @@ fn force_parameters_are_typed() {
     );
     assert_problem(
         &prop("name = \"a b\"\n"),
-        "schedulers[0].properties[0].name: \"a b\": use only",
+        "schedulers #1 (name = \"s\").properties #1 (name = \"a b\").name: \"a b\": use only",
     );
     assert_problem(
         &prop("name = \"x\"\nlable = \"X\"\n"),
-        "schedulers[0].properties[0].lable: unknown key (did you mean `label`?)",
+        "schedulers #1 (name = \"s\").properties #1 (name = \"x\").lable: unknown key (did you mean `label`?)",
     );
 }
 
@@ -936,61 +940,61 @@ fn reporters_and_change_sources() {
     let rep = |body: &str| with(&format!("[[reporters]]\n{body}"));
     assert_problem(
         &rep("type = \"irc\"\n"),
-        "reporters[0].type: \"irc\" is not one of",
+        "reporters #1.type: \"irc\" is not one of",
     );
     assert_problem(
         &rep("type = \"gitea_status\"\ntoken = \"t\"\n"),
-        "reporters[0].base_url: required",
+        "reporters #1.base_url: required",
     );
     assert_problem(
         &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\n"),
-        "reporters[0].token: required: set token, or token_file",
+        "reporters #1.token: required: set token, or token_file",
     );
     assert_problem(
         &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\ntoken_file = \"f\"\n"),
-        "reporters[0].token: set either token or token_file, not both",
+        "reporters #1.token: set either token or token_file, not both",
     );
     assert_problem(
         &rep(
             "type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nsmtp_host = \"x\"\n",
         ),
-        "reporters[0].smtp_host: not a key of gitea_status reporters",
+        "reporters #1.smtp_host: not a key of gitea_status reporters",
     );
     assert_problem(
         &rep("type = \"gitea_status\"\nbase_url = \"https://g\"\ntoken = \"a\"\nbuilders = [\"zz\"]\n"),
-        "reporters[0].builders[0]: no builder named \"zz\"",
+        "reporters #1.builders #1: no builder named \"zz\"",
     );
     assert_problem(
         &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"nobody\"\nto = [\"a@b.c\"]\n"),
-        "reporters[0].from: \"nobody\" is not an e-mail address",
+        "reporters #1.from: \"nobody\" is not an e-mail address",
     );
     assert_problem(
         &rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\n"),
-        "reporters[0].to: required",
+        "reporters #1.to: required",
     );
-    assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nmode = \"sometimes\"\n"), "reporters[0].mode: \"sometimes\" is not one of");
-    assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nsmtp_user = \"u\"\n"), "reporters[0].smtp_password: required");
+    assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nmode = \"sometimes\"\n"), "reporters #1.mode: \"sometimes\" is not one of");
+    assert_problem(&rep("type = \"mail\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\nsmtp_user = \"u\"\n"), "reporters #1.smtp_password: required");
     assert_problem(
         &rep("type = \"mail\"\nsmtp_hots = \"h\"\n"),
-        "reporters[0].smtp_hots: unknown key (did you mean `smtp_host`?)",
+        "reporters #1.smtp_hots: unknown key (did you mean `smtp_host`?)",
     );
 
     let cs = |body: &str| with(&format!("[[change_source]]\n{body}"));
     assert_problem(
         &cs("type = \"svn_poller\"\nrepourl = \"u\"\n"),
-        "change_source[0].type: \"svn_poller\" is not \"git_poller\"",
+        "change_source #1.type: \"svn_poller\" is not \"git_poller\"",
     );
     assert_problem(
         &cs("type = \"git_poller\"\nrepourl = \"u\"\npoll_interval = 0\n"),
-        "change_source[0].poll_interval: must be at least 1 second",
+        "change_source #1.poll_interval: must be at least 1 second",
     );
     assert_problem(
         &cs("type = \"git_poller\"\nrepourl = \"u\"\nbranches = [\"a b\"]\n"),
-        "change_source[0].branches: \"a b\" is not a branch name",
+        "change_source #1.branches: \"a b\" is not a branch name",
     );
     assert_problem(
         &cs("type = \"git_poller\"\n"),
-        "change_source[0].repourl: required key is missing",
+        "change_source #1.repourl: required key is missing",
     );
 }
 
@@ -1008,7 +1012,7 @@ fn secret_files_must_be_private() {
     let err = load(&cfg_path).expect_err("missing token file");
     assert!(
         err.to_string()
-            .contains("reporters[0].token_file: cannot read"),
+            .contains("reporters #1.token_file: cannot read"),
         "{err}"
     );
     let tok = dir.path().join("tok");
@@ -1064,4 +1068,45 @@ fn sample_examples_parse_when_uncommented() {
         .filter(|p| !p.contains("_file: cannot read"))
         .collect();
     assert!(expected_io.is_empty(), "{found:#?}\n{text}");
+}
+
+/// Key paths count list items from 1, as a person counts the `[[builders]]`
+/// tables of the file, and name the item when it has a `name`; the line is
+/// the line of the key (issue 18: positions were 0-based, `builders[1]`
+/// for the second builder).
+#[test]
+fn positions_count_from_one_and_name_the_item() {
+    let text = with(
+        "[[builders]]\nname = \"linux\"\nworkers = [\"w1\", \"w7\"]\n\
+         [[builders.steps]]\ntype = \"shell\"\ncommand = \"true\"\n\
+         [[builders.steps]]\nname = \"test\"\ntype = \"shell\"\ncomand = \"make check\"\n",
+    );
+    let err = parse(&text, "master.cfg").expect_err("bad config");
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let expected = [
+        format!(
+            "master.cfg:{}: builders #2 (name = \"linux\").steps #2 (name = \"test\").comand: unknown key (did you mean `command`?)",
+            line_of("comand")
+        ),
+        format!(
+            "master.cfg:{}: builders #2 (name = \"linux\").workers #2: no worker named \"w7\"",
+            line_of("\"w7\"")
+        ),
+    ];
+    for e in &expected {
+        assert!(err.problems.contains(e), "{e:?} not in {:#?}", err.problems);
+    }
+    // Warnings use the same words; a path without a list is as written.
+    let cfg = test_config("[[workers]]\nname = \"idle\"\npassword = \"pw-of-some-length\"\n");
+    assert!(
+        cfg.warnings()
+            .iter()
+            .any(|w| w.starts_with("workers #2 (name = \"idle\"): no builder uses worker")),
+        "{:#?}",
+        cfg.warnings()
+    );
+    assert_eq!(
+        super::problems::locate(&text, "www.port"),
+        (Some(line_of("port = 8010")), "www.port".to_string())
+    );
 }

@@ -54,31 +54,95 @@ pub fn unique_name(prefix: &str) -> String {
 /// Whether a test that needs `what` may run. A missing program skips the
 /// test visibly: `skipped: <what> is missing: <install command>` goes
 /// straight to stderr (not through the test harness's capture, so it shows
-/// in the `cargo test` output beside the test's name) and the test returns
-/// early; so `cargo test` works on a machine with only the toolchain, and
-/// says what it did not test. With `CI` set (.ci/run installs everything)
-/// a missing program FAILS the test instead: nothing is skipped there.
-/// `MINIBOT_SKIP_<KEY>=1` ([`capability`] names the key) skips the tests of
-/// a program that is present. The one copy of this rule: [`require_program`]
-/// and the tests call it.
+/// in the `cargo test` output beside the test's name), the test returns
+/// early, and the skip is counted in the summary printed when the test
+/// program ends ([`skip_summary`]); so `cargo test` works on a machine with
+/// only the toolchain, and says at its end what it did not test. With `CI`
+/// set (.ci/run installs everything) a missing program FAILS the test
+/// instead: nothing is skipped there. `MINIBOT_SKIP_<KEY>=1`
+/// ([`capability`] names the key) skips the tests of a program that is
+/// present. The one copy of this rule: [`require_program`] and the tests
+/// call it.
 pub fn require(what: &str, present: bool) -> bool {
+    match skip_reason(what, present) {
+        None => true,
+        Some(why) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "skipped: {why}");
+            note_skip(&why);
+            false
+        }
+    }
+}
+
+/// Why a test that needs `what` is skipped (None: it runs); panics under
+/// `CI`, where nothing may be skipped.
+fn skip_reason(what: &str, present: bool) -> Option<String> {
     let (key, install) = capability(what);
     let var = format!("MINIBOT_SKIP_{key}");
     let skip_asked = std::env::var(&var).is_ok_and(|v| v == "1");
     if present && !skip_asked {
-        return true;
+        return None;
     }
     if std::env::var_os("CI").is_some() {
         panic!("{what} is missing or skipped; .ci/run should have installed it (CI is set, so this test may not be skipped, {var} or not)");
     }
-    use std::io::Write;
-    let why = if present {
+    Some(if present {
         format!("{var}=1")
     } else {
-        format!("{what} is missing: {install}")
-    };
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
-    false
+        format!("{what} is missing: {install} (or set {var}=1)")
+    })
+}
+
+/// The tests skipped so far in this test program: (test, why).
+static SKIPS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a skip for [`skip_summary`], which the first skip arranges to
+/// run when the test program exits: after the harness's own "test result"
+/// line, so the last thing `cargo test` says about this program is what
+/// it did not test. (The harness counts a skipped test as passed and has
+/// no hook of its own at its end.)
+fn note_skip(why: &str) {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    // The harness names each test's thread after the test.
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(a test)")
+        .to_string();
+    SKIPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((test, why.to_string()));
+    AT_EXIT.call_once(|| {
+        // SAFETY: `skip_summary` is an `extern "C" fn()` that neither
+        // unwinds (it catches nothing that could panic: a poisoned lock is
+        // taken as it is, write errors are ignored) nor calls `exit`.
+        unsafe {
+            libc::atexit(skip_summary);
+        }
+    });
+}
+
+/// Printed on stderr when the test program exits, if any test was
+/// skipped: how many, which, and what to install (README, "Running the
+/// tests").
+extern "C" fn skip_summary() {
+    use std::io::Write;
+    let skips = SKIPS.lock().unwrap_or_else(|e| e.into_inner());
+    if skips.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "\nSKIPPED: {} test(s) passed without testing anything, for want of a program \
+         (README.md, \"Running the tests\"):\n",
+        skips.len()
+    );
+    let mut sorted: Vec<&(String, String)> = skips.iter().collect();
+    sorted.sort();
+    for (test, why) in sorted {
+        text.push_str(&format!("  {test}: {why}\n"));
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// The skip key (`MINIBOT_SKIP_<KEY>`) and the install command for what
@@ -1550,13 +1614,21 @@ impl Setup {
 /// decides: a failure naming the install command, or with
 /// `MINIBOT_SKIP_<KEY>=1` "skipped: ..." and None (the test returns early).
 pub fn require_program(name: &str, install_hint: &str) -> Option<PathBuf> {
+    let found = find_program(name);
+    require(&format!("{name} ({install_hint})"), found.is_some());
+    found
+}
+
+/// `name` if it is an executable path, else the executable of that name on
+/// `PATH`.
+fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             .unwrap_or(false)
     };
-    let found = if name.contains('/') {
+    if name.contains('/') {
         Some(PathBuf::from(name)).filter(|p| executable(p))
     } else {
         std::env::var_os("PATH").and_then(|paths| {
@@ -1564,9 +1636,7 @@ pub fn require_program(name: &str, install_hint: &str) -> Option<PathBuf> {
                 .map(|d| d.join(name))
                 .find(|p| executable(p))
         })
-    };
-    require(&format!("{name} ({install_hint})"), found.is_some());
-    found
+    }
 }
 
 /// Whether a TCP connection to 127.0.0.1:`port` is accepted.
@@ -1791,7 +1861,7 @@ pub fn process_group_members(pgid: i32) -> Vec<i32> {
 /// under `CI` nothing does.
 #[cfg(test)]
 mod require_rule {
-    fn panic_text(r: std::thread::Result<Option<std::path::PathBuf>>) -> Option<String> {
+    fn panic_text(r: std::thread::Result<Option<String>>) -> Option<String> {
         let e = r.err()?;
         e.downcast_ref::<String>()
             .cloned()
@@ -1801,13 +1871,23 @@ mod require_rule {
     #[test]
     fn a_missing_program_is_skipped_visibly_and_fails_under_ci() {
         const NAME: &str = "minibot-no-such-program";
+        assert_eq!(super::find_program(NAME), None);
+        assert!(super::find_program("git").is_some());
         let ci = std::env::var_os("CI").is_some();
-        let r = std::panic::catch_unwind(|| super::require_program(NAME, "install it with `true`"));
+        // The rule without its report: this is no real skip to sum up.
+        let r = std::panic::catch_unwind(|| {
+            super::skip_reason(&format!("{NAME} (install it with `true`)"), false)
+        });
         if ci {
             let text = panic_text(r).expect("under CI a missing program fails the test");
             assert!(text.contains("CI is set"), "{text}");
         } else {
-            assert!(matches!(r, Ok(None)), "skipped");
+            let why = r.expect("skipped").expect("skipped");
+            assert!(why.contains("install it with `true`"), "{why}");
+            assert!(
+                why.contains("MINIBOT_SKIP_MINIBOT_NO_SUCH_PROGRAM=1"),
+                "{why}"
+            );
         }
         // A program that is there runs its tests unless skipped by name.
         assert!(super::require("git", true));

@@ -302,13 +302,17 @@ fn secrets_are_generated_and_weak_ones_are_refused_or_warned_about() {
             && err.contains(
                 "www.change_hook_dialects.gitea.secret: is the sample's published secret"
             )
-            && err.contains("workers[0].password: is the sample's published password"),
+            && err.contains(
+                "workers #1 (name = \"example-worker\").password: is the sample's published password",
+            ),
         "{err}"
     );
     std::fs::write(&cfg, text.replace(&seen[0].1, "elevenchars")).unwrap();
     let err = stderr_of(&run(MINIBOT, &["checkconfig", m1.to_str().unwrap()]));
     assert!(
-        err.contains("workers[0].password: is shorter than 12 characters"),
+        err.contains(
+            "workers #1 (name = \"example-worker\").password: is shorter than 12 characters"
+        ),
         "{err}"
     );
 
