@@ -1,10 +1,51 @@
-//! Puts the git commit of the checkout being built into `MINIBOT_GIT_COMMIT`
-//! for `--version` (`daemon::version`). Cargo says nothing about version
-//! control, so a build script is the only way to learn it; outside a git
-//! checkout (a source tarball) the variable is unset and `--version` shows
-//! the package version alone.
+//! Two jobs that only a build script can do:
+//!
+//! - Puts the git commit of the checkout being built into
+//!   `MINIBOT_GIT_COMMIT` for `--version` (`daemon::version`). Cargo says
+//!   nothing about version control; outside a git checkout (a source
+//!   tarball) the variable is unset and `--version` shows the package
+//!   version alone.
+//! - Minifies the web UI's stylesheet and script (`src/web/assets/`) into
+//!   `OUT_DIR` with the `minifier` crate, for `web::assets` to include:
+//!   every page carries them and must stay under 20 KB, while the sources
+//!   keep their comments. At build time, not at run time: the master does
+//!   no work and holds no second copy for it, and the binary has no
+//!   minifier in it.
 
+use std::path::Path;
 use std::process::Command;
+
+/// Where `minibot.css` turns to the rules only build and log pages need
+/// (served as `/assets/log.css`).
+const LOG_MARK: &str = "/* ==== Build and log pages only";
+
+fn assets() {
+    let dir = Path::new("src/web/assets");
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
+    let out = Path::new(&out);
+    let read = |name: &str| {
+        println!("cargo:rerun-if-changed=src/web/assets/{name}");
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("reading src/web/assets/{name}: {e}"))
+    };
+    let write = |name: &str, text: String| {
+        std::fs::write(out.join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"))
+    };
+    let css_source = read("minibot.css");
+    let Some(mark) = css_source.find(LOG_MARK) else {
+        panic!("src/web/assets/minibot.css has lost its `{LOG_MARK}` line");
+    };
+    let (page, log) = css_source.split_at(mark);
+    let css = |part: &str, name: &str| match minifier::css::minify(part) {
+        Ok(m) => write(name, m.to_string()),
+        Err(e) => panic!("minifying src/web/assets/minibot.css ({name}): {e}"),
+    };
+    css(page, "minibot.css");
+    // The log colours (`ansi.css`) go with the other log rules: one
+    // stylesheet for the pages that show logs.
+    css(&format!("{log}\n{}", read("ansi.css")), "log.css");
+    write("minibot.js", minifier::js::minify(&read("minibot.js")).to_string());
+}
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
@@ -14,6 +55,7 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    assets();
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return;
     };

@@ -1,7 +1,7 @@
 //! ANSI colours in the log views (issue 17 point 7): a real build prints
 //! 256-colour, truecolour, reverse and strike escapes (and an OSC title, a
 //! 40 KB parameter list and an out-of-range colour); the build page and
-//! the log page render them as classes of `/assets/ansi.css`, which only
+//! the log page render them as classes of `/assets/log.css`, which only
 //! pages with logs link. In headless Chromium the computed colours are the
 //! ones asked for (within the 4-bit quantisation), under the pages' CSP,
 //! with no console error.
@@ -34,7 +34,7 @@ const EXPECTED: [&str; 7] = [
     "<span class=\"f1\">bad-index</span>",
 ];
 
-const LINK: &str = "<link rel=\"stylesheet\" href=\"/assets/ansi.css\">";
+const LINK: &str = "<link rel=\"stylesheet\" href=\"/assets/log.css\">";
 
 #[test]
 fn logs_render_256_colours_truecolour_reverse_and_strike() {
@@ -52,7 +52,7 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
     for page in [build_page.as_str(), &format!("/logs/{logid}")] {
         let (code, html) = curl(&[&s.url(page)]);
         assert_eq!(code, 200, "{page}");
-        assert!(html.contains(LINK), "{page} does not link ansi.css");
+        assert!(html.contains(LINK), "{page} does not link log.css");
         for want in EXPECTED {
             // The log page cuts lines at 4 KiB, inside the long one's
             // escape (which then colours nothing).
@@ -68,9 +68,11 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
     }
     // Pages without logs do not carry the palette.
     let (_, home) = curl(&[&s.url("/")]);
-    assert!(!home.contains("ansi.css"));
-    let head = curl_headers(&[&s.url("/assets/ansi.css")]).to_ascii_lowercase();
+    assert!(!home.contains("log.css"));
+    let head = curl_headers(&[&s.url("/assets/log.css")]).to_ascii_lowercase();
     assert!(head.contains("content-type: text/css"), "{head}");
+    let (_, css) = curl(&[&s.url("/assets/log.css")]);
+    assert!(css.contains(".fx{") && css.contains(".f1{"), "{css}");
 
     if !require(
         &format!("{CHROMIUM} (apt-get install chromium)"),

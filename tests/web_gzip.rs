@@ -69,7 +69,7 @@ fn answers_are_gzip_only_for_clients_that_take_it() {
         "/".to_string(),
         "/assets/minibot.css".to_string(),
         "/assets/minibot.js".to_string(),
-        "/assets/ansi.css".to_string(),
+        "/assets/log.css".to_string(),
         format!("/builders/runtests/builds/{}", b[0]["number"]),
         format!("/logs/{logid}"),
         format!("/api/v2/logs/{logid}/raw"),

@@ -1485,10 +1485,6 @@ mod tests {
                 "minibot.js".into(),
                 include_bytes!("assets/minibot.js").to_vec(),
             ),
-            (
-                "ansi.css".into(),
-                include_bytes!("assets/ansi.css").to_vec(),
-            ),
         ];
         if let Ok(v) = std::env::var("MINIBOT_GZIP_PAGES") {
             bodies.clear();

@@ -27,18 +27,6 @@ pub(crate) const CHUNK: u64 = 64 * 1024;
 /// Most bytes one live update carries; a burst is sent in several.
 pub(crate) const MAX_DELTA: u64 = 256 * 1024;
 
-/// The log colours' classes, served as `/assets/ansi.css` (about 2.8 KB:
-/// the 16 base colours, 4 bits a channel for the others) and linked only
-/// from pages that show logs, so other pages do not carry them.
-pub(crate) const ANSI_CSS: &str = include_str!("assets/ansi.css");
-
-/// The link to [`ANSI_CSS`], for the top of a page's body that shows logs
-/// (a stylesheet link is allowed in the body; the page frame stays the
-/// same for every page).
-pub(crate) fn ansi_stylesheet() -> Html {
-    html!("<link rel=\"stylesheet\" href=\"/assets/ansi.css\">")
-}
-
 /// Lines of a log file: `text` holds the bytes from `start` to `end`.
 /// `partial_first`: `start` is inside a line longer than a chunk, so the
 /// first line has no stream character.
@@ -1180,7 +1168,7 @@ pub(crate) fn log_page(c: &Ctx, logid: LogId, p: &LogParams) -> anyhow::Result<L
         return Ok(LogAnswer::Page(c.layout(
             &title,
             &base,
-            html!("{}{}", ansi_stylesheet(), body),
+            body,
         )));
     }
     // A region: around `line`, or the end.
@@ -1251,7 +1239,7 @@ pub(crate) fn log_page(c: &Ctx, logid: LogId, p: &LogParams) -> anyhow::Result<L
     Ok(LogAnswer::Page(c.layout(
         &title,
         &base,
-        html!("{}{}", ansi_stylesheet(), body),
+        body,
     )))
 }
 
@@ -1381,13 +1369,13 @@ mod tests {
         for s in sgrs {
             for class in classes_after(&s).split(' ') {
                 assert!(
-                    ANSI_CSS.contains(&format!(".{class}{{"))
-                        || ANSI_CSS.contains(&format!(".{class}.")),
+                    crate::web::assets::LOG_CSS.contains(&format!(".{class}{{"))
+                        || crate::web::assets::LOG_CSS.contains(&format!(".{class}.")),
                     "{s}: no rule for class {class}"
                 );
             }
         }
-        assert!(ANSI_CSS.contains(".au.as{"));
+        assert!(crate::web::assets::LOG_CSS.contains(".au.as{"));
     }
 
     #[test]

@@ -1074,8 +1074,7 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
         Html::new()
     };
     let mut body = html!(
-        "{}<div id=\"build\" data-buildid=\"{}\"{}>{}",
-        logview::ansi_stylesheet(),
+        "<div id=\"build\" data-buildid=\"{}\"{}>{}",
         b.buildid,
         live,
         build_head(c, &b)

@@ -586,10 +586,9 @@ fn page(r: &Req) -> Result<Resp> {
                 ),
             )
         }
-        ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", &assets::CSS)),
-        ["assets", "log.css"] => Ok(asset("text/css; charset=utf-8", &assets::LOG_CSS)),
-        ["assets", "ansi.css"] => Ok(asset("text/css; charset=utf-8", logview::ANSI_CSS)),
-        ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", &assets::JS)),
+        ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", assets::CSS)),
+        ["assets", "log.css"] => Ok(asset("text/css; charset=utf-8", assets::LOG_CSS)),
+        ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", assets::JS)),
         ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", assets::FAVICON)),
         ["builders"] => Ok(redirect("/")),
         ["builders", name] => match pages::builder(&c, name, page_param(r))? {
