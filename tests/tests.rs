@@ -41,5 +41,6 @@ mod web_browser;
 mod web_latency;
 mod web_live;
 mod web_logs;
+mod web_queue;
 mod worker_start;
 mod worker_steps;
