@@ -35,28 +35,10 @@ fn browser_logs_in_forces_and_watches_the_log_grow() {
     s.wait_connected("example-worker");
 
     let (_chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
+    let mut cdp = Cdp::open_page(&ws_url);
 
     // Log in; the login page sends us back where we came from.
-    cdp.navigate(&s.url("/login?next=/builders/gated"));
-    cdp.eval(&format!(
-        "document.getElementById('username').value = '{USER}';
-         document.getElementById('password').value = '{PASSWORD}';
-         document.querySelector('form.login button').click(); true"
-    ));
-    cdp.wait_js(
-        "the builder page after login",
-        "location.pathname === '/builders/gated' && document.readyState === 'complete'",
-    );
+    cdp.log_in(&s.url(""), USER, PASSWORD, "/builders/gated");
     assert_eq!(
         cdp.eval("document.querySelector('.who span').textContent"),
         USER

@@ -115,16 +115,7 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
     }
 
     let (_chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
+    let mut cdp = Cdp::open_page(&ws_url);
 
     // Home: a build starts (running badge, a clock) and finishes (its
     // result, no badge, no clock), the page never reloaded.

@@ -22,16 +22,7 @@ use std::time::{Duration, Instant};
 /// A page of a fresh headless Chromium.
 fn browser(s: &Setup) -> (Proc, Cdp) {
     let (chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
-    let mut cdp = Cdp::connect(&ws_url);
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
-    let session = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    );
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
-        cdp.call(domain, json!({}));
-    }
+    let cdp = Cdp::open_page(&ws_url);
     (chromium, cdp)
 }
 

@@ -10,6 +10,7 @@
 //! are listed as skipped from the steps recorded at the build's start,
 //! whatever a later reconfig says.
 
+use crate::common::browser::{start_chromium, Cdp, CHROMIUM};
 use crate::common::*;
 use serde_json::json;
 use std::path::Path;
@@ -286,4 +287,73 @@ command = ["true"]
         "<strong>package</strong><span class=\"res r3\">skipped</span><span class=\"muted\">not run: an earlier step halted the build</span>",
     );
     assert!(!run_page.contains("package-renamed"), "{run_page}");
+}
+
+/// In Chromium: a build page watching a build that is stopped reloads
+/// once it ends and lists the step it never ran; the Stop button leads to
+/// the confirmation page, whose reason ends on the build.
+#[test]
+fn browser_stop_confirms_and_a_live_page_lists_skipped_steps() {
+    if !require(
+        &format!("{CHROMIUM} (apt-get install chromium)"),
+        Path::new(CHROMIUM).exists(),
+    ) {
+        return;
+    }
+    let (s, _gates) = gated_with_deploy(PASSING_TEST, "");
+    s.edit_cfg(|t| {
+        t + "[[builders.steps]]\ntype = \"shell\"\nname = \"publish\"\ncommand = [\"true\"]\n"
+    });
+    add_user(&s.master, USER, PASSWORD);
+    let _master = s.start_master();
+    let _worker = s.start_worker("example-worker", WORKER_PW);
+    s.wait_connected("example-worker");
+    let (_chromium, ws_url) = start_chromium(&s.tmp.path().join("chromium-profile"));
+    let mut cdp = Cdp::open_page(&ws_url);
+    cdp.log_in(&s.url(""), USER, PASSWORD, "/builders/gated");
+
+    // Watched live, stopped from elsewhere: the page reloads and lists
+    // "publish" as skipped.
+    let b1 = s.wait_build_of(force(&s, "deploy", json!({"builderid": 2})));
+    cdp.navigate(&s.url("/builders/gated/builds/1"));
+    cdp.wait_js(
+        "the live log",
+        "document.getElementById('steps').textContent.includes('gate-line 0')",
+    );
+    cdp.eval("window.__sameDocument = 'yes'; true");
+    let (code, v) = rpc(
+        &s.url(&format!("/api/v2/builds/{b1}")),
+        Some(&basic()),
+        "stop",
+        json!({"reason": "from the API"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    cdp.wait_js(
+        "the skipped step after the build ends",
+        "!!document.querySelector('#skipped-1 .r3') && window.__sameDocument === undefined",
+    );
+    assert_eq!(
+        cdp.eval("document.getElementById('build-head').textContent.includes('from the API')"),
+        true
+    );
+
+    // The Stop button asks first; the reason typed there ends on the build.
+    s.wait_build_of(force(&s, "deploy", json!({"builderid": 2})));
+    cdp.navigate(&s.url("/builders/gated/builds/2"));
+    cdp.eval("document.querySelector('#build-head form[method=get] button').click(); true");
+    cdp.wait_js(
+        "the confirmation page",
+        "/^\\/builds\\/\\d+\\/stop$/.test(location.pathname) && document.readyState === 'complete'",
+    );
+    cdp.eval(
+        "document.getElementById('stop-reason').value = 'confirmed in the browser';
+         document.querySelector('#stop-form button').click(); true",
+    );
+    cdp.wait_js(
+        "the stopped build with its reason and skipped step",
+        "location.pathname === '/builders/gated/builds/2' \
+         && document.getElementById('build-head').textContent.includes('confirmed in the browser') \
+         && !!document.getElementById('skipped-1')",
+    );
+    cdp.assert_no_errors();
 }

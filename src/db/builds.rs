@@ -260,3 +260,18 @@ pub(crate) fn planned_steps(conn: &Conn, buildid: BuildId) -> Result<Option<Vec<
         None => Ok(None),
     }
 }
+
+/// Whether build `buildid` has steps it was to run and never started (a
+/// build from before the plan was recorded has none).
+pub(crate) fn has_unrun_steps(conn: &Conn, buildid: BuildId) -> Result<bool> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT coalesce(json_array_length(b.planned_steps), 0)
+                    > (SELECT count(*) FROM steps s WHERE s.buildid = b.buildid)
+             FROM builds b WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false))
+}

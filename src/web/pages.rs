@@ -1001,8 +1001,20 @@ pub(crate) fn build_page_url(b: &BuildRow) -> String {
 
 /// The head of the build page (replaced whole by live updates).
 pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
+    // A finished build with steps it never ran says so: its live page
+    // reloads to list them (the step list is not part of the head).
+    let unrun = b.complete_at.is_some()
+        && db::has_unrun_steps(c.conn, b.buildid).unwrap_or_else(|e| {
+            log::warn!("build {}: reading its planned steps: {e:#}", b.buildid);
+            false
+        });
     let mut out = html!(
-        "<section id=\"build-head\"><h2>{} {} {}</h2><p>{}</p><p>",
+        "<section id=\"build-head\"{}><h2>{} {} {}</h2><p>{}</p><p>",
+        if unrun {
+            html!(" data-skipped=\"1\"")
+        } else {
+            Html::new()
+        },
         builder_link(&b.builder),
         build_link(&b.builder, b.number),
         badge(b.results, b.complete_at.is_some()),
@@ -1192,7 +1204,20 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
             "<p class=\"muted\" id=\"nosteps\">No steps yet.</p>"
         ));
     }
+    // Steps never run, each in its place: (number, markup), in order.
+    let mut skipped = match b.complete_at {
+        Some(_) => {
+            let planned = db::planned_steps(c.conn, b.buildid)?.unwrap_or_default();
+            skipped_steps(&b, &planned, &steps)
+        }
+        None => vec![],
+    }
+    .into_iter()
+    .peekable();
     for (i, s) in steps.iter().enumerate() {
+        while let Some((_, html)) = skipped.next_if(|(n, _)| *n < s.number) {
+            body.push(&html);
+        }
         let ranges = s
             .logs
             .iter()
@@ -1210,9 +1235,8 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
             &ranges,
         ));
     }
-    if b.complete_at.is_some() {
-        let planned = db::planned_steps(c.conn, b.buildid)?.unwrap_or_default();
-        body.push(&skipped_steps(&b, &planned, &steps));
+    for (_, html) in skipped {
+        body.push(&html);
     }
     html_push!(body, "</section>");
     body.push(&buildset_section(c, b.buildrequestid)?);
@@ -1224,20 +1248,19 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
 
 /// The steps a finished build was to run (`planned`, as its builder's
 /// config had them when it started) but never started: listed as skipped,
-/// in their place, with why.
-fn skipped_steps(b: &BuildRow, planned: &[String], ran: &[StepRow]) -> Html {
+/// with why, as (step number, markup) in order.
+fn skipped_steps(b: &BuildRow, planned: &[String], ran: &[StepRow]) -> Vec<(i64, Html)> {
     let why = match b.results {
         Some(BuildResult::Cancelled) => "not run: the build was stopped",
         Some(BuildResult::Retry) => "not run: the build ended early and was retried",
         _ => "not run: an earlier step halted the build",
     };
-    let mut out = Html::new();
+    let mut out = vec![];
     for (number, name) in planned.iter().enumerate() {
         if ran.iter().any(|s| s.number == number as i64) {
             continue;
         }
-        html_push!(
-            out,
+        let html = html!(
             "<div class=\"step skipped\" id=\"skipped-{}\"><div class=\"step-head\">\
              <span class=\"num\">{}</span><strong>{}</strong>\
              <span class=\"res r{}\">skipped</span><span class=\"muted\">{}</span></div></div>",
@@ -1247,6 +1270,7 @@ fn skipped_steps(b: &BuildRow, planned: &[String], ran: &[StepRow]) -> Html {
             BuildResult::Skipped.code(),
             why
         );
+        out.push((number as i64, html));
     }
     out
 }
@@ -1482,7 +1506,7 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
 }
 
 /// Requests shown under "recently started or finished" on `/buildrequests`.
-const RECENT_REQUESTS: i64 = 30;
+const RECENT_REQUESTS: i64 = 10;
 
 /// `/buildrequests`: the queue, and the requests that left it last.
 pub(crate) fn buildrequests(c: &Ctx) -> Result<Html> {

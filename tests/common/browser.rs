@@ -47,6 +47,37 @@ impl Cdp {
         }
     }
 
+    /// Connects to Chromium at `ws_url` and opens a blank page with the
+    /// runtime, log and page events on: what every browser test starts
+    /// with.
+    pub fn open_page(ws_url: &str) -> Cdp {
+        let mut cdp = Cdp::connect(ws_url);
+        let target = cdp.call("Target.createTarget", json!({"url": "about:blank"}));
+        let session = cdp.call(
+            "Target.attachToTarget",
+            json!({"targetId": target["targetId"], "flatten": true}),
+        );
+        cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
+        for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+            cdp.call(domain, json!({}));
+        }
+        cdp
+    }
+
+    /// Logs `user` in with the login form and waits for `next`.
+    pub fn log_in(&mut self, base: &str, user: &str, password: &str, next: &str) {
+        self.navigate(&format!("{base}/login?next={next}"));
+        self.eval(&format!(
+            "document.getElementById('username').value = '{user}';
+             document.getElementById('password').value = '{password}';
+             document.querySelector('form.login button').click(); true"
+        ));
+        self.wait_js(
+            "the page after login",
+            &format!("location.pathname === '{next}' && document.readyState === 'complete'"),
+        );
+    }
+
     /// One message, or None after the read timeout.
     pub fn read(&mut self) -> Option<Value> {
         match self.ws.read() {
