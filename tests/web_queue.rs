@@ -332,9 +332,9 @@ fn browser_stop_confirms_and_a_live_page_lists_skipped_steps() {
         "the skipped step after the build ends",
         "!!document.querySelector('#skipped-1 .r3') && window.__sameDocument === undefined",
     );
-    assert_eq!(
-        cdp.eval("document.getElementById('build-head').textContent.includes('from the API')"),
-        true
+    cdp.wait_js(
+        "the reason in the build's head",
+        "!!document.getElementById('build-head')?.textContent.includes('from the API')",
     );
 
     // The Stop button asks first; the reason typed there ends on the build.
@@ -351,8 +351,9 @@ fn browser_stop_confirms_and_a_live_page_lists_skipped_steps() {
     );
     cdp.wait_js(
         "the stopped build with its reason and skipped step",
-        "location.pathname === '/builders/gated/builds/2' \
-         && document.getElementById('build-head').textContent.includes('confirmed in the browser') \
+        // The page may be between loads (it reloads when the build ends).
+        "location.pathname === '/builders/gated/builds/2' && document.readyState === 'complete' \
+         && !!document.getElementById('build-head')?.textContent.includes('confirmed in the browser') \
          && !!document.getElementById('skipped-1')",
     );
     cdp.assert_no_errors();
