@@ -99,18 +99,7 @@ fn queued_pushes_collapse_into_the_newest() {
 
 #[test]
 fn forced_requests_with_other_parameters_are_all_built_in_order() {
-    let s = Setup::new(
-        PASSING_TEST,
-        r#"
-[[schedulers]]
-name = "deploy"
-type = "force"
-builders = ["runtests"]
-[[schedulers.properties]]
-name = "version"
-type = "string"
-"#,
-    );
+    let s = Setup::new(PASSING_TEST, &deploy_cfg("runtests"));
     let _master = s.start_master();
     add_user(&s.master, USER, PASSWORD);
     let force = s.url("/api/v2/forceschedulers/deploy");

@@ -45,5 +45,6 @@ mod web_latency;
 mod web_live;
 mod web_logs;
 mod web_look;
+mod web_queue;
 mod worker_start;
 mod worker_steps;

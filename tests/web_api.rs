@@ -374,35 +374,6 @@ fn outside_text_is_escaped_on_every_page() {
 /// Logs in with curl's cookie jar as a browser would: the login page's
 /// form token, then the post. Returns the session's CSRF token (read from a
 /// page's form) and the jar.
-fn login(s: &Setup, password: &str) -> (u16, std::path::PathBuf) {
-    let jar = s.tmp.path().join(unique_name("jar"));
-    let jar_s = jar.to_str().unwrap();
-    let (_, page) = curl(&["-c", jar_s, "-b", jar_s, &s.url("/login?next=/workers")]);
-    let token = form_token(&page);
-    let (code, _) = curl(&[
-        "-c",
-        jar_s,
-        "-b",
-        jar_s,
-        "--data-urlencode",
-        &format!("username={USER}"),
-        "--data-urlencode",
-        &format!("password={password}"),
-        "--data-urlencode",
-        &format!("csrf={token}"),
-        "--data-urlencode",
-        "next=/workers",
-        &s.url("/login"),
-    ]);
-    (code, jar)
-}
-
-/// The value of the first `name="csrf"` field in a page.
-fn form_token(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    html[at..].split('"').next().unwrap().to_string()
-}
-
 #[test]
 fn anonymous_none_sessions_csrf_and_rate_limit() {
     let s = Setup::new(

@@ -340,6 +340,12 @@ static BUILDREQUESTS: Resource = Resource {
         fld("waited_for", "br.waited_for", Bool),
         // Not in Buildbot: the build that covered a collapsed (SKIPPED) request.
         fld("collapsed_into", "br.collapsed_into", Int),
+        // Not in Buildbot: the user who forced or rebuilt it (its buildset's).
+        fld(
+            "requested_by",
+            "(SELECT p.requested_by FROM buildsets p WHERE p.buildsetid = br.buildsetid)",
+            Str,
+        ),
         // As Buildbot: a request's properties are its buildset's.
         fld(
             "properties",
@@ -366,7 +372,9 @@ static BUILDSETS: Resource = Resource {
         fld("results", "bs.results", Int),
         fld("parent_buildid", "NULL", Int),
         fld("parent_relationship", "NULL", Str),
-        fld("rebuilt_buildid", "NULL", Int),
+        fld("rebuilt_buildid", "bs.rebuild_of", Int),
+        // Not in Buildbot: the user who forced or rebuilt it.
+        fld("requested_by", "bs.requested_by", Str),
         // The inline source stamp; its ssid is the change it came from (the
         // latest, as Buildbot's sourcestamp follows the last change), null
         // for a forced build.

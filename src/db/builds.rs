@@ -246,3 +246,32 @@ pub(crate) fn build_id_by_number(
         .query_row(params![builder, number], |r| r.get(0))
         .optional()?)
 }
+
+/// The names of the steps a build was to run (its builder's steps when it
+/// was claimed); None for a build from before they were recorded.
+pub(crate) fn planned_steps(conn: &Conn, buildid: BuildId) -> Result<Option<Vec<String>>> {
+    let text: Option<Option<String>> = conn
+        .raw
+        .prepare_cached("SELECT planned_steps FROM builds WHERE buildid = ?1")?
+        .query_row([buildid], |r| r.get(0))
+        .optional()?;
+    match text.flatten() {
+        Some(t) => Ok(Some(json_col(&t, "builds", buildid.0, "planned_steps")?)),
+        None => Ok(None),
+    }
+}
+
+/// Whether build `buildid` has steps it was to run and never started (a
+/// build from before the plan was recorded has none).
+pub(crate) fn has_unrun_steps(conn: &Conn, buildid: BuildId) -> Result<bool> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT coalesce(json_array_length(b.planned_steps), 0)
+                    > (SELECT count(*) FROM steps s WHERE s.buildid = b.buildid)
+             FROM builds b WHERE b.buildid = ?1",
+        )?
+        .query_row([buildid], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false))
+}

@@ -151,9 +151,33 @@ pub(crate) fn build_count(conn: &Conn, builderid: BuilderId) -> Result<i64> {
         .query_row([builderid], |r| r.get(0))?)
 }
 
-/// A queued request (neither claimed nor complete), as the queue shows it.
+/// Who or what asked for a request's buildset, from what it records.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct QueuedRequest {
+pub(crate) enum Origin {
+    /// A logged-in user forced it on a force scheduler.
+    Forced { user: String },
+    /// A user asked to build build `of` again; its (builder, number)
+    /// unless the janitor has pruned it.
+    Rebuild {
+        user: String,
+        of: BuildId,
+        build: Option<(String, i64)>,
+    },
+    /// A scheduler, for changes: the newest change's author and how many
+    /// changes the buildset holds.
+    Changes {
+        scheduler: Option<String>,
+        author: String,
+        count: i64,
+    },
+    /// A scheduler on its own (a timer), with no change and no user.
+    Scheduler { scheduler: Option<String> },
+}
+
+/// A build request as the queue, the request page and the list of
+/// finished requests show it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RequestRow {
     pub buildrequestid: RequestId,
     pub builder: String,
     pub reason: String,
@@ -161,6 +185,95 @@ pub(crate) struct QueuedRequest {
     pub priority: i64,
     pub branch: Option<String>,
     pub revision: Option<String>,
+    pub origin: Origin,
+    /// What the force form set (its reason and each typed property, in
+    /// name order; `owner` is in `origin`).
+    pub forced: Vec<(String, serde_json::Value)>,
+    pub complete: bool,
+    pub results: Option<BuildResult>,
+    pub claimed_at: Option<i64>,
+    /// For a request collapsed into a newer one (SKIPPED): the build that
+    /// covered it, as (buildid, builder, number); the builder and number
+    /// are None once the janitor has pruned that build.
+    pub covered_by: Option<(BuildId, Option<(String, i64)>)>,
+    /// Its own newest build, as (builder, number).
+    pub build: Option<(String, i64)>,
+}
+
+/// The source a property set by the force form carries.
+const FORCE_FORM: &str = "Force Build Form";
+
+/// The columns [`request_row`] reads and the joins they need; the caller
+/// adds WHERE and ORDER BY.
+const REQUEST_FROM: &str = "SELECT br.buildrequestid, bl.name, bs.reason, br.submitted_at,
+    br.priority, bs.branch, bs.revision, bs.scheduler, bs.requested_by, bs.rebuild_of, rbl.name,
+    rb.number, bs.properties, bs.buildsetid,
+    (SELECT count(*) FROM buildset_changes bc WHERE bc.buildsetid = bs.buildsetid),
+    (SELECT ch.author FROM buildset_changes bc JOIN changes ch ON ch.changeid = bc.changeid
+       WHERE bc.buildsetid = bs.buildsetid ORDER BY bc.changeid DESC LIMIT 1),
+    br.complete, br.results, br.claimed_at, br.collapsed_into, cbl.name, cb.number,
+    (SELECT ob.number FROM builds ob WHERE ob.buildrequestid = br.buildrequestid
+       ORDER BY ob.buildid DESC LIMIT 1)
+    FROM buildrequests br JOIN builders bl ON bl.builderid = br.builderid
+    JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+    LEFT JOIN builds rb ON rb.buildid = bs.rebuild_of
+    LEFT JOIN builders rbl ON rbl.builderid = rb.builderid
+    LEFT JOIN builds cb ON cb.buildid = br.collapsed_into
+    LEFT JOIN builders cbl ON cbl.builderid = cb.builderid";
+
+fn request_row(r: &rusqlite::Row) -> rusqlite::Result<RequestRow> {
+    let brid: RequestId = r.get(0)?;
+    let builder: String = r.get(1)?;
+    let props: String = r.get(12)?;
+    let props: Props = json_col(&props, "buildsets", r.get(13)?, "properties")?;
+    let scheduler: Option<String> = r.get(7)?;
+    // A force from before `requested_by` was recorded still names its
+    // user in the `owner` property the form set.
+    let owner = props
+        .get("owner")
+        .filter(|(_, src)| src == FORCE_FORM)
+        .and_then(|(v, _)| v.as_str().map(str::to_string));
+    let origin = match (r.get::<_, Option<String>>(8)?.or(owner), r.get(9)?) {
+        (Some(user), Some(of)) => Origin::Rebuild {
+            user,
+            of,
+            build: r.get::<_, Option<String>>(10)?.zip(r.get(11)?),
+        },
+        (Some(user), None) => Origin::Forced { user },
+        (None, _) => match r.get::<_, Option<String>>(15)? {
+            Some(author) => Origin::Changes {
+                scheduler,
+                author,
+                count: r.get(14)?,
+            },
+            None => Origin::Scheduler { scheduler },
+        },
+    };
+    let forced = props
+        .into_iter()
+        .filter(|(k, (_, src))| src == FORCE_FORM && k != "owner")
+        .map(|(k, (v, _))| (k, v))
+        .collect();
+    Ok(RequestRow {
+        buildrequestid: brid,
+        reason: r.get(2)?,
+        submitted_at: r.get(3)?,
+        priority: r.get(4)?,
+        branch: r.get(5)?,
+        revision: r.get(6)?,
+        origin,
+        forced,
+        complete: r.get(16)?,
+        results: result_col(r, 17, "buildrequests", brid.0)?,
+        claimed_at: r.get(18)?,
+        covered_by: match (r.get::<_, Option<BuildId>>(19)?, r.get(20)?, r.get(21)?) {
+            (Some(b), Some(name), Some(number)) => Some((b, Some((name, number)))),
+            (Some(b), ..) => Some((b, None)),
+            (None, ..) => None,
+        },
+        build: r.get::<_, Option<i64>>(22)?.map(|n| (builder.clone(), n)),
+        builder,
+    })
 }
 
 /// How many requests are queued: of every builder, or of one.
@@ -179,27 +292,77 @@ pub(crate) fn queued_requests(
     conn: &Conn,
     builderid: Option<BuilderId>,
     limit: i64,
-) -> Result<Vec<QueuedRequest>> {
-    let mut stmt = conn.raw.prepare_cached(
-        "SELECT br.buildrequestid, bl.name, bs.reason, br.submitted_at, br.priority,
-                bs.branch, bs.revision
-         FROM buildrequests br JOIN builders bl USING (builderid)
-         JOIN buildsets bs ON bs.buildsetid = br.buildsetid
+) -> Result<Vec<RequestRow>> {
+    let mut stmt = conn.raw.prepare_cached(&format!(
+        "{REQUEST_FROM}
          WHERE br.complete = 0 AND br.claimed_at IS NULL AND (?1 IS NULL OR br.builderid = ?1)
-         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![builderid, limit], |r| {
-        Ok(QueuedRequest {
-            buildrequestid: r.get(0)?,
-            builder: r.get(1)?,
-            reason: r.get(2)?,
-            submitted_at: r.get(3)?,
-            priority: r.get(4)?,
-            branch: r.get(5)?,
-            revision: r.get(6)?,
-        })
-    })?;
+         ORDER BY br.priority DESC, br.buildrequestid LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![builderid, limit], request_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The newest requests that are no longer queued (claimed or complete),
+/// newest first, at most `limit`.
+pub(crate) fn recent_requests(conn: &Conn, limit: i64) -> Result<Vec<RequestRow>> {
+    let mut stmt = conn.raw.prepare_cached(&format!(
+        "{REQUEST_FROM}
+         WHERE br.complete = 1 OR br.claimed_at IS NOT NULL
+         ORDER BY br.buildrequestid DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], request_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One request by id.
+pub(crate) fn request_info(conn: &Conn, brid: RequestId) -> Result<Option<RequestRow>> {
+    Ok(conn
+        .raw
+        .prepare_cached(&format!("{REQUEST_FROM} WHERE br.buildrequestid = ?1"))?
+        .query_row([brid], request_row)
+        .optional()?)
+}
+
+/// What a worker is doing, for saying why a request waits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct WorkerLoad {
+    pub connected: bool,
+    pub paused: bool,
+    /// Its running builds, as (builder, number).
+    pub running: Vec<(String, i64)>,
+}
+
+/// Every known worker's connection, pause and running builds, by name.
+pub(crate) fn worker_loads(conn: &Conn) -> Result<BTreeMap<String, WorkerLoad>> {
+    let mut out: BTreeMap<String, WorkerLoad> = BTreeMap::new();
+    let mut stmt = conn
+        .raw
+        .prepare_cached("SELECT name, connected, paused FROM workers")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.insert(
+            r.get(0)?,
+            WorkerLoad {
+                connected: r.get(1)?,
+                paused: r.get(2)?,
+                running: vec![],
+            },
+        );
+    }
+    let mut stmt = conn.raw.prepare_cached(
+        "SELECT w.name, bl.name, b.number FROM builds b
+         JOIN workers w ON w.workerid = b.workerid JOIN builders bl ON bl.builderid = b.builderid
+         WHERE b.complete_at IS NULL ORDER BY b.buildid",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let name: String = r.get(0)?;
+        out.entry(name)
+            .or_default()
+            .running
+            .push((r.get(1)?, r.get(2)?));
+    }
+    Ok(out)
 }
 
 /// A builder's page head.
@@ -504,51 +667,6 @@ pub(crate) fn worker_list(conn: &Conn) -> Result<Vec<WorkerRow>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// A build request as its own page shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RequestInfo {
-    pub builder: String,
-    pub reason: String,
-    pub submitted_at: i64,
-    pub complete: bool,
-    pub results: Option<BuildResult>,
-    pub claimed_at: Option<i64>,
-    /// For a request collapsed into a newer one (SKIPPED): the build that
-    /// covered it, as (buildid, builder, number); the builder and number
-    /// are None once the janitor has pruned that build.
-    pub covered_by: Option<(BuildId, Option<(String, i64)>)>,
-}
-
-pub(crate) fn request_info(conn: &Conn, brid: RequestId) -> Result<Option<RequestInfo>> {
-    Ok(conn
-        .raw
-        .prepare_cached(
-            "SELECT bl.name, bs.reason, br.submitted_at, br.complete, br.results, br.claimed_at,
-                    br.collapsed_into, cb.name, c.number
-             FROM buildrequests br JOIN builders bl USING (builderid)
-             JOIN buildsets bs ON bs.buildsetid = br.buildsetid
-             LEFT JOIN builds c ON c.buildid = br.collapsed_into
-             LEFT JOIN builders cb ON cb.builderid = c.builderid
-             WHERE br.buildrequestid = ?1",
-        )?
-        .query_row([brid], |r| {
-            Ok(RequestInfo {
-                builder: r.get(0)?,
-                reason: r.get(1)?,
-                submitted_at: r.get(2)?,
-                complete: r.get(3)?,
-                results: result_col(r, 4, "buildrequests", brid.0)?,
-                claimed_at: r.get(5)?,
-                covered_by: match (r.get::<_, Option<BuildId>>(6)?, r.get(7)?, r.get(8)?) {
-                    (Some(b), Some(name), Some(number)) => Some((b, Some((name, number)))),
-                    (Some(b), ..) => Some((b, None)),
-                    (None, ..) => None,
-                },
-            })
-        })
-        .optional()?)
 }
 
 /// The result of a builder's newest finished build: None when there is no

@@ -140,6 +140,18 @@ pub(crate) fn pending_requests(
     builder: &str,
     limit: i64,
 ) -> Result<Vec<PendingRequest>> {
+    let queue = queued_of(conn, builder, limit)?;
+    Ok(queue
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| held_by(&queue, *i).is_none())
+        .map(|(_, r)| r.clone())
+        .collect())
+}
+
+/// The first `limit` unclaimed requests of one builder, highest priority
+/// then oldest first (the botmaster's order).
+fn queued_of(conn: &Conn, builder: &str, limit: i64) -> Result<Vec<PendingRequest>> {
     let mut st = conn.raw.prepare_cached(&format!(
         "SELECT {PENDING_COLS}
          FROM buildrequests br JOIN builders b USING (builderid) JOIN buildsets bs USING (buildsetid)
@@ -149,16 +161,58 @@ pub(crate) fn pending_requests(
     let queue = st
         .query_map(params![builder, limit], pending_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut ready: Vec<PendingRequest> = Vec::with_capacity(queue.len());
-    for (i, r) in queue.iter().enumerate() {
-        let held = queue[..i]
-            .iter()
-            .any(|older| same_source(older, r) && !same_work(older, r));
-        if !held {
-            ready.push(r.clone());
-        }
-    }
-    Ok(ready)
+    Ok(queue)
+}
+
+/// The older request of `queue` (in the botmaster's order) that holds back
+/// `queue[i]`: the same source, other work.
+fn held_by(queue: &[PendingRequest], i: usize) -> Option<RequestId> {
+    queue[..i]
+        .iter()
+        .find(|older| same_source(older, &queue[i]) && !same_work(older, &queue[i]))
+        .map(|older| older.buildrequestid)
+}
+
+/// Where a queued request stands in its builder's queue (the queue
+/// page's "why it waits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueuePlace {
+    /// Queued requests of its builder the botmaster takes before it.
+    pub ahead: usize,
+    /// An older request for the same source that builds something else:
+    /// this one waits until that one has started.
+    pub held_by: Option<RequestId>,
+    /// The newest newer request that builds the same thing: when the
+    /// builder collapses requests, that one's build covers this one.
+    pub same_as_newer: Option<RequestId>,
+}
+
+/// The places of the first `limit` queued requests of `builder`, in the
+/// botmaster's order, by the rules [`pending_requests`] and collapsing
+/// apply.
+pub(crate) fn queue_places(
+    conn: &Conn,
+    builder: &str,
+    limit: i64,
+) -> Result<std::collections::HashMap<RequestId, QueuePlace>> {
+    let queue = queued_of(conn, builder, limit)?;
+    Ok(queue
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let same_as_newer = queue
+                .iter()
+                .filter(|o| o.buildrequestid > r.buildrequestid && same_work(o, r))
+                .map(|o| o.buildrequestid)
+                .max();
+            let place = QueuePlace {
+                ahead: i,
+                held_by: held_by(&queue, i),
+                same_as_newer,
+            };
+            (r.buildrequestid, place)
+        })
+        .collect())
 }
 
 /// One request by id, as the queue reads it (None: no such request).
@@ -194,14 +248,17 @@ fn pending_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingRequest> {
     })
 }
 
-/// Claims a request for `worker` and creates its build. Returns None when
-/// the request was claimed or completed meanwhile.
+/// Claims a request for `worker` and creates its build, which is to run
+/// the steps named `planned` (the builder's steps now, kept with the build
+/// so its page lists the steps it never ran). Returns None when the
+/// request was claimed or completed meanwhile.
 pub(crate) fn claim_and_create_build(
     conn: &Tx,
     buildrequestid: RequestId,
     builderid: BuilderId,
     worker: &str,
     props: &mut Props,
+    planned: &[String],
 ) -> Result<Option<(BuildId, i64)>> {
     let now = crate::model::now();
     let n = conn
@@ -225,10 +282,11 @@ pub(crate) fn claim_and_create_build(
     props.insert("buildnumber".into(), (number.into(), "Build".into()));
     props.insert("workername".into(), (worker.into(), "Worker".into()));
     conn.raw.prepare_cached(
-        "INSERT INTO builds(number, builderid, buildrequestid, workerid, started_at, state_string, properties)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6)",
+        "INSERT INTO builds(number, builderid, buildrequestid, workerid, started_at, state_string,
+           properties, planned_steps)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7)",
     )?
-    .execute(params![number, builderid, buildrequestid, workerid, now, json(props)?])?;
+    .execute(params![number, builderid, buildrequestid, workerid, now, json(props)?, json(&planned)?])?;
     Ok(Some((BuildId(conn.raw.last_insert_rowid()), number)))
 }
 
@@ -355,13 +413,32 @@ pub(crate) fn cancel_request(conn: &Tx, brid: RequestId) -> Result<CancelOutcome
     })
 }
 
+/// Records who asked for a buildset: the logged-in `user` who forced it,
+/// or rebuilt build `rebuild_of` (the queue and request pages, the API's
+/// `requested_by` and `rebuilt_buildid`).
+pub(crate) fn set_buildset_origin(
+    conn: &Tx,
+    buildsetid: BuildsetId,
+    user: &str,
+    rebuild_of: Option<BuildId>,
+) -> Result<()> {
+    conn.raw
+        .prepare_cached(
+            "UPDATE buildsets SET requested_by = ?2, rebuild_of = ?3 WHERE buildsetid = ?1",
+        )?
+        .execute(params![buildsetid, user, rebuild_of])?;
+    Ok(())
+}
+
 /// A new buildset for one builder with the source stamp, properties and
-/// changes of the buildset `buildid` came from (Buildbot's rebuild).
-/// Returns (buildsetid, builderid, buildrequestid), None if no such build.
+/// changes of the buildset `buildid` came from (Buildbot's rebuild), asked
+/// for by `user`. Returns (buildsetid, builderid, buildrequestid), None if
+/// no such build.
 pub(crate) fn rebuild(
     conn: &Tx,
     buildid: BuildId,
     reason: &str,
+    user: &str,
 ) -> Result<Option<(BuildsetId, BuilderId, RequestId)>> {
     let row = conn
         .raw
@@ -410,6 +487,7 @@ pub(crate) fn rebuild(
         &changeids,
         &[builder],
     )?;
+    set_buildset_origin(conn, bsid, user, Some(buildid))?;
     let brid = reqs
         .iter()
         .find(|(b, _)| *b == builderid)

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -240,6 +240,21 @@ CREATE INDEX builds_complete_at ON builds(complete_at) WHERE complete_at IS NOT 
     // requests (SQLite checks the key), and so does clearing the link.
     r#"
 CREATE INDEX buildrequests_collapsed ON buildrequests(collapsed_into);
+"#,
+    // 7: who asked for a buildset, and the steps a build was to run, for
+    // the queue and build pages (issue 17). Older rows keep NULL: their
+    // pages say what the other columns tell (scheduler, changes, reason).
+    r#"
+-- The logged-in user who forced or rebuilt it (NULL: a scheduler did,
+-- from changes or a timer).
+ALTER TABLE buildsets ADD COLUMN requested_by TEXT;
+-- For a rebuild, the build it repeats. No foreign key: the janitor prunes
+-- builds, and the rebuild's history outlives them.
+ALTER TABLE buildsets ADD COLUMN rebuild_of INTEGER;
+-- The names of the builder's steps when the build was claimed (a JSON
+-- array, index = step number), so a step never run (skipped after a
+-- failure) is listed as such whatever a later reconfig says.
+ALTER TABLE builds ADD COLUMN planned_steps TEXT;
 "#,
 ];
 

@@ -614,18 +614,24 @@ impl Botmaster {
                 worker: w.clone(),
                 props: build_props(r),
                 older: older.clone(),
-                first_step: self
+                steps: self
                     .cfg
                     .builder(&r.builder)
-                    .and_then(|b| b.steps.first())
-                    .map(|s| s.name.clone()),
+                    .map(|b| b.steps.iter().map(|s| s.name.clone()).collect())
+                    .unwrap_or_default(),
             })
             .collect();
         let started = self.store.write(move |conn| {
             let mut out = vec![];
             for mut c in claims {
-                let got =
-                    db::claim_and_create_build(conn, c.brid, c.builderid, &c.worker, &mut c.props)?;
+                let got = db::claim_and_create_build(
+                    conn,
+                    c.brid,
+                    c.builderid,
+                    &c.worker,
+                    &mut c.props,
+                    &c.steps,
+                )?;
                 let Some((buildid, number)) = got else {
                     out.push(None);
                     continue;
@@ -636,7 +642,7 @@ impl Botmaster {
                 };
                 // The first step starts in the claim's transaction: one
                 // store round trip and commit less per build.
-                let first_step = match &c.first_step {
+                let first_step = match c.steps.first() {
                     Some(name) => Some(db::start_step(conn, buildid, 0, name)?),
                     None => None,
                 };
@@ -707,8 +713,9 @@ struct Claim {
     props: Props,
     /// Older requests it covers (collapsing).
     older: Vec<RequestId>,
-    /// The name of the builder's first step, started with the build.
-    first_step: Option<String>,
+    /// The names of the builder's steps (the first is started with the
+    /// build; all are recorded as the build's plan).
+    steps: Vec<String>,
 }
 
 /// A build the claim created.

@@ -455,6 +455,7 @@ mod tests {
                         builderid,
                         "w",
                         &mut Props::new(),
+                        &[],
                     )?
                     .ok_or_else(|| anyhow::anyhow!("not claimed"))?;
                     let (step, log) = db::start_step(c, build, 0, "test")?;

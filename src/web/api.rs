@@ -1248,7 +1248,7 @@ mod tests {
             &json!({"buildrequestid":1,"buildsetid":1,"builderid":1,"priority":0,
                 "claimed":true,"claimed_at":1001,"claimed_by_masterid":1,"complete":true,
                 "results":0,"submitted_at":1000,"complete_at":1100,"waited_for":false,
-                "collapsed_into":null,"properties":null})
+                "collapsed_into":null,"requested_by":null,"properties":null})
         );
         assert_eq!(v["buildrequests"][2]["claimed"], false);
         assert_eq!(v["buildrequests"][2]["claimed_by_masterid"], Value::Null);

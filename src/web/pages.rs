@@ -683,34 +683,33 @@ fn queue_section(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<Ht
 }
 
 fn requests_table(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<Html> {
-    let rows: Vec<Vec<Cell>> = db::queued_requests(c.conn, builderid, limit)?
-        .into_iter()
+    let queue = db::queued_requests(c.conn, builderid, limit)?;
+    let waits = Waits::read(c, &queue)?;
+    let rows: Vec<Vec<Cell>> = queue
+        .iter()
         .map(|r| {
-            let id = r.buildrequestid;
-            vec![
-                html!("<a href=\"/buildrequests/{}\">{}</a>", id, id).into(),
-                builder_link(&r.builder).into(),
-                text(&r.branch.unwrap_or_default()),
-                short_rev(r.revision.as_deref()).into(),
-                wrap(Html::text(&r.reason)),
+            let mut row = request_cells(r);
+            row.extend([
+                wrap(waits.why(c, r)),
                 time_html(r.submitted_at).into(),
                 html!("{}", r.priority).into(),
                 c.post_form(
-                    &format!("/buildrequests/{id}/cancel"),
+                    &format!("/buildrequests/{}/cancel", r.buildrequestid),
                     "Cancel",
                     Html::new(),
                 )
                 .into(),
-            ]
+            ]);
+            row
         })
         .collect();
     Ok(table(
         &[
             "Request",
             "Builder",
-            "Branch",
-            "Revision",
-            "Reason",
+            "Asked by",
+            "What",
+            "Waiting for",
             "Submitted",
             "Priority",
             "",
@@ -718,6 +717,171 @@ fn requests_table(c: &Ctx, builderid: Option<BuilderId>, limit: i64) -> Result<H
         &rows,
         "Nothing queued.",
     ))
+}
+
+/// The cells every table of requests starts with: the request, its
+/// builder, who asked and what for.
+fn request_cells(r: &db::RequestRow) -> Vec<Cell> {
+    let id = r.buildrequestid;
+    vec![
+        html!("<a href=\"/buildrequests/{}\">{}</a>", id, id).into(),
+        builder_link(&r.builder).into(),
+        wrap(origin_html(&r.origin)),
+        wrap(what_html(r)),
+    ]
+}
+
+/// Who or what asked for a request, from what its buildset records.
+fn origin_html(o: &db::Origin) -> Html {
+    let scheduler = |s: &Option<String>| match s {
+        Some(s) => html!(" <span class=\"muted\">(scheduler {})</span>", s),
+        None => Html::new(),
+    };
+    match o {
+        db::Origin::Forced { user } => html!("forced by <strong>{}</strong>", user),
+        db::Origin::Rebuild {
+            user,
+            build: Some((builder, number)),
+            ..
+        } => html!(
+            "rebuild of {} {} by <strong>{}</strong>",
+            builder,
+            build_link(builder, *number),
+            user
+        ),
+        db::Origin::Rebuild {
+            user,
+            of,
+            build: None,
+        } => html!(
+            "rebuild of build {} (since pruned) by <strong>{}</strong>",
+            *of,
+            user
+        ),
+        db::Origin::Changes {
+            scheduler: s,
+            author,
+            count,
+        } => {
+            let more = match *count {
+                ..=1 => Html::new(),
+                n => html!(" and {} more", n - 1),
+            };
+            html!("change by {}{}{}", author, more, scheduler(s))
+        }
+        db::Origin::Scheduler { scheduler: Some(s) } => html!("scheduler <strong>{}</strong>", s),
+        db::Origin::Scheduler { scheduler: None } => html!("<span class=\"muted\">—</span>"),
+    }
+}
+
+/// What a request builds: branch and revision, and what the force form
+/// set (its reason and each parameter), so two forces of one builder
+/// with other parameters look different.
+fn what_html(r: &db::RequestRow) -> Html {
+    let mut parts: Vec<Html> = vec![];
+    if let Some(b) = &r.branch {
+        parts.push(html!("branch <code>{}</code>", b));
+    }
+    if r.revision.is_some() {
+        parts.push(html!("at {}", short_rev(r.revision.as_deref())));
+    }
+    for (k, v) in &r.forced {
+        let v = crate::model::value_text(v);
+        if k == "reason" {
+            parts.insert(0, html!("<q>{}</q>", v));
+        } else {
+            parts.push(html!("<code class=\"param\">{}={}</code>", k, v));
+        }
+    }
+    if parts.is_empty() {
+        return or_dash(&r.reason);
+    }
+    Html::join(parts, " ")
+}
+
+/// What the queue's "why it waits" reads once per page: each builder's
+/// queue places and every worker's load.
+struct Waits {
+    places: std::collections::HashMap<RequestId, db::QueuePlace>,
+    loads: std::collections::BTreeMap<String, db::WorkerLoad>,
+}
+
+impl Waits {
+    /// Requests past this place of their builder's queue are not placed.
+    const DEPTH: i64 = 500;
+
+    fn read(c: &Ctx, queue: &[db::RequestRow]) -> Result<Waits> {
+        let mut builders: Vec<&str> = queue.iter().map(|r| r.builder.as_str()).collect();
+        builders.sort_unstable();
+        builders.dedup();
+        let mut places = std::collections::HashMap::new();
+        for b in builders {
+            places.extend(db::queue_places(c.conn, b, Self::DEPTH)?);
+        }
+        Ok(Waits {
+            places,
+            loads: db::worker_loads(c.conn)?,
+        })
+    }
+
+    /// Why queued request `r` has not started, from the queue and the
+    /// workers as the botmaster sees them: its workers' connection, pause,
+    /// `max_builds` and running builds (one build per builder per worker),
+    /// and the requests before it.
+    fn why(&self, c: &Ctx, r: &db::RequestRow) -> Html {
+        let Some(builder) = c.cfg.builder(&r.builder) else {
+            return html!("its builder is no longer in the config");
+        };
+        let place = self.places.get(&r.buildrequestid);
+        if let Some(older) = place.and_then(|p| p.held_by) {
+            return html!(
+                "request <a href=\"/buildrequests/{}\">{}</a> to start first (same source, other parameters)",
+                older,
+                older
+            );
+        }
+        if let Some(newer) = place.and_then(|p| p.same_as_newer) {
+            if builder.collapse_requests {
+                return html!(
+                    "the newer request <a href=\"/buildrequests/{}\">{}</a>, whose build will cover it (collapsing)",
+                    newer,
+                    newer
+                );
+            }
+        }
+        if builder.workers.is_empty() {
+            return html!("a worker: none is configured for this builder");
+        }
+        let none = db::WorkerLoad::default();
+        let mut free = false;
+        let mut busy: Vec<Html> = vec![];
+        for w in &builder.workers {
+            let load = self.loads.get(w).unwrap_or(&none);
+            let max = c.cfg.worker(w).map_or(1, |w| w.max_builds as usize);
+            let same = load.running.iter().find(|(b, _)| *b == r.builder);
+            if !load.connected {
+                busy.push(html!("{} is not connected", w));
+            } else if load.paused {
+                busy.push(html!("{} is paused", w));
+            } else if let Some((b, n)) = same {
+                busy.push(html!("{} is running {} {}", w, b, build_link(b, *n)));
+            } else if load.running.len() >= max {
+                let builds = load
+                    .running
+                    .iter()
+                    .map(|(b, n)| html!("{} {}", b, build_link(b, *n)));
+                busy.push(html!("{} is busy with {}", w, Html::join(builds, ", ")));
+            } else {
+                free = true;
+            }
+        }
+        match (free, place.map_or(0, |p| p.ahead)) {
+            (true, 0) => html!("nothing: a worker is free, it starts now"),
+            (true, 1) => html!("1 older request of this builder to start first"),
+            (true, n) => html!("{} older requests of this builder to start first", n),
+            (false, _) => html!("a free worker: {}", Html::join(busy, "; ")),
+        }
+    }
 }
 
 fn recent_section(conn: &db::Conn) -> Result<Html> {
@@ -943,8 +1107,20 @@ pub(crate) fn build_page_url(b: &BuildRow) -> String {
 
 /// The head of the build page (replaced whole by live updates).
 pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
+    // A finished build with steps it never ran says so: its live page
+    // reloads to list them (the step list is not part of the head).
+    let unrun = b.complete_at.is_some()
+        && db::has_unrun_steps(c.conn, b.buildid).unwrap_or_else(|e| {
+            log::warn!("build {}: reading its planned steps: {e:#}", b.buildid);
+            false
+        });
     let mut out = html!(
-        "<section id=\"build-head\"><h2>{} {} {}</h2><p>{}</p><p>",
+        "<section id=\"build-head\"{}><h2>{} {} {}</h2><p>{}</p><p>",
+        if unrun {
+            html!(" data-skipped=\"1\"")
+        } else {
+            Html::new()
+        },
         builder_link(&b.builder),
         build_link(&b.builder, b.number),
         badge(b.results, b.complete_at.is_some()),
@@ -966,12 +1142,60 @@ pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     html_push!(out, "</p><p>");
     let base = format!("/builds/{}", b.buildid);
     if b.complete_at.is_none() {
-        out.push(&c.post_form(&format!("{base}/stop"), "Stop", Html::new()));
+        // Stopping asks first: the button opens `stop_page`, which takes
+        // the reason (a plain GET form, so it works without the script).
+        if c.csrf.is_some() {
+            html_push!(
+                out,
+                "<form class=\"inline\" method=\"get\" action=\"{}/stop\">\
+                 <button type=\"submit\" class=\"danger\">Stop…</button></form>",
+                base
+            );
+        }
     } else {
         out.push(&c.post_form(&format!("{base}/rebuild"), "Rebuild", Html::new()));
     }
     html_push!(out, "</p></section>");
     out
+}
+
+/// `/builds/<id>/stop`: asks to confirm a stop and for its optional
+/// reason (at most `rpc::MAX_STOP_REASON` characters, one line), then
+/// POSTs to the same path.
+pub(crate) fn stop_page(c: &Ctx, b: &BuildRow) -> Html {
+    let url = build_page_url(b);
+    let title = format!("Stop {} #{}", b.builder, b.number);
+    let path = format!("/builds/{}/stop", b.buildid);
+    let body = match (b.complete_at, c.csrf) {
+        (Some(_), _) => html!(
+            "<h2>{} {} has finished</h2><p>There is nothing to stop.</p>",
+            builder_link(&b.builder),
+            build_link(&b.builder, b.number)
+        ),
+        (None, None) => html!(
+            "<h2>Stop {} {}?</h2>{}",
+            builder_link(&b.builder),
+            build_link(&b.builder, b.number),
+            c.login_hint("stop a build", &path)
+        ),
+        (None, Some(csrf)) => html!(
+            "<h2>Stop {} {}?</h2><p>The running step is interrupted and its processes \
+             killed; the steps after it do not run, and the build ends cancelled.</p>\
+             <form method=\"post\" action=\"{}\" id=\"stop-form\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label for=\"stop-reason\">Reason (optional, shown on the build)</label>\
+             <input type=\"text\" id=\"stop-reason\" name=\"reason\" maxlength=\"{}\" autofocus>\
+             <p><button type=\"submit\" class=\"danger\">Stop the build</button> \
+             <a href=\"{}\">Keep it running</a></p></form>",
+            builder_link(&b.builder),
+            build_link(&b.builder, b.number),
+            path,
+            csrf,
+            crate::web::rpc::MAX_STOP_REASON,
+            url
+        ),
+    };
+    c.layout(&title, &path, body)
 }
 
 pub(crate) use crate::db::{steps_of, StepRow};
@@ -1086,7 +1310,20 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
             "<p class=\"muted\" id=\"nosteps\">No steps yet.</p>"
         ));
     }
+    // Steps never run, each in its place: (number, markup), in order.
+    let mut skipped = match b.complete_at {
+        Some(_) => {
+            let planned = db::planned_steps(c.conn, b.buildid)?.unwrap_or_default();
+            skipped_steps(&b, &planned, &steps)
+        }
+        None => vec![],
+    }
+    .into_iter()
+    .peekable();
     for (i, s) in steps.iter().enumerate() {
+        while let Some((_, html)) = skipped.next_if(|(n, _)| *n < s.number) {
+            body.push(&html);
+        }
         let ranges = s
             .logs
             .iter()
@@ -1104,12 +1341,44 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
             &ranges,
         ));
     }
+    for (_, html) in skipped {
+        body.push(&html);
+    }
     html_push!(body, "</section>");
     body.push(&buildset_section(c, b.buildrequestid)?);
     body.push(&properties_section(c.conn, b.buildid)?);
     html_push!(body, "</div>");
     let title = format!("{} #{}", b.builder, b.number);
     Ok(Some(c.layout(&title, &build_page_url(&b), body)))
+}
+
+/// The steps a finished build was to run (`planned`, as its builder's
+/// config had them when it started) but never started: listed as skipped,
+/// with why, as (step number, markup) in order.
+fn skipped_steps(b: &BuildRow, planned: &[String], ran: &[StepRow]) -> Vec<(i64, Html)> {
+    let why = match b.results {
+        Some(BuildResult::Cancelled) => "not run: the build was stopped",
+        Some(BuildResult::Retry) => "not run: the build ended early and was retried",
+        _ => "not run: an earlier step halted the build",
+    };
+    let mut out = vec![];
+    for (number, name) in planned.iter().enumerate() {
+        if ran.iter().any(|s| s.number == number as i64) {
+            continue;
+        }
+        let html = html!(
+            "<div class=\"step skipped\" id=\"skipped-{}\"><div class=\"step-head\">\
+             <span class=\"num\">{}</span><strong>{}</strong>\
+             <span class=\"res r{}\">skipped</span><span class=\"muted\">{}</span></div></div>",
+            number,
+            number + 1,
+            name,
+            BuildResult::Skipped.code(),
+            why
+        );
+        out.push((number as i64, html));
+    }
+    out
 }
 
 /// What was built: the buildset's reason and source stamp, and its changes.
@@ -1342,12 +1611,22 @@ pub(crate) fn changes(c: &Ctx, page: i64) -> Result<Html> {
     Ok(c.layout("Changes", "/changes", live(v, body)))
 }
 
-/// `/buildrequests`: the queue.
+/// Requests shown under "recently started or finished" on `/buildrequests`.
+const RECENT_REQUESTS: i64 = 10;
+
+/// `/buildrequests`: the queue, and the requests that left it last.
 pub(crate) fn buildrequests(c: &Ctx) -> Result<Html> {
     let v = db::live_version(c.conn)?;
     let body = html!(
         "<h2>Build request queue</h2>{}{}",
-        live(v, queue_section(c, None, 500)?),
+        live(
+            v,
+            html!(
+                "{}{}",
+                queue_section(c, None, 500)?,
+                recent_requests_section(c)?
+            )
+        ),
         if c.csrf.is_none() {
             c.login_hint("cancel a request", "/buildrequests")
         } else {
@@ -1357,51 +1636,84 @@ pub(crate) fn buildrequests(c: &Ctx) -> Result<Html> {
     Ok(c.layout("Queue", "/buildrequests", body))
 }
 
+/// The newest requests no longer queued: their result and the build that
+/// ran them or, for a SKIPPED one, covered them.
+fn recent_requests_section(c: &Ctx) -> Result<Html> {
+    let rows: Vec<Vec<Cell>> = db::recent_requests(c.conn, RECENT_REQUESTS)?
+        .iter()
+        .map(|r| {
+            let mut row = request_cells(r);
+            row.extend([
+                badge(r.results, r.complete).into(),
+                wrap(request_build_html(r)),
+            ]);
+            row
+        })
+        .collect();
+    Ok(html!(
+        "<section><h2>Recently started or finished</h2>{}</section>",
+        table(
+            &["Request", "Builder", "Asked by", "What", "Result", "Build"],
+            &rows,
+            "No request has started yet."
+        )
+    ))
+}
+
+/// The build that ran a request, or covered it when it was collapsed.
+fn request_build_html(r: &db::RequestRow) -> Html {
+    match (&r.covered_by, &r.build) {
+        (Some((_, Some((builder, number)))), _) => html!(
+            "<span class=\"covered\">covered by build {} {}</span>",
+            builder_link(builder),
+            build_link(builder, *number)
+        ),
+        (Some((buildid, None)), _) => html!(
+            "<span class=\"covered\">covered by build {} (since pruned)</span>",
+            *buildid
+        ),
+        (None, Some((builder, number))) => build_link(builder, *number),
+        (None, None) => Html::new(),
+    }
+}
+
 pub(crate) use crate::db::request_build;
 
 /// `/buildrequests/<id>` while it has no build to show: queued (the
-/// script waits for its build) or cancelled. None: no such request.
+/// script waits for its build), skipped (collapsed) or cancelled. None: no
+/// such request.
 pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
-    let Some(db::RequestInfo {
-        builder,
-        reason,
-        submitted_at: submitted,
-        complete,
-        results,
-        claimed_at: claimed,
-        covered_by,
-    }) = db::request_info(c.conn, brid)?
-    else {
+    let Some(r) = db::request_info(c.conn, brid)? else {
         return Ok(None);
     };
     let path = format!("/buildrequests/{brid}");
     let mut body = html!(
         "<h2>Build request {}</h2><dl class=\"kv\"><dt>Builder</dt><dd>{}</dd>\
+         <dt>Asked by</dt><dd id=\"origin\">{}</dd><dt>What</dt><dd id=\"what\">{}</dd>\
          <dt>Reason</dt><dd>{}</dd><dt>Submitted</dt><dd>{}</dd></dl>",
         brid,
-        builder_link(&builder),
-        reason,
-        time_html(submitted)
+        builder_link(&r.builder),
+        origin_html(&r.origin),
+        what_html(&r),
+        or_dash(&r.reason),
+        time_html(r.submitted_at)
     );
-    if complete {
-        html_push!(body, "<p>Complete: {}</p>", badge(results, true));
-        match covered_by {
-            Some((_, Some((builder, number)))) => body.push(&html!(
-                "<p id=\"covered\">Collapsed into a newer request: covered by build {} {}.</p>",
-                builder_link(&builder),
-                build_link(&builder, number)
-            )),
-            Some((buildid, None)) => body.push(&html!(
-                "<p id=\"covered\">Collapsed into a newer request: covered by build {} (since pruned).</p>",
-                buildid
-            )),
-            None => {}
+    if r.complete {
+        html_push!(body, "<p>Complete: {}</p>", badge(r.results, true));
+        if r.covered_by.is_some() {
+            html_push!(
+                body,
+                "<p id=\"covered\">Collapsed into a newer request: {}.</p>",
+                request_build_html(&r)
+            );
         }
-    } else if claimed.is_none() {
+    } else if r.claimed_at.is_none() {
+        let waits = Waits::read(c, std::slice::from_ref(&r))?;
         body.push(&html!(
-            "<p id=\"waitreq\" data-brid=\"{}\">Queued: waiting for a worker. \
+            "<p id=\"waitreq\" data-brid=\"{}\">Queued, waiting for {}. \
              This page opens the build when it starts.</p><p>{}</p>",
             brid,
+            waits.why(c, &r),
             c.post_form(&format!("{path}/cancel"), "Cancel", Html::new())
         ));
     }

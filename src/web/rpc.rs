@@ -209,11 +209,13 @@ pub(crate) fn force(
     }
     let bs_reason = format!("A build was forced by '{user}': {reason}");
     let name = sched.name.clone();
+    let owner = user.to_string();
     let submitted = w
         .store
         .write(move |c| {
             let (bsid, reqs) =
                 db::create_buildset(c, &bs_reason, Some(&name), &ss, &props, &[], &builders)?;
+            db::set_buildset_origin(c, bsid, &owner, None)?;
             if priority != 0 {
                 db::set_buildset_priority(c, bsid, priority)?;
             }
@@ -241,6 +243,30 @@ fn build_complete(w: &Writer, buildid: BuildId) -> Result<bool, RpcError> {
         .ok_or_else(|| not_found(format!("no build {buildid}")))
 }
 
+/// The longest reason a stop keeps, in characters: it becomes part of the
+/// build's `state_string`, shown on the build page and in the API.
+pub(crate) const MAX_STOP_REASON: usize = 200;
+
+/// A stop's reason, trimmed: None when empty; refused when longer than
+/// [`MAX_STOP_REASON`] or holding control characters (a line break or an
+/// escape would garble the one-line state string and the master log).
+fn stop_reason(reason: Option<&str>) -> Result<Option<&str>, RpcError> {
+    let Some(r) = reason.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    if r.chars().count() > MAX_STOP_REASON {
+        return Err(invalid(format!(
+            "the reason is longer than {MAX_STOP_REASON} characters"
+        )));
+    }
+    if r.chars().any(char::is_control) {
+        return Err(invalid(
+            "the reason may not contain control characters (line breaks, tabs, escapes)",
+        ));
+    }
+    Ok(Some(r))
+}
+
 /// Stops a running build: it ends CANCELLED and its processes are
 /// killed. A build that is already complete is left alone (as Buildbot).
 /// One that no worker connection runs (its connection is gone and its
@@ -251,10 +277,10 @@ pub(crate) fn stop_build(
     reason: Option<&str>,
     user: &str,
 ) -> Result<(), RpcError> {
+    let reason = stop_reason(reason)?;
     if build_complete(w, buildid)? {
         return Ok(());
     }
-    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
     let reason = format!("stopped by {user}: {}", reason.unwrap_or("no reason"));
     log::info!("build {buildid}: {reason}");
     w.bot
@@ -266,9 +292,10 @@ pub(crate) fn stop_build(
 pub(crate) fn rebuild(w: &Writer, buildid: BuildId, user: &str) -> Result<Submitted, RpcError> {
     build_complete(w, buildid)?;
     let reason = format!("rebuild of build {buildid} by {user}");
+    let owner = user.to_string();
     let got = w
         .store
-        .write(move |c| db::rebuild(c, buildid, &reason))
+        .write(move |c| db::rebuild(c, buildid, &reason, &owner))
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("no build {buildid}")))?;
     let _ = w.bot.send(BotMsg::RequestsAdded);

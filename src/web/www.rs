@@ -609,6 +609,11 @@ fn page(r: &Req) -> Result<Resp> {
             Some(Err(e)) => Err(e),
             _ => Ok(not_found_page(r)),
         },
+        ["builds", id, "stop"] => match id.parse().ok().map(|id| pages::build_by_id(r.conn, id)) {
+            Some(Ok(Some(b))) => ok(pages::stop_page(&c, &b)),
+            Some(Err(e)) => Err(e),
+            _ => Ok(not_found_page(r)),
+        },
         ["logs", id, "chunk"] => {
             let (Ok(id), Some(end)) = (
                 id.parse::<LogId>(),

@@ -1476,6 +1476,53 @@ pub fn rpc(
     (code, v)
 }
 
+/// master.cfg lines for a `deploy` force scheduler on `builder` with a
+/// string parameter `version`.
+pub fn deploy_cfg(builder: &str) -> String {
+    format!(
+        r#"
+[[schedulers]]
+name = "deploy"
+type = "force"
+builders = ["{builder}"]
+[[schedulers.properties]]
+name = "version"
+type = "string"
+"#
+    )
+}
+
+/// Logs `USER` in through the login form with curl; returns the answer's
+/// status and the cookie jar holding the session.
+pub fn login(s: &Setup, password: &str) -> (u16, std::path::PathBuf) {
+    let jar = s.tmp.path().join(unique_name("jar"));
+    let jar_s = jar.to_str().unwrap();
+    let (_, page) = curl(&["-c", jar_s, "-b", jar_s, &s.url("/login?next=/workers")]);
+    let token = form_token(&page);
+    let (code, _) = curl(&[
+        "-c",
+        jar_s,
+        "-b",
+        jar_s,
+        "--data-urlencode",
+        &format!("username={USER}"),
+        "--data-urlencode",
+        &format!("password={password}"),
+        "--data-urlencode",
+        &format!("csrf={token}"),
+        "--data-urlencode",
+        "next=/workers",
+        &s.url("/login"),
+    ]);
+    (code, jar)
+}
+
+/// The value of the first `name="csrf"` field in a page.
+pub fn form_token(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
 /// `USER:PASSWORD` for curl's `-u`.
 pub fn basic() -> String {
     format!("{USER}:{PASSWORD}")

@@ -75,6 +75,8 @@
       es.addEventListener('end', () => {
         es.close();
         delete build.dataset.live;
+        // Lists its never-run steps.
+        if (document.querySelector('#build-head[data-skipped]')) location.reload();
       });
       es.onerror = () => {
         // The master restarted or the network blinked: reconnect with
@@ -124,7 +126,8 @@
           if (b.builds.length) {
             location.assign('/builds/' + b.builds[0].buildid);
           } else if (r.buildrequests.length && r.buildrequests[0].complete) {
-            el.textContent = 'This request was cancelled before it started.';
+            // Cancelled or collapsed: the page says which.
+            location.reload();
           } else {
             setTimeout(poll, 1000);
           }
