@@ -27,16 +27,22 @@ mod tests {
 
     const CSS_SOURCE: &str = include_str!("assets/minibot.css");
     const JS_SOURCE: &str = include_str!("assets/minibot.js");
+    const ANSI_SOURCE: &str = include_str!("assets/ansi.css");
 
     #[test]
     fn the_assets_shrink_and_the_log_rules_are_apart() {
         assert!(LOG_CSS.contains("pre.log{"), "{LOG_CSS}");
         assert!(!CSS.contains("pre.log"), "{CSS}");
-        assert!(CSS.len() + LOG_CSS.len() < CSS_SOURCE.len() * 9 / 10);
+        assert!(
+            LOG_CSS.contains(".fx{") && LOG_CSS.contains(".f1{"),
+            "{LOG_CSS}"
+        );
+        assert!(CSS.len() + LOG_CSS.len() < (CSS_SOURCE.len() + ANSI_SOURCE.len()) * 9 / 10);
         assert!(JS.len() < JS_SOURCE.len() * 8 / 10, "{}", JS.len());
         // Every rule survived: as many blocks as in the source.
         let blocks = CSS.matches('{').count() + LOG_CSS.matches('{').count();
-        assert_eq!(blocks, CSS_SOURCE.matches('{').count());
+        let source = CSS_SOURCE.matches('{').count() + ANSI_SOURCE.matches('{').count();
+        assert_eq!(blocks, source);
         // No comment is sent.
         for text in [CSS, LOG_CSS, JS] {
             assert!(!text.contains("/*"), "{text}");
