@@ -60,6 +60,10 @@ secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # true: skip a pull request that Gitea reports as conflicting when it is
 # opened (Gitea's answer is only reliable then; later events are built).
 # only_mergeable_pull_request = false
+# A push or pull request whose head commit message (PR: title or
+# description) matches one of these regexes is not built; the default is
+# Buildbot's: "[skip ci]" and "[ci skip]". [] builds everything.
+# skips = ['\[ *skip *ci *\]', '\[ *ci *skip *\]']
 
 # Buildbot's "base" dialect: plain form or JSON posts, e.g. from
 # `minibot sendchange`, curl or a git post-receive hook, to
