@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 /// Parses one base-dialect request into (at most) one change.
 pub fn handle(cfg: &BaseDialect, req: &HookRequest) -> Result<HookOutcome, HookError> {
     // GitHub's header, so any sender that can sign like GitHub works.
-    check_signature(cfg.secret.as_deref(), req, &[HUB_SHA256], req.body)?;
+    check_signature(cfg.secret.as_deref(), req, &[HUB_SHA256], &[req.body])?;
     let fields = Fields::from_request(req)?;
 
     // Buildbot: `author = args['author']`, and `who` if that is empty.

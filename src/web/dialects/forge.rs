@@ -47,8 +47,11 @@ pub(super) enum Signed {
     /// `payload=<urlencoded JSON>`: Gitea computes its signatures over
     /// `t.PayloadContent` before choosing the body (services/webhook/deliver.go).
     Payload,
-    /// The bytes sent, whatever the content type (GitHub).
-    Body,
+    /// The bytes sent, whatever the content type (GitHub), or for a form
+    /// the payload (Gitea posting GitHub-format headers: its deliveries
+    /// carry `X-Hub-Signature(-256)` computed as above). Either way the
+    /// signer knew the secret.
+    BodyOrPayload,
 }
 
 /// Which Buildbot hook the changes follow (docs/gitea.md, "Differences").
@@ -214,28 +217,31 @@ pub(super) fn handle(
     cfg: &GiteaDialect,
     req: &HookRequest,
 ) -> Result<HookOutcome, HookError> {
-    // The signature comes before any JSON is parsed. A form-encoded Gitea
-    // delivery is signed over its `payload` field, so only that form is
-    // decoded first (the url crate's decoder, no JSON).
+    // The signature comes before any JSON is parsed. A form-encoded
+    // delivery may be signed over its `payload` field (Gitea), so only that
+    // form is decoded first (the url crate's decoder, no JSON).
     let secret = cfg.secret.as_deref();
-    let payload_signed =
-        forge.signed == Signed::Payload && body_kind(req, BodyKind::Json)? == BodyKind::Form;
-    if !payload_signed {
-        check_signature(secret, req, forge.signatures, req.body)?;
+    let form = body_kind(req, BodyKind::Json)? == BodyKind::Form;
+    if !form {
+        check_signature(secret, req, forge.signatures, &[req.body])?;
     }
     let (text, doc) = match forge_json_text(req) {
         Ok(t) => t,
         // No payload, so nothing signed: with a secret that is a 403, so an
         // unsigned request learns nothing about the parser.
-        Err(e) if payload_signed && secret.is_some() => {
+        Err(e) if form && secret.is_some() => {
             return Err(HookError::Forbidden(format!(
                 "signature cannot be checked: {e}"
             )))
         }
         Err(e) => return Err(e),
     };
-    if payload_signed {
-        check_signature(secret, req, forge.signatures, text.as_bytes())?;
+    if form {
+        let signed: &[&[u8]] = match forge.signed {
+            Signed::Payload => &[text.as_bytes()],
+            Signed::BodyOrPayload => &[req.body, text.as_bytes()],
+        };
+        check_signature(secret, req, forge.signatures, signed)?;
     }
     let event = req
         .header(forge.event_header)

@@ -24,7 +24,7 @@ const GITHUB: Forge = Forge {
             digest: Digest::Sha1,
         },
     ],
-    signed: Signed::Body,
+    signed: Signed::BodyOrPayload,
     mapping: Mapping::GitHub,
     commits_newest_first: false,
     pr_build_actions: &["opened", "reopened", "synchronize"],
@@ -200,6 +200,20 @@ mod tests {
             let r = handle(&cfg, &request(&h, body));
             assert!(matches!(r, Err(HookError::Forbidden(_))), "{ct}: {r:?}");
         }
+        // Gitea posting GitHub-format headers signs the payload of its form.
+        let h = vec![
+            (
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("x-github-event".to_string(), "push".to_string()),
+            (
+                "x-hub-signature".to_string(),
+                format!("sha1={}", sign_sha1("s3cret", &json_body)),
+            ),
+        ];
+        let r = handle(&cfg, &request(&h, &form_body));
+        assert!(matches!(r, Ok(HookOutcome::Changes { .. })), "{r:?}");
     }
 
     fn sign_sha1(secret: &str, body: &[u8]) -> String {

@@ -147,8 +147,8 @@ pub(crate) fn verify_hmac_hex(
 }
 
 /// When a secret is configured, requires the first of `headers` the request
-/// carries to hold a valid signature of `signed` (the bytes the sender
-/// signed: the raw body, or for Gitea the JSON payload). Runs before the
+/// carries to hold a valid signature of one of `signed` (the bytes the
+/// sender may have signed: the raw body, or for Gitea the JSON payload). Runs before the
 /// payload is parsed, so an unsigned request cannot even probe the JSON
 /// parser. The first header present decides, so a request with a wrong
 /// SHA-256 signature cannot fall back to a SHA-1 one. Without a secret every
@@ -157,7 +157,7 @@ fn check_signature(
     secret: Option<&str>,
     req: &HookRequest,
     headers: &[SignatureHeader],
-    signed: &[u8],
+    signed: &[&[u8]],
 ) -> Result<(), HookError> {
     let Some(secret) = secret else {
         return Ok(());
@@ -182,7 +182,13 @@ fn check_signature(
             "missing {} signature",
             names()
         ))),
-        Some((h, sig)) if verify_hmac_hex(h.digest, secret, signed, sig) => Ok(()),
+        Some((h, sig))
+            if signed
+                .iter()
+                .any(|bytes| verify_hmac_hex(h.digest, secret, bytes, sig)) =>
+        {
+            Ok(())
+        }
         Some((h, _)) => Err(HookError::Forbidden(format!("wrong {} signature", h.name))),
     }
 }
