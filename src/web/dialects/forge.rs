@@ -75,11 +75,26 @@ struct Account {
     login: Option<String>,
     /// Older Gitea versions also send `username` (buildbot_gitea reads it).
     username: Option<String>,
+    full_name: Option<String>,
+    email: Option<String>,
 }
 
 impl Account {
     fn login(&self) -> Option<&str> {
         self.login.as_deref().or(self.username.as_deref())
+    }
+
+    /// buildbot_gitea's PR author, "Full Name <email>"; the login when
+    /// Gitea sends neither.
+    fn author(&self) -> String {
+        let person = Person {
+            name: self.full_name.clone(),
+            email: self.email.clone(),
+        };
+        match person.render() {
+            a if a.is_empty() => self.login().unwrap_or("").to_string(),
+            a => a,
+        }
     }
 }
 
@@ -526,12 +541,14 @@ fn pull_request_changes(
     };
     let change = match forge.mapping {
         Mapping::Gitea => NewChange {
-            author: login(&pr.user),
+            author: pr.user.as_ref().map(Account::author).unwrap_or_default(),
             committer: None,
+            // buildbot_gitea's 'PR#{}: {}\n\n{}', without the blank lines
+            // after an empty description.
             comments: if body.is_empty() {
-                title
+                format!("PR#{}: {title}", pr.number)
             } else {
-                format!("{title}\n\n{body}")
+                format!("PR#{}: {title}\n\n{body}", pr.number)
             },
             // The base branch, so branch schedulers see which line the PR
             // targets; the category and properties say it is a PR.

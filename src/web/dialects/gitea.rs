@@ -248,10 +248,13 @@ mod tests {
             Some("e0440101b2afef798ce0cab80ce920569aea8466")
         );
         assert_eq!(c.category.as_deref(), Some("pull_request"));
-        assert_eq!(c.author, "isabell");
+        assert_eq!(
+            c.author,
+            "Isabell Example <isabell@noreply.git.example.org>"
+        );
         assert_eq!(
             c.comments,
-            "Greet in German\n\nAdds `--lang de` so the program can say hallo.\n\nCloses #2"
+            "PR#3: Greet in German\n\nAdds `--lang de` so the program can say hallo.\n\nCloses #2"
         );
         assert_eq!(
             c.revlink.as_deref(),
@@ -304,9 +307,9 @@ mod tests {
         assert_eq!(p["repository_name"], json!("hello-world"));
         // The change itself belongs to the base repository.
         assert_eq!(c[0].repository, REPO_SSH);
-        assert_eq!(c[0].author, "jdoe");
+        assert_eq!(c[0].author, "Jane Doe <jdoe@noreply.git.example.org>");
         // Empty body: no trailing blank lines.
-        assert_eq!(c[0].comments, "Fix typo in README");
+        assert_eq!(c[0].comments, "PR#4: Fix typo in README");
     }
 
     #[test]
