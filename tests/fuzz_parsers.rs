@@ -488,6 +488,7 @@ fn hook_one(u: &mut Unstructured, corpus: &[(String, Vec<u8>)]) -> Result<()> {
         },
         codebase: None,
         only_mergeable_pull_request: chance(u, 2)?,
+        skips: GiteaDialect::default().skips,
     };
     let _ = dialects::gitea::handle(&forge, &req);
     let _ = dialects::github::handle(&forge, &req);

@@ -20,6 +20,7 @@ mod faults_worker;
 mod faults_writer;
 mod fuzz_parsers;
 mod gitea_e2e;
+mod gitea_formats;
 mod gitea_poller;
 mod guide;
 mod hostile;

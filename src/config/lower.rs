@@ -168,16 +168,30 @@ fn lower_www(
             ),
             Some(_) => {}
         }
-        let repository_url = match g.repository_url.as_deref() {
-            None | Some("ssh") => RepositoryUrl::Ssh,
-            Some("clone") => RepositoryUrl::Clone,
-            Some(u) => {
+        // Each dialect's default is its Buildbot hook's: buildbot_gitea
+        // stores `ssh_url`, Buildbot's GitHub hook `html_url`.
+        let repository_url = match (g.repository_url.as_deref(), key) {
+            (None, "github") | (Some("html"), _) => RepositoryUrl::Html,
+            (None, _) | (Some("ssh"), _) => RepositoryUrl::Ssh,
+            (Some("clone"), _) => RepositoryUrl::Clone,
+            (Some(u), _) => {
                 p.add(
                     &format!("www.change_hook_dialects.{key}.repository_url"),
-                    format_args!("{u:?} is not one of \"ssh\", \"clone\""),
+                    format_args!("{u:?} is not one of \"ssh\", \"clone\", \"html\""),
                 );
                 RepositoryUrl::Ssh
             }
+        };
+        let at = format!("www.change_hook_dialects.{key}");
+        let skips = match &g.skips {
+            None => GiteaDialect::default().skips,
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    pattern(&at, &format!("skips #{}", i + 1), Some(s.clone()), false, p)
+                })
+                .collect(),
         };
         Some(GiteaDialect {
             secret: g.secret.clone(),
@@ -185,6 +199,7 @@ fn lower_www(
             repository_url,
             codebase: g.codebase.clone(),
             only_mergeable_pull_request: g.only_mergeable_pull_request,
+            skips,
         })
     };
     let gitea = forge("gitea", &dialects.gitea);

@@ -78,7 +78,7 @@ pub(crate) struct Dialects {
 }
 
 /// `[www.change_hook_dialects.gitea]` (and `.github`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GiteaDialect {
     /// Required by validation; `None` only in tests of the dialects.
     pub secret: Option<String>,
@@ -87,6 +87,32 @@ pub struct GiteaDialect {
     pub codebase: Option<String>,
     /// Skip pull requests reported as not mergeable when they are opened.
     pub only_mergeable_pull_request: bool,
+    /// A push or PR whose head commit message (PR: title or description)
+    /// matches one of these is not built (Buildbot's GitHub hook `skips`).
+    pub skips: Vec<Pattern>,
+}
+
+/// Buildbot's GitHub hook `DEFAULT_SKIPS_PATTERN`: `[skip ci]`, `[ci skip]`.
+pub(crate) const DEFAULT_SKIPS: [&str; 2] = [r"\[ *skip *ci *\]", r"\[ *ci *skip *\]"];
+
+impl Default for GiteaDialect {
+    fn default() -> Self {
+        GiteaDialect {
+            secret: None,
+            only_include_push_commit: false,
+            repository_url: RepositoryUrl::default(),
+            codebase: None,
+            only_mergeable_pull_request: false,
+            skips: DEFAULT_SKIPS
+                .iter()
+                .map(|s| Pattern {
+                    source: s.to_string(),
+                    // A constant of this file, tested to compile.
+                    re: regex_lite::Regex::new(s).expect("built-in skip pattern"),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Which URL of the repository a change carries.
@@ -97,6 +123,8 @@ pub enum RepositoryUrl {
     Ssh,
     /// The https clone URL.
     Clone,
+    /// The web page URL (Buildbot's GitHub hook; the github dialect's default).
+    Html,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +144,7 @@ pub(crate) struct WorkerProtocol {
 
 /// A regex from the config, compiled once; compared by its source.
 #[derive(Debug, Clone)]
-pub(crate) struct Pattern {
+pub struct Pattern {
     pub source: String,
     pub re: regex_lite::Regex,
 }

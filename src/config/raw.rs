@@ -118,6 +118,10 @@ pub(crate) struct GiteaDialect {
     /// `opened` event carries a real answer, and that is all this looks at.
     #[serde(default)]
     pub only_mergeable_pull_request: bool,
+    /// Regexes; a push or PR whose head commit message matches one is not
+    /// built. Absent: `[skip ci]` and `[ci skip]` (Buildbot's defaults);
+    /// `[]` turns skipping off.
+    pub skips: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -53,13 +53,18 @@ bind = "127.0.0.1"
 secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # true: one change per push (its head commit) instead of one per commit.
 # only_include_push_commit = false
-# Which URL of the repository a change carries: "ssh" (default) or "clone"
-# (the https clone URL); the git step fetches from the step's repourl anyway.
+# Which URL of the repository a change carries: "ssh" (default), "clone"
+# (the https clone URL) or "html" (the web page; the github dialect's default);
+# the git step fetches from the step's repourl anyway.
 # repository_url = "ssh"
 # codebase = ""
 # true: skip a pull request that Gitea reports as conflicting when it is
 # opened (Gitea's answer is only reliable then; later events are built).
 # only_mergeable_pull_request = false
+# A push or pull request whose head commit message (PR: title or
+# description) matches one of these regexes is not built; the default is
+# Buildbot's: "[skip ci]" and "[ci skip]". [] builds everything.
+# skips = ['\[ *skip *ci *\]', '\[ *ci *skip *\]']
 
 # Buildbot's "base" dialect: plain form or JSON posts, e.g. from
 # `minibot sendchange`, curl or a git post-receive hook, to

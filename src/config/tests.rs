@@ -616,6 +616,46 @@ fn www_and_protocol_checks() {
     );
 }
 
+/// `skips` (issue 19 point 4): Buildbot's two patterns when absent, the
+/// list as written otherwise, each regex checked with its position; and
+/// each dialect's default repository URL is its Buildbot hook's.
+#[test]
+fn forge_dialect_skips_and_repository_url() {
+    let hook = |key: &str, extra: &str| {
+        with(&format!(
+            "[www.change_hook_dialects.{key}]\nsecret = \"0123456789abcdef0123\"\n{extra}"
+        ))
+    };
+    let cfg = parse(&hook("gitea", ""), "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    let g = cfg.www.change_hook_dialects.gitea.expect("gitea");
+    let sources: Vec<&str> = g.skips.iter().map(|p| p.source.as_str()).collect();
+    assert_eq!(sources, DEFAULT_SKIPS);
+    assert!(g.skips[0].is_match("fix [skip ci]") && g.skips[1].is_match("[ci  skip]"));
+    assert_eq!(g.repository_url, RepositoryUrl::Ssh);
+    let cfg =
+        parse(&hook("github", "skips = []\n"), "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    let g = cfg.www.change_hook_dialects.github.expect("github");
+    assert!(g.skips.is_empty());
+    assert_eq!(g.repository_url, RepositoryUrl::Html);
+    let cfg = parse(
+        &hook("github", "skips = ['NOCI']\nrepository_url = \"clone\"\n"),
+        "master.cfg",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let g = cfg.www.change_hook_dialects.github.expect("github");
+    assert_eq!(g.skips.len(), 1);
+    assert!(g.skips[0].is_match("x NOCI y"));
+    assert_eq!(g.repository_url, RepositoryUrl::Clone);
+    assert_problem(
+        &hook("gitea", "skips = ['ok', '[unclosed']\n"),
+        "www.change_hook_dialects.gitea.skips #2: invalid regex \"[unclosed\"",
+    );
+    assert_problem(
+        &hook("gitea", "repository_url = \"web\"\n"),
+        "\"web\" is not one of \"ssh\", \"clone\", \"html\"",
+    );
+}
+
 #[test]
 fn every_change_hook_needs_a_secret_or_the_named_opt_out() {
     for key in ["gitea", "github"] {

@@ -19,19 +19,17 @@
 
 use super::{
     bad, body_kind, check_signature, form_fields, parse_json_bytes, parse_json_str, BodyKind,
-    HookError, HookOutcome, HookRequest,
+    HookError, HookOutcome, HookRequest, HUB_SHA256,
 };
 use crate::config::BaseDialect;
 use crate::model::{now, NewChange};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// GitHub's header name, so any sender that can sign like GitHub works.
-const SIGNATURE_HEADER: &str = "x-hub-signature-256";
-
 /// Parses one base-dialect request into (at most) one change.
 pub fn handle(cfg: &BaseDialect, req: &HookRequest) -> Result<HookOutcome, HookError> {
-    check_signature(cfg.secret.as_deref(), req, SIGNATURE_HEADER)?;
+    // GitHub's header, so any sender that can sign like GitHub works.
+    check_signature(cfg.secret.as_deref(), req, &[HUB_SHA256], &[req.body])?;
     let fields = Fields::from_request(req)?;
 
     // Buildbot: `author = args['author']`, and `who` if that is empty.
@@ -183,7 +181,7 @@ mod tests {
         let mut headers = vec![("content-type".to_string(), ct.to_string())];
         if let Some(secret) = &cfg.secret {
             headers.push((
-                SIGNATURE_HEADER.into(),
+                HUB_SHA256.name.into(),
                 format!("sha256={}", sign(secret, body)),
             ));
         }
@@ -316,7 +314,7 @@ mod tests {
         ));
         let mut wrong = unsigned.clone();
         wrong.headers.push((
-            SIGNATURE_HEADER.into(),
+            HUB_SHA256.name.into(),
             format!("sha256={}", sign("s3cret", b"other body")),
         ));
         assert!(matches!(handle(&cfg, &wrong), Err(HookError::Forbidden(_))));

@@ -13,8 +13,9 @@
 //! as empty.
 
 use super::{
-    bad, check_signature, forge_json_text, is_zero_sha, parse_rfc3339, select_codebase,
-    select_repository_url, typed_json, HookError, HookOutcome, HookRequest,
+    bad, body_kind, check_signature, forge_json_text, is_zero_sha, parse_rfc3339, select_codebase,
+    select_repository_url, typed_json, BodyKind, HookError, HookOutcome, HookRequest,
+    SignatureHeader,
 };
 use crate::config::GiteaDialect;
 use crate::model::{now, NewChange};
@@ -26,7 +27,12 @@ use std::collections::BTreeMap;
 pub(super) struct Forge {
     pub event_header: &'static str,
     pub delivery_header: &'static str,
-    pub signature_header: &'static str,
+    /// Where the signature may be, strongest first (the first one present
+    /// decides).
+    pub signatures: &'static [SignatureHeader],
+    pub signed: Signed,
+    /// Whose change mapping: buildbot_gitea's or Buildbot's GitHub hook's.
+    pub mapping: Mapping,
     /// Gitea lists `commits` newest first (`git rev-list`), GitHub oldest
     /// first. Changes are always stored oldest first.
     pub commits_newest_first: bool,
@@ -34,16 +40,61 @@ pub(super) struct Forge {
     pub pr_build_actions: &'static [&'static str],
 }
 
+/// What a forge's HMAC covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Signed {
+    /// The JSON payload, also when it is sent form-encoded as
+    /// `payload=<urlencoded JSON>`: Gitea computes its signatures over
+    /// `t.PayloadContent` before choosing the body (services/webhook/deliver.go).
+    Payload,
+    /// The bytes sent, whatever the content type (GitHub), or for a form
+    /// the payload (Gitea posting GitHub-format headers: its deliveries
+    /// carry `X-Hub-Signature(-256)` computed as above). Either way the
+    /// signer knew the secret.
+    BodyOrPayload,
+}
+
+/// Which Buildbot hook the changes follow (docs/gitea.md, "Differences").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mapping {
+    /// buildbot_gitea's `GiteaHandler`: category = the event, a PR change on
+    /// the base branch.
+    Gitea,
+    /// Buildbot's `GitHubEventHandler`: no category for branch pushes,
+    /// `github_distinct`, a PR change on `refs/pull/N/merge`, category
+    /// `pull`.
+    GitHub,
+}
+
+/// `pull_request_ref` of Buildbot's GitHub hook (its default): the branch
+/// name a GitHub PR change carries is `refs/pull/<number>/merge`.
+const GITHUB_PR_REF: &str = "merge";
+
 #[derive(Debug, Deserialize)]
 struct Account {
     login: Option<String>,
     /// Older Gitea versions also send `username` (buildbot_gitea reads it).
     username: Option<String>,
+    full_name: Option<String>,
+    email: Option<String>,
 }
 
 impl Account {
     fn login(&self) -> Option<&str> {
         self.login.as_deref().or(self.username.as_deref())
+    }
+
+    /// buildbot_gitea's PR author, "Full Name <email>"; the login when
+    /// Gitea sends neither.
+    fn author(&self) -> String {
+        let person = Person {
+            name: self.full_name.clone(),
+            email: self.email.clone(),
+        };
+        match person.render() {
+            a if a.is_empty() => self.login().unwrap_or("").to_string(),
+            a => a,
+        }
     }
 }
 
@@ -54,6 +105,7 @@ struct Repository {
     name: Option<String>,
     ssh_url: Option<String>,
     clone_url: Option<String>,
+    html_url: Option<String>,
     owner: Option<Account>,
 }
 
@@ -63,6 +115,9 @@ impl Repository {
     }
     fn clone_url(&self) -> &str {
         self.clone_url.as_deref().unwrap_or("")
+    }
+    fn html_url(&self) -> &str {
+        self.html_url.as_deref().unwrap_or("")
     }
     fn name(&self) -> &str {
         self.name
@@ -104,6 +159,8 @@ struct Commit {
     author: Option<Person>,
     committer: Option<Person>,
     timestamp: Option<String>,
+    /// GitHub: false when the commit was already on another branch.
+    distinct: Option<bool>,
     added: Option<Vec<String>>,
     removed: Option<Vec<String>>,
     modified: Option<Vec<String>>,
@@ -137,11 +194,27 @@ struct PullRequest {
     body: Option<String>,
     user: Option<Account>,
     html_url: Option<String>,
+    #[serde(rename = "_links")]
+    links: Option<Links>,
     updated_at: Option<String>,
+    created_at: Option<String>,
+    /// GitHub: how many commits the PR has.
+    commits: Option<i64>,
     /// Gitea: false while the conflict check runs; GitHub: often null.
     mergeable: Option<bool>,
     head: PrSide,
     base: PrSide,
+}
+
+/// GitHub's `_links.html.href`, the PR page Buildbot uses as revlink.
+#[derive(Debug, Deserialize)]
+struct Links {
+    html: Option<Link>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Link {
+    href: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +222,7 @@ struct PullRequestEvent {
     action: String,
     pull_request: PullRequest,
     repository: Repository,
+    sender: Option<Account>,
 }
 
 /// The request flow of both forges. The signature is checked first, over
@@ -158,15 +232,39 @@ pub(super) fn handle(
     cfg: &GiteaDialect,
     req: &HookRequest,
 ) -> Result<HookOutcome, HookError> {
-    check_signature(cfg.secret.as_deref(), req, forge.signature_header)?;
+    // The signature comes before any JSON is parsed. A form-encoded
+    // delivery may be signed over its `payload` field (Gitea), so only that
+    // form is decoded first (the url crate's decoder, no JSON).
+    let secret = cfg.secret.as_deref();
+    let form = body_kind(req, BodyKind::Json)? == BodyKind::Form;
+    if !form {
+        check_signature(secret, req, forge.signatures, &[req.body])?;
+    }
+    let (text, doc) = match forge_json_text(req) {
+        Ok(t) => t,
+        // No payload, so nothing signed: with a secret that is a 403, so an
+        // unsigned request learns nothing about the parser.
+        Err(e) if form && secret.is_some() => {
+            return Err(HookError::Forbidden(format!(
+                "signature cannot be checked: {e}"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    if form {
+        let signed: &[&[u8]] = match forge.signed {
+            Signed::Payload => &[text.as_bytes()],
+            Signed::BodyOrPayload => &[req.body, text.as_bytes()],
+        };
+        check_signature(secret, req, forge.signatures, signed)?;
+    }
     let event = req
         .header(forge.event_header)
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .ok_or_else(|| bad(format!("missing {} header", forge.event_header)))?;
-    let (text, doc) = forge_json_text(req)?;
     let repo_ctx = |repo: &Repository| Target {
-        repository: select_repository_url(cfg, repo.ssh_url(), repo.clone_url()),
+        repository: select_repository_url(cfg, repo.ssh_url(), repo.clone_url(), repo.html_url()),
         project: repo.full_name.clone(),
         codebase: select_codebase(req, cfg.codebase.as_deref()),
     };
@@ -229,6 +327,15 @@ fn push_changes(forge: &Forge, cfg: &GiteaDialect, p: PushPayload, target: Targe
         // `delete` event); GitHub for both.
         return Ok(Err(format!("deletion of {kind} '{name}' ignored")));
     }
+    // The head commit's message decides, as in Buildbot's GitHub hook.
+    let head_message = p
+        .head_commit
+        .as_ref()
+        .or_else(|| p.commits.iter().flatten().find(|c| c.id == p.after))
+        .and_then(|c| c.message.as_deref());
+    if let Some(why) = head_message.and_then(|m| skip_reason(cfg, m, "head commit message")) {
+        return Ok(Err(format!("push to {kind} '{name}' skipped: {why}")));
+    }
 
     let mut props = BTreeMap::new();
     props.insert("event".to_string(), Value::from("push"));
@@ -245,7 +352,7 @@ fn push_changes(forge: &Forge, cfg: &GiteaDialect, p: PushPayload, target: Targe
             return Err(bad(format!("push of tag '{name}' has no head_commit")));
         };
         props.insert("tag".to_string(), Value::from(name.as_str()));
-        let change = commit_change(head, &name, "tag", &props, &target)?;
+        let change = commit_change(forge, head, &name, Some("tag"), &props, &target)?;
         return Ok(Ok(vec![change]));
     }
 
@@ -269,17 +376,33 @@ fn push_changes(forge: &Forge, cfg: &GiteaDialect, p: PushPayload, target: Targe
         };
         commits = vec![head];
     }
+    // buildbot_gitea: the event; Buildbot's GitHub hook: none, its
+    // "legacy category for when hook only supported push".
+    let category = match forge.mapping {
+        Mapping::Gitea => Some("push"),
+        Mapping::GitHub => None,
+    };
     let changes = commits
         .into_iter()
-        .map(|c| commit_change(c, &name, "push", &props, &target))
+        .map(|c| commit_change(forge, c, &name, category, &props, &target))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Ok(changes))
 }
 
+/// Why `text` skips the build: the first of the dialect's `skips` patterns
+/// (by default Buildbot's `[skip ci]` / `[ci skip]`) it contains.
+fn skip_reason(cfg: &GiteaDialect, text: &str, what: &str) -> Option<String> {
+    cfg.skips
+        .iter()
+        .find(|p| p.is_match(text))
+        .map(|p| format!("the {what} matches skip pattern {:?}", p.source))
+}
+
 fn commit_change(
+    forge: &Forge,
     c: Commit,
     branch: &str,
-    category: &str,
+    category: Option<&str>,
     props: &BTreeMap<String, Value>,
     target: &Target,
 ) -> Result<NewChange, HookError> {
@@ -289,6 +412,16 @@ fn commit_change(
         .flatten()
         .flatten()
         .collect();
+    let mut properties = props.clone();
+    match forge.mapping {
+        Mapping::Gitea => {}
+        Mapping::GitHub => {
+            properties.insert(
+                "github_distinct".to_string(),
+                Value::from(c.distinct.unwrap_or(true)),
+            );
+        }
+    }
     Ok(NewChange {
         author: c.author.as_ref().map(Person::render).unwrap_or_default(),
         committer: c.committer.as_ref().map(Person::render),
@@ -297,12 +430,12 @@ fn commit_change(
         revision: Some(c.id),
         repository: target.repository.clone(),
         project: target.project.clone(),
-        category: Some(category.to_string()),
+        category: category.map(str::to_string),
         codebase: target.codebase.clone(),
         revlink: c.url.filter(|u| !u.is_empty()),
         when_timestamp,
         files,
-        properties: props.clone(),
+        properties,
     })
 }
 
@@ -342,10 +475,14 @@ fn pull_request_changes(
     }
     let pr = p.pull_request;
     let title = pr.title.unwrap_or_default();
-    let comments = match pr.body.as_deref().unwrap_or("") {
-        "" => title,
-        body => format!("{title}\n\n{body}"),
-    };
+    let body = pr.body.unwrap_or_default();
+    // Buildbot reads the head commit's message from GitHub's API; neither
+    // forge's payload carries it and the hook makes no API calls (it runs
+    // on the HTTP thread), so the PR's title and description are checked.
+    let skip_text = format!("{title}\n{body}");
+    if let Some(why) = skip_reason(cfg, &skip_text, "pull request's title or description") {
+        return Ok(Err(format!("pull request #{} skipped: {why}", pr.number)));
+    }
     let repo_url = |r: &Option<Repository>, f: fn(&Repository) -> &str| {
         r.as_ref()
             .map_or(Value::Null, |r| Value::from(f(r).to_string()))
@@ -359,8 +496,12 @@ fn pull_request_changes(
         Value::Null => Value::from(p.repository.clone_url()),
         v => v,
     };
-    let props: BTreeMap<String, Value> = [
-        ("event", Value::from(action)),
+    let html_url = pr.html_url.filter(|u| !u.is_empty());
+    let mut props: BTreeMap<String, Value> = [
+        // buildbot_gitea and Buildbot's GitHub hook: the event, not the
+        // action, so `event == "pull_request"` checks carry over.
+        ("event", Value::from("pull_request")),
+        ("action", Value::from(action)),
         ("pr_number", Value::from(pr.number)),
         ("pr_id", Value::from(pr.id)),
         ("base_branch", Value::from(pr.base.git_ref.as_str())),
@@ -392,30 +533,83 @@ fn pull_request_changes(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let change = NewChange {
-        author: pr
-            .user
-            .as_ref()
+    let login = |a: &Option<Account>| {
+        a.as_ref()
             .and_then(Account::login)
             .unwrap_or("")
-            .to_string(),
-        committer: None,
-        comments,
-        // The base branch, so branch schedulers see which line the PR
-        // targets; the category and properties say it is a PR.
-        branch: Some(pr.base.git_ref),
-        revision: Some(pr.head.sha),
-        repository: target.repository,
-        project: target.project,
-        category: Some("pull_request".to_string()),
-        codebase: target.codebase,
-        revlink: pr.html_url.filter(|u| !u.is_empty()),
-        when_timestamp: timestamp(
-            pr.updated_at.as_deref(),
-            &format!("pull request #{}", pr.number),
-        )?,
-        files: vec![],
-        properties: props,
+            .to_string()
+    };
+    let change = match forge.mapping {
+        Mapping::Gitea => NewChange {
+            author: pr.user.as_ref().map(Account::author).unwrap_or_default(),
+            committer: None,
+            // buildbot_gitea's 'PR#{}: {}\n\n{}', without the blank lines
+            // after an empty description.
+            comments: if body.is_empty() {
+                format!("PR#{}: {title}", pr.number)
+            } else {
+                format!("PR#{}: {title}\n\n{body}", pr.number)
+            },
+            // The base branch, so branch schedulers see which line the PR
+            // targets; the category and properties say it is a PR.
+            branch: Some(pr.base.git_ref),
+            revision: Some(pr.head.sha),
+            repository: target.repository,
+            project: target.project,
+            category: Some("pull_request".to_string()),
+            codebase: target.codebase,
+            revlink: html_url,
+            when_timestamp: timestamp(
+                pr.updated_at.as_deref(),
+                &format!("pull request #{}", pr.number),
+            )?,
+            files: vec![],
+            properties: props,
+        },
+        Mapping::GitHub => {
+            // Buildbot's GitHub hook, field by field (handle_pull_request).
+            let revlink = pr
+                .links
+                .and_then(|l| l.html)
+                .and_then(|h| h.href)
+                .filter(|u| !u.is_empty())
+                .or(html_url);
+            props.insert(
+                "pullrequesturl".to_string(),
+                revlink.clone().map_or(Value::Null, Value::from),
+            );
+            props.insert(
+                "basename".to_string(),
+                Value::from(pr.base.git_ref.as_str()),
+            );
+            let commits = pr.commits.unwrap_or(0);
+            let plural = if commits == 1 { "" } else { "s" };
+            NewChange {
+                author: login(&p.sender),
+                committer: None,
+                comments: format!(
+                    "GitHub Pull Request #{} ({commits} commit{plural})\n{title}\n{body}",
+                    pr.number
+                ),
+                branch: Some(format!("refs/pull/{}/{GITHUB_PR_REF}", pr.number)),
+                revision: Some(pr.head.sha),
+                repository: target.repository,
+                project: pr
+                    .base
+                    .repo
+                    .as_ref()
+                    .map_or(target.project, |r| r.full_name.clone()),
+                category: Some("pull".to_string()),
+                codebase: target.codebase,
+                revlink,
+                when_timestamp: timestamp(
+                    pr.created_at.as_deref(),
+                    &format!("pull request #{}", pr.number),
+                )?,
+                files: vec![],
+                properties: props,
+            }
+        }
     };
     Ok(Ok(vec![change]))
 }

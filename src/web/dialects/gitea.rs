@@ -12,15 +12,21 @@
 //! ignored; `pull_request` opened/reopened/synchronized → one change for
 //! the PR head, category `pull_request`; everything else → ignored.
 
-use super::forge::{self, Forge};
-use super::{HookError, HookOutcome, HookRequest};
+use super::forge::{self, Forge, Mapping, Signed};
+use super::{Digest, HookError, HookOutcome, HookRequest, SignatureHeader};
 use crate::config::GiteaDialect;
 
 const GITEA: Forge = Forge {
     event_header: "x-gitea-event",
     delivery_header: "x-gitea-delivery",
-    // Plain lowercase hex HMAC-SHA256 of the raw body.
-    signature_header: "x-gitea-signature",
+    // Plain lowercase hex HMAC-SHA256 of the JSON payload, for JSON and
+    // form deliveries alike (services/webhook/deliver.go).
+    signatures: &[SignatureHeader {
+        name: "x-gitea-signature",
+        digest: Digest::Sha256,
+    }],
+    signed: Signed::Payload,
+    mapping: Mapping::Gitea,
     // `git rev-list old..new` order: commits[0] is the pushed head.
     commits_newest_first: true,
     // Gitea says `synchronized` where GitHub says `synchronize`.
@@ -242,10 +248,13 @@ mod tests {
             Some("e0440101b2afef798ce0cab80ce920569aea8466")
         );
         assert_eq!(c.category.as_deref(), Some("pull_request"));
-        assert_eq!(c.author, "isabell");
+        assert_eq!(
+            c.author,
+            "Isabell Example <isabell@noreply.git.example.org>"
+        );
         assert_eq!(
             c.comments,
-            "Greet in German\n\nAdds `--lang de` so the program can say hallo.\n\nCloses #2"
+            "PR#3: Greet in German\n\nAdds `--lang de` so the program can say hallo.\n\nCloses #2"
         );
         assert_eq!(
             c.revlink.as_deref(),
@@ -254,7 +263,8 @@ mod tests {
         assert_eq!(c.repository, REPO_SSH);
         assert_eq!(c.project, "isabell/hello-world");
         let expected: Value = json!({
-            "event": "opened",
+            "event": "pull_request",
+            "action": "opened",
             "pr_number": 3,
             "pr_id": 103,
             "base_branch": "master",
@@ -297,9 +307,9 @@ mod tests {
         assert_eq!(p["repository_name"], json!("hello-world"));
         // The change itself belongs to the base repository.
         assert_eq!(c[0].repository, REPO_SSH);
-        assert_eq!(c[0].author, "jdoe");
+        assert_eq!(c[0].author, "Jane Doe <jdoe@noreply.git.example.org>");
         // Empty body: no trailing blank lines.
-        assert_eq!(c[0].comments, "Fix typo in README");
+        assert_eq!(c[0].comments, "PR#4: Fix typo in README");
     }
 
     #[test]
@@ -326,7 +336,8 @@ mod tests {
             let c = changes(&cfg, name);
             assert_eq!(c.len(), 1, "{name}");
             assert_eq!(c[0].revision.as_deref(), Some(sha), "{name}");
-            assert_eq!(c[0].properties["event"], json!(action), "{name}");
+            assert_eq!(c[0].properties["event"], json!("pull_request"), "{name}");
+            assert_eq!(c[0].properties["action"], json!(action), "{name}");
             assert_eq!(c[0].properties["head_sha"], json!(sha), "{name}");
         }
     }
@@ -515,19 +526,97 @@ mod tests {
             "content-type",
             "application/x-www-form-urlencoded",
         );
-        // Gitea signs the bytes it sends, i.e. the form body.
-        let sig = crate::web::dialects::testutil::sign(FIXTURE_SECRET, form.as_bytes());
-        set_header(&mut headers, "x-gitea-signature", &sig);
+        // Gitea signs the JSON payload, not the form it sends
+        // (services/webhook/deliver.go): the fixture's own signature holds.
         let r = handle(&signed_cfg(), &request(&headers, form.as_bytes()));
         let Ok(HookOutcome::Changes { changes, .. }) = r else {
             panic!("{r:?}")
         };
         assert_eq!(changes.len(), 2);
+        // A signature of the form bytes is not what Gitea sends: refused.
+        let sig = crate::web::dialects::testutil::sign(FIXTURE_SECRET, form.as_bytes());
+        set_header(&mut headers, "x-gitea-signature", &sig);
+        let r = handle(&signed_cfg(), &request(&headers, form.as_bytes()));
+        assert!(matches!(r, Err(HookError::Forbidden(_))), "{r:?}");
 
         let r = handle(&signed_cfg(), &request(&headers, b"x=1"));
         assert!(matches!(r, Err(HookError::Forbidden(_))));
         let r = handle(&GiteaDialect::default(), &request(&headers, b"x=1"));
         assert_bad_request(r, "'payload'");
+    }
+
+    /// A push payload whose head commit says `message`.
+    fn push_with_message(message: &str) -> Vec<u8> {
+        let (_, body) = fixture("push_branch_two_commits.json");
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        v["head_commit"]["message"] = json!(message);
+        v["commits"][0]["message"] = json!(message);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn skip_markers_skip_pushes_and_pull_requests() {
+        let cfg = GiteaDialect::default();
+        for msg in [
+            "Fix [skip ci]",
+            "[ci skip] docs",
+            "wip [ skip  ci ]\n\nbody",
+        ] {
+            let r = unsigned_push(&push_with_message(msg));
+            let Ok(HookOutcome::Ignored(why)) = r else {
+                panic!("{msg}: {r:?}")
+            };
+            assert!(
+                why.starts_with(
+                    "push to branch 'master' skipped: the head commit message matches skip pattern"
+                ),
+                "{why}"
+            );
+        }
+        // Only the head commit decides (an older commit's marker does not).
+        let (_, body) = fixture("push_branch_two_commits.json");
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        v["commits"][1]["message"] = json!("old [skip ci]");
+        let r = unsigned_push(&serde_json::to_vec(&v).unwrap());
+        assert!(matches!(r, Ok(HookOutcome::Changes { .. })), "{r:?}");
+        // A PR: its title or description.
+        let (headers, body) = fixture("pull_request_opened.json");
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        v["pull_request"]["title"] = json!("Greet [ci skip]");
+        let body = serde_json::to_vec(&v).unwrap();
+        let mut unsigned = headers.clone();
+        unsigned.retain(|(k, _)| !k.contains("signature"));
+        assert_eq!(
+            handle(&cfg, &request(&unsigned, &body)),
+            Ok(HookOutcome::Ignored(format!(
+                "pull request #3 skipped: the pull request's title or description matches skip pattern {:?}",
+                crate::config::DEFAULT_SKIPS[1]
+            )))
+        );
+        // `skips = []` builds everything; a custom pattern replaces the defaults.
+        let none = GiteaDialect {
+            skips: vec![],
+            ..Default::default()
+        };
+        let r = handle(&none, &request(&unsigned, &body));
+        assert!(matches!(r, Ok(HookOutcome::Changes { .. })), "{r:?}");
+        let custom = GiteaDialect {
+            skips: vec![crate::config::Pattern {
+                source: "NOBUILD".into(),
+                re: regex_lite::Regex::new("NOBUILD").unwrap(),
+            }],
+            ..Default::default()
+        };
+        let r = handle(&custom, &request(&unsigned, &body));
+        assert!(matches!(r, Ok(HookOutcome::Changes { .. })), "{r:?}");
+        let r = handle(
+            &custom,
+            &request(
+                &[("x-gitea-event".into(), "push".into())],
+                &push_with_message("x NOBUILD"),
+            ),
+        );
+        assert!(matches!(r, Ok(HookOutcome::Ignored(_))), "{r:?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::model::NewChange;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sha1::Sha1;
 use sha2::Sha256;
 use std::fmt;
 
@@ -91,40 +92,104 @@ fn bad(msg: impl Into<String>) -> HookError {
     HookError::BadRequest(msg.into())
 }
 
-/// Checks a hex HMAC-SHA256 of `body` keyed with `secret`, in constant time
-/// (`verify_slice`), so response timing leaks nothing about the expected
-/// value. Accepts GitHub's `sha256=` prefix and either hex case.
-pub(crate) fn verify_hmac_sha256_hex(secret: &str, body: &[u8], signature_hex: &str) -> bool {
-    let sig = signature_hex.trim();
-    let sig = sig.strip_prefix("sha256=").unwrap_or(sig);
-    let Ok(expected) = hex::decode(sig) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+/// The hash under a webhook's HMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Digest {
+    Sha256,
+    /// GitHub's older `X-Hub-Signature: sha1=<hex>`, still sent by GitHub
+    /// and Gitea and the only one Buildbot's GitHub hook checks.
+    Sha1,
+}
+
+/// A header that may carry a signature, and its hash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SignatureHeader {
+    pub name: &'static str,
+    pub digest: Digest,
+}
+
+/// `X-Hub-Signature-256: sha256=<hex>` (GitHub, `minibot sendchange`).
+pub(crate) const HUB_SHA256: SignatureHeader = SignatureHeader {
+    name: "x-hub-signature-256",
+    digest: Digest::Sha256,
+};
+
+fn hmac_matches<M: Mac + KeyInit>(secret: &str, body: &[u8], expected: &[u8]) -> bool {
+    let Ok(mut mac) = <M as KeyInit>::new_from_slice(secret.as_bytes()) else {
         return false;
     };
     mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+    mac.verify_slice(expected).is_ok()
 }
 
-/// When a secret is configured, requires `header` to carry a valid signature
-/// of the raw body. Runs before anything looks at the body, so an unsigned
-/// request cannot even probe the parser. Without a secret every request is
-/// accepted (signed or not), as Buildbot and Gitea do.
-fn check_signature(secret: Option<&str>, req: &HookRequest, header: &str) -> Result<(), HookError> {
+/// Checks a hex HMAC of `body` keyed with `secret`, in constant time
+/// (`verify_slice`), so response timing leaks nothing about the expected
+/// value. Accepts GitHub's `sha256=` / `sha1=` prefix and either hex case.
+pub(crate) fn verify_hmac_hex(
+    digest: Digest,
+    secret: &str,
+    body: &[u8],
+    signature_hex: &str,
+) -> bool {
+    let sig = signature_hex.trim();
+    let prefix = match digest {
+        Digest::Sha256 => "sha256=",
+        Digest::Sha1 => "sha1=",
+    };
+    let sig = sig.strip_prefix(prefix).unwrap_or(sig);
+    let Ok(expected) = hex::decode(sig) else {
+        return false;
+    };
+    match digest {
+        Digest::Sha256 => hmac_matches::<Hmac<Sha256>>(secret, body, &expected),
+        Digest::Sha1 => hmac_matches::<Hmac<Sha1>>(secret, body, &expected),
+    }
+}
+
+/// When a secret is configured, requires the first of `headers` the request
+/// carries to hold a valid signature of one of `signed` (the bytes the
+/// sender may have signed: the raw body, or for Gitea the JSON payload). Runs before the
+/// payload is parsed, so an unsigned request cannot even probe the JSON
+/// parser. The first header present decides, so a request with a wrong
+/// SHA-256 signature cannot fall back to a SHA-1 one. Without a secret every
+/// request is accepted (signed or not), as Buildbot and Gitea do.
+fn check_signature(
+    secret: Option<&str>,
+    req: &HookRequest,
+    headers: &[SignatureHeader],
+    signed: &[&[u8]],
+) -> Result<(), HookError> {
     let Some(secret) = secret else {
         return Ok(());
     };
     // Gitea sends the header empty when its webhook has no secret: treat an
     // empty value (or a bare "sha256=") as missing, for a clearer message.
-    let sig = req
-        .header(header)
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && *s != "sha256=");
-    match sig {
-        None => Err(HookError::Forbidden(format!("missing {header} signature"))),
-        Some(sig) if verify_hmac_sha256_hex(secret, req.body, sig) => Ok(()),
-        Some(_) => Err(HookError::Forbidden(format!("wrong {header} signature"))),
+    let found = headers.iter().find_map(|h| {
+        req.header(h.name)
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && *s != "sha256=" && *s != "sha1=")
+            .map(|sig| (h, sig))
+    });
+    let names = || {
+        headers
+            .iter()
+            .map(|h| h.name)
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    match found {
+        None => Err(HookError::Forbidden(format!(
+            "missing {} signature",
+            names()
+        ))),
+        Some((h, sig))
+            if signed
+                .iter()
+                .any(|bytes| verify_hmac_hex(h.digest, secret, bytes, sig)) =>
+        {
+            Ok(())
+        }
+        Some((h, _)) => Err(HookError::Forbidden(format!("wrong {} signature", h.name))),
     }
 }
 
@@ -234,15 +299,25 @@ fn select_codebase(req: &HookRequest, configured: Option<&str>) -> String {
         .to_string()
 }
 
-/// The repository URL stored in changes: `ssh_url` by default, as
-/// buildbot_gitea does, or `clone_url` with `repository_url = "clone"`.
-/// Falls back to the other one when the preferred one is empty.
-fn select_repository_url(cfg: &GiteaDialect, ssh_url: &str, clone_url: &str) -> String {
-    let (first, second) = match cfg.repository_url {
-        RepositoryUrl::Clone => (clone_url, ssh_url),
-        RepositoryUrl::Ssh => (ssh_url, clone_url),
+/// The repository URL stored in changes: per `repository_url`, `ssh_url`
+/// (gitea's default, as buildbot_gitea), `clone_url`, or `html_url` (github's
+/// default, as Buildbot's GitHub hook). Falls back to the next non-empty one.
+fn select_repository_url(
+    cfg: &GiteaDialect,
+    ssh_url: &str,
+    clone_url: &str,
+    html_url: &str,
+) -> String {
+    let order = match cfg.repository_url {
+        RepositoryUrl::Clone => [clone_url, ssh_url, html_url],
+        RepositoryUrl::Ssh => [ssh_url, clone_url, html_url],
+        RepositoryUrl::Html => [html_url, clone_url, ssh_url],
     };
-    if first.is_empty() { second } else { first }.to_string()
+    order
+        .into_iter()
+        .find(|u| !u.is_empty())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// A ref id that means "does not exist" (sha1 or sha256 repositories).
@@ -418,22 +493,49 @@ mod tests {
     fn hmac_accepts_fixture_signature_with_and_without_prefix() {
         let (_, body) = testutil::fixture("push_branch_two_commits.json");
         let sig = "8aa3d63ff8fd9f67c0a6928e4f74a6a6252340df086f0c9c2adf11885ab03e41";
-        assert!(verify_hmac_sha256_hex("fixture-secret", &body, sig));
-        assert!(verify_hmac_sha256_hex(
+        assert!(verify_hmac_hex(
+            Digest::Sha256,
+            "fixture-secret",
+            &body,
+            sig
+        ));
+        assert!(verify_hmac_hex(
+            Digest::Sha256,
             "fixture-secret",
             &body,
             &format!("sha256={sig}")
         ));
-        assert!(verify_hmac_sha256_hex(
+        assert!(verify_hmac_hex(
+            Digest::Sha256,
             "fixture-secret",
             &body,
             &sig.to_uppercase()
         ));
-        assert!(!verify_hmac_sha256_hex("other-secret", &body, sig));
-        assert!(!verify_hmac_sha256_hex("fixture-secret", b"{}", sig));
-        assert!(!verify_hmac_sha256_hex("fixture-secret", &body, &sig[..62]));
-        assert!(!verify_hmac_sha256_hex("fixture-secret", &body, "zz"));
-        assert!(!verify_hmac_sha256_hex("fixture-secret", &body, ""));
+        assert!(!verify_hmac_hex(Digest::Sha256, "other-secret", &body, sig));
+        assert!(!verify_hmac_hex(
+            Digest::Sha256,
+            "fixture-secret",
+            b"{}",
+            sig
+        ));
+        assert!(!verify_hmac_hex(
+            Digest::Sha256,
+            "fixture-secret",
+            &body,
+            &sig[..62]
+        ));
+        assert!(!verify_hmac_hex(
+            Digest::Sha256,
+            "fixture-secret",
+            &body,
+            "zz"
+        ));
+        assert!(!verify_hmac_hex(
+            Digest::Sha256,
+            "fixture-secret",
+            &body,
+            ""
+        ));
     }
 
     #[test]
@@ -518,11 +620,14 @@ mod tests {
     #[test]
     fn repository_selection() {
         let mut cfg = GiteaDialect::default();
-        assert_eq!(select_repository_url(&cfg, "ssh", "https"), "ssh");
-        assert_eq!(select_repository_url(&cfg, "", "https"), "https");
+        assert_eq!(select_repository_url(&cfg, "ssh", "https", "web"), "ssh");
+        assert_eq!(select_repository_url(&cfg, "", "https", "web"), "https");
         cfg.repository_url = RepositoryUrl::Clone;
-        assert_eq!(select_repository_url(&cfg, "ssh", "https"), "https");
+        assert_eq!(select_repository_url(&cfg, "ssh", "https", "web"), "https");
+        cfg.repository_url = RepositoryUrl::Html;
+        assert_eq!(select_repository_url(&cfg, "ssh", "https", "web"), "web");
+        assert_eq!(select_repository_url(&cfg, "ssh", "https", ""), "https");
         cfg.repository_url = RepositoryUrl::Ssh;
-        assert_eq!(select_repository_url(&cfg, "ssh", "https"), "ssh");
+        assert_eq!(select_repository_url(&cfg, "ssh", "https", "web"), "ssh");
     }
 }
