@@ -145,12 +145,14 @@ pub(crate) fn spawn(
     connected: Connected,
     rx: Receiver<BotMsg>,
 ) -> Result<std::thread::JoinHandle<()>> {
+    let reader = store.own_reader()?;
     Ok(std::thread::Builder::new()
         .name("botmaster".into())
         .stack_size(256 * 1024)
         .spawn(move || {
             let mut b = Botmaster {
                 store,
+                reader,
                 cfg,
                 connected,
                 workers: BTreeMap::new(),
@@ -164,11 +166,8 @@ pub(crate) fn spawn(
 }
 
 struct Botmaster {
-    /// Reads through a reader lent by the pool for each dispatch (not one
-    /// of its own): at start the recovery's connection, already past its
-    /// schema, serves the first dispatch, and an idle master holds one
-    /// reader for every thread that reads now and then.
     store: Store,
+    reader: db::Conn,
     cfg: Arc<Config>,
     connected: Connected,
     workers: BTreeMap<String, Attached>,
@@ -289,14 +288,14 @@ impl Botmaster {
     }
 
     /// The master has gone quiet after builds: give back the memory they
-    /// left behind. SQLite's page caches first (the pooled readers, the
-    /// writer), so that glibc has their pages free when
+    /// left behind. SQLite's page caches first (this thread's reader, the
+    /// pooled readers, the writer), so that glibc has their pages free when
     /// it hands its free heap back to the kernel.
     fn release_memory(&mut self) {
         self.built = false;
         let t = Instant::now();
         let before = daemon::anon_rss_kb();
-        let shrunk = self.store.release_memory();
+        let shrunk = db::shrink(&self.reader).and_then(|_| self.store.release_memory());
         daemon::release_free_heap();
         if let Err(e) = shrunk {
             log::warn!("idle: releasing SQLite's caches: {e:#}");
@@ -521,8 +520,7 @@ impl Botmaster {
         // Paused from the web UI or API: keeps its running builds, gets no
         // new ones. Read here, so a pause needs no message of its own (an
         // unpause sends RequestsAdded to get here again).
-        let reader = self.store.reader()?;
-        let paused = db::paused_workers(&reader)?;
+        let paused = db::paused_workers(&self.reader)?;
         // Builds per attached worker, updated as this round plans more.
         let mut load: BTreeMap<String, usize> = self
             .workers
@@ -546,7 +544,7 @@ impl Botmaster {
         // start at most a few builds now: loading just their oldest requests
         // keeps a dispatch O(free slots), however deep the queue (a
         // 1,000-deep queue made every build pay for loading all of it).
-        let waiting = db::builders_with_pending(&reader)?;
+        let waiting = db::builders_with_pending(&self.reader)?;
         let mut pending: Vec<PendingRequest> = vec![];
         for b in &self.cfg.builders {
             if waiting.contains(&b.name)
@@ -554,7 +552,7 @@ impl Botmaster {
                     .iter()
                     .any(|w| slot(w, &b.name, &load, &busy).is_some())
             {
-                pending.extend(db::pending_requests(&reader, &b.name, PER_BUILDER)?);
+                pending.extend(db::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
             }
         }
         pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
