@@ -44,7 +44,10 @@ fn assets() {
     // The log colours (`ansi.css`) go with the other log rules: one
     // stylesheet for the pages that show logs.
     css(&format!("{log}\n{}", read("ansi.css")), "log.css");
-    write("minibot.js", minifier::js::minify(&read("minibot.js")).to_string());
+    write(
+        "minibot.js",
+        minifier::js::minify(&read("minibot.js")).to_string(),
+    );
 }
 
 fn git(args: &[&str]) -> Option<String> {

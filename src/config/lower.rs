@@ -179,12 +179,24 @@ fn lower_www(
                 RepositoryUrl::Ssh
             }
         };
+        let pull_request_checkout = match g.pull_request_checkout.as_deref() {
+            None | Some("merge") => PullRequestCheckout::Merge,
+            Some("head") => PullRequestCheckout::Head,
+            Some(c) => {
+                p.add(
+                    &format!("www.change_hook_dialects.{key}.pull_request_checkout"),
+                    format_args!("{c:?} is not one of \"merge\", \"head\""),
+                );
+                PullRequestCheckout::Merge
+            }
+        };
         Some(GiteaDialect {
             secret: g.secret.clone(),
             only_include_push_commit: g.only_include_push_commit,
             repository_url,
             codebase: g.codebase.clone(),
             only_mergeable_pull_request: g.only_mergeable_pull_request,
+            pull_request_checkout,
         })
     };
     let gitea = forge("gitea", &dialects.gitea);

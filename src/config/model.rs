@@ -87,6 +87,22 @@ pub struct GiteaDialect {
     pub codebase: Option<String>,
     /// Skip pull requests reported as not mergeable when they are opened.
     pub only_mergeable_pull_request: bool,
+    /// What a pull request's build checks out (`pull_request_checkout`).
+    pub pull_request_checkout: PullRequestCheckout,
+}
+
+/// What a pull request's build checks out: the dialect puts it in the
+/// change's revision, and the build follows the change (`master::build`
+/// asks the git step to merge the PR head when the revision is not it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullRequestCheckout {
+    /// The PR head merged into the base (buildbot_gitea's change and
+    /// `Gitea` step): the change's revision is the base sha, the head is
+    /// in `head_sha`; the build tests what would land.
+    #[default]
+    Merge,
+    /// The PR head alone: the change's revision is the head sha.
+    Head,
 }
 
 /// Which URL of the repository a change carries.

@@ -118,6 +118,8 @@ pub(crate) struct GiteaDialect {
     /// `opened` event carries a real answer, and that is all this looks at.
     #[serde(default)]
     pub only_mergeable_pull_request: bool,
+    /// "merge" (default: the PR head merged into the base) or "head".
+    pub pull_request_checkout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

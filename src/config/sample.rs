@@ -60,6 +60,10 @@ secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # true: skip a pull request that Gitea reports as conflicting when it is
 # opened (Gitea's answer is only reliable then; later events are built).
 # only_mergeable_pull_request = false
+# What a pull request's build checks out: "merge" (default: the PR head
+# merged into the base branch, as it would land; a conflict fails the git
+# step) or "head" (the PR head alone).
+# pull_request_checkout = "merge"
 
 # Buildbot's "base" dialect: plain form or JSON posts, e.g. from
 # `minibot sendchange`, curl or a git post-receive hook, to

@@ -1165,11 +1165,7 @@ pub(crate) fn log_page(c: &Ctx, logid: LogId, p: &LogParams) -> anyhow::Result<L
             "{} #{} {} {}",
             info.builder, info.number, info.step, info.name
         );
-        return Ok(LogAnswer::Page(c.layout(
-            &title,
-            &base,
-            body,
-        )));
+        return Ok(LogAnswer::Page(c.layout(&title, &base, body)));
     }
     // A region: around `line`, or the end.
     let first = match line {
@@ -1236,11 +1232,7 @@ pub(crate) fn log_page(c: &Ctx, logid: LogId, p: &LogParams) -> anyhow::Result<L
         "{} #{} {} {}",
         info.builder, info.number, info.step, info.name
     );
-    Ok(LogAnswer::Page(c.layout(
-        &title,
-        &base,
-        body,
-    )))
+    Ok(LogAnswer::Page(c.layout(&title, &base, body)))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::{
     bad, check_signature, forge_json_text, is_zero_sha, parse_rfc3339, select_codebase,
     select_repository_url, typed_json, HookError, HookOutcome, HookRequest,
 };
-use crate::config::GiteaDialect;
+use crate::config::{GiteaDialect, PullRequestCheckout};
 use crate::model::{now, NewChange};
 use serde::Deserialize;
 use serde_json::Value;
@@ -404,7 +404,12 @@ fn pull_request_changes(
         // The base branch, so branch schedulers see which line the PR
         // targets; the category and properties say it is a PR.
         branch: Some(pr.base.git_ref),
-        revision: Some(pr.head.sha),
+        // As buildbot_gitea: the base revision, the head in `head_sha`;
+        // the build merges the head into it (`master::build`).
+        revision: Some(match cfg.pull_request_checkout {
+            PullRequestCheckout::Merge => pr.base.sha,
+            PullRequestCheckout::Head => pr.head.sha,
+        }),
         repository: target.repository,
         project: target.project,
         category: Some("pull_request".to_string()),

@@ -189,7 +189,9 @@ mod tests {
                 panic!("{action}")
             };
             let c = &changes[0];
-            assert_eq!(c.revision.as_deref(), Some("cafe"));
+            // pull_request_checkout = "merge" (default): the base revision.
+            assert_eq!(c.revision.as_deref(), Some("beef"));
+            assert_eq!(c.properties["head_sha"], json!("cafe"));
             assert_eq!(c.branch.as_deref(), Some("main"));
             assert_eq!(c.comments, "T");
             assert_eq!(c.author, "contrib");
