@@ -138,17 +138,12 @@ fn lower_www(
             format!("{max_connections} is not between 1 and {MAX_MAX_CONNECTIONS}"),
         );
     }
-    let anonymous = match www.anonymous.as_deref() {
-        None | Some("read") => Anonymous::Read,
-        Some("none") => Anonymous::None,
-        Some(a) => {
-            p.add(
-                "www.anonymous",
-                format_args!("{a:?} is not one of \"read\", \"none\""),
-            );
-            Anonymous::Read
-        }
-    };
+    let anonymous = one_of(
+        p,
+        "www.anonymous",
+        www.anonymous.as_deref(),
+        &[("read", Anonymous::Read), ("none", Anonymous::None)],
+    );
     let dialects = &www.change_hook_dialects;
     // A hook without a secret lets anyone who can reach the port store
     // changes and start builds, and a plain cross-site HTML form is enough
@@ -168,28 +163,21 @@ fn lower_www(
             ),
             Some(_) => {}
         }
-        let repository_url = match g.repository_url.as_deref() {
-            None | Some("ssh") => RepositoryUrl::Ssh,
-            Some("clone") => RepositoryUrl::Clone,
-            Some(u) => {
-                p.add(
-                    &format!("www.change_hook_dialects.{key}.repository_url"),
-                    format_args!("{u:?} is not one of \"ssh\", \"clone\""),
-                );
-                RepositoryUrl::Ssh
-            }
-        };
-        let pull_request_checkout = match g.pull_request_checkout.as_deref() {
-            None | Some("merge") => PullRequestCheckout::Merge,
-            Some("head") => PullRequestCheckout::Head,
-            Some(c) => {
-                p.add(
-                    &format!("www.change_hook_dialects.{key}.pull_request_checkout"),
-                    format_args!("{c:?} is not one of \"merge\", \"head\""),
-                );
-                PullRequestCheckout::Merge
-            }
-        };
+        let repository_url = one_of(
+            p,
+            &format!("www.change_hook_dialects.{key}.repository_url"),
+            g.repository_url.as_deref(),
+            &[("ssh", RepositoryUrl::Ssh), ("clone", RepositoryUrl::Clone)],
+        );
+        let pull_request_checkout = one_of(
+            p,
+            &format!("www.change_hook_dialects.{key}.pull_request_checkout"),
+            g.pull_request_checkout.as_deref(),
+            &[
+                ("merge", PullRequestCheckout::Merge),
+                ("head", PullRequestCheckout::Head),
+            ],
+        );
         Some(GiteaDialect {
             secret: g.secret.clone(),
             only_include_push_commit: g.only_include_push_commit,
@@ -1290,6 +1278,28 @@ fn check_logging(l: &LoggingCfg, p: &mut Problems) {
     if l.max_rotated_files > 100 {
         p.add("logging.max_rotated_files", "must be at most 100");
     }
+}
+
+/// A key that names one of a few `choices`, the first being the default
+/// when the key is absent; anything else is a problem naming the choices,
+/// and the default stands in so the rest is still checked.
+fn one_of<T: Copy>(p: &mut Problems, path: &str, value: Option<&str>, choices: &[(&str, T)]) -> T {
+    let default = choices[0].1;
+    let Some(v) = value else {
+        return default;
+    };
+    if let Some((_, t)) = choices.iter().find(|(name, _)| *name == v) {
+        return *t;
+    }
+    let names: Vec<String> = choices
+        .iter()
+        .map(|(name, _)| format!("{name:?}"))
+        .collect();
+    p.add(
+        path,
+        format_args!("{v:?} is not one of {}", names.join(", ")),
+    );
+    default
 }
 
 fn check_bind(path: &str, bind: &str, p: &mut Problems) -> Option<IpAddr> {
