@@ -121,6 +121,12 @@ pub enum StepSpec {
         mode: String,
         /// Fetch `refs/pull/<n>/head` instead of the branch when set.
         pr_number: Option<u64>,
+        /// A pull request tested as merged (with `pr_number`): check out
+        /// this commit (the base) and merge `revision` (the PR head) into
+        /// it. A worker from before this field ignores it and builds
+        /// `revision` alone, as minibot did then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merge_into: Option<String>,
         timeout: u64,
     },
     /// Run a command in `builder_dir/build/<workdir>`.

@@ -333,6 +333,7 @@ fn frame_corpus() -> Vec<Vec<u8>> {
                 revision: None,
                 mode: "full".into(),
                 pr_number: Some(3),
+                merge_into: Some("e532cbfab4045c9c9ca8c5a578ed7abe73b365fe".into()),
                 timeout: 10,
             },
         },
@@ -489,6 +490,11 @@ fn hook_one(u: &mut Unstructured, corpus: &[(String, Vec<u8>)]) -> Result<()> {
         codebase: None,
         only_mergeable_pull_request: chance(u, 2)?,
         skips: GiteaDialect::default().skips,
+        pull_request_checkout: if chance(u, 2)? {
+            minibot::config::PullRequestCheckout::Head
+        } else {
+            minibot::config::PullRequestCheckout::Merge
+        },
     };
     let _ = dialects::gitea::handle(&forge, &req);
     let _ = dialects::github::handle(&forge, &req);

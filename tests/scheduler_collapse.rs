@@ -30,6 +30,7 @@ fn queued_pushes_collapse_into_the_newest() {
     git(&s.repo, &["update-ref", "refs/pull/3/head", &c2]);
     s.post_fixture_edited("pull_request_opened.json", |v| {
         v["pull_request"]["head"]["sha"] = c2.clone().into();
+        v["pull_request"]["base"]["sha"] = s.head.clone().into();
     });
     wait_for("4 queued requests", Duration::from_secs(20), || {
         let r = get_json(&s.url("/api/v2/buildrequests"));
@@ -48,9 +49,10 @@ fn queued_pushes_collapse_into_the_newest() {
                 .to_string()
         })
         .collect();
+    // The PR's build is at its base, with its head merged (issue 19).
     assert_eq!(
         revs,
-        [c3.clone(), c2.clone()],
+        [c3.clone(), s.head.clone()],
         "newest push first, then the PR"
     );
     assert!(builds.iter().all(|b| b["results"] == 0), "{builds:?}");

@@ -22,6 +22,7 @@ mod fuzz_parsers;
 mod gitea_e2e;
 mod gitea_formats;
 mod gitea_poller;
+mod gitea_pr_merge;
 mod guide;
 mod hostile;
 mod ops_commands;

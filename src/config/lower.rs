@@ -138,17 +138,12 @@ fn lower_www(
             format!("{max_connections} is not between 1 and {MAX_MAX_CONNECTIONS}"),
         );
     }
-    let anonymous = match www.anonymous.as_deref() {
-        None | Some("read") => Anonymous::Read,
-        Some("none") => Anonymous::None,
-        Some(a) => {
-            p.add(
-                "www.anonymous",
-                format_args!("{a:?} is not one of \"read\", \"none\""),
-            );
-            Anonymous::Read
-        }
-    };
+    let anonymous = one_of(
+        p,
+        "www.anonymous",
+        www.anonymous.as_deref(),
+        &[("read", Anonymous::Read), ("none", Anonymous::None)],
+    );
     let dialects = &www.change_hook_dialects;
     // A hook without a secret lets anyone who can reach the port store
     // changes and start builds, and a plain cross-site HTML form is enough
@@ -193,6 +188,15 @@ fn lower_www(
                 })
                 .collect(),
         };
+        let pull_request_checkout = one_of(
+            p,
+            &format!("www.change_hook_dialects.{key}.pull_request_checkout"),
+            g.pull_request_checkout.as_deref(),
+            &[
+                ("merge", PullRequestCheckout::Merge),
+                ("head", PullRequestCheckout::Head),
+            ],
+        );
         Some(GiteaDialect {
             secret: g.secret.clone(),
             only_include_push_commit: g.only_include_push_commit,
@@ -200,6 +204,7 @@ fn lower_www(
             codebase: g.codebase.clone(),
             only_mergeable_pull_request: g.only_mergeable_pull_request,
             skips,
+            pull_request_checkout,
         })
     };
     let gitea = forge("gitea", &dialects.gitea);
@@ -1293,6 +1298,28 @@ fn check_logging(l: &LoggingCfg, p: &mut Problems) {
     if l.max_rotated_files > 100 {
         p.add("logging.max_rotated_files", "must be at most 100");
     }
+}
+
+/// A key that names one of a few `choices`, the first being the default
+/// when the key is absent; anything else is a problem naming the choices,
+/// and the default stands in so the rest is still checked.
+fn one_of<T: Copy>(p: &mut Problems, path: &str, value: Option<&str>, choices: &[(&str, T)]) -> T {
+    let default = choices[0].1;
+    let Some(v) = value else {
+        return default;
+    };
+    if let Some((_, t)) = choices.iter().find(|(name, _)| *name == v) {
+        return *t;
+    }
+    let names: Vec<String> = choices
+        .iter()
+        .map(|(name, _)| format!("{name:?}"))
+        .collect();
+    p.add(
+        path,
+        format_args!("{v:?} is not one of {}", names.join(", ")),
+    );
+    default
 }
 
 fn check_bind(path: &str, bind: &str, p: &mut Problems) -> Option<IpAddr> {

@@ -90,6 +90,8 @@ pub struct GiteaDialect {
     /// A push or PR whose head commit message (PR: title or description)
     /// matches one of these is not built (Buildbot's GitHub hook `skips`).
     pub skips: Vec<Pattern>,
+    /// What a pull request's build checks out (`pull_request_checkout`).
+    pub pull_request_checkout: PullRequestCheckout,
 }
 
 /// Buildbot's GitHub hook `DEFAULT_SKIPS_PATTERN`: `[skip ci]`, `[ci skip]`.
@@ -103,6 +105,7 @@ impl Default for GiteaDialect {
             repository_url: RepositoryUrl::default(),
             codebase: None,
             only_mergeable_pull_request: false,
+            pull_request_checkout: PullRequestCheckout::default(),
             skips: DEFAULT_SKIPS
                 .iter()
                 .map(|s| Pattern {
@@ -113,6 +116,20 @@ impl Default for GiteaDialect {
                 .collect(),
         }
     }
+}
+
+/// What a pull request's build checks out: the dialect puts it in the
+/// change's revision, and the build follows the change (`master::build`
+/// asks the git step to merge the PR head when the revision is not it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullRequestCheckout {
+    /// The PR head merged into the base (buildbot_gitea's change and
+    /// `Gitea` step): the change's revision is the base sha, the head is
+    /// in `head_sha`; the build tests what would land.
+    #[default]
+    Merge,
+    /// The PR head alone: the change's revision is the head sha.
+    Head,
 }
 
 /// Which URL of the repository a change carries.

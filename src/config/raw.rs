@@ -122,6 +122,8 @@ pub(crate) struct GiteaDialect {
     /// built. Absent: `[skip ci]` and `[ci skip]` (Buildbot's defaults);
     /// `[]` turns skipping off.
     pub skips: Option<Vec<String>>,
+    /// "merge" (default: the PR head merged into the base) or "head".
+    pub pull_request_checkout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -65,6 +65,10 @@ secret = "SomeSecretPassPhraseToAuthenticateGitea"
 # description) matches one of these regexes is not built; the default is
 # Buildbot's: "[skip ci]" and "[ci skip]". [] builds everything.
 # skips = ['\[ *skip *ci *\]', '\[ *ci *skip *\]']
+# What a pull request's build checks out: "merge" (default: the PR head
+# merged into the base branch, as it would land; a conflict fails the git
+# step) or "head" (the PR head alone).
+# pull_request_checkout = "merge"
 
 # Buildbot's "base" dialect: plain form or JSON posts, e.g. from
 # `minibot sendchange`, curl or a git post-receive hook, to

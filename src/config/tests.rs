@@ -1150,3 +1150,30 @@ fn positions_count_from_one_and_name_the_item() {
         (Some(line_of("port = 8010")), "www.port".to_string())
     );
 }
+
+/// Issue 19 point 2: pull requests build the merge result unless
+/// `pull_request_checkout = "head"`; anything else is named.
+#[test]
+fn pull_request_checkout_defaults_to_merge() {
+    let checkout = |extra: &str| {
+        let text = with(&format!(
+            "[www.change_hook_dialects.gitea]\nsecret = \"a-long-enough-secret\"\n{extra}"
+        ));
+        let cfg = parse(&text, "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+        let gitea = cfg.www.change_hook_dialects.gitea.expect("gitea");
+        gitea.pull_request_checkout
+    };
+    assert_eq!(checkout(""), PullRequestCheckout::Merge);
+    assert_eq!(
+        checkout("pull_request_checkout = \"merge\"\n"),
+        PullRequestCheckout::Merge
+    );
+    assert_eq!(
+        checkout("pull_request_checkout = \"head\"\n"),
+        PullRequestCheckout::Head
+    );
+    assert_problem(
+        &with("[www.change_hook_dialects.github]\nsecret = \"a-long-enough-secret\"\npull_request_checkout = \"rebase\"\n"),
+        "www.change_hook_dialects.github.pull_request_checkout: \"rebase\" is not one of \"merge\", \"head\"",
+    );
+}

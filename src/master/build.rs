@@ -361,17 +361,34 @@ impl RunningBuild {
                 repourl,
                 mode,
                 branch,
-            } => StepSpec::Git {
-                repourl: interpolate(repourl, props),
-                branch: self.job.ss.branch.clone().or_else(|| branch.clone()),
-                revision: self.job.ss.revision.clone(),
-                mode: mode.as_str().to_string(),
-                pr_number: props.get("pr_number").and_then(|(v, _)| {
+            } => {
+                let pr_number = props.get("pr_number").and_then(|(v, _)| {
                     v.as_u64()
                         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                }),
-                timeout,
-            },
+                });
+                // A pull request tested as merged (`pull_request_checkout =
+                // "merge"`): the source stamp is at the base and the head is
+                // `head_sha`, so the worker checks out the base and merges
+                // the head. At the head itself there is nothing to merge.
+                let base = self.job.ss.revision.clone();
+                let head = pr_number
+                    .and_then(|_| props.get("head_sha"))
+                    .and_then(|(v, _)| v.as_str())
+                    .filter(|h| base.as_deref().is_some_and(|b| b != *h));
+                let (revision, merge_into) = match head {
+                    Some(h) => (Some(h.to_string()), base),
+                    None => (base, None),
+                };
+                StepSpec::Git {
+                    repourl: interpolate(repourl, props),
+                    branch: self.job.ss.branch.clone().or_else(|| branch.clone()),
+                    revision,
+                    mode: mode.as_str().to_string(),
+                    pr_number,
+                    merge_into,
+                    timeout,
+                }
+            }
             StepKind::Shell {
                 command,
                 env: step_env,
@@ -535,10 +552,17 @@ impl RunningBuild {
         self.results = worst(self.results, contrib);
         self.halted |= halt;
         let mut state = cur.name.clone();
-        if timed_out {
-            state.push_str(" (timeout)");
-        } else if r != Success {
-            state.push_str(&format!(" ({})", r.name()));
+        match (&reason, r) {
+            _ if timed_out => state.push_str(" (timeout)"),
+            // The worker said why (a git step: "merge conflict: PR #3 does
+            // not merge into master (e532cbf)", "git fetch failed ..."):
+            // that is the state, bounded as the page shows it.
+            (Some(why), Failure) if !why.trim().is_empty() => {
+                let why: String = why.lines().next().unwrap_or("").chars().take(200).collect();
+                state.push_str(&format!(" ({why})"));
+            }
+            (_, Success) => {}
+            (_, r) => state.push_str(&format!(" ({})", r.name())),
         }
         // The log is the master's own file (a full disk can refuse it); the
         // step's result is the worker's and is recorded all the same.

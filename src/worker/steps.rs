@@ -171,6 +171,7 @@ pub(crate) fn run_step(
             revision,
             mode,
             pr_number,
+            merge_into,
             timeout,
         } => run_git(
             build_dir,
@@ -180,6 +181,7 @@ pub(crate) fn run_step(
                 revision: revision.as_deref(),
                 mode,
                 pr_number: *pr_number,
+                merge_into: merge_into.as_deref(),
                 timeout: *timeout,
             },
             &ctx,
@@ -744,7 +746,55 @@ struct GitArgs<'a> {
     revision: Option<&'a str>,
     mode: &'a str,
     pr_number: Option<u64>,
+    /// Check out this commit and merge `revision` (the PR head) into it.
+    merge_into: Option<&'a str>,
     timeout: u64,
+}
+
+/// The identity and settings of the merge commit of a pull request build:
+/// fixed, so the merge works on a worker without a git identity and makes
+/// the same commit whoever's worker runs it (the date is the newer parent's,
+/// [`merge_date`]); no hooks and no signing from the worker user's config.
+const MERGE_IDENTITY: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "minibot"),
+    ("GIT_AUTHOR_EMAIL", "minibot@localhost"),
+    ("GIT_COMMITTER_NAME", "minibot"),
+    ("GIT_COMMITTER_EMAIL", "minibot@localhost"),
+];
+
+/// A full commit id (SHA-1 or SHA-256), as Gitea and GitHub send them: what
+/// a pull request's merge accepts from a change.
+fn is_full_sha(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What a merge build needs besides the plain checkout's checks: a PR
+/// number (positive) and both commits as full hex ids, since they come
+/// from a webhook and name what is merged.
+fn check_merge(g: &GitArgs<'_>) -> Result<(), String> {
+    if g.pr_number == Some(0) {
+        return Err("refusing pull request number 0".to_string());
+    }
+    let Some(base) = g.merge_into else {
+        return Ok(());
+    };
+    if g.pr_number.is_none() {
+        return Err("refusing merge_into without pr_number".to_string());
+    }
+    for (what, v) in [("PR head", g.revision.unwrap_or("")), ("base", base)] {
+        if !is_full_sha(v) {
+            return Err(format!("refusing {what} {v:?}: not a full hex commit id"));
+        }
+    }
+    Ok(())
+}
+
+/// The date of a merge commit: the newer of its parents' committer dates,
+/// in git's internal format, so the same merge gets the same commit id.
+fn merge_date(build_dir: &Path, base: &str, head: &str) -> Option<String> {
+    let times = git_capture(build_dir, &["show", "-s", "--format=%ct", base, head])?;
+    let newest = times.lines().filter_map(|t| t.parse::<i64>().ok()).max()?;
+    Some(format!("{newest} +0000"))
 }
 
 /// Branch names and revisions come from changes (webhooks, i.e. outside):
@@ -843,6 +893,9 @@ fn run_git(build_dir: &Path, g: &GitArgs<'_>, ctx: &StepCtx<'_>) -> StepOutcome 
             }
         }
     }
+    if let Err(e) = check_merge(g) {
+        return fail(e);
+    }
     if g.mode != "incremental" && g.mode != "full" {
         return fail(format!(
             "unknown git mode {:?}: expected \"incremental\" or \"full\"",
@@ -892,18 +945,16 @@ fn run_git(build_dir: &Path, g: &GitArgs<'_>, ctx: &StepCtx<'_>) -> StepOutcome 
                 None => git(&["remote", "add", "origin", g.repourl])?,
             }
         }
-        let pr_ref;
-        let fetch_ref = match (g.pr_number, g.branch) {
-            (Some(n), _) => {
-                pr_ref = format!("refs/pull/{n}/head");
-                pr_ref.as_str()
-            }
-            (None, Some(b)) => b,
-            // No branch: whatever the remote's HEAD points at.
-            (None, None) => "HEAD",
-        };
-        git(&["fetch", "origin", fetch_ref])?;
-        let target = g.revision.unwrap_or("FETCH_HEAD");
+        // A pull request's head (Gitea and GitHub keep `refs/pull/<n>/head`
+        // in the base repository, also for PRs from forks); for a merge
+        // also the base branch. No branch: whatever the remote's HEAD is.
+        let pr_ref = g.pr_number.map(|n| format!("refs/pull/{n}/head"));
+        let mut fetch_refs: Vec<&str> = pr_ref.iter().map(String::as_str).collect();
+        if pr_ref.is_none() || g.merge_into.is_some() {
+            fetch_refs.push(g.branch.unwrap_or("HEAD"));
+        }
+        let fetched = fetch_refs.join(" ");
+        git(&[&["fetch", "origin"][..], &fetch_refs].concat())?;
         let verify = |t: &str| {
             git_capture(
                 build_dir,
@@ -915,29 +966,39 @@ fn run_git(build_dir: &Path, g: &GitArgs<'_>, ctx: &StepCtx<'_>) -> StepOutcome 
                 ],
             )
         };
-        let mut sha = verify(target);
-        if sha.is_none() {
-            if let Some(rev) = g.revision {
-                // Not reachable from the fetched ref (force-push, other
-                // branch): ask for the commit itself.
-                out(
-                    "h",
-                    &format!("revision {rev} is not in {fetch_ref}; fetching it directly\n"),
-                );
-                git(&["fetch", "origin", rev])?;
-                sha = verify(rev);
+        // The commit `rev` names (none: the first ref fetched).
+        let resolve = |rev: Option<&str>| -> Result<String, StepOutcome> {
+            let target = rev.unwrap_or("FETCH_HEAD");
+            let mut sha = verify(target);
+            if sha.is_none() {
+                if let Some(rev) = rev {
+                    // Not reachable from the fetched refs (force-push,
+                    // other branch): ask for the commit itself.
+                    out(
+                        "h",
+                        &format!("revision {rev} is not in {fetched}; fetching it directly\n"),
+                    );
+                    git(&["fetch", "origin", rev])?;
+                    sha = verify(rev);
+                }
             }
-        }
-        let Some(sha) = sha else {
-            return Err(fail(format!(
-                "revision {target} not found after fetching {fetch_ref} from {}",
-                g.repourl
-            )));
+            sha.ok_or_else(|| {
+                fail(format!(
+                    "revision {target} not found after fetching {fetched} from {}",
+                    g.repourl
+                ))
+            })
         };
-        // Incremental mode keeps untracked files (build products), as
-        // Buildbot does; -f discards changes to tracked ones.
-        git(&["checkout", "-f", "--detach", &sha])?;
-        Ok(sha)
+        let sha = resolve(g.revision)?;
+        let Some(base) = g.merge_into else {
+            // Incremental mode keeps untracked files (build products), as
+            // Buildbot does; -f discards changes to tracked ones.
+            git(&["checkout", "-f", "--detach", &sha])?;
+            return Ok(sha);
+        };
+        let base = resolve(Some(base))?;
+        git(&["checkout", "-f", "--detach", &base])?;
+        merge_pr(build_dir, g, &base, &sha, ctx)
     })();
     match result {
         Ok(sha) => {
@@ -949,6 +1010,83 @@ fn run_git(build_dir: &Path, g: &GitArgs<'_>, ctx: &StepCtx<'_>) -> StepOutcome 
         }
         Err(o) => o,
     }
+}
+
+/// Merges a pull request's head into the base checked out in `build_dir`
+/// (buildbot_gitea's `Gitea` step: `git merge <head_sha>`, here always a
+/// merge commit). Returns the merge commit; a conflict is aborted, so the
+/// directory is clean for the next build, and fails the step saying so.
+fn merge_pr(
+    build_dir: &Path,
+    g: &GitArgs<'_>,
+    base: &str,
+    head: &str,
+    ctx: &StepCtx<'_>,
+) -> Result<String, StepOutcome> {
+    let out = ctx.out;
+    let n = g.pr_number.unwrap_or_default();
+    let short = |s: &str| s.chars().take(10).collect::<String>();
+    let into = match g.branch {
+        Some(b) => format!("{b} ({})", short(base)),
+        None => short(base),
+    };
+    let message = format!("Merge pull request #{n} ({}) into {into}", short(head));
+    let (mut cmd, argv) = git_command(&[
+        "-c",
+        "commit.gpgsign=false",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "merge",
+        "--no-ff",
+        "--no-edit",
+        "-m",
+        &message,
+        head,
+    ]);
+    let mut keys: Vec<&str> = MERGE_IDENTITY.iter().map(|(k, _)| *k).collect();
+    cmd.envs(MERGE_IDENTITY);
+    if let Some(date) = merge_date(build_dir, base, head) {
+        cmd.env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date);
+        keys.extend(["GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"]);
+    }
+    let mut o = run_command(cmd, &argv, build_dir, &keys, g.timeout, ctx);
+    if !o.success() {
+        if o.interrupted || o.timed_out {
+            return Err(o);
+        }
+        let conflicts = git_capture(build_dir, &["diff", "--name-only", "--diff-filter=U"]);
+        // Leave no merge in progress behind (a later incremental build
+        // checks out over it anyway).
+        let (abort, abort_argv) = git_command(&["merge", "--abort"]);
+        run_command(abort, &abort_argv, build_dir, &[], g.timeout, ctx);
+        let why = match conflicts {
+            Some(files) => {
+                out(
+                    "h",
+                    &format!(
+                        "conflicting files: {}\n",
+                        files.lines().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                format!("merge conflict: PR #{n} does not merge into {into}")
+            }
+            None => format!(
+                "PR #{n} does not merge into {into}: git merge failed with exit code {}",
+                o.exit_code.map_or("?".to_string(), |c| c.to_string())
+            ),
+        };
+        // The master writes the reason at the end of the step's log.
+        o.reason = Some(why);
+        return Err(o);
+    }
+    let merged = git_capture(build_dir, &["rev-parse", "--verify", "HEAD^{commit}"])
+        .ok_or_else(|| StepOutcome::failed("no HEAD after the merge".to_string()))?;
+    out(
+        "h",
+        &format!("merged PR #{n} head {head} into {base}: {merged}\n"),
+    );
+    Ok(merged)
 }
 
 /// Where a builder's build directory lives under the worker's base dir.
@@ -1323,6 +1461,7 @@ mod tests {
             revision: rev.map(Into::into),
             mode: mode.into(),
             pr_number: None,
+            merge_into: None,
             timeout: 60,
         }
     }
@@ -1450,6 +1589,7 @@ mod tests {
             revision: None,
             mode: "incremental".into(),
             pr_number: Some(7),
+            merge_into: None,
             timeout: 60,
         };
         let c = Collect::new();
@@ -1458,6 +1598,144 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(build.join("a.txt")).unwrap(),
             "pr\n"
+        );
+    }
+
+    /// A repository with a pull request #7 (`refs/pull/7/head`) that
+    /// touches `conflicting`'s line or a file of its own, and a later base
+    /// commit: (repo url, base sha, head sha).
+    fn pr_repo(dir: &Path, conflicting: bool) -> (String, String, String) {
+        let repo = dir.join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        git_in(&repo, &["init", "-q", "-b", "main"]);
+        commit(&repo, "a.txt", "one\n");
+        git_in(&repo, &["checkout", "-q", "-b", "pr"]);
+        let head = match conflicting {
+            true => commit(&repo, "a.txt", "pr\n"),
+            false => commit(&repo, "pr.txt", "pr\n"),
+        };
+        git_in(&repo, &["update-ref", "refs/pull/7/head", &head]);
+        git_in(&repo, &["checkout", "-q", "main"]);
+        let base = commit(&repo, "a.txt", "base\n");
+        (repo.display().to_string(), base, head)
+    }
+
+    fn merge_spec(url: &str, base: &str, head: &str, pr: u64) -> StepSpec {
+        StepSpec::Git {
+            repourl: url.into(),
+            branch: Some("main".into()),
+            revision: Some(head.into()),
+            mode: "incremental".into(),
+            pr_number: Some(pr),
+            merge_into: Some(base.into()),
+            timeout: 60,
+        }
+    }
+
+    #[test]
+    fn git_merges_a_pull_request_into_its_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (url, base, head) = pr_repo(tmp.path(), false);
+        let build = tmp.path().join("build");
+        let c = Collect::new();
+        let spec = merge_spec(&url, &base, &head, 7);
+        let o = run_step(&build, &spec, &c.out(), &CancelToken::new(), None);
+        assert!(o.success(), "{o:?}\n{}", c.stream("h"));
+        let read = |f: &str| std::fs::read_to_string(build.join(f)).unwrap();
+        assert_eq!(
+            (read("a.txt"), read("pr.txt")),
+            ("base\n".into(), "pr\n".into())
+        );
+        assert_eq!(
+            git_in(&build, &["rev-parse", "HEAD^1", "HEAD^2"]),
+            format!("{base}\n{head}")
+        );
+        let merged = git_in(&build, &["rev-parse", "HEAD"]);
+        assert!(c.stream("h").ends_with(&format!("got_revision={merged}\n")));
+        // The same merge on another worker is the same commit.
+        let c = Collect::new();
+        let other = tmp.path().join("other");
+        let o = run_step(&other, &spec, &c.out(), &CancelToken::new(), None);
+        assert!(o.success(), "{o:?}");
+        assert_eq!(git_in(&other, &["rev-parse", "HEAD"]), merged);
+    }
+
+    #[test]
+    fn git_merge_conflict_fails_saying_so_and_leaves_no_merge() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (url, base, head) = pr_repo(tmp.path(), true);
+        let build = tmp.path().join("build");
+        let c = Collect::new();
+        let o = run_step(
+            &build,
+            &merge_spec(&url, &base, &head, 7),
+            &c.out(),
+            &CancelToken::new(),
+            None,
+        );
+        assert!(!o.success());
+        assert_eq!(
+            o.reason.as_deref(),
+            Some(
+                format!(
+                    "merge conflict: PR #7 does not merge into main ({})",
+                    &base[..10]
+                )
+                .as_str()
+            )
+        );
+        assert!(
+            c.stream("h").contains("conflicting files: a.txt"),
+            "{}",
+            c.stream("h")
+        );
+        assert!(!build.join(".git/MERGE_HEAD").exists());
+        assert_eq!(git_in(&build, &["status", "--porcelain"]), "");
+    }
+
+    #[test]
+    fn git_merge_refuses_what_is_not_a_pull_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (url, base, head) = pr_repo(tmp.path(), false);
+        let build = tmp.path().join("build");
+        let bad = [
+            (merge_spec(&url, &base, &head, 0), "pull request number 0"),
+            (
+                merge_spec(&url, &base[..12], &head, 7),
+                "not a full hex commit id",
+            ),
+            (
+                merge_spec(&url, &base, "HEAD~1", 7),
+                "not a full hex commit id",
+            ),
+            (
+                merge_spec(&url, &"g".repeat(40), &head, 7),
+                "not a full hex commit id",
+            ),
+        ];
+        for (spec, why) in bad {
+            let c = Collect::new();
+            let o = run_step(&build, &spec, &c.out(), &CancelToken::new(), None);
+            assert!(
+                o.reason.as_deref().is_some_and(|r| r.contains(why)),
+                "{o:?}"
+            );
+            assert!(!build.exists(), "nothing was run");
+        }
+        let mut no_pr = merge_spec(&url, &base, &head, 7);
+        if let StepSpec::Git { pr_number, .. } = &mut no_pr {
+            *pr_number = None;
+        }
+        let o = run_step(
+            &build,
+            &no_pr,
+            &Collect::new().out(),
+            &CancelToken::new(),
+            None,
+        );
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("refusing merge_into without pr_number")
         );
     }
 

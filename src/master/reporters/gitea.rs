@@ -19,7 +19,10 @@
 //!   repository, else its repository URL); otherwise the repository the
 //!   builder's own git step checks out (a `repourl` in master.cfg without
 //!   `%(prop:...)`); otherwise no status.
-//! - commit: `got_revision`, the commit the git step reported checking out
+//! - commit: for a signed pull-request change, its head (`head_sha`): a
+//!   PR tested as merged checks out a merge commit that only the worker
+//!   knows, and Gitea shows a PR's statuses on its head. Otherwise
+//!   `got_revision`, the commit the git step reported checking out
 //!   (set by the master, source `build::GOT_REVISION_SOURCE`), else the
 //!   signed change's revision; otherwise no status. So a build from an
 //!   unsigned change or the force form gets no `pending` (its commit is
@@ -135,18 +138,16 @@ pub(crate) fn status_target(
         .last_change
         .as_ref()
         .filter(|c| c.signed && c.revision.is_some() && c.revision == rep.ss.revision);
+    let prop = |n: &str| match signed?.properties.get(n).map(|(v, _)| v) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
     let (owner, repo) = match signed {
-        Some(c) => {
-            let prop = |n: &str| match c.properties.get(n).map(|(v, _)| v) {
-                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            };
-            match (prop("owner"), prop("repository_name")) {
-                (Some(o), Some(r)) => (o, r),
-                _ => owner_repo_from_url(&c.repository)
-                    .ok_or("the signed change's repository URL names no owner/repository")?,
-            }
-        }
+        Some(c) => match (prop("owner"), prop("repository_name")) {
+            (Some(o), Some(r)) => (o, r),
+            _ => owner_repo_from_url(&c.repository)
+                .ok_or("the signed change's repository URL names no owner/repository")?,
+        },
         None => owner_repo_from_url(builder_repo.ok_or(
             "no signed Gitea/GitHub change and no fixed repourl in the builder's git step",
         )?)
@@ -160,7 +161,11 @@ pub(crate) fn status_target(
         }
         _ => None,
     };
-    let sha = got
+    let pr_head = signed
+        .filter(|c| c.properties.contains_key("pr_number"))
+        .and_then(|_| prop("head_sha"));
+    let sha = pr_head
+        .or(got)
         .or_else(|| signed.and_then(|c| c.revision.clone()))
         .filter(|s| !s.is_empty())
         .ok_or("the commit is not known yet (no got_revision from a git step, no signed change)")?;
@@ -504,6 +509,30 @@ mod tests {
             ("isabell", "hello-world")
         );
         assert_eq!(p.body["context"], "minibot/pr/runtests");
+    }
+
+    /// Issue 19 point 2: a PR tested as merged is at its base (abc123) and
+    /// checks out a merge commit; its statuses go on the head, from the
+    /// start. Only a signed change's `head_sha` counts.
+    #[test]
+    fn pull_requests_report_on_their_head_not_the_merge() {
+        let head = "b".repeat(40);
+        let mut rep = report(&[("pr_number", json!(3)), ("head_sha", json!(head))]);
+        assert_eq!(target(&rep, None), t("isabell", "hello-world", &head));
+        rep.properties.insert(
+            "got_revision".into(),
+            ("d".repeat(40).into(), GOT_REVISION_SOURCE.into()),
+        );
+        assert_eq!(target(&rep, None), t("isabell", "hello-world", &head));
+        // Not from a signed hook: the commit the checkout reported.
+        if let Some(c) = rep.last_change.as_mut() {
+            c.signed = false;
+        }
+        let ours = Some("https://git.example.org/isabell/hello-world.git");
+        assert_eq!(
+            target(&rep, ours),
+            t("isabell", "hello-world", &"d".repeat(40))
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{
     select_repository_url, typed_json, BodyKind, HookError, HookOutcome, HookRequest,
     SignatureHeader,
 };
-use crate::config::GiteaDialect;
+use crate::config::{GiteaDialect, PullRequestCheckout};
 use crate::model::{now, NewChange};
 use serde::Deserialize;
 use serde_json::Value;
@@ -553,7 +553,12 @@ fn pull_request_changes(
             // The base branch, so branch schedulers see which line the PR
             // targets; the category and properties say it is a PR.
             branch: Some(pr.base.git_ref),
-            revision: Some(pr.head.sha),
+            // As buildbot_gitea: the base revision, the head in `head_sha`;
+            // the build merges the head into it (`master::build`).
+            revision: Some(match cfg.pull_request_checkout {
+                PullRequestCheckout::Merge => pr.base.sha.clone(),
+                PullRequestCheckout::Head => pr.head.sha,
+            }),
             repository: target.repository,
             project: target.project,
             category: Some("pull_request".to_string()),
@@ -592,7 +597,12 @@ fn pull_request_changes(
                     pr.number
                 ),
                 branch: Some(format!("refs/pull/{}/{GITHUB_PR_REF}", pr.number)),
-                revision: Some(pr.head.sha),
+                // As buildbot_gitea: the base revision, the head in `head_sha`;
+            // the build merges the head into it (`master::build`).
+            revision: Some(match cfg.pull_request_checkout {
+                PullRequestCheckout::Merge => pr.base.sha.clone(),
+                PullRequestCheckout::Head => pr.head.sha,
+            }),
                 repository: target.repository,
                 project: pr
                     .base

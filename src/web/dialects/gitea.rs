@@ -9,8 +9,11 @@
 //! Events: `push` to a branch → one change per commit, oldest first (only
 //! the head with `only_include_push_commit` or for a new branch); `push` of
 //! a tag → one change for the peeled commit, category `tag`; deletions →
-//! ignored; `pull_request` opened/reopened/synchronized → one change for
-//! the PR head, category `pull_request`; everything else → ignored.
+//! ignored; `pull_request` opened/reopened/synchronized → one change,
+//! category `pull_request`, at the base revision with the PR head in
+//! `head_sha` (buildbot_gitea's change; the build merges the head into the
+//! base), or at the head with `pull_request_checkout = "head"`; everything
+//! else → ignored.
 
 use super::forge::{self, Forge, Mapping, Signed};
 use super::{Digest, HookError, HookOutcome, HookRequest, SignatureHeader};
@@ -243,9 +246,10 @@ mod tests {
         let c = changes(&signed_cfg(), "pull_request_opened.json");
         let c = &c[0];
         assert_eq!(c.branch.as_deref(), Some("master"));
+        // The base revision, as buildbot_gitea; the head is `head_sha`.
         assert_eq!(
             c.revision.as_deref(),
-            Some("e0440101b2afef798ce0cab80ce920569aea8466")
+            Some("e532cbfab4045c9c9ca8c5a578ed7abe73b365fe")
         );
         assert_eq!(c.category.as_deref(), Some("pull_request"));
         assert_eq!(
@@ -285,6 +289,24 @@ mod tests {
         assert_eq!(serde_json::to_value(&c.properties).unwrap(), expected);
     }
 
+    /// `pull_request_checkout = "head"`: the change is the PR head, as
+    /// before issue 19; the properties are the same.
+    #[test]
+    fn pull_request_checkout_head_carries_the_head_revision() {
+        let cfg = GiteaDialect {
+            pull_request_checkout: crate::config::PullRequestCheckout::Head,
+            ..signed_cfg()
+        };
+        let head = &changes(&cfg, "pull_request_opened.json")[0];
+        let merge = &changes(&signed_cfg(), "pull_request_opened.json")[0];
+        assert_eq!(
+            head.revision.as_deref(),
+            Some("e0440101b2afef798ce0cab80ce920569aea8466")
+        );
+        assert_eq!(head.properties, merge.properties);
+        assert_eq!(head.branch, merge.branch);
+    }
+
     #[test]
     fn pull_request_from_fork_fetches_from_the_fork() {
         let c = changes(&signed_cfg(), "pull_request_opened_from_fork.json");
@@ -315,27 +337,31 @@ mod tests {
     #[test]
     fn pull_request_synchronized_reopened_unmergeable() {
         let cfg = signed_cfg();
-        for (name, action, sha) in [
+        for (name, action, sha, base) in [
             (
                 "pull_request_synchronized.json",
                 "synchronized",
                 "6b57dd32d64a895890f920c3c4449d05401d2c1e",
+                "e532cbfab4045c9c9ca8c5a578ed7abe73b365fe",
             ),
             (
                 "pull_request_reopened.json",
                 "reopened",
                 "6b57dd32d64a895890f920c3c4449d05401d2c1e",
+                "e532cbfab4045c9c9ca8c5a578ed7abe73b365fe",
             ),
             // `mergeable: false` is unreliable in Gitea: still built.
             (
                 "pull_request_opened_unmergeable.json",
                 "opened",
                 "e6e01260f5fb3a4049206048d03bed7017cad585",
+                "30f812f06745fba28d7060a9ecdd6c66b10d2a18",
             ),
         ] {
             let c = changes(&cfg, name);
             assert_eq!(c.len(), 1, "{name}");
-            assert_eq!(c[0].revision.as_deref(), Some(sha), "{name}");
+            // pull_request_checkout = "merge" (default): the base revision.
+            assert_eq!(c[0].revision.as_deref(), Some(base), "{name}");
             assert_eq!(c[0].properties["event"], json!("pull_request"), "{name}");
             assert_eq!(c[0].properties["action"], json!(action), "{name}");
             assert_eq!(c[0].properties["head_sha"], json!(sha), "{name}");

@@ -302,7 +302,10 @@ mod tests {
                 panic!("{action}")
             };
             let c = &changes[0];
-            assert_eq!(c.revision.as_deref(), Some("cafe"));
+            // pull_request_checkout = "merge" (default): the base revision,
+            // the head merged into it by the git step.
+            assert_eq!(c.revision.as_deref(), Some("beef"));
+            assert_eq!(c.properties["head_sha"], json!("cafe"));
             assert_eq!(c.branch.as_deref(), Some("refs/pull/7/merge"));
             assert_eq!(c.category.as_deref(), Some("pull"));
             assert_eq!(c.comments, "GitHub Pull Request #7 (2 commits)\nT\n");
