@@ -2,8 +2,9 @@
 //! serves commit statuses on the same port): `GET`/`POST
 //! /api/v1/repos/{owner}/{repo}/hooks` and `PATCH`/`DELETE
 //! .../hooks/{id}`, an in-memory hook list per repository, each request
-//! checked against `test-fixtures/gitea/hook_api_schema.json` (composed
-//! from Gitea's swagger) and recorded. Like Gitea: 401 without the right
+//! checked against `test-fixtures/gitea-api/hook_api_schema.json` (composed
+//! from Gitea's swagger; not in `gitea/`, whose every file the dialect
+//! tests post as a delivery) and recorded. Like Gitea: 401 without the right
 //! token, 404 for a repository it does not have, the secret never listed,
 //! PATCH unable to change it, `pull_request` listed back as its detailed
 //! events.
@@ -62,7 +63,7 @@ fn schema() -> &'static Value {
     static S: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     S.get_or_init(|| {
         serde_json::from_str(
-            &std::fs::read_to_string(super::fixture("gitea/hook_api_schema.json")).unwrap(),
+            &std::fs::read_to_string(super::fixture("gitea-api/hook_api_schema.json")).unwrap(),
         )
         .unwrap()
     })
