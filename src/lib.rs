@@ -37,6 +37,8 @@ pub mod db;
 #[cfg(feature = "master")]
 pub mod demo;
 #[cfg(feature = "master")]
+pub mod gitea_sync;
+#[cfg(feature = "master")]
 pub mod master;
 pub mod model;
 pub mod protocol;

@@ -10,7 +10,7 @@
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use minibot::master::{self, CONFIG_FILE, DB_FILE, LOG_FILE, PID_FILE};
-use minibot::{config, daemon, db, demo, errln, outln, sendchange};
+use minibot::{config, daemon, db, demo, errln, gitea_sync, outln, sendchange};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ enum Cmd {
     User(User),
     SendChange(Box<SendChange>),
     Demo(Demo),
+    Gitea(Gitea),
 }
 
 #[derive(FromArgs)]
@@ -232,6 +233,34 @@ struct Demo {
     dir: PathBuf,
 }
 
+#[derive(FromArgs)]
+#[argh(subcommand, name = "gitea")]
+/// set up Gitea for this master through Gitea's API
+struct Gitea {
+    #[argh(subcommand)]
+    cmd: GiteaCmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum GiteaCmd {
+    Sync(GiteaSync),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sync")]
+/// create or update the webhook of each Gitea repository DIR/master.cfg builds
+struct GiteaSync {
+    /// only report what would change
+    #[argh(switch)]
+    dry_run: bool,
+    /// also send the secret to hooks that otherwise match (after changing it)
+    #[argh(switch)]
+    update_secret: bool,
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
 fn main() {
     let cli: Cli = daemon::parse_args("minibot");
     let res = match cli.cmd {
@@ -245,6 +274,9 @@ fn main() {
         Cmd::User(c) => user(c.cmd),
         Cmd::SendChange(c) => send_change(*c),
         Cmd::Demo(c) => demo::run(&c.dir, c.once),
+        Cmd::Gitea(Gitea {
+            cmd: GiteaCmd::Sync(c),
+        }) => gitea_sync(c),
     };
     if let Err(e) = res {
         // A config's problems are one per line: each gets the prefix, so
@@ -254,6 +286,22 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// Prints the report; exit 1 when any repository failed.
+fn gitea_sync(c: GiteaSync) -> Result<()> {
+    let opts = gitea_sync::Options {
+        dry_run: c.dry_run,
+        update_secret: c.update_secret,
+    };
+    let report = gitea_sync::sync(&c.dir, opts)?;
+    for line in report.lines(c.dry_run) {
+        outln!("{line}");
+    }
+    if report.has_errors() {
+        bail!("some hooks could not be set up (see above)");
+    }
+    Ok(())
 }
 
 fn send_change(c: SendChange) -> Result<()> {

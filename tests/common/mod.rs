@@ -7,6 +7,7 @@
 
 /// The headless-Chromium (DevTools) harness of the browser tests.
 pub mod browser;
+pub mod fake_gitea;
 
 use hmac::{Hmac, KeyInit, Mac};
 // For the tests' `status.json` checks; the bench compiles this file too
@@ -1072,6 +1073,8 @@ pub struct StatusRequest {
 pub struct FakeGitea {
     pub port: u16,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<StatusRequest>>>,
+    /// The repository hooks (`fake_gitea`): add repositories to `repos`.
+    pub hooks: std::sync::Arc<std::sync::Mutex<fake_gitea::Hooks>>,
     pub problems: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     server: std::sync::Arc<tiny_http::Server>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -1100,11 +1103,13 @@ impl FakeGitea {
         .unwrap();
         let requests = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let problems = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
-        let (s, r, p, token) = (
+        let hooks = std::sync::Arc::new(std::sync::Mutex::new(fake_gitea::Hooks::default()));
+        let (s, r, p, token, hk) = (
             server.clone(),
             requests.clone(),
             problems.clone(),
             token.to_string(),
+            hooks.clone(),
         );
         let thread = std::thread::spawn(move || {
             for mut req in s.incoming_requests() {
@@ -1118,6 +1123,24 @@ impl FakeGitea {
                         .unwrap_or_default()
                 };
                 let auth = header("authorization");
+                if let Some((code, answer)) = fake_gitea::serve(
+                    &hk,
+                    req.method().as_str(),
+                    req.url(),
+                    auth == format!("token {token}"),
+                    &header("content-type"),
+                    &body,
+                    &p,
+                ) {
+                    let text = if answer.is_null() {
+                        String::new()
+                    } else {
+                        answer.to_string()
+                    };
+                    let _ =
+                        req.respond(tiny_http::Response::from_string(text).with_status_code(code));
+                    continue;
+                }
                 let mut bad = vec![];
                 if req.method() != &tiny_http::Method::Post {
                     bad.push(format!("method {}", req.method()));
@@ -1186,6 +1209,7 @@ impl FakeGitea {
         FakeGitea {
             port,
             requests,
+            hooks,
             problems,
             server,
             thread: Some(thread),

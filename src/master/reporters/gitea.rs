@@ -39,11 +39,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A Gitea server to post to.
+/// A Gitea server to post to (also used by `gitea_sync`).
 pub(crate) struct Target {
-    base_url: url::Url,
-    token: String,
-    agent: ureq::Agent,
+    pub(crate) base_url: url::Url,
+    pub(crate) token: String,
+    pub(crate) agent: ureq::Agent,
 }
 
 impl Target {
@@ -216,21 +216,27 @@ pub(crate) struct StatusJob {
     pub settles: Option<Final>,
 }
 
-impl StatusJob {
-    fn url(&self) -> url::Url {
-        let mut u = self.target.base_url.clone();
+impl Target {
+    /// `{base_url}/api/v1/repos/{owner}/{repo}/{rest...}`, keeping a sub
+    /// path of the base URL and escaping each segment.
+    pub(crate) fn repo_api_url(&self, owner: &str, repo: &str, rest: &[&str]) -> url::Url {
+        let mut u = self.base_url.clone();
         if let Ok(mut segs) = u.path_segments_mut() {
-            segs.pop_if_empty().extend([
-                "api",
-                "v1",
-                "repos",
-                &self.post.owner,
-                &self.post.repo,
-                "statuses",
-                &self.post.sha,
-            ]);
+            segs.pop_if_empty()
+                .extend(["api", "v1", "repos", owner, repo])
+                .extend(rest);
         }
         u
+    }
+}
+
+impl StatusJob {
+    fn url(&self) -> url::Url {
+        self.target.repo_api_url(
+            &self.post.owner,
+            &self.post.repo,
+            &["statuses", &self.post.sha],
+        )
     }
 }
 
