@@ -416,3 +416,56 @@ fn restart_mid_build_keeps_the_cut_builds_log() {
         "this database's logs set aside: {aside:?}"
     );
 }
+
+/// The start-up `quick_check` reads every page (210 ms for 10,000 builds):
+/// it is skipped only when the files are exactly as the last master left
+/// them as it stopped cleanly. After a kill -9, or once anything wrote to
+/// the file, it runs, and a garbled file is refused as before.
+#[test]
+fn quick_check_is_skipped_only_for_the_files_a_clean_stop_left() {
+    let s = Setup::new(PASSING_TEST, "");
+    let dir = s.master.to_str().unwrap().to_string();
+    let clean = s.master.join("clean-stop.json");
+    let started = |s: &Setup| {
+        let p = s.start_master();
+        // status.json is written within a second of the change.
+        let ran = s.wait_status("the start-up check", |st| {
+            if i64::from(st.pid) == i64::from(p.pid()) {
+                st.start_quick_check
+            } else {
+                None
+            }
+        });
+        (p, Some(ran))
+    };
+    // First start: no clean stop recorded, so it checks.
+    let (p, checked) = started(&s);
+    assert_eq!(checked, Some(true));
+    stop(p);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&clean)
+            .expect("clean-stop.json")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // Untouched since: skipped, and the record is used up.
+    let (mut p, checked) = started(&s);
+    assert_eq!(checked, Some(false));
+    assert!(!clean.exists());
+    // Killed: nothing recorded, so the next start checks.
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(10));
+    let (p, checked) = started(&s);
+    assert_eq!(checked, Some(true));
+    stop(p);
+    // Written to after the clean stop (checkpointed, then garbled in place,
+    // the size unchanged): checked and refused.
+    let _ = minibot::db::open_admin(&s.master.join(DB)).unwrap();
+    let len = std::fs::metadata(s.master.join(DB)).unwrap().len();
+    garble(&s.master.join(DB), 2 * 4096);
+    assert_eq!(std::fs::metadata(s.master.join(DB)).unwrap().len(), len);
+    let out = run(MINIBOT, &["start", "--nodaemon", &dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is corrupt"), "{err}");
+}

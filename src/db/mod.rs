@@ -199,6 +199,22 @@ impl Store {
     /// error that says what was found and what the operator can do. On a
     /// pooled reader, which goes back to the pool for the next reads.
     pub fn check_integrity(&self) -> Result<()> {
+        self.check_integrity_unless_unchanged(None).map(|_| ())
+    }
+
+    /// [`Store::check_integrity`], unless `clean_stop` (see
+    /// [`record_clean_stop`]) says that nothing has touched the files
+    /// since the last master stopped cleanly. Returns whether it ran.
+    pub fn check_integrity_unless_unchanged(&self, clean_stop: Option<&Path>) -> Result<bool> {
+        if let Some(f) = clean_stop {
+            if !integrity::needs_check(&self.path, f) {
+                return Ok(false);
+            }
+        }
+        self.quick_check().map(|_| true)
+    }
+
+    fn quick_check(&self) -> Result<()> {
         match self.reader() {
             Ok(r) => integrity::check(&self.path, Ok(&r.raw)),
             Err(e) => integrity::check(&self.path, Err(e)),
@@ -253,6 +269,16 @@ impl Store {
     {
         writer::submit(&self.tx, f)
     }
+}
+
+/// Records in `clean_stop` what the database's files look like now: for a
+/// master that has stopped cleanly, after its last write, so that the
+/// next start can skip `quick_check` if nothing touched them since.
+pub fn record_clean_stop(path: &Path, clean_stop: &Path) -> Result<()> {
+    let stamp = serde_json::to_vec(&integrity::Stamp::of(path))?;
+    std::fs::write(clean_stop, stamp)
+        .with_context(|| format!("cannot write {}", clean_stop.display()))?;
+    set_private(clean_stop)
 }
 
 /// Properties in the API's shape: name → (value, source).

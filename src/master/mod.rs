@@ -88,6 +88,9 @@ impl ReconfigStatus {
 /// this is where scripts and tests find the ports the kernel chose. A
 /// master killed with SIGKILL leaves it behind: compare `pid`.
 pub(crate) const ADDRESSES_FILE: &str = "addresses.json";
+/// What the database's files looked like when the last master stopped
+/// cleanly (`db::record_clean_stop`); read and removed at start.
+pub(crate) const CLEAN_STOP_FILE: &str = "clean-stop.json";
 
 /// Connections the kernel queues for the HTTP reception thread: enough
 /// that a neighbour's connection flood does not make the kernel drop a real
@@ -137,11 +140,13 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
         let store = store.clone();
         let cfg = cfg.clone();
         let dir2 = dir.to_path_buf();
+        let clean_stop = dir.join(CLEAN_STOP_FILE);
         std::thread::Builder::new()
             .name("recovery".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                store.check_integrity()?;
+                let checked = store.check_integrity_unless_unchanged(Some(&clean_stop))?;
+                status::start_check(checked);
                 let retried = store.write(move |c| {
                     db::sync_config(c, &cfg)?;
                     db::reset_connections(c)?;
@@ -321,6 +326,11 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let _ = sched.join();
     on_demand.shutdown();
     drop(janitor);
+    // Nothing writes any more: what the files look like now lets the next
+    // start skip reading every page (`db::record_clean_stop`).
+    if let Err(e) = db::record_clean_stop(&db_path, &dir.join(CLEAN_STOP_FILE)) {
+        log::warn!("{e:#}");
+    }
     let _ = std::fs::remove_file(&addresses);
     log::info!("master stopped");
     Ok(())

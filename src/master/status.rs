@@ -55,6 +55,9 @@ pub struct MasterStatus {
     pub database: DatabaseState,
     /// What is wrong with the database and what to do; None while `ok`.
     pub database_problem: Option<String>,
+    /// Whether this start read the whole database (`quick_check`), or
+    /// skipped it because the files were as the last clean stop left them.
+    pub start_quick_check: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +238,12 @@ pub(crate) fn database(state: DatabaseState, problem: Option<String>) {
         s.database = state;
         s.database_problem = problem;
     });
+}
+
+/// Whether the start-up `quick_check` ran (false: skipped, the database
+/// unchanged since the last clean stop).
+pub(crate) fn start_check(ran: bool) {
+    update(|s| s.start_quick_check = Some(ran));
 }
 
 /// Writes the status now, whatever the interval: for a master about to

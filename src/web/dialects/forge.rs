@@ -598,11 +598,11 @@ fn pull_request_changes(
                 ),
                 branch: Some(format!("refs/pull/{}/{GITHUB_PR_REF}", pr.number)),
                 // As buildbot_gitea: the base revision, the head in `head_sha`;
-            // the build merges the head into it (`master::build`).
-            revision: Some(match cfg.pull_request_checkout {
-                PullRequestCheckout::Merge => pr.base.sha.clone(),
-                PullRequestCheckout::Head => pr.head.sha,
-            }),
+                // the build merges the head into it (`master::build`).
+                revision: Some(match cfg.pull_request_checkout {
+                    PullRequestCheckout::Merge => pr.base.sha.clone(),
+                    PullRequestCheckout::Head => pr.head.sha,
+                }),
                 repository: target.repository,
                 project: pr
                     .base
