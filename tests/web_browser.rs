@@ -22,10 +22,7 @@ fn browser_logs_in_forces_and_watches_the_log_grow() {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");
-    let gates = s.tmp.path().join("gates");
-    std::fs::create_dir(&gates).unwrap();
-    let script = gated_script(&gates, 3);
-    s.edit_cfg(|t| t + &gated_cfg(&script, &gates));
+    let gates = s.add_gated(3);
     add_user(&s.master, USER, PASSWORD);
     let _master = s.start_master();
     let _worker = s.start_worker("example-worker", WORKER_PW);

@@ -69,10 +69,7 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");
-    let gates = s.tmp.path().join("gates");
-    std::fs::create_dir(&gates).unwrap();
-    let script = gated_script(&gates, 3);
-    s.edit_cfg(|t| t + &gated_cfg(&script, &gates));
+    let gates = s.add_gated(3);
     add_user(&s.master, USER, PASSWORD);
     let mut master = s.start_master();
     let worker = s.start_worker("example-worker", WORKER_PW);

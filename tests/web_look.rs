@@ -189,10 +189,8 @@ fn every_page_is_light_accessible_and_designed_for_a_phone() {
         return;
     }
     let s = Setup::new(PASSING_TEST, "");
-    let gates = s.tmp.path().join("gates");
-    std::fs::create_dir(&gates).unwrap();
+    let (gates, script) = s.gates(1);
     let flag = s.tmp.path().join("docs-fixed");
-    let script = gated_script(&gates, 1);
     s.edit_cfg(|t| t + &builders_cfg(&script, &gates, &flag));
     add_user(&s.master, USER, PASSWORD);
     let _master = s.start_master();

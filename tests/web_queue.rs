@@ -23,10 +23,7 @@ const MIN: Duration = Duration::from_secs(60);
 /// `version` parameter; `extra` is added after the `runtests` builder.
 fn gated_with_deploy(test_body: &str, extra: &str) -> (Setup, std::path::PathBuf) {
     let s = Setup::new(test_body, &format!("{extra}{}", deploy_cfg("gated")));
-    let gates = s.tmp.path().join("gates");
-    std::fs::create_dir(&gates).unwrap();
-    let script = gated_script(&gates, 1);
-    s.edit_cfg(|t| t + &gated_cfg(&script, &gates));
+    let gates = s.add_gated(1);
     (s, gates)
 }
 

@@ -196,29 +196,20 @@ impl Store {
     }
 
     /// `PRAGMA quick_check` of the database: Ok if it is sound, else an
-    /// error that says what was found and what the operator can do. On a
-    /// pooled reader, which goes back to the pool for the next reads.
-    pub fn check_integrity(&self) -> Result<()> {
-        self.check_integrity_unless_unchanged(None).map(|_| ())
-    }
-
-    /// [`Store::check_integrity`], unless `clean_stop` (see
-    /// [`record_clean_stop`]) says that nothing has touched the files
-    /// since the last master stopped cleanly. Returns whether it ran.
-    pub fn check_integrity_unless_unchanged(&self, clean_stop: Option<&Path>) -> Result<bool> {
-        if let Some(f) = clean_stop {
-            if !integrity::needs_check(&self.path, f) {
-                return Ok(false);
-            }
+    /// error that says what was found and what the operator can do;
+    /// skipped when `clean_stop` (see [`record_clean_stop`]) says that
+    /// nothing has touched the files since the last master stopped
+    /// cleanly. Returns whether it ran. On a pooled reader, which goes
+    /// back to the pool for the next reads.
+    pub fn check_integrity(&self, clean_stop: &Path) -> Result<bool> {
+        if !integrity::needs_check(&self.path, clean_stop) {
+            return Ok(false);
         }
-        self.quick_check().map(|_| true)
-    }
-
-    fn quick_check(&self) -> Result<()> {
         match self.reader() {
             Ok(r) => integrity::check(&self.path, Ok(&r.raw)),
             Err(e) => integrity::check(&self.path, Err(e)),
         }
+        .map(|_| true)
     }
 
     /// A read-only connection for the threads that read now and then

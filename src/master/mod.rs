@@ -145,7 +145,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             .name("recovery".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                let checked = store.check_integrity_unless_unchanged(Some(&clean_stop))?;
+                let checked = store.check_integrity(&clean_stop)?;
                 status::start_check(checked);
                 let retried = store.write(move |c| {
                     db::sync_config(c, &cfg)?;

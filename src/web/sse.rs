@@ -173,6 +173,12 @@ impl Live {
     }
 }
 
+/// The head of every event stream this module writes, and the client's
+/// reconnect delay.
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
+    Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
+    Connection: close\r\n\r\nretry: 3000\n\n";
+
 /// Writes one overview stream until the client leaves (module header).
 fn overview(
     mut out: Box<dyn Write + Send>,
@@ -183,11 +189,7 @@ fn overview(
     keepalive: Duration,
 ) -> Result<()> {
     let conn = store.own_reader()?;
-    out.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
-          Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
-          Connection: close\r\n\r\nretry: 3000\n\n",
-    )?;
+    out.write_all(SSE_HEAD)?;
     send(&mut out, "hello", &json!({ "master": master }))?;
     out.flush()?;
     let mut last_write = Instant::now();
@@ -263,11 +265,7 @@ fn stream(
     keepalive: Duration,
 ) -> Result<()> {
     let conn = store.own_reader()?;
-    out.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
-          Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
-          Connection: close\r\n\r\nretry: 3000\n\n",
-    )?;
+    out.write_all(SSE_HEAD)?;
     out.flush()?;
     let mut sent = Sent {
         build: None,

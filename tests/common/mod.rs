@@ -1584,6 +1584,25 @@ child.kill()
     script
 }
 
+impl Setup {
+    /// A `gates` directory in the test's temp dir with a `gated_script` of
+    /// `n` gates in it: (the directory, the script).
+    pub fn gates(&self, n: usize) -> (PathBuf, PathBuf) {
+        let gates = self.tmp.path().join("gates");
+        std::fs::create_dir(&gates).unwrap();
+        let script = gated_script(&gates, n);
+        (gates, script)
+    }
+
+    /// The `gated` builder of `gated_cfg` added to master.cfg, its script
+    /// waiting at `n` gates; returns the gates' directory.
+    pub fn add_gated(&self, n: usize) -> PathBuf {
+        let (gates, script) = self.gates(n);
+        self.edit_cfg(|t| t + &gated_cfg(&script, &gates));
+        gates
+    }
+}
+
 /// master.cfg lines for a force scheduler on `runtests` and `gated`, and
 /// the `gated` builder running `gated_script`.
 pub fn gated_cfg(script: &Path, dir: &Path) -> String {
