@@ -56,7 +56,11 @@ impl Cdp {
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        // A socket with a receive timeout returns EINTR on
+                        // any caught signal, even with SA_RESTART (signal(7)).
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 None
