@@ -53,6 +53,7 @@ mod writer;
 
 pub(crate) use builds::*;
 pub use changes::*;
+pub(crate) use integrity::needs_check;
 pub use integrity::{CorruptDatabase, FileLost, Loss};
 pub(crate) use janitor::*;
 pub use logs::*;
@@ -85,6 +86,10 @@ pub struct Store {
     idle: Arc<Mutex<Vec<Conn>>>,
     /// The files the writer opened (`check_file`).
     watch: Arc<integrity::FileWatch>,
+    /// The writer thread, taken by [`Store::close`], which asks it to stop
+    /// through `stop` and waits for its connection to close.
+    writer: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A connection to the database, for reading: every read query takes one.
@@ -160,7 +165,9 @@ impl Store {
         let conn = open_current(path, "run `minibot create-master` first")?;
         let watch = integrity::FileWatch::record(path)?;
         let (tx, rx) = unbounded::<Job>();
-        thread::Builder::new()
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let writer = thread::Builder::new()
             .name("store".into())
             .stack_size(256 * 1024)
             .spawn(move || {
@@ -169,6 +176,7 @@ impl Store {
                         conn: Conn { raw: conn },
                     },
                     rx,
+                    &stop2,
                 )
             })
             .context("spawning store thread")?;
@@ -177,7 +185,34 @@ impl Store {
             path: path.to_path_buf(),
             idle: Arc::default(),
             watch: Arc::new(watch),
+            writer: Arc::new(Mutex::new(Some(writer))),
+            stop,
         })
+    }
+
+    /// Closes the database at a clean stop, once nothing writes any more:
+    /// the idle readers, then the writer's connection (the last to close
+    /// checkpoints the WAL into the database and removes it), then records
+    /// in `clean_stop` what the files look like, so that the next start
+    /// can skip `quick_check` if nothing touched them since
+    /// ([`needs_check`]). Stamped before the connections closed, the stamp
+    /// never matched: closing rewrites the database and deletes the WAL.
+    /// A write asked of another handle afterwards fails.
+    pub fn close(self, clean_stop: &Path) -> Result<()> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Wakes the writer if it waits for a job; it stops after it.
+            let _ = self.write(|_| Ok(()));
+            writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the store thread panicked"))?;
+        }
+        let stamp = serde_json::to_vec(&integrity::Stamp::of(&self.path))?;
+        std::fs::write(clean_stop, stamp)
+            .with_context(|| format!("cannot write {}", clean_stop.display()))?;
+        set_private(clean_stop)
     }
 
     /// Whether the database file and its WAL are still the files the
@@ -196,20 +231,15 @@ impl Store {
     }
 
     /// `PRAGMA quick_check` of the database: Ok if it is sound, else an
-    /// error that says what was found and what the operator can do;
-    /// skipped when `clean_stop` (see [`record_clean_stop`]) says that
-    /// nothing has touched the files since the last master stopped
-    /// cleanly. Returns whether it ran. On a pooled reader, which goes
+    /// error that says what was found and what the operator can do. The
+    /// master runs it at start unless [`needs_check`] said the files are
+    /// as the last clean stop left them. On a pooled reader, which goes
     /// back to the pool for the next reads.
-    pub fn check_integrity(&self, clean_stop: &Path) -> Result<bool> {
-        if !integrity::needs_check(&self.path, clean_stop) {
-            return Ok(false);
-        }
+    pub fn check_integrity(&self) -> Result<()> {
         match self.reader() {
             Ok(r) => integrity::check(&self.path, Ok(&r.raw)),
             Err(e) => integrity::check(&self.path, Err(e)),
         }
-        .map(|_| true)
     }
 
     /// A read-only connection for the threads that read now and then
@@ -260,16 +290,6 @@ impl Store {
     {
         writer::submit(&self.tx, f)
     }
-}
-
-/// Records in `clean_stop` what the database's files look like now: for a
-/// master that has stopped cleanly, after its last write, so that the
-/// next start can skip `quick_check` if nothing touched them since.
-pub fn record_clean_stop(path: &Path, clean_stop: &Path) -> Result<()> {
-    let stamp = serde_json::to_vec(&integrity::Stamp::of(path))?;
-    std::fs::write(clean_stop, stamp)
-        .with_context(|| format!("cannot write {}", clean_stop.display()))?;
-    set_private(clean_stop)
 }
 
 /// Properties in the API's shape: name → (value, source).

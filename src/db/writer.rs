@@ -13,6 +13,7 @@ use super::Tx;
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Work for the writer thread: given the group transaction, runs inside it
@@ -113,11 +114,13 @@ const MAX_BATCH: usize = 256;
 /// nearly every statement and SQLite parsed each one again.
 const WRITER_STATEMENTS: usize = 128;
 
-pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>) {
+/// Runs until every Store handle is dropped or, after a batch, `stop` is
+/// set (`Store::close`); its connection closes as it returns.
+pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>, stop: &AtomicBool) {
     let conn = &tx.raw;
     conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
-    // Exits when every Store handle is dropped (master shutdown).
-    while let Ok(first) = rx.recv() {
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(first) = rx.recv() else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

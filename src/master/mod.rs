@@ -89,7 +89,7 @@ impl ReconfigStatus {
 /// master killed with SIGKILL leaves it behind: compare `pid`.
 pub(crate) const ADDRESSES_FILE: &str = "addresses.json";
 /// What the database's files looked like when the last master stopped
-/// cleanly (`db::record_clean_stop`); read and removed at start.
+/// cleanly (`Store::close`); read and removed at start.
 pub(crate) const CLEAN_STOP_FILE: &str = "clean-stop.json";
 
 /// Connections the kernel queues for the HTTP reception thread: enough
@@ -128,6 +128,9 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     // Read on this thread once everything runs: no thread of their own.
     let mut sigs = daemon::signal_set()?;
     let db_path = dir.join(DB_FILE);
+    let clean_stop = dir.join(CLEAN_STOP_FILE);
+    // Before the store opens the files (opening creates the WAL).
+    let must_check = db::needs_check(&db_path, &clean_stop);
     let store = Store::open(&db_path).map_err(refuse_corrupt)?;
     // The first write: the config's mirror and recovery from a master that
     // died mid-build. It runs on the store thread while this thread binds
@@ -140,13 +143,14 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
         let store = store.clone();
         let cfg = cfg.clone();
         let dir2 = dir.to_path_buf();
-        let clean_stop = dir.join(CLEAN_STOP_FILE);
         std::thread::Builder::new()
             .name("recovery".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                let checked = store.check_integrity(&clean_stop)?;
-                status::start_check(checked);
+                if must_check {
+                    store.check_integrity()?;
+                }
+                status::start_check(must_check);
                 let retried = store.write(move |c| {
                     db::sync_config(c, &cfg)?;
                     db::reset_connections(c)?;
@@ -326,9 +330,9 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let _ = sched.join();
     on_demand.shutdown();
     drop(janitor);
-    // Nothing writes any more: what the files look like now lets the next
-    // start skip reading every page (`db::record_clean_stop`).
-    if let Err(e) = db::record_clean_stop(&db_path, &dir.join(CLEAN_STOP_FILE)) {
+    // Nothing writes any more: closed, and what the files look like then
+    // lets the next start skip reading every page (`Store::close`).
+    if let Err(e) = store.close(&clean_stop) {
         log::warn!("{e:#}");
     }
     let _ = std::fs::remove_file(&addresses);
