@@ -88,7 +88,7 @@ pub struct Store {
     watch: Arc<integrity::FileWatch>,
     /// The writer thread, taken by [`Store::close`], which asks it to stop
     /// through `stop` and waits for its connection to close.
-    writer: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+    writer: Arc<Mutex<Option<thread::JoinHandle<Tx>>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -190,25 +190,33 @@ impl Store {
         })
     }
 
-    /// Closes the database at a clean stop, once nothing writes any more:
-    /// the idle readers, then the writer's connection (the last to close
-    /// checkpoints the WAL into the database and removes it), then records
-    /// in `clean_stop` what the files look like, so that the next start
-    /// can skip `quick_check` if nothing touched them since
-    /// ([`needs_check`]). Stamped before the connections closed, the stamp
-    /// never matched: closing rewrites the database and deletes the WAL.
-    /// A write asked of another handle afterwards fails.
+    /// Ends the database's use at a clean stop, once nothing writes any
+    /// more: stops the writer thread, then records in `clean_stop` what the
+    /// files look like, so that the next start can skip `quick_check` and
+    /// the scan for foreign log files if nothing touched them since
+    /// ([`needs_check`]). A write asked of another handle afterwards fails.
+    ///
+    /// The connections are left open until the process exits, on purpose:
+    /// the last one to close would checkpoint the WAL into the database
+    /// (an fsync of each) and delete it (so the next start re-creates it
+    /// and fsyncs the directory), changing the files after the stamp. Left
+    /// open, the WAL stays as every commit left it, already durable
+    /// (`synchronous = NORMAL` syncs it at each checkpoint; what a commit
+    /// since then holds is as safe as after `kill -9`, which SQLite
+    /// recovers at the next open), and the next open reads it back.
     pub fn close(self, clean_stop: &Path) -> Result<()> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
             // Wakes the writer if it waits for a job; it stops after it.
             let _ = self.write(|_| Ok(()));
-            writer
+            let conn = writer
                 .join()
                 .map_err(|_| anyhow::anyhow!("the store thread panicked"))?;
+            std::mem::forget(conn);
         }
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        std::mem::forget(idle);
         let stamp = serde_json::to_vec(&integrity::Stamp::of(&self.path))?;
         std::fs::write(clean_stop, stamp)
             .with_context(|| format!("cannot write {}", clean_stop.display()))?;

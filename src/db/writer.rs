@@ -115,8 +115,8 @@ const MAX_BATCH: usize = 256;
 const WRITER_STATEMENTS: usize = 128;
 
 /// Runs until every Store handle is dropped or, after a batch, `stop` is
-/// set (`Store::close`); its connection closes as it returns.
-pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>, stop: &AtomicBool) {
+/// set (`Store::close`); returns its connection, still open.
+pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>, stop: &AtomicBool) -> Tx {
     let conn = &tx.raw;
     conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     while !stop.load(Ordering::SeqCst) {
@@ -172,6 +172,7 @@ pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>, stop: &AtomicBool) {
         }
     }
     log::debug!("store thread exiting");
+    tx
 }
 
 /// Sends `f` to the writer thread and waits for its result, which comes

@@ -129,7 +129,10 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let mut sigs = daemon::signal_set()?;
     let db_path = dir.join(DB_FILE);
     let clean_stop = dir.join(CLEAN_STOP_FILE);
-    // Before the store opens the files (opening creates the WAL).
+    // Before the store opens the files. Unchanged since the last clean
+    // stop, the database is sound and every log file under `logs/` is
+    // one of its own: both checks at start are for a database that
+    // crashed, was replaced, restored or written to by something else.
     let must_check = db::needs_check(&db_path, &clean_stop);
     let store = Store::open(&db_path).map_err(refuse_corrupt)?;
     // The first write: the config's mirror and recovery from a master that
@@ -157,7 +160,11 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                     db::retry_running_builds(c, None)
                 })?;
                 // Before any build can start (see `set_aside_foreign`).
-                let aside = logs::set_aside_foreign(&*store.reader()?, &dir2);
+                let aside = if must_check {
+                    logs::set_aside_foreign(&*store.reader()?, &dir2)
+                } else {
+                    Ok(0)
+                };
                 Ok::<_, anyhow::Error>((retried, aside))
             })
             .context("spawning the recovery thread")?
