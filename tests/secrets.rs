@@ -76,7 +76,7 @@ command = "echo '   hello world   '"
 type = "set_property"
 name = "leaky"
 property = "leaky"
-command = 'echo "  %(secret:tok)s  "'
+command = 'printf "  %s  \n" "%(secret:tok)s"'
 [[builders.steps]]
 type = "shell"
 name = "use-version"
