@@ -247,6 +247,7 @@ pub(crate) fn malloc_trim() {
 
 /// geteuid(2): the user this process acts as (whom secret files must
 /// belong to, `config::secret_dir`).
+#[cfg(feature = "master")]
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory.
     unsafe { libc::geteuid() }

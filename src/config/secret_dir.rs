@@ -74,38 +74,52 @@ pub(crate) fn dir_path(master_dir: &Path, dir: &str) -> PathBuf {
     master_dir.join(dir)
 }
 
-/// Checks the directory itself: a directory of the master's user, 0700.
-fn check_dir(dir: &Path) -> Result<()> {
+/// Refuses `path` (a `what`) unless the master's user owns it and group
+/// and others have no access; `mode` is the one to `chmod` it to.
+fn private(
+    what: &str,
+    path: &Path,
+    meta: &std::fs::Metadata,
+    access: &str,
+    mode: &str,
+    also: &str,
+) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta =
-        std::fs::metadata(dir).with_context(|| format!("secrets directory {}", dir.display()))?;
-    if !meta.is_dir() {
-        bail!("secrets directory {} is not a directory", dir.display());
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    let has = meta.mode() & 0o7777;
+    if has & 0o077 != 0 {
         bail!(
-            "secrets directory {}: mode {mode:04o} lets group or others in; it must be 0700 \
-             (run `chmod 700 {}`)",
-            dir.display(),
-            dir.display()
+            "{what} {}: mode {has:04o} lets group or others {access}; it must be {mode} \
+             (run `chmod {} {}`{also})",
+            path.display(),
+            &mode[1..],
+            path.display()
         );
     }
     let me = crate::sys::euid();
     if meta.uid() != me {
         bail!(
-            "secrets directory {} belongs to uid {}, not to the master's user (uid {me})",
-            dir.display(),
+            "{what} {} belongs to uid {}, not to the master's user (uid {me})",
+            path.display(),
             meta.uid()
         );
     }
     Ok(())
 }
 
+/// Checks the directory itself: a directory of the master's user, 0700.
+fn check_dir(dir: &Path) -> Result<()> {
+    let meta =
+        std::fs::metadata(dir).with_context(|| format!("secrets directory {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("secrets directory {} is not a directory", dir.display());
+    }
+    private("secrets directory", dir, &meta, "enter it", "0700", "")
+}
+
 /// Reads secret `name` from `dir` with every check of the module header.
 /// The error names the file and says what to do.
 pub(crate) fn read(dir: &Path, name: &str) -> Result<String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(why) = name_problem(name) {
         bail!("{why}");
     }
@@ -135,23 +149,14 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<String> {
     if !meta.is_file() {
         bail!("secret file {} is not a regular file", path.display());
     }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "secret file {}: mode {mode:04o} lets group or others read it; secret files must \
-             be 0600 (run `chmod 600 {}`, and change the secret if others could have read it)",
-            path.display(),
-            path.display()
-        );
-    }
-    let me = crate::sys::euid();
-    if meta.uid() != me {
-        bail!(
-            "secret file {} belongs to uid {}, not to the master's user (uid {me})",
-            path.display(),
-            meta.uid()
-        );
-    }
+    private(
+        "secret file",
+        &path,
+        &meta,
+        "read it",
+        "0600",
+        ", and change the secret if others could have read it",
+    )?;
     let mut bytes = Vec::new();
     file.take(MAX_LEN as u64 + 3)
         .read_to_end(&mut bytes)
