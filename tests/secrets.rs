@@ -78,6 +78,21 @@ name = "leaky"
 property = "leaky"
 command = 'printf "  %s  \n" "%(secret:tok)s"'
 [[builders.steps]]
+type = "set_property"
+name = "too-much"
+property = "big"
+command = "head -c 70000 /dev/zero | tr '\\0' x"
+halt_on_failure = false
+flunk_on_failure = false
+[[builders.steps]]
+type = "set_property"
+name = "no-match"
+property = "nothing"
+command = "echo abc"
+regex = 'v(\d+)'
+halt_on_failure = false
+flunk_on_failure = false
+[[builders.steps]]
 type = "shell"
 name = "use-version"
 command = "echo version=%(prop:version)s greeting=%(prop:greeting)s"
@@ -230,6 +245,21 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
     );
     assert_eq!(props["greeting"][0], "hello world", "{props}");
     assert_eq!(props["leaky"][0], "<secret:tok>", "{props}");
+    // Bounded: more than 64 KiB of output, or a regex that does not match,
+    // fails the step (here one that does not fail the build) and sets
+    // nothing.
+    assert!(
+        props.get("big").is_none() && props.get("nothing").is_none(),
+        "{props}"
+    );
+    for (name, says) in [
+        ("too-much", "printed more than 65536 bytes"),
+        ("no-match", "does not match the output"),
+    ] {
+        let st = step(&s, buildid, name);
+        assert_eq!(st["results"], 2, "{st}");
+        assert!(st["state_string"].as_str().unwrap().contains(says), "{st}");
+    }
 
     // Nowhere: the API, the build page, the logs, the database, the
     // master's own files, the live stream.
@@ -282,17 +312,21 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
         "{leak}"
     );
     assert!(!leak.contains("plain:"), "{leak}");
-    let steps = get_json(&s.url(&format!("/api/v2/builds/{second}/steps")));
-    let state = steps["steps"]
+    let leak_step = step(&s, second, "leak");
+    let state = leak_step["state_string"].as_str().unwrap();
+    assert!(state.contains("secret \"tok\" cannot be used"), "{state}");
+}
+
+/// Step `name` of build `buildid`, from the API.
+fn step(s: &Setup, buildid: i64, name: &str) -> serde_json::Value {
+    let steps = get_json(&s.url(&format!("/api/v2/builds/{buildid}/steps")));
+    steps["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|st| st["name"] == "leak")
-        .unwrap()["state_string"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(state.contains("secret \"tok\" cannot be used"), "{state}");
+        .find(|st| st["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {steps}"))
+        .clone()
 }
 
 /// `checkconfig` on the master directory: (exit code, stderr).
