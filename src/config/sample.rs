@@ -233,8 +233,8 @@ timeout = 1200
 # [[builders.steps]]
 # type = "shell"
 # name = "publish"
-# command = "twine upload -u __token__ -p %(secret:pypi_token)s dist/*"
-# env = { NPM_TOKEN = "%(secret:npm_token)s" }
+# command = "twine upload -u __token__ dist/*"
+# env = { TWINE_PASSWORD = "%(secret:pypi_token)s" }   # env: not in `ps`
 
 
 ######## Secrets (Buildbot's SecretInAFile)
