@@ -252,6 +252,14 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
         props.get("big").is_none() && props.get("nothing").is_none(),
         "{props}"
     );
+    let page = curl(&[&s.url(&format!("/builders/runtests/builds/{}", build["number"]))]).1;
+    assert!(
+        page.contains(
+            "<tr><td>version</td><td class=\"wrap\" data-label=\"Value\">1.2.3</td>\
+             <td data-label=\"Source\">SetPropertyFromCommand Step</td></tr>"
+        ),
+        "the build page shows the property: {page}"
+    );
     for (name, says) in [
         ("too-much", "printed more than 65536 bytes"),
         ("no-match", "does not match the output"),
