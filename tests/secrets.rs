@@ -264,7 +264,7 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
         ("too-much", "printed more than 65536 bytes"),
         ("no-match", "does not match the output"),
     ] {
-        let st = step(&s, buildid, name);
+        let st = s.step(buildid, name);
         assert_eq!(st["results"], 2, "{st}");
         assert!(st["state_string"].as_str().unwrap().contains(says), "{st}");
     }
@@ -320,21 +320,9 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
         "{leak}"
     );
     assert!(!leak.contains("plain:"), "{leak}");
-    let leak_step = step(&s, second, "leak");
+    let leak_step = s.step(second, "leak");
     let state = leak_step["state_string"].as_str().unwrap();
     assert!(state.contains("secret \"tok\" cannot be used"), "{state}");
-}
-
-/// Step `name` of build `buildid`, from the API.
-fn step(s: &Setup, buildid: i64, name: &str) -> serde_json::Value {
-    let steps = get_json(&s.url(&format!("/api/v2/builds/{buildid}/steps")));
-    steps["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["name"] == name)
-        .unwrap_or_else(|| panic!("no step {name} in {steps}"))
-        .clone()
 }
 
 /// `checkconfig` on the master directory: (exit code, stderr).
