@@ -226,6 +226,13 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
     ] {
         assert!(leak.contains(line), "{line:?} not in\n{leak}");
     }
+    // Only the steps that use it get it (the worker's header lists the
+    // names of the variables it was sent).
+    assert!(leak.contains("MINIBOT_SECRET_tok"), "{leak}");
+    for step in ["gate", "use-version", "argv"] {
+        let log = s.step_log(buildid, step);
+        assert!(!log.contains("MINIBOT_SECRET"), "{step}: {log}");
+    }
     assert!(s.step_log(buildid, "argv").contains("argv: <secret:tok>"));
     assert!(s.step_log(buildid, "env").contains("env: <secret:tok>"));
 

@@ -218,6 +218,19 @@ pub(super) fn check_references(cfg: &Config, master_dir: &Path, p: &mut Problems
         return;
     };
     let dir = dir_path(master_dir, dir);
+    let used = cfg
+        .builders
+        .iter()
+        .flat_map(|b| &b.steps)
+        .any(|st| !step_secrets(st).is_empty());
+    if !used {
+        return;
+    }
+    // Once, rather than with each secret.
+    if let Err(e) = check_dir(&dir) {
+        p.add("secrets.dir", format_args!("{e:#}"));
+        return;
+    }
     for (i, b) in cfg.builders.iter().enumerate() {
         for (j, step) in b.steps.iter().enumerate() {
             for name in step_secrets(step) {
