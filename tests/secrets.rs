@@ -299,7 +299,9 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
     }
     let mut files = files_under(&s.master);
     files.retain(|f| !f.starts_with(s.master.join("secrets")));
-    files.push(s.tmp.path().join("example-worker").join("worker.log"));
+    let worker_log = s.tmp.path().join("example-worker").join("worker.log");
+    assert!(worker_log.exists(), "{}", worker_log.display());
+    files.push(worker_log);
     assert!(
         files.iter().any(|f| f.ends_with("state.sqlite-wal")),
         "{files:?}"
