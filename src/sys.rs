@@ -245,6 +245,14 @@ pub(crate) fn malloc_trim() {
     }
 }
 
+/// geteuid(2): the user this process acts as (whom secret files must
+/// belong to, `config::secret_dir`).
+#[cfg(feature = "master")]
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
 /// umask(2): this process's (and its children's) file-creation mask.
 pub(crate) fn set_umask(mask: u32) {
     // SAFETY: umask(2) only sets this process's file-creation mask.

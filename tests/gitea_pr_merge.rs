@@ -91,15 +91,6 @@ fn checkout(s: &Setup) -> PathBuf {
     s.tmp.path().join("example-worker/runtests/build")
 }
 
-fn step<'a>(steps: &'a Value, name: &str) -> &'a Value {
-    steps["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["name"] == name)
-        .unwrap_or_else(|| panic!("no step {name} in {steps}"))
-}
-
 fn build_steps(s: &Setup, b: &Value) -> Value {
     get_json(&s.url(&format!("/api/v2/builds/{}/steps", b["buildid"])))
 }
@@ -187,7 +178,7 @@ fn a_conflicting_pull_request_fails_with_a_merge_conflict_step() {
     assert_eq!(b["results"], 2, "{b}");
     let steps = build_steps(&s, &b);
     assert_eq!(
-        step(&steps, "git")["state_string"],
+        find_step(&steps, "git")["state_string"],
         format!(
             "git (merge conflict: PR #5 does not merge into master ({}))",
             &base[..10]

@@ -39,6 +39,7 @@ mod reliability_worker_reconnect;
 mod reliability_workers;
 mod scheduler_clock;
 mod scheduler_collapse;
+mod secrets;
 mod upgrade;
 mod web_ansi;
 mod web_api;

@@ -30,6 +30,8 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let builder_names: Vec<&str> = builder_names.iter().map(String::as_str).collect();
     let schedulers = lower_schedulers(cfg.schedulers, &builder_names, p);
     let worker_names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+    let secrets_dir = lower_secrets(cfg.secrets.as_ref(), p);
+    check_secret_refs(&cfg.builders, secrets_dir.is_some(), p);
     let builders = lower_builders(cfg.builders, &worker_names, p);
     let reporters = lower_reporters(cfg.reporters, &builder_names, p);
     let change_source = lower_change_sources(cfg.change_source, p);
@@ -49,6 +51,7 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
         janitor: cfg.janitor,
         logging: cfg.logging,
         max_log_size: cfg.max_log_size,
+        secrets_dir,
     })
 }
 
@@ -839,31 +842,44 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
                 branch: s.branch.take(),
             }
         }
-        "shell" => {
-            let command = s.command.take();
-            match &command {
-                None => p.add(&format!("{at}.command"), "required for a shell step"),
-                Some(Command::Argv(argv)) if argv.is_empty() => {
-                    p.add(&format!("{at}.command"), "is an empty list")
-                }
-                Some(Command::Argv(argv)) if argv[0].is_empty() => {
-                    p.add(&format!("{at}.command[0]"), "the program name is empty")
-                }
-                Some(Command::Shell(line)) if line.trim().is_empty() => {
-                    p.add(&format!("{at}.command"), "is empty")
-                }
-                Some(_) => {}
+        "shell" => StepKind::Shell {
+            command: step_command(at, &kind_name, s.command.take(), p),
+            env: env.clone(),
+            workdir: workdir.clone().unwrap_or_default(),
+        },
+        "set_property" => {
+            let command = step_command(at, &kind_name, s.command.take(), p);
+            let property = required(s.property.take(), at, "property", p);
+            if let Some(why) = property.as_deref().and_then(property_name_problem) {
+                p.add(&format!("{at}.property"), why);
             }
-            StepKind::Shell {
-                command: command.unwrap_or(Command::Argv(vec![])),
+            let regex = pattern(at, "regex", s.regex.take(), false, p);
+            if let Some(re) = &regex {
+                // Group 0 is the whole match.
+                let groups = re.re.captures_len() - 1;
+                if groups != 1 {
+                    p.add(
+                        &format!("{at}.regex"),
+                        format_args!(
+                            "{:?} has {groups} capture groups; it needs exactly one, \
+                             the value to keep (use (?:...) for the others)",
+                            re.source
+                        ),
+                    );
+                }
+            }
+            StepKind::SetProperty {
+                command,
                 env: env.clone(),
                 workdir: workdir.clone().unwrap_or_default(),
+                property: property.unwrap_or_default(),
+                regex,
             }
         }
         other => {
             p.add(
                 &format!("{at}.type"),
-                format_args!("{other:?} is not one of \"git\", \"shell\""),
+                format_args!("{other:?} is not one of \"git\", \"shell\", \"set_property\""),
             );
             return None;
         }
@@ -877,6 +893,8 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
             ("repourl", s.repourl.is_some(), ""),
             ("mode", s.mode.is_some(), ""),
             ("branch", s.branch.is_some(), ""),
+            ("property", s.property.is_some(), ""),
+            ("regex", s.regex.is_some(), ""),
         ],
         p,
     );
@@ -918,6 +936,113 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
     })
 }
 
+/// A shell or set_property step's `command`, checked (`kind` names the
+/// step's type in the message).
+fn step_command(at: &str, kind: &str, command: Option<Command>, p: &mut Problems) -> Command {
+    match &command {
+        None => p.add(
+            &format!("{at}.command"),
+            format_args!("required for a {kind} step"),
+        ),
+        Some(Command::Argv(argv)) if argv.is_empty() => {
+            p.add(&format!("{at}.command"), "is an empty list")
+        }
+        Some(Command::Argv(argv)) if argv[0].is_empty() => {
+            p.add(&format!("{at}.command[0]"), "the program name is empty")
+        }
+        Some(Command::Shell(line)) if line.trim().is_empty() => {
+            p.add(&format!("{at}.command"), "is empty")
+        }
+        Some(_) => {}
+    }
+    command.unwrap_or(Command::Argv(vec![]))
+}
+
+/// Why a set_property step may not set `name`, or None. Letters, digits,
+/// `_`, `-` and `.` (the property names Buildbot uses), at most 64; not
+/// `got_revision`, which only a git step sets (the gitea_status reporter
+/// trusts it as the commit built).
+fn property_name_problem(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !ok {
+        return Some(format!(
+            "{name:?} is not a property name: 1 to 64 letters, digits, '_', '-' or '.'"
+        ));
+    }
+    (name == "got_revision").then(|| "got_revision is set by the git step only".to_string())
+}
+
+// ---------------------------------------------------------------------------
+// [secrets]
+
+/// `[secrets] dir`, checked; None without a `[secrets]` section.
+fn lower_secrets(s: Option<&raw::SecretsCfg>, p: &mut Problems) -> Option<String> {
+    let dir = required(s?.dir.clone(), "secrets", "dir", p)?;
+    if dir.is_empty() {
+        p.add("secrets.dir", "is empty");
+        return None;
+    }
+    Some(dir)
+}
+
+/// Each `%(secret:NAME)s` in the steps: a valid name, in a place where it
+/// is replaced (a shell or set_property step's command and env), with a
+/// `[secrets]` section to read it from. Whether its file is there and
+/// usable is checked by `load` (`secret_dir::check_references`), which
+/// knows the master directory.
+fn check_secret_refs(builders: &[raw::BuilderCfg], have_dir: bool, p: &mut Problems) {
+    use super::interpolate::secret_refs;
+    use super::secret_dir::name_problem;
+    for (i, b) in builders.iter().enumerate() {
+        for (j, st) in b.steps.iter().enumerate() {
+            let at = format!("builders[{i}].steps[{j}]");
+            let replaced = matches!(st.kind.as_deref(), Some("shell" | "set_property"));
+            let mut texts: Vec<(String, &str)> = Vec::new();
+            match &st.command {
+                Some(Command::Shell(line)) => texts.push(("command".into(), line.as_str())),
+                Some(Command::Argv(argv)) => texts.extend(
+                    argv.iter()
+                        .enumerate()
+                        .map(|(k, a)| (format!("command[{k}]"), a.as_str())),
+                ),
+                None => {}
+            }
+            texts.extend(st.env.iter().map(|(k, v)| (format!("env.{k}"), v.as_str())));
+            for (key, text) in [("repourl", &st.repourl), ("branch", &st.branch)] {
+                if let Some(t) = text {
+                    texts.push((key.into(), t.as_str()));
+                }
+            }
+            for (key, text) in texts {
+                for name in secret_refs(text) {
+                    let path = format!("{at}.{key}");
+                    if !replaced || key == "repourl" || key == "branch" {
+                        p.add(
+                            &path,
+                            "%(secret:...)s is only replaced in a shell or set_property \
+                             step's command and env",
+                        );
+                    } else if let Some(why) = name_problem(&name) {
+                        p.add(&path, why);
+                    } else if !have_dir {
+                        p.add(
+                            &path,
+                            format_args!(
+                                "%(secret:{name})s needs a [secrets] section saying where \
+                                 secrets are kept (`[secrets]` `dir = \"secrets\"`)"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The step's name as shown in the UI: `name`, else "git" for a git step
 /// or the command's first word (without its directory) for a shell step,
 /// else `step<index>`.
@@ -927,6 +1052,9 @@ pub(super) fn display_name(name: Option<&str>, kind: &StepKind, index: usize) ->
     }
     let first = match kind {
         StepKind::Git { .. } => return "git".to_string(),
+        // Buildbot's SetPropertyFromCommand is "setproperty"; its command's
+        // first word ("git" of `git describe`) would pass for another step.
+        StepKind::SetProperty { .. } => return "set_property".to_string(),
         StepKind::Shell {
             command: Command::Argv(argv),
             ..

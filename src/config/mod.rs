@@ -11,7 +11,8 @@
 //! No threads, no channels, no I/O besides reading the file, checking its
 //! own mode (0600 when it holds secrets, as it always does: worker
 //! passwords) and the secret files it names (`token_file`,
-//! `smtp_password_file`: present and mode 0600). Called by
+//! `smtp_password_file`: present and mode 0600; the `[secrets]` files the
+//! steps refer to, `secret_dir`). Called by
 //! `minibot checkconfig`, by the master at start and on SIGHUP (reconfig),
 //! which hands the result to the other components as an `Arc<Config>`; a
 //! config that fails here is never seen by them, so they may rely on the
@@ -26,20 +27,26 @@
 //! a fully typed config because its findings would mostly echo the type
 //! errors, and it is where required keys, defaults and kinds are handled.
 
+mod interpolate;
 mod live;
 mod lower;
 mod model;
 mod problems;
 mod raw;
 mod sample;
+mod secret_dir;
 mod secrets;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use interpolate::{expand, Ref};
 pub(crate) use live::LiveConfig;
 pub use model::*;
 pub use problems::ConfigError;
 pub use sample::*;
+#[cfg(test)]
+pub(crate) use secret_dir::MAX_LEN as MAX_SECRET_LEN;
+pub(crate) use secret_dir::{read as read_secret, step_secrets};
 pub use secrets::{random_hex, secret_warnings};
 
 use lower::lower;
@@ -72,7 +79,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = path.display().to_string();
     let mut p = Problems::new(&source, "");
     check_own_mode(path, &cfg, &mut p);
-    check_secret_files(&cfg, path.parent().unwrap_or(Path::new(".")), &mut p);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    check_secret_files(&cfg, dir, &mut p);
+    secret_dir::check_references(&cfg, dir, &mut p);
     if p.list.is_empty() {
         Ok(cfg)
     } else {

@@ -39,6 +39,9 @@ pub struct Config {
     pub(crate) logging: LoggingCfg,
     /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
     pub max_log_size: u64,
+    /// `[secrets] dir`: where `%(secret:NAME)s` is read from, relative to
+    /// the master directory (`secret_dir`); None: no secrets.
+    pub(crate) secrets_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -533,6 +536,18 @@ pub(crate) enum StepKind {
         /// Relative to the build directory ("" = the build directory).
         workdir: String,
     },
+    /// Buildbot's `SetPropertyFromCommand`: runs `command` as a shell step
+    /// does, and on success stores its standard output (stripped), or the
+    /// first group of `regex`'s first match in it, as build property
+    /// `property` (`master::build`).
+    SetProperty {
+        command: Command,
+        env: BTreeMap<String, String>,
+        workdir: String,
+        property: String,
+        /// Exactly one capture group (checked by `lower`).
+        regex: Option<Pattern>,
+    },
 }
 
 /// How a git step updates its checkout.
@@ -558,7 +573,7 @@ impl Step {
     pub(crate) fn is_git(&self) -> bool {
         match self.kind {
             StepKind::Git { .. } => true,
-            StepKind::Shell { .. } => false,
+            StepKind::Shell { .. } | StepKind::SetProperty { .. } => false,
         }
     }
 }
@@ -586,7 +601,7 @@ impl Builder {
     pub(crate) fn git_repourl(&self) -> Option<&str> {
         self.steps.iter().find_map(|s| match &s.kind {
             StepKind::Git { repourl, .. } => Some(repourl.as_str()),
-            StepKind::Shell { .. } => None,
+            StepKind::Shell { .. } | StepKind::SetProperty { .. } => None,
         })
     }
 }

@@ -42,6 +42,16 @@ pub(crate) struct Config {
     /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
     #[serde(default = "default_max_log_size")]
     pub max_log_size: u64,
+    /// `[secrets]`: the provider of `%(secret:NAME)s` (`secret_dir`).
+    #[serde(default)]
+    pub secrets: Option<SecretsCfg>,
+}
+
+/// `[secrets]`: secrets kept one per file (Buildbot's `SecretInAFile`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub(crate) struct SecretsCfg {
+    /// The directory, relative to the master directory (required).
+    pub dir: Option<String>,
 }
 
 fn default_title() -> String {
@@ -383,7 +393,7 @@ fn default_poll_interval() -> u64 {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub(crate) struct StepCfg {
-    /// "git" | "shell"
+    /// "git" | "shell" | "set_property"
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub name: Option<String>,
@@ -396,6 +406,9 @@ pub(crate) struct StepCfg {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
+    // set_property
+    pub property: Option<String>,
+    pub regex: Option<String>,
     /// Seconds without output before the step is killed (default 1200).
     pub timeout: Option<u64>,
     pub halt_on_failure: Option<bool>,

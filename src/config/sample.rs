@@ -216,6 +216,41 @@ timeout = 1200
 # build directory (default "build").
 # halt_on_failure = true
 
+# Keep a command's output as a build property (Buildbot's
+# SetPropertyFromCommand): its stdout, stripped, or the one group of regex's
+# first match. Later steps use it as %(prop:version)s; the build page and the
+# API show it. More than 64 KiB of output, or a regex that does not match,
+# fails the step.
+# [[builders.steps]]
+# type = "set_property"
+# property = "version"
+# command = "git describe --tags"
+# regex = 'v(\S+)'                    # optional; exactly one group
+
+# A step that uses a secret (see [secrets] below): %(secret:NAME)s in a
+# command or env value. In a string command it reaches /bin/sh as
+# ${MINIBOT_SECRET_NAME}, never as text of the command.
+# [[builders.steps]]
+# type = "shell"
+# name = "publish"
+# command = "twine upload -u __token__ dist/*"
+# env = { TWINE_PASSWORD = "%(secret:pypi_token)s" }   # env: not in `ps`
+
+
+######## Secrets (Buildbot's SecretInAFile)
+
+# %(secret:NAME)s in a shell or set_property step's command or env is the
+# content of the file NAME in this directory (relative to the master
+# directory), without its trailing newline. The directory must be 0700 and
+# each file 0600, both owned by the master's user, or checkconfig and the
+# step refuse them; names are letters, digits and '_'. A secret goes only to
+# the step that uses it, is never stored, and every occurrence of it in any
+# later output of the build (also base64, hex, URL- or JSON-encoded) shows as
+# <secret:NAME>. Values of 4 to 4096 bytes.
+#   mkdir -m 700 secrets && (umask 077; printf '%s' TOKEN > secrets/pypi_token)
+# [secrets]
+# dir = "secrets"
+
 
 ######## Housekeeping (Buildbot's JanitorConfigurator, and buildbot.tac's log settings)
 

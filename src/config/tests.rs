@@ -93,7 +93,7 @@ command = "make test"
 fn shell(step: &Step) -> (&Command, &std::collections::BTreeMap<String, String>) {
     match &step.kind {
         StepKind::Shell { command, env, .. } => (command, env),
-        StepKind::Git { .. } => panic!("not a shell step"),
+        StepKind::Git { .. } | StepKind::SetProperty { .. } => panic!("not a shell step"),
     }
 }
 
@@ -537,7 +537,7 @@ fn step_checks() {
     let step = |body: &str| with(&format!("[[builders.steps]]\n{body}"));
     assert_problem(
         &step("type = \"svn\"\n"),
-        "builders #1 (name = \"b\").steps #2.type: \"svn\" is not one of \"git\", \"shell\"",
+        "builders #1 (name = \"b\").steps #2.type: \"svn\" is not one of \"git\", \"shell\", \"set_property\"",
     );
     assert_problem(
         &step("type = \"git\"\n"),

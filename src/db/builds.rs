@@ -106,17 +106,25 @@ pub(crate) fn cancel_orphan_build(conn: &Tx, buildid: BuildId, state: &str) -> R
     Ok(true)
 }
 
-/// Records the commit a build's git step checked out as the build property
-/// `got_revision` (source `source`), next to the properties it started
-/// with. Only the master's build code calls this, from the git step's own
-/// report, so the property (with that source) names what was built, not
-/// what a request asked for.
-pub(crate) fn set_got_revision(conn: &Tx, buildid: BuildId, sha: &str, source: &str) -> Result<()> {
-    conn.raw.prepare_cached(
-        "UPDATE builds SET properties = json_set(properties, '$.got_revision', json_array(?2, ?3))
+/// Sets build property `name` to `value` (source `source`), next to the
+/// properties the build started with: the commit a git step checked out
+/// (`got_revision`, only from the git step's own report, so with its
+/// source it names what was built, not what a request asked for) and a
+/// set_property step's value.
+pub(crate) fn set_build_property(
+    conn: &Tx,
+    buildid: BuildId,
+    name: &str,
+    value: &str,
+    source: &str,
+) -> Result<()> {
+    // json_quote makes any name one path element (`$."a.b"`).
+    conn.raw
+        .prepare_cached(
+            "UPDATE builds SET properties = json_set(properties, '$.' || json_quote(?2), json_array(?3, ?4))
          WHERE buildid = ?1",
-    )?
-    .execute(params![buildid, sha, source])?;
+        )?
+        .execute(params![buildid, name, value, source])?;
     Ok(())
 }
 

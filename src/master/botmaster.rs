@@ -42,6 +42,7 @@ use crate::model::{BuildId, BuilderId, LogId, RequestId, StepId, WorkerId};
 use anyhow::Result;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -686,6 +687,7 @@ impl Botmaster {
                 props,
                 max_log_size: self.cfg.max_log_size,
                 first_step,
+                secrets_dir: self.cfg.secrets_dir.as_deref().map(PathBuf::from),
             };
             log::info!(
                 "starting build {} #{number} (build {buildid}) on {worker}",

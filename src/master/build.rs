@@ -13,11 +13,30 @@
 //! (run by /bin/sh) it becomes a reference to the environment variable
 //! `MINIBOT_NAME`, which the step's environment holds, so a branch named
 //! `$(rm -rf ~)` is only ever a value.
+//!
+//! Secrets (`%(secret:NAME)s`, issue 20 point 1) are read from the
+//! `[secrets]` directory when the step that uses them is sent, and go only
+//! into that step's `RunStep`: in an argv command and in env values as the
+//! value, in a string command as `${MINIBOT_SECRET_NAME}` with the value in
+//! that step's environment. They are never stored: not in the database, the
+//! properties or the build's snapshot; the build keeps them in its
+//! `Masker` (`masking`), through which every chunk of output, every reason
+//! a worker gives and a set_property step's output pass before they are
+//! written. A secret that cannot be read fails its step with a reason that
+//! names it, without running anything.
+//!
+//! A set_property step (Buildbot's `SetPropertyFromCommand`, issue 20
+//! point 5) runs as a shell step on the worker (the protocol does not know
+//! it); the master keeps the step's masked stdout, up to
+//! [`MAX_PROPERTY_OUTPUT`], and on success stores it stripped (or the
+//! regex's group) as a build property, in the transaction that records the
+//! step's end, and in the running build's properties for the later steps.
 
-use crate::config::{Builder, Command, Step, StepKind};
+use crate::config::{expand, read_secret, step_secrets, Builder, Command, Ref, Step, StepKind};
 use crate::db::{self, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
 use crate::master::logs::LogWriter;
+use crate::master::masking::Masker;
 use crate::model::{
     self, BuildId,
     BuildResult::{self, Cancelled, Exception, Failure, Retry, Skipped, Success, Warnings},
@@ -41,6 +60,9 @@ pub struct BuildJob {
     pub(crate) max_log_size: u64,
     /// (stepid, logid) of step 0 when the claim already started it.
     pub(crate) first_step: Option<(StepId, LogId)>,
+    /// The `[secrets]` directory, if the config has one (relative to the
+    /// master directory, which `RunningBuild::new` puts in front).
+    pub(crate) secrets_dir: Option<PathBuf>,
 }
 
 /// The source of the `got_revision` property the master sets from a git
@@ -48,6 +70,15 @@ pub struct BuildJob {
 /// (changes get "Change", the force form "Force Build Form"), which is what
 /// lets the gitea_status reporter trust it.
 pub(crate) const GOT_REVISION_SOURCE: &str = "Git";
+
+/// The source of a property a set_property step set (Buildbot's
+/// `SetPropertyFromCommand Step`).
+pub(crate) const SET_PROPERTY_SOURCE: &str = "SetPropertyFromCommand Step";
+
+/// The most of a set_property step's stdout that is kept: a command that
+/// says more fails its step (the value would not be a property anyone
+/// means, and properties travel in every later step's environment).
+pub(crate) const MAX_PROPERTY_OUTPUT: usize = 64 * 1024;
 
 /// How much of a git step's header stream is kept to find its last
 /// `got_revision=<sha>` line (docs/protocol.md): the line comes last, and
@@ -74,6 +105,10 @@ struct CurrentStep {
     stepid: StepId,
     logid: LogId,
     log: LogWriter,
+    /// A set_property step's stdout, masked, up to `MAX_PROPERTY_OUTPUT`.
+    captured: Option<String>,
+    /// It said more than that.
+    overflowed: bool,
 }
 
 /// A step that has ended but whose end is not in the database yet. It is
@@ -88,15 +123,17 @@ struct StepEnd {
     totals: db::LogTotals,
     results: BuildResult,
     state: String,
-    /// (buildid, sha) when this was a git step that reported its commit.
-    got_revision: Option<(BuildId, String)>,
+    /// A property the step set, as (buildid, name, value, source): the
+    /// commit a git step reported (`got_revision`), a set_property step's
+    /// value.
+    property: Option<(BuildId, String, String, &'static str)>,
 }
 
 impl StepEnd {
     fn record(&self, c: &db::Tx) -> Result<()> {
         db::update_log(c, self.logid, self.totals, true)?;
-        if let Some((buildid, sha)) = &self.got_revision {
-            db::set_got_revision(c, *buildid, sha, GOT_REVISION_SOURCE)?;
+        if let Some((buildid, name, value, source)) = &self.property {
+            db::set_build_property(c, *buildid, name, value, source)?;
         }
         db::finish_step(c, self.stepid, self.results, &self.state)
     }
@@ -120,6 +157,10 @@ pub(crate) struct RunningBuild {
     git_header: String,
     /// Why the build cannot go on (see `cut_short`).
     cut: Option<String>,
+    /// The secrets sent to this build's steps so far, masked in the output
+    /// of this and every later step (a step may leave one in a file that a
+    /// later step prints).
+    masker: Masker,
 }
 
 /// How a build is closed.
@@ -277,55 +318,93 @@ pub(crate) fn env_name(prop: &str) -> String {
     s
 }
 
-/// Expands `%(prop:NAME)s` and `%(prop:NAME:-DEFAULT)s` in `s`, calling
-/// `sub(name, default)` for each. Anything else (including other `%`
-/// uses, e.g. `date +%Y`) is left alone.
-fn expand(s: &str, mut sub: impl FnMut(&str, Option<&str>) -> String) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("%(prop:") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 7..];
-        match after.find(")s") {
-            Some(j) => {
-                let inner = &after[..j];
-                let (name, default) = match inner.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (inner, None),
-                };
-                out.push_str(&sub(name, default));
-                rest = &after[j + 2..];
-            }
-            None => {
-                out.push_str(&rest[i..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+/// `MINIBOT_SECRET_<NAME>`: the variable a string command reads secret
+/// NAME from (names are letters, digits and `_`, kept as written).
+pub(crate) fn secret_env_name(name: &str) -> String {
+    format!("MINIBOT_SECRET_{name}")
 }
 
-/// Interpolates a value that is passed as data (argv element, env value).
-pub(crate) fn interpolate(s: &str, props: &Props) -> String {
-    expand(s, |name, default| match props.get(name) {
+/// A property's value as data (argv element, env value), or its default.
+fn prop_value(props: &Props, name: &str, default: Option<&str>) -> String {
+    match props.get(name) {
         Some((v, _)) if !v.is_null() => model::value_text(v),
         _ => default.unwrap_or("").to_string(),
+    }
+}
+
+/// Interpolates a value that is passed as data (a reporter's template, a
+/// git step's repository URL). Secrets are not replaced here: only a
+/// step's command and env get them ([`interpolate_step`]).
+pub(crate) fn interpolate(s: &str, props: &Props) -> String {
+    expand(s, |r| match r {
+        Ref::Prop { name, default } => prop_value(props, name, default),
+        Ref::Secret(name) => format!("%(secret:{name})s"),
     })
 }
 
-/// Interpolates a /bin/sh command: properties become variable references.
+/// Interpolates an argv element or env value of a step: properties and
+/// the step's `secrets` (name → value) as values.
+fn interpolate_step(s: &str, props: &Props, secrets: &BTreeMap<String, String>) -> String {
+    expand(s, |r| match r {
+        Ref::Prop { name, default } => prop_value(props, name, default),
+        Ref::Secret(name) => secrets.get(name).cloned().unwrap_or_default(),
+    })
+}
+
+/// Interpolates a /bin/sh command: properties and secrets become variable
+/// references.
 pub(crate) fn interpolate_shell(s: &str, _props: &Props) -> String {
-    expand(s, |name, default| match default {
+    expand(s, |r| match r {
         // The default comes from master.cfg, which is trusted; still keep it
         // out of the braces' reach.
-        Some(d) if !d.contains('}') => format!("${{{}:-{d}}}", env_name(name)),
-        _ => format!("${{{}}}", env_name(name)),
+        Ref::Prop {
+            name,
+            default: Some(d),
+        } if !d.contains('}') => format!("${{{}:-{d}}}", env_name(name)),
+        Ref::Prop { name, .. } => format!("${{{}}}", env_name(name)),
+        Ref::Secret(name) => format!("${{{}}}", secret_env_name(name)),
     })
+}
+
+/// A set_property step's value from its (masked) stdout: the first match's
+/// group of `regex`, else the whole output, stripped.
+fn property_value(
+    output: &str,
+    regex: Option<&crate::config::Pattern>,
+) -> std::result::Result<String, String> {
+    let value = match regex {
+        None => output,
+        Some(re) => match re.re.captures(output).and_then(|c| c.get(1)) {
+            Some(m) => m.as_str(),
+            None => {
+                return Err(format!(
+                    "set_property: regex {:?} does not match the output",
+                    re.source
+                ))
+            }
+        },
+    };
+    let value = value.trim();
+    if value.contains('\0') {
+        return Err("set_property: the output holds a NUL byte".to_string());
+    }
+    Ok(value.to_string())
+}
+
+/// Keeps a set_property step's masked stdout, up to `MAX_PROPERTY_OUTPUT`.
+fn capture(cur: &mut CurrentStep, data: &str) {
+    if let Some(out) = &mut cur.captured {
+        if out.len() + data.len() > MAX_PROPERTY_OUTPUT {
+            cur.overflowed = true;
+        } else {
+            out.push_str(data);
+        }
+    }
 }
 
 impl RunningBuild {
-    pub(crate) fn new(job: BuildJob, master_dir: PathBuf, events: Hub) -> RunningBuild {
+    pub(crate) fn new(mut job: BuildJob, master_dir: PathBuf, events: Hub) -> RunningBuild {
+        job.secrets_dir = job.secrets_dir.map(|d| master_dir.join(d));
         events.publish(Event::BuildStarted {
             buildid: job.buildid,
             builderid: job.builderid,
@@ -345,6 +424,7 @@ impl RunningBuild {
             ended: None,
             git_header: String::new(),
             cut: None,
+            masker: Masker::default(),
         }
     }
 
@@ -353,10 +433,12 @@ impl RunningBuild {
         self.stop_reason.is_some()
     }
 
-    fn spec(&self, step: &Step) -> StepSpec {
-        let props = &self.job.props;
+    /// The step's message, with its secrets read (and added to the build's
+    /// masker); Err says why it cannot run (a secret that cannot be read).
+    fn spec(job: &BuildJob, masker: &mut Masker, step: &Step) -> Result<StepSpec, String> {
+        let props = &job.props;
         let timeout = step.timeout.as_secs();
-        match &step.kind {
+        Ok(match &step.kind {
             StepKind::Git {
                 repourl,
                 mode,
@@ -370,7 +452,7 @@ impl RunningBuild {
                 // "merge"`): the source stamp is at the base and the head is
                 // `head_sha`, so the worker checks out the base and merges
                 // the head. At the head itself there is nothing to merge.
-                let base = self.job.ss.revision.clone();
+                let base = job.ss.revision.clone();
                 let head = pr_number
                     .and_then(|_| props.get("head_sha"))
                     .and_then(|(v, _)| v.as_str())
@@ -381,7 +463,7 @@ impl RunningBuild {
                 };
                 StepSpec::Git {
                     repourl: interpolate(repourl, props),
-                    branch: self.job.ss.branch.clone().or_else(|| branch.clone()),
+                    branch: job.ss.branch.clone().or_else(|| branch.clone()),
                     revision,
                     mode: mode.as_str().to_string(),
                     pr_number,
@@ -393,9 +475,28 @@ impl RunningBuild {
                 command,
                 env: step_env,
                 workdir,
+            }
+            | StepKind::SetProperty {
+                command,
+                env: step_env,
+                workdir,
+                ..
             } => {
+                let mut secrets = BTreeMap::new();
+                for name in step_secrets(step) {
+                    let value = match &job.secrets_dir {
+                        Some(dir) => read_secret(dir, &name),
+                        None => Err(anyhow::anyhow!("the config has no [secrets] section")),
+                    }
+                    .map_err(|e| format!("secret {name:?} cannot be used: {e:#}"))?;
+                    masker.add(&name, &value);
+                    secrets.insert(name, value);
+                }
                 let argv = match command {
-                    Command::Argv(a) => a.iter().map(|x| interpolate(x, props)).collect(),
+                    Command::Argv(a) => a
+                        .iter()
+                        .map(|x| interpolate_step(x, props, &secrets))
+                        .collect(),
                     Command::Shell(s) => vec![
                         "/bin/sh".to_string(),
                         "-c".to_string(),
@@ -407,7 +508,14 @@ impl RunningBuild {
                     .map(|(k, (v, _))| (env_name(k), model::value_text(v)))
                     .collect();
                 for (k, v) in step_env {
-                    env.insert(k.clone(), interpolate(v, props));
+                    env.insert(k.clone(), interpolate_step(v, props, &secrets));
+                }
+                // Last, so neither a property nor the step's env can stand
+                // in for the secret a string command refers to.
+                if let Command::Shell(_) = command {
+                    for (name, value) in &secrets {
+                        env.insert(secret_env_name(name), value.clone());
+                    }
                 }
                 StepSpec::Shell {
                     argv,
@@ -416,7 +524,7 @@ impl RunningBuild {
                     timeout,
                 }
             }
-        }
+        })
     }
 
     /// Starts the next step that should run and returns its message, or
@@ -430,7 +538,8 @@ impl RunningBuild {
                 continue;
             }
             let name = step.name.clone();
-            let spec = self.spec(step);
+            let captured = matches!(step.kind, StepKind::SetProperty { .. }).then(String::new);
+            let spec = Self::spec(&self.job, &mut self.masker, step);
             let (buildid, number, name2) = (self.job.buildid, idx as u32, name.clone());
             let (stepid, logid) = match self.job.first_step.take() {
                 Some(ids) if idx == 0 => ids,
@@ -456,7 +565,20 @@ impl RunningBuild {
                 stepid,
                 logid,
                 log,
+                captured,
+                overflowed: false,
             });
+            let spec = match spec {
+                Ok(spec) => spec,
+                Err(why) => {
+                    // Nothing to run: the step fails here, with the reason
+                    // in its log and state, and the build goes on as after
+                    // any failure (its end is recorded with the next step's
+                    // start or the build's end).
+                    self.step_done(number, None, false, false, Some(why))?;
+                    continue;
+                }
+            };
             return Ok(Some(ToWorker::RunStep {
                 build_id: buildid,
                 step: number,
@@ -470,7 +592,11 @@ impl RunningBuild {
     pub(crate) fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
         match &mut self.current {
             Some(cur) if cur.number == step => {
+                let data = &self.masker.feed(stream, data);
                 cur.log.append(stream, data)?;
+                if stream == "o" {
+                    capture(cur, data);
+                }
                 let is_git = self
                     .job
                     .builder
@@ -531,19 +657,61 @@ impl RunningBuild {
             return Ok(false);
         }
         let cfg = &self.job.builder.steps[cur.number as usize];
-        let r = step_result(cfg, exit_code, interrupted, timed_out);
+        let mut r = step_result(cfg, exit_code, interrupted, timed_out);
+        // The output held back in case it was the start of a secret: the
+        // step is over, so it is masked as it is and written.
+        let mut logged = Ok(());
+        for stream in ["o", "e", "h"] {
+            let rest = self.masker.flush(stream);
+            if !rest.is_empty() {
+                if stream == "o" {
+                    capture(&mut cur, &rest);
+                }
+                logged = logged.and_then(|_| cur.log.append(stream, &rest));
+            }
+        }
+        let mut reason = reason.map(|why| self.masker.mask_all(&why));
         let header = std::mem::take(&mut self.git_header);
-        let got_revision = if cfg.is_git() && r == Success {
-            parse_got_revision(&header).map(str::to_string)
+        let mut property = if cfg.is_git() && r == Success {
+            parse_got_revision(&header).map(|sha| {
+                (
+                    "got_revision".to_string(),
+                    sha.to_string(),
+                    GOT_REVISION_SOURCE,
+                )
+            })
         } else {
             None
         };
-        if let Some(sha) = &got_revision {
+        if let (
+            StepKind::SetProperty {
+                property: name,
+                regex,
+                ..
+            },
+            Success,
+        ) = (&cfg.kind, r)
+        {
+            let value = if cur.overflowed {
+                Err(format!(
+                    "set_property: the command printed more than {MAX_PROPERTY_OUTPUT} bytes"
+                ))
+            } else {
+                property_value(cur.captured.as_deref().unwrap_or(""), regex.as_ref())
+            };
+            match value {
+                Ok(v) => property = Some((name.clone(), v, SET_PROPERTY_SOURCE)),
+                Err(why) => {
+                    r = Failure;
+                    reason = Some(why);
+                }
+            }
+        }
+        if let Some((name, value, source)) = &property {
             // Later steps see it too, as Buildbot's %(prop:got_revision)s.
-            self.job.props.insert(
-                "got_revision".into(),
-                (sha.clone().into(), GOT_REVISION_SOURCE.into()),
-            );
+            self.job
+                .props
+                .insert(name.clone(), (value.clone().into(), source.to_string()));
         }
         let (contrib, halt) = contribution(cfg, r);
         if contrib != Success {
@@ -567,8 +735,8 @@ impl RunningBuild {
         // The log is the master's own file (a full disk can refuse it); the
         // step's result is the worker's and is recorded all the same.
         let logged = match reason {
-            Some(why) => cur.log.append("h", &format!("{why}\n")),
-            None => Ok(()),
+            Some(why) => logged.and_then(|_| cur.log.append("h", &format!("{why}\n"))),
+            None => logged,
         };
         if let Err(e) = logged.and_then(|_| cur.log.finish()) {
             log::error!(
@@ -583,7 +751,7 @@ impl RunningBuild {
             totals: cur.log.totals(),
             results: r,
             state,
-            got_revision: got_revision.map(|sha| (self.job.buildid, sha)),
+            property: property.map(|(n, v, s)| (self.job.buildid, n, v, s)),
         });
         Ok(true)
     }
@@ -664,6 +832,10 @@ impl RunningBuild {
             self.publish_ended();
         }
         if let Some(mut cur) = self.current.take() {
+            for stream in ["o", "e", "h"] {
+                let rest = self.masker.flush(stream);
+                let _ = cur.log.append(stream, &rest);
+            }
             let _ = cur.log.append("h", &format!("\n{why}\n"));
             let _ = cur.log.finish();
             let (logid, totals) = (cur.logid, cur.log.totals());
@@ -701,6 +873,39 @@ mod tests {
             "echo ${MINIBOT_BRANCH} ${MINIBOT_X_Y:-d}"
         );
         assert_eq!(env_name("pr_number"), "MINIBOT_PR_NUMBER");
+    }
+
+    #[test]
+    fn secrets_are_values_in_argv_and_variables_in_a_shell_command() {
+        let p = props();
+        let mut secrets = BTreeMap::new();
+        secrets.insert("tok".to_string(), "v$(x)".to_string());
+        assert_eq!(
+            interpolate_step("--token=%(secret:tok)s@%(prop:buildnumber)s", &p, &secrets),
+            "--token=v$(x)@7"
+        );
+        assert_eq!(
+            interpolate_shell("curl -u %(secret:tok)s", &p),
+            "curl -u ${MINIBOT_SECRET_tok}"
+        );
+        // Not replaced where secrets do not go (reporter templates, URLs).
+        assert_eq!(interpolate("a %(secret:tok)s", &p), "a %(secret:tok)s");
+    }
+
+    #[test]
+    fn property_values_are_stripped_or_the_regex_group() {
+        let re = |s: &str| crate::config::Pattern {
+            source: s.to_string(),
+            re: regex_lite::Regex::new(s).unwrap(),
+        };
+        assert_eq!(property_value("  1.2.3\n", None).unwrap(), "1.2.3");
+        assert_eq!(
+            property_value("name: x\nversion: 4.5 \n", Some(&re(r"version: (\S+)"))).unwrap(),
+            "4.5"
+        );
+        let err = property_value("nothing", Some(&re("v(\\d)"))).unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
+        assert!(property_value("a\0b", None).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub(crate) mod build;
 pub(crate) mod events;
 pub(crate) mod janitor;
 pub(crate) mod logs;
+pub(crate) mod masking;
 pub(crate) mod poller;
 pub(crate) mod reporters;
 pub mod scheduler;

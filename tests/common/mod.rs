@@ -993,19 +993,28 @@ command = ["/usr/bin/python3", "test_hello.py"]
         curl(&[&self.url(&format!("/api/v2/logs/{logid}/raw"))]).1
     }
 
+    /// A build's step, by name, from the API.
+    pub fn step(&self, buildid: i64, step: &str) -> serde_json::Value {
+        let steps = get_json(&self.url(&format!("/api/v2/builds/{buildid}/steps")));
+        find_step(&steps, step).clone()
+    }
+
     /// The id of a build's step log, by step name.
     pub fn step_logid(&self, buildid: i64, step: &str) -> i64 {
-        let steps = get_json(&self.url(&format!("/api/v2/builds/{buildid}/steps")));
-        let st = steps["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == step)
-            .unwrap_or_else(|| panic!("no step {step} in {steps}"))
-            .clone();
+        let st = self.step(buildid, step);
         let logs = get_json(&self.url(&format!("/api/v2/steps/{}/logs", st["stepid"])));
         logs["logs"][0]["logid"].as_i64().unwrap()
     }
+}
+
+/// Step `name` in an API answer `{"steps": [...]}`.
+pub fn find_step<'a>(steps: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {steps}"))
 }
 
 /// The ids in a change hook's answer `{"changes": [...]}`.
