@@ -208,6 +208,7 @@ fn a_gitea_that_is_down_is_logged_and_asked_again() {
     assert!(state(&s).is_empty());
     // Back: the next poll is the first that counts; then PRs build.
     let gitea = FakeGitea::start_on(port, TOKEN);
+    gitea.pulls.lock().unwrap().add_repo(REPO);
     wait_for("the first poll", Duration::from_secs(30), || {
         (state(&s) == ["(listed)=1"]).then_some(())
     });
@@ -221,6 +222,7 @@ fn a_gitea_that_is_down_is_logged_and_asked_again() {
 #[test]
 fn bounds_a_wrong_token_a_huge_answer_and_the_cap() {
     let gitea = FakeGitea::start(TOKEN);
+    gitea.pulls.lock().unwrap().add_repo(REPO);
     let s = Setup::new(
         PASSING_TEST,
         &poller_cfg(&gitea.url(), "max_pull_requests = 2\n"),

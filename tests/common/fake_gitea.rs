@@ -260,6 +260,11 @@ impl Pulls {
         )
     }
 
+    /// Adds `repo` with no pull requests (else the list is a 404).
+    pub fn add_repo(&mut self, repo: &str) {
+        self.repos.entry(repo.to_string()).or_default();
+    }
+
     /// Opens pull request `n` of `repo` (head `head` on branch `pr-<n>`,
     /// base `master` at `base`).
     pub fn open(&mut self, repo: &str, n: i64, head: &str, base: &str) {
