@@ -237,7 +237,7 @@ fn bounds_a_wrong_token_a_huge_answer_and_the_cap() {
         (state(&s) == ["(listed)=1"]).then_some(())
     });
     // Three open, the cap two: the two updated last, one page asked for.
-    let heads: Vec<String> = (1..=3).map(|n| fake_sha(n)).collect();
+    let heads: Vec<String> = (1..=3).map(fake_sha).collect();
     {
         let mut p = gitea.pulls.lock().unwrap();
         for (n, h) in (1..=3).zip(&heads) {
