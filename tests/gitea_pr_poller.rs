@@ -7,7 +7,9 @@
 //! A new pull request is the change the `pull_request` webhook brings and
 //! builds merged; a moved head is a new change; nothing else is; a restart
 //! repeats nothing; a closed pull request is forgotten; a Gitea that is
-//! down is logged and asked again.
+//! down is logged and asked again; pull requests into another repository
+//! or with a head that is no commit id are left out; a refused token, a
+//! page over 4 MiB and the cap on pull requests hold.
 
 use crate::common::fake_gitea::pull_request;
 use crate::common::*;
@@ -217,6 +219,20 @@ fn a_gitea_that_is_down_is_logged_and_asked_again() {
     let c = wait_changes(&s, 1);
     assert_eq!(prop(&c[0], "head_sha"), head.as_str());
     assert!(!process_gone(master.pid()));
+
+    // Left out: a pull request into another repository (its changes would
+    // be trusted for statuses there) and one whose head is no commit id.
+    {
+        let mut p = gitea.pulls.lock().unwrap();
+        p.open(REPO, 5, &fake_sha(5), &s.head);
+        p.edit(REPO, 5)["base"]["repo"]["full_name"] = "mallory/elsewhere".into();
+        p.open(REPO, 6, &fake_sha(6), &s.head);
+        p.edit(REPO, 6)["head"]["sha"] = "--upload-pack=touch /tmp/x".into();
+    }
+    s.wait_master_log("pull request #5 left out: its base repository \"mallory/elsewhere\"");
+    s.wait_master_log("pull request #6 left out: its head");
+    wait_polls(&gitea, 2);
+    assert_eq!(changes(&s).len(), 1);
 }
 
 #[test]
