@@ -1122,6 +1122,24 @@ fn secret_files_must_be_private() {
         panic!("not gitea_status")
     };
     assert_eq!(g.token.read(dir.path()).unwrap(), "sekrit");
+
+    // The same for a gitea_pr_poller's token_file.
+    std::fs::write(
+        &cfg_path,
+        with("[[change_source]]\ntype = \"gitea_pr_poller\"\nbase_url = \"https://g\"\nrepository = \"o/r\"\ntoken_file = \"tok\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = load(&cfg_path).expect_err("readable by others");
+    assert!(
+        err.to_string().contains("change_source #1.token_file: ")
+            && err
+                .to_string()
+                .contains("is readable by others (mode 640); run chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
