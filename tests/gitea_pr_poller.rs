@@ -233,6 +233,17 @@ fn a_gitea_that_is_down_is_logged_and_asked_again() {
     s.wait_master_log("pull request #6 left out: its head");
     wait_polls(&gitea, 2);
     assert_eq!(changes(&s).len(), 1);
+
+    // What docs/gitea.md says of a proxy of `/change_hook/` only: a path
+    // under it with `..` reaches the hook handler, never the API.
+    let (code, body) = curl(&[
+        "--path-as-is",
+        "-X",
+        "POST",
+        &s.url("/change_hook/../api/v2/changes"),
+    ]);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("is not enabled in master.cfg"), "{body}");
 }
 
 #[test]
