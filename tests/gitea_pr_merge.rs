@@ -49,7 +49,7 @@ fn start(s: &Setup) -> (Proc, Proc) {
 
 /// Pull request `n`: `file` committed on a branch from `from`, kept only
 /// as `refs/pull/<n>/head`; returns the head sha.
-fn open_pr(s: &Setup, n: u32, from: &str, file: &str, content: &str) -> String {
+pub(crate) fn open_pr(s: &Setup, n: u32, from: &str, file: &str, content: &str) -> String {
     let branch = format!("pr-{n}");
     git(&s.repo, &["checkout", "-q", "-b", &branch, from]);
     let head = s.commit(file, content, &format!("PR {n}: {file}"));

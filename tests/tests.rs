@@ -23,6 +23,7 @@ mod gitea_e2e;
 mod gitea_formats;
 mod gitea_poller;
 mod gitea_pr_merge;
+mod gitea_pr_poller;
 mod gitea_sync;
 mod guide;
 mod hostile;

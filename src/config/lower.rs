@@ -1293,65 +1293,55 @@ fn check_address(at: &str, addr: &str, p: &mut Problems) {
 fn lower_change_sources(sources: Vec<raw::ChangeSourceCfg>, p: &mut Problems) -> Vec<ChangeSource> {
     let mut out = Vec::with_capacity(sources.len());
     let mut names = Vec::with_capacity(sources.len());
-    for (i, c) in sources.into_iter().enumerate() {
+    for (i, mut c) in sources.into_iter().enumerate() {
         let at = format!("change_source[{i}]");
         let before = p.list.len();
-        let kind = required(c.kind, &at, "type", p);
-        let repourl = required(c.repourl, &at, "repourl", p);
-        let Some(repourl) = repourl else { continue };
-        if repourl.is_empty() {
-            p.add(&format!("{at}.repourl"), "is empty");
-        } else if repourl.starts_with('-') {
-            p.add(&format!("{at}.repourl"), "must not start with '-'");
-        }
+        let kind = required(c.kind.take(), &at, "type", p);
         if c.poll_interval == 0 {
             p.add(&format!("{at}.poll_interval"), "must be at least 1 second");
         }
-        let branches = match c.branches {
-            None => Some(vec!["master".to_string()]),
-            Some(StrOrList::One(s)) if s == "all" => None,
-            Some(b) => Some(b.values().into_iter().map(str::to_string).collect()),
-        };
-        match &branches {
-            Some(list) if list.is_empty() => p.add(&format!("{at}.branches"), "is an empty list"),
-            Some(list) => {
-                for b in list {
-                    if b.is_empty()
-                        || b.starts_with('-')
-                        || b.contains("..")
-                        || b.contains(':')
-                        || b.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-                    {
-                        p.add(
-                            &format!("{at}.branches"),
-                            format_args!("{b:?} is not a branch name"),
-                        );
-                    }
-                }
+        let source = match kind.as_deref() {
+            Some("git_poller") => lower_git_poller(&at, &mut c, p).map(ChangeSource::GitPoller),
+            Some("gitea_pr_poller") => {
+                lower_gitea_pr_poller(&at, &mut c, p).map(ChangeSource::GiteaPrPoller)
             }
-            None => {}
+            None => None,
+            Some(other) => {
+                p.add(
+                    &format!("{at}.type"),
+                    format_args!("{other:?} is not one of \"git_poller\", \"gitea_pr_poller\""),
+                );
+                None
+            }
+        };
+        // What the kind's arm did not take belongs to the other kind.
+        if let Some(kind @ ("git_poller" | "gitea_pr_poller")) = kind.as_deref() {
+            leftover(
+                &at,
+                &format!("{kind} change sources"),
+                &[
+                    ("repourl", c.repourl.is_some(), "git_poller"),
+                    ("branches", c.branches.is_some(), "git_poller"),
+                    ("project", c.project.is_some(), "git_poller"),
+                    ("category", c.category.is_some(), "git_poller"),
+                    ("codebase", c.codebase.is_some(), "git_poller"),
+                    ("base_url", c.base_url.is_some(), "gitea_pr_poller"),
+                    ("repository", c.repository.is_some(), "gitea_pr_poller"),
+                    ("token_file", c.token_file.is_some(), "gitea_pr_poller"),
+                    ("verify_tls", c.verify_tls.is_some(), "gitea_pr_poller"),
+                    (
+                        "max_pull_requests",
+                        c.max_pull_requests.is_some(),
+                        "gitea_pr_poller",
+                    ),
+                ],
+                p,
+            );
         }
-        let name = c.name.unwrap_or_else(|| repourl.clone());
-        names.push((format!("{at}.name"), name.clone()));
-        let poller = GitPoller {
-            name,
-            repourl,
-            branches,
-            poll_interval: seconds(c.poll_interval),
-            poll_at_launch: c.poll_at_launch,
-            project: c.project.unwrap_or_default(),
-            category: c.category,
-            codebase: c.codebase.unwrap_or_default(),
-        };
-        match kind.as_deref() {
-            Some("git_poller") if p.list.len() == before => {
-                out.push(ChangeSource::GitPoller(poller))
-            }
-            Some("git_poller") | None => {}
-            Some(other) => p.add(
-                &format!("{at}.type"),
-                format_args!("{other:?} is not \"git_poller\""),
-            ),
+        let Some(source) = source else { continue };
+        names.push((format!("{at}.name"), source.name().to_string()));
+        if p.list.len() == before {
+            out.push(source);
         }
     }
     check_unique(
@@ -1360,6 +1350,134 @@ fn lower_change_sources(sources: Vec<raw::ChangeSourceCfg>, p: &mut Problems) ->
         p,
     );
     out
+}
+
+/// A `git_poller`'s keys, taken out of `c`.
+fn lower_git_poller(at: &str, c: &mut raw::ChangeSourceCfg, p: &mut Problems) -> Option<GitPoller> {
+    // All taken first, so none is left for `leftover` to call foreign.
+    let (repourl, branches) = (c.repourl.take(), c.branches.take());
+    let (project, category, codebase) = (c.project.take(), c.category.take(), c.codebase.take());
+    let repourl = required(repourl, at, "repourl", p)?;
+    if repourl.is_empty() {
+        p.add(&format!("{at}.repourl"), "is empty");
+    } else if repourl.starts_with('-') {
+        p.add(&format!("{at}.repourl"), "must not start with '-'");
+    }
+    let branches = match branches {
+        None => Some(vec!["master".to_string()]),
+        Some(StrOrList::One(s)) if s == "all" => None,
+        Some(b) => Some(b.values().into_iter().map(str::to_string).collect()),
+    };
+    match &branches {
+        Some(list) if list.is_empty() => p.add(&format!("{at}.branches"), "is an empty list"),
+        Some(list) => {
+            for b in list {
+                if b.is_empty()
+                    || b.starts_with('-')
+                    || b.contains("..")
+                    || b.contains(':')
+                    || b.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                {
+                    p.add(
+                        &format!("{at}.branches"),
+                        format_args!("{b:?} is not a branch name"),
+                    );
+                }
+            }
+        }
+        None => {}
+    }
+    Some(GitPoller {
+        name: c.name.take().unwrap_or_else(|| repourl.clone()),
+        repourl,
+        branches,
+        poll_interval: seconds(c.poll_interval),
+        poll_at_launch: c.poll_at_launch,
+        project: project.unwrap_or_default(),
+        category,
+        codebase: codebase.unwrap_or_default(),
+    })
+}
+
+/// The most `max_pull_requests` may be: each poll reads at most this many
+/// pull requests (in pages of [`crate::master::pr_poller::PAGE`]).
+const MAX_MAX_PULL_REQUESTS: usize = 5_000;
+
+/// A `gitea_pr_poller`'s keys, taken out of `c`.
+fn lower_gitea_pr_poller(
+    at: &str,
+    c: &mut raw::ChangeSourceCfg,
+    p: &mut Problems,
+) -> Option<GiteaPrPoller> {
+    let base_url = required(c.base_url.take(), at, "base_url", p);
+    if let Some(u) = &base_url {
+        match url::Url::parse(u) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => p.add(
+                &format!("{at}.base_url"),
+                "must be an http:// or https:// URL (e.g. \"https://git.example.org\")",
+            ),
+        }
+    }
+    let repository = required(c.repository.take(), at, "repository", p);
+    // One path segment each: they go into the API URL's path.
+    let owner_repo = repository.as_deref().and_then(|r| {
+        let segment = |s: &str| {
+            !s.is_empty() && s != "." && s != ".." && !s.chars().any(|ch| ch.is_control())
+        };
+        match r.split_once('/') {
+            Some((o, n)) if segment(o) && segment(n) && !n.contains('/') => {
+                Some((o.to_string(), n.to_string()))
+            }
+            _ => {
+                p.add(
+                    &format!("{at}.repository"),
+                    format_args!("{r:?} is not \"owner/repository\""),
+                );
+                None
+            }
+        }
+    });
+    let token = match c.token_file.take() {
+        None => {
+            p.add(
+                &format!("{at}.token_file"),
+                "required: a file of mode 0600 holding a Gitea API token that may read the repository",
+            );
+            None
+        }
+        Some(f) if f.is_empty() => {
+            p.add(&format!("{at}.token_file"), "is empty");
+            None
+        }
+        Some(f) => Some(Secret::File(f)),
+    };
+    let verify_tls = c.verify_tls.take().unwrap_or(true);
+    let max_pull_requests = c.max_pull_requests.take().unwrap_or(200);
+    if !(1..=MAX_MAX_PULL_REQUESTS).contains(&max_pull_requests) {
+        p.add(
+            &format!("{at}.max_pull_requests"),
+            format_args!("{max_pull_requests} is not between 1 and {MAX_MAX_PULL_REQUESTS}"),
+        );
+    }
+    let base_url = base_url?;
+    let (owner, repo) = owner_repo?;
+    Some(GiteaPrPoller {
+        name: c.name.take().unwrap_or_else(|| {
+            format!(
+                "{}/api/v1/repos/{owner}/{repo}/pulls",
+                base_url.trim_end_matches('/')
+            )
+        }),
+        base_url,
+        owner,
+        repo,
+        token: token?,
+        verify_tls,
+        poll_interval: seconds(c.poll_interval),
+        poll_at_launch: c.poll_at_launch,
+        max_pull_requests,
+    })
 }
 
 fn check_janitor(j: &JanitorCfg, p: &mut Problems) {

@@ -724,6 +724,61 @@ impl Secret {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ChangeSource {
     GitPoller(GitPoller),
+    /// Open pull requests through Gitea's API (`master::pr_poller`).
+    GiteaPrPoller(GiteaPrPoller),
+}
+
+impl ChangeSource {
+    /// Names the poller's state in the database (unique among sources).
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            ChangeSource::GitPoller(g) => &g.name,
+            ChangeSource::GiteaPrPoller(g) => &g.name,
+        }
+    }
+
+    pub(crate) fn poll_interval(&self) -> Duration {
+        match self {
+            ChangeSource::GitPoller(g) => g.poll_interval,
+            ChangeSource::GiteaPrPoller(g) => g.poll_interval,
+        }
+    }
+
+    pub(crate) fn poll_at_launch(&self) -> bool {
+        match self {
+            ChangeSource::GitPoller(g) => g.poll_at_launch,
+            ChangeSource::GiteaPrPoller(g) => g.poll_at_launch,
+        }
+    }
+
+    /// The `type` as written in master.cfg.
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            ChangeSource::GitPoller(_) => "git_poller",
+            ChangeSource::GiteaPrPoller(_) => "gitea_pr_poller",
+        }
+    }
+}
+
+/// `type = "gitea_pr_poller"`: a Gitea whose webhooks cannot reach the
+/// master, asked for its open pull requests instead. The changes are the
+/// ones the gitea dialect makes of a `pull_request` delivery, with its
+/// options (`[www.change_hook_dialects.gitea]`, else the defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GiteaPrPoller {
+    /// Names the poller's state in the database (default: the pulls URL).
+    pub name: String,
+    /// An http(s) URL.
+    pub base_url: String,
+    pub owner: String,
+    pub repo: String,
+    /// Always a file (0600): the token is not written into master.cfg.
+    pub token: Secret,
+    pub verify_tls: bool,
+    pub poll_interval: Duration,
+    pub poll_at_launch: bool,
+    /// The most open pull requests one poll looks at (newest first).
+    pub max_pull_requests: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -810,13 +865,16 @@ impl Config {
                 ));
             }
         }
-        for (i, ChangeSource::GitPoller(g)) in self.change_source.iter().enumerate() {
-            if is_example_url(&g.repourl) {
+        for (i, cs) in self.change_source.iter().enumerate() {
+            let (key, url) = match cs {
+                ChangeSource::GitPoller(g) => ("repourl", &g.repourl),
+                ChangeSource::GiteaPrPoller(g) => ("base_url", &g.base_url),
+            };
+            if is_example_url(url) {
                 w.push(format!(
-                    "change_source #{}.repourl: {:?} is the sample's example repository; \
+                    "change_source #{}.{key}: {url:?} is the sample's example repository; \
                      write the URL of the one to poll",
                     i + 1,
-                    g.repourl
                 ));
             }
         }

@@ -367,12 +367,26 @@ pub(crate) struct ReporterCfg {
 /// A `[[change_source]]` entry (Buildbot's `c['change_source']`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub(crate) struct ChangeSourceCfg {
-    /// "git_poller"
+    /// "git_poller" | "gitea_pr_poller"
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    /// Names the poller's state in the database; default: the repourl.
+    /// Names the poller's state in the database; default: the repourl
+    /// (gitea_pr_poller: the repository's pulls URL).
     pub name: Option<String>,
+    /// git_poller: the repository to poll.
     pub repourl: Option<String>,
+    /// gitea_pr_poller: the Gitea (`https://git.example.org`).
+    pub base_url: Option<String>,
+    /// gitea_pr_poller: "owner/repo" whose open pull requests are polled.
+    pub repository: Option<String>,
+    /// gitea_pr_poller: a file of mode 0600 holding a Gitea API token that
+    /// may read the repository.
+    pub token_file: Option<String>,
+    /// gitea_pr_poller: check the server's TLS certificate (default true).
+    pub verify_tls: Option<bool>,
+    /// gitea_pr_poller: the most open pull requests looked at in one poll
+    /// (default 200).
+    pub max_pull_requests: Option<usize>,
     /// A list of branch names, or "all" (default ["master"]).
     pub branches: Option<StrOrList>,
     /// Seconds between polls (Buildbot's pollInterval, default 600).

@@ -321,6 +321,24 @@ log_horizon_days = 30
 # poll_interval = 600                 # seconds
 # poll_at_launch = false
 # project = "isabell/hello-world"
+
+# Pull requests of a Gitea that cannot reach this master (docs/gitea.md,
+# "A Gitea on another host"): its API is asked for the open pull requests
+# every poll_interval; a new one, or one whose head moved, becomes the
+# change the pull_request webhook would bring (same properties, tested as
+# merged), made with the [www.change_hook_dialects.gitea] options when that
+# section is there. Pushes come from a git_poller as above. The first poll
+# only records what is open; a restart neither misses nor repeats one.
+# [[change_source]]
+# type = "gitea_pr_poller"
+# base_url = "https://git.example.org"
+# repository = "isabell/hello-world"  # owner/name
+# token_file = "gitea-token"          # mode 0600; a token that may read the repository
+# poll_interval = 60                  # seconds
+# poll_at_launch = true
+# max_pull_requests = 200             # most recently updated first; at most 5000
+# verify_tls = true
+# name = "hello-world pull requests"  # default: the API URL of the pulls
 "#;
 
 /// The Gitea secret in [`SAMPLE`]: Buildbot's documented example, so

@@ -2,7 +2,7 @@
 //! they are kept (inline, or in files of mode 0600), and the file-mode
 //! checks `load` runs on `master.cfg` and on those files.
 
-use super::model::{Config, ReporterKind, Secret};
+use super::model::{ChangeSource, Config, ReporterKind, Secret};
 use super::problems::{io_reason, item, Problems};
 use super::sample::{SAMPLE_GITEA_SECRET, SAMPLE_WORKER_PASSWORD};
 use std::path::Path;
@@ -148,13 +148,24 @@ pub(super) fn check_own_mode(path: &Path, cfg: &Config, p: &mut Problems) {
 /// (which knows the master directory), so checkconfig reports them.
 pub(super) fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
     use std::os::unix::fs::PermissionsExt;
-    for (i, (key, secret)) in reporter_secrets(cfg) {
+    let reporters =
+        reporter_secrets(cfg).map(|(i, (key, s))| (format!("reporters[{i}].{key}_file"), s));
+    let sources = cfg
+        .change_source
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cs)| match cs {
+            ChangeSource::GiteaPrPoller(g) => {
+                Some((format!("change_source[{i}].token_file"), &g.token))
+            }
+            ChangeSource::GitPoller(_) => None,
+        });
+    for (at, secret) in reporters.chain(sources) {
         let f = match secret {
             Secret::File(f) => f,
             Secret::Inline(_) => continue,
         };
         let path = dir.join(f);
-        let at = format!("reporters[{i}].{key}_file");
         match std::fs::metadata(&path) {
             Err(e) => p.add(
                 &at,

@@ -971,7 +971,9 @@ fn reporters_and_change_sources() {
     };
     assert_eq!(mail.modes, [MailMode::Problem, MailMode::Change]);
     assert!(cfg.reporters[0].verify_tls);
-    let ChangeSource::GitPoller(poller) = &cfg.change_source[0];
+    let ChangeSource::GitPoller(poller) = &cfg.change_source[0] else {
+        panic!("not a git_poller")
+    };
     assert_eq!(poller.branches, None);
     assert_eq!(poller.poll_interval.as_secs(), 600);
     assert_eq!(poller.name, "https://git.example.org/a/b.git");
@@ -1022,7 +1024,7 @@ fn reporters_and_change_sources() {
     let cs = |body: &str| with(&format!("[[change_source]]\n{body}"));
     assert_problem(
         &cs("type = \"svn_poller\"\nrepourl = \"u\"\n"),
-        "change_source #1.type: \"svn_poller\" is not \"git_poller\"",
+        "change_source #1.type: \"svn_poller\" is not one of \"git_poller\", \"gitea_pr_poller\"",
     );
     assert_problem(
         &cs("type = \"git_poller\"\nrepourl = \"u\"\npoll_interval = 0\n"),
@@ -1035,6 +1037,56 @@ fn reporters_and_change_sources() {
     assert_problem(
         &cs("type = \"git_poller\"\n"),
         "change_source #1.repourl: required key is missing",
+    );
+
+    // gitea_pr_poller: the repository's open pull requests through the API.
+    let pr = |rest: &str| {
+        cs(&format!(
+            "type = \"gitea_pr_poller\"\nbase_url = \"https://git.example.org/\"\n\
+             repository = \"isabell/hello-world\"\ntoken_file = \"gitea-token\"\n{rest}"
+        ))
+    };
+    let cfg = parse(&pr(""), "master.cfg").unwrap_or_else(|e| panic!("{e}"));
+    let ChangeSource::GiteaPrPoller(g) = &cfg.change_source[0] else {
+        panic!("not a gitea_pr_poller")
+    };
+    assert_eq!(
+        (g.owner.as_str(), g.repo.as_str()),
+        ("isabell", "hello-world")
+    );
+    assert_eq!(
+        g.name,
+        "https://git.example.org/api/v1/repos/isabell/hello-world/pulls"
+    );
+    assert_eq!(g.token, Secret::File("gitea-token".into()));
+    assert_eq!(g.max_pull_requests, 200);
+    assert!(g.verify_tls);
+    assert_problem(
+        &cs("type = \"gitea_pr_poller\"\nbase_url = \"https://g\"\nrepository = \"o/r\"\n"),
+        "change_source #1.token_file: required",
+    );
+    for bad in ["o", "o/r/x", "../r", "o/..", "/r", "o/"] {
+        assert_problem(
+            &pr(&format!("repository = \"{bad}\"\n"))
+                .replace("repository = \"isabell/hello-world\"\n", ""),
+            &format!("change_source #1.repository: \"{bad}\" is not \"owner/repository\""),
+        );
+    }
+    assert_problem(
+        &pr("").replace("https://git.example.org/", "ftp://g"),
+        "change_source #1.base_url: must be an http:// or https:// URL",
+    );
+    assert_problem(
+        &pr("max_pull_requests = 0\n"),
+        "change_source #1.max_pull_requests: 0 is not between 1 and 5000",
+    );
+    assert_problem(
+        &pr("branches = \"all\"\n"),
+        "change_source #1.branches: not a key of gitea_pr_poller change sources (only git_poller)",
+    );
+    assert_problem(
+        &cs("type = \"git_poller\"\nrepourl = \"u\"\ntoken_file = \"t\"\n"),
+        "change_source #1.token_file: not a key of git_poller change sources (only gitea_pr_poller)",
     );
 }
 
@@ -1070,6 +1122,24 @@ fn secret_files_must_be_private() {
         panic!("not gitea_status")
     };
     assert_eq!(g.token.read(dir.path()).unwrap(), "sekrit");
+
+    // The same for a gitea_pr_poller's token_file.
+    std::fs::write(
+        &cfg_path,
+        with("[[change_source]]\ntype = \"gitea_pr_poller\"\nbase_url = \"https://g\"\nrepository = \"o/r\"\ntoken_file = \"tok\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = load(&cfg_path).expect_err("readable by others");
+    assert!(
+        err.to_string().contains("change_source #1.token_file: ")
+            && err
+                .to_string()
+                .contains("is readable by others (mode 640); run chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -1096,7 +1166,14 @@ fn sample_examples_parse_when_uncommented() {
         text.push('\n');
     }
     let text = text.replace("unix_socket = \"www.sock\"\n", "");
-    for kind in ["nightly", "periodic", "mail", "gitea_status", "git_poller"] {
+    for kind in [
+        "nightly",
+        "periodic",
+        "mail",
+        "gitea_status",
+        "git_poller",
+        "gitea_pr_poller",
+    ] {
         assert!(
             text.contains(&format!("\ntype = \"{kind}\"")),
             "{kind} not uncommented"

@@ -31,6 +31,14 @@ pub(crate) fn set_poller_state(
     Ok(())
 }
 
+/// Forgets what a poller saw under `branch` (a pull request no longer open).
+pub(crate) fn delete_poller_state(conn: &Tx, poller: &str, branch: &str) -> Result<()> {
+    conn.raw
+        .prepare_cached("DELETE FROM poller_state WHERE poller = ?1 AND branch = ?2")?
+        .execute([poller, branch])?;
+    Ok(())
+}
+
 pub(crate) fn scheduler_state(conn: &Conn, scheduler: &str, name: &str) -> Result<Option<String>> {
     Ok(conn
         .raw

@@ -20,6 +20,7 @@ pub(crate) mod janitor;
 pub(crate) mod logs;
 pub(crate) mod masking;
 pub(crate) mod poller;
+pub(crate) mod pr_poller;
 pub(crate) mod reporters;
 pub mod scheduler;
 pub mod status;
@@ -495,7 +496,7 @@ impl OnDemand {
             // Not waited for: it ends after the poll it may be in.
             Some(tx) if !want => {
                 let _ = tx.send(PollerMsg::Shutdown);
-                log::info!("git_poller: no change sources any more; thread stopped");
+                log::info!("poller: no change sources any more; thread stopped");
             }
             Some(tx) => {
                 let _ = tx.send(PollerMsg::Reconfig(cfg.clone()));

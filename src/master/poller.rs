@@ -1,5 +1,7 @@
 //! `git_poller` change sources (Buildbot's GitPoller), for a repository
-//! whose server cannot reach the master's change hook.
+//! whose server cannot reach the master's change hook, and the thread
+//! that also runs the `gitea_pr_poller` sources (`pr_poller`, which owns
+//! their polls).
 //!
 //! Owns: the `poller` thread (one for all `[[change_source]]` entries, which
 //! it polls in turn; the master runs it only while there are some), the
@@ -17,8 +19,9 @@
 //! branch later contributes its head commit; a branch that was rewritten
 //! (force push) contributes its new head.
 
-use crate::config::{ChangeSource, Config, GitPoller};
+use crate::config::{ChangeSource, Config, GitPoller, GiteaDialect};
 use crate::db::{self, Store};
+use crate::master::pr_poller;
 use crate::master::scheduler::SchedMsg;
 use crate::model::NewChange;
 use anyhow::{bail, Context, Result};
@@ -62,6 +65,7 @@ pub(crate) fn spawn(
                 master_dir,
                 sched,
                 sources: vec![],
+                dialect: GiteaDialect::default(),
             };
             p.configure(&cfg);
             p.run(rx)
@@ -73,24 +77,31 @@ struct Poller {
     master_dir: PathBuf,
     sched: Sender<SchedMsg>,
     /// Each source with its next poll.
-    sources: Vec<(GitPoller, Instant)>,
+    sources: Vec<(ChangeSource, Instant)>,
+    /// What a `gitea_pr_poller` makes its changes with: the gitea
+    /// dialect's options, so they are the hook's changes.
+    dialect: GiteaDialect,
 }
 
 impl Poller {
     fn configure(&mut self, cfg: &Config) {
         let now = Instant::now();
         let old = std::mem::take(&mut self.sources);
-        for source in &cfg.change_source {
-            // The only kind today; a second one fails to compile here.
-            let ChangeSource::GitPoller(cs) = source;
+        for cs in &cfg.change_source {
             // An unchanged source keeps its rhythm across a reconfig.
             let due = match old.iter().find(|(o, _)| o == cs) {
                 Some((_, due)) => *due,
-                None if cs.poll_at_launch => now,
-                None => now + cs.poll_interval,
+                None if cs.poll_at_launch() => now,
+                None => now + cs.poll_interval(),
             };
             self.sources.push((cs.clone(), due));
         }
+        self.dialect = cfg
+            .www
+            .change_hook_dialects
+            .gitea
+            .clone()
+            .unwrap_or_default();
     }
 
     fn run(&mut self, rx: Receiver<PollerMsg>) {
@@ -112,15 +123,23 @@ impl Poller {
                     continue;
                 }
                 let cs = self.sources[i].0.clone();
-                match poll(&self.store, &self.master_dir, &cs) {
+                let polled = match &cs {
+                    ChangeSource::GitPoller(g) => poll(&self.store, &self.master_dir, g),
+                    ChangeSource::GiteaPrPoller(g) => {
+                        pr_poller::poll(&self.store, &self.master_dir, g, &self.dialect)
+                    }
+                };
+                let (kind, name) = (cs.type_name(), cs.name());
+                match polled {
                     Ok(0) => {}
                     Ok(n) => {
-                        log::info!("git_poller {}: {n} new change(s)", cs.name);
+                        log::info!("{kind} {name}: {n} new change(s)");
                         let _ = self.sched.send(SchedMsg::NewChanges);
                     }
-                    Err(e) => log::warn!("git_poller {}: {e:#}", cs.name),
+                    // Tried again at the next interval.
+                    Err(e) => log::warn!("{kind} {name}: {e:#}"),
                 }
-                self.sources[i].1 = Instant::now() + cs.poll_interval;
+                self.sources[i].1 = Instant::now() + cs.poll_interval();
             }
         }
         log::debug!("poller thread exiting");

@@ -18,7 +18,9 @@
 //! through the operator's SSH tunnel is the easiest way to reach the port.
 //! Only hooks whose signature was checked store a delivery id, which the
 //! gitea_status reporter takes as the sign of a change it may trust
-//! (`db::ChangeSource::signed`).
+//! (`db::ChangeSource::signed`); so does the PR poller (`master::pr_poller`,
+//! through [`unique_delivery`]), whose changes are Gitea's API answer for
+//! the configured repository.
 
 use crate::config::LiveConfig;
 use crate::db::{self, Store};
@@ -62,6 +64,13 @@ pub(crate) fn browser_request(req: &HookRequest) -> Option<String> {
 /// change still carries a delivery id (the reporter's sign of trust) and
 /// never matches another delivery's.
 fn synthetic_delivery(dialect: &str) -> String {
+    unique_delivery(&format!("{dialect}-no-delivery-id"))
+}
+
+/// A delivery id no other change has: `prefix`, the time, the process and
+/// a counter. Also the PR poller's (`master::pr_poller`), whose changes
+/// come from Gitea's API and are as trusted as a signed delivery.
+pub(crate) fn unique_delivery(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -69,10 +78,7 @@ fn synthetic_delivery(dialect: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{dialect}-no-delivery-id-{nanos}-{}-{n}",
-        std::process::id()
-    )
+    format!("{prefix}-{nanos}-{}-{n}", std::process::id())
 }
 
 /// 503 for a hook while the database file is lost to the master: not

@@ -1084,6 +1084,8 @@ pub struct FakeGitea {
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<StatusRequest>>>,
     /// The repository hooks (`fake_gitea`): add repositories to `repos`.
     pub hooks: std::sync::Arc<std::sync::Mutex<fake_gitea::Hooks>>,
+    /// The pull requests it lists (`fake_gitea::Pulls`).
+    pub pulls: std::sync::Arc<std::sync::Mutex<fake_gitea::Pulls>>,
     pub problems: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     server: std::sync::Arc<tiny_http::Server>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -1113,12 +1115,14 @@ impl FakeGitea {
         let requests = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let problems = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let hooks = std::sync::Arc::new(std::sync::Mutex::new(fake_gitea::Hooks::default()));
-        let (s, r, p, token, hk) = (
+        let pulls = std::sync::Arc::new(std::sync::Mutex::new(fake_gitea::Pulls::default()));
+        let (s, r, p, token, hk, pl) = (
             server.clone(),
             requests.clone(),
             problems.clone(),
             token.to_string(),
             hooks.clone(),
+            pulls.clone(),
         );
         let thread = std::thread::spawn(move || {
             for mut req in s.incoming_requests() {
@@ -1132,15 +1136,21 @@ impl FakeGitea {
                         .unwrap_or_default()
                 };
                 let auth = header("authorization");
-                if let Some((code, answer)) = fake_gitea::serve(
-                    &hk,
-                    req.method().as_str(),
-                    req.url(),
-                    auth == format!("token {token}"),
-                    &header("content-type"),
-                    &body,
-                    &p,
-                ) {
+                let authorized = auth == format!("token {token}");
+                let method = req.method().as_str().to_string();
+                if let Some((code, answer)) =
+                    fake_gitea::serve_pulls(&pl, &method, req.url(), authorized, &p).or_else(|| {
+                        fake_gitea::serve(
+                            &hk,
+                            &method,
+                            req.url(),
+                            authorized,
+                            &header("content-type"),
+                            &body,
+                            &p,
+                        )
+                    })
+                {
                     let text = if answer.is_null() {
                         String::new()
                     } else {
@@ -1219,6 +1229,7 @@ impl FakeGitea {
             port,
             requests,
             hooks,
+            pulls,
             problems,
             server,
             thread: Some(thread),

@@ -14,7 +14,8 @@
 //! buildsets, which copy both) is therefore never used to pick them:
 //!
 //! - repository: the one of the build's newest change when that change came
-//!   from a signed Gitea/GitHub hook (its `owner` / `repository_name`
+//!   from a signed Gitea/GitHub hook or the `gitea_pr_poller` (which asks
+//!   Gitea's API for the configured repository; its `owner` / `repository_name`
 //!   properties, which for a pull request, also from a fork, name the base
 //!   repository, else its repository URL); otherwise the repository the
 //!   builder's own git step checks out (a `repourl` in master.cfg without
@@ -29,7 +30,7 @@
 //!   only known once checked out), only the final status, on what it built.
 
 use super::{Delivery, Failure, Final};
-use crate::config::{Builder, GiteaStatus};
+use crate::config::{Builder, GiteaStatus, Secret};
 use crate::db::BuildReport;
 use crate::master::build::{interpolate, GOT_REVISION_SOURCE};
 use crate::model::BuildResult;
@@ -48,13 +49,29 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn new(cfg: &GiteaStatus, verify_tls: bool, master_dir: &Path) -> Result<Target> {
-        let base = &cfg.base_url;
+        Target::connect(
+            &cfg.base_url,
+            &cfg.token,
+            verify_tls,
+            master_dir,
+            "gitea_status",
+        )
+    }
+
+    /// A Gitea at `base` with the token `token`; `who` names the user
+    /// (`gitea_status`, `gitea_pr_poller`) in the log. Every request is
+    /// bounded in time: 10 s to connect, 30 s in all.
+    pub(crate) fn connect(
+        base: &str,
+        token: &Secret,
+        verify_tls: bool,
+        master_dir: &Path,
+        who: &str,
+    ) -> Result<Target> {
         let base_url = url::Url::parse(base).with_context(|| format!("base_url {base:?}"))?;
-        let token = cfg.token.read(master_dir).context("token")?;
+        let token = token.read(master_dir).context("token")?;
         if !verify_tls {
-            log::warn!(
-                "gitea_status for {base}: TLS certificates are not checked (verify_tls = false)"
-            );
+            log::warn!("{who} for {base}: TLS certificates are not checked (verify_tls = false)");
         }
         // Gitea's error answers are read here (their text goes to the log),
         // not turned into bare status errors.

@@ -70,7 +70,7 @@ pub(super) enum Mapping {
 /// name a GitHub PR change carries is `refs/pull/<number>/merge`.
 const GITHUB_PR_REF: &str = "merge";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Account {
     login: Option<String>,
     /// Older Gitea versions also send `username` (buildbot_gitea reads it).
@@ -98,7 +98,7 @@ impl Account {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Repository {
     id: Option<i64>,
     full_name: String,
@@ -295,6 +295,79 @@ pub(super) fn handle(
                 .header(forge.delivery_header)
                 .filter(|d| !d.is_empty())
                 .map(str::to_string),
+        },
+        Err(why) => HookOutcome::Ignored(why),
+    })
+}
+
+/// A pull request as Gitea's API lists it (`GET
+/// /api/v1/repos/{owner}/{repo}/pulls`): `api.PullRequest`, the same
+/// struct a `pull_request` delivery carries, so the PR poller
+/// (`master::pr_poller`) makes the webhook's change from it.
+#[derive(Debug)]
+pub(crate) struct ListedPull(PullRequest);
+
+impl ListedPull {
+    pub(crate) fn number(&self) -> i64 {
+        self.0.number
+    }
+
+    pub(crate) fn head_sha(&self) -> &str {
+        &self.0.head.sha
+    }
+
+    pub(crate) fn base_sha(&self) -> &str {
+        &self.0.base.sha
+    }
+
+    /// The base repository's `owner/name`, when Gitea sent it.
+    pub(crate) fn base_full_name(&self) -> Option<&str> {
+        self.0.base.repo.as_ref().map(|r| r.full_name.as_str())
+    }
+}
+
+/// One page of Gitea's pull request list; `doc` names it in errors.
+pub(crate) fn listed_pulls(text: &str, doc: &str) -> Result<Vec<ListedPull>, HookError> {
+    let list: Vec<PullRequest> = typed_json(text, doc, "pull request list")?;
+    Ok(list.into_iter().map(ListedPull).collect())
+}
+
+/// The change a `pull_request` delivery with `action` would carry for
+/// `pr`: the same function, with the base repository standing in for the
+/// delivery's `repository` (which is the base repository) and no sender.
+pub(super) fn listed_pull_changes(
+    forge: &Forge,
+    cfg: &GiteaDialect,
+    pr: ListedPull,
+    action: &str,
+) -> Result<HookOutcome, HookError> {
+    let pr = pr.0;
+    let Some(repository) = pr.base.repo.clone() else {
+        return Err(bad(format!(
+            "pull request #{} has no base repository",
+            pr.number
+        )));
+    };
+    let target = Target {
+        repository: select_repository_url(
+            cfg,
+            repository.ssh_url(),
+            repository.clone_url(),
+            repository.html_url(),
+        ),
+        project: repository.full_name.clone(),
+        codebase: cfg.codebase.clone().unwrap_or_default(),
+    };
+    let event = PullRequestEvent {
+        action: action.to_string(),
+        pull_request: pr,
+        repository,
+        sender: None,
+    };
+    Ok(match pull_request_changes(forge, cfg, event, target)? {
+        Ok(changes) => HookOutcome::Changes {
+            changes,
+            delivery: None,
         },
         Err(why) => HookOutcome::Ignored(why),
     })

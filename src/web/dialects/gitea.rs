@@ -41,6 +41,17 @@ pub fn handle(cfg: &GiteaDialect, req: &HookRequest) -> Result<HookOutcome, Hook
     forge::handle(&GITEA, cfg, req)
 }
 
+/// The change Gitea's `pull_request` delivery with `action` ("opened",
+/// "synchronized") would bring for a pull request its API listed
+/// (`master::pr_poller`): the same properties, skip patterns and checkout.
+pub(crate) fn listed_pull_request(
+    cfg: &GiteaDialect,
+    pr: forge::ListedPull,
+    action: &str,
+) -> Result<HookOutcome, HookError> {
+    forge::listed_pull_changes(&GITEA, cfg, pr, action)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,5 +676,52 @@ mod tests {
             panic!()
         };
         assert_eq!(changes[0].codebase, "from-query");
+    }
+
+    /// The PR poller's change for a pull request Gitea's API lists (the
+    /// same `api.PullRequest` a delivery carries) is the delivery's change,
+    /// also from a fork and with `pull_request_checkout = "head"`; a skip
+    /// pattern in the title skips it as it skips the hook.
+    #[test]
+    fn a_listed_pull_request_makes_the_deliverys_change() {
+        let head = GiteaDialect {
+            pull_request_checkout: crate::config::PullRequestCheckout::Head,
+            ..signed_cfg()
+        };
+        let listed = |name: &str, edit: &dyn Fn(&mut Value)| {
+            let (_, body) = fixture(name);
+            let mut v: Value = serde_json::from_slice(&body).unwrap();
+            edit(&mut v["pull_request"]);
+            let list = serde_json::to_string(&[&v["pull_request"]]).unwrap();
+            let mut pulls = crate::web::dialects::listed_pulls(&list, "list").unwrap();
+            assert_eq!(pulls.len(), 1);
+            pulls.remove(0)
+        };
+        for cfg in [signed_cfg(), head] {
+            for (name, action) in [
+                ("pull_request_opened.json", "opened"),
+                ("pull_request_opened_from_fork.json", "opened"),
+                ("pull_request_synchronized.json", "synchronized"),
+            ] {
+                let pr = listed(name, &|_| {});
+                assert_eq!(pr.number(), changes(&cfg, name)[0].properties["pr_number"]);
+                let out = listed_pull_request(&cfg, pr, action).unwrap();
+                let HookOutcome::Changes { changes: got, .. } = out else {
+                    panic!("{name}: {out:?}")
+                };
+                assert_eq!(got, changes(&cfg, name), "{name}");
+            }
+        }
+        let skipped = listed("pull_request_opened.json", &|pr| {
+            pr["title"] = "WIP [skip ci]".into();
+        });
+        let out = listed_pull_request(&signed_cfg(), skipped, "opened").unwrap();
+        assert!(
+            matches!(&out, HookOutcome::Ignored(why) if why.contains("skip")),
+            "{out:?}"
+        );
+        // Not Gitea's list: an error naming the JSON path, no panic.
+        let err = crate::web::dialects::listed_pulls(r#"[{"number": "x"}]"#, "list").unwrap_err();
+        assert!(err.to_string().contains("[0]"), "{err}");
     }
 }

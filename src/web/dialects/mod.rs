@@ -15,6 +15,9 @@ mod forge;
 pub mod gitea;
 pub mod github;
 
+/// For the PR poller: Gitea's pull request list, read with the webhook's types.
+pub(crate) use forge::{listed_pulls, ListedPull};
+
 use crate::config::{GiteaDialect, RepositoryUrl};
 use crate::model::NewChange;
 use hmac::{Hmac, KeyInit, Mac};
