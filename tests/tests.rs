@@ -26,6 +26,7 @@ mod gitea_pr_merge;
 mod gitea_sync;
 mod guide;
 mod hostile;
+mod locks;
 mod ops_commands;
 mod ops_idle_memory;
 mod ops_janitor;

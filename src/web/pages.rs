@@ -800,10 +800,11 @@ fn what_html(r: &db::RequestRow) -> Html {
 }
 
 /// What the queue's "why it waits" reads once per page: each builder's
-/// queue places and every worker's load.
+/// queue places, every worker's load and the locks held.
 struct Waits {
     places: std::collections::HashMap<RequestId, db::QueuePlace>,
     loads: std::collections::BTreeMap<String, db::WorkerLoad>,
+    holders: Vec<db::LockHolder>,
 }
 
 impl Waits {
@@ -818,16 +819,22 @@ impl Waits {
         for b in builders {
             places.extend(db::queue_places(c.conn, b, Self::DEPTH)?);
         }
+        let locked = c.cfg.builders.iter().any(|b| !b.locks.is_empty());
         Ok(Waits {
             places,
             loads: db::worker_loads(c.conn)?,
+            holders: match locked {
+                true => db::lock_holders(c.conn)?,
+                false => vec![],
+            },
         })
     }
 
     /// Why queued request `r` has not started, from the queue and the
     /// workers as the botmaster sees them: its workers' connection, pause,
     /// `max_builds` and running builds (one build per builder per worker),
-    /// and the requests before it.
+    /// its builder's locks on each worker otherwise free, and the requests
+    /// before it.
     fn why(&self, c: &Ctx, r: &db::RequestRow) -> Html {
         let Some(builder) = c.cfg.builder(&r.builder) else {
             return html!("its builder is no longer in the config");
@@ -855,6 +862,8 @@ impl Waits {
         let none = db::WorkerLoad::default();
         let mut free = false;
         let mut busy: Vec<Html> = vec![];
+        // What holds the builder's locks on the workers otherwise free.
+        let mut locked: Vec<Html> = vec![];
         for w in &builder.workers {
             let load = self.loads.get(w).unwrap_or(&none);
             let max = c.cfg.worker(w).map_or(1, |w| w.max_builds as usize);
@@ -871,6 +880,21 @@ impl Waits {
                     .iter()
                     .map(|(b, n)| html!("{} {}", b, build_link(b, *n)));
                 busy.push(html!("{} is busy with {}", w, Html::join(builds, ", ")));
+            } else if let Some((want, h)) = crate::master::locks::first_blocker(
+                &self.holders,
+                &crate::master::locks::wants(c.cfg, &builder.locks, w),
+                None,
+            ) {
+                let why = html!(
+                    "lock {}{}, held by {} {}",
+                    want.name,
+                    crate::master::locks::on_worker(want),
+                    h.builder,
+                    build_link(&h.builder, h.number)
+                );
+                if !locked.contains(&why) {
+                    locked.push(why);
+                }
             } else {
                 free = true;
             }
@@ -879,6 +903,7 @@ impl Waits {
             (true, 0) => html!("nothing: a worker is free, it starts now"),
             (true, 1) => html!("1 older request of this builder to start first"),
             (true, n) => html!("{} older requests of this builder to start first", n),
+            (false, _) if !locked.is_empty() => Html::join(locked, "; "),
             (false, _) => html!("a free worker: {}", Html::join(busy, "; ")),
         }
     }
