@@ -439,14 +439,14 @@ fn held() -> (Locked, i64, i64) {
 #[test]
 fn a_request_waiting_for_a_lock_says_which_and_who_holds_it() {
     let (t, hold, next) = held();
-    let expected = format!("lock deploy, held by hold <a href=\"/builders/hold/builds/1\">#1</a>");
+    let expected = "lock deploy, held by hold <a href=\"/builders/hold/builds/1\">#1</a>";
     let page = t.page(&format!("/buildrequests/{next}"));
     assert!(
         page.contains(&format!("Queued, waiting for {expected}.")),
         "{page}"
     );
     let queue = t.page("/buildrequests");
-    assert!(queue.contains(&expected), "{queue}");
+    assert!(queue.contains(expected), "{queue}");
     t.open("hold");
     assert_eq!(t.s.wait_build(hold, MIN)["results"], 0);
     t.passes(next);
