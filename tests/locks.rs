@@ -196,6 +196,19 @@ fn path(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// Reports how long each lock stood free between two holders that never
+/// overlap (one step's end to the next one's start, as the steps saw it):
+/// a measurement, printed with the test's output, not a bound.
+fn report_handoffs(what: &str, iv: &[(String, f64, f64)]) {
+    let mut iv = iv.to_vec();
+    iv.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let gaps: Vec<String> = iv
+        .windows(2)
+        .map(|w| format!("{:.0} ms", (w[1].1 - w[0].2) * 1000.0))
+        .collect();
+    eprintln!("{what}: from one holder's end to the next one's start: {gaps:?}");
+}
+
 /// The most intervals that overlap at any moment.
 fn max_overlap(iv: &[(String, f64, f64)]) -> usize {
     let mut ev: Vec<(f64, i32)> = iv
@@ -242,6 +255,7 @@ fn two_builders_sharing_an_exclusive_master_lock_never_overlap() {
     let iv = t.intervals("deploy");
     assert_eq!(iv.len(), 4, "{iv:?}");
     assert_eq!(max_overlap(&iv), 1, "deploys overlapped: {iv:?}");
+    report_handoffs("builder lock", &iv);
     assert_eq!(
         db_query::<i64>(&t.s.master, "SELECT count(*) FROM build_locks")[0],
         0,
@@ -385,6 +399,7 @@ fn a_step_lock_is_held_for_its_step_and_the_wait_is_shown() {
     let db = t.intervals("db");
     assert_eq!(db.len(), 2, "{db:?}");
     assert_eq!(max_overlap(&db), 1, "the locked steps did not: {db:?}");
+    report_handoffs("step lock", &db);
 }
 
 /// A master where `hold` (on example-worker, its step behind gate `hold`)
