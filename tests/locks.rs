@@ -1,8 +1,10 @@
 //! Locks (issue 20 point 4), end to end with the real binaries: builds
 //! that share an exclusive master lock never overlap, a counting lock
 //! admits exactly `max_count`, a worker lock is counted per worker, a
-//! step lock is held for its step only; a request waiting for a lock says
-//! which and who holds it on its page and in the queue; a lock is given
+//! step lock is held for its step only (and a request waiting for it
+//! starts when that step ends, the build still running); a request
+//! waiting for a lock says which and who holds it on its page and in the
+//! queue, and takes no worker meanwhile; a lock is given
 //! back when its build is stopped, when its worker is killed (kill -9) and
 //! when the master restarts, and a reconfig that removes a held lock
 //! leaves it with its holder until that build ends.
@@ -528,4 +530,55 @@ fn a_reconfig_keeps_a_held_lock_and_one_that_removes_it_frees_its_takers() {
     t.open("hold");
     assert_eq!(t.s.wait_build(hold, MIN)["results"], 0);
     assert_eq!(t.rows_of(hold), 0);
+}
+
+#[test]
+fn a_request_waiting_for_a_lock_a_step_holds_starts_when_that_step_ends() {
+    let t = Locked::start(
+        DEPLOY,
+        &[
+            (
+                "h",
+                &["example-worker"],
+                "",
+                vec![
+                    Step {
+                        gate: Some("g1"),
+                        locks: "{ name = \"deploy\" }",
+                        ..Step::new("first", "h")
+                    },
+                    Step {
+                        gate: Some("g2"),
+                        ..Step::new("second", "h")
+                    },
+                ],
+            ),
+            (
+                "n",
+                &["second-worker"],
+                "{ name = \"deploy\" }",
+                vec![Step::new("n", "n")],
+            ),
+        ],
+        1,
+    );
+    let h = t.s.wait_build_of(t.force("h"));
+    wait_for("h's first step to hold the lock", MIN, || {
+        (t.rows_of(h) == 1).then_some(())
+    });
+    let n = t.force("n");
+    let page = t.page(&format!("/buildrequests/{n}"));
+    assert!(
+        page.contains("Queued, waiting for lock deploy, held by h <a"),
+        "{page}"
+    );
+    // The step ends (the build goes on, behind g2): its worker connection
+    // tells the botmaster, and n starts while h still runs.
+    t.open("g1");
+    t.passes(n);
+    assert_eq!(t.rows_of(h), 0, "the second step holds nothing");
+    let b = get_json(&t.s.url(&format!("/api/v2/builds/{h}")));
+    assert_eq!(b["builds"][0]["complete"], false, "{b}");
+    t.open("g2");
+    assert_eq!(t.s.wait_build(h, MIN)["results"], 0);
 }
