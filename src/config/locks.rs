@@ -449,6 +449,30 @@ mod tests {
             ),
             "{found:#?}"
         );
+        // A longer cycle: a holds x and waits for y, b holds y and waits
+        // for z, c holds z and waits for x.
+        let builder = |name: &str, held: &str, wanted: &str| {
+            format!(
+                "[[builders]]\nname = \"{name}\"\nworkers = [\"w\"]\nlocks = [{{ name = \"{held}\" }}]\n\
+                 [[builders.steps]]\ntype = \"shell\"\ncommand = \"true\"\nlocks = [{{ name = \"{wanted}\" }}]\n"
+            )
+        };
+        let three = format!(
+            "{decl}[[locks]]\nname = \"z\"\n{}{}{}",
+            builder("a", "x", "y"),
+            builder("b", "y", "z"),
+            builder("c", "z", "x")
+        );
+        let found = problems(&three);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].contains("\"a\" holds lock \"x\"")
+                && found[0].contains("\"b\" holds lock \"y\"")
+                && found[0].contains(
+                    "\"c\" holds lock \"z\" for the whole build and waits for lock \"x\""
+                ),
+            "{found:#?}"
+        );
         // Without the cycle (b takes x in a step but nothing for the whole
         // build) nothing can wait forever.
         let fine = text.replace(
