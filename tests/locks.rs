@@ -384,6 +384,11 @@ fn a_step_lock_is_held_for_its_step_and_the_wait_is_shown() {
     );
     assert_eq!(t.rows_of(holder), 1);
     assert_eq!(t.rows_of(waiter), 0, "a waiting step holds nothing");
+    let page = t.page(&format!("/builders/{holder_name}/builds/1"));
+    assert!(
+        page.contains("holds <span class=\"lock\">lock db (exclusive, this step)</span>"),
+        "{page}"
+    );
     t.open(gate);
     t.open(if gate == "gate-s1" {
         "gate-s2"
@@ -464,6 +469,12 @@ fn a_request_waiting_for_a_lock_says_which_and_who_holds_it() {
     );
     let queue = t.page("/buildrequests");
     assert!(queue.contains(expected), "{queue}");
+    // The holder's page says what it holds.
+    let page = t.page("/builders/hold/builds/1");
+    assert!(
+        page.contains("holds <span class=\"lock\">lock deploy (exclusive)</span>"),
+        "{page}"
+    );
     t.open("hold");
     assert_eq!(t.s.wait_build(hold, MIN)["results"], 0);
     t.passes(next);

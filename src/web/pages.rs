@@ -1130,6 +1130,32 @@ pub(crate) fn build_page_url(b: &BuildRow) -> String {
     )
 }
 
+/// " · holds lock deploy (exclusive), ..." for a running build that holds
+/// locks (they change only when its state does, so the live updates of
+/// the head follow them).
+fn held_locks(c: &Ctx, buildid: BuildId) -> Html {
+    let holders = db::lock_holders(c.conn).unwrap_or_else(|e| {
+        log::warn!("build {buildid}: reading the locks held: {e:#}");
+        vec![]
+    });
+    let held: Vec<Html> = holders
+        .iter()
+        .filter(|h| h.buildid == buildid)
+        .map(|h| {
+            html!(
+                "<span class=\"lock\">lock {} ({}{})</span>",
+                h.name,
+                if h.exclusive { "exclusive" } else { "counting" },
+                if h.step.is_some() { ", this step" } else { "" }
+            )
+        })
+        .collect();
+    match held.is_empty() {
+        true => Html::new(),
+        false => html!(" · holds {}", Html::join(held, ", ")),
+    }
+}
+
 /// The head of the build page (replaced whole by live updates).
 pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     // A finished build with steps it never ran says so: its live page
@@ -1163,6 +1189,9 @@ pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     ));
     if let Some(w) = &b.worker {
         html_push!(out, " · worker {}", w);
+    }
+    if b.complete_at.is_none() {
+        out.push(&held_locks(c, b.buildid));
     }
     html_push!(out, "</p><p>");
     let base = format!("/builds/{}", b.buildid);
