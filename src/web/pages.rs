@@ -20,6 +20,7 @@
 
 use crate::config::{Config, ParamKind};
 use crate::db;
+use crate::master::locks;
 use crate::model::{BuildId, BuildResult, BuilderId, LogId, RequestId};
 use crate::web::html::{html, html_push, Html};
 use crate::web::logview;
@@ -880,15 +881,13 @@ impl Waits {
                     .iter()
                     .map(|(b, n)| html!("{} {}", b, build_link(b, *n)));
                 busy.push(html!("{} is busy with {}", w, Html::join(builds, ", ")));
-            } else if let Some((want, h)) = crate::master::locks::first_blocker(
-                &self.holders,
-                &crate::master::locks::wants(c.cfg, &builder.locks, w),
-                None,
-            ) {
+            } else if let Some((want, h)) =
+                locks::first_blocker(&self.holders, &locks::wants(c.cfg, &builder.locks, w), None)
+            {
                 let why = html!(
                     "lock {}{}, held by {} {}",
                     want.name,
-                    crate::master::locks::on_worker(want),
+                    locks::on_worker(want),
                     h.builder,
                     build_link(&h.builder, h.number)
                 );
