@@ -442,9 +442,13 @@ impl Botmaster {
             }
         }
         let repair = Repair::Stop { buildid, reason };
-        if let Err(e) = self.write_repair(&repair) {
-            log::error!("stopping build {buildid}, which no worker runs (will retry): {e:#}");
-            self.repairs.push(repair);
+        match self.write_repair(&repair) {
+            // Its locks are free now: a request may wait for them.
+            Ok(()) => self.dispatch_logged(),
+            Err(e) => {
+                log::error!("stopping build {buildid}, which no worker runs (will retry): {e:#}");
+                self.repairs.push(repair);
+            }
         }
     }
 
