@@ -27,6 +27,7 @@ mod gitea_pr_poller;
 mod gitea_sync;
 mod guide;
 mod hostile;
+mod locks;
 mod ops_commands;
 mod ops_idle_memory;
 mod ops_janitor;

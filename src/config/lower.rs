@@ -5,6 +5,7 @@
 //! Each kind's arm takes the keys of its variant out of the raw struct;
 //! what is left over does not belong to it.
 
+use super::locks;
 use super::model::*;
 use super::problems::{one_line, Problems};
 use super::raw;
@@ -32,7 +33,11 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let worker_names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
     let secrets_dir = lower_secrets(cfg.secrets.as_ref(), p);
     check_secret_refs(&cfg.builders, secrets_dir.is_some(), p);
-    let builders = lower_builders(cfg.builders, &worker_names, p);
+    let lock_names: Vec<String> = cfg.locks.iter().filter_map(|l| l.name.clone()).collect();
+    let lock_names: Vec<&str> = lock_names.iter().map(String::as_str).collect();
+    let locks = locks::lower_locks(cfg.locks, p);
+    let builders = lower_builders(cfg.builders, &worker_names, &lock_names, p);
+    locks::check_deadlocks(&builders, p);
     let reporters = lower_reporters(cfg.reporters, &builder_names, p);
     let change_source = lower_change_sources(cfg.change_source, p);
     check_janitor(&cfg.janitor, p);
@@ -46,6 +51,7 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
         workers,
         schedulers,
         builders,
+        locks,
         reporters,
         change_source,
         janitor: cfg.janitor,
@@ -56,7 +62,7 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
 }
 
 /// `value`, or "required key is missing" at `at.key`.
-fn required<T>(value: Option<T>, at: &str, key: &str, p: &mut Problems) -> Option<T> {
+pub(super) fn required<T>(value: Option<T>, at: &str, key: &str, p: &mut Problems) -> Option<T> {
     if value.is_none() {
         p.add(&format!("{at}.{key}"), "required key is missing");
     }
@@ -733,6 +739,7 @@ fn lower_force_param(at: &str, fp: raw::ForceParam, p: &mut Problems) -> Option<
 fn lower_builders(
     builders: Vec<raw::BuilderCfg>,
     worker_names: &[&str],
+    lock_names: &[&str],
     p: &mut Problems,
 ) -> Vec<Builder> {
     // Two builders in one directory would clobber each other's checkouts.
@@ -751,7 +758,7 @@ fn lower_builders(
         builders,
         |b| b.name.clone(),
         p,
-        |at, b, p| lower_builder(at, b, worker_names, p),
+        |at, b, p| lower_builder(at, b, worker_names, lock_names, p),
     );
     check_unique(
         "build directory",
@@ -765,6 +772,7 @@ fn lower_builder(
     at: &str,
     b: raw::BuilderCfg,
     worker_names: &[&str],
+    lock_names: &[&str],
     p: &mut Problems,
 ) -> Option<Builder> {
     let before = p.list.len();
@@ -792,11 +800,21 @@ fn lower_builder(
             }
         }
     }
+    let locks = locks::lower_uses(at, b.locks, lock_names, p);
     let steps: Vec<Step> = b
         .steps
         .into_iter()
         .enumerate()
-        .filter_map(|(j, s)| lower_step(&format!("{at}.steps[{j}]"), j, s, p))
+        .filter_map(|(j, mut s)| {
+            let at = format!("{at}.steps[{j}]");
+            let step_locks = locks::lower_uses(&at, std::mem::take(&mut s.locks), lock_names, p);
+            locks::check_step_uses(&at, &locks, &step_locks, p);
+            let step = lower_step(&at, j, s, p)?;
+            Some(Step {
+                locks: step_locks,
+                ..step
+            })
+        })
         .collect();
     let name = name?;
     (p.list.len() == before).then(|| Builder {
@@ -807,6 +825,7 @@ fn lower_builder(
         workers: workers.unwrap_or_default(),
         steps,
         collapse_requests: b.collapse_requests,
+        locks,
     })
 }
 
@@ -933,6 +952,8 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
         always_run: s.always_run.unwrap_or(false),
         warning_exit_codes: s.warning_exit_codes,
         kind,
+        // Set by the builder's lowering, which knows the declared locks.
+        locks: vec![],
     })
 }
 
@@ -1549,7 +1570,12 @@ fn check_logging(l: &LoggingCfg, p: &mut Problems) {
 /// A key that names one of a few `choices`, the first being the default
 /// when the key is absent; anything else is a problem naming the choices,
 /// and the default stands in so the rest is still checked.
-fn one_of<T: Copy>(p: &mut Problems, path: &str, value: Option<&str>, choices: &[(&str, T)]) -> T {
+pub(super) fn one_of<T: Copy>(
+    p: &mut Problems,
+    path: &str,
+    value: Option<&str>,
+    choices: &[(&str, T)],
+) -> T {
     let default = choices[0].1;
     let Some(v) = value else {
         return default;
@@ -1583,7 +1609,7 @@ fn check_bind(path: &str, bind: &str, p: &mut Problems) -> Option<IpAddr> {
 
 /// Names become directory names on the worker and parts of URLs, so they are
 /// kept to a portable, path-safe alphabet (this also rules out `..`).
-fn check_name(path: &str, what: &str, name: &str, p: &mut Problems) {
+pub(super) fn check_name(path: &str, what: &str, name: &str, p: &mut Problems) {
     if name.is_empty() {
         p.add(path, format_args!("the {what} name is empty"));
     } else if name.starts_with('.')
@@ -1601,7 +1627,11 @@ fn check_name(path: &str, what: &str, name: &str, p: &mut Problems) {
 }
 
 /// Reports names seen twice; `names` yields (path of the name, name).
-fn check_unique<'a>(what: &str, names: impl Iterator<Item = (String, &'a str)>, p: &mut Problems) {
+pub(super) fn check_unique<'a>(
+    what: &str,
+    names: impl Iterator<Item = (String, &'a str)>,
+    p: &mut Problems,
+) {
     let mut first: HashMap<&str, String> = HashMap::new();
     for (path, name) in names {
         if name.is_empty() {

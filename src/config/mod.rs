@@ -2,6 +2,7 @@
 //!
 //! Owns: [`load`] / [`parse`] and the order of the passes; the parts live
 //! in `raw` (serde layer), `lower` (validation), `model`, `problems`,
+//! `locks` (the lock tables and lists, through all three layers),
 //! `secrets`, `sample` and `live`. Every
 //! problem names the file, its line and the key path, list items counted
 //! from 1 with their name (`master.cfg:23: builders #2 (name =
@@ -29,6 +30,7 @@
 
 mod interpolate;
 mod live;
+mod locks;
 mod lower;
 mod model;
 mod problems;

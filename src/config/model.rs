@@ -4,6 +4,7 @@
 //! durations are [`Duration`]s; code outside `config` matches these enums
 //! exhaustively and never applies a default of its own.
 
+pub(crate) use super::locks::{Lock, LockAccess, LockKind, LockUse};
 use super::problems::item;
 pub use super::raw::BaseDialect;
 pub(crate) use super::raw::{Command, JanitorCfg, LoggingCfg, StrOrList};
@@ -29,6 +30,8 @@ pub struct Config {
     pub workers: Vec<WorkerCfg>,
     pub schedulers: Vec<Scheduler>,
     pub builders: Vec<Builder>,
+    /// `[[locks]]`: Buildbot's master and worker locks.
+    pub(crate) locks: Vec<Lock>,
     pub(crate) reporters: Vec<Reporter>,
     /// Buildbot's `c['change_source']`: pollers for repositories whose
     /// server cannot reach the master's change hook.
@@ -501,6 +504,9 @@ pub struct Builder {
     /// Merge queued requests for the same source into the newest one
     /// (Buildbot's collapseRequests).
     pub collapse_requests: bool,
+    /// Locks its builds hold from before they start until they end, taken
+    /// all at once.
+    pub(crate) locks: Vec<LockUse>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -520,6 +526,8 @@ pub(crate) struct Step {
     /// Exit codes that mean WARNINGS instead of FAILURE (Buildbot's decodeRC).
     pub warning_exit_codes: Vec<i32>,
     pub kind: StepKind,
+    /// Locks held while it runs, taken all at once before it starts.
+    pub locks: Vec<LockUse>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -924,6 +932,10 @@ impl Config {
 
     pub(crate) fn worker(&self, name: &str) -> Option<&WorkerCfg> {
         self.workers.iter().find(|w| w.name == name)
+    }
+
+    pub(crate) fn lock(&self, name: &str) -> Option<&Lock> {
+        self.locks.iter().find(|l| l.name == name)
     }
 
     pub(crate) fn scheduler(&self, name: &str) -> Option<&Scheduler> {

@@ -192,6 +192,10 @@ pub(super) fn unknown_key_message(segs: &[Seg]) -> String {
         ".change_source[]" => fields_of::<raw::ChangeSourceCfg>(),
         ".builders[]" => fields_of::<raw::BuilderCfg>(),
         ".builders[].steps[]" => fields_of::<raw::StepCfg>(),
+        ".locks[]" => fields_of::<super::locks::LockCfg>(),
+        ".builders[].locks[]" | ".builders[].steps[].locks[]" => {
+            fields_of::<super::locks::LockUseCfg>()
+        }
         ".janitor" => fields_of::<raw::JanitorCfg>(),
         ".logging" => fields_of::<raw::LoggingCfg>(),
         _ => &[],

@@ -4,6 +4,7 @@
 //! another) and collects unknown keys with their key paths. Nothing here
 //! applies a default that the runtime relies on: that is [`super::lower`]'s job.
 
+use super::locks::{LockCfg, LockUseCfg};
 use super::problems::{
     fmt_path, ignored_segs, key, one_line, tracked_segs, unknown_key_message, Problems, Seg,
 };
@@ -27,6 +28,9 @@ pub(crate) struct Config {
     pub schedulers: Vec<SchedulerCfg>,
     #[serde(default)]
     pub builders: Vec<BuilderCfg>,
+    /// Buildbot's `MasterLock`/`WorkerLock` (`config::locks`).
+    #[serde(default)]
+    pub locks: Vec<LockCfg>,
     #[serde(default)]
     pub reporters: Vec<ReporterCfg>,
     /// Buildbot's `c['change_source']`: pollers for repositories whose
@@ -321,6 +325,9 @@ pub(crate) struct BuilderCfg {
     /// frees up; the older ones end SKIPPED (Buildbot's collapseRequests).
     #[serde(default = "yes")]
     pub collapse_requests: bool,
+    /// Locks held for the whole build (`config::locks`).
+    #[serde(default)]
+    pub locks: Vec<LockUseCfg>,
 }
 
 fn yes() -> bool {
@@ -433,6 +440,9 @@ pub(crate) struct StepCfg {
     /// Exit codes that mean WARNINGS instead of FAILURE (Buildbot's decodeRC).
     #[serde(default)]
     pub warning_exit_codes: Vec<i32>,
+    /// Locks held while this step runs (`config::locks`).
+    #[serde(default)]
+    pub locks: Vec<LockUseCfg>,
 }
 
 /// `[janitor]`: what the janitor thread (`src/master/janitor.rs`) prunes. On by
@@ -540,6 +550,7 @@ pub(crate) fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> 
     let change_source = table.remove("change_source");
     let janitor = table.remove("janitor");
     let logging = table.remove("logging");
+    let locks = table.remove("locks");
 
     let mut cfg: Option<Config> = de_one(toml::Value::Table(table), &[], p);
     let janitor = match janitor {
@@ -568,6 +579,10 @@ pub(crate) fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> 
     };
     let reporters = match reporters {
         Some(v) => de_list::<ReporterCfg>(v, &[key("reporters")], p),
+        None => Some(Vec::new()),
+    };
+    let locks = match locks {
+        Some(v) => de_list::<LockCfg>(v, &[key("locks")], p),
         None => Some(Vec::new()),
     };
     let change_source = match change_source {
@@ -600,6 +615,7 @@ pub(crate) fn typed(mut table: toml::Table, p: &mut Problems) -> Option<Config> 
         cfg.change_source = change_source?;
         cfg.janitor = janitor?;
         cfg.logging = logging?;
+        cfg.locks = locks?;
     }
     cfg
 }

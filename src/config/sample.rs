@@ -186,6 +186,11 @@ workers = ["example-worker"]
 # worker, build only the newest; the older ones end SKIPPED, each naming the
 # build that covered it (Buildbot's collapseRequests). Default true.
 # collapse_requests = true
+# Locks (see [[locks]] below) its builds hold from before they start until
+# they end: taken all at once, or the request waits in the queue without
+# taking a worker. access = "exclusive" (default: alone) or "counting"
+# (beside other counting holders, up to the lock's max_count).
+# locks = [{ name = "deploy", access = "exclusive" }]
 
 # The steps run in order in the build directory (Buildbot's BuildFactory).
 [[builders.steps]]
@@ -215,6 +220,26 @@ timeout = 1200
 # exit codes meaning WARNINGS instead of FAILURE; workdir is relative to the
 # build directory (default "build").
 # halt_on_failure = true
+# Locks held only while this step runs, taken all at once before it starts
+# (the build waits, on its worker, saying for which lock); not one its
+# builder already takes.
+# locks = [{ name = "deploy", access = "counting" }]
+
+
+######## Locks (Buildbot's MasterLock and WorkerLock): builds that must not overlap
+
+# Declared here, taken in a builder's or a step's `locks`. kind = "master"
+# (default): one lock for the whole master, e.g. two deploys to one host;
+# "worker": one lock on each worker, e.g. one heavy build per machine.
+# max_count (default 1): how many holders with access = "counting" it takes
+# at once (on each worker for a worker lock); an exclusive holder is alone.
+# A held lock stays held across a reconfig until its build or step ends,
+# and every end of a build gives its locks back (a stop, a lost worker, a
+# master restart too). docs/locks.md has the details.
+# [[locks]]
+# name = "deploy"
+# kind = "master"
+# max_count = 1
 
 # Keep a command's output as a build property (Buildbot's
 # SetPropertyFromCommand): its stdout, stripped, or the one group of regex's

@@ -49,6 +49,7 @@ pub(crate) fn retry_builds(conn: &Tx, ids: &[BuildId], state: &str) -> Result<Ve
         if n == 0 {
             continue;
         }
+        release_build_locks(conn, *id)?;
         close_open_steps(conn, *id, now, BuildResult::Retry, " (retry)")?;
         conn.raw
             .prepare_cached(
@@ -149,6 +150,7 @@ pub(crate) fn finish_build(
     if n == 0 {
         return Ok(());
     }
+    release_build_locks(conn, buildid)?;
     let (brid, bsid): (RequestId, BuildsetId) = conn
         .raw
         .prepare_cached(

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -255,6 +255,21 @@ ALTER TABLE buildsets ADD COLUMN rebuild_of INTEGER;
 -- array, index = step number), so a step never run (skipped after a
 -- failure) is listed as such whatever a later reconfig says.
 ALTER TABLE builds ADD COLUMN planned_steps TEXT;
+"#,
+    // 8: the locks running builds hold (issue 20 point 4, `db::locks`).
+    r#"
+-- One row per lock a build holds: for the whole build (step NULL) or for
+-- one of its steps. A row counts only while its build runs. No foreign
+-- key: the janitor prunes builds, and a build's rows go with its end.
+CREATE TABLE build_locks (
+    buildid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    -- The worker of a worker lock; '' for a master lock.
+    worker TEXT NOT NULL,
+    exclusive INTEGER NOT NULL,
+    step INTEGER,
+    PRIMARY KEY (buildid, name)
+) WITHOUT ROWID;
 "#,
 ];
 

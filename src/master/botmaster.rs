@@ -16,6 +16,15 @@
 //! ones end SKIPPED with `collapsed_into` naming that build, in the same
 //! transaction that claims it.
 //!
+//! Locks (issue 20 point 4, docs/locks.md): a request is planned only on
+//! a worker where its builder's locks are all free (with the locks this
+//! round already plans to take), and the claim's transaction checks them
+//! again and takes them with the claim, all or none; a request whose
+//! locks are held stays queued without taking the worker. Lock holders
+//! end, and so free locks, by the messages that dispatch anyway (a build
+//! finished, a worker detached) or by a `RequestsAdded` from the worker
+//! connection whose step gave its locks back.
+//!
 //! Writes that fail (issue 16, points 1 and 3): a claim the database
 //! refused left nothing behind (the writer commits a batch whole or not at
 //! all), so dispatching again later is all it takes; a build's end the
@@ -35,9 +44,9 @@
 
 use crate::config::Config;
 use crate::daemon;
-use crate::db::{self, PendingRequest, Props, Store};
+use crate::db::{self, LockHolder, LockWant, PendingRequest, Props, Store};
 use crate::master::build::{BuildEnd, BuildJob};
-use crate::master::status;
+use crate::master::{locks, status};
 use crate::model::{BuildId, BuilderId, LogId, RequestId, StepId, WorkerId};
 use anyhow::Result;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -434,9 +443,13 @@ impl Botmaster {
             }
         }
         let repair = Repair::Stop { buildid, reason };
-        if let Err(e) = self.write_repair(&repair) {
-            log::error!("stopping build {buildid}, which no worker runs (will retry): {e:#}");
-            self.repairs.push(repair);
+        match self.write_repair(&repair) {
+            // Its locks are free now: a request may wait for them.
+            Ok(()) => self.dispatch_logged(),
+            Err(e) => {
+                log::error!("stopping build {buildid}, which no worker runs (will retry): {e:#}");
+                self.repairs.push(repair);
+            }
         }
     }
 
@@ -541,6 +554,15 @@ impl Botmaster {
                     busy: &HashSet<(String, String)>| {
             free_slot(&self.cfg, &paused, load, busy, w, builder)
         };
+        // The locks running builds hold, and those this round plans to
+        // take: a request whose builder's locks are not all free on a
+        // worker does not take that worker (the claim checks again).
+        let mut holders: Vec<LockHolder> = if self.cfg.builders.iter().any(|b| !b.locks.is_empty())
+        {
+            db::lock_holders(&self.reader)?
+        } else {
+            vec![]
+        };
         // Only builders with a free slot can start anything, and each can
         // start at most a few builds now: loading just their oldest requests
         // keeps a dispatch O(free slots), however deep the queue (a
@@ -557,8 +579,8 @@ impl Botmaster {
             }
         }
         pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
-        // (request to build, worker, older requests it covers)
-        let mut plan: Vec<(PendingRequest, String, Vec<RequestId>)> = vec![];
+        // (request to build, worker, older requests it covers, locks)
+        let mut plan: Vec<(PendingRequest, String, Vec<RequestId>, Vec<LockWant>)> = vec![];
         // Requests folded into another one of this round (collapsing).
         let mut consumed: HashSet<RequestId> = HashSet::new();
         for req in &pending {
@@ -568,15 +590,23 @@ impl Botmaster {
             let Some(builder) = self.cfg.builder(&req.builder) else {
                 continue;
             };
-            // The least busy of the builder's attached workers with a free slot.
+            // The least busy of the builder's attached workers with a free
+            // slot and the builder's locks free there.
             let pick = builder
                 .workers
                 .iter()
-                .filter_map(|w| Some((slot(w, &req.builder, &load, &busy)?, w)))
-                .min();
-            let Some((_, w)) = pick else {
+                .filter_map(|w| {
+                    let n = slot(w, &req.builder, &load, &busy)?;
+                    let wants = locks::wants(&self.cfg, &builder.locks, w);
+                    locks::first_blocker(&holders, &wants, None)
+                        .is_none()
+                        .then_some((n, w, wants))
+                })
+                .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            let Some((_, w, wants)) = pick else {
                 continue;
             };
+            holders.extend(wants.iter().map(|x| locks::planned_holder(x, &req.builder)));
             // Buildbot's collapseRequests: of the queued requests for the
             // same source, build the newest; the older ones are covered.
             let (chosen, older) = if builder.collapse_requests {
@@ -600,29 +630,37 @@ impl Botmaster {
             let w = w.clone();
             *load.entry(w.clone()).or_default() += 1;
             busy.insert((w.clone(), req.builder.clone()));
-            plan.push((chosen.clone(), w, older));
+            plan.push((chosen.clone(), w, older, wants));
         }
         if plan.is_empty() {
             return Ok(());
         }
         let claims: Vec<Claim> = plan
             .iter()
-            .map(|(r, w, older)| Claim {
-                brid: r.buildrequestid,
-                builderid: r.builderid,
-                worker: w.clone(),
-                props: build_props(r),
-                older: older.clone(),
-                steps: self
-                    .cfg
-                    .builder(&r.builder)
-                    .map(|b| b.steps.iter().map(|s| s.name.clone()).collect())
-                    .unwrap_or_default(),
+            .map(|(r, w, older, wants)| {
+                let steps = self.cfg.builder(&r.builder).map_or(&[][..], |b| &b.steps);
+                Claim {
+                    brid: r.buildrequestid,
+                    builderid: r.builderid,
+                    worker: w.clone(),
+                    props: build_props(r),
+                    older: older.clone(),
+                    steps: steps.iter().map(|s| s.name.clone()).collect(),
+                    // A first step with locks takes them as it starts.
+                    start_first: steps.first().is_some_and(|s| s.locks.is_empty()),
+                    locks: wants.clone(),
+                }
             })
             .collect();
         let started = self.store.write(move |conn| {
             let mut out = vec![];
             for mut c in claims {
+                // All of the builder's locks or none; a request whose
+                // locks were taken since the plan stays queued.
+                if locks::check(conn, &c.locks, None)?.is_some() {
+                    out.push(None);
+                    continue;
+                }
                 let got = db::claim_and_create_build(
                     conn,
                     c.brid,
@@ -635,6 +673,7 @@ impl Botmaster {
                     out.push(None);
                     continue;
                 };
+                db::take_locks(conn, buildid, &c.locks, None)?;
                 let collapsed = match c.older.is_empty() {
                     false => db::collapse_requests(conn, &c.older, buildid)?,
                     true => vec![],
@@ -642,8 +681,8 @@ impl Botmaster {
                 // The first step starts in the claim's transaction: one
                 // store round trip and commit less per build.
                 let first_step = match c.steps.first() {
-                    Some(name) => Some(db::start_step(conn, buildid, 0, name)?),
-                    None => None,
+                    Some(name) if c.start_first => Some(db::start_step(conn, buildid, 0, name)?),
+                    _ => None,
                 };
                 out.push(Some(Started {
                     buildid,
@@ -655,7 +694,7 @@ impl Botmaster {
             }
             Ok(out)
         })?;
-        for ((req, worker, _), got) in plan.into_iter().zip(started) {
+        for ((req, worker, _, _), got) in plan.into_iter().zip(started) {
             let Some(Started {
                 buildid,
                 number,
@@ -678,6 +717,11 @@ impl Botmaster {
             let Some(w) = self.workers.get_mut(&worker) else {
                 continue;
             };
+            let step_locks = builder
+                .steps
+                .iter()
+                .map(|s| locks::wants(&self.cfg, &s.locks, &worker))
+                .collect();
             let job = BuildJob {
                 buildid,
                 builderid: req.builderid,
@@ -688,6 +732,7 @@ impl Botmaster {
                 max_log_size: self.cfg.max_log_size,
                 first_step,
                 secrets_dir: self.cfg.secrets_dir.as_deref().map(PathBuf::from),
+                step_locks,
             };
             log::info!(
                 "starting build {} #{number} (build {buildid}) on {worker}",
@@ -713,9 +758,13 @@ struct Claim {
     props: Props,
     /// Older requests it covers (collapsing).
     older: Vec<RequestId>,
-    /// The names of the builder's steps (the first is started with the
-    /// build; all are recorded as the build's plan).
+    /// The names of the builder's steps (all are recorded as the build's
+    /// plan).
     steps: Vec<String>,
+    /// The first step starts with the claim (it takes no locks).
+    start_first: bool,
+    /// The builder's locks, taken with the claim.
+    locks: Vec<LockWant>,
 }
 
 /// A build the claim created.

@@ -7,6 +7,12 @@
 //! the build. No threads or channels of its own; database writes go
 //! through `Store::write`.
 //!
+//! Step locks (docs/locks.md): `advance` takes a step's locks in the
+//! transaction that records the previous step's end (which gives that
+//! step's back) and starts the step, all or none; when one is held
+//! elsewhere it starts nothing, sets the build's state to what it waits
+//! for, and says so (`Next::Wait`).
+//!
 //! Interpolation is where webhook data meets commands, so it never goes
 //! through a shell as code: in an argv command `%(prop:NAME)s` is replaced
 //! by the value (one argv element stays one element); in a string command
@@ -32,9 +38,12 @@
 //! regex's group) as a build property, in the transaction that records the
 //! step's end, and in the running build's properties for the later steps.
 
-use crate::config::{expand, read_secret, step_secrets, Builder, Command, Ref, Step, StepKind};
-use crate::db::{self, Props, SourceStamp, Store};
+use crate::config::{
+    expand, read_secret, step_secrets, Builder, Command, Ref, Step, StepKind,
+};
+use crate::db::{self, LockWant, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
+use crate::master::locks;
 use crate::master::logs::LogWriter;
 use crate::master::masking::Masker;
 use crate::model::{
@@ -63,6 +72,9 @@ pub struct BuildJob {
     /// The `[secrets]` directory, if the config has one (relative to the
     /// master directory, which `RunningBuild::new` puts in front).
     pub(crate) secrets_dir: Option<PathBuf>,
+    /// The locks each step takes (index = step number), as the config
+    /// defined them when the build was claimed, on its worker.
+    pub(crate) step_locks: Vec<Vec<LockWant>>,
 }
 
 /// The source of the `got_revision` property the master sets from a git
@@ -118,6 +130,9 @@ struct CurrentStep {
 /// answer to `StepDone`, and `StepFinished` is published after the commit).
 #[derive(Clone)]
 struct StepEnd {
+    buildid: BuildId,
+    /// The step held locks: its end gives them back.
+    held_locks: bool,
     stepid: StepId,
     logid: LogId,
     totals: db::LogTotals,
@@ -131,6 +146,9 @@ struct StepEnd {
 
 impl StepEnd {
     fn record(&self, c: &db::Tx) -> Result<()> {
+        if self.held_locks {
+            db::release_step_locks(c, self.buildid)?;
+        }
         db::update_log(c, self.logid, self.totals, true)?;
         if let Some((buildid, name, value, source)) = &self.property {
             db::set_build_property(c, *buildid, name, value, source)?;
@@ -161,6 +179,23 @@ pub(crate) struct RunningBuild {
     /// of this and every later step (a step may leave one in a file that a
     /// later step prints).
     masker: Masker,
+    /// The next step waits for its locks: what holds them (see `Next::Wait`).
+    waiting: Option<String>,
+    /// A step's locks were given back since the botmaster was last told
+    /// (`take_released`): a queued request may wait for them.
+    released: bool,
+}
+
+/// What [`RunningBuild::advance`] did.
+pub(crate) enum Next {
+    /// The next step started: send this to the worker.
+    Run(ToWorker),
+    /// The next step waits for its locks (the build's state says which,
+    /// held by whom); nothing to send. Call `advance` again once
+    /// `locks_look_free`.
+    Wait,
+    /// No step is left: call `end`.
+    Done,
 }
 
 /// How a build is closed.
@@ -425,7 +460,27 @@ impl RunningBuild {
             git_header: String::new(),
             cut: None,
             masker: Masker::default(),
+            waiting: None,
+            released: false,
         }
+    }
+
+    /// Whether the next step waits for its locks.
+    pub(crate) fn waiting_for_locks(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Whether the locks the waiting step needs are free in `holders` (a
+    /// read outside the writer: `advance` checks again as it takes them).
+    pub(crate) fn locks_look_free(&self, holders: &[db::LockHolder]) -> bool {
+        let wants = self.job.step_locks.get(self.next).map_or(&[][..], |w| w);
+        self.waiting.is_some()
+            && locks::first_blocker(holders, wants, Some(self.job.buildid)).is_none()
+    }
+
+    /// Whether a step gave its locks back since the last call.
+    pub(crate) fn take_released(&mut self) -> bool {
+        std::mem::take(&mut self.released)
     }
 
     /// Whether the master asked this build to stop (web UI, API).
@@ -527,34 +582,58 @@ impl RunningBuild {
         })
     }
 
-    /// Starts the next step that should run and returns its message, or
-    /// None when no step is left (then call `finish`).
-    pub(crate) fn advance(&mut self, store: &Store) -> Result<Option<ToWorker>> {
+    /// Starts the next step that should run, taking its locks first (all
+    /// or none, once the previous step's are given back); see [`Next`].
+    pub(crate) fn advance(&mut self, store: &Store) -> Result<Next> {
         while self.next < self.job.builder.steps.len() {
             let idx = self.next;
-            self.next += 1;
             let step = &self.job.builder.steps[idx];
             if (self.halted || self.stop_reason.is_some()) && !step.always_run {
+                self.next += 1;
                 continue;
             }
             let name = step.name.clone();
             let captured = matches!(step.kind, StepKind::SetProperty { .. }).then(String::new);
-            let spec = Self::spec(&self.job, &mut self.masker, step);
             let (buildid, number, name2) = (self.job.buildid, idx as u32, name.clone());
+            let wants = self.job.step_locks.get(idx).cloned().unwrap_or_default();
             let (stepid, logid) = match self.job.first_step.take() {
                 Some(ids) if idx == 0 => ids,
                 _ => {
                     let ended = self.ended.clone();
-                    let ids = store.write(move |c| {
+                    let started = store.write(move |c| {
                         if let Some(e) = &ended {
                             e.record(c)?;
                         }
-                        db::start_step(c, buildid, number, &name2)
+                        if let Some(why) = locks::check(c, &wants, Some(buildid))? {
+                            db::set_build_state(c, buildid, &format!("waiting for {why}"))?;
+                            return Ok(Err(why));
+                        }
+                        db::take_locks(c, buildid, &wants, Some(number))?;
+                        Ok(Ok(db::start_step(c, buildid, number, &name2)?))
                     })?;
+                    self.released |= self.ended.as_ref().is_some_and(|e| e.held_locks);
                     self.publish_ended();
-                    ids
+                    match started {
+                        Ok(ids) => ids,
+                        Err(why) => {
+                            if self.waiting.as_ref() != Some(&why) {
+                                log::info!(
+                                    "build {} #{} (build {buildid}): step {name} waits for {why}",
+                                    self.job.builder.name,
+                                    self.job.number
+                                );
+                            }
+                            self.waiting = Some(why);
+                            return Ok(Next::Wait);
+                        }
+                    }
                 }
             };
+            self.next += 1;
+            self.waiting = None;
+            // Once its locks are taken: a step waiting for them reads no
+            // secret until it runs.
+            let spec = Self::spec(&self.job, &mut self.masker, &self.job.builder.steps[idx]);
             let path = db::new_log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
@@ -579,14 +658,14 @@ impl RunningBuild {
                     continue;
                 }
             };
-            return Ok(Some(ToWorker::RunStep {
+            return Ok(Next::Run(ToWorker::RunStep {
                 build_id: buildid,
                 step: number,
                 builder_dir: self.job.builder.builddir.clone(),
                 spec,
             }));
         }
-        Ok(None)
+        Ok(Next::Done)
     }
 
     pub(crate) fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
@@ -746,6 +825,12 @@ impl RunningBuild {
             );
         }
         self.ended = Some(StepEnd {
+            buildid: self.job.buildid,
+            held_locks: self
+                .job
+                .step_locks
+                .get(cur.number as usize)
+                .is_some_and(|w| !w.is_empty()),
             stepid: cur.stepid,
             logid: cur.logid,
             totals: cur.log.totals(),

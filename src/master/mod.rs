@@ -17,6 +17,7 @@ pub mod botmaster;
 pub(crate) mod build;
 pub(crate) mod events;
 pub(crate) mod janitor;
+pub(crate) mod locks;
 pub(crate) mod logs;
 pub(crate) mod masking;
 pub(crate) mod poller;
@@ -159,7 +160,10 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                 let retried = store.write(move |c| {
                     db::sync_config(c, &cfg)?;
                     db::reset_connections(c)?;
-                    db::retry_running_builds(c, None)
+                    let retried = db::retry_running_builds(c, None)?;
+                    // Locks of builds a killed master left behind.
+                    db::release_ended_builds_locks(c)?;
+                    Ok(retried)
                 })?;
                 // Before any build can start (see `set_aside_foreign`).
                 let aside = if must_check {

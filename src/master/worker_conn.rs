@@ -7,7 +7,11 @@
 //! channel, so the reader thread turns frames into channel messages and
 //! the connection thread `select!`s over frames, `botmaster::ConnCmd`s from the
 //! botmaster and a keepalive tick. It drives each build's `RunningBuild`
-//! and sends `BotMsg::{Attached, BuildFinished, Detached}` to the botmaster.
+//! and sends `BotMsg::{Attached, BuildFinished, Detached}` to the botmaster,
+//! and `BotMsg::RequestsAdded` when a step gave its locks back (a queued
+//! request may wait for them). While a build's next step waits for its
+//! locks, a `LOCK_POLL` tick reads the locks held and moves it on once
+//! they look free (`RunningBuild::advance` takes them, or waits again).
 //!
 //! Logins (issue 14 item 5) go through the same guessing limits as the web
 //! UI (`auth::LoginLimits`: per name, per address, global), with an
@@ -21,7 +25,7 @@ use crate::config::LiveConfig;
 use crate::db::{self, Store};
 use crate::master::auth::{LoginLimits, Trust};
 use crate::master::botmaster::{BotMsg, ConnCmd, Connected};
-use crate::master::build::{BuildJob, RunningBuild};
+use crate::master::build::{BuildJob, Next, RunningBuild};
 use crate::master::events::Hub;
 use crate::master::status::{self, Refusal};
 use crate::model::BuildId;
@@ -37,6 +41,10 @@ use std::time::{Duration, Instant};
 
 /// Frames read from a worker's socket and not yet handled (see `run`).
 const INCOMING_FRAMES: usize = 4;
+
+/// How often a build whose next step waits for its locks looks whether
+/// they are free (a read; the step takes them in a write only then).
+const LOCK_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub(crate) struct ConnCtx {
@@ -410,8 +418,11 @@ impl Conn {
             })
             .context("spawning the worker reader")?;
         let ticker = tick(self.keepalive);
+        let lock_poll = tick(LOCK_POLL);
+        let no_poll = crossbeam_channel::never();
         let mut last_recv = Instant::now();
         let outcome: Result<String> = loop {
+            let waiting = self.builds.values().any(RunningBuild::waiting_for_locks);
             select! {
                 recv(in_rx) -> m => match m {
                     Ok(Incoming::Frame(f)) => {
@@ -444,6 +455,11 @@ impl Conn {
                         break Ok("master shutting down".into());
                     }
                 },
+                recv(if waiting { &lock_poll } else { &no_poll }) -> _ => {
+                    if let Err(e) = self.retry_waiting() {
+                        break Err(e);
+                    }
+                }
                 recv(ticker) -> _ => {
                     if last_recv.elapsed() > 3 * self.keepalive {
                         break Err(anyhow!(
@@ -542,9 +558,15 @@ impl Conn {
         let Some(b) = self.builds.get_mut(&id) else {
             return Ok(());
         };
-        match b.advance(&self.ctx.store) {
-            Ok(Some(msg)) => return self.send(&msg),
-            Ok(None) => {}
+        let next = b.advance(&self.ctx.store);
+        if b.take_released() {
+            // A queued request may wait for the locks that step gave back.
+            let _ = self.ctx.bot.send(BotMsg::RequestsAdded);
+        }
+        match next {
+            Ok(Next::Run(msg)) => return self.send(&msg),
+            Ok(Next::Wait) => return Ok(()),
+            Ok(Next::Done) => {}
             Err(e) => {
                 // The database (or the log directory) refused the step:
                 // end the build as RETRY rather than leave it hanging.
@@ -576,6 +598,28 @@ impl Conn {
                 buildid: id,
                 unwritten,
             });
+        }
+        Ok(())
+    }
+
+    /// Moves on the builds whose next step waits for locks that look free
+    /// now. Err only when the worker cannot be written to.
+    fn retry_waiting(&mut self) -> Result<()> {
+        let holders = match self.ctx.store.reader().and_then(|r| db::lock_holders(&r)) {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("reading the locks held (will look again): {e:#}");
+                return Ok(());
+            }
+        };
+        let ready: Vec<BuildId> = self
+            .builds
+            .iter()
+            .filter(|(_, b)| b.locks_look_free(&holders))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            self.advance(id)?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@
 
 use crate::config::{Config, ParamKind};
 use crate::db;
+use crate::master::locks;
 use crate::model::{BuildId, BuildResult, BuilderId, LogId, RequestId};
 use crate::web::html::{html, html_push, Html};
 use crate::web::logview;
@@ -800,10 +801,11 @@ fn what_html(r: &db::RequestRow) -> Html {
 }
 
 /// What the queue's "why it waits" reads once per page: each builder's
-/// queue places and every worker's load.
+/// queue places, every worker's load and the locks held.
 struct Waits {
     places: std::collections::HashMap<RequestId, db::QueuePlace>,
     loads: std::collections::BTreeMap<String, db::WorkerLoad>,
+    holders: Vec<db::LockHolder>,
 }
 
 impl Waits {
@@ -818,16 +820,22 @@ impl Waits {
         for b in builders {
             places.extend(db::queue_places(c.conn, b, Self::DEPTH)?);
         }
+        let locked = c.cfg.builders.iter().any(|b| !b.locks.is_empty());
         Ok(Waits {
             places,
             loads: db::worker_loads(c.conn)?,
+            holders: match locked {
+                true => db::lock_holders(c.conn)?,
+                false => vec![],
+            },
         })
     }
 
     /// Why queued request `r` has not started, from the queue and the
     /// workers as the botmaster sees them: its workers' connection, pause,
     /// `max_builds` and running builds (one build per builder per worker),
-    /// and the requests before it.
+    /// its builder's locks on each worker otherwise free, and the requests
+    /// before it.
     fn why(&self, c: &Ctx, r: &db::RequestRow) -> Html {
         let Some(builder) = c.cfg.builder(&r.builder) else {
             return html!("its builder is no longer in the config");
@@ -855,6 +863,8 @@ impl Waits {
         let none = db::WorkerLoad::default();
         let mut free = false;
         let mut busy: Vec<Html> = vec![];
+        // What holds the builder's locks on the workers otherwise free.
+        let mut locked: Vec<Html> = vec![];
         for w in &builder.workers {
             let load = self.loads.get(w).unwrap_or(&none);
             let max = c.cfg.worker(w).map_or(1, |w| w.max_builds as usize);
@@ -871,6 +881,19 @@ impl Waits {
                     .iter()
                     .map(|(b, n)| html!("{} {}", b, build_link(b, *n)));
                 busy.push(html!("{} is busy with {}", w, Html::join(builds, ", ")));
+            } else if let Some((want, h)) =
+                locks::first_blocker(&self.holders, &locks::wants(c.cfg, &builder.locks, w), None)
+            {
+                let why = html!(
+                    "lock {}{}, held by {} {}",
+                    want.name,
+                    locks::on_worker(want),
+                    h.builder,
+                    build_link(&h.builder, h.number)
+                );
+                if !locked.contains(&why) {
+                    locked.push(why);
+                }
             } else {
                 free = true;
             }
@@ -879,6 +902,7 @@ impl Waits {
             (true, 0) => html!("nothing: a worker is free, it starts now"),
             (true, 1) => html!("1 older request of this builder to start first"),
             (true, n) => html!("{} older requests of this builder to start first", n),
+            (false, _) if !locked.is_empty() => Html::join(locked, "; "),
             (false, _) => html!("a free worker: {}", Html::join(busy, "; ")),
         }
     }
@@ -1105,6 +1129,32 @@ pub(crate) fn build_page_url(b: &BuildRow) -> String {
     )
 }
 
+/// " · holds lock deploy (exclusive), ..." for a running build that holds
+/// locks (they change only when its state does, so the live updates of
+/// the head follow them).
+fn held_locks(c: &Ctx, buildid: BuildId) -> Html {
+    let holders = db::lock_holders(c.conn).unwrap_or_else(|e| {
+        log::warn!("build {buildid}: reading the locks held: {e:#}");
+        vec![]
+    });
+    let held: Vec<Html> = holders
+        .iter()
+        .filter(|h| h.buildid == buildid)
+        .map(|h| {
+            html!(
+                "<span class=\"lock\">lock {} ({}{})</span>",
+                h.name,
+                if h.exclusive { "exclusive" } else { "counting" },
+                if h.step.is_some() { ", this step" } else { "" }
+            )
+        })
+        .collect();
+    match held.is_empty() {
+        true => Html::new(),
+        false => html!(" · holds {}", Html::join(held, ", ")),
+    }
+}
+
 /// The head of the build page (replaced whole by live updates).
 pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     // A finished build with steps it never ran says so: its live page
@@ -1138,6 +1188,9 @@ pub(crate) fn build_head(c: &Ctx, b: &BuildRow) -> Html {
     ));
     if let Some(w) = &b.worker {
         html_push!(out, " · worker {}", w);
+    }
+    if b.complete_at.is_none() {
+        out.push(&held_locks(c, b.buildid));
     }
     html_push!(out, "</p><p>");
     let base = format!("/builds/{}", b.buildid);
