@@ -28,10 +28,14 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let workers = lower_workers(cfg.workers, p);
     let builder_names: Vec<String> = cfg.builders.iter().filter_map(|b| b.name.clone()).collect();
     let builder_names: Vec<&str> = builder_names.iter().map(String::as_str).collect();
+    let scheduler_names: Vec<Option<String>> =
+        cfg.schedulers.iter().map(|s| s.name.clone()).collect();
+    let builder_list: Vec<Option<String>> = cfg.builders.iter().map(|b| b.name.clone()).collect();
     let schedulers = lower_schedulers(cfg.schedulers, &builder_names, p);
     let worker_names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
     let builders = lower_builders(cfg.builders, &worker_names, p);
     let reporters = lower_reporters(cfg.reporters, &builder_names, p);
+    super::chains::check(&schedulers, &builders, &scheduler_names, &builder_list, p);
     let change_source = lower_change_sources(cfg.change_source, p);
     check_janitor(&cfg.janitor, p);
     check_logging(&cfg.logging, p);
@@ -311,12 +315,14 @@ fn lower_workers(workers: Vec<raw::WorkerCfg>, p: &mut Problems) -> Vec<WorkerCf
 // Schedulers
 
 /// The scheduler `type`s, in the order the messages list them.
-const SCHEDULER_KINDS: [&str; 5] = [
+const SCHEDULER_KINDS: [&str; 7] = [
     "single_branch",
     "any_branch",
     "force",
     "periodic",
     "nightly",
+    "triggerable",
+    "dependent",
 ];
 
 fn lower_schedulers(
@@ -524,6 +530,19 @@ fn take_scheduler_kind(
                 filter,
             }))
         }
+        "triggerable" => Some(SchedulerKind::Triggerable),
+        "dependent" => {
+            let upstream = s.upstream.take().filter(|u| !u.is_empty());
+            if upstream.is_none() {
+                p.add(
+                    &format!("{at}.upstream"),
+                    "required for a dependent scheduler (the name of another scheduler)",
+                );
+            }
+            Some(SchedulerKind::Dependent {
+                upstream: upstream.unwrap_or_default(),
+            })
+        }
         other => {
             p.add(
                 &format!("{at}.type"),
@@ -561,6 +580,7 @@ impl raw::SchedulerCfg {
             reason,
             button_name,
             properties,
+            upstream,
         } = self;
         [
             ("branch", branch.is_some()),
@@ -580,6 +600,7 @@ impl raw::SchedulerCfg {
             ("reason", reason.is_some()),
             ("button_name", button_name.is_some()),
             ("properties", !properties.is_empty()),
+            ("upstream", upstream.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -860,10 +881,25 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
                 workdir: workdir.clone().unwrap_or_default(),
             }
         }
+        "trigger" => {
+            let schedulers = s.schedulers.take().unwrap_or_default();
+            if schedulers.is_empty() {
+                p.add(
+                    &format!("{at}.schedulers"),
+                    "required for a trigger step (names of triggerable schedulers)",
+                );
+            }
+            StepKind::Trigger(Trigger {
+                schedulers,
+                wait: s.wait.take().unwrap_or(false),
+                set_properties: s.set_properties.take().unwrap_or_default(),
+                copy_properties: s.copy_properties.take().unwrap_or_default(),
+            })
+        }
         other => {
             p.add(
                 &format!("{at}.type"),
-                format_args!("{other:?} is not one of \"git\", \"shell\""),
+                format_args!("{other:?} is not one of \"git\", \"shell\", \"trigger\""),
             );
             return None;
         }
@@ -877,6 +913,10 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
             ("repourl", s.repourl.is_some(), ""),
             ("mode", s.mode.is_some(), ""),
             ("branch", s.branch.is_some(), ""),
+            ("schedulers", s.schedulers.is_some(), ""),
+            ("wait", s.wait.is_some(), ""),
+            ("set_properties", s.set_properties.is_some(), ""),
+            ("copy_properties", s.copy_properties.is_some(), ""),
         ],
         p,
     );
@@ -927,6 +967,7 @@ pub(super) fn display_name(name: Option<&str>, kind: &StepKind, index: usize) ->
     }
     let first = match kind {
         StepKind::Git { .. } => return "git".to_string(),
+        StepKind::Trigger(_) => return "trigger".to_string(),
         StepKind::Shell {
             command: Command::Argv(argv),
             ..

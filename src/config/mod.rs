@@ -26,6 +26,7 @@
 //! a fully typed config because its findings would mostly echo the type
 //! errors, and it is where required keys, defaults and kinds are handled.
 
+mod chains;
 mod live;
 mod lower;
 mod model;

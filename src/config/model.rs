@@ -213,6 +213,14 @@ pub(crate) enum SchedulerKind {
     },
     /// At set times, local time (Buildbot's Nightly).
     Nightly(Nightly),
+    /// Started only by `trigger` steps of other builds (Buildbot's
+    /// Triggerable): the triggering build's source stamp and the chosen
+    /// properties (`master::chain`).
+    Triggerable,
+    /// Starts its builders with the source stamp of each buildset of the
+    /// `upstream` scheduler that completed with every build SUCCESS
+    /// (Buildbot's Dependent; `master::chain`).
+    Dependent { upstream: String },
 }
 
 impl SchedulerKind {
@@ -224,6 +232,8 @@ impl SchedulerKind {
             SchedulerKind::Force(_) => "force",
             SchedulerKind::Periodic { .. } => "periodic",
             SchedulerKind::Nightly(_) => "nightly",
+            SchedulerKind::Triggerable => "triggerable",
+            SchedulerKind::Dependent { .. } => "dependent",
         }
     }
 
@@ -239,7 +249,9 @@ impl SchedulerKind {
             } => Some(*tree_stable_timer),
             SchedulerKind::Force(_)
             | SchedulerKind::Periodic { .. }
-            | SchedulerKind::Nightly(_) => None,
+            | SchedulerKind::Nightly(_)
+            | SchedulerKind::Triggerable
+            | SchedulerKind::Dependent { .. } => None,
         }
     }
 
@@ -249,7 +261,9 @@ impl SchedulerKind {
             SchedulerKind::Periodic { .. } | SchedulerKind::Nightly(_) => true,
             SchedulerKind::SingleBranch { .. }
             | SchedulerKind::AnyBranch { .. }
-            | SchedulerKind::Force(_) => false,
+            | SchedulerKind::Force(_)
+            | SchedulerKind::Triggerable
+            | SchedulerKind::Dependent { .. } => false,
         }
     }
 
@@ -260,7 +274,22 @@ impl SchedulerKind {
             SchedulerKind::SingleBranch { .. }
             | SchedulerKind::AnyBranch { .. }
             | SchedulerKind::Periodic { .. }
-            | SchedulerKind::Nightly(_) => None,
+            | SchedulerKind::Nightly(_)
+            | SchedulerKind::Triggerable
+            | SchedulerKind::Dependent { .. } => None,
+        }
+    }
+
+    /// The upstream scheduler of a dependent one.
+    pub(crate) fn upstream(&self) -> Option<&str> {
+        match self {
+            SchedulerKind::Dependent { upstream } => Some(upstream),
+            SchedulerKind::SingleBranch { .. }
+            | SchedulerKind::AnyBranch { .. }
+            | SchedulerKind::Force(_)
+            | SchedulerKind::Periodic { .. }
+            | SchedulerKind::Nightly(_)
+            | SchedulerKind::Triggerable => None,
         }
     }
 }
@@ -533,6 +562,22 @@ pub(crate) enum StepKind {
         /// Relative to the build directory ("" = the build directory).
         workdir: String,
     },
+    /// Run by the master, never sent to the worker (`master::chain`):
+    /// a buildset for each named triggerable scheduler.
+    Trigger(Trigger),
+}
+
+/// A `trigger` step (Buildbot's Trigger).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Trigger {
+    /// Names of triggerable schedulers (checked by the lowering).
+    pub schedulers: Vec<String>,
+    /// Wait for the triggered builds: their worst result is the step's.
+    pub wait: bool,
+    /// Given to the triggered builds, interpolated (`%(prop:NAME)s`).
+    pub set_properties: BTreeMap<String, String>,
+    /// This build's properties copied to the triggered builds.
+    pub copy_properties: Vec<String>,
 }
 
 /// How a git step updates its checkout.
@@ -558,7 +603,7 @@ impl Step {
     pub(crate) fn is_git(&self) -> bool {
         match self.kind {
             StepKind::Git { .. } => true,
-            StepKind::Shell { .. } => false,
+            StepKind::Shell { .. } | StepKind::Trigger(_) => false,
         }
     }
 }
@@ -586,7 +631,7 @@ impl Builder {
     pub(crate) fn git_repourl(&self) -> Option<&str> {
         self.steps.iter().find_map(|s| match &s.kind {
             StepKind::Git { repourl, .. } => Some(repourl.as_str()),
-            StepKind::Shell { .. } => None,
+            StepKind::Shell { .. } | StepKind::Trigger(_) => None,
         })
     }
 }
@@ -773,6 +818,7 @@ impl Config {
             }
         }
         w.extend(self.url_warnings());
+        w.extend(super::chains::warnings(self));
         for (i, b) in self.builders.iter().enumerate() {
             for (j, st) in b.steps.iter().enumerate() {
                 if let StepKind::Git { repourl, .. } = &st.kind {

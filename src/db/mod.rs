@@ -37,6 +37,7 @@
 
 pub(crate) mod api;
 mod builds;
+mod chain;
 mod changes;
 mod ids;
 mod integrity;
@@ -52,6 +53,7 @@ mod workers;
 mod writer;
 
 pub(crate) use builds::*;
+pub(crate) use chain::*;
 pub use changes::*;
 pub use integrity::{CorruptDatabase, FileLost, Loss};
 pub(crate) use janitor::*;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -255,6 +255,28 @@ ALTER TABLE buildsets ADD COLUMN rebuild_of INTEGER;
 -- array, index = step number), so a step never run (skipped after a
 -- failure) is listed as such whatever a later reconfig says.
 ALTER TABLE builds ADD COLUMN planned_steps TEXT;
+"#,
+    // 8: chained builds (issue 20 point 3): what `trigger` steps started
+    // and what `dependent` schedulers fired for (`db::chain`).
+    r#"
+-- The buildsets a build's `trigger` step (its number) made or waits for,
+-- written in the transaction that creates them, before the step waits:
+-- a build retried after a master restart finds its request's earlier rows
+-- and waits for those buildsets again rather than trigger new ones. No
+-- foreign keys: the janitor prunes builds and buildsets, and these rows
+-- with them.
+CREATE TABLE build_triggers (
+    buildid INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    buildsetid INTEGER NOT NULL,
+    PRIMARY KEY (buildid, step, buildsetid)
+) WITHOUT ROWID;
+CREATE INDEX build_triggers_buildset ON build_triggers(buildsetid);
+-- A dependent scheduler's buildset: the upstream buildset whose success
+-- started it (so it is started once). No foreign key, as rebuild_of.
+ALTER TABLE buildsets ADD COLUMN upstream_buildsetid INTEGER;
+CREATE INDEX buildsets_upstream ON buildsets(upstream_buildsetid)
+    WHERE upstream_buildsetid IS NOT NULL;
 "#,
 ];
 

@@ -3,8 +3,9 @@
 //!
 //! Owns: `RunningBuild`, a state machine driven by the worker connection
 //! thread that runs the build (`worker_conn`): it asks for the next step's
-//! `RunStep` message, feeds in `Log` and `StepDone` frames, and finishes
-//! the build. No threads or channels of its own; database writes go
+//! `RunStep` message (or, for a trigger step, which the master runs itself,
+//! [`Next::Trigger`]), feeds in `Log` and `StepDone` frames (never for a
+//! master step: the worker has no say in it), and finishes the build. No threads or channels of its own; database writes go
 //! through `Store::write`.
 //!
 //! Interpolation is where webhook data meets commands, so it never goes
@@ -14,7 +15,7 @@
 //! `MINIBOT_NAME`, which the step's environment holds, so a branch named
 //! `$(rm -rf ~)` is only ever a value.
 
-use crate::config::{Builder, Command, Step, StepKind};
+use crate::config::{Builder, Command, Step, StepKind, Trigger};
 use crate::db::{self, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
 use crate::master::logs::LogWriter;
@@ -74,6 +75,18 @@ struct CurrentStep {
     stepid: StepId,
     logid: LogId,
     log: LogWriter,
+    /// Run by the master (a trigger step): the worker has no say in it.
+    on_master: bool,
+}
+
+/// What the connection does with the step [`RunningBuild::advance`]
+/// started.
+pub(crate) enum Next {
+    /// Send it to the worker.
+    Worker(ToWorker),
+    /// A trigger step, run by the master (`master::chain`); end it with
+    /// [`RunningBuild::master_step_done`].
+    Trigger { step: u32, trigger: Trigger },
 }
 
 /// A step that has ended but whose end is not in the database yet. It is
@@ -353,7 +366,8 @@ impl RunningBuild {
         self.stop_reason.is_some()
     }
 
-    fn spec(&self, step: &Step) -> StepSpec {
+    /// The worker's part of `step`; None for a step the master runs.
+    fn spec(&self, step: &Step) -> Option<StepSpec> {
         let props = &self.job.props;
         let timeout = step.timeout.as_secs();
         match &step.kind {
@@ -379,7 +393,7 @@ impl RunningBuild {
                     Some(h) => (Some(h.to_string()), base),
                     None => (base, None),
                 };
-                StepSpec::Git {
+                Some(StepSpec::Git {
                     repourl: interpolate(repourl, props),
                     branch: self.job.ss.branch.clone().or_else(|| branch.clone()),
                     revision,
@@ -387,7 +401,7 @@ impl RunningBuild {
                     pr_number,
                     merge_into,
                     timeout,
-                }
+                })
             }
             StepKind::Shell {
                 command,
@@ -409,19 +423,20 @@ impl RunningBuild {
                 for (k, v) in step_env {
                     env.insert(k.clone(), interpolate(v, props));
                 }
-                StepSpec::Shell {
+                Some(StepSpec::Shell {
                     argv,
                     env,
                     workdir: workdir.clone(),
                     timeout,
-                }
+                })
             }
+            StepKind::Trigger(_) => None,
         }
     }
 
-    /// Starts the next step that should run and returns its message, or
-    /// None when no step is left (then call `finish`).
-    pub(crate) fn advance(&mut self, store: &Store) -> Result<Option<ToWorker>> {
+    /// Starts the next step that should run and returns what to do with
+    /// it, or None when no step is left (then call `end`).
+    pub(crate) fn advance(&mut self, store: &Store) -> Result<Option<Next>> {
         while self.next < self.job.builder.steps.len() {
             let idx = self.next;
             self.next += 1;
@@ -456,12 +471,22 @@ impl RunningBuild {
                 stepid,
                 logid,
                 log,
+                on_master: spec.is_none(),
             });
-            return Ok(Some(ToWorker::RunStep {
-                build_id: buildid,
-                step: number,
-                builder_dir: self.job.builder.builddir.clone(),
-                spec,
+            return Ok(Some(match (spec, &self.job.builder.steps[idx].kind) {
+                (Some(spec), _) => Next::Worker(ToWorker::RunStep {
+                    build_id: buildid,
+                    step: number,
+                    builder_dir: self.job.builder.builddir.clone(),
+                    spec,
+                }),
+                (None, StepKind::Trigger(t)) => Next::Trigger {
+                    step: number,
+                    trigger: t.clone(),
+                },
+                (None, StepKind::Git { .. } | StepKind::Shell { .. }) => {
+                    anyhow::bail!("step {idx} has nothing to run")
+                }
             }));
         }
         Ok(None)
@@ -469,7 +494,7 @@ impl RunningBuild {
 
     pub(crate) fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
         match &mut self.current {
-            Some(cur) if cur.number == step => {
+            Some(cur) if cur.number == step && !cur.on_master => {
                 cur.log.append(stream, data)?;
                 let is_git = self
                     .job
@@ -515,11 +540,11 @@ impl RunningBuild {
         timed_out: bool,
         reason: Option<String>,
     ) -> Result<bool> {
-        let Some(mut cur) = self.current.take() else {
+        let Some(cur) = self.current.take() else {
             log::warn!("build {}: StepDone with no step running", self.job.buildid);
             return Ok(false);
         };
-        if cur.number != step {
+        if cur.number != step || cur.on_master {
             // A late or repeated StepDone (or a confused worker) must not
             // end the step that is running now with another step's result.
             log::warn!(
@@ -532,6 +557,63 @@ impl RunningBuild {
         }
         let cfg = &self.job.builder.steps[cur.number as usize];
         let r = step_result(cfg, exit_code, interrupted, timed_out);
+        self.end_step(cur, r, timed_out, reason);
+        Ok(true)
+    }
+
+    /// Appends the master's own lines to the running master step's log.
+    pub(crate) fn master_log(&mut self, text: &str) {
+        if let Some(cur) = self.current.as_mut().filter(|c| c.on_master) {
+            if let Err(e) = cur.log.append("h", text) {
+                log::error!("build {}: writing log: {e:#}", self.job.buildid);
+            }
+            self.events.publish(Event::LogAppended {
+                buildid: self.job.buildid,
+                logid: cur.logid,
+            });
+        }
+    }
+
+    /// The number of the running step if the master runs it (a trigger
+    /// step waiting for its builds).
+    pub(crate) fn master_step(&self) -> Option<u32> {
+        self.current
+            .as_ref()
+            .filter(|c| c.on_master)
+            .map(|c| c.number)
+    }
+
+    /// Ends the master step `step` with `r` (`why`: what the state string
+    /// says after a failure). False, changing nothing, when it is not the
+    /// step running.
+    pub(crate) fn master_step_done(
+        &mut self,
+        step: u32,
+        r: BuildResult,
+        why: Option<String>,
+    ) -> bool {
+        match self.current.take() {
+            Some(cur) if cur.number == step && cur.on_master => {
+                self.end_step(cur, r, false, why);
+                true
+            }
+            other => {
+                self.current = other;
+                false
+            }
+        }
+    }
+
+    /// Closes the running step with result `r`; its end is committed with
+    /// the next `advance` or `end`.
+    fn end_step(
+        &mut self,
+        mut cur: CurrentStep,
+        r: BuildResult,
+        timed_out: bool,
+        reason: Option<String>,
+    ) {
+        let cfg = &self.job.builder.steps[cur.number as usize];
         let header = std::mem::take(&mut self.git_header);
         let got_revision = if cfg.is_git() && r == Success {
             parse_got_revision(&header).map(str::to_string)
@@ -566,9 +648,10 @@ impl RunningBuild {
         }
         // The log is the master's own file (a full disk can refuse it); the
         // step's result is the worker's and is recorded all the same.
+        // (A master step's log already has its own lines.)
         let logged = match reason {
-            Some(why) => cur.log.append("h", &format!("{why}\n")),
-            None => Ok(()),
+            Some(why) if !cur.on_master => cur.log.append("h", &format!("{why}\n")),
+            Some(_) | None => Ok(()),
         };
         if let Err(e) = logged.and_then(|_| cur.log.finish()) {
             log::error!(
@@ -585,7 +668,6 @@ impl RunningBuild {
             state,
             got_revision: got_revision.map(|sha| (self.job.buildid, sha)),
         });
-        Ok(true)
     }
 
     /// The ended step is committed: tell the subscribers.
@@ -603,10 +685,14 @@ impl RunningBuild {
     /// Returns the Interrupt to send, if a step is running.
     pub(crate) fn request_stop(&mut self, reason: &str) -> Option<ToWorker> {
         self.stop_reason = Some(reason.to_string());
-        self.current.as_ref().map(|_| ToWorker::Interrupt {
-            build_id: self.job.buildid,
-            reason: reason.to_string(),
-        })
+        // A master step (a trigger step waiting) is the caller's to end.
+        self.current
+            .as_ref()
+            .filter(|c| !c.on_master)
+            .map(|_| ToWorker::Interrupt {
+                build_id: self.job.buildid,
+                reason: reason.to_string(),
+            })
     }
 
     /// The master could not record the build's next step (the database

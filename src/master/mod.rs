@@ -4,7 +4,7 @@
 //! the store (checking the file with `quick_check` and recovering from a
 //! master that died mid-build, on a short-lived `recovery` thread while it
 //! binds both listeners; a corrupt database is refused, unserved), starts
-//! the threads (store writer, HTTP pool, botmaster, scheduler, worker
+//! the threads (store writer, HTTP pool, botmaster, scheduler, chain, worker
 //! listener, janitor, dbwatch; reporters and poller only while
 //! `master.cfg` has reporters or change sources) and then reads signals itself (`daemon::signal_set`): SIGHUP
 //! re-reads `master.cfg` (`SchedMsg`, `BotMsg`, `ReporterMsg` and
@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod botmaster;
 pub(crate) mod build;
+pub(crate) mod chain;
 pub(crate) mod events;
 pub(crate) mod janitor;
 pub(crate) mod logs;
@@ -247,6 +248,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let cfg_arc = Arc::new(cfg);
     let bot = botmaster::spawn(store.clone(), cfg_arc.clone(), connected.clone(), bot_rx)?;
     let sched = scheduler::spawn(store.clone(), cfg_arc.clone(), sched_rx, bot_tx.clone())?;
+    let (chain_tx, chain) = chain::spawn(store.clone(), shared.clone(), &events, bot_tx.clone())?;
     worker_conn::spawn_listener(
         worker_listener,
         ConnCtx {
@@ -257,6 +259,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             master_dir: dir.to_path_buf(),
             events: events.clone(),
             failures: Default::default(),
+            chain: chain_tx.clone(),
         },
     )?;
     let mut on_demand = OnDemand {
@@ -324,6 +327,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     http.stop();
     let _ = sched_tx.send(SchedMsg::Shutdown);
     let _ = sched.join();
+    let _ = chain_tx.send(chain::ChainMsg::Shutdown);
+    let _ = chain.join();
     on_demand.shutdown();
     drop(janitor);
     // Nothing writes any more: what the files look like now lets the next

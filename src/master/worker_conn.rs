@@ -6,8 +6,11 @@
 //! which is the socket's only writer. A blocking socket cannot wait on a
 //! channel, so the reader thread turns frames into channel messages and
 //! the connection thread `select!`s over frames, `botmaster::ConnCmd`s from the
-//! botmaster and a keepalive tick. It drives each build's `RunningBuild`
-//! and sends `BotMsg::{Attached, BuildFinished, Detached}` to the botmaster.
+//! botmaster, the answers to its waiting trigger steps (`chain::TriggerDone`)
+//! and a keepalive tick. It drives each build's `RunningBuild` (running
+//! trigger steps itself, `master::chain`, and telling the chain thread
+//! `ChainMsg::{Wait, Forget}`) and sends `BotMsg::{Attached,
+//! BuildFinished, Detached}` to the botmaster.
 //!
 //! Logins (issue 14 item 5) go through the same guessing limits as the web
 //! UI (`auth::LoginLimits`: per name, per address, global), with an
@@ -21,7 +24,8 @@ use crate::config::LiveConfig;
 use crate::db::{self, Store};
 use crate::master::auth::{LoginLimits, Trust};
 use crate::master::botmaster::{BotMsg, ConnCmd, Connected};
-use crate::master::build::{BuildJob, RunningBuild};
+use crate::master::build::{BuildJob, Next, RunningBuild};
+use crate::master::chain::{self, ChainCtx, ChainMsg, Started, TriggerDone};
 use crate::master::events::Hub;
 use crate::master::status::{self, Refusal};
 use crate::model::BuildId;
@@ -48,6 +52,8 @@ pub(crate) struct ConnCtx {
     pub events: Hub,
     /// The guessing limits and the summarised log of refusals.
     pub failures: WorkerLogins,
+    /// The chain thread: trigger steps wait through it.
+    pub chain: Sender<ChainMsg>,
 }
 
 /// [`LoginLimits`] for the worker port (its log lines say "worker login").
@@ -339,6 +345,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
             builds: HashMap::new(),
             keepalive: Duration::from_secs(keepalive),
             last_sent: Instant::now(),
+            triggers: unbounded(),
         }
         .run(cmd_rx),
         Err(e) => Err(e),
@@ -366,6 +373,9 @@ struct Conn {
     builds: HashMap<BuildId, RunningBuild>,
     keepalive: Duration,
     last_sent: Instant,
+    /// Answers to this connection's waiting trigger steps (at most one per
+    /// build it runs), from the chain thread.
+    triggers: (Sender<TriggerDone>, Receiver<TriggerDone>),
 }
 
 impl Conn {
@@ -411,6 +421,7 @@ impl Conn {
             .context("spawning the worker reader")?;
         let ticker = tick(self.keepalive);
         let mut last_recv = Instant::now();
+        let triggers = self.triggers.1.clone();
         let outcome: Result<String> = loop {
             select! {
                 recv(in_rx) -> m => match m {
@@ -444,6 +455,13 @@ impl Conn {
                         break Ok("master shutting down".into());
                     }
                 },
+                recv(triggers) -> d => {
+                    if let Ok(d) = d {
+                        if let Err(e) = self.trigger_done(d) {
+                            break Err(e);
+                        }
+                    }
+                }
                 recv(ticker) -> _ => {
                     if last_recv.elapsed() > 3 * self.keepalive {
                         break Err(anyhow!(
@@ -464,7 +482,10 @@ impl Conn {
             Ok(s) => s.clone(),
             Err(e) => format!("{e:#}"),
         };
-        for b in self.builds.values_mut() {
+        for (id, b) in self.builds.iter_mut() {
+            if b.master_step().is_some() {
+                let _ = self.ctx.chain.send(ChainMsg::Forget { buildid: *id });
+            }
             b.abandon(
                 &self.ctx.store,
                 &format!("*** connection to worker lost: {why} ***"),
@@ -537,20 +558,53 @@ impl Conn {
         self.advance(id)
     }
 
-    /// Sends the build's next step, or finishes the build.
+    /// Sends the build's next step (or runs it, a trigger step), or
+    /// finishes the build.
     fn advance(&mut self, id: BuildId) -> Result<()> {
-        let Some(b) = self.builds.get_mut(&id) else {
-            return Ok(());
-        };
-        match b.advance(&self.ctx.store) {
-            Ok(Some(msg)) => return self.send(&msg),
-            Ok(None) => {}
-            Err(e) => {
-                // The database (or the log directory) refused the step:
-                // end the build as RETRY rather than leave it hanging.
-                log::error!("build {id}: starting the next step: {e:#}");
-                b.cut_short(&format!("the master could not start the next step: {e:#}"));
+        loop {
+            let Some(b) = self.builds.get_mut(&id) else {
+                return Ok(());
+            };
+            match b.advance(&self.ctx.store) {
+                Ok(Some(Next::Worker(msg))) => return self.send(&msg),
+                Ok(Some(Next::Trigger { step, trigger })) => {
+                    let ctx = ChainCtx {
+                        store: self.ctx.store.clone(),
+                        cfg: self.ctx.cfg.clone(),
+                        bot: self.ctx.bot.clone(),
+                        chain: self.ctx.chain.clone(),
+                    };
+                    let job = b.job.clone();
+                    let started = chain::start_trigger(
+                        &ctx,
+                        &job,
+                        step,
+                        &trigger,
+                        &self.triggers.0,
+                        &mut |text| b.master_log(text),
+                    );
+                    match started {
+                        Ok(Started::Waiting) => return Ok(()),
+                        Ok(Started::Done(r)) => {
+                            b.master_step_done(step, r, None);
+                        }
+                        Err(e) => {
+                            b.master_log(&format!("{e:#}\n"));
+                            b.master_step_done(step, crate::model::BuildResult::Exception, None);
+                        }
+                    }
+                    // The next step, in this loop.
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The database (or the log directory) refused the step:
+                    // end the build as RETRY rather than leave it hanging.
+                    log::error!("build {id}: starting the next step: {e:#}");
+                    b.cut_short(&format!("the master could not start the next step: {e:#}"));
+                }
             }
+            break;
         }
         if let Some(mut b) = self.builds.remove(&id) {
             let end = b.end();
@@ -580,10 +634,43 @@ impl Conn {
         Ok(())
     }
 
+    /// A waiting trigger step's builds are done: its result is theirs.
+    fn trigger_done(&mut self, d: TriggerDone) -> Result<()> {
+        // Gone, stopped meanwhile, or at another step: nothing to do.
+        let Some(b) = self
+            .builds
+            .get_mut(&d.buildid)
+            .filter(|b| b.master_step() == Some(d.step))
+        else {
+            return Ok(());
+        };
+        b.master_log(&d.summary);
+        let why = (d.results != crate::model::BuildResult::Success).then(|| {
+            let name = d.results.name();
+            let line = d.summary.lines().find(|l| l.ends_with(name));
+            line.unwrap_or("").to_string()
+        });
+        if b.master_step_done(d.step, d.results, why) {
+            self.advance(d.buildid)?;
+        }
+        Ok(())
+    }
+
     fn stop_build(&mut self, id: BuildId, reason: &str) -> Result<()> {
         let Some(b) = self.builds.get_mut(&id) else {
             return Ok(());
         };
+        if let Some(step) = b.master_step() {
+            // A trigger step waiting: it ends now; the triggered builds go
+            // on (`master::chain`, module header).
+            let _ = b.request_stop(reason);
+            let _ = self.ctx.chain.send(ChainMsg::Forget { buildid: id });
+            b.master_log(&format!(
+                "stopped ({reason}) while waiting; the triggered builds go on\n"
+            ));
+            b.master_step_done(step, crate::model::BuildResult::Cancelled, None);
+            return self.advance(id);
+        }
         match b.request_stop(reason) {
             Some(msg) => self.send(&msg),
             // Between steps: nothing to interrupt, end it now.

@@ -1,0 +1,301 @@
+//! Chained builds (issue 20 point 3): the buildsets `trigger` steps make
+//! and wait for (`build_triggers`), those `dependent` schedulers start
+//! (`buildsets.upstream_buildsetid`), and the chain as pages and the API
+//! show it (triggered by, triggered).
+//!
+//! The database is the queue here too: a trigger step's buildsets and its
+//! `build_triggers` rows are one transaction, written before the step
+//! waits, so a master restart neither loses them nor, when the build is
+//! retried, makes them again ([`trigger_buildsets`] finds the rows of an
+//! earlier build of the same request); a dependent buildset is created only
+//! if none exists for its upstream buildset, checked in the transaction
+//! that creates it.
+
+use super::*;
+use crate::model::BuildResult;
+use anyhow::{anyhow, Result};
+use rusqlite::{params, OptionalExtension};
+
+/// One scheduler a trigger step starts: its name and its builders (from
+/// the live config).
+#[derive(Debug, Clone)]
+pub(crate) struct TriggerTarget {
+    pub scheduler: String,
+    pub builders: Vec<String>,
+}
+
+/// The buildsets step `step` of build `parent` waits for: those an earlier
+/// build of the same request made at that step (a retried build, e.g.
+/// after a master restart: nothing is triggered twice), else new ones,
+/// one per target, with `ss` and `props`. Both are recorded for `parent`.
+/// Returns the ids and whether they were made now.
+pub(crate) fn trigger_buildsets(
+    conn: &Tx,
+    parent: BuildId,
+    step: u32,
+    targets: &[TriggerTarget],
+    ss: &SourceStamp,
+    props: &Props,
+    reason: &str,
+) -> Result<(Vec<BuildsetId>, bool)> {
+    let earlier: Vec<BuildsetId> = conn
+        .raw
+        .prepare_cached(
+            "SELECT DISTINCT t.buildsetid FROM build_triggers t JOIN builds b USING (buildid)
+             WHERE b.buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)
+               AND t.step = ?2 AND t.buildid != ?1
+             ORDER BY t.buildsetid",
+        )?
+        .query_map(params![parent, step], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let made = earlier.is_empty();
+    let ids = if made {
+        let mut ids = Vec::with_capacity(targets.len());
+        for t in targets {
+            let mut props = props.clone();
+            props.insert(
+                "scheduler".into(),
+                (t.scheduler.clone().into(), "Scheduler".into()),
+            );
+            let (bsid, _) = create_buildset(
+                conn,
+                reason,
+                Some(&t.scheduler),
+                ss,
+                &props,
+                &[],
+                &t.builders,
+            )?;
+            ids.push(bsid);
+        }
+        ids
+    } else {
+        earlier
+    };
+    for bsid in &ids {
+        conn.raw
+            .prepare_cached(
+                "INSERT OR IGNORE INTO build_triggers(buildid, step, buildsetid) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![parent, step, bsid])?;
+    }
+    Ok((ids, made))
+}
+
+/// A build a trigger step started, as its log and the pages name it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Triggered {
+    pub buildsetid: BuildsetId,
+    pub builder: String,
+    /// Its newest build (None: still queued, or never built).
+    pub build: Option<(BuildId, i64)>,
+    /// The request's result once it is settled: for a request collapsed
+    /// into another build, that build's result (None until it ends).
+    pub results: Option<BuildResult>,
+}
+
+/// The requests of `buildsets`, with their builds and settled results.
+pub(crate) fn triggered(conn: &Conn, buildsets: &[BuildsetId]) -> Result<Vec<Triggered>> {
+    let mut out = vec![];
+    let mut st = conn.raw.prepare_cached(
+        "SELECT bl.name, br.complete, br.results, br.collapsed_into,
+                cb.complete_at IS NOT NULL, cb.results, cb.number,
+                (SELECT b.buildid FROM builds b WHERE b.buildrequestid = br.buildrequestid
+                   ORDER BY b.buildid DESC LIMIT 1) AS last
+         FROM buildrequests br JOIN builders bl USING (builderid)
+         LEFT JOIN builds cb ON cb.buildid = br.collapsed_into
+         WHERE br.buildsetid = ?1 ORDER BY br.buildrequestid",
+    )?;
+    for bsid in buildsets {
+        let rows = st.query_map([bsid], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, bool>(1)?,
+                result_col(r, 2, "buildrequests of buildset", bsid.0)?,
+                r.get::<_, Option<BuildId>>(3)?,
+                r.get::<_, Option<bool>>(4)?,
+                result_col(r, 5, "builds", r.get::<_, Option<i64>>(3)?.unwrap_or(0))?,
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<BuildId>>(7)?,
+            ))
+        })?;
+        for row in rows {
+            let (builder, complete, results, collapsed, c_done, c_results, c_number, last) = row?;
+            let (build, results) = match collapsed {
+                // Covered by another build: that one says how it went.
+                Some(cb) => (
+                    c_number.map(|n| (cb, n)),
+                    if c_done == Some(true) {
+                        c_results
+                    } else {
+                        None
+                    },
+                ),
+                None => {
+                    let build = match last {
+                        Some(b) => Some((b, build_number(conn, b)?)),
+                        None => None,
+                    };
+                    (build, if complete { results } else { None })
+                }
+            };
+            out.push(Triggered {
+                buildsetid: *bsid,
+                builder,
+                build,
+                results,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn build_number(conn: &Conn, b: BuildId) -> Result<i64> {
+    Ok(conn
+        .raw
+        .prepare_cached("SELECT number FROM builds WHERE buildid = ?1")?
+        .query_row([b], |r| r.get(0))?)
+}
+
+/// The buildsets `buildid`'s trigger steps made or wait for, by step.
+pub(crate) fn build_triggers(conn: &Conn, buildid: BuildId) -> Result<Vec<(u32, BuildsetId)>> {
+    let mut st = conn.raw.prepare_cached(
+        "SELECT step, buildsetid FROM build_triggers WHERE buildid = ?1 ORDER BY step, buildsetid",
+    )?;
+    let rows = st.query_map([buildid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The build whose trigger step made the buildset `buildid` came from
+/// (the first, when a retried build waited for it too): (buildid, builder,
+/// number). None for a build nobody triggered, or a pruned parent.
+pub(crate) fn triggered_by(
+    conn: &Conn,
+    buildid: BuildId,
+) -> Result<Option<(BuildId, String, i64)>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT p.buildid, bl.name, p.number
+             FROM builds b JOIN buildrequests br USING (buildrequestid)
+             JOIN build_triggers t ON t.buildsetid = br.buildsetid
+             JOIN builds p ON p.buildid = t.buildid
+             JOIN builders bl ON bl.builderid = p.builderid
+             WHERE b.buildid = ?1 ORDER BY p.buildid LIMIT 1",
+        )?
+        .query_row([buildid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?)
+}
+
+/// The newest buildset id (a dependent scheduler seen for the first time
+/// starts after it: no builds for history).
+pub(crate) fn last_buildset(conn: &Conn) -> Result<BuildsetId> {
+    Ok(conn
+        .raw
+        .prepare_cached("SELECT COALESCE(MAX(buildsetid), 0) FROM buildsets")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// An upstream scheduler's buildset after the mark: (id, complete, every
+/// request SUCCESS).
+pub(crate) fn upstream_buildsets(
+    conn: &Conn,
+    upstream: &str,
+    after: BuildsetId,
+    limit: i64,
+) -> Result<Vec<(BuildsetId, bool, bool)>> {
+    let mut st = conn.raw.prepare_cached(
+        "SELECT bs.buildsetid, bs.complete,
+                NOT EXISTS (SELECT 1 FROM buildrequests br WHERE br.buildsetid = bs.buildsetid
+                              AND (br.results IS NULL OR br.results != ?3))
+         FROM buildsets bs WHERE bs.buildsetid > ?1 AND bs.scheduler = ?2
+         ORDER BY bs.buildsetid LIMIT ?4",
+    )?;
+    let rows = st.query_map(params![after, upstream, BuildResult::Success, limit], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Starts dependent scheduler `scheduler`'s `builders` on the source stamp
+/// of the upstream buildset `upstream`, unless it did already. Returns the
+/// new buildset.
+pub(crate) fn start_dependent(
+    conn: &Tx,
+    scheduler: &str,
+    builders: &[String],
+    upstream: BuildsetId,
+) -> Result<Option<BuildsetId>> {
+    let done: bool = conn
+        .raw
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM buildsets
+               WHERE upstream_buildsetid = ?1 AND scheduler = ?2)",
+        )?
+        .query_row(params![upstream, scheduler], |r| r.get(0))?;
+    if done {
+        return Ok(None);
+    }
+    let (ss, up_name) = conn
+        .raw
+        .prepare_cached(
+            "SELECT branch, revision, repository, project, codebase, scheduler
+             FROM buildsets WHERE buildsetid = ?1",
+        )?
+        .query_row([upstream], |r| {
+            Ok((
+                SourceStamp {
+                    branch: r.get(0)?,
+                    revision: r.get(1)?,
+                    repository: r.get(2)?,
+                    project: r.get(3)?,
+                    codebase: r.get(4)?,
+                },
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })
+        .optional()?
+        .ok_or_else(|| anyhow!("upstream buildset {upstream} is gone"))?;
+    let changeids: Vec<ChangeId> = conn
+        .raw
+        .prepare_cached(
+            "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
+        )?
+        .query_map([upstream], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut props = Props::new();
+    props.insert(
+        "scheduler".into(),
+        (scheduler.to_string().into(), "Scheduler".into()),
+    );
+    let reason = format!(
+        "The dependent scheduler {scheduler:?}: buildset {upstream} of {:?} succeeded",
+        up_name.unwrap_or_default()
+    );
+    let (bsid, _) = create_buildset(
+        conn,
+        &reason,
+        Some(scheduler),
+        &ss,
+        &props,
+        &changeids,
+        builders,
+    )?;
+    conn.raw
+        .prepare_cached("UPDATE buildsets SET upstream_buildsetid = ?2 WHERE buildsetid = ?1")?
+        .execute(params![bsid, upstream])?;
+    Ok(Some(bsid))
+}
+
+/// Drops the `scheduler_state` value `name` of every scheduler not in
+/// `keep` (a dependent scheduler that left the config starts afresh if it
+/// comes back, rather than catching up on everything since).
+pub(crate) fn forget_state_except(conn: &Tx, name: &str, keep: &[String]) -> Result<()> {
+    conn.raw
+        .prepare_cached(
+            "DELETE FROM scheduler_state WHERE name = ?1
+               AND scheduler NOT IN (SELECT value FROM json_each(?2))",
+        )?
+        .execute(params![name, json(&keep)?])?;
+    Ok(())
+}
