@@ -666,7 +666,7 @@ impl Conn {
             let _ = b.request_stop(reason);
             let _ = self.ctx.chain.send(ChainMsg::Forget { buildid: id });
             b.master_log(&format!(
-                "stopped ({reason}) while waiting; the triggered builds go on\n"
+                "{reason}: the step ended while waiting; the triggered builds go on\n"
             ));
             b.master_step_done(step, crate::model::BuildResult::Cancelled, None);
             return self.advance(id);
