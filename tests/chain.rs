@@ -124,20 +124,12 @@ fn chain_setup() -> (Setup, Proc, (Proc, Proc), std::path::PathBuf) {
     (s, master, workers, gates)
 }
 
-/// Forces `builders` through force scheduler `scheduler` with `params`;
-/// returns the request id of the first.
+/// Forces `builder` through force scheduler `scheduler` with `params`;
+/// returns the request's id.
 fn force_chain(s: &Setup, scheduler: &str, builder: &str, params: Value) -> i64 {
     let mut params = params;
     params["builderNames"] = json!([builder]);
-    let (code, v) = rpc(
-        &s.url(&format!("/api/v2/forceschedulers/{scheduler}")),
-        Some(&basic()),
-        "force",
-        params,
-    );
-    assert_eq!(code, 200, "{v}");
-    let brid = v["result"][1].as_object().unwrap().values().next().unwrap();
-    brid.as_i64().unwrap()
+    force_request(s, scheduler, params)
 }
 
 /// The builds of `builder`, oldest first, with every property.

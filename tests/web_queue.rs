@@ -29,18 +29,7 @@ fn gated_with_deploy(test_body: &str, extra: &str) -> (Setup, std::path::PathBuf
 
 /// Forces `scheduler` over JSON-RPC as `USER`; returns the request id.
 fn force(s: &Setup, scheduler: &str, params: serde_json::Value) -> i64 {
-    let (code, v) = rpc(
-        &s.url(&format!("/api/v2/forceschedulers/{scheduler}")),
-        Some(&basic()),
-        "force",
-        params,
-    );
-    assert_eq!(code, 200, "{v}");
-    v["result"][1]
-        .as_object()
-        .and_then(|m| m.values().next())
-        .and_then(|v| v.as_i64())
-        .unwrap_or_else(|| panic!("no request in {v}"))
+    force_request(s, scheduler, params)
 }
 
 fn page(s: &Setup, path: &str) -> String {

@@ -243,26 +243,11 @@ pub(crate) fn start_dependent(
              FROM buildsets WHERE buildsetid = ?1",
         )?
         .query_row([upstream], |r| {
-            Ok((
-                SourceStamp {
-                    branch: r.get(0)?,
-                    revision: r.get(1)?,
-                    repository: r.get(2)?,
-                    project: r.get(3)?,
-                    codebase: r.get(4)?,
-                },
-                r.get::<_, Option<String>>(5)?,
-            ))
+            Ok((source_stamp_at(r, 0)?, r.get::<_, Option<String>>(5)?))
         })
         .optional()?
         .ok_or_else(|| anyhow!("upstream buildset {upstream} is gone"))?;
-    let changeids: Vec<ChangeId> = conn
-        .raw
-        .prepare_cached(
-            "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
-        )?
-        .query_map([upstream], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let changeids = buildset_changeids(conn, upstream)?;
     let mut props = Props::new();
     props.insert(
         "scheduler".into(),

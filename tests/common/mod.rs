@@ -1500,6 +1500,23 @@ pub fn rpc(
     (code, v)
 }
 
+/// Forces `scheduler` over JSON-RPC as `USER` (`params`: the form's
+/// fields, `builderNames`); returns the first request's id.
+pub fn force_request(s: &Setup, scheduler: &str, params: serde_json::Value) -> i64 {
+    let (code, v) = rpc(
+        &s.url(&format!("/api/v2/forceschedulers/{scheduler}")),
+        Some(&basic()),
+        "force",
+        params,
+    );
+    assert_eq!(code, 200, "{v}");
+    v["result"][1]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|v| v.as_i64())
+        .unwrap_or_else(|| panic!("no request in {v}"))
+}
+
 /// master.cfg lines for a `deploy` force scheduler on `builder` with a
 /// string parameter `version`.
 pub fn deploy_cfg(builder: &str) -> String {
