@@ -6,7 +6,8 @@
 //! build no longer waits), watches build ends on the event hub (a
 //! `subscribe` subscription, with a one-second tick as the safety net for
 //! missed events and for requests cancelled from the queue, which end no
-//! build), answers each waiting step with a [`TriggerDone`] on the channel
+//! build; only while a step waits or a dependent scheduler is configured),
+//! answers each waiting step with a [`TriggerDone`] on the channel
 //! its connection gave, and starts dependent schedulers' buildsets, then
 //! sends `BotMsg::RequestsAdded`.
 //!
@@ -42,7 +43,7 @@ use crate::master::build::{interpolate, worst, BuildJob, GOT_REVISION_SOURCE};
 use crate::master::events::{Event, Hub};
 use crate::model::{BuildId, BuildResult, BuildsetId};
 use anyhow::{anyhow, Result};
-use crossbeam_channel::{select, tick, Sender};
+use crossbeam_channel::{after, never, select, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,10 @@ pub(crate) enum ChainMsg {
     Forget {
         buildid: BuildId,
     },
+    /// The config changed (read it from the `LiveConfig`): a dependent
+    /// scheduler seen for the first time starts after the buildsets that
+    /// exist now, not after the next build's end.
+    Reconfig,
     Shutdown,
 }
 
@@ -215,11 +220,13 @@ pub(crate) fn spawn(
                 waits: vec![],
                 tidied: None,
             };
-            let ticker = tick(TICK);
             // At once: a dependent scheduler seen for the first time
             // starts after the buildsets that exist now.
             c.pass();
             loop {
+                // An idle master with nothing chained never wakes this
+                // thread but for build ends.
+                let ticker = if c.busy() { after(TICK) } else { never() };
                 select! {
                     recv(rx) -> m => match m {
                         Ok(m) => if !c.handle(m) { break },
@@ -252,6 +259,18 @@ struct Chain {
 }
 
 impl Chain {
+    /// Whether something may be due without an event: a step waits, or a
+    /// dependent scheduler is configured.
+    fn busy(&self) -> bool {
+        !self.waits.is_empty()
+            || self
+                .cfg
+                .current()
+                .schedulers
+                .iter()
+                .any(|s| s.kind.upstream().is_some())
+    }
+
     /// false: shut down.
     fn handle(&mut self, m: ChainMsg) -> bool {
         match m {
@@ -267,6 +286,7 @@ impl Chain {
                 reply,
             }),
             ChainMsg::Forget { buildid } => self.waits.retain(|w| w.buildid != buildid),
+            ChainMsg::Reconfig => {}
             ChainMsg::Shutdown => return false,
         }
         true

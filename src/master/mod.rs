@@ -7,7 +7,7 @@
 //! the threads (store writer, HTTP pool, botmaster, scheduler, chain, worker
 //! listener, janitor, dbwatch; reporters and poller only while
 //! `master.cfg` has reporters or change sources) and then reads signals itself (`daemon::signal_set`): SIGHUP
-//! re-reads `master.cfg` (`SchedMsg`, `BotMsg`, `ReporterMsg` and
+//! re-reads `master.cfg` (`SchedMsg`, `BotMsg`, `ChainMsg`, `ReporterMsg` and
 //! `PollerMsg::Reconfig`, or starts/stops the reporters and poller threads),
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
 //! re-queued), SIGUSR1 stops after the running builds finish.
@@ -293,6 +293,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                     &Peers {
                         sched: &sched_tx,
                         bot: &bot_tx,
+                        chain: &chain_tx,
                         bound: &bound,
                     },
                     &mut on_demand,
@@ -402,6 +403,7 @@ fn spawn_dbwatch(store: Store) -> Result<Sender<()>> {
 struct Peers<'a> {
     sched: &'a crossbeam_channel::Sender<SchedMsg>,
     bot: &'a crossbeam_channel::Sender<BotMsg>,
+    chain: &'a crossbeam_channel::Sender<chain::ChainMsg>,
     bound: &'a Bound,
 }
 
@@ -592,6 +594,7 @@ fn apply_reconfig(
     shared.replace(new.clone());
     let _ = peers.sched.send(SchedMsg::Reconfig(new.clone()));
     let _ = peers.bot.send(BotMsg::Reconfig(new.clone()));
+    let _ = peers.chain.send(chain::ChainMsg::Reconfig);
     if let Err(e) = on_demand.apply(&new) {
         log::error!("reconfig: {e:#}");
     }
