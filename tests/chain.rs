@@ -7,6 +7,8 @@
 //! succeeded, and the chain shown both ways on the pages and in the API.
 
 use crate::common::*;
+use minibot::model::BuildId;
+use minibot::protocol::{FromWorker, ToWorker};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -162,6 +164,18 @@ fn step_named(s: &Setup, buildid: i64, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no step {name} in build {buildid}"))
 }
 
+/// Waits until the first build of `builder`'s trigger step (named
+/// "trigger") waits for its builds; returns the build's id.
+fn waiting_build(s: &Setup, builder: &str) -> i64 {
+    wait_for(&format!("{builder}'s trigger step waiting"), LONG, || {
+        let b = builds_of(s, builder).into_iter().next()?;
+        let id = b["buildid"].as_i64()?;
+        let log = steps_of(s, id).first().map(|_| s.step_log(id, "trigger"))?;
+        log.contains("waiting for the triggered builds")
+            .then_some(id)
+    })
+}
+
 const SUCCESS: i64 = 0;
 const FAILURE: i64 = 2;
 const RETRY: i64 = 5;
@@ -284,15 +298,7 @@ fn without_wait_the_step_succeeds_at_once_and_a_stop_while_waiting_cancels_only_
     // With wait: a stop ends the waiting step (and the build) cancelled;
     // the build it triggered is not stopped.
     force_chain(&s, "start", "waiter", json!({}));
-    let waiter = wait_for("the waiter's trigger step waiting", LONG, || {
-        let b = builds_of(&s, "waiter").into_iter().next()?;
-        let id = b["buildid"].as_i64()?;
-        let log = steps_of(&s, id)
-            .first()
-            .map(|_| s.step_log(id, "trigger"))?;
-        log.contains("waiting for the triggered builds")
-            .then_some(id)
-    });
+    let waiter = waiting_build(&s, "waiter");
     let (code, v) = rpc(
         &s.url(&format!("/api/v2/builds/{waiter}")),
         Some(&basic()),
@@ -400,4 +406,51 @@ fn a_dependent_scheduler_fires_only_after_its_upstream_succeeded() {
         "SELECT max(buildsetid) FROM buildsets WHERE scheduler = 'up'",
     );
     assert_eq!(rows, [format!("{} {}", s.head, up2[0])]);
+}
+
+/// A step the master runs is the master's: a worker (here the test,
+/// logged in as the waiting build's worker) that reports the trigger
+/// step's end or writes into its log changes nothing.
+#[test]
+fn a_worker_can_neither_end_nor_write_into_a_step_the_master_runs() {
+    let s = Setup::new(PASSING_TEST, "");
+    let (gates, script) = s.gates(1);
+    let repo = s.repo.clone();
+    s.edit_cfg(|t| t + &chain_cfg(&repo, &script, &gates));
+    add_user(&s.master, USER, PASSWORD);
+    let _master = s.start_master();
+    let _real = s.start_worker("second-worker", WORKER2_PW);
+    s.wait_connected("second-worker");
+    let mut w = RawWorker::connect(&s);
+    assert!(matches!(
+        w.auth("example-worker", WORKER_PW),
+        ToWorker::Welcome { .. }
+    ));
+    force_chain(&s, "start", "waiter", json!({}));
+    let id = waiting_build(&s, "waiter");
+    w.send(&FromWorker::Log {
+        build_id: BuildId(id),
+        step: 0,
+        stream: "o".into(),
+        data: "forged output\n".into(),
+    });
+    w.send(&FromWorker::StepDone {
+        build_id: BuildId(id),
+        step: 0,
+        exit_code: Some(0),
+        interrupted: false,
+        timed_out: false,
+        reason: None,
+    });
+    // Frames are handled in order: the answer to this Ping comes after.
+    w.send(&FromWorker::Ping);
+    assert!(matches!(w.next(), Some(ToWorker::Pong)));
+    let step = step_named(&s, id, "trigger");
+    assert_eq!(step["complete"], false, "{step}");
+    std::fs::write(gates.join("gate-0"), "").unwrap();
+    let done = s.wait_build(id, LONG);
+    assert_eq!(done["results"], SUCCESS, "{done}");
+    let log = s.step_log(id, "trigger");
+    assert!(!log.contains("forged output"), "{log}");
+    assert!(log.contains("gated #1: success"), "{log}");
 }
