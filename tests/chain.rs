@@ -454,3 +454,36 @@ fn a_worker_can_neither_end_nor_write_into_a_step_the_master_runs() {
     assert!(!log.contains("forged output"), "{log}");
     assert!(log.contains("gated #1: success"), "{log}");
 }
+
+/// `minibot stop --clean` starts no new builds, except those a running
+/// build's trigger step waits for: the waiting build ends, then the master.
+#[test]
+fn a_clean_stop_still_runs_the_builds_a_waiting_step_needs() {
+    let (s, mut master, _workers, gates) = chain_setup();
+    // The gated builder's one worker is busy with a build that is not
+    // waited for; the waiter's triggered build queues behind it.
+    force_chain(&s, "start", "nowait", json!({}));
+    assert_eq!(wait_done(&s, "nowait", 1)["results"], SUCCESS);
+    force_chain(&s, "start", "waiter", json!({}));
+    let waiter = waiting_build(&s, "waiter");
+    master.signal(libc::SIGUSR1);
+    s.wait_status("the master draining", |st| {
+        (st.state == MasterState::Draining).then_some(())
+    });
+    std::fs::write(gates.join("gate-0"), "").unwrap();
+    assert!(
+        master.wait_exit(LONG).is_some(),
+        "the clean stop ended once the waiting build had"
+    );
+    let rows: Vec<String> = db_query(
+        &s.master,
+        "SELECT bl.name || ' ' || b.number || ' ' || b.results FROM builds b
+         JOIN builders bl USING (builderid) ORDER BY b.buildid",
+    );
+    assert_eq!(rows, ["nowait 1 0", "gated 1 0", "waiter 1 0", "gated 2 0"]);
+    let w: Vec<i64> = db_query(
+        &s.master,
+        &format!("SELECT results FROM builds WHERE buildid = {waiter}"),
+    );
+    assert_eq!(w, [SUCCESS]);
+}

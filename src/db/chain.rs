@@ -284,3 +284,16 @@ pub(crate) fn forget_state_except(conn: &Tx, name: &str, keep: &[String]) -> Res
         .execute(params![name, json(&keep)?])?;
     Ok(())
 }
+
+/// Queued requests that a running build's trigger step waits for: a clean
+/// stop still starts these, or the waiting build would never end.
+pub(crate) fn awaited_requests(conn: &Conn) -> Result<std::collections::HashSet<RequestId>> {
+    let mut st = conn.raw.prepare_cached(
+        "SELECT br.buildrequestid FROM build_triggers t
+         JOIN builds b ON b.buildid = t.buildid AND b.complete_at IS NULL
+         JOIN buildrequests br ON br.buildsetid = t.buildsetid
+         WHERE br.complete = 0 AND br.claimed_at IS NULL",
+    )?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
