@@ -202,6 +202,10 @@ fn a_waiting_trigger_passes_on_source_and_properties_and_takes_the_result() {
         "{trigger} {child}"
     );
     assert_eq!(step_named(&s, pid, "after-trigger")["results"], SUCCESS);
+    eprintln!(
+        "child #1 ended at {}, the parent's waiting step at {} (Unix seconds)",
+        child["complete_at"], trigger["complete_at"]
+    );
     // Properties: the chosen ones, source "Trigger"; a missing one is
     // not invented.
     let props = &child["properties"];
@@ -322,6 +326,15 @@ fn without_wait_the_step_succeeds_at_once_and_a_stop_while_waiting_cancels_only_
             "SELECT count(*) FROM buildsets WHERE scheduler = 'slow'"
         )[0],
         2
+    );
+    // The stopped build's page lists the build it triggered, still queued.
+    let (_, page) = curl(&[&s.url("/builders/waiter/builds/1")]);
+    let list = page.split("<ul id=\"triggered\">").nth(1).unwrap_or("");
+    assert!(
+        list.starts_with(
+            "<li><a href=\"/builders/gated\">gated</a> <span class=\"muted\">queued</span>"
+        ),
+        "{page}"
     );
     // Both triggered builds still run to their end once the gate opens.
     std::fs::write(gates.join("gate-0"), "").unwrap();
