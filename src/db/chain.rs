@@ -297,3 +297,86 @@ pub(crate) fn awaited_requests(conn: &Conn) -> Result<std::collections::HashSet<
     let rows = st.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_build_waits_for_the_same_buildsets_and_collapsed_requests_count_their_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        create(&path).unwrap();
+        let conn = open_admin(&path).unwrap();
+        conn.sql()
+            .execute_batch(
+                "INSERT INTO builders (builderid, name) VALUES (1, 'parent'), (2, 'child');
+                 INSERT INTO buildsets (buildsetid, reason, submitted_at) VALUES (1, 'force', 0);
+                 INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at,
+                     claimed_at) VALUES (1, 1, 1, 0, 1);
+                 INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at,
+                     complete_at, results) VALUES (1, 1, 1, 1, 0, 5, 5);
+                 INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at)
+                     VALUES (2, 2, 1, 1, 6);",
+            )
+            .unwrap();
+        let targets = [TriggerTarget {
+            scheduler: "t".into(),
+            builders: vec!["child".into()],
+        }];
+        let ss = SourceStamp::default();
+        let trigger = |b: i64| {
+            trigger_buildsets(&conn, BuildId(b), 1, &targets, &ss, &Props::new(), "r").unwrap()
+        };
+        // Build 1 triggers; build 2, its request's retry, waits for the same.
+        let (ids, made) = trigger(1);
+        assert!(made);
+        assert_eq!(trigger(2), (ids.clone(), false));
+        assert_eq!(build_triggers(&conn, BuildId(2)).unwrap(), [(1, ids[0])]);
+        assert_eq!(trigger(2), (ids.clone(), false), "idempotent");
+        let queued = triggered(&conn, &ids).unwrap();
+        assert_eq!(
+            (queued.len(), queued[0].build, queued[0].results),
+            (1, None, None)
+        );
+        // Its request collapsed into child #1 (another request's build):
+        // that build's result counts, once it has one.
+        conn.sql()
+            .execute_batch(
+                "INSERT INTO buildsets (buildsetid, reason, submitted_at) VALUES (9, 'other', 0);
+                 INSERT INTO buildrequests (buildrequestid, buildsetid, builderid, submitted_at,
+                     claimed_at) VALUES (9, 9, 2, 0, 1);
+                 INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at)
+                     VALUES (3, 1, 2, 9, 7);",
+            )
+            .unwrap();
+        conn.sql()
+            .execute(
+                "UPDATE buildrequests SET complete = 1, results = 3, collapsed_into = 3
+                 WHERE buildsetid = ?1",
+                [ids[0]],
+            )
+            .unwrap();
+        let t = &triggered(&conn, &ids).unwrap()[0];
+        assert_eq!((t.build, t.results), (Some((BuildId(3), 1)), None));
+        conn.sql()
+            .execute_batch("UPDATE builds SET complete_at = 9, results = 2 WHERE buildid = 3")
+            .unwrap();
+        let t = &triggered(&conn, &ids).unwrap()[0];
+        assert_eq!(t.results, Some(BuildResult::Failure));
+        // The chain both ways: child #1's buildset is not a triggered one;
+        // a build of the triggered buildset names build 1.
+        assert_eq!(triggered_by(&conn, BuildId(3)).unwrap(), None);
+        conn.sql()
+            .execute(
+                "INSERT INTO builds (buildid, number, builderid, buildrequestid, started_at)
+                 SELECT 4, 2, 2, buildrequestid, 8 FROM buildrequests WHERE buildsetid = ?1",
+                [ids[0]],
+            )
+            .unwrap();
+        assert_eq!(
+            triggered_by(&conn, BuildId(4)).unwrap(),
+            Some((BuildId(1), "parent".to_string(), 1))
+        );
+    }
+}
