@@ -500,3 +500,36 @@ fn a_clean_stop_still_runs_the_builds_a_waiting_step_needs() {
     );
     assert_eq!(w, [SUCCESS]);
 }
+
+/// A dependent scheduler added by a reconfig follows its upstream from
+/// then on (the chain thread is told; it does not wait for a build's end
+/// to look, and builds nothing for the history).
+#[test]
+fn a_dependent_scheduler_added_by_reconfig_follows_from_then_on() {
+    let (s, _master, _workers, _gates) = chain_setup();
+    force_chain(&s, "up", "up", json!({ "version": "before" }));
+    assert_eq!(wait_done(&s, "up", 1)["results"], SUCCESS);
+    s.edit_cfg(|t| {
+        t + "[[schedulers]]\nname = \"later\"\ntype = \"dependent\"\nupstream = \"up\"\n\
+             builders = [\"child\"]\n"
+    });
+    let out = run_ok(MINIBOT, &["reconfig", s.master.to_str().unwrap()]);
+    assert!(out.contains("reconfig: done"), "{out}");
+    force_chain(&s, "up", "up", json!({ "version": "after" }));
+    assert_eq!(wait_done(&s, "up", 2)["results"], SUCCESS);
+    let child = wait_done(&s, "child", 1);
+    assert_eq!(
+        child["properties"]["scheduler"],
+        json!(["later", "Scheduler"])
+    );
+    let later: Vec<i64> = db_query(
+        &s.master,
+        "SELECT u.buildsetid FROM buildsets d JOIN buildsets u
+           ON u.buildsetid = d.upstream_buildsetid WHERE d.scheduler = 'later'",
+    );
+    let up2: Vec<i64> = db_query(
+        &s.master,
+        "SELECT max(buildsetid) FROM buildsets WHERE scheduler = 'up'",
+    );
+    assert_eq!(later, up2, "only the upstream buildset after the reconfig");
+}
