@@ -16,15 +16,16 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(90);
 
 /// The chain builders: `parent` triggers `child` and waits; `nowait`
-/// triggers the gated build without waiting, `waiter` with; `up` is the
-/// upstream of the dependent `after`.
+/// triggers the gated build without waiting, `waiter` with; `late` passes
+/// the gate before it triggers `child`; `up` is the upstream of the
+/// dependent `after`.
 fn chain_cfg(repo: &Path, gated: &Path, gates: &Path) -> String {
     format!(
         r#"
 [[schedulers]]
 name = "start"
 type = "force"
-builders = ["parent", "nowait", "waiter"]
+builders = ["parent", "nowait", "waiter", "late"]
 [[schedulers.properties]]
 name = "version"
 type = "string"
@@ -92,6 +93,16 @@ workers = ["second-worker"]
 type = "shell"
 name = "gated"
 command = ["/usr/bin/python3", "-u", "{gated}", "{gates}"]
+[[builders]]
+name = "late"
+workers = ["example-worker"]
+[[builders.steps]]
+type = "shell"
+name = "gated"
+command = ["/usr/bin/python3", "-u", "{gated}", "{gates}"]
+[[builders.steps]]
+type = "trigger"
+schedulers = ["child"]
 [[builders]]
 name = "up"
 workers = ["example-worker"]
@@ -532,4 +543,34 @@ fn a_dependent_scheduler_added_by_reconfig_follows_from_then_on() {
         "SELECT max(buildsetid) FROM buildsets WHERE scheduler = 'up'",
     );
     assert_eq!(later, up2, "only the upstream buildset after the reconfig");
+}
+
+/// A running build keeps the steps it started with; a trigger step whose
+/// scheduler a reconfig took away ends EXCEPTION, saying why.
+#[test]
+fn a_trigger_step_whose_scheduler_was_reconfigured_away_ends_exception() {
+    let (s, _master, _workers, gates) = chain_setup();
+    force_chain(&s, "start", "late", json!({}));
+    wait_for("the late build at its gate", LONG, || {
+        gates.join("pids").exists().then_some(())
+    });
+    s.edit_cfg(|t| {
+        t.replace("schedulers = [\"child\"]", "schedulers = [\"child2\"]")
+            .replace(
+                "name = \"child\"\ntype = \"triggerable\"",
+                "name = \"child2\"\ntype = \"triggerable\"",
+            )
+    });
+    let out = run_ok(MINIBOT, &["reconfig", s.master.to_str().unwrap()]);
+    assert!(out.contains("reconfig: done"), "{out}");
+    std::fs::write(gates.join("gate-0"), "").unwrap();
+    let late = wait_done(&s, "late", 1);
+    assert_eq!(late["results"], 4, "EXCEPTION: {late}");
+    let id = late["buildid"].as_i64().unwrap();
+    let log = s.step_log(id, "trigger");
+    assert!(
+        log.contains("no triggerable scheduler named \"child\" in the config now"),
+        "{log}"
+    );
+    assert!(builds_of(&s, "child").is_empty());
 }

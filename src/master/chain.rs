@@ -88,6 +88,18 @@ pub(crate) struct TriggerDone {
     pub summary: String,
 }
 
+/// Why a trigger step could not start.
+#[derive(Debug)]
+pub(crate) enum TriggerFailed {
+    /// A named scheduler is no triggerable one now (reconfigured away):
+    /// the step ends EXCEPTION.
+    Config(String),
+    /// The database refused the buildsets (nothing of them is stored), or
+    /// the master is stopping: the build ends RETRY and is queued again, as
+    /// when any step cannot be recorded (its retry finds what was stored).
+    Retry(anyhow::Error),
+}
+
 /// What [`start_trigger`] did.
 pub(crate) enum Started {
     /// The step is over (no `wait`): its result.
@@ -108,8 +120,7 @@ pub(crate) struct ChainCtx {
 /// Runs trigger step `step` of `job` up to its wait: stores the buildsets
 /// (or finds those an earlier build of the request made), nudges the
 /// botmaster, and registers the wait. `log` gets the lines for the step's
-/// log. Err: the step cannot run (a scheduler reconfigured away, the
-/// database refused), which ends it EXCEPTION.
+/// log.
 pub(crate) fn start_trigger(
     ctx: &ChainCtx,
     job: &BuildJob,
@@ -117,7 +128,7 @@ pub(crate) fn start_trigger(
     t: &Trigger,
     reply: &Sender<TriggerDone>,
     log: &mut dyn FnMut(&str),
-) -> Result<Started> {
+) -> Result<Started, TriggerFailed> {
     let cfg = ctx.cfg.current();
     let targets = t
         .schedulers
@@ -127,17 +138,18 @@ pub(crate) fn start_trigger(
                 scheduler: name.clone(),
                 builders: s.builders.clone(),
             }),
-            _ => Err(anyhow!(
+            _ => Err(TriggerFailed::Config(format!(
                 "no triggerable scheduler named {name:?} in the config now (reconfigured?)"
-            )),
+            ))),
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let (ss, props) = passed_on(job, t);
     let reason = format!("Triggered by {} #{}", job.builder.name, job.number);
     let (parent, targets2) = (job.buildid, targets.clone());
     let (ids, made) = ctx
         .store
-        .write(move |c| db::trigger_buildsets(c, parent, step, &targets2, &ss, &props, &reason))?;
+        .write(move |c| db::trigger_buildsets(c, parent, step, &targets2, &ss, &props, &reason))
+        .map_err(TriggerFailed::Retry)?;
     if made {
         let _ = ctx.bot.send(BotMsg::RequestsAdded);
         for (target, bsid) in targets.iter().zip(&ids) {
@@ -165,7 +177,7 @@ pub(crate) fn start_trigger(
             buildsets: ids,
             reply: reply.clone(),
         })
-        .map_err(|_| anyhow!("the master is shutting down"))?;
+        .map_err(|_| TriggerFailed::Retry(anyhow!("the master is shutting down")))?;
     Ok(Started::Waiting)
 }
 

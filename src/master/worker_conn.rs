@@ -25,7 +25,7 @@ use crate::db::{self, Store};
 use crate::master::auth::{LoginLimits, Trust};
 use crate::master::botmaster::{BotMsg, ConnCmd, Connected};
 use crate::master::build::{BuildJob, Next, RunningBuild};
-use crate::master::chain::{self, ChainCtx, ChainMsg, Started, TriggerDone};
+use crate::master::chain::{self, ChainCtx, ChainMsg, Started, TriggerDone, TriggerFailed};
 use crate::master::events::Hub;
 use crate::master::status::{self, Refusal};
 use crate::model::BuildId;
@@ -588,9 +588,16 @@ impl Conn {
                         Ok(Started::Done(r)) => {
                             b.master_step_done(step, r, None);
                         }
-                        Err(e) => {
-                            b.master_log(&format!("{e:#}\n"));
+                        Err(TriggerFailed::Config(why)) => {
+                            b.master_log(&format!("{why}\n"));
                             b.master_step_done(step, crate::model::BuildResult::Exception, None);
+                        }
+                        Err(TriggerFailed::Retry(e)) => {
+                            log::error!("build {id}: trigger step: {e:#}");
+                            b.master_log(&format!("{e:#}\n"));
+                            b.master_step_done(step, crate::model::BuildResult::Retry, None);
+                            b.cut_short(&format!("the trigger step could not start: {e:#}"));
+                            break;
                         }
                     }
                     // The next step, in this loop.
