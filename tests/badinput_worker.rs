@@ -5,58 +5,12 @@
 //! wire protocol (`minibot::protocol`), so it can send what a real worker
 //! never would.
 
+use crate::common::RawWorker as Raw;
 use crate::common::*;
 use minibot::model::BuildId;
 use minibot::protocol::{self, FromWorker, ToWorker};
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// A raw connection to the worker port that has read the master's Hello.
-struct Raw {
-    stream: TcpStream,
-    nonce: String,
-}
-
-impl Raw {
-    fn connect(s: &Setup) -> Raw {
-        let mut stream = TcpStream::connect(("127.0.0.1", s.wport())).expect("worker port");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let hello: ToWorker = protocol::read_frame(&mut stream).unwrap().expect("hello");
-        let ToWorker::Hello { nonce, .. } = hello else {
-            panic!("expected Hello, got {hello:?}")
-        };
-        Raw { stream, nonce }
-    }
-
-    /// Sends Auth for `name` with `password`; returns the master's answer.
-    fn auth(&mut self, name: &str, password: &str) -> ToWorker {
-        send_worker_auth(&mut self.stream, &self.nonce, name, password);
-        self.next().expect("an answer to Auth")
-    }
-
-    /// The next frame other than Ping (answered), or None once closed.
-    fn next(&mut self) -> Option<ToWorker> {
-        loop {
-            match protocol::read_frame::<_, ToWorker>(&mut self.stream) {
-                Ok(Some(ToWorker::Ping)) => self.send(&FromWorker::Pong),
-                Ok(m) => return m,
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn send(&mut self, m: &FromWorker) {
-        protocol::write_frame(&mut self.stream, m).unwrap();
-    }
-
-    /// Everything the master sends until it closes the connection.
-    fn rest(&mut self) -> Vec<ToWorker> {
-        std::iter::from_fn(|| self.next()).collect()
-    }
-}
 
 /// A master, the test logged in as `example-worker`, and a push queued
 /// for it (the master's first RunStep is on its way).

@@ -13,6 +13,7 @@ mod common;
 
 mod badinput_http;
 mod badinput_worker;
+mod chain;
 mod cli;
 mod faults_db;
 mod faults_reporters;

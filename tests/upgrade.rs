@@ -14,12 +14,17 @@ use crate::common::*;
 use std::time::Duration;
 
 /// The schema version of this minibot (`db::SCHEMA_VERSION`).
-const CURRENT: i64 = 8;
+const CURRENT: i64 = 9;
 
 /// `(v, sql)`: `sql` takes a database at version `v` back to version
 /// `v - 1`. Versions 1 and 2 made the tables every build uses, so version
 /// 2's database is the oldest made here.
 const UNDO: &[(i64, &str)] = &[
+    (
+        9,
+        "DROP TABLE build_triggers; DROP INDEX buildsets_upstream; \
+         ALTER TABLE buildsets DROP COLUMN upstream_buildsetid;",
+    ),
     (8, "DROP TABLE build_locks;"),
     (
         7,

@@ -29,6 +29,9 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let workers = lower_workers(cfg.workers, p);
     let builder_names: Vec<String> = cfg.builders.iter().filter_map(|b| b.name.clone()).collect();
     let builder_names: Vec<&str> = builder_names.iter().map(String::as_str).collect();
+    let scheduler_names: Vec<Option<String>> =
+        cfg.schedulers.iter().map(|s| s.name.clone()).collect();
+    let builder_list: Vec<Option<String>> = cfg.builders.iter().map(|b| b.name.clone()).collect();
     let schedulers = lower_schedulers(cfg.schedulers, &builder_names, p);
     let worker_names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
     let secrets_dir = lower_secrets(cfg.secrets.as_ref(), p);
@@ -39,6 +42,7 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let builders = lower_builders(cfg.builders, &worker_names, &lock_names, p);
     locks::check_deadlocks(&builders, p);
     let reporters = lower_reporters(cfg.reporters, &builder_names, p);
+    super::chains::check(&schedulers, &builders, &scheduler_names, &builder_list, p);
     let change_source = lower_change_sources(cfg.change_source, p);
     check_janitor(&cfg.janitor, p);
     check_logging(&cfg.logging, p);
@@ -320,12 +324,14 @@ fn lower_workers(workers: Vec<raw::WorkerCfg>, p: &mut Problems) -> Vec<WorkerCf
 // Schedulers
 
 /// The scheduler `type`s, in the order the messages list them.
-const SCHEDULER_KINDS: [&str; 5] = [
+const SCHEDULER_KINDS: [&str; 7] = [
     "single_branch",
     "any_branch",
     "force",
     "periodic",
     "nightly",
+    "triggerable",
+    "dependent",
 ];
 
 fn lower_schedulers(
@@ -533,6 +539,19 @@ fn take_scheduler_kind(
                 filter,
             }))
         }
+        "triggerable" => Some(SchedulerKind::Triggerable),
+        "dependent" => {
+            let upstream = s.upstream.take().filter(|u| !u.is_empty());
+            if upstream.is_none() {
+                p.add(
+                    &format!("{at}.upstream"),
+                    "required for a dependent scheduler (the name of another scheduler)",
+                );
+            }
+            Some(SchedulerKind::Dependent {
+                upstream: upstream.unwrap_or_default(),
+            })
+        }
         other => {
             p.add(
                 &format!("{at}.type"),
@@ -570,6 +589,7 @@ impl raw::SchedulerCfg {
             reason,
             button_name,
             properties,
+            upstream,
         } = self;
         [
             ("branch", branch.is_some()),
@@ -589,6 +609,7 @@ impl raw::SchedulerCfg {
             ("reason", reason.is_some()),
             ("button_name", button_name.is_some()),
             ("properties", !properties.is_empty()),
+            ("upstream", upstream.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -895,10 +916,25 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
                 regex,
             }
         }
+        "trigger" => {
+            let schedulers = s.schedulers.take().unwrap_or_default();
+            if schedulers.is_empty() {
+                p.add(
+                    &format!("{at}.schedulers"),
+                    "required for a trigger step (names of triggerable schedulers)",
+                );
+            }
+            StepKind::Trigger(Trigger {
+                schedulers,
+                wait: s.wait.take().unwrap_or(false),
+                set_properties: s.set_properties.take().unwrap_or_default(),
+                copy_properties: s.copy_properties.take().unwrap_or_default(),
+            })
+        }
         other => {
             p.add(
                 &format!("{at}.type"),
-                format_args!("{other:?} is not one of \"git\", \"shell\", \"set_property\""),
+                format_args!("{other:?} is not one of \"git\", \"shell\", \"set_property\", \"trigger\""),
             );
             return None;
         }
@@ -914,6 +950,10 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
             ("branch", s.branch.is_some(), ""),
             ("property", s.property.is_some(), ""),
             ("regex", s.regex.is_some(), ""),
+            ("schedulers", s.schedulers.is_some(), ""),
+            ("wait", s.wait.is_some(), ""),
+            ("set_properties", s.set_properties.is_some(), ""),
+            ("copy_properties", s.copy_properties.is_some(), ""),
         ],
         p,
     );
@@ -1076,6 +1116,7 @@ pub(super) fn display_name(name: Option<&str>, kind: &StepKind, index: usize) ->
         // Buildbot's SetPropertyFromCommand is "setproperty"; its command's
         // first word ("git" of `git describe`) would pass for another step.
         StepKind::SetProperty { .. } => return "set_property".to_string(),
+        StepKind::Trigger(_) => return "trigger".to_string(),
         StepKind::Shell {
             command: Command::Argv(argv),
             ..

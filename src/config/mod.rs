@@ -29,6 +29,7 @@
 //! errors, and it is where required keys, defaults and kinds are handled.
 
 mod interpolate;
+mod chains;
 mod live;
 mod locks;
 mod lower;

@@ -219,6 +219,14 @@ pub(crate) enum SchedulerKind {
     },
     /// At set times, local time (Buildbot's Nightly).
     Nightly(Nightly),
+    /// Started only by `trigger` steps of other builds (Buildbot's
+    /// Triggerable): the triggering build's source stamp and the chosen
+    /// properties (`master::chain`).
+    Triggerable,
+    /// Starts its builders with the source stamp of each buildset of the
+    /// `upstream` scheduler that completed with every build SUCCESS
+    /// (Buildbot's Dependent; `master::chain`).
+    Dependent { upstream: String },
 }
 
 impl SchedulerKind {
@@ -230,6 +238,8 @@ impl SchedulerKind {
             SchedulerKind::Force(_) => "force",
             SchedulerKind::Periodic { .. } => "periodic",
             SchedulerKind::Nightly(_) => "nightly",
+            SchedulerKind::Triggerable => "triggerable",
+            SchedulerKind::Dependent { .. } => "dependent",
         }
     }
 
@@ -245,7 +255,9 @@ impl SchedulerKind {
             } => Some(*tree_stable_timer),
             SchedulerKind::Force(_)
             | SchedulerKind::Periodic { .. }
-            | SchedulerKind::Nightly(_) => None,
+            | SchedulerKind::Nightly(_)
+            | SchedulerKind::Triggerable
+            | SchedulerKind::Dependent { .. } => None,
         }
     }
 
@@ -255,7 +267,9 @@ impl SchedulerKind {
             SchedulerKind::Periodic { .. } | SchedulerKind::Nightly(_) => true,
             SchedulerKind::SingleBranch { .. }
             | SchedulerKind::AnyBranch { .. }
-            | SchedulerKind::Force(_) => false,
+            | SchedulerKind::Force(_)
+            | SchedulerKind::Triggerable
+            | SchedulerKind::Dependent { .. } => false,
         }
     }
 
@@ -266,7 +280,22 @@ impl SchedulerKind {
             SchedulerKind::SingleBranch { .. }
             | SchedulerKind::AnyBranch { .. }
             | SchedulerKind::Periodic { .. }
-            | SchedulerKind::Nightly(_) => None,
+            | SchedulerKind::Nightly(_)
+            | SchedulerKind::Triggerable
+            | SchedulerKind::Dependent { .. } => None,
+        }
+    }
+
+    /// The upstream scheduler of a dependent one.
+    pub(crate) fn upstream(&self) -> Option<&str> {
+        match self {
+            SchedulerKind::Dependent { upstream } => Some(upstream),
+            SchedulerKind::SingleBranch { .. }
+            | SchedulerKind::AnyBranch { .. }
+            | SchedulerKind::Force(_)
+            | SchedulerKind::Periodic { .. }
+            | SchedulerKind::Nightly(_)
+            | SchedulerKind::Triggerable => None,
         }
     }
 }
@@ -556,6 +585,22 @@ pub(crate) enum StepKind {
         /// Exactly one capture group (checked by `lower`).
         regex: Option<Pattern>,
     },
+    /// Run by the master, never sent to the worker (`master::chain`):
+    /// a buildset for each named triggerable scheduler.
+    Trigger(Trigger),
+}
+
+/// A `trigger` step (Buildbot's Trigger).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Trigger {
+    /// Names of triggerable schedulers (checked by the lowering).
+    pub schedulers: Vec<String>,
+    /// Wait for the triggered builds: their worst result is the step's.
+    pub wait: bool,
+    /// Given to the triggered builds, interpolated (`%(prop:NAME)s`).
+    pub set_properties: BTreeMap<String, String>,
+    /// This build's properties copied to the triggered builds.
+    pub copy_properties: Vec<String>,
 }
 
 /// How a git step updates its checkout.
@@ -581,7 +626,7 @@ impl Step {
     pub(crate) fn is_git(&self) -> bool {
         match self.kind {
             StepKind::Git { .. } => true,
-            StepKind::Shell { .. } | StepKind::SetProperty { .. } => false,
+            StepKind::Shell { .. } | StepKind::SetProperty { .. } | StepKind::Trigger(_) => false,
         }
     }
 }
@@ -609,7 +654,7 @@ impl Builder {
     pub(crate) fn git_repourl(&self) -> Option<&str> {
         self.steps.iter().find_map(|s| match &s.kind {
             StepKind::Git { repourl, .. } => Some(repourl.as_str()),
-            StepKind::Shell { .. } | StepKind::SetProperty { .. } => None,
+            StepKind::Shell { .. } | StepKind::SetProperty { .. } | StepKind::Trigger(_) => None,
         })
     }
 }
@@ -851,6 +896,7 @@ impl Config {
             }
         }
         w.extend(self.url_warnings());
+        w.extend(super::chains::warnings(self));
         for (i, b) in self.builders.iter().enumerate() {
             for (j, st) in b.steps.iter().enumerate() {
                 if let StepKind::Git { repourl, .. } = &st.kind {

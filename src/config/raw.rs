@@ -185,7 +185,7 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub(crate) struct SchedulerCfg {
     pub name: Option<String>,
-    /// single_branch | any_branch | force | periodic | nightly
+    /// single_branch | any_branch | force | periodic | nightly | triggerable | dependent
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// single_branch: the branch to watch; periodic/nightly: the branch to
@@ -223,6 +223,9 @@ pub(crate) struct SchedulerCfg {
     /// Typed build properties shown on the force form.
     #[serde(default)]
     pub properties: Vec<ForceParam>,
+    // dependent
+    /// The scheduler whose successful buildsets start this one's builders.
+    pub upstream: Option<String>,
 }
 
 /// A string or a list of strings (e.g. a filter's accepted values).
@@ -414,7 +417,7 @@ fn default_poll_interval() -> u64 {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub(crate) struct StepCfg {
-    /// "git" | "shell" | "set_property"
+    /// "git" | "shell" | "set_property" | "trigger"
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub name: Option<String>,
@@ -443,6 +446,15 @@ pub(crate) struct StepCfg {
     /// Locks held while this step runs (`config::locks`).
     #[serde(default)]
     pub locks: Vec<LockUseCfg>,
+    // trigger (run by the master: `master::chain`)
+    /// The triggerable schedulers to start.
+    pub schedulers: Option<Vec<String>>,
+    /// Wait for the triggered builds; their worst result is the step's.
+    pub wait: Option<bool>,
+    /// Properties given to the triggered builds (`%(prop:NAME)s` allowed).
+    pub set_properties: Option<BTreeMap<String, String>>,
+    /// Properties of this build copied to the triggered builds.
+    pub copy_properties: Option<Vec<String>>,
 }
 
 /// `[janitor]`: what the janitor thread (`src/master/janitor.rs`) prunes. On by

@@ -170,6 +170,26 @@ builders = ["runtests"]
 # only_if_changed = true
 # builders = ["runtests"]
 
+# Chained builds (docs/chains.md). A triggerable scheduler is started only
+# by `trigger` steps of other builds (Buildbot's Triggerable); it takes just
+# name, type and builders:
+# [[schedulers]]
+# name = "deploy"
+# type = "triggerable"
+# builders = ["deploy"]
+#
+# A dependent scheduler starts its builders on the same source stamp each
+# time a buildset of its upstream scheduler ends with every build SUCCESS
+# (Buildbot's Dependent):
+# [[schedulers]]
+# name = "deploy-after-tests"
+# type = "dependent"
+# upstream = "all"                    # the name of another scheduler
+# builders = ["deploy"]
+#
+# Chains that loop (A triggers B triggers A, a dependent of itself) are
+# refused by checkconfig.
+
 
 ######## Builders (Buildbot's c['builders']): what a build does
 
@@ -275,6 +295,32 @@ timeout = 1200
 #   mkdir -m 700 secrets && (umask 077; printf '%s' TOKEN > secrets/pypi_token)
 # [secrets]
 # dir = "secrets"
+
+# A step the master runs itself, never the worker (Buildbot's Trigger): a
+# buildset for each named triggerable scheduler, at this build's source
+# stamp (the revision its git step checked out), with scheduler = the
+# triggerable's name and the properties chosen below (source "Trigger").
+# [[builders.steps]]
+# type = "trigger"
+# schedulers = ["deploy"]
+# Wait for the triggered builds: their worst result is this step's (a
+# failure there fails the step and, with halt_on_failure, the build).
+# Default false: the step succeeds once the builds are queued. A waiting
+# build keeps its worker slot: give the triggered builders other workers or
+# max_builds > 1, or they wait for each other forever.
+# wait = true
+# set_properties = { environment = "staging", from = "%(prop:buildnumber)s" }
+# copy_properties = ["version"]      # this build's properties, passed as they are
+
+# The builder the triggerable "deploy" scheduler above starts. With
+# wait = true give it a worker of its own (or max_builds > 1): checkconfig
+# warns when the waiting build may hold the only slot it could use.
+# [[builders]]
+# name = "deploy"
+# workers = ["example-worker"]
+# [[builders.steps]]
+# type = "shell"
+# command = ["./deploy.sh", "%(prop:version)s"]
 
 
 ######## Housekeeping (Buildbot's JanitorConfigurator, and buildbot.tac's log settings)

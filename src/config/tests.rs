@@ -93,7 +93,7 @@ command = "make test"
 fn shell(step: &Step) -> (&Command, &std::collections::BTreeMap<String, String>) {
     match &step.kind {
         StepKind::Shell { command, env, .. } => (command, env),
-        StepKind::Git { .. } | StepKind::SetProperty { .. } => panic!("not a shell step"),
+        StepKind::Git { .. } | StepKind::SetProperty { .. } | StepKind::Trigger(_) => panic!("not a shell step"),
     }
 }
 

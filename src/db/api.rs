@@ -198,6 +198,33 @@ static BUILDS: Resource = Resource {
         fld("results", "b.results", Int),
         // minibot has no locks yet: never waited for one.
         fld("locks_duration_s", "0", Int),
+        // Not in Buildbot: the build whose trigger step started this one's
+        // buildset (`db::chain`), or null.
+        fld(
+            "triggered_by",
+            "(SELECT json_object('buildid', p.buildid, 'builderid', p.builderid, \
+             'number', p.number) FROM buildrequests r \
+             JOIN build_triggers t ON t.buildsetid = r.buildsetid \
+             JOIN builds p ON p.buildid = t.buildid \
+             WHERE r.buildrequestid = b.buildrequestid ORDER BY p.buildid LIMIT 1)",
+            Json,
+        ),
+        // Not in Buildbot: the requests this build's trigger steps started,
+        // each with its newest build (null while queued).
+        fld(
+            "triggered",
+            "(SELECT json_group_array(json_object('step', x.step, 'buildsetid', x.buildsetid, \
+             'buildrequestid', x.buildrequestid, 'builderid', x.builderid, \
+             'buildid', x.buildid, 'number', (SELECT n.number FROM builds n \
+             WHERE n.buildid = x.buildid), 'complete', json(CASE WHEN x.complete THEN 'true' \
+             ELSE 'false' END), 'results', x.results)) \
+             FROM (SELECT t.step, t.buildsetid, r.buildrequestid, r.builderid, r.complete, \
+             r.results, (SELECT max(y.buildid) FROM builds y \
+             WHERE y.buildrequestid = r.buildrequestid) AS buildid \
+             FROM build_triggers t JOIN buildrequests r ON r.buildsetid = t.buildsetid \
+             WHERE t.buildid = b.buildid ORDER BY t.step, r.buildrequestid) x)",
+            Json,
+        ),
         fld(
             "properties",
             "b.properties",
@@ -370,8 +397,18 @@ static BUILDSETS: Resource = Resource {
         fld("complete", "bs.complete", Bool),
         fld("complete_at", "bs.complete_at", Int),
         fld("results", "bs.results", Int),
-        fld("parent_buildid", "NULL", Int),
-        fld("parent_relationship", "NULL", Str),
+        // The build whose trigger step made it (`db::chain`), as Buildbot.
+        fld(
+            "parent_buildid",
+            "(SELECT min(t.buildid) FROM build_triggers t WHERE t.buildsetid = bs.buildsetid)",
+            Int,
+        ),
+        fld(
+            "parent_relationship",
+            "(SELECT 'Triggered from' FROM build_triggers t \
+             WHERE t.buildsetid = bs.buildsetid LIMIT 1)",
+            Str,
+        ),
         fld("rebuilt_buildid", "bs.rebuild_of", Int),
         // Not in Buildbot: the user who forced or rebuilt it.
         fld("requested_by", "bs.requested_by", Str),

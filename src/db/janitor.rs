@@ -175,6 +175,8 @@ pub(crate) fn delete_old(
     )?
     .execute([&b_json])?;
     n.builds = delete_in(c, "builds", "buildid", &b_json)?;
+    // The chain links of those builds (no foreign keys: `db::chain`).
+    delete_in(c, "build_triggers", "buildid", &b_json)?;
 
     // Requests: complete, old, and without a build any more (a retried
     // request may still have a newer build).
@@ -203,6 +205,7 @@ pub(crate) fn delete_old(
     let changes: Vec<ChangeId> =
         distinct_in(c, "changeid", "buildset_changes", "buildsetid", &s_json)?;
     delete_in(c, "buildset_changes", "buildsetid", &s_json)?;
+    delete_in(c, "build_triggers", "buildsetid", &s_json)?;
     n.buildsets = delete_in(c, "buildsets", "buildsetid", &s_json)?;
 
     // Changes of those buildsets that no other buildset builds and no

@@ -37,6 +37,7 @@
 
 pub(crate) mod api;
 mod builds;
+mod chain;
 mod changes;
 mod ids;
 mod integrity;
@@ -53,6 +54,7 @@ mod workers;
 mod writer;
 
 pub(crate) use builds::*;
+pub(crate) use chain::*;
 pub use changes::*;
 pub(crate) use integrity::needs_check;
 pub use integrity::{CorruptDatabase, FileLost, Loss};

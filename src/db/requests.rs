@@ -479,13 +479,7 @@ pub(crate) fn rebuild(
             let props: String = r.get(6)?;
             Ok((
                 r.get::<_, BuildsetId>(0)?,
-                SourceStamp {
-                    branch: r.get(1)?,
-                    revision: r.get(2)?,
-                    repository: r.get(3)?,
-                    project: r.get(4)?,
-                    codebase: r.get(5)?,
-                },
+                source_stamp_at(r, 1)?,
                 json_col::<Props>(&props, "buildsets", r.get(0)?, "properties")?,
                 r.get::<_, String>(7)?,
                 r.get::<_, BuilderId>(8)?,
@@ -496,13 +490,7 @@ pub(crate) fn rebuild(
     let Some((old_bsid, ss, props, builder, builderid, scheduler)) = row else {
         return Ok(None);
     };
-    let changeids: Vec<ChangeId> = conn
-        .raw
-        .prepare_cached(
-            "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
-        )?
-        .query_map([old_bsid], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let changeids = buildset_changeids(conn, old_bsid)?;
     let (bsid, reqs) = create_buildset(
         conn,
         reason,
@@ -519,6 +507,29 @@ pub(crate) fn rebuild(
         .map(|(_, r)| *r)
         .ok_or_else(|| anyhow!("rebuild made no request"))?;
     Ok(Some((bsid, builderid, brid)))
+}
+
+/// The source stamp in the five columns from `i` on: branch, revision,
+/// repository, project, codebase (a buildset's, in that order).
+pub(super) fn source_stamp_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<SourceStamp> {
+    Ok(SourceStamp {
+        branch: r.get(i)?,
+        revision: r.get(i + 1)?,
+        repository: r.get(i + 2)?,
+        project: r.get(i + 3)?,
+        codebase: r.get(i + 4)?,
+    })
+}
+
+/// The changes a buildset was made from, oldest first.
+pub(super) fn buildset_changeids(conn: &Conn, bsid: BuildsetId) -> Result<Vec<ChangeId>> {
+    Ok(conn
+        .raw
+        .prepare_cached(
+            "SELECT changeid FROM buildset_changes WHERE buildsetid = ?1 ORDER BY changeid",
+        )?
+        .query_map([bsid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 /// Gives every request of a buildset `priority` (a forced build's).

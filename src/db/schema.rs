@@ -10,7 +10,8 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+/// One per migration, so that a merge adding one cannot forget it.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -270,6 +271,28 @@ CREATE TABLE build_locks (
     step INTEGER,
     PRIMARY KEY (buildid, name)
 ) WITHOUT ROWID;
+"#,
+    // 9: chained builds (issue 20 point 3): what `trigger` steps started
+    // and what `dependent` schedulers fired for (`db::chain`).
+    r#"
+-- The buildsets a build's `trigger` step (its number) made or waits for,
+-- written in the transaction that creates them, before the step waits:
+-- a build retried after a master restart finds its request's earlier rows
+-- and waits for those buildsets again rather than trigger new ones. No
+-- foreign keys: the janitor prunes builds and buildsets, and these rows
+-- with them.
+CREATE TABLE build_triggers (
+    buildid INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    buildsetid INTEGER NOT NULL,
+    PRIMARY KEY (buildid, step, buildsetid)
+) WITHOUT ROWID;
+CREATE INDEX build_triggers_buildset ON build_triggers(buildsetid);
+-- A dependent scheduler's buildset: the upstream buildset whose success
+-- started it (so it is started once). No foreign key, as rebuild_of.
+ALTER TABLE buildsets ADD COLUMN upstream_buildsetid INTEGER;
+CREATE INDEX buildsets_upstream ON buildsets(upstream_buildsetid)
+    WHERE upstream_buildsetid IS NOT NULL;
 "#,
 ];
 

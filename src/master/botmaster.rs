@@ -34,6 +34,10 @@
 //! [`RETRY_AFTER`] until they are in. So every build ends, with its real
 //! result, once the disk has room again or the write lock comes back.
 //!
+//! A clean stop (`minibot stop --clean`) starts no new builds but the
+//! requests a running build's trigger step waits for (`db::awaited_requests`),
+//! or that build, and so the stop, would never end.
+//!
 //! Going idle: once builds have run and none is left running, the thread
 //! waits for its next message with a timeout ([`IDLE_AFTER`]) instead of
 //! blocking; if nothing comes, the master has gone quiet and it gives
@@ -528,9 +532,20 @@ impl Botmaster {
 
     /// Starts as many queued requests as there are free worker slots.
     fn dispatch(&mut self) -> Result<()> {
-        if self.draining || self.workers.is_empty() {
+        if self.workers.is_empty() {
             return Ok(());
         }
+        // A clean stop starts no new builds, but those a running build's
+        // trigger step waits for (`master::chain`), or it would never end.
+        let awaited = if self.draining {
+            let awaited = db::awaited_requests(&self.reader)?;
+            if awaited.is_empty() {
+                return Ok(());
+            }
+            Some(awaited)
+        } else {
+            None
+        };
         // Paused from the web UI or API: keeps its running builds, gets no
         // new ones. Read here, so a pause needs no message of its own (an
         // unpause sends RequestsAdded to get here again).
@@ -577,6 +592,9 @@ impl Botmaster {
             {
                 pending.extend(db::pending_requests(&self.reader, &b.name, PER_BUILDER)?);
             }
+        }
+        if let Some(awaited) = &awaited {
+            pending.retain(|r| awaited.contains(&r.buildrequestid));
         }
         pending.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.buildrequestid));
         // (request to build, worker, older requests it covers, locks)

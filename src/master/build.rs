@@ -3,8 +3,9 @@
 //!
 //! Owns: `RunningBuild`, a state machine driven by the worker connection
 //! thread that runs the build (`worker_conn`): it asks for the next step's
-//! `RunStep` message, feeds in `Log` and `StepDone` frames, and finishes
-//! the build. No threads or channels of its own; database writes go
+//! `RunStep` message (or, for a trigger step, which the master runs itself,
+//! [`Next::Trigger`]), feeds in `Log` and `StepDone` frames (never for a
+//! master step: the worker has no say in it), and finishes the build. No threads or channels of its own; database writes go
 //! through `Store::write`.
 //!
 //! Step locks (docs/locks.md): `advance` takes a step's locks in the
@@ -39,7 +40,7 @@
 //! step's end, and in the running build's properties for the later steps.
 
 use crate::config::{
-    expand, read_secret, step_secrets, Builder, Command, Ref, Step, StepKind,
+    expand, read_secret, step_secrets, Builder, Command, Ref, Step, StepKind, Trigger,
 };
 use crate::db::{self, LockWant, Props, SourceStamp, Store};
 use crate::master::events::{Event, Hub};
@@ -121,6 +122,8 @@ struct CurrentStep {
     captured: Option<String>,
     /// It said more than that.
     overflowed: bool,
+    /// Run by the master (a trigger step): the worker has no say in it.
+    on_master: bool,
 }
 
 /// A step that has ended but whose end is not in the database yet. It is
@@ -194,6 +197,9 @@ pub(crate) enum Next {
     /// held by whom); nothing to send. Call `advance` again once
     /// `locks_look_free`.
     Wait,
+    /// A trigger step, run by the master (`master::chain`); end it with
+    /// [`RunningBuild::master_step_done`].
+    Trigger { step: u32, trigger: Trigger },
     /// No step is left: call `end`.
     Done,
 }
@@ -488,9 +494,10 @@ impl RunningBuild {
         self.stop_reason.is_some()
     }
 
-    /// The step's message, with its secrets read (and added to the build's
-    /// masker); Err says why it cannot run (a secret that cannot be read).
-    fn spec(job: &BuildJob, masker: &mut Masker, step: &Step) -> Result<StepSpec, String> {
+    /// The worker's part of `step`, with its secrets read (and added to
+    /// the build's masker): None for a step the master runs; Err says why
+    /// it cannot run (a secret that cannot be read).
+    fn spec(job: &BuildJob, masker: &mut Masker, step: &Step) -> Result<Option<StepSpec>, String> {
         let props = &job.props;
         let timeout = step.timeout.as_secs();
         Ok(match &step.kind {
@@ -516,7 +523,7 @@ impl RunningBuild {
                     Some(h) => (Some(h.to_string()), base),
                     None => (base, None),
                 };
-                StepSpec::Git {
+                Some(StepSpec::Git {
                     repourl: interpolate(repourl, props),
                     branch: job.ss.branch.clone().or_else(|| branch.clone()),
                     revision,
@@ -524,7 +531,7 @@ impl RunningBuild {
                     pr_number,
                     merge_into,
                     timeout,
-                }
+                })
             }
             StepKind::Shell {
                 command,
@@ -572,13 +579,14 @@ impl RunningBuild {
                         env.insert(secret_env_name(name), value.clone());
                     }
                 }
-                StepSpec::Shell {
+                Some(StepSpec::Shell {
                     argv,
                     env,
                     workdir: workdir.clone(),
                     timeout,
-                }
+                })
             }
+            StepKind::Trigger(_) => None,
         })
     }
 
@@ -646,6 +654,7 @@ impl RunningBuild {
                 log,
                 captured,
                 overflowed: false,
+                on_master: matches!(spec, Ok(None)),
             });
             let spec = match spec {
                 Ok(spec) => spec,
@@ -658,19 +667,31 @@ impl RunningBuild {
                     continue;
                 }
             };
-            return Ok(Next::Run(ToWorker::RunStep {
-                build_id: buildid,
-                step: number,
-                builder_dir: self.job.builder.builddir.clone(),
-                spec,
-            }));
+            return Ok(match (spec, &self.job.builder.steps[idx].kind) {
+                (Some(spec), _) => Next::Run(ToWorker::RunStep {
+                    build_id: buildid,
+                    step: number,
+                    builder_dir: self.job.builder.builddir.clone(),
+                    spec,
+                }),
+                (None, StepKind::Trigger(t)) => Next::Trigger {
+                    step: number,
+                    trigger: t.clone(),
+                },
+                (
+                    None,
+                    StepKind::Git { .. } | StepKind::Shell { .. } | StepKind::SetProperty { .. },
+                ) => {
+                    anyhow::bail!("step {idx} has nothing to run")
+                }
+            });
         }
         Ok(Next::Done)
     }
 
     pub(crate) fn log(&mut self, step: u32, stream: &str, data: &str) -> Result<()> {
         match &mut self.current {
-            Some(cur) if cur.number == step => {
+            Some(cur) if cur.number == step && !cur.on_master => {
                 let data = &self.masker.feed(stream, data);
                 cur.log.append(stream, data)?;
                 if stream == "o" {
@@ -724,7 +745,7 @@ impl RunningBuild {
             log::warn!("build {}: StepDone with no step running", self.job.buildid);
             return Ok(false);
         };
-        if cur.number != step {
+        if cur.number != step || cur.on_master {
             // A late or repeated StepDone (or a confused worker) must not
             // end the step that is running now with another step's result.
             log::warn!(
@@ -736,7 +757,7 @@ impl RunningBuild {
             return Ok(false);
         }
         let cfg = &self.job.builder.steps[cur.number as usize];
-        let mut r = step_result(cfg, exit_code, interrupted, timed_out);
+        let r = step_result(cfg, exit_code, interrupted, timed_out);
         // The output held back in case it was the start of a secret: the
         // step is over, so it is masked as it is and written.
         let mut logged = Ok(());
@@ -749,7 +770,66 @@ impl RunningBuild {
                 logged = logged.and_then(|_| cur.log.append(stream, &rest));
             }
         }
-        let mut reason = reason.map(|why| self.masker.mask_all(&why));
+        let reason = reason.map(|why| self.masker.mask_all(&why));
+        self.end_step(cur, r, timed_out, reason, logged);
+        Ok(true)
+    }
+
+    /// Appends the master's own lines to the running master step's log.
+    pub(crate) fn master_log(&mut self, text: &str) {
+        if let Some(cur) = self.current.as_mut().filter(|c| c.on_master) {
+            if let Err(e) = cur.log.append("h", text) {
+                log::error!("build {}: writing log: {e:#}", self.job.buildid);
+            }
+            self.events.publish(Event::LogAppended {
+                buildid: self.job.buildid,
+                logid: cur.logid,
+            });
+        }
+    }
+
+    /// The number of the running step if the master runs it (a trigger
+    /// step waiting for its builds).
+    pub(crate) fn master_step(&self) -> Option<u32> {
+        self.current
+            .as_ref()
+            .filter(|c| c.on_master)
+            .map(|c| c.number)
+    }
+
+    /// Ends the master step `step` with `r` (`why`: what the state string
+    /// says after a failure). False, changing nothing, when it is not the
+    /// step running.
+    pub(crate) fn master_step_done(
+        &mut self,
+        step: u32,
+        r: BuildResult,
+        why: Option<String>,
+    ) -> bool {
+        match self.current.take() {
+            Some(cur) if cur.number == step && cur.on_master => {
+                self.end_step(cur, r, false, why, Ok(()));
+                true
+            }
+            other => {
+                self.current = other;
+                false
+            }
+        }
+    }
+
+    /// Closes the running step with result `r`; its end is committed with
+    /// the next `advance` or `end`. `logged`: whether what was written to
+    /// its log at the end went in.
+    fn end_step(
+        &mut self,
+        mut cur: CurrentStep,
+        mut r: BuildResult,
+        timed_out: bool,
+        mut reason: Option<String>,
+        logged: Result<()>,
+    ) {
+        let cfg = &self.job.builder.steps[cur.number as usize];
         let header = std::mem::take(&mut self.git_header);
         let mut property = if cfg.is_git() && r == Success {
             parse_got_revision(&header).map(|sha| {
@@ -813,8 +893,10 @@ impl RunningBuild {
         }
         // The log is the master's own file (a full disk can refuse it); the
         // step's result is the worker's and is recorded all the same.
+        // (A master step's log already has its own lines.)
         let logged = match reason {
-            Some(why) => logged.and_then(|_| cur.log.append("h", &format!("{why}\n"))),
+            Some(why) if !cur.on_master => logged.and_then(|_| cur.log.append("h", &format!("{why}\n"))),
+            Some(_) => logged,
             None => logged,
         };
         if let Err(e) = logged.and_then(|_| cur.log.finish()) {
@@ -838,7 +920,6 @@ impl RunningBuild {
             state,
             property: property.map(|(n, v, s)| (self.job.buildid, n, v, s)),
         });
-        Ok(true)
     }
 
     /// The ended step is committed: tell the subscribers.
@@ -856,10 +937,14 @@ impl RunningBuild {
     /// Returns the Interrupt to send, if a step is running.
     pub(crate) fn request_stop(&mut self, reason: &str) -> Option<ToWorker> {
         self.stop_reason = Some(reason.to_string());
-        self.current.as_ref().map(|_| ToWorker::Interrupt {
-            build_id: self.job.buildid,
-            reason: reason.to_string(),
-        })
+        // A master step (a trigger step waiting) is the caller's to end.
+        self.current
+            .as_ref()
+            .filter(|c| !c.on_master)
+            .map(|_| ToWorker::Interrupt {
+                build_id: self.job.buildid,
+                reason: reason.to_string(),
+            })
     }
 
     /// The master could not record the build's next step (the database

@@ -4,10 +4,10 @@
 //! the store (checking the file with `quick_check` and recovering from a
 //! master that died mid-build, on a short-lived `recovery` thread while it
 //! binds both listeners; a corrupt database is refused, unserved), starts
-//! the threads (store writer, HTTP pool, botmaster, scheduler, worker
+//! the threads (store writer, HTTP pool, botmaster, scheduler, chain, worker
 //! listener, janitor, dbwatch; reporters and poller only while
 //! `master.cfg` has reporters or change sources) and then reads signals itself (`daemon::signal_set`): SIGHUP
-//! re-reads `master.cfg` (`SchedMsg`, `BotMsg`, `ReporterMsg` and
+//! re-reads `master.cfg` (`SchedMsg`, `BotMsg`, `ChainMsg`, `ReporterMsg` and
 //! `PollerMsg::Reconfig`, or starts/stops the reporters and poller threads),
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
 //! re-queued), SIGUSR1 stops after the running builds finish.
@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod botmaster;
 pub(crate) mod build;
+pub(crate) mod chain;
 pub(crate) mod events;
 pub(crate) mod janitor;
 pub(crate) mod locks;
@@ -264,6 +265,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     let cfg_arc = Arc::new(cfg);
     let bot = botmaster::spawn(store.clone(), cfg_arc.clone(), connected.clone(), bot_rx)?;
     let sched = scheduler::spawn(store.clone(), cfg_arc.clone(), sched_rx, bot_tx.clone())?;
+    let (chain_tx, chain) = chain::spawn(store.clone(), shared.clone(), &events, bot_tx.clone())?;
     worker_conn::spawn_listener(
         worker_listener,
         ConnCtx {
@@ -274,6 +276,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
             master_dir: dir.to_path_buf(),
             events: events.clone(),
             failures: Default::default(),
+            chain: chain_tx.clone(),
         },
     )?;
     let mut on_demand = OnDemand {
@@ -307,6 +310,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
                     &Peers {
                         sched: &sched_tx,
                         bot: &bot_tx,
+                        chain: &chain_tx,
                         bound: &bound,
                     },
                     &mut on_demand,
@@ -341,6 +345,8 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
     http.stop();
     let _ = sched_tx.send(SchedMsg::Shutdown);
     let _ = sched.join();
+    let _ = chain_tx.send(chain::ChainMsg::Shutdown);
+    let _ = chain.join();
     on_demand.shutdown();
     drop(janitor);
     // Nothing writes any more: closed, and what the files look like then
@@ -414,6 +420,7 @@ fn spawn_dbwatch(store: Store) -> Result<Sender<()>> {
 struct Peers<'a> {
     sched: &'a crossbeam_channel::Sender<SchedMsg>,
     bot: &'a crossbeam_channel::Sender<BotMsg>,
+    chain: &'a crossbeam_channel::Sender<chain::ChainMsg>,
     bound: &'a Bound,
 }
 
@@ -604,6 +611,7 @@ fn apply_reconfig(
     shared.replace(new.clone());
     let _ = peers.sched.send(SchedMsg::Reconfig(new.clone()));
     let _ = peers.bot.send(BotMsg::Reconfig(new.clone()));
+    let _ = peers.chain.send(chain::ChainMsg::Reconfig);
     if let Err(e) = on_demand.apply(&new) {
         log::error!("reconfig: {e:#}");
     }

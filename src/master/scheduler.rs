@@ -10,7 +10,8 @@
 //! change filters and `tree_stable_timer`); `periodic` fires every `period`
 //! seconds; `nightly` fires at cron-like times (local time, as Buildbot),
 //! with `only_if_changed` holding the changes that passed its filters until
-//! then; `force` is driven from the web (see `config::ForceScheduler::force_values`).
+//! then; `force` is driven from the web (see `config::ForceScheduler::force_values`);
+//! `triggerable` and `dependent` are driven by other builds (`master::chain`).
 //!
 //! Every decision is written in the same transaction that marks the change
 //! as scheduled, so a crash between a hook's commit and the scheduler's
@@ -200,7 +201,9 @@ impl Compiled {
             }
             SchedulerKind::Nightly(_)
             | SchedulerKind::Force(_)
-            | SchedulerKind::Periodic { .. } => false,
+            | SchedulerKind::Periodic { .. }
+            | SchedulerKind::Triggerable
+            | SchedulerKind::Dependent { .. } => false,
         }
     }
 }
@@ -225,7 +228,9 @@ fn next_timed_fire(
         SchedulerKind::Nightly(n) => next_nightly_fire(n, last.unwrap_or(now), civil),
         SchedulerKind::SingleBranch { .. }
         | SchedulerKind::AnyBranch { .. }
-        | SchedulerKind::Force(_) => None,
+        | SchedulerKind::Force(_)
+        | SchedulerKind::Triggerable
+        | SchedulerKind::Dependent { .. } => None,
     }
 }
 
@@ -237,7 +242,9 @@ fn only_if_changed(s: &SchedulerCfg) -> bool {
         SchedulerKind::Periodic { .. }
         | SchedulerKind::SingleBranch { .. }
         | SchedulerKind::AnyBranch { .. }
-        | SchedulerKind::Force(_) => false,
+        | SchedulerKind::Force(_)
+        | SchedulerKind::Triggerable
+        | SchedulerKind::Dependent { .. } => false,
     }
 }
 
@@ -282,7 +289,9 @@ fn make_timed_buildset(conn: &db::Tx, s: &SchedulerCfg) -> Result<()> {
         SchedulerKind::Nightly(n) => n.branch.clone(),
         SchedulerKind::SingleBranch { .. }
         | SchedulerKind::AnyBranch { .. }
-        | SchedulerKind::Force(_) => None,
+        | SchedulerKind::Force(_)
+        | SchedulerKind::Triggerable
+        | SchedulerKind::Dependent { .. } => None,
     };
     let ss = SourceStamp {
         branch,
@@ -538,7 +547,9 @@ impl Scheduler {
                 SchedulerKind::Periodic { .. }
                 | SchedulerKind::SingleBranch { .. }
                 | SchedulerKind::AnyBranch { .. }
-                | SchedulerKind::Force(_) => false,
+                | SchedulerKind::Force(_)
+                | SchedulerKind::Triggerable
+                | SchedulerKind::Dependent { .. } => false,
             };
             if last.is_none() && counts_from_now {
                 first_seen.push(name.clone());

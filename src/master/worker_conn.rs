@@ -6,12 +6,15 @@
 //! which is the socket's only writer. A blocking socket cannot wait on a
 //! channel, so the reader thread turns frames into channel messages and
 //! the connection thread `select!`s over frames, `botmaster::ConnCmd`s from the
-//! botmaster and a keepalive tick. It drives each build's `RunningBuild`
-//! and sends `BotMsg::{Attached, BuildFinished, Detached}` to the botmaster,
-//! and `BotMsg::RequestsAdded` when a step gave its locks back (a queued
-//! request may wait for them). While a build's next step waits for its
-//! locks, a `LOCK_POLL` tick reads the locks held and moves it on once
-//! they look free (`RunningBuild::advance` takes them, or waits again).
+//! botmaster, the answers to its waiting trigger steps (`chain::TriggerDone`)
+//! and a keepalive tick. It drives each build's `RunningBuild` (running
+//! trigger steps itself, `master::chain`, and telling the chain thread
+//! `ChainMsg::{Wait, Forget}`) and sends `BotMsg::{Attached,
+//! BuildFinished, Detached}` to the botmaster, and `BotMsg::RequestsAdded`
+//! when a step gave its locks back (a queued request may wait for them).
+//! While a build's next step waits for its locks, a `LOCK_POLL` tick reads
+//! the locks held and moves it on once they look free
+//! (`RunningBuild::advance` takes them, or waits again).
 //!
 //! Logins (issue 14 item 5) go through the same guessing limits as the web
 //! UI (`auth::LoginLimits`: per name, per address, global), with an
@@ -26,6 +29,7 @@ use crate::db::{self, Store};
 use crate::master::auth::{LoginLimits, Trust};
 use crate::master::botmaster::{BotMsg, ConnCmd, Connected};
 use crate::master::build::{BuildJob, Next, RunningBuild};
+use crate::master::chain::{self, ChainCtx, ChainMsg, Started, TriggerDone, TriggerFailed};
 use crate::master::events::Hub;
 use crate::master::status::{self, Refusal};
 use crate::model::BuildId;
@@ -56,6 +60,8 @@ pub(crate) struct ConnCtx {
     pub events: Hub,
     /// The guessing limits and the summarised log of refusals.
     pub failures: WorkerLogins,
+    /// The chain thread: trigger steps wait through it.
+    pub chain: Sender<ChainMsg>,
 }
 
 /// [`LoginLimits`] for the worker port (its log lines say "worker login").
@@ -347,6 +353,7 @@ fn serve(mut stream: TcpStream, ctx: &ConnCtx, slot: HandshakeSlot) -> Result<()
             builds: HashMap::new(),
             keepalive: Duration::from_secs(keepalive),
             last_sent: Instant::now(),
+            triggers: unbounded(),
         }
         .run(cmd_rx),
         Err(e) => Err(e),
@@ -374,6 +381,9 @@ struct Conn {
     builds: HashMap<BuildId, RunningBuild>,
     keepalive: Duration,
     last_sent: Instant,
+    /// Answers to this connection's waiting trigger steps (at most one per
+    /// build it runs), from the chain thread.
+    triggers: (Sender<TriggerDone>, Receiver<TriggerDone>),
 }
 
 impl Conn {
@@ -421,6 +431,7 @@ impl Conn {
         let lock_poll = tick(LOCK_POLL);
         let no_poll = crossbeam_channel::never();
         let mut last_recv = Instant::now();
+        let triggers = self.triggers.1.clone();
         let outcome: Result<String> = loop {
             let waiting = self.builds.values().any(RunningBuild::waiting_for_locks);
             select! {
@@ -460,6 +471,13 @@ impl Conn {
                         break Err(e);
                     }
                 }
+                recv(triggers) -> d => {
+                    if let Ok(d) = d {
+                        if let Err(e) = self.trigger_done(d) {
+                            break Err(e);
+                        }
+                    }
+                }
                 recv(ticker) -> _ => {
                     if last_recv.elapsed() > 3 * self.keepalive {
                         break Err(anyhow!(
@@ -480,7 +498,10 @@ impl Conn {
             Ok(s) => s.clone(),
             Err(e) => format!("{e:#}"),
         };
-        for b in self.builds.values_mut() {
+        for (id, b) in self.builds.iter_mut() {
+            if b.master_step().is_some() {
+                let _ = self.ctx.chain.send(ChainMsg::Forget { buildid: *id });
+            }
             b.abandon(
                 &self.ctx.store,
                 &format!("*** connection to worker lost: {why} ***"),
@@ -553,26 +574,66 @@ impl Conn {
         self.advance(id)
     }
 
-    /// Sends the build's next step, or finishes the build.
+    /// Sends the build's next step (or runs it, a trigger step), or
+    /// finishes the build.
     fn advance(&mut self, id: BuildId) -> Result<()> {
-        let Some(b) = self.builds.get_mut(&id) else {
-            return Ok(());
-        };
-        let next = b.advance(&self.ctx.store);
-        if b.take_released() {
-            // A queued request may wait for the locks that step gave back.
-            let _ = self.ctx.bot.send(BotMsg::RequestsAdded);
-        }
-        match next {
-            Ok(Next::Run(msg)) => return self.send(&msg),
-            Ok(Next::Wait) => return Ok(()),
-            Ok(Next::Done) => {}
-            Err(e) => {
-                // The database (or the log directory) refused the step:
-                // end the build as RETRY rather than leave it hanging.
-                log::error!("build {id}: starting the next step: {e:#}");
-                b.cut_short(&format!("the master could not start the next step: {e:#}"));
+        loop {
+            let Some(b) = self.builds.get_mut(&id) else {
+                return Ok(());
+            };
+            let next = b.advance(&self.ctx.store);
+            if b.take_released() {
+                // A queued request may wait for the locks that step gave back.
+                let _ = self.ctx.bot.send(BotMsg::RequestsAdded);
             }
+            match next {
+                Ok(Next::Run(msg)) => return self.send(&msg),
+                Ok(Next::Wait) => return Ok(()),
+                Ok(Next::Trigger { step, trigger }) => {
+                    let ctx = ChainCtx {
+                        store: self.ctx.store.clone(),
+                        cfg: self.ctx.cfg.clone(),
+                        bot: self.ctx.bot.clone(),
+                        chain: self.ctx.chain.clone(),
+                    };
+                    let job = b.job.clone();
+                    let started = chain::start_trigger(
+                        &ctx,
+                        &job,
+                        step,
+                        &trigger,
+                        &self.triggers.0,
+                        &mut |text| b.master_log(text),
+                    );
+                    match started {
+                        Ok(Started::Waiting) => return Ok(()),
+                        Ok(Started::Done(r)) => {
+                            b.master_step_done(step, r, None);
+                        }
+                        Err(TriggerFailed::Config(why)) => {
+                            b.master_log(&format!("{why}\n"));
+                            b.master_step_done(step, crate::model::BuildResult::Exception, None);
+                        }
+                        Err(TriggerFailed::Retry(e)) => {
+                            log::error!("build {id}: trigger step: {e:#}");
+                            b.master_log(&format!("{e:#}\n"));
+                            b.master_step_done(step, crate::model::BuildResult::Retry, None);
+                            b.cut_short(&format!("the trigger step could not start: {e:#}"));
+                            break;
+                        }
+                    }
+                    // The next step, in this loop.
+                    continue;
+                }
+                Ok(Next::Done) => {}
+                Err(e) => {
+                    // The database (or the log directory) refused the step:
+                    // end the build as RETRY rather than leave it hanging.
+                    log::error!("build {id}: starting the next step: {e:#}");
+                    b.cut_short(&format!("the master could not start the next step: {e:#}"));
+                }
+            }
+            break;
         }
         if let Some(mut b) = self.builds.remove(&id) {
             let end = b.end();
@@ -624,10 +685,43 @@ impl Conn {
         Ok(())
     }
 
+    /// A waiting trigger step's builds are done: its result is theirs.
+    fn trigger_done(&mut self, d: TriggerDone) -> Result<()> {
+        // Gone, stopped meanwhile, or at another step: nothing to do.
+        let Some(b) = self
+            .builds
+            .get_mut(&d.buildid)
+            .filter(|b| b.master_step() == Some(d.step))
+        else {
+            return Ok(());
+        };
+        b.master_log(&d.summary);
+        let why = (d.results != crate::model::BuildResult::Success).then(|| {
+            let name = d.results.name();
+            let line = d.summary.lines().find(|l| l.ends_with(name));
+            line.unwrap_or("").to_string()
+        });
+        if b.master_step_done(d.step, d.results, why) {
+            self.advance(d.buildid)?;
+        }
+        Ok(())
+    }
+
     fn stop_build(&mut self, id: BuildId, reason: &str) -> Result<()> {
         let Some(b) = self.builds.get_mut(&id) else {
             return Ok(());
         };
+        if let Some(step) = b.master_step() {
+            // A trigger step waiting: it ends now; the triggered builds go
+            // on (`master::chain`, module header).
+            let _ = b.request_stop(reason);
+            let _ = self.ctx.chain.send(ChainMsg::Forget { buildid: id });
+            b.master_log(&format!(
+                "{reason}: the step ended while waiting; the triggered builds go on\n"
+            ));
+            b.master_step_done(step, crate::model::BuildResult::Cancelled, None);
+            return self.advance(id);
+        }
         match b.request_stop(reason) {
             Some(msg) => self.send(&msg),
             // Between steps: nothing to interrupt, end it now.

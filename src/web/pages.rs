@@ -1356,6 +1356,7 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
         live,
         build_head(c, &b)
     );
+    body.push(&chain_section(c, b.buildid)?);
     html_push!(body, "<section id=\"steps\"><h3>Steps</h3>");
     let steps = steps_of(c.conn, b.buildid)?;
     if steps.is_empty() {
@@ -1403,6 +1404,49 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
     html_push!(body, "</div>");
     let title = format!("{} #{}", b.builder, b.number);
     Ok(Some(c.layout(&title, &build_page_url(&b), body)))
+}
+
+/// The chain of a build (`master::chain`): the build whose trigger step
+/// started it, and the builds its trigger steps started, each linked.
+/// Nothing for a build outside any chain.
+fn chain_section(c: &Ctx, buildid: BuildId) -> Result<Html> {
+    let parent = db::triggered_by(c.conn, buildid)?;
+    let triggers = db::build_triggers(c.conn, buildid)?;
+    if parent.is_none() && triggers.is_empty() {
+        return Ok(Html::new());
+    }
+    let mut out = html!("<section id=\"chain\">");
+    if let Some((_, builder, number)) = &parent {
+        html_push!(
+            out,
+            "<p id=\"triggered-by\">triggered by {} {}</p>",
+            builder_link(builder),
+            build_link(builder, *number)
+        );
+    }
+    if !triggers.is_empty() {
+        html_push!(out, "<h3>Triggered builds</h3><ul id=\"triggered\">");
+        let bsids: Vec<_> = triggers.iter().map(|(_, b)| *b).collect();
+        for t in db::triggered(c.conn, &bsids)? {
+            let build = match t.build {
+                Some((_, n)) => build_link(&t.builder, n),
+                None => html!("<span class=\"muted\">queued</span>"),
+            };
+            html_push!(
+                out,
+                "<li>{} {} {}</li>",
+                builder_link(&t.builder),
+                build,
+                match (t.results, t.build) {
+                    (None, None) => Html::new(),
+                    (r, _) => badge(r, r.is_some()),
+                }
+            );
+        }
+        html_push!(out, "</ul>");
+    }
+    html_push!(out, "</section>");
+    Ok(out)
 }
 
 /// The steps a finished build was to run (`planned`, as its builder's

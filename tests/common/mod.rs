@@ -10,6 +10,7 @@ pub mod browser;
 pub mod fake_gitea;
 
 use hmac::{Hmac, KeyInit, Mac};
+use minibot::protocol::{self, FromWorker, ToWorker};
 // For the tests' `status.json` checks; the bench compiles this file too
 // and needs fewer of them.
 #[allow(unused_imports)]
@@ -1520,7 +1521,57 @@ pub fn rpc(
     (code, v)
 }
 
-/// Forces `scheduler` over JSON-RPC as `USER`; returns the request id.
+/// A raw connection to the worker port that has read the master's Hello:
+/// the test speaks the wire protocol itself (`minibot::protocol`), so it
+/// can send what a real worker never would.
+pub struct RawWorker {
+    pub stream: std::net::TcpStream,
+    nonce: String,
+}
+
+impl RawWorker {
+    pub fn connect(s: &Setup) -> RawWorker {
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", s.wport())).expect("worker port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let hello: ToWorker = protocol::read_frame(&mut stream).unwrap().expect("hello");
+        let ToWorker::Hello { nonce, .. } = hello else {
+            panic!("expected Hello, got {hello:?}")
+        };
+        RawWorker { stream, nonce }
+    }
+
+    /// Sends Auth for `name` with `password`; returns the master's answer.
+    pub fn auth(&mut self, name: &str, password: &str) -> ToWorker {
+        send_worker_auth(&mut self.stream, &self.nonce, name, password);
+        self.next().expect("an answer to Auth")
+    }
+
+    /// The next frame other than Ping (answered), or None once closed.
+    pub fn next(&mut self) -> Option<ToWorker> {
+        loop {
+            match protocol::read_frame::<_, ToWorker>(&mut self.stream) {
+                Ok(Some(ToWorker::Ping)) => self.send(&FromWorker::Pong),
+                Ok(m) => return m,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn send(&mut self, m: &FromWorker) {
+        protocol::write_frame(&mut self.stream, m).unwrap();
+    }
+
+    /// Everything the master sends until it closes the connection.
+    pub fn rest(&mut self) -> Vec<ToWorker> {
+        std::iter::from_fn(|| self.next()).collect()
+    }
+}
+
+/// Forces `scheduler` over JSON-RPC as `USER` (`params`: the form's
+/// fields, `builderNames`); returns the first request's id.
 pub fn force(s: &Setup, scheduler: &str, params: serde_json::Value) -> i64 {
     let (code, v) = rpc(
         &s.url(&format!("/api/v2/forceschedulers/{scheduler}")),
@@ -1914,7 +1965,7 @@ pub fn send_worker_auth<W: std::io::Write>(
     name: &str,
     password: &str,
 ) {
-    use minibot::protocol::{self, FromWorker, PROTOCOL_VERSION};
+    use minibot::protocol::PROTOCOL_VERSION;
     let wnonce = protocol::new_nonce();
     let proof = protocol::worker_proof(password, master_nonce, &wnonce, name);
     protocol::write_frame(
