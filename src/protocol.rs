@@ -14,8 +14,10 @@ use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-/// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change to the messages below. 2: the
+/// `upload` and `download` steps (issue 20), whose frames a version-1
+/// worker would ignore and so leave the build waiting.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A frame larger than this is a protocol error: log chunks are sent in
 /// pieces far smaller, so anything this big is garbage or an attack, and
@@ -24,6 +26,17 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 
 /// Output is sent up in chunks of at most this many bytes.
 pub(crate) const LOG_CHUNK: usize = 32 * 1024;
+
+/// File transfers (the `upload` and `download` steps) go in pieces of at
+/// most this many bytes, base64 in a frame (~171 KiB): far below
+/// `MAX_FRAME`, and big enough that a frame's overhead does not show.
+pub(crate) const TRANSFER_CHUNK: usize = 128 * 1024;
+
+/// Bytes of a transfer the sender may have sent and the receiver not yet
+/// acknowledged (written to disk). This is the flow control: however fast
+/// one side reads its disk, the other holds at most this much of it in
+/// memory, whatever TCP buffers.
+pub(crate) const TRANSFER_WINDOW: u64 = 4 * TRANSFER_CHUNK as u64;
 
 /// Worker passwords and hook secrets shorter than this draw a warning
 /// (checkconfig, start), and `create-worker` refuses them without
@@ -66,6 +79,37 @@ pub enum ToWorker {
         build_id: BuildId,
         reason: String,
     },
+    /// An `upload` step: the master has written `received` bytes of this
+    /// step's files (all files so far) to disk; the worker may send up
+    /// to [`TRANSFER_WINDOW`] bytes beyond it.
+    UploadAck {
+        build_id: BuildId,
+        step: u32,
+        received: u64,
+    },
+    /// A piece of a `download` step's file, base64 (at most
+    /// [`TRANSFER_CHUNK`] bytes decoded).
+    DownloadData {
+        build_id: BuildId,
+        step: u32,
+        data: String,
+    },
+    /// The whole file of a `download` step was sent; its sha256 as the
+    /// master read it (hex), for the worker to compare with its own.
+    DownloadEnd {
+        build_id: BuildId,
+        step: u32,
+        sha256: String,
+    },
+    /// The master gives up on this step's transfer (an upload refused:
+    /// the size cap, a bad name, a checksum mismatch; a download whose
+    /// source cannot be read). The worker stops sending and ends the step
+    /// failed with this reason.
+    TransferAborted {
+        build_id: BuildId,
+        step: u32,
+        reason: String,
+    },
     Ping,
     Pong,
 }
@@ -103,6 +147,35 @@ pub enum FromWorker {
         timed_out: bool,
         reason: Option<String>,
     },
+    /// An `upload` step starts sending one file: `name` is where the
+    /// master is to store it (relative to the build's artifact directory,
+    /// `/`-separated), `size` its length in bytes.
+    UploadFile {
+        build_id: BuildId,
+        step: u32,
+        name: String,
+        size: u64,
+    },
+    /// A piece of the file being uploaded, base64 (at most
+    /// [`TRANSFER_CHUNK`] bytes decoded).
+    UploadData {
+        build_id: BuildId,
+        step: u32,
+        data: String,
+    },
+    /// The file is sent whole; its sha256 as the worker read it (hex).
+    UploadEnd {
+        build_id: BuildId,
+        step: u32,
+        sha256: String,
+    },
+    /// A `download` step: the worker has written `received` bytes of the
+    /// file; the master may send up to [`TRANSFER_WINDOW`] beyond it.
+    DownloadAck {
+        build_id: BuildId,
+        step: u32,
+        received: u64,
+    },
     Ping,
     Pong,
 }
@@ -139,6 +212,97 @@ pub enum StepSpec {
         /// Seconds without output before the process group is killed.
         timeout: u64,
     },
+    /// Send files of the build directory to the master (`UploadFile`,
+    /// `UploadData`, `UploadEnd` per file, each paced by `UploadAck`).
+    Upload {
+        /// Relative to the build directory: a file, a directory (sent
+        /// with everything below it) or a glob (`*`, `?` in any component).
+        source: String,
+        /// The name prefix on the master; "" for the source's own name.
+        dest: String,
+    },
+    /// Receive one file from the master (`DownloadData` ... `DownloadEnd`,
+    /// paced by `DownloadAck`) into `dest`, relative to the build directory.
+    Download {
+        dest: String,
+        /// The file's length in bytes.
+        size: u64,
+    },
+}
+
+/// Longest artifact name, and longest component of one.
+pub(crate) const MAX_ARTIFACT_NAME: usize = 1024;
+const MAX_NAME_COMPONENT: usize = 255;
+
+/// Whether `name` may name an artifact: a relative `/`-separated path whose
+/// components are neither empty, `.` nor `..`, without control characters
+/// or backslashes, at most [`MAX_ARTIFACT_NAME`] bytes (255 a component).
+/// The master stores an artifact at `artifacts/<buildid>/<name>`, so this
+/// is what keeps a worker's name inside that directory; the worker checks
+/// its names the same way before sending. Err says what is wrong.
+pub(crate) fn check_artifact_name(name: &str) -> std::result::Result<(), String> {
+    let bad = |why: &str| Err(format!("artifact name {name:?} refused: {why}"));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_ARTIFACT_NAME {
+        return bad(&format!("longer than {MAX_ARTIFACT_NAME} bytes"));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("it contains control characters");
+    }
+    if name.contains('\\') {
+        return bad("it contains a backslash");
+    }
+    if name.starts_with('/') {
+        return bad("an absolute path");
+    }
+    for part in name.split('/') {
+        match part {
+            "" => return bad("an empty path component"),
+            "." | ".." => return bad("'.' and '..' are not allowed"),
+            p if p.len() > MAX_NAME_COMPONENT => {
+                return bad(&format!(
+                    "a component longer than {MAX_NAME_COMPONENT} bytes"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a non-empty relative path that stays inside the
+/// directory it is taken from: no `..`, not absolute, no NUL. For the
+/// paths of transfer steps, checked by the config and again by the worker.
+pub(crate) fn stays_inside(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && std::path::Path::new(path).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
+
+/// A transfer piece as it goes in a frame.
+pub(crate) fn encode_piece(bytes: &[u8]) -> String {
+    use base64ct::{Base64, Encoding};
+    Base64::encode_string(bytes)
+}
+
+/// A transfer piece from a frame: base64 of at most [`TRANSFER_CHUNK`]
+/// bytes, or an error saying what is wrong with it.
+pub(crate) fn decode_piece(data: &str) -> Result<Vec<u8>> {
+    use base64ct::{Base64, Encoding};
+    if data.len() > TRANSFER_CHUNK.div_ceil(3) * 4 {
+        bail!(
+            "a transfer piece of {} base64 characters is over the {TRANSFER_CHUNK}-byte limit",
+            data.len()
+        );
+    }
+    Base64::decode_vec(data).map_err(|e| anyhow::anyhow!("a transfer piece is not base64: {e}"))
 }
 
 /// Reads one frame. Returns Ok(None) on a clean EOF before the length.
@@ -272,6 +436,57 @@ mod tests {
         let buf = encode_frame(&spec).unwrap();
         let back: ToWorker = read_frame(&mut &buf[..]).unwrap().unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn pieces_round_trip_and_are_bounded() {
+        let b: Vec<u8> = (0..=255u8).cycle().take(TRANSFER_CHUNK).collect();
+        assert_eq!(decode_piece(&encode_piece(&b)).unwrap(), b);
+        let over = encode_piece(&vec![0u8; TRANSFER_CHUNK + 3]);
+        assert!(decode_piece(&over).is_err());
+        assert!(decode_piece("not base64!").is_err());
+        // A whole piece in a frame stays far below the frame limit.
+        let f = encode_frame(&FromWorker::UploadData {
+            build_id: BuildId(1),
+            step: 0,
+            data: encode_piece(&b),
+        })
+        .unwrap();
+        assert!(f.len() < MAX_FRAME / 4, "{}", f.len());
+    }
+
+    #[test]
+    fn artifact_names() {
+        for good in [
+            "a.tar.gz",
+            "dist/app-1.0.whl",
+            "d/e/f",
+            "..x",
+            "x..",
+            "naïve",
+        ] {
+            assert_eq!(check_artifact_name(good), Ok(()), "{good}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            ".",
+            "..",
+            "a\\b",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{1b}[31m",
+            long.as_str(),
+        ] {
+            assert!(check_artifact_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_artifact_name(&"a/".repeat(600)).is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let builder_names: Vec<&str> = builder_names.iter().map(String::as_str).collect();
     let schedulers = lower_schedulers(cfg.schedulers, &builder_names, p);
     let worker_names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
-    let builders = lower_builders(cfg.builders, &worker_names, p);
+    let builders = lower_builders(cfg.builders, &worker_names, cfg.max_artifact_bytes, p);
     let reporters = lower_reporters(cfg.reporters, &builder_names, p);
     let change_source = lower_change_sources(cfg.change_source, p);
     check_janitor(&cfg.janitor, p);
@@ -730,6 +730,7 @@ fn lower_force_param(at: &str, fp: raw::ForceParam, p: &mut Problems) -> Option<
 fn lower_builders(
     builders: Vec<raw::BuilderCfg>,
     worker_names: &[&str],
+    max_artifact_bytes: u64,
     p: &mut Problems,
 ) -> Vec<Builder> {
     // Two builders in one directory would clobber each other's checkouts.
@@ -748,7 +749,7 @@ fn lower_builders(
         builders,
         |b| b.name.clone(),
         p,
-        |at, b, p| lower_builder(at, b, worker_names, p),
+        |at, b, p| lower_builder(at, b, worker_names, max_artifact_bytes, p),
     );
     check_unique(
         "build directory",
@@ -762,6 +763,7 @@ fn lower_builder(
     at: &str,
     b: raw::BuilderCfg,
     worker_names: &[&str],
+    max_artifact_bytes: u64,
     p: &mut Problems,
 ) -> Option<Builder> {
     let before = p.list.len();
@@ -804,6 +806,7 @@ fn lower_builder(
         workers: workers.unwrap_or_default(),
         steps,
         collapse_requests: b.collapse_requests,
+        max_artifact_bytes: b.max_artifact_bytes.unwrap_or(max_artifact_bytes),
     })
 }
 
@@ -860,10 +863,14 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
                 workdir: workdir.clone().unwrap_or_default(),
             }
         }
+        "upload" => super::transfer::lower_upload(at, &mut s, p),
+        "download" => super::transfer::lower_download(at, &mut s, p),
         other => {
             p.add(
                 &format!("{at}.type"),
-                format_args!("{other:?} is not one of \"git\", \"shell\""),
+                format_args!(
+                    "{other:?} is not one of \"git\", \"shell\", \"upload\", \"download\""
+                ),
             );
             return None;
         }
@@ -877,6 +884,11 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
             ("repourl", s.repourl.is_some(), ""),
             ("mode", s.mode.is_some(), ""),
             ("branch", s.branch.is_some(), ""),
+            ("source", s.source.is_some(), "upload steps"),
+            ("dest", s.dest.is_some(), "upload and download steps"),
+            ("artifact", s.artifact.is_some(), "download steps"),
+            ("build", s.build.is_some(), "download steps"),
+            ("file", s.file.is_some(), "download steps"),
         ],
         p,
     );
@@ -927,6 +939,8 @@ pub(super) fn display_name(name: Option<&str>, kind: &StepKind, index: usize) ->
     }
     let first = match kind {
         StepKind::Git { .. } => return "git".to_string(),
+        StepKind::Upload { .. } => return "upload".to_string(),
+        StepKind::Download { .. } => return "download".to_string(),
         StepKind::Shell {
             command: Command::Argv(argv),
             ..
@@ -1245,6 +1259,7 @@ fn check_janitor(j: &JanitorCfg, p: &mut Problems) {
     for (k, v) in [
         ("build_horizon_days", j.build_horizon_days),
         ("log_horizon_days", j.log_horizon_days),
+        ("artifact_horizon_days", j.artifact_horizon_days),
     ] {
         if v > 36500 {
             p.add(

@@ -35,6 +35,7 @@ mod sample;
 mod secrets;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub(crate) use live::LiveConfig;
 pub use model::*;

@@ -498,6 +498,9 @@ pub struct Builder {
     /// Merge queued requests for the same source into the newest one
     /// (Buildbot's collapseRequests).
     pub collapse_requests: bool,
+    /// Bytes of artifacts one build may upload (its own, or the top-level
+    /// `max_artifact_bytes`).
+    pub(crate) max_artifact_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -533,6 +536,41 @@ pub(crate) enum StepKind {
         /// Relative to the build directory ("" = the build directory).
         workdir: String,
     },
+    /// Files of the build directory to the master (Buildbot's
+    /// FileUpload / DirectoryUpload / MultipleFileUpload in one).
+    Upload {
+        /// A file, directory or glob, relative to the build directory.
+        source: String,
+        /// The artifact name (prefix); "" = the source's own name.
+        dest: String,
+    },
+    /// One file from the master into the build directory (Buildbot's
+    /// FileDownload).
+    Download {
+        from: DownloadFrom,
+        /// Relative to the build directory.
+        dest: String,
+    },
+}
+
+/// Where a `download` step's file comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DownloadFrom {
+    /// An artifact of a build of the same builder.
+    Artifact { name: String, build: BuildRef },
+    /// A file under the master directory's `files/` (a relative path).
+    File(String),
+}
+
+/// Which build of the builder a download takes an artifact from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BuildRef {
+    /// The build the step runs in.
+    This,
+    /// The build with this number.
+    Number(i64),
+    /// The newest build that succeeded and has the artifact.
+    LastSuccessful,
 }
 
 /// How a git step updates its checkout.
@@ -558,7 +596,7 @@ impl Step {
     pub(crate) fn is_git(&self) -> bool {
         match self.kind {
             StepKind::Git { .. } => true,
-            StepKind::Shell { .. } => false,
+            StepKind::Shell { .. } | StepKind::Upload { .. } | StepKind::Download { .. } => false,
         }
     }
 }
@@ -586,7 +624,7 @@ impl Builder {
     pub(crate) fn git_repourl(&self) -> Option<&str> {
         self.steps.iter().find_map(|s| match &s.kind {
             StepKind::Git { repourl, .. } => Some(repourl.as_str()),
-            StepKind::Shell { .. } => None,
+            StepKind::Shell { .. } | StepKind::Upload { .. } | StepKind::Download { .. } => None,
         })
     }
 }

@@ -42,6 +42,18 @@ pub(crate) struct Config {
     /// Per-step log cap in bytes (Buildbot's `logMaxSize`).
     #[serde(default = "default_max_log_size")]
     pub max_log_size: u64,
+    /// Bytes of artifacts one build may upload (`upload` steps), unless
+    /// its builder sets its own.
+    #[serde(default = "default_max_artifact_bytes")]
+    pub max_artifact_bytes: u64,
+}
+
+/// 1 GiB: a release's tarballs and wheels, while a runaway glob cannot
+/// fill a shared host's 10 GB quota in one build.
+pub(crate) const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+fn default_max_artifact_bytes() -> u64 {
+    DEFAULT_MAX_ARTIFACT_BYTES
 }
 
 fn default_title() -> String {
@@ -311,6 +323,9 @@ pub(crate) struct BuilderCfg {
     /// frees up; the older ones end SKIPPED (Buildbot's collapseRequests).
     #[serde(default = "yes")]
     pub collapse_requests: bool,
+    /// Bytes of artifacts one build of this builder may upload (default:
+    /// the top-level `max_artifact_bytes`).
+    pub max_artifact_bytes: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -396,6 +411,20 @@ pub(crate) struct StepCfg {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
+    // upload
+    /// A file, directory or glob relative to the build directory.
+    pub source: Option<String>,
+    /// upload: the name (prefix) on the master; download: the file written,
+    /// relative to the build directory.
+    pub dest: Option<String>,
+    // download
+    /// An artifact's name, of this build or of `build`.
+    pub artifact: Option<String>,
+    /// Which build of this builder holds `artifact`: a build number or
+    /// "last_successful" (default: this build).
+    pub build: Option<toml::Value>,
+    /// A file under the master's `files/` directory.
+    pub file: Option<String>,
     /// Seconds without output before the step is killed (default 1200).
     pub timeout: Option<u64>,
     pub halt_on_failure: Option<bool>,
@@ -423,6 +452,11 @@ pub(crate) struct JanitorCfg {
     /// the builds and steps stay and their logs read as empty.
     #[serde(default = "default_log_horizon")]
     pub log_horizon_days: u32,
+    /// Artifacts of builds that finished longer ago than this are deleted
+    /// (files and rows); the builds stay. 0 keeps them as long as their
+    /// build.
+    #[serde(default = "default_artifact_horizon")]
+    pub artifact_horizon_days: u32,
     /// Hours between two runs; the first run is shortly after start.
     #[serde(default = "default_janitor_interval")]
     pub interval_hours: u32,
@@ -437,6 +471,11 @@ fn default_build_horizon() -> u32 {
 fn default_log_horizon() -> u32 {
     DEFAULT_LOG_HORIZON_DAYS
 }
+pub(crate) const DEFAULT_ARTIFACT_HORIZON_DAYS: u32 = 30;
+
+fn default_artifact_horizon() -> u32 {
+    DEFAULT_ARTIFACT_HORIZON_DAYS
+}
 fn default_janitor_interval() -> u32 {
     24
 }
@@ -446,6 +485,7 @@ impl Default for JanitorCfg {
         JanitorCfg {
             build_horizon_days: default_build_horizon(),
             log_horizon_days: default_log_horizon(),
+            artifact_horizon_days: default_artifact_horizon(),
             interval_hours: default_janitor_interval(),
         }
     }

@@ -36,6 +36,7 @@
 //! can drop the last commits. That is the failure model we promise (SPEC §6).
 
 pub(crate) mod api;
+mod artifacts;
 mod builds;
 mod changes;
 mod ids;
@@ -51,6 +52,8 @@ mod users;
 mod workers;
 mod writer;
 
+pub(crate) use artifacts::*;
+pub use artifacts::{artifact_dir, artifact_path, artifact_root};
 pub(crate) use builds::*;
 pub use changes::*;
 pub use integrity::{CorruptDatabase, FileLost, Loss};

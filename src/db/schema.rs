@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -255,6 +255,24 @@ ALTER TABLE buildsets ADD COLUMN rebuild_of INTEGER;
 -- array, index = step number), so a step never run (skipped after a
 -- failure) is listed as such whatever a later reconfig says.
 ALTER TABLE builds ADD COLUMN planned_steps TEXT;
+"#,
+    // 8: artifacts (issue 20): the files `upload` steps sent, stored as
+    // `artifacts/<buildid>/<name>` under the master directory. A row is
+    // written once its file is complete and its checksum checked; the
+    // janitor deletes rows with their build or past artifact_horizon_days.
+    r#"
+CREATE TABLE artifacts (
+    artifactid INTEGER PRIMARY KEY,
+    buildid INTEGER NOT NULL REFERENCES builds(buildid),
+    -- The step that uploaded it (no foreign key: its number is enough to
+    -- show, and steps go with the build anyway).
+    stepnumber INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (buildid, name)
+);
 "#,
 ];
 

@@ -16,6 +16,7 @@
 
 use crate::config::{Builder, Command, Step, StepKind};
 use crate::db::{self, Props, SourceStamp, Store};
+use crate::master::artifacts::{Download, DownloadSource, Transfer, Upload};
 use crate::master::events::{Event, Hub};
 use crate::master::logs::LogWriter;
 use crate::model::{
@@ -23,7 +24,7 @@ use crate::model::{
     BuildResult::{self, Cancelled, Exception, Failure, Retry, Skipped, Success, Warnings},
     BuilderId, LogId, StepId,
 };
-use crate::protocol::{StepSpec, ToWorker};
+use crate::protocol::{FromWorker, StepSpec, ToWorker};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,6 +121,11 @@ pub(crate) struct RunningBuild {
     git_header: String,
     /// Why the build cannot go on (see `cut_short`).
     cut: Option<String>,
+    /// The running step's upload or download (`master::artifacts`).
+    transfer: Option<Transfer>,
+    /// Bytes of the artifacts this build has stored (against its
+    /// builder's `max_artifact_bytes`).
+    artifact_bytes: u64,
 }
 
 /// How a build is closed.
@@ -345,6 +351,8 @@ impl RunningBuild {
             ended: None,
             git_header: String::new(),
             cut: None,
+            transfer: None,
+            artifact_bytes: 0,
         }
     }
 
@@ -416,6 +424,15 @@ impl RunningBuild {
                     timeout,
                 }
             }
+            StepKind::Upload { source, dest } => StepSpec::Upload {
+                source: source.clone(),
+                dest: dest.clone(),
+            },
+            // The size is the file's, known once `advance` has opened it.
+            StepKind::Download { dest, .. } => StepSpec::Download {
+                dest: dest.clone(),
+                size: 0,
+            },
         }
     }
 
@@ -430,7 +447,7 @@ impl RunningBuild {
                 continue;
             }
             let name = step.name.clone();
-            let spec = self.spec(step);
+            let mut spec = self.spec(step);
             let (buildid, number, name2) = (self.job.buildid, idx as u32, name.clone());
             let (stepid, logid) = match self.job.first_step.take() {
                 Some(ids) if idx == 0 => ids,
@@ -450,6 +467,28 @@ impl RunningBuild {
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
             self.git_header.clear();
+            self.transfer = match &self.job.builder.steps[idx].kind {
+                StepKind::Upload { .. } => Some(Transfer::Upload(Upload::new(
+                    &self.master_dir,
+                    buildid,
+                    number,
+                    self.job.builder.max_artifact_bytes,
+                    self.artifact_bytes,
+                ))),
+                StepKind::Download { from, .. } => {
+                    let src = DownloadSource {
+                        from,
+                        buildid,
+                        builderid: self.job.builderid,
+                    };
+                    let d = Download::start(store, &self.master_dir, &src, number);
+                    if let StepSpec::Download { size, .. } = &mut spec {
+                        *size = d.size();
+                    }
+                    Some(Transfer::Download(d))
+                }
+                StepKind::Git { .. } | StepKind::Shell { .. } => None,
+            };
             self.current = Some(CurrentStep {
                 number,
                 name,
@@ -503,6 +542,60 @@ impl RunningBuild {
         }
     }
 
+    /// The frames a download sends on its own: right after its `RunStep`,
+    /// the first window of the file (or the abort, when there is no file).
+    pub(crate) fn transfer_frames(&mut self) -> Vec<ToWorker> {
+        match &mut self.transfer {
+            Some(Transfer::Download(d)) => d.frames(),
+            Some(Transfer::Upload(_)) | None => vec![],
+        }
+    }
+
+    /// A transfer frame from the worker (`UploadFile`, `UploadData`,
+    /// `UploadEnd`, `DownloadAck`) for the running step; returns what to
+    /// send back. Frames for another step, or of the wrong kind, are late
+    /// or confused and dropped.
+    pub(crate) fn on_transfer(&mut self, store: &Store, frame: FromWorker) -> Vec<ToWorker> {
+        let running = self.current.as_ref().map(|c| c.number);
+        let answer = match (&mut self.transfer, frame) {
+            (
+                Some(Transfer::Upload(u)),
+                FromWorker::UploadFile {
+                    step, name, size, ..
+                },
+            ) if running == Some(step) => u.on_file(&name, size),
+            (Some(Transfer::Upload(u)), FromWorker::UploadData { step, data, .. })
+                if running == Some(step) =>
+            {
+                u.on_data(&data)
+            }
+            (Some(Transfer::Upload(u)), FromWorker::UploadEnd { step, sha256, .. })
+                if running == Some(step) =>
+            {
+                u.on_end(&sha256, store)
+            }
+            (Some(Transfer::Download(d)), FromWorker::DownloadAck { step, received, .. })
+                if running == Some(step) =>
+            {
+                return d.on_ack(received);
+            }
+            (_, f) => {
+                log::warn!(
+                    "build {}: dropping a transfer frame for no running transfer: {:?}",
+                    self.job.buildid,
+                    std::mem::discriminant(&f)
+                );
+                return vec![];
+            }
+        };
+        if let (Some(line), Some(step)) = (answer.log, running) {
+            if let Err(e) = self.log(step, "h", &line) {
+                log::error!("build {}: writing log: {e:#}", self.job.buildid);
+            }
+        }
+        answer.reply.into_iter().collect()
+    }
+
     /// Ends the running step; its end is committed with the next `advance`
     /// or `finish`, which the caller makes next. Returns false (and changes
     /// nothing) when `step` is not the step running, so the caller does not
@@ -510,10 +603,10 @@ impl RunningBuild {
     pub(crate) fn step_done(
         &mut self,
         step: u32,
-        exit_code: Option<i32>,
+        mut exit_code: Option<i32>,
         interrupted: bool,
         timed_out: bool,
-        reason: Option<String>,
+        mut reason: Option<String>,
     ) -> Result<bool> {
         let Some(mut cur) = self.current.take() else {
             log::warn!("build {}: StepDone with no step running", self.job.buildid);
@@ -529,6 +622,19 @@ impl RunningBuild {
             );
             self.current = Some(cur);
             return Ok(false);
+        }
+        if let Some(t) = self.transfer.take() {
+            let worker_ok = exit_code == Some(0) && !interrupted && !timed_out;
+            let (why, used) = t.finish(worker_ok);
+            if let Some(used) = used {
+                self.artifact_bytes = used;
+            }
+            // The master refused what the worker sent (or could not send
+            // what it asked for): that is the step's failure and its reason.
+            if let Some(why) = why.filter(|_| !interrupted) {
+                exit_code = None;
+                reason = Some(why);
+            }
         }
         let cfg = &self.job.builder.steps[cur.number as usize];
         let r = step_result(cfg, exit_code, interrupted, timed_out);
@@ -656,6 +762,8 @@ impl RunningBuild {
     /// The connection is going away mid-step: close the log cleanly. The
     /// botmaster then ends the build as RETRY in the database.
     pub(crate) fn abandon(&mut self, store: &Store, why: &str) {
+        // A partial upload is removed with it.
+        self.transfer = None;
         if let Some(e) = self.ended.clone() {
             // Not reached today: `step_done` is always followed by `advance`.
             if let Err(err) = store.write(move |c| e.record(c)) {

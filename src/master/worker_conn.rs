@@ -524,6 +524,25 @@ impl Conn {
                 }
                 self.advance(build_id)
             }
+            f @ (FromWorker::UploadFile { .. }
+            | FromWorker::UploadData { .. }
+            | FromWorker::UploadEnd { .. }
+            | FromWorker::DownloadAck { .. }) => {
+                let build_id = match &f {
+                    FromWorker::UploadFile { build_id, .. }
+                    | FromWorker::UploadData { build_id, .. }
+                    | FromWorker::UploadEnd { build_id, .. }
+                    | FromWorker::DownloadAck { build_id, .. } => *build_id,
+                    _ => return Ok(()),
+                };
+                let Some(b) = self.builds.get_mut(&build_id) else {
+                    return Ok(());
+                };
+                for reply in b.on_transfer(&self.ctx.store, f) {
+                    self.send(&reply)?;
+                }
+                Ok(())
+            }
             FromWorker::Auth { .. } => bail!("unexpected auth message after the handshake"),
         }
     }
@@ -543,7 +562,15 @@ impl Conn {
             return Ok(());
         };
         match b.advance(&self.ctx.store) {
-            Ok(Some(msg)) => return self.send(&msg),
+            Ok(Some(msg)) => {
+                // A download's first pieces follow its RunStep at once.
+                let more = b.transfer_frames();
+                self.send(&msg)?;
+                for m in more {
+                    self.send(&m)?;
+                }
+                return Ok(());
+            }
             Ok(None) => {}
             Err(e) => {
                 // The database (or the log directory) refused the step:
