@@ -28,8 +28,9 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 pub(crate) const LOG_CHUNK: usize = 32 * 1024;
 
 /// File transfers (the `upload` and `download` steps) go in pieces of at
-/// most this many bytes, base64 in a frame (~171 KiB): far below
-/// `MAX_FRAME`, and big enough that a frame's overhead does not show.
+/// most this many bytes, each the binary frame that follows its
+/// `upload_data` or `download_data` frame: far below `MAX_FRAME`, and big
+/// enough that a frame's overhead does not show.
 pub(crate) const TRANSFER_CHUNK: usize = 128 * 1024;
 
 /// Bytes of a transfer the sender may have sent and the receiver not yet
@@ -87,12 +88,14 @@ pub enum ToWorker {
         step: u32,
         received: u64,
     },
-    /// A piece of a `download` step's file, base64 (at most
-    /// [`TRANSFER_CHUNK`] bytes decoded).
+    /// A piece of a `download` step's file: the bytes (at most
+    /// [`TRANSFER_CHUNK`]) are the binary frame that follows this one
+    /// ([`Framed`]), not part of the JSON.
     DownloadData {
         build_id: BuildId,
         step: u32,
-        data: String,
+        #[serde(skip)]
+        data: Vec<u8>,
     },
     /// The whole file of a `download` step was sent; its sha256 as the
     /// master read it (hex), for the worker to compare with its own.
@@ -156,12 +159,14 @@ pub enum FromWorker {
         name: String,
         size: u64,
     },
-    /// A piece of the file being uploaded, base64 (at most
-    /// [`TRANSFER_CHUNK`] bytes decoded).
+    /// A piece of the file being uploaded: the bytes (at most
+    /// [`TRANSFER_CHUNK`]) are the binary frame that follows this one
+    /// ([`Framed`]), not part of the JSON.
     UploadData {
         build_id: BuildId,
         step: u32,
-        data: String,
+        #[serde(skip)]
+        data: Vec<u8>,
     },
     /// The file is sent whole; its sha256 as the worker read it (hex).
     UploadEnd {
@@ -286,23 +291,74 @@ pub(crate) fn stays_inside(path: &str) -> bool {
         })
 }
 
-/// A transfer piece as it goes in a frame.
-pub(crate) fn encode_piece(bytes: &[u8]) -> String {
-    use base64ct::{Base64, Encoding};
-    Base64::encode_string(bytes)
+/// A message that may carry bytes outside its JSON: a file piece of a
+/// transfer is sent as a binary frame (length, then the raw bytes) right
+/// after its message's frame, so it is neither base64 nor escaped (the
+/// debug-built tests spent most of a 200 MB upload encoding base64).
+pub trait Framed {
+    /// The bytes that follow this message, if it carries any.
+    fn payload(&self) -> Option<&[u8]>;
+    /// Where a reader puts them, if this message carries any.
+    fn payload_mut(&mut self) -> Option<&mut Vec<u8>>;
 }
 
-/// A transfer piece from a frame: base64 of at most [`TRANSFER_CHUNK`]
-/// bytes, or an error saying what is wrong with it.
-pub(crate) fn decode_piece(data: &str) -> Result<Vec<u8>> {
-    use base64ct::{Base64, Encoding};
-    if data.len() > TRANSFER_CHUNK.div_ceil(3) * 4 {
-        bail!(
-            "a transfer piece of {} base64 characters is over the {TRANSFER_CHUNK}-byte limit",
-            data.len()
-        );
+impl Framed for ToWorker {
+    fn payload(&self) -> Option<&[u8]> {
+        match self {
+            ToWorker::DownloadData { data, .. } => Some(data),
+            _ => None,
+        }
     }
-    Base64::decode_vec(data).map_err(|e| anyhow::anyhow!("a transfer piece is not base64: {e}"))
+    fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            ToWorker::DownloadData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+}
+
+impl Framed for FromWorker {
+    fn payload(&self) -> Option<&[u8]> {
+        match self {
+            FromWorker::UploadData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+    fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            FromWorker::UploadData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the binary frame that follows a message carrying a file piece
+/// into it: at most [`TRANSFER_CHUNK`] bytes, or an error.
+pub fn read_payload<R: Read, T: Framed>(r: &mut R, msg: &mut T) -> Result<()> {
+    let Some(data) = msg.payload_mut() else {
+        return Ok(());
+    };
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)
+        .context("reading a file piece's length")?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > TRANSFER_CHUNK {
+        bail!("a file piece of {n} bytes exceeds the {TRANSFER_CHUNK}-byte limit");
+    }
+    data.resize(n, 0);
+    r.read_exact(data).context("reading a file piece")
+}
+
+/// Reads one message with its file piece, if it carries one
+/// ([`read_frame`], then [`read_payload`]).
+pub fn read_message<R: Read, T: for<'de> Deserialize<'de> + Framed>(
+    r: &mut R,
+) -> Result<Option<T>> {
+    let Some(mut msg) = read_frame::<_, T>(r)? else {
+        return Ok(None);
+    };
+    read_payload(r, &mut msg)?;
+    Ok(Some(msg))
 }
 
 /// Reads one frame. Returns Ok(None) on a clean EOF before the length.
@@ -323,8 +379,9 @@ pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> Result<Op
     Ok(Some(msg))
 }
 
-/// Encodes one frame into a buffer (length prefix included).
-pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
+/// Encodes one message into a buffer: its frame (length prefix
+/// included), then its file piece's binary frame if it carries one.
+pub fn encode_frame<T: Serialize + Framed>(msg: &T) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 4];
     serde_json::to_writer(&mut buf, msg).context("encoding frame")?;
     let n = buf.len() - 4;
@@ -332,12 +389,22 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
         bail!("frame of {n} bytes exceeds the {MAX_FRAME}-byte limit");
     }
     buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+    if let Some(piece) = msg.payload() {
+        if piece.len() > TRANSFER_CHUNK {
+            bail!(
+                "a file piece of {} bytes exceeds the {TRANSFER_CHUNK}-byte limit",
+                piece.len()
+            );
+        }
+        buf.extend_from_slice(&(piece.len() as u32).to_be_bytes());
+        buf.extend_from_slice(piece);
+    }
     Ok(buf)
 }
 
 /// Writes one frame with a single `write_all`, so frames from one writer
 /// never interleave.
-pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<()> {
+pub fn write_frame<W: Write, T: Serialize + Framed>(w: &mut W, msg: &T) -> Result<()> {
     let buf = encode_frame(msg)?;
     w.write_all(&buf).context("writing frame")?;
     w.flush().context("flushing frame")
@@ -439,20 +506,37 @@ mod tests {
     }
 
     #[test]
-    fn pieces_round_trip_and_are_bounded() {
+    fn pieces_travel_as_binary_frames_and_are_bounded() {
         let b: Vec<u8> = (0..=255u8).cycle().take(TRANSFER_CHUNK).collect();
-        assert_eq!(decode_piece(&encode_piece(&b)).unwrap(), b);
-        let over = encode_piece(&vec![0u8; TRANSFER_CHUNK + 3]);
-        assert!(decode_piece(&over).is_err());
-        assert!(decode_piece("not base64!").is_err());
-        // A whole piece in a frame stays far below the frame limit.
-        let f = encode_frame(&FromWorker::UploadData {
+        let msg = FromWorker::UploadData {
             build_id: BuildId(1),
             step: 0,
-            data: encode_piece(&b),
+            data: b.clone(),
+        };
+        let f = encode_frame(&msg).unwrap();
+        // The JSON frame, then the piece as it is: no base64.
+        assert!(f.len() < b.len() + 100, "{}", f.len());
+        let back: FromWorker = read_message(&mut &f[..]).unwrap().unwrap();
+        assert_eq!(back, msg);
+        let big = FromWorker::UploadData {
+            build_id: BuildId(1),
+            step: 0,
+            data: vec![0; TRANSFER_CHUNK + 1],
+        };
+        assert!(encode_frame(&big).is_err());
+        // A reader refuses a piece over the limit, and a missing one.
+        let mut bad = encode_frame(&FromWorker::UploadData {
+            build_id: BuildId(1),
+            step: 0,
+            data: vec![],
         })
         .unwrap();
-        assert!(f.len() < MAX_FRAME / 4, "{}", f.len());
+        bad.truncate(bad.len() - 4);
+        bad.extend_from_slice(&(TRANSFER_CHUNK as u32 + 1).to_be_bytes());
+        let e = read_message::<_, FromWorker>(&mut &bad[..]).unwrap_err();
+        assert!(e.to_string().contains("exceeds"), "{e}");
+        bad.truncate(bad.len() - 4);
+        assert!(read_message::<_, FromWorker>(&mut &bad[..]).is_err());
     }
 
     #[test]

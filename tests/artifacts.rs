@@ -387,6 +387,18 @@ artifact_horizon_days = 7
     assert_eq!(all["meta"]["total"], 1, "{all}");
 }
 
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime, fields 14 and 15 of the line, in clock ticks.
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 /// The master's anonymous resident memory (`RssAnon`), in bytes.
 fn rss_anon(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -415,7 +427,7 @@ source = "big.bin"
     );
     builder_cap(&s, 300 * 1000 * 1000);
     let master = s.start_master();
-    let _worker = s.start_worker("example-worker", WORKER_PW);
+    let worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
     // Idle, connected: the baseline (the lowest of a few samples).
     let pid = master.pid();
@@ -457,13 +469,18 @@ source = "big.bin"
     let stored = minibot::db::artifact_path(&s.master, minibot::model::BuildId(id), "big.bin");
     assert_eq!(sha256_file(&stored), sha);
     let growth = peak.saturating_sub(idle);
+    let upload = step(&s, id, "upload");
     eprintln!(
-        "200 MB artifact: build took {:.1} s; master RssAnon idle {:.1} MB, peak {:.1} MB \
-         during the upload (+{:.1} MB, {samples} samples)",
+        "200 MB artifact: build took {:.1} s (the upload step {} s); master RssAnon idle \
+         {:.1} MB, peak {:.1} MB during the upload (+{:.1} MB, {samples} samples); CPU so \
+         far: master {:.1} s, worker {:.1} s",
         took.as_secs_f64(),
+        upload["complete_at"].as_i64().unwrap_or(0) - upload["started_at"].as_i64().unwrap_or(0),
         idle as f64 / 1e6,
         peak as f64 / 1e6,
-        growth as f64 / 1e6
+        growth as f64 / 1e6,
+        cpu_seconds(pid),
+        cpu_seconds(worker.pid())
     );
     assert!(
         growth < 20 * 1000 * 1000,

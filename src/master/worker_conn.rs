@@ -392,7 +392,7 @@ impl Conn {
             .name("worker-reader".into())
             .stack_size(THREAD_STACK)
             .spawn(move || loop {
-                match protocol::read_frame::<_, FromWorker>(&mut reader) {
+                match protocol::read_message::<_, FromWorker>(&mut reader) {
                     Ok(Some(m)) => {
                         if in_tx.send(Incoming::Frame(m)).is_err() {
                             break;

@@ -809,7 +809,11 @@ impl Session {
         threads.push(std::thread::spawn(move || loop {
             let ev = match protocol::read_frame::<_, serde_json::Value>(&mut reader) {
                 Ok(Some(v)) => match serde_json::from_value::<ToWorker>(v) {
-                    Ok(m) => ReaderEvent::Msg(m),
+                    // A file piece follows its message as a binary frame.
+                    Ok(mut m) => match protocol::read_payload(&mut reader, &mut m) {
+                        Ok(()) => ReaderEvent::Msg(m),
+                        Err(e) => ReaderEvent::Closed(format!("reading from the master failed: {e:#}")),
+                    },
                     Err(e) => {
                         log::warn!("ignoring a message from the master this worker does not understand: {e}");
                         ReaderEvent::Unknown

@@ -20,8 +20,7 @@
 use super::steps::{CancelToken, Out, StepOutcome};
 use crate::model::BuildId;
 use crate::protocol::{
-    check_artifact_name, decode_piece, encode_piece, stays_inside, FromWorker, StepSpec,
-    TRANSFER_CHUNK, TRANSFER_WINDOW,
+    check_artifact_name, stays_inside, FromWorker, StepSpec, TRANSFER_CHUNK, TRANSFER_WINDOW,
 };
 use crossbeam_channel::{after, select, Receiver};
 use sha2::{Digest, Sha256};
@@ -34,8 +33,8 @@ use std::time::Duration;
 pub(crate) enum TransferMsg {
     /// `UploadAck`: bytes the master has written.
     Ack(u64),
-    /// `DownloadData`: a piece, still base64.
-    Data(String),
+    /// `DownloadData`: a piece of the file.
+    Data(Vec<u8>),
     /// `DownloadEnd`: the master's sha256 of the file.
     End(String),
     /// `TransferAborted`: why the master gave up.
@@ -379,7 +378,7 @@ fn upload(
             (link.send)(FromWorker::UploadData {
                 build_id: link.build_id,
                 step: link.step,
-                data: encode_piece(&buf[..n]),
+                data: buf[..n].to_vec(),
             });
             sent += n as u64;
             left -= n as u64;
@@ -457,11 +456,7 @@ fn download(
     let mut written = 0u64;
     loop {
         match next(link, cancel, out) {
-            Ok(TransferMsg::Data(d)) => {
-                let piece = match decode_piece(&d) {
-                    Ok(p) => p,
-                    Err(e) => return failed(out, format!("{e:#}")),
-                };
+            Ok(TransferMsg::Data(piece)) => {
                 if written + piece.len() as u64 > size {
                     return failed(
                         out,
