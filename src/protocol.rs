@@ -1,6 +1,7 @@
 //! The master–worker wire protocol, shared by both binaries.
 //!
-//! Owns: frame encoding (a 4-byte big-endian length, then one JSON object),
+//! Owns: frame encoding (a 4-byte big-endian length, then one JSON object;
+//! a transfer's file piece is a binary frame after its message, [`Framed`]),
 //! the message types, and the HMAC-SHA256 challenge–response used to
 //! authenticate both ends. No threads or channels live here; `worker_conn`
 //! (master side) and `worker` (worker side) call these functions on their

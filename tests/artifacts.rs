@@ -50,6 +50,17 @@ fn api_artifacts(s: &Setup, id: i64) -> Vec<serde_json::Value> {
     v["artifacts"].as_array().cloned().unwrap_or_default()
 }
 
+/// A master of `extra_cfg` (as [`Setup::new`]) with `example-worker`
+/// connected; `edit` changes the master's directory first.
+fn running(extra_cfg: &str, edit: impl FnOnce(&Setup)) -> (Setup, Proc, Proc) {
+    let s = Setup::new(PASSING_TEST, extra_cfg);
+    edit(&s);
+    let master = s.start_master();
+    let worker = s.start_worker("example-worker", WORKER_PW);
+    s.wait_connected("example-worker");
+    (s, master, worker)
+}
+
 /// A build of one push, run to its end; returns it.
 fn one_build(s: &Setup) -> serde_json::Value {
     s.push(&s.head, "master", "artifacts");
@@ -109,10 +120,7 @@ command = "test \"$(cat fetched/a.whl)\" = one"
 
 #[test]
 fn upload_list_download_and_fetch_back() {
-    let s = Setup::new(PASSING_TEST, MAKE_AND_UPLOAD);
-    let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", WORKER_PW);
-    s.wait_connected("example-worker");
+    let (s, _master, _worker) = running(MAKE_AND_UPLOAD, |_| {});
     let b = one_build(&s);
     let id = b["buildid"].as_i64().unwrap();
     assert_eq!(b["results"], 0, "{b}");
@@ -239,8 +247,7 @@ dest = "x"
 
     // On the worker: a symlink out of the build directory is not followed,
     // the step fails saying so, and nothing is stored.
-    let s = Setup::new(
-        PASSING_TEST,
+    let (s, _master, _worker) = running(
         r#"
 [[builders.steps]]
 type = "shell"
@@ -251,10 +258,8 @@ type = "upload"
 name = "up"
 source = "passwd"
 "#,
+        |_| {},
     );
-    let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", WORKER_PW);
-    s.wait_connected("example-worker");
     let b = one_build(&s);
     let id = b["buildid"].as_i64().unwrap();
     assert_eq!(b["results"], 2, "{b}");
@@ -271,8 +276,7 @@ source = "passwd"
 
 #[test]
 fn the_cap_fails_the_step_with_its_name_and_leaves_no_partial_file() {
-    let s = Setup::new(
-        PASSING_TEST,
+    let (s, _master, _worker) = running(
         r#"
 [[builders.steps]]
 type = "shell"
@@ -283,11 +287,8 @@ type = "upload"
 name = "up"
 source = "out"
 "#,
+        |s| builder_cap(s, 5000),
     );
-    builder_cap(&s, 5000);
-    let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", WORKER_PW);
-    s.wait_connected("example-worker");
     let b = one_build(&s);
     let id = b["buildid"].as_i64().unwrap();
     assert_eq!(b["results"], 2, "{b}");
@@ -312,12 +313,9 @@ source = "out"
     assert!(left.is_empty(), "partial files left: {left:?}");
 }
 
-const DAY: i64 = 86_400;
-
 #[test]
 fn the_janitor_removes_artifacts_with_their_build_and_past_the_horizon() {
-    let s = Setup::new(
-        PASSING_TEST,
+    let (s, mut master, _worker) = running(
         r#"
 [[builders.steps]]
 type = "shell"
@@ -331,10 +329,8 @@ build_horizon_days = 30
 log_horizon_days = 0
 artifact_horizon_days = 7
 "#,
+        |_| {},
     );
-    let mut master = s.start_master();
-    let _worker = s.start_worker("example-worker", WORKER_PW);
-    s.wait_connected("example-worker");
     for i in 1..=3 {
         s.push(&s.head, "master", &format!("push {i}"));
         s.wait_builds(i, Duration::from_secs(60));
@@ -350,23 +346,7 @@ artifact_horizon_days = 7
     assert_eq!(master.wait_exit(Duration::from_secs(30)), Some(0));
     // Build 0 finished 40 days ago (past the build horizon), build 1 ten
     // days ago (past the artifact horizon only).
-    let db = rusqlite::Connection::open(s.master.join("state.sqlite")).unwrap();
-    let now = minibot::model::now();
-    for (i, days) in [(0, 40), (1, 10)] {
-        let t = now - days * DAY;
-        db.execute(
-            "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
-            (id(i), t),
-        )
-        .unwrap();
-        db.execute(
-            "UPDATE buildrequests SET submitted_at = ?2, complete_at = ?2
-             WHERE buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)",
-            (id(i), t),
-        )
-        .unwrap();
-    }
-    drop(db);
+    age_builds(&s.master, &[(id(0), 40), (id(1), 10)]);
 
     let _master = s.start_master();
     let run = s.wait_status("the janitor's first run", |st| st.last_janitor_run.clone());
@@ -410,8 +390,7 @@ fn rss_anon(pid: i32) -> Option<u64> {
 #[test]
 fn a_200_mb_artifact_leaves_the_masters_memory_flat() {
     const SIZE: u64 = 200 * 1000 * 1000;
-    let s = Setup::new(
-        PASSING_TEST,
+    let (s, master, worker) = running(
         &format!(
             r#"
 [[builders.steps]]
@@ -424,11 +403,8 @@ name = "upload"
 source = "big.bin"
 "#
         ),
+        |s| builder_cap(s, 300 * 1000 * 1000),
     );
-    builder_cap(&s, 300 * 1000 * 1000);
-    let master = s.start_master();
-    let worker = s.start_worker("example-worker", WORKER_PW);
-    s.wait_connected("example-worker");
     // Idle, connected: the baseline (the lowest of a few samples).
     let pid = master.pid();
     let idle = (0..5)
@@ -490,8 +466,7 @@ source = "big.bin"
 
 #[test]
 fn downloads_from_files_and_from_earlier_builds() {
-    let s = Setup::new(
-        PASSING_TEST,
+    let (s, _master, _worker) = running(
         r#"
 [[builders.steps]]
 type = "shell"
@@ -528,14 +503,13 @@ dest = "escape"
 flunk_on_failure = false
 halt_on_failure = false
 "#,
+        |s| {
+            let files = s.master.join("files");
+            std::fs::create_dir_all(&files).unwrap();
+            std::fs::write(files.join("deploy.sh"), "echo deploy\n").unwrap();
+            std::os::unix::fs::symlink(s.master.join("master.cfg"), files.join("escape")).unwrap();
+        },
     );
-    let files = s.master.join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    std::fs::write(files.join("deploy.sh"), "echo deploy\n").unwrap();
-    std::os::unix::fs::symlink(s.master.join("master.cfg"), files.join("escape")).unwrap();
-    let _master = s.start_master();
-    let _worker = s.start_worker("example-worker", WORKER_PW);
-    s.wait_connected("example-worker");
     let wdir = worker_build_dir(&s);
 
     // Build 1: nothing succeeded before it, so "previous" fails (without

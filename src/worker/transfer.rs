@@ -355,16 +355,12 @@ fn upload(
         let mut left = size;
         while left > 0 {
             let n = left.min(TRANSFER_CHUNK as u64) as usize;
-            while sent + n as u64 - acked > TRANSFER_WINDOW {
-                match next(link, cancel, out) {
-                    Ok(TransferMsg::Ack(a)) => acked = acked.max(a),
-                    Ok(TransferMsg::Aborted(why)) => {
-                        return failed(out, format!("the master refused the upload: {why}"))
-                    }
-                    Ok(other) => log::warn!("upload: ignoring {other:?} from the master"),
-                    Err(o) => return o,
-                }
-            }
+            // Within the window: wait for what lets this piece go.
+            let need = (sent + n as u64).saturating_sub(TRANSFER_WINDOW);
+            acked = match acked_to(need, acked, link, cancel, out) {
+                Ok(a) => a,
+                Err(o) => return o,
+            };
             if let Err(e) = file.read_exact(&mut buf[..n]) {
                 return failed(
                     out,
@@ -396,17 +392,34 @@ fn upload(
     }
     // Everything acknowledged: the master has written it all, and a
     // refusal of the last piece is reported here too.
-    while acked < sent {
-        match next(link, cancel, out) {
-            Ok(TransferMsg::Ack(a)) => acked = acked.max(a),
-            Ok(TransferMsg::Aborted(why)) => {
-                return failed(out, format!("the master refused the upload: {why}"))
+    match acked_to(sent, acked, link, cancel, out) {
+        Ok(_) => succeeded(),
+        Err(o) => o,
+    }
+}
+
+/// Waits until the master has acknowledged `want` bytes of the upload
+/// (`acked` so far); returns what it has acknowledged, or the step's end
+/// (the master refused the upload, the step was interrupted).
+fn acked_to(
+    want: u64,
+    mut acked: u64,
+    link: &Link<'_>,
+    cancel: &CancelToken,
+    out: Out<'_>,
+) -> Result<u64, StepOutcome> {
+    while acked < want {
+        match next(link, cancel, out)? {
+            TransferMsg::Ack(a) => acked = acked.max(a),
+            TransferMsg::Aborted(why) => {
+                return Err(failed(out, format!("the master refused the upload: {why}")))
             }
-            Ok(other) => log::warn!("upload: ignoring {other:?} from the master"),
-            Err(o) => return o,
+            TransferMsg::Data(_) | TransferMsg::End(_) => {
+                log::warn!("upload: ignoring download frames from the master")
+            }
         }
     }
-    succeeded()
+    Ok(acked)
 }
 
 /// A partly downloaded file, removed unless it was completed.
