@@ -5,8 +5,9 @@
 //! range; a `download` step brings one back; names that would leave a
 //! directory are refused; the per-build cap fails the step with a message
 //! naming it and leaves no partial file; the janitor removes artifacts with
-//! their build and after `artifact_horizon_days`; and a 200 MB upload
-//! leaves the master's anonymous memory flat.
+//! their build and after `artifact_horizon_days`; a worker lost mid-upload
+//! leaves nothing partial; and a 200 MB upload leaves the master's
+//! anonymous memory flat.
 
 use crate::common::*;
 use sha2::{Digest, Sha256};
@@ -559,4 +560,40 @@ halt_on_failure = false
         api_artifacts(&s, id2)[0]["sha256"],
         hex::encode(Sha256::digest(b"2"))
     );
+}
+
+#[test]
+fn a_worker_lost_mid_upload_leaves_no_partial_file() {
+    let (s, _master, worker) = running(
+        r#"
+[[builders.steps]]
+type = "shell"
+name = "make"
+command = "head -c 150000000 /dev/urandom > big.bin"
+[[builders.steps]]
+type = "upload"
+name = "upload"
+source = "big.bin"
+"#,
+        |s| builder_cap(s, 300 * 1000 * 1000),
+    );
+    s.push(&s.head, "master", "lost");
+    let partial = minibot::db::artifact_root(&s.master).join(".partial");
+    let part_size = || -> Option<u64> {
+        let e = std::fs::read_dir(&partial).ok()?.next()?.ok()?;
+        e.metadata().ok().map(|m| m.len())
+    };
+    let seen = wait_for("a partial upload", Duration::from_secs(120), || {
+        part_size().filter(|&n| n > 0)
+    });
+    worker.signal(libc::SIGKILL);
+    let b = wait_for("the build to end as RETRY", Duration::from_secs(60), || {
+        let v = get_json(&s.url("/api/v2/builds?complete=true"));
+        v["builds"].as_array()?.first().cloned()
+    });
+    assert_eq!(b["results"], 5, "{b}");
+    eprintln!("worker killed with {seen} bytes of the upload on the master");
+    assert_eq!(part_size(), None, "the partial file is removed");
+    let all = get_json(&s.url("/api/v2/artifacts"));
+    assert_eq!(all["meta"]["total"], 0, "{all}");
 }
