@@ -597,3 +597,112 @@ source = "big.bin"
     let all = get_json(&s.url("/api/v2/artifacts"));
     assert_eq!(all["meta"]["total"], 0, "{all}");
 }
+
+/// The test as a worker on the wire (`minibot::protocol`): answers the
+/// steps before the upload with success, then sends what a hostile worker
+/// would. Returns the connection and the upload's `RunStep`.
+fn fake_worker_at_upload(s: &Setup) -> (std::net::TcpStream, minibot::model::BuildId, u32) {
+    use minibot::protocol::{self, FromWorker, StepSpec, ToWorker};
+    let mut w = std::net::TcpStream::connect(("127.0.0.1", s.wport())).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let Some(ToWorker::Hello { nonce, .. }) = protocol::read_frame(&mut w).unwrap() else {
+        panic!("no hello")
+    };
+    send_worker_auth(&mut w, &nonce, "example-worker", WORKER_PW);
+    let welcome: Option<ToWorker> = protocol::read_frame(&mut w).unwrap();
+    assert!(
+        matches!(welcome, Some(ToWorker::Welcome { .. })),
+        "{welcome:?}"
+    );
+    s.push(&s.head, "master", "hostile");
+    loop {
+        match protocol::read_message::<_, ToWorker>(&mut w).unwrap() {
+            Some(ToWorker::Ping) => protocol::write_frame(&mut w, &FromWorker::Pong).unwrap(),
+            Some(ToWorker::RunStep {
+                build_id,
+                step,
+                spec: StepSpec::Upload { .. },
+                ..
+            }) => return (w, build_id, step),
+            Some(ToWorker::RunStep { build_id, step, .. }) => protocol::write_frame(
+                &mut w,
+                &FromWorker::StepDone {
+                    build_id,
+                    step,
+                    exit_code: Some(0),
+                    interrupted: false,
+                    timed_out: false,
+                    reason: None,
+                },
+            )
+            .unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_hostile_worker_on_the_wire_cannot_escape_the_artifact_directory() {
+    use minibot::protocol::{self, FromWorker, ToWorker};
+    let s = Setup::new(
+        PASSING_TEST,
+        "[[builders.steps]]\ntype = \"upload\"\nname = \"up\"\nsource = \"x\"\n",
+    );
+    let _master = s.start_master();
+    let (mut w, build_id, n) = fake_worker_at_upload(&s);
+    // A name out of the directory: refused before anything is written.
+    protocol::write_frame(
+        &mut w,
+        &FromWorker::UploadFile {
+            build_id,
+            step: n,
+            name: "../../../evil".into(),
+            size: 4,
+        },
+    )
+    .unwrap();
+    protocol::write_frame(
+        &mut w,
+        &FromWorker::UploadData {
+            build_id,
+            step: n,
+            data: b"evil".to_vec(),
+        },
+    )
+    .unwrap();
+    let answer = loop {
+        match protocol::read_message::<_, ToWorker>(&mut w).unwrap() {
+            Some(ToWorker::Ping) => protocol::write_frame(&mut w, &FromWorker::Pong).unwrap(),
+            other => break other,
+        }
+    };
+    let Some(ToWorker::TransferAborted { reason, .. }) = answer else {
+        panic!("expected transfer_aborted, got {answer:?}")
+    };
+    assert!(reason.contains("refused"), "{reason}");
+    // The worker claims success anyway: the master's refusal is the result.
+    protocol::write_frame(
+        &mut w,
+        &FromWorker::StepDone {
+            build_id,
+            step: n,
+            exit_code: Some(0),
+            interrupted: false,
+            timed_out: false,
+            reason: None,
+        },
+    )
+    .unwrap();
+    let b = s.wait_builds(1, Duration::from_secs(60)).remove(0);
+    assert_eq!(b["results"], 2, "{b}");
+    let up = step(&s, build_id.0, "up");
+    assert!(
+        up["state_string"].as_str().unwrap().contains("refused"),
+        "{up}"
+    );
+    for p in ["evil", "../evil", "../../evil", "../../../evil"] {
+        let leaked = minibot::db::artifact_dir(&s.master, build_id).join(p);
+        assert!(!leaked.exists(), "{}", leaked.display());
+    }
+    assert_eq!(get_json(&s.url("/api/v2/artifacts"))["meta"]["total"], 0);
+}
