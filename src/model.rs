@@ -59,6 +59,8 @@ ids! {
     WorkerId;
     /// A web user (`users.userid`).
     UserId;
+    /// A stored artifact (`artifacts.artifactid`).
+    ArtifactId;
 }
 
 #[cfg(feature = "master")]

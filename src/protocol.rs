@@ -1,6 +1,7 @@
 //! The master–worker wire protocol, shared by both binaries.
 //!
-//! Owns: frame encoding (a 4-byte big-endian length, then one JSON object),
+//! Owns: frame encoding (a 4-byte big-endian length, then one JSON object;
+//! a transfer's file piece is a binary frame after its message, [`Framed`]),
 //! the message types, and the HMAC-SHA256 challenge–response used to
 //! authenticate both ends. No threads or channels live here; `worker_conn`
 //! (master side) and `worker` (worker side) call these functions on their
@@ -14,8 +15,10 @@ use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-/// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change to the messages below. 2: the
+/// `upload` and `download` steps (issue 20), whose frames a version-1
+/// worker would ignore and so leave the build waiting.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A frame larger than this is a protocol error: log chunks are sent in
 /// pieces far smaller, so anything this big is garbage or an attack, and
@@ -24,6 +27,18 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 
 /// Output is sent up in chunks of at most this many bytes.
 pub(crate) const LOG_CHUNK: usize = 32 * 1024;
+
+/// File transfers (the `upload` and `download` steps) go in pieces of at
+/// most this many bytes, each the binary frame that follows its
+/// `upload_data` or `download_data` frame: far below `MAX_FRAME`, and big
+/// enough that a frame's overhead does not show.
+pub(crate) const TRANSFER_CHUNK: usize = 128 * 1024;
+
+/// Bytes of a transfer the sender may have sent and the receiver not yet
+/// acknowledged (written to disk). This is the flow control: however fast
+/// one side reads its disk, the other holds at most this much of it in
+/// memory, whatever TCP buffers.
+pub(crate) const TRANSFER_WINDOW: u64 = 4 * TRANSFER_CHUNK as u64;
 
 /// Worker passwords and hook secrets shorter than this draw a warning
 /// (checkconfig, start), and `create-worker` refuses them without
@@ -66,6 +81,39 @@ pub enum ToWorker {
         build_id: BuildId,
         reason: String,
     },
+    /// An `upload` step: the master has written `received` bytes of this
+    /// step's files (all files so far) to disk; the worker may send up
+    /// to [`TRANSFER_WINDOW`] bytes beyond it.
+    UploadAck {
+        build_id: BuildId,
+        step: u32,
+        received: u64,
+    },
+    /// A piece of a `download` step's file: the bytes (at most
+    /// [`TRANSFER_CHUNK`]) are the binary frame that follows this one
+    /// ([`Framed`]), not part of the JSON.
+    DownloadData {
+        build_id: BuildId,
+        step: u32,
+        #[serde(skip)]
+        data: Vec<u8>,
+    },
+    /// The whole file of a `download` step was sent; its sha256 as the
+    /// master read it (hex), for the worker to compare with its own.
+    DownloadEnd {
+        build_id: BuildId,
+        step: u32,
+        sha256: String,
+    },
+    /// The master gives up on this step's transfer (an upload refused:
+    /// the size cap, a bad name, a checksum mismatch; a download whose
+    /// source cannot be read). The worker stops sending and ends the step
+    /// failed with this reason.
+    TransferAborted {
+        build_id: BuildId,
+        step: u32,
+        reason: String,
+    },
     Ping,
     Pong,
 }
@@ -103,6 +151,37 @@ pub enum FromWorker {
         timed_out: bool,
         reason: Option<String>,
     },
+    /// An `upload` step starts sending one file: `name` is where the
+    /// master is to store it (relative to the build's artifact directory,
+    /// `/`-separated), `size` its length in bytes.
+    UploadFile {
+        build_id: BuildId,
+        step: u32,
+        name: String,
+        size: u64,
+    },
+    /// A piece of the file being uploaded: the bytes (at most
+    /// [`TRANSFER_CHUNK`]) are the binary frame that follows this one
+    /// ([`Framed`]), not part of the JSON.
+    UploadData {
+        build_id: BuildId,
+        step: u32,
+        #[serde(skip)]
+        data: Vec<u8>,
+    },
+    /// The file is sent whole; its sha256 as the worker read it (hex).
+    UploadEnd {
+        build_id: BuildId,
+        step: u32,
+        sha256: String,
+    },
+    /// A `download` step: the worker has written `received` bytes of the
+    /// file; the master may send up to [`TRANSFER_WINDOW`] beyond it.
+    DownloadAck {
+        build_id: BuildId,
+        step: u32,
+        received: u64,
+    },
     Ping,
     Pong,
 }
@@ -139,6 +218,148 @@ pub enum StepSpec {
         /// Seconds without output before the process group is killed.
         timeout: u64,
     },
+    /// Send files of the build directory to the master (`UploadFile`,
+    /// `UploadData`, `UploadEnd` per file, each paced by `UploadAck`).
+    Upload {
+        /// Relative to the build directory: a file, a directory (sent
+        /// with everything below it) or a glob (`*`, `?` in any component).
+        source: String,
+        /// The name prefix on the master; "" for the source's own name.
+        dest: String,
+    },
+    /// Receive one file from the master (`DownloadData` ... `DownloadEnd`,
+    /// paced by `DownloadAck`) into `dest`, relative to the build directory.
+    Download {
+        dest: String,
+        /// The file's length in bytes.
+        size: u64,
+    },
+}
+
+/// Longest artifact name, and longest component of one.
+pub(crate) const MAX_ARTIFACT_NAME: usize = 1024;
+const MAX_NAME_COMPONENT: usize = 255;
+
+/// Whether `name` may name an artifact: a relative `/`-separated path whose
+/// components are neither empty, `.` nor `..`, without control characters
+/// or backslashes, at most [`MAX_ARTIFACT_NAME`] bytes (255 a component).
+/// The master stores an artifact at `artifacts/<buildid>/<name>`, so this
+/// is what keeps a worker's name inside that directory; the worker checks
+/// its names the same way before sending. Err says what is wrong.
+pub(crate) fn check_artifact_name(name: &str) -> std::result::Result<(), String> {
+    let bad = |why: &str| Err(format!("artifact name {name:?} refused: {why}"));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_ARTIFACT_NAME {
+        return bad(&format!("longer than {MAX_ARTIFACT_NAME} bytes"));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("it contains control characters");
+    }
+    if name.contains('\\') {
+        return bad("it contains a backslash");
+    }
+    if name.starts_with('/') {
+        return bad("an absolute path");
+    }
+    for part in name.split('/') {
+        match part {
+            "" => return bad("an empty path component"),
+            "." | ".." => return bad("'.' and '..' are not allowed"),
+            p if p.len() > MAX_NAME_COMPONENT => {
+                return bad(&format!(
+                    "a component longer than {MAX_NAME_COMPONENT} bytes"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a non-empty relative path that stays inside the
+/// directory it is taken from: no `..`, not absolute, no NUL. For the
+/// paths of transfer steps, checked by the config and again by the worker.
+pub(crate) fn stays_inside(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && std::path::Path::new(path).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
+
+/// A message that may carry bytes outside its JSON: a file piece of a
+/// transfer is sent as a binary frame (length, then the raw bytes) right
+/// after its message's frame, so it is neither base64 nor escaped (the
+/// debug-built tests spent most of a 200 MB upload encoding base64).
+pub trait Framed {
+    /// The bytes that follow this message, if it carries any.
+    fn payload(&self) -> Option<&[u8]>;
+    /// Where a reader puts them, if this message carries any.
+    fn payload_mut(&mut self) -> Option<&mut Vec<u8>>;
+}
+
+impl Framed for ToWorker {
+    fn payload(&self) -> Option<&[u8]> {
+        match self {
+            ToWorker::DownloadData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+    fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            ToWorker::DownloadData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+}
+
+impl Framed for FromWorker {
+    fn payload(&self) -> Option<&[u8]> {
+        match self {
+            FromWorker::UploadData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+    fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            FromWorker::UploadData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the binary frame that follows a message carrying a file piece
+/// into it: at most [`TRANSFER_CHUNK`] bytes, or an error.
+pub fn read_payload<R: Read, T: Framed>(r: &mut R, msg: &mut T) -> Result<()> {
+    let Some(data) = msg.payload_mut() else {
+        return Ok(());
+    };
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)
+        .context("reading a file piece's length")?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > TRANSFER_CHUNK {
+        bail!("a file piece of {n} bytes exceeds the {TRANSFER_CHUNK}-byte limit");
+    }
+    data.resize(n, 0);
+    r.read_exact(data).context("reading a file piece")
+}
+
+/// Reads one message with its file piece, if it carries one
+/// ([`read_frame`], then [`read_payload`]).
+pub fn read_message<R: Read, T: for<'de> Deserialize<'de> + Framed>(
+    r: &mut R,
+) -> Result<Option<T>> {
+    let Some(mut msg) = read_frame::<_, T>(r)? else {
+        return Ok(None);
+    };
+    read_payload(r, &mut msg)?;
+    Ok(Some(msg))
 }
 
 /// Reads one frame. Returns Ok(None) on a clean EOF before the length.
@@ -159,8 +380,9 @@ pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> Result<Op
     Ok(Some(msg))
 }
 
-/// Encodes one frame into a buffer (length prefix included).
-pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
+/// Encodes one message into a buffer: its frame (length prefix
+/// included), then its file piece's binary frame if it carries one.
+pub fn encode_frame<T: Serialize + Framed>(msg: &T) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 4];
     serde_json::to_writer(&mut buf, msg).context("encoding frame")?;
     let n = buf.len() - 4;
@@ -168,12 +390,22 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
         bail!("frame of {n} bytes exceeds the {MAX_FRAME}-byte limit");
     }
     buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+    if let Some(piece) = msg.payload() {
+        if piece.len() > TRANSFER_CHUNK {
+            bail!(
+                "a file piece of {} bytes exceeds the {TRANSFER_CHUNK}-byte limit",
+                piece.len()
+            );
+        }
+        buf.extend_from_slice(&(piece.len() as u32).to_be_bytes());
+        buf.extend_from_slice(piece);
+    }
     Ok(buf)
 }
 
 /// Writes one frame with a single `write_all`, so frames from one writer
 /// never interleave.
-pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<()> {
+pub fn write_frame<W: Write, T: Serialize + Framed>(w: &mut W, msg: &T) -> Result<()> {
     let buf = encode_frame(msg)?;
     w.write_all(&buf).context("writing frame")?;
     w.flush().context("flushing frame")
@@ -272,6 +504,74 @@ mod tests {
         let buf = encode_frame(&spec).unwrap();
         let back: ToWorker = read_frame(&mut &buf[..]).unwrap().unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn pieces_travel_as_binary_frames_and_are_bounded() {
+        let b: Vec<u8> = (0..=255u8).cycle().take(TRANSFER_CHUNK).collect();
+        let msg = FromWorker::UploadData {
+            build_id: BuildId(1),
+            step: 0,
+            data: b.clone(),
+        };
+        let f = encode_frame(&msg).unwrap();
+        // The JSON frame, then the piece as it is: no base64.
+        assert!(f.len() < b.len() + 100, "{}", f.len());
+        let back: FromWorker = read_message(&mut &f[..]).unwrap().unwrap();
+        assert_eq!(back, msg);
+        let big = FromWorker::UploadData {
+            build_id: BuildId(1),
+            step: 0,
+            data: vec![0; TRANSFER_CHUNK + 1],
+        };
+        assert!(encode_frame(&big).is_err());
+        // A reader refuses a piece over the limit, and a missing one.
+        let mut bad = encode_frame(&FromWorker::UploadData {
+            build_id: BuildId(1),
+            step: 0,
+            data: vec![],
+        })
+        .unwrap();
+        bad.truncate(bad.len() - 4);
+        bad.extend_from_slice(&(TRANSFER_CHUNK as u32 + 1).to_be_bytes());
+        let e = read_message::<_, FromWorker>(&mut &bad[..]).unwrap_err();
+        assert!(e.to_string().contains("exceeds"), "{e}");
+        bad.truncate(bad.len() - 4);
+        assert!(read_message::<_, FromWorker>(&mut &bad[..]).is_err());
+    }
+
+    #[test]
+    fn artifact_names() {
+        for good in [
+            "a.tar.gz",
+            "dist/app-1.0.whl",
+            "d/e/f",
+            "..x",
+            "x..",
+            "naïve",
+        ] {
+            assert_eq!(check_artifact_name(good), Ok(()), "{good}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            ".",
+            "..",
+            "a\\b",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{1b}[31m",
+            long.as_str(),
+        ] {
+            assert!(check_artifact_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_artifact_name(&"a/".repeat(600)).is_err());
     }
 
     #[test]

@@ -5,8 +5,6 @@
 use crate::common::*;
 use std::time::Duration;
 
-const DAY: i64 = 86_400;
-
 #[test]
 fn janitor_prunes_aged_builds_and_logs_after_start() {
     let s = Setup::new(
@@ -28,23 +26,7 @@ fn janitor_prunes_aged_builds_and_logs_after_start() {
     assert_eq!(master.wait_exit(Duration::from_secs(30)), Some(0));
 
     // The first build finished 40 days ago, the second 10 days ago.
-    let db = rusqlite::Connection::open(s.master.join("state.sqlite")).unwrap();
-    let now = minibot::model::now();
-    for (i, days) in [(0, 40), (1, 10)] {
-        let t = now - days * DAY;
-        db.execute(
-            "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
-            (id(i), t),
-        )
-        .unwrap();
-        db.execute(
-            "UPDATE buildrequests SET submitted_at = ?2, complete_at = ?2
-             WHERE buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)",
-            (id(i), t),
-        )
-        .unwrap();
-    }
-    drop(db);
+    age_builds(&s.master, &[(id(0), 40), (id(1), 10)]);
     // How many log files of build `i` are on disk.
     let files_of = |i: usize| {
         std::fs::read_dir(minibot::db::log_root(&s.master))

@@ -11,6 +11,7 @@
 
 mod common;
 
+mod artifacts;
 mod badinput_http;
 mod badinput_worker;
 mod chain;

@@ -39,7 +39,13 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let lock_names: Vec<String> = cfg.locks.iter().filter_map(|l| l.name.clone()).collect();
     let lock_names: Vec<&str> = lock_names.iter().map(String::as_str).collect();
     let locks = locks::lower_locks(cfg.locks, p);
-    let builders = lower_builders(cfg.builders, &worker_names, &lock_names, p);
+    let builders = lower_builders(
+        cfg.builders,
+        &worker_names,
+        &lock_names,
+        cfg.max_artifact_bytes,
+        p,
+    );
     locks::check_deadlocks(&builders, p);
     let reporters = lower_reporters(cfg.reporters, &builder_names, p);
     super::chains::check(&schedulers, &builders, &scheduler_names, &builder_list, p);
@@ -761,6 +767,7 @@ fn lower_builders(
     builders: Vec<raw::BuilderCfg>,
     worker_names: &[&str],
     lock_names: &[&str],
+    max_artifact_bytes: u64,
     p: &mut Problems,
 ) -> Vec<Builder> {
     // Two builders in one directory would clobber each other's checkouts.
@@ -779,7 +786,7 @@ fn lower_builders(
         builders,
         |b| b.name.clone(),
         p,
-        |at, b, p| lower_builder(at, b, worker_names, lock_names, p),
+        |at, b, p| lower_builder(at, b, worker_names, lock_names, max_artifact_bytes, p),
     );
     check_unique(
         "build directory",
@@ -794,6 +801,7 @@ fn lower_builder(
     b: raw::BuilderCfg,
     worker_names: &[&str],
     lock_names: &[&str],
+    max_artifact_bytes: u64,
     p: &mut Problems,
 ) -> Option<Builder> {
     let before = p.list.len();
@@ -847,6 +855,7 @@ fn lower_builder(
         steps,
         collapse_requests: b.collapse_requests,
         locks,
+        max_artifact_bytes: b.max_artifact_bytes.unwrap_or(max_artifact_bytes),
     })
 }
 
@@ -931,10 +940,14 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
                 copy_properties: s.copy_properties.take().unwrap_or_default(),
             })
         }
+        "upload" => super::transfer::lower_upload(at, &mut s, p),
+        "download" => super::transfer::lower_download(at, &mut s, p),
         other => {
             p.add(
                 &format!("{at}.type"),
-                format_args!("{other:?} is not one of \"git\", \"shell\", \"set_property\", \"trigger\""),
+                format_args!(
+                    "{other:?} is not one of \"git\", \"shell\", \"set_property\", \"trigger\", \"upload\", \"download\""
+                ),
             );
             return None;
         }
@@ -954,6 +967,11 @@ fn lower_step(at: &str, index: usize, mut s: raw::StepCfg, p: &mut Problems) -> 
             ("wait", s.wait.is_some(), ""),
             ("set_properties", s.set_properties.is_some(), ""),
             ("copy_properties", s.copy_properties.is_some(), ""),
+            ("source", s.source.is_some(), "upload steps"),
+            ("dest", s.dest.is_some(), "upload and download steps"),
+            ("artifact", s.artifact.is_some(), "download steps"),
+            ("build", s.build.is_some(), "download steps"),
+            ("file", s.file.is_some(), "download steps"),
         ],
         p,
     );
@@ -1117,6 +1135,8 @@ pub(super) fn display_name(name: Option<&str>, kind: &StepKind, index: usize) ->
         // first word ("git" of `git describe`) would pass for another step.
         StepKind::SetProperty { .. } => return "set_property".to_string(),
         StepKind::Trigger(_) => return "trigger".to_string(),
+        StepKind::Upload { .. } => return "upload".to_string(),
+        StepKind::Download { .. } => return "download".to_string(),
         StepKind::Shell {
             command: Command::Argv(argv),
             ..
@@ -1553,6 +1573,7 @@ fn check_janitor(j: &JanitorCfg, p: &mut Problems) {
     for (k, v) in [
         ("build_horizon_days", j.build_horizon_days),
         ("log_horizon_days", j.log_horizon_days),
+        ("artifact_horizon_days", j.artifact_horizon_days),
     ] {
         if v > 36500 {
             p.add(

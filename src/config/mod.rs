@@ -28,8 +28,8 @@
 //! a fully typed config because its findings would mostly echo the type
 //! errors, and it is where required keys, defaults and kinds are handled.
 
-mod interpolate;
 mod chains;
+mod interpolate;
 mod live;
 mod locks;
 mod lower;
@@ -41,6 +41,7 @@ mod secret_dir;
 mod secrets;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub(crate) use interpolate::{expand, Ref};
 pub(crate) use live::LiveConfig;

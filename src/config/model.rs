@@ -536,6 +536,9 @@ pub struct Builder {
     /// Locks its builds hold from before they start until they end, taken
     /// all at once.
     pub(crate) locks: Vec<LockUse>,
+    /// Bytes of artifacts one build may upload (its own, or the top-level
+    /// `max_artifact_bytes`).
+    pub(crate) max_artifact_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -585,9 +588,44 @@ pub(crate) enum StepKind {
         /// Exactly one capture group (checked by `lower`).
         regex: Option<Pattern>,
     },
+    /// Files of the build directory to the master (Buildbot's
+    /// FileUpload / DirectoryUpload / MultipleFileUpload in one).
+    Upload {
+        /// A file, directory or glob, relative to the build directory.
+        source: String,
+        /// The artifact name (prefix); "" = the source's own name.
+        dest: String,
+    },
+    /// One file from the master into the build directory (Buildbot's
+    /// FileDownload).
+    Download {
+        from: DownloadFrom,
+        /// Relative to the build directory.
+        dest: String,
+    },
     /// Run by the master, never sent to the worker (`master::chain`):
     /// a buildset for each named triggerable scheduler.
     Trigger(Trigger),
+}
+
+/// Where a `download` step's file comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DownloadFrom {
+    /// An artifact of a build of the same builder.
+    Artifact { name: String, build: BuildRef },
+    /// A file under the master directory's `files/` (a relative path).
+    File(String),
+}
+
+/// Which build of the builder a download takes an artifact from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BuildRef {
+    /// The build the step runs in.
+    This,
+    /// The build with this number.
+    Number(i64),
+    /// The newest build that succeeded and has the artifact.
+    LastSuccessful,
 }
 
 /// A `trigger` step (Buildbot's Trigger).
@@ -626,7 +664,11 @@ impl Step {
     pub(crate) fn is_git(&self) -> bool {
         match self.kind {
             StepKind::Git { .. } => true,
-            StepKind::Shell { .. } | StepKind::SetProperty { .. } | StepKind::Trigger(_) => false,
+            StepKind::Shell { .. }
+            | StepKind::SetProperty { .. }
+            | StepKind::Trigger(_)
+            | StepKind::Upload { .. }
+            | StepKind::Download { .. } => false,
         }
     }
 }
@@ -654,7 +696,11 @@ impl Builder {
     pub(crate) fn git_repourl(&self) -> Option<&str> {
         self.steps.iter().find_map(|s| match &s.kind {
             StepKind::Git { repourl, .. } => Some(repourl.as_str()),
-            StepKind::Shell { .. } | StepKind::SetProperty { .. } | StepKind::Trigger(_) => None,
+            StepKind::Shell { .. }
+            | StepKind::SetProperty { .. }
+            | StepKind::Trigger(_)
+            | StepKind::Upload { .. }
+            | StepKind::Download { .. } => None,
         })
     }
 }

@@ -49,6 +49,18 @@ pub(crate) struct Config {
     /// `[secrets]`: the provider of `%(secret:NAME)s` (`secret_dir`).
     #[serde(default)]
     pub secrets: Option<SecretsCfg>,
+    /// Bytes of artifacts one build may upload (`upload` steps), unless
+    /// its builder sets its own.
+    #[serde(default = "default_max_artifact_bytes")]
+    pub max_artifact_bytes: u64,
+}
+
+/// 1 GiB: a release's tarballs and wheels, while a runaway glob cannot
+/// fill a shared host's 10 GB quota in one build.
+pub(crate) const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+fn default_max_artifact_bytes() -> u64 {
+    DEFAULT_MAX_ARTIFACT_BYTES
 }
 
 /// `[secrets]`: secrets kept one per file (Buildbot's `SecretInAFile`).
@@ -331,6 +343,9 @@ pub(crate) struct BuilderCfg {
     /// Locks held for the whole build (`config::locks`).
     #[serde(default)]
     pub locks: Vec<LockUseCfg>,
+    /// Bytes of artifacts one build of this builder may upload (default:
+    /// the top-level `max_artifact_bytes`).
+    pub max_artifact_bytes: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -433,6 +448,20 @@ pub(crate) struct StepCfg {
     // set_property
     pub property: Option<String>,
     pub regex: Option<String>,
+    // upload
+    /// A file, directory or glob relative to the build directory.
+    pub source: Option<String>,
+    /// upload: the name (prefix) on the master; download: the file written,
+    /// relative to the build directory.
+    pub dest: Option<String>,
+    // download
+    /// An artifact's name, of this build or of `build`.
+    pub artifact: Option<String>,
+    /// Which build of this builder holds `artifact`: a build number or
+    /// "last_successful" (default: this build).
+    pub build: Option<toml::Value>,
+    /// A file under the master's `files/` directory.
+    pub file: Option<String>,
     /// Seconds without output before the step is killed (default 1200).
     pub timeout: Option<u64>,
     pub halt_on_failure: Option<bool>,
@@ -472,6 +501,11 @@ pub(crate) struct JanitorCfg {
     /// the builds and steps stay and their logs read as empty.
     #[serde(default = "default_log_horizon")]
     pub log_horizon_days: u32,
+    /// Artifacts of builds that finished longer ago than this are deleted
+    /// (files and rows); the builds stay. 0 keeps them as long as their
+    /// build.
+    #[serde(default = "default_artifact_horizon")]
+    pub artifact_horizon_days: u32,
     /// Hours between two runs; the first run is shortly after start.
     #[serde(default = "default_janitor_interval")]
     pub interval_hours: u32,
@@ -486,6 +520,11 @@ fn default_build_horizon() -> u32 {
 fn default_log_horizon() -> u32 {
     DEFAULT_LOG_HORIZON_DAYS
 }
+pub(crate) const DEFAULT_ARTIFACT_HORIZON_DAYS: u32 = 30;
+
+fn default_artifact_horizon() -> u32 {
+    DEFAULT_ARTIFACT_HORIZON_DAYS
+}
 fn default_janitor_interval() -> u32 {
     24
 }
@@ -495,6 +534,7 @@ impl Default for JanitorCfg {
         JanitorCfg {
             build_horizon_days: default_build_horizon(),
             log_horizon_days: default_log_horizon(),
+            artifact_horizon_days: default_artifact_horizon(),
             interval_hours: default_janitor_interval(),
         }
     }

@@ -24,6 +24,11 @@ buildbot_url = "http://localhost:12345/"
 # dropped and the log says so. Default 10 MiB.
 # max_log_size = 10485760
 
+# Cap on the artifacts one build may upload (upload steps), in bytes; a
+# builder may set its own. A file that would pass it fails its step with a
+# message naming the cap, and nothing of it is kept. Default 1 GiB.
+# max_artifact_bytes = 1073741824
+
 
 ######## Web UI, JSON API and change hooks (Buildbot's c['www'])
 
@@ -211,6 +216,9 @@ workers = ["example-worker"]
 # taking a worker. access = "exclusive" (default: alone) or "counting"
 # (beside other counting holders, up to the lock's max_count).
 # locks = [{ name = "deploy", access = "exclusive" }]
+# Bytes of artifacts one build of this builder may upload (default: the
+# top-level max_artifact_bytes).
+# max_artifact_bytes = 104857600
 
 # The steps run in order in the build directory (Buildbot's BuildFactory).
 [[builders.steps]]
@@ -322,6 +330,31 @@ timeout = 1200
 # type = "shell"
 # command = ["./deploy.sh", "%(prop:version)s"]
 
+# Keep build products (Buildbot's FileUpload, DirectoryUpload and
+# MultipleFileUpload in one): send files from the build directory to the
+# master, which stores them as artifacts/<buildid>/<name>, lists them on the
+# build page and in the API (/api/v2/builds/<id>/artifacts) with size and
+# sha256, and serves them for download. source is a file, a directory (sent
+# with everything below it) or a glob ("dist/*.whl": * and ? in any part);
+# symlinks leading out of the build directory are refused. dest is the name
+# on the master (for a directory or glob: the prefix); default the source's
+# own name.
+# [[builders.steps]]
+# type = "upload"
+# source = "dist/*.tar.gz"
+# dest = "release"
+
+# Fetch a file from the master into the build directory (Buildbot's
+# FileDownload): an artifact of this build, of build number N of this
+# builder (build = N) or of its last successful build that has one
+# (build = "last_successful"); or a file under this directory's files/
+# (file = "deploy.sh"). dest is relative to the build directory.
+# [[builders.steps]]
+# type = "download"
+# artifact = "release/hello-1.0.tar.gz"
+# build = "last_successful"
+# dest = "hello.tar.gz"
+
 
 ######## Housekeeping (Buildbot's JanitorConfigurator, and buildbot.tac's log settings)
 
@@ -337,6 +370,9 @@ build_horizon_days = 180
 # Log files of builds older than this many days are deleted; the builds stay
 # in the history and their logs read as empty. The bulk of the disk is here.
 log_horizon_days = 30
+# Artifacts (upload steps) of builds older than this many days are deleted,
+# files and listing; the builds stay. They also go with their build.
+artifact_horizon_days = 30
 # interval_hours = 24
 
 # The master's own log, master.log. RUST_LOG in the environment wins over

@@ -191,7 +191,10 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<String> {
 /// (the only places they are replaced).
 pub(crate) fn step_secrets(step: &Step) -> Vec<String> {
     let (command, env) = match &step.kind {
-        StepKind::Git { .. } | StepKind::Trigger(_) => return vec![],
+        StepKind::Git { .. }
+        | StepKind::Trigger(_)
+        | StepKind::Upload { .. }
+        | StepKind::Download { .. } => return vec![],
         StepKind::Shell { command, env, .. } | StepKind::SetProperty { command, env, .. } => {
             (command, env)
         }

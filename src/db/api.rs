@@ -280,6 +280,26 @@ static LOGS: Resource = Resource {
     ],
 };
 
+/// Files `upload` steps stored (issue 20); `url` downloads one
+/// (`web::artifacts`).
+static ARTIFACTS: Resource = Resource {
+    plural: "artifacts",
+    from: "artifacts a",
+    key: "a.artifactid",
+    name_col: None,
+    parents: &[parent("builds", "a.buildid", None, Some("a.name"))],
+    fields: &[
+        fld("artifactid", "a.artifactid", Int),
+        fld("buildid", "a.buildid", Int),
+        fld("stepnumber", "a.stepnumber", Int),
+        fld("name", "a.name", Str),
+        fld("size", "a.size", Int),
+        fld("sha256", "a.sha256", Str),
+        fld("created_at", "a.created_at", Int),
+        fld("url", "'/artifacts/' || a.artifactid || '/download'", Str),
+    ],
+};
+
 static WORKERS: Resource = Resource {
     plural: "workers",
     from: "workers w",
@@ -426,11 +446,12 @@ static BUILDSETS: Resource = Resource {
     ],
 };
 
-static RESOURCES: [&Resource; 8] = [
+static RESOURCES: [&Resource; 9] = [
     &BUILDERS,
     &BUILDS,
     &STEPS,
     &LOGS,
+    &ARTIFACTS,
     &WORKERS,
     &CHANGES,
     &BUILDREQUESTS,

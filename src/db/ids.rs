@@ -2,7 +2,8 @@
 //! Here, not in `model`, so that `rusqlite` stays inside `db`.
 
 use crate::model::{
-    BuildId, BuilderId, BuildsetId, ChangeId, LogId, RequestId, StepId, UserId, WorkerId,
+    ArtifactId, BuildId, BuilderId, BuildsetId, ChangeId, LogId, RequestId, StepId, UserId,
+    WorkerId,
 };
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
@@ -22,4 +23,7 @@ macro_rules! sql_ids {
     )*};
 }
 
-sql_ids!(BuildId, RequestId, BuildsetId, ChangeId, StepId, LogId, BuilderId, WorkerId, UserId);
+sql_ids!(
+    BuildId, RequestId, BuildsetId, ChangeId, StepId, LogId, BuilderId, WorkerId, UserId,
+    ArtifactId
+);

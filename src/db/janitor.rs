@@ -20,6 +20,8 @@ pub struct PruneCounts {
     pub buildrequests: u64,
     pub buildsets: u64,
     pub changes: u64,
+    /// Artifact rows (with their builds, or past the artifact horizon).
+    pub artifacts: u64,
 }
 
 impl PruneCounts {
@@ -31,6 +33,7 @@ impl PruneCounts {
         self.buildrequests += c.buildrequests;
         self.buildsets += c.buildsets;
         self.changes += c.changes;
+        self.artifacts += c.artifacts;
     }
 }
 
@@ -174,6 +177,7 @@ pub(crate) fn delete_old(
          WHERE collapsed_into IN (SELECT value FROM json_each(?1))",
     )?
     .execute([&b_json])?;
+    n.artifacts = super::delete_artifacts_in(tx, &b_json)?;
     n.builds = delete_in(c, "builds", "buildid", &b_json)?;
     // The chain links of those builds (no foreign keys: `db::chain`).
     delete_in(c, "build_triggers", "buildid", &b_json)?;

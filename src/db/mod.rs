@@ -36,6 +36,7 @@
 //! can drop the last commits. That is the failure model we promise (SPEC §6).
 
 pub(crate) mod api;
+mod artifacts;
 mod builds;
 mod chain;
 mod changes;
@@ -53,6 +54,8 @@ mod users;
 mod workers;
 mod writer;
 
+pub(crate) use artifacts::*;
+pub use artifacts::{artifact_dir, artifact_path, artifact_root};
 pub(crate) use builds::*;
 pub(crate) use chain::*;
 pub use changes::*;

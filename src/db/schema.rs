@@ -294,6 +294,24 @@ ALTER TABLE buildsets ADD COLUMN upstream_buildsetid INTEGER;
 CREATE INDEX buildsets_upstream ON buildsets(upstream_buildsetid)
     WHERE upstream_buildsetid IS NOT NULL;
 "#,
+    // 10: artifacts (issue 20): the files `upload` steps sent, stored as
+    // `artifacts/<buildid>/<name>` under the master directory. A row is
+    // written once its file is complete and its checksum checked; the
+    // janitor deletes rows with their build or past artifact_horizon_days.
+    r#"
+CREATE TABLE artifacts (
+    artifactid INTEGER PRIMARY KEY,
+    buildid INTEGER NOT NULL REFERENCES builds(buildid),
+    -- The step that uploaded it (no foreign key: its number is enough to
+    -- show, and steps go with the build anyway).
+    stepnumber INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (buildid, name)
+);
+"#,
 ];
 
 /// Settings every connection gets.

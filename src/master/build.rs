@@ -43,6 +43,7 @@ use crate::config::{
     expand, read_secret, step_secrets, Builder, Command, Ref, Step, StepKind, Trigger,
 };
 use crate::db::{self, LockWant, Props, SourceStamp, Store};
+use crate::master::artifacts::{Download, DownloadSource, Transfer, Upload};
 use crate::master::events::{Event, Hub};
 use crate::master::locks;
 use crate::master::logs::LogWriter;
@@ -52,7 +53,7 @@ use crate::model::{
     BuildResult::{self, Cancelled, Exception, Failure, Retry, Skipped, Success, Warnings},
     BuilderId, LogId, StepId,
 };
-use crate::protocol::{StepSpec, ToWorker};
+use crate::protocol::{FromWorker, StepSpec, ToWorker};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -187,6 +188,11 @@ pub(crate) struct RunningBuild {
     /// A step's locks were given back since the botmaster was last told
     /// (`take_released`): a queued request may wait for them.
     released: bool,
+    /// The running step's upload or download (`master::artifacts`).
+    transfer: Option<Transfer>,
+    /// Bytes of the artifacts this build has stored (against its
+    /// builder's `max_artifact_bytes`).
+    artifact_bytes: u64,
 }
 
 /// What [`RunningBuild::advance`] did.
@@ -468,6 +474,8 @@ impl RunningBuild {
             masker: Masker::default(),
             waiting: None,
             released: false,
+            transfer: None,
+            artifact_bytes: 0,
         }
     }
 
@@ -586,6 +594,15 @@ impl RunningBuild {
                     timeout,
                 })
             }
+            StepKind::Upload { source, dest } => Some(StepSpec::Upload {
+                source: source.clone(),
+                dest: dest.clone(),
+            }),
+            // The size is the file's, known once `advance` has opened it.
+            StepKind::Download { dest, .. } => Some(StepSpec::Download {
+                dest: dest.clone(),
+                size: 0,
+            }),
             StepKind::Trigger(_) => None,
         })
     }
@@ -641,11 +658,36 @@ impl RunningBuild {
             self.waiting = None;
             // Once its locks are taken: a step waiting for them reads no
             // secret until it runs.
-            let spec = Self::spec(&self.job, &mut self.masker, &self.job.builder.steps[idx]);
+            let mut spec = Self::spec(&self.job, &mut self.masker, &self.job.builder.steps[idx]);
             let path = db::new_log_path(&self.master_dir, buildid, logid);
             let log = LogWriter::create(&path, self.job.max_log_size)?;
             self.events.publish(Event::StepStarted { buildid, stepid });
             self.git_header.clear();
+            self.transfer = match &self.job.builder.steps[idx].kind {
+                StepKind::Upload { .. } => Some(Transfer::Upload(Upload::new(
+                    &self.master_dir,
+                    buildid,
+                    number,
+                    self.job.builder.max_artifact_bytes,
+                    self.artifact_bytes,
+                ))),
+                StepKind::Download { from, .. } => {
+                    let src = DownloadSource {
+                        from,
+                        buildid,
+                        builderid: self.job.builderid,
+                    };
+                    let d = Download::start(store, &self.master_dir, &src, number);
+                    if let Ok(Some(StepSpec::Download { size, .. })) = &mut spec {
+                        *size = d.size();
+                    }
+                    Some(Transfer::Download(d))
+                }
+                StepKind::Git { .. }
+                | StepKind::Shell { .. }
+                | StepKind::SetProperty { .. }
+                | StepKind::Trigger(_) => None,
+            };
             self.current = Some(CurrentStep {
                 number,
                 name,
@@ -680,7 +722,11 @@ impl RunningBuild {
                 },
                 (
                     None,
-                    StepKind::Git { .. } | StepKind::Shell { .. } | StepKind::SetProperty { .. },
+                    StepKind::Git { .. }
+                    | StepKind::Shell { .. }
+                    | StepKind::SetProperty { .. }
+                    | StepKind::Upload { .. }
+                    | StepKind::Download { .. },
                 ) => {
                     anyhow::bail!("step {idx} has nothing to run")
                 }
@@ -729,6 +775,60 @@ impl RunningBuild {
         }
     }
 
+    /// The frames a download sends on its own: right after its `RunStep`,
+    /// the first window of the file (or the abort, when there is no file).
+    pub(crate) fn transfer_frames(&mut self) -> Vec<ToWorker> {
+        match &mut self.transfer {
+            Some(Transfer::Download(d)) => d.frames(),
+            Some(Transfer::Upload(_)) | None => vec![],
+        }
+    }
+
+    /// A transfer frame from the worker (`UploadFile`, `UploadData`,
+    /// `UploadEnd`, `DownloadAck`) for the running step; returns what to
+    /// send back. Frames for another step, or of the wrong kind, are late
+    /// or confused and dropped.
+    pub(crate) fn on_transfer(&mut self, store: &Store, frame: FromWorker) -> Vec<ToWorker> {
+        let running = self.current.as_ref().map(|c| c.number);
+        let answer = match (&mut self.transfer, frame) {
+            (
+                Some(Transfer::Upload(u)),
+                FromWorker::UploadFile {
+                    step, name, size, ..
+                },
+            ) if running == Some(step) => u.on_file(&name, size),
+            (Some(Transfer::Upload(u)), FromWorker::UploadData { step, data, .. })
+                if running == Some(step) =>
+            {
+                u.on_data(&data)
+            }
+            (Some(Transfer::Upload(u)), FromWorker::UploadEnd { step, sha256, .. })
+                if running == Some(step) =>
+            {
+                u.on_end(&sha256, store)
+            }
+            (Some(Transfer::Download(d)), FromWorker::DownloadAck { step, received, .. })
+                if running == Some(step) =>
+            {
+                return d.on_ack(received);
+            }
+            (_, f) => {
+                log::warn!(
+                    "build {}: dropping a transfer frame for no running transfer: {:?}",
+                    self.job.buildid,
+                    std::mem::discriminant(&f)
+                );
+                return vec![];
+            }
+        };
+        if let (Some(line), Some(step)) = (answer.log, running) {
+            if let Err(e) = self.log(step, "h", &line) {
+                log::error!("build {}: writing log: {e:#}", self.job.buildid);
+            }
+        }
+        answer.reply.into_iter().collect()
+    }
+
     /// Ends the running step; its end is committed with the next `advance`
     /// or `finish`, which the caller makes next. Returns false (and changes
     /// nothing) when `step` is not the step running, so the caller does not
@@ -736,10 +836,10 @@ impl RunningBuild {
     pub(crate) fn step_done(
         &mut self,
         step: u32,
-        exit_code: Option<i32>,
+        mut exit_code: Option<i32>,
         interrupted: bool,
         timed_out: bool,
-        reason: Option<String>,
+        mut reason: Option<String>,
     ) -> Result<bool> {
         let Some(mut cur) = self.current.take() else {
             log::warn!("build {}: StepDone with no step running", self.job.buildid);
@@ -755,6 +855,19 @@ impl RunningBuild {
             );
             self.current = Some(cur);
             return Ok(false);
+        }
+        if let Some(t) = self.transfer.take() {
+            let worker_ok = exit_code == Some(0) && !interrupted && !timed_out;
+            let (why, used) = t.finish(worker_ok);
+            if let Some(used) = used {
+                self.artifact_bytes = used;
+            }
+            // The master refused what the worker sent (or could not send
+            // what it asked for): that is the step's failure and its reason.
+            if let Some(why) = why.filter(|_| !interrupted) {
+                exit_code = None;
+                reason = Some(why);
+            }
         }
         let cfg = &self.job.builder.steps[cur.number as usize];
         let r = step_result(cfg, exit_code, interrupted, timed_out);
@@ -895,7 +1008,9 @@ impl RunningBuild {
         // step's result is the worker's and is recorded all the same.
         // (A master step's log already has its own lines.)
         let logged = match reason {
-            Some(why) if !cur.on_master => logged.and_then(|_| cur.log.append("h", &format!("{why}\n"))),
+            Some(why) if !cur.on_master => {
+                logged.and_then(|_| cur.log.append("h", &format!("{why}\n")))
+            }
             Some(_) => logged,
             None => logged,
         };
@@ -994,6 +1109,8 @@ impl RunningBuild {
     /// The connection is going away mid-step: close the log cleanly. The
     /// botmaster then ends the build as RETRY in the database.
     pub(crate) fn abandon(&mut self, store: &Store, why: &str) {
+        // A partial upload is removed with it.
+        self.transfer = None;
         if let Some(e) = self.ended.clone() {
             // Not reached today: `step_done` is always followed by `advance`.
             if let Err(err) = store.write(move |c| e.record(c)) {

@@ -23,6 +23,13 @@
 //!    removal) are deleted too, in the flat layout and in the per-build
 //!    directories older versions wrote (`db::log_path`).
 //!
+//! 3. Artifacts (`artifacts/<buildid>/`, issue 20) go with their build
+//!    (step 1), and those of builds that finished more than
+//!    `artifact_horizon_days` ago go alone (rows and files; the builds
+//!    stay). Artifact directories of builds no longer in the database, or
+//!    of finished builds without artifact rows, and partial uploads older
+//!    than a day (a master killed mid-upload) are removed too.
+//!
 //! Candidates are found on a read-only connection lent by the store; the
 //! deletes go through `Store::write` in batches of at most [`BATCH`]
 //! builds, smaller while a batch takes longer than [`SLOW_WRITE`], so the
@@ -126,6 +133,10 @@ pub struct Pruned {
     pub log_bytes: u64,
     /// Builds no longer in the database whose log files were still on disk.
     pub orphan_dirs: u64,
+    /// Builds whose artifacts were removed by the artifact horizon, and
+    /// the bytes of artifacts removed (with deleted builds too).
+    pub artifact_builds: u64,
+    pub artifact_bytes: u64,
 }
 
 impl Pruned {
@@ -151,6 +162,14 @@ impl Pruned {
                 self.log_builds,
                 cfg.log_horizon_days,
                 human_bytes(self.log_bytes)
+            );
+        }
+        if self.artifact_builds > 0 {
+            log::info!(
+                "janitor: deleted the artifacts of {} builds finished more than {} days ago ({} in all)",
+                self.artifact_builds,
+                cfg.artifact_horizon_days,
+                human_bytes(self.artifact_bytes)
             );
         }
         if self.orphan_dirs > 0 {
@@ -192,7 +211,7 @@ pub(crate) fn run_once(
     stopping: &dyn Fn() -> bool,
 ) -> Result<Pruned> {
     let mut p = Pruned::default();
-    if cfg.build_horizon_days == 0 && cfg.log_horizon_days == 0 {
+    if cfg.build_horizon_days == 0 && cfg.log_horizon_days == 0 && cfg.artifact_horizon_days == 0 {
         return Ok(p);
     }
     let reader = store.reader()?;
@@ -204,7 +223,124 @@ pub(crate) fn run_once(
     let log_cutoff =
         (cfg.log_horizon_days > 0).then(|| now - i64::from(cfg.log_horizon_days) * DAY);
     prune_log_files(&reader, master_dir, log_cutoff, stopping, &mut p)?;
+    let artifact_cutoff =
+        (cfg.artifact_horizon_days > 0).then(|| now - i64::from(cfg.artifact_horizon_days) * DAY);
+    prune_artifacts(
+        store,
+        &reader,
+        master_dir,
+        artifact_cutoff,
+        now,
+        stopping,
+        &mut p,
+    )?;
     Ok(p)
+}
+
+/// Artifacts past the horizon (rows, then files), then what is on disk
+/// without a row: directories of builds gone or finished without
+/// artifacts, and partial uploads older than a day.
+fn prune_artifacts(
+    store: &Store,
+    reader: &db::Conn,
+    master_dir: &Path,
+    cutoff: Option<i64>,
+    now: i64,
+    stopping: &dyn Fn() -> bool,
+    p: &mut Pruned,
+) -> Result<()> {
+    if let Some(cutoff) = cutoff {
+        let builds = |last, limit| db::expired_artifact_builds(reader, cutoff, last, limit);
+        in_batches(builds, stopping, |batch| {
+            let t = Instant::now();
+            let ids = batch.clone();
+            let n = store.write(move |c| db::delete_build_artifacts(c, &ids))?;
+            let took = t.elapsed();
+            p.rows.artifacts += n;
+            p.artifact_builds += batch.len() as u64;
+            for id in batch {
+                p.artifact_bytes += remove_tree(&db::artifact_dir(master_dir, id));
+            }
+            Ok(took)
+        })?;
+    }
+    let root = db::artifact_root(master_dir);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
+    };
+    let mut on_disk: Vec<BuildId> = vec![];
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        match name.to_str().and_then(|n| n.parse::<i64>().ok()) {
+            Some(id) => on_disk.push(BuildId(id)),
+            None if name == ".partial" => remove_stale_partials(&e.path(), now),
+            None => {}
+        }
+    }
+    for chunk in on_disk.chunks(500) {
+        if stopping() {
+            return Ok(());
+        }
+        let known = db::builds_complete_at(reader, chunk)?;
+        let with_rows = db::builds_with_artifacts(reader, chunk)?;
+        for &id in chunk {
+            // A running build's file is renamed into place just before its
+            // row is written: only finished builds count as without rows.
+            let orphan = match known.get(&id) {
+                None => true,
+                Some(Some(_)) => !with_rows.contains(&id),
+                Some(None) => false,
+            };
+            if orphan {
+                p.artifact_bytes += remove_tree(&db::artifact_dir(master_dir, id));
+                p.orphan_dirs += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Partial uploads (`artifacts/.partial/`) untouched for a day: left by a
+/// master that died mid-upload (a live upload writes every moment).
+fn remove_stale_partials(dir: &Path, now: i64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .is_some_and(|t| (t.as_secs() as i64) < now - DAY);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Removes a directory tree; returns the bytes of the files in it.
+fn remove_tree(dir: &Path) -> u64 {
+    fn size(p: &Path) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| size(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    let n = size(dir);
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            log::warn!("janitor: could not remove {}: {e}", dir.display());
+            0
+        }
+    }
 }
 
 fn prune_builds(
@@ -225,6 +361,7 @@ fn prune_builds(
             let mut paths = vec![db::legacy_log_dir(master_dir, id)];
             paths.extend(logids.iter().map(|&l| db::new_log_path(master_dir, id, l)));
             p.build_bytes += remove_paths(&paths);
+            p.artifact_bytes += remove_tree(&db::artifact_dir(master_dir, id));
         }
         Ok(took)
     })?;
@@ -493,6 +630,7 @@ mod tests {
             let cfg = JanitorCfg {
                 build_horizon_days: build_days,
                 log_horizon_days: log_days,
+                artifact_horizon_days: 0,
                 interval_hours: 24,
             };
             run_once(&self.store, self.master(), &cfg, self.now, &|| false).unwrap()

@@ -12,6 +12,7 @@
 //! SIGTERM/SIGINT stop at once (running builds end as RETRY and are
 //! re-queued), SIGUSR1 stops after the running builds finish.
 
+pub(crate) mod artifacts;
 pub mod auth;
 pub mod botmaster;
 pub(crate) mod build;

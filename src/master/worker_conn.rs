@@ -410,7 +410,7 @@ impl Conn {
             .name("worker-reader".into())
             .stack_size(THREAD_STACK)
             .spawn(move || loop {
-                match protocol::read_frame::<_, FromWorker>(&mut reader) {
+                match protocol::read_message::<_, FromWorker>(&mut reader) {
                     Ok(Some(m)) => {
                         if in_tx.send(Incoming::Frame(m)).is_err() {
                             break;
@@ -561,6 +561,25 @@ impl Conn {
                 }
                 self.advance(build_id)
             }
+            f @ (FromWorker::UploadFile { .. }
+            | FromWorker::UploadData { .. }
+            | FromWorker::UploadEnd { .. }
+            | FromWorker::DownloadAck { .. }) => {
+                let build_id = match &f {
+                    FromWorker::UploadFile { build_id, .. }
+                    | FromWorker::UploadData { build_id, .. }
+                    | FromWorker::UploadEnd { build_id, .. }
+                    | FromWorker::DownloadAck { build_id, .. } => *build_id,
+                    _ => return Ok(()),
+                };
+                let Some(b) = self.builds.get_mut(&build_id) else {
+                    return Ok(());
+                };
+                for reply in b.on_transfer(&self.ctx.store, f) {
+                    self.send(&reply)?;
+                }
+                Ok(())
+            }
             FromWorker::Auth { .. } => bail!("unexpected auth message after the handshake"),
         }
     }
@@ -587,7 +606,15 @@ impl Conn {
                 let _ = self.ctx.bot.send(BotMsg::RequestsAdded);
             }
             match next {
-                Ok(Next::Run(msg)) => return self.send(&msg),
+                Ok(Next::Run(msg)) => {
+                    // A download's first pieces follow its RunStep at once.
+                    let more = b.transfer_frames();
+                    self.send(&msg)?;
+                    for m in more {
+                        self.send(&m)?;
+                    }
+                    return Ok(());
+                }
                 Ok(Next::Wait) => return Ok(()),
                 Ok(Next::Trigger { step, trigger }) => {
                     let ctx = ChainCtx {

@@ -232,6 +232,10 @@ pub(crate) enum Body {
     Bytes(Cow<'static, [u8]>),
     /// Sent chunked (or until close, to HTTP/1.0 clients).
     Stream(Box<dyn Read + Send>),
+    /// Read from a file of known length (artifacts, their byte ranges):
+    /// sent with `Content-Length`, a piece at a time. A reader that ends
+    /// early ends the connection (the client sees a short body).
+    Sized(Box<dyn Read + Send>, u64),
 }
 
 pub(crate) struct Response {
@@ -266,6 +270,20 @@ impl Response {
         }
     }
 
+    /// A body of exactly `len` bytes from `body`, with `Content-Length`.
+    pub(crate) fn sized(
+        status: u16,
+        content_type: &str,
+        body: Box<dyn Read + Send>,
+        len: u64,
+    ) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: Body::Sized(body, len),
+        }
+    }
+
     /// Adds a header. The name is ours by construction; the value is
     /// checked when the response is written.
     pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -284,7 +302,7 @@ impl Response {
     pub(crate) fn body_bytes(&self) -> Option<&[u8]> {
         match &self.body {
             Body::Bytes(b) => Some(b),
-            Body::Stream(_) => None,
+            Body::Stream(_) | Body::Sized(..) => None,
         }
     }
 }
@@ -1151,6 +1169,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        206 => "Partial Content",
         301 => "Moved Permanently",
         302 => "Found",
         303 => "See Other",
@@ -1162,10 +1181,12 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         409 => "Conflict",
+        410 => "Gone",
         411 => "Length Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
         415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         421 => "Misdirected Request",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -1212,6 +1233,7 @@ fn head_bytes(resp: &Response, chunked: bool, keep: bool) -> Vec<u8> {
         Body::Bytes(b) => head.push_str(&format!("Content-Length: {}\r\n", b.len())),
         Body::Stream(_) if chunked => head.push_str("Transfer-Encoding: chunked\r\n"),
         Body::Stream(_) => {}
+        Body::Sized(_, n) => head.push_str(&format!("Content-Length: {n}\r\n")),
     }
     head.push_str(if keep {
         "Connection: keep-alive\r\n\r\n"
@@ -1311,6 +1333,11 @@ pub(crate) fn compress(mut resp: Response, gzip: bool) -> Response {
             };
             Body::Bytes(Cow::Owned(z))
         }
+        // Not compressible (`compressible` is false for what is sent so).
+        sized @ Body::Sized(..) => {
+            resp.body = sized;
+            return resp;
+        }
     };
     resp.headers.push(("Content-Encoding", "gzip".to_string()));
     resp
@@ -1361,6 +1388,25 @@ fn write_response(
                         break;
                     }
                     write_paced(stream, &piece)?;
+                }
+            }
+        }
+        Body::Sized(mut r, len) => {
+            write_paced(stream, &out)?;
+            if !is_head {
+                let mut chunk = vec![0u8; 64 * 1024];
+                let mut left = len;
+                while left > 0 {
+                    let want = left.min(chunk.len() as u64) as usize;
+                    let n = r.read(&mut chunk[..want])?;
+                    if n == 0 {
+                        // The file shrank under us: the length sent is
+                        // wrong now, so this connection cannot go on.
+                        stream.shutdown();
+                        return Ok(false);
+                    }
+                    write_paced(stream, &chunk[..n])?;
+                    left -= n as u64;
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! stylesheet and script) or a live stream (`sse`).
 
 pub(crate) mod api;
+pub(crate) mod artifacts;
 pub(crate) mod assets;
 pub(crate) mod change_hook;
 pub mod dialects;

@@ -1399,6 +1399,7 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
         body.push(&html);
     }
     html_push!(body, "</section>");
+    body.push(&artifacts_section(c.conn, b.buildid)?);
     body.push(&buildset_section(c, b.buildrequestid)?);
     body.push(&properties_section(c.conn, b.buildid)?);
     html_push!(body, "</div>");
@@ -1540,6 +1541,34 @@ fn properties_section(conn: &db::Conn, buildid: BuildId) -> Result<Html> {
     Ok(html!(
         "<section><h3>Properties</h3>{}</section>",
         table(&["Name", "Value", "Source"], &rows, "No properties.")
+    ))
+}
+
+/// What the build's `upload` steps stored: name (the download link), size
+/// and sha256. Nothing when there is none (most builds upload nothing).
+fn artifacts_section(conn: &db::Conn, buildid: BuildId) -> Result<Html> {
+    let list = db::build_artifacts(conn, buildid)?;
+    if list.is_empty() {
+        return Ok(Html::new());
+    }
+    let rows: Vec<Vec<Cell>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                html!(
+                    "<a href=\"{}\" download>{}</a>",
+                    crate::web::artifacts::download_url(a.artifactid),
+                    a.name
+                )
+                .into(),
+                text(&format!("{} bytes", a.size)),
+                wrap(html!("<code>{}</code>", a.sha256)),
+            ]
+        })
+        .collect();
+    Ok(html!(
+        "<section id=\"artifacts\"><h3>Artifacts</h3>{}</section>",
+        table(&["Name", "Size", "SHA-256"], &rows, "")
     ))
 }
 

@@ -667,6 +667,12 @@ fn page(r: &Req) -> Result<Resp> {
                 )
                 .with_header("Cache-Control", "no-store"))
         }
+        ["artifacts", id, "download"] => match id.parse() {
+            Ok(id) => {
+                crate::web::artifacts::download(r.conn, &r.ctx.master_dir, id, r.header("range"))
+            }
+            Err(_) => Ok(not_found_page(r)),
+        },
         ["workers"] => ok(pages::workers(&c)?),
         ["changes"] => ok(pages::changes(&c, page_param(r))?),
         ["console"] => ok(pages::console(&c)?),

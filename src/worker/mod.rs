@@ -12,8 +12,11 @@
 //!   running steps never interleave (output already queued is joined and
 //!   sent in one write, `coalesce`); it sends `Ping` itself when nothing was
 //!   written for the keepalive interval;
-//! - one thread per running step (`steps::run_step`), sending `Log` and
-//!   `StepDone` into the writer's channel and its build id on `finished`.
+//! - one thread per running step (`steps::run_step`, or `transfer::run`
+//!   for an upload or download), sending `Log`, the transfer frames and
+//!   `StepDone` into the writer's channel and its build id on `finished`;
+//!   a transfer step gets the master's transfer frames (acks, file pieces)
+//!   from the main loop on a bounded channel of its own.
 //!
 //! Why a dead-peer timer in the main loop rather than socket read timeouts:
 //! the reader blocks in `read_exact`, and a read timeout firing in the
@@ -25,6 +28,7 @@
 
 pub mod status;
 pub(crate) mod steps;
+pub(crate) mod transfer;
 
 use crate::daemon;
 use crate::model::BuildId;
@@ -771,6 +775,9 @@ struct Running {
     builder_dir: String,
     cancel: CancelToken,
     handle: JoinHandle<()>,
+    /// An upload or download step's channel for the master's transfer
+    /// frames (`transfer::TransferMsg`).
+    transfer: Option<Sender<transfer::TransferMsg>>,
 }
 
 struct Session {
@@ -802,7 +809,11 @@ impl Session {
         threads.push(std::thread::spawn(move || loop {
             let ev = match protocol::read_frame::<_, serde_json::Value>(&mut reader) {
                 Ok(Some(v)) => match serde_json::from_value::<ToWorker>(v) {
-                    Ok(m) => ReaderEvent::Msg(m),
+                    // A file piece follows its message as a binary frame.
+                    Ok(mut m) => match protocol::read_payload(&mut reader, &mut m) {
+                        Ok(()) => ReaderEvent::Msg(m),
+                        Err(e) => ReaderEvent::Closed(format!("reading from the master failed: {e:#}")),
+                    },
                     Err(e) => {
                         log::warn!("ignoring a message from the master this worker does not understand: {e}");
                         ReaderEvent::Unknown
@@ -972,6 +983,26 @@ impl Session {
                 }
                 None => log::info!("interrupt for build {build_id}, which runs nothing here"),
             },
+            ToWorker::UploadAck {
+                build_id,
+                step,
+                received,
+            } => self.to_transfer(build_id, step, transfer::TransferMsg::Ack(received)),
+            ToWorker::DownloadData {
+                build_id,
+                step,
+                data,
+            } => self.to_transfer(build_id, step, transfer::TransferMsg::Data(data)),
+            ToWorker::DownloadEnd {
+                build_id,
+                step,
+                sha256,
+            } => self.to_transfer(build_id, step, transfer::TransferMsg::End(sha256)),
+            ToWorker::TransferAborted {
+                build_id,
+                step,
+                reason,
+            } => self.to_transfer(build_id, step, transfer::TransferMsg::Aborted(reason)),
             ToWorker::Refused { reason } => {
                 return Err(format!("the master dropped this worker: {reason}"));
             }
@@ -980,6 +1011,26 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Hands a transfer frame to the step it is for. A frame for no
+    /// transfer step is late (the step ended) and dropped; a full channel
+    /// means the master sent past the window: that step is stopped.
+    fn to_transfer(&self, build_id: BuildId, step: u32, msg: transfer::TransferMsg) {
+        let Some(r) = self.running.get(&build_id).filter(|r| r.step == step) else {
+            log::debug!("build {build_id} step {step}: transfer frame for no running step");
+            return;
+        };
+        let Some(tx) = &r.transfer else {
+            log::warn!(
+                "build {build_id} step {step}: transfer frame for a step that is no transfer"
+            );
+            return;
+        };
+        if let Err(crossbeam_channel::TrySendError::Full(_)) = tx.try_send(msg) {
+            r.cancel
+                .cancel("the master sent more than the transfer window allows");
+        }
     }
 
     fn refuse_step(&self, build_id: BuildId, step: u32, reason: String) {
@@ -1051,12 +1102,22 @@ impl Session {
             cancel.clone(),
         );
         let dir_name = builder_dir.clone();
+        // A transfer step gets the master's transfer frames on a channel.
+        let (transfer_tx, transfer_rx) = match spec {
+            protocol::StepSpec::Upload { .. } | protocol::StepSpec::Download { .. } => {
+                let (t, r) = bounded(transfer::CHANNEL);
+                (Some(t), Some(r))
+            }
+            protocol::StepSpec::Git { .. } | protocol::StepSpec::Shell { .. } => (None, None),
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("build-{build_id}"))
             .spawn(move || {
                 let kind = match &spec {
                     protocol::StepSpec::Git { .. } => "git",
                     protocol::StepSpec::Shell { .. } => "shell",
+                    protocol::StepSpec::Upload { .. } => "upload",
+                    protocol::StepSpec::Download { .. } => "download",
                 };
                 log::info!(
                     "build {build_id} step {step}: {kind} step in {}",
@@ -1076,9 +1137,21 @@ impl Session {
                 // included); the step's guard processes hold the lock too,
                 // so a worker started after this one was killed waits for
                 // this step's processes to be gone.
-                let o = match steps::lock_build_dir(&top, &out, &c) {
-                    Ok(lock) => steps::run_step(&build_dir, &spec, &out, &c, Some(&lock)),
-                    Err(o) => o,
+                let send = |m: FromWorker| {
+                    let _ = tx.send(m);
+                };
+                let o = match (steps::lock_build_dir(&top, &out, &c), &transfer_rx) {
+                    (Ok(_lock), Some(rx)) => {
+                        let link = transfer::Link {
+                            build_id,
+                            step,
+                            send: &send,
+                            rx,
+                        };
+                        transfer::run(&build_dir, &spec, &out, &c, &link)
+                    }
+                    (Ok(lock), None) => steps::run_step(&build_dir, &spec, &out, &c, Some(&lock)),
+                    (Err(o), _) => o,
                 };
                 log::info!(
                     "build {build_id} step {step}: finished (exit code {:?}{}{}{})",
@@ -1102,6 +1175,7 @@ impl Session {
                         builder_dir: dir_name,
                         cancel,
                         handle,
+                        transfer: transfer_tx,
                     },
                 );
             }

@@ -103,7 +103,7 @@ impl CancelToken {
     }
 
     /// Disconnected (so `recv` returns at once) once cancelled.
-    fn receiver(&self) -> &Receiver<()> {
+    pub(super) fn receiver(&self) -> &Receiver<()> {
         &self.inner.rx
     }
 }
@@ -124,7 +124,7 @@ impl StepOutcome {
         self.exit_code == Some(0) && !self.interrupted && !self.timed_out
     }
 
-    fn failed(reason: String) -> Self {
+    pub(super) fn failed(reason: String) -> Self {
         StepOutcome {
             reason: Some(reason),
             ..Default::default()
@@ -186,6 +186,12 @@ pub(crate) fn run_step(
             },
             &ctx,
         ),
+        StepSpec::Upload { .. } | StepSpec::Download { .. } => {
+            // `worker::transfer::run` runs those; it needs the master's frames.
+            let msg = "a transfer step reached the command runner (a worker bug)";
+            out("h", &format!("{msg}\n"));
+            StepOutcome::failed(msg.into())
+        }
     }
 }
 

@@ -1981,6 +1981,28 @@ pub fn send_worker_auth<W: std::io::Write>(
     .expect("sending Auth");
 }
 
+/// Makes builds look old, for the janitor: each `(buildid, days)` build
+/// (and its request) started and finished `days` days ago. The master
+/// must be stopped (this writes `state.sqlite` behind its back).
+pub fn age_builds(master: &Path, ages: &[(i64, i64)]) {
+    let db = rusqlite::Connection::open(master.join("state.sqlite")).unwrap();
+    let now = minibot::model::now();
+    for &(id, days) in ages {
+        let t = now - days * 86_400;
+        db.execute(
+            "UPDATE builds SET started_at = ?2, complete_at = ?2 WHERE buildid = ?1",
+            (id, t),
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE buildrequests SET submitted_at = ?2, complete_at = ?2
+             WHERE buildrequestid = (SELECT buildrequestid FROM builds WHERE buildid = ?1)",
+            (id, t),
+        )
+        .unwrap();
+    }
+}
+
 /// A live process as `/proc/<pid>/stat` shows it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcInfo {

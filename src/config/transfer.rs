@@ -1,0 +1,87 @@
+//! Lowering of the `upload` and `download` steps (artifacts, issue 20):
+//! their keys out of the raw step into [`StepKind::Upload`] and
+//! [`StepKind::Download`], every path checked to stay where it belongs.
+//! Called from `lower::lower_step`; no state of its own.
+
+use super::model::{BuildRef, DownloadFrom, StepKind};
+use super::problems::Problems;
+use super::raw;
+use crate::protocol::{check_artifact_name, stays_inside};
+
+/// `type = "upload"`: `source` (required), `dest` (optional name).
+pub(super) fn lower_upload(at: &str, s: &mut raw::StepCfg, p: &mut Problems) -> StepKind {
+    let source = s.source.take().unwrap_or_default();
+    if source.is_empty() {
+        p.add(&format!("{at}.source"), "required for an upload step");
+    } else if !stays_inside(&source) {
+        p.add(
+            &format!("{at}.source"),
+            "must be a path inside the build directory (relative, without '..')",
+        );
+    }
+    let dest = s.dest.take().unwrap_or_default();
+    if !dest.is_empty() {
+        if let Err(e) = check_artifact_name(dest.trim_end_matches('/')) {
+            p.add(&format!("{at}.dest"), e);
+        }
+    }
+    StepKind::Upload { source, dest }
+}
+
+/// `type = "download"`: `dest` (required) and one of `artifact` (with
+/// `build`) or `file`.
+pub(super) fn lower_download(at: &str, s: &mut raw::StepCfg, p: &mut Problems) -> StepKind {
+    let dest = s.dest.take().unwrap_or_default();
+    if dest.is_empty() {
+        p.add(&format!("{at}.dest"), "required for a download step");
+    } else if !stays_inside(&dest) {
+        p.add(
+            &format!("{at}.dest"),
+            "must be a path inside the build directory (relative, without '..')",
+        );
+    }
+    let build = match s.build.take() {
+        None => BuildRef::This,
+        Some(toml::Value::Integer(n)) if n > 0 => BuildRef::Number(n),
+        Some(toml::Value::String(t)) if t == "last_successful" => BuildRef::LastSuccessful,
+        Some(_) => {
+            p.add(
+                &format!("{at}.build"),
+                "must be a build number or \"last_successful\"",
+            );
+            BuildRef::This
+        }
+    };
+    let from = match (s.artifact.take(), s.file.take()) {
+        (Some(name), None) => {
+            if let Err(e) = check_artifact_name(&name) {
+                p.add(&format!("{at}.artifact"), e);
+            }
+            DownloadFrom::Artifact { name, build }
+        }
+        (None, Some(file)) => {
+            if !stays_inside(&file) {
+                p.add(
+                    &format!("{at}.file"),
+                    "must be a path inside the master's files/ directory (relative, without '..')",
+                );
+            }
+            if build != BuildRef::This {
+                p.add(&format!("{at}.build"), "only with `artifact`");
+            }
+            DownloadFrom::File(file)
+        }
+        (Some(_), Some(_)) => {
+            p.add(&format!("{at}.file"), "give `artifact` or `file`, not both");
+            DownloadFrom::File(String::new())
+        }
+        (None, None) => {
+            p.add(
+                at,
+                "a download step needs `artifact` (an artifact's name) or `file` (under files/)",
+            );
+            DownloadFrom::File(String::new())
+        }
+    };
+    StepKind::Download { from, dest }
+}
