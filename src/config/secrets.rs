@@ -97,6 +97,9 @@ fn inline_secrets(cfg: &Config) -> Vec<String> {
             keys.push(format!("reporters #{}.{key}", i + 1));
         }
     }
+    if let Some(Secret::Inline(_)) = cfg.www.auth.as_ref().map(|a| &a.client_secret) {
+        keys.push("www.auth.client_secret".into());
+    }
     keys
 }
 
@@ -148,13 +151,20 @@ pub(super) fn check_own_mode(path: &Path, cfg: &Config, p: &mut Problems) {
 /// (which knows the master directory), so checkconfig reports them.
 pub(super) fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
     use std::os::unix::fs::PermissionsExt;
-    for (i, (key, secret)) in reporter_secrets(cfg) {
+    let files = reporter_secrets(cfg)
+        .map(|(i, (key, secret))| (format!("reporters[{i}].{key}_file"), secret))
+        .chain(
+            cfg.www
+                .auth
+                .as_ref()
+                .map(|a| ("www.auth.client_secret_file".to_string(), &a.client_secret)),
+        );
+    for (at, secret) in files {
         let f = match secret {
             Secret::File(f) => f,
             Secret::Inline(_) => continue,
         };
         let path = dir.join(f);
-        let at = format!("reporters[{i}].{key}_file");
         match std::fs::metadata(&path) {
             Err(e) => p.add(
                 &at,

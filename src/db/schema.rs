@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The schema version this binary reads and writes. `upgrade-master`
 /// migrates older files; the master refuses to start on any other version.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -255,6 +255,15 @@ ALTER TABLE buildsets ADD COLUMN rebuild_of INTEGER;
 -- array, index = step number), so a step never run (skipped after a
 -- failure) is listed as such whatever a later reconfig says.
 ALTER TABLE builds ADD COLUMN planned_steps TEXT;
+"#,
+    // 8: "Log in with Gitea" (issue 19 point 7). A Gitea user is a `users`
+    // row named `gitea:<login>` (a name `minibot user add` refuses) with
+    // an empty password hash, which no password matches.
+    r#"
+-- For a Gitea login's session: its Gitea login, organisations and teams
+-- as Gitea listed them at login (JSON), so its role is worked out again
+-- from the loaded config at every request. NULL: a password login.
+ALTER TABLE sessions ADD COLUMN gitea TEXT;
 "#,
 ];
 

@@ -1725,13 +1725,31 @@ pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
 
 /// The login page; `error` is shown above the form. `login_csrf` is the
 /// value of the double-submit cookie the caller sets with the page.
-pub(crate) fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html {
+/// The login page: the password form, and "Log in with Gitea" when
+/// `[www.auth]` is set (`gitea`).
+pub(crate) fn login(
+    c: &Ctx,
+    next: &str,
+    error: Option<&str>,
+    login_csrf: &str,
+    gitea: bool,
+) -> Html {
     let mut body = html!("<h2>Log in</h2>");
     if let Some(e) = error {
         html_push!(body, "<p class=\"flash\">{}</p>", e);
     }
     if let Some(u) = c.user {
         html_push!(body, "<p>You are logged in as {}.</p>", u);
+    }
+    if gitea {
+        html_push!(
+            body,
+            "<form method=\"get\" action=\"/login/gitea\" class=\"gitea\">\
+             <input type=\"hidden\" name=\"next\" value=\"{}\">\
+             <p><button type=\"submit\" id=\"gitea-login\">Log in with Gitea</button></p></form>\
+             <p class=\"muted\">Or with a local account:</p>",
+            next
+        );
     }
     body.push(&html!(
         "<form method=\"post\" action=\"/login\" class=\"login\">\
@@ -2088,9 +2106,19 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
                 .buildid,
             BuildId(3)
         );
-        let l = login(&f.ctx(None, None, 0), "/x\"y", Some("Wrong <pw>"), "tok");
+        let l = login(
+            &f.ctx(None, None, 0),
+            "/x\"y",
+            Some("Wrong <pw>"),
+            "tok",
+            false,
+        );
         assert!(l.contains("Wrong &lt;pw&gt;") && l.contains("value=\"/x&quot;y\""));
         assert!(l.contains("name=\"csrf\" value=\"tok\""));
+        assert!(!l.contains("Log in with Gitea"));
+        let l = login(&f.ctx(None, None, 0), "/a b", None, "tok", true);
+        assert!(l.contains("action=\"/login/gitea\"") && l.contains("Log in with Gitea"));
+        assert!(l.contains("name=\"next\" value=\"/a b\""));
     }
 
     #[test]

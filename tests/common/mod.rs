@@ -8,6 +8,7 @@
 /// The headless-Chromium (DevTools) harness of the browser tests.
 pub mod browser;
 pub mod fake_gitea;
+pub mod fake_oauth;
 
 use hmac::{Hmac, KeyInit, Mac};
 // For the tests' `status.json` checks; the bench compiles this file too
@@ -1075,6 +1076,9 @@ pub struct FakeGitea {
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<StatusRequest>>>,
     /// The repository hooks (`fake_gitea`): add repositories to `repos`.
     pub hooks: std::sync::Arc<std::sync::Mutex<fake_gitea::Hooks>>,
+    /// The OAuth2 provider and `/api/v1/user*` (`fake_oauth`): register
+    /// an application and sign a user in.
+    pub oauth: std::sync::Arc<std::sync::Mutex<fake_oauth::OAuth>>,
     pub problems: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     server: std::sync::Arc<tiny_http::Server>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -1104,12 +1108,14 @@ impl FakeGitea {
         let requests = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let problems = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let hooks = std::sync::Arc::new(std::sync::Mutex::new(fake_gitea::Hooks::default()));
-        let (s, r, p, token, hk) = (
+        let oauth = std::sync::Arc::new(std::sync::Mutex::new(fake_oauth::OAuth::default()));
+        let (s, r, p, token, hk, oa) = (
             server.clone(),
             requests.clone(),
             problems.clone(),
             token.to_string(),
             hooks.clone(),
+            oauth.clone(),
         );
         let thread = std::thread::spawn(move || {
             for mut req in s.incoming_requests() {
@@ -1123,6 +1129,28 @@ impl FakeGitea {
                         .unwrap_or_default()
                 };
                 let auth = header("authorization");
+                if let Some(a) = fake_oauth::serve(
+                    &oa,
+                    req.method().as_str(),
+                    req.url(),
+                    &auth,
+                    &header("content-type"),
+                    &body,
+                    &p,
+                ) {
+                    let mut resp = tiny_http::Response::from_string(a.body)
+                        .with_status_code(a.status)
+                        .with_header(
+                            "Content-Type: application/json"
+                                .parse::<tiny_http::Header>()
+                                .unwrap(),
+                        );
+                    if let Some(l) = a.location {
+                        resp.add_header(tiny_http::Header::from_bytes("Location", l).unwrap());
+                    }
+                    let _ = req.respond(resp);
+                    continue;
+                }
                 if let Some((code, answer)) = fake_gitea::serve(
                     &hk,
                     req.method().as_str(),
@@ -1210,6 +1238,7 @@ impl FakeGitea {
             port,
             requests,
             hooks,
+            oauth,
             problems,
             server,
             thread: Some(thread),
