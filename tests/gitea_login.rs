@@ -428,10 +428,24 @@ fn in_a_browser_a_gitea_admin_forces_and_a_gitea_user_without_a_role_is_refused(
         return;
     }
     let t = GiteaLogin::new("read");
+    // isabell has not authorised the application yet: Gitea shows its
+    // grant page, and the way back starts on Gitea's site.
+    t.gitea.oauth.lock().unwrap().consent = true;
     let (_chromium, mut cdp) = browser(&t.s);
-    let log_in_with_gitea = |cdp: &mut Cdp, who: &str| {
+    let log_in_with_gitea = |cdp: &mut Cdp, who: &str, consent: bool| {
         cdp.navigate(&format!("{}/login?next=/builders/runtests", t.base));
         cdp.eval("document.getElementById('gitea-login').click(); true");
+        if consent {
+            cdp.wait_js(
+                "Gitea's grant page",
+                &format!(
+                    "location.host === '127.0.0.1:{}' && document.readyState === 'complete' \
+                     && !!document.getElementById('grant')",
+                    t.gitea.port
+                ),
+            );
+            cdp.eval("document.getElementById('grant').click(); true");
+        }
         cdp.wait_js(
             &format!("{who} logged in, on the builder page"),
             "location.pathname === '/builders/runtests' && document.readyState === 'complete' \
@@ -442,7 +456,7 @@ fn in_a_browser_a_gitea_admin_forces_and_a_gitea_user_without_a_role_is_refused(
             format!("gitea:{who}")
         );
     };
-    log_in_with_gitea(&mut cdp, "isabell");
+    log_in_with_gitea(&mut cdp, "isabell", true);
     cdp.assert_no_errors();
     // A member of team myorg/ci forces a build.
     cdp.eval("document.querySelector('form.force button').click(); true");
@@ -460,12 +474,13 @@ fn in_a_browser_a_gitea_admin_forces_and_a_gitea_user_without_a_role_is_refused(
         "logged out",
         "document.readyState === 'complete' && !!document.querySelector('.who a')",
     );
-    t.gitea
-        .oauth
-        .lock()
-        .unwrap()
-        .sign_in("bob", &["otherorg"], &[]);
-    log_in_with_gitea(&mut cdp, "bob");
+    {
+        let mut o = t.gitea.oauth.lock().unwrap();
+        o.sign_in("bob", &["otherorg"], &[]);
+        // bob has (the authorize page sends him straight back).
+        o.consent = false;
+    }
+    log_in_with_gitea(&mut cdp, "bob", false);
     cdp.eval("document.querySelector('form.force button').click(); true");
     cdp.wait_js(
         "the refusal",

@@ -66,6 +66,8 @@ pub(crate) const MAX_PAGES: usize = 5;
 /// The whole talk with Gitea in one callback (each request also has its
 /// own timeout).
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+/// The longest Gitea login (Gitea's `UserName` rule: `MaxSize(40)`).
+const MAX_LOGIN: usize = 40;
 /// One request to Gitea.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -412,9 +414,9 @@ impl Gitea<'_> {
     fn membership(&self, token: &str) -> Result<Membership, Refusal> {
         let user = self.get(token, "user", MAX_USER_ANSWER)?;
         let login = user["login"].as_str().unwrap_or("");
-        // The user name becomes `gitea:<login>`: a name `check_user_name`
-        // takes (64 bytes at most), of Gitea's characters only.
-        if !is_gitea_name(login) || auth::check_user_name(&gitea_user_name(login)).is_err() {
+        // The user name becomes `gitea:<login>`: Gitea's characters only,
+        // and at most Gitea's 40 (its `RegisterForm`).
+        if !is_gitea_name(login) || login.len() > MAX_LOGIN {
             return Err(Refusal::BadAnswer(format!(
                 "Gitea names the user {:?}, which is not a Gitea user name",
                 tame(login)

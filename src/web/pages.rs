@@ -1742,13 +1742,13 @@ pub(crate) fn login(
         html_push!(body, "<p>You are logged in as {}.</p>", u);
     }
     if gitea {
+        // A link, not a form: the CSP's `form-action 'self'` would stop a
+        // form at its redirect to Gitea.
         html_push!(
             body,
-            "<form method=\"get\" action=\"/login/gitea\" class=\"gitea\">\
-             <input type=\"hidden\" name=\"next\" value=\"{}\">\
-             <p><button type=\"submit\" id=\"gitea-login\">Log in with Gitea</button></p></form>\
+            "<p><a class=\"button\" id=\"gitea-login\" href=\"/login/gitea?next={}\">Log in with Gitea</a></p>\
              <p class=\"muted\">Or with a local account:</p>",
-            next
+            url_encode(next)
         );
     }
     body.push(&html!(
@@ -2117,8 +2117,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(l.contains("name=\"csrf\" value=\"tok\""));
         assert!(!l.contains("Log in with Gitea"));
         let l = login(&f.ctx(None, None, 0), "/a b", None, "tok", true);
-        assert!(l.contains("action=\"/login/gitea\"") && l.contains("Log in with Gitea"));
-        assert!(l.contains("name=\"next\" value=\"/a b\""));
+        assert!(l.contains("href=\"/login/gitea?next=%2Fa+b\"") && l.contains("Log in with Gitea"));
     }
 
     #[test]

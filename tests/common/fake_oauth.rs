@@ -2,7 +2,9 @@
 //! ([`super::FakeGitea`], on the same port), for "Log in with Gitea":
 //! `GET /login/oauth/authorize` approves the user "signed in to Gitea"
 //! ([`OAuth::user`]) at once and sends the browser back with a code and the
-//! state; `POST /login/oauth/access_token` checks the client id and secret,
+//! state, or, with [`OAuth::consent`], first shows Gitea's grant page, whose
+//! button posts to `/login/oauth/grant` and is answered with that redirect
+//! (a navigation started on Gitea's site, as a first login's is); `POST /login/oauth/access_token` checks the client id and secret,
 //! that the code is known and unused, the redirect URI, and the PKCE
 //! verifier against the challenge (S256), as Gitea's `AccessTokenOAuth`
 //! does; `GET /api/v1/user`, `/user/orgs` and `/user/teams` answer for a
@@ -60,6 +62,11 @@ pub struct OAuth {
     pub teams: Vec<Value>,
     /// Extra bytes in the token answer (a hostile Gitea).
     pub pad_token_answer: usize,
+    /// Show the grant page (a user who has not authorised the
+    /// application yet) instead of redirecting at once.
+    pub consent: bool,
+    /// Grant pages shown: their form token → the redirect to answer with.
+    grants: HashMap<String, String>,
     pub requests: Vec<OAuthRequest>,
     codes: HashMap<String, Code>,
     tokens: HashMap<String, Grant>,
@@ -76,6 +83,8 @@ impl Default for OAuth {
             orgs: vec![],
             teams: vec![],
             pad_token_answer: 0,
+            consent: false,
+            grants: HashMap::new(),
             requests: vec![],
             codes: HashMap::new(),
             tokens: HashMap::new(),
@@ -267,6 +276,7 @@ pub fn serve(
     let known = matches!(
         path,
         "/login/oauth/authorize"
+            | "/login/oauth/grant"
             | "/login/oauth/access_token"
             | "/api/v1/user"
             | "/api/v1/user/orgs"
@@ -334,13 +344,39 @@ pub fn serve(
                 u.query_pairs_mut()
                     .append_pair("code", &code)
                     .append_pair("state", &f("state"));
-                Some(Answer {
-                    status: 303,
-                    location: Some(u.to_string()),
-                    body: String::new(),
-                })
+                if o.consent {
+                    // Gitea's grant page (templates/user/auth/grant.tmpl):
+                    // a form the user submits on Gitea's site.
+                    let token = o.fresh("grant");
+                    o.grants.insert(token.clone(), u.to_string());
+                    Some(Answer {
+                        status: 200,
+                        location: None,
+                        body: format!(
+                            "<!DOCTYPE html><html><head><title>Authorize</title><link rel=\"icon\" href=\"data:,\"></head><body>\
+                             <form method=\"post\" action=\"/login/oauth/grant\">\
+                             <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+                             <button id=\"grant\" type=\"submit\">Authorize Application</button>\
+                             </form></body></html>"
+                        ),
+                    })
+                } else {
+                    Some(Answer {
+                        status: 303,
+                        location: Some(u.to_string()),
+                        body: String::new(),
+                    })
+                }
             }
         }
+        ("POST", "/login/oauth/grant") => match o.grants.remove(&f("token")) {
+            Some(location) => Some(Answer {
+                status: 303,
+                location: Some(location),
+                body: String::new(),
+            }),
+            None => json_answer(400, &json!({"message": "no such grant"})),
+        },
         ("POST", "/login/oauth/access_token") => {
             check_fields("access_token_form", "access_token", &fields, &mut bad);
             if !content_type.starts_with("application/x-www-form-urlencoded") {

@@ -1138,13 +1138,14 @@ impl FakeGitea {
                     &body,
                     &p,
                 ) {
+                    let kind = if a.body.starts_with("<!DOCTYPE") {
+                        "Content-Type: text/html; charset=utf-8"
+                    } else {
+                        "Content-Type: application/json"
+                    };
                     let mut resp = tiny_http::Response::from_string(a.body)
                         .with_status_code(a.status)
-                        .with_header(
-                            "Content-Type: application/json"
-                                .parse::<tiny_http::Header>()
-                                .unwrap(),
-                        );
+                        .with_header(kind.parse::<tiny_http::Header>().unwrap());
                     if let Some(l) = a.location {
                         resp.add_header(tiny_http::Header::from_bytes("Location", l).unwrap());
                     }
