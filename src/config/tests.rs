@@ -1226,26 +1226,30 @@ fn gitea_auth_section() {
     ] {
         assert_problem(&auth(bad), expected);
     }
-    assert_problem(
-        &auth("").replace("type = \"gitea\"", "type = \"github\""),
-        "www.auth.type: \"github\" is not \"gitea\"",
-    );
-    assert_problem(
-        &auth("").replace("buildbot_url = \"https://ci.example.org/\"\n", ""),
-        "buildbot_url: required with [www.auth]",
-    );
-    assert_problem(
-        &auth("").replace("https://git.example.org/", "git.example.org"),
-        "www.auth.base_url: \"git.example.org\" is not an http(s) URL",
-    );
-    assert_problem(
-        &auth("").replace("client_secret_file = \"gitea-secret\"\n", ""),
-        "www.auth.client_secret: required",
-    );
-    assert_problem(
-        &auth("client_secret = \"x\"\n"),
-        "www.auth.client_secret: set either client_secret or client_secret_file, not both",
-    );
+    for (text, expected) in [
+        (
+            auth("").replace("type = \"gitea\"", "type = \"github\""),
+            "www.auth.type: \"github\" is not \"gitea\"",
+        ),
+        (
+            auth("").replace("buildbot_url = \"https://ci.example.org/\"\n", ""),
+            "buildbot_url: required with [www.auth]",
+        ),
+        (
+            auth("").replace("https://git.example.org/", "git.example.org"),
+            "www.auth.base_url: \"git.example.org\" is not an http(s) URL",
+        ),
+        (
+            auth("").replace("client_secret_file = \"gitea-secret\"\n", ""),
+            "www.auth.client_secret: required",
+        ),
+        (
+            auth("client_secret = \"x\"\n"),
+            "www.auth.client_secret: set either client_secret or client_secret_file, not both",
+        ),
+    ] {
+        assert_problem(&text, expected);
+    }
     assert_problem(&auth("scopes = \"x\"\n"), "www.auth.scopes");
     // The secret file: present and 0600, as a reporter's token file.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -505,6 +505,17 @@ mod tests {
         assert!(flows.take(&q["state"]).is_none());
     }
 
+    /// The `state` a start sends to Gitea.
+    fn state_of(s: &Started) -> String {
+        url::Url::parse(&s.location)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned()
+    }
+
     /// A callback without its state, with another browser's cookie, or a
     /// second time, logs nobody in, and never reaches Gitea (whose URL here
     /// would not answer).
@@ -513,13 +524,7 @@ mod tests {
         let flows = Flows::default();
         let g = gitea();
         let s = start(&flows, &g, "https://ci.example.org/", "/").unwrap();
-        let state = url::Url::parse(&s.location)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .unwrap()
-            .1
-            .into_owned();
+        let state = state_of(&s);
         let q = |st: &str| {
             vec![
                 ("code".to_string(), "c".to_string()),
@@ -537,13 +542,7 @@ mod tests {
         assert_eq!(f(&q(&state), Some(&s.cookie)), Err(Refusal::Stale));
         // Gitea's own refusal, with what it said (tamed).
         let s2 = start(&flows, &g, "https://ci.example.org/", "/").unwrap();
-        let st2 = url::Url::parse(&s2.location)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .unwrap()
-            .1
-            .into_owned();
+        let st2 = state_of(&s2);
         let denied = vec![
             ("state".to_string(), st2),
             ("error".to_string(), "access_denied".to_string()),

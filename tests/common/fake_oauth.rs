@@ -173,12 +173,7 @@ pub fn team(org_name: &str, name: &str, id: i64) -> Value {
 
 fn schema() -> &'static Value {
     static S: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
-        serde_json::from_str(
-            &std::fs::read_to_string(super::fixture("gitea-api/oauth_api_schema.json")).unwrap(),
-        )
-        .unwrap()
-    })
+    S.get_or_init(|| super::fixture_json("gitea-api/oauth_api_schema.json"))
 }
 
 /// Problems of an answer object against swagger definition `def`: fields

@@ -548,6 +548,11 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// A JSON fixture, parsed (the fakes' schemas).
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(rel)).unwrap()).unwrap()
+}
+
 /// The master's report of its addresses (`master::ADDRESSES_FILE`).
 pub const ADDRESSES: &str = "addresses.json";
 
