@@ -494,3 +494,77 @@ fn in_a_browser_a_gitea_admin_forces_and_a_gitea_user_without_a_role_is_refused(
     );
     assert!(t.problems().is_empty(), "{:?}", t.problems());
 }
+
+/// What a Gitea session may do is worked out from its stored
+/// organisations and teams and the config loaded now: refused (form and
+/// JSON-RPC) while `admins` does not name it, allowed after a reconfig
+/// that does, and no session at all once `[www.auth]` is gone.
+#[test]
+fn a_gitea_sessions_role_follows_the_config_at_every_request() {
+    let t = GiteaLogin::new("read");
+    let jar = t.jar();
+    let jar_s = jar.to_str().unwrap();
+    t.gitea
+        .oauth
+        .lock()
+        .unwrap()
+        .sign_in("bob", &["otherorg"], &[]);
+    let callback = t.approved(&jar, "/");
+    assert_eq!(hop(&jar, &callback).status, 200);
+    let (_, page) = curl(&["-b", jar_s, &t.url("/builders/runtests")]);
+    let csrf = form_token(&page);
+    let force_form = || {
+        curl(&[
+            "-b",
+            jar_s,
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            "scheduler=deploy",
+            &t.url("/builders/runtests/force"),
+        ])
+    };
+    let (code, body) = force_form();
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("may not do this"), "{body}");
+    let rpc_body = r#"{"jsonrpc": "2.0", "method": "force", "id": 1, "params": {"builderNames": ["runtests"]}}"#;
+    let (code, body) = curl(&[
+        "-b",
+        jar_s,
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &format!("X-CSRF-Token: {csrf}"),
+        "--data-binary",
+        rpc_body,
+        &t.url("/api/v2/forceschedulers/deploy"),
+    ]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("may not do this"), "{body}");
+    assert_eq!(
+        db_query::<i64>(&t.s.master, "SELECT count(*) FROM buildsets"),
+        vec![0]
+    );
+    // The operator names bob's organisation: the same session may force.
+    let dir = t.s.master.to_str().unwrap();
+    t.s.edit_cfg(|c| c.replace("\"user:root\"]", "\"user:root\", \"org:OtherOrg\"]"));
+    assert!(run_ok(MINIBOT, &["reconfig", dir]).contains("reconfig: done"));
+    let (code, body) = force_form();
+    assert_eq!(code, 303, "{body}");
+    assert_eq!(
+        db_query::<String>(&t.s.master, "SELECT requested_by FROM buildsets"),
+        vec!["gitea:bob".to_string()]
+    );
+    // Gitea logins switched off: the session is no one's.
+    t.s.edit_cfg(|c| c[..c.find("\n[www.auth]").unwrap()].to_string());
+    assert!(run_ok(MINIBOT, &["reconfig", dir]).contains("reconfig: done"));
+    let (code, page) = curl(&["-b", jar_s, &t.url("/builders/runtests")]);
+    assert_eq!(code, 200);
+    assert!(
+        !page.contains("<span>gitea:bob</span>") && page.contains(">Log in<"),
+        "{page}"
+    );
+    let (code, _) = force_form();
+    assert_eq!(code, 401);
+    assert_eq!(hop(&jar, &t.url("/login/gitea")).status, 404);
+}
