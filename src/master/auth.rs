@@ -12,7 +12,10 @@
 //!
 //! Policy (SPEC §3, `[www] anonymous`): reads are open unless `anonymous =
 //! "none"`; writes (force, stop, rebuild, cancel, pause) always need a
-//! user. A session cookie is a random 256-bit token; the database keeps
+//! user. A Gitea login (`web::gitea_login`) is a user `gitea:<login>`
+//! without a password whose session keeps its Gitea organisations and
+//! teams ([`Membership`]); it may write if `[www.auth] admins` names it
+//! ([`Login::may_write`]), else it gets what anonymous visitors get. A session cookie is a random 256-bit token; the database keeps
 //! only its SHA-256, so a copy of `state.sqlite` cannot be used to log in.
 //! Forms carry the session's CSRF token; the login form, before there is a
 //! session, uses a double-submit cookie.
@@ -837,6 +840,12 @@ impl Auth {
 
     fn cred_key(&self, name: &str, password: &str) -> [u8; 32] {
         salted_pair_hash(&self.salt, name, password)
+    }
+
+    /// Logs (summarised per address, as failed logins are) a refused
+    /// login of another kind, e.g. a "Log in with Gitea" callback.
+    pub(crate) fn note_refusal(&self, addr: &str, kind: &str, text: &str) {
+        self.limits.note(addr, kind, text);
     }
 
     /// Checks a name and password (login form or Basic auth) under the

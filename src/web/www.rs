@@ -402,7 +402,7 @@ fn change_hook(
 }
 
 /// Who is asking, and may they read at all? Assets need nobody (nor do
-/// change hooks, which never get here); the login page is always open.
+/// change hooks, which never get here); the login pages are always open.
 fn prepare(r: &mut Req) -> Result<(), Resp> {
     if r.path.starts_with("/assets/") {
         return Ok(());
@@ -1089,14 +1089,22 @@ fn gitea_callback(r: &Req) -> Resp {
         match gitea_login::finish(&r.shared.gitea, g, url, &r.ctx.master_dir, &r.query, cookie) {
             Ok(x) => x,
             Err(refusal) => {
-                log::warn!("gitea login from {} refused: {refusal}", r.addr);
+                r.shared.auth.note_refusal(
+                    &r.addr,
+                    "gitea",
+                    &format!("with Gitea refused: {refusal}"),
+                );
                 return fail(refusal.status(), &refusal.to_string());
             }
         };
     let name = gitea_login::gitea_user_name(&m.login);
     let admin = m.matches(&g.admins);
     if !admin && r.cfg.www.anonymous == Anonymous::None {
-        log::warn!("gitea login of {name} from {} refused: no role", r.addr);
+        r.shared.auth.note_refusal(
+            &r.addr,
+            "gitea",
+            &format!("with Gitea of {name} refused: no role and anonymous = \"none\""),
+        );
         return fail(403, NO_ROLE);
     }
     let tokens = auth::random_token().and_then(|t| Ok((t, auth::random_token()?)));
