@@ -161,9 +161,13 @@ pub(crate) struct Ctx<'a> {
     pub cfg: &'a Config,
     /// The logged-in user, if any.
     pub user: Option<&'a str>,
-    /// The session's CSRF token. Forms that write are shown only with one
-    /// (a session login); without, the page offers to log in.
+    /// The session's CSRF token when its user may write. Forms that write
+    /// are shown only with one (a session login); without, the page offers
+    /// to log in, or says that the user may not.
     pub csrf: Option<&'a str>,
+    /// The session's CSRF token whatever the user may do: the "Log out"
+    /// button (a Gitea login without a role has this, not `csrf`).
+    pub session: Option<&'a str>,
     pub master_dir: &'a Path,
     pub now: i64,
 }
@@ -176,11 +180,11 @@ impl Ctx<'_> {
     /// (`assets.rs`).
     pub(crate) fn layout(&self, page: &str, path: &str, body: Html) -> Html {
         let title = &self.cfg.title;
-        let who = match (self.user, self.csrf) {
-            (Some(u), Some(_)) => html!(
+        let who = match (self.user, self.session) {
+            (Some(u), Some(token)) => html!(
                 "<span>{}</span>{}",
                 u,
-                self.post_form("/logout", "Log out", Html::new())
+                self.form_with(Some(token), "/logout", "Log out", Html::new())
             ),
             (Some(u), None) => html!("<span>{}</span>", u),
             (None, _) => html!("<a href=\"/login?next={}\">Log in</a>", url_encode(path)),
@@ -215,7 +219,12 @@ impl Ctx<'_> {
     /// A one-button form that POSTs to `action` with the CSRF token and the
     /// hidden fields in `extra`; empty without a session.
     fn post_form(&self, action: &str, label: &str, extra: Html) -> Html {
-        let Some(csrf) = self.csrf else {
+        self.form_with(self.csrf, action, label, extra)
+    }
+
+    /// [`Ctx::post_form`] with the token `csrf`.
+    fn form_with(&self, csrf: Option<&str>, action: &str, label: &str, extra: Html) -> Html {
+        let Some(csrf) = csrf else {
             return Html::new();
         };
         let class = if matches!(label, "Stop" | "Cancel") {
@@ -237,6 +246,10 @@ impl Ctx<'_> {
 
     /// "Log in to ..." for a visitor who may not write.
     fn login_hint(&self, what: &str, path: &str) -> Html {
+        if self.session.is_some() {
+            // A Gitea login that `[www.auth] admins` does not name.
+            return html!("<p class=\"muted\">Your account may not {} here.</p>", what);
+        }
         if self.user.is_some() && self.csrf.is_none() {
             return html!(
                 "<p class=\"muted\">To {}, log in with the form (Basic auth is for scripts).</p>",
@@ -1864,6 +1877,7 @@ mod tests {
                 cfg: &self.cfg,
                 user,
                 csrf,
+                session: csrf,
                 master_dir: self.dir.path(),
                 now,
             }
@@ -1944,6 +1958,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             cfg: &cfg,
             user: None,
             csrf: None,
+            session: None,
             master_dir: dir.path(),
             now: 0,
         };
@@ -2116,6 +2131,17 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(l.contains("Wrong &lt;pw&gt;") && l.contains("value=\"/x&quot;y\""));
         assert!(l.contains("name=\"csrf\" value=\"tok\""));
         assert!(!l.contains("Log in with Gitea"));
+        // A Gitea login without a role: "Log out", but no write forms.
+        let viewer = Ctx {
+            session: Some("tok"),
+            ..f.ctx(Some("gitea:bob"), None, 0)
+        };
+        let page = builder(&viewer, "runtests", 1).unwrap().unwrap();
+        assert!(page.contains("Your account may not force a build here."));
+        assert!(page.contains("action=\"/logout\"") && !page.contains("class=\"force\""));
+        let admin = f.ctx(Some("gitea:isabell"), Some("tok"), 0);
+        let page = builder(&admin, "runtests", 1).unwrap().unwrap();
+        assert!(page.contains("class=\"force\""));
         let l = login(&f.ctx(None, None, 0), "/a b", None, "tok", true);
         assert!(l.contains("href=\"/login/gitea?next=%2Fa+b\"") && l.contains("Log in with Gitea"));
     }

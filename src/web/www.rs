@@ -182,7 +182,8 @@ impl Req<'_> {
         self.login.as_ref().map(|l| l.user.name.as_str())
     }
 
-    fn csrf(&self) -> Option<&str> {
+    /// The session's CSRF token.
+    fn session_csrf(&self) -> Option<&str> {
         match &self.login {
             Some(Login {
                 via: Via::Session { csrf, .. },
@@ -192,12 +193,23 @@ impl Req<'_> {
         }
     }
 
+    /// The session's CSRF token if its user may write: the pages show
+    /// write forms only with it.
+    fn csrf(&self) -> Option<&str> {
+        let may_write = self
+            .login
+            .as_ref()
+            .is_some_and(|l| l.may_write(self.cfg.www.auth.as_ref()));
+        self.session_csrf().filter(|_| may_write)
+    }
+
     fn page_ctx(&self) -> Ctx<'_> {
         Ctx {
             conn: self.conn,
             cfg: &self.cfg,
             user: self.user(),
             csrf: self.csrf(),
+            session: self.session_csrf(),
             master_dir: &self.ctx.master_dir,
             now: crate::model::now(),
         }
@@ -777,6 +789,7 @@ fn start_live(r: &Req, buildid: BuildId) -> Result<Reply, Resp> {
         offsets: sse::parse_offsets(r.param("logs").unwrap_or("")),
         user: r.user().map(str::to_string),
         csrf: r.csrf().map(str::to_string),
+        session: r.session_csrf().map(str::to_string),
     };
     match r.shared.live.start(
         r.ctx.store.clone(),
