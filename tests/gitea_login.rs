@@ -204,7 +204,11 @@ fn state_pkce_and_next_are_checked_and_used_once() {
     // A whole login: a session for gitea:isabell, then on to `next` by a
     // Refresh (the session cookie is SameSite=Strict).
     let callback = t.approved(&jar, "/workers");
+    let t0 = std::time::Instant::now();
     let ok = hop(&jar, &callback);
+    // The callback's four requests to Gitea (token, user, orgs, teams),
+    // the session's commit and curl's own start, for docs/gitea.md.
+    eprintln!("gitea login callback answered in {:?}", t0.elapsed());
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.header("refresh"), "0; url=/workers");
     assert!(
