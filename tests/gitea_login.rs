@@ -378,14 +378,31 @@ fn a_hostile_gitea_logs_nobody_in() {
     let r = hop(&jar, &callback);
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(r.body.contains("exchanging the code"), "{}", r.body);
-    assert!(t.sessions().is_empty(), "{:?}", t.sessions());
-    // Organisation and team names that are no Gitea names are left out;
-    // the login itself goes on, without a role.
+    // A user answer past its 64 KiB cap, a page of teams past its 1 MiB.
     {
         let mut o = t.gitea.oauth.lock().unwrap();
         o.pad_token_answer = 0;
-        o.sign_in("bob", &["<script>"], &[("myorg", "c i")]);
+        o.user["description"] = "x".repeat(100 * 1024).into();
     }
+    let r = hop(&jar, &t.approved(&jar, "/"));
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("GET /api/v1/user:"), "{}", r.body);
+    {
+        let mut o = t.gitea.oauth.lock().unwrap();
+        o.sign_in("isabell", &["myorg"], &[("myorg", "ci")]);
+        o.teams[0]["description"] = "x".repeat(2 * 1024 * 1024).into();
+    }
+    let r = hop(&jar, &t.approved(&jar, "/"));
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("GET /api/v1/user/teams:"), "{}", r.body);
+    assert!(t.sessions().is_empty(), "{:?}", t.sessions());
+    // Organisation and team names that are no Gitea names are left out;
+    // the login itself goes on, without a role.
+    t.gitea
+        .oauth
+        .lock()
+        .unwrap()
+        .sign_in("bob", &["<script>"], &[("myorg", "c i")]);
     let callback = t.approved(&jar, "/");
     let r = hop(&jar, &callback);
     assert_eq!(r.status, 200, "{}", r.body);
