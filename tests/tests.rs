@@ -23,6 +23,7 @@ mod faults_writer;
 mod fuzz_parsers;
 mod gitea_e2e;
 mod gitea_formats;
+mod gitea_login;
 mod gitea_poller;
 mod gitea_pr_merge;
 mod gitea_pr_poller;

@@ -26,6 +26,7 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
         }
     }
     let www = lower_www(&cfg.www, cfg.protocols.worker.as_ref(), p);
+    let auth = lower_auth(cfg.www.auth, cfg.buildbot_url.as_deref(), p);
     let workers = lower_workers(cfg.workers, p);
     let builder_names: Vec<String> = cfg.builders.iter().filter_map(|b| b.name.clone()).collect();
     let builder_names: Vec<&str> = builder_names.iter().map(String::as_str).collect();
@@ -52,7 +53,8 @@ pub(super) fn lower(cfg: raw::Config, p: &mut Problems) -> Option<Config> {
     let change_source = lower_change_sources(cfg.change_source, p);
     check_janitor(&cfg.janitor, p);
     check_logging(&cfg.logging, p);
-    let (www, worker) = www?;
+    let (mut www, worker) = www?;
+    www.auth = auth;
     (p.list.len() == before).then_some(Config {
         title: cfg.title,
         buildbot_url: cfg.buildbot_url,
@@ -132,6 +134,97 @@ fn seconds(s: u64) -> Duration {
 
 // ---------------------------------------------------------------------------
 // [www], [protocols]
+
+/// `[www.auth]`: Gitea's URL, the OAuth2 application's id and secret, and
+/// the `admins` list. Gitea sends the browser back to `buildbot_url`'s
+/// `login/gitea/callback`, which must be registered in Gitea, so
+/// `buildbot_url` is required.
+fn lower_auth(
+    auth: Option<raw::AuthCfg>,
+    buildbot_url: Option<&str>,
+    p: &mut Problems,
+) -> Option<GiteaAuth> {
+    let a = auth?;
+    let at = "www.auth";
+    let before = p.list.len();
+    match a.kind.as_deref() {
+        Some("gitea") => {}
+        Some(k) => p.add(
+            &format!("{at}.type"),
+            format_args!("{k:?} is not \"gitea\" (the only kind)"),
+        ),
+        None => p.add(&format!("{at}.type"), "required: type = \"gitea\""),
+    }
+    if buildbot_url.is_none() {
+        p.add(
+            "buildbot_url",
+            "required with [www.auth]: Gitea sends the browser back to <buildbot_url>login/gitea/callback",
+        );
+    }
+    let base_url =
+        required(a.base_url, at, "base_url", p).and_then(|u| match url::Url::parse(&u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            _ => {
+                p.add(
+                    &format!("{at}.base_url"),
+                    format_args!("{u:?} is not an http(s) URL (e.g. \"https://git.example.org\")"),
+                );
+                None
+            }
+        });
+    let client_id = required(a.client_id, at, "client_id", p);
+    if client_id
+        .as_deref()
+        .is_some_and(|c| c.is_empty() || c.len() > 256 || c.chars().any(|ch| ch.is_control()))
+    {
+        p.add(
+            &format!("{at}.client_id"),
+            "must be Gitea's client id (1 to 256 characters, no control characters)",
+        );
+    }
+    let client_secret = one_secret(
+        at,
+        "client_secret",
+        a.client_secret,
+        a.client_secret_file,
+        p,
+    );
+    let mut admins = Vec::with_capacity(a.admins.len());
+    for (i, entry) in a.admins.iter().enumerate() {
+        let lower = entry.to_ascii_lowercase();
+        let grant = match lower.split_once(':') {
+            Some(("user", n)) if is_gitea_name(n) => Some(Grant::User(n.to_string())),
+            Some(("org", n)) if is_gitea_name(n) => Some(Grant::Org(n.to_string())),
+            Some(("team", t)) => match t.split_once('/') {
+                Some((o, n)) if is_gitea_name(o) && is_gitea_name(n) => Some(Grant::Team {
+                    org: o.to_string(),
+                    team: n.to_string(),
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        match grant {
+            Some(g) => admins.push(g),
+            None => p.add(
+                &format!("{at}.admins #{}", i + 1),
+                format_args!(
+                    "{entry:?} is not \"user:NAME\", \"org:NAME\" or \"team:ORG/TEAM\" \
+                     (Gitea names: letters, digits, '-', '_', '.')"
+                ),
+            ),
+        }
+    }
+    (p.list.len() == before).then(|| GiteaAuth {
+        base_url: base_url.unwrap_or_default(),
+        client_id: client_id.unwrap_or_default(),
+        client_secret: client_secret.unwrap_or(Secret::Inline(String::new())),
+        verify_tls: a.verify_tls.unwrap_or(true),
+        admins,
+    })
+}
 
 fn lower_www(
     www: &raw::Www,
@@ -280,6 +373,7 @@ fn lower_www(
                     base: dialects.base.clone(),
                     github,
                 },
+                auth: None,
             },
             WorkerProtocol {
                 port,

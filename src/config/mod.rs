@@ -12,8 +12,8 @@
 //! No threads, no channels, no I/O besides reading the file, checking its
 //! own mode (0600 when it holds secrets, as it always does: worker
 //! passwords) and the secret files it names (`token_file`,
-//! `smtp_password_file`: present and mode 0600; the `[secrets]` files the
-//! steps refer to, `secret_dir`). Called by
+//! `smtp_password_file`, `client_secret_file`: present and mode 0600; the
+//! `[secrets]` files the steps refer to, `secret_dir`). Called by
 //! `minibot checkconfig`, by the master at start and on SIGHUP (reconfig),
 //! which hands the result to the other components as an `Arc<Config>`; a
 //! config that fails here is never seen by them, so they may rely on the

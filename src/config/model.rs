@@ -66,6 +66,47 @@ pub(crate) struct Www {
     /// Most HTTP requests served at once (`http_server`), each a thread.
     pub max_connections: usize,
     pub change_hook_dialects: Dialects,
+    /// `[www.auth] type = "gitea"`: "Log in with Gitea" beside the local
+    /// users; None: local users only.
+    pub auth: Option<GiteaAuth>,
+}
+
+/// `[www.auth] type = "gitea"`: users log in with their Gitea account
+/// (OAuth2 authorization code with PKCE, `web::gitea_login`); what they
+/// may do follows `admins`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GiteaAuth {
+    /// An http(s) URL without a trailing slash (`https://git.example.org`
+    /// or with a sub-path).
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub verify_tls: bool,
+    /// Gitea users matching one of these may force, stop, rebuild, cancel
+    /// and pause; the others get what `[www] anonymous` gives.
+    pub admins: Vec<Grant>,
+}
+
+/// One entry of `[www.auth] admins`; names are lower case, as Gitea
+/// compares them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// `user:NAME`: that Gitea login.
+    User(String),
+    /// `org:NAME`: every member of that organisation.
+    Org(String),
+    /// `team:ORG/TEAM`: every member of that team.
+    Team { org: String, team: String },
+}
+
+/// A Gitea user, organisation or team name as Gitea allows it (its
+/// `AlphaDashDot` rule: letters, digits, `-`, `_`, `.`), at most 255 bytes:
+/// nothing else is stored, shown or compared.
+pub(crate) fn is_gitea_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// What visitors who are not logged in may do (`[www] anonymous`).

@@ -95,6 +95,26 @@ pub(crate) struct Www {
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub change_hook_dialects: Dialects,
+    /// `[www.auth]`: logins besides the local users (`type = "gitea"`).
+    #[serde(default)]
+    pub auth: Option<AuthCfg>,
+}
+
+/// `[www.auth]`: "Log in with Gitea" (OAuth2), beside the local users.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub(crate) struct AuthCfg {
+    /// "gitea" (the only kind).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub base_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub verify_tls: Option<bool>,
+    /// `user:NAME`, `org:NAME`, `team:ORG/TEAM`: who may force, stop,
+    /// rebuild, cancel and pause.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// `[www] max_connections` when not set: requests being served at once,
@@ -117,6 +137,7 @@ impl Default for Www {
             anonymous: None,
             max_connections: None,
             change_hook_dialects: Dialects::default(),
+            auth: None,
         }
     }
 }

@@ -47,6 +47,24 @@ bind = "127.0.0.1"
 # Force, stop and rebuild always need a login: see `minibot user add`.
 # anonymous = "read"
 
+# "Log in with Gitea" (OAuth2 with PKCE), beside the local users, who keep
+# their password login. In Gitea: Settings > Applications > Manage OAuth2
+# Applications, redirect URI <buildbot_url>login/gitea/callback (so set
+# buildbot_url above), "Confidential client" on; put its client id here and
+# its secret in a file of mode 0600 (docs/gitea.md, "Log in with Gitea").
+# [www.auth]
+# type = "gitea"
+# base_url = "https://git.example.org"
+# client_id = "0ba1c6f4-..."
+# client_secret_file = "gitea-oauth-secret"
+# verify_tls = true
+# Who may force, stop, rebuild, cancel and pause: Gitea users, every member
+# of an organisation, or of one of its teams. Other Gitea users get what
+# `anonymous` gives (with "none", they cannot log in). A login's
+# organisations and teams are read from Gitea when it logs in; a session
+# lasts 12 hours.
+# admins = ["org:myorg", "team:myorg/ci", "user:isabell"]
+
 # Gitea webhooks (as the buildbot_gitea plugin). In Gitea: repository
 # Settings > Webhooks > Add Webhook > Gitea, target URL
 # <buildbot_url>change_hook/gitea, POST, content type application/json, and

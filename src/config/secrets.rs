@@ -97,6 +97,9 @@ fn inline_secrets(cfg: &Config) -> Vec<String> {
             keys.push(format!("reporters #{}.{key}", i + 1));
         }
     }
+    if let Some(Secret::Inline(_)) = cfg.www.auth.as_ref().map(|a| &a.client_secret) {
+        keys.push("www.auth.client_secret".into());
+    }
     keys
 }
 
@@ -160,7 +163,12 @@ pub(super) fn check_secret_files(cfg: &Config, dir: &Path, p: &mut Problems) {
             }
             ChangeSource::GitPoller(_) => None,
         });
-    for (at, secret) in reporters.chain(sources) {
+    let login = cfg
+        .www
+        .auth
+        .as_ref()
+        .map(|a| ("www.auth.client_secret_file".to_string(), &a.client_secret));
+    for (at, secret) in reporters.chain(sources).chain(login) {
         let f = match secret {
             Secret::File(f) => f,
             Secret::Inline(_) => continue,

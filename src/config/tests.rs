@@ -1254,3 +1254,110 @@ fn pull_request_checkout_defaults_to_merge() {
         "www.change_hook_dialects.github.pull_request_checkout: \"rebase\" is not one of \"merge\", \"head\"",
     );
 }
+
+/// `[www.auth] type = "gitea"` (issue 19 point 7): the keys it needs, the
+/// `admins` grammar, names lower-cased, and the secret file checked as the
+/// reporters' are.
+#[test]
+fn gitea_auth_section() {
+    let auth = |extra: &str| {
+        format!(
+            "buildbot_url = \"https://ci.example.org/\"\n{BASE}[www.auth]\ntype = \"gitea\"\n\
+             base_url = \"https://git.example.org/\"\nclient_id = \"abc\"\n\
+             client_secret_file = \"gitea-secret\"\n{extra}"
+        )
+    };
+    let cfg = parse(
+        &auth("admins = [\"org:MyOrg\", \"team:myorg/CI\", \"user:isabell\"]\n"),
+        "master.cfg",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = cfg.www.auth.expect("[www.auth]");
+    assert_eq!(a.base_url, "https://git.example.org");
+    assert_eq!(a.client_id, "abc");
+    assert_eq!(a.client_secret, Secret::File("gitea-secret".into()));
+    assert!(a.verify_tls);
+    assert_eq!(
+        a.admins,
+        vec![
+            Grant::Org("myorg".into()),
+            Grant::Team {
+                org: "myorg".into(),
+                team: "ci".into()
+            },
+            Grant::User("isabell".into()),
+        ]
+    );
+    assert!(parse(BASE, "master.cfg").unwrap().www.auth.is_none());
+    for (bad, expected) in [
+        (
+            "admins = [\"isabell\"]\n",
+            "www.auth.admins #1: \"isabell\" is not",
+        ),
+        (
+            "admins = [\"user:<b>\"]\n",
+            "www.auth.admins #1: \"user:<b>\" is not",
+        ),
+        ("admins = [\"team:myorg\"]\n", "www.auth.admins #1:"),
+        ("admins = [\"org:a b\"]\n", "www.auth.admins #1:"),
+    ] {
+        assert_problem(&auth(bad), expected);
+    }
+    for (text, expected) in [
+        (
+            auth("").replace("type = \"gitea\"", "type = \"github\""),
+            "www.auth.type: \"github\" is not \"gitea\"",
+        ),
+        (
+            auth("").replace("buildbot_url = \"https://ci.example.org/\"\n", ""),
+            "buildbot_url: required with [www.auth]",
+        ),
+        (
+            auth("").replace("https://git.example.org/", "git.example.org"),
+            "www.auth.base_url: \"git.example.org\" is not an http(s) URL",
+        ),
+        (
+            auth("").replace("client_secret_file = \"gitea-secret\"\n", ""),
+            "www.auth.client_secret: required",
+        ),
+        (
+            auth("client_secret = \"x\"\n"),
+            "www.auth.client_secret: set either client_secret or client_secret_file, not both",
+        ),
+    ] {
+        assert_problem(&text, expected);
+    }
+    assert_problem(&auth("scopes = \"x\"\n"), "www.auth.scopes");
+    // The secret file: present and 0600, as a reporter's token file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("master.cfg");
+    std::fs::write(&path, auth("")).expect("write");
+    private(&path);
+    let err = load(&path).expect_err("no secret file").to_string();
+    assert!(
+        err.contains("www.auth.client_secret_file: cannot read"),
+        "{err}"
+    );
+    let secret = dir.path().join("gitea-secret");
+    std::fs::write(&secret, "s3cret\n").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = load(&path)
+        .expect_err("secret readable by others")
+        .to_string();
+    assert!(err.contains("is readable by others"), "{err}");
+    private(&secret);
+    assert!(load(&path).is_ok());
+    // An inline secret makes master.cfg a file with secrets.
+    std::fs::write(
+        &path,
+        auth("").replace(
+            "client_secret_file = \"gitea-secret\"",
+            "client_secret = \"s\"",
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = load(&path).expect_err("inline secret, 0644").to_string();
+    assert!(err.contains("www.auth.client_secret"), "{err}");
+}

@@ -312,6 +312,15 @@ CREATE TABLE artifacts (
     UNIQUE (buildid, name)
 );
 "#,
+    // 11: "Log in with Gitea" (issue 19 point 7). A Gitea user is a `users`
+    // row named `gitea:<login>` (a name `minibot user add` refuses) with
+    // an empty password hash, which no password matches.
+    r#"
+-- For a Gitea login's session: its Gitea login, organisations and teams
+-- as Gitea listed them at login (JSON), so its role is worked out again
+-- from the loaded config at every request. NULL: a password login.
+ALTER TABLE sessions ADD COLUMN gitea TEXT;
+"#,
 ];
 
 /// Settings every connection gets.

@@ -75,22 +75,47 @@ pub fn list_users(conn: &Conn) -> Result<Vec<UserRow>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// (userid, password hash) of a user.
+/// (userid, password hash) of a user who logs in with a password (not a
+/// Gitea user, whose hash is empty).
 pub fn user_password(conn: &Conn, name: &str) -> Result<Option<(UserId, String)>> {
     Ok(conn
         .raw
-        .prepare_cached("SELECT userid, password_hash FROM users WHERE name = ?1")?
+        .prepare_cached(
+            "SELECT userid, password_hash FROM users WHERE name = ?1 AND password_hash != ''",
+        )?
         .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
-/// Stores a new session (and forgets expired ones).
+/// The user row of a Gitea login (`gitea:<login>`, no password), made on
+/// its first login.
+pub(crate) fn gitea_user(conn: &Tx, name: &str) -> Result<UserId> {
+    conn.raw
+        .prepare_cached(
+            "INSERT INTO users(name, password_hash, created_at) VALUES (?1, '', ?2)
+             ON CONFLICT(name) DO NOTHING",
+        )?
+        .execute(params![name, crate::model::now()])?;
+    let id = conn
+        .raw
+        .prepare_cached("SELECT userid FROM users WHERE name = ?1 AND password_hash = ''")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => Ok(id),
+        None => bail!("user {name:?} exists with a password: not a Gitea login"),
+    }
+}
+
+/// Stores a new session (and forgets expired ones); `gitea`: a Gitea
+/// login's membership (JSON, see the `sessions.gitea` column).
 pub(crate) fn create_session(
     conn: &Tx,
     token_hash: &str,
     userid: UserId,
     csrf: &str,
     expires_at: i64,
+    gitea: Option<&str>,
 ) -> Result<()> {
     let now = crate::model::now();
     conn.raw
@@ -98,27 +123,38 @@ pub(crate) fn create_session(
         .execute([now])?;
     conn.raw
         .prepare_cached(
-            "INSERT INTO sessions(token_hash, userid, csrf, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO sessions(token_hash, userid, csrf, created_at, expires_at, gitea)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![token_hash, userid, csrf, now, expires_at])?;
+        .execute(params![token_hash, userid, csrf, now, expires_at, gitea])?;
     Ok(())
 }
 
-/// The live session with this token hash: (userid, user name, csrf token).
-pub(crate) fn session(
-    conn: &Conn,
-    token_hash: &str,
-    now: i64,
-) -> Result<Option<(UserId, String, String)>> {
+/// A live session as [`session`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SessionRow {
+    pub userid: UserId,
+    pub name: String,
+    pub csrf: String,
+    /// A Gitea login's membership (JSON), None for a password login.
+    pub gitea: Option<String>,
+}
+
+/// The live session with this token hash.
+pub(crate) fn session(conn: &Conn, token_hash: &str, now: i64) -> Result<Option<SessionRow>> {
     Ok(conn
         .raw
         .prepare_cached(
-            "SELECT s.userid, u.name, s.csrf FROM sessions s JOIN users u USING (userid)
+            "SELECT s.userid, u.name, s.csrf, s.gitea FROM sessions s JOIN users u USING (userid)
              WHERE s.token_hash = ?1 AND s.expires_at > ?2",
         )?
         .query_row(params![token_hash, now], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok(SessionRow {
+                userid: r.get(0)?,
+                name: r.get(1)?,
+                csrf: r.get(2)?,
+                gitea: r.get(3)?,
+            })
         })
         .optional()?)
 }

@@ -12,7 +12,10 @@
 //!
 //! Policy (SPEC §3, `[www] anonymous`): reads are open unless `anonymous =
 //! "none"`; writes (force, stop, rebuild, cancel, pause) always need a
-//! user. A session cookie is a random 256-bit token; the database keeps
+//! user. A Gitea login (`web::gitea_login`) is a user `gitea:<login>`
+//! without a password whose session keeps its Gitea organisations and
+//! teams ([`Membership`]); it may write if `[www.auth] admins` names it
+//! ([`Login::may_write`]), else it gets what anonymous visitors get. A session cookie is a random 256-bit token; the database keeps
 //! only its SHA-256, so a copy of `state.sqlite` cannot be used to log in.
 //! Forms carry the session's CSRF token; the login form, before there is a
 //! session, uses a double-submit cookie.
@@ -44,6 +47,7 @@
 //! time, the address a worker last logged in from plays that part
 //! ([`Trust::Address`]), unless that address has used up its own failures.
 
+use crate::config::{GiteaAuth, Grant};
 use crate::db;
 use crate::model::UserId;
 use crate::sys::MappedBlocks;
@@ -264,6 +268,49 @@ pub(crate) enum Via {
 pub(crate) struct Login {
     pub user: User,
     pub via: Via,
+    /// A Gitea login's organisations and teams (its session's); None for
+    /// a local user.
+    pub gitea: Option<Membership>,
+}
+
+impl Login {
+    /// May this login force, stop, rebuild, cancel and pause? A local user
+    /// may; a Gitea login if `[www.auth] admins` names it, one of its
+    /// organisations or one of its teams, as the config says now (so a
+    /// reconfig takes effect on live sessions).
+    pub(crate) fn may_write(&self, auth: Option<&GiteaAuth>) -> bool {
+        match (&self.gitea, auth) {
+            (None, _) => true,
+            (Some(m), Some(a)) => m.matches(&a.admins),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// What Gitea said of a Gitea login when it logged in, kept with its
+/// session (`sessions.gitea`, JSON): names lower case, as Gitea compares
+/// them, each checked with `config::is_gitea_name`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Membership {
+    pub login: String,
+    pub orgs: Vec<String>,
+    /// `org/team`.
+    pub teams: Vec<String>,
+}
+
+impl Membership {
+    /// Whether any of `grants` names this login, an organisation or a team
+    /// of it.
+    pub(crate) fn matches(&self, grants: &[Grant]) -> bool {
+        grants.iter().any(|g| match g {
+            Grant::User(u) => *u == self.login,
+            Grant::Org(o) => self.orgs.iter().any(|x| x == o),
+            Grant::Team { org, team } => self
+                .teams
+                .iter()
+                .any(|t| t.split_once('/') == Some((org.as_str(), team.as_str()))),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -795,6 +842,12 @@ impl Auth {
         salted_pair_hash(&self.salt, name, password)
     }
 
+    /// Logs (summarised per address, as failed logins are) a refused
+    /// login of another kind, e.g. a "Log in with Gitea" callback.
+    pub(crate) fn note_refusal(&self, addr: &str, kind: &str, text: &str) {
+        self.limits.note(addr, kind, text);
+    }
+
     /// Checks a name and password (login form or Basic auth) under the
     /// guessing limits of the module header. Refusals without a check are
     /// `RateLimited` whatever their cause (the reason goes to the log).
@@ -890,12 +943,28 @@ impl Auth {
         let th = token_hash(token);
         let found = db::session(conn, &th, crate::model::now())
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        Ok(found.map(|(id, name, csrf)| Login {
-            user: User { id, name },
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let gitea = match &row.gitea {
+            None => None,
+            Some(j) => Some(serde_json::from_str::<Membership>(j).map_err(|e| {
+                AuthError::Internal(format!(
+                    "sessions row of user {} ({}): column gitea is not a membership: {e}",
+                    row.userid, row.name
+                ))
+            })?),
+        };
+        Ok(Some(Login {
+            user: User {
+                id: row.userid,
+                name: row.name,
+            },
             via: Via::Session {
-                csrf,
+                csrf: row.csrf,
                 token_hash: th,
             },
+            gitea,
         }))
     }
 
@@ -915,6 +984,7 @@ impl Auth {
         Ok(Login {
             user,
             via: Via::Basic,
+            gitea: None,
         })
     }
 }
@@ -1109,7 +1179,15 @@ mod tests {
     /// A Cookie header with a fresh session for user `id`.
     fn cookie_hdr_live(conn: &db::Tx, id: UserId) -> Vec<(String, String)> {
         let token = random_token().unwrap();
-        db::create_session(conn, &token_hash(&token), id, "c", crate::model::now() + 60).unwrap();
+        db::create_session(
+            conn,
+            &token_hash(&token),
+            id,
+            "c",
+            crate::model::now() + 60,
+            None,
+        )
+        .unwrap();
         vec![("cookie".to_string(), format!("{SESSION_COOKIE}={token}"))]
     }
 
@@ -1148,6 +1226,7 @@ mod tests {
             id,
             "csrf1",
             crate::model::now() + 60,
+            None,
         )
         .unwrap();
         let cookie_hdr = vec![(
@@ -1220,5 +1299,75 @@ mod tests {
         assert!(matches!(l, Ok(Some(_))), "{l:?}");
         assert!(db::remove_user(&conn, "alice").unwrap());
         assert!(!db::remove_user(&conn, "alice").unwrap());
+    }
+
+    /// A Gitea login's session carries its membership; what it may write
+    /// follows the config's `admins` at each request; its user row (empty
+    /// password hash) never passes a password check.
+    #[test]
+    fn gitea_sessions_and_roles() {
+        let (_dir, conn) = db();
+        let id = db::gitea_user(&conn, "gitea:isabell").unwrap();
+        assert_eq!(db::gitea_user(&conn, "gitea:isabell").unwrap(), id);
+        let m = Membership {
+            login: "isabell".into(),
+            orgs: vec!["myorg".into()],
+            teams: vec!["myorg/ci".into()],
+        };
+        let token = random_token().unwrap();
+        db::create_session(
+            &conn,
+            &token_hash(&token),
+            id,
+            "c",
+            crate::model::now() + 60,
+            Some(&serde_json::to_string(&m).unwrap()),
+        )
+        .unwrap();
+        let hdr = vec![("cookie".to_string(), format!("{SESSION_COOKIE}={token}"))];
+        let auth = Auth::new();
+        let login = auth.identify(&conn, &hdr, "a").unwrap().unwrap();
+        assert_eq!(login.user.name, "gitea:isabell");
+        assert_eq!(login.gitea.as_ref(), Some(&m));
+        let cfg = |admins: Vec<Grant>| GiteaAuth {
+            base_url: "https://git.example.org".into(),
+            client_id: "c".into(),
+            client_secret: crate::config::Secret::Inline("s".into()),
+            verify_tls: true,
+            admins,
+        };
+        assert!(login.may_write(Some(&cfg(vec![Grant::Org("myorg".into())]))));
+        assert!(!login.may_write(Some(&cfg(vec![Grant::User("bob".into())]))));
+        assert!(!login.may_write(None));
+        // A local user may always write.
+        let local = Login {
+            gitea: None,
+            ..login.clone()
+        };
+        assert!(local.may_write(Some(&cfg(vec![]))));
+        // No password (not even an empty one) opens a Gitea user's row.
+        for pw in ["", "x", "isabell"] {
+            assert_eq!(
+                auth.check(&conn, "gitea:isabell", pw, "b", "t").err(),
+                Some(AuthError::BadCredentials)
+            );
+        }
+        // A corrupt membership is an error naming its row, not a default.
+        let bad = random_token().unwrap();
+        db::create_session(
+            &conn,
+            &token_hash(&bad),
+            id,
+            "c",
+            crate::model::now() + 60,
+            Some("not json"),
+        )
+        .unwrap();
+        let hdr = vec![("cookie".to_string(), format!("{SESSION_COOKIE}={bad}"))];
+        let err = auth.identify(&conn, &hdr, "a").unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Internal(e) if e.contains("column gitea")),
+            "{err:?}"
+        );
     }
 }

@@ -4,13 +4,15 @@
 //! `www` routes a request to a change hook (`change_hook` + `dialects`),
 //! the read API (`api`), the write actions (`rpc`), the pages (`pages`,
 //! `logview`, built with `html`'s escaping type; `assets` their
-//! stylesheet and script) or a live stream (`sse`).
+//! stylesheet and script), a live stream (`sse`) or "Log in with Gitea"
+//! (`gitea_login`).
 
 pub(crate) mod api;
 pub(crate) mod artifacts;
 pub(crate) mod assets;
 pub(crate) mod change_hook;
 pub mod dialects;
+pub(crate) mod gitea_login;
 pub(crate) mod html;
 pub(crate) mod http_server;
 pub(crate) mod logview;

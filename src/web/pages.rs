@@ -162,9 +162,13 @@ pub(crate) struct Ctx<'a> {
     pub cfg: &'a Config,
     /// The logged-in user, if any.
     pub user: Option<&'a str>,
-    /// The session's CSRF token. Forms that write are shown only with one
-    /// (a session login); without, the page offers to log in.
+    /// The session's CSRF token when its user may write. Forms that write
+    /// are shown only with one (a session login); without, the page offers
+    /// to log in, or says that the user may not.
     pub csrf: Option<&'a str>,
+    /// The session's CSRF token whatever the user may do: the "Log out"
+    /// button (a Gitea login without a role has this, not `csrf`).
+    pub session: Option<&'a str>,
     pub master_dir: &'a Path,
     pub now: i64,
 }
@@ -177,11 +181,11 @@ impl Ctx<'_> {
     /// (`assets.rs`).
     pub(crate) fn layout(&self, page: &str, path: &str, body: Html) -> Html {
         let title = &self.cfg.title;
-        let who = match (self.user, self.csrf) {
-            (Some(u), Some(_)) => html!(
+        let who = match (self.user, self.session) {
+            (Some(u), Some(token)) => html!(
                 "<span>{}</span>{}",
                 u,
-                self.post_form("/logout", "Log out", Html::new())
+                self.form_with(Some(token), "/logout", "Log out", Html::new())
             ),
             (Some(u), None) => html!("<span>{}</span>", u),
             (None, _) => html!("<a href=\"/login?next={}\">Log in</a>", url_encode(path)),
@@ -216,7 +220,12 @@ impl Ctx<'_> {
     /// A one-button form that POSTs to `action` with the CSRF token and the
     /// hidden fields in `extra`; empty without a session.
     fn post_form(&self, action: &str, label: &str, extra: Html) -> Html {
-        let Some(csrf) = self.csrf else {
+        self.form_with(self.csrf, action, label, extra)
+    }
+
+    /// [`Ctx::post_form`] with the token `csrf`.
+    fn form_with(&self, csrf: Option<&str>, action: &str, label: &str, extra: Html) -> Html {
+        let Some(csrf) = csrf else {
             return Html::new();
         };
         let class = if matches!(label, "Stop" | "Cancel") {
@@ -238,6 +247,10 @@ impl Ctx<'_> {
 
     /// "Log in to ..." for a visitor who may not write.
     fn login_hint(&self, what: &str, path: &str) -> Html {
+        if self.session.is_some() {
+            // A Gitea login that `[www.auth] admins` does not name.
+            return html!("<p class=\"muted\">Your account may not {} here.</p>", what);
+        }
         if self.user.is_some() && self.csrf.is_none() {
             return html!(
                 "<p class=\"muted\">To {}, log in with the form (Basic auth is for scripts).</p>",
@@ -1851,13 +1864,31 @@ pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
 
 /// The login page; `error` is shown above the form. `login_csrf` is the
 /// value of the double-submit cookie the caller sets with the page.
-pub(crate) fn login(c: &Ctx, next: &str, error: Option<&str>, login_csrf: &str) -> Html {
+/// The login page: the password form, and "Log in with Gitea" when
+/// `[www.auth]` is set (`gitea`).
+pub(crate) fn login(
+    c: &Ctx,
+    next: &str,
+    error: Option<&str>,
+    login_csrf: &str,
+    gitea: bool,
+) -> Html {
     let mut body = html!("<h2>Log in</h2>");
     if let Some(e) = error {
         html_push!(body, "<p class=\"flash\">{}</p>", e);
     }
     if let Some(u) = c.user {
         html_push!(body, "<p>You are logged in as {}.</p>", u);
+    }
+    if gitea {
+        // A link, not a form: the CSP's `form-action 'self'` would stop a
+        // form at its redirect to Gitea.
+        html_push!(
+            body,
+            "<p><a class=\"button\" id=\"gitea-login\" href=\"/login/gitea?next={}\">Log in with Gitea</a></p>\
+             <p class=\"muted\">Or with a local account:</p>",
+            url_encode(next)
+        );
     }
     body.push(&html!(
         "<form method=\"post\" action=\"/login\" class=\"login\">\
@@ -1972,6 +2003,7 @@ mod tests {
                 cfg: &self.cfg,
                 user,
                 csrf,
+                session: csrf,
                 master_dir: self.dir.path(),
                 now,
             }
@@ -2052,6 +2084,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
             cfg: &cfg,
             user: None,
             csrf: None,
+            session: None,
             master_dir: dir.path(),
             now: 0,
         };
@@ -2214,9 +2247,29 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
                 .buildid,
             BuildId(3)
         );
-        let l = login(&f.ctx(None, None, 0), "/x\"y", Some("Wrong <pw>"), "tok");
+        let l = login(
+            &f.ctx(None, None, 0),
+            "/x\"y",
+            Some("Wrong <pw>"),
+            "tok",
+            false,
+        );
         assert!(l.contains("Wrong &lt;pw&gt;") && l.contains("value=\"/x&quot;y\""));
         assert!(l.contains("name=\"csrf\" value=\"tok\""));
+        assert!(!l.contains("Log in with Gitea"));
+        // A Gitea login without a role: "Log out", but no write forms.
+        let viewer = Ctx {
+            session: Some("tok"),
+            ..f.ctx(Some("gitea:bob"), None, 0)
+        };
+        let page = builder(&viewer, "runtests", 1).unwrap().unwrap();
+        assert!(page.contains("Your account may not force a build here."));
+        assert!(page.contains("action=\"/logout\"") && !page.contains("class=\"force\""));
+        let admin = f.ctx(Some("gitea:isabell"), Some("tok"), 0);
+        let page = builder(&admin, "runtests", 1).unwrap().unwrap();
+        assert!(page.contains("class=\"force\""));
+        let l = login(&f.ctx(None, None, 0), "/a b", None, "tok", true);
+        assert!(l.contains("href=\"/login/gitea?next=%2Fa+b\"") && l.contains("Log in with Gitea"));
     }
 
     #[test]

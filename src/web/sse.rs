@@ -79,7 +79,11 @@ pub(crate) struct Watch {
     /// logid → byte offset the page has up to (a line start).
     pub offsets: HashMap<LogId, u64>,
     pub user: Option<String>,
+    /// The session's CSRF token if the user may write (`pages::Ctx::csrf`).
     pub csrf: Option<String>,
+    /// The session's CSRF token whatever the user may do
+    /// (`pages::Ctx::session`).
+    pub session: Option<String>,
 }
 
 /// Parses `logs=12:3456,13:0`; junk entries are skipped.
@@ -280,6 +284,7 @@ fn stream(
             cfg,
             user: w.user.as_deref(),
             csrf: w.csrf.as_deref(),
+            session: w.session.as_deref(),
             master_dir,
             now: crate::model::now(),
         };
@@ -494,6 +499,7 @@ mod tests {
                 offsets: HashMap::new(),
                 user: None,
                 csrf: None,
+                session: None,
             };
             let keepalive = Duration::from_millis(50);
             stream(Box::new(out2), &store, &cfg, &master, rx, w, keepalive)

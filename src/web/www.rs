@@ -16,7 +16,11 @@
 //!
 //! Who may do what is decided here, once per request: change hooks carry
 //! their own signatures; reads need a user when `[www] anonymous = "none"`;
-//! writes always need one. A form must come with a session and its CSRF
+//! writes always need one, and a Gitea login one that `[www.auth] admins`
+//! names (`auth::Login::may_write`); a Gitea login without that gets what
+//! anonymous visitors get. "Log in with Gitea" (`/login/gitea`, its
+//! callback) is `gitea_login`'s flow; the session it ends in is made here,
+//! as the login form's. A form must come with a session and its CSRF
 //! token; a JSON-RPC call with a session must send the token in
 //! `X-CSRF-Token`, and every call must be `application/json` (which a
 //! cross-site form cannot send). Every POST with a foreign `Origin` is
@@ -37,6 +41,7 @@ use crate::web::api::{self, ApiBody};
 use crate::web::assets;
 use crate::web::change_hook;
 use crate::web::dialects::HookRequest;
+use crate::web::gitea_login::{self, Flows};
 use crate::web::html::Html;
 use crate::web::http_server::{
     self, error, Handler, Head, Listener, Method, Reply, Request, Response,
@@ -78,6 +83,8 @@ pub(crate) struct WwwCtx {
 struct Shared {
     auth: Auth,
     live: Live,
+    /// "Log in with Gitea" logins under way.
+    gitea: Flows,
 }
 
 /// The application behind the connection layer (`http_server`).
@@ -112,6 +119,7 @@ pub(crate) fn start(
     let shared = Shared {
         auth: Auth::new(),
         live: Live::new(ctx.events.clone()),
+        gitea: Flows::default(),
     };
     let app: Arc<dyn Handler> = Arc::new(App { ctx, shared });
     http_server::Server::start(listener, max_connections, app)
@@ -174,7 +182,8 @@ impl Req<'_> {
         self.login.as_ref().map(|l| l.user.name.as_str())
     }
 
-    fn csrf(&self) -> Option<&str> {
+    /// The session's CSRF token.
+    fn session_csrf(&self) -> Option<&str> {
         match &self.login {
             Some(Login {
                 via: Via::Session { csrf, .. },
@@ -184,12 +193,23 @@ impl Req<'_> {
         }
     }
 
+    /// The session's CSRF token if its user may write: the pages show
+    /// write forms only with it.
+    fn csrf(&self) -> Option<&str> {
+        let may_write = self
+            .login
+            .as_ref()
+            .is_some_and(|l| l.may_write(self.cfg.www.auth.as_ref()));
+        self.session_csrf().filter(|_| may_write)
+    }
+
     fn page_ctx(&self) -> Ctx<'_> {
         Ctx {
             conn: self.conn,
             cfg: &self.cfg,
             user: self.user(),
             csrf: self.csrf(),
+            session: self.session_csrf(),
             master_dir: &self.ctx.master_dir,
             now: crate::model::now(),
         }
@@ -394,7 +414,7 @@ fn change_hook(
 }
 
 /// Who is asking, and may they read at all? Assets need nobody (nor do
-/// change hooks, which never get here); the login page is always open.
+/// change hooks, which never get here); the login pages are always open.
 fn prepare(r: &mut Req) -> Result<(), Resp> {
     if r.path.starts_with("/assets/") {
         return Ok(());
@@ -418,11 +438,24 @@ fn prepare(r: &mut Req) -> Result<(), Resp> {
             return Err(error(500, "internal error; see master.log"));
         }
     };
+    // A Gitea login's session after a reconfig removed `[www.auth]`.
+    if r.login.as_ref().is_some_and(|l| l.gitea.is_some()) && r.cfg.www.auth.is_none() {
+        r.login = None;
+    }
     let anonymous_read = match r.cfg.www.anonymous {
         Anonymous::Read => true,
         Anonymous::None => false,
     };
-    if r.login.is_none() && !anonymous_read && r.path != "/login" {
+    let login_pages = r.path == "/login" || r.path.starts_with("/login/gitea");
+    let may_read = anonymous_read
+        || r.login
+            .as_ref()
+            .is_some_and(|l| l.may_write(r.cfg.www.auth.as_ref()));
+    if r.login.is_some() && !may_read && !login_pages && r.path != "/logout" {
+        // A Gitea login that `admins` no longer names.
+        return Err(error(403, NO_ROLE));
+    }
+    if r.login.is_none() && !anonymous_read && !login_pages {
         if api || r.method != Method::Get {
             return Err(unauthorized(api, "log in first (anonymous = \"none\")"));
         }
@@ -433,6 +466,11 @@ fn prepare(r: &mut Req) -> Result<(), Resp> {
     }
     Ok(())
 }
+
+/// The refusal of a write (or, with `anonymous = "none"`, of any page) to
+/// a Gitea login that `[www.auth] admins` does not name.
+const NO_ROLE: &str = "Your Gitea account may not do this here: [www.auth] admins names neither \
+                       it nor one of its organisations or teams (ask the master's operator).";
 
 fn unauthorized(api: bool, msg: &str) -> Resp {
     let resp = error(401, msg);
@@ -525,6 +563,9 @@ fn api_post(r: &Req, rest: &str) -> Resp {
         return unauthorized(true, "writes need a user: log in, or use HTTP Basic auth")
             .with_header("Cache-Control", "no-store");
     };
+    if !login.may_write(r.cfg.www.auth.as_ref()) {
+        return fail(403, -32600, NO_ROLE);
+    }
     if let Via::Session { csrf, .. } = &login.via {
         if !r
             .header("x-csrf-token")
@@ -579,13 +620,17 @@ fn page(r: &Req) -> Result<Resp> {
         ["login"] => {
             let token = auth::random_token()?;
             let next = safe_next(r.param("next"));
-            Ok(
-                html(200, pages::login(&c, &next, None, &token)).with_header(
-                    "Set-Cookie",
-                    auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
-                ),
+            Ok(html(
+                200,
+                pages::login(&c, &next, None, &token, r.cfg.www.auth.is_some()),
             )
+            .with_header(
+                "Set-Cookie",
+                auth::set_cookie(auth::LOGIN_COOKIE, &token, 3600),
+            ))
         }
+        ["login", "gitea"] => Ok(gitea_start(r)),
+        ["login", "gitea", "callback"] => Ok(gitea_callback(r)),
         ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", assets::CSS)),
         ["assets", "log.css"] => Ok(asset("text/css; charset=utf-8", assets::LOG_CSS)),
         ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", assets::JS)),
@@ -750,6 +795,7 @@ fn start_live(r: &Req, buildid: BuildId) -> Result<Reply, Resp> {
         offsets: sse::parse_offsets(r.param("logs").unwrap_or("")),
         user: r.user().map(str::to_string),
         csrf: r.csrf().map(str::to_string),
+        session: r.session_csrf().map(str::to_string),
     };
     match r.shared.live.start(
         r.ctx.store.clone(),
@@ -801,6 +847,7 @@ fn form_post(r: &Req) -> Resp {
         Some(Login {
             user,
             via: Via::Session { csrf, token_hash },
+            ..
         }) => (user.name.as_str(), csrf.as_str(), token_hash.as_str()),
         Some(_) => {
             return msg(
@@ -817,6 +864,17 @@ fn form_post(r: &Req) -> Resp {
             "Refused",
             "The form's security token is missing or stale; reload the page and try again.",
         );
+    }
+    let may_write = r
+        .login
+        .as_ref()
+        .is_some_and(|l| l.may_write(r.cfg.www.auth.as_ref()));
+    if !may_write && r.path != "/logout" {
+        log::info!(
+            "{user} (a Gitea login without a role) was refused {}",
+            r.path
+        );
+        return msg(403, "Not allowed", NO_ROLE);
     }
     let Some(segs) = segments(&r.path) else {
         return error(400, "bad path");
@@ -939,7 +997,13 @@ fn login_post(
         };
         html(
             status,
-            pages::login(&r.page_ctx(), &next, Some(err), &token),
+            pages::login(
+                &r.page_ctx(),
+                &next,
+                Some(err),
+                &token,
+                r.cfg.www.auth.is_some(),
+            ),
         )
         .with_header(
             "Set-Cookie",
@@ -984,7 +1048,7 @@ fn login_post(
     if let Err(e) = r
         .ctx
         .store
-        .write(move |c| db::create_session(c, &th, id, &csrf, expires))
+        .write(move |c| db::create_session(c, &th, id, &csrf, expires, None))
     {
         log::error!("login: storing the session: {e:#}");
         return error(500, "internal error; see master.log");
@@ -996,6 +1060,101 @@ fn login_post(
             auth::set_cookie(auth::SESSION_COOKIE, &token, auth::SESSION_SECS),
         )
         .with_header("Set-Cookie", auth::set_cookie(auth::LOGIN_COOKIE, "", 0))
+}
+
+/// `GET /login/gitea`: sends the browser to Gitea's authorize page with a
+/// new state and PKCE challenge, bound to it by a cookie.
+fn gitea_start(r: &Req) -> Resp {
+    let (Some(g), Some(url)) = (r.cfg.www.auth.as_ref(), r.cfg.buildbot_url.as_deref()) else {
+        return not_found_page(r);
+    };
+    let next = safe_next(r.param("next"));
+    match gitea_login::start(&r.shared.gitea, g, url, &next) {
+        Ok(s) => redirect(&s.location).with_header(
+            "Set-Cookie",
+            gitea_login::flow_cookie(&s.cookie, gitea_login::FLOW_TTL),
+        ),
+        Err(e) => {
+            log::error!("gitea login: {e:#}");
+            error(500, "internal error; see master.log")
+        }
+    }
+}
+
+/// `GET /login/gitea/callback`: Gitea sends the browser back here; on
+/// success, a session as the login form makes, lasting
+/// `gitea_login::SESSION_SECS`, with the login's organisations and teams.
+/// The answer is a page that moves on to `next` by a `Refresh` (a
+/// navigation from this site, so the `SameSite=Strict` session cookie goes
+/// with it; a redirect would still be Gitea's cross-site navigation).
+fn gitea_callback(r: &Req) -> Resp {
+    let (Some(g), Some(url)) = (r.cfg.www.auth.as_ref(), r.cfg.buildbot_url.as_deref()) else {
+        return not_found_page(r);
+    };
+    let clear = gitea_login::flow_cookie("", std::time::Duration::ZERO);
+    let fail = |status: u16, text: &str| {
+        html(
+            status,
+            pages::message(&r.page_ctx(), "Not logged in", text, "/login"),
+        )
+        .with_header("Set-Cookie", clear.clone())
+    };
+    let cookie = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "cookie")
+        .find_map(|(_, v)| auth::cookie(v, gitea_login::FLOW_COOKIE));
+    let (m, next) =
+        match gitea_login::finish(&r.shared.gitea, g, url, &r.ctx.master_dir, &r.query, cookie) {
+            Ok(x) => x,
+            Err(refusal) => {
+                r.shared.auth.note_refusal(
+                    &r.addr,
+                    "gitea",
+                    &format!("with Gitea refused: {refusal}"),
+                );
+                return fail(refusal.status(), &refusal.to_string());
+            }
+        };
+    let name = gitea_login::gitea_user_name(&m.login);
+    let admin = m.matches(&g.admins);
+    if !admin && r.cfg.www.anonymous == Anonymous::None {
+        r.shared.auth.note_refusal(
+            &r.addr,
+            "gitea",
+            &format!("with Gitea of {name} refused: no role and anonymous = \"none\""),
+        );
+        return fail(403, NO_ROLE);
+    }
+    let tokens = auth::random_token().and_then(|t| Ok((t, auth::random_token()?)));
+    let (Ok((token, csrf)), Ok(membership)) = (tokens, serde_json::to_string(&m)) else {
+        return error(500, "internal error; see master.log");
+    };
+    let th = auth::token_hash(&token);
+    let expires = crate::model::now() + gitea_login::SESSION_SECS;
+    let user = name.clone();
+    if let Err(e) = r.ctx.store.write(move |c| {
+        let id = db::gitea_user(c, &user)?;
+        db::create_session(c, &th, id, &csrf, expires, Some(&membership))
+    }) {
+        log::error!("gitea login: storing the session: {e:#}");
+        return error(500, "internal error; see master.log");
+    }
+    let role = if admin { "admin" } else { "no role" };
+    log::info!("{name} logged in with Gitea from {} ({role})", r.addr);
+    let page = pages::message(
+        &r.page_ctx(),
+        "Logged in",
+        &format!("Logged in as {name}."),
+        &next,
+    );
+    html(200, page)
+        .with_header("Refresh", format!("0; url={next}"))
+        .with_header(
+            "Set-Cookie",
+            auth::set_cookie(auth::SESSION_COOKIE, &token, gitea_login::SESSION_SECS),
+        )
+        .with_header("Set-Cookie", clear)
 }
 
 #[cfg(test)]

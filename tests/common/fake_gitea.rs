@@ -61,12 +61,7 @@ impl Hooks {
 
 fn schema() -> &'static Value {
     static S: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
-        serde_json::from_str(
-            &std::fs::read_to_string(super::fixture("gitea-api/hook_api_schema.json")).unwrap(),
-        )
-        .unwrap()
-    })
+    S.get_or_init(|| super::fixture_json("gitea-api/hook_api_schema.json"))
 }
 
 /// Problems of `body` against the swagger definition `def`.

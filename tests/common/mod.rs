@@ -8,6 +8,7 @@
 /// The headless-Chromium (DevTools) harness of the browser tests.
 pub mod browser;
 pub mod fake_gitea;
+pub mod fake_oauth;
 
 use hmac::{Hmac, KeyInit, Mac};
 use minibot::protocol::{self, FromWorker, ToWorker};
@@ -546,6 +547,11 @@ pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("test-fixtures")
         .join(rel)
+}
+
+/// A JSON fixture, parsed (the fakes' schemas).
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(rel)).unwrap()).unwrap()
 }
 
 /// The master's report of its addresses (`master::ADDRESSES_FILE`).
@@ -1087,6 +1093,9 @@ pub struct FakeGitea {
     pub hooks: std::sync::Arc<std::sync::Mutex<fake_gitea::Hooks>>,
     /// The pull requests it lists (`fake_gitea::Pulls`).
     pub pulls: std::sync::Arc<std::sync::Mutex<fake_gitea::Pulls>>,
+    /// The OAuth2 provider and `/api/v1/user*` (`fake_oauth`): register
+    /// an application and sign a user in.
+    pub oauth: std::sync::Arc<std::sync::Mutex<fake_oauth::OAuth>>,
     pub problems: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     server: std::sync::Arc<tiny_http::Server>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -1117,13 +1126,16 @@ impl FakeGitea {
         let problems = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let hooks = std::sync::Arc::new(std::sync::Mutex::new(fake_gitea::Hooks::default()));
         let pulls = std::sync::Arc::new(std::sync::Mutex::new(fake_gitea::Pulls::default()));
-        let (s, r, p, token, hk, pl) = (
+
+        let oauth = std::sync::Arc::new(std::sync::Mutex::new(fake_oauth::OAuth::default()));
+        let (s, r, p, token, hk, pl, oa) = (
             server.clone(),
             requests.clone(),
             problems.clone(),
             token.to_string(),
             hooks.clone(),
             pulls.clone(),
+            oauth.clone(),
         );
         let thread = std::thread::spawn(move || {
             for mut req in s.incoming_requests() {
@@ -1137,6 +1149,29 @@ impl FakeGitea {
                         .unwrap_or_default()
                 };
                 let auth = header("authorization");
+                if let Some(a) = fake_oauth::serve(
+                    &oa,
+                    req.method().as_str(),
+                    req.url(),
+                    &auth,
+                    &header("content-type"),
+                    &body,
+                    &p,
+                ) {
+                    let kind = if a.body.starts_with("<!DOCTYPE") {
+                        "Content-Type: text/html; charset=utf-8"
+                    } else {
+                        "Content-Type: application/json"
+                    };
+                    let mut resp = tiny_http::Response::from_string(a.body)
+                        .with_status_code(a.status)
+                        .with_header(kind.parse::<tiny_http::Header>().unwrap());
+                    if let Some(l) = a.location {
+                        resp.add_header(tiny_http::Header::from_bytes("Location", l).unwrap());
+                    }
+                    let _ = req.respond(resp);
+                    continue;
+                }
                 let authorized = auth == format!("token {token}");
                 let method = req.method().as_str().to_string();
                 if let Some((code, answer)) =
@@ -1231,6 +1266,7 @@ impl FakeGitea {
             requests,
             hooks,
             pulls,
+            oauth,
             problems,
             server,
             thread: Some(thread),

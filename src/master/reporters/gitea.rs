@@ -73,28 +73,34 @@ impl Target {
         if !verify_tls {
             log::warn!("{who} for {base}: TLS certificates are not checked (verify_tls = false)");
         }
-        // Gitea's error answers are read here (their text goes to the log),
-        // not turned into bare status errors.
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_global(Some(Duration::from_secs(30)))
-            .user_agent(concat!("minibot/", env!("CARGO_PKG_VERSION")))
-            .http_status_as_error(false)
-            // `verify_tls = false` (a Gitea with a self-signed
-            // certificate): signatures are still checked in the handshake,
-            // only the chain of trust is skipped.
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .disable_verification(!verify_tls)
-                    .build(),
-            )
-            .build();
         Ok(Target {
             base_url,
             token,
-            agent: ureq::Agent::new_with_config(config),
+            agent: agent(verify_tls, Duration::from_secs(30)),
         })
     }
+}
+
+/// An HTTP client for a Gitea server (statuses, `gitea_sync`, the Gitea
+/// login): 10 s to connect, `timeout` for a whole request and answer.
+/// Gitea's error answers are read by the caller (their text goes to the
+/// log), not turned into bare status errors.
+pub(crate) fn agent(verify_tls: bool, timeout: Duration) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("minibot/", env!("CARGO_PKG_VERSION")))
+        .http_status_as_error(false)
+        // `verify_tls = false` (a Gitea with a self-signed certificate):
+        // signatures are still checked in the handshake, only the chain of
+        // trust is skipped.
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(!verify_tls)
+                .build(),
+        )
+        .build();
+    ureq::Agent::new_with_config(config)
 }
 
 /// One status, ready to post.
