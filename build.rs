@@ -5,7 +5,7 @@
 //!   nothing about version control; outside a git checkout (a source
 //!   tarball) the variable is unset and `--version` shows the package
 //!   version alone.
-//! - Minifies the web UI's stylesheet and script (`src/web/assets/`) into
+//! - Minifies the web UI's stylesheets and scripts (`src/web/assets/`) into
 //!   `OUT_DIR` with the `minifier` crate, for `web::assets` to include:
 //!   every page carries them and must stay under 20 KB, while the sources
 //!   keep their comments. At build time, not at run time: the master does
@@ -44,10 +44,11 @@ fn assets() {
     // The log colours (`ansi.css`) go with the other log rules: one
     // stylesheet for the pages that show logs.
     css(&format!("{log}\n{}", read("ansi.css")), "log.css");
-    write(
-        "minibot.js",
-        minifier::js::minify(&read("minibot.js")).to_string(),
-    );
+    // Likewise the script: `log.js` only on the build and log pages,
+    // `request.js` on a request's.
+    for name in ["minibot.js", "log.js", "request.js"] {
+        write(name, minifier::js::minify(&read(name)).to_string());
+    }
 }
 
 fn git(args: &[&str]) -> Option<String> {

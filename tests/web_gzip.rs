@@ -70,6 +70,8 @@ fn answers_are_gzip_only_for_clients_that_take_it() {
         "/assets/minibot.css".to_string(),
         "/assets/minibot.js".to_string(),
         "/assets/log.css".to_string(),
+        "/assets/log.js".to_string(),
+        "/assets/request.js".to_string(),
         format!("/builders/runtests/builds/{}", b[0]["number"]),
         format!("/logs/{logid}"),
         format!("/api/v2/logs/{logid}/raw"),
