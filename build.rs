@@ -19,6 +19,13 @@ use std::process::Command;
 /// (served as `/assets/log.css`).
 const LOG_MARK: &str = "/* ==== Build and log pages only";
 
+/// The script bundles as served, each `core.js` and one part.
+const JS_BUNDLES: [(&str, &str); 3] = [
+    ("minibot.js", "overview.js"),
+    ("log.js", "logs.js"),
+    ("request.js", "request.js"),
+];
+
 fn assets() {
     let dir = Path::new("src/web/assets");
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
@@ -44,10 +51,15 @@ fn assets() {
     // The log colours (`ansi.css`) go with the other log rules: one
     // stylesheet for the pages that show logs.
     css(&format!("{log}\n{}", read("ansi.css")), "log.css");
-    // Likewise the script: `log.js` only on the build and log pages,
-    // `request.js` on a request's.
-    for name in ["minibot.js", "log.js", "request.js"] {
-        write(name, minifier::js::minify(&read(name)).to_string());
+    // The scripts: one bundle a page, the core and the part of the page's
+    // kind, so a page carries only what it runs (`web::assets`).
+    let core = read("core.js");
+    for (bundle, part) in JS_BUNDLES {
+        let js = format!(
+            "'use strict';\n(function () {{\n{core}\n{}\n}})();\n",
+            read(part)
+        );
+        write(bundle, minifier::js::minify(&js).to_string());
     }
 }
 
