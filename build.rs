@@ -20,9 +20,10 @@ use std::process::Command;
 const LOG_MARK: &str = "/* ==== Build and log pages only";
 
 /// The script bundles as served, each `core.js` and one part.
-const JS_BUNDLES: [(&str, &str); 3] = [
+const JS_BUNDLES: [(&str, &str); 4] = [
     ("minibot.js", "overview.js"),
     ("log.js", "logs.js"),
+    ("logpage.js", "logpage.js"),
     ("request.js", "request.js"),
 ];
 

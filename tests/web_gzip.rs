@@ -72,6 +72,7 @@ fn answers_are_gzip_only_for_clients_that_take_it() {
         "/assets/log.css".to_string(),
         "/assets/log.js".to_string(),
         "/assets/request.js".to_string(),
+        "/assets/logpage.js".to_string(),
         format!("/builders/runtests/builds/{}", b[0]["number"]),
         format!("/logs/{logid}"),
         format!("/api/v2/logs/{logid}/raw"),

@@ -615,6 +615,7 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
         ("builder runtests", "/builders/runtests".into()),
         ("build failed", number(failed["buildid"].as_i64().unwrap())),
         ("build running", number(running[0])),
+        ("build 2 steps", "/builders/runtests/builds/3".into()),
         ("stop", format!("/builds/{}/stop", running[0])),
         ("workers", "/workers".into()),
         ("changes", "/changes".into()),
@@ -647,6 +648,7 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
                 "{path}: the log stylesheet only on build and log pages"
             );
             let script = match (log_page, request_page) {
+                (true, _) if path.starts_with("/logs/") => "logpage.js",
                 (true, _) => "log.js",
                 (_, true) => "request.js",
                 _ => "minibot.js",

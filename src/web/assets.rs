@@ -14,10 +14,10 @@
 //! bundle a page for the same reason, made by `build.rs` from `core.js`
 //! (times, clocks, closing live streams) and the part of the page's
 //! kind: `minibot.js` with `overview.js` (live overview pages, and pages
-//! of no other kind), `log.js` with `logs.js` (build and log pages: live
-//! builds and logs, the log tools), `request.js` with `request.js` (a
-//! request's page: open the build once it starts). `pages::Ctx::layout`
-//! links the one a page needs.
+//! of no other kind), `log.js` with `logs.js` (build pages: live builds
+//! and logs), `logpage.js` with `logpage.js` (log pages: `#L<n>` links),
+//! `request.js` with `request.js` (a request's page: open the build once
+//! it starts). `pages::Ctx::layout` links the one a page needs.
 
 /// The stylesheet every page links, as sent.
 pub(crate) static CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/minibot.css"));
@@ -25,8 +25,10 @@ pub(crate) static CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/minibot.cs
 pub(crate) static LOG_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/log.css"));
 /// The overview pages' script (and that of pages of no other kind), as sent.
 pub(crate) static JS: &str = include_str!(concat!(env!("OUT_DIR"), "/minibot.js"));
-/// The build and log pages' script, as sent.
+/// The build pages' script, as sent.
 pub(crate) static LOG_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/log.js"));
+/// The log pages' script, as sent.
+pub(crate) static LOG_PAGE_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/logpage.js"));
 /// A request page's script, as sent.
 pub(crate) static REQUEST_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/request.js"));
 /// The icon, as it is (one line already).
@@ -60,26 +62,22 @@ mod tests {
         let source = CSS_SOURCE.matches('{').count() + ANSI_SOURCE.matches('{').count();
         assert_eq!(blocks, source);
         // No comment is sent.
-        for text in [CSS, LOG_CSS, JS, LOG_JS, REQUEST_JS] {
+        for text in [CSS, LOG_CSS, JS, LOG_JS, LOG_PAGE_JS, REQUEST_JS] {
             assert!(!text.contains("/*"), "{text}");
         }
         // Each bundle: the core, then its part, and no other part.
-        for js in [JS, LOG_JS, REQUEST_JS] {
+        for js in [JS, LOG_JS, LOG_PAGE_JS, REQUEST_JS] {
             assert!(js.starts_with("'use strict';(function(){"), "{js}");
             assert!(js.ends_with("})();"), "{js}");
             for name in ["closeStreamsOnLeave", "EventSource", "data-since"] {
                 assert!(js.contains(name), "{name}");
             }
         }
-        let has = |js: &str| {
-            [
-                js.contains("liveOverview"),
-                js.contains("logFlush"),
-                js.contains("waitreq"),
-            ]
-        };
-        assert_eq!(has(JS), [true, false, false]);
-        assert_eq!(has(LOG_JS), [false, true, false]);
-        assert_eq!(has(REQUEST_JS), [false, false, true]);
+        let has =
+            |js: &str| ["liveOverview", "logFlush", "logPage", "waitreq"].map(|f| js.contains(f));
+        assert_eq!(has(JS), [true, false, false, false]);
+        assert_eq!(has(LOG_JS), [false, true, false, false]);
+        assert_eq!(has(LOG_PAGE_JS), [false, false, true, false]);
+        assert_eq!(has(REQUEST_JS), [false, false, false, true]);
     }
 }

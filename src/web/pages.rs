@@ -233,12 +233,12 @@ impl Ctx<'_> {
         };
         // One script a page, of its kind (`assets.rs`); the log
         // stylesheet too on build and log pages.
-        let logs = path.starts_with("/logs/")
-            || path.starts_with("/builders/") && path.contains("/builds/");
-        let (log_css, script) = if logs {
+        let log_page = path.starts_with("/logs/");
+        let build_page = path.starts_with("/builders/") && path.contains("/builds/");
+        let (log_css, script) = if log_page || build_page {
             (
                 html!("<link rel=\"stylesheet\" href=\"/assets/log.css\">"),
-                "log.js",
+                if log_page { "logpage.js" } else { "log.js" },
             )
         } else if path.starts_with("/buildrequests/") {
             (Html::new(), "request.js")

@@ -590,6 +590,9 @@ fn page(r: &Req) -> Result<Resp> {
         ["assets", "log.css"] => Ok(asset("text/css; charset=utf-8", assets::LOG_CSS)),
         ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", assets::JS)),
         ["assets", "log.js"] => Ok(asset("text/javascript; charset=utf-8", assets::LOG_JS)),
+        ["assets", "logpage.js"] => {
+            Ok(asset("text/javascript; charset=utf-8", assets::LOG_PAGE_JS))
+        }
         ["assets", "request.js"] => Ok(asset("text/javascript; charset=utf-8", assets::REQUEST_JS)),
         ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", assets::FAVICON)),
         ["builders"] => Ok(redirect("/")),

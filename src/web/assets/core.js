@@ -6,8 +6,9 @@
 //
 // The bundles, one a page (pages.rs, Ctx::layout): /assets/minibot.js =
 // this + overview.js (overview pages, and pages of no other kind),
-// /assets/log.js = this + logs.js (build and log pages), /assets/request.js
-// = this + request.js (a request's page). One bundle a page, so a page
+// /assets/log.js = this + logs.js (build pages), /assets/logpage.js = this
+// + logpage.js (log pages), /assets/request.js = this + request.js (a
+// request's page). One bundle a page, so a page
 // carries only what it runs (every page stays under 20 KB,
 // tests/web_look.rs).
 

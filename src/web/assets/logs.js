@@ -1,8 +1,7 @@
-// The build and log pages' part of /assets/log.js (after core.js, whose
+// The build pages' part of /assets/log.js (after core.js, whose
 // `localize` it uses; build.rs bundles them). With it: build pages that
 // follow their build live (Server-Sent Events, never a reload), logs that
-// open at their end and follow, earlier parts of long logs on demand, and
-// the log page's #L<n> links.
+// open at their end and follow, and earlier parts of long logs on demand.
 
 // Replaces the element with id `id` by `html` (one element).
 function replace(id, html) {
@@ -225,26 +224,6 @@ function logsOpenAtEnd() {
   }
 }
 
-// The log page: #L<n> outside the lines shown opens the region around
-// it; the end of the log opens at its bottom.
-function logPage(view) {
-  const m = /^#L(\d+)$/.exec(location.hash);
-  if (m && !document.getElementById('L' + m[1])) {
-    location.replace('/logs/' + view.dataset.logid + '?line=' + m[1] + '#L' + m[1]);
-    return;
-  }
-  const text = document.getElementById('logtext');
-  if (!m && text && text.dataset.tail) scrollTo(0, document.body.scrollHeight);
-  addEventListener('hashchange', () => {
-    const h = /^#L(\d+)$/.exec(location.hash);
-    if (h && !document.getElementById('L' + h[1])) {
-      location.replace('/logs/' + view.dataset.logid + '?line=' + h[1] + '#L' + h[1]);
-    }
-  });
-}
-
 const build = document.getElementById('build');
 if (build) logsOpenAtEnd();
 if (build && build.dataset.live) live(build);
-const logview = document.getElementById('logview');
-if (logview) logPage(logview);
