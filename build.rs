@@ -5,7 +5,7 @@
 //!   nothing about version control; outside a git checkout (a source
 //!   tarball) the variable is unset and `--version` shows the package
 //!   version alone.
-//! - Minifies the web UI's stylesheet and script (`src/web/assets/`) into
+//! - Minifies the web UI's stylesheets and scripts (`src/web/assets/`) into
 //!   `OUT_DIR` with the `minifier` crate, for `web::assets` to include:
 //!   every page carries them and must stay under 20 KB, while the sources
 //!   keep their comments. At build time, not at run time: the master does
@@ -18,6 +18,14 @@ use std::process::Command;
 /// Where `minibot.css` turns to the rules only build and log pages need
 /// (served as `/assets/log.css`).
 const LOG_MARK: &str = "/* ==== Build and log pages only";
+
+/// The script bundles as served, each `core.js` and one part.
+const JS_BUNDLES: [(&str, &str); 4] = [
+    ("minibot.js", "overview.js"),
+    ("log.js", "logs.js"),
+    ("logpage.js", "logpage.js"),
+    ("request.js", "request.js"),
+];
 
 fn assets() {
     let dir = Path::new("src/web/assets");
@@ -44,10 +52,16 @@ fn assets() {
     // The log colours (`ansi.css`) go with the other log rules: one
     // stylesheet for the pages that show logs.
     css(&format!("{log}\n{}", read("ansi.css")), "log.css");
-    write(
-        "minibot.js",
-        minifier::js::minify(&read("minibot.js")).to_string(),
-    );
+    // The scripts: one bundle a page, the core and the part of the page's
+    // kind, so a page carries only what it runs (`web::assets`).
+    let core = read("core.js");
+    for (bundle, part) in JS_BUNDLES {
+        let js = format!(
+            "'use strict';\n(function () {{\n{core}\n{}\n}})();\n",
+            read(part)
+        );
+        write(bundle, minifier::js::minify(&js).to_string());
+    }
 }
 
 fn git(args: &[&str]) -> Option<String> {

@@ -127,7 +127,7 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
     // builder page charts their durations in inline SVG.
     open_live(&mut cdp, &s, "/");
     assert_eq!(
-        cdp.eval("document.querySelectorAll('#live .strip a.sq.r0[href^=\"/builders/gated/builds/\"]').length"),
+        cdp.eval("document.querySelectorAll('#live tr:has(a[href=\"/builders/gated\"]) .strip a.r0[href^=\"/builds/\"]').length"),
         2
     );
     cdp.screenshot("live-home");
@@ -156,7 +156,7 @@ fn overview_pages_update_live_and_reload_after_a_restart() {
     cdp.navigate(&s.url("/console"));
     cdp.wait_js(
         "the console's cell",
-        "!!document.querySelector('#live table .strip a.sq.r0[href^=\"/builders/runtests/builds/\"]')",
+        "!!document.querySelector('#live table .strip a.r0[href^=\"/builds/\"]')",
     );
     cdp.screenshot("live-console");
     let heads = cdp.eval(

@@ -12,12 +12,27 @@
 //!
 //! Without Chromium the browser parts fail when `CI` is set and are
 //! skipped otherwise (`require`).
+//!
+//! The timings are of the binaries the tests run: the debug build, or
+//! with `MINIBOT_BIN_DIR=target/release` the release one
+//! (`scripts/measure-ui`; docs/performance.md has the figures).
 
 use crate::common::browser::{browser, has_chromium};
 use crate::common::*;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Which master and worker a test measures: the debug ones cargo built
+/// for the tests, or the release ones with `MINIBOT_BIN_DIR`
+/// (`scripts/measure-ui`).
+fn binaries() -> String {
+    format!(
+        "measuring {} and {}",
+        program(MINIBOT).display(),
+        program(WORKER).display()
+    )
+}
 
 /// Forces `builder`; returns the build's id.
 fn force(s: &Setup, builder: &str) -> i64 {
@@ -126,6 +141,7 @@ fn browser_log_opens_at_its_end_follows_and_a_5mb_per_s_build_stays_responsive()
         return;
     }
     let (s, gates) = setup(&[("chatty", CHATTY)]);
+    eprintln!("{}", binaries());
     let _master = s.start_master();
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
@@ -294,6 +310,7 @@ fn timed_get(url: &str) -> (u16, String, u128) {
 #[test]
 fn search_in_a_50mb_log_finds_the_middle_and_its_link_opens_the_line() {
     let (s, _dir) = setup(&[("big", BIG)]);
+    eprintln!("{}", binaries());
     let _master = s.start_master();
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
@@ -382,8 +399,12 @@ fn search_in_a_50mb_log_finds_the_middle_and_its_link_opens_the_line() {
         tail.contains("big done"),
         "the end of the log opens by default"
     );
+    let re_whole = match body.contains("search on</a>") {
+        true => "cut at the search budget, with a link to search on",
+        false => "whole",
+    };
     eprintln!(
-        "50 MB log ({size} bytes): plain search {times:?} ms, regex {re_ms} ms, \
+        "50 MB log ({size} bytes): plain search {times:?} ms, regex {re_ms} ms ({re_whole}), \
          1000 matches {many_ms} ms, region of line {line} {region_ms} ms, tail {tail_ms} ms"
     );
     // The bound is 500 ms; the CPU of a loaded test machine is shared.

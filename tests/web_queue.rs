@@ -4,7 +4,8 @@
 //! rebuild of which build), what the force form set (three deploys look
 //! different), and why it waits (no worker connected, a worker busy with a
 //! named build, paused, an older request first, collapsing), computed from
-//! the real state; a SKIPPED request names the build that covered it.
+//! the real state, on the pages and in the API's `waiting_reason`; a
+//! SKIPPED request names the build that covered it.
 //! Stop asks first on a page of its own and takes a bounded, one-line
 //! reason, shown on the build and in its `state_string`; steps never run
 //! are listed as skipped from the steps recorded at the build's start,
@@ -42,6 +43,14 @@ fn row_of(page: &str, brid: i64) -> String {
         .unwrap_or_else(|| panic!("no row for request {brid} in {page}"));
     let end = page[at..].find("</tr>").map_or(page.len(), |e| at + e);
     page[at..end].to_string()
+}
+
+/// Request `brid`'s `waiting_reason` in the API.
+fn api_why(s: &Setup, brid: i64) -> serde_json::Value {
+    let v = get_json(&s.url(&format!(
+        "/api/v2/buildrequests/{brid}?field=waiting_reason"
+    )));
+    v["buildrequests"][0]["waiting_reason"].clone()
 }
 
 fn assert_has(text: &str, needle: &str) {
@@ -114,6 +123,26 @@ fn requests_say_who_asked_what_and_why_they_wait() {
         json!(null),
         "{api}"
     );
+    // ... and why each waits, in the pages' words without the links.
+    let no_worker = "a free worker: example-worker is not connected";
+    assert_eq!(api_why(&s, r1), no_worker);
+    assert_eq!(
+        api_why(&s, r2),
+        format!("request {r1} to start first (same source, other parameters)")
+    );
+    assert_eq!(
+        api_why(&s, r4),
+        format!("{no_worker}; second-worker is not connected")
+    );
+    let queued = get_json(&s.url("/api/v2/buildrequests?claimed=false&complete=false"));
+    let whys: Vec<&str> = queued["buildrequests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["waiting_reason"].as_str().unwrap_or("null"))
+        .collect();
+    assert_eq!(whys.len(), 4, "{queued}");
+    assert_eq!(whys[0], no_worker, "{queued}");
 
     // A worker: the first deploy runs, the rest wait for it by name.
     let _worker = s.start_worker("example-worker", WORKER_PW);
@@ -125,6 +154,10 @@ fn requests_say_who_asked_what_and_why_they_wait() {
     );
     let running = "example-worker is running gated <a href=\"/builders/gated/builds/1\">#1</a>";
     assert_has(&row_of(&q, r3), running);
+    assert_eq!(
+        api_why(&s, r3),
+        "a free worker: example-worker is running gated #1"
+    );
     assert_has(
         &row_of(&q, r4),
         "example-worker is busy with gated <a href=\"/builders/gated/builds/1\">#1</a>; second-worker is not connected",
@@ -134,6 +167,12 @@ fn requests_say_who_asked_what_and_why_they_wait() {
     assert_eq!(code, 200, "{v}");
     let q = page(&s, "/buildrequests");
     assert_has(&row_of(&q, r4), "example-worker is paused");
+    assert_eq!(
+        api_why(&s, r4),
+        "a free worker: example-worker is paused; second-worker is not connected"
+    );
+    // A request that has started waits for nothing.
+    assert_eq!(api_why(&s, r1), json!(null));
     let (code, v) = rpc(&wurl, Some(&basic()), "unpause", json!({}));
     assert_eq!(code, 200, "{v}");
 

@@ -387,6 +387,11 @@ static BUILDREQUESTS: Resource = Resource {
         fld("waited_for", "br.waited_for", Bool),
         // Not in Buildbot: the build that covered a collapsed (SKIPPED) request.
         fld("collapsed_into", "br.collapsed_into", Int),
+        // Not in Buildbot: why a queued request waits (a string, null when
+        // it is not queued). Not a column: `web::api` fills it in from the
+        // queue, the workers and the config; `Json` so that it is neither
+        // filtered nor ordered on here.
+        fld("waiting_reason", "NULL", Json),
         // Not in Buildbot: the user who forced or rebuilt it (its buildset's).
         fld(
             "requested_by",

@@ -20,6 +20,7 @@ pub(crate) struct BuilderSummary {
 /// finished (or started, while running).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LastBuild {
+    pub buildid: BuildId,
     pub number: i64,
     pub results: Option<BuildResult>,
     pub complete: bool,
@@ -41,6 +42,7 @@ pub(crate) fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
             name: r.get(0)?,
             last: match number {
                 Some(number) => Some(LastBuild {
+                    buildid: r.get(5)?,
                     number,
                     results: result_col(r, 2, "builds", r.get(5)?)?,
                     complete: r.get(3)?,
@@ -57,6 +59,7 @@ pub(crate) fn builder_summaries(conn: &Conn) -> Result<Vec<BuilderSummary>> {
 /// builder's page.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BuildListRow {
+    pub buildid: BuildId,
     pub builder: String,
     pub number: i64,
     pub results: Option<BuildResult>,
@@ -99,6 +102,7 @@ const HOME_LIST_COLS: &str = build_list!("NULL, NULL", "");
 
 fn build_list_row(r: &rusqlite::Row) -> rusqlite::Result<BuildListRow> {
     Ok(BuildListRow {
+        buildid: r.get(9)?,
         builder: r.get(0)?,
         number: r.get(1)?,
         results: result_col(r, 2, "builds", r.get(9)?)?,
@@ -736,6 +740,7 @@ pub(crate) fn live_version(conn: &Conn) -> Result<u64> {
 /// One build in a history strip, chart or console cell.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HistoryBuild {
+    pub buildid: BuildId,
     pub builder: String,
     pub number: i64,
     pub results: Option<BuildResult>,
@@ -745,6 +750,7 @@ pub(crate) struct HistoryBuild {
 
 fn history_build(r: &rusqlite::Row, first: usize) -> rusqlite::Result<HistoryBuild> {
     Ok(HistoryBuild {
+        buildid: r.get(first + 5)?,
         builder: r.get(first)?,
         number: r.get(first + 1)?,
         results: result_col(r, first + 2, "builds", r.get(first + 5)?)?,

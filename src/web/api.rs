@@ -12,12 +12,14 @@
 //! own threads, each with a read connection lent by `Store::reader`, after
 //! stripping the `/api/v2` prefix.
 
+use crate::config::Config;
 use crate::db;
 use crate::db::api::{
     bad, log_info, parse_id, resolve, resource, ApiError, Filter, ItemRef, Op, Param, Resource,
     Spec, Ty::*,
 };
-use crate::model::{BuildId, LogId};
+use crate::model::{BuildId, LogId, RequestId};
+use crate::web::pages;
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
@@ -123,11 +125,12 @@ impl ApiError {
 /// with 400, 404 or 500.
 pub(crate) fn get(
     conn: &db::Conn,
+    cfg: &Config,
     master_dir: &Path,
     path: &str,
     query: &[(String, String)],
 ) -> ApiResponse {
-    match handle(conn, master_dir, path, query) {
+    match handle(conn, cfg, master_dir, path, query) {
         Ok(r) => r,
         Err(e) => e.into_response(path),
     }
@@ -135,6 +138,7 @@ pub(crate) fn get(
 
 fn handle(
     conn: &db::Conn,
+    cfg: &Config,
     master_dir: &Path,
     path: &str,
     query: &[(String, String)],
@@ -142,7 +146,8 @@ fn handle(
     let segs = split_path(path)?;
     match route(&segs).ok_or_else(|| ApiError::NotFound(format!("Invalid path: {path}")))? {
         Target::Collection(res, parent) => {
-            let spec = parse_spec(res, query, true)?;
+            let mut spec = parse_spec(res, query, true)?;
+            let wait = WaitingReasons::ask(res, &mut spec);
             let mut parent_key = None;
             if let Some(p) = parent {
                 let link = res
@@ -155,13 +160,16 @@ fn handle(
                     None => return Ok(envelope(res, Vec::new(), Some(0))),
                 }
             }
-            let (items, total) = db::api::collection(conn, res, parent_key, &spec)?;
+            let (mut items, total) = db::api::collection(conn, res, parent_key, &spec)?;
+            wait.fill(conn, cfg, &mut items)?;
             Ok(envelope(res, items, Some(total)))
         }
         Target::Item(item) => {
-            let spec = parse_spec(item.res, query, false)?;
+            let mut spec = parse_spec(item.res, query, false)?;
+            let wait = WaitingReasons::ask(item.res, &mut spec);
             let id = resolve(conn, &item)?.ok_or_else(|| not_found(path))?;
-            let items = db::api::item(conn, item.res, id, &spec)?;
+            let mut items = db::api::item(conn, item.res, id, &spec)?;
+            wait.fill(conn, cfg, &mut items)?;
             if items.is_empty() {
                 return Err(not_found(path));
             }
@@ -177,6 +185,74 @@ fn handle(
             let logid = LogId(resolve(conn, &item)?.ok_or_else(|| not_found(path))?);
             log_contents(conn, master_dir, logid, offset, limit, path)
         }
+    }
+}
+
+/// A build request's `waiting_reason`, which is not a column: why a
+/// queued request has not started is worked out from the queue, the
+/// workers and the config, in the words the queue pages use
+/// (`pages::waiting_reasons`); null for a request that is not queued.
+/// `db::api` declares the field (so `?field=` takes it, and it can be
+/// neither filtered nor ordered on) and renders it null; this fills it.
+struct WaitingReasons {
+    /// Whether the answer shows it.
+    wanted: bool,
+    /// The fields the fill needs that `?field=` left out: fetched for it,
+    /// dropped after.
+    added: Vec<&'static str>,
+}
+
+impl WaitingReasons {
+    const NEEDS: [&'static str; 3] = ["buildrequestid", "claimed", "complete"];
+
+    fn ask(res: &Resource, spec: &mut Spec) -> WaitingReasons {
+        let wanted = res.plural == "buildrequests"
+            && spec
+                .fields
+                .as_ref()
+                .is_none_or(|f| f.contains(&"waiting_reason"));
+        let mut added = vec![];
+        if let (true, Some(fields)) = (wanted, spec.fields.as_mut()) {
+            for f in Self::NEEDS {
+                if !fields.contains(&f) {
+                    fields.push(f);
+                    added.push(f);
+                }
+            }
+        }
+        WaitingReasons { wanted, added }
+    }
+
+    fn fill(&self, conn: &db::Conn, cfg: &Config, items: &mut [Value]) -> Result<(), ApiError> {
+        if !self.wanted {
+            return Ok(());
+        }
+        let queued: Vec<RequestId> = items
+            .iter()
+            .filter(|i| i["claimed"] == false && i["complete"] == false)
+            .filter_map(|i| i["buildrequestid"].as_i64().map(RequestId))
+            .collect();
+        let reasons = if queued.is_empty() {
+            vec![]
+        } else {
+            pages::waiting_reasons(conn, cfg, &queued)
+                .map_err(|e| ApiError::Internal(format!("why requests wait: {e:#}")))?
+        };
+        for item in items.iter_mut() {
+            let id = item["buildrequestid"].as_i64();
+            let Some(obj) = item.as_object_mut() else {
+                continue;
+            };
+            let reason = reasons
+                .iter()
+                .find(|(r, _)| Some(r.0) == id)
+                .map_or(Value::Null, |(_, why)| Value::String(why.clone()));
+            obj.insert("waiting_reason".to_string(), reason);
+            for f in &self.added {
+                obj.remove(*f);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -681,6 +757,7 @@ mod tests {
         _dir: tempfile::TempDir,
         master: std::path::PathBuf,
         conn: db::Conn,
+        cfg: Config,
     }
 
     impl Fixture {
@@ -689,7 +766,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            let r = get(&self.conn, &self.master, path, &q);
+            let r = get(&self.conn, &self.cfg, &self.master, path, &q);
             assert_eq!(r.content_type, JSON_TYPE, "{path}");
             let body = r.body.into_bytes().unwrap();
             let v: Value = serde_json::from_slice(&body)
@@ -721,7 +798,7 @@ mod tests {
         }
 
         fn raw(&self, path: &str) -> (u16, &'static str, Vec<u8>) {
-            let r = get(&self.conn, &self.master, path, &[]);
+            let r = get(&self.conn, &self.cfg, &self.master, path, &[]);
             (r.status, r.content_type, r.body.into_bytes().unwrap())
         }
 
@@ -790,10 +867,16 @@ mod tests {
             .unwrap();
         drop(w);
         let conn = db::open_read_only(&db).unwrap();
+        // Builder `linux` on worker `w`, which never connected.
+        let cfg = crate::config::test_config(
+            "[[builders]]\nname = \"linux\"\nworkers = [\"w\"]\n\
+             [[builders.steps]]\ntype = \"shell\"\ncommand = \"true\"\n",
+        );
         let f = Fixture {
             _dir: dir,
             master,
             conn,
+            cfg,
         };
         f.write_log(
             BuildId(1),
@@ -1080,7 +1163,7 @@ mod tests {
         }
         assert!(text.len() > 1_000_000);
         f.write_log(BuildId(1), LogId(2), &text);
-        let r = get(&f.conn, &f.master, "/logs/2/raw", &[]);
+        let r = get(&f.conn, &f.cfg, &f.master, "/logs/2/raw", &[]);
         let ApiBody::Reader(mut rd) = r.body else {
             panic!("raw log must stream")
         };
@@ -1248,8 +1331,44 @@ mod tests {
             &json!({"buildrequestid":1,"buildsetid":1,"builderid":1,"priority":0,
                 "claimed":true,"claimed_at":1001,"claimed_by_masterid":1,"complete":true,
                 "results":0,"submitted_at":1000,"complete_at":1100,"waited_for":false,
-                "collapsed_into":null,"requested_by":null,"properties":null})
+                "collapsed_into":null,"requested_by":null,"properties":null,
+                "waiting_reason":null})
         );
+        // Why the queued ones wait, as the queue page says it; null for
+        // the others.
+        let why = |v: &Value| -> Vec<Value> {
+            v["buildrequests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["waiting_reason"].clone())
+                .collect()
+        };
+        assert_eq!(
+            why(&v),
+            [
+                Value::Null,
+                Value::Null,
+                json!("its builder is no longer in the config"),
+                json!("a free worker: w is not connected"),
+            ]
+        );
+        // Asked for alone: only it, though its request's id and state are
+        // read to work it out.
+        let only = f.ok("/buildrequests/4", &[("field", "waiting_reason")]);
+        assert_eq!(
+            only["buildrequests"],
+            json!([{"waiting_reason": "a free worker: w is not connected"}])
+        );
+        let none = f.ok("/buildrequests", &[("field", "buildrequestid")]);
+        assert_eq!(none["buildrequests"][3], json!({"buildrequestid": 4}));
+        for q in [
+            ("waiting_reason", "x"),
+            ("waiting_reason__contains", "x"),
+            ("order", "waiting_reason"),
+        ] {
+            f.err("/buildrequests", &[q], 400);
+        }
         assert_eq!(v["buildrequests"][2]["claimed"], false);
         assert_eq!(v["buildrequests"][2]["claimed_by_masterid"], Value::Null);
         assert_eq!(v["buildrequests"][1]["waited_for"], true);

@@ -1,4 +1,4 @@
-//! The page assets: the stylesheet, the script and the icon, compiled into
+//! The page assets: the stylesheets, the scripts and the icon, compiled into
 //! the binary and served by `www` under `/assets/`.
 //!
 //! Owns: their text as sent. The sources in `assets/` keep their comments
@@ -10,14 +10,27 @@
 //! `minibot.css` is one source but two stylesheets: what follows its
 //! `==== Build and log pages only` comment (steps, log text, the log
 //! tools) is served as `/assets/log.css`, which only the build and log
-//! pages link, so the other pages do not carry it.
+//! pages link, so the other pages do not carry it. The script is one
+//! bundle a page for the same reason, made by `build.rs` from `core.js`
+//! (times, clocks, closing live streams) and the part of the page's
+//! kind: `minibot.js` with `overview.js` (live overview pages, and pages
+//! of no other kind), `log.js` with `logs.js` (build pages: live builds
+//! and logs), `logpage.js` with `logpage.js` (log pages: `#L<n>` links),
+//! `request.js` with `request.js` (a request's page: open the build once
+//! it starts). `pages::Ctx::layout` links the one a page needs.
 
 /// The stylesheet every page links, as sent.
 pub(crate) static CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/minibot.css"));
 /// The build and log pages' stylesheet, as sent.
 pub(crate) static LOG_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/log.css"));
-/// The script as sent.
+/// The overview pages' script (and that of pages of no other kind), as sent.
 pub(crate) static JS: &str = include_str!(concat!(env!("OUT_DIR"), "/minibot.js"));
+/// The build pages' script, as sent.
+pub(crate) static LOG_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/log.js"));
+/// The log pages' script, as sent.
+pub(crate) static LOG_PAGE_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/logpage.js"));
+/// A request page's script, as sent.
+pub(crate) static REQUEST_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/request.js"));
 /// The icon, as it is (one line already).
 pub(crate) const FAVICON: &str = include_str!("assets/favicon.svg");
 
@@ -26,7 +39,9 @@ mod tests {
     use super::*;
 
     const CSS_SOURCE: &str = include_str!("assets/minibot.css");
-    const JS_SOURCE: &str = include_str!("assets/minibot.js");
+    const CORE_SOURCE: &str = include_str!("assets/core.js");
+    const JS_SOURCE: &str = include_str!("assets/overview.js");
+    const LOG_JS_SOURCE: &str = include_str!("assets/logs.js");
     const ANSI_SOURCE: &str = include_str!("assets/ansi.css");
 
     #[test]
@@ -38,18 +53,31 @@ mod tests {
             "{LOG_CSS}"
         );
         assert!(CSS.len() + LOG_CSS.len() < (CSS_SOURCE.len() + ANSI_SOURCE.len()) * 9 / 10);
-        assert!(JS.len() < JS_SOURCE.len() * 8 / 10, "{}", JS.len());
+        for (bundle, part) in [(JS, JS_SOURCE), (LOG_JS, LOG_JS_SOURCE)] {
+            let source = CORE_SOURCE.len() + part.len();
+            assert!(bundle.len() < source * 8 / 10, "{}", bundle.len());
+        }
         // Every rule survived: as many blocks as in the source.
         let blocks = CSS.matches('{').count() + LOG_CSS.matches('{').count();
         let source = CSS_SOURCE.matches('{').count() + ANSI_SOURCE.matches('{').count();
         assert_eq!(blocks, source);
         // No comment is sent.
-        for text in [CSS, LOG_CSS, JS] {
+        for text in [CSS, LOG_CSS, JS, LOG_JS, LOG_PAGE_JS, REQUEST_JS] {
             assert!(!text.contains("/*"), "{text}");
         }
-        // What the pages call is still there.
-        for name in ["closeStreamsOnLeave", "EventSource", "data-since"] {
-            assert!(JS.contains(name), "{name}");
+        // Each bundle: the core, then its part, and no other part.
+        for js in [JS, LOG_JS, LOG_PAGE_JS, REQUEST_JS] {
+            assert!(js.starts_with("'use strict';(function(){"), "{js}");
+            assert!(js.ends_with("})();"), "{js}");
+            for name in ["closeStreamsOnLeave", "EventSource", "data-since"] {
+                assert!(js.contains(name), "{name}");
+            }
         }
+        let has =
+            |js: &str| ["liveOverview", "logFlush", "logPage", "waitreq"].map(|f| js.contains(f));
+        assert_eq!(has(JS), [true, false, false, false]);
+        assert_eq!(has(LOG_JS), [false, true, false, false]);
+        assert_eq!(has(LOG_PAGE_JS), [false, false, true, false]);
+        assert_eq!(has(REQUEST_JS), [false, false, false, true]);
     }
 }

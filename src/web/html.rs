@@ -80,6 +80,31 @@ impl Html {
         self.0
     }
 
+    /// The text a reader sees, for places that take no markup (the JSON
+    /// API says in words what a page says with links): tags dropped and
+    /// the escapes undone. Sound because text in an `Html` is escaped,
+    /// so every `<` starts a tag written in the source.
+    pub(crate) fn plain_text(&self) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find('<') {
+            out.push_str(&rest[..i]);
+            rest = rest[i..].split_once('>').map_or("", |(_, after)| after);
+        }
+        out.push_str(rest);
+        // `&amp;` last: `&amp;lt;` is the text `&lt;`.
+        [
+            ("&lt;", "<"),
+            ("&gt;", ">"),
+            ("&quot;", "\""),
+            ("&#39;", "'"),
+            ("&nbsp;", "\u{a0}"),
+            ("&amp;", "&"),
+        ]
+        .iter()
+        .fold(out, |t, (entity, c)| t.replace(entity, c))
+    }
+
     /// The bytes of a response body.
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.0.into_bytes()
@@ -313,6 +338,17 @@ mod tests {
             "&lt;/main&gt;&lt;main&gt;"
         );
         assert!(page.inner("<nav>", "</nav>").is_none());
+    }
+
+    #[test]
+    fn plain_text_drops_tags_and_undoes_escapes() {
+        let h = html!(
+            "a <a href=\"/x?a=1&amp;b\">{}</a> &amp; {}",
+            "<b>\"q\" 'r' &lt;",
+            "done"
+        );
+        assert_eq!(h.plain_text(), "a <b>\"q\" 'r' &lt; & done");
+        assert_eq!(Html::new().plain_text(), "");
     }
 
     #[test]

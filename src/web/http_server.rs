@@ -1502,7 +1502,7 @@ mod tests {
             assert_eq!(r.body_bytes(), Some(page.as_bytes()), "{ct}");
         }
         // A built-in asset: compressed once, the same bytes each time.
-        static ASSET: &str = include_str!("assets/minibot.js");
+        static ASSET: &str = include_str!("assets/core.js");
         let a = compress(
             Response::asset(200, "text/javascript", ASSET.as_bytes()),
             true,
@@ -1527,10 +1527,7 @@ mod tests {
                 "minibot.css".into(),
                 include_bytes!("assets/minibot.css").to_vec(),
             ),
-            (
-                "minibot.js".into(),
-                include_bytes!("assets/minibot.js").to_vec(),
-            ),
+            ("core.js".into(), include_bytes!("assets/core.js").to_vec()),
         ];
         if let Ok(v) = std::env::var("MINIBOT_GZIP_PAGES") {
             bodies.clear();

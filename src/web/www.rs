@@ -520,7 +520,7 @@ fn api_get(r: &Req, rest: &str) -> Resp {
         let (status, v) = rpc::forceschedulers(&r.cfg, name.trim_start_matches('/'));
         return json_resp(status, &v);
     }
-    let res = api::get(r.conn, &r.ctx.master_dir, rest, &r.query);
+    let res = api::get(r.conn, &r.cfg, &r.ctx.master_dir, rest, &r.query);
     match res.body {
         ApiBody::Bytes(b) => respond_bytes(res.status, res.content_type, b),
         ApiBody::Reader(rd) => Response::stream(res.status, res.content_type, rd),
@@ -634,6 +634,11 @@ fn page(r: &Req) -> Result<Resp> {
         ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", assets::CSS)),
         ["assets", "log.css"] => Ok(asset("text/css; charset=utf-8", assets::LOG_CSS)),
         ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", assets::JS)),
+        ["assets", "log.js"] => Ok(asset("text/javascript; charset=utf-8", assets::LOG_JS)),
+        ["assets", "logpage.js"] => {
+            Ok(asset("text/javascript; charset=utf-8", assets::LOG_PAGE_JS))
+        }
+        ["assets", "request.js"] => Ok(asset("text/javascript; charset=utf-8", assets::REQUEST_JS)),
         ["assets", "favicon.svg"] => Ok(asset("image/svg+xml", assets::FAVICON)),
         ["builders"] => Ok(redirect("/")),
         ["builders", name] => match pages::builder(&c, name, page_param(r))? {

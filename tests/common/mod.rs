@@ -304,8 +304,26 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The program run for `bin`: `bin` itself, except that with
+/// `MINIBOT_BIN_DIR` set (e.g. `target/release`, relative to the
+/// package) the two minibot binaries ([`MINIBOT`], [`WORKER`]) are the
+/// ones of the same name in that directory. So the timing tests can
+/// measure the release build (`scripts/measure-ui`); everything started
+/// through [`run`], [`start_daemon`] and [`minibot_user`] follows it.
+pub fn program(bin: &str) -> PathBuf {
+    match std::env::var_os("MINIBOT_BIN_DIR") {
+        Some(dir) if bin == MINIBOT || bin == WORKER => {
+            let name = Path::new(bin).file_name().expect("a binary's file name");
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(name);
+            assert!(p.is_file(), "MINIBOT_BIN_DIR: no {}", p.display());
+            p
+        }
+        _ => PathBuf::from(bin),
+    }
+}
+
 pub fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd)
+    Command::new(program(cmd))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
@@ -400,7 +418,7 @@ pub fn start_daemon_env(
     name: &str,
     env: &[(&str, &str)],
 ) -> (Proc, String) {
-    let mut child = Command::new(bin)
+    let mut child = Command::new(program(bin))
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -1499,7 +1517,7 @@ pub fn minibot_user(
     password: Option<&str>,
 ) -> String {
     use std::io::Write;
-    let mut c = Command::new(MINIBOT);
+    let mut c = Command::new(program(MINIBOT));
     c.args(["user", cmd]);
     if password.is_some() {
         c.arg("--password-stdin");
