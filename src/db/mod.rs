@@ -94,7 +94,8 @@ pub struct Store {
     /// The files the writer opened (`check_file`).
     watch: Arc<integrity::FileWatch>,
     /// The writer thread, taken by [`Store::close`], which asks it to stop
-    /// through `stop` and waits for its connection to close.
+    /// through `stop` and waits for it to hand back its connection (kept
+    /// open: see `close`).
     writer: Arc<Mutex<Option<thread::JoinHandle<Tx>>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -207,10 +208,12 @@ impl Store {
     /// the last one to close would checkpoint the WAL into the database
     /// (an fsync of each) and delete it (so the next start re-creates it
     /// and fsyncs the directory), changing the files after the stamp. Left
-    /// open, the WAL stays as every commit left it, already durable
-    /// (`synchronous = NORMAL` syncs it at each checkpoint; what a commit
-    /// since then holds is as safe as after `kill -9`, which SQLite
-    /// recovers at the next open), and the next open reads it back.
+    /// open, the WAL stays as the commits left it and the next open reads
+    /// it back. Durability is what it is while the master runs
+    /// (`synchronous = NORMAL`): the commits since the last checkpoint
+    /// survive the process's exit, as after `kill -9`, but not a power
+    /// loss before the OS writes them; the closing checkpoint used to
+    /// narrow that window at a clean stop.
     pub fn close(self, clean_stop: &Path) -> Result<()> {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
