@@ -44,10 +44,11 @@ pub(super) fn lower_download(at: &str, s: &mut raw::StepCfg, p: &mut Problems) -
         None => BuildRef::This,
         Some(toml::Value::Integer(n)) if n > 0 => BuildRef::Number(n),
         Some(toml::Value::String(t)) if t == "last_successful" => BuildRef::LastSuccessful,
+        Some(toml::Value::String(t)) if t == "triggering" => BuildRef::Triggering,
         Some(_) => {
             p.add(
                 &format!("{at}.build"),
-                "must be a build number or \"last_successful\"",
+                "must be a build number, \"last_successful\" or \"triggering\"",
             );
             BuildRef::This
         }
