@@ -20,6 +20,7 @@
 //!   nowhere else (log files, state.sqlite and its WAL, master.log, the
 //!   workers' logs, the API, the pages), in any of its common encodings.
 
+use crate::artifacts::sha256_file;
 use crate::common::*;
 use crate::secrets::{files_under, forms, leaks};
 use serde_json::{json, Value};
@@ -44,9 +45,12 @@ const HOST_DELAY: Duration = Duration::from_secs(4);
 const DOC_REPO: &str = "https://git.example.org/isabell/hello-world.git";
 const DOC_HOST: &str = "https://releases.example.org/upload";
 const DOC_PYTHON: &str = r#"["python3", "#;
+/// The workers' passwords, as the page gives them.
+const W1_PW: &str = "change-me-w1-5e0c1f2a";
+const W2_PW: &str = "change-me-w2-9b47d3e6";
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn now_f64() -> f64 {
@@ -181,7 +185,7 @@ fn the_documented_release_runs_tests_on_two_workers_and_deploys_under_a_lock() {
     let doc = doc_config();
     let repo_url = format!("file://{}", s.repo.display());
     let host_url = format!("http://127.0.0.1:{host_port}/upload");
-    for placeholder in [DOC_REPO, DOC_HOST, DOC_PYTHON] {
+    for placeholder in [DOC_REPO, DOC_HOST, DOC_PYTHON, W1_PW, W2_PW] {
         assert!(doc.contains(placeholder), "{placeholder} not in the doc");
     }
     let cfg = doc
@@ -202,8 +206,8 @@ fn the_documented_release_runs_tests_on_two_workers_and_deploys_under_a_lock() {
     );
 
     let _master = s.start_master();
-    let _w1 = s.start_worker_in("w1", "w1", "w1-password", &[]);
-    let _w2 = s.start_worker_in("w2", "w2", "w2-password", &[]);
+    let _w1 = s.start_worker_in("w1", "w1", W1_PW, &[]);
+    let _w2 = s.start_worker_in("w2", "w2", W2_PW, &[]);
     s.wait_connected("w1");
     s.wait_connected("w2");
 
@@ -275,17 +279,13 @@ fn the_documented_release_runs_tests_on_two_workers_and_deploys_under_a_lock() {
             .path()
             .join(worker_name(&s, &r["workerid"]))
             .join("release/build/dist/hello.tar.gz");
-        assert_eq!(sha256_hex(&std::fs::read(&made).unwrap()), sha, "{made:?}");
+        assert_eq!(sha256_file(&made), sha, "{made:?}");
         let fetched = s
             .tmp
             .path()
             .join(worker_name(&s, &d["workerid"]))
             .join("deploy/build/hello.tar.gz");
-        assert_eq!(
-            sha256_hex(&std::fs::read(&fetched).unwrap()),
-            sha,
-            "{fetched:?}"
-        );
+        assert_eq!(sha256_file(&fetched), sha, "{fetched:?}");
         let did = d["buildid"].as_i64().unwrap();
         let log = s.step_log(did, "deploy");
         assert!(log.contains(&format!("{sha}  hello.tar.gz")), "{log}");
