@@ -372,7 +372,7 @@ timeout = 1200
 # artifact = "release/hello-1.0.tar.gz"
 # build = "last_successful"
 # dest = "hello.tar.gz"
-# build = "triggering" takes the artifact of the build whose trigger step
+# With build: "triggering", the artifact of the build whose trigger step
 # started this one instead (a deploy fetching its release build's tarball).
 
 
@@ -380,24 +380,33 @@ timeout = 1200
 
 # Tests on two workers, the tarball kept as an artifact, then a deploy with
 # a secret under a lock. The secret and the lock as above ([secrets] with
-# dir = "secrets", [[locks]] name = "deploy"), and:
+# dir "secrets", the master lock "deploy"), two more workers, and:
+#
+# [[workers]]
+# name = "w1"
+# password = "REPLACE-WITH-openssl-rand-hex-16"
+# max_builds = 3                      # a release waits for its tests and deploy, keeping its slot
+# [[workers]]
+# name = "w2"
+# password = "REPLACE-WITH-openssl-rand-hex-16"
+# max_builds = 3
 #
 # [[schedulers]]
 # name = "release"                    # "Force build" starts a release
 # type = "force"
 # builders = ["release"]
 # [[schedulers]]
-# name = "tests"
+# name = "release-tests"
 # type = "triggerable"
 # builders = ["test-w1", "test-w2"]   # one builder pinned to each worker
 # [[schedulers]]
-# name = "deploy"
+# name = "release-deploy"
 # type = "triggerable"
-# builders = ["deploy"]
+# builders = ["release-deploy"]
 #
 # [[builders]]
 # name = "release"
-# workers = ["w1", "w2"]              # max_builds = 3: it waits, keeping its slot
+# workers = ["w1", "w2"]
 # [[builders.steps]]
 # type = "git"
 # repourl = "https://git.example.org/isabell/hello-world.git"
@@ -407,7 +416,7 @@ timeout = 1200
 # command = ["cat", "VERSION"]
 # [[builders.steps]]
 # type = "trigger"                    # test-w1 and test-w2 at once, same revision
-# schedulers = ["tests"]
+# schedulers = ["release-tests"]
 # wait = true
 # [[builders.steps]]
 # type = "shell"
@@ -418,12 +427,31 @@ timeout = 1200
 # source = "dist/hello.tar.gz"
 # [[builders.steps]]
 # type = "trigger"
-# schedulers = ["deploy"]
+# schedulers = ["release-deploy"]
 # wait = true
 # copy_properties = ["version"]
 #
 # [[builders]]
-# name = "deploy"
+# name = "test-w1"
+# workers = ["w1"]
+# [[builders.steps]]
+# type = "git"
+# repourl = "https://git.example.org/isabell/hello-world.git"
+# [[builders.steps]]
+# type = "shell"
+# command = ["python3", "test_hello.py"]
+# [[builders]]
+# name = "test-w2"                    # the same, on w2
+# workers = ["w2"]
+# [[builders.steps]]
+# type = "git"
+# repourl = "https://git.example.org/isabell/hello-world.git"
+# [[builders.steps]]
+# type = "shell"
+# command = ["python3", "test_hello.py"]
+#
+# [[builders]]
+# name = "release-deploy"
 # workers = ["w1", "w2"]
 # collapse_requests = false           # every release is deployed
 # locks = [{ name = "deploy", access = "exclusive" }]   # one deploy at a time
