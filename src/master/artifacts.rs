@@ -369,16 +369,18 @@ fn resolve(
                 }
                 // Only the build that triggered this one: its trigger step
                 // chose to start this build, so it hands over its output.
-                BuildRef::Triggering => match db::triggered_by(&reader, src.buildid) {
-                    Ok(Some((parent, _, _))) => db::artifact_of_build(&reader, parent, name),
-                    Ok(None) => {
-                        return Err(format!(
-                            "this build was not started by a trigger step, so it has no \
+                BuildRef::Triggering => {
+                    match db::artifact_of_triggering(&reader, src.buildid, name) {
+                        Ok(Some(row)) => Ok(row),
+                        Ok(None) => {
+                            return Err(format!(
+                                "this build was not started by a trigger step, so it has no \
                              triggering build to take {name} from"
-                        ))
+                            ))
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                },
+                }
             }
             .map_err(|e| format!("the master cannot read its database: {e:#}"))?;
             let which = match build {
