@@ -329,13 +329,21 @@ fn the_documented_release_runs_tests_on_two_workers_and_deploys_under_a_lock() {
     assert!(got.iter().all(|g| g.auth == format!("Bearer {TOKEN}")));
     let forms = forms(TOKEN);
     let mut texts: Vec<(String, Vec<u8>)> = vec![];
-    let mut all = vec![];
-    for b in ["release", "test-w1", "test-w2", "deploy"] {
-        for b in builds_of(&s, b) {
-            all.push((b["buildid"].as_i64().unwrap(), b["number"].clone(), b));
+    let builders = ["release", "test-w1", "test-w2", "deploy"];
+    let mut paths = vec![
+        "/api/v2/builds?property=*".to_string(),
+        "/api/v2/buildrequests?property=*".to_string(),
+        "/api/v2/buildsets".to_string(),
+    ];
+    let mut ids = vec![];
+    for name in builders {
+        for b in builds_of(&s, name) {
+            ids.push(b["buildid"].as_i64().unwrap());
+            paths.push(format!("/builders/{name}/builds/{}", b["number"]));
         }
     }
-    for (id, _, _) in &all {
+    assert_eq!(ids.len(), 8, "two of each");
+    for id in &ids {
         let steps = get_json(&s.url(&format!("/api/v2/builds/{id}/steps")));
         for st in steps["steps"].as_array().unwrap() {
             let name = st["name"].as_str().unwrap();
@@ -346,16 +354,6 @@ fn the_documented_release_runs_tests_on_two_workers_and_deploys_under_a_lock() {
             }
         }
         texts.push((format!("steps of {id}"), steps.to_string().into_bytes()));
-    }
-    let mut paths = vec![
-        "/api/v2/builds?property=*".to_string(),
-        "/api/v2/buildrequests?property=*".to_string(),
-        "/api/v2/buildsets".to_string(),
-    ];
-    for name in ["release", "deploy"] {
-        for b in builds_of(&s, name) {
-            paths.push(format!("/builders/{name}/builds/{}", b["number"]));
-        }
     }
     for path in paths {
         let (code, body) = curl(&[&s.url(&path)]);
