@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn sha256_file(p: &Path) -> String {
+pub(crate) fn sha256_file(p: &Path) -> String {
     let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -493,6 +493,14 @@ build = 1
 dest = "first.txt"
 [[builders.steps]]
 type = "download"
+name = "parent"
+artifact = "v.txt"
+build = "triggering"
+dest = "parent.txt"
+flunk_on_failure = false
+halt_on_failure = false
+[[builders.steps]]
+type = "download"
 name = "script"
 file = "deploy.sh"
 dest = "bin/deploy.sh"
@@ -531,6 +539,18 @@ halt_on_failure = false
         std::fs::read_to_string(wdir.join("first.txt")).unwrap(),
         "1"
     );
+    // A build no trigger step started has no triggering build to take
+    // from (tests/release_example.rs has one that has).
+    let parent = step(&s, id1, "parent");
+    assert_eq!(parent["results"], 2, "{parent}");
+    assert!(
+        parent["state_string"]
+            .as_str()
+            .unwrap()
+            .contains("not started by a trigger step"),
+        "{parent}"
+    );
+    assert!(!wdir.join("parent.txt").exists());
     assert_eq!(
         std::fs::read_to_string(wdir.join("bin/deploy.sh")).unwrap(),
         "echo deploy\n"

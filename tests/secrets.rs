@@ -98,10 +98,11 @@ name = "use-version"
 command = "echo version=%(prop:version)s greeting=%(prop:greeting)s"
 "#;
 
-/// The value and the encodings the `leak` step prints, as Python and
+/// `value` and the encodings the `leak` step prints, as Python and
 /// coreutils make them, plus the bare base64 of the value at each
-/// alignment: none of them may appear anywhere.
-fn forms() -> Vec<String> {
+/// alignment: none of them may appear anywhere (also used by
+/// `release_example`).
+pub(crate) fn forms(value: &str) -> Vec<String> {
     let out = run_ok(
         "/usr/bin/python3",
         &[
@@ -117,7 +118,7 @@ for pad in [b"", b"x", b"xy"]:
     k = len(pad)
     forms.append(full[-(-8 * k // 6):(8 * (k + len(b))) // 6] if k else full[:(8 * len(b)) // 6])
 print(json.dumps(forms))"#,
-            VALUE,
+            value,
         ],
     );
     let forms: Vec<String> = serde_json::from_str(out.trim()).unwrap();
@@ -126,7 +127,7 @@ print(json.dumps(forms))"#,
 }
 
 /// The forms found in `text`, for a message.
-fn leaks<'a>(forms: &'a [String], text: &[u8]) -> Vec<&'a str> {
+pub(crate) fn leaks<'a>(forms: &'a [String], text: &[u8]) -> Vec<&'a str> {
     forms
         .iter()
         .filter(|f| text.windows(f.len()).any(|w| w == f.as_bytes()))
@@ -135,7 +136,7 @@ fn leaks<'a>(forms: &'a [String], text: &[u8]) -> Vec<&'a str> {
 }
 
 /// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -169,7 +170,7 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
     s.edit_cfg(|t| format!("{t}{steps}\n[secrets]\ndir = \"secrets\"\n"));
     let secret_file = write_secret(&s.master);
     add_user(&s.master, USER, PASSWORD);
-    let forms = forms();
+    let forms = forms(VALUE);
 
     let _m = s.start_master();
     let _w = s.start_worker("example-worker", WORKER_PW);

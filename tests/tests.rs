@@ -37,6 +37,7 @@ mod ops_janitor;
 mod ops_sshd;
 mod ops_supervisord;
 mod recovery;
+mod release_example;
 mod reliability_crash;
 mod reliability_disk;
 mod reliability_worker_kill;

@@ -652,7 +652,8 @@ pub(crate) enum StepKind {
 /// Where a `download` step's file comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum DownloadFrom {
-    /// An artifact of a build of the same builder.
+    /// An artifact of a build of the same builder, or of the build that
+    /// triggered this one.
     Artifact { name: String, build: BuildRef },
     /// A file under the master directory's `files/` (a relative path).
     File(String),
@@ -667,6 +668,9 @@ pub(crate) enum BuildRef {
     Number(i64),
     /// The newest build that succeeded and has the artifact.
     LastSuccessful,
+    /// The build whose trigger step started this build (a release build
+    /// hands its tarball to the deploy it triggers): another builder's.
+    Triggering,
 }
 
 /// A `trigger` step (Buildbot's Trigger).

@@ -479,7 +479,7 @@ pub(crate) struct StepCfg {
     /// An artifact's name, of this build or of `build`.
     pub artifact: Option<String>,
     /// Which build of this builder holds `artifact`: a build number or
-    /// "last_successful" (default: this build).
+    /// "last_successful" or "triggering" (default: this build).
     pub build: Option<toml::Value>,
     /// A file under the master's `files/` directory.
     pub file: Option<String>,

@@ -372,6 +372,99 @@ timeout = 1200
 # artifact = "release/hello-1.0.tar.gz"
 # build = "last_successful"
 # dest = "hello.tar.gz"
+# With build: "triggering", the artifact of the build whose trigger step
+# started this one instead (a deploy fetching its release build's tarball).
+
+
+######## A release, put together (docs/release.md has it whole, and a test runs it)
+
+# Tests on two workers, the tarball kept as an artifact, then a deploy with
+# a secret under a lock. The secret and the lock as above ([secrets] with
+# dir "secrets", the master lock "deploy"), two more workers, and:
+#
+# [[workers]]
+# name = "w1"
+# password = "REPLACE-WITH-openssl-rand-hex-16"
+# max_builds = 3                      # a release waits for its tests and deploy, keeping its slot
+# [[workers]]
+# name = "w2"
+# password = "REPLACE-WITH-openssl-rand-hex-16"
+# max_builds = 3
+#
+# [[schedulers]]
+# name = "release"                    # "Force build" starts a release
+# type = "force"
+# builders = ["release"]
+# [[schedulers]]
+# name = "release-tests"
+# type = "triggerable"
+# builders = ["test-w1", "test-w2"]   # one builder pinned to each worker
+# [[schedulers]]
+# name = "release-deploy"
+# type = "triggerable"
+# builders = ["release-deploy"]
+#
+# [[builders]]
+# name = "release"
+# workers = ["w1", "w2"]
+# [[builders.steps]]
+# type = "git"
+# repourl = "https://git.example.org/isabell/hello-world.git"
+# [[builders.steps]]
+# type = "set_property"               # the version, for later steps
+# property = "version"
+# command = ["cat", "VERSION"]
+# [[builders.steps]]
+# type = "trigger"                    # test-w1 and test-w2 at once, same revision
+# schedulers = ["release-tests"]
+# wait = true
+# [[builders.steps]]
+# type = "shell"
+# name = "dist"
+# command = "mkdir -p dist && git archive --prefix=hello-%(prop:version)s/ -o dist/hello.tar.gz HEAD"
+# [[builders.steps]]
+# type = "upload"                     # artifact "hello.tar.gz" of this build
+# source = "dist/hello.tar.gz"
+# [[builders.steps]]
+# type = "trigger"
+# schedulers = ["release-deploy"]
+# wait = true
+# copy_properties = ["version"]
+#
+# [[builders]]
+# name = "test-w1"
+# workers = ["w1"]
+# [[builders.steps]]
+# type = "git"
+# repourl = "https://git.example.org/isabell/hello-world.git"
+# [[builders.steps]]
+# type = "shell"
+# command = ["python3", "test_hello.py"]
+# [[builders]]
+# name = "test-w2"                    # the same, on w2
+# workers = ["w2"]
+# [[builders.steps]]
+# type = "git"
+# repourl = "https://git.example.org/isabell/hello-world.git"
+# [[builders.steps]]
+# type = "shell"
+# command = ["python3", "test_hello.py"]
+#
+# [[builders]]
+# name = "release-deploy"
+# workers = ["w1", "w2"]
+# collapse_requests = false           # every release is deployed
+# locks = [{ name = "deploy", access = "exclusive" }]   # one deploy at a time
+# [[builders.steps]]
+# type = "download"
+# artifact = "hello.tar.gz"
+# build = "triggering"                # from the release build that started it
+# dest = "hello.tar.gz"
+# [[builders.steps]]
+# type = "shell"
+# name = "deploy"
+# env = { DEPLOY_TOKEN = "%(secret:deploy_token)s" }
+# command = "printf 'Authorization: Bearer %s\\n' \"$DEPLOY_TOKEN\" | curl -fsS -H @- -T hello.tar.gz https://releases.example.org/upload/hello-$MINIBOT_VERSION.tar.gz"
 
 
 ######## Housekeeping (Buildbot's JanitorConfigurator, and buildbot.tac's log settings)

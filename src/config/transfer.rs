@@ -44,10 +44,11 @@ pub(super) fn lower_download(at: &str, s: &mut raw::StepCfg, p: &mut Problems) -
         None => BuildRef::This,
         Some(toml::Value::Integer(n)) if n > 0 => BuildRef::Number(n),
         Some(toml::Value::String(t)) if t == "last_successful" => BuildRef::LastSuccessful,
+        Some(toml::Value::String(t)) if t == "triggering" => BuildRef::Triggering,
         Some(_) => {
             p.add(
                 &format!("{at}.build"),
-                "must be a build number or \"last_successful\"",
+                "must be a build number, \"last_successful\" or \"triggering\"",
             );
             BuildRef::This
         }
@@ -84,4 +85,52 @@ pub(super) fn lower_download(at: &str, s: &mut raw::StepCfg, p: &mut Problems) -
         }
     };
     StepKind::Download { from, dest }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, TEST_BASE};
+
+    const BUILDER: &str = "[[builders]]\nname = \"b\"\nworkers = [\"w\"]\n";
+
+    /// A download step of `artifact = "a.tgz"` with `build = <build>`:
+    /// its lowered source, or the problems.
+    fn download_build(build: &str) -> Result<DownloadFrom, String> {
+        let cfg = format!(
+            "{TEST_BASE}{BUILDER}[[builders.steps]]\ntype = \"download\"\n\
+             artifact = \"a.tgz\"\nbuild = {build}\ndest = \"a.tgz\"\n"
+        );
+        let cfg = parse(&cfg, "t.cfg").map_err(|e| e.to_string())?;
+        match &cfg.builders[0].steps[0].kind {
+            StepKind::Download { from, .. } => Ok(from.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_download_names_its_build_by_number_last_success_or_trigger() {
+        let art = |build| DownloadFrom::Artifact {
+            name: "a.tgz".into(),
+            build,
+        };
+        assert_eq!(download_build("3"), Ok(art(BuildRef::Number(3))));
+        assert_eq!(
+            download_build("\"last_successful\""),
+            Ok(art(BuildRef::LastSuccessful))
+        );
+        assert_eq!(
+            download_build("\"triggering\""),
+            Ok(art(BuildRef::Triggering))
+        );
+        for bad in ["0", "\"triggered\"", "\"parent\"", "true"] {
+            let e = download_build(bad).unwrap_err();
+            assert!(
+                e.contains(
+                    "steps #1.build: must be a build number, \"last_successful\" or \"triggering\""
+                ),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

@@ -138,6 +138,36 @@ pub(crate) fn artifact_of_last_success(
         .optional()?)
 }
 
+/// Artifact `name` of the build whose trigger step started `buildid`'s
+/// buildset: of the newest such build that has one (a retried build waits
+/// for the buildsets its earlier attempt made, so several builds may have
+/// triggered it). None: no trigger step started `buildid`; Some(None):
+/// none of its triggering builds has the artifact.
+pub(crate) fn artifact_of_triggering(
+    conn: &Conn,
+    buildid: BuildId,
+    name: &str,
+) -> Result<Option<Option<ArtifactRow>>> {
+    let parents: Vec<BuildId> = conn
+        .raw
+        .prepare_cached(
+            "SELECT t.buildid FROM builds b JOIN buildrequests br USING (buildrequestid)
+             JOIN build_triggers t ON t.buildsetid = br.buildsetid
+             WHERE b.buildid = ?1 ORDER BY t.buildid DESC",
+        )?
+        .query_map([buildid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if parents.is_empty() {
+        return Ok(None);
+    }
+    for p in parents {
+        if let Some(row) = artifact_of_build(conn, p, name)? {
+            return Ok(Some(Some(row)));
+        }
+    }
+    Ok(Some(None))
+}
+
 /// Deletes the artifact rows of the builds in `builds_json` (a JSON array
 /// of ids), before the builds themselves go; returns how many.
 pub(crate) fn delete_artifacts_in(tx: &Tx, builds_json: &str) -> Result<u64> {

@@ -378,5 +378,28 @@ mod tests {
             triggered_by(&conn, BuildId(4)).unwrap(),
             Some((BuildId(1), "parent".to_string(), 1))
         );
+        // A download with build = "triggering": from the newest triggering
+        // build that has the artifact (build 2, the retry, waited for the
+        // same buildset); none for a build nobody triggered.
+        let of = |b: i64| {
+            artifact_of_triggering(&conn, BuildId(b), "a.tgz")
+                .unwrap()
+                .map(|r| r.map(|r| r.buildid))
+        };
+        assert_eq!(of(4), Some(None));
+        assert_eq!(of(3), None);
+        let art = |b: i64| {
+            conn.sql()
+                .execute(
+                    "INSERT INTO artifacts (buildid, stepnumber, name, size, sha256, created_at)
+                     VALUES (?1, 1, 'a.tgz', 1, 'x', 0)",
+                    [b],
+                )
+                .unwrap()
+        };
+        art(1);
+        assert_eq!(of(4), Some(Some(BuildId(1))));
+        art(2);
+        assert_eq!(of(4), Some(Some(BuildId(2))));
     }
 }

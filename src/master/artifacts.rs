@@ -367,12 +367,27 @@ fn resolve(
                 BuildRef::LastSuccessful => {
                     db::artifact_of_last_success(&reader, src.builderid, name)
                 }
+                // Only the build that triggered this one: its trigger step
+                // chose to start this build, so it hands over its output.
+                BuildRef::Triggering => {
+                    match db::artifact_of_triggering(&reader, src.buildid, name) {
+                        Ok(Some(row)) => Ok(row),
+                        Ok(None) => {
+                            return Err(format!(
+                                "this build was not started by a trigger step, so it has no \
+                             triggering build to take {name} from"
+                            ))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
             }
             .map_err(|e| format!("the master cannot read its database: {e:#}"))?;
             let which = match build {
                 BuildRef::This => "this build".to_string(),
                 BuildRef::Number(n) => format!("build #{n} of this builder"),
                 BuildRef::LastSuccessful => "any successful build of this builder".to_string(),
+                BuildRef::Triggering => "the triggering build".to_string(),
             };
             let row = row.ok_or_else(|| format!("{which} has no artifact named {name}"))?;
             Ok((
