@@ -1,8 +1,9 @@
 //! ANSI colours in the log views (issue 17 point 7): a real build prints
 //! 256-colour, truecolour, reverse and strike escapes (and an OSC title, a
 //! 40 KB parameter list and an out-of-range colour); the build page and
-//! the log page render them as classes of `/assets/log.css`, which only
-//! pages with logs link. In headless Chromium the computed colours are the
+//! the log page render them as classes of `/assets/ansi.css`, which only
+//! pages showing logs with escapes link (beside `/assets/log.css`, which
+//! every build and log page links). In headless Chromium the computed colours are the
 //! ones asked for (within the 4-bit quantisation), under the pages' CSP,
 //! with no console error.
 
@@ -35,6 +36,7 @@ const EXPECTED: [&str; 7] = [
 ];
 
 const LINK: &str = "<link rel=\"stylesheet\" href=\"/assets/log.css\">";
+const PALETTE: &str = "<link rel=\"stylesheet\" href=\"/assets/ansi.css\">";
 
 #[test]
 fn logs_render_256_colours_truecolour_reverse_and_strike() {
@@ -53,6 +55,7 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
         let (code, html) = curl(&[&s.url(page)]);
         assert_eq!(code, 200, "{page}");
         assert!(html.contains(LINK), "{page} does not link log.css");
+        assert!(html.contains(PALETTE), "{page} does not link ansi.css");
         for want in EXPECTED {
             // The log page cuts lines at 4 KiB, inside the long one's
             // escape (which then colours nothing).
@@ -68,11 +71,13 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
     }
     // Pages without logs do not carry the palette.
     let (_, home) = curl(&[&s.url("/")]);
-    assert!(!home.contains("log.css"));
-    let head = curl_headers(&[&s.url("/assets/log.css")]).to_ascii_lowercase();
+    assert!(!home.contains("log.css") && !home.contains("ansi.css"));
+    let head = curl_headers(&[&s.url("/assets/ansi.css")]).to_ascii_lowercase();
     assert!(head.contains("content-type: text/css"), "{head}");
-    let (_, css) = curl(&[&s.url("/assets/log.css")]);
+    let (_, css) = curl(&[&s.url("/assets/ansi.css")]);
     assert!(css.contains(".fx{") && css.contains(".f1{"), "{css}");
+    let (_, log_css) = curl(&[&s.url("/assets/log.css")]);
+    assert!(log_css.contains("pre.log{") && !log_css.contains(".fx{"));
 
     if !require(
         &format!("{CHROMIUM} (apt-get install chromium)"),

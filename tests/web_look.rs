@@ -799,6 +799,11 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
         13,
         "{release}"
     );
+    // The log colours only where a log shown has escapes: not for plain
+    // echo, always on a log page.
+    assert!(!release.contains("/assets/ansi.css"), "{release}");
+    let (_, log_page) = curl(&[&s.url(&format!("/logs/{logid}"))]);
+    assert!(log_page.contains("/assets/ansi.css"), "{log_page}");
     let (_, triggered) = curl(&[&s.url("/builders/package-deb/builds/3")]);
     assert!(triggered.contains("id=\"chain\""), "{triggered}");
     let (_, locked) = curl(&[&s.url(&number(running[1]))]);
