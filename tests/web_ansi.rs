@@ -5,7 +5,8 @@
 //! pages showing logs with escapes link (beside `/assets/log.css`, which
 //! every build and log page links). In headless Chromium the computed colours are the
 //! ones asked for (within the 4-bit quantisation), under the pages' CSP,
-//! with no console error.
+//! with no console error. A live build page whose log had no colour
+//! fetches the palette when a coloured line arrives.
 
 use crate::common::browser::{browser, CHROMIUM};
 use crate::common::*;
@@ -38,9 +39,23 @@ const EXPECTED: [&str; 7] = [
 const LINK: &str = "<link rel=\"stylesheet\" href=\"/assets/log.css\">";
 const PALETTE: &str = "<link rel=\"stylesheet\" href=\"/assets/ansi.css\">";
 
+/// A builder for pushes to `live`: its step prints a green line once the
+/// file `gate` exists (the test creates it with the page open).
+fn live_cfg(gate: &std::path::Path) -> String {
+    format!(
+        "[[schedulers]]\nname = \"live\"\ntype = \"single_branch\"\nbranch = \"live\"\n\
+         builders = [\"live\"]\n[[builders]]\nname = \"live\"\nworkers = [\"example-worker\"]\n\
+         [[builders.steps]]\ntype = \"shell\"\nname = \"live\"\n\
+         command = \"echo plain; while [ ! -e {} ]; do sleep 0.1; done; printf '\\\\033[32mlive-green\\\\033[0m\\\\n'\"\n",
+        gate.display()
+    )
+}
+
 #[test]
 fn logs_render_256_colours_truecolour_reverse_and_strike() {
     let s = Setup::new(ANSI_TEST, "");
+    let gate = s.tmp.path().join("live-gate");
+    s.edit_cfg(|t| t + &live_cfg(&gate));
     let _master = s.start_master();
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
@@ -119,6 +134,34 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
             }
         ));
     }
+    // A live build page without colours yet: no palette linked; the
+    // green line that comes live brings it (logs.js `palette`).
+    s.push(&s.head, "live", "live");
+    let number = wait_for("the live build to start", Duration::from_secs(60), || {
+        let v = get_json(&s.url("/api/v2/builders/live/builds?complete=false"));
+        v["builds"][0]["number"].as_i64()
+    });
+    cdp.navigate(&s.url(&format!("/builders/live/builds/{number}")));
+    cdp.wait_js(
+        "the log's first line",
+        "document.querySelector('pre.log') && document.querySelector('pre.log').textContent.includes('plain')",
+    );
+    let linked = "!!document.querySelector('link[href=\"/assets/ansi.css\"]')";
+    assert_eq!(
+        cdp.eval(linked),
+        false,
+        "a page without colours links the palette"
+    );
+    std::fs::write(&gate, b"").unwrap();
+    let green = cdp.wait_js(
+        "the live green line, coloured",
+        "(() => { const e = [...document.querySelectorAll('pre.log span')]
+            .find((e) => e.textContent === 'live-green');
+          const c = e && getComputedStyle(e).color;
+          return c === 'rgb(85, 204, 85)' && c; })()",
+    );
+    assert_eq!(green, "rgb(85, 204, 85)");
+    assert_eq!(cdp.eval(linked), true);
     // No CSP violation or failed load.
     cdp.assert_no_errors();
 }

@@ -1427,13 +1427,18 @@ pub(crate) fn step_html(
         };
         out.push(&html!(
             "<details{}><summary>{} · <a href=\"/logs/{}\">view</a></summary>\
-             {}<pre class=\"log\" data-logid=\"{}\" data-start=\"{}\" data-end=\"{}\">{}</pre></details>",
+             {}<pre class=\"log\" data-logid=\"{}\"{} data-end=\"{}\">{}</pre></details>",
             if open { html!(" open") } else { Html::new() },
             name,
             *logid,
             earlier,
             *logid,
-            r.start,
+            // Where the text shown starts; left out at 0 (most logs).
+            if r.start > 0 {
+                html!(" data-start=\"{}\"", r.start)
+            } else {
+                Html::new()
+            },
             r.end,
             logview::render(r),
         ));
@@ -2304,7 +2309,7 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(html.contains("<strong>test &lt;t&gt;</strong>"));
         assert!(html.contains(
             "<details open><summary>stdio · <a href=\"/logs/2\">view</a></summary>\
-             <pre class=\"log\" data-logid=\"2\" data-start=\"0\" data-end=\"25\">hello &lt;b&gt;\n\
+             <pre class=\"log\" data-logid=\"2\" data-end=\"25\">hello &lt;b&gt;\n\
              <span class=\"le\"><span class=\"f1\">err</span></span>\n</pre>"
         ));
         // Its log has colours: the page links the palette.

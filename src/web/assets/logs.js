@@ -69,14 +69,14 @@ document.addEventListener('click', (e) => {
   const pre = logPre(b.dataset.logid);
   if (!pre) return;
   b.disabled = true;
-  fetch('/logs/' + b.dataset.logid + '/chunk?end=' + pre.dataset.start)
+  fetch('/logs/' + b.dataset.logid + '/chunk?end=' + startOf(pre))
     .then((r) => (r.ok ? r.json() : Promise.reject(new Error(r.status))))
     .then((d) => {
       palette(d.html);
       const h = pre.scrollHeight;
       pre.prepend(logChunk(d.html, d.start, logLines(d.html)));
       pre.scrollTop += pre.scrollHeight - h;
-      if (d.start >= Number(pre.dataset.start) || d.start === 0) {
+      if (d.start >= startOf(pre) || d.start === 0) {
         b.remove();
       } else {
         b.textContent = 'load earlier output (' + Math.ceil(d.start / 1024) + ' KiB more)';
@@ -127,11 +127,16 @@ function logStateOf(pre) {
   // What the server rendered becomes the first chunk.
   const html = pre.innerHTML;
   pre.textContent = '';
-  pre.append(logChunk(html, pre.dataset.start, logLines(html)));
+  pre.append(logChunk(html, startOf(pre), logLines(html)));
   st = { follow: true, pending: [], lines: logLines(html) };
   logState.set(pre, st);
   pre.addEventListener('scroll', () => { st.follow = atBottom(pre); }, { passive: true });
   return st;
+}
+
+// Where the text a log view shows starts (`data-start`, left out at 0).
+function startOf(pre) {
+  return Number(pre.dataset.start || 0);
 }
 
 // The view of log `logid` (a build page has one a log).
