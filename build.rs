@@ -8,7 +8,8 @@
 //! - Minifies the web UI's stylesheets and scripts (`src/web/assets/`) into
 //!   `OUT_DIR` with the `minifier` crate, for `web::assets` to include:
 //!   every page carries them and must stay under 20 KB, while the sources
-//!   keep their comments. At build time, not at run time: the master does
+//!   keep their comments (`ansi.css`, the log colours, apart: only
+//!   pages showing coloured logs load it). At build time, not at run time: the master does
 //!   no work and holds no second copy for it, and the binary has no
 //!   minifier in it.
 
@@ -49,9 +50,14 @@ fn assets() {
         Err(e) => panic!("minifying src/web/assets/minibot.css ({name}): {e}"),
     };
     css(page, "minibot.css");
-    // The log colours (`ansi.css`) go with the other log rules: one
-    // stylesheet for the pages that show logs.
-    css(&format!("{log}\n{}", read("ansi.css")), "log.css");
+    css(log, "log.css");
+    // The log colours (`ansi.css`, 2 KB): their own stylesheet, linked only
+    // where a log shown has colours, and fetched by the script when live
+    // text brings some (`web::assets`).
+    match minifier::css::minify(&read("ansi.css")) {
+        Ok(m) => write("ansi.css", m.to_string()),
+        Err(e) => panic!("minifying src/web/assets/ansi.css: {e}"),
+    }
     // The scripts: one bundle a page, the core and the part of the page's
     // kind, so a page carries only what it runs (`web::assets`).
     let core = read("core.js");

@@ -262,10 +262,7 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
     );
     let page = curl(&[&s.url(&format!("/builders/runtests/builds/{}", build["number"]))]).1;
     assert!(
-        page.contains(
-            "<tr><td>version</td><td class=\"wrap\" data-l=\"Value\">1.2.3</td>\
-             <td data-l=\"Source\">SetPropertyFromCommand Step</td></tr>"
-        ),
+        page.contains("<dt>version</dt><dd>1.2.3 <small>SetPropertyFromCommand Step</small></dd>"),
         "the build page shows the property: {page}"
     );
     for (name, says) in [

@@ -1,10 +1,12 @@
 //! ANSI colours in the log views (issue 17 point 7): a real build prints
 //! 256-colour, truecolour, reverse and strike escapes (and an OSC title, a
 //! 40 KB parameter list and an out-of-range colour); the build page and
-//! the log page render them as classes of `/assets/log.css`, which only
-//! pages with logs link. In headless Chromium the computed colours are the
+//! the log page render them as classes of `/assets/ansi.css`, which only
+//! pages showing logs with escapes link (beside `/assets/log.css`, which
+//! every build and log page links). In headless Chromium the computed colours are the
 //! ones asked for (within the 4-bit quantisation), under the pages' CSP,
-//! with no console error.
+//! with no console error. A live build page whose log had no colour
+//! fetches the palette when a coloured line arrives.
 
 use crate::common::browser::{browser, CHROMIUM};
 use crate::common::*;
@@ -35,10 +37,25 @@ const EXPECTED: [&str; 7] = [
 ];
 
 const LINK: &str = "<link rel=\"stylesheet\" href=\"/assets/log.css\">";
+const PALETTE: &str = "<link rel=\"stylesheet\" href=\"/assets/ansi.css\">";
+
+/// A builder for pushes to `live`: its step prints a green line once the
+/// file `gate` exists (the test creates it with the page open).
+fn live_cfg(gate: &std::path::Path) -> String {
+    format!(
+        "[[schedulers]]\nname = \"live\"\ntype = \"single_branch\"\nbranch = \"live\"\n\
+         builders = [\"live\"]\n[[builders]]\nname = \"live\"\nworkers = [\"example-worker\"]\n\
+         [[builders.steps]]\ntype = \"shell\"\nname = \"live\"\n\
+         command = \"echo plain; while [ ! -e {} ]; do sleep 0.1; done; printf '\\\\033[32mlive-green\\\\033[0m\\\\n'\"\n",
+        gate.display()
+    )
+}
 
 #[test]
 fn logs_render_256_colours_truecolour_reverse_and_strike() {
     let s = Setup::new(ANSI_TEST, "");
+    let gate = s.tmp.path().join("live-gate");
+    s.edit_cfg(|t| t + &live_cfg(&gate));
     let _master = s.start_master();
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
@@ -53,6 +70,7 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
         let (code, html) = curl(&[&s.url(page)]);
         assert_eq!(code, 200, "{page}");
         assert!(html.contains(LINK), "{page} does not link log.css");
+        assert!(html.contains(PALETTE), "{page} does not link ansi.css");
         for want in EXPECTED {
             // The log page cuts lines at 4 KiB, inside the long one's
             // escape (which then colours nothing).
@@ -68,11 +86,13 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
     }
     // Pages without logs do not carry the palette.
     let (_, home) = curl(&[&s.url("/")]);
-    assert!(!home.contains("log.css"));
-    let head = curl_headers(&[&s.url("/assets/log.css")]).to_ascii_lowercase();
+    assert!(!home.contains("log.css") && !home.contains("ansi.css"));
+    let head = curl_headers(&[&s.url("/assets/ansi.css")]).to_ascii_lowercase();
     assert!(head.contains("content-type: text/css"), "{head}");
-    let (_, css) = curl(&[&s.url("/assets/log.css")]);
+    let (_, css) = curl(&[&s.url("/assets/ansi.css")]);
     assert!(css.contains(".fx{") && css.contains(".f1{"), "{css}");
+    let (_, log_css) = curl(&[&s.url("/assets/log.css")]);
+    assert!(log_css.contains("pre.log{") && !log_css.contains(".fx{"));
 
     if !require(
         &format!("{CHROMIUM} (apt-get install chromium)"),
@@ -114,6 +134,34 @@ fn logs_render_256_colours_truecolour_reverse_and_strike() {
             }
         ));
     }
+    // A live build page without colours yet: no palette linked; the
+    // green line that comes live brings it (logs.js `palette`).
+    s.push(&s.head, "live", "live");
+    let number = wait_for("the live build to start", Duration::from_secs(60), || {
+        let v = get_json(&s.url("/api/v2/builders/live/builds?complete=false"));
+        v["builds"][0]["number"].as_i64()
+    });
+    cdp.navigate(&s.url(&format!("/builders/live/builds/{number}")));
+    cdp.wait_js(
+        "the log's first line",
+        "document.querySelector('pre.log') && document.querySelector('pre.log').textContent.includes('plain')",
+    );
+    let linked = "!!document.querySelector('link[href=\"/assets/ansi.css\"]')";
+    assert_eq!(
+        cdp.eval(linked),
+        false,
+        "a page without colours links the palette"
+    );
+    std::fs::write(&gate, b"").unwrap();
+    let green = cdp.wait_js(
+        "the live green line, coloured",
+        "(() => { const e = [...document.querySelectorAll('pre.log span')]
+            .find((e) => e.textContent === 'live-green');
+          const c = e && getComputedStyle(e).color;
+          return c === 'rgb(85, 204, 85)' && c; })()",
+    );
+    assert_eq!(green, "rgb(85, 204, 85)");
+    assert_eq!(cdp.eval(linked), true);
     // No CSP violation or failed load.
     cdp.assert_no_errors();
 }

@@ -481,6 +481,61 @@ const SCALE_DONE: [(&str, usize); 9] = [
     ("nightly-soak", 2),
 ];
 
+/// Steps appended to `runtests` (after its git and test steps) in the
+/// scale test: a realistic release build of 13 steps (git, 9 shell-like of
+/// which one sets a property and one fails without halting, 2 uploads and
+/// a trigger step that waits for the `package-deb` build it starts).
+const RELEASE_STEPS: &str = r#"
+[[builders.steps]]
+type = "shell"
+name = "configure"
+command = "echo checking for cc... cc; echo configure: done"
+[[builders.steps]]
+type = "set_property"
+property = "version"
+command = "echo 1.4.2"
+[[builders.steps]]
+type = "shell"
+name = "compile"
+command = "echo compiling 124 files; echo built target minibot"
+[[builders.steps]]
+type = "shell"
+name = "unit tests"
+command = "echo 411 passed; echo 'FAILED tests/test_clock.py::test_dst' >&2; exit 1"
+halt_on_failure = false
+[[builders.steps]]
+type = "shell"
+name = "lint"
+command = "echo lint: 0 problems"
+[[builders.steps]]
+type = "shell"
+name = "package"
+command = "mkdir -p dist && printf wheel > dist/minibot-1.4.2-py3-none-any.whl && printf docs > docs.tar.gz"
+[[builders.steps]]
+type = "upload"
+name = "upload wheel"
+source = "dist/*.whl"
+dest = "wheels"
+[[builders.steps]]
+type = "upload"
+name = "upload docs"
+source = "docs.tar.gz"
+[[builders.steps]]
+type = "trigger"
+name = "package"
+schedulers = ["package"]
+wait = true
+copy_properties = ["version"]
+[[builders.steps]]
+type = "shell"
+name = "smoke"
+command = "echo smoke test ok"
+[[builders.steps]]
+type = "shell"
+name = "notify"
+command = "echo notified 3 watchers"
+"#;
+
 /// What a page weighs at most: HTML + CSS + JS before its log text.
 const MAX_WEIGHT: usize = 20 * 1024;
 
@@ -493,7 +548,7 @@ const MAX_WEIGHT: usize = 20 * 1024;
 /// log stylesheet and script.
 #[test]
 fn every_page_stays_under_20_kb_at_the_issues_scale() {
-    let s = Setup::new(PASSING_TEST, "");
+    let s = Setup::new(PASSING_TEST, RELEASE_STEPS);
     let (gates, script) = s.gates(1);
     let hold = gates.join("HOLD");
     let workers = "[\"example-worker\", \"second-worker\", \"third-worker\"]";
@@ -501,9 +556,13 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
         .iter()
         .map(|(n, _)| format!("\"{n}\""))
         .collect();
+    // `package-deb` is started by `runtests`' trigger step; `deploy-staging`
+    // takes the `deploy` lock (held while it runs).
     let mut cfg = format!(
         "\n[[workers]]\nname = \"third-worker\"\npassword = \"fixture-password-3\"\n\
-         [[schedulers]]\nname = \"force\"\ntype = \"force\"\nbuilders = [{}]\n",
+         [[schedulers]]\nname = \"force\"\ntype = \"force\"\nbuilders = [{}]\n\
+         [[schedulers]]\nname = \"package\"\ntype = \"triggerable\"\n\
+         builders = [\"package-deb\"]\n[[locks]]\nname = \"deploy\"\n",
         names.join(", ")
     );
     for (name, cmd) in SCALE_BUILDERS {
@@ -516,9 +575,13 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
             ),
             c => c.to_string(),
         };
+        let locks = match name {
+            "deploy-staging" => "locks = [{ name = \"deploy\", access = \"exclusive\" }]\n",
+            _ => "",
+        };
         cfg += &format!(
             "[[builders]]\nname = \"{name}\"\nworkers = {workers}\ncollapse_requests = false\n\
-             [[builders.steps]]\ntype = \"shell\"\nname = \"{name}\"\n\
+             {locks}[[builders.steps]]\ntype = \"shell\"\nname = \"{name}\"\n\
              command = [\"/bin/sh\", \"-c\", \"{cmd}\"]\n"
         );
     }
@@ -527,6 +590,17 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
             "workers = [\"example-worker\", \"second-worker\"]",
             &format!("workers = {workers}"),
         ) + &cfg
+    });
+    // "Log in with Gitea" on the login page (no Gitea is asked to render
+    // it); its redirect needs buildbot_url, so the port is pinned first.
+    let (www, _) = s.pick_ports();
+    write_private(&s.master.join("gitea-oauth-secret"), "fixture-oauth-secret");
+    s.edit_cfg(|t| {
+        format!(
+            "buildbot_url = \"http://localhost:{www}/\"\n{t}\n[www.auth]\ntype = \"gitea\"\n\
+             base_url = \"http://127.0.0.1:9\"\nclient_id = \"minibot-ci\"\n\
+             client_secret_file = \"gitea-oauth-secret\"\n"
+        )
     });
     add_user(&s.master, USER, PASSWORD);
     let _master = s.start_master();
@@ -537,7 +611,8 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
         s.wait_connected(w);
     }
 
-    // Three changes, each a runtests build.
+    // Three changes, each a runtests build of 13 steps that triggers a
+    // package-deb build.
     for (i, msg) in [
         "Add the hello test\n\nWith a body that says why.",
         "Speed up the test runner",
@@ -548,7 +623,7 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
     {
         let sha = s.commit(&format!("f{i}.txt"), msg, msg);
         s.push(&sha, "master", msg);
-        s.wait_builds(i + 1, Duration::from_secs(60));
+        s.wait_builds(2 * (i + 1), Duration::from_secs(120));
     }
     // Forced rounds: round r builds each builder with more than r done
     // builds to come (one request a builder, other reasons each round,
@@ -574,7 +649,7 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
     for round in 0..rounds {
         let builders: Vec<&str> = SCALE_DONE
             .iter()
-            .filter(|(b, n)| *b != "runtests" && *n > round)
+            .filter(|(b, n)| !["runtests", "package-deb"].contains(b) && *n > round)
             .map(|(b, _)| *b)
             .collect();
         forced(builders, &format!("round {round}"));
@@ -615,7 +690,9 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
         ("builder runtests", "/builders/runtests".into()),
         ("build failed", number(failed["buildid"].as_i64().unwrap())),
         ("build running", number(running[0])),
-        ("build 2 steps", "/builders/runtests/builds/3".into()),
+        ("build 13 steps", "/builders/runtests/builds/3".into()),
+        ("build triggered", "/builders/package-deb/builds/3".into()),
+        ("build locked", number(running[1])),
         ("stop", format!("/builds/{}/stop", running[0])),
         ("workers", "/workers".into()),
         ("changes", "/changes".into()),
@@ -696,6 +773,43 @@ fn every_page_stays_under_20_kb_at_the_issues_scale() {
     assert!(lint.contains("<h2>Builds (25)</h2>"), "{lint}");
     assert_eq!(lint.matches("<rect ").count(), 20, "{lint}");
     assert!(lint.contains("page 1 of 2"), "{lint}");
+    // The pages of the merged features show what they weigh for: the
+    // release build's 13 steps, its failing one, property, change,
+    // artifacts and triggered build; the build it triggered linking back;
+    // the lock a running build holds; the Gitea login button.
+    let (_, release) = curl(&[&s.url("/builders/runtests/builds/3")]);
+    for what in [
+        "unit tests",
+        "notify",
+        "1.4.2",
+        "Fix the docs link",
+        "id=\"artifacts\"",
+        "wheels/minibot-1.4.2-py3-none-any.whl",
+        "docs.tar.gz",
+        "id=\"chain\"",
+        "package-deb",
+    ] {
+        assert!(
+            release.contains(what),
+            "the release build shows {what}: {release}"
+        );
+    }
+    assert_eq!(
+        release.matches("<div class=\"step\" id=\"step-").count(),
+        13,
+        "{release}"
+    );
+    // The log colours only where a log shown has escapes: not for plain
+    // echo, always on a log page.
+    assert!(!release.contains("/assets/ansi.css"), "{release}");
+    let (_, log_page) = curl(&[&s.url(&format!("/logs/{logid}"))]);
+    assert!(log_page.contains("/assets/ansi.css"), "{log_page}");
+    let (_, triggered) = curl(&[&s.url("/builders/package-deb/builds/3")]);
+    assert!(triggered.contains("id=\"chain\""), "{triggered}");
+    let (_, locked) = curl(&[&s.url(&number(running[1]))]);
+    assert!(locked.contains("lock deploy"), "{locked}");
+    let (_, login_page) = curl(&[&s.url("/login")]);
+    assert!(login_page.contains("Log in with Gitea"), "{login_page}");
     assert!(
         heavy.is_empty(),
         "pages over {MAX_WEIGHT} bytes (visitor, logged in): {heavy:?}"

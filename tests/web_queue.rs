@@ -291,7 +291,7 @@ command = ["true"]
     assert_has(&build_page, "stopped by alice: deploy window closed");
     assert_has(
         &build_page,
-        "<strong>publish</strong><span class=\"res r3\">skipped</span><span class=\"muted\">not run: the build was stopped</span>",
+        "<strong>publish</strong><span class=\"res r3\">skipped</span><small>not run: the build was stopped</small>",
     );
 
     // A failing step halts the build: the step after it is listed skipped,
@@ -304,7 +304,7 @@ command = ["true"]
     let run_page = page(&s, "/builders/runtests/builds/1");
     assert_has(
         &run_page,
-        "<strong>package</strong><span class=\"res r3\">skipped</span><span class=\"muted\">not run: an earlier step halted the build</span>",
+        "<strong>package</strong><span class=\"res r3\">skipped</span><small>not run: an earlier step halted the build</small>",
     );
     assert!(!run_page.contains("package-renamed"), "{run_page}");
 }

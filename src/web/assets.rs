@@ -10,7 +10,11 @@
 //! `minibot.css` is one source but two stylesheets: what follows its
 //! `==== Build and log pages only` comment (steps, log text, the log
 //! tools) is served as `/assets/log.css`, which only the build and log
-//! pages link, so the other pages do not carry it. The script is one
+//! pages link, so the other pages do not carry it. The log colours
+//! (`ansi.css`, 2 KB of the 20) are `/assets/ansi.css`: linked by a log
+//! page, and by a build page only when a log it shows has an escape in it
+//! (`pages::build`); `logs.js` fetches it when live text brings colours.
+//! The script is one
 //! bundle a page for the same reason, made by `build.rs` from `core.js`
 //! (times, clocks, closing live streams) and the part of the page's
 //! kind: `minibot.js` with `overview.js` (live overview pages, and pages
@@ -23,6 +27,8 @@
 pub(crate) static CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/minibot.css"));
 /// The build and log pages' stylesheet, as sent.
 pub(crate) static LOG_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/log.css"));
+/// The log colours (SGR classes), as sent.
+pub(crate) static ANSI_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/ansi.css"));
 /// The overview pages' script (and that of pages of no other kind), as sent.
 pub(crate) static JS: &str = include_str!(concat!(env!("OUT_DIR"), "/minibot.js"));
 /// The build pages' script, as sent.
@@ -49,20 +55,25 @@ mod tests {
         assert!(LOG_CSS.contains("pre.log{"), "{LOG_CSS}");
         assert!(!CSS.contains("pre.log"), "{CSS}");
         assert!(
-            LOG_CSS.contains(".fx{") && LOG_CSS.contains(".f1{"),
-            "{LOG_CSS}"
+            ANSI_CSS.contains(".fx{") && ANSI_CSS.contains(".f1{"),
+            "{ANSI_CSS}"
         );
-        assert!(CSS.len() + LOG_CSS.len() < (CSS_SOURCE.len() + ANSI_SOURCE.len()) * 9 / 10);
+        assert!(!LOG_CSS.contains(".fx{"), "{LOG_CSS}");
+        assert!(
+            CSS.len() + LOG_CSS.len() + ANSI_CSS.len()
+                < (CSS_SOURCE.len() + ANSI_SOURCE.len()) * 9 / 10
+        );
         for (bundle, part) in [(JS, JS_SOURCE), (LOG_JS, LOG_JS_SOURCE)] {
             let source = CORE_SOURCE.len() + part.len();
             assert!(bundle.len() < source * 8 / 10, "{}", bundle.len());
         }
         // Every rule survived: as many blocks as in the source.
-        let blocks = CSS.matches('{').count() + LOG_CSS.matches('{').count();
+        let blocks =
+            CSS.matches('{').count() + LOG_CSS.matches('{').count() + ANSI_CSS.matches('{').count();
         let source = CSS_SOURCE.matches('{').count() + ANSI_SOURCE.matches('{').count();
         assert_eq!(blocks, source);
         // No comment is sent.
-        for text in [CSS, LOG_CSS, JS, LOG_JS, LOG_PAGE_JS, REQUEST_JS] {
+        for text in [CSS, LOG_CSS, ANSI_CSS, JS, LOG_JS, LOG_PAGE_JS, REQUEST_JS] {
             assert!(!text.contains("/*"), "{text}");
         }
         // Each bundle: the core, then its part, and no other part.

@@ -1002,17 +1002,6 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The links of a log: the log page (numbers, search), raw, download.
-pub(crate) fn log_links(logid: LogId) -> Html {
-    html!(
-        "<a href=\"/logs/{}\">view</a> · <a href=\"/api/v2/logs/{}/raw\">raw</a> · \
-         <a href=\"/logs/{}/download\">download</a>",
-        logid,
-        logid,
-        logid
-    )
-}
-
 /// The query string part of a search (`q=..&re=1`), empty without one.
 fn search_query(p: &LogParams) -> String {
     if p.q.is_empty() {
@@ -1361,13 +1350,13 @@ mod tests {
         for s in sgrs {
             for class in classes_after(&s).split(' ') {
                 assert!(
-                    crate::web::assets::LOG_CSS.contains(&format!(".{class}{{"))
-                        || crate::web::assets::LOG_CSS.contains(&format!(".{class}.")),
+                    crate::web::assets::ANSI_CSS.contains(&format!(".{class}{{"))
+                        || crate::web::assets::ANSI_CSS.contains(&format!(".{class}.")),
                     "{s}: no rule for class {class}"
                 );
             }
         }
-        assert!(crate::web::assets::LOG_CSS.contains(".au.as{"));
+        assert!(crate::web::assets::ANSI_CSS.contains(".au.as{"));
     }
 
     #[test]

@@ -226,6 +226,13 @@ impl Ctx<'_> {
     /// and log pages (by their path) also link the log stylesheet, and
     /// each kind of page its own script (`assets.rs`).
     pub(crate) fn layout(&self, page: &str, path: &str, body: Html) -> Html {
+        self.layout_with(page, path, body, false)
+    }
+
+    /// [`Ctx::layout`], linking the log colours (`/assets/ansi.css`) too
+    /// when `palette` (or on a log page): 2 KB a build page whose logs have
+    /// no colour does not carry.
+    pub(crate) fn layout_with(&self, page: &str, path: &str, body: Html, palette: bool) -> Html {
         let title = &self.cfg.title;
         let who = match (self.user, self.session) {
             (Some(u), Some(token)) => html!(
@@ -242,7 +249,14 @@ impl Ctx<'_> {
         let build_page = path.starts_with("/builders/") && path.contains("/builds/");
         let (log_css, script) = if log_page || build_page {
             (
-                html!("<link rel=\"stylesheet\" href=\"/assets/log.css\">"),
+                html!(
+                    "<link rel=\"stylesheet\" href=\"/assets/log.css\">{}",
+                    if palette || log_page {
+                        html!("<link rel=\"stylesheet\" href=\"/assets/ansi.css\">")
+                    } else {
+                        Html::new()
+                    }
+                ),
                 if log_page { "logpage.js" } else { "log.js" },
             )
         } else if path.starts_with("/buildrequests/") {
@@ -1347,16 +1361,22 @@ pub(crate) fn stop_page(c: &Ctx, b: &BuildRow) -> Html {
 
 pub(crate) use crate::db::{steps_of, StepRow};
 
-/// A step's head line (replaced whole by live updates).
+/// A step's head line (replaced whole by live updates: the first child
+/// of `#step-<id>`). Light, as a build has many steps (20 KB a page): no
+/// id of its own, and its state only when it says more than its name.
 pub(crate) fn step_head(c: &Ctx, s: &StepRow) -> Html {
+    let state = if s.state_string == s.name {
+        Html::new()
+    } else {
+        html!("<span>{}</span>", s.state_string)
+    };
     let mut out = html!(
-        "<div class=\"step-head\" id=\"step-head-{}\"><span class=\"num\">{}</span>\
-         <strong>{}</strong>{}<span>{}</span><span class=\"muted\">{}</span>",
-        s.stepid,
+        "<div class=\"step-head\"><span>{}</span>\
+         <strong>{}</strong>{}{}<small>{}</small>",
         s.number + 1,
         s.name,
         badge(s.results, s.complete_at.is_some()),
-        s.state_string,
+        state,
         took(s.started_at, s.complete_at, c.now),
     );
     for u in &s.urls {
@@ -1406,15 +1426,19 @@ pub(crate) fn step_html(
             Html::new()
         };
         out.push(&html!(
-            "<details class=\"log\"{}><summary>{} · {}</summary>\
-             {}<pre class=\"log\" id=\"logpre-{}\" data-logid=\"{}\" data-start=\"{}\" data-end=\"{}\">{}</pre></details>",
+            "<details{}><summary>{} · <a href=\"/logs/{}\">view</a></summary>\
+             {}<pre class=\"log\" data-logid=\"{}\"{} data-end=\"{}\">{}</pre></details>",
             if open { html!(" open") } else { Html::new() },
             name,
-            logview::log_links(*logid),
+            *logid,
             earlier,
             *logid,
-            *logid,
-            r.start,
+            // Where the text shown starts; left out at 0 (most logs).
+            if r.start > 0 {
+                html!(" data-start=\"{}\"", r.start)
+            } else {
+                Html::new()
+            },
             r.end,
             logview::render(r),
         ));
@@ -1468,6 +1492,9 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
     }
     .into_iter()
     .peekable();
+    // Whether a log shown has an escape (colours, maybe): the page links
+    // the palette then.
+    let mut palette = false;
     for (i, s) in steps.iter().enumerate() {
         while let Some((_, html)) = skipped.next_if(|(n, _)| *n < s.number) {
             body.push(&html);
@@ -1482,6 +1509,7 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
                 Ok((*logid, r))
             })
             .collect::<Result<Vec<_>>>()?;
+        palette |= ranges.iter().any(|(_, r)| r.text.contains(&0x1b));
         body.push(&step_html(
             c,
             s,
@@ -1498,7 +1526,12 @@ pub(crate) fn build(c: &Ctx, builder: &str, number: i64) -> Result<Option<Html>>
     body.push(&properties_section(c.conn, b.buildid)?);
     html_push!(body, "</div>");
     let title = format!("{} #{}", b.builder, b.number);
-    Ok(Some(c.layout(&title, &build_page_url(&b), body)))
+    Ok(Some(c.layout_with(
+        &title,
+        &build_page_url(&b),
+        body,
+        palette,
+    )))
 }
 
 /// The chain of a build (`master::chain`): the build whose trigger step
@@ -1560,8 +1593,8 @@ fn skipped_steps(b: &BuildRow, planned: &[String], ran: &[StepRow]) -> Vec<(i64,
         }
         let html = html!(
             "<div class=\"step skipped\" id=\"skipped-{}\"><div class=\"step-head\">\
-             <span class=\"num\">{}</span><strong>{}</strong>\
-             <span class=\"res r{}\">skipped</span><span class=\"muted\">{}</span></div></div>",
+             <span>{}</span><strong>{}</strong>\
+             <span class=\"res r{}\">skipped</span><small>{}</small></div></div>",
             number,
             number + 1,
             name,
@@ -1623,19 +1656,29 @@ fn buildset_section(c: &Ctx, brid: RequestId) -> Result<Html> {
     Ok(out)
 }
 
+/// The build's properties: name, value and (small) where it came from, a
+/// list of pairs rather than a table: a build has fifteen or more, and a
+/// table row's markup and phone labels weigh twice this (issue 17 point 8).
 fn properties_section(conn: &db::Conn, buildid: BuildId) -> Result<Html> {
     let props = db::build_properties(conn, buildid)?;
-    let rows: Vec<Vec<Cell>> = props
-        .iter()
-        .map(|(k, (v, src))| {
-            let v = crate::model::value_text(v);
-            vec![text(k), wrap(or_dash(&v)), text(src)]
-        })
-        .collect();
-    Ok(html!(
-        "<section><h3>Properties</h3>{}</section>",
-        table(&["Name", "Value", "Source"], &rows, "No properties.")
-    ))
+    if props.is_empty() {
+        return Ok(html!(
+            "<section><h3>Properties</h3><p class=\"muted\">No properties.</p></section>"
+        ));
+    }
+    let mut out = html!("<section><h3>Properties</h3><dl class=\"kv\" id=\"props\">");
+    for (k, (v, src)) in &props {
+        let v = crate::model::value_text(v);
+        html_push!(
+            out,
+            "<dt>{}</dt><dd>{} <small>{}</small></dd>",
+            k,
+            or_dash(&v),
+            src
+        );
+    }
+    html_push!(out, "</dl></section>");
+    Ok(out)
 }
 
 /// What the build's `upload` steps stored: name (the download link), size
@@ -2265,10 +2308,12 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         // The running step is open with its log, ANSI colours rendered.
         assert!(html.contains("<strong>test &lt;t&gt;</strong>"));
         assert!(html.contains(
-            "<details class=\"log\" open><summary>stdio · <a href=\"/logs/2\">view</a> · <a href=\"/api/v2/logs/2/raw\">raw</a> · <a href=\"/logs/2/download\">download</a></summary>\
-             <pre class=\"log\" id=\"logpre-2\" data-logid=\"2\" data-start=\"0\" data-end=\"25\">hello &lt;b&gt;\n\
+            "<details open><summary>stdio · <a href=\"/logs/2\">view</a></summary>\
+             <pre class=\"log\" data-logid=\"2\" data-end=\"25\">hello &lt;b&gt;\n\
              <span class=\"le\"><span class=\"f1\">err</span></span>\n</pre>"
         ));
+        // Its log has colours: the page links the palette.
+        assert!(html.contains("<link rel=\"stylesheet\" href=\"/assets/ansi.css\">"));
         // Only web links from step URLs.
         assert!(html.contains("<a href=\"https://x/\" rel=\"noopener noreferrer\">ok</a>"));
         assert!(!html.contains("javascript:"));

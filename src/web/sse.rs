@@ -506,7 +506,7 @@ mod tests {
         });
         let t0 = out.wait_for("hello &lt;b&gt;");
         assert!(t0.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"));
-        assert!(t0.contains("event: step\ndata: {") && t0.contains("id=\\\"logpre-1\\\""));
+        assert!(t0.contains("event: step\ndata: {") && t0.contains("data-logid=\\\"1\\\""));
         assert!(t0.contains("event: log\ndata: {\"end\":11,"), "{t0}");
         out.wait_for("event: build\n");
         out.wait_for("\n: keepalive\n\n");

@@ -633,6 +633,7 @@ fn page(r: &Req) -> Result<Resp> {
         ["login", "gitea", "callback"] => Ok(gitea_callback(r)),
         ["assets", "minibot.css"] => Ok(asset("text/css; charset=utf-8", assets::CSS)),
         ["assets", "log.css"] => Ok(asset("text/css; charset=utf-8", assets::LOG_CSS)),
+        ["assets", "ansi.css"] => Ok(asset("text/css; charset=utf-8", assets::ANSI_CSS)),
         ["assets", "minibot.js"] => Ok(asset("text/javascript; charset=utf-8", assets::JS)),
         ["assets", "log.js"] => Ok(asset("text/javascript; charset=utf-8", assets::LOG_JS)),
         ["assets", "logpage.js"] => {

@@ -5,7 +5,11 @@
 
 // Replaces the element with id `id` by `html` (one element).
 function replace(id, html) {
-  const old = document.getElementById(id);
+  return swap(document.getElementById(id), html);
+}
+
+// Replaces `old` by `html` (one element).
+function swap(old, html) {
   if (!old) return null;
   const t = document.createElement('template');
   t.innerHTML = html.trim();
@@ -31,8 +35,9 @@ function live(build) {
     });
     es.addEventListener('step', (e) => {
       const d = JSON.parse(e.data);
-      if (document.getElementById('step-' + d.stepid)) {
-        replace('step-head-' + d.stepid, d.head);
+      const step = document.getElementById('step-' + d.stepid);
+      if (step) {
+        swap(step.firstElementChild, d.head);
       } else {
         const none = document.getElementById('nosteps');
         if (none) none.remove();
@@ -61,16 +66,17 @@ function live(build) {
 document.addEventListener('click', (e) => {
   const b = e.target.closest('button.earlier');
   if (!b) return;
-  const pre = document.getElementById('logpre-' + b.dataset.logid);
+  const pre = logPre(b.dataset.logid);
   if (!pre) return;
   b.disabled = true;
-  fetch('/logs/' + b.dataset.logid + '/chunk?end=' + pre.dataset.start)
+  fetch('/logs/' + b.dataset.logid + '/chunk?end=' + startOf(pre))
     .then((r) => (r.ok ? r.json() : Promise.reject(new Error(r.status))))
     .then((d) => {
+      palette(d.html);
       const h = pre.scrollHeight;
       pre.prepend(logChunk(d.html, d.start, logLines(d.html)));
       pre.scrollTop += pre.scrollHeight - h;
-      if (d.start >= Number(pre.dataset.start) || d.start === 0) {
+      if (d.start >= startOf(pre) || d.start === 0) {
         b.remove();
       } else {
         b.textContent = 'load earlier output (' + Math.ceil(d.start / 1024) + ' KiB more)';
@@ -121,19 +127,42 @@ function logStateOf(pre) {
   // What the server rendered becomes the first chunk.
   const html = pre.innerHTML;
   pre.textContent = '';
-  pre.append(logChunk(html, pre.dataset.start, logLines(html)));
+  pre.append(logChunk(html, startOf(pre), logLines(html)));
   st = { follow: true, pending: [], lines: logLines(html) };
   logState.set(pre, st);
   pre.addEventListener('scroll', () => { st.follow = atBottom(pre); }, { passive: true });
   return st;
 }
 
+// Where the text a log view shows starts (`data-start`, left out at 0).
+function startOf(pre) {
+  return Number(pre.dataset.start || 0);
+}
+
+// The view of log `logid` (a build page has one a log).
+function logPre(logid) {
+  return document.querySelector('pre.log[data-logid="' + Number(logid) + '"]');
+}
+
+// The log colours are a stylesheet of their own (2 KB), linked by the
+// server only when a log it showed had escapes: fetched once text with
+// colours (a span of a class other than the streams') comes.
+function palette(html) {
+  if (!/<span class="(?!l[he]")/.test(html)) return;
+  if (document.querySelector('link[href="/assets/ansi.css"]')) return;
+  const l = document.createElement('link');
+  l.rel = 'stylesheet';
+  l.href = '/assets/ansi.css';
+  document.head.append(l);
+}
+
 function logAppend(d) {
-  const pre = document.getElementById('logpre-' + d.logid);
+  const pre = logPre(d.logid);
   // Only text that joins what is shown: a duplicate after a reconnect
   // is dropped.
   if (!pre || Number(pre.dataset.end) !== d.start) return;
   pre.dataset.end = d.end;
+  palette(d.html);
   const st = logStateOf(pre);
   st.pending.push(d);
   // Text that would be dropped at once is not kept.
@@ -216,7 +245,7 @@ function logDropped(pre) {
 // The build page: open logs start at their end; the last one is brought
 // into view unless the address names a place.
 function logsOpenAtEnd() {
-  const open = document.querySelectorAll('details.log[open] pre.log');
+  const open = document.querySelectorAll('details[open] pre.log');
   open.forEach((pre) => { logStateOf(pre); pre.scrollTop = pre.scrollHeight; });
   if (open.length && !location.hash) {
     const last = open[open.length - 1];
