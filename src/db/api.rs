@@ -196,24 +196,33 @@ static BUILDS: Resource = Resource {
         fld("complete", "(b.complete_at IS NOT NULL)", Bool),
         fld("state_string", "b.state_string", Str),
         fld("results", "b.results", Int),
-        // minibot has no locks yet: never waited for one.
+        // Buildbot's time spent waiting for locks: not recorded (a wait
+        // shows on the build's page while it lasts), so always 0.
         fld("locks_duration_s", "0", Int),
         // Not in Buildbot: the build whose trigger step started this one's
         // buildset (`db::chain`), or null.
+        // Both chain fields first ask whether the build has a chain at all
+        // (one index lookup): most builds have none, and the full
+        // subqueries sort per row (a temporary b-tree each), which made
+        // `GET /api/v2/builds?limit=50` cost 40 % more instructions.
         fld(
             "triggered_by",
-            "(SELECT json_object('buildid', p.buildid, 'builderid', p.builderid, \
+            "(CASE WHEN EXISTS (SELECT 1 FROM build_triggers t WHERE t.buildsetid = \
+             (SELECT r.buildsetid FROM buildrequests r \
+             WHERE r.buildrequestid = b.buildrequestid)) THEN \
+             (SELECT json_object('buildid', p.buildid, 'builderid', p.builderid, \
              'number', p.number) FROM buildrequests r \
              JOIN build_triggers t ON t.buildsetid = r.buildsetid \
              JOIN builds p ON p.buildid = t.buildid \
-             WHERE r.buildrequestid = b.buildrequestid ORDER BY p.buildid LIMIT 1)",
+             WHERE r.buildrequestid = b.buildrequestid ORDER BY p.buildid LIMIT 1) END)",
             Json,
         ),
         // Not in Buildbot: the requests this build's trigger steps started,
         // each with its newest build (null while queued).
         fld(
             "triggered",
-            "(SELECT json_group_array(json_object('step', x.step, 'buildsetid', x.buildsetid, \
+            "(CASE WHEN EXISTS (SELECT 1 FROM build_triggers t WHERE t.buildid = b.buildid) \
+             THEN (SELECT json_group_array(json_object('step', x.step, 'buildsetid', x.buildsetid, \
              'buildrequestid', x.buildrequestid, 'builderid', x.builderid, \
              'buildid', x.buildid, 'number', (SELECT n.number FROM builds n \
              WHERE n.buildid = x.buildid), 'complete', json(CASE WHEN x.complete THEN 'true' \
@@ -222,7 +231,8 @@ static BUILDS: Resource = Resource {
              r.results, (SELECT max(y.buildid) FROM builds y \
              WHERE y.buildrequestid = r.buildrequestid) AS buildid \
              FROM build_triggers t JOIN buildrequests r ON r.buildsetid = t.buildsetid \
-             WHERE t.buildid = b.buildid ORDER BY t.step, r.buildrequestid) x)",
+             WHERE t.buildid = b.buildid ORDER BY t.step, r.buildrequestid) x) \
+             ELSE '[]' END)",
             Json,
         ),
         fld(
@@ -764,6 +774,8 @@ fn render_value(ty: Ty, v: ValueRef, spec: &Spec) -> Result<Value, serde_json::E
         (Bool, ValueRef::Integer(i)) => Value::Bool(i != 0),
         (_, ValueRef::Integer(i)) => Value::from(i),
         (_, ValueRef::Real(r)) => Value::from(r),
+        // The common empty list (a build without a chain) without a parse.
+        (Json | StrList, ValueRef::Text(b"[]")) => Value::Array(vec![]),
         (Json | StrList, ValueRef::Text(t)) => serde_json::from_slice(t)?,
         (_, ValueRef::Text(t)) | (_, ValueRef::Blob(t)) => Value::String(text(t)),
     })

@@ -219,7 +219,7 @@ impl Store {
         if let Some(writer) = writer {
             self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
             // Wakes the writer if it waits for a job; it stops after it.
-            let _ = self.write(|_| Ok(()));
+            writer::wake(&self.tx);
             let conn = writer
                 .join()
                 .map_err(|_| anyhow::anyhow!("the store thread panicked"))?;

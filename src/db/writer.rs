@@ -202,6 +202,14 @@ where
     reply.wait()
 }
 
+/// Wakes the writer without waiting for it: a job that writes nothing and
+/// answers nobody. `Store::close` sets the stop flag first, so the writer
+/// ends after the batch holding this job, and the caller joins it; waiting
+/// for an answer as well would cost the stop a second thread switch.
+pub(super) fn wake(tx: &Sender<Job>) {
+    let _ = tx.send(Box::new(|_| Box::new(|_| {})));
+}
+
 impl Tx {
     /// Fails when SQLite has rolled back the transaction this job runs in
     /// (disk full, I/O error): a job that goes on after one of its writes

@@ -337,6 +337,7 @@ pub fn run(dir: &Path, log_to_stderr: bool) -> Result<()> {
         // Every thread told first, then waited for: each wait for a
         // thread to be scheduled costs a stop ~0.1 ms on a busy host.
         let _ = sched_tx.send(SchedMsg::Shutdown);
+        let _ = chain_tx.send(chain::ChainMsg::Shutdown);
         janitor.signal_stop();
         drop(dbwatch);
     }

@@ -533,26 +533,38 @@ const HISTORY: i64 = 20;
 /// `aria-label` repeating it, and not the builder, which its row or
 /// column names: every byte counts, a home page has twenty squares a
 /// builder).
-fn square(b: &db::HistoryBuild) -> Html {
-    let (class, what) = match b.results {
-        Some(r) => (html!(" class=\"r{}\"", r.code()), r.name()),
-        None if b.complete_at.is_none() => (html!(" class=\"running\""), "running"),
-        None => (Html::new(), "unknown"),
-    };
-    html!(
-        "<a{} href=\"{}\" title=\"#{} {}\"></a>",
-        class,
-        build_id_url(b.buildid),
-        b.number,
-        what
-    )
+fn push_square(out: &mut Html, b: &db::HistoryBuild) {
+    // Formatted straight into the page (no `Html` per square, no URL
+    // string): a home page has 20 of them per builder.
+    match b.results {
+        Some(r) => html_push!(
+            out,
+            "<a class=\"r{}\" href=\"/builds/{}\" title=\"#{} {}\"></a>",
+            r.code(),
+            b.buildid,
+            b.number,
+            r.name()
+        ),
+        None if b.complete_at.is_none() => html_push!(
+            out,
+            "<a class=\"running\" href=\"/builds/{}\" title=\"#{} running\"></a>",
+            b.buildid,
+            b.number
+        ),
+        None => html_push!(
+            out,
+            "<a href=\"/builds/{}\" title=\"#{} unknown\"></a>",
+            b.buildid,
+            b.number
+        ),
+    }
 }
 
 /// A builder's last results, oldest to newest.
 fn strip(builds: &[&db::HistoryBuild]) -> Html {
     let mut out = html!("<span class=\"strip\">");
     for b in builds.iter().rev() {
-        out.push(&square(b));
+        push_square(&mut out, b);
     }
     html_push!(out, "</span>");
     out
