@@ -10,7 +10,7 @@
 //! tests use it to arrive from 127.0.0.N the way a neighbour would),
 //! [`widen_backlog`] for the HTTP listener, and the libc calls of the
 //! daemons: signals, detaching, umask, malloc tuning, waitid, localtime;
-//! and [`fork_group_guard`], the process that kills a build step's whole
+//! and [`start_group_guard`], the process that kills a build step's whole
 //! process group when the worker dies (issue 16 point 4).
 
 use std::io;
@@ -261,7 +261,7 @@ pub(crate) fn set_umask(mask: u32) {
     }
 }
 
-/// Forks the guard of one build step (issue 16 point 4): a process that
+/// Starts the guard of one build step (issue 16 point 4): a process that
 /// leads a new process group, in which the step's command is then started
 /// (`Command::process_group(guard_pid)`), and that kills that whole group,
 /// itself included, as soon as `alive` reaches end of file.
@@ -272,8 +272,8 @@ pub(crate) fn set_umask(mask: u32) {
 /// by the kernel because the worker died, by whatever signal (SIGKILL, the
 /// OOM killer). A `PR_SET_PDEATHSIG` would fire when the forking *thread*
 /// ends and kill only the process that set it, not the grandchildren; the
-/// pipe has neither limit. A guard forked after the worker already died
-/// reads end of file at once (no race between fork and setup).
+/// pipe has neither limit. A guard started after the worker already died
+/// reads end of file at once (no race between start and setup).
 ///
 /// `keep` (the build directory's lock) stays open in the guard, so the lock
 /// is held until the guard dies with the group: a worker started after a
@@ -281,40 +281,92 @@ pub(crate) fn set_umask(mask: u32) {
 ///
 /// The guard is the worker's child, not the command's: it never shows up
 /// in the command's `wait()`, and the worker reaps it ([`reap`]). It runs
-/// no code of ours after the fork but async-signal-safe system calls (the
-/// parent is multi-threaded), with every signal blocked, so the worker's
-/// SIGTERM to the group (a timeout, a stop) leaves it waiting and only
-/// SIGKILL ends it early. Returns the guard's pid, which is the group id.
-pub(crate) fn fork_group_guard(
+/// no code of ours but system calls (the parent is multi-threaded), with
+/// every signal blocked, so the worker's SIGTERM to the group (a timeout, a
+/// stop) leaves it waiting and only SIGKILL ends it early.
+///
+/// Where the kernel has `close_range` (5.9 and later) the guard shares the
+/// worker's memory (`clone` with `CLONE_VM`, as `posix_spawn` starts a
+/// child) on a stack of its own ([`GuardStack`]): a `fork` copied the
+/// worker's page tables and made every page the worker then wrote fault
+/// for a private copy, which cost each step ~0.4 ms of worker CPU and a
+/// quarter of the builds a second a worker runs (docs/performance.md).
+/// Sharing memory, the guard must write none of it: it makes raw system
+/// calls only, none of which can fail in a way that sets `errno` (the
+/// forking thread's, shared): signals are blocked, so `read` is never
+/// interrupted, and `close_range` leaves nothing to close one by one.
+/// Without `close_range` the guard is forked as before. Returns the guard's
+/// pid, which is the group id, and its stack, to be dropped only once the
+/// guard is reaped.
+pub(crate) fn start_group_guard(
     alive: std::os::fd::BorrowedFd<'_>,
     keep: Option<std::os::fd::BorrowedFd<'_>>,
-) -> io::Result<i32> {
+) -> io::Result<(i32, Option<GuardStack>)> {
+    start_guard(alive, keep, has_close_range())
+}
+
+/// [`start_group_guard`], sharing the worker's memory or forked as told
+/// (the tests run both ways whatever the kernel).
+fn start_guard(
+    alive: std::os::fd::BorrowedFd<'_>,
+    keep: Option<std::os::fd::BorrowedFd<'_>>,
+    share_memory: bool,
+) -> io::Result<(i32, Option<GuardStack>)> {
     use std::os::fd::AsRawFd;
-    let alive = alive.as_raw_fd();
-    let keep = keep.map_or(-1, |k| k.as_raw_fd());
-    // Computed before the fork: the child may only make system calls.
+    // Computed before the start: the child may only make system calls.
     // SAFETY: sysconf only reads a system limit.
     let max_fd = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(256, 1 << 20) as libc::c_int;
+    let args = GuardArgs {
+        alive: alive.as_raw_fd(),
+        keep: keep.map_or(-1, |k| k.as_raw_fd()),
+        max_fd,
+    };
+    let stack = if share_memory {
+        Some(GuardStack::new(args)?)
+    } else {
+        None
+    };
     // SAFETY: sigset_t is plain old data; sigfillset initialises it.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers are to live locals. Every signal is blocked
-    // around the fork so that the child never runs the worker's handlers
+    // around the start so that the child never runs the worker's handlers
     // (signal-hook's would tell the worker it got a SIGTERM meant for the
     // step); the parent's mask is restored right after.
     unsafe {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
     }
-    // SAFETY: fork in a multi-threaded process: the child runs only
-    // `guard_main`, which makes async-signal-safe system calls and never
-    // returns (it ends in _exit), so it touches no lock or allocator state
-    // that another thread may have held at the fork.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        guard_main(alive, keep, max_fd);
-    }
+    let pid = match &stack {
+        // SAFETY: the child runs `guard_entry` on the mapping's own stack
+        // (16-byte aligned top, 64 KiB, far more than the few frames it
+        // needs), reading the arguments written at the mapping's bottom;
+        // the mapping outlives the child (`GuardStack` is dropped after the
+        // reap). Without CLONE_FILES it gets its own copy of the fd table,
+        // without CLONE_THREAD it is a process of its own (its _exit ends
+        // only itself); it makes only raw system calls that cannot fail
+        // (see above), so it writes no memory of the worker's but its stack.
+        Some(st) => unsafe {
+            libc::clone(
+                guard_entry,
+                st.top(),
+                libc::CLONE_VM | libc::SIGCHLD,
+                st.args(),
+            )
+        },
+        // SAFETY: fork in a multi-threaded process: the child runs only
+        // `guard_main`, which makes system calls and never returns (it
+        // ends in _exit), so it touches no lock or allocator state that
+        // another thread may have held at the fork.
+        None => unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                guard_main(args);
+            }
+            pid
+        },
+    };
     let err = io::Error::last_os_error();
     // SAFETY: restores the mask saved above (a live local).
     unsafe {
@@ -330,38 +382,122 @@ pub(crate) fn fork_group_guard(
     unsafe {
         libc::setpgid(pid, pid);
     }
-    Ok(pid)
+    Ok((pid, stack))
 }
 
-/// The guard's whole life, in the forked child: only system calls.
-fn guard_main(alive: libc::c_int, keep: libc::c_int, max_fd: libc::c_int) -> ! {
-    // SAFETY: async-signal-safe system calls on plain integers and on
-    // static or stack buffers; nothing allocates, locks or unwinds, and
-    // the function ends in _exit.
+/// What the guard needs, as plain integers (it may not allocate).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct GuardArgs {
+    alive: libc::c_int,
+    keep: libc::c_int,
+    max_fd: libc::c_int,
+}
+
+/// The stack of a guard that shares the worker's memory: an anonymous
+/// mapping of its own, with the guard's [`GuardArgs`] at its bottom (the
+/// stack grows down from the top, far from them). Unmapped when dropped,
+/// which its owner does only once the guard has been reaped.
+pub(crate) struct GuardStack {
+    ptr: *mut libc::c_void,
+}
+
+const GUARD_STACK: usize = 64 * 1024;
+
+impl GuardStack {
+    fn new(args: GuardArgs) -> io::Result<GuardStack> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // touched. Checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                GUARD_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is GUARD_STACK bytes, page-aligned, far more
+        // than a GuardArgs, and ours alone until the guard starts.
+        unsafe { ptr.cast::<GuardArgs>().write(args) };
+        Ok(GuardStack { ptr })
+    }
+
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is where a stack
+        // that grows down starts; page-aligned, so 16-byte aligned.
+        unsafe { self.ptr.cast::<u8>().add(GUARD_STACK).cast() }
+    }
+
+    fn args(&self) -> *mut libc::c_void {
+        self.ptr
+    }
+}
+
+impl Drop for GuardStack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once; its guard is reaped.
+        unsafe {
+            libc::munmap(self.ptr, GUARD_STACK);
+        }
+    }
+}
+
+/// Whether this kernel has `close_range` (Linux 5.9): asked once, by
+/// closing an fd that cannot be open.
+fn has_close_range() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        // SAFETY: close_range of the single fd u32::MAX, which no process
+        // has open: it closes nothing and takes no pointers.
+        unsafe { libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, 0u32) == 0 }
+    })
+}
+
+/// The entry point of a guard started by `clone`.
+extern "C" fn guard_entry(args: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `args` is the GuardArgs written at the bottom of this
+    // guard's stack mapping, which lives until the guard is reaped.
+    let args = unsafe { args.cast::<GuardArgs>().read() };
+    guard_main(args)
+}
+
+/// The guard's whole life, in the child: only raw system calls (no libc
+/// wrapper state, which a guard sharing the worker's memory would share).
+fn guard_main(a: GuardArgs) -> ! {
+    // SAFETY: system calls on plain integers and on static or stack
+    // buffers; nothing allocates, locks or unwinds, and the function ends
+    // in _exit.
     unsafe {
-        libc::setpgid(0, 0);
-        libc::prctl(libc::PR_SET_NAME, c"minibot-guard".as_ptr());
+        libc::syscall(libc::SYS_setpgid, 0, 0);
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_NAME,
+            c"minibot-guard".as_ptr(),
+        );
         // Keep only `alive` and `keep`: an inherited copy of another
         // step's pipe, the master's socket or the step's output pipes would
         // hold them open.
+        let (alive, keep) = (a.alive, a.keep);
         let (lo, hi) = if keep >= 0 {
             (alive.min(keep), alive.max(keep))
         } else {
             (alive, alive)
         };
-        close_fds(0, lo - 1, max_fd);
-        close_fds(lo + 1, hi - 1, max_fd);
-        close_fds(hi + 1, libc::c_int::MAX, max_fd);
+        close_fds(0, lo - 1, a.max_fd);
+        close_fds(lo + 1, hi - 1, a.max_fd);
+        close_fds(hi + 1, libc::c_int::MAX, a.max_fd);
         let mut buf = [0u8; 16];
-        loop {
-            let n = libc::read(alive, buf.as_mut_ptr().cast(), buf.len());
-            if n > 0 || (n < 0 && *libc::__errno_location() == libc::EINTR) {
-                continue;
-            }
-            break;
-        }
+        // Until end of file. Every signal is blocked, so a read is never
+        // interrupted; any other error (there is none for a pipe we hold)
+        // ends the wait too, and the group with it.
+        while libc::syscall(libc::SYS_read, alive, buf.as_mut_ptr(), buf.len()) > 0 {}
         // Our own group: the step and everything it started, and us.
-        libc::kill(0, libc::SIGKILL);
+        libc::syscall(libc::SYS_kill, 0, libc::SIGKILL);
         libc::_exit(0)
     }
 }
@@ -465,5 +601,37 @@ mod tests {
         let (_, peer) = l.accept().unwrap();
         assert_eq!(peer.ip().to_string(), "127.0.0.7");
         assert_eq!(s.local_addr().unwrap().ip(), peer.ip());
+    }
+
+    /// Both ways of starting a guard: it leads its own group, a command
+    /// started in that group runs, the guard keeps it alive while the pipe
+    /// is open, and end of file kills the command and the guard, which is
+    /// then reaped; a shared-memory guard's stack is unmapped after.
+    #[test]
+    fn a_guard_kills_its_group_at_end_of_file_shared_or_forked() {
+        use std::os::fd::AsFd;
+        use std::os::unix::process::CommandExt;
+        for share in [true, false] {
+            let (rd, wr) = std::io::pipe().unwrap();
+            let (pgid, stack) = start_guard(rd.as_fd(), None, share).unwrap();
+            drop(rd);
+            assert_eq!(stack.is_some(), share);
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .process_group(pgid)
+                .spawn()
+                .unwrap();
+            // Still running while the worker's end is open.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(child.try_wait().unwrap().is_none(), "share={share}");
+            drop(wr);
+            let t = std::time::Instant::now();
+            let status = child.wait().unwrap();
+            assert!(t.elapsed() < std::time::Duration::from_secs(10));
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "share={share}");
+            reap(pgid).unwrap();
+            drop(stack);
+        }
     }
 }

@@ -20,7 +20,7 @@
 //!   zombies.
 //!
 //! Each command runs in a process group of its own, led by a guard process
-//! ([`crate::sys::fork_group_guard`], one per command, forked before it),
+//! ([`crate::sys::start_group_guard`], one per command, started before it),
 //! and every kill is sent to the whole group (`kill(-pgid)`) so
 //! grandchildren die too. The guard kills the group when the worker dies,
 //! whatever kills it: a step never outlives its worker (issue 16 point 4).
@@ -506,23 +506,28 @@ fn run_command(
     outcome
 }
 
-/// The guard of one command's process group ([`crate::sys::fork_group_guard`]):
+/// The guard of one command's process group ([`crate::sys::start_group_guard`]):
 /// the group's leader, which kills the group when the worker dies. The
 /// worker holds the write end of the pipe the guard waits on.
 struct GroupGuard {
     /// The guard's pid: the process group id of the command.
     pgid: i32,
     alive: Option<std::io::PipeWriter>,
+    /// The stack of a guard sharing our memory: a field, so dropped after
+    /// `Drop::drop` has reaped the guard.
+    _stack: Option<crate::sys::GuardStack>,
 }
 
 impl GroupGuard {
     fn start(lock: Option<&BuildDirLock>) -> std::io::Result<GroupGuard> {
         use std::os::fd::AsFd;
         let (rd, wr) = std::io::pipe()?;
-        let pgid = crate::sys::fork_group_guard(rd.as_fd(), lock.map(|l| l.file.as_fd()))?;
+        let (pgid, stack) =
+            crate::sys::start_group_guard(rd.as_fd(), lock.map(|l| l.file.as_fd()))?;
         Ok(GroupGuard {
             pgid,
             alive: Some(wr),
+            _stack: stack,
         })
     }
 }
