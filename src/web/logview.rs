@@ -985,6 +985,13 @@ pub(crate) fn search(
             break;
         }
     }
+    // The blocks (a few MB) are freed into the heap, where glibc keeps
+    // them resident: past its adaptive mmap threshold they no longer come
+    // from mmap. Once a search has read a block, hand them back (well under
+    // a millisecond; without it, 20 searches of a 50 MB log left the
+    // master's RssAnon at 2.3 or 5.9 MB, as it happened).
+    drop((buf, carry, block, stripped));
+    crate::daemon::release_free_heap();
     Ok(found)
 }
 
