@@ -1591,6 +1591,15 @@ mod tests {
         assert!(Pattern::new("", false).is_err());
         // A regex too big to compile is refused, not built.
         assert!(Pattern::new("(a{1,999}){1,999}", true).is_err());
+        // So is one nested deeper than 64.
+        let deep = |n: usize| format!("{}a{}", "(".repeat(n), ")".repeat(n));
+        assert!(Pattern::new(&deep(40), true).is_ok());
+        assert!(Pattern::new(&deep(65), true).is_err());
+        // Classes and case folding that need Unicode tables (not built)
+        // are ASCII, as in regex-lite.
+        let ascii = Pattern::new(r"(?i)\bfail\s+\d+ \w+$", true).unwrap();
+        assert!(ascii.is_match(b"oFAIL  12 tests"));
+        assert!(!ascii.is_match(b"oxfail 12 tests"));
         // The file grows: the index goes on from where it was.
         std::fs::write(
             &p,
