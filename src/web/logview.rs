@@ -931,7 +931,8 @@ pub(crate) fn search(
             }
             Pattern::Regex(re) => {
                 // The lines without their stream characters, and where
-                // each stripped byte was.
+                // each stripped byte was. A copy, but a cheap one: 7–11 ms
+                // of a ~110 ms regex search of 50 MB (docs/performance.md).
                 stripped.clear();
                 let mut map: Vec<(usize, usize)> = Vec::new();
                 let mut s = 0;
