@@ -116,21 +116,57 @@ while time.time() - start < 4:
 print("flood done", n, flush=True)
 "#;
 
-/// About 50 MB of 100-byte lines; line 250001 holds the needle.
+/// About 50 MB of 100-byte lines; line 250001 holds the needle, and
+/// four lines what the regexes of `REGEXES` look for.
 const BIG: &str = r#"import sys
 out = sys.stdout
 pad = "y" * 80
+SPECIAL = {
+    100000: "error: the link step failed\n",
+    250001: "FAIL tests::middle\n",
+    250002: "12 tests failed, 3 passed\n",
+    400000: "thread 'main' PANICKED at src/x.rs\n",
+}
 for b in range(500):
     chunk = []
     for i in range(b * 1000, b * 1000 + 1000):
         if i == 250000:
             chunk.append("the needle-in-the-middle is here\n")
+        elif i in SPECIAL:
+            chunk.append(SPECIAL[i])
         else:
             chunk.append(f"big line {i:08d} {pad}\n")
     out.write("".join(chunk))
 out.flush()
 print("big done", flush=True)
 "#;
+
+/// Regexes a reader types (URL-encoded), each matching one line of `BIG`:
+/// literal-ish, anchored, a class, case-insensitive.
+const REGEXES: [&str; 4] = [
+    "error%3A%20.*failed",
+    "%5EFAIL",
+    "%5B0-9%5D%2B%20tests%3F%20failed",
+    "(%3Fi)panicked",
+];
+
+/// The master's memory: VmRSS, RssAnon and Pss (kB).
+fn memory(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "VmRSS {}, RssAnon {}, Pss {}",
+        field(&status, "VmRSS:"),
+        field(&status, "RssAnon:"),
+        field(&rollup, "Pss:")
+    )
+}
 
 const AT_BOTTOM: &str = "(() => { const p = document.querySelector('pre.log'); \
      return p.scrollHeight > p.clientHeight && p.scrollTop + p.clientHeight >= p.scrollHeight - 8; })()";
@@ -311,9 +347,10 @@ fn timed_get(url: &str) -> (u16, String, u128) {
 fn search_in_a_50mb_log_finds_the_middle_and_its_link_opens_the_line() {
     let (s, _dir) = setup(&[("big", BIG)]);
     eprintln!("{}", binaries());
-    let _master = s.start_master();
+    let master = s.start_master();
     let _worker = s.start_worker("example-worker", WORKER_PW);
     s.wait_connected("example-worker");
+    let mem_idle = memory(master.pid());
     let buildid = force(&s, "big");
     let b = s.wait_build(buildid, Duration::from_secs(240));
     assert_eq!(b["results"], 0, "{b}");
@@ -379,6 +416,36 @@ fn search_in_a_50mb_log_finds_the_middle_and_its_link_opens_the_line() {
     assert!(
         body.contains("<strong id=\"hitcount\">1</strong>") || body.contains("search on</a>"),
         "{body}"
+    );
+    // The regexes a reader types: each read through the whole log in one
+    // answer, with its count (the release build; the debug-built master
+    // of the tests may be cut at the budget and link on).
+    let release = std::env::var_os("MINIBOT_BIN_DIR").is_some();
+    // After the build's memory is given back (botmaster's idle release).
+    s.wait_status("a memory release after the build", |st| {
+        (st.idle_memory_releases > 0).then_some(())
+    });
+    let mem_before = memory(master.pid());
+    let mut re_times = vec![];
+    for round in 0..5 {
+        for q in REGEXES {
+            let (code, body, ms) = timed_get(&format!("{base}?q={q}&re=1"));
+            assert_eq!(code, 200, "{body}");
+            let whole = !body.contains("search on</a>");
+            let one = body.contains("<strong id=\"hitcount\">1</strong> matching line (");
+            assert!((whole && one) || (!release && !whole), "{q}: {body}");
+            if round == 0 {
+                // "(546,000 lines, 150 ms)" or "(searched lines 1–N ...".
+                let said = body.split("matching line").nth(1).unwrap_or_default();
+                let said = said.split(['<', ';']).next().unwrap_or_default();
+                re_times.push((q, ms, said.trim_start_matches('s').to_string()));
+            }
+        }
+    }
+    eprintln!(
+        "regexes over 50 MB (pattern, ms, what the page says): {re_times:?}; master memory: idle {mem_idle}, \
+         after the build {mem_before}, after 20 regex searches {}",
+        memory(master.pid())
     );
     // Many matches: counted, the first 200 listed.
     let (_, many, many_ms) = timed_get(&format!("{base}?q=big%20line%2000001"));
