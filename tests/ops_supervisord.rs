@@ -7,7 +7,8 @@
 //! connects; `stop all` in the middle of a build whose step has a
 //! background grandchild leaves no process of the build behind (by pid and
 //! by a scan of /proc); `start all` brings everything back and the build is
-//! retried.
+//! retried; the order of the stop signals (supervisord's debug log): both
+//! at once on `stop all`, the master before the worker on `shutdown`.
 
 use crate::common::*;
 use std::fs;
@@ -215,6 +216,7 @@ command = {step:?}
         &conf,
         "[unix_http_server]\nfile=%(here)s/supervisor.sock\n\
          [supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\n\
+         loglevel=debug\n\
          childlogdir=%(here)s\n\
          [rpcinterface:supervisor]\n\
          supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
@@ -311,6 +313,25 @@ command = {step:?}
     );
     let left = processes_under(&home, &[sv.pid()]);
     assert!(left.is_empty(), "left behind: {left:#?}");
+    let sv_log = home.join("supervisord.log");
+    let stop_all = fs::read_to_string(&sv_log).unwrap();
+    // The order docs/operations.md states: `stop all` signals both at
+    // once, before either has stopped (supervisord 4.3.0 signals the
+    // worker a millisecond first; which exits first is theirs to say).
+    let mut order = stop_order(&stop_all);
+    assert_eq!(order.len(), 4, "{stop_all}");
+    order[..2].sort();
+    assert_eq!(
+        order[..2],
+        ["signal minibot-master", "signal minibot-worker"],
+        "{stop_all}"
+    );
+    order[2..].sort();
+    assert_eq!(
+        order[2..],
+        ["stopped minibot-master", "stopped minibot-worker"],
+        "{stop_all}"
+    );
     assert!(!master.join("minibot.pid").exists());
     assert!(!worker_dir.join("minibot-worker.pid").exists());
 
@@ -328,4 +349,45 @@ command = {step:?}
     assert_eq!(builds[0]["buildrequestid"], builds[1]["buildrequestid"]);
     let log = s.step_log(builds[1]["buildid"].as_i64().unwrap(), "spawn");
     assert!(log.contains("retried"), "{log}");
+
+    // `supervisorctl shutdown` goes by priority: the master (200) is
+    // signalled and waited for, and only then the worker (100).
+    let before = fs::read_to_string(&sv_log).unwrap().len();
+    sv.ctl(&["shutdown"]);
+    let shutdown = wait_for(
+        "supervisord to stop both programs",
+        Duration::from_secs(90),
+        || {
+            let text = fs::read_to_string(&sv_log).ok()?;
+            let tail = text.get(before..)?.to_string();
+            (stop_order(&tail).len() == 4).then_some(tail)
+        },
+    );
+    assert_eq!(
+        stop_order(&shutdown),
+        [
+            "signal minibot-master",
+            "stopped minibot-master",
+            "signal minibot-worker",
+            "stopped minibot-worker"
+        ],
+        "{shutdown}"
+    );
+}
+
+/// The stop events of supervisord's log (at `loglevel=debug`), in order:
+/// "signal P" when it sent P its stop signal, "stopped P" when it saw P
+/// exit.
+fn stop_order(log: &str) -> Vec<String> {
+    let mut events = Vec::new();
+    for line in log.lines() {
+        for p in ["minibot-master", "minibot-worker"] {
+            if line.contains(&format!("killing {p} (pid")) && line.contains("with signal SIGTERM") {
+                events.push(format!("signal {p}"));
+            } else if line.contains(&format!("stopped: {p} ")) {
+                events.push(format!("stopped {p}"));
+            }
+        }
+    }
+    events
 }
