@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// The ```sh blocks of README.md's section whose heading starts with
 /// `heading`, in order.
-fn readme_blocks(heading: &str) -> Vec<String> {
+pub(crate) fn readme_blocks(heading: &str) -> Vec<String> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let mut lines = readme

@@ -8,7 +8,8 @@
 //! background grandchild leaves no process of the build behind (by pid and
 //! by a scan of /proc); `start all` brings everything back and the build is
 //! retried; the order of the stop signals (supervisord's debug log): both
-//! at once on `stop all`, the master before the worker on `shutdown`.
+//! at once on `stop all`, the master before the worker on `shutdown`. And
+//! the README's shared-host block, pasted as it stands, to a green build.
 
 use crate::common::*;
 use std::fs;
@@ -68,6 +69,49 @@ impl Supervisord {
 
     fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+}
+
+impl Supervisord {
+    /// A user's supervisord for `home`, in the foreground, answering
+    /// supervisorctl: its config (`~/supervisord.conf`, debug log in
+    /// `~/supervisord.log`) includes `~/etc/services.d/*.ini`, which it
+    /// creates empty.
+    fn start(supervisord: &Path, ctl: PathBuf, home: &Path) -> Supervisord {
+        fs::create_dir_all(home.join("etc/services.d")).unwrap();
+        let conf = home.join("supervisord.conf");
+        fs::write(
+            &conf,
+            "[unix_http_server]\nfile=%(here)s/supervisor.sock\n\
+             [supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\n\
+             loglevel=debug\n\
+             childlogdir=%(here)s\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [supervisorctl]\nserverurl=unix://%(here)s/supervisor.sock\n\
+             [include]\nfiles = %(ENV_HOME)s/etc/services.d/*.ini\n",
+        )
+        .unwrap();
+        let child = Command::new(supervisord)
+            .arg("-n")
+            .arg("-c")
+            .arg(&conf)
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(home.join("supervisord.stderr")).unwrap())
+            .spawn()
+            .expect("start supervisord");
+        let sv = Supervisord {
+            child,
+            ctl,
+            conf,
+            home: home.to_path_buf(),
+        };
+        wait_for("supervisord to answer", Duration::from_secs(30), || {
+            sv.ctl(&["pid"]).status.success().then_some(())
+        });
+        sv
     }
 }
 
@@ -210,39 +254,7 @@ command = {step:?}
 
     // A user's supervisord: it includes ~/etc/services.d/*.ini.
     let services = home.join("etc/services.d");
-    fs::create_dir_all(&services).unwrap();
-    let conf = home.join("supervisord.conf");
-    fs::write(
-        &conf,
-        "[unix_http_server]\nfile=%(here)s/supervisor.sock\n\
-         [supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\n\
-         loglevel=debug\n\
-         childlogdir=%(here)s\n\
-         [rpcinterface:supervisor]\n\
-         supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
-         [supervisorctl]\nserverurl=unix://%(here)s/supervisor.sock\n\
-         [include]\nfiles = %(ENV_HOME)s/etc/services.d/*.ini\n",
-    )
-    .unwrap();
-    let child = Command::new(&supervisord)
-        .arg("-n")
-        .arg("-c")
-        .arg(&conf)
-        .env("HOME", &home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(home.join("supervisord.stderr")).unwrap())
-        .spawn()
-        .expect("start supervisord");
-    let sv = Supervisord {
-        child,
-        ctl: supervisorctl,
-        conf,
-        home: home.clone(),
-    };
-    wait_for("supervisord to answer", Duration::from_secs(30), || {
-        sv.ctl(&["pid"]).status.success().then_some(())
-    });
+    let sv = Supervisord::start(&supervisord, supervisorctl, &home);
 
     // The user's steps: copy the files, reread, update.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/services.d");
@@ -390,4 +402,107 @@ fn stop_order(log: &str) -> Vec<String> {
         }
     }
     events
+}
+
+/// README.md's shared-host block ("On a shared host: supervisord and
+/// SSH"), pasted as it stands into bash, in a home laid out as on such a
+/// host: the binaries in `~/bin` (as `cargo install --root ~` leaves
+/// them), this checkout as `~/minibot` (the block's `MINIBOT_SRC`), the
+/// repository to build in `~/hello-world`, and a supervisord including
+/// `~/etc/services.d/*.ini` whose supervisorctl finds its config (a host
+/// has its own; here a wrapper adds `-c`). Both programs come up,
+/// checkconfig has nothing to warn about (the block set the ports and the
+/// repository), and a signed Gitea push of the repository's head builds
+/// green.
+#[test]
+fn the_readme_shared_host_block_pastes_under_supervisord() {
+    let (Some(supervisord), Some(supervisorctl)) = (
+        require_program("supervisord", INSTALL),
+        require_program("supervisorctl", INSTALL),
+    ) else {
+        return;
+    };
+    let blocks = crate::guide::readme_blocks("## On a shared host");
+    let block = blocks.first().expect("the section's first shell block");
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().to_path_buf();
+    fs::create_dir_all(home.join("bin")).unwrap();
+    std::os::unix::fs::symlink(MINIBOT, home.join("bin/minibot")).unwrap();
+    std::os::unix::fs::symlink(WORKER, home.join("bin/minibot-worker")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_MANIFEST_DIR"), home.join("minibot")).unwrap();
+    let head = make_repo(&home.join("hello-world"), PASSING_TEST);
+    let sv = Supervisord::start(&supervisord, supervisorctl.clone(), &home);
+    let wrappers = home.join("wrappers");
+    fs::create_dir(&wrappers).unwrap();
+    let ctl = wrappers.join("supervisorctl");
+    fs::write(
+        &ctl,
+        format!(
+            "#!/bin/sh\nexec {} -c {} \"$@\"\n",
+            supervisorctl.display(),
+            sv.conf.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&ctl, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -e\n{block}\n"))
+        .current_dir(&home)
+        .env_clear()
+        .env("HOME", &home)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}:/usr/local/bin:/usr/bin:/bin",
+                wrappers.display(),
+                home.join("bin").display()
+            ),
+        )
+        .env("LANG", "C.UTF-8")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    println!("the block, run:\n{block}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(stdout.contains("config file is good"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    sv.wait_state("minibot-master", "RUNNING");
+    sv.wait_state("minibot-worker", "RUNNING");
+
+    // The worker connects, and the repository's head builds green.
+    let master = home.join("bb-master/master");
+    let (www, _) = wait_master_addresses(&master, None);
+    let api = |path: &str| format!("http://127.0.0.1:{www}/api/v2/{path}");
+    wait_for("the worker to connect", Duration::from_secs(60), || {
+        let v = get_json(&api("workers/example-worker"));
+        (!v["workers"][0]["connected_to"].as_array()?.is_empty()).then_some(())
+    });
+    let cfg = fs::read_to_string(master.join("master.cfg")).unwrap();
+    let secret = cfg
+        .split("[www.change_hook_dialects.gitea]")
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("secret = \"")))
+        .and_then(|s| s.strip_suffix('"'))
+        .expect("the Gitea secret create-master wrote");
+    let body = push_payload(&head, "master", "hello world");
+    let body_file = home.join("push.json");
+    fs::write(&body_file, &body).unwrap();
+    let (code, answer) = post_gitea(
+        &format!("http://127.0.0.1:{www}/change_hook/gitea"),
+        "push",
+        &body_file,
+        Some(&sign(secret, &body)),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let build = wait_for("the build", Duration::from_secs(60), || {
+        let v = get_json(&api("builds?complete=true"));
+        v["builds"].as_array()?.first().cloned()
+    });
+    assert_eq!(build["results"], 0, "{build}");
 }
