@@ -188,6 +188,15 @@ fn checkconfig_warns_about_placeholders_and_mismatches() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one warning only: {err}");
+    // ... on the line of the key it names, as problems are.
+    let repourl_line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("repourl = "))
+        .unwrap();
+    assert!(
+        err.contains(&format!("master.cfg:{repourl_line}: warning: builders #1")),
+        "{err}"
+    );
 
     // The web port changed but not buildbot_url (the guide's old trap); a
     // builder nobody schedules; a worker no builder uses; the published
