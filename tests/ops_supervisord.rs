@@ -447,29 +447,7 @@ fn the_readme_shared_host_block_pastes_under_supervisord() {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&ctl, fs::Permissions::from_mode(0o755)).unwrap();
 
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!("set -e\n{block}\n"))
-        .current_dir(&home)
-        .env_clear()
-        .env("HOME", &home)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}:/usr/local/bin:/usr/bin:/bin",
-                wrappers.display(),
-                home.join("bin").display()
-            ),
-        )
-        .env("LANG", "C.UTF-8")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    println!("the block, run:\n{block}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
-    assert!(out.status.success(), "{stderr}\n{stdout}");
+    let (stdout, stderr) = crate::guide::paste(block, &home, &[&wrappers, &home.join("bin")]);
     assert!(stdout.contains("config file is good"), "{stdout}");
     assert!(!stderr.contains("warning"), "{stderr}");
     sv.wait_state("minibot-master", "RUNNING");
