@@ -602,7 +602,7 @@ pub fn parse_args<T: argh::FromArgs>(prog: &str) -> T {
         }
         // The bare command: what it can do, each command with its line.
         [] => {
-            let help = help_text::<T>(&cmd);
+            let help = with_version_option(&help_text::<T>(&cmd));
             errln!("{help}");
             std::process::exit(2);
         }
@@ -612,7 +612,13 @@ pub fn parse_args<T: argh::FromArgs>(prog: &str) -> T {
         Ok(a) => a,
         Err(early) => match early.status {
             Ok(()) => {
-                outln!("{}", early.output);
+                // `--version` is handled above, outside argh: the top
+                // level's help names it, so nobody has to guess it.
+                let help = match rest.as_slice() {
+                    ["--help" | "help"] => with_version_option(&early.output),
+                    _ => early.output,
+                };
+                outln!("{help}");
                 std::process::exit(0);
             }
             Err(()) => {
@@ -655,6 +661,22 @@ pub fn version(prog: &str) -> String {
         Some(c) => format!("{prog} {} (git {c})", env!("CARGO_PKG_VERSION")),
         None => format!("{prog} {}", env!("CARGO_PKG_VERSION")),
     }
+}
+
+/// The top-level help with `--version` among its options, after argh's
+/// `--help` line (argh knows nothing of `--version`: `parse_args` answers
+/// it before argh sees the arguments).
+fn with_version_option(help: &str) -> String {
+    let mut out = String::with_capacity(help.len() + 80);
+    for line in help.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_start().starts_with("--help, help") {
+            out.push_str("  --version         the version, and the git commit it was built from\n");
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
 }
 
 /// argh's `--help` text for the top-level command.

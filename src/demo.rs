@@ -422,16 +422,43 @@ pub fn run(dir: &Path, once: bool) -> Result<()> {
 /// stops.
 fn farewell(dir: &Path, exe: &Path) {
     let d = dir.display();
-    let worker_exe = exe.with_file_name("minibot-worker");
-    let worker_cmd = if worker_exe.exists() {
-        "minibot-worker"
-    } else {
-        "cargo run --locked --bin minibot-worker --"
-    };
+    let minibot = command_for(exe, "minibot");
+    let worker = command_for(exe, "minibot-worker");
     outln!("the demo stays in {d}: repo/ (the git repository), master/ (its config, database and logs), worker/");
-    outln!("run it again from scratch: minibot demo {d}");
-    outln!("or start its master and worker as they are: minibot start {d}/master && {worker_cmd} start {d}/worker");
+    outln!("run it again from scratch: {minibot} demo {d}");
+    outln!("or start its master and worker as they are: {minibot} start {d}/master && {worker} start {d}/worker");
     outln!("remove it: rm -rf {d}");
+}
+
+/// How the user runs `name`, a program of this package, from their shell
+/// (said by [`farewell`], so that the commands work when pasted): its
+/// bare name when that is what their PATH finds, its path when it was
+/// built beside this binary but is not on the PATH (`cargo run` builds
+/// into `target/` and installs nothing), and `cargo run` when it was not
+/// built at all (the worker after `cargo run --bin minibot`).
+fn command_for(exe: &Path, name: &str) -> String {
+    let built = exe.with_file_name(name);
+    if !built.is_file() {
+        let profile = if cfg!(debug_assertions) {
+            ""
+        } else {
+            " --release"
+        };
+        return format!("cargo run --locked{profile} --bin {name} --");
+    }
+    let same = |a: &Path| match (a.canonicalize(), built.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|c| c.is_file())
+    });
+    match on_path {
+        Some(p) if same(&p) => name.to_string(),
+        _ => built.display().to_string(),
+    }
 }
 
 /// The name of a result code as the API shows it ("unknown" for none or

@@ -188,6 +188,15 @@ fn checkconfig_warns_about_placeholders_and_mismatches() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one warning only: {err}");
+    // ... on the line of the key it names, as problems are.
+    let repourl_line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("repourl = "))
+        .unwrap();
+    assert!(
+        err.contains(&format!("master.cfg:{repourl_line}: warning: builders #1")),
+        "{err}"
+    );
 
     // The web port changed but not buildbot_url (the guide's old trap); a
     // builder nobody schedules; a worker no builder uses; the published
@@ -255,6 +264,16 @@ fn the_command_line_explains_itself() {
     }
     let out = run(MINIBOT_WORKER, &[]);
     assert!(stderr_text(&out).contains("create-worker"));
+    // ... and the options, `--version` among them (answered outside argh,
+    // so argh's own list would leave it out).
+    for bin in [MINIBOT, MINIBOT_WORKER] {
+        let alone = stderr_text(&run(bin, &[]));
+        let help = run_ok(bin, &["--help"]);
+        for text in [&alone, &help] {
+            assert!(text.contains("  --version  "), "{text}");
+            assert!(text.contains("  --help, help  "), "{text}");
+        }
+    }
 
     // --version on both, with the commit when built from a checkout.
     let from_git = Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").exists();
@@ -358,7 +377,41 @@ fn demo_into_a_closed_pipe_finishes_cleanly() {
     let worker = out.find("[4/6]").expect(&out);
     assert!(web < worker, "{out}");
     assert!(out.contains(&format!("rm -rf {}", dir.display())), "{out}");
-    assert!(out.contains("minibot start"), "{out}");
+    // Its commands to start them again work as printed, from a shell whose
+    // PATH does not have the binaries (as after `cargo run`): they name
+    // the binaries by their paths.
+    let again = out
+        .lines()
+        .find_map(|l| l.strip_prefix("or start its master and worker as they are: "))
+        .expect(&out);
+    let first = again.split_whitespace().next().unwrap();
+    assert_eq!(
+        Path::new(first).canonicalize().unwrap(),
+        Path::new(MINIBOT).canonicalize().unwrap(),
+        "{again}"
+    );
+    let _stop = DemoStopper(&dir);
+    let started = Command::new("sh")
+        .args(["-c", again])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{again}: {started:?}");
+    let said = String::from_utf8_lossy(&started.stdout);
+    assert!(said.contains("connected to the master"), "{said}");
+}
+
+/// Stops the demo's master and worker started again by the test.
+struct DemoStopper<'a>(&'a Path);
+
+impl Drop for DemoStopper<'_> {
+    fn drop(&mut self) {
+        let _ = run(
+            MINIBOT_WORKER,
+            &["stop", self.0.join("worker").to_str().unwrap()],
+        );
+        let _ = run(MINIBOT, &["stop", self.0.join("master").to_str().unwrap()]);
+    }
 }
 
 /// `minibot demo | tee demo.log`, then Ctrl-C: tee dies with the SIGINT,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// The ```sh blocks of README.md's section whose heading starts with
 /// `heading`, in order.
-fn readme_blocks(heading: &str) -> Vec<String> {
+pub(crate) fn readme_blocks(heading: &str) -> Vec<String> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let mut lines = readme
@@ -28,6 +28,38 @@ fn readme_blocks(heading: &str) -> Vec<String> {
         }
     }
     blocks
+}
+
+/// Runs `block` (README shell text) in bash as pasted into a fresh shell,
+/// stopping at the first failing command: a clean environment with HOME
+/// `home` (also the working directory) and `path` before the system's
+/// PATH. Prints what ran and said; asserts it succeeded; returns its
+/// stdout and stderr.
+pub(crate) fn paste(block: &str, home: &Path, path: &[&Path]) -> (String, String) {
+    let script = format!("set -e\n{block}\n");
+    let mut dirs: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
+    dirs.push("/usr/local/bin:/usr/bin:/bin".to_string());
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(home)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", dirs.join(":"))
+        .env("LANG", "C.UTF-8")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    println!("pasted:\n{script}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the pasted block failed ({}): {stderr}\n{stdout}",
+        out.status
+    );
+    (stdout, stderr)
 }
 
 /// Stops what the guide started, whatever happened to the test.
@@ -91,35 +123,8 @@ fn the_readme_guide_pastes_end_to_end() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&shuf, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let script = format!("set -e\n{}\n", blocks.join("\n"));
     let t0 = Instant::now();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(&home)
-        .env_clear()
-        .env("HOME", &home)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}:/usr/local/bin:/usr/bin:/bin",
-                unlucky.display(),
-                bin.display()
-            ),
-        )
-        .env("LANG", "C.UTF-8")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    println!("the guide, run:\n{script}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
-    assert!(
-        out.status.success(),
-        "the guide failed ({}): {stderr}\n{stdout}",
-        out.status
-    );
+    let (stdout, stderr) = paste(&blocks.join("\n"), &home, &[&unlucky, bin]);
     // The edits the guide makes leave nothing for checkconfig to warn about.
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(stdout.contains("config file is good"), "{stdout}");

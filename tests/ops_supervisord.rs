@@ -7,7 +7,9 @@
 //! connects; `stop all` in the middle of a build whose step has a
 //! background grandchild leaves no process of the build behind (by pid and
 //! by a scan of /proc); `start all` brings everything back and the build is
-//! retried.
+//! retried; the order of the stop signals (supervisord's debug log): both
+//! at once on `stop all`, the master before the worker on `shutdown`. And
+//! the README's shared-host block, pasted as it stands, to a green build.
 
 use crate::common::*;
 use std::fs;
@@ -67,6 +69,49 @@ impl Supervisord {
 
     fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+}
+
+impl Supervisord {
+    /// A user's supervisord for `home`, in the foreground, answering
+    /// supervisorctl: its config (`~/supervisord.conf`, debug log in
+    /// `~/supervisord.log`) includes `~/etc/services.d/*.ini`, which it
+    /// creates empty.
+    fn start(supervisord: &Path, ctl: PathBuf, home: &Path) -> Supervisord {
+        fs::create_dir_all(home.join("etc/services.d")).unwrap();
+        let conf = home.join("supervisord.conf");
+        fs::write(
+            &conf,
+            "[unix_http_server]\nfile=%(here)s/supervisor.sock\n\
+             [supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\n\
+             loglevel=debug\n\
+             childlogdir=%(here)s\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [supervisorctl]\nserverurl=unix://%(here)s/supervisor.sock\n\
+             [include]\nfiles = %(ENV_HOME)s/etc/services.d/*.ini\n",
+        )
+        .unwrap();
+        let child = Command::new(supervisord)
+            .arg("-n")
+            .arg("-c")
+            .arg(&conf)
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(home.join("supervisord.stderr")).unwrap())
+            .spawn()
+            .expect("start supervisord");
+        let sv = Supervisord {
+            child,
+            ctl,
+            conf,
+            home: home.to_path_buf(),
+        };
+        wait_for("supervisord to answer", Duration::from_secs(30), || {
+            sv.ctl(&["pid"]).status.success().then_some(())
+        });
+        sv
     }
 }
 
@@ -209,38 +254,7 @@ command = {step:?}
 
     // A user's supervisord: it includes ~/etc/services.d/*.ini.
     let services = home.join("etc/services.d");
-    fs::create_dir_all(&services).unwrap();
-    let conf = home.join("supervisord.conf");
-    fs::write(
-        &conf,
-        "[unix_http_server]\nfile=%(here)s/supervisor.sock\n\
-         [supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\n\
-         childlogdir=%(here)s\n\
-         [rpcinterface:supervisor]\n\
-         supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
-         [supervisorctl]\nserverurl=unix://%(here)s/supervisor.sock\n\
-         [include]\nfiles = %(ENV_HOME)s/etc/services.d/*.ini\n",
-    )
-    .unwrap();
-    let child = Command::new(&supervisord)
-        .arg("-n")
-        .arg("-c")
-        .arg(&conf)
-        .env("HOME", &home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(home.join("supervisord.stderr")).unwrap())
-        .spawn()
-        .expect("start supervisord");
-    let sv = Supervisord {
-        child,
-        ctl: supervisorctl,
-        conf,
-        home: home.clone(),
-    };
-    wait_for("supervisord to answer", Duration::from_secs(30), || {
-        sv.ctl(&["pid"]).status.success().then_some(())
-    });
+    let sv = Supervisord::start(&supervisord, supervisorctl, &home);
 
     // The user's steps: copy the files, reread, update.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/services.d");
@@ -311,6 +325,25 @@ command = {step:?}
     );
     let left = processes_under(&home, &[sv.pid()]);
     assert!(left.is_empty(), "left behind: {left:#?}");
+    let sv_log = home.join("supervisord.log");
+    let stop_all = fs::read_to_string(&sv_log).unwrap();
+    // The order docs/operations.md states: `stop all` signals both at
+    // once, before either has stopped (supervisord 4.3.0 signals the
+    // worker a millisecond first; which exits first is theirs to say).
+    let mut order = stop_order(&stop_all);
+    assert_eq!(order.len(), 4, "{stop_all}");
+    order[..2].sort();
+    assert_eq!(
+        order[..2],
+        ["signal minibot-master", "signal minibot-worker"],
+        "{stop_all}"
+    );
+    order[2..].sort();
+    assert_eq!(
+        order[2..],
+        ["stopped minibot-master", "stopped minibot-worker"],
+        "{stop_all}"
+    );
     assert!(!master.join("minibot.pid").exists());
     assert!(!worker_dir.join("minibot-worker.pid").exists());
 
@@ -328,4 +361,126 @@ command = {step:?}
     assert_eq!(builds[0]["buildrequestid"], builds[1]["buildrequestid"]);
     let log = s.step_log(builds[1]["buildid"].as_i64().unwrap(), "spawn");
     assert!(log.contains("retried"), "{log}");
+
+    // `supervisorctl shutdown` goes by priority: the master (200) is
+    // signalled and waited for, and only then the worker (100).
+    let before = fs::read_to_string(&sv_log).unwrap().len();
+    sv.ctl(&["shutdown"]);
+    let shutdown = wait_for(
+        "supervisord to stop both programs",
+        Duration::from_secs(90),
+        || {
+            let text = fs::read_to_string(&sv_log).ok()?;
+            let tail = text.get(before..)?.to_string();
+            (stop_order(&tail).len() == 4).then_some(tail)
+        },
+    );
+    assert_eq!(
+        stop_order(&shutdown),
+        [
+            "signal minibot-master",
+            "stopped minibot-master",
+            "signal minibot-worker",
+            "stopped minibot-worker"
+        ],
+        "{shutdown}"
+    );
+}
+
+/// The stop events of supervisord's log (at `loglevel=debug`), in order:
+/// "signal P" when it sent P its stop signal, "stopped P" when it saw P
+/// exit.
+fn stop_order(log: &str) -> Vec<String> {
+    let mut events = Vec::new();
+    for line in log.lines() {
+        for p in ["minibot-master", "minibot-worker"] {
+            if line.contains(&format!("killing {p} (pid")) && line.contains("with signal SIGTERM") {
+                events.push(format!("signal {p}"));
+            } else if line.contains(&format!("stopped: {p} ")) {
+                events.push(format!("stopped {p}"));
+            }
+        }
+    }
+    events
+}
+
+/// README.md's shared-host block ("On a shared host: supervisord and
+/// SSH"), pasted as it stands into bash, in a home laid out as on such a
+/// host: the binaries in `~/bin` (as `cargo install --root ~` leaves
+/// them), this checkout as `~/minibot` (the block's `MINIBOT_SRC`), the
+/// repository to build in `~/hello-world`, and a supervisord including
+/// `~/etc/services.d/*.ini` whose supervisorctl finds its config (a host
+/// has its own; here a wrapper adds `-c`). Both programs come up,
+/// checkconfig has nothing to warn about (the block set the ports and the
+/// repository), and a signed Gitea push of the repository's head builds
+/// green.
+#[test]
+fn the_readme_shared_host_block_pastes_under_supervisord() {
+    let (Some(supervisord), Some(supervisorctl)) = (
+        require_program("supervisord", INSTALL),
+        require_program("supervisorctl", INSTALL),
+    ) else {
+        return;
+    };
+    let blocks = crate::guide::readme_blocks("## On a shared host");
+    let block = blocks.first().expect("the section's first shell block");
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().to_path_buf();
+    fs::create_dir_all(home.join("bin")).unwrap();
+    std::os::unix::fs::symlink(MINIBOT, home.join("bin/minibot")).unwrap();
+    std::os::unix::fs::symlink(WORKER, home.join("bin/minibot-worker")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_MANIFEST_DIR"), home.join("minibot")).unwrap();
+    let head = make_repo(&home.join("hello-world"), PASSING_TEST);
+    let sv = Supervisord::start(&supervisord, supervisorctl.clone(), &home);
+    let wrappers = home.join("wrappers");
+    fs::create_dir(&wrappers).unwrap();
+    let ctl = wrappers.join("supervisorctl");
+    fs::write(
+        &ctl,
+        format!(
+            "#!/bin/sh\nexec {} -c {} \"$@\"\n",
+            supervisorctl.display(),
+            sv.conf.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&ctl, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (stdout, stderr) = crate::guide::paste(block, &home, &[&wrappers, &home.join("bin")]);
+    assert!(stdout.contains("config file is good"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    sv.wait_state("minibot-master", "RUNNING");
+    sv.wait_state("minibot-worker", "RUNNING");
+
+    // The worker connects, and the repository's head builds green.
+    let master = home.join("bb-master/master");
+    let (www, _) = wait_master_addresses(&master, None);
+    let api = |path: &str| format!("http://127.0.0.1:{www}/api/v2/{path}");
+    wait_for("the worker to connect", Duration::from_secs(60), || {
+        let v = get_json(&api("workers/example-worker"));
+        (!v["workers"][0]["connected_to"].as_array()?.is_empty()).then_some(())
+    });
+    let cfg = fs::read_to_string(master.join("master.cfg")).unwrap();
+    let secret = cfg
+        .split("[www.change_hook_dialects.gitea]")
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("secret = \"")))
+        .and_then(|s| s.strip_suffix('"'))
+        .expect("the Gitea secret create-master wrote");
+    let body = push_payload(&head, "master", "hello world");
+    let body_file = home.join("push.json");
+    fs::write(&body_file, &body).unwrap();
+    let (code, answer) = post_gitea(
+        &format!("http://127.0.0.1:{www}/change_hook/gitea"),
+        "push",
+        &body_file,
+        Some(&sign(secret, &body)),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let build = wait_for("the build", Duration::from_secs(60), || {
+        let v = get_json(&api("builds?complete=true"));
+        v["builds"].as_array()?.first().cloned()
+    });
+    assert_eq!(build["results"], 0, "{build}");
 }

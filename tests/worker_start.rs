@@ -3,7 +3,8 @@
 //! minibot master at that address, nobody listening), its exit status says
 //! whether it connected, and the daemon keeps retrying either way. Also the
 //! master's side: a connection on its worker port that speaks something
-//! else is logged as that.
+//! else is logged as that. And a worker waiting through a master's outage
+//! is back within a few seconds of its return.
 //!
 //! State is read from the worker's `worker-status.json`; the messages the
 //! user reads are checked as messages.
@@ -200,4 +201,29 @@ fn the_master_logs_a_connection_on_its_worker_port_that_speaks_http() {
             )
             .then_some(())
     });
+}
+
+/// A worker waiting through a master's outage is back within a few
+/// seconds of the master's return: while nobody listens its backoff stays
+/// near 4 s. Five failed attempts in a row take ~11 s with that cap; a
+/// backoff doubling on (1, 2, 4, 8, 16 s) would make the next wait 16–32 s.
+#[test]
+fn a_worker_is_back_within_a_few_seconds_of_its_master_after_an_outage() {
+    let s = Setup::new(PASSING_TEST, "");
+    let mut master = s.start_master();
+    let _worker = s.start_worker("example-worker", WORKER_PW);
+    s.wait_connected("example-worker");
+    master.signal(libc::SIGTERM);
+    assert_eq!(master.wait_exit(Duration::from_secs(30)), Some(0));
+    let dir = s.tmp.path().join("example-worker");
+    let st = wait_for("five failed attempts", Duration::from_secs(90), || {
+        status::read(&dir).filter(|st| st.failures >= 5)
+    });
+    assert_eq!(st.state, State::Unreachable, "{st:?}");
+    let t = Instant::now();
+    let _master = s.start_master();
+    s.wait_connected("example-worker");
+    let back = t.elapsed();
+    eprintln!("worker back {back:?} after its master's start (outage of 5 attempts)");
+    assert!(back < Duration::from_secs(8), "{back:?}");
 }

@@ -399,11 +399,16 @@ fn warn_weak_secrets(dir: &Path, cfg: &config::Config) {
 }
 
 fn warn_file(file: &Path, cfg: &config::Config) {
+    // Read again only for the line numbers: the config loaded from it.
+    let text = std::fs::read_to_string(file).unwrap_or_default();
     for w in config::secret_warnings(cfg)
         .into_iter()
         .chain(cfg.warnings())
     {
-        errln!("minibot: {}: warning: {w}", file.display());
+        match config::warning_line(&text, &w) {
+            Some(line) => errln!("minibot: {}:{line}: warning: {w}", file.display()),
+            None => errln!("minibot: {}: warning: {w}", file.display()),
+        }
     }
 }
 

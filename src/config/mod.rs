@@ -46,7 +46,7 @@ mod transfer;
 pub(crate) use interpolate::{expand, Ref};
 pub(crate) use live::LiveConfig;
 pub use model::*;
-pub use problems::ConfigError;
+pub use problems::{warning_line, ConfigError};
 pub use sample::*;
 #[cfg(test)]
 pub(crate) use secret_dir::MAX_LEN as MAX_SECRET_LEN;

@@ -442,6 +442,74 @@ pub(super) fn item(section: &str, i: usize, name: &str) -> String {
     format!("{section}{}", position(i, Some(name)))
 }
 
+/// The 1-based line in `text` of the key a warning names, for
+/// `checkconfig` to print warnings as it prints problems
+/// (`master.cfg:LINE: ...`). A warning starts with the key path as
+/// [`locate`] shows it, up to `: ` or ` = `
+/// (`builders #1 (name = "runtests").steps #1.repourl: ...`); None when it
+/// starts with no key path or names a key (or table) that is not in the
+/// file (a default).
+pub fn warning_line(text: &str, warning: &str) -> Option<usize> {
+    let path = raw_path(warning)?;
+    let (line, _) = locate(text, &path);
+    line
+}
+
+/// The key path a person reads at the start of `shown`, back in the form
+/// [`locate`] takes: `builders #2 (name = "a.b").steps #1.repourl: ...`
+/// becomes `builders[1].steps[0].repourl`. Names are skipped as the
+/// quoted (Rust-escaped) strings they are shown as, so dots, spaces and
+/// quotes in them do not end the path.
+fn raw_path(shown: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = shown;
+    loop {
+        let key_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if key_len == 0 {
+            return None;
+        }
+        out.push_str(&rest[..key_len]);
+        rest = &rest[key_len..];
+        // List items: ` #N`, then ` (name = "...")` when they have a name.
+        while let Some(r) = rest.strip_prefix(" #") {
+            let digits = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            let n: usize = r[..digits].parse().ok()?;
+            out.push_str(&format!("[{}]", n.checked_sub(1)?));
+            rest = &r[digits..];
+            if let Some(r) = rest.strip_prefix(" (name = \"") {
+                rest = after_quoted(r)?.strip_prefix(')')?;
+            }
+        }
+        match rest.strip_prefix('.') {
+            Some(r) => {
+                out.push('.');
+                rest = r;
+            }
+            None if rest.starts_with(": ") || rest.starts_with(" = ") || rest.is_empty() => {
+                return Some(out);
+            }
+            None => return None,
+        }
+    }
+}
+
+/// What follows the closing quote of a string shown with `{:?}`, given
+/// the text after its opening quote.
+fn after_quoted(s: &str) -> Option<&str> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(&s[i + 1..]),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `builders[0].steps[1].comand` → its segments.
 fn split_path(path: &str) -> Vec<Seg> {
     let mut out = Vec::new();
@@ -464,4 +532,42 @@ fn split_path(path: &str) -> Vec<Seg> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{raw_path, warning_line};
+
+    #[test]
+    fn a_warning_s_key_path_is_read_back_and_found_on_its_line() {
+        for (shown, raw) in [
+            ("buildbot_url: \"x\" has port", Some("buildbot_url")),
+            (
+                "www.change_hook_dialects.base.allow_unsigned = true: anyone",
+                Some("www.change_hook_dialects.base.allow_unsigned"),
+            ),
+            (
+                "builders #2 (name = \"a.b \\\"c\\\")\").steps #1.repourl: \"u\" is",
+                Some("builders[1].steps[0].repourl"),
+            ),
+            ("workers #3: no builder", Some("workers[2]")),
+            ("workers #0: nothing", None),
+            ("no scheduler starts anything", None),
+            ("", None),
+        ] {
+            assert_eq!(raw_path(shown).as_deref(), raw, "{shown}");
+        }
+        let text = "buildbot_url = \"http://localhost:1/\"\n\n[[builders]]\nname = \"a.b\"\n\
+                    [[builders.steps]]\ntype = \"git\"\nrepourl = \"u\"\n";
+        assert_eq!(warning_line(text, "buildbot_url: has port"), Some(1));
+        assert_eq!(
+            warning_line(
+                text,
+                "builders #1 (name = \"a.b\").steps #1.repourl: is the example"
+            ),
+            Some(7)
+        );
+        // A key the file does not have (a default) has no line of its own.
+        assert_eq!(warning_line(text, "title: is long"), None);
+    }
 }
