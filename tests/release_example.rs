@@ -22,7 +22,7 @@
 
 use crate::artifacts::sha256_file;
 use crate::common::*;
-use crate::secrets::{files_under, forms, leaks};
+use crate::secrets::{assert_nothing_leaks, files_under, forms};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -367,13 +367,5 @@ fn the_documented_release_runs_tests_on_two_workers_and_deploys_under_a_lock() {
     for w in ["w1", "w2"] {
         files.push(s.tmp.path().join(w).join("worker.log"));
     }
-    for f in &files {
-        texts.push((
-            f.display().to_string(),
-            std::fs::read(f).unwrap_or_default(),
-        ));
-    }
-    for (what, text) in &texts {
-        assert_eq!(leaks(&forms, text), Vec::<&str>::new(), "in {what}");
-    }
+    assert_nothing_leaks(&forms, texts, &files);
 }

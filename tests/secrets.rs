@@ -135,6 +135,24 @@ pub(crate) fn leaks<'a>(forms: &'a [String], text: &[u8]) -> Vec<&'a str> {
         .collect()
 }
 
+/// Asserts that none of `texts` (what, bytes) nor any of `files` holds
+/// one of the secret's `forms`, naming where one was found.
+pub(crate) fn assert_nothing_leaks(
+    forms: &[String],
+    mut texts: Vec<(String, Vec<u8>)>,
+    files: &[PathBuf],
+) {
+    for f in files {
+        texts.push((
+            f.display().to_string(),
+            std::fs::read(f).unwrap_or_default(),
+        ));
+    }
+    for (what, text) in &texts {
+        assert_eq!(leaks(forms, text), Vec::<&str>::new(), "in {what}");
+    }
+}
+
 /// Every file under `dir`, recursively.
 pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -304,15 +322,7 @@ fn a_secret_is_masked_everywhere_and_properties_come_from_commands() {
         files.iter().any(|f| f.ends_with("state.sqlite-wal")),
         "{files:?}"
     );
-    for f in &files {
-        texts.push((
-            f.display().to_string(),
-            std::fs::read(f).unwrap_or_default(),
-        ));
-    }
-    for (what, text) in &texts {
-        assert_eq!(leaks(&forms, text), Vec::<&str>::new(), "in {what}");
-    }
+    assert_nothing_leaks(&forms, texts, &files);
 
     // A secret file others may read fails the next step that uses it, with
     // the file named; the step runs nothing.
