@@ -371,6 +371,9 @@ fn a_step_lock_is_held_for_its_step_and_the_wait_is_shown() {
     } else {
         (b1, "s1", "gate-s1")
     };
+    // The wait is timed from here: at least 1.2 s before the lock is
+    // given back, so the API's whole seconds show it.
+    let waiting_since = std::time::Instant::now();
     assert_eq!(
         state,
         format!("waiting for lock db, held by {holder_name} #1")
@@ -389,6 +392,10 @@ fn a_step_lock_is_held_for_its_step_and_the_wait_is_shown() {
         page.contains("holds <span class=\"lock\">lock db (exclusive, this step)</span>"),
         "{page}"
     );
+    let long_enough = waiting_since + Duration::from_millis(1200);
+    while std::time::Instant::now() < long_enough {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     t.open(gate);
     t.open(if gate == "gate-s1" {
         "gate-s2"
@@ -398,6 +405,14 @@ fn a_step_lock_is_held_for_its_step_and_the_wait_is_shown() {
     for b in [b1, b2] {
         assert_eq!(t.s.wait_build(b, MIN)["results"], 0);
     }
+    // Buildbot's locks_duration_s: the waiter's wait, none for the holder.
+    let waited = |b: i64| {
+        get_json(&t.s.url(&format!("/api/v2/builds/{b}")))["builds"][0]["locks_duration_s"]
+            .as_i64()
+            .expect("locks_duration_s")
+    };
+    assert!(waited(waiter) >= 1, "{}", waited(waiter));
+    assert_eq!(waited(holder), 0);
     assert_eq!(
         max_overlap(&t.intervals("free")),
         2,

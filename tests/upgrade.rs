@@ -14,12 +14,13 @@ use crate::common::*;
 use std::time::Duration;
 
 /// The schema version of this minibot (`db::SCHEMA_VERSION`).
-const CURRENT: i64 = 11;
+const CURRENT: i64 = 12;
 
 /// `(v, sql)`: `sql` takes a database at version `v` back to version
 /// `v - 1`. Versions 1 and 2 made the tables every build uses, so version
 /// 2's database is the oldest made here.
 const UNDO: &[(i64, &str)] = &[
+    (12, "ALTER TABLE builds DROP COLUMN lock_wait_ms;"),
     (11, "ALTER TABLE sessions DROP COLUMN gitea;"),
     (10, "DROP TABLE artifacts;"),
     (

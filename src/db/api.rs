@@ -224,9 +224,9 @@ static BUILDS: Resource = Resource {
         fld("complete", "(b.complete_at IS NOT NULL)", Bool),
         fld("state_string", "b.state_string", Str),
         fld("results", "b.results", Int),
-        // Buildbot's time spent waiting for locks: not recorded (a wait
-        // shows on the build's page while it lasts), so always 0.
-        fld("locks_duration_s", "0", Int),
+        // Buildbot's time spent waiting for locks: the steps' waits (a
+        // builder's locks are taken before the build exists).
+        fld("locks_duration_s", "(b.lock_wait_ms / 1000)", Int),
         // Not in Buildbot: the build whose trigger step started this one's
         // buildset (`db::chain`), or null.
         // Both chain fields first ask whether the build has a chain at all

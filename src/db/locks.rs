@@ -112,6 +112,14 @@ pub(crate) fn release_ended_builds_locks(conn: &Tx) -> Result<usize> {
     )?)
 }
 
+/// Adds `ms` to the time a build's steps waited for their locks.
+pub(crate) fn add_lock_wait(conn: &Tx, buildid: BuildId, ms: i64) -> Result<()> {
+    conn.raw
+        .prepare_cached("UPDATE builds SET lock_wait_ms = lock_wait_ms + ?2 WHERE buildid = ?1")?
+        .execute(params![buildid, ms])?;
+    Ok(())
+}
+
 /// Sets a running build's state string (what it is doing, for its page
 /// and the API), e.g. what it waits for.
 pub(crate) fn set_build_state(conn: &Tx, buildid: BuildId, state: &str) -> Result<()> {

@@ -321,6 +321,12 @@ CREATE TABLE artifacts (
 -- from the loaded config at every request. NULL: a password login.
 ALTER TABLE sessions ADD COLUMN gitea TEXT;
 "#,
+    // 12: how long a build waited for its steps' locks (Buildbot's
+    // `locks_duration_s` in the API).
+    r#"
+-- Milliseconds the build's steps waited for their locks, summed.
+ALTER TABLE builds ADD COLUMN lock_wait_ms INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Settings every connection gets.

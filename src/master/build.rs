@@ -185,6 +185,9 @@ pub(crate) struct RunningBuild {
     masker: Masker,
     /// The next step waits for its locks: what holds them (see `Next::Wait`).
     waiting: Option<String>,
+    /// Since when the next step waits for its locks; the wait is added to
+    /// the build's `lock_wait_ms` when it takes them.
+    lock_wait_since: Option<std::time::Instant>,
     /// A step's locks were given back since the botmaster was last told
     /// (`take_released`): a queued request may wait for them.
     released: bool,
@@ -473,6 +476,7 @@ impl RunningBuild {
             cut: None,
             masker: Masker::default(),
             waiting: None,
+            lock_wait_since: None,
             released: false,
             transfer: None,
             artifact_bytes: 0,
@@ -625,6 +629,9 @@ impl RunningBuild {
                 Some(ids) if idx == 0 => ids,
                 _ => {
                     let ended = self.ended.clone();
+                    let waited_ms = self
+                        .lock_wait_since
+                        .map(|t| i64::try_from(t.elapsed().as_millis()).unwrap_or(i64::MAX));
                     let started = store.write(move |c| {
                         if let Some(e) = &ended {
                             e.record(c)?;
@@ -634,6 +641,9 @@ impl RunningBuild {
                             return Ok(Err(why));
                         }
                         db::take_locks(c, buildid, &wants, Some(number))?;
+                        if let Some(ms) = waited_ms {
+                            db::add_lock_wait(c, buildid, ms)?;
+                        }
                         Ok(Ok(db::start_step(c, buildid, number, &name2)?))
                     })?;
                     self.released |= self.ended.as_ref().is_some_and(|e| e.held_locks);
@@ -649,6 +659,8 @@ impl RunningBuild {
                                 );
                             }
                             self.waiting = Some(why);
+                            self.lock_wait_since
+                                .get_or_insert_with(std::time::Instant::now);
                             return Ok(Next::Wait);
                         }
                     }
@@ -656,6 +668,7 @@ impl RunningBuild {
             };
             self.next += 1;
             self.waiting = None;
+            self.lock_wait_since = None;
             // Once its locks are taken: a step waiting for them reads no
             // secret until it runs.
             let mut spec = Self::spec(&self.job, &mut self.masker, &self.job.builder.steps[idx]);
