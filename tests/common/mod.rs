@@ -660,6 +660,8 @@ pub fn pin_ports_by_starting(master: &Path) -> (u16, u16) {
 /// Everything a test master needs: directories, a config on port 0, and
 /// the ports the master bound once it has started.
 pub struct Setup {
+    /// First, so it runs before `tmp` is removed.
+    _logs: LogsOnPanic,
     pub tmp: tempfile::TempDir,
     pub master: PathBuf,
     pub repo: PathBuf,
@@ -669,6 +671,36 @@ pub struct Setup {
     pub head: String,
     /// A share of the gate [`run_alone`] tests wait on.
     _gate: GateGuard,
+}
+
+/// A failing test shows what its daemons said: the last lines of
+/// `master.log` and of each worker's `worker.log` under `root` (a stall in
+/// a browser or API wait otherwise leaves only the page's text to go on).
+struct LogsOnPanic {
+    root: PathBuf,
+    master: PathBuf,
+}
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut logs = vec![self.master.join("master.log")];
+        if let Ok(dirs) = std::fs::read_dir(&self.root) {
+            logs.extend(dirs.flatten().map(|d| d.path().join("worker.log")));
+        }
+        for log in logs.iter().filter(|l| l.is_file()) {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- last lines of {} ---\n{}",
+                log.display(),
+                tail.join("\n")
+            );
+        }
+    }
 }
 
 impl Setup {
@@ -752,6 +784,10 @@ impl Setup {
         (www, wport): (u16, u16),
     ) -> Setup {
         Setup {
+            _logs: LogsOnPanic {
+                root: tmp.path().to_path_buf(),
+                master: master.clone(),
+            },
             tmp,
             master,
             repo,
@@ -812,6 +848,10 @@ command = ["/usr/bin/python3", "test_hello.py"]
         // 0600: the master refuses a master.cfg with secrets others may read.
         write_private(&master.join("master.cfg"), &cfg);
         Setup {
+            _logs: LogsOnPanic {
+                root: tmp.path().to_path_buf(),
+                master: master.clone(),
+            },
             tmp,
             master,
             repo,
