@@ -1991,6 +1991,18 @@ pub(crate) fn buildrequest(c: &Ctx, brid: RequestId) -> Result<Option<Html>> {
             waits.why(c.cfg, &r),
             c.post_form(&format!("{path}/cancel"), "Cancel", Html::new())
         ));
+    } else {
+        // Claimed between the route's look for its build and this read
+        // (they are two reads): its build has started. Linked, and the
+        // script opens it as for a queued request; without this the page
+        // said neither, and a forced build's page never moved on.
+        html_push!(
+            body,
+            "<p id=\"waitreq\" data-brid=\"{}\">Started: {}. \
+             This page opens the build.</p>",
+            brid,
+            request_build_html(&r)
+        );
     }
     Ok(Some(c.layout(&format!("Request {brid}"), &path, body)))
 }
@@ -2377,6 +2389,13 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(q.contains("2 pending build requests."));
         let r = buildrequest(&c, RequestId(2)).unwrap().unwrap();
         assert!(r.contains("id=\"waitreq\" data-brid=\"2\""));
+        // Claimed after the route looked for its build: the build is
+        // linked and the script still opens it.
+        let r = buildrequest(&c, RequestId(4)).unwrap().unwrap();
+        assert!(
+            r.contains("<p id=\"waitreq\" data-brid=\"4\">Started: <a href="),
+            "{r:?}"
+        );
         assert!(buildrequest(&c, RequestId(99)).unwrap().is_none());
         assert!(request_build(&f.conn, RequestId(2)).unwrap().is_none());
         assert_eq!(
