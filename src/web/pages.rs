@@ -71,23 +71,37 @@ fn build_badge(
     complete: bool,
 ) -> Html {
     let (class, word) = result_class(results, complete);
+    // The short address inline (as `build_id_url` makes it): no string of
+    // its own, a home page has some twenty badges.
     html!(
-        "<a class=\"{}\" href=\"{}\">#{} {}</a>",
+        "<a class=\"{}\" href=\"/builds/{}\">#{} {}</a>",
         class,
-        build_id_url(buildid),
+        buildid,
         number,
         word
     )
 }
 
-/// A badge's classes (`res`, and the result's `r<N>` or `running`, which
-/// the stylesheet colours and gives a glyph) and its word.
-fn result_class(results: Option<BuildResult>, complete: bool) -> (String, &'static str) {
-    match results {
-        Some(r) => (format!("res r{}", r.code()), r.name()),
-        None if !complete => ("res running".to_string(), "running"),
-        None => ("res".to_string(), "unknown"),
-    }
+/// A badge's classes (`res`, and the result's `r<N>` (Buildbot's code) or
+/// `running`, which the stylesheet colours and gives a glyph) and its word.
+fn result_class(results: Option<BuildResult>, complete: bool) -> (&'static str, &'static str) {
+    let class = match results {
+        Some(BuildResult::Success) => "res r0",
+        Some(BuildResult::Warnings) => "res r1",
+        Some(BuildResult::Failure) => "res r2",
+        Some(BuildResult::Skipped) => "res r3",
+        Some(BuildResult::Exception) => "res r4",
+        Some(BuildResult::Retry) => "res r5",
+        Some(BuildResult::Cancelled) => "res r6",
+        None if !complete => "res running",
+        None => "res",
+    };
+    let word = match results {
+        Some(r) => r.name(),
+        None if !complete => "running",
+        None => "unknown",
+    };
+    (class, word)
 }
 
 /// `YYYY-MM-DD HH:MM:SSZ` (UTC) in a `<time>` element; the page's script
@@ -2242,6 +2256,19 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(html.contains("No builders configured."));
         assert!(html.contains("0 pending build requests."));
         assert!(html.contains("<a href=\"/login?next=%2F\">Log in</a>"));
+    }
+
+    #[test]
+    fn result_classes_are_the_results_codes() {
+        for code in 0..=6 {
+            let r = BuildResult::from_code(code).unwrap();
+            assert_eq!(
+                result_class(Some(r), true),
+                (&*format!("res r{code}"), r.name())
+            );
+        }
+        assert_eq!(result_class(None, false), ("res running", "running"));
+        assert_eq!(result_class(None, true), ("res", "unknown"));
     }
 
     #[test]
