@@ -183,11 +183,10 @@ pub(crate) struct RunningBuild {
     /// of this and every later step (a step may leave one in a file that a
     /// later step prints).
     masker: Masker,
-    /// The next step waits for its locks: what holds them (see `Next::Wait`).
-    waiting: Option<String>,
-    /// Since when the next step waits for its locks; the wait is added to
-    /// the build's `lock_wait_ms` when it takes them.
-    lock_wait_since: Option<std::time::Instant>,
+    /// The next step waits for its locks: what holds them (see
+    /// `Next::Wait`), and since when (added to the build's `lock_wait_ms`
+    /// when it takes them).
+    waiting: Option<(String, std::time::Instant)>,
     /// A step's locks were given back since the botmaster was last told
     /// (`take_released`): a queued request may wait for them.
     released: bool,
@@ -476,7 +475,6 @@ impl RunningBuild {
             cut: None,
             masker: Masker::default(),
             waiting: None,
-            lock_wait_since: None,
             released: false,
             transfer: None,
             artifact_bytes: 0,
@@ -629,9 +627,9 @@ impl RunningBuild {
                 Some(ids) if idx == 0 => ids,
                 _ => {
                     let ended = self.ended.clone();
-                    let waited_ms = self
-                        .lock_wait_since
-                        .map(|t| i64::try_from(t.elapsed().as_millis()).unwrap_or(i64::MAX));
+                    let waited_ms = self.waiting.as_ref().map(|(_, since)| {
+                        i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
+                    });
                     let started = store.write(move |c| {
                         if let Some(e) = &ended {
                             e.record(c)?;
@@ -651,16 +649,18 @@ impl RunningBuild {
                     match started {
                         Ok(ids) => ids,
                         Err(why) => {
-                            if self.waiting.as_ref() != Some(&why) {
+                            if self.waiting.as_ref().map(|(w, _)| w) != Some(&why) {
                                 log::info!(
                                     "build {} #{} (build {buildid}): step {name} waits for {why}",
                                     self.job.builder.name,
                                     self.job.number
                                 );
                             }
-                            self.waiting = Some(why);
-                            self.lock_wait_since
-                                .get_or_insert_with(std::time::Instant::now);
+                            let since = self
+                                .waiting
+                                .take()
+                                .map_or_else(std::time::Instant::now, |(_, since)| since);
+                            self.waiting = Some((why, since));
                             return Ok(Next::Wait);
                         }
                     }
@@ -668,7 +668,6 @@ impl RunningBuild {
             };
             self.next += 1;
             self.waiting = None;
-            self.lock_wait_since = None;
             // Once its locks are taken: a step waiting for them reads no
             // secret until it runs.
             let mut spec = Self::spec(&self.job, &mut self.masker, &self.job.builder.steps[idx]);

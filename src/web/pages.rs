@@ -548,28 +548,25 @@ const HISTORY: i64 = 20;
 /// column names: every byte counts, a home page has twenty squares a
 /// builder).
 fn push_square(out: &mut Html, b: &db::HistoryBuild) {
-    // Formatted straight into the page (no `Html` per square, no URL
-    // string): a home page has 20 of them per builder.
-    match b.results {
-        Some(r) => html_push!(
+    // The badge's result class without its `res` (`r<N>`, `running`, or
+    // none for a finished build without a result), formatted straight into
+    // the page: a home page has 20 squares per builder.
+    let (class, word) = result_class(b.results, b.complete_at.is_some());
+    match class.strip_prefix("res ") {
+        Some(class) => html_push!(
             out,
-            "<a class=\"r{}\" href=\"/builds/{}\" title=\"#{} {}\"></a>",
-            r.code(),
+            "<a class=\"{}\" href=\"/builds/{}\" title=\"#{} {}\"></a>",
+            class,
             b.buildid,
             b.number,
-            r.name()
-        ),
-        None if b.complete_at.is_none() => html_push!(
-            out,
-            "<a class=\"running\" href=\"/builds/{}\" title=\"#{} running\"></a>",
-            b.buildid,
-            b.number
+            word
         ),
         None => html_push!(
             out,
-            "<a href=\"/builds/{}\" title=\"#{} unknown\"></a>",
+            "<a href=\"/builds/{}\" title=\"#{} {}\"></a>",
             b.buildid,
-            b.number
+            b.number,
+            word
         ),
     }
 }
@@ -2256,6 +2253,30 @@ second line <b>', 'master', 'abcdef0123456789', 'r', 'p', 900);
         assert!(html.contains("No builders configured."));
         assert!(html.contains("0 pending build requests."));
         assert!(html.contains("<a href=\"/login?next=%2F\">Log in</a>"));
+    }
+
+    #[test]
+    fn history_squares_carry_result_running_or_no_class() {
+        let b = |buildid, results, complete_at| db::HistoryBuild {
+            buildid: BuildId(buildid),
+            builder: "b".into(),
+            number: buildid * 10,
+            results,
+            started_at: 0,
+            complete_at,
+        };
+        let (done, running, unknown) = (
+            b(1, Some(BuildResult::Failure), Some(5)),
+            b(2, None, None),
+            b(3, None, Some(5)),
+        );
+        assert_eq!(
+            strip(&[&unknown, &running, &done]).to_string(),
+            "<span class=\"strip\">\
+             <a class=\"r2\" href=\"/builds/1\" title=\"#10 failure\"></a>\
+             <a class=\"running\" href=\"/builds/2\" title=\"#20 running\"></a>\
+             <a href=\"/builds/3\" title=\"#30 unknown\"></a></span>"
+        );
     }
 
     #[test]
