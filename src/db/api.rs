@@ -701,7 +701,19 @@ fn select(
     } else {
         format!(" WHERE {}", clauses.join(" AND "))
     };
-    let chains = if res.fields.iter().any(|f| f.without_chains.is_some()) {
+    // A field `?field=` leaves out is not rendered (`render_row`), so it is
+    // not computed either: its column is NULL (the request page's poll asks
+    // for `buildid` alone, and the chain fields are subqueries).
+    let wanted = |f: &Field| {
+        spec.fields
+            .as_ref()
+            .is_none_or(|only| only.contains(&f.name))
+    };
+    let chains = if res
+        .fields
+        .iter()
+        .any(|f| f.without_chains.is_some() && wanted(f))
+    {
         any_chains(conn)?
     } else {
         true
@@ -710,6 +722,7 @@ fn select(
         .fields
         .iter()
         .map(|f| match (f.ty, f.without_chains) {
+            _ if !wanted(f) => "NULL",
             // Not asked for: don't fetch (and for buildrequests, don't run
             // the subquery).
             (Props { .. }, _) if spec.properties.is_none() => "NULL",
