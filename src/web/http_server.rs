@@ -6,9 +6,12 @@
 //! heads from all of them at once, so an idle or slow connection costs a
 //! socket and a small buffer, not a thread. A complete head gets a thread
 //! of its own: it reads the body, calls the [`Handler`] (`www.rs`) and
-//! writes the answer with blocking I/O and deadlines, then hands a
-//! keep-alive connection back to reception (`crossbeam` channel + a
-//! `mio::Waker`). No other channels.
+//! writes the answer with blocking I/O and deadlines, waits up to
+//! [`KEEPALIVE_LINGER`] (2 ms) for the connection's next request (a
+//! browser fetching what a page links, a script paging the API: no thread
+//! start and no hand-over per request), then hands a kept-alive connection
+//! back to reception (`crossbeam` channel + a `mio::Waker`). No other
+//! channels.
 //!
 //! Why not a server crate: tiny_http buffered a request line without limit,
 //! panicked when it could not start a thread and had no timeouts. The
@@ -77,6 +80,9 @@ pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const BODY_MIN_RATE: u64 = 256 * 1024;
 /// Longest a piece of a response may wait for the client to take it.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request thread waits for the next request on a kept-alive
+/// connection before handing it back to reception ([`linger`]).
+pub(crate) const KEEPALIVE_LINGER: Duration = Duration::from_millis(2);
 /// The pieces responses are written in (see [`WRITE_TIMEOUT`]).
 pub(crate) const WRITE_PIECE: usize = 16 * 1024;
 /// Most body bytes buffered by all connections together.
@@ -909,14 +915,18 @@ fn serve(
                 reg.set_waiting(id, true);
                 let resp = compress(resp, gzip);
                 match write_response(&mut stream, resp, is_head, http10, keep_alive) {
-                    Ok(true) if buf.is_empty() => {
-                        // Idle keep-alive costs reception a socket, not a
-                        // thread.
-                        if sh.back.send((stream, remote)).is_ok() {
-                            let _ = sh.waker.wake();
+                    Ok(true) if buf.is_empty() => match linger(&mut stream, &mut buf) {
+                        Linger::Request => continue,
+                        Linger::Closed => return,
+                        Linger::Idle => {
+                            // Idle keep-alive costs reception a socket, not
+                            // a thread.
+                            if sh.back.send((stream, remote)).is_ok() {
+                                let _ = sh.waker.wake();
+                            }
+                            return;
                         }
-                        return;
-                    }
+                    },
                     Ok(true) => continue,
                     Ok(false) | Err(_) => return,
                 }
@@ -928,6 +938,46 @@ fn serve(
                 return;
             }
         }
+    }
+}
+
+/// What [`linger`] saw on a kept-alive connection.
+enum Linger {
+    /// Bytes of a next request arrived (they are in the buffer).
+    Request,
+    /// The client closed the connection (or it failed).
+    Closed,
+    /// Nothing within [`KEEPALIVE_LINGER`]: the connection goes back to
+    /// reception.
+    Idle,
+}
+
+/// Waits up to [`KEEPALIVE_LINGER`] on the request thread for the next
+/// request of a kept-alive connection. A client that sends its next
+/// request as soon as it has an answer (a browser fetching what a page
+/// links, a script paging through the API) then costs no thread start
+/// and no two hand-overs through reception per request. The thread stays
+/// marked waiting, so at the connection cap it is the first displaced.
+fn linger(stream: &mut Stream, buf: &mut Vec<u8>) -> Linger {
+    if stream.set_read_timeout(KEEPALIVE_LINGER).is_err() {
+        return Linger::Closed;
+    }
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Linger::Closed,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Linger::Request
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Linger::Idle
+        }
+        Err(_) => Linger::Closed,
     }
 }
 

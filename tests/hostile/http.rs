@@ -30,6 +30,21 @@ fn threads(pid: i32) -> u64 {
     status_field(pid, "Threads")
 }
 
+/// The master's threads serving a request (named `http-request`).
+fn request_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "http-request")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Sends `request` on a fresh connection and reads the answer to the end
 /// (`Connection: close`): (status, whole answer, time taken).
 fn raw(port: u16, request: &[u8]) -> (u16, String, Duration) {
@@ -505,16 +520,29 @@ fn foreign_host_is_misdirected() {
     assert_eq!(raw(port, &req).0, 200);
 }
 
-/// Keep-alive works (two requests on one connection), chunked uploads are
-/// refused with 411, and an oversized Content-Length is 413 before reading.
+/// Keep-alive works (requests one after another on one connection, and
+/// again once it has been idle), an idle kept-alive connection holds no
+/// thread once the request thread's short wait for a next request
+/// (`KEEPALIVE_LINGER`) is over, chunked uploads are refused with 411, and
+/// an oversized Content-Length is 413 before reading.
 #[test]
 fn keep_alive_and_body_framing() {
     let s = Setup::new(PASSING_TEST, "");
-    let _master = s.start_master();
+    let master = s.start_master();
+    let pid = master.pid();
     let port = s.www();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for _ in 0..2 {
+    for round in 0..4 {
+        if round == 3 {
+            // Idle: the connection is back with reception, and no thread
+            // waits on it.
+            wait_for(
+                "the idle connection's thread gone",
+                Duration::from_secs(10),
+                || (request_threads(pid) == 0).then_some(()),
+            );
+        }
         c.write_all(b"GET /api/v2/builders HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let mut head = Vec::new();
