@@ -25,9 +25,11 @@
 //! each job its result. That is what lets a hook answer 200 only once its
 //! change is durable, while a burst of hooks costs one fsync-free commit
 //! rather than one per hook. Readers use read-only connections, their own
-//! (`Store::own_reader`: scheduler, botmaster, live pages) or lent from a
-//! pool shared by every `Store` clone (`Store::reader`: HTTP requests,
-//! reporters, poller, janitor), opened on first need; WAL lets them read
+//! (`Store::own_reader`: live pages, which read all their life) or lent
+//! from a pool shared by every `Store` clone (`Store::reader`: HTTP
+//! requests, botmaster, scheduler, chain, reporters, poller, janitor),
+//! opened on first need, so the master holds as many as reads overlap;
+//! WAL lets them read
 //! while the writer writes. `Store::release_memory` empties the writer's
 //! and the idle readers' page caches when the master has gone quiet.
 //!
@@ -242,8 +244,8 @@ impl Store {
     }
 
     /// A read-only connection of its own, for a thread that reads all its
-    /// life (scheduler, botmaster, a live page): not from the pool, so it
-    /// never waits for one and keeps its statement cache.
+    /// life (a live page): not from the pool, so a long-lived stream does
+    /// not keep a pooled one from the requests.
     pub(crate) fn own_reader(&self) -> Result<Conn> {
         open_read_only(&self.path)
     }
@@ -419,6 +421,109 @@ mod tests {
                 assert_eq!(reprepared, 0, "{sql} was prepared again on run {run}");
             }
         }
+    }
+
+    /// The config's mirror: syncing the same config again (every restart)
+    /// changes no row, so a restart adds nothing to the WAL the next start
+    /// reads back; a changed config is mirrored exactly (a builder left
+    /// out is unconfigured and loses its workers, one back is configured
+    /// again, a new description is written, a worker left out goes).
+    #[test]
+    fn the_config_mirror_writes_only_what_changed() {
+        let (_dir, tx) = new_db();
+        let mut cfg = crate::config::parse(crate::config::SAMPLE, "sample").unwrap();
+        let first = cfg.builders[0].clone();
+        let mut second = first.clone();
+        second.name = "second".into();
+        second.workers = vec![cfg.workers[0].name.clone()];
+        cfg.builders.push(second);
+        let mut other = cfg.workers[0].clone();
+        other.name = "other-worker".into();
+        cfg.workers.push(other);
+        let mirror = |tx: &Tx| -> Vec<(String, i64, Option<String>, String)> {
+            let mut st = tx
+                .raw
+                .prepare(
+                    "SELECT b.name, b.configured, b.description,
+                       (SELECT group_concat(w.name) FROM configured_workers cw
+                        JOIN workers w USING (workerid) WHERE cw.builderid = b.builderid)
+                     FROM builders b ORDER BY b.name",
+                )
+                .unwrap();
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    ))
+                })
+                .unwrap();
+            rows.map(|r| r.unwrap()).collect()
+        };
+        let workers = |tx: &Tx| -> Vec<(String, i64)> {
+            let mut st = tx
+                .raw
+                .prepare("SELECT name, configured FROM workers ORDER BY name")
+                .unwrap();
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            rows.map(|r| r.unwrap()).collect()
+        };
+        sync_config(&tx, &cfg).unwrap();
+        reset_connections(&tx).unwrap();
+        let before = tx.raw.total_changes();
+        sync_config(&tx, &cfg).unwrap();
+        reset_connections(&tx).unwrap();
+        assert_eq!(
+            tx.raw.total_changes(),
+            before,
+            "the same config again changed rows"
+        );
+        let w0 = cfg.workers[0].name.clone();
+        assert_eq!(
+            mirror(&tx),
+            vec![
+                (
+                    first.name.clone(),
+                    1,
+                    first.description.clone(),
+                    first.workers.join(",")
+                ),
+                ("second".into(), 1, first.description.clone(), w0.clone()),
+            ]
+        );
+
+        // "second" and the other worker leave; the first builder's text changes.
+        let mut changed = cfg.clone();
+        changed.builders.truncate(1);
+        changed.builders[0].description = Some("new words".into());
+        changed.workers.truncate(1);
+        sync_config(&tx, &changed).unwrap();
+        assert_eq!(
+            mirror(&tx),
+            vec![
+                (
+                    first.name.clone(),
+                    1,
+                    Some("new words".into()),
+                    first.workers.join(",")
+                ),
+                ("second".into(), 0, first.description.clone(), String::new()),
+            ]
+        );
+        assert_eq!(
+            workers(&tx),
+            vec![(w0.clone(), 1), ("other-worker".into(), 0)]
+        );
+
+        // Back as it was.
+        sync_config(&tx, &cfg).unwrap();
+        assert_eq!(
+            mirror(&tx)[1],
+            ("second".into(), 1, first.description.clone(), w0.clone())
+        );
+        assert_eq!(workers(&tx), vec![(w0, 1), ("other-worker".into(), 1)]);
     }
 
     #[test]

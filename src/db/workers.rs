@@ -16,34 +16,60 @@ pub fn sync_config(conn: &Tx, cfg: &Config) -> Result<()> {
     for w in cfg.warnings() {
         log::warn!("master.cfg: {w}");
     }
-    conn.raw.execute("UPDATE builders SET configured = 0", [])?;
-    conn.raw.execute("UPDATE workers SET configured = 0", [])?;
-    conn.raw.execute("DELETE FROM configured_workers", [])?;
-    for w in &cfg.workers {
+    // Only what differs from the mirror is written: with the config
+    // unchanged (a restart, most reconfigs) no page changes, so the WAL
+    // that the next start reads back does not grow with each restart.
+    let workers: Vec<&str> = cfg.workers.iter().map(|w| w.name.as_str()).collect();
+    conn.raw
+        .prepare_cached(
+            "UPDATE workers SET configured = 0
+             WHERE configured != 0 AND name NOT IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([json(&workers)?])?;
+    for w in &workers {
         conn.raw
             .prepare_cached(
                 "INSERT INTO workers(name) VALUES (?1)
-             ON CONFLICT(name) DO UPDATE SET configured = 1",
+                 ON CONFLICT(name) DO UPDATE SET configured = 1 WHERE configured != 1",
             )?
-            .execute([&w.name])?;
+            .execute([w])?;
     }
+    let builders: Vec<&str> = cfg.builders.iter().map(|b| b.name.as_str()).collect();
+    conn.raw
+        .prepare_cached(
+            "UPDATE builders SET configured = 0
+             WHERE configured != 0 AND name NOT IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([json(&builders)?])?;
+    let mut pairs: Vec<[&str; 2]> = vec![];
     for b in &cfg.builders {
         conn.raw
             .prepare_cached(
                 "INSERT INTO builders(name, description, tags) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET configured = 1,
-               description = excluded.description, tags = excluded.tags",
+                 ON CONFLICT(name) DO UPDATE SET configured = 1,
+                   description = excluded.description, tags = excluded.tags
+                 WHERE configured != 1 OR description IS NOT excluded.description
+                   OR tags IS NOT excluded.tags",
             )?
             .execute(params![b.name, b.description, json(&b.tags)?])?;
-        for w in &b.workers {
-            conn.raw
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO configured_workers(builderid, workerid)
+        pairs.extend(b.workers.iter().map(|w| [b.name.as_str(), w.as_str()]));
+    }
+    conn.raw
+        .prepare_cached(
+            "DELETE FROM configured_workers WHERE (builderid, workerid) NOT IN
+               (SELECT b.builderid, w.workerid FROM json_each(?1) p
+                JOIN builders b ON b.name = p.value ->> 0
+                JOIN workers w ON w.name = p.value ->> 1)",
+        )?
+        .execute([json(&pairs)?])?;
+    for [b, w] in &pairs {
+        conn.raw
+            .prepare_cached(
+                "INSERT OR IGNORE INTO configured_workers(builderid, workerid)
                  SELECT b.builderid, w.workerid FROM builders b, workers w
                  WHERE b.name = ?1 AND w.name = ?2",
-                )?
-                .execute([&b.name, w])?;
-        }
+            )?
+            .execute([b, w])?;
     }
     Ok(())
 }
@@ -114,7 +140,9 @@ pub(crate) fn set_worker_connected(
 
 /// At start: no worker is connected yet.
 pub(crate) fn reset_connections(conn: &Tx) -> Result<()> {
-    conn.raw.execute("UPDATE workers SET connected = 0", [])?;
+    // Only rows that change: a restart after a clean stop writes nothing.
+    conn.raw
+        .execute("UPDATE workers SET connected = 0 WHERE connected != 0", [])?;
     Ok(())
 }
 

@@ -218,7 +218,6 @@ pub(crate) fn spawn(
     bot: Sender<BotMsg>,
 ) -> Result<(Sender<ChainMsg>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let reader = store.own_reader()?;
     let sub = events.subscribe(64);
     let handle = std::thread::Builder::new()
         .name("chain".into())
@@ -226,7 +225,6 @@ pub(crate) fn spawn(
         .spawn(move || {
             let mut c = Chain {
                 store,
-                reader,
                 cfg,
                 bot,
                 waits: vec![],
@@ -260,8 +258,10 @@ pub(crate) fn spawn(
 }
 
 struct Chain {
+    /// Reads borrow a pooled reader when there is something to read (a
+    /// wait, a dependent scheduler): a master without chains opens no
+    /// connection for this thread.
     store: Store,
-    reader: db::Conn,
     cfg: LiveConfig,
     bot: Sender<BotMsg>,
     /// One per waiting trigger step: bounded by the builds running.
@@ -315,10 +315,14 @@ impl Chain {
 
     /// Answers the waits whose triggered builds are all done.
     fn answer_waits(&mut self) -> Result<()> {
+        if self.waits.is_empty() {
+            return Ok(());
+        }
+        let reader = self.store.reader()?;
         let mut i = 0;
         while i < self.waits.len() {
             let w = &self.waits[i];
-            let builds = db::triggered(&self.reader, &w.buildsets)?;
+            let builds = db::triggered(&reader, &w.buildsets)?;
             if builds.iter().any(|b| b.results.is_none()) {
                 i += 1;
                 continue;
@@ -361,21 +365,26 @@ impl Chain {
             self.tidied = Some(cfg.clone());
         }
         let mut started = false;
+        let mut reader = None;
         for s in &cfg.schedulers {
             let Some(upstream) = s.kind.upstream() else {
                 continue;
             };
+            let reader = match &mut reader {
+                Some(r) => r,
+                None => reader.insert(self.store.reader()?),
+            };
             let name = s.name.clone();
-            let mark = db::scheduler_state(&self.reader, &name, MARK)?
+            let mark = db::scheduler_state(reader, &name, MARK)?
                 .and_then(|v| v.parse::<i64>().ok())
                 .map(BuildsetId);
             let Some(mark) = mark else {
-                let last = db::last_buildset(&self.reader)?;
+                let last = db::last_buildset(reader)?;
                 self.store
                     .write(move |c| db::set_scheduler_state(c, &name, MARK, &last.0.to_string()))?;
                 continue;
             };
-            let rows = db::upstream_buildsets(&self.reader, upstream, mark, UPSTREAM_BATCH)?;
+            let rows = db::upstream_buildsets(reader, upstream, mark, UPSTREAM_BATCH)?;
             let due: Vec<BuildsetId> = rows
                 .iter()
                 .filter(|(_, complete, ok)| *complete && *ok)

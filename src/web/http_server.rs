@@ -461,12 +461,19 @@ impl Server {
         })
     }
 
+    /// Tells reception to stop accepting, without waiting for it: for a
+    /// stop that tells every thread first and then waits for each (the
+    /// waits then overlap). [`Server::stop`] finishes it.
+    pub(crate) fn signal_stop(&self) {
+        self.shared.registry.stop.store(true, Ordering::SeqCst);
+        let _ = self.shared.waker.wake();
+    }
+
     /// Stops accepting, closes the connections waiting for a request and
     /// those waiting on their clients; requests being handled finish their
     /// answer.
     pub(crate) fn stop(mut self) {
-        self.shared.registry.stop.store(true, Ordering::SeqCst);
-        let _ = self.shared.waker.wake();
+        self.signal_stop();
         if let Some(h) = self.reception.take() {
             let _ = h.join();
         }
