@@ -25,11 +25,11 @@
 //! each job its result. That is what lets a hook answer 200 only once its
 //! change is durable, while a burst of hooks costs one fsync-free commit
 //! rather than one per hook. Readers use read-only connections, their own
-//! (`Store::own_reader`: live pages, which read all their life) or lent
-//! from a pool shared by every `Store` clone (`Store::reader`: HTTP
-//! requests, botmaster, scheduler, chain, reporters, poller, janitor),
-//! opened on first need, so the master holds as many as reads overlap;
-//! WAL lets them read
+//! (`Store::own_reader`: scheduler, botmaster, live pages: threads that
+//! read all their life, and keep their statements prepared) or lent from
+//! a pool shared by every `Store` clone (`Store::reader`: HTTP requests,
+//! worker connections, chain, reporters, poller, janitor), opened on
+//! first need; WAL lets them read
 //! while the writer writes. `Store::release_memory` empties the writer's
 //! and the idle readers' page caches when the master has gone quiet.
 //!
@@ -244,8 +244,8 @@ impl Store {
     }
 
     /// A read-only connection of its own, for a thread that reads all its
-    /// life (a live page): not from the pool, so a long-lived stream does
-    /// not keep a pooled one from the requests.
+    /// life (scheduler, botmaster, a live page): not from the pool, so it
+    /// never waits for one and keeps its statement cache.
     pub(crate) fn own_reader(&self) -> Result<Conn> {
         open_read_only(&self.path)
     }

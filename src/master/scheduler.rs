@@ -328,7 +328,15 @@ pub fn spawn_with_clock(
         .name("scheduler".into())
         .stack_size(256 * 1024)
         .spawn(move || {
+            let reader = match store.own_reader() {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("scheduler: {e:#}");
+                    return;
+                }
+            };
             let mut s = Scheduler {
+                reader,
                 store,
                 scheds: compile(&cfg),
                 stable: HashMap::new(),
@@ -346,10 +354,8 @@ pub fn spawn_with_clock(
 const MAX_WAIT: f64 = 60.0;
 
 struct Scheduler {
-    /// Reads borrow a pooled reader (`Store::reader`) for each query: the
-    /// thread holds no connection of its own, so start-up reads one schema
-    /// fewer and an idle master keeps one connection fewer.
     store: Store,
+    reader: db::Conn,
     scheds: Vec<Compiled>,
     /// scheduler name → when its tree-stable timer fires (Unix seconds).
     stable: HashMap<String, f64>,
@@ -460,7 +466,7 @@ impl Scheduler {
 
     /// Classifies every unscheduled change; returns how many it handled.
     fn classify(&mut self) -> Result<usize> {
-        let changes = db::unscheduled_changes(&*self.store.reader()?)?;
+        let changes = db::unscheduled_changes(&self.reader)?;
         if changes.is_empty() {
             return Ok(0);
         }
@@ -506,7 +512,7 @@ impl Scheduler {
 
     fn rearm_stable(&mut self) -> Result<()> {
         let now = self.clock.now();
-        for name in db::schedulers_holding_changes(&*self.store.reader()?)? {
+        for name in db::schedulers_holding_changes(&self.reader)? {
             let timer = match self.scheds.iter().find(|s| s.cfg.name == name) {
                 Some(s) => match s.cfg.kind.tree_stable_timer() {
                     Some(t) => t,
@@ -526,8 +532,7 @@ impl Scheduler {
         let mut first_seen: Vec<String> = vec![];
         for s in self.scheds.iter().filter(|s| s.cfg.kind.is_timed()) {
             let name = s.cfg.name.clone();
-            let last = self.store.reader();
-            let last = match last.and_then(|r| db::scheduler_state(&r, &name, "last_fire")) {
+            let last = match db::scheduler_state(&self.reader, &name, "last_fire") {
                 Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
                 Err(e) => {
                     log::error!("scheduler {name}: {e:#}");
@@ -608,7 +613,7 @@ impl Scheduler {
             return; // became a nightly scheduler by reconfig: it keeps them
         }
         let res = (|| -> Result<bool> {
-            let changes = db::held_changes(&*self.store.reader()?, name)?;
+            let changes = db::held_changes(&self.reader, name)?;
             let name2 = name.to_string();
             self.store.write(move |conn| {
                 // A scheduler removed by reconfig drops what it held.
@@ -644,7 +649,7 @@ impl Scheduler {
         };
         let res = (|| -> Result<bool> {
             let held = if only_if_changed(&s) {
-                db::held_changes(&*self.store.reader()?, name)?
+                db::held_changes(&self.reader, name)?
             } else {
                 vec![]
             };
