@@ -100,6 +100,9 @@ pub struct Store {
     /// open: see `close`).
     writer: Arc<Mutex<Option<thread::JoinHandle<Tx>>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Asks the writer for a checkpoint after its next batch
+    /// (`release_memory`).
+    checkpoint: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A connection to the database, for reading: every read query takes one.
@@ -177,6 +180,8 @@ impl Store {
         let (tx, rx) = unbounded::<Job>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
+        let checkpoint = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpoint2 = checkpoint.clone();
         let writer = thread::Builder::new()
             .name("store".into())
             .stack_size(256 * 1024)
@@ -187,6 +192,7 @@ impl Store {
                     },
                     rx,
                     &stop2,
+                    &checkpoint2,
                 )
             })
             .context("spawning store thread")?;
@@ -197,6 +203,7 @@ impl Store {
             watch: Arc::new(watch),
             writer: Arc::new(Mutex::new(Some(writer))),
             stop,
+            checkpoint,
         })
     }
 
@@ -286,8 +293,12 @@ impl Store {
     /// One idle reader is kept, shrunk, so that the next request need not
     /// read the schema again; the others, left from reads that overlapped,
     /// are closed. For when the master has gone quiet (the botmaster calls
-    /// it): the writer's part is one small job on the store thread.
+    /// it): the writer's part is one small job on the store thread, after
+    /// which it checkpoints the WAL into the database and truncates it
+    /// (`writer::checkpoint`), without the caller waiting for that.
     pub(crate) fn release_memory(&self) -> Result<()> {
+        self.checkpoint
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut idle =
             std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner())).into_iter();
         // Outside the lock: a request meanwhile opens a reader of its own.
@@ -524,6 +535,53 @@ mod tests {
             ("second".into(), 1, first.description.clone(), w0.clone())
         );
         assert_eq!(workers(&tx), vec![(w0, 1), ("other-worker".into(), 1)]);
+    }
+
+    /// Going quiet checkpoints the WAL and truncates it, so that the next
+    /// start reads none back; what was written stays, and writing goes on.
+    #[test]
+    fn release_memory_truncates_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        create(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        for i in 0..50 {
+            store
+                .write(move |c| {
+                    c.raw
+                        .execute("INSERT INTO builders(name) VALUES (?1)", [format!("b{i}")])?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let wal = dir.path().join("state.sqlite-wal");
+        let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert!(size() > 0, "the writes are in the WAL");
+        drop(store.reader().unwrap());
+        store.release_memory().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "WAL still {} bytes",
+                size()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        store
+            .write(|c| {
+                c.raw
+                    .execute("INSERT INTO builders(name) VALUES ('after')", [])?;
+                Ok(())
+            })
+            .unwrap();
+        let n: i64 = store
+            .reader()
+            .unwrap()
+            .raw
+            .query_row("SELECT count(*) FROM builders", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 51);
     }
 
     #[test]

@@ -115,8 +115,15 @@ const MAX_BATCH: usize = 256;
 const WRITER_STATEMENTS: usize = 128;
 
 /// Runs until every Store handle is dropped or, after a batch, `stop` is
-/// set (`Store::close`); returns its connection, still open.
-pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>, stop: &AtomicBool) -> Tx {
+/// set (`Store::close`); returns its connection, still open. After a batch
+/// that finds `checkpoint` set (`Store::release_memory`: the master has
+/// gone quiet) it checkpoints the WAL ([`checkpoint`]).
+pub(super) fn writer_loop(
+    tx: Tx,
+    rx: Receiver<Job>,
+    stop: &AtomicBool,
+    checkpoint_wanted: &AtomicBool,
+) -> Tx {
     let conn = &tx.raw;
     conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     while !stop.load(Ordering::SeqCst) {
@@ -170,9 +177,40 @@ pub(super) fn writer_loop(tx: Tx, rx: Receiver<Job>, stop: &AtomicBool) -> Tx {
         for c in completions {
             c(commit.clone());
         }
+        if checkpoint_wanted.swap(false, Ordering::SeqCst) {
+            checkpoint(conn);
+        }
     }
     log::debug!("store thread exiting");
     tx
+}
+
+/// Copies the WAL into the database and truncates it to nothing
+/// (`wal_checkpoint(TRUNCATE)`), outside any transaction, on the writer's
+/// connection: between batches, so no write waits on it but the next.
+/// Every start reads back the WAL it finds (up to the ~4 MB at which
+/// SQLite's automatic checkpoint restarts it): 6–10 ms of a start after
+/// a busy day instead of ~4 ms with it empty. It also makes the commits so
+/// far durable against a power loss (it fsyncs the WAL, then the
+/// database) and gives back the WAL's disk space. A reader still on an old
+/// snapshot makes it wait (the busy timeout) or give up; the next quiet
+/// moment tries again.
+fn checkpoint(conn: &Connection) {
+    let t = std::time::Instant::now();
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    }) {
+        Ok((0, frames)) => {
+            log::debug!(
+                "store: checkpointed {frames} WAL frames in {:?}",
+                t.elapsed()
+            )
+        }
+        Ok((_, frames)) => {
+            log::debug!("store: checkpoint of {frames} WAL frames blocked by a reader")
+        }
+        Err(e) => log::warn!("store: checkpoint: {e}"),
+    }
 }
 
 /// Sends `f` to the writer thread and waits for its result, which comes
