@@ -374,31 +374,30 @@ impl Botmaster {
             .unwrap_or_default();
         // Builds whose real end is waiting in `repairs` keep that end.
         let except = self.pending_ends();
-        match self
-            .store
-            .write(move |c| db::retry_worker_builds(c, Some(workerid), &except))
-        {
+        // One commit for both (each is a round trip to the store thread: a
+        // stop with workers connected waits for them).
+        let name2 = name.to_string();
+        match self.store.write(move |c| {
+            let ids = db::retry_worker_builds(c, Some(workerid), &except)?;
+            db::set_worker_connected(c, &name2, None, false)?;
+            Ok(ids)
+        }) {
             Ok(ids) if !ids.is_empty() => {
                 log::warn!("worker {name} lost: builds {ids:?} will be retried")
             }
             Ok(_) => {}
             Err(e) => {
-                log::error!("closing builds of worker {name} (will retry): {e:#}");
+                log::error!(
+                    "closing builds of worker {name} and marking it disconnected (will retry): {e:#}"
+                );
                 self.repairs.push(Repair::Lost {
                     worker: name.to_string(),
                     builds: running,
                 });
+                self.repairs.push(Repair::Disconnected {
+                    name: name.to_string(),
+                });
             }
-        }
-        let name2 = name.to_string();
-        if let Err(e) = self
-            .store
-            .write(move |c| db::set_worker_connected(c, &name2, None, false))
-        {
-            log::error!("marking worker {name} disconnected (will retry): {e:#}");
-            self.repairs.push(Repair::Disconnected {
-                name: name.to_string(),
-            });
         }
         if let Ok(mut set) = self.connected.lock() {
             set.remove(name);
