@@ -402,6 +402,15 @@ mod tests {
 
     /// A new database in a temporary directory, with a connection that may
     /// write rows no query of the interface writes.
+    fn count_builders(store: &Store) -> i64 {
+        store
+            .reader()
+            .unwrap()
+            .raw
+            .query_row("SELECT count(*) FROM builders", [], |r| r.get(0))
+            .unwrap()
+    }
+
     fn new_db() -> (tempfile::TempDir, Tx) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
@@ -575,12 +584,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let n: i64 = store
-            .reader()
-            .unwrap()
-            .raw
-            .query_row("SELECT count(*) FROM builders", [], |r| r.get(0))
-            .unwrap();
+        let n = count_builders(&store);
         assert_eq!(n, 51);
     }
 
@@ -712,12 +716,7 @@ mod tests {
                     .execute("INSERT INTO builders(name) VALUES ('c')", [])?)
             })
             .unwrap();
-        let n: i64 = store
-            .reader()
-            .unwrap()
-            .raw
-            .query_row("SELECT count(*) FROM builders", [], |r| r.get(0))
-            .unwrap();
+        let n = count_builders(&store);
         assert_eq!(n, 2);
         assert_eq!(idle(), 1);
     }

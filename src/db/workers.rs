@@ -20,12 +20,7 @@ pub fn sync_config(conn: &Tx, cfg: &Config) -> Result<()> {
     // unchanged (a restart, most reconfigs) no page changes, so the WAL
     // that the next start reads back does not grow with each restart.
     let workers: Vec<&str> = cfg.workers.iter().map(|w| w.name.as_str()).collect();
-    conn.raw
-        .prepare_cached(
-            "UPDATE workers SET configured = 0
-             WHERE configured != 0 AND name NOT IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([json(&workers)?])?;
+    unconfigure_others(conn, "workers", &workers)?;
     for w in &workers {
         conn.raw
             .prepare_cached(
@@ -35,12 +30,7 @@ pub fn sync_config(conn: &Tx, cfg: &Config) -> Result<()> {
             .execute([w])?;
     }
     let builders: Vec<&str> = cfg.builders.iter().map(|b| b.name.as_str()).collect();
-    conn.raw
-        .prepare_cached(
-            "UPDATE builders SET configured = 0
-             WHERE configured != 0 AND name NOT IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([json(&builders)?])?;
+    unconfigure_others(conn, "builders", &builders)?;
     let mut pairs: Vec<[&str; 2]> = vec![];
     for b in &cfg.builders {
         conn.raw
@@ -71,6 +61,18 @@ pub fn sync_config(conn: &Tx, cfg: &Config) -> Result<()> {
             )?
             .execute([b, w])?;
     }
+    Ok(())
+}
+
+/// Marks the rows of `table` (`workers` or `builders`) whose name is not
+/// in `names` as no longer configured, writing none that already are.
+fn unconfigure_others(conn: &Tx, table: &'static str, names: &[&str]) -> Result<()> {
+    conn.raw
+        .prepare_cached(&format!(
+            "UPDATE {table} SET configured = 0
+             WHERE configured != 0 AND name NOT IN (SELECT value FROM json_each(?1))"
+        ))?
+        .execute([json(&names)?])?;
     Ok(())
 }
 
