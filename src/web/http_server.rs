@@ -9,9 +9,9 @@
 //! writes the answer with blocking I/O and deadlines, waits up to
 //! [`KEEPALIVE_LINGER`] (2 ms) for the connection's next request (a
 //! browser fetching what a page links, a script paging the API: no thread
-//! start and no hand-over per request), then hands a kept-alive connection
-//! back to reception (`crossbeam` channel + a `mio::Waker`). No other
-//! channels.
+//! start and no hand-over per request) and serves it if its head is whole,
+//! else hands the kept-alive connection back to reception with what it has
+//! sent (`crossbeam` channel + a `mio::Waker`). No other channels.
 //!
 //! Why not a server crate: tiny_http buffered a request line without limit,
 //! panicked when it could not start a thread and had no timeouts. The
@@ -416,7 +416,9 @@ struct Shared {
     /// Most requests served at once.
     max: usize,
     /// Keep-alive connections going back to reception.
-    back: crossbeam_channel::Sender<(Stream, Option<IpAddr>)>,
+    /// Kept-alive connections handed back, with what has arrived of their
+    /// next head.
+    back: crossbeam_channel::Sender<(Stream, Option<IpAddr>, Vec<u8>)>,
     waker: mio::Waker,
 }
 
@@ -597,7 +599,7 @@ fn refuse_now(mut stream: MioStream, resp: Response) {
 fn reception(
     mut poll: mio::Poll,
     mut listener: MioListener,
-    back: crossbeam_channel::Receiver<(Stream, Option<IpAddr>)>,
+    back: crossbeam_channel::Receiver<(Stream, Option<IpAddr>, Vec<u8>)>,
     sh: Arc<Shared>,
 ) {
     let registered = match &mut listener {
@@ -627,7 +629,8 @@ fn reception(
         if sh.registry.stop.load(Ordering::SeqCst) {
             return;
         }
-        let mut fresh: Vec<(MioStream, Option<IpAddr>)> = vec![];
+        // New and handed-back connections, with what they have sent so far.
+        let mut fresh: Vec<(MioStream, Option<IpAddr>, Vec<u8>)> = vec![];
         for ev in events.iter() {
             match ev.token() {
                 LISTENER => loop {
@@ -643,7 +646,7 @@ fn reception(
                     match accepted {
                         Ok(c) => {
                             accept_failures = 0;
-                            fresh.push(c);
+                            fresh.push((c.0, c.1, Vec::new()));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
@@ -658,9 +661,9 @@ fn reception(
                     }
                 },
                 WAKE => {
-                    for (s, remote) in back.try_iter() {
+                    for (s, remote, buf) in back.try_iter() {
                         if let Ok(m) = MioStream::from_std(s) {
-                            fresh.push((m, remote));
+                            fresh.push((m, remote, buf));
                         }
                     }
                 }
@@ -691,13 +694,14 @@ fn reception(
             }
         }
         let now = Instant::now();
-        for (stream, remote) in fresh {
+        for (stream, remote, buf) in fresh {
             let mut p = Pending {
                 stream,
-                buf: Vec::new(),
+                // From the head's first bytes on, its time runs.
+                first_byte: (!buf.is_empty()).then_some(now),
+                buf,
                 remote,
                 since: now,
-                first_byte: None,
                 progress: now,
                 scan: HeadScan::default(),
             };
@@ -922,20 +926,28 @@ fn serve(
                 reg.set_waiting(id, true);
                 let resp = compress(resp, gzip);
                 match write_response(&mut stream, resp, is_head, http10, keep_alive) {
-                    Ok(true) if buf.is_empty() => match linger(&mut stream, &mut buf) {
-                        Linger::Request => continue,
-                        Linger::Closed => return,
-                        Linger::Idle => {
-                            // Idle keep-alive costs reception a socket, not
-                            // a thread.
-                            if sh.back.send((stream, remote)).is_ok() {
-                                let _ = sh.waker.wake();
-                            }
-                            return;
-                        }
-                    },
-                    Ok(true) => continue,
+                    Ok(true) => {}
                     Ok(false) | Err(_) => return,
+                }
+                if buf.is_empty() && !linger(&mut stream, &mut buf) {
+                    return;
+                }
+                // A whole next head is served here; an idle connection, or
+                // one with part of a head, goes back to reception, which
+                // reads slow heads without a thread.
+                let mut scan = HeadScan::default();
+                match parse_head(&mut buf, &mut scan, remote) {
+                    Ok(Some(p)) => next = Some(p),
+                    Ok(None) => {
+                        if sh.back.send((stream, remote, buf)).is_ok() {
+                            let _ = sh.waker.wake();
+                        }
+                        return;
+                    }
+                    Err(resp) => {
+                        let _ = write_response(&mut stream, resp, false, false, false);
+                        return;
+                    }
                 }
             }
             Reply::Takeover(f) => {
@@ -948,43 +960,29 @@ fn serve(
     }
 }
 
-/// What [`linger`] saw on a kept-alive connection.
-enum Linger {
-    /// Bytes of a next request arrived (they are in the buffer).
-    Request,
-    /// The client closed the connection (or it failed).
-    Closed,
-    /// Nothing within [`KEEPALIVE_LINGER`]: the connection goes back to
-    /// reception.
-    Idle,
-}
-
 /// Waits up to [`KEEPALIVE_LINGER`] on the request thread for the next
-/// request of a kept-alive connection. A client that sends its next
-/// request as soon as it has an answer (a browser fetching what a page
-/// links, a script paging through the API) then costs no thread start
-/// and no two hand-overs through reception per request. The thread stays
-/// marked waiting, so at the connection cap it is the first displaced.
-fn linger(stream: &mut Stream, buf: &mut Vec<u8>) -> Linger {
+/// request of a kept-alive connection, putting what arrives in `buf`. A
+/// client that sends its next request as soon as it has an answer (a
+/// browser fetching what a page links, a script paging through the API)
+/// then costs no thread start and no two hand-overs through reception per
+/// request. The thread stays marked waiting, so at the connection cap it
+/// is the first displaced. False when the client has closed the
+/// connection (or it failed).
+fn linger(stream: &mut Stream, buf: &mut Vec<u8>) -> bool {
     if stream.set_read_timeout(KEEPALIVE_LINGER).is_err() {
-        return Linger::Closed;
+        return false;
     }
     let mut chunk = [0u8; 4096];
     match stream.read(&mut chunk) {
-        Ok(0) => Linger::Closed,
+        Ok(0) => false,
         Ok(n) => {
             buf.extend_from_slice(&chunk[..n]);
-            Linger::Request
+            true
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Linger::Idle
-        }
-        Err(_) => Linger::Closed,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+        ),
     }
 }
 

@@ -533,7 +533,8 @@ fn keep_alive_and_body_framing() {
     let port = s.www();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for round in 0..4 {
+    let request = b"GET /api/v2/builders HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for round in 0..5 {
         if round == 3 {
             // Idle: the connection is back with reception, and no thread
             // waits on it.
@@ -543,8 +544,20 @@ fn keep_alive_and_body_framing() {
                 || (request_threads(pid) == 0).then_some(()),
             );
         }
-        c.write_all(b"GET /api/v2/builders HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
+        if round == 4 {
+            // Part of a head at once after an answer, then a pause: the
+            // part goes back to reception with the connection, and no
+            // thread waits for the rest.
+            c.write_all(&request[..20]).unwrap();
+            wait_for(
+                "the thread of a connection with half a head gone",
+                Duration::from_secs(10),
+                || (request_threads(pid) == 0).then_some(()),
+            );
+            c.write_all(&request[20..]).unwrap();
+        } else {
+            c.write_all(request).unwrap();
+        }
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
