@@ -400,8 +400,7 @@ mod tests {
     use super::*;
     use anyhow::bail;
 
-    /// A new database in a temporary directory, with a connection that may
-    /// write rows no query of the interface writes.
+    /// The builders' rows, as a pooled reader of `store` sees them.
     fn count_builders(store: &Store) -> i64 {
         store
             .reader()
@@ -411,6 +410,8 @@ mod tests {
             .unwrap()
     }
 
+    /// A new database in a temporary directory, with a connection that may
+    /// write rows no query of the interface writes.
     fn new_db() -> (tempfile::TempDir, Tx) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");

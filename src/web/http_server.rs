@@ -891,9 +891,22 @@ fn serve(
             return;
         }
         reg.set_waiting(id, true);
+        // After the first: a whole head already in `buf` is served here;
+        // an idle connection, or one with part of a head, goes back to
+        // reception (with those bytes), which reads slow heads without a
+        // thread.
         let parsed = match next.take() {
             Some(p) => Ok(p),
-            None => read_head(&mut stream, &mut buf, remote),
+            None => match parse_head(&mut buf, &mut HeadScan::default(), remote) {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => {
+                    if sh.back.send((stream, remote, buf)).is_ok() {
+                        let _ = sh.waker.wake();
+                    }
+                    return;
+                }
+                Err(resp) => Err(End::Answer(resp)),
+            },
         };
         let Parsed {
             head,
@@ -931,23 +944,6 @@ fn serve(
                 }
                 if buf.is_empty() && !linger(&mut stream, &mut buf) {
                     return;
-                }
-                // A whole next head is served here; an idle connection, or
-                // one with part of a head, goes back to reception, which
-                // reads slow heads without a thread.
-                let mut scan = HeadScan::default();
-                match parse_head(&mut buf, &mut scan, remote) {
-                    Ok(Some(p)) => next = Some(p),
-                    Ok(None) => {
-                        if sh.back.send((stream, remote, buf)).is_ok() {
-                            let _ = sh.waker.wake();
-                        }
-                        return;
-                    }
-                    Err(resp) => {
-                        let _ = write_response(&mut stream, resp, false, false, false);
-                        return;
-                    }
                 }
             }
             Reply::Takeover(f) => {
@@ -1121,25 +1117,6 @@ fn read_more(
             buf.extend_from_slice(&chunk[..n]);
             Ok(())
         }
-    }
-}
-
-/// Reads and parses the next pipelined request head on a request thread
-/// (`buf` holds its first bytes: a connection with nothing left to read
-/// goes back to reception instead), within [`HEAD_TIMEOUT`].
-fn read_head(
-    stream: &mut Stream,
-    buf: &mut Vec<u8>,
-    remote: Option<IpAddr>,
-) -> Result<Parsed, End> {
-    let deadline = Instant::now() + HEAD_TIMEOUT;
-    let mut scan = HeadScan::default();
-    loop {
-        if let Some(p) = parse_head(buf, &mut scan, remote).map_err(End::Answer)? {
-            return Ok(p);
-        }
-        read_more(stream, buf, MAX_HEAD + 1, deadline)
-            .map_err(|_| End::Answer(error(408, "request head not received in time")))?;
     }
 }
 
