@@ -873,8 +873,9 @@ pub(crate) fn error(status: u16, msg: &str) -> Response {
 }
 
 /// A request thread: the request reception parsed (`first`; `buf` holds
-/// the bytes after its head), and any that follow it already in `buf`
-/// (pipelined); then a keep-alive connection goes back to reception.
+/// the bytes after its head), then each next request whose whole head is
+/// in `buf` (pipelined, or read by [`linger`]); then a kept-alive
+/// connection goes back to reception.
 fn serve(
     mut stream: Stream,
     first: Parsed,
